@@ -1,0 +1,609 @@
+/*
+ * archive.c: gzip archives of database copies, and back, with the SHA-256
+ * of the archive computed as it is written or read.
+ *
+ * Compression cuts the input into independent blocks that a small pool of
+ * threads compresses with libdeflate, each block becoming one gzip member
+ * (RFC 1952 allows any number of members; gunzip, zcat and zlib read them
+ * all, as they read pigz's output). Memory is bounded by the few blocks in
+ * flight, whatever the database size. Decompression is plain streaming zlib.
+ *
+ * Not for naming, renaming or verifying backups (the backup and restore jobs
+ * do that), and not for the manifest (manifest.c). A destination is always a
+ * new file: it is created with O_EXCL and removed again on every failure, so a
+ * half-written archive never survives a call.
+ */
+#include "archive.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libdeflate.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+/* 1 MiB blocks cost about 0.1% in size against one long stream (measured
+ * on a 200 MB database) and keep progress and cancellation responsive at
+ * every level. Memory: 2 slots of about 2 MiB per thread. */
+#define ARCHIVE_BLOCK_BYTES      (1024 * 1024)
+#define ARCHIVE_DEFAULT_THREADS  2
+#define ARCHIVE_MAX_THREADS      32
+#define ARCHIVE_SLOTS_PER_THREAD 2
+#define ARCHIVE_STREAM_BYTES     (256 * 1024)
+#define ARCHIVE_PROGRESS_BYTES   ((int64_t)8 * 1024 * 1024)
+
+enum archive_slot_state { SLOT_FREE, SLOT_FILLED, SLOT_DONE, SLOT_FAILED };
+
+/* One block in flight. The main thread owns a FREE slot and reads into it;
+ * a worker owns it from FILLED until it marks it DONE; the main thread then
+ * writes it out and frees it. Slot i holds block sequence numbers i mod n. */
+struct archive_slot {
+    enum archive_slot_state state;
+    unsigned char *input;
+    size_t input_size;
+    unsigned char *output;
+    size_t output_size;
+};
+
+struct archive_worker;
+
+struct archive_pool {
+    pthread_mutex_t lock;
+    pthread_cond_t work_ready; /* workers wait: a block was filled, or shutdown */
+    pthread_cond_t block_done; /* the main thread waits: a block was compressed */
+    struct archive_slot *slots;
+    size_t slot_count;
+    size_t output_capacity;
+    uint64_t submitted; /* blocks handed to workers */
+    uint64_t next_to_compress;
+    bool shutting_down;
+    struct libdeflate_compressor **compressors; /* one per worker: not thread-safe */
+    struct archive_worker *workers;
+    pthread_t *threads;
+    size_t thread_count;
+    size_t threads_started;
+};
+
+struct archive_worker {
+    struct archive_pool *pool;
+    size_t index;
+};
+
+static void archive_hex(const unsigned char *digest, unsigned length, char *hex)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (unsigned i = 0; i < length; i++) {
+        hex[2 * i] = digits[digest[i] >> 4];
+        hex[2 * i + 1] = digits[digest[i] & 15];
+    }
+    hex[2 * length] = '\0';
+}
+
+/* Reads until `size` bytes or end of file; returns the count or -errno. */
+static ssize_t archive_read_full(int fd, void *buffer, size_t size)
+{
+    size_t done = 0;
+    while (done < size) {
+        ssize_t got = read(fd, (char *)buffer + done, size - done);
+        if (got < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (got == 0)
+            break;
+        done += (size_t)got;
+    }
+    return (ssize_t)done;
+}
+
+static int archive_write_full(int fd, const void *buffer, size_t size)
+{
+    const char *cursor = buffer;
+    while (size > 0) {
+        ssize_t written = write(fd, cursor, size);
+        if (written < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        cursor += written;
+        size -= (size_t)written;
+    }
+    return 0;
+}
+
+static bool archive_stopped(const struct archive_io *io)
+{
+    return io && io->stop && *io->stop;
+}
+
+static void archive_report(const struct archive_io *io, int64_t done, int64_t total)
+{
+    if (io && io->progress)
+        io->progress(io->progress_context, done, total);
+}
+
+static int archive_digest_start(EVP_MD_CTX **digest, struct error *err)
+{
+    *digest = EVP_MD_CTX_new();
+    if (!*digest)
+        return error_set(err, -ENOMEM, "cannot start SHA-256: out of memory");
+    if (EVP_DigestInit_ex(*digest, EVP_sha256(), NULL) != 1)
+        return error_set(err, -EIO, "cannot start SHA-256: OpenSSL refused EVP_sha256");
+    return 0;
+}
+
+static void archive_digest_finish(EVP_MD_CTX *digest, char hex[ARCHIVE_SHA256_HEX])
+{
+    unsigned char value[EVP_MAX_MD_SIZE];
+    unsigned length = 0;
+    EVP_DigestFinal_ex(digest, value, &length);
+    archive_hex(value, length, hex);
+}
+
+/* Opens a new destination: it must not exist, so we never clobber a backup. */
+static int archive_create_destination(const char *destination, int *fd, struct error *err)
+{
+    *fd = open(destination, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (*fd < 0) {
+        int saved = errno;
+        return error_set(err, -saved, "cannot create %s: %s", destination, strerror(saved));
+    }
+    return 0;
+}
+
+static int archive_open_source(const char *source, int *fd, int64_t *size, struct error *err)
+{
+    struct stat st;
+    *fd = open(source, O_RDONLY | O_CLOEXEC);
+    if (*fd < 0) {
+        int saved = errno;
+        return error_set(err, -saved, "cannot open %s: %s", source, strerror(saved));
+    }
+    if (fstat(*fd, &st) < 0) {
+        int saved = errno;
+        return error_set(err, -saved, "cannot stat %s: %s", source, strerror(saved));
+    }
+    if (S_ISDIR(st.st_mode))
+        return error_set(err, -EISDIR, "cannot read %s: %s", source, strerror(EISDIR));
+    *size = (int64_t)st.st_size;
+    return 0;
+}
+
+/* fsync then close, both checked: a failed close can be the first report of
+ * a failed write-back on some file systems. */
+static int archive_finish_destination(const char *destination, int *fd, struct error *err)
+{
+    if (fsync(*fd) < 0) {
+        int saved = errno;
+        return error_set(err, -saved, "cannot sync %s: %s", destination, strerror(saved));
+    }
+    int rc = close(*fd);
+    *fd = -1;
+    if (rc < 0) {
+        int saved = errno;
+        return error_set(err, -saved, "cannot write %s: %s", destination, strerror(saved));
+    }
+    return 0;
+}
+
+static void *archive_worker_run(void *argument)
+{
+    struct archive_worker *worker = argument;
+    struct archive_pool *pool = worker->pool;
+    struct libdeflate_compressor *compressor = pool->compressors[worker->index];
+
+    pthread_mutex_lock(&pool->lock);
+    for (;;) {
+        while (!pool->shutting_down && pool->next_to_compress == pool->submitted)
+            pthread_cond_wait(&pool->work_ready, &pool->lock);
+        if (pool->shutting_down)
+            break;
+        struct archive_slot *slot = &pool->slots[pool->next_to_compress % pool->slot_count];
+        assert(slot->state == SLOT_FILLED);
+        pool->next_to_compress++;
+        pthread_mutex_unlock(&pool->lock);
+
+        size_t produced = libdeflate_gzip_compress(compressor, slot->input, slot->input_size,
+                                                   slot->output, pool->output_capacity);
+
+        pthread_mutex_lock(&pool->lock);
+        slot->output_size = produced;
+        slot->state = produced > 0 ? SLOT_DONE : SLOT_FAILED;
+        pthread_cond_signal(&pool->block_done);
+    }
+    pthread_mutex_unlock(&pool->lock);
+    return NULL;
+}
+
+static void archive_pool_stop(struct archive_pool *pool)
+{
+    pthread_mutex_lock(&pool->lock);
+    pool->shutting_down = true;
+    pthread_cond_broadcast(&pool->work_ready);
+    pthread_mutex_unlock(&pool->lock);
+    for (size_t i = 0; i < pool->threads_started; i++)
+        pthread_join(pool->threads[i], NULL);
+
+    for (size_t i = 0; pool->slots && i < pool->slot_count; i++) {
+        free(pool->slots[i].input);
+        free(pool->slots[i].output);
+    }
+    for (size_t i = 0; pool->compressors && i < pool->thread_count; i++) {
+        if (pool->compressors[i])
+            libdeflate_free_compressor(pool->compressors[i]);
+    }
+    free(pool->slots);
+    free(pool->compressors);
+    free(pool->workers);
+    free(pool->threads);
+    pthread_cond_destroy(&pool->block_done);
+    pthread_cond_destroy(&pool->work_ready);
+    pthread_mutex_destroy(&pool->lock);
+}
+
+/* Always leaves the pool safe to pass to archive_pool_stop, even on failure. */
+static int archive_pool_start(struct archive_pool *pool, int level, size_t thread_count,
+                              struct error *err)
+{
+    memset(pool, 0, sizeof *pool);
+    pthread_mutex_init(&pool->lock, NULL);
+    pthread_cond_init(&pool->work_ready, NULL);
+    pthread_cond_init(&pool->block_done, NULL);
+    pool->thread_count = thread_count;
+    pool->slot_count = thread_count * ARCHIVE_SLOTS_PER_THREAD;
+    pool->compressors = calloc(thread_count, sizeof *pool->compressors);
+    pool->workers = calloc(thread_count, sizeof *pool->workers);
+    pool->threads = calloc(thread_count, sizeof *pool->threads);
+    pool->slots = calloc(pool->slot_count, sizeof *pool->slots);
+    if (!pool->compressors || !pool->workers || !pool->threads || !pool->slots)
+        return error_set(err, -ENOMEM, "cannot start compression: out of memory");
+
+    for (size_t i = 0; i < thread_count; i++) {
+        pool->compressors[i] = libdeflate_alloc_compressor(level);
+        if (!pool->compressors[i])
+            return error_set(err, -ENOMEM, "cannot start level %d compression: out of memory",
+                             level);
+        size_t bound = libdeflate_gzip_compress_bound(pool->compressors[i], ARCHIVE_BLOCK_BYTES);
+        if (bound > pool->output_capacity)
+            pool->output_capacity = bound;
+    }
+    for (size_t i = 0; i < pool->slot_count; i++) {
+        pool->slots[i].input = malloc(ARCHIVE_BLOCK_BYTES);
+        pool->slots[i].output = malloc(pool->output_capacity);
+        if (!pool->slots[i].input || !pool->slots[i].output)
+            return error_set(err, -ENOMEM, "cannot start compression: out of memory");
+    }
+
+    /* Workers block every signal so that SIGTERM and friends keep going to
+     * the agent's own thread, which owns signal handling. */
+    sigset_t all, previous;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &previous);
+    int rc = 0;
+    for (size_t i = 0; i < thread_count; i++) {
+        pool->workers[i].pool = pool;
+        pool->workers[i].index = i;
+        rc = pthread_create(&pool->threads[i], NULL, archive_worker_run, &pool->workers[i]);
+        if (rc != 0)
+            break;
+        pool->threads_started++;
+    }
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    if (rc != 0)
+        return error_set(err, -rc, "cannot start compression threads: %s", strerror(rc));
+    return 0;
+}
+
+static size_t archive_thread_count(const struct archive_io *io)
+{
+    if (!io || io->threads <= 0)
+        return ARCHIVE_DEFAULT_THREADS;
+    if (io->threads > ARCHIVE_MAX_THREADS)
+        return ARCHIVE_MAX_THREADS;
+    return (size_t)io->threads;
+}
+
+/* The main thread's side of compression: read blocks into free slots, write
+ * compressed ones in order. It sleeps only when it can neither write the
+ * oldest block (still being compressed) nor read a new one (every slot in
+ * use, or the input is exhausted). */
+static int archive_compress_blocks(struct archive_pool *pool, int in, int out, EVP_MD_CTX *digest,
+                                   const char *source, const char *destination,
+                                   const struct archive_io *io, int64_t total,
+                                   struct archive_result *result, struct error *err)
+{
+    uint64_t written = 0;
+    bool input_done = false;
+    int64_t reported = 0;
+
+    for (;;) {
+        if (archive_stopped(io))
+            return error_set(err, -ECANCELED, "compressing %s was cancelled", source);
+
+        pthread_mutex_lock(&pool->lock);
+        struct archive_slot *oldest = &pool->slots[written % pool->slot_count];
+        bool in_flight = written < pool->submitted;
+        if (in_flight && oldest->state == SLOT_DONE) {
+            pthread_mutex_unlock(&pool->lock);
+            int rc = archive_write_full(out, oldest->output, oldest->output_size);
+            if (rc < 0)
+                return error_set(err, rc, "cannot write %s: %s", destination, strerror(-rc));
+            EVP_DigestUpdate(digest, oldest->output, oldest->output_size);
+            result->input_bytes += (int64_t)oldest->input_size;
+            result->output_bytes += (int64_t)oldest->output_size;
+            pthread_mutex_lock(&pool->lock);
+            oldest->state = SLOT_FREE;
+            pthread_mutex_unlock(&pool->lock);
+            written++;
+            if (result->input_bytes - reported >= ARCHIVE_PROGRESS_BYTES) {
+                reported = result->input_bytes;
+                archive_report(io, reported, total);
+            }
+            continue;
+        }
+        if (in_flight && oldest->state == SLOT_FAILED) {
+            pthread_mutex_unlock(&pool->lock);
+            return error_set(err, -EIO, "cannot compress %s: libdeflate could not compress a block",
+                             source);
+        }
+        if (!input_done && pool->submitted - written < pool->slot_count) {
+            struct archive_slot *next = &pool->slots[pool->submitted % pool->slot_count];
+            bool first = pool->submitted == 0;
+            assert(next->state == SLOT_FREE);
+            pthread_mutex_unlock(&pool->lock);
+            ssize_t got = archive_read_full(in, next->input, ARCHIVE_BLOCK_BYTES);
+            if (got < 0)
+                return error_set(err, (int)got, "cannot read %s: %s", source, strerror((int)-got));
+            input_done = got < ARCHIVE_BLOCK_BYTES;
+            /* An empty input still becomes one (empty) member: a zero-byte
+             * file is not valid gzip. */
+            if (got == 0 && !first)
+                continue;
+            next->input_size = (size_t)got;
+            pthread_mutex_lock(&pool->lock);
+            next->state = SLOT_FILLED;
+            pool->submitted++;
+            pthread_cond_signal(&pool->work_ready);
+            pthread_mutex_unlock(&pool->lock);
+            continue;
+        }
+        if (input_done && !in_flight) {
+            pthread_mutex_unlock(&pool->lock);
+            break;
+        }
+        pthread_cond_wait(&pool->block_done, &pool->lock);
+        pthread_mutex_unlock(&pool->lock);
+    }
+    archive_report(io, result->input_bytes, total);
+    return 0;
+}
+
+int archive_compress(const char *source, const char *destination, int level,
+                     const struct archive_io *io, struct archive_result *result, struct error *err)
+{
+    struct archive_pool pool;
+    struct archive_result local = {0};
+    bool pool_started = false, created = false;
+    EVP_MD_CTX *digest = NULL;
+    int in = -1, out = -1, rc;
+    int64_t total = 0;
+
+    if (level < 1 || level > 9)
+        return error_set(err, -EINVAL, "cannot compress %s: gzip level %d is not in 1-9", source,
+                         level);
+    rc = archive_open_source(source, &in, &total, err);
+    if (rc < 0)
+        goto out;
+    rc = archive_digest_start(&digest, err);
+    if (rc < 0)
+        goto out;
+    rc = archive_create_destination(destination, &out, err);
+    if (rc < 0)
+        goto out;
+    created = true;
+    pool_started = true;
+    rc = archive_pool_start(&pool, level, archive_thread_count(io), err);
+    if (rc < 0)
+        goto out;
+    rc = archive_compress_blocks(&pool, in, out, digest, source, destination, io, total, &local,
+                                 err);
+    if (rc < 0)
+        goto out;
+    rc = archive_finish_destination(destination, &out, err);
+    if (rc < 0)
+        goto out;
+    archive_digest_finish(digest, local.sha256);
+    if (result)
+        *result = local;
+
+out:
+    if (pool_started)
+        archive_pool_stop(&pool);
+    if (in >= 0)
+        close(in);
+    if (out >= 0)
+        close(out);
+    if (rc < 0 && created)
+        unlink(destination);
+    EVP_MD_CTX_free(digest);
+    return rc;
+}
+
+/* Inflates every gzip member of `in` into `out`. A member boundary followed
+ * by more bytes starts the next member (inflateReset); the input may only end
+ * exactly at a member's end. */
+static int archive_inflate_members(int in, int out, EVP_MD_CTX *digest, const char *source,
+                                   const char *destination, const struct archive_io *io,
+                                   int64_t total, struct archive_result *result, struct error *err)
+{
+    unsigned char *input = malloc(ARCHIVE_STREAM_BYTES);
+    unsigned char *output = malloc(ARCHIVE_STREAM_BYTES);
+    z_stream stream;
+    bool stream_ready = false, in_member = false, saw_member = false;
+    int64_t reported = 0;
+    int rc = 0;
+
+    memset(&stream, 0, sizeof stream);
+    if (!input || !output) {
+        rc = error_set(err, -ENOMEM, "cannot decompress %s: out of memory", source);
+        goto out;
+    }
+    /* 15 + 32: the largest window, and zlib detects the gzip header itself. */
+    if (inflateInit2(&stream, 15 + 32) != Z_OK) {
+        rc = error_set(err, -ENOMEM, "cannot decompress %s: zlib could not start", source);
+        goto out;
+    }
+    stream_ready = true;
+
+    for (;;) {
+        if (archive_stopped(io)) {
+            rc = error_set(err, -ECANCELED, "decompressing %s was cancelled", source);
+            goto out;
+        }
+        if (stream.avail_in == 0) {
+            ssize_t got = archive_read_full(in, input, ARCHIVE_STREAM_BYTES);
+            if (got < 0) {
+                rc = error_set(err, (int)got, "cannot read %s: %s", source, strerror((int)-got));
+                goto out;
+            }
+            if (got == 0)
+                break;
+            EVP_DigestUpdate(digest, input, (size_t)got);
+            result->input_bytes += got;
+            stream.next_in = input;
+            stream.avail_in = (uInt)got;
+        }
+        if (!in_member) {
+            if (saw_member)
+                inflateReset(&stream);
+            in_member = saw_member = true;
+        }
+        stream.next_out = output;
+        stream.avail_out = ARCHIVE_STREAM_BYTES;
+        int z = inflate(&stream, Z_NO_FLUSH);
+        size_t produced = ARCHIVE_STREAM_BYTES - stream.avail_out;
+        if (z == Z_MEM_ERROR) {
+            rc = error_set(err, -ENOMEM, "cannot decompress %s: out of memory", source);
+            goto out;
+        }
+        if (z != Z_OK && z != Z_STREAM_END && !(z == Z_BUF_ERROR && produced > 0)) {
+            rc = error_set(err, -EBADMSG, "archive %s is truncated or corrupt: %s", source,
+                           stream.msg ? stream.msg : zError(z));
+            goto out;
+        }
+        rc = archive_write_full(out, output, produced);
+        if (rc < 0) {
+            error_set(err, rc, "cannot write %s: %s", destination, strerror(-rc));
+            goto out;
+        }
+        result->output_bytes += (int64_t)produced;
+        if (z == Z_STREAM_END)
+            in_member = false;
+        if (result->input_bytes - reported >= ARCHIVE_PROGRESS_BYTES) {
+            reported = result->input_bytes;
+            archive_report(io, reported, total);
+        }
+    }
+    if (!saw_member)
+        rc = error_set(err, -EBADMSG, "archive %s is truncated or corrupt: it is empty", source);
+    else if (in_member)
+        rc = error_set(err, -EBADMSG, "archive %s is truncated or corrupt: unexpected end of file",
+                       source);
+    else
+        archive_report(io, result->input_bytes, total);
+
+out:
+    if (stream_ready)
+        inflateEnd(&stream);
+    free(input);
+    free(output);
+    return rc;
+}
+
+int archive_decompress(const char *source, const char *destination, const struct archive_io *io,
+                       struct archive_result *result, struct error *err)
+{
+    struct archive_result local = {0};
+    EVP_MD_CTX *digest = NULL;
+    bool created = false;
+    int in = -1, out = -1, rc;
+    int64_t total = 0;
+
+    rc = archive_open_source(source, &in, &total, err);
+    if (rc < 0)
+        goto out;
+    rc = archive_digest_start(&digest, err);
+    if (rc < 0)
+        goto out;
+    rc = archive_create_destination(destination, &out, err);
+    if (rc < 0)
+        goto out;
+    created = true;
+    rc = archive_inflate_members(in, out, digest, source, destination, io, total, &local, err);
+    if (rc < 0)
+        goto out;
+    rc = archive_finish_destination(destination, &out, err);
+    if (rc < 0)
+        goto out;
+    archive_digest_finish(digest, local.sha256);
+    if (result)
+        *result = local;
+
+out:
+    if (in >= 0)
+        close(in);
+    if (out >= 0)
+        close(out);
+    if (rc < 0 && created)
+        unlink(destination);
+    EVP_MD_CTX_free(digest);
+    return rc;
+}
+
+int archive_sha256_file(const char *path, char hex[ARCHIVE_SHA256_HEX], struct error *err)
+{
+    unsigned char *buffer = malloc(ARCHIVE_STREAM_BYTES);
+    EVP_MD_CTX *digest = NULL;
+    int in = -1, rc;
+    int64_t size = 0;
+
+    hex[0] = '\0';
+    if (!buffer) {
+        rc = error_set(err, -ENOMEM, "cannot hash %s: out of memory", path);
+        goto out;
+    }
+    rc = archive_open_source(path, &in, &size, err);
+    if (rc < 0)
+        goto out;
+    rc = archive_digest_start(&digest, err);
+    if (rc < 0)
+        goto out;
+    for (;;) {
+        ssize_t got = archive_read_full(in, buffer, ARCHIVE_STREAM_BYTES);
+        if (got < 0) {
+            rc = error_set(err, (int)got, "cannot read %s: %s", path, strerror((int)-got));
+            goto out;
+        }
+        if (got == 0)
+            break;
+        EVP_DigestUpdate(digest, buffer, (size_t)got);
+    }
+    archive_digest_finish(digest, hex);
+
+out:
+    if (in >= 0)
+        close(in);
+    EVP_MD_CTX_free(digest);
+    free(buffer);
+    return rc;
+}

@@ -1,0 +1,55 @@
+/*
+ * archive.h: turning a verified database copy into a gzip archive, and back.
+ *
+ * Streams with bounded memory (a few buffers, whatever the database size),
+ * computing the archive's SHA-256 (OpenSSL EVP) while writing it. The output
+ * is standard gzip that gunzip, zcat and zlib read. Nothing here renames into
+ * final names: the backup job owns that.
+ */
+#ifndef SQLPRODD_ARCHIVE_H
+#define SQLPRODD_ARCHIVE_H
+
+#include <signal.h>
+#include <stdint.h>
+
+#include "error.h"
+
+#define ARCHIVE_SHA256_HEX 65
+
+/* Called now and then with bytes done out of total; may be NULL. */
+typedef void (*archive_progress_fn)(void *context, int64_t done, int64_t total);
+
+struct archive_io {
+    const volatile sig_atomic_t *stop; /* non-zero: abort with -ECANCELED */
+    archive_progress_fn progress;
+    void *progress_context;
+    int threads; /* compression threads; 0 (as in older initialisers) means 2 */
+};
+
+struct archive_result {
+    int64_t input_bytes;
+    int64_t output_bytes;
+    char sha256[ARCHIVE_SHA256_HEX]; /* of the output file, lowercase hex */
+};
+
+/* Compresses `source` into `destination` (created 0600, must not exist),
+ * gzip at `level` (1-9), fsyncs it. On any failure `destination` is removed.
+ * io may be NULL. The output is a series of gzip members, one per 1 MiB of
+ * input (so `gzip -l` shows only the last member's size; gunzip reads all).
+ * Errors: -EINVAL bad level, -EEXIST destination exists, -ECANCELED stop
+ * was set, other -errno from the system. */
+int archive_compress(const char *source, const char *destination, int level,
+                     const struct archive_io *io, struct archive_result *result, struct error *err);
+
+/* Decompresses gzip `source` (any number of members) into `destination`
+ * (created 0600, must not exist), fsyncs it; result->sha256 is that of the
+ * *compressed input*, so the caller can check it against a manifest. On any
+ * failure (corrupt or truncated input included) `destination` is removed.
+ * A corrupt or truncated archive (or trailing garbage) is -EBADMSG. */
+int archive_decompress(const char *source, const char *destination, const struct archive_io *io,
+                       struct archive_result *result, struct error *err);
+
+/* SHA-256 of a file, lowercase hex. */
+int archive_sha256_file(const char *path, char hex[ARCHIVE_SHA256_HEX], struct error *err);
+
+#endif

@@ -1,0 +1,154 @@
+/*
+ * cli_check.c: `sqlprodd check`. The configuration is already valid when we
+ * get here (main.c loaded it); this checks what the running user can reach:
+ * every database (read and write, file and directory, because checkpoints
+ * write the -wal and -shm files), every backup directory, the state
+ * directory, the metrics file and every target. Each problem is printed as
+ * FILE:LINE: key: what is missing and what to do.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "database.h"
+#include "target.h"
+
+struct check_report {
+    const struct config *config;
+    int problems;
+};
+
+static void check_problem(struct check_report *report, int line, const char *key,
+                          const char *format, ...) __attribute__((format(printf, 4, 5)));
+
+static void check_problem(struct check_report *report, int line, const char *key,
+                          const char *format, ...)
+{
+    va_list args;
+    fprintf(stdout, "%s:%d: %s: ", report->config->file, line, key);
+    va_start(args, format);
+    vfprintf(stdout, format, args);
+    va_end(args);
+    fputc('\n', stdout);
+    report->problems++;
+}
+
+static const char *running_user(void)
+{
+    static char name[64];
+    snprintf(name, sizeof name, "uid %d", (int)geteuid());
+    return name;
+}
+
+/* The nearest existing ancestor of `path` must let us create it. */
+static int check_directory_writable(const char *path, char *why, size_t why_size)
+{
+    char current[4096];
+    snprintf(current, sizeof current, "%s", path);
+    struct stat st;
+    while (stat(current, &st) != 0) {
+        if (errno != ENOENT) {
+            snprintf(why, why_size, "%s: %s", current, strerror(errno));
+            return -1;
+        }
+        char *slash = strrchr(current, '/');
+        if (!slash || slash == current) {
+            snprintf(current, sizeof current, "/");
+            break;
+        }
+        *slash = '\0';
+    }
+    if (stat(current, &st) == 0 && !S_ISDIR(st.st_mode)) {
+        snprintf(why, why_size, "%s is not a directory", current);
+        return -1;
+    }
+    if (access(current, W_OK | X_OK) != 0) {
+        snprintf(why, why_size, "%s is not writable by %s (%s)", current, running_user(),
+                 strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static void check_database(struct check_report *report, const struct database_config *db)
+{
+    char key[300], why[4400], directory[4096];
+    snprintf(key, sizeof key, "databases.%s.path", db->name);
+    if (access(db->path, F_OK) != 0) {
+        check_problem(report, db->line, key, "%s does not exist (%s)", db->path, strerror(errno));
+        return;
+    }
+    if (access(db->path, R_OK | W_OK) != 0) {
+        check_problem(report, db->line, key,
+                      "%s is not readable and writable by %s (%s): grant access (see README, "
+                      "\"Granting access to a database\")",
+                      db->path, running_user(), strerror(errno));
+        return;
+    }
+    snprintf(directory, sizeof directory, "%s", db->path);
+    if (access(dirname(directory), W_OK | X_OK) != 0)
+        check_problem(report, db->line, key,
+                      "directory %s is not writable by %s: checkpoints need to create the -wal and "
+                      "-shm files there",
+                      directory, running_user());
+    sqlite3 *connection = NULL;
+    struct error err = {0};
+    if (database_open(db, true, &cli_stop, &connection, &err) != 0)
+        check_problem(report, db->line, key, "%s", err.message);
+    sqlite3_close(connection);
+
+    snprintf(key, sizeof key, "databases.%s.backup.dir", db->name);
+    if (db->backup.schedule.kind != SCHEDULE_NONE &&
+        check_directory_writable(db->backup.dir, why, sizeof why) != 0)
+        check_problem(report, db->line, key, "cannot write backups to %s: %s", db->backup.dir, why);
+}
+
+static void check_target(struct check_report *report, const struct target_config *config)
+{
+    char key[300];
+    struct error err = {0};
+    struct target *target = NULL;
+    struct target_listing listing = {0};
+    snprintf(key, sizeof key, "targets.%s", config->name);
+    if (target_open(config, &target, &err) != 0 || target_list(target, "", &listing, &err) != 0)
+        check_problem(report, config->line, key, "%s", err.message);
+    target_listing_free(&listing);
+    target_close(target);
+}
+
+int cli_check(const struct config *config, int argc, char **argv)
+{
+    (void)argv;
+    if (argc > 1) {
+        fprintf(stderr, "usage: sqlprodd check\n");
+        return CLI_USAGE;
+    }
+    struct check_report report = {.config = config};
+    char why[4400];
+    if (check_directory_writable(config->state_dir, why, sizeof why) != 0)
+        check_problem(&report, 1, "state_dir", "%s", why);
+    if (config->metrics_textfile) {
+        char directory[4096];
+        snprintf(directory, sizeof directory, "%s", config->metrics_textfile);
+        if (check_directory_writable(dirname(directory), why, sizeof why) != 0)
+            check_problem(&report, 1, "metrics.textfile", "%s", why);
+    }
+    for (size_t i = 0; i < config->database_count; i++)
+        check_database(&report, &config->databases[i]);
+    for (size_t i = 0; i < config->target_count; i++)
+        check_target(&report, &config->targets[i]);
+    if (report.problems) {
+        printf("%s: %d problem%s found\n", config->file, report.problems,
+               report.problems == 1 ? "" : "s");
+        return CLI_FAILED;
+    }
+    printf("%s: configuration OK: %zu database%s, %zu target%s, all reachable\n", config->file,
+           config->database_count, config->database_count == 1 ? "" : "s", config->target_count,
+           config->target_count == 1 ? "" : "s");
+    return CLI_OK;
+}

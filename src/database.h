@@ -1,0 +1,42 @@
+/*
+ * database.h: opening a managed (application) database the way every job
+ * must: never creating it, with the configured busy timeout, and with a
+ * progress handler that aborts long statements when the agent is stopping.
+ */
+#ifndef SQLPRODD_DATABASE_H
+#define SQLPRODD_DATABASE_H
+
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdbool.h>
+
+#include "config.h"
+#include "error.h"
+
+/* Opens db->path read-write (or read-only) and reads its header, so "not a
+ * database" and "permission denied" are found here with a clear message. */
+int database_open(const struct database_config *db, bool read_only,
+                  const volatile sig_atomic_t *stop, sqlite3 **out, struct error *err);
+
+/* Opens any SQLite file (a backup copy, a restored file) read-only. */
+int database_open_path(const char *path, bool read_only, const volatile sig_atomic_t *stop,
+                       sqlite3 **out, struct error *err);
+
+/* Runs one statement; retries SQLITE_BUSY/LOCKED up to `attempts` times with
+ * backoff (100 ms doubling, jitter), on top of the busy timeout. */
+int database_exec(sqlite3 *connection, const char *sql, int attempts,
+                  const volatile sig_atomic_t *stop, struct error *err);
+
+/* Reads one integer (PRAGMA page_count, ...). */
+int database_query_int(sqlite3 *connection, const char *sql, int64_t *value, struct error *err);
+
+/* Reads one text value into out. */
+int database_query_text(sqlite3 *connection, const char *sql, char *out, size_t out_size,
+                        struct error *err);
+
+/* Runs integrity_check (quick = false) or quick_check; *ok tells the verdict,
+ * `result` gets "ok" or the first problems reported. */
+int database_check(sqlite3 *connection, bool quick, bool *ok, char *result, size_t result_size,
+                   struct error *err);
+
+#endif

@@ -1,0 +1,353 @@
+/*
+ * fsutil.c: careful file-system operations: directories with a mode, fsync of
+ * files and directories, durable renames and atomic small-file writes, the
+ * way Redis's rdb.c persists (temp file, fsync, rename, fsync the directory).
+ *
+ * Not for streaming large files (archive.c does that) and not for deciding
+ * names or layouts of backups (the backup job does). Every error names the
+ * path and the system's reason.
+ */
+#include "fsutil.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Copies the directory part of `path` into out ("." when there is none). */
+static int fs_directory_of(const char *path, char *out, size_t out_size)
+{
+    const char *slash = strrchr(path, '/');
+    size_t length;
+
+    if (!slash) {
+        length = 1;
+        path = ".";
+    } else if (slash == path) {
+        length = 1; /* "/name" lives in "/" */
+    } else {
+        length = (size_t)(slash - path);
+    }
+    if (length >= out_size)
+        return -ENAMETOOLONG;
+    memcpy(out, path, length);
+    out[length] = '\0';
+    return 0;
+}
+
+/* Creates one directory; an existing directory is fine, anything else there is not. */
+static int fs_make_one_directory(const char *path, mode_t mode, struct error *err)
+{
+    struct stat st;
+
+    if (mkdir(path, mode) == 0) {
+        /* mkdir() applied the umask; the caller asked for this exact mode. */
+        if (chmod(path, mode) < 0) {
+            int saved = errno;
+            return error_set(err, -saved, "cannot set mode of directory %s: %s", path,
+                             strerror(saved));
+        }
+        return 0;
+    }
+    int saved = errno;
+    if (saved == EEXIST) {
+        if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+            return 0;
+        return error_set(err, -ENOTDIR, "cannot create directory %s: %s", path, strerror(ENOTDIR));
+    }
+    return error_set(err, -saved, "cannot create directory %s: %s", path, strerror(saved));
+}
+
+int fs_make_directories(const char *path, mode_t mode, struct error *err)
+{
+    char buffer[PATH_MAX];
+    size_t length = strlen(path);
+
+    if (length == 0)
+        return error_set(err, -EINVAL, "cannot create directory: empty path");
+    if (length >= sizeof buffer)
+        return error_set(err, -ENAMETOOLONG, "cannot create directory %s: %s", path,
+                         strerror(ENAMETOOLONG));
+    memcpy(buffer, path, length + 1);
+
+    /* Each prefix ending before a '/' is a parent; skip the leading '/' and
+     * runs of slashes so "a//b" does not try to create "a/". */
+    for (size_t i = 1; i < length; i++) {
+        if (buffer[i] != '/' || buffer[i - 1] == '/')
+            continue;
+        buffer[i] = '\0';
+        int rc = fs_make_one_directory(buffer, mode, err);
+        buffer[i] = '/';
+        if (rc < 0)
+            return rc;
+    }
+    return fs_make_one_directory(buffer, mode, err);
+}
+
+int fs_sync_directory(const char *directory, struct error *err)
+{
+    int fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        int saved = errno;
+        return error_set(err, -saved, "cannot open directory %s: %s", directory, strerror(saved));
+    }
+    int rc = 0;
+    if (fsync(fd) < 0) {
+        int saved = errno;
+        rc = error_set(err, -saved, "cannot sync directory %s: %s", directory, strerror(saved));
+    }
+    close(fd);
+    return rc;
+}
+
+int fs_sync_file(const char *path, struct error *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int saved = errno;
+        return error_set(err, -saved, "cannot open %s: %s", path, strerror(saved));
+    }
+    int rc = 0;
+    if (fsync(fd) < 0) {
+        int saved = errno;
+        rc = error_set(err, -saved, "cannot sync %s: %s", path, strerror(saved));
+    }
+    close(fd);
+    return rc;
+}
+
+int fs_rename_durably(const char *from, const char *to, struct error *err)
+{
+    char directory[PATH_MAX];
+
+    if (fs_directory_of(to, directory, sizeof directory) < 0)
+        return error_set(err, -ENAMETOOLONG, "cannot rename %s to %s: %s", from, to,
+                         strerror(ENAMETOOLONG));
+    if (rename(from, to) < 0) {
+        int saved = errno;
+        return error_set(err, -saved, "cannot rename %s to %s: %s", from, to, strerror(saved));
+    }
+    /* The rename is only durable once the directory entry is on disk. */
+    return fs_sync_directory(directory, err);
+}
+
+/* write(2) until done, retrying interrupted and short writes. */
+static int fs_write_all(int fd, const void *data, size_t size)
+{
+    const char *cursor = data;
+
+    while (size > 0) {
+        ssize_t written = write(fd, cursor, size);
+        if (written < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        cursor += written;
+        size -= (size_t)written;
+    }
+    return 0;
+}
+
+int fs_write_file_atomically(const char *path, const void *data, size_t size, mode_t mode,
+                             struct error *err)
+{
+    char temp[PATH_MAX], directory[PATH_MAX];
+    int fd = -1, rc;
+    bool created = false;
+
+    if ((size_t)snprintf(temp, sizeof temp, "%s%s", path, FS_TEMP_SUFFIX) >= sizeof temp)
+        return error_set(err, -ENAMETOOLONG, "cannot write %s: %s", path, strerror(ENAMETOOLONG));
+
+    /* A temp file left by a crash is ours to replace; O_EXCL after the unlink
+     * makes sure we never write through a link someone put there. */
+    if (unlink(temp) < 0 && errno != ENOENT) {
+        rc = -errno;
+        error_set(err, rc, "cannot remove stale temp file %s: %s", temp, strerror(-rc));
+        goto out;
+    }
+    fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    if (fd < 0) {
+        rc = -errno;
+        error_set(err, rc, "cannot create %s: %s", temp, strerror(-rc));
+        goto out;
+    }
+    created = true;
+    /* open() applied the umask; the caller asked for this exact mode. */
+    if (fchmod(fd, mode) < 0) {
+        rc = -errno;
+        error_set(err, rc, "cannot set mode of %s: %s", temp, strerror(-rc));
+        goto out;
+    }
+    rc = fs_write_all(fd, data, size);
+    if (rc < 0) {
+        error_set(err, rc, "cannot write %s: %s", temp, strerror(-rc));
+        goto out;
+    }
+    if (fsync(fd) < 0) {
+        rc = -errno;
+        error_set(err, rc, "cannot sync %s: %s", temp, strerror(-rc));
+        goto out;
+    }
+    rc = close(fd);
+    fd = -1;
+    if (rc < 0) {
+        rc = -errno;
+        error_set(err, rc, "cannot write %s: %s", temp, strerror(-rc));
+        goto out;
+    }
+    if (rename(temp, path) < 0) {
+        rc = -errno;
+        error_set(err, rc, "cannot rename %s to %s: %s", temp, path, strerror(-rc));
+        goto out;
+    }
+    created = false;                                    /* the temp name no longer exists */
+    fs_directory_of(path, directory, sizeof directory); /* fits: shorter than temp */
+    rc = fs_sync_directory(directory, err);
+
+out:
+    if (fd >= 0)
+        close(fd);
+    if (rc < 0 && created)
+        unlink(temp);
+    return rc;
+}
+
+static bool fs_has_temp_suffix(const char *name)
+{
+    size_t length = strlen(name), suffix = strlen(FS_TEMP_SUFFIX);
+    return length > suffix && strcmp(name + length - suffix, FS_TEMP_SUFFIX) == 0;
+}
+
+int fs_remove_temp_files(const char *directory, struct error *err)
+{
+    DIR *dir = opendir(directory);
+    int removed = 0, rc = 0;
+
+    if (!dir) {
+        if (errno == ENOENT)
+            return 0;
+        int saved = errno;
+        return error_set(err, -saved, "cannot open directory %s: %s", directory, strerror(saved));
+    }
+    for (;;) {
+        errno = 0;
+        struct dirent *entry = readdir(dir);
+        if (!entry) {
+            if (errno != 0) {
+                rc = -errno;
+                error_set(err, rc, "cannot read directory %s: %s", directory, strerror(-rc));
+            }
+            break;
+        }
+        if (!fs_has_temp_suffix(entry->d_name))
+            continue;
+        if (unlinkat(dirfd(dir), entry->d_name, 0) < 0) {
+            if (errno == ENOENT || errno == EISDIR)
+                continue; /* cleaned up by someone else, or not a file of ours */
+            rc = -errno;
+            error_set(err, rc, "cannot remove %s/%s: %s", directory, entry->d_name, strerror(-rc));
+            break;
+        }
+        removed++;
+    }
+    closedir(dir);
+    return rc < 0 ? rc : removed;
+}
+
+int fs_read_file(const char *path, char **data, size_t *size, struct error *err)
+{
+    char *buffer = NULL;
+    size_t used = 0, capacity = 0;
+    int rc = 0;
+
+    *data = NULL;
+    if (size)
+        *size = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int saved = errno;
+        return error_set(err, -saved, "cannot open %s: %s", path, strerror(saved));
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        rc = -errno;
+        error_set(err, rc, "cannot stat %s: %s", path, strerror(-rc));
+        goto out;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        rc = error_set(err, -EISDIR, "cannot read %s: %s", path, strerror(EISDIR));
+        goto out;
+    }
+    /* The size is a hint only: the file may grow or be a pipe or /proc file. */
+    capacity = st.st_size > 0 ? (size_t)st.st_size + 1 : 4096;
+    buffer = malloc(capacity);
+    if (!buffer) {
+        rc = error_set(err, -ENOMEM, "cannot read %s: out of memory", path);
+        goto out;
+    }
+    for (;;) {
+        if (used + 1 == capacity) {
+            char *grown = realloc(buffer, capacity * 2);
+            if (!grown) {
+                rc = error_set(err, -ENOMEM, "cannot read %s: out of memory", path);
+                goto out;
+            }
+            buffer = grown;
+            capacity *= 2;
+        }
+        ssize_t got = read(fd, buffer + used, capacity - used - 1);
+        if (got < 0) {
+            if (errno == EINTR)
+                continue;
+            rc = -errno;
+            error_set(err, rc, "cannot read %s: %s", path, strerror(-rc));
+            goto out;
+        }
+        if (got == 0)
+            break;
+        used += (size_t)got;
+    }
+    buffer[used] = '\0';
+    *data = buffer;
+    buffer = NULL;
+    if (size)
+        *size = used;
+
+out:
+    free(buffer);
+    close(fd);
+    return rc;
+}
+
+int fs_join(char *out, size_t out_size, const char *directory, const char *name)
+{
+    size_t directory_length = strlen(directory);
+
+    /* Trailing slashes of the directory and leading ones of the name collapse
+     * into one; the root directory keeps its single '/'. */
+    while (directory_length > 1 && directory[directory_length - 1] == '/')
+        directory_length--;
+    while (*name == '/')
+        name++;
+
+    int written;
+    if (directory_length == 0)
+        written = snprintf(out, out_size, "%s", name);
+    else if (directory_length == 1 && directory[0] == '/')
+        written = snprintf(out, out_size, "/%s", name);
+    else
+        written = snprintf(out, out_size, "%.*s/%s", (int)directory_length, directory, name);
+    if (written < 0 || (size_t)written >= out_size) {
+        if (out_size > 0)
+            out[0] = '\0';
+        return -ENAMETOOLONG;
+    }
+    return 0;
+}

@@ -1,0 +1,45 @@
+/*
+ * fsutil.h: the few file-system operations that must be done carefully:
+ * directories created with a mode, durable writes (write, fsync, rename,
+ * fsync the directory, as Redis's rdb.c does), and temp-file naming so that a
+ * crash never leaves a half-written file under a final name.
+ */
+#ifndef SQLPRODD_FSUTIL_H
+#define SQLPRODD_FSUTIL_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "error.h"
+
+/* Suffix of every temp file sqlprodd writes; start-up removes leftovers. */
+#define FS_TEMP_SUFFIX ".sqlprodd-tmp"
+
+/* mkdir -p with `mode` for each directory it creates (existing ones untouched). */
+int fs_make_directories(const char *path, mode_t mode, struct error *err);
+
+/* fsync(2) a directory, so a rename inside it is durable. */
+int fs_sync_directory(const char *directory, struct error *err);
+
+/* fsync the file at `path` (opened read-only). */
+int fs_sync_file(const char *path, struct error *err);
+
+/* rename(2) then fsync the destination's directory. */
+int fs_rename_durably(const char *from, const char *to, struct error *err);
+
+/* Writes `data` to path via path + FS_TEMP_SUFFIX, fsync, rename, fsync dir. */
+int fs_write_file_atomically(const char *path, const void *data, size_t size, mode_t mode,
+                             struct error *err);
+
+/* Removes every file ending in FS_TEMP_SUFFIX directly inside `directory`;
+ * returns how many were removed (>= 0) or a negative error. A missing
+ * directory is not an error. */
+int fs_remove_temp_files(const char *directory, struct error *err);
+
+/* Reads a whole (small) file; *data is NUL-terminated, caller frees. */
+int fs_read_file(const char *path, char **data, size_t *size, struct error *err);
+
+/* Joins directory and name with exactly one '/'. Returns -ENAMETOOLONG if it does not fit. */
+int fs_join(char *out, size_t out_size, const char *directory, const char *name);
+
+#endif

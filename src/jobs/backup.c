@@ -1,0 +1,286 @@
+/*
+ * backup.c: a consistent, verified, compressed copy of a live database.
+ *
+ * The steps, each undone on failure so that nothing half-made is ever
+ * mistaken for a backup:
+ *   1. VACUUM INTO a temp file beside the archives: one read transaction,
+ *      so a consistent snapshot that never blocks the application's writers
+ *      in WAL mode;
+ *   2. verify the copy (integrity_check or quick_check, page count, schema);
+ *   3. compress it to a temp archive (archive.c fsyncs it);
+ *   4. rename the archive to NAME-STAMP.db.gz and fsync the directory;
+ *   5. write the manifest, last: it is what makes the archive a backup;
+ *   6. queue the upload, then apply local retention (prune.c).
+ * The live database is opened read-only and never modified.
+ */
+#include <errno.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "archive.h"
+#include "catalog.h"
+#include "database.h"
+#include "fsutil.h"
+#include "job.h"
+#include "log.h"
+#include "manifest.h"
+#include "report/progress.h"
+
+struct backup_paths {
+    char directory[4096];
+    char copy[4200];    /* the VACUUM INTO output */
+    char temp[4200];    /* the archive being written */
+    char archive[4200]; /* its final name */
+    char manifest[4300];
+};
+
+static void remove_copy(const struct backup_paths *paths)
+{
+    char journal[4300];
+    unlink(paths->copy);
+    snprintf(journal, sizeof journal, "%s-journal", paths->copy);
+    unlink(journal);
+}
+
+/* SQL string literal for a path: single quotes doubled. */
+static void quote_sql_string(const char *text, char *out, size_t out_size)
+{
+    size_t used = 0;
+    if (out_size < 3)
+        return;
+    out[used++] = '\'';
+    for (; *text && used + 3 < out_size; text++) {
+        if (*text == '\'')
+            out[used++] = '\'';
+        out[used++] = *text;
+    }
+    out[used++] = '\'';
+    out[used] = '\0';
+}
+
+/* SHA-256 of the schema (sqlite_schema rows in a stable order), so a restore
+ * can tell the copy has the same tables, indexes and triggers. */
+static int schema_digest(sqlite3 *connection, char hex[ARCHIVE_SHA256_HEX], int64_t *objects,
+                         struct error *err)
+{
+    sqlite3_stmt *statement = NULL;
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int digest_length = 0;
+    EVP_MD_CTX *context = EVP_MD_CTX_new();
+    int rc = sqlite3_prepare_v2(connection,
+                                "SELECT type, name, tbl_name, coalesce(sql, '') FROM sqlite_schema"
+                                " ORDER BY type, name",
+                                -1, &statement, NULL);
+    if (!context || rc != SQLITE_OK || !EVP_DigestInit_ex(context, EVP_sha256(), NULL)) {
+        rc = error_set(err, -EIO, "cannot read the schema: %s", sqlite3_errmsg(connection));
+        goto out;
+    }
+    *objects = 0;
+    while ((rc = sqlite3_step(statement)) == SQLITE_ROW) {
+        for (int column = 0; column < 4; column++) {
+            const unsigned char *text = sqlite3_column_text(statement, column);
+            EVP_DigestUpdate(context, text, (size_t)sqlite3_column_bytes(statement, column) + 1);
+        }
+        (*objects)++;
+    }
+    if (rc != SQLITE_DONE) {
+        rc = error_set(err, -EIO, "cannot read the schema: %s", sqlite3_errmsg(connection));
+        goto out;
+    }
+    EVP_DigestFinal_ex(context, digest, &digest_length);
+    for (unsigned int i = 0; i < digest_length; i++)
+        snprintf(hex + 2 * i, 3, "%02x", digest[i]);
+    rc = 0;
+out:
+    sqlite3_finalize(statement);
+    EVP_MD_CTX_free(context);
+    return rc;
+}
+
+/* Step 1: the snapshot. */
+static int backup_copy(struct job_context *context, const struct backup_paths *paths,
+                       struct manifest *manifest, struct error *err)
+{
+    const struct database_config *db = context->database;
+    sqlite3 *source = NULL;
+    char sql[8500];
+    int rc = database_open(db, true, context->stop, &source, err);
+    if (rc != 0)
+        return rc;
+    quote_sql_string(paths->copy, sql + 12, sizeof sql - 12);
+    memcpy(sql, "VACUUM INTO ", 12);
+    rc = database_exec(source, sql, 4, context->stop, err);
+    if (rc == 0) {
+        /* VACUUM INTO creates the file with the process umask; tighten it
+         * before it holds the whole database for longer than a moment. */
+        chmod(paths->copy, 0600);
+        struct stat st;
+        if (stat(db->path, &st) == 0)
+            manifest->database_bytes = (int64_t)st.st_size;
+    } else if (rc == -ENOSPC) {
+        error_prefix(err, "no space left in %s: ", paths->directory);
+    }
+    sqlite3_close(source);
+    return rc;
+}
+
+/* Step 2: the copy must open, pass the check and have pages and a schema. */
+static int backup_verify(struct job_context *context, const struct backup_paths *paths,
+                         struct manifest *manifest, struct error *err)
+{
+    const struct database_config *db = context->database;
+    bool quick = db->backup.verify == VERIFY_QUICK;
+    sqlite3 *copy = NULL;
+    bool ok = false;
+    int64_t page_size = 0, page_count = 0, objects = 0;
+    int rc = database_open_path(paths->copy, true, context->stop, &copy, err);
+    if (rc == 0)
+        rc = database_check(copy, quick, &ok, manifest->verify_result,
+                            sizeof manifest->verify_result, err);
+    if (rc == 0)
+        rc = database_query_int(copy, "PRAGMA page_size", &page_size, err);
+    if (rc == 0)
+        rc = database_query_int(copy, "PRAGMA page_count", &page_count, err);
+    if (rc == 0)
+        rc = schema_digest(copy, manifest->schema_sha256, &objects, err);
+    sqlite3_close(copy);
+    if (rc != 0)
+        return rc;
+    snprintf(manifest->verify_method, sizeof manifest->verify_method, "%s",
+             quick ? "quick_check" : "integrity_check");
+    manifest->page_size = (int)page_size;
+    manifest->page_count = page_count;
+    if (!ok)
+        return error_set(err, -EBADMSG,
+                         "the copy failed %s: %s (the source database may be corrupt: run "
+                         "sqlite3 %s 'PRAGMA integrity_check')",
+                         manifest->verify_method, manifest->verify_result, db->path);
+    if (page_count < 1)
+        return error_set(err, -EBADMSG, "the copy has no pages");
+    manifest->verified = true;
+    return 0;
+}
+
+static void backup_fill_manifest(const struct job_context *context, time_t created,
+                                 const char *archive_name, struct manifest *manifest)
+{
+    const struct database_config *db = context->database;
+    snprintf(manifest->database, sizeof manifest->database, "%s", db->name);
+    manifest->created = created;
+    snprintf(manifest->archive, sizeof manifest->archive, "%s", archive_name);
+    snprintf(manifest->sqlite_version, sizeof manifest->sqlite_version, "%s", sqlite3_libversion());
+    snprintf(manifest->source_path, sizeof manifest->source_path, "%s", db->path);
+    snprintf(manifest->compression, sizeof manifest->compression, "gzip");
+    manifest->level = db->backup.level;
+    if (gethostname(manifest->host, sizeof manifest->host) != 0)
+        manifest->host[0] = '\0';
+    snprintf(manifest->sqlprodd_version, sizeof manifest->sqlprodd_version, "%s", SQLPRODD_VERSION);
+}
+
+static int backup_prepare_paths(const struct database_config *db, time_t created,
+                                struct backup_paths *paths, char *archive_name, size_t name_size,
+                                struct error *err)
+{
+    if (catalog_directory(db, paths->directory, sizeof paths->directory) != 0)
+        return error_set(err, -ENAMETOOLONG, "backup directory for %s: path too long", db->name);
+    int rc = fs_make_directories(paths->directory, 0700, err);
+    if (rc != 0)
+        return rc;
+    catalog_archive_name(db->name, created, archive_name, name_size);
+    snprintf(paths->archive, sizeof paths->archive, "%s/%s", paths->directory, archive_name);
+    snprintf(paths->manifest, sizeof paths->manifest, "%s.json", paths->archive);
+    snprintf(paths->temp, sizeof paths->temp, "%s%s", paths->archive, FS_TEMP_SUFFIX);
+    snprintf(paths->copy, sizeof paths->copy, "%s/%s-copy.db%s", paths->directory, db->name,
+             FS_TEMP_SUFFIX);
+    if (access(paths->archive, F_OK) == 0)
+        return error_set(err, -EEXIST, "%s already exists: a backup was taken this second",
+                         paths->archive);
+    return 0;
+}
+
+int job_backup(struct job_context *context, struct job_result *result)
+{
+    const struct database_config *db = context->database;
+    struct error err = {0};
+    struct backup_paths paths;
+    struct manifest manifest;
+    struct archive_result archived = {0};
+    struct progress progress;
+    char archive_name[256];
+    time_t created = time(NULL);
+    bool copy_made = false, temp_made = false;
+
+    memset(&manifest, 0, sizeof manifest);
+    int rc = backup_prepare_paths(db, created, &paths, archive_name, sizeof archive_name, &err);
+    if (rc != 0)
+        goto fail;
+    job_clean_backup_directory(db, NULL);
+    backup_fill_manifest(context, created, archive_name, &manifest);
+
+    copy_made = true;
+    rc = backup_copy(context, &paths, &manifest, &err);
+    if (rc == 0)
+        rc = backup_verify(context, &paths, &manifest, &err);
+    if (rc != 0)
+        goto fail;
+
+    struct archive_io io = {.stop = context->stop, .progress = progress_update,
+                            .progress_context = &progress};
+    progress_begin(&progress, context->show_progress, db->name);
+    temp_made = true;
+    rc = archive_compress(paths.copy, paths.temp, db->backup.level, &io, &archived, &err);
+    progress_end(&progress);
+    if (rc != 0)
+        goto fail;
+    remove_copy(&paths);
+    copy_made = false;
+
+    rc = fs_rename_durably(paths.temp, paths.archive, &err);
+    if (rc != 0)
+        goto fail;
+    temp_made = false;
+    snprintf(manifest.archive_sha256, sizeof manifest.archive_sha256, "%s", archived.sha256);
+    manifest.archive_bytes = archived.output_bytes;
+    rc = manifest_write(paths.manifest, &manifest, &err);
+    if (rc != 0) {
+        /* Without its manifest the archive is not a backup: do not leave it. */
+        unlink(paths.archive);
+        goto fail;
+    }
+
+    if (context->state) {
+        char value[64];
+        snprintf(value, sizeof value, "%lld", (long long)archived.output_bytes);
+        state_set_value(context->state, db->name, "backup_last_bytes", value, NULL);
+        snprintf(value, sizeof value, "%lld", (long long)manifest.database_bytes);
+        state_set_value(context->state, db->name, "database_bytes", value, NULL);
+        if (db->upload.target &&
+            state_enqueue_upload(context->state, db->name, db->upload.target->name, paths.archive,
+                                 created, &err) != 0)
+            log_event(LOG_ERR, db->name, "backup", "cannot queue the upload: %s", err.message);
+    }
+    job_result_set(result, JOB_OUTCOME_OK, "%s: %lld -> %lld bytes, %s %s", paths.archive,
+                   (long long)archived.input_bytes, (long long)archived.output_bytes,
+                   manifest.verify_method, manifest.verify_result);
+
+    /* Retention only after a good backup: a failed one never costs an old one. */
+    struct job_result pruned = {0};
+    if (job_prune_local(context, &pruned) != 0 || pruned.outcome == JOB_OUTCOME_FAILED)
+        log_event(LOG_WARNING, db->name, "prune", "%s", pruned.message);
+    else if (pruned.message[0])
+        log_event(LOG_INFO, db->name, "prune", "%s", pruned.message);
+    return 0;
+
+fail:
+    if (temp_made)
+        unlink(paths.temp);
+    if (copy_made)
+        remove_copy(&paths);
+    if (rc != -ECANCELED)
+        job_result_set(result, JOB_OUTCOME_FAILED, "%s", err.message);
+    return rc;
+}

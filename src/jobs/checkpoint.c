@@ -1,0 +1,105 @@
+/*
+ * checkpoint.c: keeps the -wal file from growing without bound.
+ *
+ * A PASSIVE pass first copies what it can without taking any lock that
+ * writers wait on. Then the configured mode (FULL/RESTART/TRUNCATE), which
+ * takes the writer lock and waits for readers: its busy handler is bounded
+ * by max_wait_ms, so the application's writers are held back at most that
+ * long. When readers keep it from finishing, the job records "blocked"
+ * rather than failing: the PASSIVE pass already did the bulk of the work.
+ */
+#include <errno.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "database.h"
+#include "job.h"
+
+static int64_t wal_size(const char *database_path)
+{
+    char path[4200];
+    struct stat st;
+    snprintf(path, sizeof path, "%s-wal", database_path);
+    return stat(path, &st) == 0 ? (int64_t)st.st_size : 0;
+}
+
+int job_checkpoint(struct job_context *context, struct job_result *result)
+{
+    const struct database_config *db = context->database;
+    struct error err = {0};
+    sqlite3 *connection = NULL;
+    char journal_mode[32];
+    int log_frames = 0, checkpointed = 0;
+
+    int rc = database_open(db, false, context->stop, &connection, &err);
+    if (rc == 0)
+        rc = database_query_text(connection, "PRAGMA journal_mode", journal_mode,
+                                 sizeof journal_mode, &err);
+    if (rc != 0) {
+        job_result_set(result, JOB_OUTCOME_FAILED, "%s", err.message);
+        goto out;
+    }
+    if (strcmp(journal_mode, "wal") != 0) {
+        job_result_set(result, JOB_OUTCOME_WARNING,
+                       "journal_mode is %s, not wal: nothing to checkpoint (to switch: sqlite3 %s "
+                       "'PRAGMA journal_mode=WAL')",
+                       journal_mode, db->path);
+        goto out;
+    }
+
+    int64_t wal_before = wal_size(db->path);
+    /* PASSIVE never invokes the busy handler, so no timeout applies. */
+    rc = sqlite3_wal_checkpoint_v2(connection, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames,
+                                   &checkpointed);
+    if (rc == SQLITE_INTERRUPT || (context->stop && *context->stop)) {
+        rc = -ECANCELED;
+        goto out;
+    }
+    bool blocked = rc == SQLITE_BUSY;
+    if (rc != SQLITE_OK && !blocked) {
+        job_result_set(result, JOB_OUTCOME_FAILED, "passive checkpoint failed: %s",
+                       sqlite3_errmsg(connection));
+        rc = -EIO;
+        goto out;
+    }
+    if (db->checkpoint.mode != CHECKPOINT_PASSIVE && !blocked) {
+        sqlite3_busy_timeout(connection, db->checkpoint.max_wait_ms);
+        rc = sqlite3_wal_checkpoint_v2(connection, NULL, (int)db->checkpoint.mode, &log_frames,
+                                       &checkpointed);
+        if (rc == SQLITE_INTERRUPT) {
+            rc = -ECANCELED;
+            goto out;
+        }
+        blocked = rc == SQLITE_BUSY;
+        if (rc != SQLITE_OK && !blocked) {
+            job_result_set(result, JOB_OUTCOME_FAILED, "%s checkpoint failed: %s",
+                           config_checkpoint_mode_name(db->checkpoint.mode),
+                           sqlite3_errmsg(connection));
+            rc = -EIO;
+            goto out;
+        }
+    }
+    rc = 0;
+    int64_t wal_after = wal_size(db->path);
+    if (blocked)
+        job_result_set(result, JOB_OUTCOME_WARNING,
+                       "blocked: %s checkpoint could not finish within max_wait_ms=%d (readers or "
+                       "writers busy); fell back to passive, %d of %d frames copied, wal %lld -> %lld bytes",
+                       config_checkpoint_mode_name(db->checkpoint.mode), db->checkpoint.max_wait_ms,
+                       checkpointed, log_frames, (long long)wal_before, (long long)wal_after);
+    else
+        job_result_set(result, JOB_OUTCOME_OK, "%s checkpoint: %d frames copied, wal %lld -> %lld bytes",
+                       config_checkpoint_mode_name(db->checkpoint.mode), checkpointed,
+                       (long long)wal_before, (long long)wal_after);
+    if (context->state) {
+        char value[32];
+        snprintf(value, sizeof value, "%lld", (long long)wal_after);
+        state_set_value(context->state, db->name, "wal_bytes", value, NULL);
+        state_set_value(context->state, db->name, "checkpoint_blocked", blocked ? "1" : "0", NULL);
+    }
+out:
+    sqlite3_close(connection);
+    return rc;
+}

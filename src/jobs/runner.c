@@ -1,0 +1,127 @@
+/*
+ * runner.c: job_execute(), the one path every job takes, from the agent or
+ * from a one-off command: lock, run, measure, record, log. Not a scheduler.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "job.h"
+#include "lock.h"
+#include "log.h"
+
+static const char *const job_names[JOB_KIND_COUNT] = {
+    [JOB_CHECKPOINT] = "checkpoint", [JOB_ANALYZE] = "analyze", [JOB_VACUUM] = "vacuum",
+    [JOB_BACKUP] = "backup",         [JOB_UPLOAD] = "upload",   [JOB_PRUNE] = "prune",
+    [JOB_HEALTH] = "health",
+};
+
+const char *job_name(enum job_kind kind)
+{
+    return kind >= 0 && kind < JOB_KIND_COUNT ? job_names[kind] : "unknown";
+}
+
+int job_kind_from_name(const char *name)
+{
+    for (int kind = 0; kind < JOB_KIND_COUNT; kind++)
+        if (strcmp(name, job_names[kind]) == 0)
+            return kind;
+    return -1;
+}
+
+const struct schedule *job_schedule(const struct database_config *db, enum job_kind kind)
+{
+    static const struct schedule never = {.kind = SCHEDULE_NONE};
+    switch (kind) {
+    case JOB_CHECKPOINT: return &db->checkpoint.schedule;
+    case JOB_ANALYZE: return &db->analyze.schedule;
+    case JOB_VACUUM: return &db->vacuum.schedule;
+    case JOB_BACKUP: return &db->backup.schedule;
+    case JOB_UPLOAD: return db->upload.target ? &db->upload.schedule : &never;
+    case JOB_HEALTH: return &db->health.schedule;
+    default: return &never;
+    }
+}
+
+void job_result_set(struct job_result *result, enum job_outcome outcome, const char *format, ...)
+{
+    va_list args;
+    va_start(args, format);
+    vsnprintf(result->message, sizeof result->message, format, args);
+    va_end(args);
+    result->outcome = outcome;
+}
+
+typedef int (*job_function)(struct job_context *, struct job_result *);
+
+static const job_function job_functions[JOB_KIND_COUNT] = {
+    [JOB_CHECKPOINT] = job_checkpoint, [JOB_ANALYZE] = job_analyze, [JOB_VACUUM] = job_vacuum,
+    [JOB_BACKUP] = job_backup,         [JOB_UPLOAD] = job_upload,   [JOB_PRUNE] = job_prune,
+    [JOB_HEALTH] = job_health,
+};
+
+static double seconds_since(const struct timespec *start)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - start->tv_sec) + (double)(now.tv_nsec - start->tv_nsec) / 1e9;
+}
+
+int job_execute(enum job_kind kind, struct job_context *context, struct job_result *result)
+{
+    const struct database_config *db = context->database;
+    const char *name = job_name(kind);
+    struct error err = {0};
+    struct database_lock lock;
+    char holder[256] = "";
+
+    memset(result, 0, sizeof *result);
+    int rc = lock_acquire(&lock, context->config->state_dir, db->name, context->who, false,
+                          context->stop, holder, sizeof holder, &err);
+    if (rc == -EWOULDBLOCK && context->wait_for_lock) {
+        log_event(LOG_NOTICE, db->name, name, "waiting for the database lock, held by %s", holder);
+        rc = lock_acquire(&lock, context->config->state_dir, db->name, context->who, true,
+                          context->stop, holder, sizeof holder, &err);
+    }
+    if (rc == -EWOULDBLOCK) {
+        result->skipped = true;
+        job_result_set(result, JOB_OUTCOME_FAILED, "skipped: database is busy with %s", holder);
+        log_event(LOG_INFO, db->name, name, "%s", result->message);
+        return rc;
+    }
+    if (rc != 0) {
+        job_result_set(result, JOB_OUTCOME_FAILED, "%s", err.message);
+        log_event(LOG_ERR, db->name, name, "%s", result->message);
+        return rc;
+    }
+
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    time_t started = time(NULL);
+    log_event(LOG_DEBUG, db->name, name, "started");
+    rc = job_functions[kind](context, result);
+    result->duration = seconds_since(&start);
+    if (rc != 0 && result->outcome != JOB_OUTCOME_FAILED)
+        result->outcome = JOB_OUTCOME_FAILED;
+    lock_release(&lock);
+
+    /* A job cancelled by shutdown did not fail: do not count it against the
+     * database (its schedule runs it again after the restart). */
+    if (rc == -ECANCELED) {
+        job_result_set(result, JOB_OUTCOME_FAILED, "aborted: stop requested");
+        log_event(LOG_NOTICE, db->name, name, "aborted: stop requested, nothing left behind");
+        return rc;
+    }
+    if (context->state &&
+        state_record_job(context->state, db->name, name, started, result->duration,
+                         result->outcome, result->message, &err) != 0)
+        log_event(LOG_WARNING, db->name, name, "%s", err.message);
+
+    int priority = result->outcome == JOB_OUTCOME_FAILED    ? LOG_ERR
+                   : result->outcome == JOB_OUTCOME_WARNING ? LOG_WARNING
+                                                            : LOG_INFO;
+    log_event(priority, db->name, name, "%s (%.1fs)", result->message, result->duration);
+    return 0;
+}

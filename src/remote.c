@@ -1,0 +1,78 @@
+/*
+ * remote.c: listing a database's backups on its target (see remote.h).
+ * Not the transport: target_*.c.
+ */
+#include "remote.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "catalog.h"
+#include "target.h"
+
+void remote_key_for(const char *database, const char *file_name, char *out, size_t out_size)
+{
+    snprintf(out, out_size, "%s/%s", database, file_name);
+}
+
+static int compare_newest_first(const void *a, const void *b)
+{
+    const struct remote_backup *x = a, *y = b;
+    return strcmp(y->id, x->id);
+}
+
+int remote_list_backups(const struct database_config *db, struct remote_list *out,
+                        struct error *err)
+{
+    struct target *target = NULL;
+    struct target_listing listing = {0};
+    char prefix[300];
+    out->items = NULL;
+    out->count = 0;
+    if (!db->upload.target)
+        return error_set(err, -EINVAL, "%s has no upload target", db->name);
+    snprintf(prefix, sizeof prefix, "%s/", db->name);
+    int rc = target_open(db->upload.target, &target, err);
+    if (rc == 0)
+        rc = target_list(target, prefix, &listing, err);
+    if (rc != 0)
+        goto out;
+    out->items = calloc(listing.count + 1, sizeof *out->items);
+    if (!out->items) {
+        rc = error_set(err, -ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < listing.count; i++) {
+        const char *key = listing.objects[i].key;
+        const char *file = key + strlen(prefix);
+        size_t length = strlen(key);
+        struct remote_backup item = {0};
+        if (length < 6 || strcmp(key + length - 6, ".db.gz") != 0 ||
+            catalog_parse_archive_name(db->name, file, item.id, &item.created) != 0)
+            continue;
+        snprintf(item.archive_key, sizeof item.archive_key, "%s", key);
+        snprintf(item.manifest_key, sizeof item.manifest_key, "%s.json", key);
+        item.archive_bytes = listing.objects[i].size;
+        for (size_t j = 0; j < listing.count; j++)
+            if (strcmp(listing.objects[j].key, item.manifest_key) == 0)
+                item.has_manifest = true;
+        out->items[out->count++] = item;
+    }
+    if (out->count > 1)
+        qsort(out->items, out->count, sizeof *out->items, compare_newest_first);
+out:
+    target_listing_free(&listing);
+    target_close(target);
+    if (rc != 0)
+        remote_list_free(out);
+    return rc;
+}
+
+void remote_list_free(struct remote_list *list)
+{
+    free(list->items);
+    list->items = NULL;
+    list->count = 0;
+}

@@ -1,0 +1,193 @@
+/*
+ * metrics.c: Prometheus text format (see metrics.h). Reads the state
+ * database and stats files; never opens a managed database, so writing
+ * metrics cannot disturb the application.
+ */
+#include "metrics.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "fsutil.h"
+#include "jobs/job.h"
+
+struct buffer {
+    char *data;
+    size_t size, capacity;
+    bool failed;
+};
+
+static void buffer_printf(struct buffer *buffer, const char *format, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void buffer_printf(struct buffer *buffer, const char *format, ...)
+{
+    for (;;) {
+        va_list args;
+        va_start(args, format);
+        size_t room = buffer->capacity - buffer->size;
+        int n = vsnprintf(buffer->data ? buffer->data + buffer->size : NULL, room, format, args);
+        va_end(args);
+        if (n < 0) {
+            buffer->failed = true;
+            return;
+        }
+        if ((size_t)n < room) {
+            buffer->size += (size_t)n;
+            return;
+        }
+        size_t capacity = buffer->capacity ? buffer->capacity * 2 : 4096;
+        while (capacity - buffer->size <= (size_t)n)
+            capacity *= 2;
+        char *grown = realloc(buffer->data, capacity);
+        if (!grown) {
+            buffer->failed = true;
+            return;
+        }
+        buffer->data = grown;
+        buffer->capacity = capacity;
+    }
+}
+
+/* Label values escape backslash, double quote and newline (exposition format). */
+static void escape_label(const char *value, char *out, size_t out_size)
+{
+    size_t used = 0;
+    for (; *value && used + 3 < out_size; value++) {
+        if (*value == '\\' || *value == '"') {
+            out[used++] = '\\';
+            out[used++] = *value;
+        } else if (*value == '\n') {
+            out[used++] = '\\';
+            out[used++] = 'n';
+        } else {
+            out[used++] = *value;
+        }
+    }
+    out[used] = '\0';
+}
+
+static void family(struct buffer *buffer, const char *name, const char *type, const char *help)
+{
+    buffer_printf(buffer, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static int64_t file_size(const char *path, const char *suffix)
+{
+    char full[4200];
+    struct stat st;
+    snprintf(full, sizeof full, "%s%s", path, suffix);
+    return stat(full, &st) == 0 ? (int64_t)st.st_size : 0;
+}
+
+static int health_value(const char *word)
+{
+    if (strcmp(word, "healthy") == 0)
+        return 0;
+    if (strcmp(word, "degraded") == 0)
+        return 1;
+    if (strcmp(word, "unhealthy") == 0)
+        return 2;
+    return -1;
+}
+
+static const struct job_family {
+    const char *name, *type, *help;
+} job_families[] = {
+    {"sqlprodd_job_last_success_timestamp_seconds", "gauge",
+     "Unix time of the end of the last successful run of the job."},
+    {"sqlprodd_job_last_duration_seconds", "gauge", "Duration of the last run of the job."},
+    {"sqlprodd_job_runs_total", "counter", "Runs of the job since the state was created."},
+    {"sqlprodd_job_failures_total", "counter", "Failed runs of the job since the state was created."},
+};
+
+int metrics_render(const struct config *config, struct state *state, char **text, size_t *size,
+                   struct error *err)
+{
+    struct buffer buffer = {0};
+    for (size_t f = 0; f < sizeof job_families / sizeof job_families[0]; f++) {
+        family(&buffer, job_families[f].name, job_families[f].type, job_families[f].help);
+        for (size_t i = 0; i < config->database_count; i++) {
+            const struct database_config *db = &config->databases[i];
+            char name[300];
+            escape_label(db->name, name, sizeof name);
+            for (int kind = 0; kind < JOB_KIND_COUNT; kind++) {
+                struct job_record record;
+                if (state_get_job(state, db->name, job_name(kind), &record, NULL) != 0 ||
+                    record.runs_total == 0)
+                    continue;
+                buffer_printf(&buffer, "%s{database=\"%s\",job=\"%s\"} ", job_families[f].name,
+                              name, job_name(kind));
+                switch (f) {
+                case 0: buffer_printf(&buffer, "%lld\n", (long long)record.last_success); break;
+                case 1: buffer_printf(&buffer, "%.3f\n", record.last_duration); break;
+                case 2: buffer_printf(&buffer, "%lld\n", (long long)record.runs_total); break;
+                default: buffer_printf(&buffer, "%lld\n", (long long)record.failures_total); break;
+                }
+            }
+        }
+    }
+
+    static const char *const database_families[][3] = {
+        {"sqlprodd_database_size_bytes", "gauge", "Size of the database file."},
+        {"sqlprodd_wal_size_bytes", "gauge", "Size of the database's -wal file."},
+        {"sqlprodd_freelist_ratio", "gauge", "Free pages over all pages, at the last health check."},
+        {"sqlprodd_health", "gauge", "Health verdict: 0 healthy, 1 degraded, 2 unhealthy."},
+        {"sqlprodd_backup_last_size_bytes", "gauge", "Size of the newest backup archive."},
+        {"sqlprodd_upload_pending", "gauge", "Archives waiting to be uploaded to the target."},
+    };
+    for (size_t f = 0; f < sizeof database_families / sizeof database_families[0]; f++) {
+        family(&buffer, database_families[f][0], database_families[f][1], database_families[f][2]);
+        for (size_t i = 0; i < config->database_count; i++) {
+            const struct database_config *db = &config->databases[i];
+            char name[300], value[64] = "";
+            escape_label(db->name, name, sizeof name);
+            switch (f) {
+            case 0: snprintf(value, sizeof value, "%lld", (long long)file_size(db->path, "")); break;
+            case 1: snprintf(value, sizeof value, "%lld", (long long)file_size(db->path, "-wal")); break;
+            case 2: state_get_value(state, db->name, "freelist_ratio", value, sizeof value, NULL); break;
+            case 3: {
+                char word[32];
+                state_get_value(state, db->name, "health", word, sizeof word, NULL);
+                int level = health_value(word);
+                if (level >= 0)
+                    snprintf(value, sizeof value, "%d", level);
+                break;
+            }
+            case 4: state_get_value(state, db->name, "backup_last_bytes", value, sizeof value, NULL); break;
+            default: {
+                int64_t pending = 0;
+                if (state_pending_upload_count(state, db->name, &pending, NULL) == 0)
+                    snprintf(value, sizeof value, "%lld", (long long)pending);
+                break;
+            }
+            }
+            if (value[0])
+                buffer_printf(&buffer, "%s{database=\"%s\"} %s\n", database_families[f][0], name, value);
+        }
+    }
+    if (buffer.failed) {
+        free(buffer.data);
+        return error_set(err, -ENOMEM, "out of memory rendering metrics");
+    }
+    if (!buffer.data)
+        buffer_printf(&buffer, "%s", "");
+    *text = buffer.data;
+    *size = buffer.size;
+    return 0;
+}
+
+int metrics_write_textfile(const struct config *config, struct state *state, struct error *err)
+{
+    char *text = NULL;
+    size_t size = 0;
+    int rc = metrics_render(config, state, &text, &size, err);
+    if (rc == 0)
+        rc = fs_write_file_atomically(config->metrics_textfile, text, size, 0644, err);
+    free(text);
+    return rc;
+}

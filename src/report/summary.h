@@ -1,0 +1,16 @@
+/*
+ * summary.h: the one-line summary an operator reads in `systemctl status`
+ * ("3 databases: 3 healthy | last backup app 12m ago (4.2 MiB) | next: ...").
+ */
+#ifndef SQLPRODD_SUMMARY_H
+#define SQLPRODD_SUMMARY_H
+
+#include <stddef.h>
+
+#include "config.h"
+#include "state.h"
+
+void summary_status_line(const struct config *config, struct state *state, char *out,
+                         size_t out_size);
+
+#endif

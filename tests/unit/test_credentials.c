@@ -1,0 +1,217 @@
+/*
+ * test_credentials.c: reading S3 credentials from a shared-credentials file
+ * (real files in a temp directory, real permission checks) and from the
+ * environment, and keeping secrets out of every message.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "credentials.h"
+
+#define SECRET "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY="
+
+static const char sample[] = "# written by hand\n"
+                             "[default]\n"
+                             "aws_access_key_id = AKIADEFAULT\n"
+                             "aws_secret_access_key = " SECRET "\n"
+                             "\n"
+                             "[profile backup]\r\n"
+                             "  ; an indented comment\r\n"
+                             "AWS_ACCESS_KEY_ID=AKIABACKUP\r\n"
+                             "aws_secret_access_key=second/secret+=\r\n"
+                             "aws_session_token = token/with+chars==\r\n"
+                             "s3 =\r\n"
+                             "    max_concurrent_requests = 4\r\n"
+                             "[other]\n"
+                             "aws_access_key_id = AKIAOTHER\n";
+
+struct directory {
+    char path[64];
+    char file[128];
+};
+
+static int make_directory(void **state)
+{
+    struct directory *directory = calloc(1, sizeof *directory);
+    strcpy(directory->path, "/tmp/test_credentials.XXXXXX");
+    assert_non_null(mkdtemp(directory->path));
+    snprintf(directory->file, sizeof directory->file, "%s/credentials", directory->path);
+    *state = directory;
+    return 0;
+}
+
+static int remove_directory(void **state)
+{
+    struct directory *directory = *state;
+    unlink(directory->file);
+    rmdir(directory->path);
+    free(directory);
+    return 0;
+}
+
+static void write_file(const char *path, const char *text, mode_t mode)
+{
+    unlink(path);
+    FILE *file = fopen(path, "w");
+    assert_non_null(file);
+    fputs(text, file);
+    fclose(file);
+    assert_int_equal(chmod(path, mode), 0);
+}
+
+static void default_profile_is_read(void **state)
+{
+    (void)state;
+    struct credentials credentials = {0};
+    struct error err = {0};
+    assert_int_equal(credentials_parse(sample, "test", NULL, &credentials, &err), 0);
+    assert_string_equal(credentials.access_key_id, "AKIADEFAULT");
+    assert_string_equal(credentials.secret_access_key, SECRET);
+    assert_null(credentials.session_token);
+    credentials_clear(&credentials);
+    assert_null(credentials.access_key_id);
+    assert_null(credentials.secret_access_key);
+}
+
+static void named_profile_with_token_and_crlf_is_read(void **state)
+{
+    (void)state;
+    struct credentials credentials = {0};
+    struct error err = {0};
+    assert_int_equal(credentials_parse(sample, "test", "backup", &credentials, &err), 0);
+    assert_string_equal(credentials.access_key_id, "AKIABACKUP");
+    assert_string_equal(credentials.secret_access_key, "second/secret+=");
+    assert_string_equal(credentials.session_token, "token/with+chars==");
+    credentials_clear(&credentials);
+}
+
+static void missing_profile_and_missing_secret_are_named(void **state)
+{
+    (void)state;
+    struct credentials credentials = {0};
+    struct error err = {0};
+    assert_int_equal(credentials_parse(sample, "test", "nope", &credentials, &err), -ENOENT);
+    assert_string_equal(err.message, "test: no profile [nope]");
+    assert_int_equal(credentials_parse(sample, "test", "other", &credentials, &err), -EINVAL);
+    assert_string_equal(err.message, "test: profile [other] has no aws_secret_access_key");
+    assert_null(credentials.access_key_id);
+}
+
+static void a_malformed_line_is_reported_without_its_content(void **state)
+{
+    (void)state;
+    struct credentials credentials = {0};
+    struct error err = {0};
+    const char text[] =
+        "[default]\naws_access_key_id = AKIA\nwJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY\n";
+    assert_int_equal(credentials_parse(text, "creds", NULL, &credentials, &err), -EINVAL);
+    assert_string_equal(err.message, "creds:3: expected 'name = value'");
+    assert_null(strstr(err.message, "EXAMPLEKEY"));
+}
+
+static void private_file_is_read(void **state)
+{
+    struct directory *directory = *state;
+    struct credentials credentials = {0};
+    struct error err = {0};
+    write_file(directory->file, sample, 0600);
+    assert_int_equal(credentials_load(directory->file, "backup", &credentials, &err), 0);
+    assert_string_equal(credentials.access_key_id, "AKIABACKUP");
+    credentials_clear(&credentials);
+    write_file(directory->file, sample, 0400);
+    assert_int_equal(credentials_load_file(directory->file, NULL, &credentials, &err), 0);
+    assert_string_equal(credentials.secret_access_key, SECRET);
+    credentials_clear(&credentials);
+}
+
+static void file_readable_by_others_is_refused(void **state)
+{
+    struct directory *directory = *state;
+    struct credentials credentials = {0};
+    struct error err = {0};
+    const mode_t refused[] = {0644, 0640, 0604, 0620, 0660};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        write_file(directory->file, sample, refused[i]);
+        assert_int_equal(credentials_load_file(directory->file, NULL, &credentials, &err), -EPERM);
+        assert_non_null(strstr(err.message, "is accessible by group or others"));
+        assert_non_null(strstr(err.message, "chmod 600"));
+        assert_null(credentials.access_key_id);
+        assert_null(strstr(err.message, "EXAMPLEKEY"));
+    }
+    char expected[32];
+    snprintf(expected, sizeof expected, "(mode %04o)", 0660);
+    assert_non_null(strstr(err.message, expected));
+}
+
+static void missing_file_and_directory_are_refused(void **state)
+{
+    struct directory *directory = *state;
+    struct credentials credentials = {0};
+    struct error err = {0};
+    unlink(directory->file);
+    assert_int_equal(credentials_load_file(directory->file, NULL, &credentials, &err), -ENOENT);
+    assert_non_null(strstr(err.message, directory->file));
+    assert_int_equal(chmod(directory->path, 0700), 0);
+    assert_int_equal(credentials_load_file(directory->path, NULL, &credentials, &err), -EINVAL);
+    assert_non_null(strstr(err.message, "not a regular file"));
+}
+
+static void environment_is_the_fallback(void **state)
+{
+    (void)state;
+    struct credentials credentials = {0};
+    struct error err = {0};
+    unsetenv("AWS_ACCESS_KEY_ID");
+    unsetenv("AWS_SECRET_ACCESS_KEY");
+    unsetenv("AWS_SESSION_TOKEN");
+    assert_int_equal(credentials_load(NULL, NULL, &credentials, &err), -ENOENT);
+    assert_non_null(strstr(err.message, "AWS_ACCESS_KEY_ID"));
+
+    setenv("AWS_ACCESS_KEY_ID", "AKIAENV", 1);
+    assert_int_equal(credentials_load(NULL, NULL, &credentials, &err), -EINVAL);
+    assert_string_equal(
+        err.message, "no credentials: AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not");
+
+    setenv("AWS_SECRET_ACCESS_KEY", SECRET, 1);
+    setenv("AWS_SESSION_TOKEN", "", 1);
+    assert_int_equal(credentials_load(NULL, NULL, &credentials, &err), 0);
+    assert_string_equal(credentials.access_key_id, "AKIAENV");
+    assert_string_equal(credentials.secret_access_key, SECRET);
+    assert_null(credentials.session_token);
+    credentials_clear(&credentials);
+
+    setenv("AWS_SESSION_TOKEN", "session", 1);
+    assert_int_equal(credentials_load(NULL, NULL, &credentials, &err), 0);
+    assert_string_equal(credentials.session_token, "session");
+    credentials_clear(&credentials);
+    unsetenv("AWS_ACCESS_KEY_ID");
+    unsetenv("AWS_SECRET_ACCESS_KEY");
+    unsetenv("AWS_SESSION_TOKEN");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(default_profile_is_read),
+        cmocka_unit_test(named_profile_with_token_and_crlf_is_read),
+        cmocka_unit_test(missing_profile_and_missing_secret_are_named),
+        cmocka_unit_test(a_malformed_line_is_reported_without_its_content),
+        cmocka_unit_test_setup_teardown(private_file_is_read, make_directory, remove_directory),
+        cmocka_unit_test_setup_teardown(file_readable_by_others_is_refused, make_directory,
+                                        remove_directory),
+        cmocka_unit_test_setup_teardown(missing_file_and_directory_are_refused, make_directory,
+                                        remove_directory),
+        cmocka_unit_test(environment_is_the_fallback),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,271 @@
+/*
+ * test_target_dir.c: the directory target on a real temp directory: durable
+ * round trips, modes, listings by prefix that skip temp files, deletes,
+ * refusal of a missing root (an unmounted NAS), of a changed source file and
+ * of keys that would climb out of the root, and cancellation.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "archive.h"
+#include "fsutil.h"
+#include "target.h"
+
+struct fixture {
+    char root[64];  /* the target's path */
+    char local[96]; /* files outside the target */
+    struct target *target;
+};
+
+static void write_bytes(const char *path, size_t size, unsigned seed)
+{
+    FILE *file = fopen(path, "wb");
+    assert_non_null(file);
+    for (size_t i = 0; i < size; i++)
+        fputc((int)((i * 31 + seed) & 0xff), file);
+    fclose(file);
+}
+
+static bool same_file(const char *a, const char *b)
+{
+    FILE *x = fopen(a, "rb"), *y = fopen(b, "rb");
+    bool same = x && y;
+    while (same) {
+        int c = fgetc(x), d = fgetc(y);
+        same = c == d;
+        if (c == EOF || d == EOF)
+            break;
+    }
+    if (x)
+        fclose(x);
+    if (y)
+        fclose(y);
+    return same;
+}
+
+static int setup(void **state)
+{
+    struct fixture *fixture = calloc(1, sizeof *fixture);
+    struct error err = {0};
+    strcpy(fixture->root, "/tmp/test_target_dir.XXXXXX");
+    if (!mkdtemp(fixture->root))
+        return -1;
+    snprintf(fixture->local, sizeof fixture->local, "%s-local", fixture->root);
+    mkdir(fixture->local, 0700);
+    const struct target_config config = {.name = "nas", .type = TARGET_DIR, .path = fixture->root};
+    if (target_open(&config, &fixture->target, &err) != 0) {
+        fprintf(stderr, "%s\n", err.message);
+        return -1;
+    }
+    *state = fixture;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *fixture = *state;
+    char command[256];
+    target_close(fixture->target);
+    snprintf(command, sizeof command, "rm -rf '%s' '%s'", fixture->root, fixture->local);
+    int rc = system(command);
+    free(fixture);
+    return rc == 0 ? 0 : -1;
+}
+
+static void round_trip_keeps_bytes_and_private_modes(void **state)
+{
+    struct fixture *fixture = *state;
+    char source[128], copy[128], stored[160], sha256[ARCHIVE_SHA256_HEX];
+    struct error err = {0};
+    struct stat st;
+    snprintf(source, sizeof source, "%s/source", fixture->local);
+    snprintf(copy, sizeof copy, "%s/copy", fixture->local);
+    write_bytes(source, 3 * 1024 * 1024 + 5, 1);
+    assert_int_equal(archive_sha256_file(source, sha256, &err), 0);
+
+    assert_int_equal(
+        target_put_file(fixture->target, "app/app-1.db.gz", source, sha256, NULL, &err), 0);
+    snprintf(stored, sizeof stored, "%s/app/app-1.db.gz", fixture->root);
+    assert_true(same_file(source, stored));
+    assert_int_equal(stat(stored, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    snprintf(stored, sizeof stored, "%s/app", fixture->root);
+    assert_int_equal(stat(stored, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0700);
+
+    assert_int_equal(target_get_file(fixture->target, "app/app-1.db.gz", copy, NULL, &err), 0);
+    assert_true(same_file(source, copy));
+    assert_int_equal(stat(copy, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+
+    /* Putting again replaces the object. */
+    write_bytes(source, 10, 2);
+    assert_int_equal(target_put_file(fixture->target, "app/app-1.db.gz", source, NULL, NULL, &err),
+                     0);
+    unlink(copy);
+    assert_int_equal(target_get_file(fixture->target, "app/app-1.db.gz", copy, NULL, &err), 0);
+    assert_true(same_file(source, copy));
+}
+
+static void listing_filters_by_prefix_and_skips_temp_files(void **state)
+{
+    struct fixture *fixture = *state;
+    char source[128], leftover[160];
+    struct error err = {0};
+    struct target_listing listing = {0};
+    snprintf(source, sizeof source, "%s/source", fixture->local);
+    write_bytes(source, 100, 3);
+    const char *keys[] = {"app/app-1.db.gz", "app/app-1.db.gz.json", "app/app-2.db.gz",
+                          "other/other-1.db.gz", "application/x.db.gz"};
+    for (size_t i = 0; i < 5; i++)
+        assert_int_equal(target_put_file(fixture->target, keys[i], source, NULL, NULL, &err), 0);
+    /* What a crash mid-upload leaves behind is not an object. */
+    snprintf(leftover, sizeof leftover, "%s/app/app-3.db.gz%s", fixture->root, FS_TEMP_SUFFIX);
+    write_bytes(leftover, 10, 4);
+
+    assert_int_equal(target_list(fixture->target, "app/", &listing, &err), 0);
+    assert_int_equal(listing.count, 3);
+    for (size_t i = 0; i < listing.count; i++) {
+        assert_int_equal(strncmp(listing.objects[i].key, "app/", 4), 0);
+        assert_int_equal(listing.objects[i].size, 100);
+        assert_true(listing.objects[i].modified > time(NULL) - 600);
+    }
+    target_listing_free(&listing);
+    assert_int_equal(target_list(fixture->target, "", &listing, &err), 0);
+    assert_int_equal(listing.count, 5);
+    target_listing_free(&listing);
+    assert_int_equal(target_list(fixture->target, "app/app-2", &listing, &err), 0);
+    assert_int_equal(listing.count, 1);
+    assert_string_equal(listing.objects[0].key, "app/app-2.db.gz");
+    target_listing_free(&listing);
+    assert_int_equal(target_list(fixture->target, "nothing/", &listing, &err), 0);
+    assert_int_equal(listing.count, 0);
+    target_listing_free(&listing);
+}
+
+static void delete_removes_and_missing_is_fine(void **state)
+{
+    struct fixture *fixture = *state;
+    char source[128];
+    struct error err = {0};
+    struct target_listing listing = {0};
+    snprintf(source, sizeof source, "%s/source", fixture->local);
+    write_bytes(source, 10, 5);
+    assert_int_equal(target_put_file(fixture->target, "app/x.db.gz", source, NULL, NULL, &err), 0);
+    assert_int_equal(target_delete(fixture->target, "app/x.db.gz", &err), 0);
+    assert_int_equal(target_delete(fixture->target, "app/x.db.gz", &err), 0);
+    assert_int_equal(target_list(fixture->target, "app/", &listing, &err), 0);
+    assert_int_equal(listing.count, 0);
+}
+
+static void get_of_a_missing_key_leaves_no_file_and_never_overwrites(void **state)
+{
+    struct fixture *fixture = *state;
+    char copy[128], source[128];
+    struct error err = {0};
+    snprintf(copy, sizeof copy, "%s/copy", fixture->local);
+    snprintf(source, sizeof source, "%s/source", fixture->local);
+    assert_int_equal(target_get_file(fixture->target, "app/none.db.gz", copy, NULL, &err), -ENOENT);
+    assert_non_null(strstr(err.message, "no such object app/none.db.gz"));
+    assert_int_equal(access(copy, F_OK), -1);
+    write_bytes(source, 10, 6);
+    write_bytes(copy, 10, 7);
+    assert_int_equal(target_put_file(fixture->target, "app/y.db.gz", source, NULL, NULL, &err), 0);
+    assert_int_equal(target_get_file(fixture->target, "app/y.db.gz", copy, NULL, &err), -EEXIST);
+    assert_false(same_file(source, copy));
+}
+
+static void changed_source_is_not_stored(void **state)
+{
+    struct fixture *fixture = *state;
+    char source[128], stored[160];
+    struct error err = {0};
+    snprintf(source, sizeof source, "%s/source", fixture->local);
+    write_bytes(source, 1000, 8);
+    const char *wrong = "1111111111111111111111111111111111111111111111111111111111111111";
+    assert_int_equal(target_put_file(fixture->target, "app/z.db.gz", source, wrong, NULL, &err),
+                     -EIO);
+    assert_non_null(strstr(err.message, "changed or is corrupt"));
+    snprintf(stored, sizeof stored, "%s/app/z.db.gz", fixture->root);
+    assert_int_equal(access(stored, F_OK), -1);
+    snprintf(stored, sizeof stored, "%s/app/z.db.gz%s", fixture->root, FS_TEMP_SUFFIX);
+    assert_int_equal(access(stored, F_OK), -1);
+}
+
+static void keys_cannot_leave_the_root(void **state)
+{
+    struct fixture *fixture = *state;
+    char source[128];
+    struct error err = {0};
+    snprintf(source, sizeof source, "%s/source", fixture->local);
+    write_bytes(source, 10, 9);
+    const char *bad[] = {"../escape.db.gz", "app/../../escape", "/etc/passwd", "app//x", "."};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(target_put_file(fixture->target, bad[i], source, NULL, NULL, &err),
+                         -EINVAL);
+        assert_int_equal(target_delete(fixture->target, bad[i], &err), -EINVAL);
+    }
+}
+
+static void a_missing_root_is_refused_not_created(void **state)
+{
+    struct fixture *fixture = *state;
+    char missing[128];
+    struct error err = {0};
+    struct target *target = NULL;
+    snprintf(missing, sizeof missing, "%s/not-mounted", fixture->root);
+    const struct target_config config = {.name = "nas", .type = TARGET_DIR, .path = missing};
+    assert_int_equal(target_open(&config, &target, &err), -ENOENT);
+    assert_null(target);
+    assert_non_null(strstr(err.message, "is the share mounted?"));
+    assert_int_equal(access(missing, F_OK), -1);
+    assert_string_equal(target_describe(fixture->target) + 4, fixture->root);
+}
+
+static void stop_cancels_and_leaves_nothing(void **state)
+{
+    struct fixture *fixture = *state;
+    char source[128], copy[128], stored[160];
+    struct error err = {0};
+    volatile sig_atomic_t stop = 0;
+    const struct archive_io io = {.stop = &stop};
+    snprintf(source, sizeof source, "%s/source", fixture->local);
+    snprintf(copy, sizeof copy, "%s/copy", fixture->local);
+    write_bytes(source, 100, 10);
+    assert_int_equal(target_put_file(fixture->target, "app/s.db.gz", source, NULL, &io, &err), 0);
+    stop = 1;
+    assert_int_equal(target_put_file(fixture->target, "app/t.db.gz", source, NULL, &io, &err),
+                     -ECANCELED);
+    assert_int_equal(target_get_file(fixture->target, "app/s.db.gz", copy, &io, &err), -ECANCELED);
+    assert_int_equal(access(copy, F_OK), -1);
+    snprintf(stored, sizeof stored, "%s/app/t.db.gz", fixture->root);
+    assert_int_equal(access(stored, F_OK), -1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(round_trip_keeps_bytes_and_private_modes, setup, teardown),
+        cmocka_unit_test_setup_teardown(listing_filters_by_prefix_and_skips_temp_files, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(delete_removes_and_missing_is_fine, setup, teardown),
+        cmocka_unit_test_setup_teardown(get_of_a_missing_key_leaves_no_file_and_never_overwrites,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(changed_source_is_not_stored, setup, teardown),
+        cmocka_unit_test_setup_teardown(keys_cannot_leave_the_root, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_missing_root_is_refused_not_created, setup, teardown),
+        cmocka_unit_test_setup_teardown(stop_cancels_and_leaves_nothing, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
