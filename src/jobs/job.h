@@ -41,6 +41,7 @@ struct job_result {
     enum job_outcome outcome;
     char message[1024]; /* one line: what was done, or why it failed */
     bool skipped;       /* lock held elsewhere: nothing recorded, try again soon */
+    bool quiet;         /* nothing to do: logged at debug level, not info */
     double duration;
 };
 

@@ -121,6 +121,7 @@ int job_execute(enum job_kind kind, struct job_context *context, struct job_resu
 
     int priority = result->outcome == JOB_OUTCOME_FAILED    ? LOG_ERR
                    : result->outcome == JOB_OUTCOME_WARNING ? LOG_WARNING
+                   : result->quiet                          ? LOG_DEBUG
                                                             : LOG_INFO;
     log_event(priority, db->name, name, "%s (%.1fs)", result->message, result->duration);
     return 0;

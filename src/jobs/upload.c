@@ -8,7 +8,13 @@
  * The manifest goes up last, so a remote archive without a manifest is an
  * unfinished upload, never taken for a backup. A failed upload is retried
  * with exponential back-off (1 min doubling to 1 h, with jitter) on top of
- * the target's own per-request retries.
+ * the target's own per-request retries; once one upload of a run succeeds
+ * the target is evidently back, and the rest of the backlog goes too.
+ *
+ * Remote retention works from a listing of the target: the keep rules see
+ * complete backups only (archive and manifest), so the newest complete one
+ * is never deleted; an archive without a manifest is left alone while its
+ * upload is queued or recent, and removed once it is a stale leftover.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -25,6 +31,9 @@
 #include "target.h"
 
 #define UPLOAD_BATCH 16
+/* An archive without a manifest younger than this may be an upload under way
+ * (or one an operator is copying by hand): remote retention leaves it. */
+#define UPLOAD_ORPHAN_GRACE_SECONDS 86400
 
 static time_t upload_next_attempt(int attempts, time_t now)
 {
@@ -76,8 +85,10 @@ int job_upload(struct job_context *context, struct job_result *result)
         job_result_set(result, JOB_OUTCOME_FAILED, "no state database: cannot read the upload queue");
         return -EINVAL;
     }
-    /* A one-off `sqlprodd upload` means now, whatever the back-off says. */
-    time_t horizon = context->one_off ? now + 365 * 86400 : now;
+    /* A one-off `sqlprodd upload` means now, whatever the back-off says; so
+     * does a first success, below. */
+    time_t everything = now + 3650 * 86400;
+    time_t horizon = context->one_off ? everything : now;
     for (;;) {
         int count = state_due_uploads(context->state, db->name, horizon, entries, UPLOAD_BATCH, &err);
         if (count < 0) {
@@ -110,6 +121,7 @@ int job_upload(struct job_context *context, struct job_result *result)
                 state_complete_upload(context->state, entry->id, NULL);
                 uploaded++;
                 progressed++;
+                horizon = everything; /* the target works again: no reason to wait */
                 log_event(LOG_INFO, db->name, "upload", "%s sent to %s", entry->archive_path,
                           target_describe(target));
                 continue;
@@ -153,13 +165,46 @@ out:
     return rc;
 }
 
+/* An archive without a manifest is kept while its upload may still come:
+ * queued here, or recent enough to be under way elsewhere. */
+static bool upload_orphan_is_live(struct job_context *context, const struct remote_backup *backup,
+                                  time_t now)
+{
+    const struct database_config *db = context->database;
+    const char *file_name = strrchr(backup->archive_key, '/');
+    char local[4200];
+    bool pending = true; /* when in doubt, keep */
+    if (now - backup->created < UPLOAD_ORPHAN_GRACE_SECONDS)
+        return true;
+    file_name = file_name ? file_name + 1 : backup->archive_key;
+    snprintf(local, sizeof local, "%s/%s/%s", db->backup.dir, db->name, file_name);
+    if (context->state && state_upload_is_pending(context->state, local, &pending, NULL) != 0)
+        return true;
+    return pending;
+}
+
+/* Deletes one remote backup, manifest first: a half-deleted backup is then
+ * an orphan archive, never listed as complete. */
+static int upload_delete_remote(struct target *target, const struct remote_backup *backup,
+                                struct error *err)
+{
+    int rc = 0;
+    if (backup->has_manifest)
+        rc = target_delete(target, backup->manifest_key, err);
+    if (rc == 0)
+        rc = target_delete(target, backup->archive_key, err);
+    return rc;
+}
+
 int job_prune_remote(struct job_context *context, struct job_result *result)
 {
     const struct database_config *db = context->database;
     struct remote_list list = {0};
     struct target *target = NULL;
+    struct retention_item *items = NULL;
     struct error err = {0};
-    size_t deleted = 0, kept = 0;
+    size_t deleted = 0, kept = 0, orphans_deleted = 0, complete_count = 0;
+    time_t now = time(NULL);
     int rc = remote_list_backups(db, &list, &err);
     if (rc == 0)
         rc = target_open(db->upload.target, &target, &err);
@@ -167,40 +212,65 @@ int job_prune_remote(struct job_context *context, struct job_result *result)
         job_result_set(result, JOB_OUTCOME_FAILED, "remote retention: %s", err.message);
         goto out;
     }
-    struct retention_item *items = calloc(list.count + 1, sizeof *items);
+    items = calloc(list.count + 1, sizeof *items);
     if (!items) {
         rc = -ENOMEM;
         job_result_set(result, JOB_OUTCOME_FAILED, "remote retention: out of memory");
         goto out;
     }
+    /* The rules count complete backups only (an orphan archive is not a
+     * backup one could restore); each has passed verification before it was
+     * queued, so retention's "newest verified" is the newest complete one. */
     for (size_t i = 0; i < list.count; i++) {
-        items[i].created = list.items[i].created;
-        /* Only a complete upload (manifest present) counts as a verified copy;
-         * an unfinished one is kept too: its upload may still be under way. */
-        items[i].verified = list.items[i].has_manifest;
-        items[i].pinned = !list.items[i].has_manifest;
+        if (!list.items[i].has_manifest)
+            continue;
+        items[complete_count].created = list.items[i].created;
+        items[complete_count++].verified = true;
     }
-    retention_apply(&db->upload.keep, items, list.count);
-    for (size_t i = 0; i < list.count; i++) {
-        if (items[i].keep) {
+    retention_apply(&db->upload.keep, items, complete_count);
+    for (size_t n = 0, i = 0; i < list.count; i++) {
+        const struct remote_backup *backup = &list.items[i];
+        bool keep;
+        if (backup->has_manifest) {
+            keep = items[n].keep; /* items[] holds the complete ones in list order */
+            n++;
+        } else {
+            keep = upload_orphan_is_live(context, backup, now);
+        }
+        if (keep) {
             kept++;
             continue;
         }
-        /* Manifest first: a half-deleted backup is never listed as complete. */
-        rc = target_delete(target, list.items[i].manifest_key, &err);
-        if (rc == 0)
-            rc = target_delete(target, list.items[i].archive_key, &err);
-        if (rc != 0) {
-            job_result_set(result, JOB_OUTCOME_FAILED, "remote retention: %s", err.message);
-            free(items);
+        if (context->stop && *context->stop) {
+            rc = -ECANCELED;
+            job_result_set(result, JOB_OUTCOME_FAILED, "remote retention: stopped after deleting %zu",
+                           deleted + orphans_deleted);
             goto out;
         }
-        deleted++;
-        log_event(LOG_INFO, db->name, "prune", "deleted remote backup %s", list.items[i].id);
+        rc = upload_delete_remote(target, backup, &err);
+        if (rc != 0) {
+            job_result_set(result, JOB_OUTCOME_FAILED,
+                           "remote retention: deleted %zu, then: %s", deleted + orphans_deleted,
+                           err.message);
+            goto out;
+        }
+        if (backup->has_manifest) {
+            deleted++;
+            log_event(LOG_DEBUG, db->name, "prune", "deleted remote backup %s", backup->id);
+        } else {
+            orphans_deleted++;
+            log_event(LOG_INFO, db->name, "prune",
+                      "deleted %s: an archive without a manifest, left by an unfinished upload",
+                      backup->archive_key);
+        }
     }
-    free(items);
-    job_result_set(result, JOB_OUTCOME_OK, "kept %zu remote backups, deleted %zu", kept, deleted);
+    if (deleted)
+        log_event(LOG_INFO, db->name, "prune", "deleted %zu remote backup%s from %s", deleted,
+                  deleted == 1 ? "" : "s", db->upload.target->name);
+    job_result_set(result, JOB_OUTCOME_OK, "kept %zu remote backups, deleted %zu%s", kept, deleted,
+                   orphans_deleted ? " (and unfinished uploads)" : "");
 out:
+    free(items);
     target_close(target);
     remote_list_free(&list);
     return rc;

@@ -52,6 +52,7 @@ int job_vacuum(struct job_context *context, struct job_result *result)
     rc = database_query_int(connection, "PRAGMA freelist_count", &free_after, &err);
     if (rc != 0)
         goto fail;
+    result->quiet = free_before == 0;
     job_result_set(result, JOB_OUTCOME_OK, "returned %lld free pages (%lld bytes), %lld left",
                    (long long)(free_before - free_after),
                    (long long)((free_before - free_after) * page_size), (long long)free_after);
