@@ -19,6 +19,7 @@
 #include "jobs/job.h"
 #include "lock.h"
 #include "log.h"
+#include "report/http.h"
 #include "report/metrics.h"
 #include "report/notify.h"
 #include "report/summary.h"
@@ -57,6 +58,7 @@ struct agent {
     struct work_item *queue, *queue_tail, *finished;
     bool shutting_down;
     int wake_pipe[2]; /* workers write a byte when a job finishes */
+    struct http_server *http; /* metrics.listen; reads agent->config */
     volatile sig_atomic_t stop;
 };
 
@@ -290,12 +292,28 @@ static void agent_clean_up_after_crash(struct agent *agent)
     }
 }
 
+/* Off unless metrics.listen is set. A port that cannot be bound is logged,
+ * not fatal: monitoring must not take the backups down with it. */
+static void agent_start_http(struct agent *agent)
+{
+    struct error err = {0};
+    if (!agent->config->metrics_listen)
+        return;
+    if (http_start(agent->config, &agent->http, &err) != 0)
+        log_event(LOG_ERR, NULL, "http", "%s", err.message);
+    else
+        log_event(LOG_INFO, NULL, "http", "serving /metrics and /health on %s",
+                  agent->config->metrics_listen);
+}
+
 static void agent_apply_reload(struct agent *agent)
 {
     if (!agent->pending_config || agent->running > 0)
         return;
     /* Workers hold pointers into the config: swap only while none runs. */
     agent_stop_workers(agent);
+    http_stop(agent->http); /* it reads the config too */
+    agent->http = NULL;
     config_free(agent->config);
     agent->config = agent->pending_config;
     agent->pending_config = NULL;
@@ -303,6 +321,7 @@ static void agent_apply_reload(struct agent *agent)
     log_set_level(agent->config->log_level);
     agent_build_databases(agent, time(NULL));
     agent_start_workers(agent);
+    agent_start_http(agent);
     log_event(LOG_NOTICE, NULL, NULL, "configuration reloaded: %zu databases",
               agent->database_count);
     char line[1024];
@@ -419,6 +438,7 @@ int agent_run(struct config *config, const char *config_path)
               SQLPRODD_VERSION, agent.database_count, agent.worker_count, config_path);
     notify_ready(line);
     agent_update_reports(&agent);
+    agent_start_http(&agent);
 
     uint64_t watchdog_usec = notify_watchdog_interval();
     struct timespec last_ping;
@@ -461,6 +481,7 @@ int agent_run(struct config *config, const char *config_path)
     status = 0;
     log_event(LOG_NOTICE, NULL, NULL, "stopped");
 out:
+    http_stop(agent.http);
     agent_stop_workers(&agent);
     while (agent.queue) {
         struct work_item *item = agent.queue;

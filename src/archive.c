@@ -5,8 +5,10 @@
  * Compression cuts the input into independent blocks that a small pool of
  * threads compresses with libdeflate, each block becoming one gzip member
  * (RFC 1952 allows any number of members; gunzip, zcat and zlib read them
- * all, as they read pigz's output). Memory is bounded by the few blocks in
- * flight, whatever the database size. Decompression is plain streaming zlib.
+ * all, as they read pigz's output). zstd archives are made the same way,
+ * one independent zstd frame per block. Memory is bounded by the few blocks
+ * in flight, whatever the database size. Decompression is plain streaming
+ * zlib or libzstd, chosen by the input's magic number.
  *
  * Not for naming, renaming or verifying backups (the backup and restore jobs
  * do that), and not for the manifest (manifest.c). A destination is always a
@@ -26,9 +28,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
+#include <zstd.h>
 
 /* 1 MiB blocks cost about 0.1% in size against one long stream (measured
  * on a 200 MB database) and keep progress and cancellation responsive at
@@ -65,7 +69,11 @@ struct archive_pool {
     uint64_t submitted; /* blocks handed to workers */
     uint64_t next_to_compress;
     bool shutting_down;
-    struct libdeflate_compressor **compressors; /* one per worker: not thread-safe */
+    bool background;
+    enum archive_format format;
+    int level;
+    struct libdeflate_compressor **compressors; /* gzip: one per worker, not thread-safe */
+    ZSTD_CCtx **zstd_contexts;                  /* zstd: likewise */
     struct archive_worker *workers;
     pthread_t *threads;
     size_t thread_count;
@@ -201,6 +209,11 @@ static void *archive_worker_run(void *argument)
     struct archive_worker *worker = argument;
     struct archive_pool *pool = worker->pool;
     struct libdeflate_compressor *compressor = pool->compressors[worker->index];
+    ZSTD_CCtx *zstd = pool->zstd_contexts[worker->index];
+
+    /* Per thread on Linux; a failure only means we compete as equals. */
+    if (pool->background)
+        setpriority(PRIO_PROCESS, (id_t)gettid(), ARCHIVE_BACKGROUND_NICE);
 
     pthread_mutex_lock(&pool->lock);
     for (;;) {
@@ -213,8 +226,16 @@ static void *archive_worker_run(void *argument)
         pool->next_to_compress++;
         pthread_mutex_unlock(&pool->lock);
 
-        size_t produced = libdeflate_gzip_compress(compressor, slot->input, slot->input_size,
-                                                   slot->output, pool->output_capacity);
+        size_t produced;
+        if (pool->format == ARCHIVE_ZSTD) {
+            produced = ZSTD_compressCCtx(zstd, slot->output, pool->output_capacity, slot->input,
+                                         slot->input_size, pool->level);
+            if (ZSTD_isError(produced))
+                produced = 0;
+        } else {
+            produced = libdeflate_gzip_compress(compressor, slot->input, slot->input_size,
+                                                slot->output, pool->output_capacity);
+        }
 
         pthread_mutex_lock(&pool->lock);
         slot->output_size = produced;
@@ -242,8 +263,11 @@ static void archive_pool_stop(struct archive_pool *pool)
         if (pool->compressors[i])
             libdeflate_free_compressor(pool->compressors[i]);
     }
+    for (size_t i = 0; pool->zstd_contexts && i < pool->thread_count; i++)
+        ZSTD_freeCCtx(pool->zstd_contexts[i]);
     free(pool->slots);
     free(pool->compressors);
+    free(pool->zstd_contexts);
     free(pool->workers);
     free(pool->threads);
     pthread_cond_destroy(&pool->block_done);
@@ -252,23 +276,34 @@ static void archive_pool_stop(struct archive_pool *pool)
 }
 
 /* Always leaves the pool safe to pass to archive_pool_stop, even on failure. */
-static int archive_pool_start(struct archive_pool *pool, int level, size_t thread_count,
-                              struct error *err)
+static int archive_pool_start(struct archive_pool *pool, enum archive_format format, int level,
+                              size_t thread_count, bool background, struct error *err)
 {
     memset(pool, 0, sizeof *pool);
     pthread_mutex_init(&pool->lock, NULL);
     pthread_cond_init(&pool->work_ready, NULL);
     pthread_cond_init(&pool->block_done, NULL);
     pool->thread_count = thread_count;
+    pool->format = format;
+    pool->level = level;
+    pool->background = background;
     pool->slot_count = thread_count * ARCHIVE_SLOTS_PER_THREAD;
     pool->compressors = calloc(thread_count, sizeof *pool->compressors);
+    pool->zstd_contexts = calloc(thread_count, sizeof *pool->zstd_contexts);
     pool->workers = calloc(thread_count, sizeof *pool->workers);
     pool->threads = calloc(thread_count, sizeof *pool->threads);
     pool->slots = calloc(pool->slot_count, sizeof *pool->slots);
-    if (!pool->compressors || !pool->workers || !pool->threads || !pool->slots)
+    if (!pool->compressors || !pool->zstd_contexts || !pool->workers || !pool->threads ||
+        !pool->slots)
         return error_set(err, -ENOMEM, "cannot start compression: out of memory");
 
-    for (size_t i = 0; i < thread_count; i++) {
+    for (size_t i = 0; i < thread_count && format == ARCHIVE_ZSTD; i++) {
+        pool->zstd_contexts[i] = ZSTD_createCCtx();
+        if (!pool->zstd_contexts[i])
+            return error_set(err, -ENOMEM, "cannot start zstd compression: out of memory");
+        pool->output_capacity = ZSTD_compressBound(ARCHIVE_BLOCK_BYTES);
+    }
+    for (size_t i = 0; i < thread_count && format == ARCHIVE_GZIP; i++) {
         pool->compressors[i] = libdeflate_alloc_compressor(level);
         if (!pool->compressors[i])
             return error_set(err, -ENOMEM, "cannot start level %d compression: out of memory",
@@ -353,8 +388,8 @@ static int archive_compress_blocks(struct archive_pool *pool, int in, int out, E
         }
         if (in_flight && oldest->state == SLOT_FAILED) {
             pthread_mutex_unlock(&pool->lock);
-            return error_set(err, -EIO, "cannot compress %s: libdeflate could not compress a block",
-                             source);
+            return error_set(err, -EIO, "cannot compress %s: %s could not compress a block",
+                             source, pool->format == ARCHIVE_ZSTD ? "libzstd" : "libdeflate");
         }
         if (!input_done && pool->submitted - written < pool->slot_count) {
             struct archive_slot *next = &pool->slots[pool->submitted % pool->slot_count];
@@ -388,8 +423,34 @@ static int archive_compress_blocks(struct archive_pool *pool, int in, int out, E
     return 0;
 }
 
+int archive_zstd_level(int gzip_level)
+{
+    /* Measured on a mixed text and numbers database in 1 MiB frames: zstd 3
+     * is smaller than libdeflate 6 (itself smaller than gzip -6) at three
+     * times its speed; zstd 5-6 are slower than 3-4 for little gain. */
+    static const int levels[10] = {3, 1, 1, 2, 2, 3, 3, 4, 6, 9};
+    return gzip_level >= 1 && gzip_level <= 9 ? levels[gzip_level] : 3;
+}
+
+const char *archive_format_name(enum archive_format format)
+{
+    return format == ARCHIVE_ZSTD ? "zstd" : "gzip";
+}
+
+const char *archive_format_suffix(enum archive_format format)
+{
+    return format == ARCHIVE_ZSTD ? ".db.zst" : ".db.gz";
+}
+
 int archive_compress(const char *source, const char *destination, int level,
                      const struct archive_io *io, struct archive_result *result, struct error *err)
+{
+    return archive_compress_format(source, destination, ARCHIVE_GZIP, level, io, result, err);
+}
+
+int archive_compress_format(const char *source, const char *destination, enum archive_format format,
+                            int level, const struct archive_io *io, struct archive_result *result,
+                            struct error *err)
 {
     struct archive_pool pool;
     struct archive_result local = {0};
@@ -398,9 +459,10 @@ int archive_compress(const char *source, const char *destination, int level,
     int in = -1, out = -1, rc;
     int64_t total = 0;
 
-    if (level < 1 || level > 9)
-        return error_set(err, -EINVAL, "cannot compress %s: gzip level %d is not in 1-9", source,
-                         level);
+    int highest = format == ARCHIVE_ZSTD ? ZSTD_maxCLevel() : 9;
+    if (level < 1 || level > highest)
+        return error_set(err, -EINVAL, "cannot compress %s: %s level %d is not in 1-%d", source,
+                         archive_format_name(format), level, highest);
     rc = archive_open_source(source, &in, &total, err);
     if (rc < 0)
         goto out;
@@ -412,7 +474,8 @@ int archive_compress(const char *source, const char *destination, int level,
         goto out;
     created = true;
     pool_started = true;
-    rc = archive_pool_start(&pool, level, archive_thread_count(io), err);
+    rc = archive_pool_start(&pool, format, level, archive_thread_count(io), io && io->background,
+                            err);
     if (rc < 0)
         goto out;
     rc = archive_compress_blocks(&pool, in, out, digest, source, destination, io, total, &local,
@@ -530,6 +593,87 @@ out:
     return rc;
 }
 
+/* Decompresses every zstd frame of `in` into `out`; like gzip members, the
+ * input may only end exactly where a frame ends. */
+static int archive_unzstd_frames(int in, int out, EVP_MD_CTX *digest, const char *source,
+                                 const char *destination, const struct archive_io *io,
+                                 int64_t total, struct archive_result *result, struct error *err)
+{
+    size_t input_capacity = ZSTD_DStreamInSize(), output_capacity = ZSTD_DStreamOutSize();
+    unsigned char *input = malloc(input_capacity);
+    unsigned char *output = malloc(output_capacity);
+    ZSTD_DStream *stream = ZSTD_createDStream();
+    ZSTD_inBuffer pending = {input, 0, 0};
+    bool in_frame = false, saw_frame = false;
+    int64_t reported = 0;
+    int rc = 0;
+
+    if (!input || !output || !stream) {
+        rc = error_set(err, -ENOMEM, "cannot decompress %s: out of memory", source);
+        goto out;
+    }
+    for (;;) {
+        if (archive_stopped(io)) {
+            rc = error_set(err, -ECANCELED, "decompressing %s was cancelled", source);
+            goto out;
+        }
+        if (pending.pos == pending.size) {
+            ssize_t got = archive_read_full(in, input, input_capacity);
+            if (got < 0) {
+                rc = error_set(err, (int)got, "cannot read %s: %s", source, strerror((int)-got));
+                goto out;
+            }
+            if (got == 0)
+                break;
+            EVP_DigestUpdate(digest, input, (size_t)got);
+            result->input_bytes += got;
+            pending.pos = 0;
+            pending.size = (size_t)got;
+        }
+        ZSTD_outBuffer produced = {output, output_capacity, 0};
+        size_t z = ZSTD_decompressStream(stream, &produced, &pending);
+        if (ZSTD_isError(z)) {
+            rc = error_set(err, -EBADMSG, "archive %s is truncated or corrupt: %s", source,
+                           ZSTD_getErrorName(z));
+            goto out;
+        }
+        saw_frame = true;
+        in_frame = z != 0; /* 0: a frame ended here and everything it held is out */
+        rc = archive_write_full(out, output, produced.pos);
+        if (rc < 0) {
+            error_set(err, rc, "cannot write %s: %s", destination, strerror(-rc));
+            goto out;
+        }
+        result->output_bytes += (int64_t)produced.pos;
+        if (result->input_bytes - reported >= ARCHIVE_PROGRESS_BYTES) {
+            reported = result->input_bytes;
+            archive_report(io, reported, total);
+        }
+    }
+    if (!saw_frame)
+        rc = error_set(err, -EBADMSG, "archive %s is truncated or corrupt: it is empty", source);
+    else if (in_frame)
+        rc = error_set(err, -EBADMSG, "archive %s is truncated or corrupt: unexpected end of file",
+                       source);
+    else
+        archive_report(io, result->input_bytes, total);
+
+out:
+    ZSTD_freeDStream(stream);
+    free(input);
+    free(output);
+    return rc;
+}
+
+/* zstd frames start with 28 b5 2f fd; anything else goes to zlib, which
+ * says what is wrong with it. */
+static bool archive_is_zstd(int in)
+{
+    unsigned char magic[4];
+    return pread(in, magic, sizeof magic, 0) == (ssize_t)sizeof magic && magic[0] == 0x28 &&
+           magic[1] == 0xb5 && magic[2] == 0x2f && magic[3] == 0xfd;
+}
+
 int archive_decompress(const char *source, const char *destination, const struct archive_io *io,
                        struct archive_result *result, struct error *err)
 {
@@ -549,7 +693,10 @@ int archive_decompress(const char *source, const char *destination, const struct
     if (rc < 0)
         goto out;
     created = true;
-    rc = archive_inflate_members(in, out, digest, source, destination, io, total, &local, err);
+    if (archive_is_zstd(in))
+        rc = archive_unzstd_frames(in, out, digest, source, destination, io, total, &local, err);
+    else
+        rc = archive_inflate_members(in, out, digest, source, destination, io, total, &local, err);
     if (rc < 0)
         goto out;
     rc = archive_finish_destination(destination, &out, err);

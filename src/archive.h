@@ -10,11 +10,16 @@
 #define SQLPRODD_ARCHIVE_H
 
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "error.h"
 
 #define ARCHIVE_SHA256_HEX 65
+
+/* What archive_compress_format writes. gzip is the default and what every
+ * tool reads; zstd (NAME-STAMP.db.zst) is smaller and faster to unpack. */
+enum archive_format { ARCHIVE_GZIP, ARCHIVE_ZSTD };
 
 /* Called now and then with bytes done out of total; may be NULL. */
 typedef void (*archive_progress_fn)(void *context, int64_t done, int64_t total);
@@ -24,7 +29,11 @@ struct archive_io {
     archive_progress_fn progress;
     void *progress_context;
     int threads; /* compression threads; 0 (as in older initialisers) means 2 */
+    bool background; /* the agent's own schedule: compression threads run at nice
+                        ARCHIVE_BACKGROUND_NICE so the application's threads come first */
 };
+
+#define ARCHIVE_BACKGROUND_NICE 10
 
 struct archive_result {
     int64_t input_bytes;
@@ -41,7 +50,23 @@ struct archive_result {
 int archive_compress(const char *source, const char *destination, int level,
                      const struct archive_io *io, struct archive_result *result, struct error *err);
 
-/* Decompresses gzip `source` (any number of members) into `destination`
+/* As archive_compress, in `format`: for ARCHIVE_ZSTD the output is a series
+ * of independent zstd frames, one per 1 MiB of input (`zstd -d` and
+ * libzstd read them all), and `level` is zstd's, 1-19. */
+int archive_compress_format(const char *source, const char *destination, enum archive_format format,
+                            int level, const struct archive_io *io, struct archive_result *result,
+                            struct error *err);
+
+/* backup.level is on gzip's 1-9 scale; this is the zstd level that keeps
+ * its promise (at least gzip's ratio at that level, faster): 6 -> 3. */
+int archive_zstd_level(int gzip_level);
+
+/* "gzip" / "zstd", and the archive's file name suffix ".db.gz" / ".db.zst". */
+const char *archive_format_name(enum archive_format format);
+const char *archive_format_suffix(enum archive_format format);
+
+/* Decompresses gzip or zstd `source` (told apart by their magic numbers;
+ * any number of gzip members or zstd frames) into `destination`
  * (created 0600, must not exist), fsyncs it; result->sha256 is that of the
  * *compressed input*, so the caller can check it against a manifest. On any
  * failure (corrupt or truncated input included) `destination` is removed.

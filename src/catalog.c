@@ -21,9 +21,15 @@ int catalog_directory(const struct database_config *db, char *out, size_t out_si
 
 void catalog_archive_name(const char *database, time_t created, char *out, size_t out_size)
 {
+    catalog_archive_name_with(database, created, ".db.gz", out, out_size);
+}
+
+void catalog_archive_name_with(const char *database, time_t created, const char *suffix, char *out,
+                               size_t out_size)
+{
     char stamp[17];
     manifest_format_stamp(created, stamp);
-    snprintf(out, out_size, "%s-%s.db.gz", database, stamp);
+    snprintf(out, out_size, "%s-%s%s", database, stamp, suffix);
 }
 
 int catalog_parse_archive_name(const char *database, const char *file_name, char id[32],
@@ -34,7 +40,9 @@ int catalog_parse_archive_name(const char *database, const char *file_name, char
         return -EINVAL;
     const char *stamp = file_name + name_length + 1;
     const char *rest = stamp + 16;
-    if (strlen(stamp) < 16 || (strcmp(rest, ".db.gz") != 0 && strcmp(rest, ".db.gz.json") != 0))
+    if (strlen(stamp) < 16 ||
+        (strcmp(rest, ".db.gz") != 0 && strcmp(rest, ".db.gz.json") != 0 &&
+         strcmp(rest, ".db.zst") != 0 && strcmp(rest, ".db.zst.json") != 0))
         return -EINVAL;
     char text[17];
     memcpy(text, stamp, 16);

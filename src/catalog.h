@@ -1,8 +1,8 @@
 /*
  * catalog.h: the backups kept locally for a database, as found on disk.
  *
- * A backup is an archive DIR/NAME/NAME-STAMP.db.gz together with its
- * manifest NAME-STAMP.db.gz.json; the manifest is written last, so an
+ * A backup is an archive DIR/NAME/NAME-STAMP.db.gz (or .db.zst) together
+ * with its manifest NAME-STAMP.db.gz.json; the manifest is written last, so an
  * archive without one is unfinished and never listed. The file system is the
  * truth: no index to drift from it.
  */
@@ -39,7 +39,12 @@ void catalog_free(struct backup_list *list);
 /* "NAME-STAMP.db.gz" for a database and time. */
 void catalog_archive_name(const char *database, time_t created, char *out, size_t out_size);
 
-/* Parses "NAME-STAMP.db.gz" (or with ".json"); fills the stamp id. */
+/* "NAME-STAMP" + suffix (archive_format_suffix: ".db.gz" or ".db.zst"). */
+void catalog_archive_name_with(const char *database, time_t created, const char *suffix, char *out,
+                               size_t out_size);
+
+/* Parses "NAME-STAMP.db.gz" or "NAME-STAMP.db.zst" (or either with ".json");
+ * fills the stamp id. */
 int catalog_parse_archive_name(const char *database, const char *file_name, char id[32],
                                time_t *created);
 

@@ -39,6 +39,7 @@ enum checkpoint_mode {
 };
 
 enum verify_mode { VERIFY_INTEGRITY, VERIFY_QUICK };
+enum compress_mode { COMPRESS_GZIP, COMPRESS_ZSTD }; /* backup.compress; same order as enum archive_format */
 
 enum target_type { TARGET_DIR, TARGET_S3 };
 
@@ -84,6 +85,7 @@ struct backup_settings {
     char *dir;          /* default "/var/backups/sqlprodd"; archives in DIR/NAME/ */
     int level;          /* gzip level 1-9, default 6 */
     enum verify_mode verify;
+    enum compress_mode compress; /* default gzip; zstd archives are NAME-STAMP.db.zst */
     struct keep_policy keep;
 };
 
@@ -100,6 +102,22 @@ struct health_settings {
     int64_t wal_crit_bytes;  /* default 500 MiB */
     double freelist_warn;    /* default 0.2 */
     double freelist_crit;    /* default 0.5 */
+    int64_t integrity_every_seconds; /* full integrity_check this often, else quick_check;
+                                        default 1d, 0 = never */
+};
+
+/* Persistent settings the health job applies once when the database
+ * deviates (opt-in `enforce = { ... }`); unset members are only reported. */
+enum enforce_auto_vacuum {
+    ENFORCE_AUTO_VACUUM_UNSET = -1,
+    ENFORCE_AUTO_VACUUM_NONE = 0, /* values match PRAGMA auto_vacuum */
+    ENFORCE_AUTO_VACUUM_FULL = 1,
+    ENFORCE_AUTO_VACUUM_INCREMENTAL = 2,
+};
+
+struct enforce_settings {
+    bool journal_mode_wal;                /* journal_mode = "wal" */
+    enum enforce_auto_vacuum auto_vacuum; /* a change runs one VACUUM */
 };
 
 struct database_config {
@@ -113,6 +131,7 @@ struct database_config {
     struct backup_settings backup;
     struct upload_settings upload;
     struct health_settings health;
+    struct enforce_settings enforce;
 };
 
 struct config {

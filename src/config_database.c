@@ -41,21 +41,24 @@ static const char *const job_names[JOB_COUNT] = {
 static const char *const checkpoint_keys[] = {SCHEDULE_KEYS, "mode", "max_wait_ms", NULL};
 static const char *const analyze_keys[] = {SCHEDULE_KEYS, "optimize", NULL};
 static const char *const vacuum_keys[] = {SCHEDULE_KEYS, "pages", NULL};
-static const char *const backup_keys[] = {SCHEDULE_KEYS, "dir", "level", "verify", "keep", NULL};
+static const char *const backup_keys[] = {SCHEDULE_KEYS, "dir", "level", "verify", "compress", "keep", NULL};
 static const char *const upload_keys[] = {SCHEDULE_KEYS, "target", "keep", NULL};
 static const char *const health_keys[] = {SCHEDULE_KEYS,   "wal_warn",      "wal_crit",
-                                          "freelist_warn", "freelist_crit", NULL};
+                                          "freelist_warn", "freelist_crit", "integrity_every", NULL};
 static const char *const *const job_keys[JOB_COUNT] = {
     checkpoint_keys, analyze_keys, vacuum_keys, backup_keys, upload_keys, health_keys,
 };
+static const char *const enforce_keys[] = {"journal_mode", "auto_vacuum", NULL};
+static const char *const enforce_journal_mode_names[] = {"wal", NULL};
+static const char *const enforce_auto_vacuum_names[] = {"none", "full", "incremental", NULL};
 static const char *const keep_keys[] = {"last",    "hourly", "daily",  "weekly",
                                         "monthly", "yearly", "within", NULL};
 
 static const char *const defaults_keys[] = {"busy_timeout_ms", "checkpoint", "analyze", "vacuum",
-                                            "backup",          "upload",     "health",  NULL};
+                                            "backup",          "upload",     "health",  "enforce", NULL};
 static const char *const database_keys[] = {"name",    "path",   "busy_timeout_ms", "checkpoint",
                                             "analyze", "vacuum", "backup",          "upload",
-                                            "health",  NULL};
+                                            "health",  "enforce", NULL};
 
 /* Keys written one level too high or low: say where they go. One table
  * serves `defaults` and database entries, as keys known in a group are
@@ -73,17 +76,22 @@ static const struct config_misplaced_key misplaced_keys[] = {
     {"dir", "it belongs in backup = { ... }"},
     {"level", "it belongs in backup = { ... }"},
     {"verify", "it belongs in backup = { ... }"},
+    {"compress", "it belongs in backup = { ... }"},
     {"keep", "it belongs in backup = { ... } or upload = { ... }"},
     {"target", "it belongs in upload = { ... }"},
     {"wal_warn", "it belongs in health = { ... }"},
     {"wal_crit", "it belongs in health = { ... }"},
     {"freelist_warn", "it belongs in health = { ... }"},
     {"freelist_crit", "it belongs in health = { ... }"},
+    {"integrity_every", "it belongs in health = { ... }"},
+    {"journal_mode", "it belongs in enforce = { ... }"},
+    {"auto_vacuum", "it belongs in enforce = { ... }"},
     {NULL, NULL},
 };
 
 static const char *const checkpoint_mode_names[] = {"passive", "full", "restart", "truncate", NULL};
 static const char *const verify_mode_names[] = {"integrity", "quick", NULL};
+static const char *const compress_mode_names[] = {"gzip", "zstd", NULL};
 
 /* A database's settings while they are being merged. `enabled` is kept
  * apart from the schedule so that a database can say `enabled = true` to
@@ -155,6 +163,7 @@ static int draft_init_builtin(struct database_draft *draft)
         return -ENOMEM;
     settings->backup.level = 6;
     settings->backup.verify = VERIFY_INTEGRITY;
+    settings->backup.compress = COMPRESS_GZIP;
     settings->backup.keep = (struct keep_policy){.last = 24, .daily = 7, .weekly = 4, .monthly = 6};
 
     /* The queue retry cadence; it only matters once a target is set. */
@@ -166,6 +175,8 @@ static int draft_init_builtin(struct database_draft *draft)
     settings->health.wal_crit_bytes = 500 * 1024 * 1024;
     settings->health.freelist_warn = 0.2;
     settings->health.freelist_crit = 0.5;
+    settings->health.integrity_every_seconds = 86400;
+    settings->enforce.auto_vacuum = ENFORCE_AUTO_VACUUM_UNSET;
     return 0;
 }
 
@@ -333,6 +344,9 @@ static void read_job(struct config_reader *reader, const config_setting_t *paren
     case JOB_BACKUP:
         config_value_path(reader, group, key, "dir", &settings->backup.dir);
         config_value_int(reader, group, key, "level", 1, 9, &settings->backup.level);
+        if (config_value_choice(reader, group, key, "compress", compress_mode_names, &choice) ==
+            CONFIG_VALUE_SET)
+            settings->backup.compress = (enum compress_mode)choice;
         if (config_value_choice(reader, group, key, "verify", verify_mode_names, &choice) ==
             CONFIG_VALUE_SET)
             settings->backup.verify = (enum verify_mode)choice;
@@ -347,10 +361,32 @@ static void read_job(struct config_reader *reader, const config_setting_t *paren
         config_value_size(reader, group, key, "wal_crit", &settings->health.wal_crit_bytes);
         config_value_ratio(reader, group, key, "freelist_warn", &settings->health.freelist_warn);
         config_value_ratio(reader, group, key, "freelist_crit", &settings->health.freelist_crit);
+        config_value_duration(reader, group, key, "integrity_every",
+                              &settings->health.integrity_every_seconds);
         check_health_order(reader, group, key, &settings->health);
         break;
     default: break;
     }
+}
+
+/* `enforce` is read key by key over the inherited group, like a job group,
+ * but it has no schedule: the health job applies it. */
+static void read_enforce(struct config_reader *reader, const config_setting_t *parent,
+                         const char *parent_key, struct enforce_settings *enforce)
+{
+    char key[CONFIG_KEY_SIZE];
+    config_key_join(key, sizeof key, parent_key, "enforce");
+    const config_setting_t *group = group_member(reader, parent, key, "enforce");
+    if (!group)
+        return;
+    config_check_keys(reader, group, key, enforce_keys, NULL);
+    int choice;
+    if (config_value_choice(reader, group, key, "journal_mode", enforce_journal_mode_names,
+                            &choice) == CONFIG_VALUE_SET)
+        enforce->journal_mode_wal = true;
+    if (config_value_choice(reader, group, key, "auto_vacuum", enforce_auto_vacuum_names,
+                            &choice) == CONFIG_VALUE_SET)
+        enforce->auto_vacuum = (enum enforce_auto_vacuum)choice;
 }
 
 /* The keys shared by `defaults` and a database entry, over what is in draft. */
@@ -362,6 +398,7 @@ static void read_settings(struct config_reader *reader, const config_setting_t *
                      &draft->settings.busy_timeout_ms);
     for (int job = 0; job < JOB_COUNT; job++)
         read_job(reader, group, key, (enum job)job, config, draft);
+    read_enforce(reader, group, key, &draft->settings.enforce);
 }
 
 /* Turns the merged draft into what the jobs read: a job switched off has

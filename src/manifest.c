@@ -35,6 +35,10 @@ static void manifest_format_iso(time_t t, char out[21])
 static int manifest_make_time(int year, int month, int day, int hour, int minute, int second,
                               time_t *t)
 {
+    /* No backup predates 1970, and strftime's %Y does not pad years below
+     * 1000, so such a time would be written back unreadable ("34-11-25T..."). */
+    if (year < 1970)
+        return -EINVAL;
     struct tm tm = {0};
     tm.tm_year = year - 1900;
     tm.tm_mon = month - 1;

@@ -23,11 +23,25 @@ static int compare_newest_first(const void *a, const void *b)
     return strcmp(y->id, x->id);
 }
 
+static int compare_key_pointers(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* True when `key` is among the sorted `keys`: a target may hold thousands of
+ * backups, so manifests are matched by binary search, not by a scan per
+ * archive. */
+static bool key_listed(const char *const *keys, size_t count, const char *key)
+{
+    return bsearch(&key, keys, count, sizeof *keys, compare_key_pointers) != NULL;
+}
+
 int remote_list_backups(const struct database_config *db, struct remote_list *out,
                         struct error *err)
 {
     struct target *target = NULL;
     struct target_listing listing = {0};
+    const char **keys = NULL;
     char prefix[300];
     out->items = NULL;
     out->count = 0;
@@ -40,29 +54,33 @@ int remote_list_backups(const struct database_config *db, struct remote_list *ou
     if (rc != 0)
         goto out;
     out->items = calloc(listing.count + 1, sizeof *out->items);
-    if (!out->items) {
+    keys = calloc(listing.count + 1, sizeof *keys);
+    if (!out->items || !keys) {
         rc = error_set(err, -ENOMEM, "out of memory");
         goto out;
     }
+    for (size_t i = 0; i < listing.count; i++)
+        keys[i] = listing.objects[i].key;
+    if (listing.count > 1)
+        qsort(keys, listing.count, sizeof *keys, compare_key_pointers);
     for (size_t i = 0; i < listing.count; i++) {
         const char *key = listing.objects[i].key;
         const char *file = key + strlen(prefix);
         size_t length = strlen(key);
         struct remote_backup item = {0};
-        if (length < 6 || strcmp(key + length - 6, ".db.gz") != 0 ||
+        if (length < 5 || strcmp(key + length - 5, ".json") == 0 ||
             catalog_parse_archive_name(db->name, file, item.id, &item.created) != 0)
             continue;
         snprintf(item.archive_key, sizeof item.archive_key, "%s", key);
         snprintf(item.manifest_key, sizeof item.manifest_key, "%s.json", key);
         item.archive_bytes = listing.objects[i].size;
-        for (size_t j = 0; j < listing.count; j++)
-            if (strcmp(listing.objects[j].key, item.manifest_key) == 0)
-                item.has_manifest = true;
+        item.has_manifest = key_listed(keys, listing.count, item.manifest_key);
         out->items[out->count++] = item;
     }
     if (out->count > 1)
         qsort(out->items, out->count, sizeof *out->items, compare_newest_first);
 out:
+    free(keys);
     target_listing_free(&listing);
     target_close(target);
     if (rc != 0)

@@ -2,24 +2,31 @@
  * s3_multipart.c: uploading a large file as an S3 multipart upload.
  *
  * A few worker threads (target tuning: parallel_parts), each with its own
- * curl handle and one part-sized buffer, take parts in order: memory stays at
- * parallel_parts * part_size whatever the file's size. Parts are read under a
- * lock so the whole file's SHA-256 is computed in order on the way, and
- * compared with the manifest's before the upload is completed. Every part
- * carries Content-MD5, which S3 checks. A failed or cancelled upload is
- * aborted so no invisible parts are left to pay for. Not for small files
- * (target_s3.c sends those in one PutObject).
+ * curl handle, take parts in order. A part is never held in memory: a first
+ * pass reads it through a 1 MiB buffer for its Content-MD5 (which S3 checks)
+ * and payload SHA-256 (which the signature covers), then curl sends it
+ * straight from a read-only mapping of the file region, whose pages are
+ * dropped from the mapping as soon as they are sent. So memory stays at a
+ * few MiB whatever the part size and the file's size, while parts still go
+ * in parallel. One more thread hashes the whole file in order, and the
+ * upload is completed only if that SHA-256 matches the manifest's. A failed
+ * or cancelled upload is aborted so no invisible parts are left to pay for.
+ * Not for small files (target_s3.c sends those in one PutObject).
  */
 #include <errno.h>
 #include <openssl/evp.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "log.h"
 #include "s3.h"
+
+#define MULTIPART_READ_BYTES (1024 * 1024)
 
 struct multipart {
     struct s3_client *client;
@@ -31,13 +38,23 @@ struct multipart {
     size_t part_count;
     char (*etags)[128];
     const struct archive_io *io;
+    char file_sha256[ARCHIVE_SHA256_HEX]; /* by the hashing thread */
 
-    pthread_mutex_t lock; /* guards everything below, and reading the file */
-    size_t next_part;     /* index of the next part to read */
-    EVP_MD_CTX *file_hash;
+    pthread_mutex_t lock; /* guards everything below */
+    size_t next_part;     /* index of the next part to send */
     int64_t done;
     bool failed;
     struct error error; /* the first failure */
+};
+
+/* One part on its way: the mapping of its file region, and how much of it
+ * is already sent and dropped. */
+struct multipart_part {
+    unsigned char *map;
+    size_t map_length;
+    size_t lead; /* the part starts this far into the (page-aligned) mapping */
+    size_t dropped;
+    size_t page;
 };
 
 static void multipart_fail(struct multipart *upload, const struct error *error)
@@ -50,7 +67,15 @@ static void multipart_fail(struct multipart *upload, const struct error *error)
     pthread_mutex_unlock(&upload->lock);
 }
 
-static int read_part(int fd, unsigned char *buffer, size_t length, int64_t offset)
+static bool multipart_failed(struct multipart *upload)
+{
+    pthread_mutex_lock(&upload->lock);
+    bool failed = upload->failed;
+    pthread_mutex_unlock(&upload->lock);
+    return failed;
+}
+
+static int read_full_at(int fd, unsigned char *buffer, size_t length, int64_t offset)
 {
     size_t done = 0;
     while (done < length) {
@@ -66,48 +91,139 @@ static int read_part(int fd, unsigned char *buffer, size_t length, int64_t offse
     return 0;
 }
 
-/* Takes the next part, reads it and feeds the file hash; false when done. */
-static bool take_part(struct multipart *upload, unsigned char *buffer, size_t *index,
-                      size_t *length, struct error *error)
+static void hex_of(const unsigned char *digest, unsigned length, char *hex)
+{
+    for (unsigned i = 0; i < length; i++)
+        snprintf(hex + 2 * i, 3, "%02x", digest[i]);
+}
+
+/* The whole file's SHA-256, in order, alongside the parts. */
+static void *multipart_hash_file(void *context)
+{
+    struct multipart *upload = context;
+    struct error error = {0};
+    unsigned char *buffer = malloc(MULTIPART_READ_BYTES);
+    EVP_MD_CTX *hash = EVP_MD_CTX_new();
+    int rc = 0;
+    if (!buffer || !hash || EVP_DigestInit_ex(hash, EVP_sha256(), NULL) != 1) {
+        error_set(&error, -ENOMEM, "out of memory hashing the file for %s", upload->key);
+        multipart_fail(upload, &error);
+        goto out;
+    }
+    for (int64_t offset = 0; offset < upload->size; offset += MULTIPART_READ_BYTES) {
+        if (multipart_failed(upload) || target_stopped(upload->io))
+            goto out;
+        int64_t left = upload->size - offset;
+        size_t length = (size_t)(left < MULTIPART_READ_BYTES ? left : MULTIPART_READ_BYTES);
+        if ((rc = read_full_at(upload->fd, buffer, length, offset)) != 0) {
+            error_set(&error, rc, "cannot read the file for %s: %s", upload->key,
+                      rc == -ENODATA ? "it shrank while uploading" : strerror(-rc));
+            multipart_fail(upload, &error);
+            goto out;
+        }
+        EVP_DigestUpdate(hash, buffer, length);
+    }
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned length = 0;
+    EVP_DigestFinal_ex(hash, digest, &length);
+    hex_of(digest, length, upload->file_sha256);
+out:
+    EVP_MD_CTX_free(hash);
+    free(buffer);
+    return NULL;
+}
+
+/* Takes the next part's number; false when none is left or we stop. */
+static bool take_part(struct multipart *upload, size_t *index, int64_t *offset, size_t *length)
 {
     bool taken = false;
     pthread_mutex_lock(&upload->lock);
     if (!upload->failed && upload->next_part < upload->part_count && !target_stopped(upload->io)) {
         *index = upload->next_part++;
-        int64_t offset = (int64_t)*index * upload->part_size;
-        int64_t left = upload->size - offset;
+        *offset = (int64_t)*index * upload->part_size;
+        int64_t left = upload->size - *offset;
         *length = (size_t)(left < upload->part_size ? left : upload->part_size);
-        int rc = read_part(upload->fd, buffer, *length, offset);
-        if (rc == 0) {
-            EVP_DigestUpdate(upload->file_hash, buffer, *length);
-            taken = true;
-        } else {
-            error_set(error, rc, "cannot read part %zu of the file for %s: %s", *index + 1,
-                      upload->key, rc == -ENODATA ? "it shrank while uploading" : strerror(-rc));
-            upload->failed = true;
-            upload->error = *error;
-        }
+        taken = true;
     }
     pthread_mutex_unlock(&upload->lock);
     return taken;
 }
 
-static int upload_part(struct multipart *upload, CURL *curl, size_t index,
-                       const unsigned char *buffer, size_t length, struct error *error)
+/* First pass over a part: its Content-MD5 (base64) and SHA-256 (hex). */
+static int hash_part(struct multipart *upload, unsigned char *buffer, int64_t offset,
+                     size_t length, char md5[32], char sha256[SIGV4_SHA256_HEX])
+{
+    EVP_MD_CTX *md5_context = EVP_MD_CTX_new(), *sha_context = EVP_MD_CTX_new();
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned digest_length = 0;
+    int rc = -ENOMEM;
+    if (!md5_context || !sha_context || EVP_DigestInit_ex(md5_context, EVP_md5(), NULL) != 1 ||
+        EVP_DigestInit_ex(sha_context, EVP_sha256(), NULL) != 1)
+        goto out;
+    for (size_t done = 0; done < length;) {
+        size_t chunk = length - done < MULTIPART_READ_BYTES ? length - done : MULTIPART_READ_BYTES;
+        if ((rc = read_full_at(upload->fd, buffer, chunk, offset + (int64_t)done)) != 0)
+            goto out;
+        EVP_DigestUpdate(md5_context, buffer, chunk);
+        EVP_DigestUpdate(sha_context, buffer, chunk);
+        done += chunk;
+    }
+    EVP_DigestFinal_ex(md5_context, digest, &digest_length);
+    EVP_EncodeBlock((unsigned char *)md5, digest, (int)digest_length);
+    EVP_DigestFinal_ex(sha_context, digest, &digest_length);
+    hex_of(digest, digest_length, sha256);
+    rc = 0;
+out:
+    EVP_MD_CTX_free(md5_context);
+    EVP_MD_CTX_free(sha_context);
+    return rc;
+}
+
+/* curl has sent `bytes` of the part: their pages leave our mapping (they
+ * stay in the page cache, so a retry that rereads them is still correct). */
+static void part_sent(void *context, int64_t bytes)
+{
+    struct multipart_part *part = context;
+    size_t upto = (part->lead + (size_t)bytes) / part->page * part->page;
+    if (upto > part->map_length)
+        upto = part->map_length;
+    if (upto > part->dropped) {
+        madvise(part->map + part->dropped, upto - part->dropped, MADV_DONTNEED);
+        part->dropped = upto;
+    }
+}
+
+static int upload_part(struct multipart *upload, CURL *curl, unsigned char *buffer, size_t index,
+                       int64_t offset, size_t length, struct error *error)
 {
     char number[24], md5[32], sha256[SIGV4_SHA256_HEX];
     struct s3_request request = {.method = "PUT", .key = upload->key, .download_fd = -1};
-    struct s3_response response;
+    struct s3_response response = {0};
+    struct multipart_part part = {.page = (size_t)sysconf(_SC_PAGESIZE)};
+    int rc = hash_part(upload, buffer, offset, length, md5, sha256);
+    if (rc != 0)
+        return error_set(error, rc, "part %zu: cannot read the file for %s: %s", index + 1,
+                         upload->key, rc == -ENODATA ? "it shrank while uploading" : strerror(-rc));
+    part.lead = (size_t)(offset % (int64_t)part.page);
+    part.map_length = part.lead + length;
+    part.map = mmap(NULL, part.map_length, PROT_READ, MAP_SHARED, upload->fd,
+                    (off_t)(offset - (int64_t)part.lead));
+    if (part.map == MAP_FAILED)
+        return error_set(error, -errno, "part %zu: cannot map the file for %s: %s", index + 1,
+                         upload->key, strerror(errno));
+    madvise(part.map, part.map_length, MADV_SEQUENTIAL);
+
     snprintf(number, sizeof number, "%zu", index + 1);
-    s3_content_md5(buffer, length, md5);
-    sigv4_sha256_hex(buffer, length, sha256);
     s3_request_add_parameter(&request, "partNumber", number);
     s3_request_add_parameter(&request, "uploadId", upload->upload_id);
     s3_request_add_header(&request, "Content-MD5", md5);
-    request.body = buffer;
+    request.body = part.map + part.lead;
     request.body_size = length;
     request.payload_hash = sha256;
-    int rc = s3_perform(upload->client, curl, &request, &response, upload->io, error);
+    request.progress = part_sent;
+    request.progress_context = &part;
+    rc = s3_perform(upload->client, curl, &request, &response, upload->io, error);
+    munmap(part.map, part.map_length);
     if (rc == 0 && !response.etag[0])
         rc = error_set(error, -EPROTO, "part %zu of %s: the server sent no ETag", index + 1,
                        upload->key);
@@ -124,16 +240,16 @@ static void *multipart_worker(void *context)
     struct multipart *upload = context;
     struct error error = {0};
     CURL *curl = s3_curl_new();
-    unsigned char *buffer = malloc((size_t)upload->part_size);
+    unsigned char *buffer = malloc(MULTIPART_READ_BYTES);
     size_t index, length;
+    int64_t offset;
     if (!curl || !buffer) {
-        error_set(&error, -ENOMEM, "out of memory for a %lld-byte part buffer",
-                  (long long)upload->part_size);
+        error_set(&error, -ENOMEM, "out of memory for an upload worker");
         multipart_fail(upload, &error);
         goto out;
     }
-    while (take_part(upload, buffer, &index, &length, &error)) {
-        if (upload_part(upload, curl, index, buffer, length, &error) != 0) {
+    while (take_part(upload, &index, &offset, &length)) {
+        if (upload_part(upload, curl, buffer, index, offset, length, &error) != 0) {
             multipart_fail(upload, &error);
             break;
         }
@@ -149,24 +265,34 @@ out:
     return NULL;
 }
 
-/* Runs the workers; the calling thread is one of them. */
+/* Runs the workers and the file hash; the calling thread is one of the
+ * workers. Helper threads block signals: those belong to the agent's thread. */
 static void run_workers(struct multipart *upload)
 {
     int wanted = upload->client->target->tuning.parallel_parts;
     if ((size_t)wanted > upload->part_count)
         wanted = (int)upload->part_count;
-    pthread_t threads[64];
+    pthread_t threads[65];
     int started = 0;
     if (wanted > 64)
         wanted = 64;
+    sigset_t all, previous;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &previous);
+    bool hashing = pthread_create(&threads[0], NULL, multipart_hash_file, upload) == 0;
     for (int i = 1; i < wanted; i++) {
-        if (pthread_create(&threads[started], NULL, multipart_worker, upload) != 0)
+        if (pthread_create(&threads[1 + started], NULL, multipart_worker, upload) != 0)
             break; /* fewer threads is slower, not wrong */
         started++;
     }
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
     multipart_worker(upload);
     for (int i = 0; i < started; i++)
-        pthread_join(threads[i], NULL);
+        pthread_join(threads[1 + i], NULL);
+    if (hashing)
+        pthread_join(threads[0], NULL);
+    else
+        multipart_hash_file(upload);
 }
 
 static int create_upload(struct multipart *upload, CURL *curl, const char *sha256_hex,
@@ -262,7 +388,7 @@ int s3_upload_multipart(struct s3_client *client, CURL *curl, const char *key, i
         .size = size,
         .io = io,
     };
-    char file_sha256[ARCHIVE_SHA256_HEX], what[1200];
+    char what[1200];
     bool created = false;
     int rc;
 
@@ -270,10 +396,8 @@ int s3_upload_multipart(struct s3_client *client, CURL *curl, const char *key, i
     upload.part_size = choose_part_size(client->part_size, size);
     upload.part_count = (size_t)((size + upload.part_size - 1) / upload.part_size);
     upload.etags = calloc(upload.part_count, sizeof *upload.etags);
-    upload.file_hash = EVP_MD_CTX_new();
     pthread_mutex_init(&upload.lock, NULL);
-    if (!upload.etags || !upload.file_hash ||
-        EVP_DigestInit_ex(upload.file_hash, EVP_sha256(), NULL) != 1) {
+    if (!upload.etags) {
         rc = error_set(err, -ENOMEM, "%s: out of memory", what);
         goto out;
     }
@@ -291,15 +415,11 @@ int s3_upload_multipart(struct s3_client *client, CURL *curl, const char *key, i
         rc = error_set(err, -ECANCELED, "%s: upload cancelled", what);
         goto out;
     }
-    unsigned char digest[32];
-    EVP_DigestFinal_ex(upload.file_hash, digest, NULL);
-    for (int i = 0; i < 32; i++)
-        snprintf(file_sha256 + 2 * i, 3, "%02x", digest[i]);
-    if (sha256_hex && strcmp(file_sha256, sha256_hex) != 0) {
+    if (sha256_hex && strcmp(upload.file_sha256, sha256_hex) != 0) {
         rc = error_set(err, -EIO,
                        "%s: the local file changed or is corrupt (sha256 %s, the manifest says "
                        "%s); upload abandoned",
-                       what, file_sha256, sha256_hex);
+                       what, upload.file_sha256, sha256_hex);
         goto out;
     }
     if ((rc = complete_upload(&upload, curl, sha256_hex, err)) == 0)
@@ -308,7 +428,6 @@ out:
     if (created)
         abort_upload(&upload, curl);
     pthread_mutex_destroy(&upload.lock);
-    EVP_MD_CTX_free(upload.file_hash);
     free(upload.etags);
     return rc;
 }

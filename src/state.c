@@ -43,6 +43,12 @@ static const char state_schema[] =
 
 static int state_fail(struct state *state, struct error *err, const char *doing)
 {
+    /* "disk I/O error" alone hides the cause an operator can fix (a full
+     * or read-only state_dir): add the errno SQLite saw, when it saw one. */
+    int system_errno = sqlite3_system_errno(state->db);
+    if (system_errno != 0)
+        return error_set(err, -EIO, "state database %s: %s: %s (%s)", state->path, doing,
+                         sqlite3_errmsg(state->db), strerror(system_errno));
     return error_set(err, -EIO, "state database %s: %s: %s", state->path, doing,
                      sqlite3_errmsg(state->db));
 }

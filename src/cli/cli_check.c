@@ -115,7 +115,11 @@ static void check_target(struct check_report *report, const struct target_config
     struct target *target = NULL;
     struct target_listing listing = {0};
     snprintf(key, sizeof key, "targets.%s", config->name);
-    if (target_open(config, &target, &err) != 0 || target_list(target, "", &listing, &err) != 0)
+    /* A listing under a prefix that holds nothing proves the credentials, the
+     * bucket and the network at the cost of one short request, however many
+     * backups the target holds. */
+    if (target_open(config, &target, &err) != 0 ||
+        target_list(target, "sqlprodd-check/", &listing, &err) != 0)
         check_problem(report, config->line, key, "%s", err.message);
     target_listing_free(&listing);
     target_close(target);

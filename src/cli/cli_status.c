@@ -61,8 +61,15 @@ struct database_status {
     struct job_record jobs[JOB_KIND_COUNT];
     time_t next_due[JOB_KIND_COUNT];
     char health[32];
-    char reasons[1024];
+    char reasons[2048];
+    char reason_lines[2048];
     char backup_bytes[32];
+    char journal_mode[32];
+    char auto_vacuum[32];
+    char page_size[32];
+    char freelist_ratio[32];
+    char checked_at[32];
+    char integrity_checked_at[32];
     int64_t pending;
 };
 
@@ -81,8 +88,22 @@ static void status_collect(struct state *state, const struct database_config *db
         state_get_value(state, db->name, "health", status->health, sizeof status->health, NULL);
         state_get_value(state, db->name, "health_reasons", status->reasons, sizeof status->reasons,
                         NULL);
+        state_get_value(state, db->name, "health_reason_lines", status->reason_lines,
+                        sizeof status->reason_lines, NULL);
         state_get_value(state, db->name, "backup_last_bytes", status->backup_bytes,
                         sizeof status->backup_bytes, NULL);
+        state_get_value(state, db->name, "journal_mode", status->journal_mode,
+                        sizeof status->journal_mode, NULL);
+        state_get_value(state, db->name, "auto_vacuum", status->auto_vacuum,
+                        sizeof status->auto_vacuum, NULL);
+        state_get_value(state, db->name, "page_size", status->page_size, sizeof status->page_size,
+                        NULL);
+        state_get_value(state, db->name, "freelist_ratio", status->freelist_ratio,
+                        sizeof status->freelist_ratio, NULL);
+        state_get_value(state, db->name, "health_checked_at", status->checked_at,
+                        sizeof status->checked_at, NULL);
+        state_get_value(state, db->name, "integrity_checked_at", status->integrity_checked_at,
+                        sizeof status->integrity_checked_at, NULL);
         state_pending_upload_count(state, db->name, &status->pending, NULL);
     }
     if (!status->health[0])
@@ -108,6 +129,96 @@ static int status_last_error(const struct database_status *status)
             (last < 0 || status->jobs[kind].last_finished > status->jobs[last].last_finished))
             last = kind;
     return last;
+}
+
+/* A stored decimal number or JSON null when there is none yet. */
+static json_t *json_number_or_null(const char *text, bool real)
+{
+    char *end = NULL;
+    if (!text[0])
+        return json_null();
+    if (real) {
+        double value = strtod(text, &end);
+        return *end ? json_null() : json_real(value);
+    }
+    long long value = strtoll(text, &end, 10);
+    return *end ? json_null() : json_integer(value);
+}
+
+static json_t *json_time_or_null(time_t t)
+{
+    char when[32];
+    if (t <= 0)
+        return json_null();
+    format_time(t, when, sizeof when);
+    return json_string(when);
+}
+
+/* The table's columns as data: what a script checks is what a person reads. */
+static void status_summary_to_json(const struct database_status *status, time_t now,
+                                   json_t *object)
+{
+    json_t *reasons = json_array();
+    char lines[sizeof status->reason_lines];
+    snprintf(lines, sizeof lines, "%s", status->reason_lines);
+    for (char *save = NULL, *line = strtok_r(lines, "\n", &save); line;
+         line = strtok_r(NULL, "\n", &save))
+        json_array_append_new(reasons, json_string(line));
+    json_object_set_new(object, "reasons_list", reasons);
+    json_object_set_new(object, "health_checked_at",
+                        json_time_or_null((time_t)strtoll(status->checked_at, NULL, 10)));
+    json_object_set_new(object, "integrity_checked_at",
+                        json_time_or_null((time_t)strtoll(status->integrity_checked_at, NULL, 10)));
+    json_object_set_new(object, "journal_mode",
+                        status->journal_mode[0] ? json_string(status->journal_mode) : json_null());
+    json_object_set_new(object, "auto_vacuum",
+                        status->auto_vacuum[0] ? json_string(status->auto_vacuum) : json_null());
+    json_object_set_new(object, "page_size_bytes", json_number_or_null(status->page_size, false));
+    json_object_set_new(object, "freelist_ratio", json_number_or_null(status->freelist_ratio, true));
+
+    const struct job_record *backup = &status->jobs[JOB_BACKUP];
+    json_t *last_backup = json_null();
+    if (backup->last_success > 0) {
+        last_backup = json_object();
+        json_object_set_new(last_backup, "at", json_time_or_null(backup->last_success));
+        json_object_set_new(last_backup, "age_seconds",
+                            json_integer(now > backup->last_success ? now - backup->last_success : 0));
+        json_object_set_new(last_backup, "bytes", json_number_or_null(status->backup_bytes, false));
+    }
+    json_object_set_new(object, "last_backup", last_backup);
+
+    const struct job_record *upload = &status->jobs[JOB_UPLOAD];
+    json_t *last_upload = json_null();
+    if (status->db->upload.target && upload->last_success > 0) {
+        last_upload = json_object();
+        json_object_set_new(last_upload, "at", json_time_or_null(upload->last_success));
+        json_object_set_new(last_upload, "age_seconds",
+                            json_integer(now > upload->last_success ? now - upload->last_success : 0));
+    }
+    json_object_set_new(object, "last_upload", last_upload);
+    json_object_set_new(object, "upload_target", status->db->upload.target
+                                                     ? json_string(status->db->upload.target_name)
+                                                     : json_null());
+
+    int next = status_next_job(status);
+    json_t *next_job = json_null();
+    if (next >= 0) {
+        time_t due = status->next_due[next];
+        next_job = json_object();
+        json_object_set_new(next_job, "job", json_string(job_name(next)));
+        json_object_set_new(next_job, "in_seconds", json_integer(due > now ? due - now : 0));
+    }
+    json_object_set_new(object, "next_job", next_job);
+
+    int error = status_last_error(status);
+    json_t *last_error = json_null();
+    if (error >= 0) {
+        last_error = json_object();
+        json_object_set_new(last_error, "job", json_string(job_name(error)));
+        json_object_set_new(last_error, "message", json_string(status->jobs[error].last_message));
+        json_object_set_new(last_error, "at", json_time_or_null(status->jobs[error].last_finished));
+    }
+    json_object_set_new(object, "last_error", last_error);
 }
 
 static json_t *status_to_json(const struct database_status *status, time_t now)
@@ -148,6 +259,7 @@ static json_t *status_to_json(const struct database_status *status, time_t now)
     json_object_set_new(object, "backup_last_bytes", json_integer(backup_bytes));
     json_object_set_new(object, "uploads_pending", json_integer(status->pending));
     json_object_set_new(object, "jobs", jobs);
+    status_summary_to_json(status, now, object);
     return object;
 }
 
@@ -189,6 +301,26 @@ static void print_table(const struct database_status *statuses, size_t count, ti
                      status->jobs[error_kind].last_message);
         printf("%-16s %-10s %9s %9s  %-22s %-12s %-24s %s\n", status->db->name, status->health, size,
                wal, backup, upload, next, error);
+    }
+    /* Why a database is not healthy, and the fix, under the table: the
+     * table stays one line per database and the reasons stay whole. */
+    bool heading = false;
+    for (size_t i = 0; i < count; i++) {
+        const struct database_status *status = &statuses[i];
+        if (!status->reason_lines[0] && !status->reasons[0])
+            continue;
+        if (!heading)
+            printf("\n");
+        heading = true;
+        const char *lines = status->reason_lines[0] ? status->reason_lines : status->reasons;
+        printf("%s is %s:\n", status->db->name, status->health);
+        for (const char *line = lines; *line;) {
+            size_t length = strcspn(line, "\n");
+            printf("  - %.*s\n", (int)length, line);
+            line += length;
+            if (*line == '\n')
+                line++;
+        }
     }
 }
 

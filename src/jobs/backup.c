@@ -6,17 +6,25 @@
  *   1. VACUUM INTO a temp file beside the archives: one read transaction,
  *      so a consistent snapshot that never blocks the application's writers
  *      in WAL mode;
- *   2. verify the copy (integrity_check or quick_check, page count, schema);
- *   3. compress it to a temp archive (archive.c fsyncs it);
- *   4. rename the archive to NAME-STAMP.db.gz and fsync the directory;
+ *   2. verify the copy (integrity_check or quick_check, page count, schema)
+ *      while
+ *   3. compressing it to a temp archive (archive.c fsyncs it): both only
+ *      read the finished copy, so they run at once and the backup takes
+ *      the longer of the two, not their sum; a copy that fails the check
+ *      loses its archive before anything is renamed;
+ *   4. rename the archive to NAME-STAMP.db.gz (.db.zst with compress =
+ *      "zstd") and fsync the directory;
  *   5. write the manifest, last: it is what makes the archive a backup;
  *   6. queue the upload, then apply local retention (prune.c).
  * The live database is opened read-only and never modified.
  */
 #include <errno.h>
 #include <openssl/evp.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -121,8 +129,15 @@ static int backup_copy(struct job_context *context, const struct backup_paths *p
         struct stat st;
         if (stat(db->path, &st) == 0)
             manifest->database_bytes = (int64_t)st.st_size;
-    } else if (rc == -ENOSPC) {
+    } else if (rc == -ENOSPC && sqlite3_system_errno(source) == ENOSPC) {
+        /* SQLite also says SQLITE_FULL for some corrupt files: only a real
+         * ENOSPC from the file system is a full disk. */
         error_prefix(err, "no space left in %s: ", paths->directory);
+    } else if (rc == -ENOSPC) {
+        rc = error_set(err, -EBADMSG,
+                       "SQLite reported a full database while copying, but the disk has room: "
+                       "the source is probably corrupt; run sqlite3 %s 'PRAGMA integrity_check'",
+                       db->path);
     }
     sqlite3_close(source);
     return rc;
@@ -165,6 +180,76 @@ static int backup_verify(struct job_context *context, const struct backup_paths 
     return 0;
 }
 
+/* backup.compress is passed to archive.c as is. */
+_Static_assert((int)COMPRESS_GZIP == (int)ARCHIVE_GZIP && (int)COMPRESS_ZSTD == (int)ARCHIVE_ZSTD,
+               "enum compress_mode and enum archive_format must match");
+
+struct backup_verification {
+    struct job_context *context;
+    const struct backup_paths *paths;
+    struct manifest *manifest;
+    bool background;
+    struct error err;
+    int rc;
+};
+
+static void *backup_verify_thread(void *argument)
+{
+    struct backup_verification *verification = argument;
+    if (verification->background)
+        setpriority(PRIO_PROCESS, (id_t)gettid(), ARCHIVE_BACKGROUND_NICE);
+    verification->rc = backup_verify(verification->context, verification->paths,
+                                     verification->manifest, &verification->err);
+    return NULL;
+}
+
+/* Steps 2 and 3 at once. The check runs on its own thread (signals blocked:
+ * they belong to the agent's thread) and only writes the manifest's
+ * verification fields; compression runs here. Without a thread, in turn. */
+static int backup_verify_and_compress(struct job_context *context, const struct backup_paths *paths,
+                                      struct manifest *manifest, struct archive_result *archived,
+                                      struct error *err)
+{
+    const struct database_config *db = context->database;
+    /* Scheduled backups yield the CPU to the application; a backup asked
+     * for on the command line runs at full speed. */
+    bool background = !context->one_off;
+    struct backup_verification verification = {context, paths, manifest, background, {0}, 0};
+    struct progress progress;
+    struct archive_io io = {.stop = context->stop, .progress = progress_update,
+                            .progress_context = &progress, .background = background};
+    sigset_t all, previous;
+    pthread_t thread;
+
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &previous);
+    bool threaded = pthread_create(&thread, NULL, backup_verify_thread, &verification) == 0;
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    if (!threaded) {
+        verification.background = false; /* this thread's priority could not come back */
+        backup_verify_thread(&verification);
+        if (verification.rc != 0) {
+            *err = verification.err;
+            return verification.rc;
+        }
+    }
+    progress_begin(&progress, context->show_progress, db->name);
+    enum archive_format format = (enum archive_format)db->backup.compress;
+    int level = format == ARCHIVE_ZSTD ? archive_zstd_level(db->backup.level) : db->backup.level;
+    int rc = archive_compress_format(paths->copy, paths->temp, format, level, &io, archived, err);
+    progress_end(&progress);
+    if (threaded)
+        pthread_join(thread, NULL);
+    /* A failed check says more about the backup than a failed compression. */
+    if (verification.rc != 0) {
+        if (rc == 0)
+            unlink(paths->temp);
+        *err = verification.err;
+        return verification.rc;
+    }
+    return rc;
+}
+
 static void backup_fill_manifest(const struct job_context *context, time_t created,
                                  const char *archive_name, struct manifest *manifest)
 {
@@ -174,7 +259,8 @@ static void backup_fill_manifest(const struct job_context *context, time_t creat
     snprintf(manifest->archive, sizeof manifest->archive, "%s", archive_name);
     snprintf(manifest->sqlite_version, sizeof manifest->sqlite_version, "%s", sqlite3_libversion());
     snprintf(manifest->source_path, sizeof manifest->source_path, "%s", db->path);
-    snprintf(manifest->compression, sizeof manifest->compression, "gzip");
+    snprintf(manifest->compression, sizeof manifest->compression, "%s",
+             archive_format_name((enum archive_format)db->backup.compress));
     manifest->level = db->backup.level;
     if (gethostname(manifest->host, sizeof manifest->host) != 0)
         manifest->host[0] = '\0';
@@ -190,7 +276,9 @@ static int backup_prepare_paths(const struct database_config *db, time_t created
     int rc = fs_make_directories(paths->directory, 0700, err);
     if (rc != 0)
         return rc;
-    catalog_archive_name(db->name, created, archive_name, name_size);
+    catalog_archive_name_with(db->name, created,
+                              archive_format_suffix((enum archive_format)db->backup.compress),
+                              archive_name, name_size);
     snprintf(paths->archive, sizeof paths->archive, "%s/%s", paths->directory, archive_name);
     snprintf(paths->manifest, sizeof paths->manifest, "%s.json", paths->archive);
     snprintf(paths->temp, sizeof paths->temp, "%s%s", paths->archive, FS_TEMP_SUFFIX);
@@ -209,7 +297,6 @@ int job_backup(struct job_context *context, struct job_result *result)
     struct backup_paths paths;
     struct manifest manifest;
     struct archive_result archived = {0};
-    struct progress progress;
     char archive_name[256];
     time_t created = time(NULL);
     bool copy_made = false, temp_made = false;
@@ -223,17 +310,10 @@ int job_backup(struct job_context *context, struct job_result *result)
 
     copy_made = true;
     rc = backup_copy(context, &paths, &manifest, &err);
-    if (rc == 0)
-        rc = backup_verify(context, &paths, &manifest, &err);
     if (rc != 0)
         goto fail;
-
-    struct archive_io io = {.stop = context->stop, .progress = progress_update,
-                            .progress_context = &progress};
-    progress_begin(&progress, context->show_progress, db->name);
     temp_made = true;
-    rc = archive_compress(paths.copy, paths.temp, db->backup.level, &io, &archived, &err);
-    progress_end(&progress);
+    rc = backup_verify_and_compress(context, &paths, &manifest, &archived, &err);
     if (rc != 0)
         goto fail;
     remove_copy(&paths);
@@ -245,6 +325,17 @@ int job_backup(struct job_context *context, struct job_result *result)
     temp_made = false;
     snprintf(manifest.archive_sha256, sizeof manifest.archive_sha256, "%s", archived.sha256);
     manifest.archive_bytes = archived.output_bytes;
+    /* Queue the upload before the manifest makes the archive a backup: a
+     * crash in between then leaves an unfinished archive (removed at the next
+     * start, and dropped from the queue as gone), never a complete backup that
+     * nothing will upload and that retention may delete. */
+    if (context->state && db->upload.target &&
+        (rc = state_enqueue_upload(context->state, db->name, db->upload.target->name,
+                                   paths.archive, created, &err)) != 0) {
+        error_prefix(&err, "cannot queue the upload: ");
+        unlink(paths.archive);
+        goto fail;
+    }
     rc = manifest_write(paths.manifest, &manifest, &err);
     if (rc != 0) {
         /* Without its manifest the archive is not a backup: do not leave it. */
@@ -258,10 +349,6 @@ int job_backup(struct job_context *context, struct job_result *result)
         state_set_value(context->state, db->name, "backup_last_bytes", value, NULL);
         snprintf(value, sizeof value, "%lld", (long long)manifest.database_bytes);
         state_set_value(context->state, db->name, "database_bytes", value, NULL);
-        if (db->upload.target &&
-            state_enqueue_upload(context->state, db->name, db->upload.target->name, paths.archive,
-                                 created, &err) != 0)
-            log_event(LOG_ERR, db->name, "backup", "cannot queue the upload: %s", err.message);
     }
     job_result_set(result, JOB_OUTCOME_OK, "%s: %lld -> %lld bytes, %s %s", paths.archive,
                    (long long)archived.input_bytes, (long long)archived.output_bytes,

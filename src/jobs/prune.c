@@ -37,7 +37,7 @@ int job_clean_backup_directory(const struct database_config *db, struct error *e
         bool temp = strstr(name, FS_TEMP_SUFFIX) != NULL;
         bool orphan = false;
         if (!temp && catalog_parse_archive_name(db->name, name, id, &created) == 0 &&
-            strcmp(name + strlen(name) - 3, ".gz") == 0) {
+            strcmp(name + strlen(name) - 5, ".json") != 0) {
             char manifest[4500];
             snprintf(manifest, sizeof manifest, "%s/%s.json", directory, name);
             orphan = access(manifest, F_OK) != 0;

@@ -109,7 +109,8 @@ int job_upload(struct job_context *context, struct job_result *result)
                 /* Deleted by hand: nothing left to send. */
                 log_event(LOG_WARNING, db->name, "upload", "%s is gone; dropped from the queue",
                           entry->archive_path);
-                state_complete_upload(context->state, entry->id, NULL);
+                if ((rc = state_complete_upload(context->state, entry->id, &err)) != 0)
+                    goto attempt_failed;
                 dropped++;
                 progressed++;
                 continue;
@@ -117,8 +118,10 @@ int job_upload(struct job_context *context, struct job_result *result)
             if (!target && (rc = target_open(db->upload.target, &target, &err)) != 0)
                 goto attempt_failed;
             rc = upload_one(context, target, entry, &bytes, &err);
+            /* Sent but not marked done would be sent again at every round. */
+            if (rc == 0 && (rc = state_complete_upload(context->state, entry->id, &err)) != 0)
+                goto attempt_failed;
             if (rc == 0) {
-                state_complete_upload(context->state, entry->id, NULL);
                 uploaded++;
                 progressed++;
                 horizon = everything; /* the target works again: no reason to wait */
@@ -150,9 +153,14 @@ int job_upload(struct job_context *context, struct job_result *result)
         goto out;
     }
     if (uploaded || dropped) {
+        /* Uploaded archives are no longer pinned locally: local retention
+         * frees their space now, then remote retention runs (job_prune). */
         struct job_result pruned = {0};
-        job_prune_remote(context, &pruned);
-        job_result_set(result, pruned.outcome, "uploaded %d archive%s (%lld bytes) to %s; %s",
+        job_prune(context, &pruned);
+        /* The archives are safe off-site; a retention problem is a caveat. */
+        job_result_set(result,
+                       pruned.outcome == JOB_OUTCOME_OK ? JOB_OUTCOME_OK : JOB_OUTCOME_WARNING,
+                       "uploaded %d archive%s (%lld bytes) to %s; %s",
                        uploaded, uploaded == 1 ? "" : "s", (long long)bytes, db->upload.target->name,
                        pruned.message);
     } else {

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "fsutil.h"
 #include "jobs/job.h"
@@ -105,6 +106,65 @@ static const struct job_family {
     {"sqlprodd_job_failures_total", "counter", "Failed runs of the job since the state was created."},
 };
 
+/* Facts from the last health check an operator alerts on or graphs. A
+ * family is written only when some database has a value: an empty family
+ * tells nothing. */
+static void render_database_details(const struct config *config, struct state *state,
+                                    struct buffer *buffer)
+{
+    static const char *const details[][4] = {
+        {"sqlprodd_database_page_size_bytes", "gauge", "Page size of the database.", "page_size"},
+        {"sqlprodd_health_check_timestamp_seconds", "gauge",
+         "Unix time of the last health verdict; alert when it stops moving.",
+         "health_checked_at"},
+        {"sqlprodd_integrity_check_last_success_timestamp_seconds", "gauge",
+         "Unix time of the last full integrity_check that found no problem.",
+         "integrity_checked_at"},
+    };
+    for (size_t f = 0; f < sizeof details / sizeof details[0]; f++) {
+        family(buffer, details[f][0], details[f][1], details[f][2]);
+        for (size_t i = 0; i < config->database_count; i++) {
+            const struct database_config *db = &config->databases[i];
+            char name[300], value[64] = "";
+            state_get_value(state, db->name, details[f][3], value, sizeof value, NULL);
+            if (!value[0] || strspn(value, "0123456789") != strlen(value))
+                continue;
+            escape_label(db->name, name, sizeof name);
+            buffer_printf(buffer, "%s{database=\"%s\"} %s\n", details[f][0], name, value);
+        }
+    }
+    family(buffer, "sqlprodd_database_info", "gauge",
+           "Persistent settings of the database at the last health check (value is always 1).");
+    for (size_t i = 0; i < config->database_count; i++) {
+        const struct database_config *db = &config->databases[i];
+        char name[300], journal[64] = "", vacuum[64] = "", journal_label[140], vacuum_label[140];
+        state_get_value(state, db->name, "journal_mode", journal, sizeof journal, NULL);
+        state_get_value(state, db->name, "auto_vacuum", vacuum, sizeof vacuum, NULL);
+        if (!journal[0])
+            continue;
+        escape_label(db->name, name, sizeof name);
+        escape_label(journal, journal_label, sizeof journal_label);
+        escape_label(vacuum, vacuum_label, sizeof vacuum_label);
+        buffer_printf(buffer,
+                      "sqlprodd_database_info{database=\"%s\",journal_mode=\"%s\",auto_vacuum="
+                      "\"%s\"} 1\n",
+                      name, journal_label, vacuum_label);
+    }
+}
+
+/* The agent itself: which version runs, and when these numbers were made
+ * (a textfile that stops changing means the agent stopped writing it). */
+static void render_agent(struct buffer *buffer)
+{
+    char version[140];
+    escape_label(SQLPRODD_VERSION, version, sizeof version);
+    family(buffer, "sqlprodd_build_info", "gauge", "Version of sqlprodd (value is always 1).");
+    buffer_printf(buffer, "sqlprodd_build_info{version=\"%s\"} 1\n", version);
+    family(buffer, "sqlprodd_metrics_timestamp_seconds", "gauge",
+           "Unix time these metrics were rendered.");
+    buffer_printf(buffer, "sqlprodd_metrics_timestamp_seconds %lld\n", (long long)time(NULL));
+}
+
 int metrics_render(const struct config *config, struct state *state, char **text, size_t *size,
                    struct error *err)
 {
@@ -170,6 +230,8 @@ int metrics_render(const struct config *config, struct state *state, char **text
                 buffer_printf(&buffer, "%s{database=\"%s\"} %s\n", database_families[f][0], name, value);
         }
     }
+    render_database_details(config, state, &buffer);
+    render_agent(&buffer);
     if (buffer.failed) {
         free(buffer.data);
         return error_set(err, -ENOMEM, "out of memory rendering metrics");

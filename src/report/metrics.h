@@ -1,7 +1,7 @@
 /*
  * metrics.h: Prometheus text exposition of the agent's state, for
- * node_exporter's textfile collector (written atomically) and, later, an
- * HTTP endpoint. Metric names follow Prometheus conventions: base units,
+ * node_exporter's textfile collector (written atomically) and the HTTP
+ * endpoint (http.c). Metric names follow Prometheus conventions: base units,
  * `_total` for counters, HELP and TYPE for every family.
  */
 #ifndef SQLPRODD_METRICS_H

@@ -17,21 +17,31 @@ void summary_status_line(const struct config *config, struct state *state, char 
     int healthy = 0, degraded = 0, unhealthy = 0, unknown = 0;
     time_t newest_backup = 0, next_due = (time_t)-1, last_error_time = 0, now = time(NULL);
     const char *newest_backup_db = NULL, *next_db = NULL, *next_job = NULL;
-    char newest_backup_size[32] = "", last_error[160] = "";
+    char newest_backup_size[32] = "", last_error[160] = "", worst[200] = "";
+    int worst_level = 0;
     int64_t pending = 0;
 
     for (size_t i = 0; i < config->database_count; i++) {
         const struct database_config *db = &config->databases[i];
         char value[64];
         state_get_value(state, db->name, "health", value, sizeof value, NULL);
+        int level = 0;
         if (strcmp(value, "healthy") == 0)
             healthy++;
         else if (strcmp(value, "degraded") == 0)
-            degraded++;
+            degraded++, level = 1;
         else if (strcmp(value, "unhealthy") == 0)
-            unhealthy++;
+            unhealthy++, level = 2;
         else
             unknown++;
+        if (level > worst_level) {
+            /* The first reason of the worst database: what to look at first. */
+            char reasons[1024];
+            worst_level = level;
+            state_get_value(state, db->name, "health_reasons", reasons, sizeof reasons, NULL);
+            reasons[strcspn(reasons, ";")] = '\0';
+            snprintf(worst, sizeof worst, "%s %s: %.120s", db->name, value, reasons);
+        }
         for (int kind = 0; kind < JOB_KIND_COUNT; kind++) {
             struct job_record record;
             if (state_get_job(state, db->name, job_name(kind), &record, NULL) != 0)
@@ -73,6 +83,8 @@ void summary_status_line(const struct config *config, struct state *state, char 
         APPEND(", %d unhealthy", unhealthy);
     if (unknown)
         APPEND(", %d not checked yet", unknown);
+    if (worst[0])
+        APPEND(" (%s)", worst);
     if (newest_backup_db) {
         char age[32];
         units_format_duration(now - newest_backup, age, sizeof age);

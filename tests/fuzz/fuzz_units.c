@@ -1,0 +1,47 @@
+/*
+ * fuzz_units.c: libFuzzer harness for sizes ("16MB") and durations
+ * ("1h30m"): parse, and for accepted values format and parse back.
+ *
+ * Not for: cron (fuzz_cron.c).
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "units.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size > 1024)
+        return 0;
+    char *text = malloc(size + 1);
+    if (!text)
+        return 0;
+    memcpy(text, data, size);
+    text[size] = '\0';
+    char why[256], formatted[64];
+    int64_t value = 0;
+    if (units_parse_size(text, &value, why, sizeof why) == 0) {
+        if (value < 0)
+            abort();
+        units_format_size(value, formatted, sizeof formatted);
+    } else if (!why[0]) {
+        abort();
+    }
+    if (units_parse_duration(text, &value, why, sizeof why) == 0) {
+        if (value <= 0)
+            abort();
+        units_format_duration(value, formatted, sizeof formatted);
+        /* A formatted duration always parses again. */
+        int64_t again = 0;
+        if (units_parse_duration(formatted, &again, why, sizeof why) != 0 || again <= 0)
+            abort();
+    } else if (!why[0]) {
+        abort();
+    }
+    free(text);
+    return 0;
+}
