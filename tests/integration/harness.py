@@ -133,7 +133,10 @@ class AgentTestCase(unittest.TestCase):
 
     def agent_log(self):
         path = os.path.join(self.dir, "agent.log")
-        return open(path).read() if os.path.exists(path) else ""
+        if not os.path.exists(path):
+            return ""
+        with open(path) as f:
+            return f.read()
 
     def wait_for(self, predicate, timeout=60, interval=0.1, what="condition"):
         deadline = time.monotonic() + timeout
