@@ -26,6 +26,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -109,6 +110,19 @@ out:
     return rc;
 }
 
+/* SQLite says SQLITE_FULL both for a full disk and for some corrupt files
+ * (a page count past its limit). The partial copy is still there when we
+ * ask, so a disk that was really filled has less room left than the
+ * database would take. */
+static bool backup_directory_is_full(const char *directory, const char *database_path)
+{
+    struct statvfs fs;
+    struct stat st;
+    if (statvfs(directory, &fs) != 0 || stat(database_path, &st) != 0)
+        return true; /* cannot tell: say what SQLite said */
+    return (int64_t)fs.f_bavail * (int64_t)fs.f_frsize < (int64_t)st.st_size;
+}
+
 /* Step 1: the snapshot. */
 static int backup_copy(struct job_context *context, const struct backup_paths *paths,
                        struct manifest *manifest, struct error *err)
@@ -129,9 +143,7 @@ static int backup_copy(struct job_context *context, const struct backup_paths *p
         struct stat st;
         if (stat(db->path, &st) == 0)
             manifest->database_bytes = (int64_t)st.st_size;
-    } else if (rc == -ENOSPC && sqlite3_system_errno(source) == ENOSPC) {
-        /* SQLite also says SQLITE_FULL for some corrupt files: only a real
-         * ENOSPC from the file system is a full disk. */
+    } else if (rc == -ENOSPC && backup_directory_is_full(paths->directory, db->path)) {
         error_prefix(err, "no space left in %s: ", paths->directory);
     } else if (rc == -ENOSPC) {
         rc = error_set(err, -EBADMSG,
