@@ -73,6 +73,7 @@ struct checkpoint_settings {
 struct analyze_settings {
     struct schedule schedule;
     bool optimize; /* PRAGMA optimize instead of ANALYZE */
+    int limit;     /* PRAGMA analysis_limit: rows sampled per index, default 1000; 0 = all */
 };
 
 struct vacuum_settings {

@@ -39,7 +39,7 @@ static const char *const job_names[JOB_COUNT] = {
 
 #define SCHEDULE_KEYS "every", "cron", "enabled"
 static const char *const checkpoint_keys[] = {SCHEDULE_KEYS, "mode", "max_wait_ms", NULL};
-static const char *const analyze_keys[] = {SCHEDULE_KEYS, "optimize", NULL};
+static const char *const analyze_keys[] = {SCHEDULE_KEYS, "optimize", "limit", NULL};
 static const char *const vacuum_keys[] = {SCHEDULE_KEYS, "pages", NULL};
 static const char *const backup_keys[] = {SCHEDULE_KEYS, "dir", "level", "verify", "compress", "keep", NULL};
 static const char *const upload_keys[] = {SCHEDULE_KEYS, "target", "keep", NULL};
@@ -156,6 +156,7 @@ static int draft_init_builtin(struct database_draft *draft)
 
     schedule_every(&settings->vacuum.schedule, 6 * 3600, "6h");
     settings->vacuum.pages = 0;
+    settings->analyze.limit = 1000;
 
     schedule_every(&settings->backup.schedule, 3600, "1h");
     settings->backup.dir = strdup("/var/backups/sqlprodd");
@@ -337,6 +338,7 @@ static void read_job(struct config_reader *reader, const config_setting_t *paren
         break;
     case JOB_ANALYZE:
         config_value_bool(reader, group, key, "optimize", &settings->analyze.optimize);
+        config_value_int(reader, group, key, "limit", 0, INT_MAX, &settings->analyze.limit);
         break;
     case JOB_VACUUM:
         config_value_int(reader, group, key, "pages", 0, INT_MAX, &settings->vacuum.pages);

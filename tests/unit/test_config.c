@@ -286,6 +286,8 @@ static const struct bad_config bad_configs[] = {
      "1: defaults.checkpoint.max_wait_ms: must be 0 or more, got -5"},
     {"negative pages", "defaults = { vacuum = { pages = -1; }; };\n" APP,
      "1: defaults.vacuum.pages: must be 0 or more, got -1"},
+    {"negative analysis limit", "defaults = { analyze = { limit = -1; }; };\n" APP,
+     "1: defaults.analyze.limit: must be 0 or more, got -1"},
     {"negative keep count", "defaults = { backup = { keep = { weekly = -4; }; }; };\n" APP,
      "1: defaults.backup.keep.weekly: must be 0 or more, got -4"},
     {"ratio above 1", "defaults = { health = { freelist_crit = 1.5; }; };\n" APP,
@@ -602,6 +604,7 @@ static void builtin_defaults_apply_to_a_bare_entry(void **state)
     assert_int_equal(sched_parse_cron("30 3 * * *", &expected, why, sizeof why), 0);
     assert_memory_equal(&app->analyze.schedule.cron, &expected, sizeof expected);
     assert_false(app->analyze.optimize);
+    assert_int_equal(app->analyze.limit, 1000);
     assert_int_equal(app->vacuum.schedule.every_seconds, 6 * 3600);
     assert_int_equal(app->vacuum.pages, 0);
     assert_int_equal(app->backup.schedule.every_seconds, 3600);
