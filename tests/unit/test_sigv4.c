@@ -24,6 +24,12 @@ static const struct sigv4_credentials s3_example_credentials = {
     .secret_access_key = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
 };
 
+/* GCC 12 at -O3 inlines this into tests whose signed header came back
+ * through an out-parameter, and then takes the heap string for a pointer to
+ * the local that held its address (-Wdangling-pointer false positive). */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+#pragma GCC diagnostic ignored "-Wdangling-pointer"
+#endif
 static const char *signature_of(const char *authorization)
 {
     const char *signature = strstr(authorization, "Signature=");
