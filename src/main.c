@@ -3,6 +3,7 @@
  * the configuration, dispatches to a command and maps its result to the exit
  * status (0 success, 1 a job or check failed, 2 usage or configuration).
  */
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 #include "config.h"
 #include "jobs/job.h"
 #include "log.h"
+#include "report/notify.h"
 
 static void print_usage(FILE *out)
 {
@@ -90,6 +92,14 @@ int main(int argc, char **argv)
             fprintf(stderr, "%s\n", diagnostics.lines[i]);
         fprintf(stderr, "sqlprodd: %s: %zu error%s in the configuration\n", config_path,
                 diagnostics.count, diagnostics.count == 1 ? "" : "s");
+        if (strcmp(command, "run") == 0) {
+            /* Under systemd, `systemctl status` should say why it did not start. */
+            char status[1200];
+            snprintf(status, sizeof status, "not started: %zu error%s in %s, first: %s",
+                     diagnostics.count, diagnostics.count == 1 ? "" : "s", config_path,
+                     diagnostics.count ? diagnostics.lines[0] : "unknown");
+            notify_failure(status, EINVAL);
+        }
         config_diagnostics_free(&diagnostics);
         return CLI_USAGE;
     }

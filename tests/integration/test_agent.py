@@ -177,6 +177,16 @@ class NotifyTest(AgentTestCase):
         self.assertIsNotNone(self.notify.receive(until=lambda m: m.get("STOPPING") == "1"))
         self.assertEqual(agent.wait(timeout=10), 0)
 
+    def test_bad_config_at_start_reports_status_and_errno(self):
+        with open(self.config_path, "a") as f:
+            f.write("\nbogus_key = 1;\n")
+        agent = self.start_agent(env={"NOTIFY_SOCKET": self.notify.path})
+        message = self.notify.receive(until=lambda m: "ERRNO" in m)
+        self.assertIsNotNone(message, self.notify.messages)
+        self.assertIn("not started: 1 error in", message["STATUS"])
+        self.assertIn("bogus_key", message["STATUS"])
+        self.assertEqual(agent.wait(timeout=10), 2)
+
     def test_failing_start_reports_status_and_errno(self):
         # state_dir inside a regular file cannot be created.
         blocker = os.path.join(self.dir, "file")
