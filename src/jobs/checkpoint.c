@@ -58,6 +58,9 @@ int job_checkpoint(struct job_context *context, struct job_result *result)
         goto out;
     }
     bool blocked = rc == SQLITE_BUSY;
+    /* TRUNCATE and RESTART report 0 frames once the log is reset: the work
+     * they did is what the PASSIVE pass copied plus what they found left. */
+    int passive_copied = checkpointed;
     if (rc != SQLITE_OK && !blocked) {
         job_result_set(result, JOB_OUTCOME_FAILED, "passive checkpoint failed: %s",
                        sqlite3_errmsg(connection));
@@ -82,6 +85,10 @@ int job_checkpoint(struct job_context *context, struct job_result *result)
         }
     }
     rc = 0;
+    if (checkpointed < passive_copied)
+        checkpointed = passive_copied;
+    if (log_frames < checkpointed)
+        log_frames = checkpointed;
     int64_t wal_after = wal_size(db->path);
     if (blocked)
         job_result_set(result, JOB_OUTCOME_WARNING,

@@ -165,6 +165,7 @@ int job_upload(struct job_context *context, struct job_result *result)
                        pruned.message);
     } else {
         job_result_set(result, JOB_OUTCOME_OK, "nothing to upload, %lld pending", (long long)pending);
+        result->quiet = pending == 0; /* the retry tick with an empty queue is no news */
     }
 out:
     target_close(target);
