@@ -351,3 +351,11 @@ int fs_join(char *out, size_t out_size, const char *directory, const char *name)
     }
     return 0;
 }
+
+int64_t fs_file_size(const char *path, const char *suffix)
+{
+    char full[PATH_MAX + 8];
+    struct stat st;
+    snprintf(full, sizeof full, "%s%s", path, suffix);
+    return stat(full, &st) == 0 ? (int64_t)st.st_size : 0;
+}

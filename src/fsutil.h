@@ -8,6 +8,7 @@
 #define SQLPRODD_FSUTIL_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "error.h"
@@ -35,6 +36,10 @@ int fs_write_file_atomically(const char *path, const void *data, size_t size, mo
  * returns how many were removed (>= 0) or a negative error. A missing
  * directory is not an error. */
 int fs_remove_temp_files(const char *directory, struct error *err);
+
+/* Size of the file at path + suffix (suffix "" or "-wal"), 0 when it does
+ * not exist: a missing -wal file is an empty log, not an error. */
+int64_t fs_file_size(const char *path, const char *suffix);
 
 /* Reads a whole (small) file; *data is NUL-terminated, caller frees. */
 int fs_read_file(const char *path, char **data, size_t *size, struct error *err);

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "fsutil.h"
 #include "jobs/job.h"
 #include "state.h"
 #include "units.h"
@@ -25,14 +26,6 @@ static const char *outcome_word(const struct job_record *record)
     case JOB_OUTCOME_WARNING: return "warning";
     default: return "failed";
     }
-}
-
-static int64_t file_size(const char *path, const char *suffix)
-{
-    char full[4200];
-    struct stat st;
-    snprintf(full, sizeof full, "%s%s", path, suffix);
-    return stat(full, &st) == 0 ? (int64_t)st.st_size : 0;
 }
 
 static void format_time(time_t t, char *out, size_t out_size)
@@ -254,8 +247,8 @@ static json_t *status_to_json(const struct database_status *status, time_t now)
     json_object_set_new(object, "path", json_string(db->path));
     json_object_set_new(object, "health", json_string(status->health));
     json_object_set_new(object, "reasons", json_string(status->reasons));
-    json_object_set_new(object, "size_bytes", json_integer(file_size(db->path, "")));
-    json_object_set_new(object, "wal_bytes", json_integer(file_size(db->path, "-wal")));
+    json_object_set_new(object, "size_bytes", json_integer(fs_file_size(db->path, "")));
+    json_object_set_new(object, "wal_bytes", json_integer(fs_file_size(db->path, "-wal")));
     json_object_set_new(object, "backup_last_bytes", json_integer(backup_bytes));
     json_object_set_new(object, "uploads_pending", json_integer(status->pending));
     json_object_set_new(object, "jobs", jobs);
@@ -270,8 +263,8 @@ static void print_table(const struct database_status *statuses, size_t count, ti
     for (size_t i = 0; i < count; i++) {
         const struct database_status *status = &statuses[i];
         char size[32], wal[32], backup[64], upload[32], next[64] = "-", error[200] = "-", bytes[32] = "";
-        units_format_size(file_size(status->db->path, ""), size, sizeof size);
-        units_format_size(file_size(status->db->path, "-wal"), wal, sizeof wal);
+        units_format_size(fs_file_size(status->db->path, ""), size, sizeof size);
+        units_format_size(fs_file_size(status->db->path, "-wal"), wal, sizeof wal);
         format_age(status->jobs[JOB_BACKUP].last_success, now, backup, sizeof backup);
         long long backup_bytes;
         if (status->jobs[JOB_BACKUP].last_success && sscanf(status->backup_bytes, "%lld", &backup_bytes) == 1) {

@@ -15,15 +15,8 @@
 #include <sys/stat.h>
 
 #include "database.h"
+#include "fsutil.h"
 #include "job.h"
-
-static int64_t wal_size(const char *database_path)
-{
-    char path[4200];
-    struct stat st;
-    snprintf(path, sizeof path, "%s-wal", database_path);
-    return stat(path, &st) == 0 ? (int64_t)st.st_size : 0;
-}
 
 int job_checkpoint(struct job_context *context, struct job_result *result)
 {
@@ -49,7 +42,7 @@ int job_checkpoint(struct job_context *context, struct job_result *result)
         goto out;
     }
 
-    int64_t wal_before = wal_size(db->path);
+    int64_t wal_before = fs_file_size(db->path, "-wal");
     /* PASSIVE never invokes the busy handler, so no timeout applies. */
     rc = sqlite3_wal_checkpoint_v2(connection, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames,
                                    &checkpointed);
@@ -89,7 +82,7 @@ int job_checkpoint(struct job_context *context, struct job_result *result)
         checkpointed = passive_copied;
     if (log_frames < checkpointed)
         log_frames = checkpointed;
-    int64_t wal_after = wal_size(db->path);
+    int64_t wal_after = fs_file_size(db->path, "-wal");
     if (blocked)
         job_result_set(result, JOB_OUTCOME_WARNING,
                        "blocked: %s checkpoint could not finish within max_wait_ms=%d (readers or "

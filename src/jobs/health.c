@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "database.h"
+#include "fsutil.h"
 #include "job.h"
 #include "units.h"
 
@@ -406,10 +407,7 @@ int job_health(struct job_context *context, struct job_result *result)
     if (rc != 0) {
         judge_unreadable(&verdict, db, rc, err.message);
     } else {
-        char path[4200];
-        struct stat st;
-        snprintf(path, sizeof path, "%s-wal", db->path);
-        int64_t wal = stat(path, &st) == 0 ? (int64_t)st.st_size : 0;
+        int64_t wal = fs_file_size(db->path, "-wal");
         judge_database(&verdict, db, &found, wal);
         if (context->state)
             store_facts(context->state, db, &found, wal, now);

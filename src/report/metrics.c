@@ -77,14 +77,6 @@ static void family(struct buffer *buffer, const char *name, const char *type, co
     buffer_printf(buffer, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static int64_t file_size(const char *path, const char *suffix)
-{
-    char full[4200];
-    struct stat st;
-    snprintf(full, sizeof full, "%s%s", path, suffix);
-    return stat(full, &st) == 0 ? (int64_t)st.st_size : 0;
-}
-
 static int health_value(const char *word)
 {
     if (strcmp(word, "healthy") == 0)
@@ -207,8 +199,8 @@ int metrics_render(const struct config *config, struct state *state, char **text
             char name[300], value[64] = "";
             escape_label(db->name, name, sizeof name);
             switch (f) {
-            case 0: snprintf(value, sizeof value, "%lld", (long long)file_size(db->path, "")); break;
-            case 1: snprintf(value, sizeof value, "%lld", (long long)file_size(db->path, "-wal")); break;
+            case 0: snprintf(value, sizeof value, "%lld", (long long)fs_file_size(db->path, "")); break;
+            case 1: snprintf(value, sizeof value, "%lld", (long long)fs_file_size(db->path, "-wal")); break;
             case 2: state_get_value(state, db->name, "freelist_ratio", value, sizeof value, NULL); break;
             case 3: {
                 char word[32];

@@ -236,6 +236,20 @@ static void remove_temp_files_in_a_missing_directory_is_zero(void **state)
     assert_int_equal(fs_remove_temp_files(missing, &err), 0);
 }
 
+/* A database without a -wal file has an empty log: size 0, not an error. */
+static void file_size_of_a_wal_and_of_a_missing_one(void **state)
+{
+    struct fixture *f = *state;
+    struct error err = {0};
+    char database[PATH_MAX], wal[PATH_MAX + 8];
+    path_in(f, "app.db", database);
+    snprintf(wal, sizeof wal, "%s-wal", database);
+    assert_int_equal(fs_file_size(database, "-wal"), 0);
+    assert_int_equal(fs_write_file_atomically(wal, "12345", 5, 0600, &err), 0);
+    assert_int_equal(fs_file_size(database, "-wal"), 5);
+    assert_int_equal(fs_file_size(database, ""), 0);
+}
+
 static void read_file_reads_everything_nul_terminated(void **state)
 {
     struct fixture *f = *state;
@@ -388,6 +402,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(rename_durably_moves_and_reports_both_paths, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(sync_reports_missing_paths, setup, teardown),
+        cmocka_unit_test_setup_teardown(file_size_of_a_wal_and_of_a_missing_one, setup, teardown),
         cmocka_unit_test(join_puts_exactly_one_slash_between),
         cmocka_unit_test(join_refuses_what_does_not_fit),
     };
