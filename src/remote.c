@@ -36,21 +36,16 @@ static bool key_listed(const char *const *keys, size_t count, const char *key)
     return bsearch(&key, keys, count, sizeof *keys, compare_key_pointers) != NULL;
 }
 
-int remote_list_backups(const struct database_config *db, struct remote_list *out,
+int remote_list_backups(struct target *target, const char *name, struct remote_list *out,
                         struct error *err)
 {
-    struct target *target = NULL;
     struct target_listing listing = {0};
     const char **keys = NULL;
     char prefix[300];
     out->items = NULL;
     out->count = 0;
-    if (!db->upload.target)
-        return error_set(err, -EINVAL, "%s has no upload target", db->name);
-    snprintf(prefix, sizeof prefix, "%s/", db->name);
-    int rc = target_open(db->upload.target, &target, err);
-    if (rc == 0)
-        rc = target_list(target, prefix, &listing, err);
+    snprintf(prefix, sizeof prefix, "%s/", name);
+    int rc = target_list(target, prefix, &listing, err);
     if (rc != 0)
         goto out;
     out->items = calloc(listing.count + 1, sizeof *out->items);
@@ -69,7 +64,7 @@ int remote_list_backups(const struct database_config *db, struct remote_list *ou
         size_t length = strlen(key);
         struct remote_backup item = {0};
         if (length < 5 || strcmp(key + length - 5, ".json") == 0 ||
-            catalog_parse_archive_name(db->name, file, item.id, &item.created) != 0)
+            catalog_parse_archive_name(name, file, item.id, &item.created) != 0)
             continue;
         snprintf(item.archive_key, sizeof item.archive_key, "%s", key);
         snprintf(item.manifest_key, sizeof item.manifest_key, "%s.json", key);
@@ -82,7 +77,6 @@ int remote_list_backups(const struct database_config *db, struct remote_list *ou
 out:
     free(keys);
     target_listing_free(&listing);
-    target_close(target);
     if (rc != 0)
         remote_list_free(out);
     return rc;

@@ -14,6 +14,8 @@
 #include "config.h"
 #include "error.h"
 
+struct target;
+
 struct remote_backup {
     char id[32];
     time_t created;
@@ -31,7 +33,9 @@ struct remote_list {
 /* The key of a local archive on the target: "NAME/FILE". */
 void remote_key_for(const char *database, const char *file_name, char *out, size_t out_size);
 
-int remote_list_backups(const struct database_config *db, struct remote_list *out,
+/* Lists the backups of database `name` on an open target (the caller's
+ * target serves the listing and whatever it then fetches or deletes). */
+int remote_list_backups(struct target *target, const char *name, struct remote_list *out,
                         struct error *err);
 void remote_list_free(struct remote_list *list);
 

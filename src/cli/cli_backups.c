@@ -13,6 +13,7 @@
 #include "catalog.h"
 #include "cli.h"
 #include "remote.h"
+#include "target.h"
 #include "units.h"
 
 static void print_local(const struct database_config *db, const struct backup_list *list, json_t *json)
@@ -110,7 +111,12 @@ int cli_backups(const struct config *config, int argc, char **argv)
                 }
                 continue;
             }
-            if (remote_list_backups(db, &list, &err) != 0) {
+            struct target *target = NULL;
+            int rc = target_open(db->upload.target, &target, &err);
+            if (rc == 0)
+                rc = remote_list_backups(target, db->name, &list, &err);
+            target_close(target);
+            if (rc != 0) {
                 fprintf(stderr, "sqlprodd: %s: %s\n", db->name, err.message);
                 failures++;
                 continue;

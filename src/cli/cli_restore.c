@@ -109,9 +109,11 @@ static int restore_fetch_remote(const struct restore_request *request, struct re
     struct remote_list list = {0};
     struct target *target = NULL;
     const struct remote_backup *chosen = NULL;
-    int rc = remote_list_backups(request->db, &list, err);
+    int rc = target_open(request->db->upload.target, &target, err);
+    if (rc == 0)
+        rc = remote_list_backups(target, request->db->name, &list, err);
     if (rc != 0)
-        return rc;
+        goto out;
     for (size_t i = 0; i < list.count && !chosen; i++)
         if ((!request->backup_id || strcmp(list.items[i].id, request->backup_id) == 0) &&
             list.items[i].has_manifest)
@@ -129,9 +131,7 @@ static int restore_fetch_remote(const struct restore_request *request, struct re
              request->to, FS_TEMP_SUFFIX);
     unlink(files->downloaded_archive);
     unlink(files->downloaded_manifest);
-    rc = target_open(request->db->upload.target, &target, err);
-    if (rc == 0)
-        rc = target_get_file(target, chosen->manifest_key, files->downloaded_manifest, io, err);
+    rc = target_get_file(target, chosen->manifest_key, files->downloaded_manifest, io, err);
     if (rc == 0)
         rc = target_get_file(target, chosen->archive_key, files->downloaded_archive, io, err);
     snprintf(files->archive, sizeof files->archive, "%s", files->downloaded_archive);

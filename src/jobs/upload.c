@@ -214,9 +214,9 @@ int job_prune_remote(struct job_context *context, struct job_result *result)
     struct error err = {0};
     size_t deleted = 0, kept = 0, orphans_deleted = 0, complete_count = 0;
     time_t now = time(NULL);
-    int rc = remote_list_backups(db, &list, &err);
+    int rc = target_open(db->upload.target, &target, &err);
     if (rc == 0)
-        rc = target_open(db->upload.target, &target, &err);
+        rc = remote_list_backups(target, db->name, &list, &err);
     if (rc != 0) {
         job_result_set(result, JOB_OUTCOME_FAILED, "remote retention: %s", err.message);
         goto out;
