@@ -423,6 +423,18 @@ static int archive_compress_blocks(struct archive_pool *pool, int in, int out, E
     return 0;
 }
 
+int archive_deflate_level(int gzip_level)
+{
+    /* Measured against gzip 1.12 (1 MiB members) on VACUUM INTO copies of a
+     * web shop's database (100 MiB, 1 GiB), the unit tests' orders table,
+     * shared libraries and text: the fastest libdeflate level whose archive
+     * stays within about 2.5% of gzip -N's. 6 -> 5: 0.2% smaller to 2.5%
+     * larger, 90 MB/s a core against level 6's 58. 9 stays 9: who asks for
+     * gzip -9 wants the smallest archive. */
+    static const int levels[10] = {5, 1, 1, 2, 3, 5, 5, 6, 7, 9};
+    return gzip_level >= 1 && gzip_level <= 9 ? levels[gzip_level] : 5;
+}
+
 int archive_zstd_level(int gzip_level)
 {
     /* Measured on a mixed text and numbers database in 1 MiB frames: zstd 3

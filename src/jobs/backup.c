@@ -247,7 +247,8 @@ static int backup_verify_and_compress(struct job_context *context, const struct 
     }
     progress_begin(&progress, context->show_progress, db->name);
     enum archive_format format = (enum archive_format)db->backup.compress;
-    int level = format == ARCHIVE_ZSTD ? archive_zstd_level(db->backup.level) : db->backup.level;
+    int level = format == ARCHIVE_ZSTD ? archive_zstd_level(db->backup.level)
+                                       : archive_deflate_level(db->backup.level);
     int rc = archive_compress_format(paths->copy, paths->temp, format, level, &io, archived, err);
     progress_end(&progress);
     if (threaded)

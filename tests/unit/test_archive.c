@@ -457,6 +457,36 @@ static void levels_one_and_nine_round_trip_and_nine_is_smaller(void **state)
     unlink(level9);
 }
 
+/* backup.level is gzip's scale: at every level the archive must be about as
+ * small as the one `gzip -N` makes of the same database (the tool a user
+ * would compare with), and a higher level never gives a bigger archive. */
+static void gzip_scale_levels_match_gzip_itself(void **state)
+{
+    (void)state;
+    struct error err = {0};
+    char archive[PATH_MAX], reference[PATH_MAX];
+    path_in("scale.db.gz", archive);
+    path_in("reference.gz", reference);
+    int64_t previous = INT64_MAX;
+
+    for (int level = 1; level <= 9; level++) {
+        struct archive_result result;
+        int native = archive_deflate_level(level);
+        assert_in_range(native, 1, 9);
+        assert_int_equal(archive_compress(fixture.database, archive, native, NULL, &result, &err), 0);
+        assert_int_equal(run("gzip -%d -c %s > %s", level, fixture.database, reference), 0);
+        int64_t gzip_bytes = size_of(reference);
+        print_message("gzip -%d: %lld bytes, libdeflate %d: %lld bytes (%.3fx)\n", level,
+                      (long long)gzip_bytes, native, (long long)result.output_bytes,
+                      (double)result.output_bytes / (double)gzip_bytes);
+        assert_true(result.output_bytes * 100 <= gzip_bytes * 103);
+        assert_true(result.output_bytes <= previous);
+        previous = result.output_bytes;
+        unlink(archive);
+        unlink(reference);
+    }
+}
+
 static void thread_count_does_not_change_the_archive(void **state)
 {
     (void)state;
@@ -527,6 +557,7 @@ int main(void)
         cmocka_unit_test(existing_destination_is_refused_and_kept),
         cmocka_unit_test(empty_input_gives_a_valid_empty_gzip),
         cmocka_unit_test(levels_one_and_nine_round_trip_and_nine_is_smaller),
+        cmocka_unit_test(gzip_scale_levels_match_gzip_itself),
         cmocka_unit_test(thread_count_does_not_change_the_archive),
         cmocka_unit_test(members_written_by_gzip_itself_are_all_read),
         cmocka_unit_test(missing_source_is_named_and_creates_nothing),
