@@ -8,92 +8,24 @@ import json
 import os
 import shutil
 import stat
-import subprocess
 import time
 import unittest
 
-from harness import SOURCE_DIR, AgentTestCase, create_database, row_count
-
-ACCESS_KEY = "SQLPRODDTESTACCESSKEY"
-SECRET_KEY = "sqlprodd/Test+Secret/Key0123456789abcdefXYZ"
-BUCKET = "sqlprodd-test"
-SERVER_DIR = os.path.join(SOURCE_DIR, "tests", "s3")
+from harness import ACCESS_KEY, BUCKET, SECRET_KEY, S3TestCase, create_database, row_count
 
 
-def find_aws():
-    """Debian's aws CLI first: PATH may hold another (pyenv, pip)."""
-    if os.access("/usr/bin/aws", os.X_OK):
-        return "/usr/bin/aws"
-    return shutil.which("aws")
-
-
-class S3Server:
-    """tests/s3/server.js on a free port of 127.0.0.1."""
-
-    def __init__(self):
-        self.process = subprocess.Popen(["node", os.path.join(SERVER_DIR, "server.js"), "--port", "0"],
-                                        stdout=subprocess.PIPE, text=True)
-        line = self.process.stdout.readline()
-        if "http://127.0.0.1:" not in line:
-            self.stop()
-            raise RuntimeError(f"the S3 test server did not start: {line!r}")
-        self.url = line[line.index("http://"):].strip()
-
-    def requests(self):
-        import urllib.request
-        with urllib.request.urlopen(self.url + "/__admin/requests") as response:
-            return json.load(response)
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
-        self.process.stdout.close()
-
-
-@unittest.skipUnless(shutil.which("node"), "node is not installed: the S3 tests need Node.js 18+")
-class S3TargetTest(AgentTestCase):
-    @classmethod
-    def setUpClass(cls):
-        if not os.path.isdir(os.path.join(SERVER_DIR, "node_modules", "s3rver")):
-            raise AssertionError(f"run 'npm ci --prefix {SERVER_DIR}' first")
-        cls.aws = find_aws()
-        if not cls.aws:
-            raise AssertionError("the aws CLI is not installed (Debian package awscli)")
-
+class S3TargetTest(S3TestCase):
     def setUp(self):
         super().setUp()
-        self.server = S3Server()
-        self.addCleanup(self.server.stop)
+        self.start_server()
         create_database(self.db_path(), rows=3000)
-        self.env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
         self.configure()
 
     def configure(self, credentials_file=None):
         credentials = f'credentials_file = "{credentials_file}";' if credentials_file else ""
         self.write_config(
             f'{{ name = "app"; path = "{self.db_path()}"; upload = {{ target = "offsite"; }}; }}',
-            targets=f'{{ name = "offsite"; type = "s3"; endpoint = "{self.server.url}"; '
-                    f'region = "us-east-1"; bucket = "{BUCKET}"; prefix = "db/"; '
-                    f'path_style = true; part_size = "5MB"; {credentials} }}')
-
-    def aws_cli(self, *args, check=True, secret=SECRET_KEY):
-        environment = {key: value for key, value in os.environ.items()
-                       if not key.startswith("AWS_")}
-        environment.update({
-            "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": secret,
-            "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
-            "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-            "AWS_PAGER": "",
-            # Newer CLIs send CRC trailers (aws-chunked) that s3rver cannot read.
-            "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
-            "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
-        })
-        result = subprocess.run([self.aws, "--endpoint-url", self.server.url, *args],
-                                capture_output=True, text=True, env=environment, timeout=300)
-        if check:
-            self.assertEqual(result.returncode, 0, f"aws {' '.join(args)}: {result.stderr}")
-        return result
+            targets=self.s3_target(self.server.url, credentials))
 
     def test_what_sqlprodd_uploads_the_aws_cli_lists_and_downloads_intact(self):
         self.run_cli("backup", "app", check=0, env=self.env)

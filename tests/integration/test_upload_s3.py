@@ -15,13 +15,10 @@ import os
 import shutil
 import socket
 import sqlite3
-import subprocess
 import time
 import unittest
-import urllib.request
 
-from harness import AgentTestCase, create_database, row_count
-from test_targets import ACCESS_KEY, BUCKET, SECRET_KEY, SERVER_DIR, find_aws
+from harness import ACCESS_KEY, BUCKET, S3TestCase, create_database, row_count
 
 STAMP = "%Y%m%dT%H%M%SZ"
 
@@ -30,39 +27,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-class Server:
-    """tests/s3/server.js on a given (or free) port, restartable."""
-
-    def __init__(self, port=0):
-        self.process = subprocess.Popen(["node", os.path.join(SERVER_DIR, "server.js"),
-                                         "--port", str(port)], stdout=subprocess.PIPE, text=True)
-        line = self.process.stdout.readline()
-        if "http://127.0.0.1:" not in line:
-            self.stop()
-            raise RuntimeError(f"the S3 test server did not start: {line!r}")
-        self.url = line[line.index("http://"):].strip()
-
-    def admin(self, what, method="GET", body=None):
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(f"{self.url}/__admin/{what}", data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request) as response:
-            text = response.read()
-        return json.loads(text) if text.strip() else None
-
-    def requests(self):
-        return self.admin("requests")
-
-    def clear_requests(self):
-        self.admin("requests", method="DELETE")
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
-        self.process.stdout.close()
 
 
 def table_digest(path):
@@ -96,25 +60,8 @@ def create_random_database(path, megabytes):
     db.close()
 
 
-@unittest.skipUnless(shutil.which("node"), "node is not installed: the S3 tests need Node.js 18+")
-class S3UploadTest(AgentTestCase):
-    @classmethod
-    def setUpClass(cls):
-        if not os.path.isdir(os.path.join(SERVER_DIR, "node_modules", "s3rver")):
-            raise AssertionError(f"run 'npm ci --prefix {SERVER_DIR}' first")
-        cls.aws = find_aws()
-        if not cls.aws:
-            raise AssertionError("the aws CLI is not installed (Debian package awscli)")
-
-    def setUp(self):
-        super().setUp()
-        self.env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
-        self.server = None
-
-    def start_server(self, port=0):
-        self.server = Server(port)
-        self.addCleanup(self.server.stop)
-        return self.server
+class S3UploadTest(S3TestCase):
+    aws_timeout = 600
 
     def configure(self, databases, url, upload_keep="daily = 30;", backup="", backup_keep=""):
         entries = []
@@ -125,26 +72,7 @@ class S3UploadTest(AgentTestCase):
                 f'upload = {{ target = "offsite"; keep = {{ {upload_keep} }}; }}; }}')
         self.write_config(
             ", ".join(entries),
-            targets=f'{{ name = "offsite"; type = "s3"; endpoint = "{url}"; '
-                    f'region = "us-east-1"; bucket = "{BUCKET}"; prefix = "db/"; '
-                    f'path_style = true; part_size = "5MB"; }}')
-
-    def aws_cli(self, *args, check=True):
-        environment = {key: value for key, value in os.environ.items()
-                       if not key.startswith("AWS_")}
-        environment.update({
-            "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-            "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
-            "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-            "AWS_PAGER": "",
-            "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
-            "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
-        })
-        result = subprocess.run([self.aws, "--endpoint-url", self.server.url, *args],
-                                capture_output=True, text=True, env=environment, timeout=600)
-        if check:
-            self.assertEqual(result.returncode, 0, f"aws {' '.join(args)}: {result.stderr}")
-        return result
+            targets=self.s3_target(url))
 
     def remote_keys(self, name="app"):
         """Every key under db/NAME/, listed by the aws CLI (which pages itself)."""

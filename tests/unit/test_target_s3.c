@@ -16,74 +16,38 @@
 #include <cmocka.h>
 
 #include "archive.h"
-#include "s3_test_server.h"
+#include "s3_test_fixture.h"
 #include "target.h"
 
-static struct s3_test_server server;
-static bool node_missing;
-static char work[64];
-
-static void set_test_credentials(void)
-{
-    setenv("AWS_ACCESS_KEY_ID", S3_TEST_ACCESS_KEY, 1);
-    setenv("AWS_SECRET_ACCESS_KEY", S3_TEST_SECRET_KEY, 1);
-    unsetenv("AWS_SESSION_TOKEN");
-}
+static struct s3_test_fixture fixture;
 
 static int start_server(void **state)
 {
     (void)state;
-    strcpy(work, "/tmp/test_target_s3.XXXXXX");
-    if (!mkdtemp(work))
-        return -1;
-    set_test_credentials();
-    int rc = s3_test_server_start(&server, NULL);
-    node_missing = rc == 1;
-    return rc < 0 ? -1 : 0;
+    return s3_test_fixture_start(&fixture, "test_target_s3");
 }
 
 static int stop_server(void **state)
 {
     (void)state;
-    s3_test_server_stop(&server);
-    char command[128];
-    snprintf(command, sizeof command, "rm -rf '%s'", work);
-    return system(command) == 0 ? 0 : -1;
+    return s3_test_fixture_stop(&fixture);
 }
 
 static int reset_server(void **state)
 {
     (void)state;
-    set_test_credentials();
-    if (!node_missing)
-        s3_test_reset(&server);
+    s3_test_fixture_reset(&fixture);
     return 0;
 }
 
 static struct target_config test_config(void)
 {
-    static char endpoint[64];
-    snprintf(endpoint, sizeof endpoint, "%s", server.url);
-    return (struct target_config){
-        .name = "offsite",
-        .type = TARGET_S3,
-        .endpoint = endpoint,
-        .region = "us-east-1",
-        .bucket = S3_TEST_BUCKET,
-        .prefix = "db/",
-        .path_style = true,
-        .part_size = 5 * 1024 * 1024,
-        .tls_verify = true,
-    };
+    return s3_test_target_config(&fixture, "db/");
 }
 
 static struct target *open_target(const struct target_config *config)
 {
-    struct target *target = NULL;
-    struct error err = {0};
-    int rc = target_open(config, &target, &err);
-    if (rc != 0)
-        fail_msg("target_open: %s", err.message);
+    struct target *target = s3_test_open_target(config);
     struct target_tuning tuning;
     target_tuning_default(&tuning);
     tuning.base_delay_ms = 5;
@@ -94,7 +58,7 @@ static struct target *open_target(const struct target_config *config)
 
 static void path_in_work(char *out, size_t size, const char *name)
 {
-    snprintf(out, size, "%s/%s", work, name);
+    snprintf(out, size, "%s/%s", fixture.work, name);
 }
 
 static const struct target_object *find_object(const struct target_listing *listing,
@@ -143,7 +107,7 @@ static void round_trip(struct target *target, const char *key, size_t size, unsi
 static void small_file_round_trip_is_byte_identical(void **state)
 {
     (void)state;
-    if (node_missing)
+    if (fixture.node_missing)
         skip();
     struct target_config config = test_config();
     struct target *target = open_target(&config);
@@ -151,7 +115,7 @@ static void small_file_round_trip_is_byte_identical(void **state)
     round_trip(target, "app/empty.db.gz", 0, 2);
     target_close(target);
 
-    json_t *requests = s3_test_requests(&server);
+    json_t *requests = s3_test_requests(&fixture.server);
     assert_true(s3_test_all_signed(requests));
     /* One PutObject each, with Content-MD5 and the sha256 as metadata. */
     assert_int_equal(s3_test_count(requests, "PUT", NULL, 200), 2);
@@ -176,14 +140,14 @@ static void small_file_round_trip_is_byte_identical(void **state)
 static void multipart_round_trip_uses_parts_of_the_part_size(void **state)
 {
     (void)state;
-    if (node_missing)
+    if (fixture.node_missing)
         skip();
     struct target_config config = test_config();
     struct target *target = open_target(&config);
     round_trip(target, "app/big.db.gz", 12 * 1024 * 1024 + 3, 3);
     target_close(target);
 
-    json_t *requests = s3_test_requests(&server);
+    json_t *requests = s3_test_requests(&fixture.server);
     assert_true(s3_test_all_signed(requests));
     assert_int_equal(s3_test_count(requests, "POST", "uploads", 200), 1);
     assert_int_equal(s3_test_count(requests, "PUT", "partNumber=", 200), 3);
@@ -206,7 +170,7 @@ static void multipart_round_trip_uses_parts_of_the_part_size(void **state)
 static void wrong_secret_is_refused_with_a_clear_error(void **state)
 {
     (void)state;
-    if (node_missing)
+    if (fixture.node_missing)
         skip();
     char source[128];
     struct error err = {0};
@@ -225,13 +189,13 @@ static void wrong_secret_is_refused_with_a_clear_error(void **state)
     target_close(target);
 
     /* Refused by the server's signature check, once: a 403 is not retried. */
-    json_t *requests = s3_test_requests(&server);
+    json_t *requests = s3_test_requests(&fixture.server);
     assert_int_equal(json_array_size(requests), 1);
     assert_string_equal(json_string_value(json_object_get(json_array_get(requests, 0), "auth")),
                         "SignatureDoesNotMatch");
     json_decref(requests);
 
-    set_test_credentials();
+    s3_test_use_credentials();
     setenv("AWS_ACCESS_KEY_ID", "AKIAUNKNOWN", 1);
     target = open_target(&config);
     struct target_listing listing = {0};
@@ -244,7 +208,7 @@ static void wrong_secret_is_refused_with_a_clear_error(void **state)
 static void keys_with_awkward_characters_round_trip(void **state)
 {
     (void)state;
-    if (node_missing)
+    if (fixture.node_missing)
         skip();
     static const char *const keys[] = {
         "odd/with space.db.gz",
@@ -277,7 +241,7 @@ static void keys_with_awkward_characters_round_trip(void **state)
     assert_int_equal(listing.count, 0);
     target_close(target);
 
-    json_t *requests = s3_test_requests(&server);
+    json_t *requests = s3_test_requests(&fixture.server);
     assert_true(s3_test_all_signed(requests));
     json_decref(requests);
 }
@@ -285,7 +249,7 @@ static void keys_with_awkward_characters_round_trip(void **state)
 static void keys_that_could_escape_are_refused(void **state)
 {
     (void)state;
-    if (node_missing)
+    if (fixture.node_missing)
         skip();
     static const char *const bad[] = {"", "/abs", "a/../b", "a//b", "./a", "a/", "tab\there"};
     struct target_config config = test_config();
@@ -297,7 +261,7 @@ static void keys_that_could_escape_are_refused(void **state)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         assert_int_equal(target_put_file(target, bad[i], source, NULL, NULL, &err), -EINVAL);
     target_close(target);
-    json_t *requests = s3_test_requests(&server);
+    json_t *requests = s3_test_requests(&fixture.server);
     assert_int_equal(json_array_size(requests), 0);
     json_decref(requests);
 }
@@ -305,7 +269,7 @@ static void keys_that_could_escape_are_refused(void **state)
 static void listing_pages_past_1000_keys_and_delete_empties_it(void **state)
 {
     (void)state;
-    if (node_missing)
+    if (fixture.node_missing)
         skip();
     enum { OBJECTS = 1100 };
     struct target_config config = test_config();
@@ -319,7 +283,7 @@ static void listing_pages_past_1000_keys_and_delete_empties_it(void **state)
         if (target_put_file(target, key, source, NULL, NULL, &err) != 0)
             fail_msg("put %s: %s", key, err.message);
     }
-    s3_test_reset(&server);
+    s3_test_reset(&fixture.server);
 
     struct target_listing listing = {0};
     assert_int_equal(target_list(target, "many/", &listing, &err), 0);
@@ -329,7 +293,7 @@ static void listing_pages_past_1000_keys_and_delete_empties_it(void **state)
         assert_non_null(find_object(&listing, key));
     }
     target_listing_free(&listing);
-    json_t *requests = s3_test_requests(&server);
+    json_t *requests = s3_test_requests(&fixture.server);
     assert_int_equal(s3_test_count(requests, "GET", "list-type=2", 200), 2);
     assert_int_equal(s3_test_count(requests, "GET", "continuation-token=", 200), 1);
     assert_true(s3_test_all_signed(requests));
@@ -352,7 +316,7 @@ static void listing_pages_past_1000_keys_and_delete_empties_it(void **state)
 static void delete_of_a_missing_key_is_not_an_error(void **state)
 {
     (void)state;
-    if (node_missing)
+    if (fixture.node_missing)
         skip();
     struct target_config config = test_config();
     struct target *target = open_target(&config);
@@ -364,7 +328,7 @@ static void delete_of_a_missing_key_is_not_an_error(void **state)
 static void get_of_a_missing_key_leaves_no_file(void **state)
 {
     (void)state;
-    if (node_missing)
+    if (fixture.node_missing)
         skip();
     struct target_config config = test_config();
     struct target *target = open_target(&config);
@@ -387,7 +351,7 @@ static void get_of_a_missing_key_leaves_no_file(void **state)
 static void missing_bucket_is_named(void **state)
 {
     (void)state;
-    if (node_missing)
+    if (fixture.node_missing)
         skip();
     struct target_config config = test_config();
     config.bucket = "no-such-bucket";
@@ -397,7 +361,7 @@ static void missing_bucket_is_named(void **state)
     assert_int_equal(target_list(target, "", &listing, &err), -ENOENT);
     assert_non_null(strstr(err.message, "no such bucket 'no-such-bucket'"));
     target_close(target);
-    json_t *requests = s3_test_requests(&server);
+    json_t *requests = s3_test_requests(&fixture.server);
     assert_int_equal(json_array_size(requests), 1); /* a 404 is not retried */
     json_decref(requests);
 }
@@ -405,11 +369,11 @@ static void missing_bucket_is_named(void **state)
 static void virtual_hosted_addressing_works(void **state)
 {
     (void)state;
-    if (node_missing)
+    if (fixture.node_missing)
         skip();
     char endpoint[64];
     struct target_config config = test_config();
-    snprintf(endpoint, sizeof endpoint, "http://localhost:%d", server.port);
+    snprintf(endpoint, sizeof endpoint, "http://localhost:%d", fixture.server.port);
     config.endpoint = endpoint;
     config.path_style = false;
     config.prefix = "";
@@ -419,11 +383,11 @@ static void virtual_hosted_addressing_works(void **state)
     assert_int_equal(target_delete(target, "vhost/app-1.db.gz", &err), 0);
     target_close(target);
 
-    json_t *requests = s3_test_requests(&server);
+    json_t *requests = s3_test_requests(&fixture.server);
     assert_true(s3_test_all_signed(requests));
     json_t *first = json_array_get(requests, 0);
     char host[64];
-    snprintf(host, sizeof host, "sqlprodd-test.localhost:%d", server.port);
+    snprintf(host, sizeof host, "sqlprodd-test.localhost:%d", fixture.server.port);
     assert_string_equal(json_string_value(json_object_get(first, "host")), host);
     assert_string_equal(json_string_value(json_object_get(first, "path")), "/vhost/app-1.db.gz");
     json_decref(requests);
@@ -432,7 +396,7 @@ static void virtual_hosted_addressing_works(void **state)
 static void storage_class_and_encryption_headers_are_sent(void **state)
 {
     (void)state;
-    if (node_missing)
+    if (fixture.node_missing)
         skip();
     struct target_config config = test_config();
     config.storage_class = "STANDARD_IA";
@@ -447,7 +411,7 @@ static void storage_class_and_encryption_headers_are_sent(void **state)
     assert_int_equal(target_put_file(target, "sse/single.db.gz", source, NULL, NULL, &err), 0);
     target_close(target);
 
-    json_t *requests = s3_test_requests(&server);
+    json_t *requests = s3_test_requests(&fixture.server);
     size_t index, carrying = 0;
     json_t *entry;
     json_array_foreach(requests, index, entry)
@@ -468,7 +432,7 @@ static void storage_class_and_encryption_headers_are_sent(void **state)
 static void credentials_file_is_used_and_must_be_private(void **state)
 {
     (void)state;
-    if (node_missing)
+    if (fixture.node_missing)
         skip();
     char file[128];
     path_in_work(file, sizeof file, "credentials");
@@ -509,7 +473,7 @@ static void credentials_file_is_used_and_must_be_private(void **state)
 static void changed_file_is_not_uploaded(void **state)
 {
     (void)state;
-    if (node_missing)
+    if (fixture.node_missing)
         skip();
     struct target_config config = test_config();
     struct target *target = open_target(&config);
@@ -527,7 +491,7 @@ static void changed_file_is_not_uploaded(void **state)
     assert_int_equal(listing.count, 0);
     target_listing_free(&listing);
     target_close(target);
-    json_t *requests = s3_test_requests(&server);
+    json_t *requests = s3_test_requests(&fixture.server);
     /* The multipart upload was abandoned: AbortMultipartUpload was sent. */
     assert_int_equal(s3_test_count(requests, "DELETE", "uploadId=", 0), 1);
     json_decref(requests);
@@ -536,7 +500,7 @@ static void changed_file_is_not_uploaded(void **state)
 static void session_token_is_signed_and_sent(void **state)
 {
     (void)state;
-    if (node_missing)
+    if (fixture.node_missing)
         skip();
     struct s3_test_server token_server;
     const char *const arguments[] = {"--session-token", "session/token+value==", NULL};
@@ -568,7 +532,7 @@ static void session_token_is_signed_and_sent(void **state)
 static void tls_is_verified_unless_disabled(void **state)
 {
     (void)state;
-    if (node_missing)
+    if (fixture.node_missing)
         skip();
     char certificate[128], key[128], command[512];
     path_in_work(certificate, sizeof certificate, "server.pem");

@@ -17,64 +17,34 @@
 #include <sys/socket.h>
 
 #include "archive.h"
-#include "s3_test_server.h"
+#include "s3_test_fixture.h"
 #include "target.h"
 
-static struct s3_test_server server;
-static bool node_missing;
-static char work[64];
+static struct s3_test_fixture fixture;
 
 static int start_server(void **state)
 {
     (void)state;
-    strcpy(work, "/tmp/test_target_s3_faults.XXXXXX");
-    if (!mkdtemp(work))
-        return -1;
-    setenv("AWS_ACCESS_KEY_ID", S3_TEST_ACCESS_KEY, 1);
-    setenv("AWS_SECRET_ACCESS_KEY", S3_TEST_SECRET_KEY, 1);
-    unsetenv("AWS_SESSION_TOKEN");
-    int rc = s3_test_server_start(&server, NULL);
-    node_missing = rc == 1;
-    return rc < 0 ? -1 : 0;
+    return s3_test_fixture_start(&fixture, "test_target_s3_faults");
 }
 
 static int stop_server(void **state)
 {
     (void)state;
-    s3_test_server_stop(&server);
-    char command[128];
-    snprintf(command, sizeof command, "rm -rf '%s'", work);
-    return system(command) == 0 ? 0 : -1;
+    return s3_test_fixture_stop(&fixture);
 }
 
 static int reset_server(void **state)
 {
     (void)state;
-    if (!node_missing)
-        s3_test_reset(&server);
+    s3_test_fixture_reset(&fixture);
     return 0;
 }
 
-static char endpoint[64];
-
 static struct target *open_target(int attempts, int64_t base_delay_ms)
 {
-    snprintf(endpoint, sizeof endpoint, "%s", server.url);
-    const struct target_config config = {
-        .name = "offsite",
-        .type = TARGET_S3,
-        .endpoint = endpoint,
-        .region = "us-east-1",
-        .bucket = S3_TEST_BUCKET,
-        .prefix = "faults/",
-        .path_style = true,
-        .part_size = 5 * 1024 * 1024,
-        .tls_verify = true,
-    };
-    struct target *target = NULL;
-    struct error err = {0};
-    if (target_open(&config, &target, &err) != 0)
-        fail_msg("target_open: %s", err.message);
+    const struct target_config config = s3_test_target_config(&fixture, "faults/");
+    struct target *target = s3_test_open_target(&config);
     struct target_tuning tuning;
     target_tuning_default(&tuning);
     tuning.attempts = attempts;
@@ -87,7 +57,7 @@ static struct target *open_target(int attempts, int64_t base_delay_ms)
 
 static void file_in_work(char *out, size_t size, const char *name, size_t bytes, unsigned seed)
 {
-    snprintf(out, size, "%s/%s", work, name);
+    snprintf(out, size, "%s/%s", fixture.work, name);
     unlink(out);
     if (bytes)
         s3_test_write_random_file(out, bytes, seed);
@@ -116,25 +86,26 @@ static void statuses(json_t *requests, const char *method, char *out, size_t siz
 static void server_errors_and_slowdown_are_retried_until_success(void **state)
 {
     (void)state;
-    if (node_missing)
+    if (fixture.node_missing)
         skip();
     char source[128], seen[256];
     struct error err = {0};
     file_in_work(source, sizeof source, "source", 2000, 1);
-    s3_test_add_fault(&server, "[{\"status\": 503, \"code\": \"SlowDown\", \"count\": 2, "
-                               "\"method\": \"PUT\"},"
-                               " {\"status\": 500, \"code\": \"InternalError\", \"count\": 1, "
-                               "\"method\": \"PUT\"},"
-                               " {\"status\": 408, \"code\": \"RequestTimeout\", \"count\": 1, "
-                               "\"method\": \"PUT\"},"
-                               " {\"status\": 429, \"code\": \"TooManyRequests\", \"count\": 1, "
-                               "\"method\": \"PUT\"}]");
+    s3_test_add_fault(&fixture.server,
+                      "[{\"status\": 503, \"code\": \"SlowDown\", \"count\": 2, "
+                      "\"method\": \"PUT\"},"
+                      " {\"status\": 500, \"code\": \"InternalError\", \"count\": 1, "
+                      "\"method\": \"PUT\"},"
+                      " {\"status\": 408, \"code\": \"RequestTimeout\", \"count\": 1, "
+                      "\"method\": \"PUT\"},"
+                      " {\"status\": 429, \"code\": \"TooManyRequests\", \"count\": 1, "
+                      "\"method\": \"PUT\"}]");
     struct target *target = open_target(6, 5);
     int rc = target_put_file(target, "app/retried.db.gz", source, NULL, NULL, &err);
     if (rc != 0)
         fail_msg("put: %s", err.message);
     target_close(target);
-    json_t *requests = s3_test_requests(&server);
+    json_t *requests = s3_test_requests(&fixture.server);
     statuses(requests, "PUT", seen, sizeof seen);
     assert_string_equal(seen, "503 503 500 408 429 200");
     assert_true(s3_test_all_signed(requests));
@@ -144,17 +115,17 @@ static void server_errors_and_slowdown_are_retried_until_success(void **state)
 static void exhausted_retries_report_the_last_error(void **state)
 {
     (void)state;
-    if (node_missing)
+    if (fixture.node_missing)
         skip();
     struct error err = {0};
     struct target_listing listing = {0};
-    s3_test_add_fault(&server, "{\"status\": 503, \"code\": \"SlowDown\", \"count\": 10}");
+    s3_test_add_fault(&fixture.server, "{\"status\": 503, \"code\": \"SlowDown\", \"count\": 10}");
     struct target *target = open_target(3, 5);
     assert_int_equal(target_list(target, "", &listing, &err), -EIO);
     assert_non_null(strstr(err.message, "after 3 attempts"));
     assert_non_null(strstr(err.message, "HTTP 503 SlowDown"));
     target_close(target);
-    json_t *requests = s3_test_requests(&server);
+    json_t *requests = s3_test_requests(&fixture.server);
     assert_int_equal(json_array_size(requests), 3);
     json_decref(requests);
 }
@@ -162,18 +133,19 @@ static void exhausted_retries_report_the_last_error(void **state)
 static void other_client_errors_are_not_retried(void **state)
 {
     (void)state;
-    if (node_missing)
+    if (fixture.node_missing)
         skip();
     char source[128];
     struct error err = {0};
     file_in_work(source, sizeof source, "source", 100, 2);
-    s3_test_add_fault(&server, "{\"status\": 400, \"code\": \"InvalidArgument\", \"count\": 5}");
+    s3_test_add_fault(&fixture.server,
+                      "{\"status\": 400, \"code\": \"InvalidArgument\", \"count\": 5}");
     struct target *target = open_target(6, 5);
     assert_int_equal(target_put_file(target, "app/refused.db.gz", source, NULL, NULL, &err),
                      -EINVAL);
     assert_non_null(strstr(err.message, "HTTP 400 InvalidArgument"));
     target_close(target);
-    json_t *requests = s3_test_requests(&server);
+    json_t *requests = s3_test_requests(&fixture.server);
     assert_int_equal(json_array_size(requests), 1);
     json_decref(requests);
 }
@@ -181,14 +153,14 @@ static void other_client_errors_are_not_retried(void **state)
 static void connection_dropped_mid_upload_is_retried(void **state)
 {
     (void)state;
-    if (node_missing)
+    if (fixture.node_missing)
         skip();
     char source[128], copy[128], seen[256];
     struct error err = {0};
     file_in_work(source, sizeof source, "source", 11 * 1024 * 1024, 3);
     file_in_work(copy, sizeof copy, "copy", 0, 0);
-    s3_test_add_fault(&server, "{\"mode\": \"drop\", \"count\": 1, \"method\": \"PUT\", "
-                               "\"query\": \"partNumber\"}");
+    s3_test_add_fault(&fixture.server, "{\"mode\": \"drop\", \"count\": 1, \"method\": \"PUT\", "
+                                       "\"query\": \"partNumber\"}");
     struct target *target = open_target(4, 5);
     int rc = target_put_file(target, "app/dropped.db.gz", source, NULL, NULL, &err);
     if (rc != 0)
@@ -196,7 +168,7 @@ static void connection_dropped_mid_upload_is_retried(void **state)
     assert_int_equal(target_get_file(target, "app/dropped.db.gz", copy, NULL, &err), 0);
     assert_true(s3_test_same_file(source, copy));
     target_close(target);
-    json_t *requests = s3_test_requests(&server);
+    json_t *requests = s3_test_requests(&fixture.server);
     statuses(requests, "PUT", seen, sizeof seen);
     assert_non_null(strstr(seen, "dropped"));
     assert_int_equal(s3_test_count(requests, "PUT", "partNumber=", 200), 3);
@@ -206,7 +178,7 @@ static void connection_dropped_mid_upload_is_retried(void **state)
 static void connection_dropped_mid_download_is_retried(void **state)
 {
     (void)state;
-    if (node_missing)
+    if (fixture.node_missing)
         skip();
     char source[128], copy[128];
     struct error err = {0};
@@ -215,13 +187,14 @@ static void connection_dropped_mid_download_is_retried(void **state)
     struct target *target = open_target(4, 5);
     assert_int_equal(target_put_file(target, "app/download.db.gz", source, NULL, NULL, &err), 0);
     s3_test_add_fault(
-        &server, "{\"mode\": \"drop\", \"when\": \"response\", \"count\": 1, \"method\": \"GET\"}");
+        &fixture.server,
+        "{\"mode\": \"drop\", \"when\": \"response\", \"count\": 1, \"method\": \"GET\"}");
     int rc = target_get_file(target, "app/download.db.gz", copy, NULL, &err);
     if (rc != 0)
         fail_msg("get: %s", err.message);
     assert_true(s3_test_same_file(source, copy));
     target_close(target);
-    json_t *requests = s3_test_requests(&server);
+    json_t *requests = s3_test_requests(&fixture.server);
     assert_int_equal(s3_test_count(requests, "GET", NULL, 200), 2); /* cut, then whole */
     json_decref(requests);
 }
@@ -229,11 +202,11 @@ static void connection_dropped_mid_download_is_retried(void **state)
 static void a_stalled_response_times_out_and_is_retried(void **state)
 {
     (void)state;
-    if (node_missing)
+    if (fixture.node_missing)
         skip();
     struct error err = {0};
     struct target_listing listing = {0};
-    s3_test_add_fault(&server, "{\"mode\": \"delay\", \"ms\": 8000, \"count\": 1}");
+    s3_test_add_fault(&fixture.server, "{\"mode\": \"delay\", \"ms\": 8000, \"count\": 1}");
     struct target *target = open_target(3, 5);
     time_t started = time(NULL);
     int rc = target_list(target, "", &listing, &err);
@@ -247,7 +220,7 @@ static void a_stalled_response_times_out_and_is_retried(void **state)
 static void refused_connection_is_retried_then_reported(void **state)
 {
     (void)state;
-    if (node_missing)
+    if (fixture.node_missing)
         skip();
     /* A port nobody listens on: bind one, note it, close it. */
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -256,6 +229,7 @@ static void refused_connection_is_retried_then_reported(void **state)
     assert_int_equal(bind(fd, (struct sockaddr *)&address, sizeof address), 0);
     assert_int_equal(getsockname(fd, (struct sockaddr *)&address, &length), 0);
     close(fd);
+    char endpoint[64];
     struct target *target = open_target(2, 5);
     snprintf(endpoint, sizeof endpoint, "http://127.0.0.1:%d", ntohs(address.sin_port));
     target_close(target);
@@ -307,13 +281,14 @@ static double seconds_since(const struct timespec *start)
 static void stop_during_a_transfer_cancels_and_aborts_the_upload(void **state)
 {
     (void)state;
-    if (node_missing)
+    if (fixture.node_missing)
         skip();
     char source[128];
     struct error err = {0};
     file_in_work(source, sizeof source, "source", 11 * 1024 * 1024, 5);
-    s3_test_add_fault(&server, "{\"mode\": \"delay\", \"ms\": 20000, \"count\": 10, \"method\": "
-                               "\"PUT\", \"query\": \"partNumber\"}");
+    s3_test_add_fault(&fixture.server,
+                      "{\"mode\": \"delay\", \"ms\": 20000, \"count\": 10, \"method\": "
+                      "\"PUT\", \"query\": \"partNumber\"}");
     struct target *target = open_target(6, 5);
     struct target_tuning tuning;
     target_tuning_default(&tuning);
@@ -330,7 +305,7 @@ static void stop_during_a_transfer_cancels_and_aborts_the_upload(void **state)
     assert_true(seconds_since(&start) < 5.0);
     pthread_join(thread, NULL);
     target_close(target);
-    json_t *requests = s3_test_requests(&server);
+    json_t *requests = s3_test_requests(&fixture.server);
     assert_int_equal(s3_test_count(requests, "DELETE", "uploadId=", 0), 1);
     assert_int_equal(s3_test_count(requests, "POST", "uploadId=", 0), 0);
     json_decref(requests);
@@ -339,12 +314,12 @@ static void stop_during_a_transfer_cancels_and_aborts_the_upload(void **state)
 static void stop_during_a_backoff_cancels(void **state)
 {
     (void)state;
-    if (node_missing)
+    if (fixture.node_missing)
         skip();
     char source[128];
     struct error err = {0};
     file_in_work(source, sizeof source, "source", 100, 6);
-    s3_test_add_fault(&server, "{\"status\": 503, \"code\": \"SlowDown\", \"count\": 10}");
+    s3_test_add_fault(&fixture.server, "{\"status\": 503, \"code\": \"SlowDown\", \"count\": 10}");
     struct target *target = open_target(6, 10000);
     struct stopper stopper = {.after_ms = 300};
     const struct archive_io io = {.stop = &stopper.stop};
@@ -363,14 +338,15 @@ static void stop_during_a_backoff_cancels(void **state)
 static void failed_part_aborts_the_multipart_upload(void **state)
 {
     (void)state;
-    if (node_missing)
+    if (fixture.node_missing)
         skip();
     char source[128];
     struct error err = {0};
     struct target_listing listing = {0};
     file_in_work(source, sizeof source, "source", 16 * 1024 * 1024, 7);
-    s3_test_add_fault(&server, "{\"status\": 400, \"code\": \"InvalidArgument\", \"count\": 100, "
-                               "\"method\": \"PUT\", \"query\": \"partNumber\"}");
+    s3_test_add_fault(&fixture.server,
+                      "{\"status\": 400, \"code\": \"InvalidArgument\", \"count\": 100, "
+                      "\"method\": \"PUT\", \"query\": \"partNumber\"}");
     struct target *target = open_target(3, 5);
     assert_int_equal(target_put_file(target, "app/aborted.db.gz", source, NULL, NULL, &err),
                      -EINVAL);
@@ -379,7 +355,7 @@ static void failed_part_aborts_the_multipart_upload(void **state)
     assert_int_equal(target_list(target, "app/aborted", &listing, &err), 0);
     assert_int_equal(listing.count, 0);
     target_close(target);
-    json_t *requests = s3_test_requests(&server);
+    json_t *requests = s3_test_requests(&fixture.server);
     /* s3rver answers AbortMultipartUpload with 405; it was still asked. */
     assert_int_equal(s3_test_count(requests, "DELETE", "uploadId=", 0), 1);
     assert_int_equal(s3_test_count(requests, "POST", "uploadId=", 0), 0);

@@ -14,23 +14,15 @@
 #include <cmocka.h>
 
 #include "archive.h"
-#include "s3_test_server.h"
+#include "s3_test_fixture.h"
 #include "target.h"
 
-static struct s3_test_server server;
-static bool node_missing;
-static char work[64];
+static struct s3_test_fixture fixture;
 static char aws[512];
 
 static int start_server(void **state)
 {
     (void)state;
-    strcpy(work, "/tmp/test_target_s3_interop.XXXXXX");
-    if (!mkdtemp(work))
-        return -1;
-    setenv("AWS_ACCESS_KEY_ID", S3_TEST_ACCESS_KEY, 1);
-    setenv("AWS_SECRET_ACCESS_KEY", S3_TEST_SECRET_KEY, 1);
-    unsetenv("AWS_SESSION_TOKEN");
     unsetenv("AWS_PROFILE");
     /* The aws CLI must use only what we give it, and no metadata service. */
     setenv("AWS_EC2_METADATA_DISABLED", "true", 1);
@@ -42,10 +34,10 @@ static int start_server(void **state)
      * them, s3rver does not. Debian 12's CLI ignores these. */
     setenv("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required", 1);
     setenv("AWS_RESPONSE_CHECKSUM_VALIDATION", "when_required", 1);
-    int rc = s3_test_server_start(&server, NULL);
-    node_missing = rc == 1;
-    if (rc != 0)
-        return rc < 0 ? -1 : 0;
+    if (s3_test_fixture_start(&fixture, "test_target_s3_interop") != 0)
+        return -1;
+    if (fixture.node_missing)
+        return 0;
     /* Debian's package first: the PATH may hold another one (pyenv, pip). */
     if (access("/usr/bin/aws", X_OK) == 0)
         snprintf(aws, sizeof aws, "/usr/bin/aws");
@@ -60,18 +52,13 @@ static int start_server(void **state)
 static int stop_server(void **state)
 {
     (void)state;
-    s3_test_server_stop(&server);
-    char command[128];
-    snprintf(command, sizeof command, "rm -rf '%s'", work);
-    return system(command) == 0 ? 0 : -1;
+    return s3_test_fixture_stop(&fixture);
 }
 
 static int reset_server(void **state)
 {
     (void)state;
-    setenv("AWS_SECRET_ACCESS_KEY", S3_TEST_SECRET_KEY, 1);
-    if (!node_missing)
-        s3_test_reset(&server);
+    s3_test_fixture_reset(&fixture);
     return 0;
 }
 
@@ -82,12 +69,12 @@ static int reset_server(void **state)
 static int run_aws(char *output, size_t output_size, const char *const *arguments)
 {
     char stdout_path[128];
-    const char *argv[32] = {aws, "--endpoint-url", server.url};
+    const char *argv[32] = {aws, "--endpoint-url", fixture.server.url};
     int argc = 3;
     for (int i = 0; arguments[i] && argc < 31; i++)
         argv[argc++] = arguments[i];
     argv[argc] = NULL;
-    snprintf(stdout_path, sizeof stdout_path, "%s/aws-stdout", work);
+    snprintf(stdout_path, sizeof stdout_path, "%s/aws-stdout", fixture.work);
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, stdout_path,
@@ -111,24 +98,8 @@ static int run_aws(char *output, size_t output_size, const char *const *argument
 
 static struct target *open_target(void)
 {
-    static char endpoint[64];
-    snprintf(endpoint, sizeof endpoint, "%s", server.url);
-    const struct target_config config = {
-        .name = "offsite",
-        .type = TARGET_S3,
-        .endpoint = endpoint,
-        .region = "us-east-1",
-        .bucket = S3_TEST_BUCKET,
-        .prefix = "interop/",
-        .path_style = true,
-        .part_size = 5 * 1024 * 1024,
-        .tls_verify = true,
-    };
-    struct target *target = NULL;
-    struct error err = {0};
-    if (target_open(&config, &target, &err) != 0)
-        fail_msg("target_open: %s", err.message);
-    return target;
+    const struct target_config config = s3_test_target_config(&fixture, "interop/");
+    return s3_test_open_target(&config);
 }
 
 static void put_by_us(struct target *target, const char *key, const char *path, size_t size,
@@ -144,7 +115,7 @@ static void put_by_us(struct target *target, const char *key, const char *path, 
 static void what_we_upload_the_aws_cli_lists_and_downloads_intact(void **state)
 {
     (void)state;
-    if (node_missing)
+    if (fixture.node_missing)
         skip();
     static const struct {
         const char *key;
@@ -156,8 +127,8 @@ static void what_we_upload_the_aws_cli_lists_and_downloads_intact(void **state)
     };
     struct target *target = open_target();
     char source[128], copy[128], url[1200], output[4096], sha256[ARCHIVE_SHA256_HEX];
-    snprintf(source, sizeof source, "%s/ours", work);
-    snprintf(copy, sizeof copy, "%s/theirs", work);
+    snprintf(source, sizeof source, "%s/ours", fixture.work);
+    snprintf(copy, sizeof copy, "%s/theirs", fixture.work);
     for (size_t i = 0; i < sizeof objects / sizeof objects[0]; i++) {
         put_by_us(target, objects[i].key, source, objects[i].size, 20 + (unsigned)i, sha256);
         snprintf(url, sizeof url, "s3://%s/interop/%s", S3_TEST_BUCKET, objects[i].key);
@@ -186,7 +157,7 @@ static void what_we_upload_the_aws_cli_lists_and_downloads_intact(void **state)
         if (!strstr(output, line))
             fail_msg("aws s3 ls does not show '%s' in:\n%s", line, output);
     }
-    json_t *requests = s3_test_requests(&server);
+    json_t *requests = s3_test_requests(&fixture.server);
     assert_true(s3_test_all_signed(requests));
     json_decref(requests);
 }
@@ -194,7 +165,7 @@ static void what_we_upload_the_aws_cli_lists_and_downloads_intact(void **state)
 static void what_the_aws_cli_uploads_we_list_and_download_intact(void **state)
 {
     (void)state;
-    if (node_missing)
+    if (fixture.node_missing)
         skip();
     static const struct {
         const char *key;
@@ -207,8 +178,8 @@ static void what_the_aws_cli_uploads_we_list_and_download_intact(void **state)
     struct target *target = open_target();
     struct error err = {0};
     char source[128], copy[128], url[1200];
-    snprintf(source, sizeof source, "%s/theirs", work);
-    snprintf(copy, sizeof copy, "%s/ours", work);
+    snprintf(source, sizeof source, "%s/theirs", fixture.work);
+    snprintf(copy, sizeof copy, "%s/ours", fixture.work);
     for (size_t i = 0; i < sizeof objects / sizeof objects[0]; i++) {
         s3_test_write_random_file(source, objects[i].size, 30 + (unsigned)i);
         snprintf(url, sizeof url, "s3://%s/interop/%s", S3_TEST_BUCKET, objects[i].key);
@@ -228,7 +199,7 @@ static void what_the_aws_cli_uploads_we_list_and_download_intact(void **state)
                 assert_int_equal(listing.objects[i].size, (int64_t)objects[j].size);
     target_listing_free(&listing);
     target_close(target);
-    json_t *requests = s3_test_requests(&server);
+    json_t *requests = s3_test_requests(&fixture.server);
     assert_true(s3_test_all_signed(requests));
     assert_true(s3_test_count(requests, "PUT", "partNumber=", 200) >= 2);
     json_decref(requests);
@@ -238,13 +209,13 @@ static void what_the_aws_cli_uploads_we_list_and_download_intact(void **state)
 static void the_server_refuses_the_aws_cli_with_a_wrong_secret(void **state)
 {
     (void)state;
-    if (node_missing)
+    if (fixture.node_missing)
         skip();
     const char *ls[] = {"s3", "ls", "s3://" S3_TEST_BUCKET "/", NULL};
     assert_int_equal(run_aws(NULL, 0, ls), 0);
     setenv("AWS_SECRET_ACCESS_KEY", S3_TEST_SECRET_KEY "x", 1);
     assert_int_not_equal(run_aws(NULL, 0, ls), 0);
-    json_t *requests = s3_test_requests(&server);
+    json_t *requests = s3_test_requests(&fixture.server);
     assert_int_equal(s3_test_count(requests, "GET", "list-type=2", 200), 1);
     assert_int_equal(s3_test_count(requests, "GET", "list-type=2", 403), 1);
     json_decref(requests);
