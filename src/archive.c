@@ -514,166 +514,186 @@ out:
     return rc;
 }
 
-/* Inflates every gzip member of `in` into `out`. A member boundary followed
- * by more bytes starts the next member (inflateReset); the input may only end
- * exactly at a member's end. */
-static int archive_inflate_members(int in, int out, EVP_MD_CTX *digest, const char *source,
-                                   const char *destination, const struct archive_io *io,
-                                   int64_t total, struct archive_result *result, struct error *err)
+/* Reads the next chunk of `in` and adds it to the digest; returns its size,
+ * 0 at end of file, or a negative code with err set. */
+static ssize_t archive_read_digested(int in, void *buffer, size_t size, EVP_MD_CTX *digest,
+                                     const char *path, struct error *err)
 {
-    unsigned char *input = malloc(ARCHIVE_STREAM_BYTES);
-    unsigned char *output = malloc(ARCHIVE_STREAM_BYTES);
-    z_stream stream;
-    bool stream_ready = false, in_member = false, saw_member = false;
+    ssize_t got = archive_read_full(in, buffer, size);
+    if (got < 0)
+        return error_set(err, (int)got, "cannot read %s: %s", path, strerror((int)-got));
+    if (got > 0)
+        EVP_DigestUpdate(digest, buffer, (size_t)got);
+    return got;
+}
+
+/* One call of a codec's decode function: it consumes from
+ * input[position, size) and fills output[0, produced). */
+struct archive_decode_step {
+    unsigned char *input;
+    size_t size, position;
+    unsigned char *output;
+    size_t capacity, produced;
+    bool unit_open; /* a gzip member or zstd frame has begun and not ended */
+};
+
+/* What a codec adds to archive_decode_stream: the sizes of its fixed stream
+ * buffers and one step of decoding, returning 0 or a negative code with err
+ * set. The caller starts and ends the codec's state. */
+struct archive_decoder {
+    size_t input_capacity, output_capacity;
+    void *state;
+    int (*decode)(void *state, struct archive_decode_step *step, const char *source,
+                  struct error *err);
+};
+
+/* The loop both codecs share: read, hash, decode, write, count, report.
+ * The input may only end exactly where a member or frame ends. */
+static int archive_decode_stream(const struct archive_decoder *decoder, int in, int out,
+                                 EVP_MD_CTX *digest, const char *source, const char *destination,
+                                 const struct archive_io *io, int64_t total,
+                                 struct archive_result *result, struct error *err)
+{
+    unsigned char *input = malloc(decoder->input_capacity);
+    unsigned char *output = malloc(decoder->output_capacity);
+    struct archive_decode_step step = {
+        .input = input, .output = output, .capacity = decoder->output_capacity};
+    bool saw_unit = false;
     int64_t reported = 0;
     int rc = 0;
 
-    memset(&stream, 0, sizeof stream);
     if (!input || !output) {
         rc = error_set(err, -ENOMEM, "cannot decompress %s: out of memory", source);
         goto out;
     }
-    /* 15 + 32: the largest window, and zlib detects the gzip header itself. */
-    if (inflateInit2(&stream, 15 + 32) != Z_OK) {
-        rc = error_set(err, -ENOMEM, "cannot decompress %s: zlib could not start", source);
-        goto out;
-    }
-    stream_ready = true;
-
     for (;;) {
         if (archive_stopped(io)) {
             rc = error_set(err, -ECANCELED, "decompressing %s was cancelled", source);
             goto out;
         }
-        if (stream.avail_in == 0) {
-            ssize_t got = archive_read_full(in, input, ARCHIVE_STREAM_BYTES);
+        if (step.position == step.size) {
+            ssize_t got =
+                archive_read_digested(in, input, decoder->input_capacity, digest, source, err);
             if (got < 0) {
-                rc = error_set(err, (int)got, "cannot read %s: %s", source, strerror((int)-got));
+                rc = (int)got;
                 goto out;
             }
             if (got == 0)
                 break;
-            EVP_DigestUpdate(digest, input, (size_t)got);
             result->input_bytes += got;
-            stream.next_in = input;
-            stream.avail_in = (uInt)got;
+            step.position = 0;
+            step.size = (size_t)got;
         }
-        if (!in_member) {
-            if (saw_member)
-                inflateReset(&stream);
-            in_member = saw_member = true;
-        }
-        stream.next_out = output;
-        stream.avail_out = ARCHIVE_STREAM_BYTES;
-        int z = inflate(&stream, Z_NO_FLUSH);
-        size_t produced = ARCHIVE_STREAM_BYTES - stream.avail_out;
-        if (z == Z_MEM_ERROR) {
-            rc = error_set(err, -ENOMEM, "cannot decompress %s: out of memory", source);
+        rc = decoder->decode(decoder->state, &step, source, err);
+        if (rc < 0)
             goto out;
-        }
-        if (z != Z_OK && z != Z_STREAM_END && !(z == Z_BUF_ERROR && produced > 0)) {
-            rc = error_set(err, -EBADMSG, "archive %s is truncated or corrupt: %s", source,
-                           stream.msg ? stream.msg : zError(z));
-            goto out;
-        }
-        rc = archive_write_full(out, output, produced);
+        saw_unit = true;
+        rc = archive_write_full(out, output, step.produced);
         if (rc < 0) {
             error_set(err, rc, "cannot write %s: %s", destination, strerror(-rc));
             goto out;
         }
-        result->output_bytes += (int64_t)produced;
-        if (z == Z_STREAM_END)
-            in_member = false;
+        result->output_bytes += (int64_t)step.produced;
         if (result->input_bytes - reported >= ARCHIVE_PROGRESS_BYTES) {
             reported = result->input_bytes;
             archive_report(io, reported, total);
         }
     }
-    if (!saw_member)
+    if (!saw_unit)
         rc = error_set(err, -EBADMSG, "archive %s is truncated or corrupt: it is empty", source);
-    else if (in_member)
+    else if (step.unit_open)
         rc = error_set(err, -EBADMSG, "archive %s is truncated or corrupt: unexpected end of file",
                        source);
     else
         archive_report(io, result->input_bytes, total);
 
 out:
-    if (stream_ready)
-        inflateEnd(&stream);
     free(input);
     free(output);
     return rc;
 }
 
-/* Decompresses every zstd frame of `in` into `out`; like gzip members, the
- * input may only end exactly where a frame ends. */
+struct archive_inflater {
+    z_stream stream;
+    bool saw_member;
+};
+
+/* A member boundary followed by more bytes starts the next member
+ * (inflateReset). */
+static int archive_inflate_step(void *state, struct archive_decode_step *step, const char *source,
+                                struct error *err)
+{
+    struct archive_inflater *inflater = state;
+    z_stream *stream = &inflater->stream;
+
+    if (!step->unit_open && inflater->saw_member)
+        inflateReset(stream);
+    inflater->saw_member = true;
+    stream->next_in = step->input + step->position;
+    stream->avail_in = (uInt)(step->size - step->position);
+    stream->next_out = step->output;
+    stream->avail_out = (uInt)step->capacity;
+    int z = inflate(stream, Z_NO_FLUSH);
+    size_t produced = step->capacity - stream->avail_out;
+    if (z == Z_MEM_ERROR)
+        return error_set(err, -ENOMEM, "cannot decompress %s: out of memory", source);
+    if (z != Z_OK && z != Z_STREAM_END && !(z == Z_BUF_ERROR && produced > 0))
+        return error_set(err, -EBADMSG, "archive %s is truncated or corrupt: %s", source,
+                         stream->msg ? stream->msg : zError(z));
+    step->position = step->size - stream->avail_in;
+    step->produced = produced;
+    step->unit_open = z != Z_STREAM_END;
+    return 0;
+}
+
+/* Inflates every gzip member of `in` into `out`. */
+static int archive_inflate_members(int in, int out, EVP_MD_CTX *digest, const char *source,
+                                   const char *destination, const struct archive_io *io,
+                                   int64_t total, struct archive_result *result, struct error *err)
+{
+    struct archive_inflater inflater;
+    struct archive_decoder decoder = {ARCHIVE_STREAM_BYTES, ARCHIVE_STREAM_BYTES, &inflater,
+                                      archive_inflate_step};
+
+    memset(&inflater, 0, sizeof inflater);
+    /* 15 + 32: the largest window, and zlib detects the gzip header itself. */
+    if (inflateInit2(&inflater.stream, 15 + 32) != Z_OK)
+        return error_set(err, -ENOMEM, "cannot decompress %s: zlib could not start", source);
+    int rc = archive_decode_stream(&decoder, in, out, digest, source, destination, io, total,
+                                   result, err);
+    inflateEnd(&inflater.stream);
+    return rc;
+}
+
+static int archive_unzstd_step(void *state, struct archive_decode_step *step, const char *source,
+                               struct error *err)
+{
+    ZSTD_inBuffer input = {step->input, step->size, step->position};
+    ZSTD_outBuffer output = {step->output, step->capacity, 0};
+    size_t z = ZSTD_decompressStream(state, &output, &input);
+    if (ZSTD_isError(z))
+        return error_set(err, -EBADMSG, "archive %s is truncated or corrupt: %s", source,
+                         ZSTD_getErrorName(z));
+    step->position = input.pos;
+    step->produced = output.pos;
+    step->unit_open = z != 0; /* 0: a frame ended here and everything it held is out */
+    return 0;
+}
+
+/* Decompresses every zstd frame of `in` into `out`. */
 static int archive_unzstd_frames(int in, int out, EVP_MD_CTX *digest, const char *source,
                                  const char *destination, const struct archive_io *io,
                                  int64_t total, struct archive_result *result, struct error *err)
 {
-    size_t input_capacity = ZSTD_DStreamInSize(), output_capacity = ZSTD_DStreamOutSize();
-    unsigned char *input = malloc(input_capacity);
-    unsigned char *output = malloc(output_capacity);
     ZSTD_DStream *stream = ZSTD_createDStream();
-    ZSTD_inBuffer pending = {input, 0, 0};
-    bool in_frame = false, saw_frame = false;
-    int64_t reported = 0;
-    int rc = 0;
+    struct archive_decoder decoder = {ZSTD_DStreamInSize(), ZSTD_DStreamOutSize(), stream,
+                                      archive_unzstd_step};
 
-    if (!input || !output || !stream) {
-        rc = error_set(err, -ENOMEM, "cannot decompress %s: out of memory", source);
-        goto out;
-    }
-    for (;;) {
-        if (archive_stopped(io)) {
-            rc = error_set(err, -ECANCELED, "decompressing %s was cancelled", source);
-            goto out;
-        }
-        if (pending.pos == pending.size) {
-            ssize_t got = archive_read_full(in, input, input_capacity);
-            if (got < 0) {
-                rc = error_set(err, (int)got, "cannot read %s: %s", source, strerror((int)-got));
-                goto out;
-            }
-            if (got == 0)
-                break;
-            EVP_DigestUpdate(digest, input, (size_t)got);
-            result->input_bytes += got;
-            pending.pos = 0;
-            pending.size = (size_t)got;
-        }
-        ZSTD_outBuffer produced = {output, output_capacity, 0};
-        size_t z = ZSTD_decompressStream(stream, &produced, &pending);
-        if (ZSTD_isError(z)) {
-            rc = error_set(err, -EBADMSG, "archive %s is truncated or corrupt: %s", source,
-                           ZSTD_getErrorName(z));
-            goto out;
-        }
-        saw_frame = true;
-        in_frame = z != 0; /* 0: a frame ended here and everything it held is out */
-        rc = archive_write_full(out, output, produced.pos);
-        if (rc < 0) {
-            error_set(err, rc, "cannot write %s: %s", destination, strerror(-rc));
-            goto out;
-        }
-        result->output_bytes += (int64_t)produced.pos;
-        if (result->input_bytes - reported >= ARCHIVE_PROGRESS_BYTES) {
-            reported = result->input_bytes;
-            archive_report(io, reported, total);
-        }
-    }
-    if (!saw_frame)
-        rc = error_set(err, -EBADMSG, "archive %s is truncated or corrupt: it is empty", source);
-    else if (in_frame)
-        rc = error_set(err, -EBADMSG, "archive %s is truncated or corrupt: unexpected end of file",
-                       source);
-    else
-        archive_report(io, result->input_bytes, total);
-
-out:
+    if (!stream)
+        return error_set(err, -ENOMEM, "cannot decompress %s: out of memory", source);
+    int rc = archive_decode_stream(&decoder, in, out, digest, source, destination, io, total,
+                                   result, err);
     ZSTD_freeDStream(stream);
-    free(input);
-    free(output);
     return rc;
 }
 
@@ -748,14 +768,13 @@ int archive_sha256_file(const char *path, char hex[ARCHIVE_SHA256_HEX], struct e
     if (rc < 0)
         goto out;
     for (;;) {
-        ssize_t got = archive_read_full(in, buffer, ARCHIVE_STREAM_BYTES);
+        ssize_t got = archive_read_digested(in, buffer, ARCHIVE_STREAM_BYTES, digest, path, err);
         if (got < 0) {
-            rc = error_set(err, (int)got, "cannot read %s: %s", path, strerror((int)-got));
+            rc = (int)got;
             goto out;
         }
         if (got == 0)
             break;
-        EVP_DigestUpdate(digest, buffer, (size_t)got);
     }
     archive_digest_finish(digest, hex);
 
