@@ -454,6 +454,51 @@ const char *archive_format_suffix(enum archive_format format)
     return format == ARCHIVE_ZSTD ? ".db.zst" : ".db.gz";
 }
 
+/* What compression and decompression both hold: the source, the digest and
+ * the new destination, which is removed again unless everything worked. */
+struct archive_files {
+    int in, out;
+    int64_t total; /* size of the source */
+    EVP_MD_CTX *digest;
+    bool created;
+};
+
+static int archive_files_open(const char *source, const char *destination,
+                              struct archive_files *files, struct error *err)
+{
+    *files = (struct archive_files){.in = -1, .out = -1};
+    int rc = archive_open_source(source, &files->in, &files->total, err);
+    if (rc == 0)
+        rc = archive_digest_start(&files->digest, err);
+    if (rc == 0)
+        rc = archive_create_destination(destination, &files->out, err);
+    files->created = rc == 0;
+    return rc;
+}
+
+/* Called with the outcome so far: on success, fsyncs the destination and
+ * hands out the result with its digest; on any failure, removes it. */
+static int archive_files_close(struct archive_files *files, const char *destination, int rc,
+                               struct archive_result *local, struct archive_result *result,
+                               struct error *err)
+{
+    if (rc == 0)
+        rc = archive_finish_destination(destination, &files->out, err);
+    if (rc == 0) {
+        archive_digest_finish(files->digest, local->sha256);
+        if (result)
+            *result = *local;
+    }
+    if (files->in >= 0)
+        close(files->in);
+    if (files->out >= 0)
+        close(files->out);
+    if (rc < 0 && files->created)
+        unlink(destination);
+    EVP_MD_CTX_free(files->digest);
+    return rc;
+}
+
 int archive_compress(const char *source, const char *destination, int level,
                      const struct archive_io *io, struct archive_result *result, struct error *err)
 {
@@ -464,54 +509,24 @@ int archive_compress_format(const char *source, const char *destination, enum ar
                             int level, const struct archive_io *io, struct archive_result *result,
                             struct error *err)
 {
-    struct archive_pool pool;
     struct archive_result local = {0};
-    bool pool_started = false, created = false;
-    EVP_MD_CTX *digest = NULL;
-    int in = -1, out = -1, rc;
-    int64_t total = 0;
+    struct archive_files files;
 
     int highest = format == ARCHIVE_ZSTD ? ZSTD_maxCLevel() : 9;
     if (level < 1 || level > highest)
         return error_set(err, -EINVAL, "cannot compress %s: %s level %d is not in 1-%d", source,
                          archive_format_name(format), level, highest);
-    rc = archive_open_source(source, &in, &total, err);
-    if (rc < 0)
-        goto out;
-    rc = archive_digest_start(&digest, err);
-    if (rc < 0)
-        goto out;
-    rc = archive_create_destination(destination, &out, err);
-    if (rc < 0)
-        goto out;
-    created = true;
-    pool_started = true;
-    rc = archive_pool_start(&pool, format, level, archive_thread_count(io), io && io->background,
-                            err);
-    if (rc < 0)
-        goto out;
-    rc = archive_compress_blocks(&pool, in, out, digest, source, destination, io, total, &local,
-                                 err);
-    if (rc < 0)
-        goto out;
-    rc = archive_finish_destination(destination, &out, err);
-    if (rc < 0)
-        goto out;
-    archive_digest_finish(digest, local.sha256);
-    if (result)
-        *result = local;
-
-out:
-    if (pool_started)
+    int rc = archive_files_open(source, destination, &files, err);
+    if (rc == 0) {
+        struct archive_pool pool;
+        rc = archive_pool_start(&pool, format, level, archive_thread_count(io),
+                                io && io->background, err);
+        if (rc == 0)
+            rc = archive_compress_blocks(&pool, files.in, files.out, files.digest, source,
+                                         destination, io, files.total, &local, err);
         archive_pool_stop(&pool);
-    if (in >= 0)
-        close(in);
-    if (out >= 0)
-        close(out);
-    if (rc < 0 && created)
-        unlink(destination);
-    EVP_MD_CTX_free(digest);
-    return rc;
+    }
+    return archive_files_close(&files, destination, rc, &local, result, err);
 }
 
 /* Reads the next chunk of `in` and adds it to the digest; returns its size,
@@ -710,43 +725,16 @@ int archive_decompress(const char *source, const char *destination, const struct
                        struct archive_result *result, struct error *err)
 {
     struct archive_result local = {0};
-    EVP_MD_CTX *digest = NULL;
-    bool created = false;
-    int in = -1, out = -1, rc;
-    int64_t total = 0;
+    struct archive_files files;
 
-    rc = archive_open_source(source, &in, &total, err);
-    if (rc < 0)
-        goto out;
-    rc = archive_digest_start(&digest, err);
-    if (rc < 0)
-        goto out;
-    rc = archive_create_destination(destination, &out, err);
-    if (rc < 0)
-        goto out;
-    created = true;
-    if (archive_is_zstd(in))
-        rc = archive_unzstd_frames(in, out, digest, source, destination, io, total, &local, err);
-    else
-        rc = archive_inflate_members(in, out, digest, source, destination, io, total, &local, err);
-    if (rc < 0)
-        goto out;
-    rc = archive_finish_destination(destination, &out, err);
-    if (rc < 0)
-        goto out;
-    archive_digest_finish(digest, local.sha256);
-    if (result)
-        *result = local;
-
-out:
-    if (in >= 0)
-        close(in);
-    if (out >= 0)
-        close(out);
-    if (rc < 0 && created)
-        unlink(destination);
-    EVP_MD_CTX_free(digest);
-    return rc;
+    int rc = archive_files_open(source, destination, &files, err);
+    if (rc == 0 && archive_is_zstd(files.in))
+        rc = archive_unzstd_frames(files.in, files.out, files.digest, source, destination, io,
+                                   files.total, &local, err);
+    else if (rc == 0)
+        rc = archive_inflate_members(files.in, files.out, files.digest, source, destination, io,
+                                     files.total, &local, err);
+    return archive_files_close(&files, destination, rc, &local, result, err);
 }
 
 int archive_sha256_file(const char *path, char hex[ARCHIVE_SHA256_HEX], struct error *err)
