@@ -37,8 +37,15 @@ static int sqlite_error_code(int rc)
     }
 }
 
-int database_open_path(const char *path, bool read_only, const volatile sig_atomic_t *stop,
-                       sqlite3 **out, struct error *err)
+/* Files nobody else should be writing (a backup's copy, a restored file):
+ * a wait only happens if someone does. */
+#define DATABASE_PRIVATE_BUSY_TIMEOUT_MS 5000
+
+/* The busy timeout is set before the first read: the header read below
+ * takes a shared lock like any other, and the application may hold an
+ * exclusive one at that very moment. */
+static int database_connect(const char *path, bool read_only, int busy_timeout_ms,
+                            const volatile sig_atomic_t *stop, sqlite3 **out, struct error *err)
 {
     sqlite3 *connection = NULL;
     *out = NULL;
@@ -56,6 +63,7 @@ int database_open_path(const char *path, bool read_only, const volatile sig_atom
         return code;
     }
     sqlite3_extended_result_codes(connection, 1);
+    sqlite3_busy_timeout(connection, busy_timeout_ms);
     sqlite3_progress_handler(connection, 1000, database_should_stop, (void *)stop);
     /* Reading the schema forces SQLite to read the header: a file that is not
      * a database, or is encrypted, fails here rather than midway through a job. */
@@ -70,15 +78,18 @@ int database_open_path(const char *path, bool read_only, const volatile sig_atom
     return 0;
 }
 
+int database_open_path(const char *path, bool read_only, const volatile sig_atomic_t *stop,
+                       sqlite3 **out, struct error *err)
+{
+    return database_connect(path, read_only, DATABASE_PRIVATE_BUSY_TIMEOUT_MS, stop, out, err);
+}
+
 int database_open(const struct database_config *db, bool read_only,
                   const volatile sig_atomic_t *stop, sqlite3 **out, struct error *err)
 {
     if (access(db->path, F_OK) != 0)
         return error_set(err, -ENOENT, "database file %s does not exist", db->path);
-    int rc = database_open_path(db->path, read_only, stop, out, err);
-    if (rc == 0)
-        sqlite3_busy_timeout(*out, db->busy_timeout_ms);
-    return rc;
+    return database_connect(db->path, read_only, db->busy_timeout_ms, stop, out, err);
 }
 
 static void database_backoff(int attempt)

@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import stat
 import subprocess
+import sys
 import time
 import unittest
 
@@ -51,6 +52,30 @@ class BackupTest(AgentTestCase):
         self.assertGreaterEqual(counts[0], 5000)
         self.assertEqual(counts, sorted(counts))
         self.assertLessEqual(counts[-1], row_count(self.db_path()))
+
+    def test_backup_waits_for_the_applications_exclusive_lock(self):
+        # A rollback-journal database whose application holds an exclusive
+        # lock for a second: within busy_timeout_ms (5000) the backup waits,
+        # from its very first read, instead of failing with "locked".
+        subprocess.run(["sqlite3", self.db_path(), "PRAGMA journal_mode=DELETE"], check=True,
+                       stdout=subprocess.DEVNULL)
+        holder = subprocess.Popen(
+            [sys.executable, "-c",
+             "import sqlite3, sys, time\n"
+             "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+             "db.execute('BEGIN EXCLUSIVE')\n"
+             "print('locked', flush=True)\n"
+             "time.sleep(1.0)\n"
+             "db.execute('COMMIT')\n", self.db_path()],
+            stdout=subprocess.PIPE, text=True)
+        self.assertEqual(holder.stdout.readline().strip(), "locked")
+        started = time.monotonic()
+        self.run_cli("backup", "app", check=0)
+        waited = time.monotonic() - started
+        self.assertEqual(holder.wait(timeout=10), 0)
+        holder.stdout.close()
+        self.assertGreater(waited, 0.5)
+        self.assertEqual(len(self.archives()), 1)
 
     def test_manifest_describes_the_archive(self):
         self.run_cli("backup", "app", check=0)
