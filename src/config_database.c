@@ -219,16 +219,28 @@ static const config_setting_t *group_member(struct config_reader *reader,
     return member;
 }
 
+/* The group `name` inside `parent`, its unknown keys reported, with its
+ * full key (for messages) in `key`; NULL when absent or not a group. */
+static const config_setting_t *subgroup(struct config_reader *reader,
+                                        const config_setting_t *parent, const char *parent_key,
+                                        const char *name, const char *const *allowed,
+                                        char key[CONFIG_KEY_SIZE])
+{
+    config_key_join(key, CONFIG_KEY_SIZE, parent_key, name);
+    const config_setting_t *group = group_member(reader, parent, key, name);
+    if (group)
+        config_check_keys(reader, group, key, allowed, NULL);
+    return group;
+}
+
 /* `keep` replaces the inherited policy as a whole. */
 static void read_keep(struct config_reader *reader, const config_setting_t *job_group,
                       const char *job_key, struct keep_policy *keep)
 {
     char key[CONFIG_KEY_SIZE];
-    config_key_join(key, sizeof key, job_key, "keep");
-    const config_setting_t *group = group_member(reader, job_group, key, "keep");
+    const config_setting_t *group = subgroup(reader, job_group, job_key, "keep", keep_keys, key);
     if (!group)
         return;
-    config_check_keys(reader, group, key, keep_keys, NULL);
     struct keep_policy policy = {0};
     config_value_int(reader, group, key, "last", 0, INT_MAX, &policy.last);
     config_value_int(reader, group, key, "hourly", 0, INT_MAX, &policy.hourly);
@@ -319,11 +331,10 @@ static void read_job(struct config_reader *reader, const config_setting_t *paren
                      struct database_draft *draft)
 {
     char key[CONFIG_KEY_SIZE];
-    config_key_join(key, sizeof key, parent_key, job_names[job]);
-    const config_setting_t *group = group_member(reader, parent, key, job_names[job]);
+    const config_setting_t *group =
+        subgroup(reader, parent, parent_key, job_names[job], job_keys[job], key);
     if (!group)
         return;
-    config_check_keys(reader, group, key, job_keys[job], NULL);
     config_value_schedule(reader, group, key, draft_schedule(draft, job), &draft->enabled[job]);
 
     struct database_config *settings = &draft->settings;
@@ -377,11 +388,10 @@ static void read_enforce(struct config_reader *reader, const config_setting_t *p
                          const char *parent_key, struct enforce_settings *enforce)
 {
     char key[CONFIG_KEY_SIZE];
-    config_key_join(key, sizeof key, parent_key, "enforce");
-    const config_setting_t *group = group_member(reader, parent, key, "enforce");
+    const config_setting_t *group =
+        subgroup(reader, parent, parent_key, "enforce", enforce_keys, key);
     if (!group)
         return;
-    config_check_keys(reader, group, key, enforce_keys, NULL);
     int choice;
     if (config_value_choice(reader, group, key, "journal_mode", enforce_journal_mode_names,
                             &choice) == CONFIG_VALUE_SET)
