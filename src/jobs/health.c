@@ -20,8 +20,6 @@
 #include "job.h"
 #include "units.h"
 
-enum health_level { HEALTHY = 0, DEGRADED = 1, UNHEALTHY = 2 };
-
 /* Reasons are kept twice: "; "-joined for one-line places (the job message,
  * `status`) and newline-separated so that --json and /health can list them
  * without guessing where one ends. */
@@ -64,9 +62,17 @@ static void verdict_add(struct verdict *verdict, enum health_level level, const 
     verdict_append(verdict->lines, sizeof verdict->lines, &verdict->lines_used, "\n", text);
 }
 
-static const char *level_name(enum health_level level)
+const char *health_level_name(enum health_level level)
 {
     return level == HEALTHY ? "healthy" : level == DEGRADED ? "degraded" : "unhealthy";
+}
+
+int health_level_parse(const char *word)
+{
+    for (int level = HEALTHY; level <= UNHEALTHY; level++)
+        if (strcmp(word, health_level_name((enum health_level)level)) == 0)
+            return level;
+    return -1;
 }
 
 static const char *auto_vacuum_name(int64_t mode)
@@ -415,7 +421,7 @@ int job_health(struct job_context *context, struct job_result *result)
     judge_jobs(context, &verdict, now);
 
     if (context->state) {
-        state_set_value(context->state, db->name, "health", level_name(verdict.level), NULL);
+        state_set_value(context->state, db->name, "health", health_level_name(verdict.level), NULL);
         state_set_value(context->state, db->name, "health_reasons", verdict.reasons, NULL);
         state_set_value(context->state, db->name, "health_reason_lines", verdict.lines, NULL);
         state_set_int(context->state, db->name, "health_checked_at", (int64_t)now);
@@ -424,7 +430,7 @@ int job_health(struct job_context *context, struct job_result *result)
                    verdict.level == UNHEALTHY  ? JOB_OUTCOME_FAILED
                    : verdict.level == DEGRADED ? JOB_OUTCOME_WARNING
                                                : JOB_OUTCOME_OK,
-                   "%s%s%s%s%s%s", level_name(verdict.level), verdict.used ? ": " : "",
+                   "%s%s%s%s%s%s", health_level_name(verdict.level), verdict.used ? ": " : "",
                    verdict.reasons, enforced[0] ? " (enforce: " : "", enforced,
                    enforced[0] ? ")" : "");
     return 0;

@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "jobs/job.h"
 #include "log.h"
 #include "metrics.h"
 #include "state.h"
@@ -82,17 +83,6 @@ static enum MHD_Result http_reply_text(struct MHD_Connection *connection, unsign
     return http_reply(connection, status, "text/plain; charset=utf-8", body, strlen(body));
 }
 
-static int health_rank(const char *word)
-{
-    if (strcmp(word, "healthy") == 0)
-        return 1;
-    if (strcmp(word, "degraded") == 0)
-        return 2;
-    if (strcmp(word, "unhealthy") == 0)
-        return 3;
-    return 0; /* not checked yet */
-}
-
 static json_t *health_of_database(struct state *state, const struct database_config *db, int *rank)
 {
     char health[32] = "", lines[2048] = "", checked[32] = "";
@@ -101,7 +91,7 @@ static json_t *health_of_database(struct state *state, const struct database_con
         state_get_value(state, db->name, "health_reason_lines", lines, sizeof lines, NULL);
         state_get_value(state, db->name, "health_checked_at", checked, sizeof checked, NULL);
     }
-    *rank = health_rank(health);
+    *rank = health_level_parse(health) + 1; /* 0: not checked yet */
     json_t *reasons = json_array();
     for (char *save = NULL, *line = strtok_r(lines, "\n", &save); line;
          line = strtok_r(NULL, "\n", &save))

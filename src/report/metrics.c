@@ -77,17 +77,6 @@ static void family(struct buffer *buffer, const char *name, const char *type, co
     buffer_printf(buffer, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static int health_value(const char *word)
-{
-    if (strcmp(word, "healthy") == 0)
-        return 0;
-    if (strcmp(word, "degraded") == 0)
-        return 1;
-    if (strcmp(word, "unhealthy") == 0)
-        return 2;
-    return -1;
-}
-
 static const struct job_family {
     const char *name, *type, *help;
 } job_families[] = {
@@ -205,7 +194,7 @@ int metrics_render(const struct config *config, struct state *state, char **text
             case 3: {
                 char word[32];
                 state_get_value(state, db->name, "health", word, sizeof word, NULL);
-                int level = health_value(word);
+                int level = health_level_parse(word);
                 if (level >= 0)
                     snprintf(value, sizeof value, "%d", level);
                 break;

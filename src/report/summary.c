@@ -18,20 +18,20 @@ void summary_status_line(const struct config *config, struct state *state, char 
     time_t newest_backup = 0, next_due = (time_t)-1, last_error_time = 0, now = time(NULL);
     const char *newest_backup_db = NULL, *next_db = NULL, *next_job = NULL;
     char newest_backup_size[32] = "", last_error[160] = "", worst[200] = "";
-    int worst_level = 0;
+    int worst_level = HEALTHY; /* only degraded and unhealthy name a worst */
     int64_t pending = 0;
 
     for (size_t i = 0; i < config->database_count; i++) {
         const struct database_config *db = &config->databases[i];
         char value[64];
         state_get_value(state, db->name, "health", value, sizeof value, NULL);
-        int level = 0;
-        if (strcmp(value, "healthy") == 0)
+        int level = health_level_parse(value);
+        if (level == HEALTHY)
             healthy++;
-        else if (strcmp(value, "degraded") == 0)
-            degraded++, level = 1;
-        else if (strcmp(value, "unhealthy") == 0)
-            unhealthy++, level = 2;
+        else if (level == DEGRADED)
+            degraded++;
+        else if (level == UNHEALTHY)
+            unhealthy++;
         else
             unknown++;
         if (level > worst_level) {
