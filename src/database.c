@@ -69,8 +69,16 @@ static int database_connect(const char *path, bool read_only, int busy_timeout_m
      * a database, or is encrypted, fails here rather than midway through a job. */
     int64_t ignored;
     rc = database_query_int(connection, "PRAGMA schema_version", &ignored, err);
-    if (rc != 0) {
+    if (rc == -EBUSY) {
+        error_set(err, rc,
+                  "%s is locked by another connection for longer than busy_timeout_ms (%d ms): "
+                  "retry later, or raise busy_timeout_ms if the application holds its "
+                  "transactions that long",
+                  path, busy_timeout_ms);
+    } else if (rc != 0) {
         error_prefix(err, "%s: ", path);
+    }
+    if (rc != 0) {
         sqlite3_close(connection);
         return rc;
     }

@@ -53,10 +53,9 @@ class BackupTest(AgentTestCase):
         self.assertEqual(counts, sorted(counts))
         self.assertLessEqual(counts[-1], row_count(self.db_path()))
 
-    def test_backup_waits_for_the_applications_exclusive_lock(self):
-        # A rollback-journal database whose application holds an exclusive
-        # lock for a second: within busy_timeout_ms (5000) the backup waits,
-        # from its very first read, instead of failing with "locked".
+    def hold_exclusive_lock(self, seconds):
+        """The application: BEGIN EXCLUSIVE on the (rollback-journal)
+        database for `seconds`; returns once the lock is held."""
         subprocess.run(["sqlite3", self.db_path(), "PRAGMA journal_mode=DELETE"], check=True,
                        stdout=subprocess.DEVNULL)
         holder = subprocess.Popen(
@@ -65,17 +64,33 @@ class BackupTest(AgentTestCase):
              "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
              "db.execute('BEGIN EXCLUSIVE')\n"
              "print('locked', flush=True)\n"
-             "time.sleep(1.0)\n"
-             "db.execute('COMMIT')\n", self.db_path()],
+             "time.sleep(float(sys.argv[2]))\n"
+             "db.execute('COMMIT')\n", self.db_path(), str(seconds)],
             stdout=subprocess.PIPE, text=True)
         self.assertEqual(holder.stdout.readline().strip(), "locked")
+        holder.stdout.close()
+        return holder
+
+    def test_backup_waits_for_the_applications_exclusive_lock(self):
+        # Within busy_timeout_ms (5000) the backup waits, from its very
+        # first read, instead of failing with "locked".
+        holder = self.hold_exclusive_lock(1.0)
         started = time.monotonic()
         self.run_cli("backup", "app", check=0)
         waited = time.monotonic() - started
         self.assertEqual(holder.wait(timeout=10), 0)
-        holder.stdout.close()
         self.assertGreater(waited, 0.5)
         self.assertEqual(len(self.archives()), 1)
+
+    def test_a_lock_held_past_busy_timeout_is_named_with_the_fix(self):
+        self.write_config(f'{{ name = "app"; path = "{self.db_path()}"; busy_timeout_ms = 300; }}')
+        holder = self.hold_exclusive_lock(3.0)
+        result = self.run_cli("backup", "app", check=1)
+        holder.wait(timeout=10)
+        self.assertIn(f"{self.db_path()} is locked by another connection for longer than "
+                      "busy_timeout_ms (300 ms)", result.stderr)
+        self.assertIn("raise busy_timeout_ms", result.stderr)
+        self.assertEqual(self.archives(), [])
 
     def test_manifest_describes_the_archive(self):
         self.run_cli("backup", "app", check=0)
