@@ -45,7 +45,8 @@ while not os.path.exists(stop):
             except sqlite3.Error:
                 pass
     time.sleep(0.02)
-json.dump({"commits": commits, "errors": errors, "messages": messages[:10]}, open(report, "w"))
+with open(report, "w") as f:
+    json.dump({"commits": commits, "errors": errors, "messages": messages[:10]}, f)
 """
 
 
@@ -68,9 +69,10 @@ class SoakTest(AgentTestCase):
             extra='workers = 2;',
             targets=f'{{ name = "nas"; type = "dir"; path = "{offsite}"; }}')
         # Backups every 4 s, keep the last 2 (the default group sets the dir).
-        text = open(self.config_path).read().replace(
-            'backup = {', 'backup = { every = "4s"; keep = { last = 2; };', 1)
-        open(self.config_path, "w").write(text)
+        with open(self.config_path) as f:
+            text = f.read().replace('backup = {', 'backup = { every = "4s"; keep = { last = 2; };', 1)
+        with open(self.config_path, "w") as f:
+            f.write(text)
         self.assertEqual(self.run_cli("check").returncode, 0, self.run_cli("check").stdout)
 
         stop = os.path.join(self.dir, "writer.stop")
