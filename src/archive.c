@@ -28,11 +28,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 #include <zstd.h>
+
+#include "priority.h"
 
 /* 1 MiB blocks cost about 0.1% in size against one long stream (measured
  * on a 200 MB database) and keep progress and cancellation responsive at
@@ -211,9 +212,8 @@ static void *archive_worker_run(void *argument)
     struct libdeflate_compressor *compressor = pool->compressors[worker->index];
     ZSTD_CCtx *zstd = pool->zstd_contexts[worker->index];
 
-    /* Per thread on Linux; a failure only means we compete as equals. */
     if (pool->background)
-        setpriority(PRIO_PROCESS, (id_t)gettid(), ARCHIVE_BACKGROUND_NICE);
+        priority_lower_this_thread();
 
     pthread_mutex_lock(&pool->lock);
     for (;;) {
@@ -388,8 +388,8 @@ static int archive_compress_blocks(struct archive_pool *pool, int in, int out, E
         }
         if (in_flight && oldest->state == SLOT_FAILED) {
             pthread_mutex_unlock(&pool->lock);
-            return error_set(err, -EIO, "cannot compress %s: %s could not compress a block",
-                             source, pool->format == ARCHIVE_ZSTD ? "libzstd" : "libdeflate");
+            return error_set(err, -EIO, "cannot compress %s: %s could not compress a block", source,
+                             pool->format == ARCHIVE_ZSTD ? "libzstd" : "libdeflate");
         }
         if (!input_done && pool->submitted - written < pool->slot_count) {
             struct archive_slot *next = &pool->slots[pool->submitted % pool->slot_count];

@@ -29,11 +29,9 @@ struct archive_io {
     archive_progress_fn progress;
     void *progress_context;
     int threads; /* compression threads; 0 (as in older initialisers) means 2 */
-    bool background; /* the agent's own schedule: compression threads run at nice
-                        ARCHIVE_BACKGROUND_NICE so the application's threads come first */
+    bool background; /* the agent's own schedule: compression threads run at the
+                        lowest priority (priority.h) so the application's come first */
 };
-
-#define ARCHIVE_BACKGROUND_NICE 10
 
 struct archive_result {
     int64_t input_bytes;

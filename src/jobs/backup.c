@@ -24,7 +24,6 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <time.h>
@@ -37,6 +36,7 @@
 #include "job.h"
 #include "log.h"
 #include "manifest.h"
+#include "priority.h"
 #include "report/progress.h"
 
 struct backup_paths {
@@ -209,7 +209,7 @@ static void *backup_verify_thread(void *argument)
 {
     struct backup_verification *verification = argument;
     if (verification->background)
-        setpriority(PRIO_PROCESS, (id_t)gettid(), ARCHIVE_BACKGROUND_NICE);
+        priority_lower_this_thread(); /* it only reads our private copy */
     verification->rc = backup_verify(verification->context, verification->paths,
                                      verification->manifest, &verification->err);
     return NULL;
@@ -228,8 +228,10 @@ static int backup_verify_and_compress(struct job_context *context, const struct 
     bool background = !context->one_off;
     struct backup_verification verification = {context, paths, manifest, background, {0}, 0};
     struct progress progress;
-    struct archive_io io = {.stop = context->stop, .progress = progress_update,
-                            .progress_context = &progress, .background = background};
+    struct archive_io io = {.stop = context->stop,
+                            .progress = progress_update,
+                            .progress_context = &progress,
+                            .background = background};
     sigset_t all, previous;
     pthread_t thread;
 
@@ -343,8 +345,8 @@ int job_backup(struct job_context *context, struct job_result *result)
      * start, and dropped from the queue as gone), never a complete backup that
      * nothing will upload and that retention may delete. */
     if (context->state && db->upload.target &&
-        (rc = state_enqueue_upload(context->state, db->name, db->upload.target->name,
-                                   paths.archive, created, &err)) != 0) {
+        (rc = state_enqueue_upload(context->state, db->name, db->upload.target->name, paths.archive,
+                                   created, &err)) != 0) {
         error_prefix(&err, "cannot queue the upload: ");
         unlink(paths.archive);
         goto fail;

@@ -10,10 +10,12 @@
 
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
+#include <sched.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdbool.h>
@@ -226,6 +228,50 @@ static void database_archive_is_gzip_that_gzip_and_sha256sum_agree_with(void **s
     assert_int_equal(progress.last_done, source_size);
     assert_int_equal(progress.last_total, source_size);
     unlink(archive);
+}
+
+/* Counted on the calling thread while the compression threads are busy:
+ * how many of this process's threads run at SCHED_IDLE. */
+static void count_idle_threads(void *context, int64_t done, int64_t total)
+{
+    int *most_idle = context;
+    (void)done;
+    (void)total;
+    DIR *tasks = opendir("/proc/self/task");
+    assert_non_null(tasks);
+    int idle = 0;
+    for (struct dirent *entry; (entry = readdir(tasks)) != NULL;) {
+        if (entry->d_name[0] != '.' && sched_getscheduler((pid_t)atoi(entry->d_name)) == SCHED_IDLE)
+            idle++;
+    }
+    closedir(tasks);
+    if (idle > *most_idle)
+        *most_idle = idle;
+}
+
+/* The agent's scheduled backups must give way to the application at once:
+ * their compression threads run at SCHED_IDLE, a one-off's do not, and the
+ * calling thread (the agent's worker) keeps its priority either way. */
+static void background_compression_threads_run_at_sched_idle(void **state)
+{
+    (void)state;
+    struct error err = {0};
+    struct archive_result result;
+    char archive[PATH_MAX];
+    path_in("background.db.gz", archive);
+
+    for (int background = 0; background <= 1; background++) {
+        int most_idle = 0;
+        struct archive_io io = {.progress = count_idle_threads,
+                                .progress_context = &most_idle,
+                                .threads = 2,
+                                .background = background};
+        assert_int_equal(archive_compress(fixture.database, archive, 6, &io, &result, &err), 0);
+        assert_string_equal(result.sha256, fixture.made.sha256);
+        assert_int_equal(most_idle, background ? 2 : 0);
+        assert_int_equal(sched_getscheduler(0), SCHED_OTHER);
+        unlink(archive);
+    }
 }
 
 static void round_trip_gives_back_the_same_working_database(void **state)
@@ -473,7 +519,8 @@ static void gzip_scale_levels_match_gzip_itself(void **state)
         struct archive_result result;
         int native = archive_deflate_level(level);
         assert_in_range(native, 1, 9);
-        assert_int_equal(archive_compress(fixture.database, archive, native, NULL, &result, &err), 0);
+        assert_int_equal(archive_compress(fixture.database, archive, native, NULL, &result, &err),
+                         0);
         assert_int_equal(run("gzip -%d -c %s > %s", level, fixture.database, reference), 0);
         int64_t gzip_bytes = size_of(reference);
         print_message("gzip -%d: %lld bytes, libdeflate %d: %lld bytes (%.3fx)\n", level,
@@ -559,6 +606,7 @@ int main(void)
         cmocka_unit_test(levels_one_and_nine_round_trip_and_nine_is_smaller),
         cmocka_unit_test(gzip_scale_levels_match_gzip_itself),
         cmocka_unit_test(thread_count_does_not_change_the_archive),
+        cmocka_unit_test(background_compression_threads_run_at_sched_idle),
         cmocka_unit_test(members_written_by_gzip_itself_are_all_read),
         cmocka_unit_test(missing_source_is_named_and_creates_nothing),
     };
