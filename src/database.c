@@ -143,7 +143,8 @@ int database_query_int(sqlite3 *connection, const char *sql, int64_t *value, str
         return 0;
     }
     int code = rc == SQLITE_DONE ? -ENODATA : sqlite_error_code(rc);
-    error_set(err, code, "%s: %s", sql, rc == SQLITE_DONE ? "no result" : sqlite3_errmsg(connection));
+    error_set(err, code, "%s: %s", sql,
+              rc == SQLITE_DONE ? "no result" : sqlite3_errmsg(connection));
     sqlite3_finalize(statement);
     return code;
 }
@@ -162,9 +163,20 @@ int database_query_text(sqlite3 *connection, const char *sql, char *out, size_t 
         return 0;
     }
     int code = rc == SQLITE_DONE ? -ENODATA : sqlite_error_code(rc);
-    error_set(err, code, "%s: %s", sql, rc == SQLITE_DONE ? "no result" : sqlite3_errmsg(connection));
+    error_set(err, code, "%s: %s", sql,
+              rc == SQLITE_DONE ? "no result" : sqlite3_errmsg(connection));
     sqlite3_finalize(statement);
     return code;
+}
+
+int database_commit_without_fsync_in_wal(sqlite3 *connection, struct error *err)
+{
+    char journal_mode[32];
+    int rc = database_query_text(connection, "PRAGMA journal_mode", journal_mode,
+                                 sizeof journal_mode, err);
+    if (rc != 0 || strcmp(journal_mode, "wal") != 0)
+        return rc;
+    return database_exec(connection, "PRAGMA synchronous=NORMAL", 1, NULL, err);
 }
 
 int database_check(sqlite3 *connection, bool quick, bool *ok, char *result, size_t result_size,
@@ -182,8 +194,8 @@ int database_check(sqlite3 *connection, bool quick, bool *ok, char *result, size
         if (rows++ == 0 && line && strcmp(line, "ok") == 0)
             *ok = true;
         if (used < result_size)
-            used += (size_t)snprintf(result + used, result_size - used, "%s%s", rows > 1 ? "; " : "",
-                                     line ? line : "");
+            used += (size_t)snprintf(result + used, result_size - used, "%s%s",
+                                     rows > 1 ? "; " : "", line ? line : "");
         rc = SQLITE_OK;
     }
     if (rc == SQLITE_DONE) {

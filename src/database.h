@@ -34,6 +34,16 @@ int database_query_int(sqlite3 *connection, const char *sql, int64_t *value, str
 int database_query_text(sqlite3 *connection, const char *sql, char *out, size_t out_size,
                         struct error *err);
 
+/* For a connection that writes to an application's database (ANALYZE,
+ * incremental_vacuum): in WAL mode, commit without fsync (synchronous =
+ * NORMAL), so that our commit does not flush the application's unsynced WAL
+ * frames while it holds the write lock, which stalled its writers for tens
+ * of milliseconds. WAL with NORMAL stays consistent through a power loss and
+ * loses at most our own last commit; the application's durability is its own
+ * connection's setting. Rollback-journal databases keep FULL, where NORMAL
+ * could corrupt the file on a power loss. */
+int database_commit_without_fsync_in_wal(sqlite3 *connection, struct error *err);
+
 /* Runs integrity_check (quick = false) or quick_check; *ok tells the verdict,
  * `result` gets "ok" or the first problems reported. */
 int database_check(sqlite3 *connection, bool quick, bool *ok, char *result, size_t result_size,

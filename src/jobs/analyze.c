@@ -7,6 +7,8 @@
  * full one stalls the application's writers for seconds. PRAGMA
  * analysis_limit (default 1000 rows per index, SQLite's own advice) bounds
  * that at the cost of approximate statistics; `limit = 0` asks for exact ones.
+ * Its commit does not fsync in WAL mode (database.h): that fsync flushed the
+ * application's WAL under the write lock, a 55 ms stall measured at 1000 tx/s.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -25,11 +27,14 @@ int job_analyze(struct job_context *context, struct job_result *result)
     snprintf(limit, sizeof limit, "PRAGMA analysis_limit=%d", db->analyze.limit);
     int rc = database_open(db, false, context->stop, &connection, &err);
     if (rc == 0)
+        rc = database_commit_without_fsync_in_wal(connection, &err);
+    if (rc == 0)
         rc = database_exec(connection, limit, 1, context->stop, &err);
     if (rc == 0)
         rc = database_exec(connection, sql, 4, context->stop, &err);
     if (rc == 0)
-        job_result_set(result, JOB_OUTCOME_OK, "%s done", db->analyze.optimize ? "PRAGMA optimize" : "ANALYZE");
+        job_result_set(result, JOB_OUTCOME_OK, "%s done",
+                       db->analyze.optimize ? "PRAGMA optimize" : "ANALYZE");
     else if (rc != -ECANCELED)
         job_result_set(result, JOB_OUTCOME_FAILED, "%s", err.message);
     sqlite3_close(connection);

@@ -23,6 +23,8 @@ int job_vacuum(struct job_context *context, struct job_result *result)
 
     int rc = database_open(db, false, context->stop, &connection, &err);
     if (rc == 0)
+        rc = database_commit_without_fsync_in_wal(connection, &err);
+    if (rc == 0)
         rc = database_query_int(connection, "PRAGMA auto_vacuum", &auto_vacuum, &err);
     if (rc == 0)
         rc = database_query_int(connection, "PRAGMA freelist_count", &free_before, &err);
@@ -38,10 +40,11 @@ int job_vacuum(struct job_context *context, struct job_result *result)
                        auto_vacuum == 1 ? "full" : "none", (long long)free_before, db->path);
         goto out;
     }
-    int64_t target = db->vacuum.pages > 0 && db->vacuum.pages < free_before ? db->vacuum.pages
-                                                                             : free_before;
+    int64_t target =
+        db->vacuum.pages > 0 && db->vacuum.pages < free_before ? db->vacuum.pages : free_before;
     for (int64_t done = 0; done < target;) {
-        int64_t step = target - done < VACUUM_PAGES_PER_STEP ? target - done : VACUUM_PAGES_PER_STEP;
+        int64_t step =
+            target - done < VACUUM_PAGES_PER_STEP ? target - done : VACUUM_PAGES_PER_STEP;
         char sql[64];
         snprintf(sql, sizeof sql, "PRAGMA incremental_vacuum(%lld)", (long long)step);
         rc = database_exec(connection, sql, 4, context->stop, &err);
