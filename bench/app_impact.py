@@ -2,7 +2,8 @@
 """bench/app-impact: what maintenance costs the application.
 
 usage: bench/app_impact.py [--duration 60] [--rate 1000] [--size-mib 100]
-                           [--wal-mib 0] [--max-wait-ms 200]
+                           [--wal-mib 0] [--max-wait-ms 200] [--runs 1]
+                           [--baseline-bin PATH] [--skip-naive]
 
 A writer commits one small row per transaction (BEGIN IMMEDIATE; INSERT;
 COMMIT, busy_timeout 5 s) at a fixed rate and records every commit's
@@ -11,7 +12,13 @@ latency, for --duration seconds, in three runs:
   with `sqlprodd run` on an aggressive schedule: TRUNCATE checkpoint every
     5 s (max_wait_ms), backup every 15 s, analyze and vacuum every 10 s;
   with the naive loop: `PRAGMA busy_timeout=30000; PRAGMA
-    wal_checkpoint(TRUNCATE)` every 5 s.
+    wal_checkpoint(TRUNCATE)` every 5 s;
+--baseline-bin PATH adds a run of another sqlprodd binary on the same
+schedule ("sqlprodd (baseline)"), interleaved with the others, to tell
+whether a change to the agent helps the application; --skip-naive drops
+the naive loop.
+Each run prints its five longest commits over 20 ms with their UTC time,
+to be matched with the agent's log (BENCH_DIR/app-impact/agent-NAME.log).
 --wal-mib N first fills the WAL with N MiB (kept by a connection that stays
 open) and the writer does not auto-checkpoint, so the WAL stays large.
 The writer starts first and the agent (or the naive loop) 2 s later, so that
@@ -22,6 +29,7 @@ than max_wait_ms + 50 ms.
 import argparse
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -37,7 +45,7 @@ db = sqlite3.connect(path, timeout=5.0, isolation_level=None)
 db.execute("PRAGMA journal_mode=WAL")
 db.execute("PRAGMA synchronous=NORMAL")
 db.execute(f"PRAGMA wal_autocheckpoint={autocheckpoint}")
-latencies, errors, busy, messages = [], 0, 0, []
+latencies, errors, busy, messages, stalls = [], 0, 0, [], []
 interval = 1.0 / rate
 start = time.monotonic()
 next_time = start
@@ -58,7 +66,11 @@ while time.monotonic() - start < duration:
             db.execute("ROLLBACK")
         except sqlite3.Error:
             pass
-    latencies.append((time.perf_counter() - t0) * 1000)
+    latency = (time.perf_counter() - t0) * 1000
+    latencies.append(latency)
+    if latency > 20:
+        now = time.time()
+        stalls.append((round(latency, 1), time.strftime("%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}"))
     n += 1
     next_time += interval
     delay = next_time - time.monotonic()
@@ -70,7 +82,8 @@ db.close()
 latencies.sort()
 def pct(p): return latencies[min(len(latencies) - 1, int(p * len(latencies)))]
 json.dump({"commits": len(latencies) - errors, "errors": errors, "busy": busy, "p50": pct(0.5),
-           "p99": pct(0.99), "p999": pct(0.999), "max": latencies[-1], "messages": messages},
+           "p99": pct(0.99), "p999": pct(0.999), "max": latencies[-1], "messages": messages,
+           "stalls": sorted(stalls, reverse=True)[:5]},
           open(out, "w"))
 '''
 
@@ -106,7 +119,7 @@ while True:
     return holder
 
 
-def scenario(name, database, args, work):
+def scenario(name, database, args, work, binary=None):
     base = os.path.join(b.WORK, f"db-{args.size_mib}.db")
     for suffix in ("", "-wal", "-shm"):
         b.drop(database + suffix)
@@ -124,7 +137,7 @@ def scenario(name, database, args, work):
                                str(args.duration), "0" if args.wal_mib else "1000", report])
     time.sleep(2)
     helper = None
-    if name == "sqlprodd":
+    if binary:
         state = os.path.join(work, "state")
         b.drop(state)
         config = os.path.join(work, "bench.conf")
@@ -135,8 +148,9 @@ def scenario(name, database, args, work):
                     f'backup = {{ every = "15s"; dir = "{work}/backups"; keep = {{ last = 2; }}; }}; '
                     f'analyze = {{ every = "10s"; }}; vacuum = {{ every = "10s"; }}; '
                     f'health = {{ enabled = false; }}; }} );\n')
-        helper = subprocess.Popen([b.binary(), "-c", config, "run"], stdout=subprocess.DEVNULL,
-                                  stderr=open(os.path.join(work, "agent.log"), "w"))
+        log = os.path.join(work, "agent-" + re.sub(r"\W+", "-", name).strip("-") + ".log")
+        helper = subprocess.Popen([binary, "-c", config, "run"], stdout=subprocess.DEVNULL,
+                                  stderr=open(log, "a"))
     elif name == "naive loop":
         helper = subprocess.Popen([sys.executable, "-c", NAIVE, database, "5"],
                                   stderr=subprocess.DEVNULL)
@@ -162,7 +176,14 @@ def main():
     parser.add_argument("--wal-mib", type=int, default=0)
     parser.add_argument("--max-wait-ms", type=int, default=200)
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--baseline-bin")
+    parser.add_argument("--skip-naive", action="store_true")
     args = parser.parse_args()
+    scenarios = [("alone", None), ("sqlprodd", b.binary())]
+    if args.baseline_bin:
+        scenarios.append(("sqlprodd (baseline)", args.baseline_bin))
+    if not args.skip_naive:
+        scenarios.append(("naive loop", None))
     work = os.path.join(b.WORK, "app-impact")
     b.drop(work)
     os.makedirs(work)
@@ -170,8 +191,8 @@ def main():
     database = os.path.join(work, "app.db")
     results = {}
     for run in range(args.runs):
-        for name in ("alone", "sqlprodd", "naive loop"):
-            r = scenario(name, database, args, work)
+        for name, binary in scenarios:
+            r = scenario(name, database, args, work, binary)
             results.setdefault(name, []).append(r)
             print(f"run {run} {name}: {r}", flush=True)
     alone_p99 = b.median([r["p99"] for r in results["alone"]])
