@@ -9,12 +9,9 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-enum priority_outcome priority_lower_this_thread(void)
+void priority_lower_this_thread(void)
 {
     struct sched_param parameters = {.sched_priority = 0};
-    if (sched_setscheduler(0, SCHED_IDLE, &parameters) == 0)
-        return PRIORITY_IDLE;
-    if (setpriority(PRIO_PROCESS, (id_t)gettid(), PRIORITY_BACKGROUND_NICE) == 0)
-        return PRIORITY_NICE;
-    return PRIORITY_UNCHANGED; /* we compete as equals: slower for the application, not wrong */
+    if (sched_setscheduler(0, SCHED_IDLE, &parameters) != 0)
+        setpriority(PRIO_PROCESS, (id_t)gettid(), PRIORITY_BACKGROUND_NICE);
 }

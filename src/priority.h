@@ -14,13 +14,12 @@
 /* The fallback when SCHED_IDLE is refused (a seccomp filter, say). */
 #define PRIORITY_BACKGROUND_NICE 10
 
-enum priority_outcome { PRIORITY_IDLE, PRIORITY_NICE, PRIORITY_UNCHANGED };
-
 /* Lowers the calling thread (not the process) to SCHED_IDLE, so that any
  * runnable application thread preempts it at once, even where the kernel
  * would let a niced thread finish its time slice first. Falls back to nice
- * PRIORITY_BACKGROUND_NICE. Irreversible without CAP_SYS_NICE: call it only
- * on a thread that ends with its task. */
-enum priority_outcome priority_lower_this_thread(void);
+ * PRIORITY_BACKGROUND_NICE; when both are refused the thread competes as an
+ * equal: slower for the application, never wrong. Irreversible without
+ * CAP_SYS_NICE: call it only on a thread that ends with its task. */
+void priority_lower_this_thread(void);
 
 #endif

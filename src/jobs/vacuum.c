@@ -23,8 +23,6 @@ int job_vacuum(struct job_context *context, struct job_result *result)
 
     int rc = database_open(db, false, context->stop, &connection, &err);
     if (rc == 0)
-        rc = database_commit_without_fsync_in_wal(connection, &err);
-    if (rc == 0)
         rc = database_query_int(connection, "PRAGMA auto_vacuum", &auto_vacuum, &err);
     if (rc == 0)
         rc = database_query_int(connection, "PRAGMA freelist_count", &free_before, &err);
@@ -42,6 +40,9 @@ int job_vacuum(struct job_context *context, struct job_result *result)
     }
     int64_t target =
         db->vacuum.pages > 0 && db->vacuum.pages < free_before ? db->vacuum.pages : free_before;
+    rc = database_commit_without_fsync_in_wal(connection, &err);
+    if (rc != 0)
+        goto fail;
     for (int64_t done = 0; done < target;) {
         int64_t step =
             target - done < VACUUM_PAGES_PER_STEP ? target - done : VACUUM_PAGES_PER_STEP;
