@@ -132,6 +132,24 @@ class AnalyzeVacuumTest(AgentTestCase):
         synced = self.fsynced_files("analyze")
         self.assertIn(self.db_path(), synced)
 
+    @unittest.skipUnless(shutil.which("strace"), "strace is not installed (scripts/install-deps)")
+    def test_incremental_vacuum_does_not_flush_the_applications_wal(self):
+        # Fewer freed pages than the auto-checkpoint threshold (1000), so any
+        # fsync of the -wal would be the commit's own, under the write lock.
+        create_database(self.db_path(), rows=2000, auto_vacuum="INCREMENTAL")
+        keeper = sqlite3.connect(self.db_path(), isolation_level=None)
+        keeper.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        keeper.execute("PRAGMA synchronous=NORMAL")
+        keeper.execute("PRAGMA wal_autocheckpoint=0")
+        keeper.execute("DELETE FROM items WHERE id > 1000")
+        free_before = keeper.execute("PRAGMA freelist_count").fetchone()[0]
+        self.assertTrue(0 < free_before < 1000, free_before)
+        self.write_config(f'{{ name = "app"; path = "{self.db_path()}"; }}')
+        synced = self.fsynced_files("vacuum")
+        self.assertEqual(keeper.execute("PRAGMA freelist_count").fetchone()[0], 0)
+        keeper.close()
+        self.assertNotIn(self.db_path() + "-wal", synced)
+
     def test_incremental_vacuum_returns_free_pages(self):
         create_database(self.db_path(), rows=20000, auto_vacuum="INCREMENTAL")
         db = sqlite3.connect(self.db_path())
