@@ -150,6 +150,18 @@ class AnalyzeVacuumTest(AgentTestCase):
         keeper.close()
         self.assertNotIn(self.db_path() + "-wal", synced)
 
+    def test_a_write_lock_held_past_busy_timeout_is_named_with_the_fix(self):
+        create_database(self.db_path(), rows=100)
+        self.write_config(f'{{ name = "app"; path = "{self.db_path()}"; busy_timeout_ms = 100; }}')
+        holder = sqlite3.connect(self.db_path(), isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # the application's writer, mid-transaction
+        result = self.run_cli("analyze", "app", check=1)
+        holder.execute("ROLLBACK")
+        holder.close()
+        self.assertIn("ANALYZE: the database stayed locked by another connection through 4 "
+                      "attempts", result.stderr)
+        self.assertIn("raise busy_timeout_ms", result.stderr)
+
     def test_incremental_vacuum_returns_free_pages(self):
         create_database(self.db_path(), rows=20000, auto_vacuum="INCREMENTAL")
         db = sqlite3.connect(self.db_path())
