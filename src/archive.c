@@ -33,12 +33,10 @@
 #include <zlib.h>
 #include <zstd.h>
 
+#include "archive_internal.h"
 #include "priority.h"
 
-/* 1 MiB blocks cost about 0.1% in size against one long stream (measured
- * on a 200 MB database) and keep progress and cancellation responsive at
- * every level. Memory: 2 slots of about 2 MiB per thread. */
-#define ARCHIVE_BLOCK_BYTES      (1024 * 1024)
+/* Memory: 2 slots of about 2 MiB (ARCHIVE_BLOCK_BYTES in, as much out) per thread. */
 #define ARCHIVE_DEFAULT_THREADS  2
 #define ARCHIVE_MAX_THREADS      32
 #define ARCHIVE_SLOTS_PER_THREAD 2
@@ -52,6 +50,7 @@ enum archive_slot_state { SLOT_FREE, SLOT_FILLED, SLOT_DONE, SLOT_FAILED };
  * writes it out and frees it. Slot i holds block sequence numbers i mod n. */
 struct archive_slot {
     enum archive_slot_state state;
+    uint64_t block; /* its number in the input: offset / ARCHIVE_BLOCK_BYTES */
     unsigned char *input;
     size_t input_size;
     unsigned char *output;
@@ -73,8 +72,8 @@ struct archive_pool {
     bool background;
     enum archive_format format;
     int level;
-    struct libdeflate_compressor **compressors; /* gzip: one per worker, not thread-safe */
-    ZSTD_CCtx **zstd_contexts;                  /* zstd: likewise */
+    struct archive_codec *codecs; /* one per worker */
+    struct archive_early *early;  /* blocks compressed while the copy was written; may be NULL */
     struct archive_worker *workers;
     pthread_t *threads;
     size_t thread_count;
@@ -205,12 +204,51 @@ static int archive_finish_destination(const char *destination, int *fd, struct e
     return 0;
 }
 
+int archive_codec_init(struct archive_codec *codec, enum archive_format format, int level)
+{
+    *codec = (struct archive_codec){.format = format, .level = level};
+    if (format == ARCHIVE_ZSTD) {
+        codec->zstd = ZSTD_createCCtx();
+        codec->output_capacity = ZSTD_compressBound(ARCHIVE_BLOCK_BYTES);
+        return codec->zstd ? 0 : -ENOMEM;
+    }
+    codec->deflate = libdeflate_alloc_compressor(level);
+    if (!codec->deflate)
+        return -ENOMEM;
+    codec->output_capacity = libdeflate_gzip_compress_bound(codec->deflate, ARCHIVE_BLOCK_BYTES);
+    return 0;
+}
+
+void archive_codec_free(struct archive_codec *codec)
+{
+    if (codec->deflate)
+        libdeflate_free_compressor(codec->deflate);
+    ZSTD_freeCCtx(codec->zstd);
+    codec->deflate = NULL;
+    codec->zstd = NULL;
+}
+
+size_t archive_codec_compress(struct archive_codec *codec, const unsigned char *input, size_t size,
+                              unsigned char *output, size_t capacity)
+{
+    if (codec->format == ARCHIVE_ZSTD) {
+        size_t produced =
+            ZSTD_compressCCtx(codec->zstd, output, capacity, input, size, codec->level);
+        return ZSTD_isError(produced) ? 0 : produced;
+    }
+    return libdeflate_gzip_compress(codec->deflate, input, size, output, capacity);
+}
+
+uint32_t archive_block_crc(const unsigned char *input, size_t size)
+{
+    return libdeflate_crc32(0, input, size);
+}
+
 static void *archive_worker_run(void *argument)
 {
     struct archive_worker *worker = argument;
     struct archive_pool *pool = worker->pool;
-    struct libdeflate_compressor *compressor = pool->compressors[worker->index];
-    ZSTD_CCtx *zstd = pool->zstd_contexts[worker->index];
+    struct archive_codec *codec = &pool->codecs[worker->index];
 
     if (pool->background)
         priority_lower_this_thread();
@@ -226,16 +264,14 @@ static void *archive_worker_run(void *argument)
         pool->next_to_compress++;
         pthread_mutex_unlock(&pool->lock);
 
-        size_t produced;
-        if (pool->format == ARCHIVE_ZSTD) {
-            produced = ZSTD_compressCCtx(zstd, slot->output, pool->output_capacity, slot->input,
-                                         slot->input_size, pool->level);
-            if (ZSTD_isError(produced))
-                produced = 0;
-        } else {
-            produced = libdeflate_gzip_compress(compressor, slot->input, slot->input_size,
-                                                slot->output, pool->output_capacity);
-        }
+        size_t produced = 0;
+        if (pool->early)
+            produced =
+                archive_early_take(pool->early, pool->format, pool->level, slot->block, slot->input,
+                                   slot->input_size, slot->output, pool->output_capacity);
+        if (produced == 0)
+            produced = archive_codec_compress(codec, slot->input, slot->input_size, slot->output,
+                                              pool->output_capacity);
 
         pthread_mutex_lock(&pool->lock);
         slot->output_size = produced;
@@ -259,15 +295,10 @@ static void archive_pool_stop(struct archive_pool *pool)
         free(pool->slots[i].input);
         free(pool->slots[i].output);
     }
-    for (size_t i = 0; pool->compressors && i < pool->thread_count; i++) {
-        if (pool->compressors[i])
-            libdeflate_free_compressor(pool->compressors[i]);
-    }
-    for (size_t i = 0; pool->zstd_contexts && i < pool->thread_count; i++)
-        ZSTD_freeCCtx(pool->zstd_contexts[i]);
+    for (size_t i = 0; pool->codecs && i < pool->thread_count; i++)
+        archive_codec_free(&pool->codecs[i]);
     free(pool->slots);
-    free(pool->compressors);
-    free(pool->zstd_contexts);
+    free(pool->codecs);
     free(pool->workers);
     free(pool->threads);
     pthread_cond_destroy(&pool->block_done);
@@ -277,7 +308,7 @@ static void archive_pool_stop(struct archive_pool *pool)
 
 /* Always leaves the pool safe to pass to archive_pool_stop, even on failure. */
 static int archive_pool_start(struct archive_pool *pool, enum archive_format format, int level,
-                              size_t thread_count, bool background, struct error *err)
+                              size_t thread_count, const struct archive_io *io, struct error *err)
 {
     memset(pool, 0, sizeof *pool);
     pthread_mutex_init(&pool->lock, NULL);
@@ -286,31 +317,21 @@ static int archive_pool_start(struct archive_pool *pool, enum archive_format for
     pool->thread_count = thread_count;
     pool->format = format;
     pool->level = level;
-    pool->background = background;
+    pool->background = io && io->background;
+    pool->early = io ? io->early : NULL;
     pool->slot_count = thread_count * ARCHIVE_SLOTS_PER_THREAD;
-    pool->compressors = calloc(thread_count, sizeof *pool->compressors);
-    pool->zstd_contexts = calloc(thread_count, sizeof *pool->zstd_contexts);
+    pool->codecs = calloc(thread_count, sizeof *pool->codecs);
     pool->workers = calloc(thread_count, sizeof *pool->workers);
     pool->threads = calloc(thread_count, sizeof *pool->threads);
     pool->slots = calloc(pool->slot_count, sizeof *pool->slots);
-    if (!pool->compressors || !pool->zstd_contexts || !pool->workers || !pool->threads ||
-        !pool->slots)
+    if (!pool->codecs || !pool->workers || !pool->threads || !pool->slots)
         return error_set(err, -ENOMEM, "cannot start compression: out of memory");
 
-    for (size_t i = 0; i < thread_count && format == ARCHIVE_ZSTD; i++) {
-        pool->zstd_contexts[i] = ZSTD_createCCtx();
-        if (!pool->zstd_contexts[i])
-            return error_set(err, -ENOMEM, "cannot start zstd compression: out of memory");
-        pool->output_capacity = ZSTD_compressBound(ARCHIVE_BLOCK_BYTES);
-    }
-    for (size_t i = 0; i < thread_count && format == ARCHIVE_GZIP; i++) {
-        pool->compressors[i] = libdeflate_alloc_compressor(level);
-        if (!pool->compressors[i])
-            return error_set(err, -ENOMEM, "cannot start level %d compression: out of memory",
-                             level);
-        size_t bound = libdeflate_gzip_compress_bound(pool->compressors[i], ARCHIVE_BLOCK_BYTES);
-        if (bound > pool->output_capacity)
-            pool->output_capacity = bound;
+    for (size_t i = 0; i < thread_count; i++) {
+        if (archive_codec_init(&pool->codecs[i], format, level) != 0)
+            return error_set(err, -ENOMEM, "cannot start %s level %d compression: out of memory",
+                             archive_format_name(format), level);
+        pool->output_capacity = pool->codecs[i].output_capacity;
     }
     for (size_t i = 0; i < pool->slot_count; i++) {
         pool->slots[i].input = malloc(ARCHIVE_BLOCK_BYTES);
@@ -405,6 +426,7 @@ static int archive_compress_blocks(struct archive_pool *pool, int in, int out, E
             if (got == 0 && !first)
                 continue;
             next->input_size = (size_t)got;
+            next->block = pool->submitted;
             pthread_mutex_lock(&pool->lock);
             next->state = SLOT_FILLED;
             pool->submitted++;
@@ -519,8 +541,7 @@ int archive_compress_format(const char *source, const char *destination, enum ar
     int rc = archive_files_open(source, destination, &files, err);
     if (rc == 0) {
         struct archive_pool pool;
-        rc = archive_pool_start(&pool, format, level, archive_thread_count(io),
-                                io && io->background, err);
+        rc = archive_pool_start(&pool, format, level, archive_thread_count(io), io, err);
         if (rc == 0)
             rc = archive_compress_blocks(&pool, files.in, files.out, files.digest, source,
                                          destination, io, files.total, &local, err);

@@ -24,13 +24,17 @@ enum archive_format { ARCHIVE_GZIP, ARCHIVE_ZSTD };
 /* Called now and then with bytes done out of total; may be NULL. */
 typedef void (*archive_progress_fn)(void *context, int64_t done, int64_t total);
 
+struct archive_early;
+
 struct archive_io {
     const volatile sig_atomic_t *stop; /* non-zero: abort with -ECANCELED */
     archive_progress_fn progress;
     void *progress_context;
-    int threads; /* compression threads; 0 (as in older initialisers) means 2 */
-    bool background; /* the agent's own schedule: compression threads run at the
-                        lowest priority (priority.h) so the application's come first */
+    int threads;                 /* compression threads; 0 (as in older initialisers) means 2 */
+    bool background;             /* the agent's own schedule: compression threads run at the
+                                    lowest priority (priority.h) so the application's come first */
+    struct archive_early *early; /* blocks compressed while the source was still
+                                    being written (archive_early.h); may be NULL */
 };
 
 struct archive_result {

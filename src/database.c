@@ -44,12 +44,11 @@ static int sqlite_error_code(int rc)
 /* The busy timeout is set before the first read: the header read below
  * takes a shared lock like any other, and the application may hold an
  * exclusive one at that very moment. */
-static int database_connect(const char *path, bool read_only, int busy_timeout_ms,
+static int database_connect(const char *path, int flags, int busy_timeout_ms,
                             const volatile sig_atomic_t *stop, sqlite3 **out, struct error *err)
 {
     sqlite3 *connection = NULL;
     *out = NULL;
-    int flags = (read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE) | SQLITE_OPEN_NOMUTEX;
     int rc = sqlite3_open_v2(path, &connection, flags, NULL);
     if (rc != SQLITE_OK) {
         int code = sqlite_error_code(rc);
@@ -89,7 +88,8 @@ static int database_connect(const char *path, bool read_only, int busy_timeout_m
 int database_open_path(const char *path, bool read_only, const volatile sig_atomic_t *stop,
                        sqlite3 **out, struct error *err)
 {
-    return database_connect(path, read_only, DATABASE_PRIVATE_BUSY_TIMEOUT_MS, stop, out, err);
+    int flags = (read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE) | SQLITE_OPEN_NOMUTEX;
+    return database_connect(path, flags, DATABASE_PRIVATE_BUSY_TIMEOUT_MS, stop, out, err);
 }
 
 int database_open(const struct database_config *db, bool read_only,
@@ -97,7 +97,12 @@ int database_open(const struct database_config *db, bool read_only,
 {
     if (access(db->path, F_OK) != 0)
         return error_set(err, -ENOENT, "database file %s does not exist", db->path);
-    return database_connect(db->path, read_only, db->busy_timeout_ms, stop, out, err);
+    /* SQLITE_OPEN_URI lets the backup's VACUUM INTO name a VFS for its copy
+     * (copy_watch.h). db->path itself is absolute (config.c insists), and
+     * only a name that starts with "file:" is read as a URI. */
+    int flags = (read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE) | SQLITE_OPEN_NOMUTEX |
+                SQLITE_OPEN_URI;
+    return database_connect(db->path, flags, db->busy_timeout_ms, stop, out, err);
 }
 
 static void database_backoff(int attempt)

@@ -5,7 +5,8 @@
  * mistaken for a backup:
  *   1. VACUUM INTO a temp file beside the archives: one read transaction,
  *      so a consistent snapshot that never blocks the application's writers
- *      in WAL mode;
+ *      in WAL mode; with a spare CPU, blocks of the copy are compressed
+ *      while it is still being written (archive_early.h);
  *   2. verify the copy (integrity_check or quick_check, page count, schema)
  *      while
  *   3. compressing it to a temp archive (archive.c fsyncs it): both only
@@ -21,6 +22,7 @@
 #include <errno.h>
 #include <openssl/evp.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -30,7 +32,9 @@
 #include <unistd.h>
 
 #include "archive.h"
+#include "archive_early.h"
 #include "catalog.h"
+#include "copy_watch.h"
 #include "database.h"
 #include "fsutil.h"
 #include "job.h"
@@ -123,17 +127,18 @@ static bool backup_directory_is_full(const char *directory, const char *database
     return (int64_t)fs.f_bavail * (int64_t)fs.f_frsize < (int64_t)st.st_size;
 }
 
-/* Step 1: the snapshot. */
+/* Step 1: the snapshot; written through the watch when there is one. */
 static int backup_copy(struct job_context *context, const struct backup_paths *paths,
-                       struct manifest *manifest, struct error *err)
+                       const struct copy_watch *watch, struct manifest *manifest, struct error *err)
 {
     const struct database_config *db = context->database;
     sqlite3 *source = NULL;
-    char sql[8500];
+    char sql[8500], uri[8400];
     int rc = database_open(db, true, context->stop, &source, err);
     if (rc != 0)
         return rc;
-    quote_sql_string(paths->copy, sql + 12, sizeof sql - 12);
+    bool watched = watch && copy_watch_uri(watch, uri, sizeof uri) == 0;
+    quote_sql_string(watched ? uri : paths->copy, sql + 12, sizeof sql - 12);
     memcpy(sql, "VACUUM INTO ", 12);
     rc = database_exec(source, sql, 4, context->stop, err);
     if (rc == 0) {
@@ -153,6 +158,76 @@ static int backup_copy(struct job_context *context, const struct backup_paths *p
     }
     sqlite3_close(source);
     return rc;
+}
+
+/* Early compression needs a CPU that VACUUM INTO leaves idle. */
+static bool backup_has_spare_cpu(void)
+{
+    cpu_set_t allowed;
+    if (sched_getaffinity(0, sizeof allowed, &allowed) == 0)
+        return CPU_COUNT(&allowed) >= 2;
+    return sysconf(_SC_NPROCESSORS_ONLN) >= 2;
+}
+
+/* What step 1 hands to step 3 when blocks are compressed during the copy. */
+struct backup_early {
+    struct copy_watch *watch;
+    struct archive_early *early;
+};
+
+static int backup_compression_level(const struct database_config *db)
+{
+    return db->backup.compress == COMPRESS_ZSTD ? archive_zstd_level(db->backup.level)
+                                                : archive_deflate_level(db->backup.level);
+}
+
+/* Without a spare CPU, or if anything here fails, the backup goes on
+ * without early compression: it is only faster with it. */
+static void backup_early_start(struct job_context *context, const struct backup_paths *paths,
+                               struct backup_early *early)
+{
+    const struct database_config *db = context->database;
+    struct error err = {0};
+    struct archive_io io = {.stop = context->stop, .background = !context->one_off};
+    /* The snapshot can hold pages that are still only in the WAL. */
+    int64_t expected = fs_file_size(db->path, "") + fs_file_size(db->path, "-wal");
+
+    *early = (struct backup_early){0};
+    if (!backup_has_spare_cpu())
+        return;
+    if (copy_watch_create(paths->copy, expected, &early->watch, &err) != 0 ||
+        archive_early_start(paths->copy, paths->directory, early->watch,
+                            (enum archive_format)db->backup.compress, backup_compression_level(db),
+                            &io, &early->early, &err) != 0) {
+        log_event(LOG_DEBUG, db->name, "backup", "compressing after the copy only: %s",
+                  err.message);
+        copy_watch_destroy(early->watch);
+        early->watch = NULL;
+    }
+}
+
+/* The copy is finished (or failed): no more early blocks. */
+static void backup_early_copy_done(struct backup_early *early)
+{
+    if (!early->watch)
+        return;
+    copy_watch_end(early->watch);
+    archive_early_finish(early->early);
+}
+
+static void backup_early_free(const struct job_context *context, struct backup_early *early)
+{
+    struct archive_early_stats stats;
+    archive_early_get_stats(early->early, &stats);
+    if (early->early)
+        log_event(stats.mismatched ? LOG_WARNING : LOG_DEBUG, context->database->name, "backup",
+                  "%llu MiB compressed while the copy was written, %llu rewritten by SQLite "
+                  "afterwards, %llu taken into the archive, %llu changed unseen by the watch",
+                  (unsigned long long)stats.compressed, (unsigned long long)stats.rewritten,
+                  (unsigned long long)stats.taken, (unsigned long long)stats.mismatched);
+    archive_early_free(early->early);
+    copy_watch_destroy(early->watch);
+    *early = (struct backup_early){0};
 }
 
 /* Step 2: the copy must open, pass the check and have pages and a schema. */
@@ -219,8 +294,8 @@ static void *backup_verify_thread(void *argument)
  * they belong to the agent's thread) and only writes the manifest's
  * verification fields; compression runs here. Without a thread, in turn. */
 static int backup_verify_and_compress(struct job_context *context, const struct backup_paths *paths,
-                                      struct manifest *manifest, struct archive_result *archived,
-                                      struct error *err)
+                                      struct archive_early *early, struct manifest *manifest,
+                                      struct archive_result *archived, struct error *err)
 {
     const struct database_config *db = context->database;
     /* Scheduled backups yield the CPU to the application; a backup asked
@@ -231,7 +306,8 @@ static int backup_verify_and_compress(struct job_context *context, const struct 
     struct archive_io io = {.stop = context->stop,
                             .progress = progress_update,
                             .progress_context = &progress,
-                            .background = background};
+                            .background = background,
+                            .early = early};
     sigset_t all, previous;
     pthread_t thread;
 
@@ -248,10 +324,9 @@ static int backup_verify_and_compress(struct job_context *context, const struct 
         }
     }
     progress_begin(&progress, context->show_progress, db->name);
-    enum archive_format format = (enum archive_format)db->backup.compress;
-    int level = format == ARCHIVE_ZSTD ? archive_zstd_level(db->backup.level)
-                                       : archive_deflate_level(db->backup.level);
-    int rc = archive_compress_format(paths->copy, paths->temp, format, level, &io, archived, err);
+    int rc =
+        archive_compress_format(paths->copy, paths->temp, (enum archive_format)db->backup.compress,
+                                backup_compression_level(db), &io, archived, err);
     progress_end(&progress);
     if (threaded)
         pthread_join(thread, NULL);
@@ -312,6 +387,7 @@ int job_backup(struct job_context *context, struct job_result *result)
     struct backup_paths paths;
     struct manifest manifest;
     struct archive_result archived = {0};
+    struct backup_early early = {0};
     char archive_name[256];
     time_t created = time(NULL);
     bool copy_made = false, temp_made = false;
@@ -324,11 +400,14 @@ int job_backup(struct job_context *context, struct job_result *result)
     backup_fill_manifest(context, created, archive_name, &manifest);
 
     copy_made = true;
-    rc = backup_copy(context, &paths, &manifest, &err);
+    backup_early_start(context, &paths, &early);
+    rc = backup_copy(context, &paths, early.watch, &manifest, &err);
+    backup_early_copy_done(&early);
     if (rc != 0)
         goto fail;
     temp_made = true;
-    rc = backup_verify_and_compress(context, &paths, &manifest, &archived, &err);
+    rc = backup_verify_and_compress(context, &paths, early.early, &manifest, &archived, &err);
+    backup_early_free(context, &early);
     if (rc != 0)
         goto fail;
     remove_copy(&paths);
@@ -378,6 +457,7 @@ int job_backup(struct job_context *context, struct job_result *result)
     return 0;
 
 fail:
+    backup_early_free(context, &early);
     if (temp_made)
         unlink(paths.temp);
     if (copy_made)

@@ -4,6 +4,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import signal
 import sqlite3
 import stat
@@ -52,6 +53,36 @@ class BackupTest(AgentTestCase):
         self.assertGreaterEqual(counts[0], 5000)
         self.assertEqual(counts, sorted(counts))
         self.assertLessEqual(counts[-1], row_count(self.db_path()))
+
+    def test_copy_compressed_while_written_gives_exactly_the_vacuum_into_copy(self):
+        # With a second CPU the backup compresses blocks of the copy while
+        # VACUUM INTO still writes it (the debug log counts them); the
+        # archive must still hold exactly the file VACUUM INTO makes, and
+        # nothing may be left beside it.
+        if len(os.sched_getaffinity(0)) < 2:
+            self.skipTest("compressing during the copy needs a second CPU")
+        big = self.db_path("big")
+        create_database(big, rows=150000, payload=300)
+        self.write_config(f'{{ name = "big"; path = "{big}"; }}')
+        result = self.run_cli("backup", "big", check=0)
+        early = re.search(r"(\d+) MiB compressed while the copy was written, (\d+) rewritten "
+                          r"by SQLite afterwards, (\d+) taken into the archive, (\d+) changed "
+                          r"unseen by the watch", result.stderr)
+        self.assertIsNotNone(early, result.stderr)
+        compressed, rewritten, taken, unseen = map(int, early.groups())
+        self.assertGreater(compressed, 0, result.stderr)
+        self.assertEqual(unseen, 0, result.stderr)
+        self.assertEqual(taken, compressed - rewritten, result.stderr)
+
+        [archive] = self.archives("big")
+        restored = self.restore_with_gunzip(os.path.join(self.backup_dir, "big", archive))
+        reference = os.path.join(self.dir, "reference.db")
+        subprocess.run(["sqlite3", big, f"VACUUM INTO '{reference}'"], check=True)
+        self.assertGreater(os.path.getsize(reference), 40 << 20)
+        with open(restored, "rb") as a, open(reference, "rb") as b:
+            self.assertTrue(a.read() == b.read(), "the archive is not the VACUUM INTO copy")
+        self.assertEqual(sorted(os.listdir(os.path.join(self.backup_dir, "big"))),
+                         [archive, archive + ".json"])
 
     def hold_exclusive_lock(self, seconds):
         """The application: BEGIN EXCLUSIVE on the (rollback-journal)
