@@ -43,7 +43,8 @@ void target_close(struct target *target);
 int target_put_file(struct target *target, const char *key, const char *path,
                     const char *sha256_hex, const struct archive_io *io, struct error *err);
 
-/* Downloads `key` into a new local file at `path` (0600, must not exist). On
+/* Downloads `key` into a new local file at `path` (0600, must not exist),
+ * not synced to disk: it is a temporary copy for the caller to read. On
  * failure `path` does not exist afterwards. */
 int target_get_file(struct target *target, const char *key, const char *path,
                     const struct archive_io *io, struct error *err);

@@ -570,6 +570,33 @@ static void members_written_by_gzip_itself_are_all_read(void **state)
     assert_int_equal(run("cat %s %s | cmp -s - %s", first, second, restored), 0);
 }
 
+/* sqlprodd's members (whole, with libdeflate) followed by one that gzip made
+ * of the whole database (bigger than a block: zlib's streaming inflate takes
+ * over): everything is read, and the digest is still that of the whole
+ * file, as sha256sum says. */
+static void a_big_member_after_ours_is_read_and_the_digest_covers_all(void **state)
+{
+    (void)state;
+    struct error err = {0};
+    struct archive_result result;
+    char archive[PATH_MAX], restored[PATH_MAX], expected[ARCHIVE_SHA256_HEX];
+    path_in("mixed.gz", archive);
+    path_in("mixed", restored);
+
+    assert_int_equal(
+        run("cat %s > %s && gzip -c %s >> %s", fixture.archive, archive, fixture.database, archive),
+        0);
+    assert_int_equal(archive_decompress(archive, restored, NULL, &result, &err), 0);
+    assert_int_equal(run("cat %s %s | cmp -s - %s", fixture.database, fixture.database, restored),
+                     0);
+    sha256sum_of(archive, expected);
+    assert_string_equal(result.sha256, expected);
+    assert_int_equal(result.input_bytes, size_of(archive));
+    assert_int_equal(result.output_bytes, 2 * size_of(fixture.database));
+    unlink(restored);
+    unlink(archive);
+}
+
 static void missing_source_is_named_and_creates_nothing(void **state)
 {
     (void)state;
@@ -608,6 +635,7 @@ int main(void)
         cmocka_unit_test(thread_count_does_not_change_the_archive),
         cmocka_unit_test(background_compression_threads_run_at_sched_idle),
         cmocka_unit_test(members_written_by_gzip_itself_are_all_read),
+        cmocka_unit_test(a_big_member_after_ours_is_read_and_the_digest_covers_all),
         cmocka_unit_test(missing_source_is_named_and_creates_nothing),
     };
     return cmocka_run_group_tests(tests, setup_group, teardown_group);
