@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "archive_internal.h"
+#include "fsutil.h"
 #include "priority.h"
 
 _Static_assert(ARCHIVE_BLOCK_BYTES == COPY_WATCH_BLOCK_BYTES,
@@ -46,34 +47,6 @@ struct archive_early {
     uint64_t compressed, rewritten;
     atomic_uint_fast64_t taken, mismatched;
 };
-
-static int early_pread_full(int fd, void *buffer, size_t size, int64_t offset)
-{
-    size_t done = 0;
-    while (done < size) {
-        ssize_t got = pread(fd, (char *)buffer + done, size - done, offset + (int64_t)done);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0)
-            return got < 0 ? -errno : -EIO;
-        done += (size_t)got;
-    }
-    return 0;
-}
-
-static int early_pwrite_full(int fd, const void *buffer, size_t size, int64_t offset)
-{
-    size_t done = 0;
-    while (done < size) {
-        ssize_t put = pwrite(fd, (const char *)buffer + done, size - done, offset + (int64_t)done);
-        if (put < 0 && errno == EINTR)
-            continue;
-        if (put < 0)
-            return -errno;
-        done += (size_t)put;
-    }
-    return 0;
-}
 
 static bool early_keep(struct archive_early *early, uint64_t block, int64_t offset, size_t size,
                        uint32_t crc)
@@ -113,13 +86,13 @@ static void *early_run(void *argument)
         /* Opened late: the file exists once the watch saw a write. */
         if (source < 0 && (source = open(early->source, O_RDONLY | O_CLOEXEC)) < 0)
             break;
-        if (early_pread_full(source, input, ARCHIVE_BLOCK_BYTES,
-                             (int64_t)block * ARCHIVE_BLOCK_BYTES) != 0)
+        if (fs_pread_full(source, input, ARCHIVE_BLOCK_BYTES,
+                          (int64_t)block * ARCHIVE_BLOCK_BYTES) != 0)
             break;
         uint32_t crc = archive_block_crc(input, ARCHIVE_BLOCK_BYTES);
         size_t size = archive_codec_compress(&codec, input, ARCHIVE_BLOCK_BYTES, output,
                                              codec.output_capacity);
-        if (size == 0 || early_pwrite_full(early->spool, output, size, spool_end) != 0 ||
+        if (size == 0 || fs_pwrite_full(early->spool, output, size, spool_end) != 0 ||
             !early_keep(early, block, spool_end, size, crc))
             break;
         spool_end += (int64_t)size;
@@ -224,7 +197,7 @@ size_t archive_early_take(struct archive_early *early, enum archive_format forma
         atomic_fetch_add(&early->mismatched, 1);
         return 0;
     }
-    if (early_pread_full(early->spool, output, member->size, member->spool_offset) != 0)
+    if (fs_pread_full(early->spool, output, member->size, member->spool_offset) != 0)
         return 0;
     /* Give the space back at once: the archive grows while the spool shrinks,
      * so early compression needs no more disk at its peak than without it. */

@@ -359,3 +359,35 @@ int64_t fs_file_size(const char *path, const char *suffix)
     snprintf(full, sizeof full, "%s%s", path, suffix);
     return stat(full, &st) == 0 ? (int64_t)st.st_size : 0;
 }
+
+int fs_pread_full(int fd, void *buffer, size_t size, int64_t offset)
+{
+    size_t done = 0;
+    while (done < size) {
+        ssize_t got =
+            pread(fd, (char *)buffer + done, size - done, (off_t)(offset + (int64_t)done));
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0)
+            return -errno;
+        if (got == 0)
+            return -ENODATA;
+        done += (size_t)got;
+    }
+    return 0;
+}
+
+int fs_pwrite_full(int fd, const void *buffer, size_t size, int64_t offset)
+{
+    size_t done = 0;
+    while (done < size) {
+        ssize_t put =
+            pwrite(fd, (const char *)buffer + done, size - done, (off_t)(offset + (int64_t)done));
+        if (put < 0 && errno == EINTR)
+            continue;
+        if (put < 0)
+            return -errno;
+        done += (size_t)put;
+    }
+    return 0;
+}

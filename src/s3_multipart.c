@@ -23,6 +23,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "fsutil.h"
 #include "log.h"
 #include "s3.h"
 
@@ -75,22 +76,6 @@ static bool multipart_failed(struct multipart *upload)
     return failed;
 }
 
-static int read_full_at(int fd, unsigned char *buffer, size_t length, int64_t offset)
-{
-    size_t done = 0;
-    while (done < length) {
-        ssize_t got = pread(fd, buffer + done, length - done, (off_t)(offset + (int64_t)done));
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0)
-            return -errno;
-        if (got == 0)
-            return -ENODATA; /* the file shrank under us */
-        done += (size_t)got;
-    }
-    return 0;
-}
-
 static void hex_of(const unsigned char *digest, unsigned length, char *hex)
 {
     for (unsigned i = 0; i < length; i++)
@@ -115,7 +100,7 @@ static void *multipart_hash_file(void *context)
             goto out;
         int64_t left = upload->size - offset;
         size_t length = (size_t)(left < MULTIPART_READ_BYTES ? left : MULTIPART_READ_BYTES);
-        if ((rc = read_full_at(upload->fd, buffer, length, offset)) != 0) {
+        if ((rc = fs_pread_full(upload->fd, buffer, length, offset)) != 0) {
             error_set(&error, rc, "cannot read the file for %s: %s", upload->key,
                       rc == -ENODATA ? "it shrank while uploading" : strerror(-rc));
             multipart_fail(upload, &error);
@@ -150,8 +135,8 @@ static bool take_part(struct multipart *upload, size_t *index, int64_t *offset, 
 }
 
 /* First pass over a part: its Content-MD5 (base64) and SHA-256 (hex). */
-static int hash_part(struct multipart *upload, unsigned char *buffer, int64_t offset,
-                     size_t length, char md5[32], char sha256[SIGV4_SHA256_HEX])
+static int hash_part(struct multipart *upload, unsigned char *buffer, int64_t offset, size_t length,
+                     char md5[32], char sha256[SIGV4_SHA256_HEX])
 {
     EVP_MD_CTX *md5_context = EVP_MD_CTX_new(), *sha_context = EVP_MD_CTX_new();
     unsigned char digest[EVP_MAX_MD_SIZE];
@@ -162,7 +147,7 @@ static int hash_part(struct multipart *upload, unsigned char *buffer, int64_t of
         goto out;
     for (size_t done = 0; done < length;) {
         size_t chunk = length - done < MULTIPART_READ_BYTES ? length - done : MULTIPART_READ_BYTES;
-        if ((rc = read_full_at(upload->fd, buffer, chunk, offset + (int64_t)done)) != 0)
+        if ((rc = fs_pread_full(upload->fd, buffer, chunk, offset + (int64_t)done)) != 0)
             goto out;
         EVP_DigestUpdate(md5_context, buffer, chunk);
         EVP_DigestUpdate(sha_context, buffer, chunk);
