@@ -289,6 +289,17 @@ static void register_vfs(void)
     vfs_registered = sqlite3_vfs_register(&watch_vfs, 0);
 }
 
+/* Frees what copy_watch_create allocated; the lock and registry are the
+ * caller's to undo. */
+static void watch_free(struct copy_watch *watch)
+{
+    if (!watch)
+        return;
+    free(watch->blocks);
+    free(watch->path);
+    free(watch);
+}
+
 int copy_watch_create(const char *path, int64_t expected_bytes, struct copy_watch **out,
                       struct error *err)
 {
@@ -297,8 +308,8 @@ int copy_watch_create(const char *path, int64_t expected_bytes, struct copy_watc
     if (vfs_registered != SQLITE_OK)
         return error_set(err, -ENOSYS, "cannot register the %s SQLite VFS", COPY_WATCH_VFS_NAME);
 
-    struct copy_watch *watch = calloc(1, sizeof *watch);
     sqlite3_vfs *parent = parent_vfs();
+    struct copy_watch *watch = calloc(1, sizeof *watch);
     if (watch) {
         watch->path = calloc(1, (size_t)parent->mxPathname + 1);
         watch->block_count =
@@ -306,17 +317,11 @@ int copy_watch_create(const char *path, int64_t expected_bytes, struct copy_watc
         watch->blocks = calloc(watch->block_count + 1, 1);
     }
     if (!watch || !watch->path || !watch->blocks) {
-        if (watch) {
-            free(watch->path);
-            free(watch->blocks);
-        }
-        free(watch);
+        watch_free(watch);
         return error_set(err, -ENOMEM, "cannot watch %s: out of memory", path);
     }
     if (parent->xFullPathname(parent, path, parent->mxPathname + 1, watch->path) != SQLITE_OK) {
-        free(watch->path);
-        free(watch->blocks);
-        free(watch);
+        watch_free(watch);
         return error_set(err, -ENAMETOOLONG, "cannot watch %s: SQLite cannot resolve its path",
                          path);
     }
@@ -345,9 +350,7 @@ void copy_watch_destroy(struct copy_watch *watch)
     pthread_mutex_unlock(&registry_lock);
     pthread_cond_destroy(&watch->progressed);
     pthread_mutex_destroy(&watch->lock);
-    free(watch->blocks);
-    free(watch->path);
-    free(watch);
+    watch_free(watch);
 }
 
 int copy_watch_uri(const struct copy_watch *watch, char *out, size_t size)
