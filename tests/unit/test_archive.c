@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "archive.h"
+#include "shell_command.h"
 
 /* Bigger than the 8 MiB progress step, so a callback fires mid-way. */
 #define SOURCE_ROWS 110000
@@ -56,20 +57,6 @@ static int64_t size_of(const char *path)
     struct stat st;
     assert_int_equal(stat(path, &st), 0);
     return (int64_t)st.st_size;
-}
-
-/* Runs a shell command (paths are from mkdtemp: no quoting needed) and
- * returns its exit status. */
-static int run(const char *format, ...) __attribute__((format(printf, 1, 2)));
-static int run(const char *format, ...)
-{
-    char command[4 * PATH_MAX];
-    va_list args;
-    va_start(args, format);
-    vsnprintf(command, sizeof command, format, args);
-    va_end(args);
-    int status = system(command);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
 static void sha256sum_of(const char *path, char hex[ARCHIVE_SHA256_HEX])

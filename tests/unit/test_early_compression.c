@@ -31,6 +31,7 @@
 #include "archive.h"
 #include "archive_early.h"
 #include "copy_watch.h"
+#include "shell_command.h"
 
 #define MIB (1024 * 1024)
 
@@ -39,18 +40,6 @@ static char root[256];
 static void path_in(const char *name, char out[PATH_MAX])
 {
     snprintf(out, PATH_MAX, "%s/%s", root, name);
-}
-
-static int run(const char *format, ...) __attribute__((format(printf, 1, 2)));
-static int run(const char *format, ...)
-{
-    char command[4 * PATH_MAX];
-    va_list args;
-    va_start(args, format);
-    vsnprintf(command, sizeof command, format, args);
-    va_end(args);
-    int status = system(command);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
 static int setup(void **state)
