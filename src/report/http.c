@@ -3,37 +3,80 @@
  * libmicrohttpd. Not for what the answers say: metrics.c renders /metrics,
  * the health job decides the verdicts /health repeats.
  *
- * Bounds, so that a flood or a broken client costs the agent nothing: one
- * server thread, at most HTTP_CONNECTION_LIMIT connections, each dropped
- * after HTTP_TIMEOUT_SECONDS of silence and given HTTP_MEMORY_LIMIT bytes
- * for its request; request bodies are never read.
+ * Bounds, so that a flood or a broken client costs the agent nothing and
+ * never keeps /health from a load balancer:
+ * - one thread runs libmicrohttpd's epoll loop (no FD_SETSIZE ceiling) and
+ *   the clock below; no client blocks another;
+ * - every request has an absolute deadline, not only libmicrohttpd's idle
+ *   timeout, which a client resets with one byte every few seconds: its
+ *   header must be complete HTTP_HEADER_SECONDS after the connection opened
+ *   (or the previous answer was sent), its answer sent HTTP_ANSWER_SECONDS
+ *   after that; a late connection is shut down whatever still trickles in;
+ * - at most HTTP_CONNECTION_LIMIT connections: a new one pushes out the one
+ *   that has waited longest for its header, so a crowd of silent or slow
+ *   clients cannot keep a fresh probe out even before their deadlines;
+ * - HTTP_MEMORY_LIMIT bytes per connection for the request (a longer header
+ *   is refused by libmicrohttpd); request bodies are never read.
  */
 #include "http.h"
 
+#include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
+#include <limits.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "jobs/job.h"
 #include "log.h"
 #include "metrics.h"
 #include "state.h"
 
-#define HTTP_CONNECTION_LIMIT 32
-#define HTTP_TIMEOUT_SECONDS  10
-#define HTTP_MEMORY_LIMIT     (32 * 1024)
+#define HTTP_CONNECTION_LIMIT 256
+/* libmicrohttpd's own limit sits above ours, so that it keeps accepting
+ * while the connections we pushed out are being closed. */
+#define HTTP_CONNECTION_SPARE 64
+#define HTTP_HEADER_SECONDS   5
+#define HTTP_ANSWER_SECONDS   10
+/* libmicrohttpd's idle timeout only backs the two deadlines up: between
+ * them, they cover a connection's whole life. */
+#define HTTP_IDLE_SECONDS 20
+#define HTTP_MEMORY_LIMIT (32 * 1024)
+
+/* One TCP connection, from libmicrohttpd's STARTED to its CLOSED notice. */
+struct http_client {
+    struct http_client *previous, *next;
+    int fd;
+    bool answering;      /* the request header is complete */
+    bool dropped;        /* shut down by us; closed on libmicrohttpd's next turn */
+    int64_t deadline_ms; /* monotonic */
+};
 
 struct http_server {
     struct MHD_Daemon *daemon;
     const struct config *config;
     struct state *state; /* opened on first use, only by the server thread */
+    pthread_t thread;
+    int wake[2];                 /* http_stop() writes here to end the loop */
+    struct http_client *clients; /* only touched by the server thread */
+    size_t client_count;         /* not yet dropped */
 };
+
+static int64_t http_now_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
 
 static void http_log(void *context, const char *format, va_list args)
 {
@@ -53,6 +96,106 @@ static struct state *http_state(struct http_server *server)
     if (!server->state && state_open_readonly(server->config->state_dir, &server->state, &err) != 0)
         log_event(LOG_WARNING, NULL, "http", "%s", err.message);
     return server->state;
+}
+
+/* Shuts the connection down: libmicrohttpd sees the end of the stream on
+ * its next turn and closes it (and tells http_notify_connection). The
+ * descriptor stays libmicrohttpd's to close. */
+static void http_drop_client(struct http_server *server, struct http_client *client,
+                             const char *why)
+{
+    assert(!client->dropped);
+    client->dropped = true;
+    server->client_count--;
+    shutdown(client->fd, SHUT_RDWR);
+    log_event(LOG_DEBUG, NULL, "http", "closed a connection: %s", why);
+}
+
+/* The connection still waiting for its header with the nearest deadline:
+ * the one that has waited longest. */
+static struct http_client *http_oldest_waiting_client(struct http_server *server)
+{
+    struct http_client *oldest = NULL;
+    for (struct http_client *c = server->clients; c; c = c->next)
+        if (!c->dropped && !c->answering && (!oldest || c->deadline_ms < oldest->deadline_ms))
+            oldest = c;
+    return oldest;
+}
+
+static void http_notify_connection(void *context, struct MHD_Connection *connection,
+                                   void **socket_context, enum MHD_ConnectionNotificationCode code)
+{
+    struct http_server *server = context;
+    struct http_client *client = *socket_context;
+    if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        if (!client)
+            return;
+        if (!client->dropped)
+            server->client_count--;
+        if (client->previous)
+            client->previous->next = client->next;
+        else
+            server->clients = client->next;
+        if (client->next)
+            client->next->previous = client->previous;
+        free(client);
+        *socket_context = NULL;
+        return;
+    }
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+    client = calloc(1, sizeof *client);
+    if (!client || !info) {
+        /* Untracked, it would escape the deadlines: refuse it instead. */
+        free(client);
+        if (info)
+            shutdown(info->connect_fd, SHUT_RDWR);
+        return;
+    }
+    client->fd = info->connect_fd;
+    client->deadline_ms = http_now_ms() + HTTP_HEADER_SECONDS * 1000;
+    client->next = server->clients;
+    if (server->clients)
+        server->clients->previous = client;
+    server->clients = client;
+    server->client_count++;
+    *socket_context = client;
+    if (server->client_count > HTTP_CONNECTION_LIMIT) {
+        struct http_client *oldest = http_oldest_waiting_client(server);
+        if (oldest)
+            http_drop_client(server, oldest, "connection limit reached, its header was the oldest");
+    }
+}
+
+static struct http_client *http_client_of(struct MHD_Connection *connection)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return info ? info->socket_context : NULL;
+}
+
+/* The answer is sent: a kept-alive connection starts waiting for the next
+ * header, under the same deadline as a new one. */
+static void http_request_completed(void *context, struct MHD_Connection *connection, void **request,
+                                   enum MHD_RequestTerminationCode code)
+{
+    (void)context;
+    (void)request;
+    (void)code;
+    struct http_client *client = http_client_of(connection);
+    if (client && !client->dropped) {
+        client->answering = false;
+        client->deadline_ms = http_now_ms() + HTTP_HEADER_SECONDS * 1000;
+    }
+}
+
+static void http_drop_late_clients(struct http_server *server, int64_t now_ms)
+{
+    for (struct http_client *c = server->clients; c; c = c->next)
+        if (!c->dropped && now_ms >= c->deadline_ms)
+            http_drop_client(server, c,
+                             c->answering ? "its answer was not taken in time"
+                                          : "its request header was not complete in time");
 }
 
 /* Queues `body` (malloc'd; freed by libmicrohttpd) with a status and type. */
@@ -168,9 +311,9 @@ static enum MHD_Result http_metrics(struct http_server *server, struct MHD_Conne
                       size);
 }
 
-/* Answers on the first call, before any request body: nothing we serve
- * takes one, so a body is never buffered (libmicrohttpd discards it and
- * closes the connection). */
+/* Called once the request header is complete. Answers on the first call,
+ * before any request body: nothing we serve takes one, so a body is never
+ * buffered (libmicrohttpd discards it and closes the connection). */
 static enum MHD_Result http_answer(void *context, struct MHD_Connection *connection,
                                    const char *url, const char *method, const char *version,
                                    const char *upload_data, size_t *upload_data_size,
@@ -181,6 +324,11 @@ static enum MHD_Result http_answer(void *context, struct MHD_Connection *connect
     (void)upload_data;
     (void)upload_data_size;
     (void)request;
+    struct http_client *client = http_client_of(connection);
+    if (client && !client->dropped && !client->answering) {
+        client->answering = true;
+        client->deadline_ms = http_now_ms() + HTTP_ANSWER_SECONDS * 1000;
+    }
     if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
         return http_reply_text(connection, MHD_HTTP_METHOD_NOT_ALLOWED,
                                "only GET and HEAD are served\n");
@@ -215,6 +363,35 @@ static int http_resolve(const char *listen, struct addrinfo **out, struct error 
     return 0;
 }
 
+/* The server thread: libmicrohttpd's epoll descriptor, the wake pipe, and
+ * the deadlines, in one loop. */
+static void *http_serve(void *argument)
+{
+    struct http_server *server = argument;
+    const union MHD_DaemonInfo *info =
+        MHD_get_daemon_info(server->daemon, MHD_DAEMON_INFO_EPOLL_FD);
+    struct pollfd watched[2] = {{.fd = info->epoll_fd, .events = POLLIN},
+                                {.fd = server->wake[0], .events = POLLIN}};
+    for (;;) {
+        /* Sleeps until libmicrohttpd has work, its own timer, or the next
+         * deadline; with no connection, until a client or http_stop(). */
+        int64_t now_ms = http_now_ms(), wait_ms = INT_MAX;
+        MHD_UNSIGNED_LONG_LONG mhd_ms;
+        if (MHD_get_timeout(server->daemon, &mhd_ms) == MHD_YES && mhd_ms < (unsigned)INT_MAX)
+            wait_ms = (int64_t)mhd_ms;
+        for (struct http_client *c = server->clients; c; c = c->next)
+            if (!c->dropped && c->deadline_ms - now_ms < wait_ms)
+                wait_ms = c->deadline_ms > now_ms ? c->deadline_ms - now_ms : 0;
+        if (poll(watched, 2, wait_ms == INT_MAX ? -1 : (int)wait_ms) < 0 && errno != EINTR)
+            log_event(LOG_WARNING, NULL, "http", "poll: %s", strerror(errno));
+        if (watched[1].revents)
+            break;
+        MHD_run(server->daemon);
+        http_drop_late_clients(server, http_now_ms());
+    }
+    return NULL;
+}
+
 int http_start(const struct config *config, struct http_server **out, struct error *err)
 {
     struct addrinfo *address = NULL;
@@ -228,15 +405,18 @@ int http_start(const struct config *config, struct http_server **out, struct err
         return error_set(err, -ENOMEM, "out of memory");
     }
     server->config = config;
-    unsigned int flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG;
+    server->wake[0] = server->wake[1] = -1;
+    unsigned int flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
     if (address->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     server->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, http_answer, server, MHD_OPTION_EXTERNAL_LOGGER, http_log, NULL,
         MHD_OPTION_SOCK_ADDR, address->ai_addr, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)HTTP_CONNECTION_LIMIT,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)HTTP_TIMEOUT_SECONDS,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_MEMORY_LIMIT, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)(HTTP_CONNECTION_LIMIT + HTTP_CONNECTION_SPARE),
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)HTTP_IDLE_SECONDS,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_MEMORY_LIMIT, MHD_OPTION_NOTIFY_CONNECTION,
+        http_notify_connection, server, MHD_OPTION_NOTIFY_COMPLETED, http_request_completed, server,
+        MHD_OPTION_END);
     int saved = errno;
     freeaddrinfo(address);
     if (!server->daemon) {
@@ -245,15 +425,42 @@ int http_start(const struct config *config, struct http_server **out, struct err
                          config->metrics_listen,
                          saved ? strerror(saved) : "libmicrohttpd refused to start");
     }
+    if (pipe2(server->wake, O_CLOEXEC | O_NONBLOCK) < 0) {
+        rc = error_set(err, -errno, "metrics.listen: cannot make a pipe: %s", strerror(errno));
+        goto fail;
+    }
+    rc = pthread_create(&server->thread, NULL, http_serve, server);
+    if (rc != 0) {
+        rc =
+            error_set(err, -rc, "metrics.listen: cannot start the server thread: %s", strerror(rc));
+        goto fail;
+    }
     *out = server;
     return 0;
+
+fail:
+    MHD_stop_daemon(server->daemon);
+    if (server->wake[0] >= 0) {
+        close(server->wake[0]);
+        close(server->wake[1]);
+    }
+    free(server);
+    return rc;
 }
 
 void http_stop(struct http_server *server)
 {
     if (!server)
         return;
+    char byte = 1;
+    if (write(server->wake[1], &byte, 1) < 0)
+        log_event(LOG_WARNING, NULL, "http", "cannot wake the server thread: %s", strerror(errno));
+    pthread_join(server->thread, NULL);
+    /* Closes every connection, each through http_notify_connection. */
     MHD_stop_daemon(server->daemon);
+    assert(!server->clients);
+    close(server->wake[0]);
+    close(server->wake[1]);
     state_close(server->state);
     free(server);
 }
