@@ -11,6 +11,7 @@
 #include "cli.h"
 #include "jobs/job.h"
 #include "log.h"
+#include "report/metrics.h"
 #include "state.h"
 
 volatile sig_atomic_t cli_stop;
@@ -71,6 +72,10 @@ int cli_run_job(const struct config *config, const char *job, int argc, char **a
         if (rc != 0 || result.outcome == JOB_OUTCOME_FAILED)
             failures++;
     }
+    /* The textfile promises the state after every job, not only the
+     * agent's: a one-off backup must not look missing to an alert. */
+    if (ran && config->metrics_textfile && metrics_write_textfile(config, state, &err) != 0)
+        fprintf(stderr, "sqlprodd: warning: %s\n", err.message);
     state_close(state);
     if (cli_stop) {
         fprintf(stderr, "sqlprodd: %s: interrupted\n", job);

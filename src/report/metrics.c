@@ -6,12 +6,16 @@
 #include "metrics.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "fsutil.h"
 #include "jobs/job.h"
@@ -84,7 +88,8 @@ static const struct job_family {
      "Unix time of the end of the last successful run of the job."},
     {"sqlprodd_job_last_duration_seconds", "gauge", "Duration of the last run of the job."},
     {"sqlprodd_job_runs_total", "counter", "Runs of the job since the state was created."},
-    {"sqlprodd_job_failures_total", "counter", "Failed runs of the job since the state was created."},
+    {"sqlprodd_job_failures_total", "counter",
+     "Failed runs of the job since the state was created."},
 };
 
 /* Facts from the last health check an operator alerts on or graphs. A
@@ -96,8 +101,7 @@ static void render_database_details(const struct config *config, struct state *s
     static const char *const details[][4] = {
         {"sqlprodd_database_page_size_bytes", "gauge", "Page size of the database.", "page_size"},
         {"sqlprodd_health_check_timestamp_seconds", "gauge",
-         "Unix time of the last health verdict; alert when it stops moving.",
-         "health_checked_at"},
+         "Unix time of the last health verdict; alert when it stops moving.", "health_checked_at"},
         {"sqlprodd_integrity_check_last_success_timestamp_seconds", "gauge",
          "Unix time of the last full integrity_check that found no problem.",
          "integrity_checked_at"},
@@ -176,7 +180,8 @@ int metrics_render(const struct config *config, struct state *state, char **text
     static const char *const database_families[][3] = {
         {"sqlprodd_database_size_bytes", "gauge", "Size of the database file."},
         {"sqlprodd_wal_size_bytes", "gauge", "Size of the database's -wal file."},
-        {"sqlprodd_freelist_ratio", "gauge", "Free pages over all pages, at the last health check."},
+        {"sqlprodd_freelist_ratio", "gauge",
+         "Free pages over all pages, at the last health check."},
         {"sqlprodd_health", "gauge", "Health verdict: 0 healthy, 1 degraded, 2 unhealthy."},
         {"sqlprodd_backup_last_size_bytes", "gauge", "Size of the newest backup archive."},
         {"sqlprodd_upload_pending", "gauge", "Archives waiting to be uploaded to the target."},
@@ -188,9 +193,15 @@ int metrics_render(const struct config *config, struct state *state, char **text
             char name[300], value[64] = "";
             escape_label(db->name, name, sizeof name);
             switch (f) {
-            case 0: snprintf(value, sizeof value, "%lld", (long long)fs_file_size(db->path, "")); break;
-            case 1: snprintf(value, sizeof value, "%lld", (long long)fs_file_size(db->path, "-wal")); break;
-            case 2: state_get_value(state, db->name, "freelist_ratio", value, sizeof value, NULL); break;
+            case 0:
+                snprintf(value, sizeof value, "%lld", (long long)fs_file_size(db->path, ""));
+                break;
+            case 1:
+                snprintf(value, sizeof value, "%lld", (long long)fs_file_size(db->path, "-wal"));
+                break;
+            case 2:
+                state_get_value(state, db->name, "freelist_ratio", value, sizeof value, NULL);
+                break;
             case 3: {
                 char word[32];
                 state_get_value(state, db->name, "health", word, sizeof word, NULL);
@@ -199,7 +210,9 @@ int metrics_render(const struct config *config, struct state *state, char **text
                     snprintf(value, sizeof value, "%d", level);
                 break;
             }
-            case 4: state_get_value(state, db->name, "backup_last_bytes", value, sizeof value, NULL); break;
+            case 4:
+                state_get_value(state, db->name, "backup_last_bytes", value, sizeof value, NULL);
+                break;
             default: {
                 int64_t pending = 0;
                 if (state_pending_upload_count(state, db->name, &pending, NULL) == 0)
@@ -208,7 +221,8 @@ int metrics_render(const struct config *config, struct state *state, char **text
             }
             }
             if (value[0])
-                buffer_printf(&buffer, "%s{database=\"%s\"} %s\n", database_families[f][0], name, value);
+                buffer_printf(&buffer, "%s{database=\"%s\"} %s\n", database_families[f][0], name,
+                              value);
         }
     }
     render_database_details(config, state, &buffer);
@@ -224,13 +238,62 @@ int metrics_render(const struct config *config, struct state *state, char **text
     return 0;
 }
 
+/* Opens the textfile's directory, saying plainly when it is missing: the
+ * one thing an operator must create by hand (node_exporter's packages do). */
+static int metrics_open_directory(const struct config *config, int *fd, struct error *err)
+{
+    char directory[PATH_MAX];
+    const char *path = config->metrics_textfile;
+    const char *slash = strrchr(path, '/');
+    size_t length = slash == path ? 1 : slash ? (size_t)(slash - path) : 1;
+    if (length >= sizeof directory)
+        return error_set(err, -ENAMETOOLONG, "metrics.textfile: %s: %s", path,
+                         strerror(ENAMETOOLONG));
+    memcpy(directory, slash ? path : ".", length);
+    directory[length] = '\0';
+    *fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (*fd >= 0)
+        return 0;
+    int saved = errno;
+    if (saved == ENOENT)
+        return error_set(err, -saved,
+                         "metrics.textfile: cannot write %s: the directory %s does not exist: "
+                         "create it (mkdir -p %s), writable by the user sqlprodd runs as, or "
+                         "change metrics.textfile in %s",
+                         path, directory, directory, config->file);
+    if (saved == ENOTDIR)
+        return error_set(err, -saved,
+                         "metrics.textfile: cannot write %s: %s is not a directory: change "
+                         "metrics.textfile in %s",
+                         path, directory, config->file);
+    return error_set(err, -saved, "metrics.textfile: cannot write %s: cannot open %s: %s", path,
+                     directory, strerror(saved));
+}
+
 int metrics_write_textfile(const struct config *config, struct state *state, struct error *err)
 {
     char *text = NULL;
     size_t size = 0;
-    int rc = metrics_render(config, state, &text, &size, err);
+    int directory_fd = -1;
+    int rc = metrics_open_directory(config, &directory_fd, err);
+    if (rc != 0)
+        goto out;
+    /* The agent and one-off commands write through the same temp name:
+     * they take turns, or one could rename the other's half-written file
+     * into place. */
+    if (flock(directory_fd, LOCK_EX) < 0) {
+        rc = -errno;
+        error_set(err, rc, "metrics.textfile: cannot lock the directory of %s: %s",
+                  config->metrics_textfile, strerror(-rc));
+        goto out;
+    }
+    rc = metrics_render(config, state, &text, &size, err);
     if (rc == 0)
         rc = fs_write_file_atomically(config->metrics_textfile, text, size, 0644, err);
+
+out:
+    if (directory_fd >= 0)
+        close(directory_fd); /* releases the lock */
     free(text);
     return rc;
 }

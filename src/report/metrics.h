@@ -18,7 +18,8 @@ int metrics_render(const struct config *config, struct state *state, char **text
                    struct error *err);
 
 /* Renders and writes config->metrics_textfile atomically (mode 0644: the
- * collector runs as another user; metrics hold no secrets). */
+ * collector runs as another user; metrics hold no secrets). The agent after
+ * every job and each one-off command write it, one at a time. */
 int metrics_write_textfile(const struct config *config, struct state *state, struct error *err);
 
 #endif

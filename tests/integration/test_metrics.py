@@ -92,6 +92,45 @@ class MetricsTest(HealthTestCase):
         self.assertEqual(os.listdir(os.path.dirname(self.textfile)), ["sqlprodd.prom"])
         self.assertEqual(os.stat(self.textfile).st_mode & 0o777, 0o644)
 
+    def test_one_off_jobs_rewrite_the_textfile_without_the_agent(self):
+        self.configure_two(listen=False)
+        backup = frozenset({("database", "app"), ("job", "backup")})
+        for runs in (1, 2):
+            time.sleep(1.05 if runs > 1 else 0)  # archive names have a 1 s resolution
+            result = self.run_cli("backup", "app", check=0)
+            self.assertNotIn("warning", result.stderr)
+            with open(self.textfile) as f:
+                text = f.read()
+            self.promtool_ok(text)
+            samples = parse_metrics(text)
+            self.assertEqual(samples[("sqlprodd_job_runs_total", backup)], runs)
+            self.assertEqual(samples[("sqlprodd_backup_last_size_bytes",
+                                      frozenset({("database", "app")}))],
+                             self.database_status("app")["backup_last_bytes"])
+        self.run_cli("checkpoint", check=0)  # every database, one rewrite
+        samples = self.textfile_samples()
+        for name in ("app", "old.v2"):
+            self.assertEqual(samples[("sqlprodd_job_runs_total",
+                                      frozenset({("database", name), ("job", "checkpoint")}))], 1)
+        self.assertEqual(os.listdir(os.path.dirname(self.textfile)), ["sqlprodd.prom"])
+        self.assertEqual(os.stat(self.textfile).st_mode & 0o777, 0o644)
+
+    def test_a_missing_textfile_directory_is_named_and_the_job_still_counts(self):
+        self.configure_two(listen=False)
+        directory = os.path.dirname(self.textfile)
+        shutil.rmtree(directory)
+        result = self.run_cli("backup", "app", check=0)
+        self.assertIn(f"the directory {directory} does not exist: create it (mkdir -p "
+                      f"{directory})", result.stderr)
+        self.assertIn(self.config_path, result.stderr)
+        self.assertEqual(self.database_status("app")["jobs"]["backup"]["runs_total"], 1)
+        self.assertFalse(os.path.exists(directory), "the directory is the operator's to create")
+        # A file where the directory should be.
+        with open(directory, "w") as f:
+            f.write("not a directory\n")
+        result = self.run_cli("checkpoint", "app", check=0)
+        self.assertIn(f"{directory} is not a directory", result.stderr)
+
     def test_http_endpoint_serves_metrics_and_health_and_refuses_the_rest(self):
         self.configure_two()
         self.start()
