@@ -7,6 +7,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -160,6 +162,63 @@ out:
     return rc;
 }
 
+static void user_name(uid_t uid, char *out, size_t size)
+{
+    struct passwd entry, *found = NULL;
+    char buffer[1024];
+    if (getpwuid_r(uid, &entry, buffer, sizeof buffer, &found) == 0 && found)
+        snprintf(out, size, "%s", found->pw_name);
+    else
+        snprintf(out, size, "%u", (unsigned)uid);
+}
+
+static void group_name(gid_t gid, char *out, size_t size)
+{
+    struct group entry, *found = NULL;
+    char buffer[1024];
+    if (getgrgid_r(gid, &entry, buffer, sizeof buffer, &found) == 0 && found)
+        snprintf(out, size, "%s", found->gr_name);
+    else
+        snprintf(out, size, "%u", (unsigned)gid);
+}
+
+/*
+ * Whether a secret in this file is shared with nobody but the agent. The
+ * Debian convention for keys (/etc/ssl/private: root:ssl-cert 0640) is
+ * accepted in the form root:GROUP 0640, GROUP being the group this process
+ * runs as: owned by root or by our user, readable by the group only when
+ * the group is ours, writable by no group, no access at all for others.
+ */
+static int credentials_check_access(const char *path, const struct stat *st, struct error *err)
+{
+    uid_t our_user = geteuid();
+    gid_t our_group = getegid();
+    mode_t mode = st->st_mode & 07777;
+    char problem[256], owner[64], group[64], we[64], our[64];
+    user_name(st->st_uid, owner, sizeof owner);
+    group_name(st->st_gid, group, sizeof group);
+    user_name(our_user, we, sizeof we);
+    group_name(our_group, our, sizeof our);
+
+    if (st->st_uid != 0 && st->st_uid != our_user)
+        snprintf(problem, sizeof problem,
+                 "is owned by %s, neither root nor %s (the user sqlprodd runs as)", owner, we);
+    else if (mode & S_IRWXO)
+        snprintf(problem, sizeof problem, "is accessible by others");
+    else if (mode & (S_IWGRP | S_IXGRP))
+        snprintf(problem, sizeof problem, "is writable or executable by its group %s", group);
+    else if ((mode & S_IRGRP) && st->st_gid != our_group)
+        snprintf(problem, sizeof problem,
+                 "is readable by the group %s, which is not %s (the group sqlprodd runs as)", group,
+                 our);
+    else
+        return 0;
+    return error_set(err, -EPERM,
+                     "credentials file %s (mode %04o, owner %s:%s) %s: run 'chown root:%s %s && "
+                     "chmod 640 %s' so that only root and the group %s can read it",
+                     path, (unsigned)mode, owner, group, problem, our, path, path, our);
+}
+
 int credentials_load_file(const char *path, const char *profile, struct credentials *out,
                           struct error *err)
 {
@@ -180,13 +239,9 @@ int credentials_load_file(const char *path, const char *profile, struct credenti
         rc = error_set(err, -EINVAL, "credentials file %s is not a regular file", path);
         goto out;
     }
-    if (st.st_mode & (S_IRWXG | S_IRWXO)) {
-        rc = error_set(err, -EPERM,
-                       "credentials file %s is accessible by group or others (mode %04o): "
-                       "run 'chmod 600 %s' and make it owned by the user sqlprodd runs as",
-                       path, (unsigned)(st.st_mode & 07777), path);
+    rc = credentials_check_access(path, &st, err);
+    if (rc != 0)
         goto out;
-    }
     if (st.st_size > CREDENTIALS_MAX_FILE_SIZE) {
         rc = error_set(err, -EFBIG, "credentials file %s is larger than %d bytes", path,
                        CREDENTIALS_MAX_FILE_SIZE);

@@ -3,9 +3,9 @@
  *
  * From an AWS shared-credentials file (the format of ~/.aws/credentials:
  * [profile] sections of aws_access_key_id, aws_secret_access_key and
- * optionally aws_session_token), which must not be accessible by group or
- * others, or else from the AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
- * AWS_SESSION_TOKEN environment variables. Secrets never appear in an error
+ * optionally aws_session_token), which must be shared with nobody but the
+ * agent (see credentials_load_file), or else from the AWS_ACCESS_KEY_ID,
+ * AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN environment variables. Secrets never appear in an error
  * message; they are wiped from memory when cleared.
  */
 #ifndef SQLPRODD_CREDENTIALS_H
@@ -26,7 +26,9 @@ struct credentials {
 int credentials_load(const char *file, const char *profile, struct credentials *out,
                      struct error *err);
 
-/* The file alone: refused unless a regular file with no group/other access. */
+/* The file alone: refused unless a regular file owned by root or our user,
+ * with no access for others, none but read for its group, and that only
+ * when the group is the one we run as (root:sqlprodd 0640, or 0600). */
 int credentials_load_file(const char *path, const char *profile, struct credentials *out,
                           struct error *err);
 

@@ -4,14 +4,30 @@ readable by others, and secrets that must never reach a log, `status` or
 the process list. The config parser's own refusals of "../x", "..", "."
 and "/" in names are unit-tested in tests/unit/test_config.c; here the
 built binary is checked end to end."""
+import grp
 import os
 import shutil
+import subprocess
 import time
 import unittest
 
-from reliability import AgentTestCase, S3Server, S3_DIR, create_database, s3_target
+from reliability import (SECRET_KEY, AgentTestCase, S3Server, S3_DIR, create_database,
+                         s3_target)
+
 
 WRONG_SECRET = "Wr0ngSecretThatMustNeverBeLogged/xyzzy+42"
+
+
+def foreign_group():
+    """A group the tests do not run as, for a credentials file shared with it."""
+    for name in ("nogroup", "nobody", "daemon"):
+        try:
+            entry = grp.getgrnam(name)
+        except KeyError:
+            continue
+        if entry.gr_gid != os.getegid():
+            return entry.gr_name
+    raise unittest.SkipTest("no group other than ours")
 
 
 class HostileInputTest(AgentTestCase):
@@ -27,11 +43,13 @@ class HostileInputTest(AgentTestCase):
         self.assertFalse(os.path.exists(os.path.join(self.dir, "x")))
         self.assertFalse(os.path.exists(self.backup_dir), "nothing written anywhere")
 
-    def write_credentials(self, secret, mode):
+    def write_credentials(self, secret, mode, group=None):
         path = os.path.join(self.dir, "offsite.credentials")
         with open(path, "w") as f:
             f.write(f"[default]\naws_access_key_id = SQLPRODDTESTACCESSKEY\n"
                     f"aws_secret_access_key = {secret}\n")
+        if group is not None:
+            shutil.chown(path, "root", group)
         os.chmod(path, mode)
         return path
 
@@ -42,18 +60,54 @@ class HostileInputTest(AgentTestCase):
             targets=s3_target(url, f'credentials_file = "{credentials}";'))
 
     def test_credentials_readable_by_others_are_refused(self):
+        # 0640 is the Debian convention (root:ssl-cert for /etc/ssl/private)
+        # only with the group the agent runs as: with any other group the
+        # secret is shared with its members. The fix printed must be exact.
         create_database(self.db_path(), rows=10)
-        for mode in (0o644, 0o640, 0o604):
-            credentials = self.write_credentials(WRONG_SECRET, mode)
+        foreign = foreign_group()
+        ours = grp.getgrgid(os.getegid()).gr_name
+        for mode, group, problem in ((0o644, None, "is accessible by others"),
+                                     (0o604, None, "is accessible by others"),
+                                     (0o660, None, "is writable or executable by its group"),
+                                     (0o640, foreign, "is readable by the group"),
+                                     (0o440, foreign, "is readable by the group")):
+            credentials = self.write_credentials(WRONG_SECRET, mode, group)
             self.configure_s3("http://127.0.0.1:9", credentials)
             self.run_cli("backup", "app", check=0)
             result = self.run_cli("upload", "app")
             self.assertEqual(result.returncode, 1)
-            self.assertRegex(result.stderr, r"accessible by group or others")
+            owner = f"root:{grp.getgrgid(os.stat(credentials).st_gid).gr_name}"
+            self.assertIn(f"credentials file {credentials} (mode {mode:04o}, owner {owner}) "
+                          f"{problem}", result.stderr)
+            fix = f"chown root:{ours} {credentials} && chmod 640 {credentials}"
+            self.assertIn(f"run '{fix}'", result.stderr)
             self.assertNotIn(WRONG_SECRET, result.stdout + result.stderr)
             result = self.run_cli("check")
             self.assertNotEqual(result.returncode, 0, f"check accepted mode {mode:o}")
+            self.assertIn(problem, result.stdout + result.stderr)
             self.assertNotIn(WRONG_SECRET, result.stdout + result.stderr)
+            # The printed fix, run as printed, makes the file acceptable.
+            subprocess.run(["sh", "-c", fix], check=True)
+            result = self.run_cli("check")
+            self.assertNotIn(f"credentials file {credentials}", result.stdout + result.stderr)
+            time.sleep(1.05)
+
+    @unittest.skipUnless(shutil.which("node") and
+                         os.path.isdir(os.path.join(S3_DIR, "node_modules", "s3rver")),
+                         "node or the S3 test server's modules are missing")
+    def test_credentials_shared_only_with_our_group_are_accepted(self):
+        server = S3Server(os.path.join(self.dir, "s3"))
+        self.addCleanup(server.stop)
+        create_database(self.db_path(), rows=10)
+        self.assertEqual(os.geteuid(), 0, "the tests run as root, as in CI")
+        for mode in (0o640, 0o440, 0o600):
+            credentials = self.write_credentials(SECRET_KEY, mode, grp.getgrgid(os.getegid()).gr_name)
+            self.configure_s3(server.url, credentials)
+            result = self.run_cli("backup", "app", check=0)
+            result = self.run_cli("upload", "app")
+            self.assertEqual(result.returncode, 0, f"mode {mode:o}: {result.stderr}")
+            result = self.run_cli("check")
+            self.assertEqual(result.returncode, 0, f"mode {mode:o}: {result.stdout}")
             time.sleep(1.05)
 
     @unittest.skipUnless(shutil.which("node") and

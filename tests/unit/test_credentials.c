@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 #include <errno.h>
+#include <grp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,18 +140,100 @@ static void file_readable_by_others_is_refused(void **state)
     struct directory *directory = *state;
     struct credentials credentials = {0};
     struct error err = {0};
-    const mode_t refused[] = {0644, 0640, 0604, 0620, 0660};
+    const mode_t refused[] = {0644, 0604, 0602, 0601, 0620, 0660, 0610, 0670, 0777};
     for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
         write_file(directory->file, sample, refused[i]);
         assert_int_equal(credentials_load_file(directory->file, NULL, &credentials, &err), -EPERM);
-        assert_non_null(strstr(err.message, "is accessible by group or others"));
-        assert_non_null(strstr(err.message, "chmod 600"));
         assert_null(credentials.access_key_id);
         assert_null(strstr(err.message, "EXAMPLEKEY"));
+        char mode[32];
+        snprintf(mode, sizeof mode, "(mode %04o, owner ", (unsigned)refused[i]);
+        assert_non_null(strstr(err.message, mode));
+        assert_non_null(strstr(err.message, directory->file));
+        assert_non_null(strstr(err.message, "chmod 640 "));
     }
-    char expected[32];
-    snprintf(expected, sizeof expected, "(mode %04o)", 0660);
-    assert_non_null(strstr(err.message, expected));
+    write_file(directory->file, sample, 0604);
+    credentials_load_file(directory->file, NULL, &credentials, &err);
+    assert_non_null(strstr(err.message, "is accessible by others"));
+    write_file(directory->file, sample, 0660);
+    credentials_load_file(directory->file, NULL, &credentials, &err);
+    assert_non_null(strstr(err.message, "is writable or executable by its group"));
+}
+
+static void group_name_of(gid_t gid, char *out, size_t size)
+{
+    struct group *entry = getgrgid(gid);
+    if (entry)
+        snprintf(out, size, "%s", entry->gr_name);
+    else
+        snprintf(out, size, "%u", (unsigned)gid);
+}
+
+/* A gid that is not ours, for a file root chowns to it. */
+static gid_t foreign_group(void)
+{
+    struct group *nogroup = getgrnam("nogroup");
+    gid_t gid = nogroup ? nogroup->gr_gid : 65534;
+    assert_int_not_equal(gid, getegid());
+    return gid;
+}
+
+/* The Debian convention (root:ssl-cert 0640 for /etc/ssl/private), with
+ * the group we run as: the table of owners, groups and modes. Changing the
+ * owner needs root, as the tests run in CI. */
+static void file_shared_only_with_our_group_is_accepted(void **state)
+{
+    struct directory *directory = *state;
+    if (geteuid() != 0)
+        skip();
+    const uid_t nobody = 65534;
+    const gid_t ours = getegid(), foreign = foreign_group();
+    const struct {
+        uid_t owner;
+        gid_t group;
+        mode_t mode;
+        int expected;
+        const char *problem;
+    } table[] = {
+        {0, ours, 0640, 0, NULL},
+        {0, ours, 0440, 0, NULL},
+        {0, ours, 0600, 0, NULL},
+        {0, foreign, 0600, 0, NULL}, /* the group cannot read it: its name does not matter */
+        {0, foreign, 0640, -EPERM, "is readable by the group "},
+        {0, foreign, 0440, -EPERM, "is readable by the group "},
+        {0, ours, 0660, -EPERM, "is writable or executable by its group "},
+        {0, ours, 0644, -EPERM, "is accessible by others"},
+        {nobody, ours, 0600, -EPERM, "is owned by "},
+        {nobody, ours, 0640, -EPERM, "is owned by "},
+    };
+    char our_name[64], foreign_name[64], fix[512];
+    group_name_of(ours, our_name, sizeof our_name);
+    group_name_of(foreign, foreign_name, sizeof foreign_name);
+    snprintf(fix, sizeof fix, "run 'chown root:%s %s && chmod 640 %s'", our_name, directory->file,
+             directory->file);
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
+        struct credentials credentials = {0};
+        struct error err = {0};
+        write_file(directory->file, sample, table[i].mode);
+        assert_int_equal(chown(directory->file, table[i].owner, table[i].group), 0);
+        assert_int_equal(chmod(directory->file, table[i].mode), 0); /* chown cleared nothing */
+        int rc = credentials_load_file(directory->file, NULL, &credentials, &err);
+        if (rc != table[i].expected)
+            fail_msg("owner %u group %u mode %04o: %d (%s)", (unsigned)table[i].owner,
+                     (unsigned)table[i].group, (unsigned)table[i].mode, rc, err.message);
+        if (rc == 0) {
+            assert_string_equal(credentials.secret_access_key, SECRET);
+            credentials_clear(&credentials);
+            continue;
+        }
+        assert_non_null(strstr(err.message, table[i].problem));
+        assert_non_null(strstr(err.message, fix));
+        if (table[i].group == foreign) {
+            char owner[160];
+            snprintf(owner, sizeof owner, "owner root:%s)", foreign_name);
+            assert_non_null(strstr(err.message, owner));
+        }
+    }
 }
 
 static void missing_file_and_directory_are_refused(void **state)
@@ -208,6 +291,8 @@ int main(void)
         cmocka_unit_test(a_malformed_line_is_reported_without_its_content),
         cmocka_unit_test_setup_teardown(private_file_is_read, make_directory, remove_directory),
         cmocka_unit_test_setup_teardown(file_readable_by_others_is_refused, make_directory,
+                                        remove_directory),
+        cmocka_unit_test_setup_teardown(file_shared_only_with_our_group_is_accepted, make_directory,
                                         remove_directory),
         cmocka_unit_test_setup_teardown(missing_file_and_directory_are_refused, make_directory,
                                         remove_directory),
