@@ -298,6 +298,32 @@ class SlowClientsTest(HealthTestCase):
         finally:
             s.close()
 
+    def test_a_request_body_trickled_after_the_header_is_not_waited_for(self):
+        # Nothing served takes a body: the answer goes out when the header
+        # is complete, and the connection closes, however slowly a body comes.
+        for header, piece in (
+                (b"POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n", b"a"),
+                (b"POST /health HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+                 b"1\r\na\r\n"),
+                (b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n", b"a")):
+            started, answer = time.monotonic(), b""
+            with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+                s.sendall(header)
+                s.settimeout(0.2)
+                while time.monotonic() - started < HEADER_SECONDS + ANSWER_SECONDS + SLACK:
+                    try:
+                        s.send(piece)
+                        chunk = s.recv(65536)
+                        if not chunk:
+                            break
+                        answer += chunk
+                    except socket.timeout:
+                        continue
+                    except OSError:
+                        break
+            self.assertLess(time.monotonic() - started, 1.0, header[:40])
+            self.assertRegex(answer, rb"^HTTP/1\.1 (200|405) ", header[:40])
+
     def test_a_client_that_reads_slowly_still_gets_its_answer(self):
         # The deadlines are generous for an honest client on a slow link.
         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
