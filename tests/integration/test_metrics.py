@@ -9,7 +9,7 @@ import subprocess
 import time
 import unittest
 
-from harness import create_database
+from harness import BIN, create_database
 from test_health import PROMTOOL, HealthTestCase, parse_metrics
 
 SPEC_FAMILIES = {
@@ -114,6 +114,26 @@ class MetricsTest(HealthTestCase):
                                       frozenset({("database", name), ("job", "checkpoint")}))], 1)
         self.assertEqual(os.listdir(os.path.dirname(self.textfile)), ["sqlprodd.prom"])
         self.assertEqual(os.stat(self.textfile).st_mode & 0o777, 0o644)
+
+    def test_one_off_jobs_running_at_once_each_leave_a_whole_textfile(self):
+        # Writers share one temp name: without taking turns, one renames
+        # another's half-written file into place or finds its temp gone.
+        names = [f"db{i}" for i in range(8)]
+        for name in names:
+            create_database(self.db_path(name), rows=10)
+        self.configure(", ".join(self.entry(name) for name in names), listen=False)
+        self.run_cli("checkpoint", names[0], check=0)  # creates the state database first
+        for _ in range(3):
+            runs = [subprocess.Popen([BIN, "-c", self.config_path, "checkpoint", name],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                    for name in names for _ in range(3)]
+            for run in runs:
+                _, stderr = run.communicate(timeout=60)
+                self.assertEqual(run.returncode, 0, stderr)
+                self.assertNotIn("sqlprodd: warning:", stderr)
+            with open(self.textfile) as f:
+                self.promtool_ok(f.read())
+            self.assertEqual(os.listdir(os.path.dirname(self.textfile)), ["sqlprodd.prom"])
 
     def test_a_missing_textfile_directory_is_named_and_the_job_still_counts(self):
         self.configure_two(listen=False)
