@@ -4,7 +4,8 @@
  * 200 when healthy or degraded, 503 when unhealthy, for load balancers).
  * Served by libmicrohttpd on its own thread, reading the state database
  * through its own read-only connection: a slow or hostile client never
- * holds up the agent's loop or its jobs.
+ * holds up the agent's loop or its jobs, and, with absolute deadlines per
+ * request and a bounded connection table (http.c), never another client.
  */
 #ifndef SQLPRODD_HTTP_H
 #define SQLPRODD_HTTP_H
