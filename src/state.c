@@ -99,6 +99,10 @@ int state_open(const char *state_dir, struct state **out, struct error *err)
     }
     if (sqlite3_step(statement) == SQLITE_ROW)
         version = sqlite3_column_int(statement, 0);
+    /* End the read before BEGIN IMMEDIATE: a read transaction left open
+     * cannot be upgraded once another first-time command has created the
+     * tables meanwhile (SQLITE_BUSY without the busy handler). */
+    sqlite3_reset(statement);
     if (version > STATE_SCHEMA_VERSION) {
         rc = error_set(err, -EPROTO,
                        "state database %s was written by a newer sqlprodd (schema %d, this one "
