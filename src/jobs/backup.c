@@ -146,9 +146,9 @@ static int backup_copy(struct job_context *context, const struct backup_paths *p
         /* VACUUM INTO creates the file with the process umask; tighten it
          * before it holds the whole database for longer than a moment. */
         chmod(paths->copy, 0600);
-        struct stat st;
-        if (stat(db->path, &st) == 0)
-            manifest->database_bytes = (int64_t)st.st_size;
+        /* Restore gives it back: the copy itself is always in rollback mode. */
+        rc = database_query_text(source, "PRAGMA journal_mode", manifest->journal_mode,
+                                 sizeof manifest->journal_mode, err);
     } else if (rc == -ENOSPC && backup_directory_is_full(paths->directory, db->path)) {
         error_prefix(err, "no space left in %s: ", paths->directory);
     } else if (rc == -ENOSPC) {
@@ -259,6 +259,9 @@ static int backup_verify(struct job_context *context, const struct backup_paths 
              quick ? "quick_check" : "integrity_check");
     manifest->page_size = (int)page_size;
     manifest->page_count = page_count;
+    /* The copy's size, not the live file's (which has free pages and a WAL
+     * of its own): what the archive decompresses to. */
+    manifest->database_bytes = page_size * page_count;
     if (!ok) {
         char fix[ADVICE_MAX];
         return error_set(
