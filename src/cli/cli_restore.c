@@ -439,8 +439,15 @@ static int restore(struct restore_request *request, struct error *err)
         return restore_refuse_existing(request, &replacement, err);
     if (request->live) {
         /* No job of the agent opens the database while it is swapped. */
+        char holder[256] = "";
         rc = lock_acquire(&lock, request->config->state_dir, request->db->name, "sqlprodd restore",
-                          true, &cli_stop, NULL, 0, err);
+                          false, &cli_stop, holder, sizeof holder, err);
+        if (rc == -EWOULDBLOCK) {
+            fprintf(stderr, "sqlprodd: restore: waiting for the database lock, held by %s\n",
+                    holder);
+            rc = lock_acquire(&lock, request->config->state_dir, request->db->name,
+                              "sqlprodd restore", true, &cli_stop, NULL, 0, err);
+        }
         if (rc != 0)
             return rc;
         locked = true;

@@ -245,6 +245,24 @@ class RestoreLiveTest(AgentTestCase):
         self.assertEqual(snapshot(big), before)
         self.assertEqual(self.leftovers(self.dir), [])
 
+    def test_waits_for_a_running_job_on_the_database_and_says_who(self):
+        big = os.path.join(self.dir, "big.db")
+        create_database(big, rows=300000, payload=400)
+        self.write_config(f'{{ name = "app"; path = "{self.live}"; }}, '
+                          f'{{ name = "big"; path = "{big}"; }}')
+        self.run_cli("backup", "big", check=0)
+        backup = subprocess.Popen([BIN, "-c", self.config_path, "backup", "big"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.processes.append(backup)
+        lock = os.path.join(self.state_dir, "locks", "big.lock")
+        self.wait_for(lambda: os.path.exists(lock) and os.path.getsize(lock) > 0,
+                      what="the backup to hold the lock")
+        result = self.run_cli("restore", "big", "--to", big, "--force", check=0)
+        self.assertRegex(result.stderr, r"waiting for the database lock, held by pid \d+, "
+                         r"sqlprodd backup")
+        self.assertEqual(backup.wait(timeout=300), 0)
+        self.assertEqual(row_count(big), 300000)
+
 
 class RestoreJournalModeTest(AgentTestCase):
     def test_wal_source_comes_back_in_wal_and_an_old_manifest_in_delete(self):
