@@ -263,6 +263,20 @@ class RestoreLiveTest(AgentTestCase):
         self.assertEqual(backup.wait(timeout=300), 0)
         self.assertEqual(row_count(big), 300000)
 
+    @unittest.skipUnless(os.geteuid() == 0 and shutil.which("setpriv"), "needs root and setpriv")
+    def test_a_user_who_cannot_see_every_process_is_told_so(self):
+        for root, directories, files in os.walk(self.dir):
+            for name in [root] + [os.path.join(root, f) for f in directories + files]:
+                os.chown(name, 65534, 65534)
+        os.chmod(self.dir, 0o755)
+        result = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", BIN, "-c",
+             self.config_path, "restore", "app", "--to", self.live, "--force"],
+            capture_output=True, text=True, timeout=120)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertRegex(result.stderr, r"the open files of \d+ processes of other users could "
+                         r"not be checked \(run restore as root")
+
 
 class RestoreJournalModeTest(AgentTestCase):
     def test_wal_source_comes_back_in_wal_and_an_old_manifest_in_delete(self):
