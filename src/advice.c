@@ -32,6 +32,41 @@ static bool advice_append(char *out, size_t size, size_t *used, const char *text
     return true;
 }
 
+static bool advice_has_control(const char *word)
+{
+    for (const unsigned char *c = (const unsigned char *)word; *c; c++)
+        if (*c < 0x20 || *c == 0x7f)
+            return true;
+    return false;
+}
+
+/* A word with a newline or another control character, on one line:
+ * "$(printf 'a\012b')", which POSIX sh and printf(1) turn back into it.
+ * Command substitution drops trailing newlines, so a word that ends in one
+ * cannot be written this way: "" then. */
+static bool advice_quote_with_printf(const char *word, char *out, size_t size, size_t *used)
+{
+    size_t length = strlen(word);
+    if (length > 0 && word[length - 1] == '\n')
+        return false;
+    bool fits = advice_append(out, size, used, "\"$(printf '");
+    for (const unsigned char *c = (const unsigned char *)word; fits && *c; c++) {
+        char one[8];
+        if (*c < 0x20 || *c == 0x7f)
+            snprintf(one, sizeof one, "\\%03o", *c);
+        else if (*c == '\'')
+            snprintf(one, sizeof one, "'\\''");
+        else if (*c == '\\')
+            snprintf(one, sizeof one, "\\\\");
+        else if (*c == '%')
+            snprintf(one, sizeof one, "%%%%");
+        else
+            snprintf(one, sizeof one, "%c", *c);
+        fits = advice_append(out, size, used, one);
+    }
+    return fits && advice_append(out, size, used, "')\"");
+}
+
 const char *advice_quote(const char *word, char *out, size_t size)
 {
     size_t used = 0;
@@ -41,6 +76,8 @@ const char *advice_quote(const char *word, char *out, size_t size)
     out[0] = '\0';
     if (advice_is_plain(word))
         fits = advice_append(out, size, &used, word);
+    else if (advice_has_control(word))
+        fits = advice_quote_with_printf(word, out, size, &used);
     else {
         fits = advice_append(out, size, &used, "'");
         for (const char *c = word; fits && *c; c++) {

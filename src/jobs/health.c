@@ -49,7 +49,7 @@ static void verdict_add(struct verdict *verdict, enum health_level level, const 
 
 static void verdict_add(struct verdict *verdict, enum health_level level, const char *format, ...)
 {
-    char text[600];
+    char text[1024]; /* room for a fix with two long paths */
     if (level > verdict->level)
         verdict->level = level;
     va_list args;
@@ -221,7 +221,7 @@ static void judge_unreadable(struct verdict *verdict, const struct config *confi
                     message);
     else if (rc == -EBADMSG)
         verdict_add(verdict, UNHEALTHY,
-                    "the database is corrupt (%s): stop the application and restore the newest "
+                    "the database is corrupt (%.200s): stop the application and restore the newest "
                     "backup with `%s`",
                     message,
                     advice_sqlprodd(restore, sizeof restore, config, "restore", db->name, "--to",
@@ -236,12 +236,13 @@ static void judge_database(struct verdict *verdict, const struct config *config,
 {
     char fix[ADVICE_MAX], wal_path[PATH_MAX + 8], holders[ADVICE_MAX];
     if (!found->check_ok)
-        verdict_add(verdict, UNHEALTHY,
-                    "%s found corruption (%s): stop the application and restore the newest backup "
-                    "with `%s`, or salvage rows with sqlite3's .recover",
-                    found->full_check ? "integrity_check" : "quick_check", found->check,
-                    advice_sqlprodd(fix, sizeof fix, config, "restore", db->name, "--to", db->path,
-                                    "--force", NULL));
+        verdict_add(
+            verdict, UNHEALTHY,
+            "%s found corruption (%.200s): stop the application and restore the newest backup "
+            "with `%s`, or salvage rows with sqlite3's .recover",
+            found->full_check ? "integrity_check" : "quick_check", found->check,
+            advice_sqlprodd(fix, sizeof fix, config, "restore", db->name, "--to", db->path,
+                            "--force", NULL));
     if (strcmp(found->journal_mode, "wal") != 0)
         verdict_add(
             verdict, DEGRADED,

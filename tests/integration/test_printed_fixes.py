@@ -129,6 +129,33 @@ class PrintedFixesTest(AgentTestCase):
         self.assertEqual(row_count(self.live), 3000)
         self.assertEqual(self.pragma("journal_mode"), "wal")
 
+    def test_a_path_with_a_newline_and_a_tab_is_printed_on_one_line_and_works(self):
+        self.live = os.path.join(os.path.dirname(self.live), "app\nnew\tline 100%.db")
+        create_database(self.live, rows=3000)
+        escaped = self.live.replace("\n", "\\n").replace("\t", "\\t")  # libconfig escapes
+        self.write_config(f'{{ name = "app"; path = "{escaped}"; }}')
+        self.run_cli("backup", "app", check=0)
+        corrupt_index_keys(self.live)
+        output = self.health(check=1)
+        command = self.fix(output, "sqlprodd", " restore ")
+        self.assertNotIn("\n", command)
+        self.paste(command)
+        self.assertRegex(self.health(check=0), r"health: healthy")
+        self.assertEqual(row_count(self.live), 3000)
+
+    def test_long_paths_and_a_long_corruption_report_leave_the_command_whole(self):
+        directory = os.path.join(self.dir, "a directory with a long name " * 6)
+        os.mkdir(directory)
+        self.live = os.path.join(directory, "the application's database " * 3 + ".db")
+        self.config_path = os.path.join(directory, "sqlprodd.conf")
+        create_database(self.live, rows=3000)
+        self.configure()
+        self.run_cli("backup", "app", check=0)
+        corrupt_index(self.live)  # integrity_check reports ten problems
+        output = self.health(check=1)
+        self.paste(self.fix(output, "sqlprodd", " restore "))
+        self.assertRegex(self.health(check=0), r"health: healthy")
+
     def test_health_restore_advice_for_an_unreadable_database_restores_it(self):
         create_database(self.live, rows=3000)
         self.configure()
