@@ -462,9 +462,14 @@ static int restore(struct restore_request *request, struct error *err)
         rc = error_set(err, -errno, "%s: %s", files.output, strerror(errno));
     if (rc == 0)
         rc = restore_cancelled(err);
-    /* Look again: the application may have started meanwhile. */
+    /* Look again: the application may have started meanwhile, and made a
+     * file (or a -wal) where there was none. */
+    if (rc == 0)
+        rc = restore_check_destination(request, err);
     if (rc == 0)
         rc = replace_prepare(&replacement, request->to, err);
+    if (rc == 0 && replace_has_parts(&replacement) && !request->force)
+        rc = restore_refuse_existing(request, &replacement, err);
     if (rc == 0 && replace_has_parts(&replacement))
         rc = restore_check_openers(request, &replacement, &warned, err);
     if (rc != 0)

@@ -226,6 +226,27 @@ class RestoreLiveTest(AgentTestCase):
         self.assertEqual(snapshot(self.live), before)
         self.assertEqual(self.leftovers(), [])
 
+    @unittest.skipUnless(shutil.which("strace"), "strace is not installed (scripts/install-deps)")
+    def test_a_file_made_at_the_destination_during_the_restore_is_not_replaced(self):
+        target = os.path.join(self.dir, "new.db")
+        temp = target + ".sqlprodd-tmp"
+        # The restore stalls 2 s at the temp file's first fsync; meanwhile
+        # something creates the destination, which did not exist at the start.
+        process = subprocess.Popen(
+            ["strace", "-f", "-qq", "-o", "/dev/null", "-P", temp, "-e", "trace=fsync,fdatasync",
+             "-e", "inject=fsync,fdatasync:delay_exit=2000000:when=1", BIN, "-c",
+             self.config_path, "restore", "app", "--to", target],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.wait_for(lambda: os.path.exists(temp), what="the restore to write its temp file")
+        with open(target, "w") as f:
+            f.write("precious")
+        _, stderr = process.communicate(timeout=60)
+        self.assertEqual(process.returncode, 1, stderr)
+        self.assertIn("exists", stderr)
+        with open(target) as f:
+            self.assertEqual(f.read(), "precious")
+        self.assertEqual(self.leftovers(self.dir), [])
+
     def test_sigterm_while_decompressing_leaves_the_original_and_no_temp_file(self):
         big = os.path.join(self.dir, "big.db")
         create_database(big, rows=400000, payload=400)
