@@ -120,7 +120,7 @@ const char *advice_command(char *out, size_t size, const char *word, ...)
 const char *advice_sqlprodd(char *out, size_t size, const struct config *config, const char *word,
                             ...)
 {
-    char absolute[PATH_MAX], quoted[ADVICE_MAX];
+    char absolute[PATH_MAX];
     size_t used = 0;
     va_list words;
     if (size == 0)
@@ -130,6 +130,7 @@ const char *advice_sqlprodd(char *out, size_t size, const struct config *config,
         return out;
     const char *file = config ? config->file : NULL;
     if (file && strcmp(file, CONFIG_DEFAULT_PATH) != 0) {
+        char quoted[ADVICE_MAX];
         if (file[0] != '/' && realpath(file, absolute))
             file = absolute;
         if (!*advice_quote(file, quoted, sizeof quoted) ||

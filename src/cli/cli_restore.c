@@ -65,26 +65,29 @@ static int restore_usage(void)
     return CLI_USAGE;
 }
 
+/* The absolute path of `path` with its directory resolved (the file
+ * itself need not exist). False when the directory does not resolve. */
+static bool restore_resolve(const char *path, char out[PATH_MAX])
+{
+    char directory[PATH_MAX], name[PATH_MAX];
+    snprintf(directory, sizeof directory, "%s", path);
+    snprintf(name, sizeof name, "%s", path);
+    if (!realpath(dirname(directory), out))
+        return false;
+    size_t used = strlen(out);
+    return snprintf(out + used, PATH_MAX - used, "/%s", basename(name)) < (int)(PATH_MAX - used);
+}
+
 /* Whether two paths name one file: the same device and inode when both
- * exist, else the same absolute path once the directory is resolved. */
+ * exist, else the same path once their directories are resolved. */
 static bool restore_same_file(const char *a, const char *b)
 {
     struct stat sa, sb;
     if (stat(a, &sa) == 0 && stat(b, &sb) == 0)
         return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-    char resolved_a[PATH_MAX], resolved_b[PATH_MAX], copy[PATH_MAX];
-    const char *paths[2] = {a, b};
-    char *out[2] = {resolved_a, resolved_b};
-    for (int i = 0; i < 2; i++) {
-        char directory[PATH_MAX];
-        snprintf(copy, sizeof copy, "%s", paths[i]);
-        snprintf(directory, sizeof directory, "%s", dirname(copy));
-        snprintf(copy, sizeof copy, "%s", paths[i]);
-        if (!realpath(directory, out[i]))
-            return strcmp(a, b) == 0;
-        size_t used = strlen(out[i]);
-        snprintf(out[i] + used, PATH_MAX - used, "/%s", basename(copy));
-    }
+    char resolved_a[PATH_MAX], resolved_b[PATH_MAX];
+    if (!restore_resolve(a, resolved_a) || !restore_resolve(b, resolved_b))
+        return strcmp(a, b) == 0;
     return strcmp(resolved_a, resolved_b) == 0;
 }
 
@@ -93,7 +96,7 @@ static bool restore_same_file(const char *a, const char *b)
  * and leave the database it points to as it was. */
 static int restore_check_destination(struct restore_request *request, struct error *err)
 {
-    char directory[PATH_MAX], target[PATH_MAX];
+    char directory[PATH_MAX];
     struct stat st;
     snprintf(directory, sizeof directory, "%s", request->to);
     const char *parent = dirname(directory);
@@ -105,12 +108,14 @@ static int restore_check_destination(struct restore_request *request, struct err
     if (!S_ISDIR(st.st_mode))
         return error_set(err, -ENOTDIR, "%s (of --to %s) is not a directory", parent, request->to);
     if (lstat(request->to, &st) == 0) {
-        if (S_ISLNK(st.st_mode))
+        if (S_ISLNK(st.st_mode)) {
+            char target[PATH_MAX];
+            bool resolved = realpath(request->to, target) != NULL;
             return error_set(err, -ELOOP,
                              "%s is a symbolic link%s%s: restore --to the file itself, since "
                              "the link would be replaced, not the file it points to",
-                             request->to, realpath(request->to, target) ? " to " : "",
-                             realpath(request->to, target) ? target : "");
+                             request->to, resolved ? " to " : "", resolved ? target : "");
+        }
         if (S_ISDIR(st.st_mode))
             return error_set(err, -EISDIR,
                              "%s is a directory: --to takes the path of the database file to "
