@@ -124,6 +124,30 @@ class RestoreLiveTest(AgentTestCase):
         old = os.path.join(os.path.dirname(self.live), asides[0][:-4])
         self.assertEqual(row_count(old), 3500, "the old database opens with its own -wal")
 
+    def test_hot_rollback_journal_is_kept_out_of_the_restored_database(self):
+        rollback = os.path.join(os.path.dirname(self.live), "rollback.db")
+        create_database(rollback, rows=3000, wal=False)
+        self.write_config(f'{{ name = "rb"; path = "{rollback}"; }}')
+        self.run_cli("backup", "rb", check=0)
+        # A writer dies mid-transaction after its changes reached the file:
+        # the -journal beside it is hot and would be rolled back into
+        # whatever file has that name next.
+        code = ("import os, signal, sqlite3, sys\n"
+                "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+                "db.execute('PRAGMA cache_size=1')\n"
+                "db.execute('BEGIN')\n"
+                "db.execute('UPDATE items SET name = name || 1')\n"
+                "os.kill(os.getpid(), signal.SIGKILL)\n")
+        subprocess.run([sys.executable, "-c", code, rollback])
+        self.assertGreater(os.path.getsize(rollback + "-journal"), 0)
+        result = self.run_cli("restore", "rb", "--to", rollback, "--force", check=0)
+        self.assertIn("-journal", result.stdout)
+        self.assertFalse(os.path.exists(rollback + "-journal"))
+        check = subprocess.run(["sqlite3", rollback, "PRAGMA integrity_check"],
+                               capture_output=True, text=True)
+        self.assertEqual(check.stdout.strip(), "ok")
+        self.assertEqual(row_count(rollback), 3000)
+
     def test_refused_while_a_process_has_the_live_database_open(self):
         holder = self.hold_open(self.live)
         before = snapshot(self.live)
