@@ -282,9 +282,9 @@ class PrintedCredentialsFixTest(S3TestCase):
         result = self.run_cli("check", check=1, env={"AWS_ACCESS_KEY_ID": "",
                                                      "AWS_SECRET_ACCESS_KEY": ""})
         [command] = [c for c in printed_commands(result.stdout + result.stderr)
-                     if c.startswith("chmod ")]
+                     if c.startswith("chown ")]
         subprocess.run(["sh", "-c", command], check=True, cwd=self.dir)
-        self.assertEqual(stat.S_IMODE(os.stat(credentials).st_mode), 0o600)
+        self.assertEqual(stat.S_IMODE(os.stat(credentials).st_mode), 0o640)
         self.run_cli("check", check=0)
 
 
