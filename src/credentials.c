@@ -17,6 +17,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "advice.h"
+
 /* Far larger than any real credentials file; a bigger one is a mistake. */
 #define CREDENTIALS_MAX_FILE_SIZE (256 * 1024)
 
@@ -213,10 +215,15 @@ static int credentials_check_access(const char *path, const struct stat *st, str
                  our);
     else
         return 0;
-    return error_set(err, -EPERM,
-                     "credentials file %s (mode %04o, owner %s:%s) %s: run 'chown root:%s %s && "
-                     "chmod 640 %s' so that only root and the group %s can read it",
-                     path, (unsigned)mode, owner, group, problem, our, path, path, our);
+    char owners[80], chown_command[ADVICE_MAX], chmod_command[ADVICE_MAX];
+    snprintf(owners, sizeof owners, "root:%s", our);
+    return error_set(
+        err, -EPERM,
+        "credentials file %s (mode %04o, owner %s:%s) %s: run `%s && %s` so that "
+        "only root and the group %s can read it",
+        path, (unsigned)mode, owner, group, problem,
+        advice_command(chown_command, sizeof chown_command, "chown", owners, path, NULL),
+        advice_command(chmod_command, sizeof chmod_command, "chmod", "640", path, NULL), our);
 }
 
 int credentials_load_file(const char *path, const char *profile, struct credentials *out,

@@ -112,17 +112,18 @@ int manifest_to_json(const struct manifest *manifest, char **json, struct error 
     json_error_t problem;
     json_t *root = json_pack_ex(
         &problem, 0,
-        "{s:i, s:s, s:s, s:s, s:s, s:I, s:I, s:i, s:I, s:s, s:s, s:s, s:i,"
+        "{s:i, s:s, s:s, s:s, s:s, s:I, s:I, s:i, s:I, s:s, s:s, s:s, s:i, s:s,"
         " s:{s:s, s:s, s:b}, s:s, s:s, s:s}",
         "format", MANIFEST_FORMAT, "database", manifest->database, "created", created, "archive",
         manifest->archive, "archive_sha256", manifest->archive_sha256, "archive_bytes",
         (json_int_t)manifest->archive_bytes, "database_bytes", (json_int_t)manifest->database_bytes,
         "page_size", manifest->page_size, "page_count", (json_int_t)manifest->page_count,
         "sqlite_version", manifest->sqlite_version, "source_path", manifest->source_path,
-        "compression", manifest->compression, "level", manifest->level, "verification", "method",
-        manifest->verify_method, "result", manifest->verify_result, "verified",
-        (int)manifest->verified, "schema_sha256", manifest->schema_sha256, "host", manifest->host,
-        "sqlprodd_version", manifest->sqlprodd_version);
+        "compression", manifest->compression, "level", manifest->level, "journal_mode",
+        manifest->journal_mode, "verification", "method", manifest->verify_method, "result",
+        manifest->verify_result, "verified", (int)manifest->verified, "schema_sha256",
+        manifest->schema_sha256, "host", manifest->host, "sqlprodd_version",
+        manifest->sqlprodd_version);
     if (!root)
         /* Only invalid UTF-8 in a string gets here (e.g. a source path). */
         return error_set(err, -EINVAL, "manifest for %s: cannot encode: %s", manifest->database,
@@ -221,6 +222,20 @@ static int manifest_check_sha256(const char *key, char *hex, bool allow_empty, s
     return 0;
 }
 
+/* Restore hands journal_mode to a PRAGMA: only a word of lowercase
+ * letters and digits (a mode this version does not know is reported by
+ * restore, not refused here, so that the backup still restores). */
+static int manifest_check_journal_mode(const char *mode, struct error *err)
+{
+    for (const char *c = mode; *c; c++)
+        if (!islower((unsigned char)*c) && !isdigit((unsigned char)*c))
+            return error_set(err, -EINVAL,
+                             "manifest: field \"journal_mode\" must be a word like \"wal\", not "
+                             "\"%s\"",
+                             mode);
+    return 0;
+}
+
 /* The string members of struct manifest: where each lives in the JSON. */
 struct manifest_text_field {
     const char *parent; /* NULL: top level */
@@ -242,6 +257,7 @@ static const struct manifest_text_field manifest_text_fields[] = {
     MANIFEST_TEXT(NULL, "sqlite_version", sqlite_version, false),
     MANIFEST_TEXT(NULL, "source_path", source_path, false),
     MANIFEST_TEXT(NULL, "compression", compression, false),
+    MANIFEST_TEXT(NULL, "journal_mode", journal_mode, false),
     MANIFEST_TEXT(NULL, "schema_sha256", schema_sha256, false),
     MANIFEST_TEXT(NULL, "host", host, false),
     MANIFEST_TEXT(NULL, "sqlprodd_version", sqlprodd_version, false),
@@ -330,6 +346,8 @@ static int manifest_take_fields(json_t *root, struct manifest *manifest, struct 
     if ((rc = manifest_check_sha256("archive_sha256", manifest->archive_sha256, false, err)) < 0)
         return rc;
     if ((rc = manifest_check_sha256("schema_sha256", manifest->schema_sha256, true, err)) < 0)
+        return rc;
+    if ((rc = manifest_check_journal_mode(manifest->journal_mode, err)) < 0)
         return rc;
     return manifest_take_numbers(root, manifest, err);
 }

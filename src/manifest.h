@@ -8,9 +8,14 @@
  *  "archive":"app-20261125T080000Z.db.gz","archive_sha256":"...",
  *  "archive_bytes":N,"database_bytes":N,"page_size":4096,"page_count":N,
  *  "sqlite_version":"3.40.1","source_path":"/var/lib/app/app.db",
- *  "compression":"gzip","level":6,
+ *  "compression":"gzip","level":6,"journal_mode":"wal",
  *  "verification":{"method":"integrity_check","result":"ok","verified":true},
  *  "schema_sha256":"...","host":"...","sqlprodd_version":"0.1.0"}
+ * database_bytes is the size of the copy in the archive (page_count *
+ * page_size), which is the size of the restored file. journal_mode is the
+ * source's, which restore gives back to the restored file (VACUUM INTO
+ * always writes a rollback-journal file); a manifest without it (sqlprodd
+ * before 0.2) restores in the mode the archive holds: delete.
  */
 #ifndef SQLPRODD_MANIFEST_H
 #define SQLPRODD_MANIFEST_H
@@ -24,7 +29,7 @@
 
 struct manifest {
     char database[128];
-    time_t created; /* UTC */
+    time_t created;    /* UTC */
     char archive[256]; /* file name only */
     char archive_sha256[ARCHIVE_SHA256_HEX];
     int64_t archive_bytes;
@@ -35,7 +40,8 @@ struct manifest {
     char source_path[4096];
     char compression[16]; /* "gzip" */
     int level;
-    char verify_method[32]; /* "integrity_check" | "quick_check" */
+    char journal_mode[16];   /* "wal", "delete", ...; "" when not recorded */
+    char verify_method[32];  /* "integrity_check" | "quick_check" */
     char verify_result[256]; /* "ok" or the first problem */
     bool verified;
     char schema_sha256[ARCHIVE_SHA256_HEX];

@@ -4,9 +4,16 @@
  *
  * Fetch (remote: download archive and manifest beside PATH), check the
  * archive's sha256 against the manifest, decompress to a temp file beside
- * PATH, run integrity_check on it, and only then rename it into place. A
- * file that failed any step is deleted, never renamed. PATH is never the
- * live database, and an existing PATH is replaced only with --force.
+ * PATH, run integrity_check on it, give it the source's journal mode, and
+ * only then rename it into place. A file that failed any step is deleted,
+ * never renamed.
+ *
+ * An existing PATH is replaced only with --force, and only while no other
+ * process has it (or its -wal, -shm, -journal) open: that is how the live
+ * database of a stopped application is restored, with the very command
+ * health prints. The replaced files are kept aside (replace.h) and put
+ * back as they were if anything fails or a signal arrives before the
+ * restored file is verified in place.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -16,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "archive.h"
@@ -23,20 +31,26 @@
 #include "cli.h"
 #include "database.h"
 #include "fsutil.h"
+#include "lock.h"
+#include "manifest.h"
+#include "openers.h"
 #include "remote.h"
+#include "replace.h"
 #include "report/progress.h"
 #include "target.h"
 
 struct restore_request {
+    const struct config *config;
     const struct database_config *db;
     const char *to;
     const char *backup_id; /* NULL: newest */
     const char *from;      /* NULL: local if there, else remote */
     bool force;
+    bool live; /* PATH is the database's own file */
 };
 
 struct restore_files {
-    char archive[PATH_MAX];  /* local archive to read */
+    char archive[PATH_MAX]; /* local archive to read */
     char manifest[PATH_MAX];
     char downloaded_archive[PATH_MAX]; /* temp copies when remote, "" otherwise */
     char downloaded_manifest[PATH_MAX];
@@ -46,36 +60,112 @@ struct restore_files {
 
 static int restore_usage(void)
 {
-    fprintf(stderr, "usage: sqlprodd restore DB --to PATH [--backup ID] [--from local|remote] [--force]\n");
+    fprintf(stderr,
+            "usage: sqlprodd restore DB --to PATH [--backup ID] [--from local|remote] [--force]\n");
     return CLI_USAGE;
 }
 
-/* Refuses the live database and, without --force, any existing file. */
-static int restore_check_destination(const struct restore_request *request, struct error *err)
+/* The absolute path of `path` with its directory resolved (the file
+ * itself need not exist). False when the directory does not resolve. */
+static bool restore_resolve(const char *path, char out[PATH_MAX])
 {
-    char live[PATH_MAX], wanted[PATH_MAX], directory[PATH_MAX];
+    char directory[PATH_MAX], name[PATH_MAX];
+    snprintf(directory, sizeof directory, "%s", path);
+    snprintf(name, sizeof name, "%s", path);
+    if (!realpath(dirname(directory), out))
+        return false;
+    size_t used = strlen(out);
+    return snprintf(out + used, PATH_MAX - used, "/%s", basename(name)) < (int)(PATH_MAX - used);
+}
+
+/* Whether two paths name one file: the same device and inode when both
+ * exist, else the same path once their directories are resolved. */
+static bool restore_same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    if (stat(a, &sa) == 0 && stat(b, &sb) == 0)
+        return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    char resolved_a[PATH_MAX], resolved_b[PATH_MAX];
+    if (!restore_resolve(a, resolved_a) || !restore_resolve(b, resolved_b))
+        return strcmp(a, b) == 0;
+    return strcmp(resolved_a, resolved_b) == 0;
+}
+
+/* What is at PATH decides what restore may do there. A link is refused
+ * rather than followed: rename(2) would replace the link, not its target,
+ * and leave the database it points to as it was. */
+static int restore_check_destination(struct restore_request *request, struct error *err)
+{
+    char directory[PATH_MAX];
     struct stat st;
     snprintf(directory, sizeof directory, "%s", request->to);
-    if (stat(dirname(directory), &st) != 0 || !S_ISDIR(st.st_mode))
-        return error_set(err, -ENOENT, "directory of %s does not exist", request->to);
-    bool same = strcmp(request->db->path, request->to) == 0;
-    if (!same && realpath(request->db->path, live) && realpath(request->to, wanted))
-        same = strcmp(live, wanted) == 0;
-    if (same)
-        return error_set(err, -EPERM,
-                         "%s is the live database of %s: restore to another path, stop the "
-                         "application, then move the restored file into place",
-                         request->to, request->db->name);
-    if (access(request->to, F_OK) == 0 && !request->force)
-        return error_set(err, -EEXIST, "%s exists: choose another path or add --force to replace it",
-                         request->to);
-    char wal[PATH_MAX + 8];
-    snprintf(wal, sizeof wal, "%s-wal", request->to);
-    if (access(wal, F_OK) == 0)
+    const char *parent = dirname(directory);
+    if (stat(parent, &st) != 0)
+        return error_set(
+            err, -ENOENT,
+            "directory %s (of --to %s) does not exist: create it, or restore to another path",
+            parent, request->to);
+    if (!S_ISDIR(st.st_mode))
+        return error_set(err, -ENOTDIR, "%s (of --to %s) is not a directory", parent, request->to);
+    if (lstat(request->to, &st) == 0) {
+        if (S_ISLNK(st.st_mode)) {
+            char target[PATH_MAX];
+            bool resolved = realpath(request->to, target) != NULL;
+            return error_set(err, -ELOOP,
+                             "%s is a symbolic link%s%s: restore --to the file itself, since "
+                             "the link would be replaced, not the file it points to",
+                             request->to, resolved ? " to " : "", resolved ? target : "");
+        }
+        if (S_ISDIR(st.st_mode))
+            return error_set(err, -EISDIR,
+                             "%s is a directory: --to takes the path of the database file to "
+                             "write",
+                             request->to);
+        if (!S_ISREG(st.st_mode))
+            return error_set(err, -EINVAL,
+                             "%s is not a regular file (a FIFO, socket or device): restore "
+                             "writes database files only",
+                             request->to);
+    } else if (errno != ENOENT) {
+        return error_set(err, -errno, "%s: %s", request->to, strerror(errno));
+    }
+    request->live = restore_same_file(request->to, request->db->path);
+    return 0;
+}
+
+/* Refuses while anything but us has the database's files open: replacing
+ * them under a running application loses its next writes and can corrupt
+ * the restored file. Run before the long work, and again just before the
+ * swap. */
+static int restore_check_openers(const struct restore_request *request,
+                                 const struct replacement *replacement, bool *warned,
+                                 struct error *err)
+{
+    struct stat files[REPLACE_PARTS];
+    size_t count = 0;
+    struct opener_list openers;
+    for (int part = 0; part < REPLACE_PARTS; part++)
+        if (replacement->existed[part])
+            files[count++] = replacement->original[part];
+    int rc = openers_find(files, count, &openers, err);
+    if (rc != 0)
+        return rc;
+    if (openers.count > 0) {
+        char who[512];
+        openers_describe(&openers, who, sizeof who);
         return error_set(err, -EBUSY,
-                         "%s exists: a WAL of the old file would be applied to the restored one; if "
-                         "no application uses %s, remove %s-wal and %s-shm first",
-                         wal, request->to, request->to, request->to);
+                         "%s (or its -wal, -shm) is open by %s: stop %s first; nothing was "
+                         "changed",
+                         request->to, who,
+                         request->live ? "the application" : "every process using it");
+    }
+    if (openers.unreadable > 0 && !*warned) {
+        fprintf(stderr,
+                "sqlprodd: restore: the open files of %zu processes of other users could not "
+                "be checked (run restore as root to check them all)\n",
+                openers.unreadable);
+        *warned = true;
+    }
     return 0;
 }
 
@@ -98,8 +188,9 @@ static int restore_pick_local(const struct restore_request *request, struct rest
     }
     catalog_free(&list);
     if (rc != 0)
-        error_set(err, rc, "no local backup %s of %s in %s/%s", request->backup_id ? request->backup_id : "at all",
-                  request->db->name, request->db->backup.dir, request->db->name);
+        error_set(err, rc, "no local backup %s of %s in %s/%s",
+                  request->backup_id ? request->backup_id : "at all", request->db->name,
+                  request->db->backup.dir, request->db->name);
     return rc;
 }
 
@@ -156,78 +247,291 @@ static int restore_verify_output(const char *path, char *result, size_t result_s
     return rc;
 }
 
-static int restore(const struct restore_request *request, struct error *err)
+/* The journal modes SQLite has; only WAL is kept by the file itself, the
+ * rollback ones are each connection's choice. */
+static bool restore_is_rollback_mode(const char *mode)
 {
-    struct restore_files files = {0};
+    static const char *const modes[] = {"delete", "truncate", "persist", "memory", "off"};
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++)
+        if (strcmp(mode, modes[i]) == 0)
+            return true;
+    return false;
+}
+
+/* VACUUM INTO wrote the archived copy in rollback mode: the restored file
+ * gets the source's WAL mode back here, before it is renamed into place.
+ * Closing the last connection removes the temp file's -wal and -shm. */
+static int restore_apply_journal_mode(const char *path, const char *recorded, char *applied,
+                                      size_t applied_size, struct error *err)
+{
+    snprintf(applied, applied_size, "delete");
+    if (strcmp(recorded, "wal") != 0) {
+        if (recorded[0] && !restore_is_rollback_mode(recorded))
+            fprintf(stderr,
+                    "sqlprodd: restore: the source was in journal_mode %s, which this sqlprodd "
+                    "does not know: the restored file is in delete mode\n",
+                    recorded);
+        return 0;
+    }
+    sqlite3 *connection = NULL;
+    char mode[32] = "";
+    int rc = database_open_path(path, false, &cli_stop, &connection, err);
+    if (rc == 0)
+        rc = database_query_text(connection, "PRAGMA journal_mode=WAL", mode, sizeof mode, err);
+    sqlite3_close(connection);
+    if (rc == 0 && strcmp(mode, "wal") != 0)
+        rc = error_set(err, -EIO, "%s stayed in journal_mode %s when set to wal", path, mode);
+    if (rc == 0)
+        snprintf(applied, applied_size, "wal");
+    return rc;
+}
+
+/* After the rename: the file at PATH is the one written and checked, in
+ * the journal mode it was given, with all its pages. */
+static int restore_verify_in_place(const char *path, const struct stat *written,
+                                   const char *journal_mode, struct error *err)
+{
+    struct stat st;
+    sqlite3 *connection = NULL;
+    char mode[32] = "";
+    int64_t page_count = 0, page_size = 0;
+    if (stat(path, &st) != 0 || st.st_dev != written->st_dev || st.st_ino != written->st_ino)
+        return error_set(err, -ESTALE,
+                         "%s is not the file just restored: another process "
+                         "replaced it",
+                         path);
+    int rc = database_open_path(path, false, &cli_stop, &connection, err);
+    if (rc == 0)
+        rc = database_query_text(connection, "PRAGMA journal_mode", mode, sizeof mode, err);
+    if (rc == 0)
+        rc = database_query_int(connection, "PRAGMA page_count", &page_count, err);
+    if (rc == 0)
+        rc = database_query_int(connection, "PRAGMA page_size", &page_size, err);
+    sqlite3_close(connection);
+    if (rc == 0 && strcmp(mode, journal_mode) != 0)
+        rc = error_set(err, -EIO, "%s is in journal_mode %s in place, not %s", path, mode,
+                       journal_mode);
+    if (rc == 0 && page_count * page_size != (int64_t)written->st_size)
+        rc = error_set(err, -EIO,
+                       "%s has %lld pages of %lld bytes in place, the file written "
+                       "has %lld bytes",
+                       path, (long long)page_count, (long long)page_size,
+                       (long long)written->st_size);
+    return rc;
+}
+
+/* The application must be able to open what replaces its file: the same
+ * owner, group and mode (a restore runs as root, whose 0600 file the
+ * application's user could not read). */
+static int restore_take_ownership_of(const char *path, const struct stat *original,
+                                     struct error *err)
+{
+    if (chown(path, original->st_uid, original->st_gid) != 0)
+        return error_set(err, -errno,
+                         "cannot give the restored file the owner of the one it replaces (uid "
+                         "%u, gid %u): %s; run restore as root",
+                         (unsigned)original->st_uid, (unsigned)original->st_gid, strerror(errno));
+    if (chmod(path, original->st_mode & 07777) != 0)
+        return error_set(err, -errno, "cannot give %s mode %04o: %s", path,
+                         (unsigned)(original->st_mode & 07777), strerror(errno));
+    return 0;
+}
+
+static int restore_cancelled(struct error *err)
+{
+    return cli_stop ? error_set(err, -ECANCELED, "stopped by a signal") : 0;
+}
+
+/* Removes the temp file and whatever SQLite made beside it. */
+static void restore_remove_temp(const char *path)
+{
+    char name[PATH_MAX + 16];
+    for (int part = 0; part < REPLACE_PARTS; part++) {
+        snprintf(name, sizeof name, "%s%s", path, replace_suffixes[part]);
+        unlink(name);
+    }
+}
+
+static int restore_refuse_existing(const struct restore_request *request,
+                                   const struct replacement *replacement, struct error *err)
+{
+    if (replacement->existed[0])
+        return error_set(err, -EEXIST,
+                         "%s exists: choose another path, or add --force to replace it (the "
+                         "old file is kept aside)",
+                         request->to);
+    return error_set(err, -EEXIST,
+                     "%s-wal, -shm or -journal of an old database exists: add --force to move "
+                     "it aside, so that it is not replayed into the restored file",
+                     request->to);
+}
+
+/* Fetches, checks and decompresses the archive to files->output, with the
+ * source's journal mode. */
+static int restore_unpack(const struct restore_request *request, struct restore_files *files,
+                          char *check, size_t check_size, char *mode, size_t mode_size,
+                          int64_t *bytes, struct error *err)
+{
     struct manifest manifest;
     struct archive_result unpacked = {0};
     struct progress progress;
-    struct archive_io io = {.stop = &cli_stop, .progress = progress_update, .progress_context = &progress};
-    char check[256];
+    struct archive_io io = {
+        .stop = &cli_stop, .progress = progress_update, .progress_context = &progress};
     bool remote = request->from && strcmp(request->from, "remote") == 0;
+    int rc = 0;
 
-    int rc = restore_check_destination(request, err);
-    if (rc != 0)
-        return rc;
     if (!remote) {
-        rc = restore_pick_local(request, &files, err);
+        rc = restore_pick_local(request, files, err);
         if (rc == -ENOENT && !request->from && request->db->upload.target)
             remote = true; /* not here: try the off-site copy */
         else if (rc != 0)
             return rc;
+        rc = 0;
     }
     progress_begin(&progress, true, "download");
     if (remote)
-        rc = restore_fetch_remote(request, &files, &io, err);
+        rc = restore_fetch_remote(request, files, &io, err);
     progress_end(&progress);
     if (rc == 0)
-        rc = manifest_read(files.manifest, &manifest, err);
+        rc = manifest_read(files->manifest, &manifest, err);
     if (rc != 0)
-        goto out;
-    if (strcmp(manifest.database, request->db->name) != 0) {
-        rc = error_set(err, -EINVAL, "manifest %s is for database %s, not %s", files.manifest,
-                       manifest.database, request->db->name);
-        goto out;
-    }
-    snprintf(files.output, sizeof files.output, "%s%s", request->to, FS_TEMP_SUFFIX);
-    unlink(files.output);
+        return rc;
+    if (strcmp(manifest.database, request->db->name) != 0)
+        return error_set(err, -EINVAL, "manifest %s is for database %s, not %s", files->manifest,
+                         manifest.database, request->db->name);
+    snprintf(files->output, sizeof files->output, "%s%s", request->to, FS_TEMP_SUFFIX);
+    restore_remove_temp(files->output);
     progress_begin(&progress, true, "decompress");
-    rc = archive_decompress(files.archive, files.output, &io, &unpacked, err);
+    rc = archive_decompress(files->archive, files->output, &io, &unpacked, err);
     progress_end(&progress);
     if (rc != 0)
-        goto out;
-    if (strcmp(unpacked.sha256, manifest.archive_sha256) != 0) {
-        rc = error_set(err, -EBADMSG,
-                       "archive %s does not match its manifest: sha256 %s, manifest says %s; the "
-                       "copy is damaged, try another backup (--backup ID)",
-                       remote ? files.id : files.archive, unpacked.sha256, manifest.archive_sha256);
-        goto out;
+        return rc;
+    if (strcmp(unpacked.sha256, manifest.archive_sha256) != 0)
+        return error_set(err, -EBADMSG,
+                         "archive %s does not match its manifest: sha256 %s, manifest says %s; "
+                         "the copy is damaged, try another backup (--backup ID)",
+                         remote ? files->id : files->archive, unpacked.sha256,
+                         manifest.archive_sha256);
+    *bytes = unpacked.output_bytes;
+    rc = restore_verify_output(files->output, check, check_size, err);
+    if (rc == 0)
+        rc = restore_apply_journal_mode(files->output, manifest.journal_mode, mode, mode_size, err);
+    if (rc == 0)
+        rc = fs_sync_file(files->output, err);
+    if (rc == 0)
+        snprintf(files->id + strlen(files->id), sizeof files->id - strlen(files->id), "%s",
+                 remote ? " (remote)" : " (local)");
+    return rc;
+}
+
+static int restore(struct restore_request *request, struct error *err)
+{
+    struct restore_files files = {0};
+    struct replacement replacement;
+    struct database_lock lock = {.fd = -1};
+    struct stat written;
+    char check[256], mode[16], aside[PATH_MAX + 64];
+    int64_t bytes = 0;
+    bool locked = false, warned = false, swapping = false;
+
+    int rc = restore_check_destination(request, err);
+    if (rc == 0)
+        rc = replace_prepare(&replacement, request->to, err);
+    if (rc != 0)
+        return rc;
+    bool replacing = replace_has_parts(&replacement);
+    if (replacing && !request->force)
+        return restore_refuse_existing(request, &replacement, err);
+    if (request->live) {
+        /* No job of the agent opens the database while it is swapped. */
+        char holder[256] = "";
+        rc = lock_acquire(&lock, request->config->state_dir, request->db->name, "sqlprodd restore",
+                          false, &cli_stop, holder, sizeof holder, err);
+        if (rc == -EWOULDBLOCK) {
+            fprintf(stderr, "sqlprodd: restore: waiting for the database lock, held by %s\n",
+                    holder);
+            rc = lock_acquire(&lock, request->config->state_dir, request->db->name,
+                              "sqlprodd restore", true, &cli_stop, NULL, 0, err);
+        }
+        if (rc != 0)
+            return rc;
+        locked = true;
     }
-    rc = restore_verify_output(files.output, check, sizeof check, err);
+    if (replacing && (rc = restore_check_openers(request, &replacement, &warned, err)) != 0)
+        goto out;
+
+    rc = restore_unpack(request, &files, check, sizeof check, mode, sizeof mode, &bytes, err);
+    if (rc == 0 && replacement.existed[0])
+        rc = restore_take_ownership_of(files.output, &replacement.original[0], err);
+    if (rc == 0 && stat(files.output, &written) != 0)
+        rc = error_set(err, -errno, "%s: %s", files.output, strerror(errno));
     if (rc == 0)
-        rc = fs_rename_durably(files.output, request->to, err);
+        rc = restore_cancelled(err);
+    /* Look again: the application may have started meanwhile, and made a
+     * file (or a -wal) where there was none. */
     if (rc == 0)
-        printf("restored %s backup %s (%s) to %s: %lld bytes, sha256 matches the manifest, "
-               "integrity_check %s\n",
-               request->db->name, files.id, remote ? "remote" : "local", request->to,
-               (long long)unpacked.output_bytes, check);
+        rc = restore_check_destination(request, err);
+    if (rc == 0)
+        rc = replace_prepare(&replacement, request->to, err);
+    if (rc == 0 && replace_has_parts(&replacement) && !request->force)
+        rc = restore_refuse_existing(request, &replacement, err);
+    if (rc == 0 && replace_has_parts(&replacement))
+        rc = restore_check_openers(request, &replacement, &warned, err);
+    if (rc != 0)
+        goto out;
+
+    swapping = true;
+    if (replace_has_parts(&replacement))
+        rc = replace_move_aside(&replacement, time(NULL), err);
+    if (rc == 0)
+        rc = restore_cancelled(err);
+    if (rc == 0)
+        rc = replace_put_in_place(&replacement, files.output, err);
+    if (rc == 0)
+        rc = restore_verify_in_place(request->to, &written, mode, err);
+    if (rc == 0)
+        rc = restore_cancelled(err);
+    if (rc != 0)
+        goto out;
+
+    printf("restored %s backup %s to %s: %lld bytes, sha256 matches the manifest, "
+           "integrity_check %s, journal_mode %s\n",
+           request->db->name, files.id, request->to, (long long)bytes, check, mode);
+    if (replacement.aside[0]) {
+        replace_describe_aside(&replacement, aside, sizeof aside);
+        printf("the replaced database is kept as %s: remove it once the application works "
+               "with the restored one\n",
+               aside);
+    }
 out:
-    if (files.output[0] && rc != 0)
-        unlink(files.output);
+    if (rc != 0 && swapping && (replacement.aside[0] || replacement.placed)) {
+        struct error back = {0};
+        size_t used = strlen(err->message);
+        if (replace_put_back(&replacement, &back) != 0)
+            snprintf(err->message + used, sizeof err->message - used, "; %s", back.message);
+        else if (replacement.aside[0])
+            snprintf(err->message + used, sizeof err->message - used,
+                     "; %s is back in place as it was", request->to);
+    }
+    if (files.output[0] && !replacement.placed)
+        restore_remove_temp(files.output);
     if (files.downloaded_archive[0])
         unlink(files.downloaded_archive);
     if (files.downloaded_manifest[0])
         unlink(files.downloaded_manifest);
+    if (locked)
+        lock_release(&lock);
     return rc;
 }
 
 int cli_restore(const struct config *config, int argc, char **argv)
 {
-    static const struct option options[] = {
-        {"to", required_argument, NULL, 't'},     {"backup", required_argument, NULL, 'b'},
-        {"from", required_argument, NULL, 'f'},   {"force", no_argument, NULL, 'F'},
-        {NULL, 0, NULL, 0}};
-    struct restore_request request = {0};
+    static const struct option options[] = {{"to", required_argument, NULL, 't'},
+                                            {"backup", required_argument, NULL, 'b'},
+                                            {"from", required_argument, NULL, 'f'},
+                                            {"force", no_argument, NULL, 'F'},
+                                            {NULL, 0, NULL, 0}};
+    struct restore_request request = {.config = config};
     int option;
     optind = 0; /* 0, not 1: glibc then also resets its internal state */
     while ((option = getopt_long(argc, argv, "t:b:f:F", options, NULL)) != -1) {
@@ -239,16 +543,18 @@ int cli_restore(const struct config *config, int argc, char **argv)
         default: return restore_usage();
         }
     }
-    if (argc - optind != 1 || !request.to)
+    if (argc - optind != 1 || !request.to || !request.to[0])
         return restore_usage();
     if (request.from && strcmp(request.from, "local") != 0 && strcmp(request.from, "remote") != 0) {
-        fprintf(stderr, "sqlprodd: restore: --from takes local or remote, not '%s'\n", request.from);
+        fprintf(stderr, "sqlprodd: restore: --from takes local or remote, not '%s'\n",
+                request.from);
         return CLI_USAGE;
     }
     if (!(request.db = cli_select_database(config, argv[optind])))
         return CLI_USAGE;
     if (request.from && strcmp(request.from, "remote") == 0 && !request.db->upload.target) {
-        fprintf(stderr, "sqlprodd: restore: %s has no upload target to restore from\n", request.db->name);
+        fprintf(stderr, "sqlprodd: restore: %s has no upload target to restore from\n",
+                request.db->name);
         return CLI_USAGE;
     }
     struct error err = {0};

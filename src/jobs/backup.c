@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "advice.h"
 #include "archive.h"
 #include "archive_early.h"
 #include "catalog.h"
@@ -145,16 +146,18 @@ static int backup_copy(struct job_context *context, const struct backup_paths *p
         /* VACUUM INTO creates the file with the process umask; tighten it
          * before it holds the whole database for longer than a moment. */
         chmod(paths->copy, 0600);
-        struct stat st;
-        if (stat(db->path, &st) == 0)
-            manifest->database_bytes = (int64_t)st.st_size;
+        /* Restore gives it back: the copy itself is always in rollback mode. */
+        rc = database_query_text(source, "PRAGMA journal_mode", manifest->journal_mode,
+                                 sizeof manifest->journal_mode, err);
     } else if (rc == -ENOSPC && backup_directory_is_full(paths->directory, db->path)) {
         error_prefix(err, "no space left in %s: ", paths->directory);
     } else if (rc == -ENOSPC) {
-        rc = error_set(err, -EBADMSG,
-                       "SQLite reported a full database while copying, but the disk has room: "
-                       "the source is probably corrupt; run sqlite3 %s 'PRAGMA integrity_check'",
-                       db->path);
+        char fix[ADVICE_MAX];
+        rc = error_set(
+            err, -EBADMSG,
+            "SQLite reported a full database while copying, but the disk has room: "
+            "the source is probably corrupt; run `%s`",
+            advice_command(fix, sizeof fix, "sqlite3", db->path, "PRAGMA integrity_check", NULL));
     }
     sqlite3_close(source);
     return rc;
@@ -256,11 +259,16 @@ static int backup_verify(struct job_context *context, const struct backup_paths 
              quick ? "quick_check" : "integrity_check");
     manifest->page_size = (int)page_size;
     manifest->page_count = page_count;
-    if (!ok)
-        return error_set(err, -EBADMSG,
-                         "the copy failed %s: %s (the source database may be corrupt: run "
-                         "sqlite3 %s 'PRAGMA integrity_check')",
-                         manifest->verify_method, manifest->verify_result, db->path);
+    /* The copy's size, not the live file's (which has free pages and a WAL
+     * of its own): what the archive decompresses to. */
+    manifest->database_bytes = page_size * page_count;
+    if (!ok) {
+        char fix[ADVICE_MAX];
+        return error_set(
+            err, -EBADMSG, "the copy failed %s: %s (the source database may be corrupt: run `%s`)",
+            manifest->verify_method, manifest->verify_result,
+            advice_command(fix, sizeof fix, "sqlite3", db->path, "PRAGMA integrity_check", NULL));
+    }
     if (page_count < 1)
         return error_set(err, -EBADMSG, "the copy has no pages");
     manifest->verified = true;

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "advice.h"
 #include "database.h"
 #include "fsutil.h"
 #include "job.h"
@@ -35,10 +36,12 @@ int job_checkpoint(struct job_context *context, struct job_result *result)
         goto out;
     }
     if (strcmp(journal_mode, "wal") != 0) {
+        char fix[ADVICE_MAX];
         job_result_set(result, JOB_OUTCOME_WARNING,
-                       "journal_mode is %s, not wal: nothing to checkpoint (to switch: sqlite3 %s "
-                       "'PRAGMA journal_mode=WAL')",
-                       journal_mode, db->path);
+                       "journal_mode is %s, not wal: nothing to checkpoint (to switch: `%s`)",
+                       journal_mode,
+                       advice_command(fix, sizeof fix, "sqlite3", db->path,
+                                      "PRAGMA journal_mode=WAL", NULL));
         goto out;
     }
 

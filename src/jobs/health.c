@@ -8,6 +8,7 @@
  * (src/report/, src/cli/): it stores facts and the verdict in state.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "advice.h"
 #include "database.h"
 #include "fsutil.h"
 #include "job.h"
@@ -47,7 +49,7 @@ static void verdict_add(struct verdict *verdict, enum health_level level, const 
 
 static void verdict_add(struct verdict *verdict, enum health_level level, const char *format, ...)
 {
-    char text[600];
+    char text[1024]; /* room for a fix with two long paths */
     if (level > verdict->level)
         verdict->level = level;
     va_list args;
@@ -206,9 +208,10 @@ static int inspect_database(struct job_context *context, bool full_check, struct
 }
 
 /* The reason and fix when the database cannot even be read. */
-static void judge_unreadable(struct verdict *verdict, const struct database_config *db, int rc,
-                             const char *message)
+static void judge_unreadable(struct verdict *verdict, const struct config *config,
+                             const struct database_config *db, int rc, const char *message)
 {
+    char restore[ADVICE_MAX];
     if (rc == -ENOENT)
         verdict_add(verdict, UNHEALTHY, "%s: check the path in the configuration", message);
     else if (rc == -EACCES)
@@ -218,41 +221,50 @@ static void judge_unreadable(struct verdict *verdict, const struct database_conf
                     message);
     else if (rc == -EBADMSG)
         verdict_add(verdict, UNHEALTHY,
-                    "the database is corrupt (%s): stop the application and restore the newest "
-                    "backup with 'sqlprodd restore %s --to %s --force'",
-                    message, db->name, db->path);
+                    "the database is corrupt (%.200s): stop the application and restore the newest "
+                    "backup with `%s`",
+                    message,
+                    advice_sqlprodd(restore, sizeof restore, config, "restore", db->name, "--to",
+                                    db->path, "--force", NULL));
     else
         verdict_add(verdict, UNHEALTHY, "cannot check the database: %s", message);
 }
 
-static void judge_database(struct verdict *verdict, const struct database_config *db,
-                           const struct inspection *found, int64_t wal)
+static void judge_database(struct verdict *verdict, const struct config *config,
+                           const struct database_config *db, const struct inspection *found,
+                           int64_t wal)
 {
+    char fix[ADVICE_MAX], wal_path[PATH_MAX + 8], holders[ADVICE_MAX];
     if (!found->check_ok)
-        verdict_add(verdict, UNHEALTHY,
-                    "%s found corruption (%s): stop the application and restore the newest backup "
-                    "with 'sqlprodd restore %s --to %s --force', or salvage rows with sqlite3's "
-                    ".recover",
-                    found->full_check ? "integrity_check" : "quick_check", found->check, db->name,
-                    db->path);
+        verdict_add(
+            verdict, UNHEALTHY,
+            "%s found corruption (%.200s): stop the application and restore the newest backup "
+            "with `%s`, or salvage rows with sqlite3's .recover",
+            found->full_check ? "integrity_check" : "quick_check", found->check,
+            advice_sqlprodd(fix, sizeof fix, config, "restore", db->name, "--to", db->path,
+                            "--force", NULL));
     if (strcmp(found->journal_mode, "wal") != 0)
         verdict_add(
             verdict, DEGRADED,
             "journal_mode is %s: the agent cannot checkpoint and readers block writers; "
-            "run PRAGMA journal_mode=WAL once, or set enforce = { journal_mode = \"wal\"; }",
-            found->journal_mode);
+            "run `%s` once, or set enforce = { journal_mode = \"wal\"; }",
+            found->journal_mode,
+            advice_command(fix, sizeof fix, "sqlite3", db->path, "PRAGMA journal_mode=WAL", NULL));
 
     char size[32], limit[32];
     units_format_size(wal, size, sizeof size);
+    snprintf(wal_path, sizeof wal_path, "%s-wal", db->path);
     if (wal >= db->health.wal_crit_bytes || wal >= db->health.wal_warn_bytes) {
         bool critical = wal >= db->health.wal_crit_bytes;
         units_format_size(critical ? db->health.wal_crit_bytes : db->health.wal_warn_bytes, limit,
                           sizeof limit);
         verdict_add(verdict, critical ? UNHEALTHY : DEGRADED,
                     "WAL is %s (%s at %s): a long read transaction or a blocked checkpoint keeps "
-                    "it from being reset; find the process holding %s-wal open (fuser or lsof), "
-                    "end its transaction, then run 'sqlprodd checkpoint %s'",
-                    size, critical ? "critical" : "warning", limit, db->path, db->name);
+                    "it from being reset; find the process holding it open (`%s`), end its "
+                    "transaction, then run `%s`",
+                    size, critical ? "critical" : "warning", limit,
+                    advice_command(holders, sizeof holders, "fuser", "-v", wal_path, NULL),
+                    advice_sqlprodd(fix, sizeof fix, config, "checkpoint", db->name, NULL));
     }
 
     double ratio = found->page_count > 0 ? (double)found->freelist / (double)found->page_count : 0;
@@ -262,15 +274,19 @@ static void judge_database(struct verdict *verdict, const struct database_config
         units_format_size(found->freelist * found->page_size, free_bytes, sizeof free_bytes);
         if (found->auto_vacuum == 2)
             verdict_add(verdict, critical ? UNHEALTHY : DEGRADED,
-                        "freelist is %.0f%% of the file (%s unused): run 'sqlprodd vacuum %s' or "
-                        "schedule vacuum more often",
-                        ratio * 100, free_bytes, db->name);
+                        "freelist is %.0f%% of the file (%s unused): run `%s` or schedule vacuum "
+                        "more often",
+                        ratio * 100, free_bytes,
+                        advice_sqlprodd(fix, sizeof fix, config, "vacuum", db->name, NULL));
         else
             verdict_add(verdict, critical ? UNHEALTHY : DEGRADED,
                         "freelist is %.0f%% of the file (%s unused) and auto_vacuum is %s, so "
-                        "sqlprodd vacuum cannot return it: run VACUUM once at a quiet time, or set "
+                        "sqlprodd vacuum cannot return it: at a quiet time (it rewrites the file "
+                        "and blocks writers meanwhile) run `%s`, or set "
                         "enforce = { auto_vacuum = \"incremental\"; }",
-                        ratio * 100, free_bytes, auto_vacuum_name(found->auto_vacuum));
+                        ratio * 100, free_bytes, auto_vacuum_name(found->auto_vacuum),
+                        advice_command(fix, sizeof fix, "sqlite3", db->path,
+                                       "PRAGMA auto_vacuum=INCREMENTAL; VACUUM;", NULL));
     }
     /* Deviations from an enforce group that could not be applied. */
     if (db->enforce.auto_vacuum != ENFORCE_AUTO_VACUUM_UNSET &&
@@ -299,11 +315,13 @@ static int64_t schedule_interval(const struct schedule *schedule, time_t referen
  * last run failed but is not overdue yet is degraded: someone should look
  * before it is.
  */
-static void judge_job(struct verdict *verdict, const struct database_config *db, enum job_kind kind,
+static void judge_job(struct verdict *verdict, const struct config *config,
+                      const struct database_config *db, enum job_kind kind,
                       const struct job_record *record, int64_t interval, time_t now)
 {
     const char *job = job_name(kind);
-    char age[32], every[32];
+    char age[32], every[32], rerun[ADVICE_MAX];
+    advice_sqlprodd(rerun, sizeof rerun, config, job, db->name, NULL);
     if (record->runs_total == 0)
         return;
     bool failed = record->last_outcome == JOB_OUTCOME_FAILED;
@@ -315,10 +333,10 @@ static void judge_job(struct verdict *verdict, const struct database_config *db,
             verdict_add(
                 verdict, since > 4 * interval ? UNHEALTHY : DEGRADED,
                 "last good %s %s ago, %s its %s interval%s%.200s%s: fix the cause, then run "
-                "'sqlprodd %s %s'",
+                "`%s`",
                 job, age, since > 4 * interval ? "over 4x" : "over 2x", every,
                 failed ? " (last error: " : "", failed ? record->last_message : "",
-                failed ? ")" : "", job, db->name);
+                failed ? ")" : "", rerun);
             return;
         }
     }
@@ -329,12 +347,12 @@ static void judge_job(struct verdict *verdict, const struct database_config *db,
     if (record->last_success == 0 && record->runs_total >= 2)
         verdict_add(verdict, DEGRADED,
                     "no %s has succeeded yet in %lld runs (last error %s ago: %.300s): fix the "
-                    "cause, then run 'sqlprodd %s %s'",
-                    job, (long long)record->runs_total, age, record->last_message, job, db->name);
+                    "cause, then run `%s`",
+                    job, (long long)record->runs_total, age, record->last_message, rerun);
     else
         verdict_add(verdict, DEGRADED,
-                    "the last %s failed %s ago: %.300s: fix the cause, then run 'sqlprodd %s %s'",
-                    job, age, record->last_message, job, db->name);
+                    "the last %s failed %s ago: %.300s: fix the cause, then run `%s`", job, age,
+                    record->last_message, rerun);
 }
 
 static void judge_jobs(struct job_context *context, struct verdict *verdict, time_t now)
@@ -360,7 +378,7 @@ static void judge_jobs(struct job_context *context, struct verdict *verdict, tim
             if (backup > interval)
                 interval = backup;
         }
-        judge_job(verdict, db, (enum job_kind)kind, &record, interval, now);
+        judge_job(verdict, context->config, db, (enum job_kind)kind, &record, interval, now);
     }
 }
 
@@ -411,10 +429,10 @@ int job_health(struct job_context *context, struct job_result *result)
     if (rc == -ECANCELED)
         return rc;
     if (rc != 0) {
-        judge_unreadable(&verdict, db, rc, err.message);
+        judge_unreadable(&verdict, context->config, db, rc, err.message);
     } else {
         int64_t wal = fs_file_size(db->path, "-wal");
-        judge_database(&verdict, db, &found, wal);
+        judge_database(&verdict, context->config, db, &found, wal);
         if (context->state)
             store_facts(context->state, db, &found, wal, now);
     }

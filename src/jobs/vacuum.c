@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdio.h>
 
+#include "advice.h"
 #include "database.h"
 #include "job.h"
 
@@ -31,11 +32,13 @@ int job_vacuum(struct job_context *context, struct job_result *result)
     if (rc != 0)
         goto fail;
     if (auto_vacuum != 2) {
+        char fix[ADVICE_MAX];
         job_result_set(result, JOB_OUTCOME_WARNING,
                        "auto_vacuum is %s, not incremental: %lld free pages cannot be returned; to "
-                       "switch (rewrites the file, blocks writers meanwhile): sqlite3 %s "
-                       "'PRAGMA auto_vacuum=INCREMENTAL; VACUUM;'",
-                       auto_vacuum == 1 ? "full" : "none", (long long)free_before, db->path);
+                       "switch (rewrites the file, blocks writers meanwhile): `%s`",
+                       auto_vacuum == 1 ? "full" : "none", (long long)free_before,
+                       advice_command(fix, sizeof fix, "sqlite3", db->path,
+                                      "PRAGMA auto_vacuum=INCREMENTAL; VACUUM;", NULL));
         goto out;
     }
     int64_t target =

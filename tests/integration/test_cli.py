@@ -141,9 +141,10 @@ class RestoreLocalTest(AgentTestCase):
         self.run_cli("restore", "app", "--to", target, "--force", check=0)
         self.assertEqual(row_count(target), 3000)
 
-    def test_restore_refuses_the_live_database(self):
-        result = self.run_cli("restore", "app", "--to", self.db_path(), "--force", check=1)
-        self.assertIn("live database", result.stderr)
+    def test_restore_over_the_live_database_needs_force(self):
+        # With --force it is the bad day's command (test_restore_live.py).
+        result = self.run_cli("restore", "app", "--to", self.db_path(), check=1)
+        self.assertIn("--force", result.stderr)
 
     def test_damaged_archive_is_never_restored(self):
         [name] = self.archives()

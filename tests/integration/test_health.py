@@ -296,7 +296,7 @@ class HealthVerdictTest(HealthTestCase):
         self.start()
         self.wait_health("app", "degraded")
         self.assert_everywhere("app", "degraded", [r"WAL is [\d.]+ KiB \(warning at 64\.0 KiB\)",
-                                                   r"fuser", r"sqlprodd checkpoint app"])
+                                                   r"fuser", r"sqlprodd -c \S+ checkpoint app"])
         # The fix works: end the read, checkpoint, and the verdict clears.
         reader.execute("COMMIT")
         reader.close()
@@ -356,7 +356,7 @@ class HealthVerdictTest(HealthTestCase):
         self.wait_health("app", "unhealthy")
         self.assert_everywhere("app", "unhealthy", [r"last good backup \d+s ago, over 4x its 2s "
                                                     r"interval \(last error: ",
-                                                    r"sqlprodd backup app"])
+                                                    r"sqlprodd -c \S+ backup app"])
 
     def test_corrupted_copy_is_unhealthy_and_the_good_one_is_not(self):
         good = self.db_path("app")
@@ -376,7 +376,7 @@ class HealthVerdictTest(HealthTestCase):
         self.start()
         self.wait_health("copy", "unhealthy")
         self.wait_health("app", "healthy")
-        self.assert_everywhere("copy", "unhealthy", [r"corrupt", r"sqlprodd restore copy --to "],
+        self.assert_everywhere("copy", "unhealthy", [r"corrupt", r"sqlprodd -c \S+ restore copy --to "],
                                database_count=2)
         code, _, body = self.curl("/health/app")
         self.assertEqual(code, 200, "one corrupt database does not fail the other's check")

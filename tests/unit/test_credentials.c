@@ -209,7 +209,7 @@ static void file_shared_only_with_our_group_is_accepted(void **state)
     char our_name[64], foreign_name[64], fix[512];
     group_name_of(ours, our_name, sizeof our_name);
     group_name_of(foreign, foreign_name, sizeof foreign_name);
-    snprintf(fix, sizeof fix, "run 'chown root:%s %s && chmod 640 %s'", our_name, directory->file,
+    snprintf(fix, sizeof fix, "run `chown root:%s %s && chmod 640 %s`", our_name, directory->file,
              directory->file);
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
         struct credentials credentials = {0};

@@ -44,6 +44,7 @@ static void fill_example(struct manifest *m)
     strcpy(m->source_path, "/var/lib/app/app \"prod\".db");
     strcpy(m->compression, "gzip");
     m->level = 6;
+    strcpy(m->journal_mode, "wal");
     strcpy(m->verify_method, "integrity_check");
     strcpy(m->verify_result, "ok");
     m->verified = true;
@@ -66,6 +67,7 @@ static void assert_manifests_equal(const struct manifest *a, const struct manife
     assert_string_equal(a->source_path, b->source_path);
     assert_string_equal(a->compression, b->compression);
     assert_int_equal(a->level, b->level);
+    assert_string_equal(a->journal_mode, b->journal_mode);
     assert_string_equal(a->verify_method, b->verify_method);
     assert_string_equal(a->verify_result, b->verify_result);
     assert_int_equal(a->verified, b->verified);
@@ -134,6 +136,9 @@ static void minimal_manifest_parses_with_defaults(void **state)
     assert_false(m.verified);
     assert_int_equal(m.archive_bytes, 0);
     assert_string_equal(m.host, "");
+    /* A manifest from before journal_mode was recorded: restore keeps the
+     * mode the archive holds. */
+    assert_string_equal(m.journal_mode, "");
 }
 
 static void missing_required_fields_are_named(void **state)
@@ -227,6 +232,11 @@ static json_t *make_number(void)
     return json_integer(7);
 }
 
+static json_t *make_sql_injection(void)
+{
+    return json_string("wal;drop");
+}
+
 static void wrong_fields_are_refused_with_the_field_named(void **state)
 {
     (void)state;
@@ -240,6 +250,8 @@ static void wrong_fields_are_refused_with_the_field_named(void **state)
         {"format", make_format_two, "format 2 is not supported"},
         {"created", make_local_time, "\"created\" is \"2026-11-25 08:00:00\""},
         {"host", make_number, "\"host\" must be a string"},
+        {"journal_mode", make_sql_injection, "\"journal_mode\" must be a word like \"wal\""},
+        {"journal_mode", make_number, "\"journal_mode\" must be a string"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         json_t *root = json_loads(minimal, 0, NULL);

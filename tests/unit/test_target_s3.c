@@ -462,7 +462,7 @@ static void credentials_file_is_used_and_must_be_private(void **state)
     assert_int_equal(target_open(&config, &target, &err), -EPERM);
     assert_null(target);
     assert_non_null(strstr(err.message, "target offsite: credentials file"));
-    assert_non_null(strstr(err.message, "chmod 600"));
+    assert_non_null(strstr(err.message, "chmod 640"));
 
     config.credentials_file = NULL;
     assert_int_equal(target_open(&config, &target, &err), -ENOENT);
