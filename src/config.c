@@ -24,6 +24,7 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include "config_paths.h"
 #include "log.h"
 
 static const char *const top_level_keys[] = {"state_dir", "log_level", "metrics",   "workers",
@@ -87,10 +88,27 @@ const struct target_config *config_find_target(const struct config *config, cons
     return NULL;
 }
 
+void config_origin_record(struct config_reader *reader, const config_setting_t *group,
+                          const char *name, bool in_defaults, struct config_origin *origin)
+{
+    const config_setting_t *member = config_setting_get_member(group, name);
+    if (!member)
+        return;
+    char *file = config_source_name(reader, config_setting_source_file(member));
+    if (!file) {
+        reader->out_of_memory = true;
+        return;
+    }
+    free(origin->file);
+    *origin = (struct config_origin){
+        .file = file, .line = config_setting_source_line(member), .in_defaults = in_defaults};
+}
+
 static void target_release(struct target_config *target)
 {
     free(target->name);
     free(target->path);
+    free(target->path_origin.file);
     free(target->endpoint);
     free(target->region);
     free(target->bucket);
@@ -114,7 +132,9 @@ void config_free(struct config *config)
     free(config->databases);
     free(config->file);
     free(config->state_dir);
+    free(config->state_dir_origin.file);
     free(config->metrics_textfile);
+    free(config->metrics_textfile_origin.file);
     free(config->metrics_listen);
     free(config);
 }
@@ -177,7 +197,9 @@ static void read_metrics(struct config_reader *reader, const config_setting_t *r
         return;
     }
     config_check_keys(reader, group, "metrics", metrics_keys, NULL);
-    config_value_path(reader, group, "metrics", "textfile", &config->metrics_textfile);
+    if (config_value_path(reader, group, "metrics", "textfile", &config->metrics_textfile) ==
+        CONFIG_VALUE_SET)
+        config_origin_record(reader, group, "textfile", false, &config->metrics_textfile_origin);
     if (config_value_string(reader, group, "metrics", "listen", &config->metrics_listen) ==
             CONFIG_VALUE_SET &&
         !listen_address_is_valid(config->metrics_listen)) {
@@ -367,10 +389,13 @@ static int read_target(struct config_reader *reader, const config_setting_t *ent
     check_type_keys(reader, entry, key, target->type);
     if (target->type == TARGET_S3)
         return read_s3_target(reader, entry, key, target);
-    if (config_value_path(reader, entry, key, "path", &target->path) == CONFIG_VALUE_ABSENT)
+    enum config_value_result path = config_value_path(reader, entry, key, "path", &target->path);
+    if (path == CONFIG_VALUE_ABSENT)
         config_report(reader, entry, key,
                       "missing 'path' (required for type \"dir\": the directory that receives "
                       "the archives)");
+    else if (path == CONFIG_VALUE_SET)
+        config_origin_record(reader, entry, "path", false, &target->path_origin);
     return 0;
 }
 
@@ -405,7 +430,8 @@ static int read_top_level(struct config_reader *reader, const config_setting_t *
                           struct config *config)
 {
     config_check_keys(reader, root, "", top_level_keys, top_level_misplaced);
-    config_value_path(reader, root, "", "state_dir", &config->state_dir);
+    if (config_value_path(reader, root, "", "state_dir", &config->state_dir) == CONFIG_VALUE_SET)
+        config_origin_record(reader, root, "state_dir", false, &config->state_dir_origin);
     int choice;
     if (config_value_choice(reader, root, "", "log_level", log_level_names, &choice) ==
         CONFIG_VALUE_SET)
@@ -564,6 +590,9 @@ int config_load(const char *path, struct config **out, struct config_diagnostics
         rc = -ENOMEM;
     if (rc == 0 && reader.mistake_count > 0)
         rc = -EINVAL;
+    /* Only a config that is otherwise valid has every path to compare. */
+    if (rc == 0)
+        rc = config_paths_check(config, diag);
 out:
     if (!mistakes_hand_over(&reader, diag) && rc == 0)
         rc = -ENOMEM;

@@ -5,8 +5,11 @@
  * entry, parses every size, duration and schedule, and either returns a
  * complete struct config or reports *every* mistake as
  * "FILE:LINE: key: what is wrong". Nothing else in sqlprodd looks at
- * libconfig; nothing here touches a database, a directory or the network
- * (that is `sqlprodd check`, in check.c).
+ * libconfig. The only file-system access is config_paths.c resolving the
+ * configured paths, read-only (stat and realpath: it never opens a database
+ * and never blocks on a FIFO), to refuse a config whose writes would land
+ * on something they do not own. Opening databases, writing to directories
+ * and the network are `sqlprodd check` (cli_check.c).
  */
 #ifndef SQLPRODD_CONFIG_H
 #define SQLPRODD_CONFIG_H
@@ -43,12 +46,21 @@ enum compress_mode { COMPRESS_GZIP, COMPRESS_ZSTD }; /* backup.compress; same or
 
 enum target_type { TARGET_DIR, TARGET_S3 };
 
+/* Where a path setting was written, so that a message about two settings
+ * can name both: file NULL and line 0 for a built-in default. */
+struct config_origin {
+    char *file; /* as the operator can open it */
+    int line;
+    bool in_defaults; /* written in defaults = { ... }, inherited */
+};
+
 struct target_config {
     char *name;
     enum target_type type;
     int line;
     /* type = "dir" */
     char *path;
+    struct config_origin path_origin;
     /* type = "s3" */
     char *endpoint;         /* "https://s3.eu-central-1.amazonaws.com" */
     char *region;           /* default "us-east-1" */
@@ -84,6 +96,7 @@ struct vacuum_settings {
 struct backup_settings {
     struct schedule schedule;
     char *dir;          /* default "/var/backups/sqlprodd"; archives in DIR/NAME/ */
+    struct config_origin dir_origin;
     int level;          /* gzip level 1-9, default 6 */
     enum verify_mode verify;
     enum compress_mode compress; /* default gzip; zstd archives are NAME-STAMP.db.zst */
@@ -125,6 +138,7 @@ struct database_config {
     char *name; /* [A-Za-z0-9_.-]+, not "." or "..": used in paths */
     char *path;
     int line;
+    struct config_origin path_origin;
     int busy_timeout_ms; /* default 5000 */
     struct checkpoint_settings checkpoint;
     struct analyze_settings analyze;
@@ -138,8 +152,10 @@ struct database_config {
 struct config {
     char *file;             /* the path it was loaded from */
     char *state_dir;        /* default "/var/lib/sqlprodd" */
+    struct config_origin state_dir_origin;
     int log_level;          /* LOG_* from syslog.h, default LOG_INFO */
     char *metrics_textfile; /* NULL: no textfile */
+    struct config_origin metrics_textfile_origin;
     char *metrics_listen;   /* NULL: no HTTP endpoint ("127.0.0.1:9187") */
     int workers;            /* jobs run at once on different databases, default 2 */
     struct target_config *targets;

@@ -131,7 +131,10 @@ void config_database_release(struct database_config *database)
     free(database->path);
     free(database->backup.dir);
     free(database->upload.target_name);
+    free(database->path_origin.file);
+    free(database->backup.dir_origin.file);
     database->name = database->path = database->backup.dir = database->upload.target_name = NULL;
+    database->path_origin.file = database->backup.dir_origin.file = NULL;
 }
 
 /* The builtin defaults, as documented in config.h and etc/sqlprodd.conf. */
@@ -195,7 +198,13 @@ static int draft_copy(struct database_draft *to, const struct database_draft *fr
 {
     *to = *from;
     to->settings.name = to->settings.path = NULL;
+    to->settings.path_origin.file = NULL;
+    /* Nothing may still point at `from`'s strings if a copy below fails. */
+    to->settings.backup.dir = to->settings.upload.target_name = NULL;
+    to->settings.backup.dir_origin.file = NULL;
     if (copy_string(&to->settings.backup.dir, from->settings.backup.dir) != 0 ||
+        copy_string(&to->settings.backup.dir_origin.file, from->settings.backup.dir_origin.file) !=
+            0 ||
         copy_string(&to->settings.upload.target_name, from->settings.upload.target_name) != 0) {
         config_database_release(&to->settings);
         return -ENOMEM;
@@ -355,7 +364,9 @@ static void read_job(struct config_reader *reader, const config_setting_t *paren
         config_value_int(reader, group, key, "pages", 0, INT_MAX, &settings->vacuum.pages);
         break;
     case JOB_BACKUP:
-        config_value_path(reader, group, key, "dir", &settings->backup.dir);
+        if (config_value_path(reader, group, key, "dir", &settings->backup.dir) == CONFIG_VALUE_SET)
+            config_origin_record(reader, group, "dir", strcmp(parent_key, "defaults") == 0,
+                                 &settings->backup.dir_origin);
         config_value_int(reader, group, key, "level", 1, 9, &settings->backup.level);
         if (config_value_choice(reader, group, key, "compress", compress_mode_names, &choice) ==
             CONFIG_VALUE_SET)
@@ -509,9 +520,13 @@ static int read_entry(struct config_reader *reader, const config_setting_t *entr
     char key[CONFIG_KEY_SIZE];
     read_entry_name(reader, entry, index, &draft.settings, key, sizeof key);
     config_check_keys(reader, entry, key, database_keys, misplaced_keys);
-    if (config_value_path(reader, entry, key, "path", &draft.settings.path) == CONFIG_VALUE_ABSENT)
+    enum config_value_result path =
+        config_value_path(reader, entry, key, "path", &draft.settings.path);
+    if (path == CONFIG_VALUE_ABSENT)
         config_report(reader, entry, key,
                       "missing 'path' (the absolute path of the SQLite database file)");
+    else if (path == CONFIG_VALUE_SET)
+        config_origin_record(reader, entry, "path", false, &draft.settings.path_origin);
     read_settings(reader, entry, key, config, &draft);
     draft_finish(&draft, config);
 

@@ -50,6 +50,11 @@ char *config_source_name(const struct config_reader *reader, const char *file);
 void config_report(struct config_reader *reader, const config_setting_t *where, const char *key,
                    const char *format, ...) __attribute__((format(printf, 4, 5)));
 
+/* Records where the member `name` of `group` was written (when present)
+ * into *origin, replacing what it held. */
+void config_origin_record(struct config_reader *reader, const config_setting_t *group,
+                          const char *name, bool in_defaults, struct config_origin *origin);
+
 /* "parent.name", or "name" when parent is empty. */
 void config_key_join(char *out, size_t out_size, const char *parent, const char *name);
 
