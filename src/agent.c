@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "config_paths.h"
 #include "jobs/job.h"
 #include "lock.h"
 #include "log.h"
@@ -352,6 +353,21 @@ static void agent_reload(struct agent *agent)
         log_event(LOG_WARNING, NULL, "reload", "state_dir changed: takes effect after a restart");
     free(fresh->state_dir);
     fresh->state_dir = strdup(agent->config->state_dir);
+    /* The new paths were checked against the new state_dir; the one kept
+     * running must not overlap them either. */
+    if (!fresh->state_dir || config_paths_check(fresh, &diagnostics) != 0) {
+        for (size_t i = 0; i < diagnostics.count; i++)
+            log_event(LOG_ERR, NULL, "reload", "%s (state_dir of the running agent)",
+                      diagnostics.lines[i]);
+        log_event(LOG_ERR, NULL, "reload",
+                  "new configuration refused; still running the previous one");
+        config_diagnostics_free(&diagnostics);
+        config_free(fresh);
+        char line[1024];
+        summary_status_line(agent->config, agent->state, line, sizeof line);
+        notify_ready(line);
+        return;
+    }
     config_free(agent->pending_config);
     agent->pending_config = fresh;
     agent_apply_reload(agent);

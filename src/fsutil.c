@@ -137,6 +137,53 @@ int fs_rename_durably(const char *from, const char *to, struct error *err)
     return fs_sync_directory(directory, err);
 }
 
+#define FS_SQLITE_HEADER "SQLite format 3" /* and its terminating NUL: 16 bytes */
+
+int fs_fd_is_database(int fd)
+{
+    char header[sizeof FS_SQLITE_HEADER];
+    int rc = fs_pread_full(fd, header, sizeof header, 0);
+    if (rc == -ENODATA)
+        return 0; /* shorter than a header: not a database */
+    if (rc < 0)
+        return rc;
+    return memcmp(header, FS_SQLITE_HEADER, sizeof header) == 0;
+}
+
+int fs_refuse_to_replace_database(const char *path, struct error *err)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0) {
+        if (errno == ENOENT || errno == ENOTDIR)
+            return 0;
+        int saved = errno;
+        return error_set(err, -saved, "cannot look at %s before replacing it: %s", path,
+                         strerror(saved));
+    }
+    if (!S_ISREG(st.st_mode) || st.st_size < (off_t)sizeof FS_SQLITE_HEADER)
+        return 0;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        int saved = errno;
+        if (saved == ENOENT)
+            return 0;
+        return error_set(err, -saved, "cannot read %s to make sure it is not a database: %s", path,
+                         strerror(saved));
+    }
+    int rc = fs_fd_is_database(fd);
+    close(fd);
+    if (rc < 0)
+        return error_set(err, rc, "cannot read %s to make sure it is not a database: %s", path,
+                         strerror(-rc));
+    if (rc == 1)
+        return error_set(err, -EEXIST,
+                         "refusing to replace %s: it is a SQLite database (it starts with the "
+                         "SQLite header), not a file sqlprodd wrote; point the setting that names "
+                         "it at a path of its own",
+                         path);
+    return 0;
+}
+
 /* write(2) until done, retrying interrupted and short writes. */
 static int fs_write_all(int fd, const void *data, size_t size)
 {
@@ -165,6 +212,11 @@ int fs_write_file_atomically(const char *path, const void *data, size_t size, mo
     if ((size_t)snprintf(temp, sizeof temp, "%s%s", path, FS_TEMP_SUFFIX) >= sizeof temp)
         return error_set(err, -ENAMETOOLONG, "cannot write %s: %s", path, strerror(ENAMETOOLONG));
 
+    /* Neither the file nor a stale temp may be a database: this writes only
+     * small text files, so a database there is not one of ours. */
+    if ((rc = fs_refuse_to_replace_database(path, err)) != 0 ||
+        (rc = fs_refuse_to_replace_database(temp, err)) != 0)
+        goto out;
     /* A temp file left by a crash is ours to replace; O_EXCL after the unlink
      * makes sure we never write through a link someone put there. */
     if (unlink(temp) < 0 && errno != ENOENT) {
@@ -202,6 +254,10 @@ int fs_write_file_atomically(const char *path, const void *data, size_t size, mo
         error_set(err, rc, "cannot write %s: %s", temp, strerror(-rc));
         goto out;
     }
+    /* Again right before the rename: the file may have become a database
+     * while the temp file was written. */
+    if ((rc = fs_refuse_to_replace_database(path, err)) != 0)
+        goto out;
     if (rename(temp, path) < 0) {
         rc = -errno;
         error_set(err, rc, "cannot rename %s to %s: %s", temp, path, strerror(-rc));

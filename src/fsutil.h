@@ -28,7 +28,23 @@ int fs_sync_file(const char *path, struct error *err);
 /* rename(2) then fsync the destination's directory. */
 int fs_rename_durably(const char *from, const char *to, struct error *err);
 
-/* Writes `data` to path via path + FS_TEMP_SUFFIX, fsync, rename, fsync dir. */
+/* 1 when the file open on fd starts with the 16-byte SQLite header
+ * "SQLite format 3\0", 0 when it does not, -errno when it cannot be read. */
+int fs_fd_is_database(int fd);
+
+/*
+ * The second guard behind config_paths.c: 0 when sqlprodd may replace or
+ * truncate `path` (absent, not a regular file, or not a SQLite database),
+ * else -EEXIST with err naming the path (-errno when it cannot be read to
+ * tell). Uses lstat, then opens with O_NONBLOCK|O_NOFOLLOW: it never
+ * blocks on a FIFO nor reads through a symlink (renaming over a symlink
+ * replaces the link, not what it points to).
+ */
+int fs_refuse_to_replace_database(const char *path, struct error *err);
+
+/* Writes `data` to path via path + FS_TEMP_SUFFIX, fsync, rename, fsync dir.
+ * Refuses (-EEXIST) when path or a stale temp file is a SQLite database:
+ * sqlprodd never writes one through this, so it is not its own file. */
 int fs_write_file_atomically(const char *path, const void *data, size_t size, mode_t mode,
                              struct error *err);
 

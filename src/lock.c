@@ -67,6 +67,15 @@ int lock_acquire(struct database_lock *lock, const char *state_dir, const char *
         struct timespec pause = {0, 100 * 1000 * 1000};
         nanosleep(&pause, NULL);
     }
+    /* The holder line truncates the file: never a database someone named
+     * NAME.lock inside state_dir/locks. */
+    if (fs_fd_is_database(fd) == 1) {
+        close(fd);
+        return error_set(err, -EEXIST,
+                         "refusing to use %s as a lock file: it is a SQLite database, not a "
+                         "file sqlprodd wrote",
+                         lock->path);
+    }
     char stamp[32], text[512];
     time_t now = time(NULL);
     struct tm tm;

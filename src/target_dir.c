@@ -140,6 +140,13 @@ static int dir_put_file(struct target *target, const char *key, const char *path
         rc = error_set(err, -errno, "cannot open %s: %s", path, strerror(errno));
         goto out;
     }
+    /* Archives and manifests are never raw databases: one under either name
+     * is not ours to replace (a target path that names a live directory). */
+    if ((rc = fs_refuse_to_replace_database(destination, err)) != 0 ||
+        (rc = fs_refuse_to_replace_database(temp, err)) != 0) {
+        error_prefix(err, "%s: ", target->description);
+        goto out;
+    }
     /* A temp file left by a crash is ours; O_EXCL after unlink never follows a link. */
     if (unlink(temp) != 0 && errno != ENOENT) {
         rc = error_set(err, -errno, "cannot remove stale %s: %s", temp, strerror(errno));

@@ -29,6 +29,7 @@
 #include "archive.h"
 #include "catalog.h"
 #include "cli.h"
+#include "config_paths.h"
 #include "database.h"
 #include "fsutil.h"
 #include "lock.h"
@@ -558,6 +559,10 @@ int cli_restore(const struct config *config, int argc, char **argv)
         return CLI_USAGE;
     }
     struct error err = {0};
+    if (config_paths_check_restore_target(config, request.db, request.to, &err) != 0) {
+        fprintf(stderr, "sqlprodd: restore %s: %s\n", request.db->name, err.message);
+        return CLI_USAGE;
+    }
     if (restore(&request, &err) != 0) {
         fprintf(stderr, "sqlprodd: restore %s: %s\n", request.db->name, err.message);
         return CLI_FAILED;
