@@ -28,6 +28,8 @@
 #include "config_paths.h"
 #include "error.h"
 #include "fsutil.h"
+#include "lock.h"
+#include "target.h"
 
 static const char sqlite_header[16] = "SQLite format 3";
 
@@ -606,6 +608,68 @@ static void atomic_write_replaces_its_own_text_files_and_fifos(void **state)
     assert_int_equal(fs_write_file_atomically(path, "m\n", 2, 0644, &err), 0);
 }
 
+static void file_starts_with_sqlite_header(const char *path)
+{
+    char header[16];
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(read(fd, header, sizeof header), 16);
+    close(fd);
+    assert_memory_equal(header, sqlite_header, 16);
+}
+
+/* The holder line truncates the lock file: a database there stays whole. */
+static void lock_file_that_is_a_database_is_not_truncated(void **state)
+{
+    const struct tree *tree = *state;
+    make_directory(tree->root, "state/locks");
+    make_file(tree->root, "state/locks/app.lock", true);
+    char state_dir[PATH_MAX], path[PATH_MAX];
+    snprintf(state_dir, sizeof state_dir, "%s/state", tree->root);
+    snprintf(path, sizeof path, "%s/locks/app.lock", state_dir);
+    struct database_lock lock;
+    struct error err = {0};
+    assert_int_equal(lock_acquire(&lock, state_dir, "app", "test", false, NULL, NULL, 0, &err),
+                     -EEXIST);
+    assert_non_null(strstr(err.message, path));
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_size, 4096);
+    file_starts_with_sqlite_header(path);
+    /* An ordinary lock file is taken as before. */
+    assert_int_equal(lock_acquire(&lock, state_dir, "other", "test", false, NULL, NULL, 0, &err),
+                     0);
+    lock_release(&lock);
+}
+
+/* A dir target replaces an object on re-upload, but never a database that
+ * sits under the object's name. */
+static void dir_target_never_replaces_a_database(void **state)
+{
+    const struct tree *tree = *state;
+    make_directory(tree->root, "nas/app");
+    make_file(tree->root, "nas/app/app-20261202T000000Z.db.gz", true);
+    make_file(tree->root, "metrics/upload.db.gz", false);
+    char root[PATH_MAX], source[PATH_MAX], destination[PATH_MAX];
+    snprintf(root, sizeof root, "%s/nas", tree->root);
+    snprintf(source, sizeof source, "%s/metrics/upload.db.gz", tree->root);
+    snprintf(destination, sizeof destination, "%s/app/app-20261202T000000Z.db.gz", root);
+    struct target_config config = {.name = "nas", .type = TARGET_DIR, .path = root};
+    struct target *target = NULL;
+    struct error err = {0};
+    assert_int_equal(target_open(&config, &target, &err), 0);
+    int rc = target_put_file(target, "app/app-20261202T000000Z.db.gz", source, NULL, NULL, &err);
+    assert_int_equal(rc, -EEXIST);
+    assert_non_null(strstr(err.message, destination));
+    file_starts_with_sqlite_header(destination);
+    /* An archive that is not a database is replaced as before. */
+    assert_int_equal(
+        target_put_file(target, "app/app-20261202T010000Z.db.gz", source, NULL, NULL, &err), 0);
+    assert_int_equal(
+        target_put_file(target, "app/app-20261202T010000Z.db.gz", source, NULL, NULL, &err), 0);
+    target_close(target);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -616,6 +680,8 @@ int main(void)
         cmocka_unit_test(restore_destination_may_not_land_on_what_the_config_owns),
         cmocka_unit_test(atomic_write_never_replaces_a_database),
         cmocka_unit_test(atomic_write_replaces_its_own_text_files_and_fifos),
+        cmocka_unit_test(lock_file_that_is_a_database_is_not_truncated),
+        cmocka_unit_test(dir_target_never_replaces_a_database),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
