@@ -198,9 +198,9 @@ class ConfigPathsTest(AgentTestCase):
         before = digest(self.textfile)
         runs = job_runs(self, "checkpoint")
         self.wait_for(lambda: job_runs(self, "checkpoint") > runs + 2, what="more jobs")
+        self.assertEqual(digest(self.textfile), before, "the database was overwritten")
         self.wait_for(lambda: f"refusing to replace {self.textfile}" in self.agent_log(),
                       what="the refusal to replace the database")
-        self.assertEqual(digest(self.textfile), before, "the database was overwritten")
         with open(self.textfile, "rb") as f:
             self.assertEqual(f.read(16), b"SQLite format 3\0")
         self.assertIsNone(agent.poll())
