@@ -246,7 +246,6 @@ static struct place *paths_add(struct paths_check *check, enum place_kind kind, 
         check->capacity = capacity;
     }
     struct place *place = &check->places[check->count];
-    memset(place, 0, sizeof *place);
     *place = (struct place){.kind = kind, .owner = owner, .index = index, .role = role};
     va_list args;
     va_start(args, format);
