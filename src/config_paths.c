@@ -49,14 +49,14 @@ struct file_id {
 
 struct place {
     enum place_kind kind;
-    size_t owner;                /* index of the group of places that belong together */
-    size_t index;                /* database or target index, where there is one */
-    const char *role;            /* "-wal" for a companion, "temp" for a temp file, else NULL */
-    char written[PATH_MAX + 32]; /* as the agent builds it, for messages */
-    char path[PATH_MAX];         /* canonical */
+    size_t owner;     /* index of the group of places that belong together */
+    size_t index;     /* database or target index, where there is one */
+    const char *role; /* "-wal" for a companion, "temp" for a temp file, else NULL */
+    char *written;    /* as the agent builds it, for messages */
+    char *path;       /* canonical */
     bool exists;
     struct file_id id;
-    struct file_id ancestors[PATHS_ANCESTORS_MAX]; /* of the existing part, "/" first */
+    struct file_id *ancestors; /* of the existing part, "/" first */
     size_t ancestor_count;
 };
 
@@ -172,29 +172,46 @@ int config_paths_normalise(const char *path, char *out, size_t out_size)
     return normalise_absolute(absolute, out, out_size, 0);
 }
 
+/* Fills path, exists, id and ancestors from written; 0 or -errno. */
 static int place_resolve(struct place *place)
 {
-    int rc = config_paths_normalise(place->written, place->path, sizeof place->path);
+    char canonical[PATH_MAX];
+    int rc = config_paths_normalise(place->written, canonical, sizeof canonical);
     if (rc != 0)
         return rc;
+    if (!(place->path = strdup(canonical)))
+        return -ENOMEM;
     struct stat st;
     place->exists = stat(place->path, &st) == 0;
     if (place->exists)
         place->id = (struct file_id){st.st_dev, st.st_ino};
     /* Ancestors by device and inode catch a bind mount of one of them. */
+    struct file_id found[PATHS_ANCESTORS_MAX];
+    size_t count = 0;
     char ancestor[PATH_MAX];
-    place->ancestor_count = 0;
-    for (size_t i = 0; place->path[i] && place->ancestor_count < PATHS_ANCESTORS_MAX; i++) {
-        if (place->path[i] != '/' || (i == 0 && place->path[1] == '\0'))
+    for (size_t i = 0; canonical[i] && count < PATHS_ANCESTORS_MAX; i++) {
+        if (canonical[i] != '/' || (i == 0 && canonical[1] == '\0'))
             continue;
         size_t length = i == 0 ? 1 : i;
-        memcpy(ancestor, place->path, length);
+        memcpy(ancestor, canonical, length);
         ancestor[length] = '\0';
         if (stat(ancestor, &st) != 0)
             break;
-        place->ancestors[place->ancestor_count++] = (struct file_id){st.st_dev, st.st_ino};
+        found[count++] = (struct file_id){st.st_dev, st.st_ino};
     }
+    if (count > 0 && !(place->ancestors = malloc(count * sizeof *found)))
+        return -ENOMEM;
+    if (count > 0)
+        memcpy(place->ancestors, found, count * sizeof *found);
+    place->ancestor_count = count;
     return 0;
+}
+
+static void place_release(struct place *place)
+{
+    free(place->written);
+    free(place->path);
+    free(place->ancestors);
 }
 
 static bool same_id(struct file_id a, struct file_id b)
@@ -249,12 +266,21 @@ static struct place *paths_add(struct paths_check *check, enum place_kind kind, 
     *place = (struct place){.kind = kind, .owner = owner, .index = index, .role = role};
     va_list args;
     va_start(args, format);
-    int written = vsnprintf(place->written, sizeof place->written, format, args);
+    int written = vasprintf(&place->written, format, args);
     va_end(args);
-    /* A path too long to resolve cannot be compared; the job that uses it
-     * fails with ENAMETOOLONG before it writes anything. */
-    if (written < 0 || (size_t)written >= sizeof place->written || place_resolve(place) != 0)
+    if (written < 0) {
+        place->written = NULL;
+        check->out_of_memory = true;
         return NULL;
+    }
+    int rc = place_resolve(place);
+    if (rc != 0) {
+        /* A path too long to resolve cannot be compared; the job that uses
+         * it fails with ENAMETOOLONG before it writes anything. */
+        check->out_of_memory = check->out_of_memory || rc == -ENOMEM;
+        place_release(place);
+        return NULL;
+    }
     check->count++;
     return place;
 }
@@ -614,6 +640,8 @@ static void paths_check_free(struct paths_check *check)
     for (size_t i = 0; i < check->finding_count; i++)
         free(check->findings[i].line);
     free(check->findings);
+    for (size_t i = 0; i < check->count; i++)
+        place_release(&check->places[i]);
     free(check->places);
 }
 
