@@ -333,10 +333,8 @@ static enum overlap places_overlap(const struct place *subject, const struct pla
         return OVERLAP_NONE;
     if (place_equal(subject, other))
         return OVERLAP_EQUAL;
-    /* Two files can only collide by being one file: a path below a file
-     * cannot be created. */
-    if (!subject_root && !other_root)
-        return OVERLAP_NONE;
+    /* Between two files "inside" means one of them is in fact a directory
+     * (a textfile naming the databases' directory): refused as well. */
     if (place_inside(subject, other))
         return OVERLAP_INSIDE;
     if (place_inside(other, subject))
@@ -445,14 +443,16 @@ static void place_describe(const struct config *config, const struct place *plac
 }
 
 /* What goes wrong, said once for the pair. */
-static const char *overlap_consequence(const struct place *subject, const struct place *other)
+static const char *overlap_consequence(const struct place *subject, const struct place *other,
+                                       enum overlap overlap)
 {
     bool other_file = other->kind == PLACE_DATABASE || other->kind == PLACE_COMPANION;
     switch (subject->kind) {
     case PLACE_TEXTFILE:
-        return other_file ? "the agent would overwrite it with metrics text"
-                          : "the agent would write its metrics among files it manages: give "
-                            "metrics.textfile a path of its own";
+        return other_file && overlap == OVERLAP_EQUAL
+                   ? "the agent would overwrite it with metrics text"
+                   : "the agent would write its metrics among files it manages: give "
+                     "metrics.textfile a path of its own";
     case PLACE_TEXTFILE_TEMP:
         return "the agent removes that temp file before every write of the metrics";
     case PLACE_DATABASE:
@@ -509,7 +509,7 @@ static void overlap_message(const struct config *config, const struct place *sub
                  subject->written);
     place_describe(config, other, here, description, sizeof description);
     snprintf(out, out_size, "%s: %s%s %s %s: %s", key, what, part, overlap_verb(overlap),
-             description, overlap_consequence(subject, other));
+             description, overlap_consequence(subject, other, overlap));
 }
 
 static void paths_report(struct paths_check *check, const char *file, int line, const char *text)

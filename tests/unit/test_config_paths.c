@@ -273,6 +273,11 @@ static const struct hostile_case hostile_cases[] = {
      7,
      "metrics.textfile",
      "state_dir \"@/state\" (line 1)"},
+    {"textfile is the databases' directory",
+     {.textfile = "@/w"},
+     7,
+     "metrics.textfile",
+     "databases.app.path (line 4)"},
     {"textfile inside a dir target",
      {.textfile = "@/nas/app/x.prom"},
      7,
@@ -460,6 +465,43 @@ static void inherited_backup_dir_is_named_where_it_is_written(void **state)
     snprintf(want, sizeof want, "%s:1: state_dir: ", path);
     assert_true(strncmp(diag.lines[0], want, strlen(want)) == 0);
     assert_non_null(strstr(diag.lines[0], "(the built-in default)"));
+    config_diagnostics_free(&diag);
+}
+
+/* A setting in an @include'd file is named with that file. */
+static void overlap_across_an_included_file_names_that_file(void **state)
+{
+    const struct tree *tree = *state;
+    char template[2048], text[8192], path[PATH_MAX], included[PATH_MAX], want[PATH_MAX + 200];
+    snprintf(included, sizeof included, "%s/databases.conf", tree->root);
+    snprintf(template, sizeof template,
+             "databases = (\n"
+             "  { name = \"app\"; path = \"@/w/app.db\"; backup = { dir = \"@/backups\"; }; }\n"
+             ");\n");
+    expand(tree, template, text, sizeof text);
+    FILE *file = fopen(included, "w");
+    fputs(text, file);
+    fclose(file);
+    snprintf(template, sizeof template,
+             "state_dir = \"@/state\";\n"
+             "metrics = { textfile = \"@/w/hard.db\"; };\n");
+    expand(tree, template, text, sizeof text);
+    /* Added after expand(), which would take its '@' for the root. */
+    strcat(text, "@include \"databases.conf\"\n");
+    snprintf(path, sizeof path, "%s/main.conf", tree->root);
+    file = fopen(path, "w");
+    fputs(text, file);
+    fclose(file);
+    struct config *config = NULL;
+    struct config_diagnostics diag = {0};
+    assert_int_equal(config_load(path, &config, &diag), -EINVAL);
+    assert_int_equal(diag.count, 1);
+    snprintf(want, sizeof want, "%s:2: metrics.textfile: ", path);
+    if (strncmp(diag.lines[0], want, strlen(want)) != 0)
+        print_error("got: %s\n", diag.lines[0]);
+    assert_true(strncmp(diag.lines[0], want, strlen(want)) == 0);
+    snprintf(want, sizeof want, "databases.app.path (line 2 of %s)", included);
+    assert_non_null(strstr(diag.lines[0], want));
     config_diagnostics_free(&diag);
 }
 
@@ -676,6 +718,7 @@ int main(void)
         cmocka_unit_test(hostile_configs_are_refused_naming_both_keys),
         cmocka_unit_test(sound_layouts_load),
         cmocka_unit_test(inherited_backup_dir_is_named_where_it_is_written),
+        cmocka_unit_test(overlap_across_an_included_file_names_that_file),
         cmocka_unit_test(paths_normalise_like_the_kernel_and_sqlite),
         cmocka_unit_test(restore_destination_may_not_land_on_what_the_config_owns),
         cmocka_unit_test(atomic_write_never_replaces_a_database),
