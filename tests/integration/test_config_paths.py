@@ -60,6 +60,12 @@ class ConfigPathsTest(AgentTestCase):
         self.write_config(f'{{ name = "app"; path = "{self.db_path()}"; {QUIET} }}',
                           extra=f'metrics = {{ textfile = "{self.textfile}"; }};')
 
+    def wait_until_started(self):
+        # Not the textfile: one-off jobs write it too. SIGHUP before the
+        # agent has blocked it would end the agent.
+        self.wait_for(lambda: "started:" in self.agent_log(), what="the agent's start")
+        self.wait_for(lambda: os.path.exists(self.textfile), what="the metrics textfile")
+
     def line_of(self, text):
         with open(self.config_path) as f:
             for number, line in enumerate(f, 1):
@@ -145,7 +151,7 @@ class ConfigPathsTest(AgentTestCase):
 
     def test_sighup_reload_with_each_case_keeps_the_old_config_running(self):
         agent = self.start_agent()
-        self.wait_for(lambda: os.path.exists(self.textfile), what="the first metrics textfile")
+        self.wait_until_started()
         for number, case in enumerate(self.cases(), 1):
             line, key, other = case()
             agent.send_signal(signal.SIGHUP)
@@ -169,7 +175,7 @@ class ConfigPathsTest(AgentTestCase):
         # A reload does not move state_dir; a new config that is sound with
         # its own state_dir must still not put backups inside the old one.
         agent = self.start_agent()
-        self.wait_for(lambda: os.path.exists(self.textfile), what="the first metrics textfile")
+        self.wait_until_started()
         kept_state_dir, backup_dir = self.state_dir, self.backup_dir
         self.state_dir, self.backup_dir = os.path.join(self.dir, "state2"), kept_state_dir
         try:
@@ -190,7 +196,7 @@ class ConfigPathsTest(AgentTestCase):
         # The config is sound when checked and when the agent starts ...
         self.run_cli("check", check=0)
         agent = self.start_agent()
-        self.wait_for(lambda: os.path.exists(self.textfile), what="the first metrics textfile")
+        self.wait_until_started()
         # ... then the textfile's path becomes someone's SQLite database.
         other = os.path.join(self.dir, "metrics", "incoming.db")
         create_database(other, rows=50, wal=False)
