@@ -410,10 +410,19 @@ int agent_run(struct config *config, const char *config_path)
     struct error err = {0};
     sigset_t mask;
     int status = 1, signal_fd = -1;
+    struct database_lock agent_lock = {.fd = -1};
+    char who[4200];
     pthread_mutex_init(&agent.mutex, NULL);
     pthread_cond_init(&agent.work_ready, NULL);
 
     log_set_level(config->log_level);
+    /* One agent per state_dir, and the lock `status` tests to say it runs. */
+    snprintf(who, sizeof who, "sqlprodd run -c %s", config_path);
+    if (lock_agent_acquire(&agent_lock, config->state_dir, who, &err) != 0) {
+        log_event(LOG_ERR, NULL, NULL, "%s", err.message);
+        notify_failure(err.message, -err.code);
+        goto out;
+    }
     if (state_open(config->state_dir, &agent.state, &err) != 0) {
         log_event(LOG_ERR, NULL, NULL, "%s", err.message);
         notify_failure(err.message, -err.code);
@@ -495,6 +504,7 @@ out:
         close(agent.wake_pipe[1]);
     }
     state_close(agent.state);
+    lock_agent_release(&agent_lock);
     free(agent.databases);
     config_free(agent.pending_config);
     config_free(agent.config);
