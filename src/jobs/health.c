@@ -303,7 +303,7 @@ static void judge_job(struct verdict *verdict, const struct database_config *db,
                       const struct job_record *record, int64_t interval, time_t now)
 {
     const char *job = job_name(kind);
-    char age[32], every[32];
+    char age[32], every[32], at[48];
     if (record->runs_total == 0)
         return;
     bool failed = record->last_outcome == JOB_OUTCOME_FAILED;
@@ -311,12 +311,15 @@ static void judge_job(struct verdict *verdict, const struct database_config *db,
         int64_t since = (int64_t)(now - record->last_success);
         units_format_duration(since, age, sizeof age);
         units_format_duration(interval, every, sizeof every);
+        /* Absolute times: the reasons are stored and read later (status,
+         * STATUS=, /health), when "12s ago" would no longer be true. */
+        units_format_clock(record->last_success, now, at, sizeof at);
         if (since > 2 * interval) {
             verdict_add(
                 verdict, since > 4 * interval ? UNHEALTHY : DEGRADED,
-                "last good %s %s ago, %s its %s interval%s%.200s%s: fix the cause, then run "
-                "'sqlprodd %s %s'",
-                job, age, since > 4 * interval ? "over 4x" : "over 2x", every,
+                "last good %s at %s (%s before this check), %s its %s interval%s%.200s%s: fix "
+                "the cause, then run 'sqlprodd %s %s'",
+                job, at, age, since > 4 * interval ? "over 4x" : "over 2x", every,
                 failed ? " (last error: " : "", failed ? record->last_message : "",
                 failed ? ")" : "", job, db->name);
             return;
@@ -324,17 +327,16 @@ static void judge_job(struct verdict *verdict, const struct database_config *db,
     }
     if (!failed)
         return;
-    units_format_duration(now > record->last_finished ? now - record->last_finished : 0, age,
-                          sizeof age);
+    units_format_clock(record->last_finished, now, at, sizeof at);
     if (record->last_success == 0 && record->runs_total >= 2)
         verdict_add(verdict, DEGRADED,
-                    "no %s has succeeded yet in %lld runs (last error %s ago: %.300s): fix the "
+                    "no %s has succeeded yet in %lld runs (last error at %s: %.300s): fix the "
                     "cause, then run 'sqlprodd %s %s'",
-                    job, (long long)record->runs_total, age, record->last_message, job, db->name);
+                    job, (long long)record->runs_total, at, record->last_message, job, db->name);
     else
         verdict_add(verdict, DEGRADED,
-                    "the last %s failed %s ago: %.300s: fix the cause, then run 'sqlprodd %s %s'",
-                    job, age, record->last_message, job, db->name);
+                    "the last %s failed at %s: %.300s: fix the cause, then run 'sqlprodd %s %s'",
+                    job, at, record->last_message, job, db->name);
 }
 
 static void judge_jobs(struct job_context *context, struct verdict *verdict, time_t now)
