@@ -48,6 +48,10 @@ static int lock_open_owned(const char *path, int flags, mode_t mode, struct erro
                              "lock file %s is a symbolic link; sqlprodd writes only its own "
                              "files there: remove it",
                              path);
+        if (saved == EISDIR)
+            return error_set(err, -EISDIR,
+                             "lock file %s is a directory, not a sqlprodd lock file: remove it",
+                             path);
         return error_set(err, -saved, "cannot open lock file %s: %s", path, strerror(saved));
     }
     struct stat st;
