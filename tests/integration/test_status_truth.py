@@ -250,9 +250,16 @@ class NotifyStatusLineTest(StatusTruthCase):
         # is 4 intervals old the database is unhealthy, and the line names
         # the reason, with its times absolute too.
         app_backups = os.path.join(self.backup_dir, "app")
-        shutil.rmtree(app_backups)
-        with open(app_backups, "w") as f:
-            f.write("not a directory")
+        for attempt in range(50):
+            # Renamed, not deleted: a backup may be writing there; and the
+            # agent may create it again before the file takes its place.
+            if os.path.isdir(app_backups):
+                os.rename(app_backups, f"{app_backups}.moved{attempt}")
+            try:
+                os.close(os.open(app_backups, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                break
+            except FileExistsError:
+                continue
         message = self.notify.receive(timeout=60, until=lambda m: "unhealthy: last good backup"
                                       in m.get("STATUS", ""))
         self.assertIsNotNone(message, [m.get("STATUS") for m in self.notify.messages][-5:])
