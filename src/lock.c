@@ -7,11 +7,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -95,6 +97,13 @@ static void lock_read_holder(int fd, char *holder, size_t holder_size)
     snprintf(holder, holder_size, "%s", text);
 }
 
+static time_t lock_parse_time(const char *text)
+{
+    struct tm tm = {0};
+    const char *end = strptime(text, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return end ? timegm(&tm) : 0;
+}
+
 static void lock_format_time(time_t t, char *out, size_t out_size)
 {
     struct tm tm;
@@ -168,6 +177,63 @@ void lock_release(struct database_lock *lock)
     }
 }
 
+/* Is there a FLOCK on this device and inode in the kernel's list? -1 when
+ * the list cannot be read. */
+static int lock_listed_in_proc(const struct stat *st)
+{
+    FILE *list = fopen("/proc/locks", "re");
+    if (!list)
+        return -1;
+    char line[256];
+    int found = 0;
+    while (!found && fgets(line, sizeof line, list)) {
+        char kind[16];
+        unsigned int major_number, minor_number;
+        unsigned long inode;
+        /* "1: FLOCK  ADVISORY  WRITE 1234 08:01:123456 0 EOF"; blocked
+         * waiters ("1: -> FLOCK ...") do not hold it and do not match. */
+        if (sscanf(line, "%*d: %15s %*s %*s %*d %x:%x:%lu", kind, &major_number, &minor_number,
+                   &inode) == 4 &&
+            strcmp(kind, "FLOCK") == 0 && major_number == major(st->st_dev) &&
+            minor_number == minor(st->st_dev) && inode == (unsigned long)st->st_ino)
+            found = 1;
+    }
+    fclose(list);
+    return found;
+}
+
+void lock_probe_database(const char *state_dir, const char *database, struct lock_holder *holder)
+{
+    char path[4096], name[512], text[600];
+    struct error err = {0};
+    struct stat st;
+    memset(holder, 0, sizeof *holder);
+    snprintf(name, sizeof name, "locks/%s.lock", database);
+    if (fs_join(path, sizeof path, state_dir, name) != 0)
+        return;
+    int fd = lock_open_owned(path, O_RDONLY, 0, &err);
+    if (fd < 0)
+        return;
+    ssize_t n = pread(fd, text, sizeof text - 1, 0);
+    int listed = fstat(fd, &st) == 0 ? lock_listed_in_proc(&st) : -1;
+    close(fd);
+    /* Released locks are truncated: an empty file is a free lock. */
+    if (n <= 0)
+        return;
+    text[n] = '\0';
+    text[strcspn(text, "\n")] = '\0';
+    snprintf(holder->line, sizeof holder->line, "%s", text);
+    if (sscanf(text, "pid %ld,", &holder->pid) != 1)
+        holder->pid = 0;
+    const char *since = strstr(text, ", since ");
+    if (since)
+        holder->since = lock_parse_time(since + strlen(", since "));
+    if (listed >= 0)
+        holder->held = listed == 1;
+    else /* a holder killed mid-job leaves its line behind, and a dead pid */
+        holder->held = holder->pid > 0 && (kill((pid_t)holder->pid, 0) == 0 || errno == EPERM);
+}
+
 /* ---- the agent lock --------------------------------------------------- */
 
 static int lock_agent_path(char *path, size_t path_size, const char *state_dir, struct error *err)
@@ -223,13 +289,6 @@ void lock_agent_release(struct database_lock *lock)
     }
     close(lock->fd); /* drops the OFD lock */
     lock->fd = -1;
-}
-
-static time_t lock_parse_time(const char *text)
-{
-    struct tm tm = {0};
-    const char *end = strptime(text, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return end ? timegm(&tm) : 0;
 }
 
 void lock_agent_probe(const char *state_dir, struct agent_probe *probe)

@@ -45,6 +45,21 @@ int lock_acquire(struct database_lock *lock, const char *state_dir, const char *
                  size_t holder_size, struct error *err);
 void lock_release(struct database_lock *lock);
 
+struct lock_holder {
+    bool held;
+    long pid;
+    time_t since;
+    char line[512]; /* "pid 1234, sqlprodd run (backup), since 2026-...Z" */
+};
+
+/*
+ * Whether the lock of `database` is held now, and by whom, without taking
+ * it (a status that took it, even briefly, could make a job skip): the
+ * kernel's list of flock(2) locks in /proc/locks, or, where that cannot be
+ * read, whether the pid written in the file is alive. Reads only.
+ */
+void lock_probe_database(const char *state_dir, const char *database, struct lock_holder *holder);
+
 /*
  * Takes STATE_DIR/agent.lock for the life of the agent, without waiting.
  * -EWOULDBLOCK when another agent holds it; the message names that agent

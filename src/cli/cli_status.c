@@ -67,7 +67,7 @@ struct status_view {
     bool agent_running;
 };
 
-enum due_state { DUE_NONE, DUE_LATER, DUE_NOW, DUE_OVERDUE };
+enum due_state { DUE_NONE, DUE_LATER, DUE_NOW, DUE_OVERDUE, DUE_RUNNING };
 
 struct database_status {
     const struct database_config *db;
@@ -75,7 +75,9 @@ struct database_status {
     /* When the next run fell or falls due, not clamped to now: in the past
      * for an overdue job. (time_t)-1 when not scheduled. */
     time_t next_due[JOB_KIND_COUNT];
-    time_t upload_sent_at; /* the last upload run that sent something */
+    struct lock_holder lock; /* who works on the database right now */
+    int running_kind;        /* the job named in the held lock, or -1 */
+    time_t upload_sent_at;   /* the last upload run that sent something */
     long long upload_sent_archives, upload_sent_bytes;
     char health[32];
     char reasons[2048];
@@ -105,6 +107,10 @@ static enum due_state status_due_state(const struct database_status *status, int
                                        const struct status_view *view)
 {
     time_t due = status->next_due[kind];
+    /* Its last run is recorded when it ends: until then the time it was
+     * due is past, and "overdue" would be false. */
+    if (kind == status->running_kind)
+        return DUE_RUNNING;
     if (due == (time_t)-1)
         return DUE_NONE;
     if (due > view->now)
@@ -129,6 +135,10 @@ static void format_due(const struct database_status *status, int kind,
         snprintf(out, out_size, "in %s", text);
         break;
     case DUE_NOW: snprintf(out, out_size, "due now"); break;
+    case DUE_RUNNING:
+        units_format_clock(status->lock.since, view->now, text, sizeof text);
+        snprintf(out, out_size, "running since %s", text);
+        break;
     case DUE_OVERDUE:
         units_format_clock(due, view->now, text, sizeof text);
         snprintf(out, out_size, "overdue since %s", text);
@@ -156,11 +166,20 @@ static void status_collect_upload(struct state *state, struct database_status *s
         status->upload_sent_at = upload->last_success;
 }
 
-static void status_collect(struct state *state, const struct database_config *db, time_t now,
+static void status_collect(const struct config *config, struct state *state,
+                           const struct database_config *db, time_t now,
                            struct database_status *status)
 {
     memset(status, 0, sizeof *status);
     status->db = db;
+    status->running_kind = -1;
+    lock_probe_database(config->state_dir, db->name, &status->lock);
+    for (int kind = 0; status->lock.held && kind < JOB_KIND_COUNT; kind++) {
+        char tag[32];
+        snprintf(tag, sizeof tag, "(%s)", job_name(kind));
+        if (strstr(status->lock.line, tag))
+            status->running_kind = kind;
+    }
     for (int kind = 0; kind < JOB_KIND_COUNT; kind++) {
         if (state)
             state_get_job(state, db->name, job_name(kind), &status->jobs[kind], NULL);
@@ -196,6 +215,8 @@ static void status_collect(struct state *state, const struct database_config *db
 
 static int status_next_job(const struct database_status *status)
 {
+    if (status->running_kind >= 0)
+        return status->running_kind;
     int next = -1;
     for (int kind = 0; kind < JOB_KIND_COUNT; kind++)
         if (status->next_due[kind] != (time_t)-1 &&
@@ -264,6 +285,7 @@ static const char *due_word(enum due_state state)
     case DUE_LATER: return "later";
     case DUE_NOW: return "now";
     case DUE_OVERDUE: return "overdue";
+    case DUE_RUNNING: return "running";
     case DUE_NONE:
     default: return NULL;
     }
@@ -354,6 +376,17 @@ static void status_summary_to_json(const struct database_status *status,
         status_due_to_json(status, next, view, next_job);
     }
     json_object_set_new(object, "next_job", next_job);
+
+    json_t *running = json_null();
+    if (status->lock.held) {
+        running = json_object();
+        json_object_set_new(running, "job",
+                            status->running_kind >= 0 ? json_string(job_name(status->running_kind))
+                                                      : json_null());
+        json_object_set_new(running, "since", json_time_or_null(status->lock.since));
+        json_object_set_new(running, "holder", json_string(status->lock.line));
+    }
+    json_object_set_new(object, "running_job", running);
 
     int error = status_last_error(status);
     json_t *last_error = json_null();
@@ -693,7 +726,7 @@ int cli_status(const struct config *config, int argc, char **argv)
     for (size_t i = 0; i < config->database_count; i++) {
         if (only && &config->databases[i] != only)
             continue;
-        status_collect(state, &config->databases[i], view.now, &statuses[count]);
+        status_collect(config, state, &config->databases[i], view.now, &statuses[count]);
         count++;
     }
     if (json) {

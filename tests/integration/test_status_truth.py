@@ -203,6 +203,36 @@ class AgentPresenceTest(StatusTruthCase):
         self.stop_agent(first)
 
 
+class RunningJobTest(StatusTruthCase):
+    def test_job_in_progress_is_running_not_overdue(self):
+        """A job's run is recorded when it ends: while a long backup works,
+        the time it was due is past. status reads the held database lock
+        and says the backup is running, not overdue."""
+        create_database(self.db_path(), rows=200000, payload=400)
+        self.configure(backup="1s", health="1h")
+        self.run_cli("backup", "app", check=0)
+        time.sleep(2)  # the 1 s backup is due again
+        self.assertEqual(self.app(self.status_json())["jobs"]["backup"]["due"], "overdue")
+        backup = subprocess.Popen([BIN, "-c", self.config_path, "backup", "app"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.processes.append(backup)
+        lock = os.path.join(self.state_dir, "locks", "app.lock")
+        self.wait_for(lambda: os.path.getsize(lock) > 0, timeout=30, interval=0.02,
+                      what="the backup to hold the lock")
+        data = self.status_json()
+        text = self.status_text()
+        self.assertIsNone(backup.poll(), "the backup ended too soon to be seen running")
+        app = self.app(data)
+        self.assertEqual(app["running_job"]["job"], "backup")
+        self.assertIn(f"pid {backup.pid}, sqlprodd backup (backup)", app["running_job"]["holder"])
+        self.assertEqual(app["jobs"]["backup"]["due"], "running")
+        self.assertIsNone(app["jobs"]["backup"]["overdue_since"])
+        self.assertEqual(app["next_job"]["job"], "backup")
+        self.assertRegex(table_rows(text)["app"]["NEXT JOB"], rf"^backup running since {CLOCK}$")
+        self.assertEqual(backup.wait(timeout=300), 0)
+        self.assertIsNone(self.app(self.status_json())["running_job"])
+
+
 class RelativeTimesTest(StatusTruthCase):
     def test_relative_times_are_computed_when_read(self):
         self.configure(backup="1h", health="1h")
@@ -387,10 +417,18 @@ class HostileLockFileTest(StatusTruthCase):
                       timeout=60, interval=0.02, what="a backup in progress")
         agent.kill()
         agent.wait()
+        with open(lock) as f:
+            self.assertIn(f"pid {agent.pid}, sqlprodd run (backup)", f.read(),
+                          "the killed holder's line stays in the lock file")
         data = self.status_json()
         self.assertEqual(data["agent"]["running"], False)
         self.assertFalse(data["agent"]["stopped_cleanly"])
-        self.assertTrue(self.status_text().startswith("AGENT NOT RUNNING: the last agent"))
+        # ... but nobody holds the lock: no backup is said to be running.
+        self.assertIsNone(self.app(data)["running_job"])
+        self.assertNotEqual(self.app(data)["jobs"]["backup"]["due"], "running")
+        text = self.status_text()
+        self.assertTrue(text.startswith("AGENT NOT RUNNING: the last agent"))
+        self.assertNotIn("running since", table_rows(text)["app"]["NEXT JOB"])
         again = self.start_agent()
         self.wait_for(lambda: self.status_json()["agent"]["pid"] == again.pid and
                       self.status_json()["agent"]["running"], timeout=30, what="a new agent")
