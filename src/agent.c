@@ -323,8 +323,8 @@ static void agent_apply_reload(struct agent *agent)
     agent_build_databases(agent, time(NULL));
     agent_start_workers(agent);
     agent_start_http(agent);
-    log_event(LOG_NOTICE, NULL, NULL, "configuration reloaded: %zu databases",
-              agent->database_count);
+    log_event(LOG_NOTICE, NULL, NULL, "configuration reloaded: %zu database%s",
+              agent->database_count, agent->database_count == 1 ? "" : "s");
     char line[1024];
     summary_status_line(agent->config, agent->state, line, sizeof line);
     notify_ready(line);
@@ -340,8 +340,8 @@ static void agent_reload(struct agent *agent)
         for (size_t i = 0; i < diagnostics.count; i++)
             log_event(LOG_ERR, NULL, "reload", "%s", diagnostics.lines[i]);
         log_event(LOG_ERR, NULL, "reload",
-                  "new configuration refused (%zu errors); still running the previous one",
-                  diagnostics.count);
+                  "new configuration refused (%zu error%s); still running the previous one",
+                  diagnostics.count, diagnostics.count == 1 ? "" : "s");
         config_diagnostics_free(&diagnostics);
         char line[1024];
         summary_status_line(agent->config, agent->state, line, sizeof line);
@@ -412,8 +412,9 @@ static void agent_handle_signals(struct agent *agent, int signal_fd)
         } else if (!agent->stop) {
             agent->stop = 1;
             agent_drop_queued(agent);
-            log_event(LOG_NOTICE, NULL, NULL, "%s: stopping, aborting %d running job(s)",
-                      info.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT", agent->running);
+            log_event(LOG_NOTICE, NULL, NULL, "%s: stopping, aborting %d running job%s",
+                      info.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT", agent->running,
+                      agent->running == 1 ? "" : "s");
             notify_stopping("stopping");
         }
     }
@@ -426,10 +427,19 @@ int agent_run(struct config *config, const char *config_path)
     struct error err = {0};
     sigset_t mask;
     int status = 1, signal_fd = -1;
+    struct database_lock agent_lock = {.fd = -1};
+    char who[4200];
     pthread_mutex_init(&agent.mutex, NULL);
     pthread_cond_init(&agent.work_ready, NULL);
 
     log_set_level(config->log_level);
+    /* One agent per state_dir, and the lock `status` tests to say it runs. */
+    snprintf(who, sizeof who, "sqlprodd run -c %s", config_path);
+    if (lock_agent_acquire(&agent_lock, config->state_dir, who, &err) != 0) {
+        log_event(LOG_ERR, NULL, NULL, "%s", err.message);
+        notify_failure(err.message, -err.code);
+        goto out;
+    }
     if (state_open(config->state_dir, &agent.state, &err) != 0) {
         log_event(LOG_ERR, NULL, NULL, "%s", err.message);
         notify_failure(err.message, -err.code);
@@ -450,8 +460,9 @@ int agent_run(struct config *config, const char *config_path)
 
     char line[1024];
     summary_status_line(agent.config, agent.state, line, sizeof line);
-    log_event(LOG_NOTICE, NULL, NULL, "sqlprodd %s started: %zu databases, %d workers, config %s",
-              SQLPRODD_VERSION, agent.database_count, agent.worker_count, config_path);
+    log_event(LOG_NOTICE, NULL, NULL, "sqlprodd %s started: %zu database%s, %d worker%s, config %s",
+              SQLPRODD_VERSION, agent.database_count, agent.database_count == 1 ? "" : "s",
+              agent.worker_count, agent.worker_count == 1 ? "" : "s", config_path);
     notify_ready(line);
     agent_update_reports(&agent);
     agent_start_http(&agent);
@@ -511,6 +522,7 @@ out:
         close(agent.wake_pipe[1]);
     }
     state_close(agent.state);
+    lock_agent_release(&agent_lock);
     free(agent.databases);
     config_free(agent.pending_config);
     config_free(agent.config);

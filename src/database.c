@@ -133,10 +133,10 @@ int database_exec(sqlite3 *connection, const char *sql, int attempts,
             return code;
     }
     return error_set(err, -EBUSY,
-                     "%s: the database stayed locked by another connection through %d attempts "
+                     "%s: the database stayed locked by another connection through %d attempt%s "
                      "of busy_timeout_ms each (%s): retry later, or raise busy_timeout_ms if the "
                      "application holds its transactions that long",
-                     sql, attempts, sqlite3_errstr(rc));
+                     sql, attempts, attempts == 1 ? "" : "s", sqlite3_errstr(rc));
 }
 
 int database_query_int(sqlite3 *connection, const char *sql, int64_t *value, struct error *err)

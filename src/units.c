@@ -292,3 +292,15 @@ void units_format_duration(int64_t seconds, char *out, size_t out_size)
         snprintf(out, out_size, "%s%" PRIu64 "%c%" PRIu64 "%c", sign, major, parts[first].name,
                  minor, parts[first + 1].name);
 }
+
+void units_format_clock(time_t t, time_t now, char *out, size_t out_size)
+{
+    struct tm when, today;
+    if (!out || out_size == 0)
+        return;
+    gmtime_r(&t, &when);
+    gmtime_r(&now, &today);
+    bool same_day = when.tm_year == today.tm_year && when.tm_yday == today.tm_yday;
+    if (strftime(out, out_size, same_day ? "%H:%M:%S UTC" : "%Y-%m-%d %H:%M:%S UTC", &when) == 0)
+        out[0] = '\0'; /* too small: empty rather than undefined */
+}

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 /* "512B", "64KB", "16MB", "2GB" (powers of 1024; "B" may be omitted for a
  * plain byte count like "4096"). Returns 0, or -EINVAL with `why` filled
@@ -37,5 +38,10 @@ void units_format_size(int64_t bytes, char *out, size_t out_size);
  * negative values keep their sign. The result parses back with
  * units_parse_duration() when it has a single unit or no truncation. */
 void units_format_duration(int64_t seconds, char *out, size_t out_size);
+
+/* A moment as an absolute UTC time that stays true when read later (unlike
+ * "12s ago"): "06:12:03 UTC" on the same UTC day as `now`, else
+ * "2026-12-01 06:12:03 UTC". `now` is a parameter: this stays pure. */
+void units_format_clock(time_t t, time_t now, char *out, size_t out_size);
 
 #endif

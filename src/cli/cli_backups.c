@@ -37,7 +37,7 @@ static void print_local(const struct database_config *db, const struct backup_li
         char archive[32], database[32];
         units_format_size(m->archive_bytes, archive, sizeof archive);
         units_format_size(m->database_bytes, database, sizeof database);
-        printf("%-16s %-17s %10s %10s  %-8s %s\n", db->name, list->items[i].id, archive, database,
+        printf("%-16s %-17s %12s %13s  %-10s %s\n", db->name, list->items[i].id, archive, database,
                m->verified ? "verified" : "UNVERIFIED", list->items[i].archive_path);
     }
 }
@@ -61,7 +61,7 @@ static void print_remote(const struct database_config *db, const struct remote_l
         }
         char archive[32];
         units_format_size(b->archive_bytes, archive, sizeof archive);
-        printf("%-16s %-17s %10s  %-11s %s:%s\n", db->name, b->id, archive,
+        printf("%-16s %-17s %12s  %-11s %s:%s\n", db->name, b->id, archive,
                b->has_manifest ? "complete" : "NO MANIFEST", db->upload.target->name, b->archive_key);
     }
 }
@@ -92,10 +92,14 @@ int cli_backups(const struct config *config, int argc, char **argv)
         json_decref(json);
         return CLI_USAGE;
     }
-    if (!json)
-        printf(remote ? "%-16s %-17s %10s  %-11s %s\n" : "%-16s %-17s %10s %10s  %-8s %s\n",
-               "DATABASE", "BACKUP", "ARCHIVE", remote ? "STATE" : "DATABASE",
-               remote ? "LOCATION" : "STATE", remote ? "" : "ARCHIVE");
+    /* Each column named for what it holds: the archive's size, the size of
+     * the database it restores to, and where the archive is. */
+    if (!json && remote)
+        printf("%-16s %-17s %12s  %-11s %s\n", "DATABASE", "BACKUP", "ARCHIVE SIZE", "STATE",
+               "LOCATION");
+    else if (!json)
+        printf("%-16s %-17s %12s %13s  %-10s %s\n", "DATABASE", "BACKUP", "ARCHIVE SIZE",
+               "DATABASE SIZE", "STATE", "PATH");
     int failures = 0;
     for (size_t i = 0; i < config->database_count; i++) {
         const struct database_config *db = &config->databases[i];

@@ -89,13 +89,14 @@ int job_checkpoint(struct job_context *context, struct job_result *result)
     if (blocked)
         job_result_set(result, JOB_OUTCOME_WARNING,
                        "blocked: %s checkpoint could not finish within max_wait_ms=%d (readers or "
-                       "writers busy); fell back to passive, %d of %d frames copied, wal %lld -> %lld bytes",
+                       "writers busy); fell back to passive, %d of %d frame%s copied, wal %lld -> %lld bytes",
                        config_checkpoint_mode_name(db->checkpoint.mode), db->checkpoint.max_wait_ms,
-                       checkpointed, log_frames, (long long)wal_before, (long long)wal_after);
+                       checkpointed, log_frames, log_frames == 1 ? "" : "s", (long long)wal_before,
+                       (long long)wal_after);
     else
-        job_result_set(result, JOB_OUTCOME_OK, "%s checkpoint: %d frames copied, wal %lld -> %lld bytes",
+        job_result_set(result, JOB_OUTCOME_OK, "%s checkpoint: %d frame%s copied, wal %lld -> %lld bytes",
                        config_checkpoint_mode_name(db->checkpoint.mode), checkpointed,
-                       (long long)wal_before, (long long)wal_after);
+                       checkpointed == 1 ? "" : "s", (long long)wal_before, (long long)wal_after);
     if (context->state) {
         char value[32];
         snprintf(value, sizeof value, "%lld", (long long)wal_after);

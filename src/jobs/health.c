@@ -320,7 +320,7 @@ static void judge_job(struct verdict *verdict, const struct config *config,
                       const struct job_record *record, int64_t interval, time_t now)
 {
     const char *job = job_name(kind);
-    char age[32], every[32], rerun[ADVICE_MAX];
+    char age[32], every[32], at[48], rerun[ADVICE_MAX];
     advice_sqlprodd(rerun, sizeof rerun, config, job, db->name, NULL);
     if (record->runs_total == 0)
         return;
@@ -329,12 +329,15 @@ static void judge_job(struct verdict *verdict, const struct config *config,
         int64_t since = (int64_t)(now - record->last_success);
         units_format_duration(since, age, sizeof age);
         units_format_duration(interval, every, sizeof every);
+        /* Absolute times: the reasons are stored and read later (status,
+         * STATUS=, /health), when "12s ago" would no longer be true. */
+        units_format_clock(record->last_success, now, at, sizeof at);
         if (since > 2 * interval) {
             verdict_add(
                 verdict, since > 4 * interval ? UNHEALTHY : DEGRADED,
-                "last good %s %s ago, %s its %s interval%s%.200s%s: fix the cause, then run "
-                "`%s`",
-                job, age, since > 4 * interval ? "over 4x" : "over 2x", every,
+                "last good %s at %s (%s before this check), %s its %s interval%s%.200s%s: fix "
+                "the cause, then run `%s`",
+                job, at, age, since > 4 * interval ? "over 4x" : "over 2x", every,
                 failed ? " (last error: " : "", failed ? record->last_message : "",
                 failed ? ")" : "", rerun);
             return;
@@ -342,16 +345,15 @@ static void judge_job(struct verdict *verdict, const struct config *config,
     }
     if (!failed)
         return;
-    units_format_duration(now > record->last_finished ? now - record->last_finished : 0, age,
-                          sizeof age);
+    units_format_clock(record->last_finished, now, at, sizeof at);
     if (record->last_success == 0 && record->runs_total >= 2)
         verdict_add(verdict, DEGRADED,
-                    "no %s has succeeded yet in %lld runs (last error %s ago: %.300s): fix the "
+                    "no %s has succeeded yet in %lld runs (last error at %s: %.300s): fix the "
                     "cause, then run `%s`",
-                    job, (long long)record->runs_total, age, record->last_message, rerun);
+                    job, (long long)record->runs_total, at, record->last_message, rerun);
     else
         verdict_add(verdict, DEGRADED,
-                    "the last %s failed %s ago: %.300s: fix the cause, then run `%s`", job, age,
+                    "the last %s failed at %s: %.300s: fix the cause, then run `%s`", job, at,
                     record->last_message, rerun);
 }
 

@@ -105,8 +105,8 @@ int job_prune_local(struct job_context *context, struct job_result *result)
         job_result_set(result, JOB_OUTCOME_FAILED, "kept %zu, deleted %zu, could not delete %zu",
                        list.count - deleted - failed, deleted, failed);
     else
-        job_result_set(result, JOB_OUTCOME_OK, "kept %zu local backups, deleted %zu",
-                       list.count - deleted, deleted);
+        job_result_set(result, JOB_OUTCOME_OK, "kept %zu local backup%s, deleted %zu",
+                       list.count - deleted, list.count - deleted == 1 ? "" : "s", deleted);
     free(items);
     catalog_free(&list);
     return failed ? -EIO : 0;

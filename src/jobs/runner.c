@@ -75,14 +75,16 @@ int job_execute(enum job_kind kind, struct job_context *context, struct job_resu
     const char *name = job_name(kind);
     struct error err = {0};
     struct database_lock lock;
-    char holder[256] = "";
+    char holder[256] = "", what[128];
 
     memset(result, 0, sizeof *result);
-    int rc = lock_acquire(&lock, context->config->state_dir, db->name, context->who, false,
+    /* The job in the lock file: status tells "backup running since ..." */
+    snprintf(what, sizeof what, "%s (%s)", context->who, name);
+    int rc = lock_acquire(&lock, context->config->state_dir, db->name, what, false,
                           context->stop, holder, sizeof holder, &err);
     if (rc == -EWOULDBLOCK && context->wait_for_lock) {
         log_event(LOG_NOTICE, db->name, name, "waiting for the database lock, held by %s", holder);
-        rc = lock_acquire(&lock, context->config->state_dir, db->name, context->who, true,
+        rc = lock_acquire(&lock, context->config->state_dir, db->name, what, true,
                           context->stop, holder, sizeof holder, &err);
     }
     if (rc == -EWOULDBLOCK) {

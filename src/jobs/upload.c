@@ -152,6 +152,14 @@ int job_upload(struct job_context *context, struct job_result *result)
         rc = -EIO;
         goto out;
     }
+    if (uploaded) {
+        /* What `status` shows as LAST UPLOAD: the last run that sent
+         * something, not the last retry tick that found nothing to send. */
+        char value[64];
+        snprintf(value, sizeof value, "%lld %d %lld", (long long)time(NULL), uploaded,
+                 (long long)bytes);
+        state_set_value(context->state, db->name, "upload_last_sent", value, NULL);
+    }
     if (uploaded || dropped) {
         /* Uploaded archives are no longer pinned locally: local retention
          * frees their space now, then remote retention runs (job_prune). */
@@ -276,8 +284,8 @@ int job_prune_remote(struct job_context *context, struct job_result *result)
     if (deleted)
         log_event(LOG_INFO, db->name, "prune", "deleted %zu remote backup%s from %s", deleted,
                   deleted == 1 ? "" : "s", db->upload.target->name);
-    job_result_set(result, JOB_OUTCOME_OK, "kept %zu remote backups, deleted %zu%s", kept, deleted,
-                   orphans_deleted ? " (and unfinished uploads)" : "");
+    job_result_set(result, JOB_OUTCOME_OK, "kept %zu remote backup%s, deleted %zu%s", kept,
+                   kept == 1 ? "" : "s", deleted, orphans_deleted ? " (and unfinished uploads)" : "");
 out:
     free(items);
     target_close(target);

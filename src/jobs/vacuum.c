@@ -34,9 +34,10 @@ int job_vacuum(struct job_context *context, struct job_result *result)
     if (auto_vacuum != 2) {
         char fix[ADVICE_MAX];
         job_result_set(result, JOB_OUTCOME_WARNING,
-                       "auto_vacuum is %s, not incremental: %lld free pages cannot be returned; to "
-                       "switch (rewrites the file, blocks writers meanwhile): `%s`",
+                       "auto_vacuum is %s, not incremental: %lld free page%s cannot be returned; "
+                       "to switch (rewrites the file, blocks writers meanwhile): `%s`",
                        auto_vacuum == 1 ? "full" : "none", (long long)free_before,
+                       free_before == 1 ? "" : "s",
                        advice_command(fix, sizeof fix, "sqlite3", db->path,
                                       "PRAGMA auto_vacuum=INCREMENTAL; VACUUM;", NULL));
         goto out;
@@ -60,8 +61,8 @@ int job_vacuum(struct job_context *context, struct job_result *result)
     if (rc != 0)
         goto fail;
     result->quiet = free_before == 0;
-    job_result_set(result, JOB_OUTCOME_OK, "returned %lld free pages (%lld bytes), %lld left",
-                   (long long)(free_before - free_after),
+    job_result_set(result, JOB_OUTCOME_OK, "returned %lld free page%s (%lld bytes), %lld left",
+                   (long long)(free_before - free_after), free_before - free_after == 1 ? "" : "s",
                    (long long)((free_before - free_after) * page_size), (long long)free_after);
     goto out;
 fail:

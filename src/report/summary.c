@@ -57,8 +57,8 @@ void summary_status_line(const struct config *config, struct state *state, char 
             if (record.runs_total > 0 && record.last_outcome == JOB_OUTCOME_FAILED &&
                 record.last_finished > last_error_time) {
                 last_error_time = record.last_finished;
-                snprintf(last_error, sizeof last_error, "%s %s: %.100s", db->name,
-                         job_name(kind), record.last_message);
+                snprintf(last_error, sizeof last_error, "%s %s: %.100s", db->name, job_name(kind),
+                         record.last_message);
             }
             time_t due = sched_next_due(job_schedule(db, kind), record.last_started, now);
             if (due != (time_t)-1 && (next_due == (time_t)-1 || due < next_due)) {
@@ -70,8 +70,9 @@ void summary_status_line(const struct config *config, struct state *state, char 
     }
     state_pending_upload_count(state, NULL, &pending, NULL);
 
-    size_t used = (size_t)snprintf(out, out_size, "%zu database%s: %d healthy", config->database_count,
-                                   config->database_count == 1 ? "" : "s", healthy);
+    size_t used =
+        (size_t)snprintf(out, out_size, "%zu database%s: %d healthy", config->database_count,
+                         config->database_count == 1 ? "" : "s", healthy);
 #define APPEND(...)                                                                                \
     do {                                                                                           \
         if (used < out_size)                                                                       \
@@ -85,19 +86,21 @@ void summary_status_line(const struct config *config, struct state *state, char 
         APPEND(", %d not checked yet", unknown);
     if (worst[0])
         APPEND(" (%s)", worst);
+    /* Absolute times only: systemd shows this line until the next job ends,
+     * maybe hours later, when "12s ago" or "in 3m" would be false. */
     if (newest_backup_db) {
-        char age[32];
-        units_format_duration(now - newest_backup, age, sizeof age);
-        APPEND(" | last backup %s %s ago%s%s%s", newest_backup_db, age,
+        char at[48];
+        units_format_clock(newest_backup, now, at, sizeof at);
+        APPEND(" | last backup %s %s%s%s%s", newest_backup_db, at,
                newest_backup_size[0] ? " (" : "", newest_backup_size,
                newest_backup_size[0] ? ")" : "");
     } else {
         APPEND(" | no backup yet");
     }
     if (next_db) {
-        char in[32];
-        units_format_duration(next_due > now ? next_due - now : 0, in, sizeof in);
-        APPEND(" | next: %s %s in %s", next_job, next_db, in);
+        char at[48];
+        units_format_clock(next_due, now, at, sizeof at);
+        APPEND(" | next: %s %s at %s", next_job, next_db, at);
     }
     APPEND(" | uploads pending: %lld", (long long)pending);
     if (last_error[0])

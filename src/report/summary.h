@@ -1,6 +1,6 @@
 /*
  * summary.h: the one-line summary an operator reads in `systemctl status`
- * ("3 databases: 3 healthy | last backup app 12m ago (4.2 MiB) | next: ...").
+ * ("3 databases: 3 healthy | last backup app 06:21:13 UTC (4.2 MiB) | next: ...").
  */
 #ifndef SQLPRODD_SUMMARY_H
 #define SQLPRODD_SUMMARY_H

@@ -164,7 +164,8 @@ class NotifyTest(AgentTestCase):
         self.assertRegex(ready["STATUS"], r"^1 database: ")
         status = self.notify.receive(until=lambda m: "last backup app" in m.get("STATUS", ""))
         self.assertIsNotNone(status, self.notify.messages)
-        self.assertRegex(status["STATUS"], r"last backup app \d+s ago \([\d.]+ [KM]?i?B\)")
+        # An absolute time: the line is shown until the next job ends.
+        self.assertRegex(status["STATUS"], r"last backup app \d\d:\d\d:\d\d UTC \([\d.]+ [KM]?i?B\)")
         self.assertIn("uploads pending: 0", status["STATUS"])
         self.notify.messages.clear()
         self.notify.receive(timeout=2.5)

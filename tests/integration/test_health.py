@@ -199,7 +199,10 @@ class HealthTestCase(AgentTestCase):
             else:
                 self.assertEqual(row["backup"], "never")
             if database["next_job"]:
-                self.assertTrue(row["next"].startswith(database["next_job"]["job"] + " in "), row)
+                # "in 5m", "due now" or "overdue since ...", as --json says.
+                word = {"later": " in ", "now": " due now", "overdue": " overdue since "}
+                self.assertTrue(row["next"].startswith(database["next_job"]["job"] +
+                                                       word[database["next_job"]["due"]]), row)
             if database["last_error"]:
                 self.assertTrue(row["error"].startswith(database["last_error"]["job"] + ": "), row)
                 self.assertIn(database["last_error"]["message"][:60], row["error"])
@@ -354,7 +357,8 @@ class HealthVerdictTest(HealthTestCase):
         self.wait_health("app", "degraded")
         self.assertRegex(self.database_status("app")["reasons"], r"backup")
         self.wait_health("app", "unhealthy")
-        self.assert_everywhere("app", "unhealthy", [r"last good backup \d+s ago, over 4x its 2s "
+        self.assert_everywhere("app", "unhealthy", [r"last good backup at \d\d:\d\d:\d\d UTC "
+                                                    r"\(\d+s before this check\), over 4x its 2s "
                                                     r"interval \(last error: ",
                                                     r"sqlprodd -c \S+ backup app"])
 
