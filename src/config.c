@@ -329,8 +329,7 @@ static void read_target_name(struct config_reader *reader, const config_setting_
                              size_t key_size)
 {
     snprintf(key, key_size, "targets[%u]", index);
-    enum config_value_result result =
-        config_value_string(reader, entry, key, "name", &target->name);
+    enum config_value_result result = config_value_name(reader, entry, key, &target->name);
     if (result == CONFIG_VALUE_ABSENT) {
         config_report(reader, entry, key,
                       "missing 'name' (what upload = { target = ...; } refers to)");
@@ -338,15 +337,6 @@ static void read_target_name(struct config_reader *reader, const config_setting_
     }
     if (result != CONFIG_VALUE_SET)
         return;
-    if (!config_name_is_usable(target->name)) {
-        char name_key[CONFIG_KEY_SIZE];
-        config_key_join(name_key, sizeof name_key, key, "name");
-        config_report(reader, config_setting_get_member(entry, "name"), name_key,
-                      "\"%s\" is not a usable name: use only letters, digits, '_', '.' and '-', "
-                      "and not \".\" or \"..\" (it becomes a directory name)",
-                      target->name);
-        return;
-    }
     snprintf(key, key_size, "targets.%s", target->name);
 }
 
@@ -495,10 +485,12 @@ static int report_unreadable(struct config_diagnostics *diag, const char *path, 
 }
 
 /* Opens path for libconfig; a directory is refused here because fopen()
- * accepts it and libconfig then reports a puzzling "file I/O error". */
+ * accepts it and libconfig then reports a puzzling "file I/O error", and
+ * a FIFO or device because reading it would block or never end (the open
+ * does not block, so a FIFO cannot hang `check` or a reload). */
 static int open_config_file(const char *path, struct config_diagnostics *diag, FILE **out)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0) {
         int code = -errno;
         return report_unreadable(diag, path, code, strerror(-code));
@@ -508,6 +500,10 @@ static int open_config_file(const char *path, struct config_diagnostics *diag, F
     if (code != 0) {
         close(fd);
         return report_unreadable(diag, path, code, strerror(-code));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return report_unreadable(diag, path, -EINVAL, "not a regular file");
     }
     *out = fdopen(fd, "r");
     if (!*out) {
@@ -572,6 +568,13 @@ int config_load(const char *path, struct config **out, struct config_diagnostics
     }
     config_set_include_dir(&parsed, directory);
     reader.directory = directory;
+    /* Sizes, long lines and strings, @include files: before libconfig,
+     * whose parse is quadratic in the longest token (config_scan.c). */
+    rc = config_scan(&reader, path, directory);
+    if (rc == 0 && reader.mistake_count > 0)
+        rc = -EINVAL;
+    if (rc != 0)
+        goto out;
     if (!config_read(&parsed, stream)) {
         rc = report_syntax_error(&reader, &parsed, diag);
         goto out;
@@ -586,6 +589,7 @@ int config_load(const char *path, struct config **out, struct config_diagnostics
     config->log_level = LOG_INFO;
     config->workers = 2;
     rc = read_top_level(&reader, config_root_setting(&parsed), config);
+    config_literal_sites_finish(&reader, true);
     if (rc == 0 && reader.out_of_memory)
         rc = -ENOMEM;
     if (rc == 0 && reader.mistake_count > 0)
@@ -594,6 +598,7 @@ int config_load(const char *path, struct config **out, struct config_diagnostics
     if (rc == 0)
         rc = config_paths_check(config, diag);
 out:
+    config_literal_sites_finish(&reader, false);
     if (!mistakes_hand_over(&reader, diag) && rc == 0)
         rc = -ENOMEM;
     config_destroy(&parsed);

@@ -257,7 +257,8 @@ static void read_keep(struct config_reader *reader, const config_setting_t *job_
     config_value_int(reader, group, key, "weekly", 0, INT_MAX, &policy.weekly);
     config_value_int(reader, group, key, "monthly", 0, INT_MAX, &policy.monthly);
     config_value_int(reader, group, key, "yearly", 0, INT_MAX, &policy.yearly);
-    config_value_duration(reader, group, key, "within", &policy.within_seconds);
+    config_value_duration(reader, group, key, "within", CONFIG_RETENTION_MAXIMUM,
+                          &policy.within_seconds);
     *keep = policy;
 }
 
@@ -385,7 +386,7 @@ static void read_job(struct config_reader *reader, const config_setting_t *paren
         config_value_size(reader, group, key, "wal_crit", &settings->health.wal_crit_bytes);
         config_value_ratio(reader, group, key, "freelist_warn", &settings->health.freelist_warn);
         config_value_ratio(reader, group, key, "freelist_crit", &settings->health.freelist_crit);
-        config_value_duration(reader, group, key, "integrity_every",
+        config_value_duration(reader, group, key, "integrity_every", CONFIG_INTERVAL_MAXIMUM,
                               &settings->health.integrity_every_seconds);
         check_health_order(reader, group, key, &settings->health);
         break;
@@ -449,8 +450,7 @@ static void read_entry_name(struct config_reader *reader, const config_setting_t
                             size_t key_size)
 {
     snprintf(key, key_size, "databases[%u]", index);
-    enum config_value_result result =
-        config_value_string(reader, entry, key, "name", &database->name);
+    enum config_value_result result = config_value_name(reader, entry, key, &database->name);
     if (result == CONFIG_VALUE_ABSENT) {
         config_report(reader, entry, key,
                       "missing 'name' (a short name like \"app\", used in logs, metrics and "
@@ -459,15 +459,6 @@ static void read_entry_name(struct config_reader *reader, const config_setting_t
     }
     if (result != CONFIG_VALUE_SET)
         return;
-    if (!config_name_is_usable(database->name)) {
-        char name_key[CONFIG_KEY_SIZE];
-        config_key_join(name_key, sizeof name_key, key, "name");
-        config_report(reader, config_setting_get_member(entry, "name"), name_key,
-                      "\"%s\" is not a usable name: use only letters, digits, '_', '.' and '-', "
-                      "and not \".\" or \"..\" (it becomes a directory name)",
-                      database->name);
-        return;
-    }
     snprintf(key, key_size, "databases.%s", database->name);
 }
 

@@ -21,6 +21,36 @@
 #include "schedule.h"
 #include "units.h"
 
+/* Appends "FILE:LINE: [key: ]message"; takes ownership of file. */
+static void mistake_add(struct config_reader *reader, char *file, int line, const char *key,
+                        const char *message)
+{
+    if (reader->mistake_count == reader->mistake_capacity) {
+        size_t capacity = reader->mistake_capacity ? 2 * reader->mistake_capacity : 16;
+        struct config_mistake *grown =
+            realloc(reader->mistakes, capacity * sizeof *reader->mistakes);
+        if (!grown) {
+            free(file);
+            reader->out_of_memory = true;
+            return;
+        }
+        reader->mistakes = grown;
+        reader->mistake_capacity = capacity;
+    }
+    struct config_mistake *mistake = &reader->mistakes[reader->mistake_count];
+    int written = key ? asprintf(&mistake->line, "%s:%d: %s: %s", file, line, key, message)
+                      : asprintf(&mistake->line, "%s:%d: %s", file, line, message);
+    if (written < 0) {
+        free(file);
+        reader->out_of_memory = true;
+        return;
+    }
+    mistake->file = file;
+    mistake->line_number = line;
+    mistake->sequence = reader->mistake_count;
+    reader->mistake_count++;
+}
+
 void config_report(struct config_reader *reader, const config_setting_t *where, const char *key,
                    const char *format, ...)
 {
@@ -40,29 +70,23 @@ void config_report(struct config_reader *reader, const config_setting_t *where, 
     int line = config_setting_source_line(where);
     if (line <= 0)
         line = 1;
+    mistake_add(reader, file, line, key, message);
+}
 
-    if (reader->mistake_count == reader->mistake_capacity) {
-        size_t capacity = reader->mistake_capacity ? 2 * reader->mistake_capacity : 16;
-        struct config_mistake *grown =
-            realloc(reader->mistakes, capacity * sizeof *reader->mistakes);
-        if (!grown) {
-            free(file);
-            reader->out_of_memory = true;
-            return;
-        }
-        reader->mistakes = grown;
-        reader->mistake_capacity = capacity;
-    }
-    struct config_mistake *mistake = &reader->mistakes[reader->mistake_count];
-    if (asprintf(&mistake->line, "%s:%d: %s: %s", file, line, key, message) < 0) {
-        free(file);
+void config_report_at(struct config_reader *reader, const char *file, int line, const char *key,
+                      const char *format, ...)
+{
+    char message[768];
+    va_list args;
+    va_start(args, format);
+    vsnprintf(message, sizeof message, format, args);
+    va_end(args);
+    char *copy = strdup(file);
+    if (!copy) {
         reader->out_of_memory = true;
         return;
     }
-    mistake->file = file;
-    mistake->line_number = line;
-    mistake->sequence = reader->mistake_count;
-    reader->mistake_count++;
+    mistake_add(reader, copy, line > 0 ? line : 1, key, message);
 }
 
 char *config_source_name(const struct config_reader *reader, const char *file)
@@ -266,6 +290,29 @@ static const int number_types[] = {CONFIG_TYPE_INT, CONFIG_TYPE_INT64, CONFIG_TY
                                    CONFIG_TYPE_NONE};
 static const int bool_types[] = {CONFIG_TYPE_BOOL, CONFIG_TYPE_NONE};
 
+/* The string at `member` when it is whole and at most `maximum` bytes;
+ * NULL after reporting it otherwise. */
+static const char *string_within(struct config_reader *reader, const config_setting_t *member,
+                                 const char *group_key, const char *name, size_t maximum)
+{
+    char key[CONFIG_KEY_SIZE];
+    config_key_join(key, sizeof key, group_key, name);
+    if (config_literal_fault(reader, member, CONFIG_LITERAL_NUL)) {
+        config_report(reader, member, key,
+                      "contains a NUL character (\\x00 or a zero byte), which would silently cut "
+                      "the value short");
+        return NULL;
+    }
+    const char *text = config_setting_get_string(member);
+    size_t length = strlen(text);
+    if (length > maximum) {
+        config_report(reader, member, key, "too long (%zu characters, at most %zu)", length,
+                      maximum);
+        return NULL;
+    }
+    return text;
+}
+
 /* Replaces *out with a copy of text. */
 static enum config_value_result store_copy(struct config_reader *reader, const char *text,
                                            char **out)
@@ -289,7 +336,10 @@ enum config_value_result config_value_string(struct config_reader *reader,
         member_of_type(reader, group, group_key, name, string_types, "a string", &result);
     if (!member)
         return result;
-    return store_copy(reader, config_setting_get_string(member), out);
+    const char *text = string_within(reader, member, group_key, name, CONFIG_STRING_MAXIMUM);
+    if (!text)
+        return CONFIG_VALUE_INVALID;
+    return store_copy(reader, text, out);
 }
 
 enum config_value_result config_value_path(struct config_reader *reader,
@@ -301,7 +351,9 @@ enum config_value_result config_value_path(struct config_reader *reader,
                                                     "a string (an absolute path)", &result);
     if (!member)
         return result;
-    const char *text = config_setting_get_string(member);
+    const char *text = string_within(reader, member, group_key, name, CONFIG_PATH_MAXIMUM);
+    if (!text)
+        return CONFIG_VALUE_INVALID;
     /* The agent runs from / under systemd: a relative path would silently
      * mean something else than it does in the operator's shell. */
     if (text[0] != '/') {
@@ -312,6 +364,43 @@ enum config_value_result config_value_path(struct config_reader *reader,
         return CONFIG_VALUE_INVALID;
     }
     return store_copy(reader, text, out);
+}
+
+enum config_value_result config_value_name(struct config_reader *reader,
+                                           const config_setting_t *group, const char *group_key,
+                                           char **out)
+{
+    enum config_value_result result;
+    const config_setting_t *member =
+        member_of_type(reader, group, group_key, "name", string_types, "a string", &result);
+    if (!member)
+        return result;
+    char key[CONFIG_KEY_SIZE];
+    config_key_join(key, sizeof key, group_key, "name");
+    if (config_literal_fault(reader, member, CONFIG_LITERAL_NUL)) {
+        config_report(reader, member, key,
+                      "contains a NUL character (\\x00 or a zero byte), which would silently cut "
+                      "the value short");
+        return CONFIG_VALUE_INVALID;
+    }
+    const char *name = config_setting_get_string(member);
+    size_t length = strlen(name);
+    /* Checked first: a long name would not fit the message below. */
+    if (length > CONFIG_NAME_MAXIMUM) {
+        config_report(reader, member, key,
+                      "too long (%zu characters, at most %d): it becomes part of every log line, "
+                      "directory and archive name of this entry",
+                      length, CONFIG_NAME_MAXIMUM);
+        return CONFIG_VALUE_INVALID;
+    }
+    if (!config_name_is_usable(name)) {
+        config_report(reader, member, key,
+                      "\"%s\" is not a usable name: use only letters, digits, '_', '.' and '-', "
+                      "and not \".\" or \"..\" (it becomes a directory name)",
+                      name);
+        return CONFIG_VALUE_INVALID;
+    }
+    return store_copy(reader, name, out);
 }
 
 enum config_value_result config_value_bool(struct config_reader *reader,
@@ -335,11 +424,28 @@ enum config_value_result config_value_int(struct config_reader *reader,
         member_of_type(reader, group, group_key, name, integer_types, "an integer", &result);
     if (!member)
         return result;
+    /* libconfig 1.5 keeps 32 bits of 3000000000: the pre-scan kept the
+     * digits as written. */
+    const struct config_literal_site *site =
+        config_literal_fault(reader, member, CONFIG_LITERAL_OUT_OF_RANGE);
+    if (site) {
+        char key[CONFIG_KEY_SIZE];
+        config_key_join(key, sizeof key, group_key, name);
+        if (site->text[0] == '-')
+            config_report(reader, member, key, "must be %d or more, got %s", minimum, site->text);
+        else
+            config_report(reader, member, key, "too large (at most %d), got %s", maximum,
+                          site->text);
+        return CONFIG_VALUE_INVALID;
+    }
     long long value = config_setting_get_int64(member);
     if (value < minimum || value > maximum) {
         char key[CONFIG_KEY_SIZE];
         config_key_join(key, sizeof key, group_key, name);
-        if (maximum == INT_MAX)
+        /* An open range has no "between": say which end was crossed. */
+        if (maximum == INT_MAX && value > maximum)
+            config_report(reader, member, key, "too large (at most %d), got %lld", maximum, value);
+        else if (maximum == INT_MAX)
             config_report(reader, member, key, "must be %d or more, got %lld", minimum, value);
         else
             config_report(reader, member, key, "must be between %d and %d, got %lld", minimum,
@@ -359,6 +465,14 @@ enum config_value_result config_value_ratio(struct config_reader *reader,
         member_of_type(reader, group, group_key, name, number_types, "a number like 0.2", &result);
     if (!member)
         return result;
+    const struct config_literal_site *site =
+        config_literal_fault(reader, member, CONFIG_LITERAL_OUT_OF_RANGE);
+    if (site) {
+        char key[CONFIG_KEY_SIZE];
+        config_key_join(key, sizeof key, group_key, name);
+        config_report(reader, member, key, "must be between 0 and 1, got %s", site->text);
+        return CONFIG_VALUE_INVALID;
+    }
     double value = config_setting_type(member) == CONFIG_TYPE_FLOAT
                        ? config_setting_get_float(member)
                        : (double)config_setting_get_int64(member);
@@ -381,13 +495,20 @@ enum config_value_result config_value_size(struct config_reader *reader,
                                                     "a string like \"100MB\"", &result);
     if (!member)
         return result;
-    const char *text = config_setting_get_string(member);
+    const char *text = string_within(reader, member, group_key, name, CONFIG_STRING_MAXIMUM);
+    if (!text)
+        return CONFIG_VALUE_INVALID;
     char why[256] = "";
     int64_t bytes;
-    if (units_parse_size(text, &bytes, why, sizeof why) != 0) {
-        char key[CONFIG_KEY_SIZE];
+    int rc = units_parse_size(text, &bytes, why, sizeof why);
+    if (rc != 0 || bytes > CONFIG_SIZE_MAXIMUM) {
+        char key[CONFIG_KEY_SIZE], limit[32];
         config_key_join(key, sizeof key, group_key, name);
-        config_report(reader, member, key, "bad size \"%s\": %s", text, why);
+        units_format_size(CONFIG_SIZE_MAXIMUM, limit, sizeof limit);
+        if (rc == 0 || rc == -ERANGE)
+            config_report(reader, member, key, "\"%s\" is too large (at most %s)", text, limit);
+        else
+            config_report(reader, member, key, "bad size \"%s\": %s", text, why);
         return CONFIG_VALUE_INVALID;
     }
     *out = bytes;
@@ -396,20 +517,27 @@ enum config_value_result config_value_size(struct config_reader *reader,
 
 enum config_value_result config_value_duration(struct config_reader *reader,
                                                const config_setting_t *group, const char *group_key,
-                                               const char *name, int64_t *out)
+                                               const char *name, int64_t maximum, int64_t *out)
 {
     enum config_value_result result;
     const config_setting_t *member = member_of_type(reader, group, group_key, name, string_types,
                                                     "a string like \"15m\"", &result);
     if (!member)
         return result;
-    const char *text = config_setting_get_string(member);
+    const char *text = string_within(reader, member, group_key, name, CONFIG_STRING_MAXIMUM);
+    if (!text)
+        return CONFIG_VALUE_INVALID;
     char why[256] = "";
     int64_t seconds;
-    if (units_parse_duration(text, &seconds, why, sizeof why) != 0) {
-        char key[CONFIG_KEY_SIZE];
+    int rc = units_parse_duration(text, &seconds, why, sizeof why);
+    if (rc != 0 || seconds > maximum) {
+        char key[CONFIG_KEY_SIZE], limit[32];
         config_key_join(key, sizeof key, group_key, name);
-        config_report(reader, member, key, "bad duration \"%s\": %s", text, why);
+        units_format_duration(maximum, limit, sizeof limit);
+        if (rc == 0 || rc == -ERANGE)
+            config_report(reader, member, key, "\"%s\" is too large (at most %s)", text, limit);
+        else
+            config_report(reader, member, key, "bad duration \"%s\": %s", text, why);
         return CONFIG_VALUE_INVALID;
     }
     *out = seconds;
@@ -430,7 +558,9 @@ enum config_value_result config_value_choice(struct config_reader *reader,
         member_of_type(reader, group, group_key, name, string_types, expected, &result);
     if (!member)
         return result;
-    const char *text = config_setting_get_string(member);
+    const char *text = string_within(reader, member, group_key, name, CONFIG_STRING_MAXIMUM);
+    if (!text)
+        return CONFIG_VALUE_INVALID;
     /* Case does not matter ("aes256", "INFO"); the canonical spelling of
      * the choice is what the caller stores. */
     for (int i = 0; choices[i]; i++) {
@@ -466,7 +596,8 @@ void config_value_schedule(struct config_reader *reader, const config_setting_t 
     }
 
     int64_t seconds;
-    if (config_value_duration(reader, group, group_key, "every", &seconds) == CONFIG_VALUE_SET &&
+    if (config_value_duration(reader, group, group_key, "every", CONFIG_INTERVAL_MAXIMUM,
+                              &seconds) == CONFIG_VALUE_SET &&
         !has_cron) {
         memset(schedule, 0, sizeof *schedule);
         schedule->kind = SCHEDULE_EVERY;
@@ -478,14 +609,18 @@ void config_value_schedule(struct config_reader *reader, const config_setting_t 
     enum config_value_result result;
     const config_setting_t *cron = member_of_type(reader, group, group_key, "cron", string_types,
                                                   "a string like \"30 3 * * *\"", &result);
-    if (cron) {
-        const char *text = config_setting_get_string(cron);
+    const char *text =
+        cron ? string_within(reader, cron, group_key, "cron", CONFIG_STRING_MAXIMUM) : NULL;
+    if (text) {
         struct cron_expression expression;
         char why[256] = "";
+        char key[CONFIG_KEY_SIZE];
+        config_key_join(key, sizeof key, group_key, "cron");
         if (sched_parse_cron(text, &expression, why, sizeof why) != 0) {
-            char key[CONFIG_KEY_SIZE];
-            config_key_join(key, sizeof key, group_key, "cron");
             config_report(reader, cron, key, "bad cron expression \"%s\": %s", text, why);
+        } else if (!sched_cron_can_fire(&expression, why, sizeof why)) {
+            /* Otherwise the job is silently "not scheduled" for good. */
+            config_report(reader, cron, key, "\"%s\" never fires: %s", text, why);
         } else if (!has_every) {
             memset(schedule, 0, sizeof *schedule);
             schedule->kind = SCHEDULE_CRON;

@@ -263,6 +263,70 @@ int sched_parse_cron(const char *text, struct cron_expression *out, char *why, s
     return 0;
 }
 
+/* ---- whether an expression can ever fire -------------------------------- */
+
+/* The chosen days as "31" or "30 or 31". */
+static void render_days(uint32_t days, char *out, size_t out_size)
+{
+    int count = 0, index = 0;
+    for (int day = 1; day <= 31; day++)
+        count += (days >> day) & 1u;
+    size_t used = 0;
+    out[0] = '\0';
+    for (int day = 1; day <= 31 && used < out_size; day++) {
+        if (!(days & (1u << day)))
+            continue;
+        index++;
+        const char *separator = index == 1 ? "" : index == count ? " or " : ", ";
+        int written = snprintf(out + used, out_size - used, "%s%d", separator, day);
+        if (written < 0)
+            break;
+        used += (size_t)written;
+    }
+}
+
+bool sched_cron_can_fire(const struct cron_expression *cron, char *why, size_t why_size)
+{
+    /* The longest each month can be: February has a 29th in leap years. */
+    static const int longest[13] = {0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    static const char *const full_names[13] = {
+        "",     "January", "February",  "March",   "April",    "May",     "June",
+        "July", "August",  "September", "October", "November", "December"};
+    /* An unrestricted day-of-month matches every day, and a restricted
+     * day-of-week alone or beside it matches some day of every month. */
+    if (!cron->day_of_month_restricted || cron->day_of_week_restricted)
+        return true;
+    for (int month = 1; month <= 12; month++) {
+        if (!(cron->months & (1u << month)))
+            continue;
+        uint32_t existing = ((1u << (longest[month] + 1)) - 1) & ~1u;
+        if (cron->days_of_month & existing)
+            return true;
+    }
+    /* None exists: every chosen day is past the end of every chosen month. */
+    if (why && why_size > 0) {
+        char months[160] = "", days[128];
+        size_t used = 0;
+        int count = 0, index = 0;
+        for (int month = 1; month <= 12; month++)
+            count += (cron->months >> month) & 1u;
+        for (int month = 1; month <= 12 && used < sizeof months; month++) {
+            if (!(cron->months & (1u << month)))
+                continue;
+            index++;
+            const char *separator = index == 1 ? "" : index == count ? " and " : ", ";
+            int written =
+                snprintf(months + used, sizeof months - used, "%s%s", separator, full_names[month]);
+            if (written < 0)
+                break;
+            used += (size_t)written;
+        }
+        render_days(cron->days_of_month, days, sizeof days);
+        snprintf(why, why_size, "%s %s no day %s", months, count == 1 ? "has" : "have", days);
+    }
+    return false;
+}
+
 /* ---- calendar arithmetic ---------------------------------------------- */
 
 static int64_t floor_divide(int64_t a, int64_t b)

@@ -62,6 +62,16 @@ struct schedule {
  * on success; `why` may be NULL. */
 int sched_parse_cron(const char *text, struct cron_expression *out, char *why, size_t why_size);
 
+/* Whether the expression matches at least one minute in some year, decided
+ * from its fields alone (no clock, no time zone): false when day-of-month
+ * is restricted, day-of-week is not, and none of the chosen days exists in
+ * any chosen month, February counted with 29 days ("0 0 31 2 *", "0 0 31
+ * 4,6 *", "0 0 30 2 *"). When both day fields are restricted either one
+ * matches, and every month has every weekday, so such a line always fires.
+ * On false, `why` (may be NULL) says what is missing: "February has no day
+ * 31". */
+bool sched_cron_can_fire(const struct cron_expression *cron, char *why, size_t why_size);
+
 /* The first minute strictly after `after` that the expression matches, or
  * (time_t)-1 if none exists within 5 years (e.g. "0 0 31 2 *").
  * Cost: calendar arithmetic over months and days plus two localtime_r()
