@@ -504,7 +504,7 @@ enum config_value_result config_value_size(struct config_reader *reader,
     if (rc != 0 || bytes > CONFIG_SIZE_MAXIMUM) {
         char key[CONFIG_KEY_SIZE], limit[32];
         config_key_join(key, sizeof key, group_key, name);
-        units_format_size(CONFIG_SIZE_MAXIMUM, limit, sizeof limit);
+        snprintf(limit, sizeof limit, "%lldTB", CONFIG_SIZE_MAXIMUM >> 40);
         if (rc == 0 || rc == -ERANGE)
             config_report(reader, member, key, "\"%s\" is too large (at most %s)", text, limit);
         else

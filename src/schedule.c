@@ -299,7 +299,7 @@ bool sched_cron_can_fire(const struct cron_expression *cron, char *why, size_t w
     for (int month = 1; month <= 12; month++) {
         if (!(cron->months & (1u << month)))
             continue;
-        uint32_t existing = ((1u << (longest[month] + 1)) - 1) & ~1u;
+        uint64_t existing = ((UINT64_C(1) << (longest[month] + 1)) - 1) & ~UINT64_C(1);
         if (cron->days_of_month & existing)
             return true;
     }

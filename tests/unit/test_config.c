@@ -7,6 +7,7 @@
  * defaults.
  */
 #include <errno.h>
+#include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -61,6 +63,19 @@ static struct config *load_good(const char *text)
     assert_int_equal(rc, 0);
     assert_int_equal(diag.count, 0);
     assert_non_null(config);
+    config_diagnostics_free(&diag);
+    return config;
+}
+
+/* Loads the file at path, which must be valid. */
+static struct config *load_good_path(const char *path)
+{
+    struct config *config = NULL;
+    struct config_diagnostics diag;
+    int rc = config_load(path, &config, &diag);
+    for (size_t i = 0; i < diag.count; i++)
+        print_error("unexpected: %s\n", diag.lines[i]);
+    assert_int_equal(rc, 0);
     config_diagnostics_free(&diag);
     return config;
 }
@@ -1074,6 +1089,341 @@ static void packaged_config_states_the_builtin_defaults(void **state)
     free(packaged);
 }
 
+/* ---- limits: issue 13 ------------------------------------------------- */
+
+/* Hostile values that used to pass or to come back garbled: each must be
+ * one exact line naming its key and, for a bound, the bound. */
+static const struct bad_config limit_configs[] = {
+    {"every past a year",
+     "databases = ( { name = \"app\"; path = \"/a.db\";\n  backup = { every = \"367d\"; }; } );\n",
+     "2: databases.app.backup.every: \"367d\" is too large (at most 366d)"},
+    {"every of INT64_MAX seconds",
+     "defaults = { backup = { every = \"9223372036854775807s\"; }; };\n" APP,
+     "1: defaults.backup.every: \"9223372036854775807s\" is too large (at most 366d)"},
+    {"every that overflows int64",
+     "defaults = { health = { every = \"99999999999999999999w\"; }; };\n" APP,
+     "1: defaults.health.every: \"99999999999999999999w\" is too large (at most 366d)"},
+    {"integrity_every past a year",
+     "defaults = { health = { integrity_every = \"53w\"; }; };\n" APP,
+     "1: defaults.health.integrity_every: \"53w\" is too large (at most 366d)"},
+    {"keep.within past a century",
+     "defaults = { backup = { keep = { within = \"36526d\"; }; }; };\n" APP,
+     "1: defaults.backup.keep.within: \"36526d\" is too large (at most 36525d)"},
+    {"wal_warn past a pebibyte", "defaults = { health = { wal_warn = \"1025TB\"; }; };\n" APP,
+     "1: defaults.health.wal_warn: \"1025TB\" is too large (at most 1024TB)"},
+    {"wal_crit that overflows int64",
+     "defaults = { health = { wal_crit = \"8388608TB\"; }; };\n" APP,
+     "1: defaults.health.wal_crit: \"8388608TB\" is too large (at most 1024TB)"},
+    {"cron on February 31",
+     "databases = ( { name = \"app\"; path = \"/a.db\";\n  backup = { cron = \"0 0 31 2 *\"; }; } "
+     ");\n",
+     "2: databases.app.backup.cron: \"0 0 31 2 *\" never fires: February has no day 31"},
+    {"cron on April 31", "defaults = { backup = { cron = \"0 0 31 4 *\"; }; };\n" APP,
+     "1: defaults.backup.cron: \"0 0 31 4 *\" never fires: April has no day 31"},
+    {"cron on February 30", "defaults = { vacuum = { cron = \"0 0 30 2 *\"; }; };\n" APP,
+     "1: defaults.vacuum.cron: \"0 0 30 2 *\" never fires: February has no day 30"},
+    {"cron on February 30 or 31 by name",
+     "defaults = { analyze = { cron = \"15 4 30,31 feb *\"; }; };\n" APP,
+     "1: defaults.analyze.cron: \"15 4 30,31 feb *\" never fires: February has no day 30 or 31"},
+    {"cron on the 31st of the short months",
+     "defaults = { backup = { cron = \"0 0 31 4,6,9,11 *\"; }; };\n" APP,
+     "1: defaults.backup.cron: \"0 0 31 4,6,9,11 *\" never fires: April, June, September and "
+     "November have no day 31"},
+    {"integer past 32 bits", "defaults = { backup = { keep = { last = 3000000000; }; }; };\n" APP,
+     "1: defaults.backup.keep.last: too large (at most 2147483647), got 3000000000"},
+    {"negative integer past 32 bits",
+     "defaults = { backup = { keep = { daily = -3000000000; }; }; };\n" APP,
+     "1: defaults.backup.keep.daily: must be 0 or more, got -3000000000"},
+    {"integer past 64 bits", "defaults = { busy_timeout_ms = 99999999999999999999; };\n" APP,
+     "1: defaults.busy_timeout_ms: too large (at most 2147483647), got 99999999999999999999"},
+    {"64-bit integer past an int", "defaults = { vacuum = { pages = 3000000000L; }; };\n" APP,
+     "1: defaults.vacuum.pages: too large (at most 2147483647), got 3000000000"},
+    {"hex integer past 32 bits", "defaults = { analyze = { limit = 0x80000000; }; };\n" APP,
+     "1: defaults.analyze.limit: too large (at most 2147483647), got 0x80000000"},
+    {"workers past 32 bits", "workers = 4294967298;\n" APP,
+     "1: workers: too large (at most 64), got 4294967298"},
+    {"ratio past 32 bits", "defaults = { health = { freelist_warn = 4294967296; }; };\n" APP,
+     "1: defaults.health.freelist_warn: must be between 0 and 1, got 4294967296"},
+    {"NUL escape in a database path",
+     "databases = ( { name = \"app\";\n  path = \"/var/lib/app\\x00/evil.db\"; } );\n",
+     "2: databases.app.path: contains a NUL character (\\x00 or a zero byte), which would "
+     "silently cut the value short"},
+    {"NUL escape in a backup dir", "defaults = { backup = { dir = \"/b\\x00/c\"; }; };\n" APP,
+     "1: defaults.backup.dir: contains a NUL character (\\x00 or a zero byte), which would "
+     "silently cut the value short"},
+    {"NUL escape in a cron line",
+     "defaults = { analyze = { cron = \"0 3 * * *\\x00 x\"; }; };\n" APP,
+     "1: defaults.analyze.cron: contains a NUL character (\\x00 or a zero byte), which would "
+     "silently cut the value short"},
+    {"NUL escape in a name", "databases = ( { name = \"app\\x00x\"; path = \"/a.db\"; } );\n",
+     "1: databases[0].name: contains a NUL character (\\x00 or a zero byte), which would "
+     "silently cut the value short"},
+};
+
+static void each_value_past_its_limit_reports_its_exact_line(void **state)
+{
+    (void)state;
+    size_t count = sizeof limit_configs / sizeof limit_configs[0];
+    size_t failures = 0;
+    for (size_t i = 0; i < count; i++)
+        if (!bad_config_reports(limit_configs[i].name, limit_configs[i].text,
+                                limit_configs[i].expected))
+            failures++;
+    if (failures)
+        fail_msg("%zu of %zu configs past a limit were not reported as expected", failures, count);
+}
+
+/* `count` copies of c, NUL-terminated; caller frees. */
+static char *repeated(char c, size_t count)
+{
+    char *text = malloc(count + 1);
+    assert_non_null(text);
+    memset(text, c, count);
+    text[count] = '\0';
+    return text;
+}
+
+static void lengths_past_their_limit_report_their_exact_line(void **state)
+{
+    (void)state;
+    char *name65 = repeated('n', 65), *name5000 = repeated('t', 5000);
+    char *path3073 = repeated('p', 3072), *endpoint = repeated('e', 1025 - 8);
+    char *literal = repeated('s', 16385), *comment = repeated('#', 16385);
+    struct {
+        const char *name;
+        char *text, *expected;
+    } cases[7];
+    assert_true(asprintf(&cases[0].text, "databases = ( { name = \"%s\"; path = \"/a.db\"; } );\n",
+                         name65) > 0);
+    cases[0].name = "65-character database name";
+    cases[0].expected = strdup("1: databases[0].name: too long (65 characters, at most 64): it "
+                               "becomes part of every log line, directory and archive name of "
+                               "this entry");
+    assert_true(asprintf(&cases[1].text,
+                         "targets = (\n { name = \"%s\"; type = \"dir\"; path = \"/t\"; } );\n" APP,
+                         name5000) > 0);
+    cases[1].name = "5000-character target name";
+    cases[1].expected = strdup("2: targets[0].name: too long (5000 characters, at most 64): it "
+                               "becomes part of every log line, directory and archive name of "
+                               "this entry");
+    assert_true(asprintf(&cases[2].text, "state_dir = \"/%s\";\n" APP, path3073) > 0);
+    cases[2].name = "3073-character path";
+    cases[2].expected = strdup("1: state_dir: too long (3073 characters, at most 3072)");
+    assert_true(asprintf(&cases[3].text,
+                         "targets = ( { name = \"s\"; type = \"s3\"; bucket = \"b\";\n"
+                         "  endpoint = \"https://%s\"; } );\n" APP,
+                         endpoint) > 0);
+    cases[3].name = "1025-character endpoint";
+    cases[3].expected = strdup("2: targets.s.endpoint: too long (1025 characters, at most 1024)");
+    assert_true(asprintf(&cases[4].text,
+                         "state_dir = \"/x\";\nmetrics = { textfile =\n\"%s\"; };\n" APP,
+                         literal) > 0);
+    cases[4].name = "16385-byte quoted string";
+    cases[4].expected = strdup("3: textfile: quoted string too long (16385 bytes, at most 16384)");
+    assert_true(asprintf(&cases[5].text, "state_dir = \"/x\";\n\n%s\n" APP, comment) > 0);
+    cases[5].name = "16385-byte comment line";
+    cases[5].expected = strdup("3: line too long (16385 bytes, at most 16384)");
+    /* Past 4 MiB in lines that are each allowed: the file as a whole. */
+    size_t big = 4 * 1024 * 1024 + 1;
+    cases[6].text = repeated('\n', big);
+    memcpy(cases[6].text, "# big\n", 6);
+    cases[6].name = "file past 4 MiB";
+    cases[6].expected = strdup("1: the file is larger than 4 MiB: is it the right file?");
+
+    size_t failures = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        assert_non_null(cases[i].expected);
+        if (!bad_config_reports(cases[i].name, cases[i].text, cases[i].expected))
+            failures++;
+        free(cases[i].text);
+        free(cases[i].expected);
+    }
+    free(name65);
+    free(name5000);
+    free(path3073);
+    free(endpoint);
+    free(literal);
+    free(comment);
+    if (failures)
+        fail_msg("%zu long values were not reported as expected", failures);
+}
+
+/* A zero byte written as such in a string, not as \x00. */
+static void a_zero_byte_in_a_quoted_path_is_an_error(void **state)
+{
+    (void)state;
+    static const char text[] = "databases = ( { name = \"app\";\n  path = \"/a\0b.db\"; } );\n";
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/sqlprodd-test-config-XXXXXX.conf");
+    int fd = mkstemps(path, 5);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, sizeof text - 1), (ssize_t)(sizeof text - 1));
+    close(fd);
+    struct config *config = NULL;
+    struct config_diagnostics diag;
+    assert_int_equal(config_load(path, &config, &diag), -EINVAL);
+    unlink(path);
+    assert_int_equal(diag.count, 1);
+    char want[256];
+    snprintf(want, sizeof want,
+             "%s:2: databases.app.path: contains a NUL character (\\x00 or a zero byte), which "
+             "would silently cut the value short",
+             path);
+    assert_string_equal(diag.lines[0], want);
+    config_diagnostics_free(&diag);
+}
+
+/* Right at each bound, and the cron lines that fire only some years or
+ * only through their day-of-week: all accepted as written. */
+static void values_at_their_limit_are_accepted(void **state)
+{
+    (void)state;
+    char *name64 = repeated('n', 64), *path3072 = repeated('p', 3071);
+    char *comment = repeated('#', 16384), *text;
+    assert_true(
+        asprintf(
+            &text,
+            "state_dir = \"/%s\";\n%s\n"
+            "defaults = { backup = { keep = { last = 2147483647; within = \"36525d\"; }; };\n"
+            "  health = { wal_warn = \"1TB\"; wal_crit = \"1024TB\"; integrity_every = \"366d\"; "
+            "};\n"
+            "  analyze = { cron = \"0 0 31 1,2 *\"; }; vacuum = { cron = \"0 0 31 2 mon\"; }; };\n"
+            "databases = (\n"
+            "  { name = \"%s\"; path = \"/a.db\"; backup = { every = \"366d\"; }; },\n"
+            "  { name = \"leap\"; path = \"/b.db\"; backup = { cron = \"0 0 29 2 *\"; }; },\n"
+            "  { name = \"end\"; path = \"/c.db\"; backup = { cron = \"0 0 30,31 2,4 *\"; }; }\n"
+            ");\n",
+            path3072, comment, name64) > 0);
+    struct config *config = load_good(text);
+    assert_int_equal(strlen(config->state_dir), 3072);
+    assert_int_equal(config->database_count, 3);
+    const struct database_config *first = &config->databases[0];
+    assert_int_equal(strlen(first->name), 64);
+    assert_int_equal(first->backup.schedule.every_seconds, 366 * 86400LL);
+    assert_int_equal(first->backup.keep.last, 2147483647);
+    assert_int_equal(first->backup.keep.within_seconds, 36525 * 86400LL);
+    assert_int_equal(first->health.wal_crit_bytes, 1024LL * 1024 * 1024 * 1024 * 1024);
+    assert_int_equal(config->databases[1].backup.schedule.kind, SCHEDULE_CRON);
+    assert_int_equal(config->databases[2].backup.schedule.kind, SCHEDULE_CRON);
+    config_free(config);
+    free(text);
+    free(name64);
+    free(path3072);
+    free(comment);
+}
+
+/* template with {MAIN} and {DIR} replaced. */
+static void fill_placeholders(char *out, size_t out_size, const char *template, const char *main,
+                              const char *directory)
+{
+    size_t used = 0;
+    for (const char *p = template; *p && used + 1 < out_size;) {
+        const char *with = strncmp(p, "{MAIN}", 6) == 0  ? main
+                           : strncmp(p, "{DIR}", 5) == 0 ? directory
+                                                         : NULL;
+        if (with) {
+            used += (size_t)snprintf(out + used, out_size - used, "%s", with);
+            p += with == main ? 6 : 5;
+        } else {
+            out[used++] = *p++;
+        }
+    }
+    out[used < out_size ? used : out_size - 1] = '\0';
+}
+
+/* Every @include that cannot be read is named, with the path tried and
+ * why; none of them hangs or takes libconfig's "cannot open include file". */
+static void an_include_that_cannot_be_read_is_named_with_the_reason(void **state)
+{
+    (void)state;
+    char directory[] = "/tmp/sqlprodd-test-config-XXXXXX";
+    assert_non_null(mkdtemp(directory));
+    char main_path[128], part[128], fifo[128], self[128], want[1024];
+    snprintf(main_path, sizeof main_path, "%s/main.conf", directory);
+    snprintf(part, sizeof part, "%s/part.conf", directory);
+    snprintf(fifo, sizeof fifo, "%s/fifo.conf", directory);
+    snprintf(self, sizeof self, "%s/self.conf", directory);
+    write_file(part, APP);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    write_file(self, "@include \"self.conf\"\n");
+    struct {
+        const char *text, *expected;
+    } cases[] = {
+        {"state_dir = \"/x\";\n@include \"missing.conf\"\n",
+         "{MAIN}:2: @include \"missing.conf\": cannot open {DIR}/missing.conf: No such file or "
+         "directory"},
+        {"@include \"fifo.conf\"\n",
+         "{MAIN}:1: @include \"fifo.conf\": cannot open {DIR}/fifo.conf: not a regular file"},
+        {"@include \"..\"\n", "{MAIN}:1: @include \"..\": cannot open {DIR}/..: Is a directory"},
+        {"@include \"self.conf\"\n",
+         "{DIR}/self.conf:1: @include \"self.conf\": included files nest more than 10 deep (does a "
+         "file include itself?)"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        write_file(main_path, cases[i].text);
+        struct config *config = NULL;
+        struct config_diagnostics diag;
+        assert_int_equal(config_load(main_path, &config, &diag), -EINVAL);
+        fill_placeholders(want, sizeof want, cases[i].expected, main_path, directory);
+        assert_int_equal(diag.count, 1);
+        assert_string_equal(diag.lines[0], want);
+        config_diagnostics_free(&diag);
+    }
+
+    /* libconfig 1.5 puts its include directory in front of an absolute
+     * name: say so, with the relative spelling that works, and check it. */
+    char real[PATH_MAX];
+    assert_non_null(realpath(directory, real));
+    char absolute[256];
+    snprintf(absolute, sizeof absolute, "@include \"%s\"\n", part);
+    write_file(main_path, absolute);
+    struct config *config = NULL;
+    struct config_diagnostics diag;
+    int rc = config_load(main_path, &config, &diag);
+    if (rc == 0) {
+        config_free(config); /* libconfig 1.7 and later read it as written */
+    } else {
+        assert_int_equal(diag.count, 1);
+        const char *hint =
+            strstr(diag.lines[0], "write it relative to that directory: @include \"");
+        assert_non_null(hint);
+        assert_non_null(strstr(diag.lines[0], part));
+        char relative[512];
+        snprintf(relative, sizeof relative, "%s\n",
+                 hint + strlen("write it relative to that directory: "));
+        config_diagnostics_free(&diag);
+        write_file(main_path, relative);
+        config = load_good_path(main_path);
+        assert_int_equal(config->database_count, 1);
+        config_free(config);
+    }
+    unlink(main_path);
+    unlink(part);
+    unlink(fifo);
+    unlink(self);
+    rmdir(directory);
+}
+
+/* A FIFO named as the config file would block the open and the read. */
+static void a_fifo_as_the_config_file_is_refused_at_once(void **state)
+{
+    (void)state;
+    char directory[] = "/tmp/sqlprodd-test-config-XXXXXX";
+    assert_non_null(mkdtemp(directory));
+    char fifo[128], want[256];
+    snprintf(fifo, sizeof fifo, "%s/sqlprodd.conf", directory);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    struct config *config = NULL;
+    struct config_diagnostics diag;
+    assert_int_equal(config_load(fifo, &config, &diag), -EINVAL);
+    assert_int_equal(diag.count, 1);
+    snprintf(want, sizeof want, "%s: cannot read: not a regular file", fifo);
+    assert_string_equal(diag.lines[0], want);
+    config_diagnostics_free(&diag);
+    unlink(fifo);
+    rmdir(directory);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1097,6 +1447,12 @@ int main(void)
         cmocka_unit_test(checkpoint_modes_have_names),
         cmocka_unit_test(packaged_configs_load_without_diagnostics),
         cmocka_unit_test(packaged_config_states_the_builtin_defaults),
+        cmocka_unit_test(each_value_past_its_limit_reports_its_exact_line),
+        cmocka_unit_test(lengths_past_their_limit_report_their_exact_line),
+        cmocka_unit_test(a_zero_byte_in_a_quoted_path_is_an_error),
+        cmocka_unit_test(values_at_their_limit_are_accepted),
+        cmocka_unit_test(an_include_that_cannot_be_read_is_named_with_the_reason),
+        cmocka_unit_test(a_fifo_as_the_config_file_is_refused_at_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -495,6 +496,66 @@ static void empty_expression_never_matches(void **state)
     assert_int_equal(sched_cron_next(NULL, utc("2024-01-01T00:00Z")), (time_t)-1);
 }
 
+/* ---- whether an expression can fire at all ----------------------------- */
+
+struct firing_verdict {
+    const char *text;
+    bool can_fire;
+    const char *why; /* when it cannot */
+};
+
+static const struct firing_verdict firing_verdicts[] = {
+    {"0 0 31 2 *", false, "February has no day 31"},
+    {"0 0 30 2 *", false, "February has no day 30"},
+    {"0 0 31 4 *", false, "April has no day 31"},
+    {"0 0 30,31 feb *", false, "February has no day 30 or 31"},
+    {"0 0 31 4,6,9,11 *", false, "April, June, September and November have no day 31"},
+    {"*/5 * 31 feb,apr *", false, "February and April have no day 31"},
+    {"0 0 30-31 2 *", false, "February has no day 30 or 31"},
+    /* Fires: in some year, in some chosen month, or through its weekday. */
+    {"0 0 29 2 *", true, NULL},
+    {"0 0 31 1,2 *", true, NULL},
+    {"0 0 30,31 2,4 *", true, NULL},
+    {"0 0 31 2 mon", true, NULL},
+    {"0 0 31 2 1-5", true, NULL},
+    {"0 0 31 * *", true, NULL},
+    {"0 0 * 2 *", true, NULL},
+    {"0 0 1-31 2 *", true, NULL},
+    {"@yearly", true, NULL},
+};
+
+static void cron_firing_verdict(void **state)
+{
+    const struct firing_verdict *row = *state;
+    struct cron_expression cron = parse_or_fail(row->text);
+    char why[128] = "";
+    bool can_fire = sched_cron_can_fire(&cron, why, sizeof why);
+    if (can_fire != row->can_fire)
+        fail_msg("'%s': can fire %d, expected %d (%s)", row->text, can_fire, row->can_fire, why);
+    if (!row->can_fire)
+        assert_string_equal(why, row->why);
+}
+
+/* The verdict from the fields alone agrees with a real search over the
+ * calendar (five years from a leap year, in UTC) for every day from 28 on
+ * in every month, alone and paired. */
+static void firing_verdict_agrees_with_the_calendar(void **state)
+{
+    (void)state;
+    for (int first = 1; first <= 12; first++) {
+        for (int second = first; second <= 12; second++) {
+            for (int day = 28; day <= 31; day++) {
+                char text[64];
+                snprintf(text, sizeof text, "0 0 %d %d,%d *", day, first, second);
+                struct cron_expression cron = parse_or_fail(text);
+                bool searched = sched_cron_next(&cron, utc("2023-06-01T00:00Z")) != (time_t)-1;
+                if (sched_cron_can_fire(&cron, NULL, 0) != searched)
+                    fail_msg("'%s': verdict %d, calendar search %d", text, !searched, searched);
+            }
+        }
+    }
+}
+
 /* ---- next due --------------------------------------------------------- */
 
 enum { NEVER_RAN = 0 };
@@ -694,6 +755,10 @@ int main(void)
     ADD_SINGLE(&list, cron_next_agrees_with_minute_by_minute_reference);
     ADD_SINGLE(&list, impossible_expression_gives_up_quickly);
     ADD_SINGLE(&list, empty_expression_never_matches);
+    for (size_t i = 0; i < ROWS(firing_verdicts); i++)
+        add_test(&list, cron_firing_verdict, &firing_verdicts[i], "cron_firing_verdict '%s'",
+                 firing_verdicts[i].text);
+    ADD_SINGLE(&list, firing_verdict_agrees_with_the_calendar);
     for (size_t i = 0; i < ROWS(next_due_cases); i++)
         add_test(&list, next_due_is, &next_due_cases[i], "next_due %s",
                  next_due_cases[i].behaviour);
