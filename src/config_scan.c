@@ -371,13 +371,9 @@ static int read_bounded(const char *path, size_t room, char **out, size_t *lengt
         rc = NOT_A_REGULAR_FILE;
         goto out;
     }
-    if ((uintmax_t)st.st_size > room) {
-        *too_large = true;
-        goto out;
-    }
-    /* Room for one byte more than allowed tells a file that grew since
-     * fstat(); the size is only a first guess. */
-    size_t capacity = (size_t)st.st_size + 4096;
+    /* Room for one byte more than allowed tells a file past the limit,
+     * whatever fstat() said; its size is only a first guess. */
+    size_t capacity = (uintmax_t)st.st_size < room ? (size_t)st.st_size + 4096 : room + 1;
     if (capacity > room + 1)
         capacity = room + 1;
     char *buffer = malloc(capacity);
