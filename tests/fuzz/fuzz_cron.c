@@ -37,6 +37,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         time_t next = sched_cron_next(&schedule.cron, now);
         if (next != (time_t)-1 && next <= now)
             abort(); /* the next run is always in the future */
+        char never[256] = "";
+        if (!sched_cron_can_fire(&schedule.cron, never, sizeof never) &&
+            (next != (time_t)-1 || never[0] == '\0'))
+            abort(); /* "never fires" is never contradicted by the calendar, and says why */
         (void)sched_next_due(&schedule, now - 3600, now);
         char described[128];
         sched_describe(&schedule, described, sizeof described);
