@@ -431,7 +431,10 @@ enum config_value_result config_value_int(struct config_reader *reader,
     if (site) {
         char key[CONFIG_KEY_SIZE];
         config_key_join(key, sizeof key, group_key, name);
-        if (site->text[0] == '-')
+        if (maximum != INT_MAX)
+            config_report(reader, member, key, "must be between %d and %d, got %s", minimum,
+                          maximum, site->text);
+        else if (site->text[0] == '-')
             config_report(reader, member, key, "must be %d or more, got %s", minimum, site->text);
         else
             config_report(reader, member, key, "too large (at most %d), got %s", maximum,

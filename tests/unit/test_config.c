@@ -1141,7 +1141,7 @@ static const struct bad_config limit_configs[] = {
     {"hex integer past 32 bits", "defaults = { analyze = { limit = 0x80000000; }; };\n" APP,
      "1: defaults.analyze.limit: too large (at most 2147483647), got 0x80000000"},
     {"workers past 32 bits", "workers = 4294967298;\n" APP,
-     "1: workers: too large (at most 64), got 4294967298"},
+     "1: workers: must be between 1 and 64, got 4294967298"},
     {"ratio past 32 bits", "defaults = { health = { freelist_warn = 4294967296; }; };\n" APP,
      "1: defaults.health.freelist_warn: must be between 0 and 1, got 4294967296"},
     {"NUL escape in a database path",
