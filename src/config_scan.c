@@ -116,11 +116,6 @@ static size_t scan_integer(const char *text, size_t length, size_t at, bool *is_
     return p;
 }
 
-static bool is_hex(char c)
-{
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-}
-
 /* The path libconfig opens for `@include "name"`. libconfig 1.5 (Debian
  * 12) puts the include directory in front of every name, absolute or not;
  * 1.7 leaves an absolute name alone. */
@@ -263,8 +258,10 @@ static int scan_text(struct scan *scan)
         case CODE:
             if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_' || c == '*' ||
                 (c == '-' && word_length > 0) || (c >= '0' && c <= '9' && word_length > 0)) {
-                if (word_length == 0 || word_start + word_length != i)
-                    word_start = i, word_length = 0;
+                if (word_length == 0 || word_start + word_length != i) {
+                    word_start = i;
+                    word_length = 0;
+                }
                 word_length++;
                 break;
             }
@@ -301,8 +298,8 @@ static int scan_text(struct scan *scan)
         case STRING:
             if (c == '\\' && i + 1 < scan->length) {
                 /* libconfig turns \xHH into that byte, and \x00 ends its string. */
-                if (text[i + 1] == 'x' && i + 3 < scan->length && is_hex(text[i + 2]) &&
-                    is_hex(text[i + 3]) && text[i + 2] == '0' && text[i + 3] == '0' &&
+                if (text[i + 1] == 'x' && i + 3 < scan->length && text[i + 2] == '0' &&
+                    text[i + 3] == '0' &&
                     !note_site(scan, string_line, name, CONFIG_LITERAL_NUL, NULL, 0))
                     return -ENOMEM;
                 if (text[i + 1] != '\n')
@@ -312,7 +309,7 @@ static int scan_text(struct scan *scan)
                     return -ENOMEM;
             } else if (c == '"') {
                 state = CODE;
-                if (i - string_start > CONFIG_LITERAL_MAXIMUM) {
+                if (i - string_start - 1 > CONFIG_LITERAL_MAXIMUM) {
                     config_report_at(scan->reader, scan->file, string_line, name[0] ? name : NULL,
                                      "quoted string too long (%zu bytes, at most %d)",
                                      i - string_start - 1, CONFIG_LITERAL_MAXIMUM);
@@ -337,7 +334,7 @@ static int scan_text(struct scan *scan)
             at_line_start = true;
         }
     }
-    if (state == STRING && scan->length - string_start > CONFIG_LITERAL_MAXIMUM)
+    if (state == STRING && scan->length - string_start - 1 > CONFIG_LITERAL_MAXIMUM)
         config_report_at(scan->reader, scan->file, string_line, name[0] ? name : NULL,
                          "quoted string too long (%zu bytes, at most %d)",
                          scan->length - string_start - 1, CONFIG_LITERAL_MAXIMUM);

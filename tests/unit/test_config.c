@@ -1189,10 +1189,13 @@ static void lengths_past_their_limit_report_their_exact_line(void **state)
     char *name65 = repeated('n', 65), *name5000 = repeated('t', 5000);
     char *path3073 = repeated('p', 3072), *endpoint = repeated('e', 1025 - 8);
     char *literal = repeated('s', 16385), *comment = repeated('#', 16385);
+    /* 16384 bytes with a newline inside, so that no line is too long. */
+    char *longest = repeated('l', 16383);
+    longest[8000] = '\n';
     struct {
         const char *name;
         char *text, *expected;
-    } cases[7];
+    } cases[8];
     assert_true(asprintf(&cases[0].text, "databases = ( { name = \"%s\"; path = \"/a.db\"; } );\n",
                          name65) > 0);
     cases[0].name = "65-character database name";
@@ -1230,6 +1233,12 @@ static void lengths_past_their_limit_report_their_exact_line(void **state)
     cases[6].name = "file past 4 MiB";
     cases[6].expected = strdup("1: the file is larger than 4 MiB: is it the right file?");
 
+    /* A quoted string right at the bound passes the scan: only the value's
+     * own limit speaks. */
+    assert_true(asprintf(&cases[7].text, "state_dir = \"/%s\";\n" APP, longest) > 0);
+    cases[7].name = "16384-byte quoted path";
+    cases[7].expected = strdup("1: state_dir: too long (16384 characters, at most 3072)");
+
     size_t failures = 0;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         assert_non_null(cases[i].expected);
@@ -1244,6 +1253,7 @@ static void lengths_past_their_limit_report_their_exact_line(void **state)
     free(endpoint);
     free(literal);
     free(comment);
+    free(longest);
     if (failures)
         fail_msg("%zu long values were not reported as expected", failures);
 }
