@@ -290,6 +290,18 @@ static const int number_types[] = {CONFIG_TYPE_INT, CONFIG_TYPE_INT64, CONFIG_TY
                                    CONFIG_TYPE_NONE};
 static const int bool_types[] = {CONFIG_TYPE_BOOL, CONFIG_TYPE_NONE};
 
+/* Reports a string that holds a NUL, which libconfig hands back cut short. */
+static bool string_is_cut(struct config_reader *reader, const config_setting_t *member,
+                          const char *key)
+{
+    if (!config_literal_fault(reader, member, CONFIG_LITERAL_NUL))
+        return false;
+    config_report(reader, member, key,
+                  "contains a NUL character (\\x00 or a zero byte), which would silently cut the "
+                  "value short");
+    return true;
+}
+
 /* The string at `member` when it is whole and at most `maximum` bytes;
  * NULL after reporting it otherwise. */
 static const char *string_within(struct config_reader *reader, const config_setting_t *member,
@@ -297,12 +309,8 @@ static const char *string_within(struct config_reader *reader, const config_sett
 {
     char key[CONFIG_KEY_SIZE];
     config_key_join(key, sizeof key, group_key, name);
-    if (config_literal_fault(reader, member, CONFIG_LITERAL_NUL)) {
-        config_report(reader, member, key,
-                      "contains a NUL character (\\x00 or a zero byte), which would silently cut "
-                      "the value short");
+    if (string_is_cut(reader, member, key))
         return NULL;
-    }
     const char *text = config_setting_get_string(member);
     size_t length = strlen(text);
     if (length > maximum) {
@@ -377,12 +385,8 @@ enum config_value_result config_value_name(struct config_reader *reader,
         return result;
     char key[CONFIG_KEY_SIZE];
     config_key_join(key, sizeof key, group_key, "name");
-    if (config_literal_fault(reader, member, CONFIG_LITERAL_NUL)) {
-        config_report(reader, member, key,
-                      "contains a NUL character (\\x00 or a zero byte), which would silently cut "
-                      "the value short");
+    if (string_is_cut(reader, member, key))
         return CONFIG_VALUE_INVALID;
-    }
     const char *name = config_setting_get_string(member);
     size_t length = strlen(name);
     /* Checked first: a long name would not fit the message below. */
