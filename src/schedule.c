@@ -23,9 +23,11 @@
 
 #define SECONDS_PER_DAY 86400
 #define MINUTES_PER_DAY 1440
-/* How far the search looks before giving up on an expression such as
- * "0 0 31 2 *"; the header promises five years, leap days included. */
-#define SEARCH_MONTHS (5 * 12 + 1)
+/* How far the search looks before giving up. A line that can never fire
+ * ("0 0 31 2 *") is refused by sched_cron_can_fire at load time; the
+ * longest gap of one that can is between two February 29ths across a
+ * century year that is not a leap year (2096 to 2104): eight years. */
+#define SEARCH_MONTHS (9 * 12 + 1)
 
 static int sched_fail(char *why, size_t why_size, const char *format, ...)
     __attribute__((format(printf, 3, 4)));

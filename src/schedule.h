@@ -73,7 +73,8 @@ int sched_parse_cron(const char *text, struct cron_expression *out, char *why, s
 bool sched_cron_can_fire(const struct cron_expression *cron, char *why, size_t why_size);
 
 /* The first minute strictly after `after` that the expression matches, or
- * (time_t)-1 if none exists within 5 years (e.g. "0 0 31 2 *").
+ * (time_t)-1 if none exists within 9 years: one more than the longest gap
+ * between two February 29ths (2096 to 2104), so "0 0 29 2 *" always fires.
  * Cost: calendar arithmetic over months and days plus two localtime_r()
  * calls per day tried; about a microsecond, more on a DST-change day. */
 time_t sched_cron_next(const struct cron_expression *cron, time_t after);
