@@ -563,6 +563,15 @@ int s3_perform(struct s3_client *client, CURL *curl, const struct s3_request *re
 {
     const struct target_tuning *tuning = &client->target->tuning;
     char payload_hash[SIGV4_SHA256_HEX], what[1200], reason[CURL_ERROR_SIZE + 64];
+    /* Requests without an archive_io (list, delete) still end on the
+     * target's stop flag. */
+    struct archive_io with_stop = {0};
+    if (!io || !io->stop) {
+        if (io)
+            with_stop = *io;
+        with_stop.stop = client->target->stop;
+        io = &with_stop;
+    }
     int rc = -EIO, attempts = request->attempts > 0 ? request->attempts : tuning->attempts;
 
     memset(response, 0, sizeof *response);
