@@ -27,7 +27,7 @@ struct target {
     const struct target_operations *operations;
     struct target_tuning tuning;
     char description[PATH_MAX + 64];
-    void *implementation; /* struct dir_target, struct s3_client */
+    void *implementation;              /* struct dir_target, struct s3_client */
     const volatile sig_atomic_t *stop; /* target_set_stop(); NULL: never */
 };
 

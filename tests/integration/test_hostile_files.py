@@ -148,6 +148,26 @@ class HostileFilesTest(AgentTestCase):
             self.assertIn(f"{manifest} is a FIFO, not a regular file", result.stderr)
         self.assertFalse(os.path.exists(restored))
 
+    def test_a_fifo_in_place_of_the_state_database_is_refused_at_once(self):
+        """The agent's own state.db is a database too: a FIFO there (or as
+        its -wal) hung the agent at start-up and every command."""
+        for suffix in ("", "-wal"):
+            self.reset()
+            create_database(self.db_path(), rows=10)
+            self.configure(self.db_path())
+            self.run_cli("health", check=0)  # creates state.db
+            fifo = os.path.join(self.state_dir, "state.db" + suffix)
+            if not suffix:
+                os.unlink(fifo)
+            os.mkfifo(fifo)
+            for command in ("status", "backup", "health", "run"):
+                with self.subTest(fifo=fifo, command=command):
+                    started = time.monotonic()
+                    result = self.run_cli(command, timeout=PROMPT_SECONDS + 5)
+                    self.assertLess(time.monotonic() - started, PROMPT_SECONDS)
+                    self.assertEqual(result.returncode, 1, result.stderr)
+                    self.assertIn(f"{fifo} is a FIFO, not a database file", result.stderr)
+
     @unittest.skipUnless(os.geteuid() == 0 and shutil.which("setpriv"),
                          "needs root and setpriv to run sqlprodd as an unprivileged user")
     def test_a_database_the_agent_may_not_read_is_permission_denied_not_missing(self):
