@@ -88,8 +88,9 @@ static void check_database(struct check_report *report, const struct database_co
     }
     if (access(db->path, R_OK | W_OK) != 0) {
         check_problem(report, db->line, key,
-                      "%s is not readable and writable by %s (%s): grant access (see README, "
-                      "\"Granting access to a database\")",
+                      "%s is not readable and writable by %s (%s): add the user to the file's "
+                      "group (or an ACL) and list the directory in ReadWritePaths= (see the "
+                      "README, \"Granting access to an application's database\")",
                       db->path, running_user(), strerror(errno));
         return;
     }

@@ -196,8 +196,7 @@ class HostileFilesTest(AgentTestCase):
                     self.assertRegex(output, r"(?i)permission denied")
                     self.assertIn(path, output)
                     self.assertNotIn("does not exist", output)
-                    if command == "health":
-                        self.assertIn("ReadWritePaths", output)
+                    self.assertIn("ReadWritePaths", output)
 
 
 if __name__ == "__main__":
