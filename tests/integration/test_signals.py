@@ -185,13 +185,18 @@ class SignalsTest(AgentTestCase):
         self.assertEqual([f for f in os.listdir(self.dir) if f.startswith("restored")], [])
         self.assert_no_temp_files()
 
-    def test_check_of_a_server_that_never_answers_ends_on_sigint(self):
+    def test_check_and_remote_listing_of_a_server_that_never_answers_end_on_sigint(self):
+        """Listings take no archive_io: they end on the target's stop flag."""
         create_database(self.db_path(), rows=100)
         server, target = self.silent_target()
         self.configure('upload = { target = "offsite"; };', targets=target)
-        process = self.start("check", env=S3_ENV)
-        self.assertTrue(server.accepted.wait(10), "check never connected")
-        self.assert_stops(process, signal.SIGINT)
+        for command in (("check",), ("backups", "--remote")):
+            with self.subTest(command=command):
+                server.accepted.clear()
+                process = self.start(*command, env=S3_ENV)
+                self.assertTrue(server.accepted.wait(10), f"{command} never connected")
+                self.assert_stops(process, signal.SIGINT)
+                self.assertNotEqual(process.returncode, 0)
 
     def test_agent_with_a_worker_stuck_on_a_locked_database_ends_on_sigterm(self):
         create_database(self.db_path(), rows=100, wal=False)
