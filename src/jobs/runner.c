@@ -110,12 +110,8 @@ int job_execute(enum job_kind kind, struct job_context *context, struct job_resu
     lock_release(&lock);
 
     /* A job cancelled by shutdown did not fail: do not count it against the
-     * database (its schedule runs it again after the restart). A job that
-     * failed while the stop was requested was cut short by it (a lock wait
-     * or a transfer given up), whatever its own error says. */
-    bool stopping = context->stop && *context->stop;
-    if (rc == -ECANCELED || (stopping && (rc != 0 || result->outcome == JOB_OUTCOME_FAILED))) {
-        rc = -ECANCELED;
+     * database (its schedule runs it again after the restart). */
+    if (rc == -ECANCELED) {
         job_result_set(result, JOB_OUTCOME_FAILED, "aborted: stop requested");
         log_event(LOG_NOTICE, db->name, name, "aborted: stop requested, nothing left behind");
         return rc;
