@@ -457,8 +457,8 @@ int job_health(struct job_context *context, struct job_result *result)
     bool full = context->state && every > 0 && (int64_t)now - checked_at >= every;
 
     rc = inspect_database(context, full, &found, &err);
-    if (rc == -ECANCELED || (context->stop && *context->stop))
-        return -ECANCELED;
+    if (rc == -ECANCELED)
+        return rc;
     if (rc != -EBUSY && context->state)
         state_set_int(context->state, db->name, "locked_since", 0);
     if (rc == -EBUSY) {
