@@ -33,7 +33,6 @@ class HostileFilesTest(AgentTestCase):
     def hostile_cases(self):
         """(name, set-up, path in the config, what the message must say)."""
         db = self.db_path()
-        real = os.path.join(self.dir, "real.db")
         pipe = os.path.join(self.dir, "pipe")
 
         def database_with(suffix, make):
@@ -81,7 +80,7 @@ class HostileFilesTest(AgentTestCase):
             ("dangling symlink", link(os.path.join(self.dir, "gone.db")), db,
              f"{db} is a symbolic link to a file that does not exist"),
             ("missing", None, db, f"database file {db} does not exist"),
-        ], real
+        ]
 
     def reset(self):
         for name in os.listdir(self.dir):
@@ -92,7 +91,7 @@ class HostileFilesTest(AgentTestCase):
                 os.unlink(path)
 
     def test_each_command_refuses_what_is_not_a_regular_file_at_once(self):
-        cases, _ = self.hostile_cases()
+        cases = self.hostile_cases()
         self.assertGreaterEqual(len(cases), 16)
         for name, setup, path, message in cases:
             self.reset()
