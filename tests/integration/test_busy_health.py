@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 
 from harness import AgentTestCase, create_database
+from test_printed_fixes import printed_commands
 
 LOCKER = """
 import sqlite3, sys
@@ -106,6 +107,18 @@ class BusyHealthTest(AgentTestCase):
         locker = self.lock("wal")
         code, verdict, reasons = self.health()
         self.assertEqual((code, verdict), (0, "degraded"), reasons)
+        self.release(locker)
+
+    def test_the_printed_fuser_command_names_the_locking_process(self):
+        create_database(self.db_path(), rows=50, wal=False)
+        self.configure()
+        locker = self.lock("rollback")
+        self.health()
+        output = self.run_cli("health", "app").stderr
+        [command] = [c for c in printed_commands(output) if c.startswith("fuser ")]
+        result = subprocess.run(["sh", "-c", command], capture_output=True, text=True,
+                                cwd="/", timeout=60)
+        self.assertIn(str(locker.pid), result.stdout + result.stderr, command)
         self.release(locker)
 
     def test_agent_health_endpoint_answers_200_while_only_locked(self):
