@@ -34,6 +34,7 @@
 #include <zstd.h>
 
 #include "archive_internal.h"
+#include "fsutil.h"
 #include "priority.h"
 
 /* Memory: 2 slots of about 2 MiB (ARCHIVE_BLOCK_BYTES in, as much out) per thread. */
@@ -172,17 +173,16 @@ static int archive_create_destination(const char *destination, int *fd, struct e
 static int archive_open_source(const char *source, int *fd, int64_t *size, struct error *err)
 {
     struct stat st;
-    *fd = open(source, O_RDONLY | O_CLOEXEC);
+    *fd = fs_open_regular(source, "a regular file", err);
     if (*fd < 0) {
-        int saved = errno;
-        return error_set(err, -saved, "cannot open %s: %s", source, strerror(saved));
+        int rc = *fd;
+        *fd = -1;
+        return rc;
     }
     if (fstat(*fd, &st) < 0) {
         int saved = errno;
         return error_set(err, -saved, "cannot stat %s: %s", source, strerror(saved));
     }
-    if (S_ISDIR(st.st_mode))
-        return error_set(err, -EISDIR, "cannot read %s: %s", source, strerror(EISDIR));
     *size = (int64_t)st.st_size;
     return 0;
 }

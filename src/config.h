@@ -118,6 +118,8 @@ struct health_settings {
     double freelist_crit;    /* default 0.5 */
     int64_t integrity_every_seconds; /* full integrity_check this often, else quick_check;
                                         default 1d, 0 = never */
+    int64_t locked_crit_seconds;     /* locked this long: unhealthy, before: degraded;
+                                        default 15m */
 };
 
 /* Persistent settings the health job applies once when the database

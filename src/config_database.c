@@ -44,7 +44,8 @@ static const char *const vacuum_keys[] = {SCHEDULE_KEYS, "pages", NULL};
 static const char *const backup_keys[] = {SCHEDULE_KEYS, "dir", "level", "verify", "compress", "keep", NULL};
 static const char *const upload_keys[] = {SCHEDULE_KEYS, "target", "keep", NULL};
 static const char *const health_keys[] = {SCHEDULE_KEYS,   "wal_warn",      "wal_crit",
-                                          "freelist_warn", "freelist_crit", "integrity_every", NULL};
+                                          "freelist_warn", "freelist_crit", "integrity_every",
+                                          "locked_crit",   NULL};
 static const char *const *const job_keys[JOB_COUNT] = {
     checkpoint_keys, analyze_keys, vacuum_keys, backup_keys, upload_keys, health_keys,
 };
@@ -84,6 +85,7 @@ static const struct config_misplaced_key misplaced_keys[] = {
     {"freelist_warn", "it belongs in health = { ... }"},
     {"freelist_crit", "it belongs in health = { ... }"},
     {"integrity_every", "it belongs in health = { ... }"},
+    {"locked_crit", "it belongs in health = { ... }"},
     {"journal_mode", "it belongs in enforce = { ... }"},
     {"auto_vacuum", "it belongs in enforce = { ... }"},
     {NULL, NULL},
@@ -180,6 +182,7 @@ static int draft_init_builtin(struct database_draft *draft)
     settings->health.freelist_warn = 0.2;
     settings->health.freelist_crit = 0.5;
     settings->health.integrity_every_seconds = 86400;
+    settings->health.locked_crit_seconds = 15 * 60;
     settings->enforce.auto_vacuum = ENFORCE_AUTO_VACUUM_UNSET;
     return 0;
 }
@@ -388,6 +391,8 @@ static void read_job(struct config_reader *reader, const config_setting_t *paren
         config_value_ratio(reader, group, key, "freelist_crit", &settings->health.freelist_crit);
         config_value_duration(reader, group, key, "integrity_every", CONFIG_INTERVAL_MAXIMUM,
                               &settings->health.integrity_every_seconds);
+        config_value_duration(reader, group, key, "locked_crit",
+                              &settings->health.locked_crit_seconds);
         check_health_order(reader, group, key, &settings->health);
         break;
     default: break;

@@ -5,11 +5,15 @@
 #include "database.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "fsutil.h"
 
 /* SQLite calls this every N virtual-machine steps; non-zero interrupts the
  * statement with SQLITE_INTERRUPT, which is how SIGTERM aborts a job. */
@@ -41,6 +45,125 @@ static int sqlite_error_code(int rc)
  * a wait only happens if someone does. */
 #define DATABASE_PRIVATE_BUSY_TIMEOUT_MS 5000
 
+/* How long one sleep of a busy wait lasts at most: the stop flag is looked
+ * at between sleeps, so SIGTERM ends a wait within this. */
+#define DATABASE_BUSY_SLICE_MS 50
+
+#define DATABASE_ACCESS_FIX                                                                        \
+    "give the sqlprodd user access to the file and its directory (add it to the file's "           \
+    "group, or an ACL) and list the directory in ReadWritePaths= (see the README, "                \
+    "\"Granting access to an application's database\")"
+
+/*
+ * SQLite open()s the file and its companions with a blocking open(2): a
+ * FIFO there blocks the thread for good (SQLite retries the open on EINTR,
+ * so not even SIGTERM frees it), and a device such as /dev/zero reads as
+ * an endless file. stat(2) never blocks and never opens, so nothing is
+ * opened unless it is a regular file; a symlink to one is followed.
+ */
+static int database_refuse_file(const char *path, const char *suffix, bool must_exist,
+                                struct error *err)
+{
+    char name[PATH_MAX + 16];
+    struct stat st;
+    if (snprintf(name, sizeof name, "%s%s", path, suffix) >= (int)sizeof name)
+        return error_set(err, -ENAMETOOLONG, "%s%s: path too long", path, suffix);
+    if (stat(name, &st) == 0) {
+        if (S_ISREG(st.st_mode))
+            return 0;
+        if (suffix[0])
+            return error_set(err, -EINVAL,
+                             "%s is %s, not a database file (the %s file of %s): remove it; "
+                             "SQLite would block or read garbage through it",
+                             name, fs_file_kind(st.st_mode), suffix, path);
+        return error_set(err, -EINVAL,
+                         "%s is %s, not a database file: fix the path in the configuration", name,
+                         fs_file_kind(st.st_mode));
+    }
+    int code = errno;
+    if (code == ENOENT && !must_exist)
+        return 0;
+    if (code == EACCES)
+        return error_set(err, -EACCES, "cannot open %s: permission denied: %s", name,
+                         DATABASE_ACCESS_FIX);
+    if (code == ELOOP)
+        return error_set(err, -ELOOP, "%s is a symbolic link loop, not a database file", name);
+    if (code == ENOENT || code == ENOTDIR) {
+        if (lstat(name, &st) == 0 && S_ISLNK(st.st_mode))
+            return error_set(err, -ENOENT,
+                             "%s is a symbolic link to a file that does not exist: fix the link "
+                             "or the path in the configuration",
+                             name);
+        return error_set(err, -ENOENT, "database file %s does not exist", name);
+    }
+    return error_set(err, -code, "cannot open %s: %s", name, strerror(code));
+}
+
+int database_refuse_special_files(const char *path, struct error *err)
+{
+    static const char *const companions[] = {"-wal", "-shm", "-journal"};
+    int rc = database_refuse_file(path, "", true, err);
+    for (size_t i = 0; rc == 0 && i < sizeof companions / sizeof companions[0]; i++)
+        rc = database_refuse_file(path, companions[i], false, err);
+    return rc;
+}
+
+/* A busy wait that ends early when *stop is set. Lives as long as its
+ * connection (see database_set_busy_timeout). */
+struct database_wait {
+    const volatile sig_atomic_t *stop;
+    int timeout_ms;
+    struct timespec started;
+};
+
+static int database_busy_wait(void *context, int count)
+{
+    struct database_wait *wait = context;
+    struct timespec now;
+    if (wait->stop && *wait->stop)
+        return 0;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (count == 0)
+        wait->started = now;
+    int64_t waited_ms = (int64_t)(now.tv_sec - wait->started.tv_sec) * 1000 +
+                        (now.tv_nsec - wait->started.tv_nsec) / 1000000;
+    if (waited_ms >= wait->timeout_ms)
+        return 0;
+    /* Short first sleeps, like SQLite's own handler, for locks held briefly. */
+    int64_t slice = count < 6 ? (int64_t)1 << count : DATABASE_BUSY_SLICE_MS;
+    if (slice > DATABASE_BUSY_SLICE_MS)
+        slice = DATABASE_BUSY_SLICE_MS;
+    if (slice > wait->timeout_ms - waited_ms)
+        slice = wait->timeout_ms - waited_ms;
+    struct timespec pause = {0, (long)slice * 1000000L};
+    nanosleep(&pause, NULL);
+    return !(wait->stop && *wait->stop);
+}
+
+static void database_function_unused(sqlite3_context *context, int argc, sqlite3_value **argv)
+{
+    (void)argc;
+    (void)argv;
+    sqlite3_result_null(context);
+}
+
+int database_set_busy_timeout(sqlite3 *connection, int timeout_ms,
+                              const volatile sig_atomic_t *stop)
+{
+    struct database_wait *wait = calloc(1, sizeof *wait);
+    if (!wait)
+        return -ENOMEM;
+    wait->stop = stop;
+    wait->timeout_ms = timeout_ms > 0 ? timeout_ms : 0;
+    sqlite3_busy_handler(connection, database_busy_wait, wait);
+    /* SQLite 3.40 has no sqlite3_set_clientdata(): a function's destructor
+     * is the one way to free data when the connection closes, whoever closes
+     * it. Registering the name again frees the previous wait. */
+    int rc = sqlite3_create_function_v2(connection, "sqlprodd_busy_wait", 0, SQLITE_UTF8, wait,
+                                        database_function_unused, NULL, NULL, free);
+    return rc == SQLITE_OK ? 0 : -ENOMEM;
+}
+
 /* The busy timeout is set before the first read: the header read below
  * takes a shared lock like any other, and the application may hold an
  * exclusive one at that very moment. */
@@ -49,31 +172,43 @@ static int database_connect(const char *path, int flags, int busy_timeout_ms,
 {
     sqlite3 *connection = NULL;
     *out = NULL;
-    int rc = sqlite3_open_v2(path, &connection, flags, NULL);
+    int rc = database_refuse_special_files(path, err);
+    if (rc != 0)
+        return rc;
+    rc = sqlite3_open_v2(path, &connection, flags, NULL);
     if (rc != SQLITE_OK) {
         int code = sqlite_error_code(rc);
         if (code == -ENOENT && access(path, F_OK) == 0)
             code = -EACCES;
-        error_set(err, code, "cannot open %s: %s", path,
-                  code == -EACCES ? "permission denied (check the file and its directory)"
-                  : connection    ? sqlite3_errmsg(connection)
-                                  : sqlite3_errstr(rc));
+        if (code == -EACCES)
+            error_set(err, code, "cannot open %s: permission denied: %s", path,
+                      DATABASE_ACCESS_FIX);
+        else
+            error_set(err, code, "cannot open %s: %s", path,
+                      connection ? sqlite3_errmsg(connection) : sqlite3_errstr(rc));
         sqlite3_close(connection);
         return code;
     }
     sqlite3_extended_result_codes(connection, 1);
-    sqlite3_busy_timeout(connection, busy_timeout_ms);
+    if (database_set_busy_timeout(connection, busy_timeout_ms, stop) != 0) {
+        sqlite3_close(connection);
+        return error_set(err, -ENOMEM, "%s: out of memory", path);
+    }
     sqlite3_progress_handler(connection, 1000, database_should_stop, (void *)stop);
     /* Reading the schema forces SQLite to read the header: a file that is not
      * a database, or is encrypted, fails here rather than midway through a job. */
     int64_t ignored;
     rc = database_query_int(connection, "PRAGMA schema_version", &ignored, err);
-    if (rc == -EBUSY) {
+    if (rc == -EBUSY && stop && *stop) {
+        rc = error_set(err, -ECANCELED, "stopped while waiting for the lock on %s", path);
+    } else if (rc == -EBUSY) {
         error_set(err, rc,
                   "%s is locked by another connection for longer than busy_timeout_ms (%d ms): "
                   "retry later, or raise busy_timeout_ms if the application holds its "
                   "transactions that long",
                   path, busy_timeout_ms);
+    } else if (rc == -EACCES) {
+        error_set(err, rc, "cannot read %s: permission denied: %s", path, DATABASE_ACCESS_FIX);
     } else if (rc != 0) {
         error_prefix(err, "%s: ", path);
     }
@@ -95,8 +230,6 @@ int database_open_path(const char *path, bool read_only, const volatile sig_atom
 int database_open(const struct database_config *db, bool read_only,
                   const volatile sig_atomic_t *stop, sqlite3 **out, struct error *err)
 {
-    if (access(db->path, F_OK) != 0)
-        return error_set(err, -ENOENT, "database file %s does not exist", db->path);
     /* SQLITE_OPEN_URI lets the backup's VACUUM INTO name a VFS for its copy
      * (copy_watch.h). db->path itself is absolute (config.c insists), and
      * only a name that starts with "file:" is read as a URI. */
@@ -105,12 +238,17 @@ int database_open(const struct database_config *db, bool read_only,
     return database_connect(db->path, flags, db->busy_timeout_ms, stop, out, err);
 }
 
-static void database_backoff(int attempt)
+/* Up to 9.6 s, so it sleeps in slices and ends early when *stop is set. */
+static void database_backoff(int attempt, const volatile sig_atomic_t *stop)
 {
     long delay_ms = 100L << (attempt < 6 ? attempt : 6);
     delay_ms += rand() % (delay_ms / 2 + 1);
-    struct timespec pause = {delay_ms / 1000, (delay_ms % 1000) * 1000000L};
-    nanosleep(&pause, NULL);
+    while (delay_ms > 0 && !(stop && *stop)) {
+        long slice = delay_ms < DATABASE_BUSY_SLICE_MS ? delay_ms : DATABASE_BUSY_SLICE_MS;
+        struct timespec pause = {0, slice * 1000000L};
+        nanosleep(&pause, NULL);
+        delay_ms -= slice;
+    }
 }
 
 int database_exec(sqlite3 *connection, const char *sql, int attempts,
@@ -119,7 +257,7 @@ int database_exec(sqlite3 *connection, const char *sql, int attempts,
     int rc = SQLITE_OK;
     for (int attempt = 0; attempt < (attempts > 0 ? attempts : 1); attempt++) {
         if (attempt > 0)
-            database_backoff(attempt - 1);
+            database_backoff(attempt - 1, stop);
         if (stop && *stop)
             return error_set(err, -ECANCELED, "stopped");
         char *message = NULL;
@@ -129,6 +267,8 @@ int database_exec(sqlite3 *connection, const char *sql, int attempts,
         int code = sqlite_error_code(rc);
         error_set(err, code, "%s: %s", sql, message ? message : sqlite3_errstr(rc));
         sqlite3_free(message);
+        if (code == -EBUSY && stop && *stop)
+            return error_set(err, -ECANCELED, "%s: stopped while waiting for a lock", sql);
         if (code != -EBUSY)
             return code;
     }

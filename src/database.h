@@ -22,6 +22,18 @@ int database_open(const struct database_config *db, bool read_only,
 int database_open_path(const char *path, bool read_only, const volatile sig_atomic_t *stop,
                        sqlite3 **out, struct error *err);
 
+/* Refuses, without opening anything, a path that is not a regular file (a
+ * FIFO, socket, device or directory, also through a symlink) or whose -wal,
+ * -shm or -journal is not: SQLite would block in open() on a FIFO. A
+ * missing database is -ENOENT, an unreachable one -EACCES, with the fix.
+ * database_open() and database_open_path() call it first. */
+int database_refuse_special_files(const char *path, struct error *err);
+
+/* Like sqlite3_busy_timeout(), but the wait ends within 50 ms once *stop
+ * is set (stop may be NULL). */
+int database_set_busy_timeout(sqlite3 *connection, int timeout_ms,
+                              const volatile sig_atomic_t *stop);
+
 /* Runs one statement; retries SQLITE_BUSY/LOCKED up to `attempts` times with
  * backoff (100 ms doubling, jitter), on top of the busy timeout. */
 int database_exec(sqlite3 *connection, const char *sql, int attempts,

@@ -326,22 +326,16 @@ int fs_read_file(const char *path, char **data, size_t *size, struct error *err)
     *data = NULL;
     if (size)
         *size = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int saved = errno;
-        return error_set(err, -saved, "cannot open %s: %s", path, strerror(saved));
-    }
+    int fd = fs_open_regular(path, "a regular file", err);
+    if (fd < 0)
+        return fd;
     struct stat st;
     if (fstat(fd, &st) < 0) {
         rc = -errno;
         error_set(err, rc, "cannot stat %s: %s", path, strerror(-rc));
         goto out;
     }
-    if (S_ISDIR(st.st_mode)) {
-        rc = error_set(err, -EISDIR, "cannot read %s: %s", path, strerror(EISDIR));
-        goto out;
-    }
-    /* The size is a hint only: the file may grow or be a pipe or /proc file. */
+    /* The size is a hint only: the file may grow while it is read. */
     capacity = st.st_size > 0 ? (size_t)st.st_size + 1 : 4096;
     buffer = malloc(capacity);
     if (!buffer) {
@@ -446,4 +440,47 @@ int fs_pwrite_full(int fd, const void *buffer, size_t size, int64_t offset)
         done += (size_t)put;
     }
     return 0;
+}
+
+const char *fs_file_kind(mode_t mode)
+{
+    switch (mode & S_IFMT) {
+    case S_IFREG: return "a regular file";
+    case S_IFIFO: return "a FIFO";
+    case S_IFSOCK: return "a socket";
+    case S_IFCHR: return "a character device";
+    case S_IFBLK: return "a block device";
+    case S_IFDIR: return "a directory";
+    case S_IFLNK: return "a symbolic link";
+    default: return "not a regular file";
+    }
+}
+
+int fs_open_regular(const char *path, const char *what, struct error *err)
+{
+    /* O_NONBLOCK: opening a FIFO for reading otherwise waits for a writer,
+     * for good; O_NOCTTY: a terminal must not become ours. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0) {
+        int saved = errno;
+        return error_set(err, -saved, "cannot open %s: %s", path, strerror(saved));
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        int saved = errno;
+        close(fd);
+        return error_set(err, -saved, "cannot stat %s: %s", path, strerror(saved));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return error_set(err, S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL, "%s is %s, not %s", path,
+                         fs_file_kind(st.st_mode), what);
+    }
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0) {
+        int saved = errno;
+        close(fd);
+        return error_set(err, -saved, "cannot read %s: %s", path, strerror(saved));
+    }
+    return fd;
 }

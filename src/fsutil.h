@@ -58,6 +58,14 @@ int fs_remove_temp_files(const char *directory, struct error *err);
 int64_t fs_file_size(const char *path, const char *suffix);
 
 /* Reads a whole (small) file; *data is NUL-terminated, caller frees. */
+/* "a FIFO", "a socket", "a character device", ... for a message. */
+const char *fs_file_kind(mode_t mode);
+
+/* Opens `path` read-only only if it is a regular file (a symlink to one is
+ * fine): a FIFO, device, socket or directory is refused without blocking,
+ * "PATH is a FIFO, not WHAT". Returns the descriptor or a negative code. */
+int fs_open_regular(const char *path, const char *what, struct error *err);
+
 int fs_read_file(const char *path, char **data, size_t *size, struct error *err);
 
 /* pread(2) / pwrite(2) of exactly `size` bytes at `offset`, retried after

@@ -50,6 +50,9 @@ struct s3_request {
     int download_fd;          /* >= 0: a 2xx body goes here (rewritten on retry) */
     bool body_may_hold_error; /* CompleteMultipartUpload can fail inside a 200 */
     int attempts;             /* 0: the target's tuning */
+    /* Clean-up sent after a stop (AbortMultipartUpload): not cancelled by
+     * the stop flag, but bounded to this many milliseconds in all. */
+    int64_t despite_stop_ms; /* 0: an ordinary request, cancelled on stop */
     /* Called with the bytes sent or received so far by this attempt; may be NULL. */
     void (*progress)(void *context, int64_t bytes);
     void *progress_context;

@@ -482,6 +482,8 @@ static enum s3_outcome attempt(struct s3_client *client, CURL *curl,
     }
     curl_easy_reset(curl); /* keeps the connection cache */
     set_common_options(client, curl, &transfer, error_buffer);
+    if (request->despite_stop_ms > 0)
+        curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (long)request->despite_stop_ms);
     set_method(curl, request);
     curl_easy_setopt(curl, CURLOPT_URL, url);
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
@@ -563,6 +565,17 @@ int s3_perform(struct s3_client *client, CURL *curl, const struct s3_request *re
 {
     const struct target_tuning *tuning = &client->target->tuning;
     char payload_hash[SIGV4_SHA256_HEX], what[1200], reason[CURL_ERROR_SIZE + 64];
+    /* Requests without an archive_io (list, delete) still end on the
+     * target's stop flag. */
+    struct archive_io with_stop = {0};
+    if (request->despite_stop_ms > 0) {
+        io = NULL;
+    } else if (!io || !io->stop) {
+        if (io)
+            with_stop = *io;
+        with_stop.stop = client->target->stop;
+        io = &with_stop;
+    }
     int rc = -EIO, attempts = request->attempts > 0 ? request->attempts : tuning->attempts;
 
     memset(response, 0, sizeof *response);

@@ -299,8 +299,9 @@ static int create_upload(struct multipart *upload, CURL *curl, const char *sha25
     return rc;
 }
 
-/* Best effort, one attempt even when stopping: a failed abort leaves parts
- * that a lifecycle rule (AbortIncompleteMultipartUpload) cleans up. */
+/* Best effort, one attempt even when stopping, of at most 3 s so that a
+ * server that never answers cannot hold up SIGTERM: a failed abort leaves
+ * parts that a lifecycle rule (AbortIncompleteMultipartUpload) cleans up. */
 static void abort_upload(struct multipart *upload, CURL *curl)
 {
     struct s3_request request = {.method = "DELETE", .key = upload->key, .download_fd = -1};
@@ -310,6 +311,7 @@ static void abort_upload(struct multipart *upload, CURL *curl)
     s3_describe_key(upload->client, upload->key, what, sizeof what);
     s3_request_add_parameter(&request, "uploadId", upload->upload_id);
     request.attempts = 1;
+    request.despite_stop_ms = 3000; /* SIGTERM ends everything within 5 s */
     int rc = s3_perform(upload->client, curl, &request, &response, NULL, &error);
     if (rc == -EOPNOTSUPP)
         log_event(LOG_NOTICE, NULL, NULL,

@@ -53,6 +53,24 @@ static int state_fail(struct state *state, struct error *err, const char *doing)
                      sqlite3_errmsg(state->db));
 }
 
+/* SQLite's open() of a FIFO blocks for good, also at -wal, -shm, -journal
+ * (see database.c): anything there but a regular file is refused first. */
+static int state_refuse_special_files(const char *path, struct error *err)
+{
+    static const char *const suffixes[] = {"", "-wal", "-shm", "-journal"};
+    for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+        char name[PATH_MAX + 16];
+        struct stat st;
+        snprintf(name, sizeof name, "%s%s", path, suffixes[i]);
+        if (stat(name, &st) == 0 && !S_ISREG(st.st_mode))
+            return error_set(err, -EINVAL,
+                             "%s is %s, not a database file: remove it (sqlprodd creates its "
+                             "state database itself)",
+                             name, fs_file_kind(st.st_mode));
+    }
+    return 0;
+}
+
 static int state_open_with_flags(const char *state_dir, int flags, struct state **out,
                                  struct error *err)
 {
@@ -63,7 +81,12 @@ static int state_open_with_flags(const char *state_dir, int flags, struct state 
         free(state);
         return error_set(err, -ENAMETOOLONG, "state_dir %s: path too long", state_dir);
     }
-    int rc = sqlite3_open_v2(state->path, &state->db, flags, NULL);
+    int rc = state_refuse_special_files(state->path, err);
+    if (rc != 0) {
+        free(state);
+        return rc;
+    }
+    rc = sqlite3_open_v2(state->path, &state->db, flags, NULL);
     if (rc != SQLITE_OK) {
         int code = rc == SQLITE_CANTOPEN ? -EACCES : -EIO;
         error_set(err, code, "cannot open state database %s: %s", state->path,

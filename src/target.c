@@ -39,6 +39,12 @@ void target_set_tuning(struct target *target, const struct target_tuning *tuning
         target->tuning.max_delay_ms = target->tuning.base_delay_ms;
 }
 
+void target_set_stop(struct target *target, const volatile sig_atomic_t *stop)
+{
+    if (target)
+        target->stop = stop;
+}
+
 bool target_stopped(const struct archive_io *io)
 {
     return io && io->stop && *io->stop;

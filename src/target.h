@@ -37,6 +37,11 @@ struct target_listing {
 int target_open(const struct target_config *config, struct target **out, struct error *err);
 void target_close(struct target *target);
 
+/* Every request of this target, including the ones that take no archive_io
+ * (list, delete), is given up and fails with -ECANCELED soon after *stop is
+ * set: a server that accepts and never answers must not outlast SIGTERM. */
+void target_set_stop(struct target *target, const volatile sig_atomic_t *stop);
+
 /* Uploads the local file at `path` under `key`. `sha256_hex` (may be NULL) is
  * stored as object metadata (x-amz-meta-sha256) and used for integrity checks.
  * Uses multipart above the part size. Honors io->stop. */

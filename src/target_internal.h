@@ -6,6 +6,7 @@
 #define SQLPRODD_TARGET_INTERNAL_H
 
 #include <limits.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -26,7 +27,8 @@ struct target {
     const struct target_operations *operations;
     struct target_tuning tuning;
     char description[PATH_MAX + 64];
-    void *implementation; /* struct dir_target, struct s3_client */
+    void *implementation;              /* struct dir_target, struct s3_client */
+    const volatile sig_atomic_t *stop; /* target_set_stop(); NULL: never */
 };
 
 int target_dir_open(const struct target_config *config, struct target *target, struct error *err);

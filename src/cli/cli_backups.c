@@ -117,6 +117,7 @@ int cli_backups(const struct config *config, int argc, char **argv)
             }
             struct target *target = NULL;
             int rc = target_open(db->upload.target, &target, &err);
+            target_set_stop(target, &cli_stop);
             if (rc == 0)
                 rc = remote_list_backups(target, db->name, &list, &err);
             target_close(target);

@@ -79,14 +79,18 @@ static void check_database(struct check_report *report, const struct database_co
 {
     char key[300], why[4400], directory[4096];
     snprintf(key, sizeof key, "databases.%s.path", db->name);
-    if (access(db->path, F_OK) != 0) {
-        check_problem(report, db->line, key, "%s does not exist (%s)", db->path, strerror(errno));
+    struct error err = {0};
+    /* Before any access(): says what is there (a FIFO, a dangling link) and
+     * tells "does not exist" from "permission denied". */
+    if (database_refuse_special_files(db->path, &err) != 0) {
+        check_problem(report, db->line, key, "%s", err.message);
         return;
     }
     if (access(db->path, R_OK | W_OK) != 0) {
         check_problem(report, db->line, key,
-                      "%s is not readable and writable by %s (%s): grant access (see README, "
-                      "\"Granting access to a database\")",
+                      "%s is not readable and writable by %s (%s): add the user to the file's "
+                      "group (or an ACL) and list the directory in ReadWritePaths= (see the "
+                      "README, \"Granting access to an application's database\")",
                       db->path, running_user(), strerror(errno));
         return;
     }
@@ -97,7 +101,6 @@ static void check_database(struct check_report *report, const struct database_co
                       "-shm files there",
                       directory, running_user());
     sqlite3 *connection = NULL;
-    struct error err = {0};
     if (database_open(db, true, &cli_stop, &connection, &err) != 0)
         check_problem(report, db->line, key, "%s", err.message);
     sqlite3_close(connection);
@@ -118,8 +121,11 @@ static void check_target(struct check_report *report, const struct target_config
     /* A listing under a prefix that holds nothing proves the credentials, the
      * bucket and the network at the cost of one short request, however many
      * backups the target holds. */
-    if (target_open(config, &target, &err) != 0 ||
-        target_list(target, "sqlprodd-check/", &listing, &err) != 0)
+    int rc = target_open(config, &target, &err);
+    target_set_stop(target, &cli_stop);
+    if (rc == 0)
+        rc = target_list(target, "sqlprodd-check/", &listing, &err);
+    if (rc != 0)
         check_problem(report, config->line, key, "%s", err.message);
     target_listing_free(&listing);
     target_close(target);

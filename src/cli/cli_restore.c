@@ -202,6 +202,7 @@ static int restore_fetch_remote(const struct restore_request *request, struct re
     struct target *target = NULL;
     const struct remote_backup *chosen = NULL;
     int rc = target_open(request->db->upload.target, &target, err);
+    target_set_stop(target, &cli_stop);
     if (rc == 0)
         rc = remote_list_backups(target, request->db->name, &list, err);
     if (rc != 0)

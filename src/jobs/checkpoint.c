@@ -64,10 +64,10 @@ int job_checkpoint(struct job_context *context, struct job_result *result)
         goto out;
     }
     if (db->checkpoint.mode != CHECKPOINT_PASSIVE && !blocked) {
-        sqlite3_busy_timeout(connection, db->checkpoint.max_wait_ms);
+        database_set_busy_timeout(connection, db->checkpoint.max_wait_ms, context->stop);
         rc = sqlite3_wal_checkpoint_v2(connection, NULL, (int)db->checkpoint.mode, &log_frames,
                                        &checkpointed);
-        if (rc == SQLITE_INTERRUPT) {
+        if (rc == SQLITE_INTERRUPT || (context->stop && *context->stop)) {
             rc = -ECANCELED;
             goto out;
         }

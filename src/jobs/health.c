@@ -214,11 +214,8 @@ static void judge_unreadable(struct verdict *verdict, const struct config *confi
     char restore[ADVICE_MAX];
     if (rc == -ENOENT)
         verdict_add(verdict, UNHEALTHY, "%s: check the path in the configuration", message);
-    else if (rc == -EACCES)
-        verdict_add(verdict, UNHEALTHY,
-                    "%s: give the sqlprodd user read and write access to the file and its "
-                    "directory (see the README)",
-                    message);
+    else if (rc == -EACCES) /* database.c's message carries the fix */
+        verdict_add(verdict, UNHEALTHY, "%s", message);
     else if (rc == -EBADMSG)
         verdict_add(verdict, UNHEALTHY,
                     "the database is corrupt (%.200s): stop the application and restore the newest "
@@ -228,6 +225,38 @@ static void judge_unreadable(struct verdict *verdict, const struct config *confi
                                     db->path, "--force", NULL));
     else
         verdict_add(verdict, UNHEALTHY, "cannot check the database: %s", message);
+}
+
+/*
+ * Busy is not broken: a database the application holds locked past
+ * busy_timeout_ms is degraded, and unhealthy only once it has stayed locked
+ * for health.locked_crit, counted from the first health run that found it
+ * locked (kept in state, so it survives restarts; cleared once it reads).
+ */
+static void judge_locked(struct verdict *verdict, struct job_context *context, time_t now)
+{
+    const struct database_config *db = context->database;
+    int64_t since = state_get_int(context->state, db->name, "locked_since");
+    if (since <= 0 || since > (int64_t)now) {
+        since = (int64_t)now;
+        if (context->state)
+            state_set_int(context->state, db->name, "locked_since", since);
+    }
+    char stamp[32], age[32], limit[32], holders[ADVICE_MAX];
+    struct tm tm;
+    time_t since_time = (time_t)since;
+    strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S UTC", gmtime_r(&since_time, &tm));
+    units_format_duration((int64_t)now - since, age, sizeof age);
+    units_format_duration(db->health.locked_crit_seconds, limit, sizeof limit);
+    bool critical = (int64_t)now - since >= db->health.locked_crit_seconds;
+    verdict_add(verdict, critical ? UNHEALTHY : DEGRADED,
+                "locked since %s (for %s): another connection holds a lock longer than "
+                "busy_timeout_ms (%d ms)%s%s; find it with `%s` and end its transaction, "
+                "or raise busy_timeout_ms if it holds transactions that long",
+                stamp, age, db->busy_timeout_ms,
+                critical ? ", longer than health.locked_crit "
+                         : ", unhealthy after health.locked_crit ",
+                limit, advice_command(holders, sizeof holders, "fuser", "-v", db->path, NULL));
 }
 
 static void judge_database(struct verdict *verdict, const struct config *config,
@@ -430,7 +459,11 @@ int job_health(struct job_context *context, struct job_result *result)
     rc = inspect_database(context, full, &found, &err);
     if (rc == -ECANCELED)
         return rc;
-    if (rc != 0) {
+    if (rc != -EBUSY && context->state)
+        state_set_int(context->state, db->name, "locked_since", 0);
+    if (rc == -EBUSY) {
+        judge_locked(&verdict, context, now);
+    } else if (rc != 0) {
         judge_unreadable(&verdict, context->config, db, rc, err.message);
     } else {
         int64_t wal = fs_file_size(db->path, "-wal");

@@ -117,6 +117,7 @@ int job_upload(struct job_context *context, struct job_result *result)
             }
             if (!target && (rc = target_open(db->upload.target, &target, &err)) != 0)
                 goto attempt_failed;
+            target_set_stop(target, context->stop);
             rc = upload_one(context, target, entry, &bytes, &err);
             /* Sent but not marked done would be sent again at every round. */
             if (rc == 0 && (rc = state_complete_upload(context->state, entry->id, &err)) != 0)
@@ -223,6 +224,7 @@ int job_prune_remote(struct job_context *context, struct job_result *result)
     size_t deleted = 0, kept = 0, orphans_deleted = 0, complete_count = 0;
     time_t now = time(NULL);
     int rc = target_open(db->upload.target, &target, &err);
+    target_set_stop(target, context->stop);
     if (rc == 0)
         rc = remote_list_backups(target, db->name, &list, &err);
     if (rc != 0) {

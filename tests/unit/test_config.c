@@ -182,6 +182,8 @@ static const struct bad_config bad_configs[] = {
      "2: defaults.backup.every: bad duration \"15x\": @DURATION 15x@"},
     {"bad size unit", "defaults = { health = { wal_crit = \"1PB\"; }; };\n" APP,
      "1: defaults.health.wal_crit: bad size \"1PB\": @SIZE 1PB@"},
+    {"bad health.locked_crit", "defaults = { health = { locked_crit = \"soon\"; }; };\n" APP,
+     "1: defaults.health.locked_crit: bad duration \"soon\": @DURATION soon@"},
     {"bad keep.within", "defaults = { upload = { keep = { within = \"soon\"; }; }; };\n" APP,
      "1: defaults.upload.keep.within: bad duration \"soon\": @DURATION soon@"},
     {"cron field out of range",

@@ -296,6 +296,8 @@ static void stop_during_a_transfer_cancels_and_aborts_the_upload(void **state)
     target_set_tuning(target, &tuning);
     struct stopper stopper = {.after_ms = 300};
     const struct archive_io io = {.stop = &stopper.stop};
+    /* As the upload job does: the abort is still sent after the stop. */
+    target_set_stop(target, &stopper.stop);
     pthread_t thread;
     struct timespec start;
     clock_gettime(CLOCK_MONOTONIC, &start);
