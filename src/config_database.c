@@ -391,7 +391,7 @@ static void read_job(struct config_reader *reader, const config_setting_t *paren
         config_value_ratio(reader, group, key, "freelist_crit", &settings->health.freelist_crit);
         config_value_duration(reader, group, key, "integrity_every", CONFIG_INTERVAL_MAXIMUM,
                               &settings->health.integrity_every_seconds);
-        config_value_duration(reader, group, key, "locked_crit",
+        config_value_duration(reader, group, key, "locked_crit", CONFIG_INTERVAL_MAXIMUM,
                               &settings->health.locked_crit_seconds);
         check_health_order(reader, group, key, &settings->health);
         break;
