@@ -434,20 +434,28 @@ static int read_top_level(struct config_reader *reader, const config_setting_t *
     return rc;
 }
 
+int config_compare_locations(const char *file_a, int line_a, size_t sequence_a,
+                             const char *file_b, int line_b, size_t sequence_b,
+                             const char *main_file)
+{
+    /* The main file first, then included files; each in line order. */
+    int a_included = strcmp(file_a, main_file) != 0;
+    int b_included = strcmp(file_b, main_file) != 0;
+    if (a_included != b_included)
+        return a_included - b_included;
+    int by_file = strcmp(file_a, file_b);
+    if (by_file != 0)
+        return by_file;
+    if (line_a != line_b)
+        return line_a < line_b ? -1 : 1;
+    return sequence_a < sequence_b ? -1 : sequence_a > sequence_b;
+}
+
 static int compare_mistakes(const void *left, const void *right, void *main_file)
 {
     const struct config_mistake *a = left, *b = right;
-    /* The main file first, then included files; each in line order. */
-    int a_included = strcmp(a->file, main_file) != 0;
-    int b_included = strcmp(b->file, main_file) != 0;
-    if (a_included != b_included)
-        return a_included - b_included;
-    int by_file = strcmp(a->file, b->file);
-    if (by_file != 0)
-        return by_file;
-    if (a->line_number != b->line_number)
-        return a->line_number < b->line_number ? -1 : 1;
-    return a->sequence < b->sequence ? -1 : a->sequence > b->sequence;
+    return config_compare_locations(a->file, a->line_number, a->sequence, b->file,
+                                    b->line_number, b->sequence, main_file);
 }
 
 /* Moves the mistakes into diag in file order; false when out of memory. */

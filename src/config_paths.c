@@ -14,6 +14,7 @@
  * loading a config never blocks and never changes a file.
  */
 #include "config_paths.h"
+#include "config_internal.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -623,16 +624,8 @@ static void paths_compare_owners(struct paths_check *check, size_t a_first, size
 static int compare_findings(const void *left, const void *right, void *main_file)
 {
     const struct finding *a = left, *b = right;
-    int a_included = strcmp(a->file, main_file) != 0;
-    int b_included = strcmp(b->file, main_file) != 0;
-    if (a_included != b_included)
-        return a_included - b_included;
-    int by_file = strcmp(a->file, b->file);
-    if (by_file != 0)
-        return by_file;
-    if (a->line_number != b->line_number)
-        return a->line_number < b->line_number ? -1 : 1;
-    return a->sequence < b->sequence ? -1 : a->sequence > b->sequence;
+    return config_compare_locations(a->file, a->line_number, a->sequence, b->file,
+                                    b->line_number, b->sequence, main_file);
 }
 
 static void paths_check_free(struct paths_check *check)
