@@ -638,10 +638,33 @@ static void paths_check_free(struct paths_check *check)
     free(check->places);
 }
 
+/* The textfile is replaced by a new regular file on every write: a FIFO,
+ * socket or device that stands there was put there for another purpose
+ * ("/dev/null" to silence it, as root, would lose the device). A symlink
+ * is fine: the rename replaces the link itself. A directory cannot be
+ * renamed over; one that holds what the config names is refused above. */
+static void paths_check_textfile_kind(struct paths_check *check)
+{
+    const struct config *config = check->config;
+    struct stat st;
+    if (!config->metrics_textfile || lstat(config->metrics_textfile, &st) != 0 ||
+        S_ISREG(st.st_mode) || S_ISLNK(st.st_mode) || S_ISDIR(st.st_mode))
+        return;
+    const struct config_origin *origin = &config->metrics_textfile_origin;
+    const char *file = origin->file ? origin->file : config->file;
+    char text[PATH_MAX + 512];
+    snprintf(text, sizeof text,
+             "metrics.textfile: \"%s\" is %s, not a file: the agent replaces the textfile with "
+             "a new regular file after every job; give metrics.textfile a path of its own",
+             config->metrics_textfile, fs_file_kind(st.st_mode));
+    paths_report(check, file, origin->line > 0 ? origin->line : 1, text);
+}
+
 int config_paths_check(const struct config *config, struct config_diagnostics *diag)
 {
     struct paths_check check = {.config = config};
     paths_collect(&check);
+    paths_check_textfile_kind(&check);
     /* Groups are contiguous: compare each pair of owners once. */
     for (size_t a = 0; a < check.count;) {
         size_t a_end = a;

@@ -150,7 +150,7 @@ int fs_fd_is_database(int fd)
     return memcmp(header, FS_SQLITE_HEADER, sizeof header) == 0;
 }
 
-int fs_refuse_to_replace_database(const char *path, struct error *err)
+int fs_refuse_to_replace(const char *path, struct error *err)
 {
     struct stat st;
     if (lstat(path, &st) != 0) {
@@ -160,7 +160,14 @@ int fs_refuse_to_replace_database(const char *path, struct error *err)
         return error_set(err, -saved, "cannot look at %s before replacing it: %s", path,
                          strerror(saved));
     }
-    if (!S_ISREG(st.st_mode) || st.st_size < (off_t)sizeof FS_SQLITE_HEADER)
+    if (S_ISLNK(st.st_mode))
+        return 0;
+    if (!S_ISREG(st.st_mode))
+        return error_set(err, -EEXIST,
+                         "refusing to replace %s: it is %s, not a file sqlprodd wrote; point the "
+                         "setting that names it at a path of its own",
+                         path, fs_file_kind(st.st_mode));
+    if (st.st_size < (off_t)sizeof FS_SQLITE_HEADER)
         return 0;
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) {
@@ -214,8 +221,8 @@ int fs_write_file_atomically(const char *path, const void *data, size_t size, mo
 
     /* Neither the file nor a stale temp may be a database: this writes only
      * small text files, so a database there is not one of ours. */
-    if ((rc = fs_refuse_to_replace_database(path, err)) != 0 ||
-        (rc = fs_refuse_to_replace_database(temp, err)) != 0)
+    if ((rc = fs_refuse_to_replace(path, err)) != 0 ||
+        (rc = fs_refuse_to_replace(temp, err)) != 0)
         goto out;
     /* A temp file left by a crash is ours to replace; O_EXCL after the unlink
      * makes sure we never write through a link someone put there. */
@@ -256,7 +263,7 @@ int fs_write_file_atomically(const char *path, const void *data, size_t size, mo
     }
     /* Again right before the rename: the file may have become a database
      * while the temp file was written. */
-    if ((rc = fs_refuse_to_replace_database(path, err)) != 0)
+    if ((rc = fs_refuse_to_replace(path, err)) != 0)
         goto out;
     if (rename(temp, path) < 0) {
         rc = -errno;

@@ -34,17 +34,19 @@ int fs_fd_is_database(int fd);
 
 /*
  * The second guard behind config_paths.c: 0 when sqlprodd may replace or
- * truncate `path` (absent, not a regular file, or not a SQLite database),
- * else -EEXIST with err naming the path (-errno when it cannot be read to
- * tell). Uses lstat, then opens with O_NONBLOCK|O_NOFOLLOW: it never
- * blocks on a FIFO nor reads through a symlink (renaming over a symlink
- * replaces the link, not what it points to).
+ * truncate `path`: absent, a symlink (renaming over it replaces the link,
+ * not what it points to), or a regular file that is not a SQLite database.
+ * Else -EEXIST with err naming the path and what it is: a database, or a
+ * FIFO, socket, device or directory, which an operator put there for
+ * another purpose (as root, a rename over "/dev/null" would replace the
+ * device). -errno when it cannot be read to tell. Uses lstat, then opens
+ * with O_NONBLOCK|O_NOFOLLOW: it never blocks on a FIFO.
  */
-int fs_refuse_to_replace_database(const char *path, struct error *err);
+int fs_refuse_to_replace(const char *path, struct error *err);
 
 /* Writes `data` to path via path + FS_TEMP_SUFFIX, fsync, rename, fsync dir.
- * Refuses (-EEXIST) when path or a stale temp file is a SQLite database:
- * sqlprodd never writes one through this, so it is not its own file. */
+ * Refuses (-EEXIST) what fs_refuse_to_replace refuses, at path or as a stale
+ * temp file: sqlprodd never writes those through this. */
 int fs_write_file_atomically(const char *path, const void *data, size_t size, mode_t mode,
                              struct error *err);
 
@@ -57,7 +59,6 @@ int fs_remove_temp_files(const char *directory, struct error *err);
  * not exist: a missing -wal file is an empty log, not an error. */
 int64_t fs_file_size(const char *path, const char *suffix);
 
-/* Reads a whole (small) file; *data is NUL-terminated, caller frees. */
 /* "a FIFO", "a socket", "a character device", ... for a message. */
 const char *fs_file_kind(mode_t mode);
 
@@ -66,6 +67,7 @@ const char *fs_file_kind(mode_t mode);
  * "PATH is a FIFO, not WHAT". Returns the descriptor or a negative code. */
 int fs_open_regular(const char *path, const char *what, struct error *err);
 
+/* Reads a whole (small) regular file; *data is NUL-terminated, caller frees. */
 int fs_read_file(const char *path, char **data, size_t *size, struct error *err);
 
 /* pread(2) / pwrite(2) of exactly `size` bytes at `offset`, retried after

@@ -142,8 +142,8 @@ static int dir_put_file(struct target *target, const char *key, const char *path
     }
     /* Archives and manifests are never raw databases: one under either name
      * is not ours to replace (a target path that names a live directory). */
-    if ((rc = fs_refuse_to_replace_database(destination, err)) != 0 ||
-        (rc = fs_refuse_to_replace_database(temp, err)) != 0) {
+    if ((rc = fs_refuse_to_replace(destination, err)) != 0 ||
+        (rc = fs_refuse_to_replace(temp, err)) != 0) {
         error_prefix(err, "%s: ", target->description);
         goto out;
     }

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -80,6 +81,9 @@ static int setup(void **state)
     make_file(tree->root, "w/app.db", true);
     make_file(tree->root, "w/other.db", true);
     char path[PATH_MAX], target[PATH_MAX];
+    snprintf(path, sizeof path, "%s/metrics/pipe.prom", tree->root);
+    if (mkfifo(path, 0600) != 0)
+        return -1;
     snprintf(path, sizeof path, "%s/w/link.db", tree->root);
     if (symlink("app.db", path) != 0)
         return -1;
@@ -268,6 +272,16 @@ static const struct hostile_case hostile_cases[] = {
      7,
      "metrics.textfile",
      "state_dir \"@/state\" (line 1)"},
+    {"textfile is a FIFO",
+     {.textfile = "@/metrics/pipe.prom"},
+     7,
+     "metrics.textfile",
+     "is a FIFO, not a file"},
+    {"textfile is a device (only looked at: never written by a check)",
+     {.textfile = "/dev/null"},
+     7,
+     "metrics.textfile",
+     "is a character device, not a file"},
     {"textfile is state_dir itself",
      {.textfile = "@/state"},
      7,
@@ -630,7 +644,7 @@ static void atomic_write_never_replaces_a_database(void **state)
     assert_int_equal(access(path, F_OK), -1);
 }
 
-static void atomic_write_replaces_its_own_text_files_and_fifos(void **state)
+static void atomic_write_replaces_its_own_text_files_and_nothing_else(void **state)
 {
     const struct tree *tree = *state;
     char path[PATH_MAX];
@@ -643,11 +657,38 @@ static void atomic_write_replaces_its_own_text_files_and_fifos(void **state)
     assert_int_equal(read(fd, text, sizeof text - 1), 4);
     close(fd);
     assert_string_equal(text, "new\n");
-    /* A short file and a FIFO are not databases, and looking never blocks. */
+    /* A FIFO, a device or a directory where the textfile goes was put there
+     * for another purpose: looking never blocks, and it is left as it is. */
+    struct stat st;
     snprintf(path, sizeof path, "%s/metrics/fifo.prom", tree->root);
     assert_int_equal(mkfifo(path, 0600), 0);
-    assert_int_equal(fs_refuse_to_replace_database(path, &err), 0);
-    assert_int_equal(fs_write_file_atomically(path, "m\n", 2, 0644, &err), 0);
+    assert_int_equal(fs_refuse_to_replace(path, &err), -EEXIST);
+    assert_non_null(strstr(err.message, "a FIFO"));
+    assert_int_equal(fs_write_file_atomically(path, "m\n", 2, 0644, &err), -EEXIST);
+    assert_int_equal(lstat(path, &st), 0);
+    assert_true(S_ISFIFO(st.st_mode));
+    snprintf(path, sizeof path, "%s/metrics/directory.prom", tree->root);
+    assert_int_equal(mkdir(path, 0700), 0);
+    assert_int_equal(fs_write_file_atomically(path, "m\n", 2, 0644, &err), -EEXIST);
+    assert_int_equal(lstat(path, &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+    /* As root (CI), a copy of /dev/null's device node: replacing it is what
+     * textfile = "/dev/null" would have done to the real one. */
+    snprintf(path, sizeof path, "%s/metrics/null.prom", tree->root);
+    if (mknod(path, S_IFCHR | 0666, makedev(1, 3)) == 0) {
+        assert_int_equal(fs_write_file_atomically(path, "m\n", 2, 0644, &err), -EEXIST);
+        assert_non_null(strstr(err.message, "a character device"));
+        assert_int_equal(lstat(path, &st), 0);
+        assert_true(S_ISCHR(st.st_mode));
+    }
+    /* A symlink is replaced as a link: what it points to is untouched. */
+    snprintf(path, sizeof path, "%s/metrics/link.prom", tree->root);
+    char target[PATH_MAX];
+    snprintf(target, sizeof target, "%s/metrics/plain.prom", tree->root);
+    assert_int_equal(symlink(target, path), 0);
+    assert_int_equal(fs_write_file_atomically(path, "l\n", 2, 0644, &err), 0);
+    assert_int_equal(lstat(path, &st), 0);
+    assert_true(S_ISREG(st.st_mode));
 }
 
 static void file_starts_with_sqlite_header(const char *path)
@@ -722,7 +763,7 @@ int main(void)
         cmocka_unit_test(paths_normalise_like_the_kernel_and_sqlite),
         cmocka_unit_test(restore_destination_may_not_land_on_what_the_config_owns),
         cmocka_unit_test(atomic_write_never_replaces_a_database),
-        cmocka_unit_test(atomic_write_replaces_its_own_text_files_and_fifos),
+        cmocka_unit_test(atomic_write_replaces_its_own_text_files_and_nothing_else),
         cmocka_unit_test(lock_file_that_is_a_database_is_not_truncated),
         cmocka_unit_test(dir_target_never_replaces_a_database),
     };
