@@ -434,9 +434,8 @@ static int read_top_level(struct config_reader *reader, const config_setting_t *
     return rc;
 }
 
-int config_compare_locations(const char *file_a, int line_a, size_t sequence_a,
-                             const char *file_b, int line_b, size_t sequence_b,
-                             const char *main_file)
+int config_compare_locations(const char *file_a, int line_a, size_t sequence_a, const char *file_b,
+                             int line_b, size_t sequence_b, const char *main_file)
 {
     /* The main file first, then included files; each in line order. */
     int a_included = strcmp(file_a, main_file) != 0;
@@ -454,8 +453,8 @@ int config_compare_locations(const char *file_a, int line_a, size_t sequence_a,
 static int compare_mistakes(const void *left, const void *right, void *main_file)
 {
     const struct config_mistake *a = left, *b = right;
-    return config_compare_locations(a->file, a->line_number, a->sequence, b->file,
-                                    b->line_number, b->sequence, main_file);
+    return config_compare_locations(a->file, a->line_number, a->sequence, b->file, b->line_number,
+                                    b->sequence, main_file);
 }
 
 /* Moves the mistakes into diag in file order; false when out of memory. */

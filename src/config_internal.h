@@ -114,9 +114,8 @@ void config_origin_record(struct config_reader *reader, const config_setting_t *
  * message" (key NULL) or "FILE:LINE: key: message". */
 /* Orders diagnostics: the main file first, then included files, each in
  * line order, ties in the order of discovery (a qsort_r comparison). */
-int config_compare_locations(const char *file_a, int line_a, size_t sequence_a,
-                             const char *file_b, int line_b, size_t sequence_b,
-                             const char *main_file);
+int config_compare_locations(const char *file_a, int line_a, size_t sequence_a, const char *file_b,
+                             int line_b, size_t sequence_b, const char *main_file);
 
 void config_report_at(struct config_reader *reader, const char *file, int line, const char *key,
                       const char *format, ...) __attribute__((format(printf, 5, 6)));

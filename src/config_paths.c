@@ -624,8 +624,8 @@ static void paths_compare_owners(struct paths_check *check, size_t a_first, size
 static int compare_findings(const void *left, const void *right, void *main_file)
 {
     const struct finding *a = left, *b = right;
-    return config_compare_locations(a->file, a->line_number, a->sequence, b->file,
-                                    b->line_number, b->sequence, main_file);
+    return config_compare_locations(a->file, a->line_number, a->sequence, b->file, b->line_number,
+                                    b->sequence, main_file);
 }
 
 static void paths_check_free(struct paths_check *check)

@@ -221,8 +221,7 @@ int fs_write_file_atomically(const char *path, const void *data, size_t size, mo
 
     /* Neither the file nor a stale temp may be a database: this writes only
      * small text files, so a database there is not one of ours. */
-    if ((rc = fs_refuse_to_replace(path, err)) != 0 ||
-        (rc = fs_refuse_to_replace(temp, err)) != 0)
+    if ((rc = fs_refuse_to_replace(path, err)) != 0 || (rc = fs_refuse_to_replace(temp, err)) != 0)
         goto out;
     /* A temp file left by a crash is ours to replace; O_EXCL after the unlink
      * makes sure we never write through a link someone put there. */
