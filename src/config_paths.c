@@ -220,9 +220,27 @@ static bool same_id(struct file_id a, struct file_id b)
     return a.device == b.device && a.inode == b.inode;
 }
 
+/* Files that come and go while the application and the agent run: a -wal
+ * is deleted at the last close, the textfile replaced after every job. */
+static bool place_is_transient(const struct place *place)
+{
+    return place->kind == PLACE_TEXTFILE || place->kind == PLACE_TEXTFILE_TEMP ||
+           place->kind == PLACE_COMPANION || place->kind == PLACE_RESTORE;
+}
+
+/* The same inode names the same file only if one of the two stayed in use
+ * between the two stat() calls: a database or a directory does, while two
+ * transient files may have been freed and created again on one inode number
+ * (seen: the textfile's old inode reused by a fresh -wal). */
+static bool place_same_file(const struct place *a, const struct place *b)
+{
+    return a->exists && b->exists && !(place_is_transient(a) && place_is_transient(b)) &&
+           same_id(a->id, b->id);
+}
+
 static bool place_equal(const struct place *a, const struct place *b)
 {
-    return strcmp(a->path, b->path) == 0 || (a->exists && b->exists && same_id(a->id, b->id));
+    return strcmp(a->path, b->path) == 0 || place_same_file(a, b);
 }
 
 /* Strictly inside: `child` is below `parent`. */
@@ -232,7 +250,7 @@ static bool place_inside(const struct place *child, const struct place *parent)
     if (strncmp(child->path, parent->path, length) == 0 &&
         (child->path[length] == '/' || (length == 1 && child->path[1] != '\0')))
         return true;
-    if (!parent->exists || place_equal(child, parent))
+    if (!parent->exists || place_is_transient(parent) || place_equal(child, parent))
         return false;
     for (size_t i = 0; i < child->ancestor_count; i++)
         if (same_id(child->ancestors[i], parent->id))

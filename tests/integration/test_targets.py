@@ -92,7 +92,7 @@ class S3TargetTest(S3TestCase):
         self.run_cli("backup", "app", check=0)
         result = self.run_cli("upload", "app")
         self.assertNotEqual(result.returncode, 0)
-        self.assertIn("accessible by group or others", result.stderr)
+        self.assertIn("(mode 0644, owner root:root) is accessible by others", result.stderr)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ and "/" in names are unit-tested in tests/unit/test_config.c; here the
 built binary is checked end to end."""
 import grp
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -79,8 +80,11 @@ class HostileInputTest(AgentTestCase):
             owner = f"root:{grp.getgrgid(os.stat(credentials).st_gid).gr_name}"
             self.assertIn(f"credentials file {credentials} (mode {mode:04o}, owner {owner}) "
                           f"{problem}", result.stderr)
-            fix = f"chown root:{ours} {credentials} && chmod 640 {credentials}"
-            self.assertIn(f"run '{fix}'", result.stderr)
+            # The fix as printed, between backquotes like every printed command.
+            printed = re.search(r"run `([^`]*)`", result.stderr)
+            self.assertIsNotNone(printed, result.stderr)
+            fix = printed.group(1)
+            self.assertEqual(fix, f"chown root:{ours} {credentials} && chmod 640 {credentials}")
             self.assertNotIn(WRONG_SECRET, result.stdout + result.stderr)
             result = self.run_cli("check")
             self.assertNotEqual(result.returncode, 0, f"check accepted mode {mode:o}")
