@@ -97,8 +97,10 @@ static bool runs_near_zone_change(time_t next)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size > 4096)
+    if (size > 4096) {
+        fuzz_outcome("skipped");
         return 0;
+    }
     const uint8_t *end = memchr(data, '\0', size);
     size_t text_size = end ? (size_t)(end - data) : size;
     const uint8_t *trailer = end ? end + 1 : data + size;
