@@ -96,6 +96,13 @@ subprocess.Popen.communicate = _communicate_watched
 subprocess.Popen.wait = _wait_watched
 
 
+def traced_environment():
+    """The environment for the binary under strace: LeakSanitizer cannot stop
+    the world under a tracer and would exit with the sanitizers' code (the
+    other asan.* runs look for leaks)."""
+    return dict(os.environ, ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") + ":detect_leaks=0")
+
+
 def create_database(path, rows=1000, wal=True, auto_vacuum=None, payload=200):
     """A database with a table of `rows` mixed text/number rows."""
     db = sqlite3.connect(path)
