@@ -108,6 +108,7 @@ class StartupCleanupTest(AgentTestCase):
         code, _ = self.stop_agent(agent)
         self.assertEqual(code, 0)
         log = self.agent_log()
+        self.assertNotIn("Sanitizer", log)
         started = log.index("started")
         for what in ("removed " + os.path.join(local, f"app-{OLD}.db.gz.sqlprodd-tmp"),
                      "left by an interrupted upload from dir " + self.offsite,
