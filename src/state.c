@@ -6,13 +6,16 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "fsutil.h"
 
@@ -107,10 +110,24 @@ int state_open(const char *state_dir, struct state **out, struct error *err)
     int rc = fs_make_directories(state_dir, 0700, err);
     if (rc != 0)
         return rc;
+    /* First-time commands started together each create the file, switch it
+     * to WAL and create the tables. Rollback-journal mode, which a new file
+     * starts in, answers SQLITE_BUSY without the busy handler when it meets
+     * another connection's hot journal (seen: "cannot initialise: database
+     * is locked"), so the set-up is taken in turns, under a lock on the
+     * directory that the kernel drops if the holder dies. It lasts
+     * milliseconds; readers (status) do not take it. */
+    int directory = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (directory < 0)
+        return error_set(err, -errno, "state_dir %s: %s", state_dir, strerror(errno));
+    while (flock(directory, LOCK_EX) != 0 && errno == EINTR) {
+    }
     struct state *state;
     rc = state_open_with_flags(state_dir, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &state, err);
-    if (rc != 0)
+    if (rc != 0) {
+        close(directory);
         return rc;
+    }
     chmod(state->path, 0600);
     int version = 0;
     sqlite3_stmt *statement = NULL;
@@ -145,6 +162,7 @@ int state_open(const char *state_dir, struct state **out, struct error *err)
     }
 out:
     sqlite3_finalize(statement);
+    close(directory); /* drops the set-up lock */
     if (rc != 0)
         state_close(state);
     else
