@@ -5,6 +5,8 @@
   valid gzip and a valid database, but not the one the manifest describes, is
   refused (the "damaged archive" tests corrupt the gzip stream, which gunzip
   refuses before any checksum is compared);
+- a backup whose copy fails verification is not kept (the "corrupt source"
+  test in test_backup.py is refused by the copy itself, before verification);
 - restore runs integrity_check on what it decompressed, even when the
   checksum matches;
 - the agent's start-up clean-up removes temp files and manifest-less archives
@@ -24,6 +26,27 @@ import unittest
 
 from harness import AgentTestCase, create_database
 from test_restore_live import corrupt_index
+
+
+def damage_one_index_entry(path, key):
+    """Changes the last byte of `key` where it is stored in an index leaf page
+    (page type 0x0a), leaving the table's copy of it alone."""
+    db = sqlite3.connect(path)
+    page_size = db.execute("PRAGMA page_size").fetchone()[0]
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    with open(path, "r+b") as f:
+        data = f.read()
+        at = data.find(key)
+        while at >= 0:
+            page = at // page_size
+            header = page * page_size + (100 if page == 0 else 0)
+            if data[header] == 0x0A:
+                f.seek(at + len(key) - 1)
+                f.write(b"y")
+                return
+            at = data.find(key, at + 1)
+    raise AssertionError(f"{key!r} is in no index page of {path}")
 
 
 class DataGuardsTest(AgentTestCase):
@@ -78,6 +101,20 @@ class DataGuardsTest(AgentTestCase):
         self.assertIn("failed integrity_check", result.stderr)
         self.assertFalse(os.path.exists(target), "nothing is written for a damaged database")
         self.assertEqual([f for f in os.listdir(self.dir) if "sqlprodd-tmp" in f], [])
+
+    def test_backup_whose_copy_fails_integrity_check_is_not_kept(self):
+        self.write_config(f'{{ name = "app"; path = "{self.db_path()}"; '
+                          f'backup = {{ verify = "integrity"; }}; }}')
+        self.run_cli("backup", "app", check=0)
+        good = self.archives()
+        time.sleep(1.1)
+        # An index entry that no longer matches its row, in sort order and
+        # well-formed: the copy (VACUUM INTO copies index b-trees as they are)
+        # succeeds, and only the copy's integrity_check can refuse it.
+        damage_one_index_entry(self.db_path(), b"item-1234-" + b"x" * 34)
+        result = self.run_cli("backup", "app", check=1)
+        self.assertRegex(result.stderr, r"the copy failed integrity_check")
+        self.assertEqual(self.archives(), good, "a backup that failed verification was kept")
 
     def test_agent_start_removes_temp_files_and_archives_without_manifest(self):
         self.write_config(f'{{ name = "app"; path = "{self.db_path()}"; }}')
