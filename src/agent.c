@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "config_paths.h"
+#include "fsutil.h"
 #include "jobs/job.h"
 #include "lock.h"
 #include "log.h"
@@ -277,6 +278,15 @@ static void agent_collect(struct agent *agent)
 
 static void agent_clean_up_after_crash(struct agent *agent)
 {
+    /* Everything directly in state_dir is ours (one agent per state_dir),
+     * so every temp file there is a leftover of a killed run. */
+    struct error state_err = {0};
+    int removed = fs_remove_temp_files(agent->config->state_dir, &state_err);
+    if (removed < 0)
+        log_event(LOG_WARNING, NULL, NULL, "%s", state_err.message);
+    else if (removed > 0)
+        log_event(LOG_NOTICE, NULL, NULL, "removed %d temp file%s left by an interrupted run in %s",
+                  removed, removed == 1 ? "" : "s", agent->config->state_dir);
     for (size_t i = 0; i < agent->database_count; i++) {
         const struct database_config *db = agent->databases[i].config;
         struct error err = {0};
@@ -286,10 +296,12 @@ static void agent_clean_up_after_crash(struct agent *agent)
         if (lock_acquire(&lock, agent->config->state_dir, db->name, "sqlprodd run (clean-up)",
                          false, NULL, NULL, 0, &err) != 0)
             continue;
-        int removed = job_clean_backup_directory(db, &err);
-        lock_release(&lock);
+        removed = job_clean_backup_directory(db, &err);
         if (removed < 0)
             log_event(LOG_WARNING, db->name, NULL, "%s", err.message);
+        if (job_clean_target(db, &err) < 0)
+            log_event(LOG_WARNING, db->name, NULL, "%s", err.message);
+        lock_release(&lock);
     }
 }
 

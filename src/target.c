@@ -153,6 +153,14 @@ int target_open(const struct target_config *config, struct target **out, struct 
     return 0;
 }
 
+int target_remove_temp_files(struct target *target, const char *directory_key, struct error *err)
+{
+    int rc = target_check_key(target, directory_key, err);
+    if (rc != 0 || !target->operations->remove_temp_files)
+        return rc;
+    return target->operations->remove_temp_files(target, directory_key, err);
+}
+
 void target_close(struct target *target)
 {
     if (!target)

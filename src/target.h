@@ -62,6 +62,14 @@ void target_listing_free(struct target_listing *listing);
 /* Deletes `key`; deleting a missing key is not an error. */
 int target_delete(struct target *target, const char *key, struct error *err);
 
+/* Removes what put_file calls killed midway left below `directory_key` (a
+ * database's NAME): a dir target's temp files, which no listing shows and
+ * nothing else would remove. S3 leaves none under a name: a PUT is atomic,
+ * and a multipart upload cut by SIGKILL is for the bucket's lifecycle rule
+ * (AbortIncompleteMultipartUpload). Call with the database's lock held.
+ * Returns how many were removed, or a negative error. */
+int target_remove_temp_files(struct target *target, const char *directory_key, struct error *err);
+
 /* A description for messages without secrets: "s3://bucket/prefix at endpoint", "dir /mnt/nas". */
 const char *target_describe(const struct target *target);
 

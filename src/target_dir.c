@@ -286,6 +286,16 @@ static int dir_delete(struct target *target, const char *key, struct error *err)
     return fs_sync_directory(path, err);
 }
 
+static int dir_remove_temp_files(struct target *target, const char *directory_key,
+                                 struct error *err)
+{
+    char directory[PATH_MAX];
+    int rc = dir_path_of(target, directory_key, directory, sizeof directory, err);
+    if (rc == 0 && (rc = fs_remove_temp_files(directory, err)) < 0)
+        error_prefix(err, "%s: ", target->description);
+    return rc;
+}
+
 static void dir_close(struct target *target)
 {
     free(target->implementation);
@@ -297,6 +307,7 @@ static const struct target_operations dir_operations = {
     .get_file = dir_get_file,
     .list = dir_list,
     .delete_object = dir_delete,
+    .remove_temp_files = dir_remove_temp_files,
     .close = dir_close,
 };
 

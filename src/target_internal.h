@@ -20,6 +20,8 @@ struct target_operations {
     int (*list)(struct target *target, const char *prefix, struct target_listing *out,
                 struct error *err);
     int (*delete_object)(struct target *target, const char *key, struct error *err);
+    /* NULL when an interrupted put_file leaves nothing under a name. */
+    int (*remove_temp_files)(struct target *target, const char *directory_key, struct error *err);
     void (*close)(struct target *target);
 };
 

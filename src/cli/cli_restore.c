@@ -57,6 +57,7 @@ struct restore_files {
     char downloaded_manifest[PATH_MAX];
     char output[PATH_MAX]; /* decompressed temp file beside PATH */
     char id[32];
+    char source[PATH_MAX + 1200]; /* the archive, as messages name it */
 };
 
 static int restore_usage(void)
@@ -184,6 +185,7 @@ static int restore_pick_local(const struct restore_request *request, struct rest
         snprintf(files->archive, sizeof files->archive, "%s", list.items[i].archive_path);
         snprintf(files->manifest, sizeof files->manifest, "%s", list.items[i].manifest_path);
         snprintf(files->id, sizeof files->id, "%s", list.items[i].id);
+        snprintf(files->source, sizeof files->source, "%s", files->archive);
         rc = 0;
         break;
     }
@@ -218,6 +220,9 @@ static int restore_fetch_remote(const struct restore_request *request, struct re
         goto out;
     }
     snprintf(files->id, sizeof files->id, "%s", chosen->id);
+    /* The key, not the temp copy: that one is gone when the message is read. */
+    snprintf(files->source, sizeof files->source, "%s on target %s", chosen->archive_key,
+             request->db->upload.target->name);
     snprintf(files->downloaded_archive, sizeof files->downloaded_archive, "%s.archive%s",
              request->to, FS_TEMP_SUFFIX);
     snprintf(files->downloaded_manifest, sizeof files->downloaded_manifest, "%s.manifest%s",
@@ -412,8 +417,7 @@ static int restore_unpack(const struct restore_request *request, struct restore_
         return error_set(err, -EBADMSG,
                          "archive %s does not match its manifest: sha256 %s, manifest says %s; "
                          "the copy is damaged, try another backup (--backup ID)",
-                         remote ? files->id : files->archive, unpacked.sha256,
-                         manifest.archive_sha256);
+                         files->source, unpacked.sha256, manifest.archive_sha256);
     *bytes = unpacked.output_bytes;
     rc = restore_verify_output(files->output, check, check_size, err);
     if (rc == 0)

@@ -79,6 +79,11 @@ int health_level_parse(const char *word);
  * database's backup directory. Call with the lock held. Returns the count. */
 int job_clean_backup_directory(const struct database_config *db, struct error *err);
 
+/* Removes the temp files an upload killed midway left on the database's
+ * target (target_remove_temp_files). Call with the lock held. Returns the
+ * count. */
+int job_clean_target(const struct database_config *db, struct error *err);
+
 /* Fills `out` with "result: message" helpers. */
 void job_result_set(struct job_result *result, enum job_outcome outcome, const char *format, ...)
     __attribute__((format(printf, 3, 4)));

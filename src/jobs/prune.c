@@ -19,6 +19,7 @@
 #include "job.h"
 #include "log.h"
 #include "retention.h"
+#include "target.h"
 
 int job_clean_backup_directory(const struct database_config *db, struct error *err)
 {
@@ -55,6 +56,25 @@ int job_clean_backup_directory(const struct database_config *db, struct error *e
     return removed;
 }
 
+int job_clean_target(const struct database_config *db, struct error *err)
+{
+    const struct target_config *config = db->upload.target;
+    struct target *target = NULL;
+    /* Opening an S3 target reads its credentials, for nothing: it leaves
+     * no temp files (target.h). */
+    if (!config || config->type != TARGET_DIR)
+        return 0;
+    int rc = target_open(config, &target, err);
+    if (rc == 0)
+        rc = target_remove_temp_files(target, db->name, err);
+    if (rc > 0)
+        log_event(LOG_NOTICE, db->name, NULL,
+                  "removed %d temp file%s left by an interrupted upload from %s", rc,
+                  rc == 1 ? "" : "s", target_describe(target));
+    target_close(target);
+    return rc;
+}
+
 int job_prune_local(struct job_context *context, struct job_result *result)
 {
     const struct database_config *db = context->database;
@@ -75,8 +95,8 @@ int job_prune_local(struct job_context *context, struct job_result *result)
         bool pending = false;
         items[i].created = list.items[i].manifest.created;
         items[i].verified = list.items[i].manifest.verified;
-        if (context->state &&
-            state_upload_is_pending(context->state, list.items[i].archive_path, &pending, &err) != 0) {
+        if (context->state && state_upload_is_pending(context->state, list.items[i].archive_path,
+                                                      &pending, &err) != 0) {
             /* When in doubt, keep: an unreadable queue must not cost a backup. */
             pending = true;
         }

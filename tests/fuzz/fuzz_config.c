@@ -15,13 +15,16 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "fuzz_outcome.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size > 64 * 1024 || memmem(data, size, "include", 7) != NULL)
+    if (size > 64 * 1024 || memmem(data, size, "include", 7) != NULL) {
+        fuzz_outcome("skipped");
         return 0;
+    }
     int fd = memfd_create("fuzz-config", MFD_CLOEXEC);
     if (fd < 0)
         return 0;
@@ -35,6 +38,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct config *config = NULL;
     struct config_diagnostics diag;
     int rc = config_load(path, &config, &diag);
+    fuzz_outcome(rc == 0 ? "accepted" : "refused");
     if (rc == 0) {
         /* Walk what was accepted, as the agent would. */
         for (size_t i = 0; i < config->database_count; i++)

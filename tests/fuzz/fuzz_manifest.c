@@ -11,14 +11,17 @@
 #include <string.h>
 
 #include "error.h"
+#include "fuzz_outcome.h"
 #include "manifest.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size > 256 * 1024)
+    if (size > 256 * 1024) {
+        fuzz_outcome("skipped");
         return 0;
+    }
     struct manifest *first = calloc(2, sizeof *first);
     struct error err = {0};
     char *json = NULL;
@@ -27,8 +30,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (manifest_from_json((const char *)data, size, &first[0], &err) != 0) {
         if (!err.message[0])
             abort(); /* a refusal always says why */
+        fuzz_outcome("refused");
         goto out;
     }
+    fuzz_outcome("accepted");
     if (manifest_to_json(&first[0], &json, &err) != 0)
         goto out;
     if (manifest_from_json(json, strlen(json), &first[1], &err) != 0)

@@ -4,19 +4,23 @@
  *
  * Not for: cron (fuzz_cron.c).
  */
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_outcome.h"
 #include "units.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size > 1024)
+    if (size > 1024) {
+        fuzz_outcome("skipped");
         return 0;
+    }
     char *text = malloc(size + 1);
     if (!text)
         return 0;
@@ -24,7 +28,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     text[size] = '\0';
     char why[256], formatted[64];
     int64_t value = 0;
+    bool size_ok = false, duration_ok = false;
     if (units_parse_size(text, &value, why, sizeof why) == 0) {
+        size_ok = true;
         if (value < 0)
             abort();
         units_format_size(value, formatted, sizeof formatted);
@@ -32,6 +38,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     }
     if (units_parse_duration(text, &value, why, sizeof why) == 0) {
+        duration_ok = true;
         if (value <= 0)
             abort();
         units_format_duration(value, formatted, sizeof formatted);
@@ -42,6 +49,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     } else if (!why[0]) {
         abort();
     }
+    fuzz_outcome(size_ok && duration_ok ? "size+duration"
+                 : size_ok              ? "size"
+                 : duration_ok          ? "duration"
+                                        : "refused");
     free(text);
     return 0;
 }

@@ -5,8 +5,10 @@ real SQLite databases; a separate writer *process* commits to them while the
 agent works, and records every error it sees, so "the application never saw
 SQLITE_BUSY" is measured, not assumed.
 """
+import glob
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -23,6 +25,82 @@ BIN = os.environ.get("SQLPRODD_BIN") or os.path.join(
 SOURCE_DIR = os.environ.get("SQLPRODD_SOURCE_DIR") or os.path.abspath(
     os.path.join(os.path.dirname(__file__), "..", ".."))
 WRITER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "writer.py")
+
+# A sanitizer finding fails the test whatever exit status the test expects
+# (many expect 1, a failed job, which is also what a sanitizer exits with by
+# default). tests/CMakeLists.txt gives the sanitizers exit codes sqlprodd never
+# uses (it exits 0, 1 or 2); setUp sends every ASan/LSan report of any process
+# the test starts to a file of its own (log_path: also when stderr is piped
+# away or the process runs as another user); and every output of the binary
+# that passes through here is searched for a report (UBSan ignores log_path
+# beside ASan and always writes to stderr).
+SANITIZER_EXIT_CODES = {99: "AddressSanitizer or LeakSanitizer", 98: "UndefinedBehaviorSanitizer"}
+SANITIZER_OPTIONS = {"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:exitcode=99",
+                     "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1:exitcode=98"}
+SANITIZER_REPORT = re.compile(r"ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error: ")
+_sanitizer_findings = []  # since the current test began
+
+
+def _runs_sqlprodd(args):
+    """True when a command line runs the binary under test (also behind
+    strace, setpriv, sh -c ...)."""
+    words = [args] if isinstance(args, (str, bytes)) else list(args)
+    return any(os.fsdecode(word) == BIN or
+               re.search(r"(^|/)sqlprodd(-asan)?(\s|$)", os.fsdecode(word)) for word in words)
+
+
+def sanitizer_report(text):
+    """The sanitizer report in a command's output, or None."""
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    match = SANITIZER_REPORT.search(text or "")
+    if not match:
+        return None
+    start = text.rfind("\n", 0, match.start()) + 1
+    return text[start:start + 6000]
+
+
+def _note_sanitizer_findings(process, outputs=()):
+    if not _runs_sqlprodd(process.args):
+        return
+    command = " ".join(os.fsdecode(a) for a in ([process.args] if isinstance(
+        process.args, (str, bytes)) else process.args))
+    if process.returncode in SANITIZER_EXIT_CODES:
+        _sanitizer_findings.append(f"{command}: exit {process.returncode}, the code of "
+                                   f"{SANITIZER_EXIT_CODES[process.returncode]}")
+    for output in outputs:
+        report = sanitizer_report(output)
+        if report:
+            _sanitizer_findings.append(f"{command}:\n{report}")
+
+
+# subprocess.run and every Popen the tests wait for pass through these two,
+# so a test that runs the binary itself is watched too.
+_popen_communicate = subprocess.Popen.communicate
+_popen_wait = subprocess.Popen.wait
+
+
+def _communicate_watched(self, *args, **kwargs):
+    outputs = _popen_communicate(self, *args, **kwargs)
+    _note_sanitizer_findings(self, [o for o in outputs if o])
+    return outputs
+
+
+def _wait_watched(self, *args, **kwargs):
+    code = _popen_wait(self, *args, **kwargs)
+    _note_sanitizer_findings(self)
+    return code
+
+
+subprocess.Popen.communicate = _communicate_watched
+subprocess.Popen.wait = _wait_watched
+
+
+def traced_environment():
+    """The environment for the binary under strace: LeakSanitizer cannot stop
+    the world under a tracer and would exit with the sanitizers' code (the
+    other asan.* runs look for leaks)."""
+    return dict(os.environ, ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") + ":detect_leaks=0")
 
 
 def create_database(path, rows=1000, wal=True, auto_vacuum=None, payload=200):
@@ -79,13 +157,57 @@ class AgentTestCase(unittest.TestCase):
         self.backup_dir = os.path.join(self.dir, "backups")
         self.config_path = os.path.join(self.dir, "sqlprodd.conf")
         self.processes = []
+        self.watch_sanitizers()
+
+    def watch_sanitizers(self):
+        """ASan/LSan reports of this test's processes go to files in a
+        directory of their own, writable by any user the test runs as."""
+        del _sanitizer_findings[:]
+        self.sanitizer_reported = set()  # each report fails the test once
+        self.sanitizer_dir = tempfile.mkdtemp(prefix="sqlprodd-sanitizer-")
+        os.chmod(self.sanitizer_dir, 0o1777)
+        saved = {name: os.environ.get(name) for name in SANITIZER_OPTIONS}
+        for name, default in SANITIZER_OPTIONS.items():
+            os.environ[name] = saved[name] or default  # run by hand, not by ctest
+        os.environ["ASAN_OPTIONS"] += f":log_path={self.sanitizer_dir}/report"
+
+        def restore():
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+            shutil.rmtree(self.sanitizer_dir, ignore_errors=True)
+        self.addCleanup(restore)
+
+    def sanitizer_findings(self):
+        """Every sanitizer report of this test so far: report files, the
+        agent log, and the outputs and exit codes of the binary."""
+        findings = list(dict.fromkeys(_sanitizer_findings))
+        for path in sorted(glob.glob(os.path.join(self.sanitizer_dir, "report*"))):
+            with open(path, errors="replace") as f:
+                findings.append(f"{path}:\n{f.read()[:6000]}")
+        report = sanitizer_report(self.agent_log())
+        if report:
+            findings.append(f"agent log:\n{report}")
+        return findings
+
+    def fail_on_sanitizer_findings(self):
+        findings = [f for f in self.sanitizer_findings() if f not in self.sanitizer_reported]
+        if findings:
+            self.sanitizer_reported.update(findings)
+            self.fail("a sanitizer reported an error (the test fails whatever exit "
+                      "status it expected):\n" + "\n".join(findings))
 
     def tearDown(self):
-        for process in self.processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        try:
+            for process in self.processes:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+            self.fail_on_sanitizer_findings()
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def db_path(self, name="app"):
         return os.path.join(self.dir, name + ".db")
@@ -114,6 +236,7 @@ class AgentTestCase(unittest.TestCase):
             environment.update(env)
         result = subprocess.run([BIN, "-c", self.config_path, *args], capture_output=True,
                                 text=True, env=environment, timeout=timeout)
+        self.fail_on_sanitizer_findings()
         if check is not None:
             self.assertEqual(result.returncode, check,
                              f"sqlprodd {' '.join(args)} exited {result.returncode}\n"

@@ -156,25 +156,6 @@ class BackupTest(AgentTestCase):
         after = hashlib.sha256(open(self.db_path(), "rb").read()).hexdigest()
         self.assertEqual(before, after)
 
-    def test_killed_backup_leaves_no_archive_and_next_start_cleans_up(self):
-        create_database(self.db_path(), rows=300000, payload=400)  # a few hundred MB of work
-        process = subprocess.Popen(self.cli_args("backup", "app"),
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        directory = os.path.join(self.backup_dir, "app")
-        # Kill it while it works: once its temp copy exists.
-        self.wait_for(lambda: os.path.isdir(directory) and any(
-            "sqlprodd-tmp" in f for f in os.listdir(directory)), what="the backup's temp file")
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        self.assertEqual(self.archives(), [], "no archive under a final name")
-        self.assertEqual(
-            [f for f in os.listdir(directory) if f.endswith(".json")], [])
-        # The agent cleans up leftovers at start-up.
-        agent = self.start_agent()
-        self.wait_for(lambda: not any("sqlprodd-tmp" in f for f in os.listdir(directory)),
-                      what="temp files removed")
-        self.stop_agent(agent)
-
     def test_sigterm_aborts_a_backup_cleanly(self):
         create_database(self.db_path(), rows=300000, payload=400)
         process = subprocess.Popen(self.cli_args("backup", "app"),

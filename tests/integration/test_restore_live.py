@@ -21,7 +21,7 @@ import sys
 import time
 import unittest
 
-from harness import BIN, AgentTestCase, create_database, row_count
+from harness import BIN, AgentTestCase, create_database, row_count, traced_environment
 
 
 def corrupt_index(path, index="items_name"):
@@ -228,7 +228,7 @@ class RestoreLiveTest(AgentTestCase):
              "trace=rename,renameat,renameat2", "-e",
              "inject=rename,renameat,renameat2:error=EIO", BIN, "-c", self.config_path,
              "restore", "app", "--to", self.live, "--force"],
-            capture_output=True, text=True, timeout=120)
+            capture_output=True, text=True, timeout=120, env=traced_environment())
         self.assertEqual(result.returncode, 1, result.stderr)
         self.assertIn("is back in place as it was", result.stderr)
         self.assertEqual(snapshot(self.live), before)
@@ -244,7 +244,7 @@ class RestoreLiveTest(AgentTestCase):
              "trace=rename,renameat,renameat2", "-e",
              "inject=rename,renameat,renameat2:signal=SIGTERM:when=1", BIN, "-c",
              self.config_path, "restore", "app", "--to", self.live, "--force"],
-            capture_output=True, text=True, timeout=120)
+            capture_output=True, text=True, timeout=120, env=traced_environment())
         self.assertEqual(result.returncode, 1, result.stderr)
         self.assertIn("stopped by a signal", result.stderr)
         self.assertEqual(snapshot(self.live), before)
@@ -260,7 +260,7 @@ class RestoreLiveTest(AgentTestCase):
             ["strace", "-f", "-qq", "-o", "/dev/null", "-P", temp, "-e", "trace=fsync,fdatasync",
              "-e", "inject=fsync,fdatasync:delay_exit=2000000:when=1", BIN, "-c",
              self.config_path, "restore", "app", "--to", target],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=traced_environment())
         self.wait_for(lambda: os.path.exists(temp), what="the restore to write its temp file")
         with open(target, "w") as f:
             f.write("precious")

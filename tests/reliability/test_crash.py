@@ -4,7 +4,9 @@ relies on:
 
 - every archive that has a manifest (locally and on the dir target) passes
   `gzip -t` and matches the manifest's sha256 and size; an archive without a
-  manifest is allowed only until the next run cleans it;
+  manifest is allowed only until the next run cleans it (remotely: until the
+  upload after the restart); a manifest without its archive never, locally
+  or remotely;
 - no backup that ever existed verified is lost: each is still kept locally
   or is complete on the target (local retention may drop only uploaded ones);
 - after a restart (the agent starts, runs, stops on SIGTERM; then an upload):
@@ -130,6 +132,17 @@ class CrashSafetyTest(AgentTestCase):
             if not os.path.isdir(directory):
                 continue
             names = set(os.listdir(directory))
+            # The upload puts the archive before its manifest and remote
+            # retention deletes the manifest first: a kill never leaves a
+            # manifest that points at nothing.
+            dangling = sorted(n for n in names if n.endswith(".db.gz.json") and n[:-5] not in names)
+            self.assertEqual(dangling, [], f"trial {trial}: remote {name}: manifests without "
+                                           f"their archive\n{self.tail_log()}")
+            if after_restart:
+                unfinished = sorted(n for n in names
+                                    if n.endswith(".db.gz") and n + ".json" not in names)
+                self.assertEqual(unfinished, [], f"trial {trial}: remote {name}: archives "
+                                                 f"without a manifest after the restart")
             for archive in names:
                 if not archive.endswith(".db.gz") or archive + ".json" not in names:
                     continue
@@ -223,7 +236,12 @@ def _verify_one(directory, archive):
             manifest = json.load(f)
     except (OSError, ValueError) as e:
         return [], [], [], [f"{archive}.json: unreadable: {e}"]
-    if sha256_file(path) != manifest.get("archive_sha256"):
+    if manifest.get("archive") != archive:
+        problems.append(f"{archive}: its manifest names {manifest.get('archive')!r}")
+    if os.path.getsize(path) != manifest.get("archive_bytes"):
+        problems.append(f"{archive}: {os.path.getsize(path)} bytes, its manifest says "
+                        f"{manifest.get('archive_bytes')}")
+    elif sha256_file(path) != manifest.get("archive_sha256"):
         problems.append(f"{archive}: sha256 does not match its manifest")
     elif not gzip_ok(path):
         problems.append(f"{archive}: gzip -t fails")

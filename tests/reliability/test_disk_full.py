@@ -4,6 +4,7 @@ runs out of space fails cleanly and says so, the older archive stays intact,
 no temp file is left, health turns degraded, and the next run succeeds once
 space is freed."""
 import os
+import re
 import subprocess
 import time
 import unittest
@@ -79,33 +80,47 @@ class DiskFullTest(AgentTestCase):
         self.assertEqual((len(verified), orphans, temps, problems), (2, [], [], []))
         self.assertEqual(self.health(), "healthy")
 
-    def test_state_dir_full(self):
+    def test_state_dir_full_refuses_to_work_until_space_is_freed(self):
+        """With state_dir full, nothing can be recorded: not the job's result,
+        not an upload to queue. A backup that could not be queued would stand
+        unprotected (RELIABILITY.md, B1), so the one right outcome is a
+        refusal before any work: `backup` exits 1 and writes no archive, the
+        agent exits 1 at start; both name the state database and the full
+        disk. Once space is freed both work again."""
         self.mount(self.state_dir, size="1m")
         self.run_cli("backup", "app", check=0)
+        directory = os.path.join(self.backup_dir, "app")
+        [first] = verify_archive_dir(directory)[0]
+        state_db = os.path.join(self.state_dir, "state.db")
+        refusal = re.escape(f"state database {state_db}: ") + r".*\(No space left on device\)"
         filler = os.path.join(self.state_dir, "filler")
         fill(filler, free_kib=0)
         time.sleep(1.05)
-        result = self.run_cli("backup", "app")
-        self.assertIn(result.returncode, (0, 1), f"no crash: {result.returncode}\n{result.stderr}")
-        if result.returncode == 1:
-            self.assertRegex(result.stderr, r"(?i)no space left", "a clear message")
-        verified, orphans, temps, problems = verify_archive_dir(os.path.join(self.backup_dir, "app"))
-        self.assertEqual((orphans, temps, problems), ([], [], []))
-        self.assertGreaterEqual(len(verified), 1)
-        # The agent either runs on or refuses to start, saying why; never a crash.
+
+        result = self.run_cli("backup", "app", check=1)
+        self.assertRegex(result.stderr, refusal)
+        self.assertEqual(verify_archive_dir(directory), ([first], [], [], []),
+                         "the old archive intact, no new one, nothing half-made")
+
         agent = self.start_agent()
-        time.sleep(2)
-        if agent.poll() is None:
-            code, _ = self.stop_agent(agent)
-            self.assertEqual(code, 0, self.agent_log())
-        else:
-            self.assertEqual(agent.returncode, 1, self.agent_log())
-            self.assertRegex(self.agent_log(), r"state.*No space left on device")
+        self.assertEqual(agent.wait(timeout=15), 1, f"the agent must refuse to start\n"
+                                                    f"{self.agent_log()}")
+        self.assertRegex(self.agent_log(), refusal)
         self.assertEqual([f for f in os.listdir(self.state_dir) if "sqlprodd-tmp" in f], [])
+        self.assertEqual(verify_archive_dir(directory), ([first], [], [], []))
+
         os.unlink(filler)
         time.sleep(1.05)
         self.run_cli("backup", "app", check=0)
-        self.assertEqual(self.status_json()["databases"][0]["uploads_pending"], 0)
+        self.assertEqual(len(verify_archive_dir(directory)[0]), 2)
+        refused_log = len(self.agent_log())
+        agent = self.start_agent()
+        self.wait_for(lambda: "started" in self.agent_log()[refused_log:],
+                      timeout=15, what="the agent to start once space is free")
+        code, _ = self.stop_agent(agent)
+        self.assertEqual(code, 0, self.agent_log())
+        [database] = self.status_json()["databases"]
+        self.assertEqual(database["uploads_pending"], 0)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
  * test_target_dir.c: the directory target on a real temp directory: durable
  * round trips, modes, listings by prefix that skip temp files, deletes,
  * refusal of a missing root (an unmounted NAS), of a changed source file and
- * of keys that would climb out of the root, and cancellation.
+ * of keys that would climb out of the root, cancellation, and the start-up
+ * removal of a killed upload's temp files.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -154,6 +155,47 @@ static void listing_filters_by_prefix_and_skips_temp_files(void **state)
     target_listing_free(&listing);
 }
 
+static void remove_temp_files_takes_only_what_a_killed_upload_left_of_that_database(void **state)
+{
+    struct fixture *fixture = *state;
+    char source[128], path[192];
+    struct error err = {0};
+    struct target_listing listing = {0};
+    snprintf(source, sizeof source, "%s/source", fixture->local);
+    write_bytes(source, 100, 6);
+    assert_int_equal(target_put_file(fixture->target, "app/app-1.db.gz", source, NULL, NULL, &err),
+                     0);
+    const char *leftovers[] = {"app/app-2.db.gz", "app/app-2.db.gz.json"};
+    const char *kept[] = {"other/other-2.db.gz", "application/x.db.gz"};
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/%s%s", fixture->root, leftovers[i], FS_TEMP_SUFFIX);
+        write_bytes(path, 10, 7);
+    }
+    /* Another database's directories, one a prefix of this name. */
+    snprintf(path, sizeof path, "%s/other", fixture->root);
+    mkdir(path, 0700);
+    snprintf(path, sizeof path, "%s/application", fixture->root);
+    mkdir(path, 0700);
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/%s%s", fixture->root, kept[i], FS_TEMP_SUFFIX);
+        write_bytes(path, 10, 8);
+    }
+
+    assert_int_equal(target_remove_temp_files(fixture->target, "app", &err), 2);
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/%s%s", fixture->root, leftovers[i], FS_TEMP_SUFFIX);
+        assert_int_equal(access(path, F_OK), -1);
+        snprintf(path, sizeof path, "%s/%s%s", fixture->root, kept[i], FS_TEMP_SUFFIX);
+        assert_int_equal(access(path, F_OK), 0);
+    }
+    assert_int_equal(target_list(fixture->target, "app/", &listing, &err), 0);
+    assert_int_equal(listing.count, 1); /* the complete object stays */
+    target_listing_free(&listing);
+    /* A database that never uploaded has no directory: nothing to do. */
+    assert_int_equal(target_remove_temp_files(fixture->target, "never", &err), 0);
+    assert_int_equal(target_remove_temp_files(fixture->target, "../x", &err), -EINVAL);
+}
+
 static void delete_removes_and_missing_is_fine(void **state)
 {
     struct fixture *fixture = *state;
@@ -259,6 +301,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(round_trip_keeps_bytes_and_private_modes, setup, teardown),
         cmocka_unit_test_setup_teardown(listing_filters_by_prefix_and_skips_temp_files, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(
+            remove_temp_files_takes_only_what_a_killed_upload_left_of_that_database, setup,
+            teardown),
         cmocka_unit_test_setup_teardown(delete_removes_and_missing_is_fine, setup, teardown),
         cmocka_unit_test_setup_teardown(get_of_a_missing_key_leaves_no_file_and_never_overwrites,
                                         setup, teardown),
