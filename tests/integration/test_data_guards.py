@@ -1,17 +1,10 @@
 """Data guards that no other test pinned down, found by the mutation check
 (tests/mutation/): each test here fails when its guard is disabled.
 
-- restore compares the archive's sha256 with the manifest: an archive that is
-  valid gzip and a valid database, but not the one the manifest describes, is
-  refused (the "damaged archive" tests corrupt the gzip stream, which gunzip
-  refuses before any checksum is compared);
 - a backup whose copy fails verification is not kept (the "corrupt source"
   test in test_backup.py is refused by the copy itself, before verification);
 - restore runs integrity_check on what it decompressed, even when the
-  checksum matches;
-- the agent's start-up clean-up removes temp files and manifest-less archives
-  by itself (a backup cleans the directory too, so a test that runs one after
-  the restart cannot tell);
+  checksum matches (test_restore_checksum.py has the checksum itself);
 - prune keeps the newest verified backup, as the manifests on disk say, and
   keeps everything when it cannot read the upload queue.
 """
@@ -58,25 +51,6 @@ class DataGuardsTest(AgentTestCase):
         listing = json.loads(self.run_cli("backups", "app", "--json", check=0).stdout)
         return {b["id"]: b["archive"] for b in listing}
 
-    def test_restore_refuses_a_valid_archive_that_is_not_the_one_its_manifest_names(self):
-        self.write_config(f'{{ name = "app"; path = "{self.db_path()}"; }}')
-        self.run_cli("backup", "app", check=0)
-        time.sleep(1.1)
-        create_database(self.db_path(), rows=50)  # different content, same schema
-        self.run_cli("backup", "app", check=0)
-        backups = self.backup_ids()
-        self.assertEqual(len(backups), 2)
-        older, newer = sorted(backups)
-        # The newer archive under the older one's name: gunzip and
-        # integrity_check pass, only the manifest's sha256 tells them apart.
-        shutil.copyfile(backups[newer], backups[older])
-        target = os.path.join(self.dir, "restored.db")
-        result = self.run_cli("restore", "app", "--to", target, "--backup", older, check=1)
-        self.assertIn("does not match its manifest", result.stderr)
-        self.assertNotIn("sha256 matches the manifest", result.stdout)
-        self.assertFalse(os.path.exists(target), "nothing is written for a mismatched archive")
-        self.assertEqual([f for f in os.listdir(self.dir) if "sqlprodd-tmp" in f], [])
-
     def test_restore_refuses_an_archive_that_fails_integrity_check_even_with_its_checksum(self):
         self.write_config(f'{{ name = "app"; path = "{self.db_path()}"; }}')
         self.run_cli("backup", "app", check=0)
@@ -115,35 +89,6 @@ class DataGuardsTest(AgentTestCase):
         result = self.run_cli("backup", "app", check=1)
         self.assertRegex(result.stderr, r"the copy failed integrity_check")
         self.assertEqual(self.archives(), good, "a backup that failed verification was kept")
-
-    def test_agent_start_removes_temp_files_and_archives_without_manifest(self):
-        self.write_config(f'{{ name = "app"; path = "{self.db_path()}"; }}')
-        self.run_cli("backup", "app", check=0)
-        [archive] = self.archives()
-        directory = os.path.join(self.backup_dir, "app")
-        # What a backup killed at each step leaves: a temp copy, a temp
-        # archive, and an archive renamed into place whose manifest was never
-        # written (its name is a second later, so it is not the kept one).
-        stamp = archive[len("app-"):-len(".db.gz")]
-        later = stamp[:-3] + "%02dZ" % ((int(stamp[-3:-1]) + 1) % 60)
-        orphan = os.path.join(directory, f"app-{later}.db.gz")
-        shutil.copyfile(os.path.join(directory, archive), orphan)
-        leftovers = [os.path.join(directory, "app.copy.sqlprodd-tmp"),
-                     os.path.join(directory, f"app-{later}.db.gz.sqlprodd-tmp")]
-        for path in leftovers:
-            with open(path, "wb") as f:
-                f.write(b"half a backup")
-        # No backup may run: only the start-up clean-up can remove them.
-        self.write_config(f'{{ name = "app"; path = "{self.db_path()}"; '
-                          f'backup = {{ enabled = false; }}; }}')
-        agent = self.start_agent()
-        self.wait_for(lambda: "started" in self.agent_log(), what="the agent's start")
-        self.stop_agent(agent)
-        for path in leftovers + [orphan]:
-            self.assertFalse(os.path.exists(path), f"{path} left after the agent's start")
-            self.assertIn(f"removed {path} left by an interrupted backup", self.agent_log())
-        self.assertEqual(self.archives(), [archive], "the complete backup is kept")
-        self.assertTrue(os.path.exists(os.path.join(directory, archive + ".json")))
 
     def test_prune_keeps_the_newest_verified_backup_whatever_the_rules(self):
         self.write_config(f'{{ name = "app"; path = "{self.db_path()}"; '
