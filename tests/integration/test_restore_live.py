@@ -291,22 +291,56 @@ class RestoreLiveTest(AgentTestCase):
         self.assertEqual(self.leftovers(self.dir), [])
 
     def test_waits_for_a_running_job_on_the_database_and_says_who(self):
+        # The backup is kept at work deterministically: the application holds
+        # its database exclusively, so the backup waits in SQLite's busy
+        # handler while it holds sqlprodd's database lock. (Waiting for a
+        # plain backup to be seen holding the lock was a race under load.)
         big = os.path.join(self.dir, "big.db")
-        create_database(big, rows=300000, payload=400)
+        create_database(big, rows=2000)
         self.write_config(f'{{ name = "app"; path = "{self.live}"; }}, '
-                          f'{{ name = "big"; path = "{big}"; }}')
+                          f'{{ name = "big"; path = "{big}"; busy_timeout_ms = 600000; }}')
         self.run_cli("backup", "big", check=0)
+        time.sleep(1.05)  # archive names have one-second resolution
+        application = subprocess.Popen(
+            [sys.executable, "-c",
+             "import sqlite3, sys\n"
+             "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+             "db.execute('PRAGMA locking_mode=EXCLUSIVE')\n"
+             "db.execute('BEGIN IMMEDIATE')\n"
+             "db.execute(\"INSERT INTO items (name) VALUES ('held')\")\n"
+             "print('locked', flush=True)\n"
+             "sys.stdin.read()\n"
+             "db.execute('ROLLBACK')\n"
+             "db.close()\n", big],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.processes.append(application)
+        self.assertEqual(application.stdout.readline().strip(), "locked")
         backup = subprocess.Popen([BIN, "-c", self.config_path, "backup", "big"],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.processes.append(backup)
         lock = os.path.join(self.state_dir, "locks", "big.lock")
         self.wait_for(lambda: os.path.exists(lock) and os.path.getsize(lock) > 0,
                       what="the backup to hold the lock")
-        result = self.run_cli("restore", "big", "--to", big, "--force", check=0)
-        self.assertRegex(result.stderr, r"waiting for the database lock, held by pid \d+, "
-                         r"sqlprodd backup")
-        self.assertEqual(backup.wait(timeout=300), 0)
-        self.assertEqual(row_count(big), 300000)
+        restore_log = os.path.join(self.dir, "restore.err")
+        with open(restore_log, "w") as log:
+            restore = subprocess.Popen([BIN, "-c", self.config_path, "restore", "big", "--to",
+                                        big, "--force"], stdout=subprocess.DEVNULL, stderr=log)
+        self.processes.append(restore)
+
+        def restore_says_it_waits():
+            with open(restore_log) as f:
+                return "waiting for the database lock" in f.read()
+        self.wait_for(restore_says_it_waits, what="restore to say it waits for the lock")
+        self.assertIsNone(restore.poll(), "restore waits while the backup works")
+        # The application stops: the backup ends, then the restore goes on.
+        application.stdin.close()
+        self.assertEqual(application.wait(timeout=60), 0)
+        self.assertEqual(backup.wait(timeout=120), 0)
+        self.assertEqual(restore.wait(timeout=120), 0)
+        with open(restore_log) as f:
+            self.assertRegex(f.read(), r"waiting for the database lock, held by pid \d+, "
+                             r"sqlprodd backup")
+        self.assertEqual(row_count(big), 2000)
 
     @unittest.skipUnless(os.geteuid() == 0 and shutil.which("setpriv"), "needs root and setpriv")
     def test_a_user_who_cannot_see_every_process_is_told_so(self):
