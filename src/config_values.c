@@ -51,42 +51,43 @@ static void mistake_add(struct config_reader *reader, char *file, int line, cons
     reader->mistake_count++;
 }
 
+/* Formats one mistake at FILE:LINE; takes `file` (allocated) over. */
+static void mistake_add_formatted(struct config_reader *reader, char *file, int line,
+                                  const char *key, const char *format, va_list args)
+{
+    char message[768];
+    vsnprintf(message, sizeof message, format, args);
+    mistake_add(reader, file, line > 0 ? line : 1, key, message);
+}
+
 void config_report(struct config_reader *reader, const config_setting_t *where, const char *key,
                    const char *format, ...)
 {
-    char message[768];
-    va_list args;
-    va_start(args, format);
-    vsnprintf(message, sizeof message, format, args);
-    va_end(args);
-
     char *file = config_source_name(reader, config_setting_source_file(where));
     if (!file) {
         reader->out_of_memory = true;
         return;
     }
-    /* The root group has no line of its own; a key missing there is
+    /* The root group has no line of its own (0): a key missing there is
      * reported at the top of the file. */
-    int line = config_setting_source_line(where);
-    if (line <= 0)
-        line = 1;
-    mistake_add(reader, file, line, key, message);
+    va_list args;
+    va_start(args, format);
+    mistake_add_formatted(reader, file, config_setting_source_line(where), key, format, args);
+    va_end(args);
 }
 
 void config_report_at(struct config_reader *reader, const char *file, int line, const char *key,
                       const char *format, ...)
 {
-    char message[768];
-    va_list args;
-    va_start(args, format);
-    vsnprintf(message, sizeof message, format, args);
-    va_end(args);
     char *copy = strdup(file);
     if (!copy) {
         reader->out_of_memory = true;
         return;
     }
-    mistake_add(reader, copy, line > 0 ? line : 1, key, message);
+    va_list args;
+    va_start(args, format);
+    mistake_add_formatted(reader, copy, line, key, format, args);
+    va_end(args);
 }
 
 char *config_source_name(const struct config_reader *reader, const char *file)
