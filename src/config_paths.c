@@ -78,7 +78,6 @@ struct paths_check {
     bool out_of_memory;
 };
 
-static const char *const companion_suffixes[] = {"-wal", "-shm", "-journal"};
 
 /* Appends the components of `tail` to the canonical `out`, folding "",
  * "." and ".." lexically: they name nothing that exists, so no symlink can
@@ -327,9 +326,9 @@ static void paths_collect(struct paths_check *check)
         if (!database->path || !database->name)
             continue;
         paths_add(check, PLACE_DATABASE, owner, i, NULL, "%s", database->path);
-        for (size_t s = 0; s < sizeof companion_suffixes / sizeof *companion_suffixes; s++)
-            paths_add(check, PLACE_COMPANION, owner, i, companion_suffixes[s], "%s%s",
-                      database->path, companion_suffixes[s]);
+        for (int part = 1; part < FS_DATABASE_PARTS; part++)
+            paths_add(check, PLACE_COMPANION, owner, i, fs_database_suffixes[part], "%s%s",
+                      database->path, fs_database_suffixes[part]);
         owner++;
         char directory[PATH_MAX];
         if (database->backup.dir &&

@@ -101,10 +101,9 @@ static int database_refuse_file(const char *path, const char *suffix, bool must_
 
 int database_refuse_special_files(const char *path, struct error *err)
 {
-    static const char *const companions[] = {"-wal", "-shm", "-journal"};
     int rc = database_refuse_file(path, "", true, err);
-    for (size_t i = 0; rc == 0 && i < sizeof companions / sizeof companions[0]; i++)
-        rc = database_refuse_file(path, companions[i], false, err);
+    for (int part = 1; rc == 0 && part < FS_DATABASE_PARTS; part++)
+        rc = database_refuse_file(path, fs_database_suffixes[part], false, err);
     return rc;
 }
 

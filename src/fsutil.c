@@ -137,6 +137,8 @@ int fs_rename_durably(const char *from, const char *to, struct error *err)
     return fs_sync_directory(directory, err);
 }
 
+const char *const fs_database_suffixes[FS_DATABASE_PARTS] = {"", "-wal", "-shm", "-journal"};
+
 #define FS_SQLITE_HEADER "SQLite format 3" /* and its terminating NUL: 16 bytes */
 
 int fs_fd_is_database(int fd)

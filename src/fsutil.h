@@ -59,6 +59,13 @@ int fs_remove_temp_files(const char *directory, struct error *err);
  * not exist: a missing -wal file is an empty log, not an error. */
 int64_t fs_file_size(const char *path, const char *suffix);
 
+/* A SQLite database is its file and the companions SQLite makes beside it:
+ * "", "-wal", "-shm", "-journal", the file first. Whoever checks, moves or
+ * protects a database handles all of them: a -wal or hot -journal left
+ * beside another file would be replayed into it. */
+#define FS_DATABASE_PARTS 4
+extern const char *const fs_database_suffixes[FS_DATABASE_PARTS];
+
 /* "a FIFO", "a socket", "a character device", ... for a message. */
 const char *fs_file_kind(mode_t mode);
 

@@ -13,11 +13,9 @@
 #include "fsutil.h"
 #include "manifest.h"
 
-const char *const replace_suffixes[REPLACE_PARTS] = {"", "-wal", "-shm", "-journal"};
-
 static int replace_part_path(char *out, size_t size, const char *base, int part)
 {
-    int n = snprintf(out, size, "%s%s", base, replace_suffixes[part]);
+    int n = snprintf(out, size, "%s%s", base, fs_database_suffixes[part]);
     return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
 }
 
@@ -126,7 +124,7 @@ int replace_put_in_place(struct replacement *replacement, const char *from, stru
     for (int part = 0; part < REPLACE_PARTS; part++)
         if (replacement->existed[part] && !replacement->moved[part])
             return error_set(err, -EEXIST, "%s%s was not moved aside", replacement->path,
-                             replace_suffixes[part]);
+                             fs_database_suffixes[part]);
     int rc = fs_rename_durably(from, replacement->path, err);
     if (rc == 0)
         replacement->placed = true;
@@ -176,7 +174,7 @@ void replace_describe_aside(const struct replacement *replacement, char *out, si
     for (int part = 1; part < REPLACE_PARTS && used < size; part++) {
         if (!replacement->moved[part])
             continue;
-        n = snprintf(out + used, size - used, "%s%s", separator, replace_suffixes[part]);
+        n = snprintf(out + used, size - used, "%s%s", separator, fs_database_suffixes[part]);
         used += n > 0 ? (size_t)n : 0;
         separator = ", ";
     }

@@ -24,11 +24,9 @@
 #include <time.h>
 
 #include "error.h"
+#include "fsutil.h"
 
-#define REPLACE_PARTS 4 /* the file, -wal, -shm, -journal */
-
-/* "", "-wal", "-shm", "-journal". */
-extern const char *const replace_suffixes[REPLACE_PARTS];
+#define REPLACE_PARTS FS_DATABASE_PARTS /* the file, -wal, -shm, -journal */
 
 struct replacement {
     char path[PATH_MAX];

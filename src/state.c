@@ -60,11 +60,10 @@ static int state_fail(struct state *state, struct error *err, const char *doing)
  * (see database.c): anything there but a regular file is refused first. */
 static int state_refuse_special_files(const char *path, struct error *err)
 {
-    static const char *const suffixes[] = {"", "-wal", "-shm", "-journal"};
-    for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+    for (int part = 0; part < FS_DATABASE_PARTS; part++) {
         char name[PATH_MAX + 16];
         struct stat st;
-        snprintf(name, sizeof name, "%s%s", path, suffixes[i]);
+        snprintf(name, sizeof name, "%s%s", path, fs_database_suffixes[part]);
         if (stat(name, &st) == 0 && !S_ISREG(st.st_mode))
             return error_set(err, -EINVAL,
                              "%s is %s, not a database file: remove it (sqlprodd creates its "

@@ -354,7 +354,7 @@ static void restore_remove_temp(const char *path)
 {
     char name[PATH_MAX + 16];
     for (int part = 0; part < REPLACE_PARTS; part++) {
-        snprintf(name, sizeof name, "%s%s", path, replace_suffixes[part]);
+        snprintf(name, sizeof name, "%s%s", path, fs_database_suffixes[part]);
         unlink(name);
     }
 }
