@@ -11,11 +11,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "agent.h"
+#include "agent/agent.h"
 #include "cli/cli.h"
-#include "config.h"
+#include "config/config.h"
 #include "jobs/job.h"
-#include "log.h"
+#include "core/log.h"
 #include "report/notify.h"
 
 static void print_usage(FILE *out)

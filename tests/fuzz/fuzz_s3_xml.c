@@ -11,10 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "error.h"
+#include "core/error.h"
 #include "fuzz_outcome.h"
-#include "s3.h"
-#include "target.h"
+#include "offsite/s3.h"
+#include "offsite/target.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

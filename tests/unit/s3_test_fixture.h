@@ -16,7 +16,7 @@
 #include <cmocka.h>
 
 #include "s3_test_server.h"
-#include "target.h"
+#include "offsite/target.h"
 
 struct s3_test_fixture {
     struct s3_test_server server;

@@ -16,9 +16,9 @@
 #include <pthread.h>
 #include <sys/socket.h>
 
-#include "archive.h"
+#include "archive/archive.h"
 #include "s3_test_fixture.h"
-#include "target.h"
+#include "offsite/target.h"
 
 static struct s3_test_fixture fixture;
 

@@ -13,9 +13,9 @@
 
 #include <cmocka.h>
 
-#include "archive.h"
+#include "archive/archive.h"
 #include "s3_test_fixture.h"
-#include "target.h"
+#include "offsite/target.h"
 
 static struct s3_test_fixture fixture;
 static char aws[512];
