@@ -9,7 +9,7 @@
 
 #include <signal.h>
 
-#include "config.h"
+#include "config/config.h"
 
 enum cli_exit { CLI_OK = 0, CLI_FAILED = 1, CLI_USAGE = 2 };
 

@@ -10,11 +10,11 @@
 #include <string.h>
 #include <time.h>
 
-#include "catalog.h"
-#include "cli.h"
-#include "remote.h"
-#include "target.h"
-#include "units.h"
+#include "archive/catalog.h"
+#include "cli/cli.h"
+#include "offsite/remote.h"
+#include "offsite/target.h"
+#include "core/units.h"
 
 static void print_local(const struct database_config *db, const struct backup_list *list, json_t *json)
 {

@@ -14,9 +14,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cli.h"
-#include "database.h"
-#include "target.h"
+#include "cli/cli.h"
+#include "db/database.h"
+#include "offsite/target.h"
 
 struct check_report {
     const struct config *config;

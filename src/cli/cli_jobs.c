@@ -8,11 +8,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cli.h"
+#include "cli/cli.h"
 #include "jobs/job.h"
-#include "log.h"
+#include "core/log.h"
 #include "report/metrics.h"
-#include "state.h"
+#include "db/state.h"
 
 volatile sig_atomic_t cli_stop;
 

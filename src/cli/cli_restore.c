@@ -26,19 +26,19 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "archive.h"
-#include "catalog.h"
-#include "cli.h"
-#include "config_paths.h"
-#include "database.h"
-#include "fsutil.h"
-#include "lock.h"
-#include "manifest.h"
-#include "openers.h"
-#include "remote.h"
-#include "replace.h"
+#include "archive/archive.h"
+#include "archive/catalog.h"
+#include "cli/cli.h"
+#include "config/config_paths.h"
+#include "db/database.h"
+#include "core/fsutil.h"
+#include "core/lock.h"
+#include "archive/manifest.h"
+#include "restore/openers.h"
+#include "offsite/remote.h"
+#include "restore/replace.h"
 #include "report/progress.h"
-#include "target.h"
+#include "offsite/target.h"
 
 struct restore_request {
     const struct config *config;

@@ -17,12 +17,12 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "cli.h"
-#include "fsutil.h"
+#include "cli/cli.h"
+#include "core/fsutil.h"
 #include "jobs/job.h"
-#include "lock.h"
-#include "state.h"
-#include "units.h"
+#include "core/lock.h"
+#include "db/state.h"
+#include "core/units.h"
 
 static const char *outcome_word(const struct job_record *record)
 {

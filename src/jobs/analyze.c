@@ -13,8 +13,8 @@
 #include <errno.h>
 #include <stdio.h>
 
-#include "database.h"
-#include "job.h"
+#include "db/database.h"
+#include "jobs/job.h"
 
 int job_analyze(struct job_context *context, struct job_result *result)
 {

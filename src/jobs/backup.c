@@ -31,17 +31,17 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "advice.h"
-#include "archive.h"
-#include "archive_early.h"
-#include "catalog.h"
-#include "copy_watch.h"
-#include "database.h"
-#include "fsutil.h"
-#include "job.h"
-#include "log.h"
-#include "manifest.h"
-#include "priority.h"
+#include "config/advice.h"
+#include "archive/archive.h"
+#include "archive/archive_early.h"
+#include "archive/catalog.h"
+#include "archive/copy_watch.h"
+#include "db/database.h"
+#include "core/fsutil.h"
+#include "jobs/job.h"
+#include "core/log.h"
+#include "archive/manifest.h"
+#include "core/priority.h"
 #include "report/progress.h"
 
 struct backup_paths {

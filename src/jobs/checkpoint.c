@@ -14,10 +14,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "advice.h"
-#include "database.h"
-#include "fsutil.h"
-#include "job.h"
+#include "config/advice.h"
+#include "db/database.h"
+#include "core/fsutil.h"
+#include "jobs/job.h"
 
 int job_checkpoint(struct job_context *context, struct job_result *result)
 {

@@ -16,11 +16,11 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "advice.h"
-#include "database.h"
-#include "fsutil.h"
-#include "job.h"
-#include "units.h"
+#include "config/advice.h"
+#include "db/database.h"
+#include "core/fsutil.h"
+#include "jobs/job.h"
+#include "core/units.h"
 
 /* Reasons are kept twice: "; "-joined for one-line places (the job message,
  * `status`) and newline-separated so that --json and /health can list them

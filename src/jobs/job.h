@@ -12,8 +12,8 @@
 #include <stdint.h>
 #include <time.h>
 
-#include "config.h"
-#include "state.h"
+#include "config/config.h"
+#include "db/state.h"
 
 enum job_kind {
     JOB_CHECKPOINT,

@@ -14,12 +14,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "catalog.h"
-#include "fsutil.h"
-#include "job.h"
-#include "log.h"
-#include "retention.h"
-#include "target.h"
+#include "archive/catalog.h"
+#include "core/fsutil.h"
+#include "jobs/job.h"
+#include "core/log.h"
+#include "policy/retention.h"
+#include "offsite/target.h"
 
 int job_clean_backup_directory(const struct database_config *db, struct error *err)
 {

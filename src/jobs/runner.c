@@ -8,9 +8,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "job.h"
-#include "lock.h"
-#include "log.h"
+#include "jobs/job.h"
+#include "core/lock.h"
+#include "core/log.h"
 
 static const char *const job_names[JOB_KIND_COUNT] = {
     [JOB_CHECKPOINT] = "checkpoint", [JOB_ANALYZE] = "analyze", [JOB_VACUUM] = "vacuum",

@@ -22,13 +22,13 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "catalog.h"
-#include "job.h"
-#include "log.h"
-#include "manifest.h"
-#include "remote.h"
-#include "retention.h"
-#include "target.h"
+#include "archive/catalog.h"
+#include "jobs/job.h"
+#include "core/log.h"
+#include "archive/manifest.h"
+#include "offsite/remote.h"
+#include "policy/retention.h"
+#include "offsite/target.h"
 
 #define UPLOAD_BATCH 16
 /* An archive without a manifest younger than this may be an upload under way

@@ -8,9 +8,9 @@
 #include <errno.h>
 #include <stdio.h>
 
-#include "advice.h"
-#include "database.h"
-#include "job.h"
+#include "config/advice.h"
+#include "db/database.h"
+#include "jobs/job.h"
 
 /* Pages freed per transaction: ~4 MiB at 4 KiB pages, a few milliseconds. */
 #define VACUUM_PAGES_PER_STEP 1000

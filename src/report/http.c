@@ -18,7 +18,7 @@
  * - HTTP_MEMORY_LIMIT bytes per connection for the request (a longer header
  *   is refused by libmicrohttpd); request bodies are never read.
  */
-#include "http.h"
+#include "report/http.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -37,9 +37,9 @@
 #include <unistd.h>
 
 #include "jobs/job.h"
-#include "log.h"
-#include "metrics.h"
-#include "state.h"
+#include "core/log.h"
+#include "report/metrics.h"
+#include "db/state.h"
 
 #define HTTP_CONNECTION_LIMIT 256
 /* libmicrohttpd's own limit sits above ours, so that it keeps accepting

@@ -10,8 +10,8 @@
 #ifndef SQLPRODD_HTTP_H
 #define SQLPRODD_HTTP_H
 
-#include "config.h"
-#include "error.h"
+#include "config/config.h"
+#include "core/error.h"
 
 struct http_server;
 

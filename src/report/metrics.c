@@ -3,7 +3,7 @@
  * database and stats files; never opens a managed database, so writing
  * metrics cannot disturb the application.
  */
-#include "metrics.h"
+#include "report/metrics.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -17,7 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "fsutil.h"
+#include "core/fsutil.h"
 #include "jobs/job.h"
 
 struct buffer {

@@ -9,9 +9,9 @@
 
 #include <stddef.h>
 
-#include "config.h"
-#include "error.h"
-#include "state.h"
+#include "config/config.h"
+#include "core/error.h"
+#include "db/state.h"
 
 /* Renders every family into a malloc'd text (caller frees). */
 int metrics_render(const struct config *config, struct state *state, char **text, size_t *size,

@@ -2,7 +2,7 @@
  * notify.c: sd_notify(3) messages, through libsystemd so the socket
  * protocol (abstract sockets, credentials) is systemd's own.
  */
-#include "notify.h"
+#include "report/notify.h"
 
 #include <stdio.h>
 #include <systemd/sd-daemon.h>

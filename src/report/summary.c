@@ -2,14 +2,14 @@
  * summary.c: the STATUS= line for systemd (see summary.h). Reads the state
  * database; computes nothing that the status command does not also show.
  */
-#include "summary.h"
+#include "report/summary.h"
 
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
 #include "jobs/job.h"
-#include "units.h"
+#include "core/units.h"
 
 void summary_status_line(const struct config *config, struct state *state, char *out,
                          size_t out_size)

@@ -7,8 +7,8 @@
 
 #include <stddef.h>
 
-#include "config.h"
-#include "state.h"
+#include "config/config.h"
+#include "db/state.h"
 
 void summary_status_line(const struct config *config, struct state *state, char *out,
                          size_t out_size);

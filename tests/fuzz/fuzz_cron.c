@@ -27,7 +27,7 @@
 #include <time.h>
 
 #include "fuzz_outcome.h"
-#include "schedule.h"
+#include "policy/schedule.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

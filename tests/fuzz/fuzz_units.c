@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "fuzz_outcome.h"
-#include "units.h"
+#include "core/units.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

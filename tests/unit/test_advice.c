@@ -16,8 +16,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "advice.h"
-#include "config.h"
+#include "config/advice.h"
+#include "config/config.h"
 
 /* What sh passes to printf for `command`, in `out`. */
 static size_t run_in_sh(const char *command, char *out, size_t size)

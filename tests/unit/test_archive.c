@@ -26,7 +26,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "archive.h"
+#include "archive/archive.h"
 #include "shell_command.h"
 
 /* Bigger than the 8 MiB progress step, so a callback fires mid-way. */

@@ -21,9 +21,9 @@
 
 #include <cmocka.h>
 
-#include "config.h"
-#include "schedule.h"
-#include "units.h"
+#include "config/config.h"
+#include "policy/schedule.h"
+#include "core/units.h"
 
 #define MIB (1024LL * 1024)
 

@@ -25,12 +25,12 @@
 
 #include <cmocka.h>
 
-#include "config.h"
-#include "config_paths.h"
-#include "error.h"
-#include "fsutil.h"
-#include "lock.h"
-#include "target.h"
+#include "config/config.h"
+#include "config/config_paths.h"
+#include "core/error.h"
+#include "core/fsutil.h"
+#include "core/lock.h"
+#include "offsite/target.h"
 
 static const char sqlite_header[16] = "SQLite format 3";
 

@@ -22,7 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "database.h"
+#include "db/database.h"
 
 static char directory[PATH_MAX], path[PATH_MAX];
 static sqlite3 *holder;

@@ -28,9 +28,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "archive.h"
-#include "archive_early.h"
-#include "copy_watch.h"
+#include "archive/archive.h"
+#include "archive/archive_early.h"
+#include "archive/copy_watch.h"
 #include "shell_command.h"
 
 #define MIB (1024 * 1024)

@@ -21,7 +21,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "fsutil.h"
+#include "core/fsutil.h"
 
 struct fixture {
     char root[PATH_MAX];

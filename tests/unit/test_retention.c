@@ -16,7 +16,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "retention.h"
+#include "policy/retention.h"
 
 #define HOUR 3600
 #define DAY  86400

@@ -22,7 +22,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "schedule.h"
+#include "policy/schedule.h"
 
 /* ---- helpers ---------------------------------------------------------- */
 

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sigv4.h"
+#include "offsite/sigv4.h"
 
 /* 2013-05-24T00:00:00Z, the time of every S3 example. */
 #define S3_EXAMPLE_TIME ((time_t)1369353600)

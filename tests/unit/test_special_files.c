@@ -26,8 +26,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "database.h"
-#include "fsutil.h"
+#include "db/database.h"
+#include "core/fsutil.h"
 
 /* Far more than any refusal takes; a blocking open() would never return. */
 #define HANG_SECONDS 5

@@ -19,9 +19,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "archive.h"
-#include "fsutil.h"
-#include "target.h"
+#include "archive/archive.h"
+#include "core/fsutil.h"
+#include "offsite/target.h"
 
 struct fixture {
     char root[64];  /* the target's path */

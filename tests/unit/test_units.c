@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "units.h"
+#include "core/units.h"
 
 /* ---- tables ----------------------------------------------------------- */
 

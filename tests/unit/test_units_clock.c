@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "units.h"
+#include "core/units.h"
 
 /* 2026-12-02T06:12:03Z */
 #define MOMENT ((time_t)1796191923)

@@ -1,0 +1,544 @@
+/*
+ * agent.c: the run loop (see agent.h). Not the jobs themselves (src/jobs/),
+ * nor how the status line or metrics are worded (src/report/).
+ */
+#include "agent/agent.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config/config_paths.h"
+#include "core/fsutil.h"
+#include "jobs/job.h"
+#include "core/lock.h"
+#include "core/log.h"
+#include "report/http.h"
+#include "report/metrics.h"
+#include "report/notify.h"
+#include "report/summary.h"
+#include "db/state.h"
+
+/* When a job could not take the database lock (a one-off holds it). */
+#define AGENT_RETRY_LOCKED_SECONDS 30
+
+struct agent_database {
+    const struct database_config *config;
+    time_t next_due[JOB_KIND_COUNT];
+    bool busy;
+};
+
+struct work_item {
+    size_t database;
+    enum job_kind kind;
+    struct job_result result;
+    struct work_item *next;
+};
+
+struct agent {
+    struct config *config;
+    const char *config_path;
+    struct state *state; /* the loop's own connection */
+    struct agent_database *databases;
+    size_t database_count;
+    struct config *pending_config; /* a reload waiting for running jobs to finish */
+
+    /* Worker pool: `queue` holds jobs to run, `finished` their results. */
+    pthread_t *workers;
+    int worker_count;
+    int running;
+    pthread_mutex_t mutex;
+    pthread_cond_t work_ready;
+    struct work_item *queue, *queue_tail, *finished;
+    bool shutting_down;
+    int wake_pipe[2]; /* workers write a byte when a job finishes */
+    struct http_server *http; /* metrics.listen; reads agent->config */
+    volatile sig_atomic_t stop;
+};
+
+static time_t agent_compute_due(struct agent *agent, const struct database_config *db,
+                                enum job_kind kind, time_t now)
+{
+    const struct schedule *schedule = job_schedule(db, kind);
+    if (schedule->kind == SCHEDULE_NONE)
+        return (time_t)-1;
+    struct job_record record = {0};
+    struct error err = {0};
+    if (state_get_job(agent->state, db->name, job_name(kind), &record, &err) != 0)
+        log_event(LOG_WARNING, db->name, job_name(kind), "%s", err.message);
+    return sched_next_due(schedule, record.last_started, now);
+}
+
+static int agent_build_databases(struct agent *agent, time_t now)
+{
+    struct agent_database *databases = calloc(agent->config->database_count + 1, sizeof *databases);
+    if (!databases)
+        return -ENOMEM;
+    for (size_t i = 0; i < agent->config->database_count; i++) {
+        databases[i].config = &agent->config->databases[i];
+        for (int kind = 0; kind < JOB_KIND_COUNT; kind++)
+            databases[i].next_due[kind] = agent_compute_due(agent, databases[i].config, kind, now);
+    }
+    free(agent->databases);
+    agent->databases = databases;
+    agent->database_count = agent->config->database_count;
+    return 0;
+}
+
+static void *agent_worker(void *argument)
+{
+    struct agent *agent = argument;
+    struct state *state = NULL;
+    struct error err = {0};
+    if (state_open(agent->config->state_dir, &state, &err) != 0)
+        log_event(LOG_ERR, NULL, NULL, "worker cannot open state: %s", err.message);
+
+    pthread_mutex_lock(&agent->mutex);
+    for (;;) {
+        while (!agent->queue && !agent->shutting_down)
+            pthread_cond_wait(&agent->work_ready, &agent->mutex);
+        if (!agent->queue)
+            break;
+        struct work_item *item = agent->queue;
+        agent->queue = item->next;
+        if (!agent->queue)
+            agent->queue_tail = NULL;
+        struct job_context context = {
+            .config = agent->config,
+            .database = agent->databases[item->database].config,
+            .state = state,
+            .stop = &agent->stop,
+            .who = "sqlprodd run",
+        };
+        pthread_mutex_unlock(&agent->mutex);
+
+        job_execute(item->kind, &context, &item->result);
+
+        pthread_mutex_lock(&agent->mutex);
+        item->next = agent->finished;
+        agent->finished = item;
+        ssize_t ignored = write(agent->wake_pipe[1], "x", 1);
+        (void)ignored;
+    }
+    pthread_mutex_unlock(&agent->mutex);
+    state_close(state);
+    return NULL;
+}
+
+static int agent_start_workers(struct agent *agent)
+{
+    agent->worker_count = agent->config->workers > 0 ? agent->config->workers : 1;
+    agent->workers = calloc((size_t)agent->worker_count, sizeof *agent->workers);
+    if (!agent->workers)
+        return -ENOMEM;
+    for (int i = 0; i < agent->worker_count; i++) {
+        int rc = pthread_create(&agent->workers[i], NULL, agent_worker, agent);
+        if (rc != 0) {
+            agent->worker_count = i;
+            return -rc;
+        }
+    }
+    return 0;
+}
+
+static void agent_stop_workers(struct agent *agent)
+{
+    pthread_mutex_lock(&agent->mutex);
+    agent->shutting_down = true;
+    pthread_cond_broadcast(&agent->work_ready);
+    pthread_mutex_unlock(&agent->mutex);
+    for (int i = 0; i < agent->worker_count; i++)
+        pthread_join(agent->workers[i], NULL);
+    free(agent->workers);
+    agent->workers = NULL;
+    while (agent->finished) {
+        struct work_item *item = agent->finished;
+        agent->finished = item->next;
+        free(item);
+    }
+}
+
+/* Which job of an idle database runs first when several are due: the
+ * earliest due, and on a tie the cheaper, more urgent one (enum order). */
+static int agent_pick_job(const struct agent_database *db, time_t now)
+{
+    int best = -1;
+    for (int kind = 0; kind < JOB_KIND_COUNT; kind++) {
+        time_t due = db->next_due[kind];
+        if (due == (time_t)-1 || due > now)
+            continue;
+        if (best < 0 || due < db->next_due[best])
+            best = kind;
+    }
+    return best;
+}
+
+static void agent_dispatch(struct agent *agent, time_t now)
+{
+    if (agent->pending_config || agent->stop)
+        return;
+    for (size_t i = 0; i < agent->database_count && agent->running < agent->worker_count; i++) {
+        struct agent_database *db = &agent->databases[i];
+        if (db->busy)
+            continue;
+        int kind = agent_pick_job(db, now);
+        if (kind < 0)
+            continue;
+        struct work_item *item = calloc(1, sizeof *item);
+        if (!item)
+            return;
+        item->database = i;
+        item->kind = (enum job_kind)kind;
+        db->busy = true;
+        db->next_due[kind] = (time_t)-1; /* recomputed when it finishes */
+        agent->running++;
+        pthread_mutex_lock(&agent->mutex);
+        if (agent->queue_tail)
+            agent->queue_tail->next = item;
+        else
+            agent->queue = item;
+        agent->queue_tail = item;
+        pthread_cond_signal(&agent->work_ready);
+        pthread_mutex_unlock(&agent->mutex);
+    }
+}
+
+/* Milliseconds until the next job of an idle database is due, or -1. */
+static int agent_sleep_ms(const struct agent *agent, time_t now)
+{
+    time_t earliest = (time_t)-1;
+    if (agent->pending_config || agent->running >= agent->worker_count)
+        return -1; /* a finishing job wakes us */
+    for (size_t i = 0; i < agent->database_count; i++) {
+        if (agent->databases[i].busy)
+            continue;
+        for (int kind = 0; kind < JOB_KIND_COUNT; kind++) {
+            time_t due = agent->databases[i].next_due[kind];
+            if (due != (time_t)-1 && (earliest == (time_t)-1 || due < earliest))
+                earliest = due;
+        }
+    }
+    if (earliest == (time_t)-1)
+        return -1;
+    if (earliest <= now)
+        return 0;
+    int64_t seconds = (int64_t)(earliest - now);
+    return seconds > 86400 ? 86400 * 1000 : (int)(seconds * 1000);
+}
+
+static void agent_update_reports(struct agent *agent)
+{
+    char line[1024];
+    summary_status_line(agent->config, agent->state, line, sizeof line);
+    notify_status(line);
+    if (agent->config->metrics_textfile) {
+        struct error err = {0};
+        if (metrics_write_textfile(agent->config, agent->state, &err) != 0)
+            log_event(LOG_WARNING, NULL, "metrics", "%s", err.message);
+    }
+}
+
+static void agent_collect(struct agent *agent)
+{
+    char drain[64];
+    while (read(agent->wake_pipe[0], drain, sizeof drain) > 0) {
+    }
+    pthread_mutex_lock(&agent->mutex);
+    struct work_item *finished = agent->finished;
+    agent->finished = NULL;
+    pthread_mutex_unlock(&agent->mutex);
+
+    time_t now = time(NULL);
+    while (finished) {
+        struct work_item *item = finished;
+        finished = item->next;
+        struct agent_database *db = &agent->databases[item->database];
+        db->busy = false;
+        agent->running--;
+        if (item->result.skipped)
+            db->next_due[item->kind] = now + AGENT_RETRY_LOCKED_SECONDS;
+        else
+            db->next_due[item->kind] = agent_compute_due(agent, db->config, item->kind, now);
+        /* A new archive should leave the machine now, not at the next retry tick. */
+        if (item->kind == JOB_BACKUP && item->result.outcome != JOB_OUTCOME_FAILED &&
+            db->config->upload.target)
+            db->next_due[JOB_UPLOAD] = now;
+        free(item);
+    }
+    agent_update_reports(agent);
+}
+
+static void agent_clean_up_after_crash(struct agent *agent)
+{
+    /* Everything directly in state_dir is ours (one agent per state_dir),
+     * so every temp file there is a leftover of a killed run. */
+    struct error state_err = {0};
+    int removed = fs_remove_temp_files(agent->config->state_dir, &state_err);
+    if (removed < 0)
+        log_event(LOG_WARNING, NULL, NULL, "%s", state_err.message);
+    else if (removed > 0)
+        log_event(LOG_NOTICE, NULL, NULL, "removed %d temp file%s left by an interrupted run in %s",
+                  removed, removed == 1 ? "" : "s", agent->config->state_dir);
+    for (size_t i = 0; i < agent->database_count; i++) {
+        const struct database_config *db = agent->databases[i].config;
+        struct error err = {0};
+        struct database_lock lock;
+        /* A one-off backup holding the lock may be between its rename and its
+         * manifest: its files are not leftovers. */
+        if (lock_acquire(&lock, agent->config->state_dir, db->name, "sqlprodd run (clean-up)",
+                         false, NULL, NULL, 0, &err) != 0)
+            continue;
+        removed = job_clean_backup_directory(db, &err);
+        if (removed < 0)
+            log_event(LOG_WARNING, db->name, NULL, "%s", err.message);
+        if (job_clean_target(db, &err) < 0)
+            log_event(LOG_WARNING, db->name, NULL, "%s", err.message);
+        lock_release(&lock);
+    }
+}
+
+/* Off unless metrics.listen is set. A port that cannot be bound is logged,
+ * not fatal: monitoring must not take the backups down with it. */
+static void agent_start_http(struct agent *agent)
+{
+    struct error err = {0};
+    if (!agent->config->metrics_listen)
+        return;
+    if (http_start(agent->config, &agent->http, &err) != 0)
+        log_event(LOG_ERR, NULL, "http", "%s", err.message);
+    else
+        log_event(LOG_INFO, NULL, "http", "serving /metrics and /health on %s",
+                  agent->config->metrics_listen);
+}
+
+static void agent_apply_reload(struct agent *agent)
+{
+    if (!agent->pending_config || agent->running > 0)
+        return;
+    /* Workers hold pointers into the config: swap only while none runs. */
+    agent_stop_workers(agent);
+    http_stop(agent->http); /* it reads the config too */
+    agent->http = NULL;
+    config_free(agent->config);
+    agent->config = agent->pending_config;
+    agent->pending_config = NULL;
+    agent->shutting_down = false;
+    log_set_level(agent->config->log_level);
+    agent_build_databases(agent, time(NULL));
+    agent_start_workers(agent);
+    agent_start_http(agent);
+    log_event(LOG_NOTICE, NULL, NULL, "configuration reloaded: %zu database%s",
+              agent->database_count, agent->database_count == 1 ? "" : "s");
+    char line[1024];
+    summary_status_line(agent->config, agent->state, line, sizeof line);
+    notify_ready(line);
+}
+
+static void agent_reload(struct agent *agent)
+{
+    struct config *fresh = NULL;
+    struct config_diagnostics diagnostics = {0};
+    notify_reloading();
+    log_event(LOG_NOTICE, NULL, NULL, "SIGHUP: reloading %s", agent->config_path);
+    if (config_load(agent->config_path, &fresh, &diagnostics) != 0) {
+        for (size_t i = 0; i < diagnostics.count; i++)
+            log_event(LOG_ERR, NULL, "reload", "%s", diagnostics.lines[i]);
+        log_event(LOG_ERR, NULL, "reload",
+                  "new configuration refused (%zu error%s); still running the previous one",
+                  diagnostics.count, diagnostics.count == 1 ? "" : "s");
+        config_diagnostics_free(&diagnostics);
+        char line[1024];
+        summary_status_line(agent->config, agent->state, line, sizeof line);
+        notify_ready(line);
+        return;
+    }
+    config_diagnostics_free(&diagnostics);
+    if (strcmp(fresh->state_dir, agent->config->state_dir) != 0)
+        log_event(LOG_WARNING, NULL, "reload", "state_dir changed: takes effect after a restart");
+    free(fresh->state_dir);
+    fresh->state_dir = strdup(agent->config->state_dir);
+    /* The new paths were checked against the new state_dir; the one kept
+     * running must not overlap them either. */
+    if (!fresh->state_dir || config_paths_check(fresh, &diagnostics) != 0) {
+        for (size_t i = 0; i < diagnostics.count; i++)
+            log_event(LOG_ERR, NULL, "reload", "%s (state_dir of the running agent)",
+                      diagnostics.lines[i]);
+        log_event(LOG_ERR, NULL, "reload",
+                  "new configuration refused; still running the previous one");
+        config_diagnostics_free(&diagnostics);
+        config_free(fresh);
+        char line[1024];
+        summary_status_line(agent->config, agent->state, line, sizeof line);
+        notify_ready(line);
+        return;
+    }
+    config_free(agent->pending_config);
+    agent->pending_config = fresh;
+    agent_apply_reload(agent);
+}
+
+static int agent_open_signals(sigset_t *mask)
+{
+    sigemptyset(mask);
+    sigaddset(mask, SIGHUP);
+    sigaddset(mask, SIGTERM);
+    sigaddset(mask, SIGINT);
+    /* Blocked before any thread starts, so only the loop's signalfd sees them. */
+    if (pthread_sigmask(SIG_BLOCK, mask, NULL) != 0)
+        return -errno;
+    signal(SIGPIPE, SIG_IGN);
+    int fd = signalfd(-1, mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    return fd < 0 ? -errno : fd;
+}
+
+/* On stop, jobs not yet started are forgotten: their schedules run them
+ * again after the restart. */
+static void agent_drop_queued(struct agent *agent)
+{
+    pthread_mutex_lock(&agent->mutex);
+    while (agent->queue) {
+        struct work_item *item = agent->queue;
+        agent->queue = item->next;
+        agent->databases[item->database].busy = false;
+        agent->running--;
+        free(item);
+    }
+    agent->queue_tail = NULL;
+    pthread_mutex_unlock(&agent->mutex);
+}
+
+static void agent_handle_signals(struct agent *agent, int signal_fd)
+{
+    struct signalfd_siginfo info;
+    while (read(signal_fd, &info, sizeof info) == (ssize_t)sizeof info) {
+        if (info.ssi_signo == SIGHUP) {
+            agent_reload(agent);
+        } else if (!agent->stop) {
+            agent->stop = 1;
+            agent_drop_queued(agent);
+            log_event(LOG_NOTICE, NULL, NULL, "%s: stopping, aborting %d running job%s",
+                      info.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT", agent->running,
+                      agent->running == 1 ? "" : "s");
+            notify_stopping("stopping");
+        }
+    }
+}
+
+int agent_run(struct config *config, const char *config_path)
+{
+    struct agent agent = {.config = config, .config_path = config_path,
+                          .wake_pipe = {-1, -1}};
+    struct error err = {0};
+    sigset_t mask;
+    int status = 1, signal_fd = -1;
+    struct database_lock agent_lock = {.fd = -1};
+    char who[4200];
+    pthread_mutex_init(&agent.mutex, NULL);
+    pthread_cond_init(&agent.work_ready, NULL);
+
+    log_set_level(config->log_level);
+    /* One agent per state_dir, and the lock `status` tests to say it runs. */
+    snprintf(who, sizeof who, "sqlprodd run -c %s", config_path);
+    if (lock_agent_acquire(&agent_lock, config->state_dir, who, &err) != 0) {
+        log_event(LOG_ERR, NULL, NULL, "%s", err.message);
+        notify_failure(err.message, -err.code);
+        goto out;
+    }
+    if (state_open(config->state_dir, &agent.state, &err) != 0) {
+        log_event(LOG_ERR, NULL, NULL, "%s", err.message);
+        notify_failure(err.message, -err.code);
+        goto out;
+    }
+    signal_fd = agent_open_signals(&mask);
+    if (signal_fd < 0 || pipe2(agent.wake_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+        log_event(LOG_ERR, NULL, NULL, "cannot set up signals: %s", strerror(errno));
+        notify_failure("cannot set up signals", errno);
+        goto out;
+    }
+    if (agent_build_databases(&agent, time(NULL)) != 0 || agent_start_workers(&agent) != 0) {
+        log_event(LOG_ERR, NULL, NULL, "out of memory or threads");
+        notify_failure("cannot start worker threads", ENOMEM);
+        goto out;
+    }
+    agent_clean_up_after_crash(&agent);
+
+    char line[1024];
+    summary_status_line(agent.config, agent.state, line, sizeof line);
+    log_event(LOG_NOTICE, NULL, NULL, "sqlprodd %s started: %zu database%s, %d worker%s, config %s",
+              SQLPRODD_VERSION, agent.database_count, agent.database_count == 1 ? "" : "s",
+              agent.worker_count, agent.worker_count == 1 ? "" : "s", config_path);
+    notify_ready(line);
+    agent_update_reports(&agent);
+    agent_start_http(&agent);
+
+    uint64_t watchdog_usec = notify_watchdog_interval();
+    struct timespec last_ping;
+    clock_gettime(CLOCK_MONOTONIC, &last_ping);
+    if (watchdog_usec)
+        notify_watchdog();
+
+    while (!agent.stop || agent.running > 0) {
+        time_t now = time(NULL);
+        agent_dispatch(&agent, now);
+        int timeout = agent.stop ? 1000 : agent_sleep_ms(&agent, now);
+        if (watchdog_usec) {
+            int watchdog_ms = (int)(watchdog_usec / 1000);
+            if (timeout < 0 || timeout > watchdog_ms)
+                timeout = watchdog_ms;
+        }
+        struct pollfd fds[2] = {{.fd = signal_fd, .events = POLLIN},
+                                {.fd = agent.wake_pipe[0], .events = POLLIN}};
+        int ready = poll(fds, 2, timeout);
+        if (ready < 0 && errno != EINTR) {
+            log_event(LOG_ERR, NULL, NULL, "poll: %s", strerror(errno));
+            break;
+        }
+        if (fds[0].revents & POLLIN)
+            agent_handle_signals(&agent, signal_fd);
+        if (fds[1].revents & POLLIN)
+            agent_collect(&agent);
+        agent_apply_reload(&agent);
+        if (watchdog_usec) {
+            struct timespec now_mono;
+            clock_gettime(CLOCK_MONOTONIC, &now_mono);
+            uint64_t elapsed = (uint64_t)(now_mono.tv_sec - last_ping.tv_sec) * 1000000ULL +
+                               (uint64_t)((now_mono.tv_nsec - last_ping.tv_nsec) / 1000);
+            if (elapsed >= watchdog_usec) {
+                notify_watchdog();
+                last_ping = now_mono;
+            }
+        }
+    }
+    status = 0;
+    log_event(LOG_NOTICE, NULL, NULL, "stopped");
+out:
+    http_stop(agent.http);
+    agent_stop_workers(&agent);
+    while (agent.queue) {
+        struct work_item *item = agent.queue;
+        agent.queue = item->next;
+        free(item);
+    }
+    if (signal_fd >= 0)
+        close(signal_fd);
+    if (agent.wake_pipe[0] >= 0) {
+        close(agent.wake_pipe[0]);
+        close(agent.wake_pipe[1]);
+    }
+    state_close(agent.state);
+    lock_agent_release(&agent_lock);
+    free(agent.databases);
+    config_free(agent.pending_config);
+    config_free(agent.config);
+    pthread_mutex_destroy(&agent.mutex);
+    pthread_cond_destroy(&agent.work_ready);
+    return status;
+}

@@ -1,0 +1,85 @@
+/*
+ * archive.h: turning a verified database copy into a gzip archive, and back.
+ *
+ * Streams with bounded memory (a few buffers, whatever the database size),
+ * computing the archive's SHA-256 (OpenSSL EVP) while writing it. The output
+ * is standard gzip that gunzip, zcat and zlib read. Nothing here renames into
+ * final names: the backup job owns that.
+ */
+#ifndef SQLPRODD_ARCHIVE_H
+#define SQLPRODD_ARCHIVE_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/error.h"
+
+#define ARCHIVE_SHA256_HEX 65
+
+/* What archive_compress_format writes. gzip is the default and what every
+ * tool reads; zstd (NAME-STAMP.db.zst) is smaller and faster to unpack. */
+enum archive_format { ARCHIVE_GZIP, ARCHIVE_ZSTD };
+
+/* Called now and then with bytes done out of total; may be NULL. */
+typedef void (*archive_progress_fn)(void *context, int64_t done, int64_t total);
+
+struct archive_early;
+
+struct archive_io {
+    const volatile sig_atomic_t *stop; /* non-zero: abort with -ECANCELED */
+    archive_progress_fn progress;
+    void *progress_context;
+    int threads;                 /* compression threads; 0 (as in older initialisers) means 2 */
+    bool background;             /* the agent's own schedule: compression threads run at the
+                                    lowest priority (priority.h) so the application's come first */
+    struct archive_early *early; /* blocks compressed while the source was still
+                                    being written (archive_early.h); may be NULL */
+};
+
+struct archive_result {
+    int64_t input_bytes;
+    int64_t output_bytes;
+    char sha256[ARCHIVE_SHA256_HEX]; /* of the output file, lowercase hex */
+};
+
+/* Compresses `source` into `destination` (created 0600, must not exist),
+ * gzip at libdeflate's `level` (1-9), fsyncs it. On any failure `destination` is removed.
+ * io may be NULL. The output is a series of gzip members, one per 1 MiB of
+ * input (so `gzip -l` shows only the last member's size; gunzip reads all).
+ * Errors: -EINVAL bad level, -EEXIST destination exists, -ECANCELED stop
+ * was set, other -errno from the system. */
+int archive_compress(const char *source, const char *destination, int level,
+                     const struct archive_io *io, struct archive_result *result, struct error *err);
+
+/* As archive_compress, in `format`: for ARCHIVE_ZSTD the output is a series
+ * of independent zstd frames, one per 1 MiB of input (`zstd -d` and
+ * libzstd read them all), and `level` is zstd's, 1-19. */
+int archive_compress_format(const char *source, const char *destination, enum archive_format format,
+                            int level, const struct archive_io *io, struct archive_result *result,
+                            struct error *err);
+
+/* backup.level is on gzip's 1-9 scale and means "an archive about as small
+ * as gzip -N makes, in the least time". These are the codecs' own levels
+ * that keep that promise: libdeflate 6 -> 5 (gzip -6's size within 2.5%,
+ * 1.5x faster than libdeflate 6), zstd 6 -> 3. */
+int archive_deflate_level(int gzip_level);
+int archive_zstd_level(int gzip_level);
+
+/* "gzip" / "zstd", and the archive's file name suffix ".db.gz" / ".db.zst". */
+const char *archive_format_name(enum archive_format format);
+const char *archive_format_suffix(enum archive_format format);
+
+/* Decompresses gzip or zstd `source` (told apart by their magic numbers;
+ * any number of gzip members or zstd frames) into `destination`
+ * (created 0600, must not exist), fsyncs it; result->sha256 is that of the
+ * *compressed input*, so the caller can check it against a manifest. On any
+ * failure (corrupt or truncated input included) `destination` is removed.
+ * A corrupt or truncated archive (or trailing garbage) is -EBADMSG. */
+int archive_decompress(const char *source, const char *destination, const struct archive_io *io,
+                       struct archive_result *result, struct error *err);
+
+/* SHA-256 of a file, lowercase hex. */
+int archive_sha256_file(const char *path, char hex[ARCHIVE_SHA256_HEX], struct error *err);
+
+#endif

@@ -1,0 +1,577 @@
+/*
+ * config_database.c: the `defaults` group and the `databases` list of
+ * sqlprodd.conf, and how they merge.
+ *
+ * Merge rules, in order builtin -> defaults -> database entry: a job group
+ * overrides the one before it key by key; `every` and `cron` are one key
+ * (giving either replaces the inherited schedule); `keep` is read as a whole
+ * and replaces the inherited policy, as restic reads a set of --keep-*
+ * flags. A mistake is reported once, where it is written: a bad default is
+ * not repeated for every database that inherits it.
+ *
+ * Not for the top-level keys or targets (config.c) nor for the wording of
+ * value errors (config_values.c).
+ */
+#include "config/config_internal.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/units.h"
+
+enum job {
+    JOB_CHECKPOINT,
+    JOB_ANALYZE,
+    JOB_VACUUM,
+    JOB_BACKUP,
+    JOB_UPLOAD,
+    JOB_HEALTH,
+    JOB_COUNT,
+};
+
+static const char *const job_names[JOB_COUNT] = {
+    "checkpoint", "analyze", "vacuum", "backup", "upload", "health",
+};
+
+#define SCHEDULE_KEYS "every", "cron", "enabled"
+static const char *const checkpoint_keys[] = {SCHEDULE_KEYS, "mode", "max_wait_ms", NULL};
+static const char *const analyze_keys[] = {SCHEDULE_KEYS, "optimize", "limit", NULL};
+static const char *const vacuum_keys[] = {SCHEDULE_KEYS, "pages", NULL};
+static const char *const backup_keys[] = {SCHEDULE_KEYS, "dir", "level", "verify", "compress", "keep", NULL};
+static const char *const upload_keys[] = {SCHEDULE_KEYS, "target", "keep", NULL};
+static const char *const health_keys[] = {SCHEDULE_KEYS,   "wal_warn",      "wal_crit",
+                                          "freelist_warn", "freelist_crit", "integrity_every",
+                                          "locked_crit",   NULL};
+static const char *const *const job_keys[JOB_COUNT] = {
+    checkpoint_keys, analyze_keys, vacuum_keys, backup_keys, upload_keys, health_keys,
+};
+static const char *const enforce_keys[] = {"journal_mode", "auto_vacuum", NULL};
+static const char *const enforce_journal_mode_names[] = {"wal", NULL};
+static const char *const enforce_auto_vacuum_names[] = {"none", "full", "incremental", NULL};
+static const char *const keep_keys[] = {"last",    "hourly", "daily",  "weekly",
+                                        "monthly", "yearly", "within", NULL};
+
+static const char *const defaults_keys[] = {"busy_timeout_ms", "checkpoint", "analyze", "vacuum",
+                                            "backup",          "upload",     "health",  "enforce", NULL};
+static const char *const database_keys[] = {"name",    "path",   "busy_timeout_ms", "checkpoint",
+                                            "analyze", "vacuum", "backup",          "upload",
+                                            "health",  "enforce", NULL};
+
+/* Keys written one level too high or low: say where they go. One table
+ * serves `defaults` and database entries, as keys known in a group are
+ * never looked up here. */
+static const struct config_misplaced_key misplaced_keys[] = {
+    {"name", "each database entry in databases = ( ... ) has its own name"},
+    {"path", "each database entry in databases = ( ... ) has its own path"},
+    {"every", "a schedule goes inside a job group, e.g. backup = { every = \"1h\"; }"},
+    {"cron", "a schedule goes inside a job group, e.g. analyze = { cron = \"30 3 * * *\"; }"},
+    {"enabled", "it goes inside a job group, e.g. vacuum = { enabled = false; }"},
+    {"mode", "it belongs in checkpoint = { ... }"},
+    {"max_wait_ms", "it belongs in checkpoint = { ... }"},
+    {"optimize", "it belongs in analyze = { ... }"},
+    {"pages", "it belongs in vacuum = { ... }"},
+    {"dir", "it belongs in backup = { ... }"},
+    {"level", "it belongs in backup = { ... }"},
+    {"verify", "it belongs in backup = { ... }"},
+    {"compress", "it belongs in backup = { ... }"},
+    {"keep", "it belongs in backup = { ... } or upload = { ... }"},
+    {"target", "it belongs in upload = { ... }"},
+    {"wal_warn", "it belongs in health = { ... }"},
+    {"wal_crit", "it belongs in health = { ... }"},
+    {"freelist_warn", "it belongs in health = { ... }"},
+    {"freelist_crit", "it belongs in health = { ... }"},
+    {"integrity_every", "it belongs in health = { ... }"},
+    {"locked_crit", "it belongs in health = { ... }"},
+    {"journal_mode", "it belongs in enforce = { ... }"},
+    {"auto_vacuum", "it belongs in enforce = { ... }"},
+    {NULL, NULL},
+};
+
+static const char *const checkpoint_mode_names[] = {"passive", "full", "restart", "truncate", NULL};
+static const char *const verify_mode_names[] = {"integrity", "quick", NULL};
+static const char *const compress_mode_names[] = {"gzip", "zstd", NULL};
+
+/* A database's settings while they are being merged. `enabled` is kept
+ * apart from the schedule so that a database can say `enabled = true` to
+ * turn back on a job its defaults turned off, with the inherited schedule. */
+struct database_draft {
+    struct database_config settings;
+    bool enabled[JOB_COUNT];
+};
+
+static struct schedule *draft_schedule(struct database_draft *draft, enum job job)
+{
+    struct database_config *settings = &draft->settings;
+    switch (job) {
+    case JOB_CHECKPOINT: return &settings->checkpoint.schedule;
+    case JOB_ANALYZE: return &settings->analyze.schedule;
+    case JOB_VACUUM: return &settings->vacuum.schedule;
+    case JOB_BACKUP: return &settings->backup.schedule;
+    case JOB_UPLOAD: return &settings->upload.schedule;
+    case JOB_HEALTH: return &settings->health.schedule;
+    default: break;
+    }
+    assert(!"unknown job");
+    return NULL;
+}
+
+static void schedule_every(struct schedule *schedule, int64_t seconds, const char *text)
+{
+    memset(schedule, 0, sizeof *schedule);
+    schedule->kind = SCHEDULE_EVERY;
+    schedule->every_seconds = seconds;
+    snprintf(schedule->text, sizeof schedule->text, "%s", text);
+}
+
+void config_database_release(struct database_config *database)
+{
+    free(database->name);
+    free(database->path);
+    free(database->backup.dir);
+    free(database->upload.target_name);
+    free(database->path_origin.file);
+    free(database->backup.dir_origin.file);
+    database->name = database->path = database->backup.dir = database->upload.target_name = NULL;
+    database->path_origin.file = database->backup.dir_origin.file = NULL;
+}
+
+/* The builtin defaults, as documented in config.h and etc/sqlprodd.conf. */
+static int draft_init_builtin(struct database_draft *draft)
+{
+    memset(draft, 0, sizeof *draft);
+    for (int job = 0; job < JOB_COUNT; job++)
+        draft->enabled[job] = true;
+    struct database_config *settings = &draft->settings;
+    settings->busy_timeout_ms = 5000;
+
+    schedule_every(&settings->checkpoint.schedule, 15 * 60, "15m");
+    settings->checkpoint.mode = CHECKPOINT_TRUNCATE;
+    settings->checkpoint.max_wait_ms = 2000;
+
+    struct schedule *analyze = &settings->analyze.schedule;
+    char why[128];
+    if (sched_parse_cron("30 3 * * *", &analyze->cron, why, sizeof why) != 0)
+        assert(!"the builtin analyze cron parses");
+    analyze->kind = SCHEDULE_CRON;
+    snprintf(analyze->text, sizeof analyze->text, "30 3 * * *");
+
+    schedule_every(&settings->vacuum.schedule, 6 * 3600, "6h");
+    settings->vacuum.pages = 0;
+    settings->analyze.limit = 1000;
+
+    schedule_every(&settings->backup.schedule, 3600, "1h");
+    settings->backup.dir = strdup("/var/backups/sqlprodd");
+    if (!settings->backup.dir)
+        return -ENOMEM;
+    settings->backup.level = 6;
+    settings->backup.verify = VERIFY_INTEGRITY;
+    settings->backup.compress = COMPRESS_GZIP;
+    settings->backup.keep = (struct keep_policy){.last = 24, .daily = 7, .weekly = 4, .monthly = 6};
+
+    /* The queue retry cadence; it only matters once a target is set. */
+    schedule_every(&settings->upload.schedule, 60, "1m");
+    settings->upload.keep = (struct keep_policy){.daily = 30, .monthly = 12};
+
+    schedule_every(&settings->health.schedule, 5 * 60, "5m");
+    settings->health.wal_warn_bytes = 100 * 1024 * 1024;
+    settings->health.wal_crit_bytes = 500 * 1024 * 1024;
+    settings->health.freelist_warn = 0.2;
+    settings->health.freelist_crit = 0.5;
+    settings->health.integrity_every_seconds = 86400;
+    settings->health.locked_crit_seconds = 15 * 60;
+    settings->enforce.auto_vacuum = ENFORCE_AUTO_VACUUM_UNSET;
+    return 0;
+}
+
+static int copy_string(char **out, const char *text)
+{
+    *out = NULL;
+    if (!text)
+        return 0;
+    *out = strdup(text);
+    return *out ? 0 : -ENOMEM;
+}
+
+/* A deep copy: each database owns its strings. */
+static int draft_copy(struct database_draft *to, const struct database_draft *from)
+{
+    *to = *from;
+    to->settings.name = to->settings.path = NULL;
+    to->settings.path_origin.file = NULL;
+    /* Nothing may still point at `from`'s strings if a copy below fails. */
+    to->settings.backup.dir = to->settings.upload.target_name = NULL;
+    to->settings.backup.dir_origin.file = NULL;
+    if (copy_string(&to->settings.backup.dir, from->settings.backup.dir) != 0 ||
+        copy_string(&to->settings.backup.dir_origin.file, from->settings.backup.dir_origin.file) !=
+            0 ||
+        copy_string(&to->settings.upload.target_name, from->settings.upload.target_name) != 0) {
+        config_database_release(&to->settings);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+/* The member `name` of `parent` when it is a group; reports it otherwise. */
+static const config_setting_t *group_member(struct config_reader *reader,
+                                            const config_setting_t *parent, const char *key,
+                                            const char *name)
+{
+    const config_setting_t *member = config_setting_get_member(parent, name);
+    if (!member)
+        return NULL;
+    if (config_setting_type(member) != CONFIG_TYPE_GROUP) {
+        config_report(reader, member, key, "expected a group { ... }, got %s",
+                      config_type_phrase(member));
+        return NULL;
+    }
+    return member;
+}
+
+/* The group `name` inside `parent`, its unknown keys reported, with its
+ * full key (for messages) in `key`; NULL when absent or not a group. */
+static const config_setting_t *subgroup(struct config_reader *reader,
+                                        const config_setting_t *parent, const char *parent_key,
+                                        const char *name, const char *const *allowed,
+                                        char key[CONFIG_KEY_SIZE])
+{
+    config_key_join(key, CONFIG_KEY_SIZE, parent_key, name);
+    const config_setting_t *group = group_member(reader, parent, key, name);
+    if (group)
+        config_check_keys(reader, group, key, allowed, NULL);
+    return group;
+}
+
+/* `keep` replaces the inherited policy as a whole. */
+static void read_keep(struct config_reader *reader, const config_setting_t *job_group,
+                      const char *job_key, struct keep_policy *keep)
+{
+    char key[CONFIG_KEY_SIZE];
+    const config_setting_t *group = subgroup(reader, job_group, job_key, "keep", keep_keys, key);
+    if (!group)
+        return;
+    struct keep_policy policy = {0};
+    config_value_int(reader, group, key, "last", 0, INT_MAX, &policy.last);
+    config_value_int(reader, group, key, "hourly", 0, INT_MAX, &policy.hourly);
+    config_value_int(reader, group, key, "daily", 0, INT_MAX, &policy.daily);
+    config_value_int(reader, group, key, "weekly", 0, INT_MAX, &policy.weekly);
+    config_value_int(reader, group, key, "monthly", 0, INT_MAX, &policy.monthly);
+    config_value_int(reader, group, key, "yearly", 0, INT_MAX, &policy.yearly);
+    config_value_duration(reader, group, key, "within", CONFIG_RETENTION_MAXIMUM,
+                          &policy.within_seconds);
+    *keep = policy;
+}
+
+static void read_upload_target(struct config_reader *reader, const config_setting_t *group,
+                               const char *key, const struct config *config,
+                               struct upload_settings *upload)
+{
+    if (config_value_string(reader, group, key, "target", &upload->target_name) != CONFIG_VALUE_SET)
+        return;
+    /* `target = ""` is how one database opts out of a default target. */
+    if (upload->target_name[0] == '\0') {
+        free(upload->target_name);
+        upload->target_name = NULL;
+        return;
+    }
+    if (config_find_target(config, upload->target_name))
+        return;
+
+    const config_setting_t *member = config_setting_get_member(group, "target");
+    char target_key[CONFIG_KEY_SIZE];
+    config_key_join(target_key, sizeof target_key, key, "target");
+    const char *names[64];
+    size_t count = 0;
+    char list[512] = "";
+    size_t used = 0;
+    for (size_t i = 0; i < config->target_count && count < 64; i++) {
+        /* A duplicate name is reported at its target; list it once here. */
+        if (!config->targets[i].name ||
+            config_find_target(config, config->targets[i].name) != &config->targets[i])
+            continue;
+        names[count++] = config->targets[i].name;
+        int written = snprintf(list + used, sizeof list - used, "%s\"%s\"", used ? ", " : "",
+                               config->targets[i].name);
+        if (written > 0 && (size_t)written < sizeof list - used)
+            used += (size_t)written;
+    }
+    const char *suggestion = config_closest(upload->target_name, names, count);
+    if (suggestion)
+        config_report(reader, member, target_key, "no target named \"%s\" (did you mean \"%s\"?)",
+                      upload->target_name, suggestion);
+    else if (count == 0)
+        config_report(reader, member, target_key,
+                      "no target named \"%s\" (no targets are defined: add one to targets = ( "
+                      "... ))",
+                      upload->target_name);
+    else
+        config_report(reader, member, target_key, "no target named \"%s\" (targets: %s)",
+                      upload->target_name, list);
+}
+
+/* warn <= crit is checked where one of the two is written, on the merged
+ * values, so an inherited threshold is compared with the one given here. */
+static void check_health_order(struct config_reader *reader, const config_setting_t *group,
+                               const char *key, const struct health_settings *health)
+{
+    const config_setting_t *wal_warn = config_setting_get_member(group, "wal_warn");
+    const config_setting_t *wal_crit = config_setting_get_member(group, "wal_crit");
+    if ((wal_warn || wal_crit) && health->wal_warn_bytes > health->wal_crit_bytes) {
+        char warn_text[32], crit_text[32], member_key[CONFIG_KEY_SIZE];
+        units_format_size(health->wal_warn_bytes, warn_text, sizeof warn_text);
+        units_format_size(health->wal_crit_bytes, crit_text, sizeof crit_text);
+        config_key_join(member_key, sizeof member_key, key, wal_warn ? "wal_warn" : "wal_crit");
+        config_report(reader, wal_warn ? wal_warn : wal_crit, member_key,
+                      "wal_warn (%s) must not be above wal_crit (%s)", warn_text, crit_text);
+    }
+    const config_setting_t *free_warn = config_setting_get_member(group, "freelist_warn");
+    const config_setting_t *free_crit = config_setting_get_member(group, "freelist_crit");
+    if ((free_warn || free_crit) && health->freelist_warn > health->freelist_crit) {
+        char member_key[CONFIG_KEY_SIZE];
+        config_key_join(member_key, sizeof member_key, key,
+                        free_warn ? "freelist_warn" : "freelist_crit");
+        config_report(reader, free_warn ? free_warn : free_crit, member_key,
+                      "freelist_warn (%g) must not be above freelist_crit (%g)",
+                      health->freelist_warn, health->freelist_crit);
+    }
+}
+
+static void read_job(struct config_reader *reader, const config_setting_t *parent,
+                     const char *parent_key, enum job job, const struct config *config,
+                     struct database_draft *draft)
+{
+    char key[CONFIG_KEY_SIZE];
+    const config_setting_t *group =
+        subgroup(reader, parent, parent_key, job_names[job], job_keys[job], key);
+    if (!group)
+        return;
+    config_value_schedule(reader, group, key, draft_schedule(draft, job), &draft->enabled[job]);
+
+    struct database_config *settings = &draft->settings;
+    int choice;
+    switch (job) {
+    case JOB_CHECKPOINT:
+        if (config_value_choice(reader, group, key, "mode", checkpoint_mode_names, &choice) ==
+            CONFIG_VALUE_SET)
+            settings->checkpoint.mode = (enum checkpoint_mode)choice;
+        config_value_int(reader, group, key, "max_wait_ms", 0, INT_MAX,
+                         &settings->checkpoint.max_wait_ms);
+        break;
+    case JOB_ANALYZE:
+        config_value_bool(reader, group, key, "optimize", &settings->analyze.optimize);
+        config_value_int(reader, group, key, "limit", 0, INT_MAX, &settings->analyze.limit);
+        break;
+    case JOB_VACUUM:
+        config_value_int(reader, group, key, "pages", 0, INT_MAX, &settings->vacuum.pages);
+        break;
+    case JOB_BACKUP:
+        if (config_value_path(reader, group, key, "dir", &settings->backup.dir) == CONFIG_VALUE_SET)
+            config_origin_record(reader, group, "dir", strcmp(parent_key, "defaults") == 0,
+                                 &settings->backup.dir_origin);
+        config_value_int(reader, group, key, "level", 1, 9, &settings->backup.level);
+        if (config_value_choice(reader, group, key, "compress", compress_mode_names, &choice) ==
+            CONFIG_VALUE_SET)
+            settings->backup.compress = (enum compress_mode)choice;
+        if (config_value_choice(reader, group, key, "verify", verify_mode_names, &choice) ==
+            CONFIG_VALUE_SET)
+            settings->backup.verify = (enum verify_mode)choice;
+        read_keep(reader, group, key, &settings->backup.keep);
+        break;
+    case JOB_UPLOAD:
+        read_upload_target(reader, group, key, config, &settings->upload);
+        read_keep(reader, group, key, &settings->upload.keep);
+        break;
+    case JOB_HEALTH:
+        config_value_size(reader, group, key, "wal_warn", &settings->health.wal_warn_bytes);
+        config_value_size(reader, group, key, "wal_crit", &settings->health.wal_crit_bytes);
+        config_value_ratio(reader, group, key, "freelist_warn", &settings->health.freelist_warn);
+        config_value_ratio(reader, group, key, "freelist_crit", &settings->health.freelist_crit);
+        config_value_duration(reader, group, key, "integrity_every", CONFIG_INTERVAL_MAXIMUM,
+                              &settings->health.integrity_every_seconds);
+        config_value_duration(reader, group, key, "locked_crit", CONFIG_INTERVAL_MAXIMUM,
+                              &settings->health.locked_crit_seconds);
+        check_health_order(reader, group, key, &settings->health);
+        break;
+    default: break;
+    }
+}
+
+/* `enforce` is read key by key over the inherited group, like a job group,
+ * but it has no schedule: the health job applies it. */
+static void read_enforce(struct config_reader *reader, const config_setting_t *parent,
+                         const char *parent_key, struct enforce_settings *enforce)
+{
+    char key[CONFIG_KEY_SIZE];
+    const config_setting_t *group =
+        subgroup(reader, parent, parent_key, "enforce", enforce_keys, key);
+    if (!group)
+        return;
+    int choice;
+    if (config_value_choice(reader, group, key, "journal_mode", enforce_journal_mode_names,
+                            &choice) == CONFIG_VALUE_SET)
+        enforce->journal_mode_wal = true;
+    if (config_value_choice(reader, group, key, "auto_vacuum", enforce_auto_vacuum_names,
+                            &choice) == CONFIG_VALUE_SET)
+        enforce->auto_vacuum = (enum enforce_auto_vacuum)choice;
+}
+
+/* The keys shared by `defaults` and a database entry, over what is in draft. */
+static void read_settings(struct config_reader *reader, const config_setting_t *group,
+                          const char *key, const struct config *config,
+                          struct database_draft *draft)
+{
+    config_value_int(reader, group, key, "busy_timeout_ms", 0, INT_MAX,
+                     &draft->settings.busy_timeout_ms);
+    for (int job = 0; job < JOB_COUNT; job++)
+        read_job(reader, group, key, (enum job)job, config, draft);
+    read_enforce(reader, group, key, &draft->settings.enforce);
+}
+
+/* Turns the merged draft into what the jobs read: a job switched off has
+ * no schedule, and an upload without a target has neither. */
+static void draft_finish(struct database_draft *draft, const struct config *config)
+{
+    for (int job = 0; job < JOB_COUNT; job++)
+        if (!draft->enabled[job])
+            memset(draft_schedule(draft, (enum job)job), 0, sizeof(struct schedule));
+    struct upload_settings *upload = &draft->settings.upload;
+    if (!draft->enabled[JOB_UPLOAD] || !upload->target_name) {
+        free(upload->target_name);
+        upload->target_name = NULL;
+        memset(&upload->schedule, 0, sizeof upload->schedule);
+    } else {
+        /* NULL only when the name was already reported as unknown. */
+        upload->target = config_find_target(config, upload->target_name);
+    }
+}
+
+/* The entry's name, checked; its key is "databases.NAME" when the name is
+ * usable, else "databases[INDEX]" so that messages still point somewhere. */
+static void read_entry_name(struct config_reader *reader, const config_setting_t *entry,
+                            unsigned index, struct database_config *database, char *key,
+                            size_t key_size)
+{
+    snprintf(key, key_size, "databases[%u]", index);
+    enum config_value_result result = config_value_name(reader, entry, key, &database->name);
+    if (result == CONFIG_VALUE_ABSENT) {
+        config_report(reader, entry, key,
+                      "missing 'name' (a short name like \"app\", used in logs, metrics and "
+                      "backup file names)");
+        return;
+    }
+    if (result != CONFIG_VALUE_SET)
+        return;
+    snprintf(key, key_size, "databases.%s", database->name);
+}
+
+/* Names and paths must be unique: two entries for one file would back it
+ * up twice and fight over its lock. */
+static void check_unique(struct config_reader *reader, const config_setting_t *entry,
+                         const char *key, const struct config *config, size_t index)
+{
+    const struct database_config *database = &config->databases[index];
+    for (size_t i = 0; i < index; i++) {
+        const struct database_config *earlier = &config->databases[i];
+        char member_key[CONFIG_KEY_SIZE];
+        if (database->name && earlier->name && strcmp(database->name, earlier->name) == 0) {
+            config_key_join(member_key, sizeof member_key, key, "name");
+            config_report(reader, config_setting_get_member(entry, "name"), member_key,
+                          "duplicate database name \"%s\" (first used at line %d)", database->name,
+                          earlier->line);
+        }
+        if (database->path && earlier->path && strcmp(database->path, earlier->path) == 0) {
+            config_key_join(member_key, sizeof member_key, key, "path");
+            if (earlier->name)
+                config_report(reader, config_setting_get_member(entry, "path"), member_key,
+                              "\"%s\" is already the path of database \"%s\" (line %d)",
+                              database->path, earlier->name, earlier->line);
+            else
+                config_report(reader, config_setting_get_member(entry, "path"), member_key,
+                              "\"%s\" is already the path of the database at line %d",
+                              database->path, earlier->line);
+        }
+    }
+}
+
+static int read_entry(struct config_reader *reader, const config_setting_t *entry, unsigned index,
+                      const struct database_draft *defaults, struct config *config)
+{
+    struct database_config *database = &config->databases[index];
+    database->line = config_setting_source_line(entry);
+    char index_key[CONFIG_KEY_SIZE];
+    snprintf(index_key, sizeof index_key, "databases[%u]", index);
+    if (config_setting_type(entry) != CONFIG_TYPE_GROUP) {
+        config_report(reader, entry, index_key,
+                      "expected a group { name = ...; path = ...; }, got %s",
+                      config_type_phrase(entry));
+        return 0;
+    }
+
+    struct database_draft draft;
+    if (draft_copy(&draft, defaults) != 0)
+        return -ENOMEM;
+    char key[CONFIG_KEY_SIZE];
+    read_entry_name(reader, entry, index, &draft.settings, key, sizeof key);
+    config_check_keys(reader, entry, key, database_keys, misplaced_keys);
+    enum config_value_result path =
+        config_value_path(reader, entry, key, "path", &draft.settings.path);
+    if (path == CONFIG_VALUE_ABSENT)
+        config_report(reader, entry, key,
+                      "missing 'path' (the absolute path of the SQLite database file)");
+    else if (path == CONFIG_VALUE_SET)
+        config_origin_record(reader, entry, "path", false, &draft.settings.path_origin);
+    read_settings(reader, entry, key, config, &draft);
+    draft_finish(&draft, config);
+
+    draft.settings.line = database->line;
+    *database = draft.settings;
+    check_unique(reader, entry, key, config, index);
+    return 0;
+}
+
+int config_read_databases(struct config_reader *reader, const config_setting_t *root,
+                          struct config *config)
+{
+    struct database_draft defaults;
+    if (draft_init_builtin(&defaults) != 0)
+        return -ENOMEM;
+    int rc = 0;
+
+    const config_setting_t *group = group_member(reader, root, "defaults", "defaults");
+    if (group) {
+        config_check_keys(reader, group, "defaults", defaults_keys, misplaced_keys);
+        read_settings(reader, group, "defaults", config, &defaults);
+    }
+
+    const config_setting_t *list = config_setting_get_member(root, "databases");
+    if (!list) {
+        config_report(reader, root, "databases",
+                      "missing (list the databases to look after: databases = ( { name = "
+                      "\"app\"; path = \"/var/lib/app/app.db\"; } ); an empty list ( ) is "
+                      "allowed)");
+        goto out;
+    }
+    if (config_setting_type(list) != CONFIG_TYPE_LIST) {
+        config_report(reader, list, "databases",
+                      "expected a list ( { name = ...; path = ...; }, ... ), got %s",
+                      config_type_phrase(list));
+        goto out;
+    }
+    unsigned count = (unsigned)config_setting_length(list);
+    if (count == 0)
+        goto out;
+    config->databases = calloc(count, sizeof *config->databases);
+    if (!config->databases) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    config->database_count = count;
+    for (unsigned i = 0; i < count && rc == 0; i++)
+        rc = read_entry(reader, config_setting_get_elem(list, i), i, &defaults, config);
+out:
+    config_database_release(&defaults.settings);
+    return rc;
+}

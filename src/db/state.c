@@ -1,0 +1,384 @@
+/*
+ * state.c: the agent's state database (see state.h). Not for the managed
+ * databases: those are opened by the jobs, never through this file.
+ */
+#include "db/state.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/fsutil.h"
+
+struct state {
+    sqlite3 *db;
+    char path[PATH_MAX];
+};
+
+/* Bump with a migration when the schema changes; state_open applies it. */
+#define STATE_SCHEMA_VERSION 1
+
+static const char state_schema[] =
+    "CREATE TABLE IF NOT EXISTS job_runs ("
+    "  database TEXT NOT NULL, job TEXT NOT NULL,"
+    "  last_started INTEGER NOT NULL, last_finished INTEGER NOT NULL,"
+    "  last_duration REAL NOT NULL, last_outcome INTEGER NOT NULL,"
+    "  last_message TEXT NOT NULL DEFAULT '', last_success INTEGER NOT NULL DEFAULT 0,"
+    "  runs_total INTEGER NOT NULL DEFAULT 0, failures_total INTEGER NOT NULL DEFAULT 0,"
+    "  PRIMARY KEY (database, job));"
+    "CREATE TABLE IF NOT EXISTS database_values ("
+    "  database TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,"
+    "  PRIMARY KEY (database, key));"
+    "CREATE TABLE IF NOT EXISTS upload_queue ("
+    "  id INTEGER PRIMARY KEY, database TEXT NOT NULL, target TEXT NOT NULL,"
+    "  archive_path TEXT NOT NULL UNIQUE, queued INTEGER NOT NULL,"
+    "  attempts INTEGER NOT NULL DEFAULT 0, next_attempt INTEGER NOT NULL,"
+    "  last_error TEXT NOT NULL DEFAULT '');";
+
+static int state_fail(struct state *state, struct error *err, const char *doing)
+{
+    /* "disk I/O error" alone hides the cause an operator can fix (a full
+     * or read-only state_dir): add the errno SQLite saw, when it saw one. */
+    int system_errno = sqlite3_system_errno(state->db);
+    if (system_errno != 0)
+        return error_set(err, -EIO, "state database %s: %s: %s (%s)", state->path, doing,
+                         sqlite3_errmsg(state->db), strerror(system_errno));
+    return error_set(err, -EIO, "state database %s: %s: %s", state->path, doing,
+                     sqlite3_errmsg(state->db));
+}
+
+/* SQLite's open() of a FIFO blocks for good, also at -wal, -shm, -journal
+ * (see database.c): anything there but a regular file is refused first. */
+static int state_refuse_special_files(const char *path, struct error *err)
+{
+    for (int part = 0; part < FS_DATABASE_PARTS; part++) {
+        char name[PATH_MAX + 16];
+        struct stat st;
+        snprintf(name, sizeof name, "%s%s", path, fs_database_suffixes[part]);
+        if (stat(name, &st) == 0 && !S_ISREG(st.st_mode))
+            return error_set(err, -EINVAL,
+                             "%s is %s, not a database file: remove it (sqlprodd creates its "
+                             "state database itself)",
+                             name, fs_file_kind(st.st_mode));
+    }
+    return 0;
+}
+
+static int state_open_with_flags(const char *state_dir, int flags, struct state **out,
+                                 struct error *err)
+{
+    struct state *state = calloc(1, sizeof *state);
+    if (!state)
+        return error_set(err, -ENOMEM, "out of memory");
+    if (fs_join(state->path, sizeof state->path, state_dir, "state.db") != 0) {
+        free(state);
+        return error_set(err, -ENAMETOOLONG, "state_dir %s: path too long", state_dir);
+    }
+    int rc = state_refuse_special_files(state->path, err);
+    if (rc != 0) {
+        free(state);
+        return rc;
+    }
+    rc = sqlite3_open_v2(state->path, &state->db, flags, NULL);
+    if (rc != SQLITE_OK) {
+        int code = rc == SQLITE_CANTOPEN ? -EACCES : -EIO;
+        error_set(err, code, "cannot open state database %s: %s", state->path,
+                  state->db ? sqlite3_errmsg(state->db) : sqlite3_errstr(rc));
+        state_close(state);
+        return code;
+    }
+    /* The agent and one-off commands share this file; wait for each other
+     * rather than fail. */
+    sqlite3_busy_timeout(state->db, 10000);
+    *out = state;
+    return 0;
+}
+
+int state_open(const char *state_dir, struct state **out, struct error *err)
+{
+    *out = NULL;
+    int rc = fs_make_directories(state_dir, 0700, err);
+    if (rc != 0)
+        return rc;
+    /* First-time commands started together each create the file, switch it
+     * to WAL and create the tables. Rollback-journal mode, which a new file
+     * starts in, answers SQLITE_BUSY without the busy handler when it meets
+     * another connection's hot journal (seen: "cannot initialise: database
+     * is locked"), so the set-up is taken in turns, under a lock on the
+     * directory that the kernel drops if the holder dies. It lasts
+     * milliseconds; readers (status) do not take it. */
+    int directory = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (directory < 0)
+        return error_set(err, -errno, "state_dir %s: %s", state_dir, strerror(errno));
+    while (flock(directory, LOCK_EX) != 0 && errno == EINTR) {
+    }
+    struct state *state;
+    rc = state_open_with_flags(state_dir, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &state, err);
+    if (rc != 0) {
+        close(directory);
+        return rc;
+    }
+    chmod(state->path, 0600);
+    int version = 0;
+    sqlite3_stmt *statement = NULL;
+    if (sqlite3_exec(state->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL,
+                     NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(state->db, "PRAGMA user_version", -1, &statement, NULL) != SQLITE_OK) {
+        rc = state_fail(state, err, "cannot initialise");
+        goto out;
+    }
+    if (sqlite3_step(statement) == SQLITE_ROW)
+        version = sqlite3_column_int(statement, 0);
+    /* End the read before BEGIN IMMEDIATE: a read transaction left open
+     * cannot be upgraded once another first-time command has created the
+     * tables meanwhile (SQLITE_BUSY without the busy handler). */
+    sqlite3_reset(statement);
+    if (version > STATE_SCHEMA_VERSION) {
+        rc = error_set(err, -EPROTO,
+                       "state database %s was written by a newer sqlprodd (schema %d, this one "
+                       "knows %d): upgrade sqlprodd or move the file away",
+                       state->path, version, STATE_SCHEMA_VERSION);
+        goto out;
+    }
+    if (version < STATE_SCHEMA_VERSION) {
+        char sql[sizeof state_schema + 64];
+        snprintf(sql, sizeof sql, "BEGIN IMMEDIATE;%sPRAGMA user_version=%d;COMMIT;", state_schema,
+                 STATE_SCHEMA_VERSION);
+        if (sqlite3_exec(state->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+            rc = state_fail(state, err, "cannot create tables");
+            sqlite3_exec(state->db, "ROLLBACK", NULL, NULL, NULL);
+            goto out;
+        }
+    }
+out:
+    sqlite3_finalize(statement);
+    close(directory); /* drops the set-up lock */
+    if (rc != 0)
+        state_close(state);
+    else
+        *out = state;
+    return rc;
+}
+
+int state_open_readonly(const char *state_dir, struct state **out, struct error *err)
+{
+    *out = NULL;
+    char path[PATH_MAX];
+    struct stat st;
+    if (fs_join(path, sizeof path, state_dir, "state.db") != 0)
+        return error_set(err, -ENAMETOOLONG, "state_dir %s: path too long", state_dir);
+    if (stat(path, &st) != 0)
+        return errno == ENOENT ? 0 : error_set(err, -errno, "cannot read %s: %s", path, strerror(errno));
+    return state_open_with_flags(state_dir, SQLITE_OPEN_READONLY, out, err);
+}
+
+void state_close(struct state *state)
+{
+    if (!state)
+        return;
+    sqlite3_close(state->db);
+    free(state);
+}
+
+/* Prepares, binds text/int64 arguments from a format string, and steps once.
+ * Format letters: s = const char *, i = int64_t, d = double, t = time_t.
+ * Returns SQLITE_ROW/SQLITE_DONE or an error; *out gets the statement when
+ * the caller wants to read rows (then it must finalize it). */
+static int state_run(struct state *state, sqlite3_stmt **out, const char *sql, const char *types,
+                     ...)
+{
+    sqlite3_stmt *statement;
+    int rc = sqlite3_prepare_v2(state->db, sql, -1, &statement, NULL);
+    if (rc != SQLITE_OK)
+        return rc;
+    va_list args;
+    va_start(args, types);
+    for (int i = 0; types[i]; i++) {
+        switch (types[i]) {
+        case 's': sqlite3_bind_text(statement, i + 1, va_arg(args, const char *), -1, SQLITE_TRANSIENT); break;
+        case 'i': sqlite3_bind_int64(statement, i + 1, va_arg(args, int64_t)); break;
+        case 't': sqlite3_bind_int64(statement, i + 1, (sqlite3_int64)va_arg(args, time_t)); break;
+        case 'd': sqlite3_bind_double(statement, i + 1, va_arg(args, double)); break;
+        default: assert(0 && "unknown bind type");
+        }
+    }
+    va_end(args);
+    rc = sqlite3_step(statement);
+    if (out && rc == SQLITE_ROW)
+        *out = statement;
+    else
+        sqlite3_finalize(statement);
+    return rc;
+}
+
+int state_record_job(struct state *state, const char *database, const char *job, time_t started,
+                     double duration, enum job_outcome outcome, const char *message,
+                     struct error *err)
+{
+    time_t finished = started + (time_t)(duration + 0.5);
+    int failed = outcome == JOB_OUTCOME_FAILED;
+    int rc = state_run(
+        state, NULL,
+        "INSERT INTO job_runs (database, job, last_started, last_finished, last_duration,"
+        " last_outcome, last_message, last_success, runs_total, failures_total)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, CASE WHEN ?8 THEN 0 ELSE ?4 END, 1, ?8)"
+        " ON CONFLICT (database, job) DO UPDATE SET last_started = ?3, last_finished = ?4,"
+        " last_duration = ?5, last_outcome = ?6, last_message = ?7,"
+        " last_success = CASE WHEN ?8 THEN last_success ELSE ?4 END,"
+        " runs_total = runs_total + 1, failures_total = failures_total + ?8",
+        "ssttdisi", database, job, started, finished, duration, (int64_t)outcome,
+        message ? message : "", (int64_t)failed);
+    return rc == SQLITE_DONE ? 0 : state_fail(state, err, "cannot record job");
+}
+
+int state_get_job(struct state *state, const char *database, const char *job,
+                  struct job_record *record, struct error *err)
+{
+    memset(record, 0, sizeof *record);
+    sqlite3_stmt *row = NULL;
+    int rc = state_run(state, &row,
+                       "SELECT last_started, last_finished, last_duration, last_outcome,"
+                       " last_message, last_success, runs_total, failures_total"
+                       " FROM job_runs WHERE database = ?1 AND job = ?2",
+                       "ss", database, job);
+    if (rc == SQLITE_DONE)
+        return 0;
+    if (rc != SQLITE_ROW)
+        return state_fail(state, err, "cannot read job history");
+    record->last_started = (time_t)sqlite3_column_int64(row, 0);
+    record->last_finished = (time_t)sqlite3_column_int64(row, 1);
+    record->last_duration = sqlite3_column_double(row, 2);
+    record->last_outcome = (enum job_outcome)sqlite3_column_int(row, 3);
+    snprintf(record->last_message, sizeof record->last_message, "%s",
+             (const char *)sqlite3_column_text(row, 4));
+    record->last_success = (time_t)sqlite3_column_int64(row, 5);
+    record->runs_total = sqlite3_column_int64(row, 6);
+    record->failures_total = sqlite3_column_int64(row, 7);
+    sqlite3_finalize(row);
+    return 0;
+}
+
+int state_set_value(struct state *state, const char *database, const char *key, const char *value,
+                    struct error *err)
+{
+    int rc = state_run(state, NULL,
+                       "INSERT INTO database_values (database, key, value) VALUES (?1, ?2, ?3)"
+                       " ON CONFLICT (database, key) DO UPDATE SET value = ?3",
+                       "sss", database, key, value);
+    return rc == SQLITE_DONE ? 0 : state_fail(state, err, "cannot store a value");
+}
+
+int state_get_value(struct state *state, const char *database, const char *key, char *value,
+                    size_t value_size, struct error *err)
+{
+    value[0] = '\0';
+    sqlite3_stmt *row = NULL;
+    int rc = state_run(state, &row,
+                       "SELECT value FROM database_values WHERE database = ?1 AND key = ?2", "ss",
+                       database, key);
+    if (rc == SQLITE_DONE)
+        return 0;
+    if (rc != SQLITE_ROW)
+        return state_fail(state, err, "cannot read a value");
+    snprintf(value, value_size, "%s", (const char *)sqlite3_column_text(row, 0));
+    sqlite3_finalize(row);
+    return 0;
+}
+
+int state_enqueue_upload(struct state *state, const char *database, const char *target,
+                         const char *archive_path, time_t now, struct error *err)
+{
+    int rc = state_run(state, NULL,
+                       "INSERT INTO upload_queue (database, target, archive_path, queued, next_attempt)"
+                       " VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT (archive_path) DO NOTHING",
+                       "ssst", database, target, archive_path, now);
+    return rc == SQLITE_DONE ? 0 : state_fail(state, err, "cannot queue an upload");
+}
+
+int state_due_uploads(struct state *state, const char *database, time_t now,
+                      struct upload_entry *entries, int max, struct error *err)
+{
+    sqlite3_stmt *statement;
+    if (sqlite3_prepare_v2(state->db,
+                           "SELECT id, database, target, archive_path, queued, attempts,"
+                           " next_attempt, last_error FROM upload_queue"
+                           " WHERE (?1 IS NULL OR database = ?1) AND next_attempt <= ?2"
+                           " ORDER BY queued, id LIMIT ?3",
+                           -1, &statement, NULL) != SQLITE_OK)
+        return state_fail(state, err, "cannot read the upload queue");
+    sqlite3_bind_text(statement, 1, database, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(statement, 2, (sqlite3_int64)now);
+    sqlite3_bind_int(statement, 3, max);
+    int count = 0, rc;
+    while ((rc = sqlite3_step(statement)) == SQLITE_ROW && count < max) {
+        struct upload_entry *entry = &entries[count++];
+        memset(entry, 0, sizeof *entry);
+        entry->id = sqlite3_column_int64(statement, 0);
+        snprintf(entry->database, sizeof entry->database, "%s", sqlite3_column_text(statement, 1));
+        snprintf(entry->target, sizeof entry->target, "%s", sqlite3_column_text(statement, 2));
+        snprintf(entry->archive_path, sizeof entry->archive_path, "%s",
+                 sqlite3_column_text(statement, 3));
+        entry->queued = (time_t)sqlite3_column_int64(statement, 4);
+        entry->attempts = sqlite3_column_int(statement, 5);
+        entry->next_attempt = (time_t)sqlite3_column_int64(statement, 6);
+        snprintf(entry->last_error, sizeof entry->last_error, "%s",
+                 sqlite3_column_text(statement, 7));
+    }
+    sqlite3_finalize(statement);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return state_fail(state, err, "cannot read the upload queue");
+    return count;
+}
+
+int state_complete_upload(struct state *state, int64_t id, struct error *err)
+{
+    int rc = state_run(state, NULL, "DELETE FROM upload_queue WHERE id = ?1", "i", id);
+    return rc == SQLITE_DONE ? 0 : state_fail(state, err, "cannot complete an upload");
+}
+
+int state_defer_upload(struct state *state, int64_t id, time_t next_attempt, const char *last_error,
+                       struct error *err)
+{
+    int rc = state_run(state, NULL,
+                       "UPDATE upload_queue SET attempts = attempts + 1, next_attempt = ?2,"
+                       " last_error = ?3 WHERE id = ?1",
+                       "its", id, next_attempt, last_error ? last_error : "");
+    return rc == SQLITE_DONE ? 0 : state_fail(state, err, "cannot defer an upload");
+}
+
+int state_pending_upload_count(struct state *state, const char *database, int64_t *count,
+                               struct error *err)
+{
+    *count = 0;
+    sqlite3_stmt *statement;
+    if (sqlite3_prepare_v2(state->db,
+                           "SELECT count(*) FROM upload_queue WHERE ?1 IS NULL OR database = ?1",
+                           -1, &statement, NULL) != SQLITE_OK)
+        return state_fail(state, err, "cannot count pending uploads");
+    sqlite3_bind_text(statement, 1, database, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(statement);
+    if (rc == SQLITE_ROW)
+        *count = sqlite3_column_int64(statement, 0);
+    sqlite3_finalize(statement);
+    return rc == SQLITE_ROW ? 0 : state_fail(state, err, "cannot count pending uploads");
+}
+
+int state_upload_is_pending(struct state *state, const char *archive_path, bool *pending,
+                            struct error *err)
+{
+    *pending = false;
+    int rc = state_run(state, NULL, "SELECT 1 FROM upload_queue WHERE archive_path = ?1", "s",
+                       archive_path);
+    if (rc == SQLITE_ROW)
+        *pending = true;
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : state_fail(state, err, "cannot read the upload queue");
+}

@@ -1,0 +1,42 @@
+/*
+ * remote.h: a database's backups on its upload target, in the same layout
+ * as locally: KEY = NAME/NAME-STAMP.db.gz plus KEY.json. Shared by the
+ * upload job (remote retention), `backups --remote` and `restore`.
+ */
+#ifndef SQLPRODD_REMOTE_H
+#define SQLPRODD_REMOTE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "config/config.h"
+#include "core/error.h"
+
+struct target;
+
+struct remote_backup {
+    char id[32];
+    time_t created;
+    char archive_key[1024];
+    char manifest_key[1100];
+    int64_t archive_bytes;
+    bool has_manifest;
+};
+
+struct remote_list {
+    struct remote_backup *items; /* newest first */
+    size_t count;
+};
+
+/* The key of a local archive on the target: "NAME/FILE". */
+void remote_key_for(const char *database, const char *file_name, char *out, size_t out_size);
+
+/* Lists the backups of database `name` on an open target (the caller's
+ * target serves the listing and whatever it then fetches or deletes). */
+int remote_list_backups(struct target *target, const char *name, struct remote_list *out,
+                        struct error *err);
+void remote_list_free(struct remote_list *list);
+
+#endif

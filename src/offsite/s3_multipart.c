@@ -1,0 +1,420 @@
+/*
+ * s3_multipart.c: uploading a large file as an S3 multipart upload.
+ *
+ * A few worker threads (target tuning: parallel_parts), each with its own
+ * curl handle, take parts in order. A part is never held in memory: a first
+ * pass reads it through a 1 MiB buffer for its Content-MD5 (which S3 checks)
+ * and payload SHA-256 (which the signature covers), then curl sends it
+ * straight from a read-only mapping of the file region, whose pages are
+ * dropped from the mapping as soon as they are sent. So memory stays at a
+ * few MiB whatever the part size and the file's size, while parts still go
+ * in parallel. One more thread hashes the whole file in order, and the
+ * upload is completed only if that SHA-256 matches the manifest's. A failed
+ * or cancelled upload is aborted so no invisible parts are left to pay for.
+ * Not for small files (target_s3.c sends those in one PutObject).
+ */
+#include <errno.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "core/fsutil.h"
+#include "core/log.h"
+#include "offsite/s3.h"
+
+#define MULTIPART_READ_BYTES (1024 * 1024)
+
+struct multipart {
+    struct s3_client *client;
+    const char *key;
+    char upload_id[1024];
+    int fd;
+    int64_t size;
+    int64_t part_size;
+    size_t part_count;
+    char (*etags)[128];
+    const struct archive_io *io;
+    char file_sha256[ARCHIVE_SHA256_HEX]; /* by the hashing thread */
+
+    pthread_mutex_t lock; /* guards everything below */
+    size_t next_part;     /* index of the next part to send */
+    int64_t done;
+    bool failed;
+    struct error error; /* the first failure */
+};
+
+/* One part on its way: the mapping of its file region, and how much of it
+ * is already sent and dropped. */
+struct multipart_part {
+    unsigned char *map;
+    size_t map_length;
+    size_t lead; /* the part starts this far into the (page-aligned) mapping */
+    size_t dropped;
+    size_t page;
+};
+
+static void multipart_fail(struct multipart *upload, const struct error *error)
+{
+    pthread_mutex_lock(&upload->lock);
+    if (!upload->failed) {
+        upload->failed = true;
+        upload->error = *error;
+    }
+    pthread_mutex_unlock(&upload->lock);
+}
+
+static bool multipart_failed(struct multipart *upload)
+{
+    pthread_mutex_lock(&upload->lock);
+    bool failed = upload->failed;
+    pthread_mutex_unlock(&upload->lock);
+    return failed;
+}
+
+static void hex_of(const unsigned char *digest, unsigned length, char *hex)
+{
+    for (unsigned i = 0; i < length; i++)
+        snprintf(hex + 2 * i, 3, "%02x", digest[i]);
+}
+
+/* The whole file's SHA-256, in order, alongside the parts. */
+static void *multipart_hash_file(void *context)
+{
+    struct multipart *upload = context;
+    struct error error = {0};
+    unsigned char *buffer = malloc(MULTIPART_READ_BYTES);
+    EVP_MD_CTX *hash = EVP_MD_CTX_new();
+    int rc = 0;
+    if (!buffer || !hash || EVP_DigestInit_ex(hash, EVP_sha256(), NULL) != 1) {
+        error_set(&error, -ENOMEM, "out of memory hashing the file for %s", upload->key);
+        multipart_fail(upload, &error);
+        goto out;
+    }
+    for (int64_t offset = 0; offset < upload->size; offset += MULTIPART_READ_BYTES) {
+        if (multipart_failed(upload) || target_stopped(upload->io))
+            goto out;
+        int64_t left = upload->size - offset;
+        size_t length = (size_t)(left < MULTIPART_READ_BYTES ? left : MULTIPART_READ_BYTES);
+        if ((rc = fs_pread_full(upload->fd, buffer, length, offset)) != 0) {
+            error_set(&error, rc, "cannot read the file for %s: %s", upload->key,
+                      rc == -ENODATA ? "it shrank while uploading" : strerror(-rc));
+            multipart_fail(upload, &error);
+            goto out;
+        }
+        EVP_DigestUpdate(hash, buffer, length);
+    }
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned length = 0;
+    EVP_DigestFinal_ex(hash, digest, &length);
+    hex_of(digest, length, upload->file_sha256);
+out:
+    EVP_MD_CTX_free(hash);
+    free(buffer);
+    return NULL;
+}
+
+/* Takes the next part's number; false when none is left or we stop. */
+static bool take_part(struct multipart *upload, size_t *index, int64_t *offset, size_t *length)
+{
+    bool taken = false;
+    pthread_mutex_lock(&upload->lock);
+    if (!upload->failed && upload->next_part < upload->part_count && !target_stopped(upload->io)) {
+        *index = upload->next_part++;
+        *offset = (int64_t)*index * upload->part_size;
+        int64_t left = upload->size - *offset;
+        *length = (size_t)(left < upload->part_size ? left : upload->part_size);
+        taken = true;
+    }
+    pthread_mutex_unlock(&upload->lock);
+    return taken;
+}
+
+/* First pass over a part: its Content-MD5 (base64) and SHA-256 (hex). */
+static int hash_part(struct multipart *upload, unsigned char *buffer, int64_t offset, size_t length,
+                     char md5[32], char sha256[SIGV4_SHA256_HEX])
+{
+    EVP_MD_CTX *md5_context = EVP_MD_CTX_new(), *sha_context = EVP_MD_CTX_new();
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned digest_length = 0;
+    int rc = -ENOMEM;
+    if (!md5_context || !sha_context || EVP_DigestInit_ex(md5_context, EVP_md5(), NULL) != 1 ||
+        EVP_DigestInit_ex(sha_context, EVP_sha256(), NULL) != 1)
+        goto out;
+    for (size_t done = 0; done < length;) {
+        size_t chunk = length - done < MULTIPART_READ_BYTES ? length - done : MULTIPART_READ_BYTES;
+        if ((rc = fs_pread_full(upload->fd, buffer, chunk, offset + (int64_t)done)) != 0)
+            goto out;
+        EVP_DigestUpdate(md5_context, buffer, chunk);
+        EVP_DigestUpdate(sha_context, buffer, chunk);
+        done += chunk;
+    }
+    EVP_DigestFinal_ex(md5_context, digest, &digest_length);
+    EVP_EncodeBlock((unsigned char *)md5, digest, (int)digest_length);
+    EVP_DigestFinal_ex(sha_context, digest, &digest_length);
+    hex_of(digest, digest_length, sha256);
+    rc = 0;
+out:
+    EVP_MD_CTX_free(md5_context);
+    EVP_MD_CTX_free(sha_context);
+    return rc;
+}
+
+/* curl has sent `bytes` of the part: their pages leave our mapping (they
+ * stay in the page cache, so a retry that rereads them is still correct). */
+static void part_sent(void *context, int64_t bytes)
+{
+    struct multipart_part *part = context;
+    size_t upto = (part->lead + (size_t)bytes) / part->page * part->page;
+    if (upto > part->map_length)
+        upto = part->map_length;
+    if (upto > part->dropped) {
+        madvise(part->map + part->dropped, upto - part->dropped, MADV_DONTNEED);
+        part->dropped = upto;
+    }
+}
+
+static int upload_part(struct multipart *upload, CURL *curl, unsigned char *buffer, size_t index,
+                       int64_t offset, size_t length, struct error *error)
+{
+    char number[24], md5[32], sha256[SIGV4_SHA256_HEX];
+    struct s3_request request = {.method = "PUT", .key = upload->key, .download_fd = -1};
+    struct s3_response response = {0};
+    struct multipart_part part = {.page = (size_t)sysconf(_SC_PAGESIZE)};
+    int rc = hash_part(upload, buffer, offset, length, md5, sha256);
+    if (rc != 0)
+        return error_set(error, rc, "part %zu: cannot read the file for %s: %s", index + 1,
+                         upload->key, rc == -ENODATA ? "it shrank while uploading" : strerror(-rc));
+    part.lead = (size_t)(offset % (int64_t)part.page);
+    part.map_length = part.lead + length;
+    part.map = mmap(NULL, part.map_length, PROT_READ, MAP_SHARED, upload->fd,
+                    (off_t)(offset - (int64_t)part.lead));
+    if (part.map == MAP_FAILED)
+        return error_set(error, -errno, "part %zu: cannot map the file for %s: %s", index + 1,
+                         upload->key, strerror(errno));
+    madvise(part.map, part.map_length, MADV_SEQUENTIAL);
+
+    snprintf(number, sizeof number, "%zu", index + 1);
+    s3_request_add_parameter(&request, "partNumber", number);
+    s3_request_add_parameter(&request, "uploadId", upload->upload_id);
+    s3_request_add_header(&request, "Content-MD5", md5);
+    request.body = part.map + part.lead;
+    request.body_size = length;
+    request.payload_hash = sha256;
+    request.progress = part_sent;
+    request.progress_context = &part;
+    rc = s3_perform(upload->client, curl, &request, &response, upload->io, error);
+    munmap(part.map, part.map_length);
+    if (rc == 0 && !response.etag[0])
+        rc = error_set(error, -EPROTO, "part %zu of %s: the server sent no ETag", index + 1,
+                       upload->key);
+    if (rc == 0)
+        memcpy(upload->etags[index], response.etag, sizeof upload->etags[index]);
+    else
+        error_prefix(error, "part %zu: ", index + 1);
+    s3_response_free(&response);
+    return rc;
+}
+
+static void *multipart_worker(void *context)
+{
+    struct multipart *upload = context;
+    struct error error = {0};
+    CURL *curl = s3_curl_new();
+    unsigned char *buffer = malloc(MULTIPART_READ_BYTES);
+    size_t index, length;
+    int64_t offset;
+    if (!curl || !buffer) {
+        error_set(&error, -ENOMEM, "out of memory for an upload worker");
+        multipart_fail(upload, &error);
+        goto out;
+    }
+    while (take_part(upload, &index, &offset, &length)) {
+        if (upload_part(upload, curl, buffer, index, offset, length, &error) != 0) {
+            multipart_fail(upload, &error);
+            break;
+        }
+        pthread_mutex_lock(&upload->lock);
+        upload->done += (int64_t)length;
+        target_report_progress(upload->io, upload->done, upload->size);
+        pthread_mutex_unlock(&upload->lock);
+    }
+out:
+    free(buffer);
+    if (curl)
+        curl_easy_cleanup(curl);
+    return NULL;
+}
+
+/* Runs the workers and the file hash; the calling thread is one of the
+ * workers. Helper threads block signals: those belong to the agent's thread. */
+static void run_workers(struct multipart *upload)
+{
+    int wanted = upload->client->target->tuning.parallel_parts;
+    if ((size_t)wanted > upload->part_count)
+        wanted = (int)upload->part_count;
+    pthread_t threads[65];
+    int started = 0;
+    if (wanted > 64)
+        wanted = 64;
+    sigset_t all, previous;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &previous);
+    bool hashing = pthread_create(&threads[0], NULL, multipart_hash_file, upload) == 0;
+    for (int i = 1; i < wanted; i++) {
+        if (pthread_create(&threads[1 + started], NULL, multipart_worker, upload) != 0)
+            break; /* fewer threads is slower, not wrong */
+        started++;
+    }
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    multipart_worker(upload);
+    for (int i = 0; i < started; i++)
+        pthread_join(threads[1 + i], NULL);
+    if (hashing)
+        pthread_join(threads[0], NULL);
+    else
+        multipart_hash_file(upload);
+}
+
+static int create_upload(struct multipart *upload, CURL *curl, const char *sha256_hex,
+                         struct error *err)
+{
+    struct s3_request request = {.method = "POST", .key = upload->key, .download_fd = -1};
+    struct s3_response response;
+    s3_request_add_parameter(&request, "uploads", "");
+    s3_request_add_object_headers(upload->client, &request, sha256_hex);
+    int rc = s3_perform(upload->client, curl, &request, &response, upload->io, err);
+    if (rc == 0 && s3_xml_parse_upload_id(response.body, response.body_size, upload->upload_id,
+                                          sizeof upload->upload_id) != 0) {
+        char what[1200];
+        s3_describe_key(upload->client, upload->key, what, sizeof what);
+        rc =
+            error_set(err, -EPROTO, "%s: CreateMultipartUpload answered without an UploadId", what);
+    }
+    s3_response_free(&response);
+    return rc;
+}
+
+/* Best effort, one attempt even when stopping, of at most 3 s so that a
+ * server that never answers cannot hold up SIGTERM: a failed abort leaves
+ * parts that a lifecycle rule (AbortIncompleteMultipartUpload) cleans up. */
+static void abort_upload(struct multipart *upload, CURL *curl)
+{
+    struct s3_request request = {.method = "DELETE", .key = upload->key, .download_fd = -1};
+    struct s3_response response;
+    struct error error = {0};
+    char what[1200];
+    s3_describe_key(upload->client, upload->key, what, sizeof what);
+    s3_request_add_parameter(&request, "uploadId", upload->upload_id);
+    request.attempts = 1;
+    request.despite_stop_ms = 3000; /* SIGTERM ends everything within 5 s */
+    int rc = s3_perform(upload->client, curl, &request, &response, NULL, &error);
+    if (rc == -EOPNOTSUPP)
+        log_event(LOG_NOTICE, NULL, NULL,
+                  "%s: this server does not support AbortMultipartUpload (HTTP %ld); its "
+                  "incomplete upload may keep the parts already sent",
+                  what, response.status);
+    else if (rc != 0 && response.status != 404)
+        log_event(LOG_WARNING, NULL, NULL,
+                  "%s: could not abort the incomplete multipart upload: %s; a bucket lifecycle "
+                  "rule AbortIncompleteMultipartUpload removes such parts",
+                  what, error.message);
+    s3_response_free(&response);
+}
+
+static int complete_upload(struct multipart *upload, CURL *curl, const char *sha256_hex,
+                           struct error *err)
+{
+    struct s3_request request = {.method = "POST", .key = upload->key, .download_fd = -1};
+    struct s3_response response = {0};
+    char *body = NULL;
+    size_t body_size = 0;
+    if (s3_xml_complete_body(upload->etags, upload->part_count, &body, &body_size) != 0)
+        return error_set(err, -ENOMEM, "out of memory completing %s", upload->key);
+    s3_request_add_parameter(&request, "uploadId", upload->upload_id);
+    s3_request_add_header(&request, "Content-Type", "application/xml");
+    request.body = (const unsigned char *)body;
+    request.body_size = body_size;
+    request.body_may_hold_error = true;
+    int rc = s3_perform(upload->client, curl, &request, &response, upload->io, err);
+    s3_response_free(&response);
+    if (rc == -ENOENT && sha256_hex) {
+        /* NoSuchUpload after a retry: the first attempt may have completed it. */
+        struct s3_request head = {.method = "HEAD", .key = upload->key, .download_fd = -1};
+        struct error ignored;
+        if (s3_perform(upload->client, curl, &head, &response, upload->io, &ignored) == 0 &&
+            strcmp(response.meta_sha256, sha256_hex) == 0)
+            rc = 0;
+        s3_response_free(&response);
+    }
+    free(body);
+    return rc;
+}
+
+/* The part size for `size` bytes: the configured one, doubled until S3's
+ * 10000-part limit holds. */
+static int64_t choose_part_size(int64_t configured, int64_t size)
+{
+    int64_t part_size = configured < S3_MIN_PART_SIZE ? S3_MIN_PART_SIZE : configured;
+    while ((size + part_size - 1) / part_size > S3_MAX_PARTS)
+        part_size *= 2;
+    return part_size;
+}
+
+int s3_upload_multipart(struct s3_client *client, CURL *curl, const char *key, int fd, int64_t size,
+                        const char *sha256_hex, const struct archive_io *io, struct error *err)
+{
+    struct multipart upload = {
+        .client = client,
+        .key = key,
+        .fd = fd,
+        .size = size,
+        .io = io,
+    };
+    char what[1200];
+    bool created = false;
+    int rc;
+
+    s3_describe_key(client, key, what, sizeof what);
+    upload.part_size = choose_part_size(client->part_size, size);
+    upload.part_count = (size_t)((size + upload.part_size - 1) / upload.part_size);
+    upload.etags = calloc(upload.part_count, sizeof *upload.etags);
+    pthread_mutex_init(&upload.lock, NULL);
+    if (!upload.etags) {
+        rc = error_set(err, -ENOMEM, "%s: out of memory", what);
+        goto out;
+    }
+    if ((rc = create_upload(&upload, curl, sha256_hex, err)) != 0)
+        goto out;
+    created = true;
+
+    run_workers(&upload);
+    if (upload.failed) {
+        *err = upload.error;
+        rc = upload.error.code ? upload.error.code : -EIO;
+        goto out;
+    }
+    if (target_stopped(io)) {
+        rc = error_set(err, -ECANCELED, "%s: upload cancelled", what);
+        goto out;
+    }
+    if (sha256_hex && strcmp(upload.file_sha256, sha256_hex) != 0) {
+        rc = error_set(err, -EIO,
+                       "%s: the local file changed or is corrupt (sha256 %s, the manifest says "
+                       "%s); upload abandoned",
+                       what, upload.file_sha256, sha256_hex);
+        goto out;
+    }
+    if ((rc = complete_upload(&upload, curl, sha256_hex, err)) == 0)
+        created = false;
+out:
+    if (created)
+        abort_upload(&upload, curl);
+    pthread_mutex_destroy(&upload.lock);
+    free(upload.etags);
+    return rc;
+}

@@ -1,0 +1,224 @@
+/*
+ * target.c: the one front door to off-site targets (see target.h): dispatch
+ * by type, key checks that every target shares, and the retry clock (backoff
+ * with full jitter, sleeps that a stop request cuts short). Not for any
+ * transport: target_dir.c and target_s3.c.
+ */
+#include "offsite/target_internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Short enough that SIGTERM ends a backoff "within seconds", as SPEC.md asks. */
+#define TARGET_SLEEP_SLICE_MS 100
+
+void target_tuning_default(struct target_tuning *tuning)
+{
+    *tuning = (struct target_tuning){
+        .attempts = 6,
+        .base_delay_ms = 500,
+        .max_delay_ms = 30000,
+        .connect_timeout_ms = 15000,
+        .stall_timeout_ms = 60000,
+        .parallel_parts = 4,
+    };
+}
+
+void target_set_tuning(struct target *target, const struct target_tuning *tuning)
+{
+    target->tuning = *tuning;
+    if (target->tuning.attempts < 1)
+        target->tuning.attempts = 1;
+    if (target->tuning.parallel_parts < 1)
+        target->tuning.parallel_parts = 1;
+    if (target->tuning.base_delay_ms < 0)
+        target->tuning.base_delay_ms = 0;
+    if (target->tuning.max_delay_ms < target->tuning.base_delay_ms)
+        target->tuning.max_delay_ms = target->tuning.base_delay_ms;
+}
+
+void target_set_stop(struct target *target, const volatile sig_atomic_t *stop)
+{
+    if (target)
+        target->stop = stop;
+}
+
+bool target_stopped(const struct archive_io *io)
+{
+    return io && io->stop && *io->stop;
+}
+
+int target_sleep(int64_t milliseconds, const struct archive_io *io)
+{
+    while (milliseconds > 0) {
+        if (target_stopped(io))
+            return -ECANCELED;
+        int64_t slice = milliseconds < TARGET_SLEEP_SLICE_MS ? milliseconds : TARGET_SLEEP_SLICE_MS;
+        struct timespec pause = {.tv_sec = 0, .tv_nsec = (long)slice * 1000000L};
+        nanosleep(&pause, NULL);
+        milliseconds -= slice;
+    }
+    return target_stopped(io) ? -ECANCELED : 0;
+}
+
+int64_t target_backoff_ms(const struct target_tuning *tuning, int retry)
+{
+    int64_t ceiling = tuning->base_delay_ms;
+    for (int i = 1; i < retry && ceiling < tuning->max_delay_ms; i++)
+        ceiling *= 2;
+    if (ceiling > tuning->max_delay_ms)
+        ceiling = tuning->max_delay_ms;
+    if (ceiling <= 0)
+        return 0;
+    /* Full jitter (AWS Architecture Blog, "Exponential Backoff And Jitter"):
+     * many agents retrying one endpoint spread out instead of colliding. */
+    return (int64_t)arc4random_uniform(
+        (uint32_t)(ceiling > UINT32_MAX - 1 ? UINT32_MAX - 1 : ceiling) + 1);
+}
+
+int target_listing_add(struct target_listing *listing, const char *key, int64_t size,
+                       time_t modified, struct error *err)
+{
+    size_t length = strlen(key);
+    if (length >= sizeof listing->objects[0].key)
+        return error_set(err, -ENAMETOOLONG, "key too long (%zu bytes) in listing", length);
+    /* Grow by doubling: listings of tens of thousands of keys stay cheap. */
+    if ((listing->count & (listing->count - 1)) == 0) {
+        size_t capacity = listing->count ? listing->count * 2 : 16;
+        struct target_object *grown = realloc(listing->objects, capacity * sizeof *grown);
+        if (!grown)
+            return error_set(err, -ENOMEM, "out of memory listing objects");
+        listing->objects = grown;
+    }
+    struct target_object *object = &listing->objects[listing->count++];
+    memcpy(object->key, key, length + 1);
+    object->size = size;
+    object->modified = modified;
+    return 0;
+}
+
+void target_report_progress(const struct archive_io *io, int64_t done, int64_t total)
+{
+    if (io && io->progress)
+        io->progress(io->progress_context, done, total);
+}
+
+/* Keys are NAME/FILE as remote.h builds them; refuse anything that could
+ * climb out of a dir target or that S3 tools handle badly. */
+static int target_check_key(const struct target *target, const char *key, struct error *err)
+{
+    size_t length = key ? strlen(key) : 0;
+    if (length == 0 || length >= sizeof((struct target_object *)0)->key)
+        return error_set(err, -EINVAL, "%s: key must be 1 to %zu bytes", target->description,
+                         sizeof((struct target_object *)0)->key - 1);
+    if (key[0] == '/' || key[length - 1] == '/')
+        return error_set(err, -EINVAL, "%s: key '%s' must not start or end with '/'",
+                         target->description, key);
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            return error_set(err, -EINVAL, "%s: key '%s' holds a control character",
+                             target->description, key);
+    for (const char *segment = key; segment; segment = strchr(segment, '/')) {
+        if (*segment == '/')
+            segment++;
+        size_t size = strcspn(segment, "/");
+        if (size == 0 || (size == 1 && segment[0] == '.') ||
+            (size == 2 && segment[0] == '.' && segment[1] == '.'))
+            return error_set(err, -EINVAL, "%s: key '%s' has an empty, '.' or '..' path segment",
+                             target->description, key);
+    }
+    return 0;
+}
+
+int target_open(const struct target_config *config, struct target **out, struct error *err)
+{
+    *out = NULL;
+    struct target *target = calloc(1, sizeof *target);
+    if (!target)
+        return error_set(err, -ENOMEM, "target %s: out of memory", config->name);
+    target_tuning_default(&target->tuning);
+    int rc;
+    switch (config->type) {
+    case TARGET_DIR: rc = target_dir_open(config, target, err); break;
+    case TARGET_S3: rc = target_s3_open(config, target, err); break;
+    default: rc = error_set(err, -EINVAL, "target %s: unknown type", config->name); break;
+    }
+    if (rc != 0) {
+        free(target);
+        return rc;
+    }
+    *out = target;
+    return 0;
+}
+
+int target_remove_temp_files(struct target *target, const char *directory_key, struct error *err)
+{
+    int rc = target_check_key(target, directory_key, err);
+    if (rc != 0 || !target->operations->remove_temp_files)
+        return rc;
+    return target->operations->remove_temp_files(target, directory_key, err);
+}
+
+void target_close(struct target *target)
+{
+    if (!target)
+        return;
+    if (target->operations && target->operations->close)
+        target->operations->close(target);
+    free(target);
+}
+
+int target_put_file(struct target *target, const char *key, const char *path,
+                    const char *sha256_hex, const struct archive_io *io, struct error *err)
+{
+    int rc = target_check_key(target, key, err);
+    if (rc != 0)
+        return rc;
+    if (target_stopped(io))
+        return error_set(err, -ECANCELED, "%s: upload of %s cancelled", target->description, key);
+    return target->operations->put_file(target, key, path, sha256_hex, io, err);
+}
+
+int target_get_file(struct target *target, const char *key, const char *path,
+                    const struct archive_io *io, struct error *err)
+{
+    int rc = target_check_key(target, key, err);
+    if (rc != 0)
+        return rc;
+    if (target_stopped(io))
+        return error_set(err, -ECANCELED, "%s: download of %s cancelled", target->description, key);
+    return target->operations->get_file(target, key, path, io, err);
+}
+
+int target_list(struct target *target, const char *prefix, struct target_listing *out,
+                struct error *err)
+{
+    out->objects = NULL;
+    out->count = 0;
+    int rc = target->operations->list(target, prefix ? prefix : "", out, err);
+    if (rc != 0)
+        target_listing_free(out);
+    return rc;
+}
+
+void target_listing_free(struct target_listing *listing)
+{
+    free(listing->objects);
+    listing->objects = NULL;
+    listing->count = 0;
+}
+
+int target_delete(struct target *target, const char *key, struct error *err)
+{
+    int rc = target_check_key(target, key, err);
+    if (rc != 0)
+        return rc;
+    return target->operations->delete_object(target, key, err);
+}
+
+const char *target_describe(const struct target *target)
+{
+    return target->description;
+}

@@ -1,0 +1,338 @@
+/*
+ * target_dir.c: a target that is a mounted directory (a NAS, another disk).
+ *
+ * Objects are files below the target's path, written as temp file + fsync +
+ * rename + fsync of the directory, so a reader never sees half a file under
+ * a final name. The root must already exist: creating it would quietly put
+ * "off-site" copies on the local disk when the NAS is not mounted. Not for
+ * anything remote: target_s3.c.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/fsutil.h"
+#include "offsite/target_internal.h"
+
+#define DIR_COPY_BUFFER (1024 * 1024)
+#define DIR_LIST_DEPTH  16 /* keys are NAME/FILE; deeper trees are not ours */
+
+struct dir_target {
+    char root[PATH_MAX];
+};
+
+static struct dir_target *dir_of(struct target *target)
+{
+    return target->implementation;
+}
+
+static int dir_path_of(struct target *target, const char *key, char *out, size_t out_size,
+                       struct error *err)
+{
+    if (fs_join(out, out_size, dir_of(target)->root, key) != 0)
+        return error_set(err, -ENAMETOOLONG, "%s: path for key %s is too long", target->description,
+                         key);
+    return 0;
+}
+
+/* Cuts "ROOT/NAME/FILE" to "ROOT/NAME" (paths here always hold a '/'). */
+static void dir_parent(char *path)
+{
+    char *slash = strrchr(path, '/');
+    if (slash == path)
+        slash[1] = '\0';
+    else if (slash)
+        *slash = '\0';
+}
+
+static int write_all(int fd, const unsigned char *data, size_t size)
+{
+    while (size > 0) {
+        ssize_t written = write(fd, data, size);
+        if (written < 0 && errno == EINTR)
+            continue;
+        if (written < 0)
+            return -errno;
+        data += written;
+        size -= (size_t)written;
+    }
+    return 0;
+}
+
+/*
+ * Copies `from` to the open descriptor `to`, hashing what passes through;
+ * fsyncs `to`. The messages name `from_name` and `to_name`.
+ */
+static int dir_copy(int from, const char *from_name, int to, const char *to_name,
+                    char sha256_hex[ARCHIVE_SHA256_HEX], const struct archive_io *io,
+                    struct error *err)
+{
+    unsigned char *buffer = malloc(DIR_COPY_BUFFER);
+    EVP_MD_CTX *hash = EVP_MD_CTX_new();
+    struct stat st;
+    int64_t done = 0, total = fstat(from, &st) == 0 ? (int64_t)st.st_size : -1;
+    int rc = 0;
+    if (!buffer || !hash || EVP_DigestInit_ex(hash, EVP_sha256(), NULL) != 1) {
+        rc = error_set(err, -ENOMEM, "copying %s: out of memory", from_name);
+        goto out;
+    }
+    for (;;) {
+        if (target_stopped(io)) {
+            rc = error_set(err, -ECANCELED, "copying %s to %s: cancelled", from_name, to_name);
+            goto out;
+        }
+        ssize_t got = read(from, buffer, DIR_COPY_BUFFER);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            rc = error_set(err, -errno, "cannot read %s: %s", from_name, strerror(errno));
+            goto out;
+        }
+        if (got == 0)
+            break;
+        EVP_DigestUpdate(hash, buffer, (size_t)got);
+        if ((rc = write_all(to, buffer, (size_t)got)) != 0) {
+            error_set(err, rc, "cannot write %s: %s", to_name, strerror(-rc));
+            goto out;
+        }
+        done += got;
+        target_report_progress(io, done, total);
+    }
+    if (fsync(to) != 0) {
+        rc = error_set(err, -errno, "cannot sync %s: %s", to_name, strerror(errno));
+        goto out;
+    }
+    unsigned char digest[32];
+    EVP_DigestFinal_ex(hash, digest, NULL);
+    for (int i = 0; i < 32; i++)
+        snprintf(sha256_hex + 2 * i, 3, "%02x", digest[i]);
+out:
+    EVP_MD_CTX_free(hash);
+    free(buffer);
+    return rc;
+}
+
+static int dir_put_file(struct target *target, const char *key, const char *path,
+                        const char *sha256_hex, const struct archive_io *io, struct error *err)
+{
+    char destination[PATH_MAX], temp[PATH_MAX + 32], directory[PATH_MAX];
+    char copied_sha256[ARCHIVE_SHA256_HEX];
+    int from = -1, to = -1, rc;
+    bool created = false;
+
+    if ((rc = dir_path_of(target, key, destination, sizeof destination, err)) != 0)
+        return rc;
+    snprintf(temp, sizeof temp, "%s%s", destination, FS_TEMP_SUFFIX);
+    snprintf(directory, sizeof directory, "%s", destination);
+    dir_parent(directory);
+    if ((rc = fs_make_directories(directory, 0700, err)) != 0)
+        return error_prefix(err, "%s: ", target->description);
+
+    from = open(path, O_RDONLY | O_CLOEXEC);
+    if (from < 0) {
+        rc = error_set(err, -errno, "cannot open %s: %s", path, strerror(errno));
+        goto out;
+    }
+    /* Archives and manifests are never raw databases: one under either name
+     * is not ours to replace (a target path that names a live directory). */
+    if ((rc = fs_refuse_to_replace(destination, err)) != 0 ||
+        (rc = fs_refuse_to_replace(temp, err)) != 0) {
+        error_prefix(err, "%s: ", target->description);
+        goto out;
+    }
+    /* A temp file left by a crash is ours; O_EXCL after unlink never follows a link. */
+    if (unlink(temp) != 0 && errno != ENOENT) {
+        rc = error_set(err, -errno, "cannot remove stale %s: %s", temp, strerror(errno));
+        goto out;
+    }
+    to = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (to < 0) {
+        rc = error_set(err, -errno, "cannot create %s: %s", temp, strerror(errno));
+        goto out;
+    }
+    created = true;
+    if ((rc = dir_copy(from, path, to, temp, copied_sha256, io, err)) != 0)
+        goto out;
+    if (close(to) != 0) {
+        to = -1;
+        rc = error_set(err, -errno, "cannot write %s: %s", temp, strerror(errno));
+        goto out;
+    }
+    to = -1;
+    if (sha256_hex && strcmp(sha256_hex, copied_sha256) != 0) {
+        rc = error_set(err, -EIO,
+                       "%s changed or is corrupt: its sha256 is %s, the manifest says %s; "
+                       "not uploaded",
+                       path, copied_sha256, sha256_hex);
+        goto out;
+    }
+    if ((rc = fs_rename_durably(temp, destination, err)) != 0)
+        goto out;
+    created = false;
+out:
+    if (from >= 0)
+        close(from);
+    if (to >= 0)
+        close(to);
+    if (created)
+        unlink(temp);
+    return rc;
+}
+
+static int dir_get_file(struct target *target, const char *key, const char *path,
+                        const struct archive_io *io, struct error *err)
+{
+    char source[PATH_MAX], sha256_hex[ARCHIVE_SHA256_HEX];
+    int from = -1, to = -1, rc;
+    bool created = false;
+
+    if ((rc = dir_path_of(target, key, source, sizeof source, err)) != 0)
+        return rc;
+    from = open(source, O_RDONLY | O_CLOEXEC);
+    if (from < 0) {
+        rc = error_set(err, -errno, "%s: %s %s: %s", target->description,
+                       errno == ENOENT ? "no such object" : "cannot read", key, strerror(errno));
+        goto out;
+    }
+    to = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (to < 0) {
+        rc = error_set(err, -errno, "cannot create %s: %s", path, strerror(errno));
+        goto out;
+    }
+    created = true;
+    if ((rc = dir_copy(from, source, to, path, sha256_hex, io, err)) != 0)
+        goto out;
+    rc = close(to) == 0 ? 0 : error_set(err, -errno, "cannot write %s: %s", path, strerror(errno));
+    to = -1;
+    if (rc == 0)
+        created = false;
+out:
+    if (from >= 0)
+        close(from);
+    if (to >= 0)
+        close(to);
+    if (created)
+        unlink(path);
+    return rc;
+}
+
+/* Adds the regular files below `directory` (whose key prefix is `relative`)
+ * that start with `prefix`. */
+static int dir_walk(struct target *target, const char *directory, const char *relative,
+                    const char *prefix, int depth, struct target_listing *out, struct error *err)
+{
+    DIR *handle = opendir(directory);
+    if (!handle) {
+        if (errno == ENOENT && depth > 0)
+            return 0; /* a prefix naming a directory not made yet: no objects */
+        return error_set(err, -errno, "%s: cannot list %s: %s", target->description, directory,
+                         strerror(errno));
+    }
+    int rc = 0;
+    struct dirent *entry;
+    while (rc == 0 && (entry = readdir(handle)) != NULL) {
+        const char *name = entry->d_name;
+        size_t length = strlen(name), suffix = strlen(FS_TEMP_SUFFIX);
+        if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+            continue;
+        if (length > suffix && strcmp(name + length - suffix, FS_TEMP_SUFFIX) == 0)
+            continue;
+        char path[PATH_MAX], key[PATH_MAX];
+        struct stat st;
+        if ((size_t)snprintf(path, sizeof path, "%s/%s", directory, name) >= sizeof path ||
+            (size_t)snprintf(key, sizeof key, "%s%s%s", relative, *relative ? "/" : "", name) >=
+                sizeof key)
+            continue;
+        if (lstat(path, &st) != 0)
+            continue; /* deleted while we looked */
+        /* Only descend where a key with this prefix can be. */
+        size_t key_length = strlen(key);
+        if (S_ISDIR(st.st_mode) && depth < DIR_LIST_DEPTH &&
+            (strncmp(key, prefix, key_length) == 0 || strncmp(key, prefix, strlen(prefix)) == 0))
+            rc = dir_walk(target, path, key, prefix, depth + 1, out, err);
+        else if (S_ISREG(st.st_mode) && strncmp(key, prefix, strlen(prefix)) == 0)
+            rc = target_listing_add(out, key, (int64_t)st.st_size, st.st_mtime, err);
+    }
+    closedir(handle);
+    return rc;
+}
+
+static int dir_list(struct target *target, const char *prefix, struct target_listing *out,
+                    struct error *err)
+{
+    return dir_walk(target, dir_of(target)->root, "", prefix, 0, out, err);
+}
+
+static int dir_delete(struct target *target, const char *key, struct error *err)
+{
+    char path[PATH_MAX];
+    int rc = dir_path_of(target, key, path, sizeof path, err);
+    if (rc != 0)
+        return rc;
+    if (unlink(path) != 0) {
+        if (errno == ENOENT)
+            return 0;
+        return error_set(err, -errno, "%s: cannot delete %s: %s", target->description, key,
+                         strerror(errno));
+    }
+    dir_parent(path);
+    return fs_sync_directory(path, err);
+}
+
+static int dir_remove_temp_files(struct target *target, const char *directory_key,
+                                 struct error *err)
+{
+    char directory[PATH_MAX];
+    int rc = dir_path_of(target, directory_key, directory, sizeof directory, err);
+    if (rc == 0 && (rc = fs_remove_temp_files(directory, err)) < 0)
+        error_prefix(err, "%s: ", target->description);
+    return rc;
+}
+
+static void dir_close(struct target *target)
+{
+    free(target->implementation);
+    target->implementation = NULL;
+}
+
+static const struct target_operations dir_operations = {
+    .put_file = dir_put_file,
+    .get_file = dir_get_file,
+    .list = dir_list,
+    .delete_object = dir_delete,
+    .remove_temp_files = dir_remove_temp_files,
+    .close = dir_close,
+};
+
+int target_dir_open(const struct target_config *config, struct target *target, struct error *err)
+{
+    struct stat st;
+    size_t length = config->path ? strlen(config->path) : 0;
+    if (length == 0 || length >= PATH_MAX - 1)
+        return error_set(err, -EINVAL, "target %s: path must be set", config->name);
+    if (stat(config->path, &st) != 0)
+        return error_set(err, -errno,
+                         "target %s: directory %s: %s (is the share mounted? sqlprodd does not "
+                         "create a target's root)",
+                         config->name, config->path, strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return error_set(err, -ENOTDIR, "target %s: %s is not a directory", config->name,
+                         config->path);
+    struct dir_target *dir = calloc(1, sizeof *dir);
+    if (!dir)
+        return error_set(err, -ENOMEM, "target %s: out of memory", config->name);
+    memcpy(dir->root, config->path, length + 1);
+    while (length > 1 && dir->root[length - 1] == '/')
+        dir->root[--length] = '\0';
+    target->implementation = dir;
+    target->operations = &dir_operations;
+    snprintf(target->description, sizeof target->description, "dir %s", dir->root);
+    return 0;
+}

@@ -1,0 +1,592 @@
+/*
+ * test_target_s3.c: the S3 target against a real S3 server on 127.0.0.1
+ * (s3rver behind tests/s3/server.js, which recomputes every request's
+ * Signature V4 with AWS's own signer and refuses a mismatch). Round trips of
+ * small and multipart files, awkward keys, paged listings, deletes, wrong
+ * credentials, session tokens, TLS verification, virtual-hosted addressing,
+ * storage class and SSE headers.
+ * Faults and retries: test_target_s3_faults.c; aws CLI interop:
+ * test_target_s3_interop.c. Skipped only when node is not installed.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "archive/archive.h"
+#include "s3_test_fixture.h"
+#include "offsite/target.h"
+
+static struct s3_test_fixture fixture;
+
+static int start_server(void **state)
+{
+    (void)state;
+    return s3_test_fixture_start(&fixture, "test_target_s3");
+}
+
+static int stop_server(void **state)
+{
+    (void)state;
+    return s3_test_fixture_stop(&fixture);
+}
+
+static int reset_server(void **state)
+{
+    (void)state;
+    s3_test_fixture_reset(&fixture);
+    return 0;
+}
+
+static struct target_config test_config(void)
+{
+    return s3_test_target_config(&fixture, "db/");
+}
+
+static struct target *open_target(const struct target_config *config)
+{
+    struct target *target = s3_test_open_target(config);
+    struct target_tuning tuning;
+    target_tuning_default(&tuning);
+    tuning.base_delay_ms = 5;
+    tuning.max_delay_ms = 20;
+    target_set_tuning(target, &tuning);
+    return target;
+}
+
+static void path_in_work(char *out, size_t size, const char *name)
+{
+    snprintf(out, size, "%s/%s", fixture.work, name);
+}
+
+static const struct target_object *find_object(const struct target_listing *listing,
+                                               const char *key)
+{
+    for (size_t i = 0; i < listing->count; i++)
+        if (strcmp(listing->objects[i].key, key) == 0)
+            return &listing->objects[i];
+    return NULL;
+}
+
+/* Puts `size` random bytes under key, gets them back into a new file, and
+ * checks the bytes, the listing and the server's view of the requests. */
+static void round_trip(struct target *target, const char *key, size_t size, unsigned seed)
+{
+    char source[128], copy[128], sha256[ARCHIVE_SHA256_HEX];
+    struct error err = {0};
+    path_in_work(source, sizeof source, "source");
+    path_in_work(copy, sizeof copy, "copy");
+    unlink(copy);
+    s3_test_write_random_file(source, size, seed);
+    assert_int_equal(archive_sha256_file(source, sha256, &err), 0);
+
+    int rc = target_put_file(target, key, source, sha256, NULL, &err);
+    if (rc != 0)
+        fail_msg("put %s: %s", key, err.message);
+    rc = target_get_file(target, key, copy, NULL, &err);
+    if (rc != 0)
+        fail_msg("get %s: %s", key, err.message);
+    assert_true(s3_test_same_file(source, copy));
+    struct stat st;
+    assert_int_equal(stat(copy, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+
+    struct target_listing listing = {0};
+    assert_int_equal(target_list(target, "", &listing, &err), 0);
+    const struct target_object *object = find_object(&listing, key);
+    if (!object)
+        fail_msg("%s is not in the listing", key);
+    assert_int_equal(object->size, (int64_t)size);
+    assert_true(object->modified > time(NULL) - 600 && object->modified < time(NULL) + 600);
+    target_listing_free(&listing);
+    unlink(copy);
+}
+
+static void small_file_round_trip_is_byte_identical(void **state)
+{
+    (void)state;
+    if (fixture.node_missing)
+        skip();
+    struct target_config config = test_config();
+    struct target *target = open_target(&config);
+    round_trip(target, "app/app-20240101T000000Z.db.gz", 100 * 1024 + 7, 1);
+    round_trip(target, "app/empty.db.gz", 0, 2);
+    target_close(target);
+
+    json_t *requests = s3_test_requests(&fixture.server);
+    assert_true(s3_test_all_signed(requests));
+    /* One PutObject each, with Content-MD5 and the sha256 as metadata. */
+    assert_int_equal(s3_test_count(requests, "PUT", NULL, 200), 2);
+    size_t index;
+    json_t *entry;
+    json_array_foreach(requests, index, entry)
+    {
+        json_t *headers = json_object_get(entry, "headers");
+        if (strcmp(json_string_value(json_object_get(entry, "method")), "PUT") != 0)
+            continue;
+        assert_string_equal(json_string_value(json_object_get(entry, "payload")), "signed");
+        assert_non_null(json_object_get(headers, "content-md5"));
+        assert_int_equal(strlen(json_string_value(json_object_get(headers, "x-amz-meta-sha256"))),
+                         64);
+        const char *path = json_string_value(json_object_get(entry, "path"));
+        assert_true(strcmp(path, "/sqlprodd-test/db/app/empty.db.gz") == 0 ||
+                    strcmp(path, "/sqlprodd-test/db/app/app-20240101T000000Z.db.gz") == 0);
+    }
+    json_decref(requests);
+}
+
+static void multipart_round_trip_uses_parts_of_the_part_size(void **state)
+{
+    (void)state;
+    if (fixture.node_missing)
+        skip();
+    struct target_config config = test_config();
+    struct target *target = open_target(&config);
+    round_trip(target, "app/big.db.gz", 12 * 1024 * 1024 + 3, 3);
+    target_close(target);
+
+    json_t *requests = s3_test_requests(&fixture.server);
+    assert_true(s3_test_all_signed(requests));
+    assert_int_equal(s3_test_count(requests, "POST", "uploads", 200), 1);
+    assert_int_equal(s3_test_count(requests, "PUT", "partNumber=", 200), 3);
+    assert_int_equal(s3_test_count(requests, "POST", "uploadId=", 200), 1);
+    assert_int_equal(s3_test_count(requests, "DELETE", NULL, 0), 0);
+    size_t index;
+    json_t *entry;
+    json_array_foreach(requests, index, entry)
+    {
+        const char *query = json_string_value(json_object_get(entry, "query"));
+        if (!strstr(query, "partNumber="))
+            continue;
+        int64_t bytes = json_integer_value(json_object_get(entry, "bytes"));
+        assert_true(bytes == 5 * 1024 * 1024 || bytes == 2 * 1024 * 1024 + 3);
+        assert_non_null(json_object_get(json_object_get(entry, "headers"), "content-md5"));
+    }
+    json_decref(requests);
+}
+
+static void wrong_secret_is_refused_with_a_clear_error(void **state)
+{
+    (void)state;
+    if (fixture.node_missing)
+        skip();
+    char source[128];
+    struct error err = {0};
+    path_in_work(source, sizeof source, "source");
+    s3_test_write_random_file(source, 1000, 4);
+    setenv("AWS_SECRET_ACCESS_KEY", S3_TEST_SECRET_KEY "wrong", 1);
+    struct target_config config = test_config();
+    struct target *target = open_target(&config);
+    int rc = target_put_file(target, "app/refused.db.gz", source, NULL, NULL, &err);
+    assert_int_equal(rc, -EACCES);
+    assert_string_equal(err.message,
+                        "access denied by S3 for s3://sqlprodd-test/db/app/refused.db.gz: "
+                        "SignatureDoesNotMatch \xe2\x80\x94 check the secret key, the clock "
+                        "(skew), or the bucket policy");
+    assert_null(strstr(err.message, S3_TEST_SECRET_KEY));
+    target_close(target);
+
+    /* Refused by the server's signature check, once: a 403 is not retried. */
+    json_t *requests = s3_test_requests(&fixture.server);
+    assert_int_equal(json_array_size(requests), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(requests, 0), "auth")),
+                        "SignatureDoesNotMatch");
+    json_decref(requests);
+
+    s3_test_use_credentials();
+    setenv("AWS_ACCESS_KEY_ID", "AKIAUNKNOWN", 1);
+    target = open_target(&config);
+    struct target_listing listing = {0};
+    assert_int_equal(target_list(target, "", &listing, &err), -EACCES);
+    assert_non_null(strstr(err.message, "InvalidAccessKeyId"));
+    assert_non_null(strstr(err.message, "check the access key id"));
+    target_close(target);
+}
+
+static void keys_with_awkward_characters_round_trip(void **state)
+{
+    (void)state;
+    if (fixture.node_missing)
+        skip();
+    static const char *const keys[] = {
+        "odd/with space.db.gz",
+        "odd/\xc3\xbcnic\xc3\xb6"
+        "de-\xe2\x82\xac.db.gz", /* "ünicöde-€" */
+        "odd/plus+equals=amp&semi;.db.gz",
+        "odd/(paren)!*'~@$,:.db.gz",
+        "odd/percent%20literal.db.gz",
+        "odd/question?hash#bracket[].db.gz",
+        "odd/dots..and.db.gz",
+    };
+    const size_t count = sizeof keys / sizeof keys[0];
+    struct target_config config = test_config();
+    struct target *target = open_target(&config);
+    for (size_t i = 0; i < count; i++)
+        round_trip(target, keys[i], 1000 + i, 10 + (unsigned)i);
+
+    struct target_listing listing = {0};
+    struct error err = {0};
+    assert_int_equal(target_list(target, "odd/", &listing, &err), 0);
+    assert_int_equal(listing.count, count);
+    for (size_t i = 0; i < count; i++) {
+        if (!find_object(&listing, keys[i]))
+            fail_msg("'%s' is missing from the listing", keys[i]);
+    }
+    target_listing_free(&listing);
+    for (size_t i = 0; i < count; i++)
+        assert_int_equal(target_delete(target, keys[i], &err), 0);
+    assert_int_equal(target_list(target, "odd/", &listing, &err), 0);
+    assert_int_equal(listing.count, 0);
+    target_close(target);
+
+    json_t *requests = s3_test_requests(&fixture.server);
+    assert_true(s3_test_all_signed(requests));
+    json_decref(requests);
+}
+
+static void keys_that_could_escape_are_refused(void **state)
+{
+    (void)state;
+    if (fixture.node_missing)
+        skip();
+    static const char *const bad[] = {"", "/abs", "a/../b", "a//b", "./a", "a/", "tab\there"};
+    struct target_config config = test_config();
+    struct target *target = open_target(&config);
+    struct error err = {0};
+    char source[128];
+    path_in_work(source, sizeof source, "source");
+    s3_test_write_random_file(source, 10, 5);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(target_put_file(target, bad[i], source, NULL, NULL, &err), -EINVAL);
+    target_close(target);
+    json_t *requests = s3_test_requests(&fixture.server);
+    assert_int_equal(json_array_size(requests), 0);
+    json_decref(requests);
+}
+
+static void listing_pages_past_1000_keys_and_delete_empties_it(void **state)
+{
+    (void)state;
+    if (fixture.node_missing)
+        skip();
+    enum { OBJECTS = 1100 };
+    struct target_config config = test_config();
+    struct target *target = open_target(&config);
+    struct error err = {0};
+    char source[128], key[64];
+    path_in_work(source, sizeof source, "tiny");
+    s3_test_write_random_file(source, 16, 6);
+    for (int i = 0; i < OBJECTS; i++) {
+        snprintf(key, sizeof key, "many/many-%05d.db.gz", i);
+        if (target_put_file(target, key, source, NULL, NULL, &err) != 0)
+            fail_msg("put %s: %s", key, err.message);
+    }
+    s3_test_reset(&fixture.server);
+
+    struct target_listing listing = {0};
+    assert_int_equal(target_list(target, "many/", &listing, &err), 0);
+    assert_int_equal(listing.count, OBJECTS);
+    for (int i = 0; i < OBJECTS; i++) {
+        snprintf(key, sizeof key, "many/many-%05d.db.gz", i);
+        assert_non_null(find_object(&listing, key));
+    }
+    target_listing_free(&listing);
+    json_t *requests = s3_test_requests(&fixture.server);
+    assert_int_equal(s3_test_count(requests, "GET", "list-type=2", 200), 2);
+    assert_int_equal(s3_test_count(requests, "GET", "continuation-token=", 200), 1);
+    assert_true(s3_test_all_signed(requests));
+    json_decref(requests);
+
+    /* A prefix that matches part of the set. */
+    assert_int_equal(target_list(target, "many/many-0100", &listing, &err), 0);
+    assert_int_equal(listing.count, 10);
+    target_listing_free(&listing);
+
+    for (int i = 0; i < OBJECTS; i++) {
+        snprintf(key, sizeof key, "many/many-%05d.db.gz", i);
+        assert_int_equal(target_delete(target, key, &err), 0);
+    }
+    assert_int_equal(target_list(target, "many/", &listing, &err), 0);
+    assert_int_equal(listing.count, 0);
+    target_close(target);
+}
+
+static void delete_of_a_missing_key_is_not_an_error(void **state)
+{
+    (void)state;
+    if (fixture.node_missing)
+        skip();
+    struct target_config config = test_config();
+    struct target *target = open_target(&config);
+    struct error err = {0};
+    assert_int_equal(target_delete(target, "app/never-existed.db.gz", &err), 0);
+    target_close(target);
+}
+
+static void get_of_a_missing_key_leaves_no_file(void **state)
+{
+    (void)state;
+    if (fixture.node_missing)
+        skip();
+    struct target_config config = test_config();
+    struct target *target = open_target(&config);
+    struct error err = {0};
+    char copy[128];
+    path_in_work(copy, sizeof copy, "missing-copy");
+    assert_int_equal(target_get_file(target, "app/never-existed.db.gz", copy, NULL, &err), -ENOENT);
+    assert_string_equal(err.message,
+                        "no such object s3://sqlprodd-test/db/app/never-existed.db.gz");
+    assert_int_equal(access(copy, F_OK), -1);
+
+    /* An existing destination is never overwritten. */
+    s3_test_write_random_file(copy, 10, 7);
+    assert_int_equal(target_get_file(target, "app/never-existed.db.gz", copy, NULL, &err), -EEXIST);
+    assert_int_equal(access(copy, F_OK), 0);
+    unlink(copy);
+    target_close(target);
+}
+
+static void missing_bucket_is_named(void **state)
+{
+    (void)state;
+    if (fixture.node_missing)
+        skip();
+    struct target_config config = test_config();
+    config.bucket = "no-such-bucket";
+    struct target *target = open_target(&config);
+    struct error err = {0};
+    struct target_listing listing = {0};
+    assert_int_equal(target_list(target, "", &listing, &err), -ENOENT);
+    assert_non_null(strstr(err.message, "no such bucket 'no-such-bucket'"));
+    target_close(target);
+    json_t *requests = s3_test_requests(&fixture.server);
+    assert_int_equal(json_array_size(requests), 1); /* a 404 is not retried */
+    json_decref(requests);
+}
+
+static void virtual_hosted_addressing_works(void **state)
+{
+    (void)state;
+    if (fixture.node_missing)
+        skip();
+    char endpoint[64];
+    struct target_config config = test_config();
+    snprintf(endpoint, sizeof endpoint, "http://localhost:%d", fixture.server.port);
+    config.endpoint = endpoint;
+    config.path_style = false;
+    config.prefix = "";
+    struct target *target = open_target(&config);
+    round_trip(target, "vhost/app-1.db.gz", 6 * 1024 * 1024, 8); /* multipart too */
+    struct error err = {0};
+    assert_int_equal(target_delete(target, "vhost/app-1.db.gz", &err), 0);
+    target_close(target);
+
+    json_t *requests = s3_test_requests(&fixture.server);
+    assert_true(s3_test_all_signed(requests));
+    json_t *first = json_array_get(requests, 0);
+    char host[64];
+    snprintf(host, sizeof host, "sqlprodd-test.localhost:%d", fixture.server.port);
+    assert_string_equal(json_string_value(json_object_get(first, "host")), host);
+    assert_string_equal(json_string_value(json_object_get(first, "path")), "/vhost/app-1.db.gz");
+    json_decref(requests);
+}
+
+static void storage_class_and_encryption_headers_are_sent(void **state)
+{
+    (void)state;
+    if (fixture.node_missing)
+        skip();
+    struct target_config config = test_config();
+    config.storage_class = "STANDARD_IA";
+    config.sse = "AES256";
+    struct target *target = open_target(&config);
+    char source[128];
+    struct error err = {0};
+    path_in_work(source, sizeof source, "source");
+    s3_test_write_random_file(source, 6 * 1024 * 1024, 9);
+    assert_int_equal(target_put_file(target, "sse/multipart.db.gz", source, NULL, NULL, &err), 0);
+    s3_test_write_random_file(source, 1000, 9);
+    assert_int_equal(target_put_file(target, "sse/single.db.gz", source, NULL, NULL, &err), 0);
+    target_close(target);
+
+    json_t *requests = s3_test_requests(&fixture.server);
+    size_t index, carrying = 0;
+    json_t *entry;
+    json_array_foreach(requests, index, entry)
+    {
+        json_t *headers = json_object_get(entry, "headers");
+        const char *storage = json_string_value(json_object_get(headers, "x-amz-storage-class"));
+        const char *sse =
+            json_string_value(json_object_get(headers, "x-amz-server-side-encryption"));
+        if (storage && sse && strcmp(storage, "STANDARD_IA") == 0 && strcmp(sse, "AES256") == 0)
+            carrying++;
+    }
+    /* CreateMultipartUpload and the single PutObject; parts do not repeat them. */
+    assert_int_equal(carrying, 2);
+    assert_true(s3_test_all_signed(requests));
+    json_decref(requests);
+}
+
+static void credentials_file_is_used_and_must_be_private(void **state)
+{
+    (void)state;
+    if (fixture.node_missing)
+        skip();
+    char file[128];
+    path_in_work(file, sizeof file, "credentials");
+    FILE *out = fopen(file, "w");
+    assert_non_null(out);
+    fprintf(out,
+            "[default]\naws_access_key_id = wrong\naws_secret_access_key = wrong\n"
+            "[profile backup]\naws_access_key_id = %s\naws_secret_access_key = %s\n",
+            S3_TEST_ACCESS_KEY, S3_TEST_SECRET_KEY);
+    fclose(out);
+    chmod(file, 0600);
+    unsetenv("AWS_ACCESS_KEY_ID");
+    unsetenv("AWS_SECRET_ACCESS_KEY");
+
+    struct target_config config = test_config();
+    config.credentials_file = file;
+    config.profile = "backup";
+    struct target *target = open_target(&config);
+    struct target_listing listing = {0};
+    struct error err = {0};
+    assert_int_equal(target_list(target, "", &listing, &err), 0);
+    target_listing_free(&listing);
+    target_close(target);
+
+    chmod(file, 0644);
+    target = NULL;
+    assert_int_equal(target_open(&config, &target, &err), -EPERM);
+    assert_null(target);
+    assert_non_null(strstr(err.message, "target offsite: credentials file"));
+    assert_non_null(strstr(err.message, "chmod 640"));
+
+    config.credentials_file = NULL;
+    assert_int_equal(target_open(&config, &target, &err), -ENOENT);
+    assert_non_null(strstr(err.message, "AWS_ACCESS_KEY_ID"));
+    unlink(file);
+}
+
+static void changed_file_is_not_uploaded(void **state)
+{
+    (void)state;
+    if (fixture.node_missing)
+        skip();
+    struct target_config config = test_config();
+    struct target *target = open_target(&config);
+    char source[128];
+    struct error err = {0};
+    const char *wrong = "0000000000000000000000000000000000000000000000000000000000000000";
+    path_in_work(source, sizeof source, "source");
+    s3_test_write_random_file(source, 1000, 11);
+    assert_int_equal(target_put_file(target, "bad/small.db.gz", source, wrong, NULL, &err), -EIO);
+    assert_non_null(strstr(err.message, "changed or is corrupt"));
+    s3_test_write_random_file(source, 11 * 1024 * 1024, 11);
+    assert_int_equal(target_put_file(target, "bad/large.db.gz", source, wrong, NULL, &err), -EIO);
+    struct target_listing listing = {0};
+    assert_int_equal(target_list(target, "bad/", &listing, &err), 0);
+    assert_int_equal(listing.count, 0);
+    target_listing_free(&listing);
+    target_close(target);
+    json_t *requests = s3_test_requests(&fixture.server);
+    /* The multipart upload was abandoned: AbortMultipartUpload was sent. */
+    assert_int_equal(s3_test_count(requests, "DELETE", "uploadId=", 0), 1);
+    json_decref(requests);
+}
+
+static void session_token_is_signed_and_sent(void **state)
+{
+    (void)state;
+    if (fixture.node_missing)
+        skip();
+    struct s3_test_server token_server;
+    const char *const arguments[] = {"--session-token", "session/token+value==", NULL};
+    assert_int_equal(s3_test_server_start(&token_server, arguments), 0);
+    char endpoint[64];
+    struct target_config config = test_config();
+    snprintf(endpoint, sizeof endpoint, "%s", token_server.url);
+    config.endpoint = endpoint;
+    struct target_listing listing = {0};
+    struct error err = {0};
+
+    struct target *target = open_target(&config);
+    assert_int_equal(target_list(target, "", &listing, &err), -EACCES);
+    assert_non_null(strstr(err.message, "InvalidToken"));
+    target_close(target);
+
+    setenv("AWS_SESSION_TOKEN", "session/token+value==", 1);
+    target = open_target(&config);
+    int rc = target_list(target, "", &listing, &err);
+    if (rc != 0)
+        fail_msg("list with a session token: %s", err.message);
+    target_listing_free(&listing);
+    target_close(target);
+    unsetenv("AWS_SESSION_TOKEN");
+    s3_test_server_stop(&token_server);
+}
+
+/* https is verified unless tls_verify = false: a self-signed server is refused. */
+static void tls_is_verified_unless_disabled(void **state)
+{
+    (void)state;
+    if (fixture.node_missing)
+        skip();
+    char certificate[128], key[128], command[512];
+    path_in_work(certificate, sizeof certificate, "server.pem");
+    path_in_work(key, sizeof key, "server.key");
+    snprintf(command, sizeof command,
+             "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost "
+             "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout '%s' -out '%s' "
+             ">/dev/null 2>&1",
+             key, certificate);
+    assert_int_equal(system(command), 0);
+    struct s3_test_server tls_server;
+    const char *const arguments[] = {"--tls-cert", certificate, "--tls-key", key, NULL};
+    assert_int_equal(s3_test_server_start(&tls_server, arguments), 0);
+    assert_int_equal(strncmp(tls_server.url, "https://", 8), 0);
+
+    char endpoint[64];
+    struct target_config config = test_config();
+    snprintf(endpoint, sizeof endpoint, "%s", tls_server.url);
+    config.endpoint = endpoint;
+    struct target_listing listing = {0};
+    struct error err = {0};
+    struct target *target = open_target(&config);
+    assert_int_equal(target_list(target, "", &listing, &err), -EPROTO);
+    assert_non_null(strstr(err.message, "is not trusted"));
+    target_close(target);
+
+    config.tls_verify = false;
+    target = open_target(&config);
+    round_trip(target, "tls/app-1.db.gz", 2000, 12);
+    target_close(target);
+    json_t *requests = s3_test_requests(&tls_server);
+    assert_true(s3_test_all_signed(requests));
+    json_decref(requests);
+    s3_test_server_stop(&tls_server);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(small_file_round_trip_is_byte_identical, reset_server),
+        cmocka_unit_test_setup(multipart_round_trip_uses_parts_of_the_part_size, reset_server),
+        cmocka_unit_test_setup(wrong_secret_is_refused_with_a_clear_error, reset_server),
+        cmocka_unit_test_setup(keys_with_awkward_characters_round_trip, reset_server),
+        cmocka_unit_test_setup(keys_that_could_escape_are_refused, reset_server),
+        cmocka_unit_test_setup(listing_pages_past_1000_keys_and_delete_empties_it, reset_server),
+        cmocka_unit_test_setup(delete_of_a_missing_key_is_not_an_error, reset_server),
+        cmocka_unit_test_setup(get_of_a_missing_key_leaves_no_file, reset_server),
+        cmocka_unit_test_setup(missing_bucket_is_named, reset_server),
+        cmocka_unit_test_setup(virtual_hosted_addressing_works, reset_server),
+        cmocka_unit_test_setup(storage_class_and_encryption_headers_are_sent, reset_server),
+        cmocka_unit_test_setup(credentials_file_is_used_and_must_be_private, reset_server),
+        cmocka_unit_test_setup(changed_file_is_not_uploaded, reset_server),
+        cmocka_unit_test_setup(session_token_is_signed_and_sent, reset_server),
+        cmocka_unit_test_setup(tls_is_verified_unless_disabled, reset_server),
+    };
+    return cmocka_run_group_tests(tests, start_server, stop_server);
+}
