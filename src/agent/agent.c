@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -432,6 +433,50 @@ static void agent_handle_signals(struct agent *agent, int signal_fd)
     }
 }
 
+/*
+ * The watchdog: WATCHDOG=1 from the loop itself, so that only a hung loop
+ * (not a long job on a worker) misses it. systemd allows WATCHDOG_USEC
+ * between two pings; the agent promises at most half of it, whatever the
+ * loop was doing. So the ping is due every quarter (period_usec), and the
+ * poll() timeout counts down to that deadline rather than restarting a full
+ * period at every wake-up: a wake-up just before the deadline used to push
+ * the next ping almost a whole period further.
+ */
+struct agent_watchdog {
+    uint64_t period_usec; /* 0: no watchdog */
+    uint64_t next_usec;   /* CLOCK_MONOTONIC time the next ping is due */
+};
+
+static uint64_t agent_monotonic_usec(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000ULL + (uint64_t)now.tv_nsec / 1000;
+}
+
+static void agent_ping_watchdog_when_due(struct agent_watchdog *watchdog, bool force)
+{
+    if (!watchdog->period_usec)
+        return;
+    uint64_t now = agent_monotonic_usec();
+    if (!force && now < watchdog->next_usec)
+        return;
+    notify_watchdog();
+    watchdog->next_usec = now + watchdog->period_usec;
+}
+
+/* Milliseconds until the next ping is due (rounded up), -1 without a watchdog. */
+static int agent_watchdog_timeout_ms(const struct agent_watchdog *watchdog)
+{
+    if (!watchdog->period_usec)
+        return -1;
+    uint64_t now = agent_monotonic_usec();
+    if (now >= watchdog->next_usec)
+        return 0;
+    uint64_t wait_ms = (watchdog->next_usec - now + 999) / 1000;
+    return wait_ms > INT32_MAX ? INT32_MAX : (int)wait_ms;
+}
+
 int agent_run(struct config *config, const char *config_path)
 {
     struct agent agent = {.config = config, .config_path = config_path,
@@ -479,21 +524,16 @@ int agent_run(struct config *config, const char *config_path)
     agent_update_reports(&agent);
     agent_start_http(&agent);
 
-    uint64_t watchdog_usec = notify_watchdog_interval();
-    struct timespec last_ping;
-    clock_gettime(CLOCK_MONOTONIC, &last_ping);
-    if (watchdog_usec)
-        notify_watchdog();
+    struct agent_watchdog watchdog = {.period_usec = notify_watchdog_interval()};
+    agent_ping_watchdog_when_due(&watchdog, true);
 
     while (!agent.stop || agent.running > 0) {
         time_t now = time(NULL);
         agent_dispatch(&agent, now);
         int timeout = agent.stop ? 1000 : agent_sleep_ms(&agent, now);
-        if (watchdog_usec) {
-            int watchdog_ms = (int)(watchdog_usec / 1000);
-            if (timeout < 0 || timeout > watchdog_ms)
-                timeout = watchdog_ms;
-        }
+        int until_ping = agent_watchdog_timeout_ms(&watchdog);
+        if (until_ping >= 0 && (timeout < 0 || timeout > until_ping))
+            timeout = until_ping;
         struct pollfd fds[2] = {{.fd = signal_fd, .events = POLLIN},
                                 {.fd = agent.wake_pipe[0], .events = POLLIN}};
         int ready = poll(fds, 2, timeout);
@@ -501,21 +541,15 @@ int agent_run(struct config *config, const char *config_path)
             log_event(LOG_ERR, NULL, NULL, "poll: %s", strerror(errno));
             break;
         }
+        /* Before the turn's work (a reload, the reports after a job), which
+         * may take a while on a busy host, and again after it. */
+        agent_ping_watchdog_when_due(&watchdog, false);
         if (fds[0].revents & POLLIN)
             agent_handle_signals(&agent, signal_fd);
         if (fds[1].revents & POLLIN)
             agent_collect(&agent);
         agent_apply_reload(&agent);
-        if (watchdog_usec) {
-            struct timespec now_mono;
-            clock_gettime(CLOCK_MONOTONIC, &now_mono);
-            uint64_t elapsed = (uint64_t)(now_mono.tv_sec - last_ping.tv_sec) * 1000000ULL +
-                               (uint64_t)((now_mono.tv_nsec - last_ping.tv_nsec) / 1000);
-            if (elapsed >= watchdog_usec) {
-                notify_watchdog();
-                last_ping = now_mono;
-            }
-        }
+        agent_ping_watchdog_when_due(&watchdog, false);
     }
     status = 0;
     log_event(LOG_NOTICE, NULL, NULL, "stopped");
