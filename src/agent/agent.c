@@ -26,6 +26,7 @@
 #include "report/metrics.h"
 #include "report/notify.h"
 #include "report/summary.h"
+#include "sandbox.h"
 #include "db/state.h"
 
 /* When a job could not take the database lock (a one-off holds it). */
@@ -63,10 +64,19 @@ struct agent {
     int wake_pipe[2]; /* workers write a byte when a job finishes */
     struct http_server *http; /* metrics.listen; reads agent->config */
     volatile sig_atomic_t stop;
+    /* Shown before the summary in STATUS= until they no longer hold: the
+     * last reload refused (cleared by a good one), and the first path the
+     * sandbox keeps the agent from writing (checked at start and reload). */
+    char reload_refused[1024];
+    char access_problem[1200];
 };
 
+/* With retry_failed (at start-up and after a reload), a job whose last run
+ * did not succeed is due now rather than at its next slot, hours away for
+ * vacuum: the restart or reload may be what fixed it, and the status line
+ * should not show the old reason until then. */
 static time_t agent_compute_due(struct agent *agent, const struct database_config *db,
-                                enum job_kind kind, time_t now)
+                                enum job_kind kind, time_t now, bool retry_failed)
 {
     const struct schedule *schedule = job_schedule(db, kind);
     if (schedule->kind == SCHEDULE_NONE)
@@ -75,6 +85,8 @@ static time_t agent_compute_due(struct agent *agent, const struct database_confi
     struct error err = {0};
     if (state_get_job(agent->state, db->name, job_name(kind), &record, &err) != 0)
         log_event(LOG_WARNING, db->name, job_name(kind), "%s", err.message);
+    if (retry_failed && record.last_started != 0 && record.last_outcome != JOB_OUTCOME_OK)
+        return now;
     return sched_next_due(schedule, record.last_started, now);
 }
 
@@ -86,7 +98,8 @@ static int agent_build_databases(struct agent *agent, time_t now)
     for (size_t i = 0; i < agent->config->database_count; i++) {
         databases[i].config = &agent->config->databases[i];
         for (int kind = 0; kind < JOB_KIND_COUNT; kind++)
-            databases[i].next_due[kind] = agent_compute_due(agent, databases[i].config, kind, now);
+            databases[i].next_due[kind] =
+                agent_compute_due(agent, databases[i].config, kind, now, true);
     }
     free(agent->databases);
     agent->databases = databases;
@@ -235,10 +248,48 @@ static int agent_sleep_ms(const struct agent *agent, time_t now)
     return seconds > 86400 ? 86400 * 1000 : (int)(seconds * 1000);
 }
 
+/* STATUS=: what the operator must act on first, then the summary. */
+static void agent_status_line(struct agent *agent, char *line, size_t size)
+{
+    size_t used = 0;
+    const char *notes[] = {agent->reload_refused, agent->access_problem};
+    for (size_t i = 0; i < sizeof notes / sizeof notes[0]; i++) {
+        if (notes[i][0] && used < size)
+            used += (size_t)snprintf(line + used, size - used, "%s | ", notes[i]);
+    }
+    if (used >= size)
+        return;
+    summary_status_line(agent->config, agent->state, line + used, size - used);
+}
+
+/* Logs each path the agent cannot write from where it runs, with its fix,
+ * and keeps the first for the status line. */
+static void agent_check_sandbox(struct agent *agent)
+{
+    struct sandbox_report report;
+    int problems = sandbox_check(agent->config, &report);
+    agent->access_problem[0] = '\0';
+    if (problems < 0) {
+        log_event(LOG_WARNING, NULL, "sandbox", "cannot check access: %s", strerror(-problems));
+        return;
+    }
+    for (size_t i = 0; i < report.count; i++)
+        log_event(LOG_ERR, report.problems[i].database, "sandbox", "%s",
+                  report.problems[i].message);
+    if (report.count > 0) {
+        const struct sandbox_problem *first = &report.problems[0];
+        snprintf(agent->access_problem, sizeof agent->access_problem,
+                 "NO ACCESS%s%s: %s%s", first->database ? " for " : "",
+                 first->database ? first->database : "", first->fix,
+                 report.count > 1 ? " (and more: journalctl -u sqlprodd)" : "");
+    }
+    sandbox_report_free(&report);
+}
+
 static void agent_update_reports(struct agent *agent)
 {
-    char line[1024];
-    summary_status_line(agent->config, agent->state, line, sizeof line);
+    char line[2048];
+    agent_status_line(agent, line, sizeof line);
     notify_status(line);
     if (agent->config->metrics_textfile) {
         struct error err = {0};
@@ -267,7 +318,8 @@ static void agent_collect(struct agent *agent)
         if (item->result.skipped)
             db->next_due[item->kind] = now + AGENT_RETRY_LOCKED_SECONDS;
         else
-            db->next_due[item->kind] = agent_compute_due(agent, db->config, item->kind, now);
+            db->next_due[item->kind] =
+                agent_compute_due(agent, db->config, item->kind, now, false);
         /* A new archive should leave the machine now, not at the next retry tick. */
         if (item->kind == JOB_BACKUP && item->result.outcome != JOB_OUTCOME_FAILED &&
             db->config->upload.target)
@@ -338,9 +390,22 @@ static void agent_apply_reload(struct agent *agent)
     agent_start_http(agent);
     log_event(LOG_NOTICE, NULL, NULL, "configuration reloaded: %zu database%s",
               agent->database_count, agent->database_count == 1 ? "" : "s");
-    char line[1024];
-    summary_status_line(agent->config, agent->state, line, sizeof line);
+    agent->reload_refused[0] = '\0';
+    agent_check_sandbox(agent);
+    char line[2048];
+    agent_status_line(agent, line, sizeof line);
     notify_ready(line);
+}
+
+static void agent_note_refused_reload(struct agent *agent, const char *first_error)
+{
+    char stamp[16];
+    struct tm tm;
+    time_t now = time(NULL);
+    strftime(stamp, sizeof stamp, "%H:%M:%S", gmtime_r(&now, &tm));
+    snprintf(agent->reload_refused, sizeof agent->reload_refused,
+             "RELOAD REFUSED at %s UTC, previous configuration still running: %s", stamp,
+             first_error);
 }
 
 static void agent_reload(struct agent *agent)
@@ -355,9 +420,10 @@ static void agent_reload(struct agent *agent)
         log_event(LOG_ERR, NULL, "reload",
                   "new configuration refused (%zu error%s); still running the previous one",
                   diagnostics.count, diagnostics.count == 1 ? "" : "s");
+        agent_note_refused_reload(agent, diagnostics.count ? diagnostics.lines[0] : "unreadable");
         config_diagnostics_free(&diagnostics);
-        char line[1024];
-        summary_status_line(agent->config, agent->state, line, sizeof line);
+        char line[2048];
+        agent_status_line(agent, line, sizeof line);
         notify_ready(line);
         return;
     }
@@ -374,10 +440,12 @@ static void agent_reload(struct agent *agent)
                       diagnostics.lines[i]);
         log_event(LOG_ERR, NULL, "reload",
                   "new configuration refused; still running the previous one");
+        agent_note_refused_reload(agent, diagnostics.count ? diagnostics.lines[0]
+                                                           : "state_dir cannot be kept");
         config_diagnostics_free(&diagnostics);
         config_free(fresh);
-        char line[1024];
-        summary_status_line(agent->config, agent->state, line, sizeof line);
+        char line[2048];
+        agent_status_line(agent, line, sizeof line);
         notify_ready(line);
         return;
     }
@@ -514,9 +582,10 @@ int agent_run(struct config *config, const char *config_path)
         goto out;
     }
     agent_clean_up_after_crash(&agent);
+    agent_check_sandbox(&agent);
 
-    char line[1024];
-    summary_status_line(agent.config, agent.state, line, sizeof line);
+    char line[2048];
+    agent_status_line(&agent, line, sizeof line);
     log_event(LOG_NOTICE, NULL, NULL, "sqlprodd %s started: %zu database%s, %d worker%s, config %s",
               SQLPRODD_VERSION, agent.database_count, agent.database_count == 1 ? "" : "s",
               agent.worker_count, agent.worker_count == 1 ? "" : "s", config_path);
