@@ -72,13 +72,27 @@ static int sandbox_add(struct sandbox_report *report, const char *database, cons
     return 0;
 }
 
-/* Checks that `path` can be written (and entered, for a directory). */
+/* Checks that `path` can be written (and entered, for a directory). A path
+ * that does not exist yet is created by the agent: its nearest existing
+ * parent must then be writable. 1 when a problem was added. */
 static int sandbox_need(struct sandbox_report *report, const char *database, const char *path,
                         const char *purpose)
 {
-    if (access(path, W_OK | X_OK) == 0 || (errno == EACCES && access(path, W_OK) == 0))
+    char existing[4096];
+    snprintf(existing, sizeof existing, "%s", path);
+    while (access(existing, F_OK) != 0 && errno == ENOENT && strcmp(existing, "/") != 0) {
+        char *slash = strrchr(existing, '/');
+        if (!slash)
+            break;
+        if (slash == existing)
+            slash[1] = '\0';
+        else
+            *slash = '\0';
+    }
+    if (access(existing, W_OK | X_OK) == 0 || (errno == EACCES && access(existing, W_OK) == 0))
         return 0; /* a writable file needs no X_OK */
-    return sandbox_add(report, database, path, purpose, errno);
+    int rc = sandbox_add(report, database, existing, purpose, errno);
+    return rc < 0 ? rc : 1;
 }
 
 static int sandbox_need_directory_of(struct sandbox_report *report, const char *database,
@@ -105,22 +119,23 @@ int sandbox_check(const struct config *config, struct sandbox_report *report)
     int rc = 0;
     memset(report, 0, sizeof *report);
     rc = sandbox_need(report, NULL, config->state_dir, "the agent keeps its state there");
-    if (rc == 0 && config->metrics_textfile)
+    if (rc >= 0 && config->metrics_textfile)
         rc = sandbox_need_directory_of(report, NULL, config->metrics_textfile,
                                        "metrics.textfile is rewritten there");
-    for (size_t i = 0; rc == 0 && i < config->database_count; i++) {
+    for (size_t i = 0; rc >= 0 && i < config->database_count; i++) {
         const struct database_config *db = &config->databases[i];
         /* SQLite creates and removes -wal and -shm beside the database;
-         * checkpoint, vacuum and analyze write the file itself. */
+         * checkpoint, vacuum and analyze write the file itself (checked
+         * only when its directory is fine: one fix covers both). */
         rc = sandbox_need_directory_of(report, db->name, db->path,
                                        "checkpoint and vacuum write the database, its -wal and "
                                        "-shm files there");
         if (rc == 0 && access(db->path, F_OK) == 0)
             rc = sandbox_need(report, db->name, db->path, "checkpoint and vacuum write it");
-        if (rc == 0 && db->backup.schedule.kind != SCHEDULE_NONE)
+        if (rc >= 0 && db->backup.schedule.kind != SCHEDULE_NONE)
             rc = sandbox_need_backup_dir(report, db);
         const struct target_config *target = db->upload.target;
-        if (rc == 0 && target && target->type == TARGET_DIR && target->path)
+        if (rc >= 0 && target && target->type == TARGET_DIR && target->path)
             rc = sandbox_need(report, db->name, target->path,
                               "uploads to this dir target are written there");
     }
