@@ -78,8 +78,15 @@ class Container:
             self.leader = self.find_leader()
             time.sleep(0.1)
         check(self.leader, "no PID 1 of the container found after 30 s")
-        state = self.run("systemctl is-system-running --wait", check_status=False,
-                         timeout=120).stdout.strip()
+        # systemctl needs PID 1's private socket, which comes a moment
+        # after PID 1 itself.
+        state, deadline = "", time.monotonic() + 120
+        while state not in ("running", "degraded") and time.monotonic() < deadline:
+            result = self.run("systemctl is-system-running --wait", check_status=False,
+                              timeout=120)
+            state = result.stdout.strip() or result.stderr.strip()
+            if state not in ("running", "degraded"):
+                time.sleep(0.2)
         failed = self.run("systemctl --failed --no-legend --plain", check_status=False).stdout
         check(state in ("running", "degraded"), f"the container's systemd is '{state}'")
         return state, failed.strip()
@@ -220,7 +227,7 @@ databases = ( {databases} );
     # ---- the checks ----------------------------------------------------
     def install(self, deb_name):
         step("apt install ./sqlprodd.deb on a minimal Debian 12")
-        check(self.sh("command -v kill || dpkg -s procps", check_status=False).returncode != 0,
+        check(self.sh("test -e /bin/kill || test -e /usr/bin/kill || dpkg -s procps", check_status=False).returncode != 0,
               "the tree has procps or a kill binary: it must be minimal")
         started = time.monotonic()
         self.sh(f"apt-get install -y -q --no-install-recommends /root/{deb_name}", timeout=300)
@@ -326,7 +333,8 @@ databases = ( {databases} );
         with_second = ('{ name = "app"; path = "/var/lib/myapp/production.db"; }, '
                        '{ name = "app2"; path = "/var/lib/myapp/second.db"; }')
         self.sh("cd /var/lib/myapp && runuser -u myapp -- sh -c 'umask 007 && sqlite3 "
-                "second.db \"PRAGMA journal_mode=WAL; CREATE TABLE t(x);\"'")
+                "second.db \"PRAGMA journal_mode=WAL; CREATE TABLE t(x);\"' && "
+                "chmod g+rw /var/lib/myapp/second.db*")  # SQLite creates files 0644 & ~umask
         self.write_config(with_second)
         since = self.now()
         result = self.sh("systemctl reload sqlprodd", check_status=False)
@@ -353,6 +361,7 @@ databases = ( {databases} );
         check(self.prop("ActiveState") == "active" and self.prop("MainPID") == pid,
               "the agent did not keep running")
         check("2 databases" in self.status_line(), "the old configuration is not running")
+        check("NO ACCESS" not in self.status_line(), f"access problem: {self.status_line()}")
         for line in journal.splitlines():
             if where in line or "refused" in line:
                 ok(f"journal: {line.strip()}")
@@ -368,7 +377,7 @@ databases = ( {databases} );
         self.sh("cd /var/lib/myapp && runuser -u myapp -- sh -c 'umask 007 && sqlite3 big.db "
                 "\"PRAGMA journal_mode=WAL; CREATE TABLE b(x BLOB); WITH RECURSIVE n(i) AS "
                 "(SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i<600) INSERT INTO b SELECT "
-                "randomblob(65536) FROM n;\"'", timeout=120)
+                "randomblob(65536) FROM n;\"' && chmod g+rw /var/lib/myapp/big.db*", timeout=120)
 
     def watchdog(self):
         step("watchdog: WatchdogSec=2s in a drop-in, every worker busy, the host loaded")
@@ -437,6 +446,7 @@ databases = ( {databases} );
         self.restart()
         check(self.prop("MainPID") != pid, "restart kept the same process")
         self.wait(self.status_line, "a Status: line after restart", 20)
+        check("NO ACCESS" not in self.status_line(), f"access problem: {self.status_line()}")
         ok(f"restarted: MainPID {pid} -> {self.prop('MainPID')}, Status: \"{self.status_line()}\"")
 
     def remove_and_purge(self):
