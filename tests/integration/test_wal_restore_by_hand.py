@@ -181,6 +181,10 @@ class RestoreByHand(unittest.TestCase):
                f"> seg/{previous:012d}.wal.gz", self.dir)
             previous = end
         sh("cat seg/*.wal.gz | gunzip | cmp - gen0.wal", self.dir)
+        # sqlprodd-format(5)'s recipe: all members, cut at a commit's end_offset.
+        end = self.app.ends[(0, 9)]
+        self.assertEqual(self.restore("gen0-base.db", f"cat seg/*.wal.gz | gunzip | head -c {end}"),
+                         self.expected(0, 9))
         # The first 7 members: the WAL up to the end of commit 7.
         self.assertEqual(self.restore("gen0-base.db", "ls seg/*.wal.gz | head -7 | xargs cat | gunzip"),
                          self.expected(0, 7))
