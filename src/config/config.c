@@ -306,24 +306,6 @@ static int read_s3_target(struct config_reader *reader, const config_setting_t *
     return 0;
 }
 
-/* The target's key is "targets.NAME" when it has a usable name, else
- * "targets[INDEX]". */
-static void read_target_name(struct config_reader *reader, const config_setting_t *entry,
-                             unsigned index, struct target_config *target, char *key,
-                             size_t key_size)
-{
-    snprintf(key, key_size, "targets[%u]", index);
-    enum config_value_result result = config_value_name(reader, entry, key, &target->name);
-    if (result == CONFIG_VALUE_ABSENT) {
-        config_report(reader, entry, key,
-                      "missing 'name' (what upload = { target = ...; } refers to)");
-        return;
-    }
-    if (result != CONFIG_VALUE_SET)
-        return;
-    snprintf(key, key_size, "targets.%s", target->name);
-}
-
 static int read_target(struct config_reader *reader, const config_setting_t *entry, unsigned index,
                        struct config *config)
 {
@@ -339,7 +321,9 @@ static int read_target(struct config_reader *reader, const config_setting_t *ent
                       config_type_phrase(entry));
         return 0;
     }
-    read_target_name(reader, entry, index, target, key, sizeof key);
+    config_value_entry_name(reader, entry, "targets", index,
+                            "what upload = { target = ...; } refers to", &target->name, key,
+                            sizeof key);
     config_check_keys(reader, entry, key, target_keys, NULL);
     for (unsigned i = 0; i < index; i++) {
         const struct target_config *earlier = &config->targets[i];

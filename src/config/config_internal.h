@@ -166,6 +166,14 @@ enum config_value_result config_value_name(struct config_reader *reader,
                                            const config_setting_t *group, const char *group_key,
                                            char **out);
 
+/* The name of entry number `index` of a list ("databases", "targets"), and
+ * the key its messages use: "LIST.NAME" when the name is usable, else
+ * "LIST[INDEX]" so that messages still point somewhere. `purpose` says what
+ * the name is for when it is missing. */
+void config_value_entry_name(struct config_reader *reader, const config_setting_t *entry,
+                             const char *list, unsigned index, const char *purpose, char **out,
+                             char *key, size_t key_size);
+
 /* A key that is valid elsewhere, and where it goes: "it belongs in
  * backup = { ... }". */
 struct config_misplaced_key {
