@@ -26,7 +26,7 @@
 #include "report/metrics.h"
 #include "report/notify.h"
 #include "report/summary.h"
-#include "sandbox.h"
+#include "agent/sandbox.h"
 #include "db/state.h"
 
 /* When a job could not take the database lock (a one-off holds it). */

@@ -4,7 +4,7 @@
  * EROFS for a path ProtectSystem= made read-only and EACCES for one the
  * user may not write, which need different fixes.
  */
-#include "sandbox.h"
+#include "agent/sandbox.h"
 
 #include <errno.h>
 #include <libgen.h>

@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli.h"
+#include "cli/cli.h"
 #include "core/lock.h"
 
 static int cli_reload_parse_pid(int argc, char **argv, long *pid)
@@ -35,8 +35,9 @@ static int cli_reload_parse_pid(int argc, char **argv, long *pid)
             }
             *pid = value;
         } else {
-            fprintf(stderr, "sqlprodd: reload: unexpected argument '%s' (usage: sqlprodd "
-                            "reload [--pid PID])\n",
+            fprintf(stderr,
+                    "sqlprodd: reload: unexpected argument '%s' (usage: sqlprodd "
+                    "reload [--pid PID])\n",
                     argv[i]);
             return -EINVAL;
         }
@@ -82,8 +83,9 @@ int cli_reload(const struct config *config, int argc, char **argv)
     }
     if (!config) {
         /* main() printed the FILE:LINE errors. */
-        fprintf(stderr, "sqlprodd: reload refused: the agent keeps its previous "
-                        "configuration%s\n",
+        fprintf(stderr,
+                "sqlprodd: reload refused: the agent keeps its previous "
+                "configuration%s\n",
                 pid > 0 ? " and says so in its status" : "");
         return CLI_USAGE;
     }
