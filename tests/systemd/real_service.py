@@ -373,6 +373,45 @@ databases = ( {databases} );
                   "the refusal to leave Status: after a good reload", 30)
         ok("a good reload clears RELOAD REFUSED from Status:")
 
+    def credential(self):
+        step("the S3 secret as a systemd credential (LoadCredential=)")
+        self.sh("install -d -m 0700 /etc/sqlprodd && umask 077 && printf '[default]\\n"
+                "aws_access_key_id = AKIACREDENTIAL\\naws_secret_access_key = s3cr3t\\n' "
+                "> /etc/sqlprodd/offsite.credentials")
+        mode = self.sh("stat -c '%a %U:%G' /etc/sqlprodd/offsite.credentials").stdout.strip()
+        config = self.sh(f"cat {CONFIG}").stdout
+        # Nothing listens on 127.0.0.1:9 in the container: an upload that got
+        # its credential fails on the connection, one that did not on the credential.
+        self.c.write(CONFIG, config.replace("databases = (", """targets = ( { name = "offsite"; type = "s3"; endpoint = "http://127.0.0.1:9";
+  region = "eu-west-1"; bucket = "b"; path_style = true; credential = "offsite.credentials"; } );
+databases = (""").replace('path = "/var/lib/myapp/production.db"; }',
+                          'path = "/var/lib/myapp/production.db"; '
+                          'upload = { target = "offsite"; every = "2s"; }; }'))
+        load = "LoadCredential=offsite.credentials:/etc/sqlprodd/offsite.credentials"
+        drop_in = "/etc/systemd/system/sqlprodd.service.d/credential.conf"
+        self.c.write(drop_in, f"[Service]\n{load}\n")
+        self.restart()
+        self.sh("cd / && runuser -u sqlprodd -- sqlprodd backup app")  # queues an upload
+
+        def upload_failure(since):
+            text = self.journal("SQLPRODD_JOB=upload", "-p", "warning", output="cat", since=since)
+            return text.strip().splitlines()[-1] if text.strip() else ""
+        since = self.now()
+        with_credential = self.wait(lambda: upload_failure(since), "an upload attempt", 60)
+        check("credential" not in with_credential.lower() and "127.0.0.1" in with_credential,
+              f"with {load}: {with_credential}")
+        check("s3cr3t" not in self.journal(), "the secret is in the journal")
+        ok(f"file {mode}; with {load} the upload fails only on the connection: "
+           f"{with_credential[:160]}")
+        self.sh(f"rm {drop_in}")
+        since = self.now()
+        self.restart()
+        without = self.wait(lambda: "LoadCredential" in upload_failure(since) and
+                            upload_failure(since), "an upload attempt without the credential", 60)
+        check("LoadCredential=offsite.credentials:PATH" in without, without)
+        ok(f"without it: {without[:220]}")
+        self.c.write(CONFIG, config)
+
     def big_database(self):
         self.sh("cd /var/lib/myapp && runuser -u myapp -- sh -c 'umask 007 && sqlite3 big.db "
                 "\"PRAGMA journal_mode=WAL; CREATE TABLE b(x BLOB); WITH RECURSIVE n(i) AS "
@@ -520,6 +559,7 @@ def main():
         operator.drop_in_fixes_it()
         operator.journal_fields()
         operator.reloads()
+        operator.credential()
         operator.watchdog()
         operator.stop_during_backup()
         operator.restart_service()
