@@ -172,14 +172,15 @@ int cli_check(const struct config *config, int argc, char **argv)
         check_database(&report, &config->databases[i]);
     for (size_t i = 0; i < config->target_count; i++)
         check_target(&report, &config->targets[i]);
-    check_note_sandbox();
     if (report.problems) {
         printf("%s: %d problem%s found\n", config->file, report.problems,
                report.problems == 1 ? "" : "s");
+        check_note_sandbox();
         return CLI_FAILED;
     }
     printf("%s: configuration OK: %zu database%s, %zu target%s, all reachable\n", config->file,
            config->database_count, config->database_count == 1 ? "" : "s", config->target_count,
            config->target_count == 1 ? "" : "s");
+    check_note_sandbox();
     return CLI_OK;
 }
