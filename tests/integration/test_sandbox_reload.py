@@ -124,6 +124,15 @@ class SandboxReloadTest(AgentTestCase):
         self.assertEqual(result.returncode, 1)
         self.assertIn("no agent runs on state_dir", result.stderr)
 
+    def test_check_from_a_shell_says_it_cannot_see_the_sandbox(self):
+        outside = self.run_cli("check", env={"INVOCATION_ID": ""})
+        self.assertIn("ran outside the sandbox of sqlprodd.service", outside.stdout)
+        self.assertIn("ReadWritePaths=", outside.stdout)
+        # Inside a unit (systemd sets INVOCATION_ID) it has nothing to add.
+        inside = self.run_cli("check", env={"INVOCATION_ID": "0123456789abcdef"})
+        self.assertNotIn("outside the sandbox", inside.stdout)
+        self.assertEqual(inside.returncode, outside.returncode)
+
 
 if __name__ == "__main__":
     unittest.main()
