@@ -802,6 +802,7 @@ int age_decrypt_update(struct age_decryptor *d, const void *data, size_t size, s
         int rc = age_take_header(d, bytes, size, &used, err);
         if (rc != 0)
             return rc;
+        assert(used > 0); /* or this loop would never end */
         bytes += used;
         size -= used;
     }

@@ -2,6 +2,10 @@
  * test_age_vectors.c: the published age test vectors (C2SP CCTV, age/testdata,
  * copied into tests/unit/data/age/) against src/crypto/age.c.
  *
+ * The vectors are github.com/C2SP/CCTV age/testdata as of commit e9274a7
+ * (2025-12-08), unchanged, under the 0BSD/CC0/Unlicense terms of that
+ * folder. To update: copy the folder again and run this test.
+ *
  * Every file in the folder is one cmocka test, named after the file; none is
  * left out. Each vector says what decrypting it must give ("expect:"), and
  * the SHA-256 of all plaintext an implementation may have released, also
