@@ -386,6 +386,24 @@ static void age_files_we_cannot_read_say_why(void **state)
     assert_contains(message, "no identity matches any recipient of ");
     assert_contains(message, sealed);
 
+    /* cut after its first chunk, and a flipped byte in its last chunk */
+    size_t size;
+    unsigned char *data = read_file(sealed, &size);
+    write_file(path_of("cut-by-age.age"), data, size - 17);
+    assert_int_equal(
+        our_decrypt(&identity, 1, path_of("cut-by-age.age"), path_of("x.out"), message),
+        AGE_FAULT_TRUNCATED);
+    assert_contains(message, "cut-by-age.age is truncated: it ends after chunk 0");
+    assert_contains(message, "nothing decrypted from it may be used");
+    data[size - 5] ^= 0x20;
+    write_file(path_of("flip-by-age.age"), data, size);
+    assert_int_equal(
+        our_decrypt(&identity, 1, path_of("flip-by-age.age"), path_of("x.out"), message),
+        AGE_FAULT_PAYLOAD);
+    assert_contains(message, "flip-by-age.age: its last chunk (chunk 1, 17 bytes) fails "
+                             "authentication");
+    free(data);
+
     /* ASCII armor */
     const char *armored = path_of("armored.age");
     assert_int_equal(
