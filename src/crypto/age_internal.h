@@ -1,7 +1,8 @@
 /*
- * age_internal.h: thin wrappers over OpenSSL's EVP shared by age.c and
- * age_keys.c, and age's unpadded base64. Not part of the crypto layer's
- * interface: callers use age.h.
+ * age_internal.h: what age.c, age_decrypt.c and age_keys.c share: the
+ * format's constants and derivations, thin wrappers over OpenSSL's EVP, and
+ * age's unpadded base64. Not part of the crypto layer's interface:
+ * callers use age.h.
  */
 #ifndef SQLPRODD_AGE_INTERNAL_H
 #define SQLPRODD_AGE_INTERNAL_H
@@ -9,8 +10,28 @@
 #include <openssl/evp.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "core/error.h"
+#include "crypto/age.h"
+
+#define AGE_VERSION_LINE   "age-encryption.org/v1"
+#define AGE_VERSION_PREFIX "age-encryption.org/"
+#define AGE_FILE_KEY_SIZE  16
+#define AGE_NONCE_SIZE     16
+#define AGE_MAC_SIZE       32
+#define AGE_SEALED_CHUNK   (AGE_CHUNK_SIZE + AGE_TAG_SIZE)
+#define AGE_X25519_INFO    "age-encryption.org/v1/X25519"
+
+/* Section "Payload": the 12-byte nonce of chunk `index`. */
+void age_chunk_nonce(uint64_t index, bool last, unsigned char nonce[12]);
+/* Section "Header MAC": HMAC-SHA-256 keyed from the file key. */
+int age_header_mac(const unsigned char file_key[AGE_FILE_KEY_SIZE], const unsigned char *header,
+                   size_t size, unsigned char mac[AGE_MAC_SIZE], struct error *err);
+/* Section "Payload": the payload key from the file key and nonce. */
+int age_payload_key(const unsigned char file_key[AGE_FILE_KEY_SIZE],
+                    const unsigned char nonce[AGE_NONCE_SIZE], unsigned char key[32],
+                    struct error *err);
 
 /* HKDF-SHA-256 (extract with salt, expand with info) to 32 bytes. */
 int age_hkdf(const unsigned char *ikm, size_t ikm_size, const unsigned char *salt, size_t salt_size,
