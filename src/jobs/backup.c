@@ -377,7 +377,8 @@ static int backup_prepare_paths(const struct database_config *db, time_t created
     catalog_archive_name_with(db->name, created,
                               archive_format_suffix((enum archive_format)db->backup.compress),
                               archive_name, name_size);
-    snprintf(paths->archive, sizeof paths->archive, "%s/%s", paths->directory, archive_name);
+    if (catalog_archive_path(db, archive_name, paths->archive, sizeof paths->archive) != 0)
+        return error_set(err, -ENAMETOOLONG, "backup directory for %s: path too long", db->name);
     snprintf(paths->manifest, sizeof paths->manifest, "%s.json", paths->archive);
     snprintf(paths->temp, sizeof paths->temp, "%s%s", paths->archive, FS_TEMP_SUFFIX);
     snprintf(paths->copy, sizeof paths->copy, "%s/%s-copy.db%s", paths->directory, db->name,

@@ -195,7 +195,8 @@ static bool upload_orphan_is_live(struct job_context *context, const struct remo
     if (now - backup->created < UPLOAD_ORPHAN_GRACE_SECONDS)
         return true;
     file_name = file_name ? file_name + 1 : backup->archive_key;
-    snprintf(local, sizeof local, "%s/%s/%s", db->backup.dir, db->name, file_name);
+    if (catalog_archive_path(db, file_name, local, sizeof local) != 0)
+        return true;
     if (context->state && state_upload_is_pending(context->state, local, &pending, NULL) != 0)
         return true;
     return pending;
