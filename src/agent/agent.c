@@ -3,6 +3,7 @@
  * nor how the status line or metrics are worded (src/report/).
  */
 #include "agent/agent.h"
+#include "agent/agenda.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -30,12 +31,6 @@
 /* When a job could not take the database lock (a one-off holds it). */
 #define AGENT_RETRY_LOCKED_SECONDS 30
 
-struct agent_database {
-    const struct database_config *config;
-    time_t next_due[JOB_KIND_COUNT];
-    bool busy;
-};
-
 struct work_item {
     size_t database;
     enum job_kind kind;
@@ -47,7 +42,7 @@ struct agent {
     struct config *config;
     const char *config_path;
     struct state *state; /* the loop's own connection */
-    struct agent_database *databases;
+    struct agenda_database *databases;
     size_t database_count;
     struct config *pending_config; /* a reload waiting for running jobs to finish */
 
@@ -79,7 +74,7 @@ static time_t agent_compute_due(struct agent *agent, const struct database_confi
 
 static int agent_build_databases(struct agent *agent, time_t now)
 {
-    struct agent_database *databases = calloc(agent->config->database_count + 1, sizeof *databases);
+    struct agenda_database *databases = calloc(agent->config->database_count + 1, sizeof *databases);
     if (!databases)
         return -ENOMEM;
     for (size_t i = 0; i < agent->config->database_count; i++) {
@@ -166,30 +161,15 @@ static void agent_stop_workers(struct agent *agent)
     }
 }
 
-/* Which job of an idle database runs first when several are due: the
- * earliest due, and on a tie the cheaper, more urgent one (enum order). */
-static int agent_pick_job(const struct agent_database *db, time_t now)
-{
-    int best = -1;
-    for (int kind = 0; kind < JOB_KIND_COUNT; kind++) {
-        time_t due = db->next_due[kind];
-        if (due == (time_t)-1 || due > now)
-            continue;
-        if (best < 0 || due < db->next_due[best])
-            best = kind;
-    }
-    return best;
-}
-
 static void agent_dispatch(struct agent *agent, time_t now)
 {
     if (agent->pending_config || agent->stop)
         return;
     for (size_t i = 0; i < agent->database_count && agent->running < agent->worker_count; i++) {
-        struct agent_database *db = &agent->databases[i];
+        struct agenda_database *db = &agent->databases[i];
         if (db->busy)
             continue;
-        int kind = agent_pick_job(db, now);
+        int kind = agenda_pick_job(db, now);
         if (kind < 0)
             continue;
         struct work_item *item = calloc(1, sizeof *item);
@@ -211,33 +191,23 @@ static void agent_dispatch(struct agent *agent, time_t now)
     }
 }
 
-/* Milliseconds until the next job of an idle database is due, or -1. */
-static int agent_sleep_ms(const struct agent *agent, time_t now)
+/* The STATUS= line, with "next" taken from the agent's own due times. */
+static void agent_status_line(const struct agent *agent, char *line, size_t line_size)
 {
-    time_t earliest = (time_t)-1;
-    if (agent->pending_config || agent->running >= agent->worker_count)
-        return -1; /* a finishing job wakes us */
-    for (size_t i = 0; i < agent->database_count; i++) {
-        if (agent->databases[i].busy)
-            continue;
-        for (int kind = 0; kind < JOB_KIND_COUNT; kind++) {
-            time_t due = agent->databases[i].next_due[kind];
-            if (due != (time_t)-1 && (earliest == (time_t)-1 || due < earliest))
-                earliest = due;
-        }
+    struct summary_next next = {.due = (time_t)-1};
+    size_t database;
+    enum job_kind kind;
+    if (agenda_next(agent->databases, agent->database_count, &database, &kind, &next.due)) {
+        next.database = agent->databases[database].config->name;
+        next.job = job_name(kind);
     }
-    if (earliest == (time_t)-1)
-        return -1;
-    if (earliest <= now)
-        return 0;
-    int64_t seconds = (int64_t)(earliest - now);
-    return seconds > 86400 ? 86400 * 1000 : (int)(seconds * 1000);
+    summary_status_line(agent->config, agent->state, &next, line, line_size);
 }
 
 static void agent_update_reports(struct agent *agent)
 {
     char line[1024];
-    summary_status_line(agent->config, agent->state, line, sizeof line);
+    agent_status_line(agent, line, sizeof line);
     notify_status(line);
     if (agent->config->metrics_textfile) {
         struct error err = {0};
@@ -260,7 +230,7 @@ static void agent_collect(struct agent *agent)
     while (finished) {
         struct work_item *item = finished;
         finished = item->next;
-        struct agent_database *db = &agent->databases[item->database];
+        struct agenda_database *db = &agent->databases[item->database];
         db->busy = false;
         agent->running--;
         if (item->result.skipped)
@@ -338,7 +308,7 @@ static void agent_apply_reload(struct agent *agent)
     log_event(LOG_NOTICE, NULL, NULL, "configuration reloaded: %zu database%s",
               agent->database_count, agent->database_count == 1 ? "" : "s");
     char line[1024];
-    summary_status_line(agent->config, agent->state, line, sizeof line);
+    agent_status_line(agent, line, sizeof line);
     notify_ready(line);
 }
 
@@ -356,7 +326,7 @@ static void agent_reload(struct agent *agent)
                   diagnostics.count, diagnostics.count == 1 ? "" : "s");
         config_diagnostics_free(&diagnostics);
         char line[1024];
-        summary_status_line(agent->config, agent->state, line, sizeof line);
+        agent_status_line(agent, line, sizeof line);
         notify_ready(line);
         return;
     }
@@ -376,7 +346,7 @@ static void agent_reload(struct agent *agent)
         config_diagnostics_free(&diagnostics);
         config_free(fresh);
         char line[1024];
-        summary_status_line(agent->config, agent->state, line, sizeof line);
+        agent_status_line(agent, line, sizeof line);
         notify_ready(line);
         return;
     }
@@ -471,7 +441,7 @@ int agent_run(struct config *config, const char *config_path)
     agent_clean_up_after_crash(&agent);
 
     char line[1024];
-    summary_status_line(agent.config, agent.state, line, sizeof line);
+    agent_status_line(&agent, line, sizeof line);
     log_event(LOG_NOTICE, NULL, NULL, "sqlprodd %s started: %zu database%s, %d worker%s, config %s",
               SQLPRODD_VERSION, agent.database_count, agent.database_count == 1 ? "" : "s",
               agent.worker_count, agent.worker_count == 1 ? "" : "s", config_path);
@@ -488,7 +458,8 @@ int agent_run(struct config *config, const char *config_path)
     while (!agent.stop || agent.running > 0) {
         time_t now = time(NULL);
         agent_dispatch(&agent, now);
-        int timeout = agent.stop ? 1000 : agent_sleep_ms(&agent, now);
+        int timeout = agent.stop ? 1000 : agenda_sleep_ms(agent.databases, agent.database_count,
+                                                           !agent.pending_config && agent.running < agent.worker_count, now);
         if (watchdog_usec) {
             int watchdog_ms = (int)(watchdog_usec / 1000);
             if (timeout < 0 || timeout > watchdog_ms)

@@ -447,11 +447,10 @@ int job_backup(struct job_context *context, struct job_result *result)
     }
 
     if (context->state) {
-        char value[64];
-        snprintf(value, sizeof value, "%lld", (long long)archived.output_bytes);
-        state_set_value(context->state, db->name, "backup_last_bytes", value, NULL);
-        snprintf(value, sizeof value, "%lld", (long long)manifest.database_bytes);
-        state_set_value(context->state, db->name, "database_bytes", value, NULL);
+        struct db_facts facts = {.backup_last_bytes = archived.output_bytes,
+                                 .database_bytes = manifest.database_bytes};
+        state_set_facts(context->state, db->name, &facts,
+                        FACT_BACKUP_LAST_BYTES | FACT_DATABASE_BYTES, NULL);
     }
     job_result_set(result, JOB_OUTCOME_OK, "%s: %lld -> %lld bytes, %s %s", paths.archive,
                    (long long)archived.input_bytes, (long long)archived.output_bytes,

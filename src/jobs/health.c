@@ -64,19 +64,6 @@ static void verdict_add(struct verdict *verdict, enum health_level level, const 
     verdict_append(verdict->lines, sizeof verdict->lines, &verdict->lines_used, "\n", text);
 }
 
-const char *health_level_name(enum health_level level)
-{
-    return level == HEALTHY ? "healthy" : level == DEGRADED ? "degraded" : "unhealthy";
-}
-
-int health_level_parse(const char *word)
-{
-    for (int level = HEALTHY; level <= UNHEALTHY; level++)
-        if (strcmp(word, health_level_name((enum health_level)level)) == 0)
-            return level;
-    return -1;
-}
-
 static const char *auto_vacuum_name(int64_t mode)
 {
     return mode == 0 ? "none" : mode == 1 ? "full" : mode == 2 ? "incremental" : "unknown";
@@ -90,20 +77,19 @@ struct inspection {
     int64_t page_count, freelist, page_size, auto_vacuum;
 };
 
-static int64_t state_get_int(struct state *state, const char *database, const char *key)
+/* What earlier health runs stored: zeroes without a state database. */
+static void health_previous_facts(struct job_context *context, struct db_facts *facts)
 {
-    char value[64] = "";
-    if (!state || state_get_value(state, database, key, value, sizeof value, NULL) != 0)
-        return 0;
-    return strtoll(value, NULL, 10);
+    memset(facts, 0, sizeof *facts);
+    if (context->state)
+        state_get_facts(context->state, context->database->name, facts, NULL);
 }
 
-static void state_set_int(struct state *state, const char *database, const char *key,
-                          int64_t number)
+static void health_store(struct job_context *context, const struct db_facts *facts,
+                         unsigned fields)
 {
-    char value[32];
-    snprintf(value, sizeof value, "%lld", (long long)number);
-    state_set_value(state, database, key, value, NULL);
+    if (context->state)
+        state_set_facts(context->state, context->database->name, facts, fields, NULL);
 }
 
 static double seconds_between(const struct timespec *start, const struct timespec *end)
@@ -233,14 +219,15 @@ static void judge_unreadable(struct verdict *verdict, const struct config *confi
  * for health.locked_crit, counted from the first health run that found it
  * locked (kept in state, so it survives restarts; cleared once it reads).
  */
-static void judge_locked(struct verdict *verdict, struct job_context *context, time_t now)
+static void judge_locked(struct verdict *verdict, struct job_context *context,
+                         const struct db_facts *previous, time_t now)
 {
     const struct database_config *db = context->database;
-    int64_t since = state_get_int(context->state, db->name, "locked_since");
+    int64_t since = (int64_t)previous->locked_since;
     if (since <= 0 || since > (int64_t)now) {
+        struct db_facts facts = {.locked_since = now};
         since = (int64_t)now;
-        if (context->state)
-            state_set_int(context->state, db->name, "locked_since", since);
+        health_store(context, &facts, FACT_LOCKED_SINCE);
     }
     char stamp[32], age[32], limit[32], holders[ADVICE_MAX];
     struct tm tm;
@@ -413,20 +400,25 @@ static void judge_jobs(struct job_context *context, struct verdict *verdict, tim
     }
 }
 
-static void store_facts(struct state *state, const struct database_config *db,
-                        const struct inspection *found, int64_t wal, time_t now)
+static void store_facts(struct job_context *context, const struct inspection *found, int64_t wal,
+                        time_t now)
 {
-    char value[64];
-    double ratio = found->page_count > 0 ? (double)found->freelist / (double)found->page_count : 0;
-    state_set_int(state, db->name, "wal_bytes", wal);
-    snprintf(value, sizeof value, "%.6f", ratio);
-    state_set_value(state, db->name, "freelist_ratio", value, NULL);
-    state_set_int(state, db->name, "database_bytes", found->page_count * found->page_size);
-    state_set_int(state, db->name, "page_size", found->page_size);
-    state_set_value(state, db->name, "journal_mode", found->journal_mode, NULL);
-    state_set_value(state, db->name, "auto_vacuum", auto_vacuum_name(found->auto_vacuum), NULL);
+    struct db_facts facts = {
+        .wal_bytes = wal,
+        .freelist_ratio =
+            found->page_count > 0 ? (double)found->freelist / (double)found->page_count : 0,
+        .database_bytes = found->page_count * found->page_size,
+        .page_size = found->page_size,
+        .integrity_checked_at = now,
+    };
+    unsigned fields = FACT_WAL_BYTES | FACT_FREELIST_RATIO | FACT_DATABASE_BYTES | FACT_PAGE_SIZE |
+                      FACT_JOURNAL_MODE | FACT_AUTO_VACUUM;
+    snprintf(facts.journal_mode, sizeof facts.journal_mode, "%s", found->journal_mode);
+    snprintf(facts.auto_vacuum, sizeof facts.auto_vacuum, "%s",
+             auto_vacuum_name(found->auto_vacuum));
     if (found->full_check && found->check_ok)
-        state_set_int(state, db->name, "integrity_checked_at", (int64_t)now);
+        fields |= FACT_INTEGRITY_CHECKED_AT;
+    health_store(context, &facts, fields);
 }
 
 int job_health(struct job_context *context, struct job_result *result)
@@ -448,37 +440,41 @@ int job_health(struct job_context *context, struct job_result *result)
                     err.message);
         error_clear(&err);
     }
-    if (enforced[0] && context->state)
-        state_set_value(context->state, db->name, "enforce_last", enforced, NULL);
+    struct db_facts previous, facts = {0};
+    health_previous_facts(context, &previous);
+    if (enforced[0]) {
+        snprintf(facts.enforce_last, sizeof facts.enforce_last, "%s", enforced);
+        health_store(context, &facts, FACT_ENFORCE_LAST);
+    }
 
     /* A full integrity_check reads every page: on its own, slower schedule. */
     int64_t every = db->health.integrity_every_seconds;
-    int64_t checked_at = state_get_int(context->state, db->name, "integrity_checked_at");
+    int64_t checked_at = (int64_t)previous.integrity_checked_at;
     bool full = context->state && every > 0 && (int64_t)now - checked_at >= every;
 
     rc = inspect_database(context, full, &found, &err);
     if (rc == -ECANCELED)
         return rc;
-    if (rc != -EBUSY && context->state)
-        state_set_int(context->state, db->name, "locked_since", 0);
+    if (rc != -EBUSY)
+        health_store(context, &facts, FACT_LOCKED_SINCE); /* facts.locked_since is 0 */
     if (rc == -EBUSY) {
-        judge_locked(&verdict, context, now);
+        judge_locked(&verdict, context, &previous, now);
     } else if (rc != 0) {
         judge_unreadable(&verdict, context->config, db, rc, err.message);
     } else {
         int64_t wal = fs_file_size(db->path, "-wal");
         judge_database(&verdict, context->config, db, &found, wal);
-        if (context->state)
-            store_facts(context->state, db, &found, wal, now);
+        store_facts(context, &found, wal, now);
     }
     judge_jobs(context, &verdict, now);
 
-    if (context->state) {
-        state_set_value(context->state, db->name, "health", health_level_name(verdict.level), NULL);
-        state_set_value(context->state, db->name, "health_reasons", verdict.reasons, NULL);
-        state_set_value(context->state, db->name, "health_reason_lines", verdict.lines, NULL);
-        state_set_int(context->state, db->name, "health_checked_at", (int64_t)now);
-    }
+    facts.health = verdict.level;
+    snprintf(facts.health_reasons, sizeof facts.health_reasons, "%s", verdict.reasons);
+    snprintf(facts.health_reason_lines, sizeof facts.health_reason_lines, "%s", verdict.lines);
+    facts.health_checked_at = now;
+    health_store(context, &facts,
+                 FACT_HEALTH | FACT_HEALTH_REASONS | FACT_HEALTH_REASON_LINES |
+                     FACT_HEALTH_CHECKED_AT);
     job_result_set(result,
                    verdict.level == UNHEALTHY  ? JOB_OUTCOME_FAILED
                    : verdict.level == DEGRADED ? JOB_OUTCOME_WARNING

@@ -68,13 +68,6 @@ int job_prune_local(struct job_context *context, struct job_result *result);
 int job_prune_remote(struct job_context *context, struct job_result *result);
 int job_health(struct job_context *context, struct job_result *result);
 
-/* The health job's verdict, stored in state as its word ("healthy",
- * "degraded", "unhealthy") and read back by status, metrics and /health. */
-enum health_level { HEALTHY = 0, DEGRADED = 1, UNHEALTHY = 2 };
-const char *health_level_name(enum health_level level);
-/* The level a stored word names, or -1 when the database was not checked yet. */
-int health_level_parse(const char *word);
-
 /* Removes temp files and unfinished archives a crash may have left in the
  * database's backup directory. Call with the lock held. Returns the count. */
 int job_clean_backup_directory(const struct database_config *db, struct error *err);

@@ -156,10 +156,8 @@ int job_upload(struct job_context *context, struct job_result *result)
     if (uploaded) {
         /* What `status` shows as LAST UPLOAD: the last run that sent
          * something, not the last retry tick that found nothing to send. */
-        char value[64];
-        snprintf(value, sizeof value, "%lld %d %lld", (long long)time(NULL), uploaded,
-                 (long long)bytes);
-        state_set_value(context->state, db->name, "upload_last_sent", value, NULL);
+        struct db_facts facts = {.upload_last_sent = {time(NULL), uploaded, bytes}};
+        state_set_facts(context->state, db->name, &facts, FACT_UPLOAD_LAST_SENT, NULL);
     }
     if (uploaded || dropped) {
         /* Uploaded archives are no longer pinned locally: local retention
