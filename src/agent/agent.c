@@ -20,6 +20,7 @@
 #include "config/config_paths.h"
 #include "core/fsutil.h"
 #include "jobs/job.h"
+#include "jobs/plan.h"
 #include "core/lock.h"
 #include "core/log.h"
 #include "report/http.h"
@@ -237,10 +238,10 @@ static void agent_collect(struct agent *agent)
             db->next_due[item->kind] = now + AGENT_RETRY_LOCKED_SECONDS;
         else
             db->next_due[item->kind] = agent_compute_due(agent, db->config, item->kind, now);
-        /* A new archive should leave the machine now, not at the next retry tick. */
-        if (item->kind == JOB_BACKUP && item->result.outcome != JOB_OUTCOME_FAILED &&
-            db->config->upload.target)
-            db->next_due[JOB_UPLOAD] = now;
+        /* What follows a job as a job of its own (jobs/plan.c). */
+        for (int kind = 0; kind < JOB_KIND_COUNT; kind++)
+            if (plan_makes_due(item->kind, &item->result, db->config, (enum job_kind)kind))
+                db->next_due[kind] = now;
         free(item);
     }
     agent_update_reports(agent);

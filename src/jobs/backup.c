@@ -16,7 +16,7 @@
  *   4. rename the archive to NAME-STAMP.db.gz (.db.zst with compress =
  *      "zstd") and fsync the directory;
  *   5. write the manifest, last: it is what makes the archive a backup;
- *   6. queue the upload, then apply local retention (prune.c).
+ *   6. queue the upload; local retention and the upload follow (jobs/plan.c).
  * The live database is opened read-only and never modified.
  */
 #include <errno.h>
@@ -455,13 +455,9 @@ int job_backup(struct job_context *context, struct job_result *result)
     job_result_set(result, JOB_OUTCOME_OK, "%s: %lld -> %lld bytes, %s %s", paths.archive,
                    (long long)archived.input_bytes, (long long)archived.output_bytes,
                    manifest.verify_method, manifest.verify_result);
-
-    /* Retention only after a good backup: a failed one never costs an old one. */
-    struct job_result pruned = {0};
-    if (job_prune_local(context, &pruned) != 0 || pruned.outcome == JOB_OUTCOME_FAILED)
-        log_event(LOG_WARNING, db->name, "prune", "%s", pruned.message);
-    else if (pruned.message[0])
-        log_event(LOG_INFO, db->name, "prune", "%s", pruned.message);
+    /* Retention and the upload follow a good backup only (jobs/plan.c): a
+     * failed one never costs an old one. */
+    result->changed_backups = true;
     return 0;
 
 fail:

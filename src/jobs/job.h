@@ -1,8 +1,9 @@
 /*
- * job.h: the interface between the scheduler (agent.c) or a one-off command
- * (main.c) and the maintenance jobs in src/jobs/. A job function does the
- * work on one database and fills a struct job_result; job_execute() wraps it
- * with the per-database lock, timing, the state record and the log line.
+ * job.h: the interface between the scheduler (agent/agent.c) or a one-off
+ * command (cli/cli_jobs.c) and the maintenance jobs in src/jobs/. A job
+ * function does one thing on one database and fills a struct job_result;
+ * job_execute() (runner.c) wraps it with the per-database lock, timing, the
+ * state record and the log line, and runs what follows it (plan.h).
  */
 #ifndef SQLPRODD_JOB_H
 #define SQLPRODD_JOB_H
@@ -42,6 +43,7 @@ struct job_result {
     char message[1024]; /* one line: what was done, or why it failed */
     bool skipped;       /* lock held elsewhere: nothing recorded, try again soon */
     bool quiet;         /* nothing to do: logged at debug level, not info */
+    bool changed_backups; /* added, sent or dropped a backup: retention has news (plan.h) */
     double duration;
 };
 
@@ -49,7 +51,8 @@ const char *job_name(enum job_kind kind);
 /* -1 if unknown. */
 int job_kind_from_name(const char *name);
 
-/* The schedule of `kind` for a database (prune has none: it follows backup). */
+/* The schedule of `kind` for a database (prune has none: it follows backup
+ * and upload, plan.h). */
 const struct schedule *job_schedule(const struct database_config *db, enum job_kind kind);
 
 /* Lock, run, time, record in state, log. Returns 0 when the job ran (whatever
@@ -63,9 +66,8 @@ int job_analyze(struct job_context *context, struct job_result *result);
 int job_vacuum(struct job_context *context, struct job_result *result);
 int job_backup(struct job_context *context, struct job_result *result);
 int job_upload(struct job_context *context, struct job_result *result);
-int job_prune(struct job_context *context, struct job_result *result); /* local, then remote */
-int job_prune_local(struct job_context *context, struct job_result *result);
-int job_prune_remote(struct job_context *context, struct job_result *result);
+int job_prune_local(struct job_context *context, struct job_result *result);  /* prune.c */
+int job_prune_remote(struct job_context *context, struct job_result *result); /* prune_remote.c */
 int job_health(struct job_context *context, struct job_result *result);
 
 /* Removes temp files and unfinished archives a crash may have left in the
