@@ -42,7 +42,6 @@
 #include "core/log.h"
 #include "archive/manifest.h"
 #include "core/priority.h"
-#include "report/progress.h"
 
 struct backup_paths {
     char directory[4096];
@@ -310,10 +309,10 @@ static int backup_verify_and_compress(struct job_context *context, const struct 
      * for on the command line runs at full speed. */
     bool background = !context->one_off;
     struct backup_verification verification = {context, paths, manifest, background, {0}, 0};
-    struct progress progress;
+    const struct job_progress *progress = context->progress;
     struct archive_io io = {.stop = context->stop,
-                            .progress = progress_update,
-                            .progress_context = &progress,
+                            .progress = progress ? progress->update : NULL,
+                            .progress_context = progress ? progress->self : NULL,
                             .background = background,
                             .early = early};
     sigset_t all, previous;
@@ -331,11 +330,13 @@ static int backup_verify_and_compress(struct job_context *context, const struct 
             return verification.rc;
         }
     }
-    progress_begin(&progress, context->show_progress, db->name);
+    if (progress)
+        progress->begin(progress->self, db->name);
     int rc =
         archive_compress_format(paths->copy, paths->temp, (enum archive_format)db->backup.compress,
                                 backup_compression_level(db), &io, archived, err);
-    progress_end(&progress);
+    if (progress)
+        progress->end(progress->self);
     if (threaded)
         pthread_join(thread, NULL);
     /* A failed check says more about the backup than a failed compression. */

@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "archive/archive.h"
 #include "config/config.h"
 #include "db/state.h"
 
@@ -27,12 +28,22 @@ enum job_kind {
     JOB_KIND_COUNT
 };
 
+/* How a job shows how far it got. A one-off on a terminal draws a bar
+ * (report/progress.c, set by cli_jobs.c); the agent passes none. Jobs do not
+ * draw themselves: they sit below the reporters. */
+struct job_progress {
+    void (*begin)(void *self, const char *label);
+    archive_progress_fn update;
+    void (*end)(void *self);
+    void *self;
+};
+
 struct job_context {
     const struct config *config;
     const struct database_config *database;
     struct state *state;               /* this thread's own connection */
     const volatile sig_atomic_t *stop; /* set by SIGTERM/SIGINT: abort cleanly */
-    bool show_progress;                /* a one-off on a terminal: draw a progress bar */
+    const struct job_progress *progress; /* NULL: none shown */
     bool wait_for_lock;                /* one-off: wait; agent: skip and retry later */
     const char *who;                   /* "sqlprodd run", "sqlprodd backup": for the lock file */
     bool one_off;                      /* asked for now: e.g. upload ignores retry back-off */
