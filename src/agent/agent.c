@@ -403,114 +403,155 @@ static void agent_handle_signals(struct agent *agent, int signal_fd)
     }
 }
 
-int agent_run(struct config *config, const char *config_path)
+/* Start-up: the agent lock, state, signals, workers, the clean-up of what a
+ * crash left, READY=1. Returns the signalfd, or -1 (logged and told to
+ * systemd) when the agent cannot run. */
+static int agent_start(struct agent *agent, struct database_lock *agent_lock)
 {
-    struct agent agent = {.config = config, .config_path = config_path,
-                          .wake_pipe = {-1, -1}};
     struct error err = {0};
     sigset_t mask;
-    int status = 1, signal_fd = -1;
-    struct database_lock agent_lock = {.fd = -1};
     char who[4200];
-    pthread_mutex_init(&agent.mutex, NULL);
-    pthread_cond_init(&agent.work_ready, NULL);
-
-    log_set_level(config->log_level);
     /* One agent per state_dir, and the lock `status` tests to say it runs. */
-    snprintf(who, sizeof who, "sqlprodd run -c %s", config_path);
-    if (lock_agent_acquire(&agent_lock, config->state_dir, who, &err) != 0) {
+    snprintf(who, sizeof who, "sqlprodd run -c %s", agent->config_path);
+    if (lock_agent_acquire(agent_lock, agent->config->state_dir, who, &err) != 0 ||
+        state_open(agent->config->state_dir, &agent->state, &err) != 0) {
         log_event(LOG_ERR, NULL, NULL, "%s", err.message);
         notify_failure(err.message, -err.code);
-        goto out;
+        return -1;
     }
-    if (state_open(config->state_dir, &agent.state, &err) != 0) {
-        log_event(LOG_ERR, NULL, NULL, "%s", err.message);
-        notify_failure(err.message, -err.code);
-        goto out;
-    }
-    signal_fd = agent_open_signals(&mask);
-    if (signal_fd < 0 || pipe2(agent.wake_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+    int signal_fd = agent_open_signals(&mask);
+    if (signal_fd < 0 || pipe2(agent->wake_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
         log_event(LOG_ERR, NULL, NULL, "cannot set up signals: %s", strerror(errno));
         notify_failure("cannot set up signals", errno);
-        goto out;
+        if (signal_fd >= 0)
+            close(signal_fd);
+        return -1;
     }
-    if (agent_build_databases(&agent, time(NULL)) != 0 || agent_start_workers(&agent) != 0) {
+    if (agent_build_databases(agent, time(NULL)) != 0 || agent_start_workers(agent) != 0) {
         log_event(LOG_ERR, NULL, NULL, "out of memory or threads");
         notify_failure("cannot start worker threads", ENOMEM);
-        goto out;
+        close(signal_fd);
+        return -1;
     }
-    agent_clean_up_after_crash(&agent);
+    agent_clean_up_after_crash(agent);
 
     char line[1024];
-    agent_status_line(&agent, line, sizeof line);
+    agent_status_line(agent, line, sizeof line);
     log_event(LOG_NOTICE, NULL, NULL, "sqlprodd %s started: %zu database%s, %d worker%s, config %s",
-              SQLPRODD_VERSION, agent.database_count, agent.database_count == 1 ? "" : "s",
-              agent.worker_count, agent.worker_count == 1 ? "" : "s", config_path);
+              SQLPRODD_VERSION, agent->database_count, agent->database_count == 1 ? "" : "s",
+              agent->worker_count, agent->worker_count == 1 ? "" : "s", agent->config_path);
     notify_ready(line);
-    agent_update_reports(&agent);
-    agent_start_http(&agent);
+    agent_update_reports(agent);
+    agent_start_http(agent);
+    return signal_fd;
+}
 
-    uint64_t watchdog_usec = notify_watchdog_interval();
+/* WATCHDOG=1 every WATCHDOG_USEC, counted on the monotonic clock. */
+struct agent_watchdog {
+    uint64_t usec; /* 0: systemd asked for none */
     struct timespec last_ping;
-    clock_gettime(CLOCK_MONOTONIC, &last_ping);
-    if (watchdog_usec)
-        notify_watchdog();
+};
 
-    while (!agent.stop || agent.running > 0) {
+static void agent_watchdog_start(struct agent_watchdog *watchdog)
+{
+    watchdog->usec = notify_watchdog_interval();
+    clock_gettime(CLOCK_MONOTONIC, &watchdog->last_ping);
+    if (watchdog->usec)
+        notify_watchdog();
+}
+
+static int agent_watchdog_timeout(const struct agent_watchdog *watchdog, int timeout)
+{
+    int watchdog_ms = (int)(watchdog->usec / 1000);
+    if (watchdog->usec && (timeout < 0 || timeout > watchdog_ms))
+        return watchdog_ms;
+    return timeout;
+}
+
+static void agent_watchdog_ping(struct agent_watchdog *watchdog)
+{
+    struct timespec now;
+    if (!watchdog->usec)
+        return;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    uint64_t elapsed = (uint64_t)(now.tv_sec - watchdog->last_ping.tv_sec) * 1000000ULL +
+                       (uint64_t)((now.tv_nsec - watchdog->last_ping.tv_nsec) / 1000);
+    if (elapsed >= watchdog->usec) {
+        notify_watchdog();
+        watchdog->last_ping = now;
+    }
+}
+
+/* The loop: start what is due, sleep in poll(2) until the next due time, a
+ * signal or a finished job, until stopped and every job has ended. */
+static int agent_loop(struct agent *agent, int signal_fd)
+{
+    struct agent_watchdog watchdog;
+    agent_watchdog_start(&watchdog);
+    while (!agent->stop || agent->running > 0) {
         time_t now = time(NULL);
-        agent_dispatch(&agent, now);
-        int timeout = agent.stop ? 1000 : agenda_sleep_ms(agent.databases, agent.database_count,
-                                                           !agent.pending_config && agent.running < agent.worker_count, now);
-        if (watchdog_usec) {
-            int watchdog_ms = (int)(watchdog_usec / 1000);
-            if (timeout < 0 || timeout > watchdog_ms)
-                timeout = watchdog_ms;
-        }
+        agent_dispatch(agent, now);
+        bool can_start = !agent->pending_config && agent->running < agent->worker_count;
+        int timeout = agent->stop ? 1000
+                                  : agenda_sleep_ms(agent->databases, agent->database_count,
+                                                    can_start, now);
         struct pollfd fds[2] = {{.fd = signal_fd, .events = POLLIN},
-                                {.fd = agent.wake_pipe[0], .events = POLLIN}};
-        int ready = poll(fds, 2, timeout);
+                                {.fd = agent->wake_pipe[0], .events = POLLIN}};
+        int ready = poll(fds, 2, agent_watchdog_timeout(&watchdog, timeout));
         if (ready < 0 && errno != EINTR) {
             log_event(LOG_ERR, NULL, NULL, "poll: %s", strerror(errno));
-            break;
+            return -1;
         }
         if (fds[0].revents & POLLIN)
-            agent_handle_signals(&agent, signal_fd);
+            agent_handle_signals(agent, signal_fd);
         if (fds[1].revents & POLLIN)
-            agent_collect(&agent);
-        agent_apply_reload(&agent);
-        if (watchdog_usec) {
-            struct timespec now_mono;
-            clock_gettime(CLOCK_MONOTONIC, &now_mono);
-            uint64_t elapsed = (uint64_t)(now_mono.tv_sec - last_ping.tv_sec) * 1000000ULL +
-                               (uint64_t)((now_mono.tv_nsec - last_ping.tv_nsec) / 1000);
-            if (elapsed >= watchdog_usec) {
-                notify_watchdog();
-                last_ping = now_mono;
-            }
-        }
+            agent_collect(agent);
+        agent_apply_reload(agent);
+        agent_watchdog_ping(&watchdog);
     }
-    status = 0;
-    log_event(LOG_NOTICE, NULL, NULL, "stopped");
-out:
-    http_stop(agent.http);
-    agent_stop_workers(&agent);
-    while (agent.queue) {
-        struct work_item *item = agent.queue;
-        agent.queue = item->next;
+    return 0;
+}
+
+static void agent_finish(struct agent *agent, int signal_fd, struct database_lock *agent_lock)
+{
+    http_stop(agent->http);
+    agent_stop_workers(agent);
+    while (agent->queue) {
+        struct work_item *item = agent->queue;
+        agent->queue = item->next;
         free(item);
     }
     if (signal_fd >= 0)
         close(signal_fd);
-    if (agent.wake_pipe[0] >= 0) {
-        close(agent.wake_pipe[0]);
-        close(agent.wake_pipe[1]);
+    if (agent->wake_pipe[0] >= 0) {
+        close(agent->wake_pipe[0]);
+        close(agent->wake_pipe[1]);
     }
-    state_close(agent.state);
-    lock_agent_release(&agent_lock);
-    free(agent.databases);
-    config_free(agent.pending_config);
-    config_free(agent.config);
-    pthread_mutex_destroy(&agent.mutex);
-    pthread_cond_destroy(&agent.work_ready);
+    state_close(agent->state);
+    lock_agent_release(agent_lock);
+    free(agent->databases);
+    config_free(agent->pending_config);
+    config_free(agent->config);
+    pthread_mutex_destroy(&agent->mutex);
+    pthread_cond_destroy(&agent->work_ready);
+}
+
+int agent_run(struct config *config, const char *config_path)
+{
+    struct agent agent = {.config = config, .config_path = config_path, .wake_pipe = {-1, -1}};
+    struct database_lock agent_lock = {.fd = -1};
+    int status = 1;
+    pthread_mutex_init(&agent.mutex, NULL);
+    pthread_cond_init(&agent.work_ready, NULL);
+
+    log_set_level(config->log_level);
+    int signal_fd = agent_start(&agent, &agent_lock);
+    if (signal_fd >= 0) {
+        /* A failed poll ends the loop; the stop is still clean. */
+        agent_loop(&agent, signal_fd);
+        status = 0;
+        log_event(LOG_NOTICE, NULL, NULL, "stopped");
+    }
+    agent_finish(&agent, signal_fd, &agent_lock);
     return status;
 }
