@@ -58,16 +58,101 @@ static int upload_one(struct job_context *context, struct target *target,
     return rc;
 }
 
+/* One run over the queue: what it did, and the target once opened. */
+struct upload_run {
+    struct target *target;
+    time_t now;
+    int uploaded, failed, dropped;
+    int64_t bytes;
+    char first_error[600];
+};
+
+/* An attempt that failed: the entry waits for its back-off. */
+static void upload_defer(struct job_context *context, struct upload_run *run,
+                         const struct upload_entry *entry, const struct error *err)
+{
+    run->failed++;
+    if (!run->first_error[0])
+        snprintf(run->first_error, sizeof run->first_error, "%s", err->message);
+    state_defer_upload(context->state, entry->id, upload_next_attempt(entry->attempts, run->now),
+                       err->message, NULL);
+    log_event(LOG_WARNING, context->database->name, "upload", "%s: %s (attempt %d, will retry)",
+              entry->archive_path, err->message, entry->attempts + 1);
+}
+
+/* Sends one queued archive, or drops it when its file is gone. Returns 0
+ * when the entry left the queue, -ECANCELED on stop, another code when the
+ * attempt failed (and was deferred). */
+static int upload_entry(struct job_context *context, struct upload_run *run,
+                        const struct upload_entry *entry)
+{
+    const struct database_config *db = context->database;
+    struct error err = {0};
+    int rc;
+    if (context->stop && *context->stop)
+        return -ECANCELED;
+    if (access(entry->archive_path, F_OK) != 0) {
+        /* Deleted by hand: nothing left to send. */
+        log_event(LOG_WARNING, db->name, "upload", "%s is gone; dropped from the queue",
+                  entry->archive_path);
+        rc = state_complete_upload(context->state, entry->id, &err);
+        if (rc == 0)
+            run->dropped++;
+    } else {
+        rc = run->target ? 0 : target_open(db->upload.target, &run->target, &err);
+        if (rc == 0) {
+            target_set_stop(run->target, context->stop);
+            rc = upload_one(context, run->target, entry, &run->bytes, &err);
+        }
+        /* Sent but not marked done would be sent again at every round. */
+        if (rc == 0)
+            rc = state_complete_upload(context->state, entry->id, &err);
+        if (rc == 0) {
+            run->uploaded++;
+            log_event(LOG_INFO, db->name, "upload", "%s sent to %s", entry->archive_path,
+                      target_describe(run->target));
+        }
+    }
+    if (rc != 0 && rc != -ECANCELED)
+        upload_defer(context, run, entry, &err);
+    return rc;
+}
+
+/* Works through the queue in batches until it is empty, an attempt fails
+ * (the target is in trouble: the rest waits for the next attempt) or a
+ * batch makes no progress. */
+static int upload_drain(struct job_context *context, struct upload_run *run, struct error *err)
+{
+    struct upload_entry entries[UPLOAD_BATCH];
+    /* A one-off `sqlprodd upload` means now, whatever the back-off says; so
+     * does a first success. */
+    time_t everything = run->now + 3650 * 86400;
+    time_t horizon = context->one_off ? everything : run->now;
+    for (;;) {
+        int count = state_due_uploads(context->state, context->database->name, horizon, entries,
+                                      UPLOAD_BATCH, err);
+        if (count <= 0)
+            return count;
+        int progressed = 0;
+        for (int i = 0; i < count; i++) {
+            int rc = upload_entry(context, run, &entries[i]);
+            if (rc == -ECANCELED)
+                return rc;
+            if (rc == 0) {
+                progressed++;
+                horizon = everything; /* the target works again: no reason to wait */
+            }
+        }
+        if (run->failed || progressed == 0)
+            return 0;
+    }
+}
+
 int job_upload(struct job_context *context, struct job_result *result)
 {
     const struct database_config *db = context->database;
-    struct upload_entry entries[UPLOAD_BATCH];
-    struct target *target = NULL;
+    struct upload_run run = {.now = time(NULL)};
     struct error err = {0};
-    time_t now = time(NULL);
-    int uploaded = 0, failed = 0, dropped = 0, rc = 0;
-    int64_t bytes = 0;
-    char first_error[600] = "";
 
     if (!db->upload.target) {
         job_result_set(result, JOB_OUTCOME_OK, "no upload target configured");
@@ -77,93 +162,39 @@ int job_upload(struct job_context *context, struct job_result *result)
         job_result_set(result, JOB_OUTCOME_FAILED, "no state database: cannot read the upload queue");
         return -EINVAL;
     }
-    /* A one-off `sqlprodd upload` means now, whatever the back-off says; so
-     * does a first success, below. */
-    time_t everything = now + 3650 * 86400;
-    time_t horizon = context->one_off ? everything : now;
-    for (;;) {
-        int count = state_due_uploads(context->state, db->name, horizon, entries, UPLOAD_BATCH, &err);
-        if (count < 0) {
-            job_result_set(result, JOB_OUTCOME_FAILED, "%s", err.message);
-            rc = count;
-            goto out;
-        }
-        if (count == 0)
-            break;
-        int progressed = 0;
-        for (int i = 0; i < count; i++) {
-            const struct upload_entry *entry = &entries[i];
-            if (context->stop && *context->stop) {
-                rc = -ECANCELED;
-                goto out;
-            }
-            if (access(entry->archive_path, F_OK) != 0) {
-                /* Deleted by hand: nothing left to send. */
-                log_event(LOG_WARNING, db->name, "upload", "%s is gone; dropped from the queue",
-                          entry->archive_path);
-                if ((rc = state_complete_upload(context->state, entry->id, &err)) != 0)
-                    goto attempt_failed;
-                dropped++;
-                progressed++;
-                continue;
-            }
-            if (!target && (rc = target_open(db->upload.target, &target, &err)) != 0)
-                goto attempt_failed;
-            target_set_stop(target, context->stop);
-            rc = upload_one(context, target, entry, &bytes, &err);
-            /* Sent but not marked done would be sent again at every round. */
-            if (rc == 0 && (rc = state_complete_upload(context->state, entry->id, &err)) != 0)
-                goto attempt_failed;
-            if (rc == 0) {
-                uploaded++;
-                progressed++;
-                horizon = everything; /* the target works again: no reason to wait */
-                log_event(LOG_INFO, db->name, "upload", "%s sent to %s", entry->archive_path,
-                          target_describe(target));
-                continue;
-            }
-        attempt_failed:
-            if (rc == -ECANCELED)
-                goto out;
-            failed++;
-            if (!first_error[0])
-                snprintf(first_error, sizeof first_error, "%s", err.message);
-            state_defer_upload(context->state, entry->id, upload_next_attempt(entry->attempts, now),
-                               err.message, NULL);
-            log_event(LOG_WARNING, db->name, "upload", "%s: %s (attempt %d, will retry)",
-                      entry->archive_path, err.message, entry->attempts + 1);
-        }
-        if (failed || progressed == 0)
-            break; /* the target is in trouble: leave the rest for the next attempt */
+    int rc = upload_drain(context, &run, &err);
+    target_close(run.target);
+    if (rc == -ECANCELED) {
+        job_result_set(result, JOB_OUTCOME_FAILED, "aborted: stop requested");
+        return rc;
     }
-    rc = 0;
+    if (rc < 0) {
+        job_result_set(result, JOB_OUTCOME_FAILED, "%s", err.message);
+        return rc;
+    }
     int64_t pending = 0;
     state_pending_upload_count(context->state, db->name, &pending, NULL);
-    if (failed) {
-        job_result_set(result, JOB_OUTCOME_FAILED, "%d upload%s failed, %lld pending: %s", failed,
-                       failed == 1 ? "" : "s", (long long)pending, first_error);
-        rc = -EIO;
-        goto out;
+    if (run.failed) {
+        job_result_set(result, JOB_OUTCOME_FAILED, "%d upload%s failed, %lld pending: %s",
+                       run.failed, run.failed == 1 ? "" : "s", (long long)pending, run.first_error);
+        return -EIO;
     }
-    if (uploaded) {
+    if (run.uploaded) {
         /* What `status` shows as LAST UPLOAD: the last run that sent
          * something, not the last retry tick that found nothing to send. */
-        struct db_facts facts = {.upload_last_sent = {time(NULL), uploaded, bytes}};
+        struct db_facts facts = {.upload_last_sent = {time(NULL), run.uploaded, run.bytes}};
         state_set_facts(context->state, db->name, &facts, FACT_UPLOAD_LAST_SENT, NULL);
     }
-    if (uploaded || dropped) {
+    if (run.uploaded || run.dropped) {
         /* Uploaded archives are no longer pinned locally: retention follows
          * (jobs/plan.c). */
         result->changed_backups = true;
-        job_result_set(result, JOB_OUTCOME_OK, "uploaded %d archive%s (%lld bytes) to %s", uploaded,
-                       uploaded == 1 ? "" : "s", (long long)bytes, db->upload.target->name);
+        job_result_set(result, JOB_OUTCOME_OK, "uploaded %d archive%s (%lld bytes) to %s",
+                       run.uploaded, run.uploaded == 1 ? "" : "s", (long long)run.bytes,
+                       db->upload.target->name);
     } else {
         job_result_set(result, JOB_OUTCOME_OK, "nothing to upload, %lld pending", (long long)pending);
         result->quiet = pending == 0; /* the retry tick with an empty queue is no news */
     }
-out:
-    target_close(target);
-    if (rc == -ECANCELED)
-        job_result_set(result, JOB_OUTCOME_FAILED, "aborted: stop requested");
-    return rc;
+    return 0;
 }
