@@ -12,7 +12,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "core/advice.h"
+#include "config/advice.h"
 #include "core/units.h"
 
 static void verdict_append(char *buffer, size_t size, size_t *used, const char *separator,
