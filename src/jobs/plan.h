@@ -13,14 +13,14 @@
 
 /* When a follow-up runs. */
 enum plan_when {
-    PLAN_ALWAYS,          /* whatever the job's outcome */
-    PLAN_IF_CHANGED,      /* the job added, sent or dropped a backup (result->changed_backups) */
+    PLAN_ALWAYS,     /* whatever the job's outcome */
+    PLAN_IF_CHANGED, /* the job added, sent or dropped a backup (result->changed_backups) */
 };
 
 /* How it runs, and what its result does to the job's. */
 enum plan_how {
     PLAN_STEP_LOGGED, /* in the same run, under the lock; its result is a log line of its own */
-    PLAN_STEP_MERGED, /* in the same run; its message is appended; its outcome counts as the job's */
+    PLAN_STEP_MERGED, /* in the same run; its message is appended; its outcome is the job's */
     PLAN_STEP_CAVEAT, /* in the same run; its message is appended; a failure is only a warning */
     PLAN_DUE_NOW,     /* a job of its own: the agent makes it due at once; a one-off command
                          leaves it to the agent or to the command of that job */
@@ -28,10 +28,10 @@ enum plan_how {
 
 struct plan_follow_up {
     enum job_kind after;
-    const char *name;                                        /* its log name */
+    const char *name;                                       /* its log name */
     int (*step)(struct job_context *, struct job_result *); /* PLAN_STEP_* */
-    enum job_kind job;                                       /* PLAN_DUE_NOW */
-    bool needs_target;                                       /* only with an upload target */
+    enum job_kind job;                                      /* PLAN_DUE_NOW */
+    bool needs_target;                                      /* only with an upload target */
     enum plan_when when;
     enum plan_how how;
 };

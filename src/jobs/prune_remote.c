@@ -55,15 +55,85 @@ static int upload_delete_remote(struct target *target, const struct remote_backu
     return rc;
 }
 
+/* Which listed backups to keep: keep[i] for list->items[i]. The rules count
+ * complete backups only (an orphan archive is not a backup one could
+ * restore); each has passed verification before it was queued, so
+ * retention's "newest verified" is the newest complete one. */
+static int prune_remote_decide(struct job_context *context, const struct remote_list *list,
+                               bool *keep)
+{
+    size_t complete = 0;
+    time_t now = time(NULL);
+    struct retention_item *items = calloc(list->count + 1, sizeof *items);
+    if (!items)
+        return -ENOMEM;
+    for (size_t i = 0; i < list->count; i++) {
+        if (!list->items[i].has_manifest)
+            continue;
+        items[complete].created = list->items[i].created;
+        items[complete++].verified = true;
+    }
+    retention_apply(&context->database->upload.keep, items, complete);
+    for (size_t n = 0, i = 0; i < list->count; i++) {
+        if (list->items[i].has_manifest) /* items[] holds the complete ones in list order */
+            keep[i] = items[n++].keep;
+        else
+            keep[i] = upload_orphan_is_live(context, &list->items[i], now);
+    }
+    free(items);
+    return 0;
+}
+
+/* What one run deleted. */
+struct prune_remote_tally {
+    size_t kept, deleted, orphans_deleted;
+};
+
+static int prune_remote_delete(struct job_context *context, struct target *target,
+                               const struct remote_list *list, const bool *keep,
+                               struct prune_remote_tally *tally, struct job_result *result)
+{
+    const struct database_config *db = context->database;
+    struct error err = {0};
+    for (size_t i = 0; i < list->count; i++) {
+        const struct remote_backup *backup = &list->items[i];
+        if (keep[i]) {
+            tally->kept++;
+            continue;
+        }
+        if (context->stop && *context->stop) {
+            job_result_set(result, JOB_OUTCOME_FAILED,
+                           "remote retention: stopped after deleting %zu",
+                           tally->deleted + tally->orphans_deleted);
+            return -ECANCELED;
+        }
+        int rc = upload_delete_remote(target, backup, &err);
+        if (rc != 0) {
+            job_result_set(result, JOB_OUTCOME_FAILED, "remote retention: deleted %zu, then: %s",
+                           tally->deleted + tally->orphans_deleted, err.message);
+            return rc;
+        }
+        if (backup->has_manifest) {
+            tally->deleted++;
+            log_event(LOG_DEBUG, db->name, "prune", "deleted remote backup %s", backup->id);
+        } else {
+            tally->orphans_deleted++;
+            log_event(LOG_INFO, db->name, "prune",
+                      "deleted %s: an archive without a manifest, left by an unfinished upload",
+                      backup->archive_key);
+        }
+    }
+    return 0;
+}
+
 int job_prune_remote(struct job_context *context, struct job_result *result)
 {
     const struct database_config *db = context->database;
     struct remote_list list = {0};
     struct target *target = NULL;
-    struct retention_item *items = NULL;
+    struct prune_remote_tally tally = {0};
     struct error err = {0};
-    size_t deleted = 0, kept = 0, orphans_deleted = 0, complete_count = 0;
-    time_t now = time(NULL);
+    bool *keep = NULL;
     int rc = target_open(db->upload.target, &target, &err);
     target_set_stop(target, context->stop);
     if (rc == 0)
@@ -72,65 +142,23 @@ int job_prune_remote(struct job_context *context, struct job_result *result)
         job_result_set(result, JOB_OUTCOME_FAILED, "remote retention: %s", err.message);
         goto out;
     }
-    items = calloc(list.count + 1, sizeof *items);
-    if (!items) {
+    keep = calloc(list.count + 1, sizeof *keep);
+    if (!keep || (rc = prune_remote_decide(context, &list, keep)) != 0) {
         rc = -ENOMEM;
         job_result_set(result, JOB_OUTCOME_FAILED, "remote retention: out of memory");
         goto out;
     }
-    /* The rules count complete backups only (an orphan archive is not a
-     * backup one could restore); each has passed verification before it was
-     * queued, so retention's "newest verified" is the newest complete one. */
-    for (size_t i = 0; i < list.count; i++) {
-        if (!list.items[i].has_manifest)
-            continue;
-        items[complete_count].created = list.items[i].created;
-        items[complete_count++].verified = true;
-    }
-    retention_apply(&db->upload.keep, items, complete_count);
-    for (size_t n = 0, i = 0; i < list.count; i++) {
-        const struct remote_backup *backup = &list.items[i];
-        bool keep;
-        if (backup->has_manifest) {
-            keep = items[n].keep; /* items[] holds the complete ones in list order */
-            n++;
-        } else {
-            keep = upload_orphan_is_live(context, backup, now);
-        }
-        if (keep) {
-            kept++;
-            continue;
-        }
-        if (context->stop && *context->stop) {
-            rc = -ECANCELED;
-            job_result_set(result, JOB_OUTCOME_FAILED, "remote retention: stopped after deleting %zu",
-                           deleted + orphans_deleted);
-            goto out;
-        }
-        rc = upload_delete_remote(target, backup, &err);
-        if (rc != 0) {
-            job_result_set(result, JOB_OUTCOME_FAILED,
-                           "remote retention: deleted %zu, then: %s", deleted + orphans_deleted,
-                           err.message);
-            goto out;
-        }
-        if (backup->has_manifest) {
-            deleted++;
-            log_event(LOG_DEBUG, db->name, "prune", "deleted remote backup %s", backup->id);
-        } else {
-            orphans_deleted++;
-            log_event(LOG_INFO, db->name, "prune",
-                      "deleted %s: an archive without a manifest, left by an unfinished upload",
-                      backup->archive_key);
-        }
-    }
-    if (deleted)
-        log_event(LOG_INFO, db->name, "prune", "deleted %zu remote backup%s from %s", deleted,
-                  deleted == 1 ? "" : "s", db->upload.target->name);
-    job_result_set(result, JOB_OUTCOME_OK, "kept %zu remote backup%s, deleted %zu%s", kept,
-                   kept == 1 ? "" : "s", deleted, orphans_deleted ? " (and unfinished uploads)" : "");
+    rc = prune_remote_delete(context, target, &list, keep, &tally, result);
+    if (rc != 0)
+        goto out;
+    if (tally.deleted)
+        log_event(LOG_INFO, db->name, "prune", "deleted %zu remote backup%s from %s", tally.deleted,
+                  tally.deleted == 1 ? "" : "s", db->upload.target->name);
+    job_result_set(result, JOB_OUTCOME_OK, "kept %zu remote backup%s, deleted %zu%s", tally.kept,
+                   tally.kept == 1 ? "" : "s", tally.deleted,
+                   tally.orphans_deleted ? " (and unfinished uploads)" : "");
 out:
-    free(items);
+    free(keep);
     target_close(target);
     remote_list_free(&list);
     return rc;

@@ -27,10 +27,11 @@ static void verdict_append(char *buffer, size_t size, size_t *used, const char *
         *used = size - 1;
 }
 
-static void verdict_add(struct health_verdict *verdict, enum health_level level, const char *format, ...)
-    __attribute__((format(printf, 3, 4)));
+static void verdict_add(struct health_verdict *verdict, enum health_level level, const char *format,
+                        ...) __attribute__((format(printf, 3, 4)));
 
-static void verdict_add(struct health_verdict *verdict, enum health_level level, const char *format, ...)
+static void verdict_add(struct health_verdict *verdict, enum health_level level, const char *format,
+                        ...)
 {
     char text[1024]; /* room for a fix with two long paths */
     if (level > verdict->level)
@@ -253,8 +254,7 @@ static void judge_jobs(struct health_verdict *verdict, const struct config *conf
 }
 
 void health_judge(const struct config *config, const struct database_config *db,
-                  const struct health_measure *measure, time_t now,
-                  struct health_verdict *verdict)
+                  const struct health_measure *measure, time_t now, struct health_verdict *verdict)
 {
     memset(verdict, 0, sizeof *verdict);
     if (measure->enforce_error[0])

@@ -26,9 +26,9 @@ struct health_inspection {
 
 /* Everything one health run measured. */
 struct health_measure {
-    char enforce_error[600];    /* enforce = { ... } could not be applied: why; "" when it was */
-    int read_rc;                /* 0: inspected; -EBUSY: locked; other: unreadable */
-    char read_error[1024];      /* when read_rc is neither */
+    char enforce_error[600]; /* enforce = { ... } could not be applied: why; "" when it was */
+    int read_rc;             /* 0: inspected; -EBUSY: locked; other: unreadable */
+    char read_error[1024];   /* when read_rc is neither */
     struct health_inspection found; /* when read_rc == 0 */
     int64_t wal_bytes;              /* when read_rc == 0 */
     time_t locked_since;            /* when read_rc == -EBUSY: the first run that found it locked */
@@ -47,8 +47,7 @@ struct health_verdict {
 };
 
 void health_judge(const struct config *config, const struct database_config *db,
-                  const struct health_measure *measure, time_t now,
-                  struct health_verdict *verdict);
+                  const struct health_measure *measure, time_t now, struct health_verdict *verdict);
 
 /* "none", "full", "incremental" for PRAGMA auto_vacuum's number. */
 const char *health_auto_vacuum_name(int64_t mode);

@@ -12,7 +12,7 @@
 
 #include "agent/agenda.h"
 
-#define NOW ((time_t)1800000000)
+#define NOW  ((time_t)1800000000)
 #define NONE ((time_t)-1)
 
 static void unscheduled(struct agenda_database *database)
@@ -121,7 +121,7 @@ static void next_names_the_job_the_agent_will_start_next(void **unused)
     unscheduled(&databases[1]);
     databases[0].next_due[JOB_CHECKPOINT] = NOW + 900;
     databases[1].next_due[JOB_UPLOAD] = NOW + 30; /* a lock retry or an upload after a backup */
-    databases[1].busy = true;                      /* still counts: it runs once the job ends */
+    databases[1].busy = true;                     /* still counts: it runs once the job ends */
     size_t database = 99;
     enum job_kind kind = JOB_KIND_COUNT;
     time_t due = 0;

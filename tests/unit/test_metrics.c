@@ -79,10 +79,8 @@ static void renders_the_record_exactly(void **unused)
     assert_non_null(facts);
     struct metrics_input input = {.config = &config, .databases = facts, .rendered_at = 1800000300};
 
-    facts[0].jobs[JOB_BACKUP] = (struct job_record){.last_success = 1800000100,
-                                                    .last_duration = 2.5,
-                                                    .runs_total = 3,
-                                                    .failures_total = 1};
+    facts[0].jobs[JOB_BACKUP] = (struct job_record){
+        .last_success = 1800000100, .last_duration = 2.5, .runs_total = 3, .failures_total = 1};
     facts[0].file_bytes = 1048576;
     facts[0].wal_file_bytes = 4096;
     facts[0].pending_known = true;

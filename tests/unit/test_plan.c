@@ -36,8 +36,8 @@ static void upload_is_made_due_after_a_good_backup_with_a_target(void **unused)
             assert_false(plan_makes_due(JOB_BACKUP, &result, &db, (enum job_kind)kind));
         for (int after = 0; after < JOB_KIND_COUNT; after++)
             if (after != JOB_BACKUP)
-                assert_false(plan_makes_due((enum job_kind)after, &result, &db,
-                                            (enum job_kind)kind));
+                assert_false(
+                    plan_makes_due((enum job_kind)after, &result, &db, (enum job_kind)kind));
     }
 }
 

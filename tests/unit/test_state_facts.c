@@ -93,10 +93,10 @@ static void rows_of_other_versions_are_read_or_skipped_not_misread(void **unused
     assert_int_equal(
         sqlite3_exec(db,
                      "INSERT INTO database_values VALUES"
-                     " ('app', 'upload_last_sent', '1700000000'),"   /* its first format */
-                     " ('app', 'health', 'splendid'),"               /* a word this one lacks */
-                     " ('app', 'page_size', '4096 bytes'),"          /* not a number */
-                     " ('app', 'replication_lag', '12')",            /* a newer version's */
+                     " ('app', 'upload_last_sent', '1700000000')," /* its first format */
+                     " ('app', 'health', 'splendid'),"             /* a word this one lacks */
+                     " ('app', 'page_size', '4096 bytes'),"        /* not a number */
+                     " ('app', 'replication_lag', '12')",          /* a newer version's */
                      NULL, NULL, NULL),
         SQLITE_OK);
     sqlite3_close(db);
