@@ -2,8 +2,9 @@
  * state.h: the agent's own memory, a small SQLite database in
  * STATE_DIR/state.db (WAL mode, so `sqlprodd status` can read it while the
  * agent writes). Holds each job's last result per database, run and failure
- * counters, the last health verdict, and the upload queue. It is what lets
- * schedules and the upload backlog survive restarts.
+ * counters, what the jobs learned (struct db_facts: the health verdict,
+ * sizes, the last upload), and the upload queue. It is what lets schedules
+ * and the upload backlog survive restarts.
  *
  * One struct state per thread: SQLite connections are not shared here.
  */
