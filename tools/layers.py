@@ -19,8 +19,8 @@ import subprocess
 import sys
 
 # Low to high. Files of a layer may use their own layer and those before it.
-LAYERS = ["core", "policy", "config", "db", "archive", "offsite", "replicate", "restore",
-          "jobs", "report", "cli", "agent", "(main)"]
+LAYERS = ["core", "crypto", "policy", "config", "db", "archive", "offsite", "replicate",
+          "restore", "jobs", "report", "cli", "agent", "(main)"]
 # cli and agent are siblings, one above the other in the list only because a
 # list has an order: neither may use the other.
 SIBLINGS = {("cli", "agent"), ("agent", "cli")}
