@@ -3,6 +3,7 @@
  * nor how the status line or metrics are worded (src/report/).
  */
 #include "agent/agent.h"
+#include "agent/agenda.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -20,6 +21,7 @@
 #include "config/config_paths.h"
 #include "core/fsutil.h"
 #include "jobs/job.h"
+#include "jobs/plan.h"
 #include "core/lock.h"
 #include "core/log.h"
 #include "report/http.h"
@@ -32,12 +34,6 @@
 /* When a job could not take the database lock (a one-off holds it). */
 #define AGENT_RETRY_LOCKED_SECONDS 30
 
-struct agent_database {
-    const struct database_config *config;
-    time_t next_due[JOB_KIND_COUNT];
-    bool busy;
-};
-
 struct work_item {
     size_t database;
     enum job_kind kind;
@@ -49,7 +45,7 @@ struct agent {
     struct config *config;
     const char *config_path;
     struct state *state; /* the loop's own connection */
-    struct agent_database *databases;
+    struct agenda_database *databases;
     size_t database_count;
     struct config *pending_config; /* a reload waiting for running jobs to finish */
 
@@ -92,7 +88,7 @@ static time_t agent_compute_due(struct agent *agent, const struct database_confi
 
 static int agent_build_databases(struct agent *agent, time_t now)
 {
-    struct agent_database *databases = calloc(agent->config->database_count + 1, sizeof *databases);
+    struct agenda_database *databases = calloc(agent->config->database_count + 1, sizeof *databases);
     if (!databases)
         return -ENOMEM;
     for (size_t i = 0; i < agent->config->database_count; i++) {
@@ -180,30 +176,15 @@ static void agent_stop_workers(struct agent *agent)
     }
 }
 
-/* Which job of an idle database runs first when several are due: the
- * earliest due, and on a tie the cheaper, more urgent one (enum order). */
-static int agent_pick_job(const struct agent_database *db, time_t now)
-{
-    int best = -1;
-    for (int kind = 0; kind < JOB_KIND_COUNT; kind++) {
-        time_t due = db->next_due[kind];
-        if (due == (time_t)-1 || due > now)
-            continue;
-        if (best < 0 || due < db->next_due[best])
-            best = kind;
-    }
-    return best;
-}
-
 static void agent_dispatch(struct agent *agent, time_t now)
 {
     if (agent->pending_config || agent->stop)
         return;
     for (size_t i = 0; i < agent->database_count && agent->running < agent->worker_count; i++) {
-        struct agent_database *db = &agent->databases[i];
+        struct agenda_database *db = &agent->databases[i];
         if (db->busy)
             continue;
-        int kind = agent_pick_job(db, now);
+        int kind = agenda_pick_job(db, now);
         if (kind < 0)
             continue;
         struct work_item *item = calloc(1, sizeof *item);
@@ -225,29 +206,7 @@ static void agent_dispatch(struct agent *agent, time_t now)
     }
 }
 
-/* Milliseconds until the next job of an idle database is due, or -1. */
-static int agent_sleep_ms(const struct agent *agent, time_t now)
-{
-    time_t earliest = (time_t)-1;
-    if (agent->pending_config || agent->running >= agent->worker_count)
-        return -1; /* a finishing job wakes us */
-    for (size_t i = 0; i < agent->database_count; i++) {
-        if (agent->databases[i].busy)
-            continue;
-        for (int kind = 0; kind < JOB_KIND_COUNT; kind++) {
-            time_t due = agent->databases[i].next_due[kind];
-            if (due != (time_t)-1 && (earliest == (time_t)-1 || due < earliest))
-                earliest = due;
-        }
-    }
-    if (earliest == (time_t)-1)
-        return -1;
-    if (earliest <= now)
-        return 0;
-    int64_t seconds = (int64_t)(earliest - now);
-    return seconds > 86400 ? 86400 * 1000 : (int)(seconds * 1000);
-}
-
+/* The STATUS= line, with "next" taken from the agent's own due times. */
 /* STATUS=: what the operator must act on first, then the summary. */
 static void agent_status_line(struct agent *agent, char *line, size_t size)
 {
@@ -259,7 +218,15 @@ static void agent_status_line(struct agent *agent, char *line, size_t size)
     }
     if (used >= size)
         return;
-    summary_status_line(agent->config, agent->state, line + used, size - used);
+    /* "next" is what this agent will start next, not a recomputation. */
+    struct summary_next next = {.due = (time_t)-1};
+    size_t database;
+    enum job_kind kind;
+    if (agenda_next(agent->databases, agent->database_count, &database, &kind, &next.due)) {
+        next.database = agent->databases[database].config->name;
+        next.job = job_name(kind);
+    }
+    summary_status_line(agent->config, agent->state, &next, line + used, size - used);
 }
 
 /* Logs each path the agent cannot write from where it runs, with its fix,
@@ -312,7 +279,7 @@ static void agent_collect(struct agent *agent)
     while (finished) {
         struct work_item *item = finished;
         finished = item->next;
-        struct agent_database *db = &agent->databases[item->database];
+        struct agenda_database *db = &agent->databases[item->database];
         db->busy = false;
         agent->running--;
         if (item->result.skipped)
@@ -320,10 +287,10 @@ static void agent_collect(struct agent *agent)
         else
             db->next_due[item->kind] =
                 agent_compute_due(agent, db->config, item->kind, now, false);
-        /* A new archive should leave the machine now, not at the next retry tick. */
-        if (item->kind == JOB_BACKUP && item->result.outcome != JOB_OUTCOME_FAILED &&
-            db->config->upload.target)
-            db->next_due[JOB_UPLOAD] = now;
+        /* What follows a job as a job of its own (jobs/plan.c). */
+        for (int kind = 0; kind < JOB_KIND_COUNT; kind++)
+            if (plan_makes_due(item->kind, &item->result, db->config, (enum job_kind)kind))
+                db->next_due[kind] = now;
         free(item);
     }
     agent_update_reports(agent);
@@ -501,6 +468,52 @@ static void agent_handle_signals(struct agent *agent, int signal_fd)
     }
 }
 
+/* Start-up: the agent lock, state, signals, workers, the clean-up of what a
+ * crash left, READY=1. Returns the signalfd, or -1 (logged and told to
+ * systemd) when the agent cannot run. */
+static int agent_start(struct agent *agent, struct database_lock *agent_lock)
+{
+    struct error err = {0};
+    sigset_t mask;
+    char who[4200];
+    /* One agent per state_dir, and the lock `status` tests to say it runs. */
+    snprintf(who, sizeof who, "sqlprodd run -c %s", agent->config_path);
+    if (lock_agent_acquire(agent_lock, agent->config->state_dir, who, &err) != 0 ||
+        state_open(agent->config->state_dir, &agent->state, &err) != 0) {
+        log_event(LOG_ERR, NULL, NULL, "%s", err.message);
+        notify_failure(err.message, -err.code);
+        return -1;
+    }
+    int signal_fd = agent_open_signals(&mask);
+    if (signal_fd < 0 || pipe2(agent->wake_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+        log_event(LOG_ERR, NULL, NULL, "cannot set up signals: %s", strerror(errno));
+        notify_failure("cannot set up signals", errno);
+        if (signal_fd >= 0)
+            close(signal_fd);
+        return -1;
+    }
+    if (agent_build_databases(agent, time(NULL)) != 0 || agent_start_workers(agent) != 0) {
+        log_event(LOG_ERR, NULL, NULL, "out of memory or threads");
+        notify_failure("cannot start worker threads", ENOMEM);
+        close(signal_fd);
+        return -1;
+    }
+    agent_clean_up_after_crash(agent);
+    agent_check_sandbox(agent);
+
+    char line[2048];
+    agent_status_line(agent, line, sizeof line);
+    log_event(LOG_NOTICE, NULL, NULL, "sqlprodd %s started: %zu database%s, %d worker%s, config %s",
+              SQLPRODD_VERSION, agent->database_count, agent->database_count == 1 ? "" : "s",
+              agent->worker_count, agent->worker_count == 1 ? "" : "s", agent->config_path);
+    notify_ready(line);
+    agent_update_reports(agent);
+    agent_start_http(agent);
+    return signal_fd;
+}
+
+
+
 /*
  * The watchdog: WATCHDOG=1 from the loop itself, so that only a hung loop
  * (not a long job on a worker) misses it. systemd allows WATCHDOG_USEC
@@ -545,103 +558,82 @@ static int agent_watchdog_timeout_ms(const struct agent_watchdog *watchdog)
     return wait_ms > INT32_MAX ? INT32_MAX : (int)wait_ms;
 }
 
-int agent_run(struct config *config, const char *config_path)
+/* The loop: start what is due, sleep in poll(2) until the next due time, a
+ * signal or a finished job, until stopped and every job has ended. */
+static int agent_loop(struct agent *agent, int signal_fd)
 {
-    struct agent agent = {.config = config, .config_path = config_path,
-                          .wake_pipe = {-1, -1}};
-    struct error err = {0};
-    sigset_t mask;
-    int status = 1, signal_fd = -1;
-    struct database_lock agent_lock = {.fd = -1};
-    char who[4200];
-    pthread_mutex_init(&agent.mutex, NULL);
-    pthread_cond_init(&agent.work_ready, NULL);
-
-    log_set_level(config->log_level);
-    /* One agent per state_dir, and the lock `status` tests to say it runs. */
-    snprintf(who, sizeof who, "sqlprodd run -c %s", config_path);
-    if (lock_agent_acquire(&agent_lock, config->state_dir, who, &err) != 0) {
-        log_event(LOG_ERR, NULL, NULL, "%s", err.message);
-        notify_failure(err.message, -err.code);
-        goto out;
-    }
-    if (state_open(config->state_dir, &agent.state, &err) != 0) {
-        log_event(LOG_ERR, NULL, NULL, "%s", err.message);
-        notify_failure(err.message, -err.code);
-        goto out;
-    }
-    signal_fd = agent_open_signals(&mask);
-    if (signal_fd < 0 || pipe2(agent.wake_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
-        log_event(LOG_ERR, NULL, NULL, "cannot set up signals: %s", strerror(errno));
-        notify_failure("cannot set up signals", errno);
-        goto out;
-    }
-    if (agent_build_databases(&agent, time(NULL)) != 0 || agent_start_workers(&agent) != 0) {
-        log_event(LOG_ERR, NULL, NULL, "out of memory or threads");
-        notify_failure("cannot start worker threads", ENOMEM);
-        goto out;
-    }
-    agent_clean_up_after_crash(&agent);
-    agent_check_sandbox(&agent);
-
-    char line[2048];
-    agent_status_line(&agent, line, sizeof line);
-    log_event(LOG_NOTICE, NULL, NULL, "sqlprodd %s started: %zu database%s, %d worker%s, config %s",
-              SQLPRODD_VERSION, agent.database_count, agent.database_count == 1 ? "" : "s",
-              agent.worker_count, agent.worker_count == 1 ? "" : "s", config_path);
-    notify_ready(line);
-    agent_update_reports(&agent);
-    agent_start_http(&agent);
-
     struct agent_watchdog watchdog = {.period_usec = notify_watchdog_interval()};
     agent_ping_watchdog_when_due(&watchdog, true);
-
-    while (!agent.stop || agent.running > 0) {
+    while (!agent->stop || agent->running > 0) {
         time_t now = time(NULL);
-        agent_dispatch(&agent, now);
-        int timeout = agent.stop ? 1000 : agent_sleep_ms(&agent, now);
+        agent_dispatch(agent, now);
+        bool can_start = !agent->pending_config && agent->running < agent->worker_count;
+        int timeout = agent->stop ? 1000
+                                  : agenda_sleep_ms(agent->databases, agent->database_count,
+                                                    can_start, now);
         int until_ping = agent_watchdog_timeout_ms(&watchdog);
         if (until_ping >= 0 && (timeout < 0 || timeout > until_ping))
             timeout = until_ping;
         struct pollfd fds[2] = {{.fd = signal_fd, .events = POLLIN},
-                                {.fd = agent.wake_pipe[0], .events = POLLIN}};
+                                {.fd = agent->wake_pipe[0], .events = POLLIN}};
         int ready = poll(fds, 2, timeout);
         if (ready < 0 && errno != EINTR) {
             log_event(LOG_ERR, NULL, NULL, "poll: %s", strerror(errno));
-            break;
+            return -1;
         }
         /* Before the turn's work (a reload, the reports after a job), which
          * may take a while on a busy host, and again after it. */
         agent_ping_watchdog_when_due(&watchdog, false);
         if (fds[0].revents & POLLIN)
-            agent_handle_signals(&agent, signal_fd);
+            agent_handle_signals(agent, signal_fd);
         if (fds[1].revents & POLLIN)
-            agent_collect(&agent);
-        agent_apply_reload(&agent);
+            agent_collect(agent);
+        agent_apply_reload(agent);
         agent_ping_watchdog_when_due(&watchdog, false);
     }
-    status = 0;
-    log_event(LOG_NOTICE, NULL, NULL, "stopped");
-out:
-    http_stop(agent.http);
-    agent_stop_workers(&agent);
-    while (agent.queue) {
-        struct work_item *item = agent.queue;
-        agent.queue = item->next;
+    return 0;
+}
+
+static void agent_finish(struct agent *agent, int signal_fd, struct database_lock *agent_lock)
+{
+    http_stop(agent->http);
+    agent_stop_workers(agent);
+    while (agent->queue) {
+        struct work_item *item = agent->queue;
+        agent->queue = item->next;
         free(item);
     }
     if (signal_fd >= 0)
         close(signal_fd);
-    if (agent.wake_pipe[0] >= 0) {
-        close(agent.wake_pipe[0]);
-        close(agent.wake_pipe[1]);
+    if (agent->wake_pipe[0] >= 0) {
+        close(agent->wake_pipe[0]);
+        close(agent->wake_pipe[1]);
     }
-    state_close(agent.state);
-    lock_agent_release(&agent_lock);
-    free(agent.databases);
-    config_free(agent.pending_config);
-    config_free(agent.config);
-    pthread_mutex_destroy(&agent.mutex);
-    pthread_cond_destroy(&agent.work_ready);
+    state_close(agent->state);
+    lock_agent_release(agent_lock);
+    free(agent->databases);
+    config_free(agent->pending_config);
+    config_free(agent->config);
+    pthread_mutex_destroy(&agent->mutex);
+    pthread_cond_destroy(&agent->work_ready);
+}
+
+int agent_run(struct config *config, const char *config_path)
+{
+    struct agent agent = {.config = config, .config_path = config_path, .wake_pipe = {-1, -1}};
+    struct database_lock agent_lock = {.fd = -1};
+    int status = 1;
+    pthread_mutex_init(&agent.mutex, NULL);
+    pthread_cond_init(&agent.work_ready, NULL);
+
+    log_set_level(config->log_level);
+    int signal_fd = agent_start(&agent, &agent_lock);
+    if (signal_fd >= 0) {
+        /* A failed poll ends the loop; the stop is still clean. */
+        agent_loop(&agent, signal_fd);
+        status = 0;
+        log_event(LOG_NOTICE, NULL, NULL, "stopped");
+    }
+    agent_finish(&agent, signal_fd, &agent_lock);
     return status;
 }
