@@ -20,6 +20,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/io.h"
+
 /* Copies the directory part of `path` into out ("." when there is none). */
 static int fs_directory_of(const char *path, char *out, size_t out_size)
 {
@@ -144,7 +146,7 @@ const char *const fs_database_suffixes[FS_DATABASE_PARTS] = {"", "-wal", "-shm",
 int fs_fd_is_database(int fd)
 {
     char header[sizeof FS_SQLITE_HEADER];
-    int rc = fs_pread_full(fd, header, sizeof header, 0);
+    int rc = io_pread_full(fd, header, sizeof header, 0);
     if (rc == -ENODATA)
         return 0; /* shorter than a header: not a database */
     if (rc < 0)
@@ -193,24 +195,6 @@ int fs_refuse_to_replace(const char *path, struct error *err)
     return 0;
 }
 
-/* write(2) until done, retrying interrupted and short writes. */
-static int fs_write_all(int fd, const void *data, size_t size)
-{
-    const char *cursor = data;
-
-    while (size > 0) {
-        ssize_t written = write(fd, cursor, size);
-        if (written < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        cursor += written;
-        size -= (size_t)written;
-    }
-    return 0;
-}
-
 int fs_write_file_atomically(const char *path, const void *data, size_t size, mode_t mode,
                              struct error *err)
 {
@@ -245,7 +229,7 @@ int fs_write_file_atomically(const char *path, const void *data, size_t size, mo
         error_set(err, rc, "cannot set mode of %s: %s", temp, strerror(-rc));
         goto out;
     }
-    rc = fs_write_all(fd, data, size);
+    rc = io_write_full(fd, data, size);
     if (rc < 0) {
         error_set(err, rc, "cannot write %s: %s", temp, strerror(-rc));
         goto out;
@@ -416,38 +400,6 @@ int64_t fs_file_size(const char *path, const char *suffix)
     struct stat st;
     snprintf(full, sizeof full, "%s%s", path, suffix);
     return stat(full, &st) == 0 ? (int64_t)st.st_size : 0;
-}
-
-int fs_pread_full(int fd, void *buffer, size_t size, int64_t offset)
-{
-    size_t done = 0;
-    while (done < size) {
-        ssize_t got =
-            pread(fd, (char *)buffer + done, size - done, (off_t)(offset + (int64_t)done));
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0)
-            return -errno;
-        if (got == 0)
-            return -ENODATA;
-        done += (size_t)got;
-    }
-    return 0;
-}
-
-int fs_pwrite_full(int fd, const void *buffer, size_t size, int64_t offset)
-{
-    size_t done = 0;
-    while (done < size) {
-        ssize_t put =
-            pwrite(fd, (const char *)buffer + done, size - done, (off_t)(offset + (int64_t)done));
-        if (put < 0 && errno == EINTR)
-            continue;
-        if (put < 0)
-            return -errno;
-        done += (size_t)put;
-    }
-    return 0;
 }
 
 const char *fs_file_kind(mode_t mode)

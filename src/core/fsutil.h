@@ -77,12 +77,6 @@ int fs_open_regular(const char *path, const char *what, struct error *err);
 /* Reads a whole (small) regular file; *data is NUL-terminated, caller frees. */
 int fs_read_file(const char *path, char **data, size_t *size, struct error *err);
 
-/* pread(2) / pwrite(2) of exactly `size` bytes at `offset`, retried after
- * EINTR and short transfers. 0, or -errno; -ENODATA when the file ends
- * first (it shrank under us). */
-int fs_pread_full(int fd, void *buffer, size_t size, int64_t offset);
-int fs_pwrite_full(int fd, const void *buffer, size_t size, int64_t offset);
-
 /* Joins directory and name with exactly one '/'. Returns -ENAMETOOLONG if it does not fit. */
 int fs_join(char *out, size_t out_size, const char *directory, const char *name);
 

@@ -11,7 +11,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,39 +51,24 @@ static void dir_parent(char *path)
         *slash = '\0';
 }
 
-static int write_all(int fd, const unsigned char *data, size_t size)
-{
-    while (size > 0) {
-        ssize_t written = write(fd, data, size);
-        if (written < 0 && errno == EINTR)
-            continue;
-        if (written < 0)
-            return -errno;
-        data += written;
-        size -= (size_t)written;
-    }
-    return 0;
-}
-
 /*
  * Copies `from` to the open descriptor `to`, hashing what passes through;
  * fsyncs `to`. The messages name `from_name` and `to_name`.
  */
 static int dir_copy(int from, const char *from_name, int to, const char *to_name,
-                    char sha256_hex[ARCHIVE_SHA256_HEX], const struct archive_io *io,
-                    struct error *err)
+                    char sha256_hex[IO_SHA256_HEX], const struct io_context *io, struct error *err)
 {
     unsigned char *buffer = malloc(DIR_COPY_BUFFER);
-    EVP_MD_CTX *hash = EVP_MD_CTX_new();
+    struct io_sha256 hash = {0};
     struct stat st;
     int64_t done = 0, total = fstat(from, &st) == 0 ? (int64_t)st.st_size : -1;
     int rc = 0;
-    if (!buffer || !hash || EVP_DigestInit_ex(hash, EVP_sha256(), NULL) != 1) {
+    if (!buffer || io_sha256_begin(&hash) != 0) {
         rc = error_set(err, -ENOMEM, "copying %s: out of memory", from_name);
         goto out;
     }
     for (;;) {
-        if (target_stopped(io)) {
+        if (io_stopped(io)) {
             rc = error_set(err, -ECANCELED, "copying %s to %s: cancelled", from_name, to_name);
             goto out;
         }
@@ -97,33 +81,30 @@ static int dir_copy(int from, const char *from_name, int to, const char *to_name
         }
         if (got == 0)
             break;
-        EVP_DigestUpdate(hash, buffer, (size_t)got);
-        if ((rc = write_all(to, buffer, (size_t)got)) != 0) {
+        io_sha256_update(&hash, buffer, (size_t)got);
+        if ((rc = io_write_full(to, buffer, (size_t)got)) != 0) {
             error_set(err, rc, "cannot write %s: %s", to_name, strerror(-rc));
             goto out;
         }
         done += got;
-        target_report_progress(io, done, total);
+        io_report_progress(io, done, total);
     }
     if (fsync(to) != 0) {
         rc = error_set(err, -errno, "cannot sync %s: %s", to_name, strerror(errno));
         goto out;
     }
-    unsigned char digest[32];
-    EVP_DigestFinal_ex(hash, digest, NULL);
-    for (int i = 0; i < 32; i++)
-        snprintf(sha256_hex + 2 * i, 3, "%02x", digest[i]);
+    io_sha256_end(&hash, sha256_hex);
 out:
-    EVP_MD_CTX_free(hash);
+    io_sha256_discard(&hash);
     free(buffer);
     return rc;
 }
 
 static int dir_put_file(struct target *target, const char *key, const char *path,
-                        const char *sha256_hex, const struct archive_io *io, struct error *err)
+                        const char *sha256_hex, const struct io_context *io, struct error *err)
 {
     char destination[PATH_MAX], temp[PATH_MAX + 32], directory[PATH_MAX];
-    char copied_sha256[ARCHIVE_SHA256_HEX];
+    char copied_sha256[IO_SHA256_HEX];
     int from = -1, to = -1, rc;
     bool created = false;
 
@@ -187,9 +168,9 @@ out:
 }
 
 static int dir_get_file(struct target *target, const char *key, const char *path,
-                        const struct archive_io *io, struct error *err)
+                        const struct io_context *io, struct error *err)
 {
-    char source[PATH_MAX], sha256_hex[ARCHIVE_SHA256_HEX];
+    char source[PATH_MAX], sha256_hex[IO_SHA256_HEX];
     int from = -1, to = -1, rc;
     bool created = false;
 

@@ -102,11 +102,12 @@ static void compress_and_expect(enum archive_format format, int level, int threa
     char output[PATH_MAX];
     struct archive_result result;
     struct error err = {0};
-    struct archive_io io = {.threads = threads};
+    struct archive_options options = {.threads = threads};
     snprintf(output, sizeof output, "%s/out-%d-%d-%d", root, (int)format, level, threads);
 
-    assert_int_equal(archive_compress_format(input_path, output, format, level, &io, &result, &err),
-                     0);
+    assert_int_equal(
+        archive_compress_format(input_path, output, format, level, NULL, &options, &result, &err),
+        0);
     assert_int_equal(result.input_bytes, INPUT_BYTES);
     assert_string_equal(result.sha256, sha256);
     assert_int_equal(result.output_bytes, size);
