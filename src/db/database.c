@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "core/fsutil.h"
+#include "core/io.h"
 
 /* SQLite calls this every N virtual-machine steps; non-zero interrupts the
  * statement with SQLITE_INTERRUPT, which is how SIGTERM aborts a job. */
@@ -237,17 +238,12 @@ int database_open(const struct database_config *db, bool read_only,
     return database_connect(db->path, flags, db->busy_timeout_ms, stop, out, err);
 }
 
-/* Up to 9.6 s, so it sleeps in slices and ends early when *stop is set. */
+/* 100 ms doubling to 6.4 s, plus up to half again: up to 9.6 s, so it
+ * sleeps in slices and ends early when *stop is set. */
 static void database_backoff(int attempt, const volatile sig_atomic_t *stop)
 {
-    long delay_ms = 100L << (attempt < 6 ? attempt : 6);
-    delay_ms += rand() % (delay_ms / 2 + 1);
-    while (delay_ms > 0 && !(stop && *stop)) {
-        long slice = delay_ms < DATABASE_BUSY_SLICE_MS ? delay_ms : DATABASE_BUSY_SLICE_MS;
-        struct timespec pause = {0, slice * 1000000L};
-        nanosleep(&pause, NULL);
-        delay_ms -= slice;
-    }
+    int64_t delay_ms = io_backoff(100, 6400, attempt, IO_JITTER_ABOVE);
+    io_sleep_ms(delay_ms, DATABASE_BUSY_SLICE_MS, stop);
 }
 
 int database_exec(sqlite3 *connection, const char *sql, int attempts,
