@@ -344,17 +344,15 @@ int fs_read_file(const char *path, char **data, size_t *size, struct error *err)
             buffer = grown;
             capacity *= 2;
         }
-        ssize_t got = read(fd, buffer + used, capacity - used - 1);
+        ssize_t got = io_read_full(fd, buffer + used, capacity - used - 1);
         if (got < 0) {
-            if (errno == EINTR)
-                continue;
-            rc = -errno;
+            rc = (int)got;
             error_set(err, rc, "cannot read %s: %s", path, strerror(-rc));
             goto out;
         }
-        if (got == 0)
-            break;
         used += (size_t)got;
+        if (used + 1 < capacity)
+            break; /* a short read: the end of the file */
     }
     buffer[used] = '\0';
     *data = buffer;

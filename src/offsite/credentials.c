@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "core/advice.h"
+#include "core/io.h"
 
 /* Far larger than any real credentials file; a bigger one is a mistake. */
 #define CREDENTIALS_MAX_FILE_SIZE (256 * 1024)
@@ -254,24 +255,18 @@ int credentials_load_file(const char *path, const char *profile, struct credenti
                        CREDENTIALS_MAX_FILE_SIZE);
         goto out;
     }
-    text = malloc((size_t)st.st_size + 1);
+    length = (size_t)st.st_size + 1; /* all of it is wiped at the end, even after a failed read */
+    text = malloc(length);
     if (!text) {
         rc = error_set(err, -ENOMEM, "credentials file %s: out of memory", path);
         goto out;
     }
-    while (length < (size_t)st.st_size) {
-        ssize_t got = read(fd, text + length, (size_t)st.st_size - length);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0) {
-            rc = error_set(err, -errno, "credentials file %s: %s", path, strerror(errno));
-            goto out;
-        }
-        if (got == 0)
-            break;
-        length += (size_t)got;
+    ssize_t got = io_read_full(fd, text, length - 1);
+    if (got < 0) {
+        rc = error_set(err, (int)got, "credentials file %s: %s", path, strerror((int)-got));
+        goto out;
     }
-    text[length] = '\0';
+    text[got] = '\0';
     rc = credentials_parse(text, path, profile, out, err);
 out:
     if (text) {

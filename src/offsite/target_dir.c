@@ -72,11 +72,9 @@ static int dir_copy(int from, const char *from_name, int to, const char *to_name
             rc = error_set(err, -ECANCELED, "copying %s to %s: cancelled", from_name, to_name);
             goto out;
         }
-        ssize_t got = read(from, buffer, DIR_COPY_BUFFER);
-        if (got < 0 && errno == EINTR)
-            continue;
+        ssize_t got = io_read_full(from, buffer, DIR_COPY_BUFFER);
         if (got < 0) {
-            rc = error_set(err, -errno, "cannot read %s: %s", from_name, strerror(errno));
+            rc = error_set(err, (int)got, "cannot read %s: %s", from_name, strerror((int)-got));
             goto out;
         }
         if (got == 0)
