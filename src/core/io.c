@@ -40,11 +40,16 @@ int io_sleep_ms(int64_t milliseconds, int64_t slice_ms, const volatile sig_atomi
     return stop && *stop ? -ECANCELED : 0;
 }
 
-ssize_t io_read_full(int fd, void *buffer, size_t size)
+/* The one loop under the four calls below: offset < 0 reads at the file
+ * position (read(2)), else at offset (pread(2)). The count, short only at
+ * end of file, or -errno. */
+static ssize_t io_get(int fd, void *buffer, size_t size, int64_t offset)
 {
     size_t done = 0;
     while (done < size) {
-        ssize_t got = read(fd, (char *)buffer + done, size - done);
+        char *to = (char *)buffer + done;
+        ssize_t got = offset < 0 ? read(fd, to, size - done)
+                                 : pread(fd, to, size - done, (off_t)(offset + (int64_t)done));
         if (got < 0 && errno == EINTR)
             continue;
         if (got < 0)
@@ -56,11 +61,14 @@ ssize_t io_read_full(int fd, void *buffer, size_t size)
     return (ssize_t)done;
 }
 
-int io_write_full(int fd, const void *buffer, size_t size)
+/* As io_get, for write(2) and pwrite(2): 0 or -errno. */
+static int io_put(int fd, const void *buffer, size_t size, int64_t offset)
 {
     size_t done = 0;
     while (done < size) {
-        ssize_t put = write(fd, (const char *)buffer + done, size - done);
+        const char *from = (const char *)buffer + done;
+        ssize_t put = offset < 0 ? write(fd, from, size - done)
+                                 : pwrite(fd, from, size - done, (off_t)(offset + (int64_t)done));
         if (put < 0 && errno == EINTR)
             continue;
         if (put < 0)
@@ -68,38 +76,29 @@ int io_write_full(int fd, const void *buffer, size_t size)
         done += (size_t)put;
     }
     return 0;
+}
+
+ssize_t io_read_full(int fd, void *buffer, size_t size)
+{
+    return io_get(fd, buffer, size, -1);
+}
+
+int io_write_full(int fd, const void *buffer, size_t size)
+{
+    return io_put(fd, buffer, size, -1);
 }
 
 int io_pread_full(int fd, void *buffer, size_t size, int64_t offset)
 {
-    size_t done = 0;
-    while (done < size) {
-        ssize_t got =
-            pread(fd, (char *)buffer + done, size - done, (off_t)(offset + (int64_t)done));
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0)
-            return -errno;
-        if (got == 0)
-            return -ENODATA;
-        done += (size_t)got;
-    }
-    return 0;
+    assert(offset >= 0);
+    ssize_t got = io_get(fd, buffer, size, offset);
+    return got < 0 ? (int)got : (size_t)got < size ? -ENODATA : 0;
 }
 
 int io_pwrite_full(int fd, const void *buffer, size_t size, int64_t offset)
 {
-    size_t done = 0;
-    while (done < size) {
-        ssize_t put =
-            pwrite(fd, (const char *)buffer + done, size - done, (off_t)(offset + (int64_t)done));
-        if (put < 0 && errno == EINTR)
-            continue;
-        if (put < 0)
-            return -errno;
-        done += (size_t)put;
-    }
-    return 0;
+    assert(offset >= 0);
+    return io_put(fd, buffer, size, offset);
 }
 
 void io_hex(const void *bytes, size_t size, char *out)
