@@ -92,36 +92,31 @@ int fs_make_directories(const char *path, mode_t mode, struct error *err)
     return fs_make_one_directory(buffer, mode, err);
 }
 
-int fs_sync_directory(const char *directory, struct error *err)
+/* open(2) with `flags`, fsync(2), close; `kind` ("directory " or "") names it in messages. */
+static int fs_sync_path(const char *path, int flags, const char *kind, struct error *err)
 {
-    int fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int fd = open(path, flags | O_CLOEXEC);
     if (fd < 0) {
         int saved = errno;
-        return error_set(err, -saved, "cannot open directory %s: %s", directory, strerror(saved));
+        return error_set(err, -saved, "cannot open %s%s: %s", kind, path, strerror(saved));
     }
     int rc = 0;
     if (fsync(fd) < 0) {
         int saved = errno;
-        rc = error_set(err, -saved, "cannot sync directory %s: %s", directory, strerror(saved));
+        rc = error_set(err, -saved, "cannot sync %s%s: %s", kind, path, strerror(saved));
     }
     close(fd);
     return rc;
 }
 
+int fs_sync_directory(const char *directory, struct error *err)
+{
+    return fs_sync_path(directory, O_RDONLY | O_DIRECTORY, "directory ", err);
+}
+
 int fs_sync_file(const char *path, struct error *err)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int saved = errno;
-        return error_set(err, -saved, "cannot open %s: %s", path, strerror(saved));
-    }
-    int rc = 0;
-    if (fsync(fd) < 0) {
-        int saved = errno;
-        rc = error_set(err, -saved, "cannot sync %s: %s", path, strerror(saved));
-    }
-    close(fd);
-    return rc;
+    return fs_sync_path(path, O_RDONLY, "", err);
 }
 
 int fs_rename_durably(const char *from, const char *to, struct error *err)

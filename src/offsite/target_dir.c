@@ -98,12 +98,29 @@ out:
     return rc;
 }
 
+/* Copies the open `from` into the new file `to_path` (0600, must not exist):
+ * created, filled, synced and closed, or removed again on any failure. */
+static int dir_copy_to_new_file(int from, const char *from_name, const char *to_path,
+                                char sha256_hex[IO_SHA256_HEX], const struct io_context *io,
+                                struct error *err)
+{
+    int to = open(to_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (to < 0)
+        return error_set(err, -errno, "cannot create %s: %s", to_path, strerror(errno));
+    int rc = dir_copy(from, from_name, to, to_path, sha256_hex, io, err);
+    if (close(to) != 0 && rc == 0)
+        rc = error_set(err, -errno, "cannot write %s: %s", to_path, strerror(errno));
+    if (rc != 0)
+        unlink(to_path);
+    return rc;
+}
+
 static int dir_put_file(struct target *target, const char *key, const char *path,
                         const char *sha256_hex, const struct io_context *io, struct error *err)
 {
     char destination[PATH_MAX], temp[PATH_MAX + 32], directory[PATH_MAX];
     char copied_sha256[IO_SHA256_HEX];
-    int from = -1, to = -1, rc;
+    int from = -1, rc;
     bool created = false;
 
     if ((rc = dir_path_of(target, key, destination, sizeof destination, err)) != 0)
@@ -131,20 +148,9 @@ static int dir_put_file(struct target *target, const char *key, const char *path
         rc = error_set(err, -errno, "cannot remove stale %s: %s", temp, strerror(errno));
         goto out;
     }
-    to = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (to < 0) {
-        rc = error_set(err, -errno, "cannot create %s: %s", temp, strerror(errno));
+    if ((rc = dir_copy_to_new_file(from, path, temp, copied_sha256, io, err)) != 0)
         goto out;
-    }
     created = true;
-    if ((rc = dir_copy(from, path, to, temp, copied_sha256, io, err)) != 0)
-        goto out;
-    if (close(to) != 0) {
-        to = -1;
-        rc = error_set(err, -errno, "cannot write %s: %s", temp, strerror(errno));
-        goto out;
-    }
-    to = -1;
     if (sha256_hex && strcmp(sha256_hex, copied_sha256) != 0) {
         rc = error_set(err, -EIO,
                        "%s changed or is corrupt: its sha256 is %s, the manifest says %s; "
@@ -158,8 +164,6 @@ static int dir_put_file(struct target *target, const char *key, const char *path
 out:
     if (from >= 0)
         close(from);
-    if (to >= 0)
-        close(to);
     if (created)
         unlink(temp);
     return rc;
@@ -169,36 +173,16 @@ static int dir_get_file(struct target *target, const char *key, const char *path
                         const struct io_context *io, struct error *err)
 {
     char source[PATH_MAX], sha256_hex[IO_SHA256_HEX];
-    int from = -1, to = -1, rc;
-    bool created = false;
+    int rc;
 
     if ((rc = dir_path_of(target, key, source, sizeof source, err)) != 0)
         return rc;
-    from = open(source, O_RDONLY | O_CLOEXEC);
-    if (from < 0) {
-        rc = error_set(err, -errno, "%s: %s %s: %s", target->description,
-                       errno == ENOENT ? "no such object" : "cannot read", key, strerror(errno));
-        goto out;
-    }
-    to = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (to < 0) {
-        rc = error_set(err, -errno, "cannot create %s: %s", path, strerror(errno));
-        goto out;
-    }
-    created = true;
-    if ((rc = dir_copy(from, source, to, path, sha256_hex, io, err)) != 0)
-        goto out;
-    rc = close(to) == 0 ? 0 : error_set(err, -errno, "cannot write %s: %s", path, strerror(errno));
-    to = -1;
-    if (rc == 0)
-        created = false;
-out:
-    if (from >= 0)
-        close(from);
-    if (to >= 0)
-        close(to);
-    if (created)
-        unlink(path);
+    int from = open(source, O_RDONLY | O_CLOEXEC);
+    if (from < 0)
+        return error_set(err, -errno, "%s: %s %s: %s", target->description,
+                         errno == ENOENT ? "no such object" : "cannot read", key, strerror(errno));
+    rc = dir_copy_to_new_file(from, source, path, sha256_hex, io, err);
+    close(from);
     return rc;
 }
 
