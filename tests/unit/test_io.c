@@ -155,7 +155,8 @@ static unsigned char *payload(void)
 }
 
 /* A child reads the pipe slowly, in odd sizes, and sends back the SHA-256 of
- * everything it got; the parent's io_write_full must deliver every byte. */
+ * everything it got; the parent's io_write_full must deliver every byte
+ * through short writes and writes that fail with EINTR. */
 static void write_full_delivers_everything_through_interrupted_writes(void **state)
 {
     (void)state;
@@ -180,6 +181,10 @@ static void write_full_delivers_everything_through_interrupted_writes(void **sta
             if (got <= 0)
                 break;
             io_sha256_update(&hash, buffer, (size_t)got);
+            /* Slower than the writer: its writes often start on a full
+             * pipe, so the timer interrupts some before any byte moved. */
+            struct timespec pause = {0, 20000};
+            nanosleep(&pause, NULL);
         }
         io_sha256_end(&hash, hex);
         _exit(write(answer[1], hex, sizeof hex) == sizeof hex ? 0 : 1);
@@ -215,7 +220,8 @@ static void write_full_delivers_everything_through_interrupted_writes(void **sta
 }
 
 /* The mirror image: a child writes in odd sizes, io_read_full gathers
- * whole buffers and returns a short count only at the end. */
+ * whole buffers through short reads and reads that fail with EINTR, and
+ * returns a short count only at the end. */
 static void read_full_gathers_short_reads_until_end_of_file(void **state)
 {
     (void)state;
@@ -231,6 +237,10 @@ static void read_full_gathers_short_reads_until_end_of_file(void **state)
             if (io_write_full(data[1], sent + done, size) != 0)
                 _exit(1);
             done += size;
+            /* Slower than the reader: its reads often wait on an empty
+             * pipe, so the timer interrupts some before any byte came. */
+            struct timespec pause = {0, 20000};
+            nanosleep(&pause, NULL);
         }
         _exit(0);
     }
