@@ -252,6 +252,48 @@ static int archive_pool_start(struct archive_pool *pool, enum archive_format for
     return 0;
 }
 
+/* Writes a compressed block (its slot DONE, the lock not held) to `out`,
+ * adds it to the digest and the counts, and frees the slot. */
+static int archive_write_block(struct archive_pool *pool, struct archive_slot *slot, int out,
+                               struct io_sha256 *digest, const char *destination,
+                               struct archive_result *result, struct error *err)
+{
+    assert(slot->state == SLOT_DONE);
+    int rc = io_write_full(out, slot->output, slot->output_size);
+    if (rc < 0)
+        return error_set(err, rc, "cannot write %s: %s", destination, strerror(-rc));
+    io_sha256_update(digest, slot->output, slot->output_size);
+    result->input_bytes += (int64_t)slot->input_size;
+    result->output_bytes += (int64_t)slot->output_size;
+    pthread_mutex_lock(&pool->lock);
+    slot->state = SLOT_FREE;
+    pthread_mutex_unlock(&pool->lock);
+    return 0;
+}
+
+/* Reads the next block of `in` into the free slot `next` (the lock not
+ * held) and hands it to the workers; *input_done once the input ends. */
+static int archive_submit_block(struct archive_pool *pool, struct archive_slot *next, bool first,
+                                int in, const char *source, bool *input_done, struct error *err)
+{
+    ssize_t got = io_read_full(in, next->input, ARCHIVE_BLOCK_BYTES);
+    if (got < 0)
+        return error_set(err, (int)got, "cannot read %s: %s", source, strerror((int)-got));
+    *input_done = got < ARCHIVE_BLOCK_BYTES;
+    /* An empty input still becomes one (empty) member: a zero-byte
+     * file is not valid gzip. */
+    if (got == 0 && !first)
+        return 0;
+    next->input_size = (size_t)got;
+    pthread_mutex_lock(&pool->lock);
+    next->block = pool->submitted;
+    next->state = SLOT_FILLED;
+    pool->submitted++;
+    pthread_cond_signal(&pool->work_ready);
+    pthread_mutex_unlock(&pool->lock);
+    return 0;
+}
+
 /* The main thread's side of compression: read blocks into free slots, write
  * compressed ones in order. It sleeps only when it can neither write the
  * oldest block (still being compressed) nor read a new one (every slot in
@@ -264,8 +306,9 @@ static int archive_compress_blocks(struct archive_pool *pool, int in, int out,
     uint64_t written = 0;
     bool input_done = false;
     int64_t reported = 0;
+    int rc = 0;
 
-    for (;;) {
+    while (rc == 0) {
         if (io_stopped(io))
             return error_set(err, -ECANCELED, "compressing %s was cancelled", source);
 
@@ -274,58 +317,32 @@ static int archive_compress_blocks(struct archive_pool *pool, int in, int out,
         bool in_flight = written < pool->submitted;
         if (in_flight && oldest->state == SLOT_DONE) {
             pthread_mutex_unlock(&pool->lock);
-            int rc = io_write_full(out, oldest->output, oldest->output_size);
-            if (rc < 0)
-                return error_set(err, rc, "cannot write %s: %s", destination, strerror(-rc));
-            io_sha256_update(digest, oldest->output, oldest->output_size);
-            result->input_bytes += (int64_t)oldest->input_size;
-            result->output_bytes += (int64_t)oldest->output_size;
-            pthread_mutex_lock(&pool->lock);
-            oldest->state = SLOT_FREE;
-            pthread_mutex_unlock(&pool->lock);
+            rc = archive_write_block(pool, oldest, out, digest, destination, result, err);
             written++;
-            if (result->input_bytes - reported >= ARCHIVE_PROGRESS_BYTES) {
+            if (rc == 0 && result->input_bytes - reported >= ARCHIVE_PROGRESS_BYTES) {
                 reported = result->input_bytes;
                 io_report_progress(io, reported, total);
             }
-            continue;
-        }
-        if (in_flight && oldest->state == SLOT_FAILED) {
+        } else if (in_flight && oldest->state == SLOT_FAILED) {
             pthread_mutex_unlock(&pool->lock);
             return error_set(err, -EIO, "cannot compress %s: %s could not compress a block", source,
                              pool->format == ARCHIVE_ZSTD ? "libzstd" : "libdeflate");
-        }
-        if (!input_done && pool->submitted - written < pool->slot_count) {
+        } else if (!input_done && pool->submitted - written < pool->slot_count) {
             struct archive_slot *next = &pool->slots[pool->submitted % pool->slot_count];
             bool first = pool->submitted == 0;
             assert(next->state == SLOT_FREE);
             pthread_mutex_unlock(&pool->lock);
-            ssize_t got = io_read_full(in, next->input, ARCHIVE_BLOCK_BYTES);
-            if (got < 0)
-                return error_set(err, (int)got, "cannot read %s: %s", source, strerror((int)-got));
-            input_done = got < ARCHIVE_BLOCK_BYTES;
-            /* An empty input still becomes one (empty) member: a zero-byte
-             * file is not valid gzip. */
-            if (got == 0 && !first)
-                continue;
-            next->input_size = (size_t)got;
-            next->block = pool->submitted;
-            pthread_mutex_lock(&pool->lock);
-            next->state = SLOT_FILLED;
-            pool->submitted++;
-            pthread_cond_signal(&pool->work_ready);
+            rc = archive_submit_block(pool, next, first, in, source, &input_done, err);
+        } else if (input_done && !in_flight) {
             pthread_mutex_unlock(&pool->lock);
-            continue;
-        }
-        if (input_done && !in_flight) {
+            io_report_progress(io, result->input_bytes, total);
+            return 0;
+        } else {
+            pthread_cond_wait(&pool->block_done, &pool->lock);
             pthread_mutex_unlock(&pool->lock);
-            break;
         }
-        pthread_cond_wait(&pool->block_done, &pool->lock);
-        pthread_mutex_unlock(&pool->lock);
     }
-    io_report_progress(io, result->input_bytes, total);
-    return 0;
+    return rc;
 }
 
 int archive_deflate_level(int gzip_level)
