@@ -1,8 +1,9 @@
 /*
- * s3.h: the S3 client behind target_s3.c, shared by its files: s3_http.c
- * (one signed request with retries), s3_xml.c (the XML S3 speaks) and
- * s3_multipart.c (large uploads). Not a general S3 SDK: only the calls a
- * backup target needs.
+ * s3.h: the S3 client behind target_s3.c, shared by its files. Calls point
+ * down only: target_s3.c -> s3_multipart.c (large uploads) -> s3_http.c (one
+ * signed request with retries) -> s3_xml.c (the XML S3 speaks) and sigv4.c
+ * -> target_common.c. Not a general S3 SDK: only the calls a backup target
+ * needs.
  */
 #ifndef SQLPRODD_S3_H
 #define SQLPRODD_S3_H
