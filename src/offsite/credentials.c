@@ -76,6 +76,35 @@ static bool section_is(const char *section, const char *profile)
     return strcmp(section, profile) == 0;
 }
 
+/* Where a key of the file goes; NULL for keys we do not use. */
+static char **credentials_field(struct credentials *found, const char *name)
+{
+    if (strcasecmp(name, "aws_access_key_id") == 0)
+        return &found->access_key_id;
+    if (strcasecmp(name, "aws_secret_access_key") == 0)
+        return &found->secret_access_key;
+    if (strcasecmp(name, "aws_session_token") == 0 || strcasecmp(name, "aws_security_token") == 0)
+        return &found->session_token;
+    return NULL;
+}
+
+/* A profile needs both keys; an empty session token is none. */
+static int credentials_check_found(struct credentials *found, const char *source,
+                                   const char *profile, struct error *err)
+{
+    if (!found->access_key_id || !*found->access_key_id)
+        return error_set(err, -EINVAL, "%s: profile [%s] has no aws_access_key_id", source,
+                         profile);
+    if (!found->secret_access_key || !*found->secret_access_key)
+        return error_set(err, -EINVAL, "%s: profile [%s] has no aws_secret_access_key", source,
+                         profile);
+    if (found->session_token && !*found->session_token) {
+        free(found->session_token);
+        found->session_token = NULL;
+    }
+    return 0;
+}
+
 int credentials_parse(const char *text, const char *source, const char *profile,
                       struct credentials *out, struct error *err)
 {
@@ -125,14 +154,7 @@ int credentials_parse(const char *text, const char *source, const char *profile,
         char *value_end = content + strlen(content);
         char *name = trim(content, equals);
         char *value = trim(equals + 1, value_end);
-        char **field = NULL;
-        if (strcasecmp(name, "aws_access_key_id") == 0)
-            field = &found.access_key_id;
-        else if (strcasecmp(name, "aws_secret_access_key") == 0)
-            field = &found.secret_access_key;
-        else if (strcasecmp(name, "aws_session_token") == 0 ||
-                 strcasecmp(name, "aws_security_token") == 0)
-            field = &found.session_token;
+        char **field = credentials_field(&found, name);
         if (field && (rc = replace_field(field, value)) != 0) {
             error_set(err, rc, "%s: out of memory", source);
             goto out;
@@ -143,19 +165,8 @@ int credentials_parse(const char *text, const char *source, const char *profile,
         rc = error_set(err, -ENOENT, "%s: no profile [%s]", source, profile);
         goto out;
     }
-    if (!found.access_key_id || !*found.access_key_id) {
-        rc = error_set(err, -EINVAL, "%s: profile [%s] has no aws_access_key_id", source, profile);
+    if ((rc = credentials_check_found(&found, source, profile, err)) != 0)
         goto out;
-    }
-    if (!found.secret_access_key || !*found.secret_access_key) {
-        rc = error_set(err, -EINVAL, "%s: profile [%s] has no aws_secret_access_key", source,
-                       profile);
-        goto out;
-    }
-    if (found.session_token && !*found.session_token) {
-        free(found.session_token);
-        found.session_token = NULL;
-    }
     *out = found;
     found = (struct credentials){0};
 out:
