@@ -190,6 +190,33 @@ int fs_refuse_to_replace(const char *path, struct error *err)
     return 0;
 }
 
+int fs_create_temp_beside(const char *path, const char *temp, mode_t mode, struct error *err)
+{
+    int rc;
+    if ((rc = fs_refuse_to_replace(path, err)) != 0 || (rc = fs_refuse_to_replace(temp, err)) != 0)
+        return rc;
+    /* A temp file left by a crash is ours to replace; O_EXCL after the unlink
+     * makes sure we never write through a link someone put there. */
+    if (unlink(temp) < 0 && errno != ENOENT) {
+        rc = -errno;
+        return error_set(err, rc, "cannot remove stale temp file %s: %s", temp, strerror(-rc));
+    }
+    int fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    if (fd < 0) {
+        rc = -errno;
+        return error_set(err, rc, "cannot create %s: %s", temp, strerror(-rc));
+    }
+    /* open() applied the umask; the caller asked for this exact mode. */
+    if (fchmod(fd, mode) < 0) {
+        rc = -errno;
+        error_set(err, rc, "cannot set mode of %s: %s", temp, strerror(-rc));
+        close(fd);
+        unlink(temp);
+        return rc;
+    }
+    return fd;
+}
+
 int fs_write_file_atomically(const char *path, const void *data, size_t size, mode_t mode,
                              struct error *err)
 {
@@ -202,28 +229,12 @@ int fs_write_file_atomically(const char *path, const void *data, size_t size, mo
 
     /* Neither the file nor a stale temp may be a database: this writes only
      * small text files, so a database there is not one of ours. */
-    if ((rc = fs_refuse_to_replace(path, err)) != 0 || (rc = fs_refuse_to_replace(temp, err)) != 0)
-        goto out;
-    /* A temp file left by a crash is ours to replace; O_EXCL after the unlink
-     * makes sure we never write through a link someone put there. */
-    if (unlink(temp) < 0 && errno != ENOENT) {
-        rc = -errno;
-        error_set(err, rc, "cannot remove stale temp file %s: %s", temp, strerror(-rc));
-        goto out;
-    }
-    fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    fd = fs_create_temp_beside(path, temp, mode, err);
     if (fd < 0) {
-        rc = -errno;
-        error_set(err, rc, "cannot create %s: %s", temp, strerror(-rc));
+        rc = fd;
         goto out;
     }
     created = true;
-    /* open() applied the umask; the caller asked for this exact mode. */
-    if (fchmod(fd, mode) < 0) {
-        rc = -errno;
-        error_set(err, rc, "cannot set mode of %s: %s", temp, strerror(-rc));
-        goto out;
-    }
     rc = io_write_full(fd, data, size);
     if (rc < 0) {
         error_set(err, rc, "cannot write %s: %s", temp, strerror(-rc));

@@ -44,6 +44,13 @@ int fs_fd_is_database(int fd);
  */
 int fs_refuse_to_replace(const char *path, struct error *err);
 
+/* Creates `temp`, the temp file for `path`, as a new file with exactly `mode`
+ * and returns its descriptor (or a negative code with err set). Refuses when
+ * `path` or `temp` is a database or not a regular file (fs_refuse_to_replace),
+ * and first removes a stale `temp` left by a crash: O_EXCL after the unlink
+ * never writes through a link someone put there. */
+int fs_create_temp_beside(const char *path, const char *temp, mode_t mode, struct error *err);
+
 /* Writes `data` to path via path + FS_TEMP_SUFFIX, fsync, rename, fsync dir.
  * Refuses (-EEXIST) what fs_refuse_to_replace refuses, at path or as a stale
  * temp file: sqlprodd never writes those through this. */

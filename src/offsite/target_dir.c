@@ -98,15 +98,12 @@ out:
     return rc;
 }
 
-/* Copies the open `from` into the new file `to_path` (0600, must not exist):
- * created, filled, synced and closed, or removed again on any failure. */
-static int dir_copy_to_new_file(int from, const char *from_name, const char *to_path,
+/* Copies the open `from` into `to`, a new file at `to_path`: filled, synced
+ * and closed, or removed again on any failure. */
+static int dir_copy_to_new_file(int from, const char *from_name, int to, const char *to_path,
                                 char sha256_hex[IO_SHA256_HEX], const struct io_context *io,
                                 struct error *err)
 {
-    int to = open(to_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (to < 0)
-        return error_set(err, -errno, "cannot create %s: %s", to_path, strerror(errno));
     int rc = dir_copy(from, from_name, to, to_path, sha256_hex, io, err);
     if (close(to) != 0 && rc == 0)
         rc = error_set(err, -errno, "cannot write %s: %s", to_path, strerror(errno));
@@ -138,17 +135,12 @@ static int dir_put_file(struct target *target, const char *key, const char *path
     }
     /* Archives and manifests are never raw databases: one under either name
      * is not ours to replace (a target path that names a live directory). */
-    if ((rc = fs_refuse_to_replace(destination, err)) != 0 ||
-        (rc = fs_refuse_to_replace(temp, err)) != 0) {
-        error_prefix(err, "%s: ", target->description);
+    int to = fs_create_temp_beside(destination, temp, 0600, err);
+    if (to < 0) {
+        rc = error_prefix(err, "%s: ", target->description);
         goto out;
     }
-    /* A temp file left by a crash is ours; O_EXCL after unlink never follows a link. */
-    if (unlink(temp) != 0 && errno != ENOENT) {
-        rc = error_set(err, -errno, "cannot remove stale %s: %s", temp, strerror(errno));
-        goto out;
-    }
-    if ((rc = dir_copy_to_new_file(from, path, temp, copied_sha256, io, err)) != 0)
+    if ((rc = dir_copy_to_new_file(from, path, to, temp, copied_sha256, io, err)) != 0)
         goto out;
     created = true;
     if (sha256_hex && strcmp(sha256_hex, copied_sha256) != 0) {
@@ -181,7 +173,9 @@ static int dir_get_file(struct target *target, const char *key, const char *path
     if (from < 0)
         return error_set(err, -errno, "%s: %s %s: %s", target->description,
                          errno == ENOENT ? "no such object" : "cannot read", key, strerror(errno));
-    rc = dir_copy_to_new_file(from, source, path, sha256_hex, io, err);
+    int to = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    rc = to < 0 ? error_set(err, -errno, "cannot create %s: %s", path, strerror(errno))
+                : dir_copy_to_new_file(from, source, to, path, sha256_hex, io, err);
     close(from);
     return rc;
 }
