@@ -138,6 +138,24 @@ static void retention_keep_all(struct retention_item *items, size_t count, const
         retention_keep(&items[i], reason);
 }
 
+/* Keeps `item` (the position-th newest) for `bucket` when it is the first
+ * archive of a period the bucket has not counted yet, and rules remain. */
+static void retention_offer(struct retention_bucket *bucket, struct retention_item *item,
+                            size_t position)
+{
+    char reason[sizeof item->reason];
+    if (bucket->remaining <= 0)
+        return;
+    int64_t key = retention_period_key(bucket->period, item->created, (int64_t)position);
+    if (bucket->has_last && bucket->last == key)
+        return;
+    bucket->has_last = true;
+    bucket->last = key;
+    bucket->remaining--;
+    retention_describe(bucket, item->created, reason, sizeof reason);
+    retention_keep(item, reason);
+}
+
 void retention_apply(const struct keep_policy *policy, struct retention_item *items, size_t count)
 {
     for (size_t i = 0; i < count; i++) {
@@ -178,23 +196,11 @@ void retention_apply(const struct keep_policy *policy, struct retention_item *it
 
     for (size_t position = 0; position < count; position++) {
         struct retention_item *item = &items[order[position].index];
-        char reason[sizeof item->reason];
 
         /* Every bucket sees every archive, whether or not an earlier rule
          * kept it already: each rule counts its own periods. */
-        for (size_t b = 0; b < sizeof buckets / sizeof buckets[0]; b++) {
-            struct retention_bucket *bucket = &buckets[b];
-            if (bucket->remaining <= 0)
-                continue;
-            int64_t key = retention_period_key(bucket->period, item->created, (int64_t)position);
-            if (bucket->has_last && bucket->last == key)
-                continue;
-            bucket->has_last = true;
-            bucket->last = key;
-            bucket->remaining--;
-            retention_describe(bucket, item->created, reason, sizeof reason);
-            retention_keep(item, reason);
-        }
+        for (size_t b = 0; b < sizeof buckets / sizeof buckets[0]; b++)
+            retention_offer(&buckets[b], item, position);
         /* Compared as an unsigned difference: newest >= created, and this
          * cannot overflow where newest - within could. */
         if (policy->within_seconds > 0 &&

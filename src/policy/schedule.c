@@ -199,28 +199,37 @@ static const char *expand_macro(const char *word)
     return NULL;
 }
 
+/* Cuts `text` at white space in place; the first `most` words go to
+ * fields[]. Returns how many words there are, also past `most`. */
+static int split_fields(char *text, char **fields, int most)
+{
+    int count = 0;
+    for (char *p = text; *p;) {
+        while (isspace((unsigned char)*p))
+            *p++ = '\0';
+        if (*p == '\0')
+            break;
+        if (count < most)
+            fields[count] = p;
+        count++;
+        while (*p && !isspace((unsigned char)*p))
+            p++;
+    }
+    return count;
+}
+
 int sched_parse_cron(const char *text, struct cron_expression *out, char *why, size_t why_size)
 {
     char copy[256];
     char *fields[6];
-    int count = 0;
+    int count;
 
     if (!text)
         text = "";
     if (strlen(text) >= sizeof copy)
         return sched_fail(why, why_size, "cron expression is too long");
     snprintf(copy, sizeof copy, "%s", text);
-    for (char *p = copy; *p;) {
-        while (isspace((unsigned char)*p))
-            *p++ = '\0';
-        if (*p == '\0')
-            break;
-        if (count < 6)
-            fields[count] = p;
-        count++;
-        while (*p && !isspace((unsigned char)*p))
-            p++;
-    }
+    count = split_fields(copy, fields, 6);
     if (count == 0)
         return sched_fail(why, why_size, "empty cron expression (write e.g. \"30 3 * * *\")");
     if (fields[0][0] == '@') {
