@@ -88,6 +88,19 @@ static char **credentials_field(struct credentials *found, const char *name)
     return NULL;
 }
 
+/* "name = value" (`equals` points at its '=') in the profile we read:
+ * keeps the value of a key we use. */
+static int credentials_take_value(struct credentials *found, char *content, char *equals,
+                                  const char *source, struct error *err)
+{
+    char *value_end = content + strlen(content);
+    char *name = trim(content, equals);
+    char *value = trim(equals + 1, value_end);
+    char **field = credentials_field(found, name);
+    int rc = field ? replace_field(field, value) : 0;
+    return rc == 0 ? 0 : error_set(err, rc, "%s: out of memory", source);
+}
+
 /* A profile needs both keys; an empty session token is none. */
 static int credentials_check_found(struct credentials *found, const char *source,
                                    const char *profile, struct error *err)
@@ -151,14 +164,8 @@ int credentials_parse(const char *text, const char *source, const char *profile,
         after_value = true;
         if (!in_profile)
             continue;
-        char *value_end = content + strlen(content);
-        char *name = trim(content, equals);
-        char *value = trim(equals + 1, value_end);
-        char **field = credentials_field(&found, name);
-        if (field && (rc = replace_field(field, value)) != 0) {
-            error_set(err, rc, "%s: out of memory", source);
+        if ((rc = credentials_take_value(&found, content, equals, source, err)) != 0)
             goto out;
-        }
     }
 
     if (!profile_seen) {
