@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""bench/app-impact: what maintenance costs the application.
+"""bench/app_impact.py: what maintenance costs the application.
 
 usage: bench/app_impact.py [--duration 60] [--rate 1000] [--size-mib 100]
                            [--wal-mib 0] [--max-wait-ms 200] [--runs 1]
@@ -18,7 +18,7 @@ schedule ("sqlprodd (baseline)"), interleaved with the others, to tell
 whether a change to the agent helps the application; --skip-naive drops
 the naive loop.
 Each run prints its five longest commits over 20 ms with their UTC time,
-to be matched with the agent's log (BENCH_DIR/app-impact/agent-NAME.log).
+to be matched with the agent's log (BENCH_DIR/app_impact/agent-NAME.log).
 --wal-mib N first fills the WAL with N MiB (kept by a connection that stays
 open) and the writer does not auto-checkpoint, so the WAL stays large.
 The writer starts first and the agent (or the naive loop) 2 s later, so that
@@ -169,22 +169,33 @@ def scenario(name, database, args, work, binary=None):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--duration", type=float, default=60)
-    parser.add_argument("--rate", type=float, default=1000)
-    parser.add_argument("--size-mib", type=int, default=100)
-    parser.add_argument("--wal-mib", type=int, default=0)
-    parser.add_argument("--max-wait-ms", type=int, default=200)
-    parser.add_argument("--runs", type=int, default=1)
-    parser.add_argument("--baseline-bin")
-    parser.add_argument("--skip-naive", action="store_true")
+    parser = argparse.ArgumentParser(
+        description="Measures a writer's commit latency alone, beside `sqlprodd run` and beside"
+                    " a naive checkpoint loop. Tables: bench/README.md.")
+    parser.add_argument("--duration", type=float, default=60,
+                        help="seconds the writer runs per scenario (default: %(default)s)")
+    parser.add_argument("--rate", type=float, default=1000,
+                        help="the writer's commits per second (default: %(default)s)")
+    parser.add_argument("--size-mib", type=int, default=100,
+                        help="size of the generated database (default: %(default)s)")
+    parser.add_argument("--wal-mib", type=int, default=0,
+                        help="MiB to fill the WAL with before each run (default: %(default)s)")
+    parser.add_argument("--max-wait-ms", type=int, default=200,
+                        help="the agent's checkpoint max_wait_ms; the stall limit is this + 50 "
+                             "(default: %(default)s)")
+    parser.add_argument("--runs", type=int, default=1,
+                        help="interleaved runs of every scenario (default: %(default)s)")
+    parser.add_argument("--baseline-bin", metavar="PATH",
+                        help="another sqlprodd binary, run as the scenario 'sqlprodd (baseline)'")
+    parser.add_argument("--skip-naive", action="store_true",
+                        help="leave out the naive checkpoint loop")
     args = parser.parse_args()
     scenarios = [("alone", None), ("sqlprodd", b.binary())]
     if args.baseline_bin:
         scenarios.append(("sqlprodd (baseline)", args.baseline_bin))
     if not args.skip_naive:
         scenarios.append(("naive loop", None))
-    work = os.path.join(b.WORK, "app-impact")
+    work = os.path.join(b.WORK, "app_impact")
     b.drop(work)
     os.makedirs(work)
     b.generate_database(os.path.join(b.WORK, f"db-{args.size_mib}.db"), args.size_mib * 1048576)

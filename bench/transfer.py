@@ -74,9 +74,14 @@ def aws():
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--size-mib", type=int, default=1024)
-    parser.add_argument("--runs", type=int, default=3)
+    parser = argparse.ArgumentParser(
+        description="Times `sqlprodd upload` and `restore --from remote` against `aws s3 cp`"
+                    " (+ gunzip + quick_check) on the loopback S3 test server."
+                    " Tables: bench/README.md.")
+    parser.add_argument("--size-mib", type=int, default=1024,
+                        help="size of the generated incompressible database (default: %(default)s)")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="runs of upload, then of restore (default: %(default)s)")
     args = parser.parse_args()
     work = os.path.join(b.WORK, "transfer")
     b.drop(work)

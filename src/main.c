@@ -14,25 +14,64 @@
 #include "agent/agent.h"
 #include "cli/cli.h"
 #include "config/config.h"
-#include "jobs/job.h"
 #include "core/log.h"
+#include "jobs/job.h"
 #include "report/notify.h"
+
+/* Every command, in the order `--help` lists them, the default first: the
+ * one place that names them, so that usage, dispatch and "unknown command"
+ * cannot disagree. `run` has no function here: it owns the configuration (a
+ * reload replaces it), so main() hands it over separately. A NULL name
+ * stands for the job commands, one per job kind. */
+struct command {
+    const char *name;
+    const char *arguments;
+    int (*run)(const struct config *config, int argc, char **argv);
+};
+
+static const struct command commands[] = {
+    {"run", "", NULL},
+    {"check", "", cli_check},
+    {"status", " [--json] [DB]", cli_status},
+    {NULL, " [DB]", NULL},
+    {"backups", " [DB] [--remote] [--json]", cli_backups},
+    {"restore", " DB --to PATH [--backup ID] [--from local|remote] [--force]", cli_restore},
+};
+
+#define COMMAND_COUNT (sizeof commands / sizeof commands[0])
 
 static void print_usage(FILE *out)
 {
-    fputs("usage: sqlprodd [-c FILE] [run]\n"
-          "       sqlprodd [-c FILE] check\n"
-          "       sqlprodd [-c FILE] status [--json] [DB]\n"
-          "       sqlprodd [-c FILE] checkpoint|analyze|vacuum|backup|upload|prune|health [DB]\n"
-          "       sqlprodd [-c FILE] backups [DB] [--remote] [--json]\n"
-          "       sqlprodd [-c FILE] restore DB --to PATH [--backup ID] [--from local|remote] [--force]\n"
-          "       sqlprodd --version | --help\n"
+    for (size_t i = 0; i < COMMAND_COUNT; i++) {
+        fputs(i == 0 ? "usage: sqlprodd [-c FILE] " : "       sqlprodd [-c FILE] ", out);
+        if (i == 0) {
+            fprintf(out, "[%s]", commands[i].name); /* the default command */
+        } else if (commands[i].name) {
+            fputs(commands[i].name, out);
+        } else {
+            for (int kind = 0; kind < JOB_KIND_COUNT; kind++)
+                fprintf(out, "%s%s", kind ? "|" : "", job_name((enum job_kind)kind));
+        }
+        fprintf(out, "%s\n", commands[i].arguments);
+    }
+    fputs("       sqlprodd --version | --help\n"
           "\n"
-          "  -c FILE   configuration file (default $SQLPRODD_CONFIG, else " CONFIG_DEFAULT_PATH ")\n"
+          "  -c FILE   configuration file (default $SQLPRODD_CONFIG, else " CONFIG_DEFAULT_PATH
+          ")\n"
           "\n"
           "Exit status: 0 success, 1 a job or check failed, 2 usage or configuration error.\n"
           "See sqlprodd(8) and sqlprodd.conf(5).\n",
           out);
+}
+
+/* The entry for `name`, or NULL when sqlprodd has no such command. */
+static const struct command *command_find(const char *name)
+{
+    for (size_t i = 0; i < COMMAND_COUNT; i++) {
+        if (commands[i].name ? strcmp(commands[i].name, name) == 0 : job_kind_from_name(name) >= 0)
+            return &commands[i];
+    }
+    return NULL;
 }
 
 static void handle_stop_signal(int signal_number)
@@ -72,14 +111,12 @@ int main(int argc, char **argv)
     char *run_argv[] = {"run", NULL};
     char **command_argv = optind < argc ? argv + optind : run_argv;
 
-    bool known = strcmp(command, "run") == 0 || strcmp(command, "check") == 0 ||
-                 strcmp(command, "status") == 0 || strcmp(command, "backups") == 0 ||
-                 strcmp(command, "restore") == 0 || job_kind_from_name(command) >= 0;
     if (strcmp(command, "help") == 0) {
         print_usage(stdout);
         return CLI_OK;
     }
-    if (!known) {
+    const struct command *entry = command_find(command);
+    if (!entry) {
         fprintf(stderr, "sqlprodd: unknown command '%s'\n", command);
         print_usage(stderr);
         return CLI_USAGE;
@@ -106,7 +143,7 @@ int main(int argc, char **argv)
     config_diagnostics_free(&diagnostics);
     log_set_level(config->log_level);
 
-    if (strcmp(command, "run") == 0) {
+    if (entry == &commands[0]) { /* run */
         if (command_argc > 1) {
             fprintf(stderr, "sqlprodd: run takes no arguments\n");
             config_free(config);
@@ -121,17 +158,8 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &action, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    int status;
-    if (strcmp(command, "check") == 0)
-        status = cli_check(config, command_argc, command_argv);
-    else if (strcmp(command, "status") == 0)
-        status = cli_status(config, command_argc, command_argv);
-    else if (strcmp(command, "backups") == 0)
-        status = cli_backups(config, command_argc, command_argv);
-    else if (strcmp(command, "restore") == 0)
-        status = cli_restore(config, command_argc, command_argv);
-    else
-        status = cli_run_job(config, command, command_argc, command_argv);
+    int status = entry->run ? entry->run(config, command_argc, command_argv)
+                            : cli_run_job(config, command, command_argc, command_argv);
     config_free(config);
     return status;
 }

@@ -72,38 +72,6 @@ const char *config_checkpoint_mode_name(enum checkpoint_mode mode)
     return "unknown";
 }
 
-const struct database_config *config_find_database(const struct config *config, const char *name)
-{
-    for (size_t i = 0; config && name && i < config->database_count; i++)
-        if (config->databases[i].name && strcmp(config->databases[i].name, name) == 0)
-            return &config->databases[i];
-    return NULL;
-}
-
-const struct target_config *config_find_target(const struct config *config, const char *name)
-{
-    for (size_t i = 0; config && name && i < config->target_count; i++)
-        if (config->targets[i].name && strcmp(config->targets[i].name, name) == 0)
-            return &config->targets[i];
-    return NULL;
-}
-
-void config_origin_record(struct config_reader *reader, const config_setting_t *group,
-                          const char *name, bool in_defaults, struct config_origin *origin)
-{
-    const config_setting_t *member = config_setting_get_member(group, name);
-    if (!member)
-        return;
-    char *file = config_source_name(reader, config_setting_source_file(member));
-    if (!file) {
-        reader->out_of_memory = true;
-        return;
-    }
-    free(origin->file);
-    *origin = (struct config_origin){
-        .file = file, .line = config_setting_source_line(member), .in_defaults = in_defaults};
-}
-
 static void target_release(struct target_config *target)
 {
     free(target->name);
@@ -322,24 +290,6 @@ static int read_s3_target(struct config_reader *reader, const config_setting_t *
     return 0;
 }
 
-/* The target's key is "targets.NAME" when it has a usable name, else
- * "targets[INDEX]". */
-static void read_target_name(struct config_reader *reader, const config_setting_t *entry,
-                             unsigned index, struct target_config *target, char *key,
-                             size_t key_size)
-{
-    snprintf(key, key_size, "targets[%u]", index);
-    enum config_value_result result = config_value_name(reader, entry, key, &target->name);
-    if (result == CONFIG_VALUE_ABSENT) {
-        config_report(reader, entry, key,
-                      "missing 'name' (what upload = { target = ...; } refers to)");
-        return;
-    }
-    if (result != CONFIG_VALUE_SET)
-        return;
-    snprintf(key, key_size, "targets.%s", target->name);
-}
-
 static int read_target(struct config_reader *reader, const config_setting_t *entry, unsigned index,
                        struct config *config)
 {
@@ -355,7 +305,9 @@ static int read_target(struct config_reader *reader, const config_setting_t *ent
                       config_type_phrase(entry));
         return 0;
     }
-    read_target_name(reader, entry, index, target, key, sizeof key);
+    config_value_entry_name(reader, entry, "targets", index,
+                            "what upload = { target = ...; } refers to", &target->name, key,
+                            sizeof key);
     config_check_keys(reader, entry, key, target_keys, NULL);
     for (unsigned i = 0; i < index; i++) {
         const struct target_config *earlier = &config->targets[i];
@@ -432,22 +384,6 @@ static int read_top_level(struct config_reader *reader, const config_setting_t *
     if (rc == 0)
         rc = config_read_databases(reader, root, config);
     return rc;
-}
-
-int config_compare_locations(const char *file_a, int line_a, size_t sequence_a, const char *file_b,
-                             int line_b, size_t sequence_b, const char *main_file)
-{
-    /* The main file first, then included files; each in line order. */
-    int a_included = strcmp(file_a, main_file) != 0;
-    int b_included = strcmp(file_b, main_file) != 0;
-    if (a_included != b_included)
-        return a_included - b_included;
-    int by_file = strcmp(file_a, file_b);
-    if (by_file != 0)
-        return by_file;
-    if (line_a != line_b)
-        return line_a < line_b ? -1 : 1;
-    return sequence_a < sequence_b ? -1 : sequence_a > sequence_b;
 }
 
 static int compare_mistakes(const void *left, const void *right, void *main_file)

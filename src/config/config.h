@@ -18,21 +18,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "policy/retention.h"
 #include "policy/schedule.h"
 
 #define CONFIG_DEFAULT_PATH "/etc/sqlprodd.conf"
-
-/* Retention rules, as restic's `forget --keep-*`. A zero means "rule unused";
- * all zero means "keep everything". */
-struct keep_policy {
-    int last;
-    int hourly;
-    int daily;
-    int weekly;
-    int monthly;
-    int yearly;
-    int64_t within_seconds;
-};
 
 enum checkpoint_mode {
     CHECKPOINT_PASSIVE = 0, /* values match SQLITE_CHECKPOINT_* */

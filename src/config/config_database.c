@@ -448,25 +448,6 @@ static void draft_finish(struct database_draft *draft, const struct config *conf
     }
 }
 
-/* The entry's name, checked; its key is "databases.NAME" when the name is
- * usable, else "databases[INDEX]" so that messages still point somewhere. */
-static void read_entry_name(struct config_reader *reader, const config_setting_t *entry,
-                            unsigned index, struct database_config *database, char *key,
-                            size_t key_size)
-{
-    snprintf(key, key_size, "databases[%u]", index);
-    enum config_value_result result = config_value_name(reader, entry, key, &database->name);
-    if (result == CONFIG_VALUE_ABSENT) {
-        config_report(reader, entry, key,
-                      "missing 'name' (a short name like \"app\", used in logs, metrics and "
-                      "backup file names)");
-        return;
-    }
-    if (result != CONFIG_VALUE_SET)
-        return;
-    snprintf(key, key_size, "databases.%s", database->name);
-}
-
 /* Names and paths must be unique: two entries for one file would back it
  * up twice and fight over its lock. */
 static void check_unique(struct config_reader *reader, const config_setting_t *entry,
@@ -514,7 +495,10 @@ static int read_entry(struct config_reader *reader, const config_setting_t *entr
     if (draft_copy(&draft, defaults) != 0)
         return -ENOMEM;
     char key[CONFIG_KEY_SIZE];
-    read_entry_name(reader, entry, index, &draft.settings, key, sizeof key);
+    config_value_entry_name(reader, entry, "databases", index,
+                            "a short name like \"app\", used in logs, metrics and backup file "
+                            "names",
+                            &draft.settings.name, key, sizeof key);
     config_check_keys(reader, entry, key, database_keys, misplaced_keys);
     enum config_value_result path =
         config_value_path(reader, entry, key, "path", &draft.settings.path);

@@ -1,7 +1,11 @@
 /*
  * config_internal.h: shared between the files that make up the config
- * parser (config.c, config_database.c, config_values.c). Nothing outside
- * them includes this: the rest of sqlprodd sees only config.h.
+ * parser. From the top down: config.c (the file, the root keys, targets),
+ * config_database.c (database entries), config_paths.c (no two keys on one
+ * file), config_values.c (one typed value), config_scan.c (the pre-scan)
+ * and config_report.c (mistakes and where they are). Calls point down only.
+ * Nothing outside these files includes this: the rest of sqlprodd sees
+ * only config.h.
  */
 #ifndef SQLPRODD_CONFIG_INTERNAL_H
 #define SQLPRODD_CONFIG_INTERNAL_H
@@ -97,28 +101,30 @@ enum config_value_result {
     CONFIG_VALUE_SET = 1,
 };
 
-/* Records "FILE:LINE: key: message" for `where` (its own line and file). */
+/* config_report.c: where settings come from, and the mistakes found. */
+
 /* An @include'd file's name as the operator can open it: libconfig keeps
  * it as written, relative to the config's directory. Caller frees. */
 char *config_source_name(const struct config_reader *reader, const char *file);
 
+/* Records "FILE:LINE: key: message" for `where` (its own line and file). */
 void config_report(struct config_reader *reader, const config_setting_t *where, const char *key,
                    const char *format, ...) __attribute__((format(printf, 4, 5)));
+
+/* The same for a place found before libconfig parsed the file: "FILE:LINE:
+ * message" (key NULL) or "FILE:LINE: key: message". */
+void config_report_at(struct config_reader *reader, const char *file, int line, const char *key,
+                      const char *format, ...) __attribute__((format(printf, 5, 6)));
 
 /* Records where the member `name` of `group` was written (when present)
  * into *origin, replacing what it held. */
 void config_origin_record(struct config_reader *reader, const config_setting_t *group,
                           const char *name, bool in_defaults, struct config_origin *origin);
 
-/* The same for a place found before libconfig parsed the file: "FILE:LINE:
- * message" (key NULL) or "FILE:LINE: key: message". */
 /* Orders diagnostics: the main file first, then included files, each in
  * line order, ties in the order of discovery (a qsort_r comparison). */
 int config_compare_locations(const char *file_a, int line_a, size_t sequence_a, const char *file_b,
                              int line_b, size_t sequence_b, const char *main_file);
-
-void config_report_at(struct config_reader *reader, const char *file, int line, const char *key,
-                      const char *format, ...) __attribute__((format(printf, 5, 6)));
 
 /*
  * The linear pre-scan of config_scan.c, run before libconfig reads `path`:
@@ -159,6 +165,14 @@ bool config_name_is_usable(const char *name);
 enum config_value_result config_value_name(struct config_reader *reader,
                                            const config_setting_t *group, const char *group_key,
                                            char **out);
+
+/* The name of entry number `index` of a list ("databases", "targets"), and
+ * the key its messages use: "LIST.NAME" when the name is usable, else
+ * "LIST[INDEX]" so that messages still point somewhere. `purpose` says what
+ * the name is for when it is missing. */
+void config_value_entry_name(struct config_reader *reader, const config_setting_t *entry,
+                             const char *list, unsigned index, const char *purpose, char **out,
+                             char *key, size_t key_size);
 
 /* A key that is valid elsewhere, and where it goes: "it belongs in
  * backup = { ... }". */

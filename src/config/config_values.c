@@ -18,87 +18,8 @@
 #include <string.h>
 #include <strings.h>
 
-#include "policy/schedule.h"
 #include "core/units.h"
-
-/* Appends "FILE:LINE: [key: ]message"; takes ownership of file. */
-static void mistake_add(struct config_reader *reader, char *file, int line, const char *key,
-                        const char *message)
-{
-    if (reader->mistake_count == reader->mistake_capacity) {
-        size_t capacity = reader->mistake_capacity ? 2 * reader->mistake_capacity : 16;
-        struct config_mistake *grown =
-            realloc(reader->mistakes, capacity * sizeof *reader->mistakes);
-        if (!grown) {
-            free(file);
-            reader->out_of_memory = true;
-            return;
-        }
-        reader->mistakes = grown;
-        reader->mistake_capacity = capacity;
-    }
-    struct config_mistake *mistake = &reader->mistakes[reader->mistake_count];
-    int written = key ? asprintf(&mistake->line, "%s:%d: %s: %s", file, line, key, message)
-                      : asprintf(&mistake->line, "%s:%d: %s", file, line, message);
-    if (written < 0) {
-        free(file);
-        reader->out_of_memory = true;
-        return;
-    }
-    mistake->file = file;
-    mistake->line_number = line;
-    mistake->sequence = reader->mistake_count;
-    reader->mistake_count++;
-}
-
-/* Formats one mistake at FILE:LINE; takes `file` (allocated) over. */
-static void mistake_add_formatted(struct config_reader *reader, char *file, int line,
-                                  const char *key, const char *format, va_list args)
-{
-    char message[768];
-    vsnprintf(message, sizeof message, format, args);
-    mistake_add(reader, file, line > 0 ? line : 1, key, message);
-}
-
-void config_report(struct config_reader *reader, const config_setting_t *where, const char *key,
-                   const char *format, ...)
-{
-    char *file = config_source_name(reader, config_setting_source_file(where));
-    if (!file) {
-        reader->out_of_memory = true;
-        return;
-    }
-    /* The root group has no line of its own (0): a key missing there is
-     * reported at the top of the file. */
-    va_list args;
-    va_start(args, format);
-    mistake_add_formatted(reader, file, config_setting_source_line(where), key, format, args);
-    va_end(args);
-}
-
-void config_report_at(struct config_reader *reader, const char *file, int line, const char *key,
-                      const char *format, ...)
-{
-    char *copy = strdup(file);
-    if (!copy) {
-        reader->out_of_memory = true;
-        return;
-    }
-    va_list args;
-    va_start(args, format);
-    mistake_add_formatted(reader, copy, line, key, format, args);
-    va_end(args);
-}
-
-char *config_source_name(const struct config_reader *reader, const char *file)
-{
-    if (!file || strcmp(file, reader->file) == 0)
-        return strdup(reader->file);
-    if (file[0] == '/' || !reader->directory || strcmp(reader->directory, ".") == 0)
-        return strdup(file);
-    char *name;
-    return asprintf(&name, "%s/%s", reader->directory, file) < 0 ? NULL : name;
-}
+#include "policy/schedule.h"
 
 void config_key_join(char *out, size_t out_size, const char *parent, const char *name)
 {
@@ -408,6 +329,18 @@ enum config_value_result config_value_name(struct config_reader *reader,
     return store_copy(reader, name, out);
 }
 
+void config_value_entry_name(struct config_reader *reader, const config_setting_t *entry,
+                             const char *list, unsigned index, const char *purpose, char **out,
+                             char *key, size_t key_size)
+{
+    snprintf(key, key_size, "%s[%u]", list, index);
+    enum config_value_result result = config_value_name(reader, entry, key, out);
+    if (result == CONFIG_VALUE_ABSENT)
+        config_report(reader, entry, key, "missing 'name' (%s)", purpose);
+    if (result == CONFIG_VALUE_SET)
+        snprintf(key, key_size, "%s.%s", list, *out);
+}
+
 enum config_value_result config_value_bool(struct config_reader *reader,
                                            const config_setting_t *group, const char *group_key,
                                            const char *name, bool *out)
@@ -494,62 +427,62 @@ enum config_value_result config_value_ratio(struct config_reader *reader,
     return CONFIG_VALUE_SET;
 }
 
-enum config_value_result config_value_size(struct config_reader *reader,
-                                           const config_setting_t *group, const char *group_key,
-                                           const char *name, int64_t *out)
+/* A quantity an operator writes as text with a unit ("100MB", "15m"):
+ * parsed by `parse`, at most `maximum`, whose wording `limit` gives. */
+struct quantity_kind {
+    const char *example; /* "a string like \"15m\"" */
+    const char *noun;    /* "size", "duration": "bad NOUN \"x\": why" */
+    int (*parse)(const char *text, int64_t *out, char *why, size_t why_size);
+};
+
+static enum config_value_result quantity_read(struct config_reader *reader,
+                                              const config_setting_t *group, const char *group_key,
+                                              const char *name, const struct quantity_kind *kind,
+                                              int64_t maximum, const char *limit, int64_t *out)
 {
     enum config_value_result result;
-    const config_setting_t *member = member_of_type(reader, group, group_key, name, string_types,
-                                                    "a string like \"100MB\"", &result);
+    const config_setting_t *member =
+        member_of_type(reader, group, group_key, name, string_types, kind->example, &result);
     if (!member)
         return result;
     const char *text = string_within(reader, member, group_key, name, CONFIG_STRING_MAXIMUM);
     if (!text)
         return CONFIG_VALUE_INVALID;
     char why[256] = "";
-    int64_t bytes;
-    int rc = units_parse_size(text, &bytes, why, sizeof why);
-    if (rc != 0 || bytes > CONFIG_SIZE_MAXIMUM) {
-        char key[CONFIG_KEY_SIZE], limit[32];
+    int64_t value;
+    int rc = kind->parse(text, &value, why, sizeof why);
+    if (rc != 0 || value > maximum) {
+        char key[CONFIG_KEY_SIZE];
         config_key_join(key, sizeof key, group_key, name);
-        snprintf(limit, sizeof limit, "%lldTB", CONFIG_SIZE_MAXIMUM >> 40);
         if (rc == 0 || rc == -ERANGE)
             config_report(reader, member, key, "\"%s\" is too large (at most %s)", text, limit);
         else
-            config_report(reader, member, key, "bad size \"%s\": %s", text, why);
+            config_report(reader, member, key, "bad %s \"%s\": %s", kind->noun, text, why);
         return CONFIG_VALUE_INVALID;
     }
-    *out = bytes;
+    *out = value;
     return CONFIG_VALUE_SET;
+}
+
+enum config_value_result config_value_size(struct config_reader *reader,
+                                           const config_setting_t *group, const char *group_key,
+                                           const char *name, int64_t *out)
+{
+    static const struct quantity_kind size = {"a string like \"100MB\"", "size", units_parse_size};
+    char limit[32];
+    snprintf(limit, sizeof limit, "%lldTB", CONFIG_SIZE_MAXIMUM >> 40);
+    return quantity_read(reader, group, group_key, name, &size, CONFIG_SIZE_MAXIMUM, limit, out);
 }
 
 enum config_value_result config_value_duration(struct config_reader *reader,
                                                const config_setting_t *group, const char *group_key,
                                                const char *name, int64_t maximum, int64_t *out)
 {
-    enum config_value_result result;
-    const config_setting_t *member = member_of_type(reader, group, group_key, name, string_types,
-                                                    "a string like \"15m\"", &result);
-    if (!member)
-        return result;
-    const char *text = string_within(reader, member, group_key, name, CONFIG_STRING_MAXIMUM);
-    if (!text)
-        return CONFIG_VALUE_INVALID;
-    char why[256] = "";
-    int64_t seconds;
-    int rc = units_parse_duration(text, &seconds, why, sizeof why);
-    if (rc != 0 || seconds > maximum) {
-        char key[CONFIG_KEY_SIZE], limit[32];
-        config_key_join(key, sizeof key, group_key, name);
-        units_format_duration(maximum, limit, sizeof limit);
-        if (rc == 0 || rc == -ERANGE)
-            config_report(reader, member, key, "\"%s\" is too large (at most %s)", text, limit);
-        else
-            config_report(reader, member, key, "bad duration \"%s\": %s", text, why);
-        return CONFIG_VALUE_INVALID;
-    }
-    *out = seconds;
-    return CONFIG_VALUE_SET;
+    static const struct quantity_kind duration = {"a string like \"15m\"", "duration",
+                                                  units_parse_duration};
+    char limit[32];
+    units_format_duration(maximum, limit, sizeof limit);
+    return quantity_read(reader, group, group_key, name, &duration, maximum, limit, out);
 }
 
 enum config_value_result config_value_choice(struct config_reader *reader,

@@ -83,6 +83,12 @@ ssize_t io_read_full(int fd, void *buffer, size_t size)
     return io_get(fd, buffer, size, -1);
 }
 
+ssize_t io_read_full_at(int fd, void *buffer, size_t size, int64_t offset)
+{
+    assert(offset >= 0);
+    return io_get(fd, buffer, size, offset);
+}
+
 int io_write_full(int fd, const void *buffer, size_t size)
 {
     return io_put(fd, buffer, size, -1);

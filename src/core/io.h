@@ -50,6 +50,9 @@ int io_sleep_ms(int64_t milliseconds, int64_t slice_ms, const volatile sig_atomi
  * reads: the count (short only at end of file), or -errno. */
 ssize_t io_read_full(int fd, void *buffer, size_t size);
 
+/* As io_read_full, with pread(2) at `offset` (the file position stays). */
+ssize_t io_read_full_at(int fd, void *buffer, size_t size, int64_t offset);
+
 /* write(2) all of `size` bytes, retrying after EINTR and short writes: 0 or -errno. */
 int io_write_full(int fd, const void *buffer, size_t size);
 

@@ -30,7 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/advice.h"
+#include "config/advice.h"
 #include "archive/archive.h"
 #include "archive/archive_early.h"
 #include "archive/catalog.h"

@@ -14,7 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "core/advice.h"
+#include "config/advice.h"
 #include "db/database.h"
 #include "core/fsutil.h"
 #include "jobs/job.h"

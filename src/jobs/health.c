@@ -16,7 +16,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "core/advice.h"
+#include "config/advice.h"
 #include "db/database.h"
 #include "core/fsutil.h"
 #include "jobs/job.h"

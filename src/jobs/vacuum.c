@@ -8,7 +8,7 @@
 #include <errno.h>
 #include <stdio.h>
 
-#include "core/advice.h"
+#include "config/advice.h"
 #include "db/database.h"
 #include "jobs/job.h"
 

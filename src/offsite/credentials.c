@@ -17,7 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "core/advice.h"
+#include "config/advice.h"
 #include "core/io.h"
 
 /* Far larger than any real credentials file; a bigger one is a mistake. */

@@ -14,9 +14,21 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <time.h>
 
-#include "config/config.h"
+/* Retention rules, as restic's `forget --keep-*`. A zero means "rule unused";
+ * all zero means "keep everything". */
+struct keep_policy {
+    int last;
+    int hourly;
+    int daily;
+    int weekly;
+    int monthly;
+    int yearly;
+    int64_t within_seconds;
+};
+
 
 struct retention_item {
     time_t created;   /* backup time (UTC seconds) */

@@ -3,7 +3,7 @@
  * (error documents, CreateMultipartUpload, ListObjectsV2 pages): whatever a
  * hostile or broken endpoint sends must be refused or parsed, never crash.
  *
- * Not for: HTTP itself (tests/unit/test_target_s3_faults.c).
+ * Not for: HTTP itself (tests/s3/test_target_s3_faults.c).
  */
 #include <stdbool.h>
 #include <stddef.h>

@@ -111,7 +111,7 @@ class AnalyzeVacuumTest(AgentTestCase):
     def test_analyze_does_not_flush_the_applications_wal_under_the_write_lock(self):
         # An application in WAL mode with synchronous=NORMAL leaves its frames
         # unsynced; a FULL commit of ANALYZE fsynced them all while holding the
-        # write lock (a 55 ms stall for the writer, bench/app-impact).
+        # write lock (a 55 ms stall for the writer, bench/app_impact.py).
         create_database(self.db_path(), rows=2000)
         keeper = sqlite3.connect(self.db_path(), isolation_level=None)
         keeper.execute("PRAGMA synchronous=NORMAL")

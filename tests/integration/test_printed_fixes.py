@@ -3,7 +3,7 @@
 Each test provokes one message with the real binary, on a database and a
 configuration whose paths hold a space, a quote, a backquote and a '$'; takes
 the command out of the output exactly as printed (between backquotes, see
-src/core/advice.h); runs it with `sh -c` from another directory, with `sqlprodd`
+src/config/advice.h); runs it with `sh -c` from another directory, with `sqlprodd`
 found on PATH as an operator's shell finds it; and checks that it did what
 the message said it would.
 """

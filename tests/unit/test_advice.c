@@ -16,7 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "core/advice.h"
+#include "config/advice.h"
 #include "config/config.h"
 
 /* What sh passes to printf for `command`, in `out`. */

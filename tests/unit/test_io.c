@@ -278,6 +278,13 @@ static void pread_full_says_when_the_file_ends_first(void **state)
     assert_int_equal(io_pread_full(fd, buffer, 4, 8), 0);
     assert_memory_equal(buffer, "3456", 4);
     assert_int_equal(io_pread_full(fd, buffer, 8, 10), -ENODATA);
+    /* io_read_full_at says how much there was instead, and leaves the position. */
+    off_t position = lseek(fd, 0, SEEK_CUR);
+    memset(buffer, 0, sizeof buffer);
+    assert_int_equal(io_read_full_at(fd, buffer, 8, 12), 3);
+    assert_memory_equal(buffer, "789", 3);
+    assert_int_equal(io_read_full_at(fd, buffer, 8, 15), 0);
+    assert_int_equal(lseek(fd, 0, SEEK_CUR), position);
     close(fd);
     unlink(path);
 }

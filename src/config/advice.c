@@ -1,7 +1,7 @@
 /*
  * advice.c: commands for the operator, quoted for sh(1); see advice.h.
  */
-#include "core/advice.h"
+#include "config/advice.h"
 
 #include <limits.h>
 #include <stdarg.h>

@@ -52,7 +52,7 @@ static inline bool s3_test_find_program(const char *program, char *out, size_t s
     return false;
 }
 
-/* tests/s3 beside this file's directory (tests/unit). */
+/* tests/s3, the directory of this file and of server.js. */
 static inline void s3_test_server_directory(char *out, size_t size)
 {
     const char *override = getenv("SQLPRODD_S3_SERVER_DIR");
@@ -64,9 +64,6 @@ static inline void s3_test_server_directory(char *out, size_t size)
     char *slash = strrchr(out, '/');
     if (slash)
         *slash = '\0';
-    slash = strrchr(out, '/');
-    if (slash)
-        snprintf(slash, size - (size_t)(slash - out), "/s3");
 }
 
 /*

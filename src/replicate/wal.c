@@ -1,0 +1,327 @@
+/*
+ * wal.c: reads SQLite's WAL file frame by frame and accepts exactly the
+ * frames SQLite's recovery would (see wal.h for what it is not for).
+ *
+ * The rules, from https://www.sqlite.org/fileformat2.html#walformat and
+ * SQLite's wal.c (walIndexRecover, walDecodeFrame):
+ * - the header's magic says in which byte order the checksum reads its
+ *   32-bit words (0x377f0683: big-endian); every stored integer is
+ *   big-endian whatever the magic says;
+ * - the header's checksum covers its first 24 bytes, starting from 0,0;
+ * - a frame is valid when its salts equal the header's, its page number is
+ *   not 0, and its checksum equals the running checksum folded over its
+ *   first 8 header bytes and then its page, starting from the previous
+ *   frame's checksum (the header's for the first frame);
+ * - recovery stops at the first frame that is not valid, and only frames up
+ *   to the last valid commit frame (nonzero "size after commit") count.
+ */
+#include "replicate/wal.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/io.h"
+
+static uint32_t wal_get32_big(const uint8_t *bytes)
+{
+    return ((uint32_t)bytes[0] << 24) | ((uint32_t)bytes[1] << 16) | ((uint32_t)bytes[2] << 8) |
+           (uint32_t)bytes[3];
+}
+
+static uint32_t wal_get32_little(const uint8_t *bytes)
+{
+    return ((uint32_t)bytes[3] << 24) | ((uint32_t)bytes[2] << 16) | ((uint32_t)bytes[1] << 8) |
+           (uint32_t)bytes[0];
+}
+
+void wal_checksum_update(bool big_endian, const uint8_t *data, uint32_t size, uint32_t checksum[2])
+{
+    uint32_t s0 = checksum[0];
+    uint32_t s1 = checksum[1];
+
+    /* SQLite only ever checksums 8-byte multiples (24-byte header prefix,
+     * 8-byte frame header prefix, pages of at least 512 bytes). */
+    assert(size % 8 == 0);
+    if (big_endian) {
+        for (uint32_t i = 0; i < size; i += 8) {
+            s0 += wal_get32_big(data + i) + s1;
+            s1 += wal_get32_big(data + i + 4) + s0;
+        }
+    } else {
+        for (uint32_t i = 0; i < size; i += 8) {
+            s0 += wal_get32_little(data + i) + s1;
+            s1 += wal_get32_little(data + i + 4) + s0;
+        }
+    }
+    checksum[0] = s0;
+    checksum[1] = s1;
+}
+
+int wal_header_parse(const uint8_t bytes[WAL_HEADER_SIZE], struct wal_header *header,
+                     struct error *err)
+{
+    struct wal_header h = {0};
+    uint32_t computed[2] = {0, 0};
+
+    h.magic = wal_get32_big(bytes);
+    h.version = wal_get32_big(bytes + 4);
+    h.page_size = wal_get32_big(bytes + 8);
+    h.checkpoint_sequence = wal_get32_big(bytes + 12);
+    h.salt[0] = wal_get32_big(bytes + 16);
+    h.salt[1] = wal_get32_big(bytes + 20);
+    h.checksum[0] = wal_get32_big(bytes + 24);
+    h.checksum[1] = wal_get32_big(bytes + 28);
+
+    if (h.magic != WAL_MAGIC_LITTLE && h.magic != WAL_MAGIC_BIG)
+        return error_set(err, -EINVAL,
+                         "magic number 0x%08x is neither 0x377f0682 nor 0x377f0683: "
+                         "not a SQLite WAL file",
+                         h.magic);
+    h.big_endian_checksum = (h.magic & 1) != 0;
+    if (h.version != WAL_VERSION)
+        return error_set(err, -EINVAL,
+                         "format version %u is not %u, the only WAL version SQLite writes",
+                         h.version, WAL_VERSION);
+    if (h.page_size < 512 || h.page_size > 65536 || (h.page_size & (h.page_size - 1)) != 0)
+        return error_set(err, -EINVAL, "page size %u is not a power of two between 512 and 65536",
+                         h.page_size);
+    wal_checksum_update(h.big_endian_checksum, bytes, 24, computed);
+    if (computed[0] != h.checksum[0] || computed[1] != h.checksum[1])
+        return error_set(err, -EINVAL,
+                         "header checksum 0x%08x%08x does not match its bytes (0x%08x%08x): "
+                         "the header is torn or damaged",
+                         h.checksum[0], h.checksum[1], computed[0], computed[1]);
+    *header = h;
+    return 0;
+}
+
+/* pread until `size` bytes or end of file; the count read, or -errno. */
+static int64_t wal_read_at(int fd, uint8_t *buffer, size_t size, uint64_t offset)
+{
+    return io_read_full_at(fd, buffer, size, (int64_t)offset);
+}
+
+uint64_t wal_reader_frame_size(const struct wal_reader *reader)
+{
+    return WAL_FRAME_HEADER_SIZE + (uint64_t)reader->header.page_size;
+}
+
+static void wal_position_at_start(struct wal_reader *reader)
+{
+    struct wal_position *p = &reader->next;
+
+    memset(p, 0, sizeof *p);
+    p->offset = WAL_HEADER_SIZE;
+    p->frame_index = 0;
+    p->checksum[0] = reader->header.checksum[0];
+    p->checksum[1] = reader->header.checksum[1];
+    p->salt[0] = reader->header.salt[0];
+    p->salt[1] = reader->header.salt[1];
+    p->page_size = reader->header.page_size;
+    p->checkpoint_sequence = reader->header.checkpoint_sequence;
+    p->big_endian_checksum = reader->header.big_endian_checksum;
+    reader->committed = *p;
+    reader->stop = WAL_STOP_NONE;
+}
+
+int wal_reader_open(struct wal_reader *reader, int fd, const char *path, struct error *err)
+{
+    uint8_t bytes[WAL_HEADER_SIZE];
+    int64_t got;
+    int rc;
+
+    memset(reader, 0, sizeof *reader);
+    reader->fd = fd;
+    reader->path = path;
+    got = wal_read_at(fd, bytes, sizeof bytes, 0);
+    if (got < 0)
+        return error_set(err, (int)got, "%s: cannot read the WAL header: %s", path,
+                         strerror((int)-got));
+    if (got < WAL_HEADER_SIZE)
+        return error_set(err, -ENODATA,
+                         "%s: holds %lld bytes, no complete WAL header (empty or truncated WAL)",
+                         path, (long long)got);
+    rc = wal_header_parse(bytes, &reader->header, err);
+    if (rc < 0) {
+        error_prefix(err, "%s: ", path);
+        return rc;
+    }
+    reader->buffer = malloc(WAL_FRAME_HEADER_SIZE + (size_t)reader->header.page_size);
+    if (!reader->buffer)
+        return error_set(err, -ENOMEM, "%s: no memory for one WAL frame of %u bytes", path,
+                         reader->header.page_size);
+    wal_position_at_start(reader);
+    return 0;
+}
+
+static bool wal_same_generation(const struct wal_header *header, const struct wal_position *saved)
+{
+    return header->salt[0] == saved->salt[0] && header->salt[1] == saved->salt[1] &&
+           header->page_size == saved->page_size &&
+           header->checkpoint_sequence == saved->checkpoint_sequence &&
+           header->big_endian_checksum == saved->big_endian_checksum;
+}
+
+/* Whether the file still holds the frame `saved` follows, with the same
+ * salts and the same cumulative checksum: then every frame before it is the
+ * one the chain was computed over. */
+static int wal_saved_frame_matches(struct wal_reader *reader, const struct wal_position *saved,
+                                   bool *matches, struct error *err)
+{
+    uint64_t frame_size = wal_reader_frame_size(reader);
+    uint8_t bytes[WAL_FRAME_HEADER_SIZE];
+    struct stat st;
+    int64_t got;
+
+    *matches = false;
+    if (fstat(reader->fd, &st) < 0)
+        return error_set(err, -errno, "%s: cannot stat the WAL: %s", reader->path, strerror(errno));
+    /* A file cut short of the saved position lost frames the chain ran
+     * over, even when the header of the last one is still there. */
+    if ((uint64_t)st.st_size < saved->offset)
+        return 0;
+    if (saved->offset < WAL_HEADER_SIZE || (saved->offset - WAL_HEADER_SIZE) % frame_size != 0 ||
+        (saved->offset - WAL_HEADER_SIZE) / frame_size != saved->frame_index)
+        return 0;
+    if (saved->frame_index == 0) {
+        *matches = saved->checksum[0] == reader->header.checksum[0] &&
+                   saved->checksum[1] == reader->header.checksum[1];
+        return 0;
+    }
+    got = wal_read_at(reader->fd, bytes, sizeof bytes, saved->offset - frame_size);
+    if (got < 0)
+        return error_set(err, (int)got, "%s: cannot read the frame at offset %llu: %s",
+                         reader->path, (unsigned long long)(saved->offset - frame_size),
+                         strerror((int)-got));
+    if (got < WAL_FRAME_HEADER_SIZE)
+        return 0;
+    *matches = wal_get32_big(bytes + 8) == saved->salt[0] &&
+               wal_get32_big(bytes + 12) == saved->salt[1] &&
+               wal_get32_big(bytes + 16) == saved->checksum[0] &&
+               wal_get32_big(bytes + 20) == saved->checksum[1];
+    return 0;
+}
+
+int wal_reader_resume(struct wal_reader *reader, int fd, const char *path,
+                      const struct wal_position *saved, enum wal_resume *result, struct error *err)
+{
+    bool matches = false;
+    int rc;
+
+    rc = wal_reader_open(reader, fd, path, err);
+    if (rc == -ENODATA) {
+        error_clear(err);
+        *result = WAL_RESUME_NO_HEADER;
+        return 0;
+    }
+    if (rc < 0)
+        return rc;
+    if (!wal_same_generation(&reader->header, saved)) {
+        *result = WAL_RESUME_RESTARTED;
+        return 0;
+    }
+    rc = wal_saved_frame_matches(reader, saved, &matches, err);
+    if (rc < 0)
+        return rc;
+    if (!matches) {
+        *result = WAL_RESUME_BROKEN;
+        return 0;
+    }
+    reader->next = *saved;
+    reader->committed = *saved;
+    *result = WAL_RESUME_CONTINUES;
+    return 0;
+}
+
+int wal_reader_next(struct wal_reader *reader, struct wal_frame *frame, struct error *err)
+{
+    struct wal_position *next = &reader->next;
+    uint64_t frame_size = wal_reader_frame_size(reader);
+    const uint8_t *bytes = reader->buffer;
+    uint32_t checksum[2];
+    int64_t got;
+
+    assert(reader->buffer != NULL);
+    assert(next->page_size == reader->header.page_size);
+    if (reader->stop != WAL_STOP_NONE)
+        return 0;
+    got = wal_read_at(reader->fd, reader->buffer, (size_t)frame_size, next->offset);
+    if (got < 0)
+        return error_set(err, (int)got, "%s: cannot read the WAL frame at offset %llu: %s",
+                         reader->path, (unsigned long long)next->offset, strerror((int)-got));
+    if ((uint64_t)got < frame_size) {
+        reader->stop = got == 0 ? WAL_STOP_END : WAL_STOP_SHORT;
+        return 0;
+    }
+    if (wal_get32_big(bytes + 8) != next->salt[0] || wal_get32_big(bytes + 12) != next->salt[1]) {
+        reader->stop = WAL_STOP_SALT;
+        return 0;
+    }
+    if (wal_get32_big(bytes) == 0) {
+        reader->stop = WAL_STOP_PAGE_ZERO;
+        return 0;
+    }
+    checksum[0] = next->checksum[0];
+    checksum[1] = next->checksum[1];
+    wal_checksum_update(next->big_endian_checksum, bytes, 8, checksum);
+    wal_checksum_update(next->big_endian_checksum, bytes + WAL_FRAME_HEADER_SIZE, next->page_size,
+                        checksum);
+    if (checksum[0] != wal_get32_big(bytes + 16) || checksum[1] != wal_get32_big(bytes + 20)) {
+        reader->stop = WAL_STOP_CHECKSUM;
+        return 0;
+    }
+
+    frame->offset = next->offset;
+    frame->index = next->frame_index + 1;
+    frame->page_number = wal_get32_big(bytes);
+    frame->commit_size = wal_get32_big(bytes + 4);
+    frame->page = bytes + WAL_FRAME_HEADER_SIZE;
+
+    next->offset += frame_size;
+    next->frame_index++;
+    next->checksum[0] = checksum[0];
+    next->checksum[1] = checksum[1];
+    if (frame->commit_size != 0)
+        reader->committed = *next;
+    assert(reader->committed.offset <= next->offset);
+    return 1;
+}
+
+int wal_reader_scan(struct wal_reader *reader, struct error *err)
+{
+    struct wal_frame frame;
+    int rc;
+
+    while ((rc = wal_reader_next(reader, &frame, err)) > 0)
+        ;
+    return rc;
+}
+
+void wal_reader_rewind_to_commit(struct wal_reader *reader)
+{
+    reader->next = reader->committed;
+    reader->stop = WAL_STOP_NONE;
+}
+
+void wal_reader_close(struct wal_reader *reader)
+{
+    free(reader->buffer);
+    reader->buffer = NULL;
+}
+
+const char *wal_stop_name(enum wal_stop stop)
+{
+    switch (stop) {
+    case WAL_STOP_NONE: return "not stopped";
+    case WAL_STOP_END: return "end of file";
+    case WAL_STOP_SHORT: return "partial frame at the end";
+    case WAL_STOP_SALT: return "frame of another WAL generation (salts differ)";
+    case WAL_STOP_CHECKSUM: return "checksum chain broken";
+    case WAL_STOP_PAGE_ZERO: return "frame names page 0";
+    }
+    return "unknown";
+}

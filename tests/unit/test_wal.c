@@ -1,0 +1,488 @@
+/*
+ * test_wal.c: the WAL reader on WAL files written by SQLite itself.
+ *
+ * Each test commits transactions through the SQLite library with
+ * wal_autocheckpoint off and records, after each commit, what SQLite says
+ * the WAL holds: the wal hook's frame count (the WAL's mxFrame) and the
+ * database size in pages. The reader must find exactly those commit frames.
+ * Damaged WALs (torn, flipped byte, big-endian checksums) are made from
+ * those real files, and where it matters SQLite is asked to replay the same
+ * bytes, so the reader and SQLite are checked against each other.
+ */
+#include "test_wal_writer.h"
+
+/* ---------------------------------------------------------------- tests */
+
+static void check_commits_match_sqlite(const struct fixture *f, uint32_t page_size)
+{
+    struct writer w;
+    struct scan s;
+    char name[32];
+
+    snprintf(name, sizeof name, "p%u.db", page_size);
+    writer_open(&w, f, name, page_size);
+    for (int i = 0; i < 12; i++)
+        writer_commit(&w, 1 + i % 5);
+    /* Read in place while the writer keeps the WAL open. */
+    scan_path(w.wal_path, &s);
+    assert_int_equal(s.rc, 0);
+    assert_int_equal(s.header.page_size, page_size);
+    /* The table's creation is one more commit before ours. */
+    assert_int_equal(s.commits, w.commits + 1);
+    for (int i = 0; i < w.commits; i++) {
+        assert_int_equal(s.commit_index[i + 1], w.frames_after[i]);
+        assert_int_equal(s.commit_size[i + 1], w.pages_after[i]);
+        /* several pages per transaction, as committed */
+        assert_true(s.commit_index[i + 1] - s.commit_index[i] >= (uint64_t)(1 + i % 5));
+    }
+    assert_int_equal(s.frames, w.frames_after[w.commits - 1]);
+    assert_int_equal(s.committed.offset, offset_after_frame(page_size, s.frames));
+    assert_int_equal(s.committed.frame_index, s.frames);
+    assert_int_equal(s.stop, WAL_STOP_END);
+    assert_int_equal((long long)s.committed.offset, file_size(w.wal_path));
+    writer_close(&w);
+}
+
+static void commit_frames_match_sqlite_for_page_sizes(void **state)
+{
+    check_commits_match_sqlite(*state, 1024);
+    check_commits_match_sqlite(*state, 4096);
+    check_commits_match_sqlite(*state, 65536);
+}
+
+static void frames_after_the_last_commit_are_not_committed(void **state)
+{
+    struct fixture *f = *state;
+    struct writer w;
+    struct scan s;
+    char cut[PATH_MAX + 16];
+
+    writer_open(&w, f, "uncommitted.db", 1024);
+    writer_commit(&w, 2);
+    writer_commit(&w, 6);
+    /* The WAL as it is while the second transaction's frames are being
+     * written: every frame whole and valid, the commit frame not there yet. */
+    snprintf(cut, sizeof cut, "%s/cut-wal", f->root);
+    copy_file(w.wal_path, cut, (long long)offset_after_frame(1024, w.frames_after[1] - 1));
+    scan_path(cut, &s);
+    assert_int_equal(s.rc, 0);
+    assert_int_equal(s.stop, WAL_STOP_END);
+    assert_int_equal(s.frames, w.frames_after[1] - 1);
+    assert_int_equal(s.commit_index[s.commits - 1], w.frames_after[0]);
+    assert_int_equal(s.committed.offset, offset_after_frame(1024, w.frames_after[0]));
+    assert_true(s.next.offset > s.committed.offset);
+    /* SQLite agrees: only the first transaction's row is there. */
+    assert_int_equal(rows_sqlite_replays(f, &w, cut, "uncommitted-copy"), 1);
+    writer_close(&w);
+}
+
+static void torn_last_frame_is_not_accepted(void **state)
+{
+    struct fixture *f = *state;
+    struct writer w;
+    struct scan s;
+    char torn[PATH_MAX + 16];
+
+    writer_open(&w, f, "torn.db", 4096);
+    for (int i = 0; i < 4; i++)
+        writer_commit(&w, 3);
+    snprintf(torn, sizeof torn, "%s/torn-wal", f->root);
+    /* The last frame (the last commit) cut in the middle of its page. */
+    copy_file(w.wal_path, torn, file_size(w.wal_path) - 2000);
+    scan_path(torn, &s);
+    assert_int_equal(s.rc, 0);
+    assert_int_equal(s.stop, WAL_STOP_SHORT);
+    assert_int_equal(s.frames, w.frames_after[3] - 1);
+    assert_int_equal(s.commit_index[s.commits - 1], w.frames_after[2]);
+    assert_int_equal(s.committed.offset, offset_after_frame(4096, w.frames_after[2]));
+    assert_int_equal(rows_sqlite_replays(f, &w, torn, "torn-copy"), 3);
+    writer_close(&w);
+}
+
+static void flipped_byte_stops_the_chain_there(void **state)
+{
+    struct fixture *f = *state;
+    struct writer w;
+    struct scan s;
+    char damaged[PATH_MAX + 16];
+    uint64_t bad_frame;
+
+    writer_open(&w, f, "flipped.db", 1024);
+    for (int i = 0; i < 6; i++)
+        writer_commit(&w, 3);
+    snprintf(damaged, sizeof damaged, "%s/flipped-wal", f->root);
+    copy_file(w.wal_path, damaged, -1);
+    /* A byte in the page of the second frame of the fourth transaction;
+     * every frame after it is intact on its own, but the chain is broken. */
+    bad_frame = w.frames_after[2] + 2;
+    flip_byte(damaged,
+              (long long)(offset_after_frame(1024, bad_frame - 1) + WAL_FRAME_HEADER_SIZE + 500));
+    scan_path(damaged, &s);
+    assert_int_equal(s.rc, 0);
+    assert_int_equal(s.stop, WAL_STOP_CHECKSUM);
+    assert_int_equal(s.frames, bad_frame - 1);
+    assert_int_equal(s.commit_index[s.commits - 1], w.frames_after[2]);
+    assert_int_equal(s.committed.offset, offset_after_frame(1024, w.frames_after[2]));
+    /* SQLite's recovery stops at the same commit. */
+    assert_int_equal(rows_sqlite_replays(f, &w, damaged, "flipped-copy"), 3);
+    writer_close(&w);
+}
+
+static void big_endian_checksums_are_read_as_sqlite_reads_them(void **state)
+{
+    struct fixture *f = *state;
+    struct writer w;
+    struct scan little, big;
+    char copy[PATH_MAX + 16];
+
+    writer_open(&w, f, "big.db", 4096);
+    for (int i = 0; i < 5; i++)
+        writer_commit(&w, 2);
+    snprintf(copy, sizeof copy, "%s/big-wal", f->root);
+    copy_file(w.wal_path, copy, -1);
+    rewrite_checksums(copy, 4096, true);
+    /* SQLite itself replays the rewritten file: the rewrite is right. */
+    assert_int_equal(rows_sqlite_replays(f, &w, copy, "big-copy"), 5);
+    scan_path(w.wal_path, &little);
+    scan_path(copy, &big);
+    assert_int_equal(big.rc, 0);
+    assert_false(little.header.big_endian_checksum);
+    assert_true(big.header.big_endian_checksum);
+    assert_int_equal(big.stop, WAL_STOP_END);
+    assert_int_equal(big.frames, little.frames);
+    assert_int_equal(big.commits, little.commits);
+    assert_memory_equal(big.commit_index, little.commit_index, sizeof big.commit_index);
+    assert_int_equal(big.committed.offset, little.committed.offset);
+    writer_close(&w);
+}
+
+static void frame_naming_page_zero_is_refused(void **state)
+{
+    struct fixture *f = *state;
+    struct writer w;
+    struct scan s;
+    char copy[PATH_MAX + 16];
+    uint8_t zero[4] = {0, 0, 0, 0};
+    int fd;
+
+    writer_open(&w, f, "zero.db", 1024);
+    for (int i = 0; i < 4; i++)
+        writer_commit(&w, 2);
+    snprintf(copy, sizeof copy, "%s/zero-wal", f->root);
+    copy_file(w.wal_path, copy, -1);
+    /* The first frame of the third transaction names page 0; the checksums
+     * are made right again, so only the page number can refuse it. */
+    fd = open(copy, O_RDWR);
+    assert_int_equal(pwrite(fd, zero, 4, (off_t)offset_after_frame(1024, w.frames_after[1])), 4);
+    close(fd);
+    rewrite_checksums(copy, 1024, false);
+    scan_path(copy, &s);
+    assert_int_equal(s.stop, WAL_STOP_PAGE_ZERO);
+    assert_int_equal(s.frames, w.frames_after[1]);
+    assert_int_equal(s.committed.frame_index, w.frames_after[1]);
+    /* SQLite's recovery stops there too. */
+    assert_int_equal(rows_sqlite_replays(f, &w, copy, "zero-copy"), 2);
+    writer_close(&w);
+}
+
+static void restarted_wal_ignores_the_older_generation(void **state)
+{
+    struct fixture *f = *state;
+    struct writer w;
+    struct scan before, after;
+    struct wal_reader reader;
+    struct error err = {0};
+    enum wal_resume result;
+    int fd;
+
+    writer_open(&w, f, "restart.db", 1024);
+    for (int i = 0; i < 8; i++)
+        writer_commit(&w, 4);
+    scan_path(w.wal_path, &before);
+    /* Everything checkpointed and no reader: the next writer starts the
+     * WAL over from its first frame, with new salts. */
+    exec_ok(w.db, "PRAGMA wal_checkpoint(PASSIVE)");
+    writer_commit(&w, 1);
+    assert_true(w.frames_after[8] < w.frames_after[7]);
+    scan_path(w.wal_path, &after);
+    assert_int_equal(after.rc, 0);
+    assert_int_equal(after.header.salt[0], before.header.salt[0] + 1);
+    assert_int_equal(after.header.checkpoint_sequence, before.header.checkpoint_sequence + 1);
+    /* Only the new generation's frames: the old ones further on are left in
+     * the file (it is not truncated) but their salts are the old ones. */
+    assert_true(file_size(w.wal_path) > (long long)after.committed.offset);
+    assert_int_equal(after.stop, WAL_STOP_SALT);
+    assert_int_equal(after.frames, w.frames_after[8]);
+    assert_int_equal(after.commits, 1);
+    assert_int_equal(after.committed.offset, offset_after_frame(1024, w.frames_after[8]));
+
+    /* A position saved in the old generation no longer continues. */
+    fd = open(w.wal_path, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(wal_reader_resume(&reader, fd, w.wal_path, &before.committed, &result, &err),
+                     0);
+    assert_int_equal(result, WAL_RESUME_RESTARTED);
+    assert_int_equal(reader.next.offset, WAL_HEADER_SIZE);
+    assert_int_equal(reader.header.salt[0], after.header.salt[0]);
+    wal_reader_close(&reader);
+    close(fd);
+    writer_close(&w);
+}
+
+static void resume_from_a_saved_position_equals_a_full_read(void **state)
+{
+    struct fixture *f = *state;
+    struct writer w;
+    struct scan first, full;
+    struct wal_reader reader;
+    struct wal_frame frame;
+    struct error err = {0};
+    enum wal_resume result;
+    uint64_t commits_after = 0;
+    int fd, rc;
+
+    writer_open(&w, f, "resume.db", 4096);
+    for (int i = 0; i < 3; i++)
+        writer_commit(&w, 2);
+    scan_path(w.wal_path, &first);
+    for (int i = 0; i < 4; i++)
+        writer_commit(&w, 3);
+    scan_path(w.wal_path, &full);
+
+    fd = open(w.wal_path, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(wal_reader_resume(&reader, fd, w.wal_path, &first.committed, &result, &err),
+                     0);
+    assert_int_equal(result, WAL_RESUME_CONTINUES);
+    while ((rc = wal_reader_next(&reader, &frame, &err)) > 0) {
+        /* no frame before the saved position is read again */
+        assert_true(frame.index > first.committed.frame_index);
+        if (frame.commit_size != 0)
+            assert_int_equal(frame.index, w.frames_after[3 + commits_after++]);
+    }
+    assert_int_equal(rc, 0);
+    assert_int_equal(commits_after, 4);
+    assert_memory_equal(&reader.committed, &full.committed, sizeof reader.committed);
+    wal_reader_close(&reader);
+    close(fd);
+    writer_close(&w);
+}
+
+static void resume_detects_a_chain_that_no_longer_follows(void **state)
+{
+    struct fixture *f = *state;
+    struct writer w;
+    struct scan s;
+    struct wal_reader reader;
+    struct error err = {0};
+    enum wal_resume result;
+    char copy[PATH_MAX + 16];
+    struct wal_position saved;
+    int fd;
+
+    writer_open(&w, f, "broken.db", 1024);
+    for (int i = 0; i < 4; i++)
+        writer_commit(&w, 2);
+    scan_path(w.wal_path, &s);
+    saved = s.committed;
+    saved.offset = offset_after_frame(1024, w.frames_after[1]);
+    saved.frame_index = w.frames_after[1];
+    /* The checksum after commit 2, as a full read computes it. */
+    {
+        struct wal_reader r2;
+        struct wal_frame frame;
+        fd = open(w.wal_path, O_RDONLY);
+        assert_int_equal(wal_reader_open(&r2, fd, w.wal_path, &err), 0);
+        while (wal_reader_next(&r2, &frame, &err) > 0 && frame.index < w.frames_after[1])
+            ;
+        memcpy(saved.checksum, r2.next.checksum, sizeof saved.checksum);
+        wal_reader_close(&r2);
+        close(fd);
+    }
+    snprintf(copy, sizeof copy, "%s/broken-wal", f->root);
+
+    /* Intact: continues. */
+    copy_file(w.wal_path, copy, -1);
+    fd = open(copy, O_RDONLY);
+    assert_int_equal(wal_reader_resume(&reader, fd, copy, &saved, &result, &err), 0);
+    assert_int_equal(result, WAL_RESUME_CONTINUES);
+    wal_reader_close(&reader);
+    close(fd);
+
+    /* The frame the position follows holds another checksum. */
+    flip_byte(copy, (long long)(saved.offset - frame_size_of(1024) + 17));
+    fd = open(copy, O_RDONLY);
+    assert_int_equal(wal_reader_resume(&reader, fd, copy, &saved, &result, &err), 0);
+    assert_int_equal(result, WAL_RESUME_BROKEN);
+    assert_int_equal(reader.next.offset, WAL_HEADER_SIZE);
+    wal_reader_close(&reader);
+    close(fd);
+
+    /* The file is shorter than the saved position. */
+    copy_file(w.wal_path, copy, (long long)saved.offset - 1);
+    fd = open(copy, O_RDONLY);
+    assert_int_equal(wal_reader_resume(&reader, fd, copy, &saved, &result, &err), 0);
+    assert_int_equal(result, WAL_RESUME_BROKEN);
+    wal_reader_close(&reader);
+    close(fd);
+
+    /* Emptied by a TRUNCATE checkpoint. */
+    copy_file(w.wal_path, copy, 0);
+    fd = open(copy, O_RDONLY);
+    assert_int_equal(wal_reader_resume(&reader, fd, copy, &saved, &result, &err), 0);
+    assert_int_equal(result, WAL_RESUME_NO_HEADER);
+    wal_reader_close(&reader);
+    close(fd);
+    writer_close(&w);
+}
+
+static void header_fields_are_validated(void **state)
+{
+    struct fixture *f = *state;
+    struct writer w;
+    struct wal_header header;
+    struct error err = {0};
+    uint8_t real[WAL_HEADER_SIZE], bytes[WAL_HEADER_SIZE];
+    uint32_t c[2];
+    int fd;
+
+    writer_open(&w, f, "header.db", 4096);
+    writer_commit(&w, 1);
+    fd = open(w.wal_path, O_RDONLY);
+    assert_int_equal(pread(fd, real, sizeof real, 0), sizeof real);
+    close(fd);
+    assert_int_equal(wal_header_parse(real, &header, &err), 0);
+    assert_int_equal(header.page_size, 4096);
+    assert_int_equal(header.version, WAL_VERSION);
+
+    struct {
+        int offset;
+        uint32_t value;
+        const char *word;
+    } cases[] = {
+        {0, 0x377f0681u, "magic"}, {4, 3007001u, "version"},  {8, 1000u, "page size"},
+        {8, 256u, "page size"},    {8, 131072u, "page size"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        memcpy(bytes, real, sizeof bytes);
+        put32(bytes + cases[i].offset, cases[i].value);
+        /* a correct checksum, so only the field itself can be refused */
+        c[0] = c[1] = 0;
+        reference_checksum(false, bytes, 24, c);
+        put32(bytes + 24, c[0]);
+        put32(bytes + 28, c[1]);
+        error_clear(&err);
+        assert_int_equal(wal_header_parse(bytes, &header, &err), -EINVAL);
+        assert_non_null(strstr(err.message, cases[i].word));
+    }
+    memcpy(bytes, real, sizeof bytes);
+    bytes[19] ^= 1; /* salt-1 changed, checksum kept */
+    assert_int_equal(wal_header_parse(bytes, &header, &err), -EINVAL);
+    assert_non_null(strstr(err.message, "checksum"));
+    writer_close(&w);
+}
+
+static void empty_wal_has_no_header(void **state)
+{
+    struct fixture *f = *state;
+    struct wal_reader reader;
+    struct error err = {0};
+    char path[PATH_MAX + 16];
+    int fd;
+
+    snprintf(path, sizeof path, "%s/empty-wal", f->root);
+    fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(wal_reader_open(&reader, fd, path, &err), -ENODATA);
+    assert_non_null(strstr(err.message, path));
+    wal_reader_close(&reader);
+    close(fd);
+}
+
+static void live_wal_is_followed_after_rewind(void **state)
+{
+    struct fixture *f = *state;
+    struct writer w;
+    struct wal_reader reader;
+    struct error err = {0};
+    int fd;
+
+    writer_open(&w, f, "live.db", 4096);
+    writer_commit(&w, 2);
+    fd = open(w.wal_path, O_RDONLY);
+    assert_int_equal(wal_reader_open(&reader, fd, w.wal_path, &err), 0);
+    assert_int_equal(wal_reader_scan(&reader, &err), 0);
+    assert_int_equal(reader.committed.frame_index, w.frames_after[0]);
+    writer_commit(&w, 3);
+    /* stopped stays stopped until rewound */
+    assert_int_equal(wal_reader_scan(&reader, &err), 0);
+    assert_int_equal(reader.committed.frame_index, w.frames_after[0]);
+    wal_reader_rewind_to_commit(&reader);
+    assert_int_equal(wal_reader_scan(&reader, &err), 0);
+    assert_int_equal(reader.committed.frame_index, w.frames_after[1]);
+    assert_int_equal(reader.stop, WAL_STOP_END);
+    wal_reader_close(&reader);
+    close(fd);
+    writer_close(&w);
+}
+
+static void rolled_back_frames_are_replaced_after_rewind(void **state)
+{
+    struct fixture *f = *state;
+    struct writer w;
+    struct wal_reader reader;
+    struct error err = {0};
+    uint64_t spilled_end;
+    int fd;
+
+    writer_open(&w, f, "rollback.db", 1024);
+    writer_commit(&w, 2);
+    /* A transaction larger than the page cache spills frames into the WAL
+     * before it commits: they are there, valid, and not committed. */
+    exec_ok(w.db, "PRAGMA cache_size=5");
+    exec_ok(w.db, "BEGIN; INSERT INTO t(v) VALUES (randomblob(60000));");
+    fd = open(w.wal_path, O_RDONLY);
+    assert_int_equal(wal_reader_open(&reader, fd, w.wal_path, &err), 0);
+    assert_int_equal(wal_reader_scan(&reader, &err), 0);
+    spilled_end = reader.next.frame_index;
+    assert_true(spilled_end > w.frames_after[0] + 5);
+    assert_int_equal(reader.committed.frame_index, w.frames_after[0]);
+    /* Rolled back: the next transaction overwrites those frames, chained
+     * from the last commit. Only a reader that went back to it follows. */
+    exec_ok(w.db, "ROLLBACK");
+    writer_commit(&w, 3);
+    assert_true(w.frames_after[1] < spilled_end);
+    wal_reader_rewind_to_commit(&reader);
+    assert_int_equal(wal_reader_scan(&reader, &err), 0);
+    assert_int_equal(reader.committed.frame_index, w.frames_after[1]);
+    assert_int_equal(reader.stop, WAL_STOP_CHECKSUM);
+    wal_reader_close(&reader);
+    close(fd);
+    writer_close(&w);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(commit_frames_match_sqlite_for_page_sizes, setup, teardown),
+        cmocka_unit_test_setup_teardown(frames_after_the_last_commit_are_not_committed, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(torn_last_frame_is_not_accepted, setup, teardown),
+        cmocka_unit_test_setup_teardown(flipped_byte_stops_the_chain_there, setup, teardown),
+        cmocka_unit_test_setup_teardown(big_endian_checksums_are_read_as_sqlite_reads_them, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(frame_naming_page_zero_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(restarted_wal_ignores_the_older_generation, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(resume_from_a_saved_position_equals_a_full_read, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(resume_detects_a_chain_that_no_longer_follows, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(header_fields_are_validated, setup, teardown),
+        cmocka_unit_test_setup_teardown(empty_wal_has_no_header, setup, teardown),
+        cmocka_unit_test_setup_teardown(live_wal_is_followed_after_rewind, setup, teardown),
+        cmocka_unit_test_setup_teardown(rolled_back_frames_are_replaced_after_rewind, setup,
+                                        teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
