@@ -42,7 +42,7 @@
 #include "core/log.h"
 #include "archive/manifest.h"
 #include "core/priority.h"
-#include "report/progress.h"
+#include "core/progress.h"
 
 struct backup_paths {
     char directory[4096];
