@@ -1,7 +1,8 @@
 # packaging/install.cmake: where everything but the binary goes on
 # `cmake --install` (the binary's rule is in CMakeLists.txt): the systemd unit,
 # the sysusers.d and tmpfiles.d files, the man pages, the default
-# configuration and the README. Included by the top-level CMakeLists.txt; the
+# configuration, the bash completion, the Prometheus rules and Grafana
+# dashboard (monitoring/) and the README. Included by the top-level CMakeLists.txt; the
 # .deb and .rpm builds (packaging/deb, packaging/rpm) stage through it, so a
 # file missing here is missing from both packages.
 #
@@ -69,5 +70,14 @@ install(FILES "${PROJECT_SOURCE_DIR}/man/sqlprodd.conf.5" DESTINATION "${CMAKE_I
 install(FILES "${PROJECT_SOURCE_DIR}/etc/sqlprodd.conf"
         DESTINATION "${CMAKE_INSTALL_FULL_SYSCONFDIR}"
         PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ)
+
+# bash-completion loads completions/NAME on demand when NAME is first completed.
+install(FILES "${PROJECT_SOURCE_DIR}/completion/sqlprodd.bash"
+        DESTINATION "${CMAKE_INSTALL_DATADIR}/bash-completion/completions" RENAME sqlprodd)
+# For the fleet's Prometheus and Grafana, not used on this host: copied or
+# referenced from there (README, "Monitoring a fleet").
+install(FILES "${PROJECT_SOURCE_DIR}/monitoring/sqlprodd.rules.yml"
+              "${PROJECT_SOURCE_DIR}/monitoring/sqlprodd.grafana.json"
+        DESTINATION "${CMAKE_INSTALL_DATADIR}/sqlprodd/monitoring")
 
 install(FILES "${PROJECT_SOURCE_DIR}/README.md" DESTINATION "${CMAKE_INSTALL_DOCDIR}" OPTIONAL)

@@ -32,6 +32,7 @@ struct command {
 static const struct command commands[] = {
     {"run", "", NULL},
     {"check", "", cli_check},
+    {"reload", " [--pid PID]", cli_reload},
     {"status", " [--json] [DB]", cli_status},
     {NULL, " [DB]", NULL},
     {"backups", " [DB] [--remote] [--json]", cli_backups},
@@ -138,6 +139,8 @@ int main(int argc, char **argv)
             notify_failure(status, EINVAL);
         }
         config_diagnostics_free(&diagnostics);
+        if (entry->run == cli_reload)
+            return cli_reload(NULL, command_argc, command_argv);
         return CLI_USAGE;
     }
     config_diagnostics_free(&diagnostics);

@@ -3,12 +3,14 @@
  * nor how the status line or metrics are worded (src/report/).
  */
 #include "agent/agent.h"
+#include "agent/agenda.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,22 +22,18 @@
 #include "core/fsutil.h"
 #include "core/io.h"
 #include "jobs/job.h"
+#include "jobs/plan.h"
 #include "core/lock.h"
 #include "core/log.h"
 #include "report/http.h"
 #include "report/metrics.h"
 #include "report/notify.h"
 #include "report/summary.h"
+#include "agent/sandbox.h"
 #include "db/state.h"
 
 /* When a job could not take the database lock (a one-off holds it). */
 #define AGENT_RETRY_LOCKED_SECONDS 30
-
-struct agent_database {
-    const struct database_config *config;
-    time_t next_due[JOB_KIND_COUNT];
-    bool busy;
-};
 
 struct work_item {
     size_t database;
@@ -48,7 +46,7 @@ struct agent {
     struct config *config;
     const char *config_path;
     struct state *state; /* the loop's own connection */
-    struct agent_database *databases;
+    struct agenda_database *databases;
     size_t database_count;
     struct config *pending_config; /* a reload waiting for running jobs to finish */
 
@@ -63,10 +61,19 @@ struct agent {
     int wake_pipe[2]; /* workers write a byte when a job finishes */
     struct http_server *http; /* metrics.listen; reads agent->config */
     volatile sig_atomic_t stop;
+    /* Shown before the summary in STATUS= until they no longer hold: the
+     * last reload refused (cleared by a good one), and the first path the
+     * sandbox keeps the agent from writing (checked at start and reload). */
+    char reload_refused[1024];
+    char access_problem[1200];
 };
 
+/* With retry_failed (at start-up and after a reload), a job whose last run
+ * did not succeed is due now rather than at its next slot, hours away for
+ * vacuum: the restart or reload may be what fixed it, and the status line
+ * should not show the old reason until then. */
 static time_t agent_compute_due(struct agent *agent, const struct database_config *db,
-                                enum job_kind kind, time_t now)
+                                enum job_kind kind, time_t now, bool retry_failed)
 {
     const struct schedule *schedule = job_schedule(db, kind);
     if (schedule->kind == SCHEDULE_NONE)
@@ -75,18 +82,21 @@ static time_t agent_compute_due(struct agent *agent, const struct database_confi
     struct error err = {0};
     if (state_get_job(agent->state, db->name, job_name(kind), &record, &err) != 0)
         log_event(LOG_WARNING, db->name, job_name(kind), "%s", err.message);
+    if (retry_failed && record.last_started != 0 && record.last_outcome != JOB_OUTCOME_OK)
+        return now;
     return sched_next_due(schedule, record.last_started, now);
 }
 
 static int agent_build_databases(struct agent *agent, time_t now)
 {
-    struct agent_database *databases = calloc(agent->config->database_count + 1, sizeof *databases);
+    struct agenda_database *databases = calloc(agent->config->database_count + 1, sizeof *databases);
     if (!databases)
         return -ENOMEM;
     for (size_t i = 0; i < agent->config->database_count; i++) {
         databases[i].config = &agent->config->databases[i];
         for (int kind = 0; kind < JOB_KIND_COUNT; kind++)
-            databases[i].next_due[kind] = agent_compute_due(agent, databases[i].config, kind, now);
+            databases[i].next_due[kind] =
+                agent_compute_due(agent, databases[i].config, kind, now, true);
     }
     free(agent->databases);
     agent->databases = databases;
@@ -167,30 +177,15 @@ static void agent_stop_workers(struct agent *agent)
     }
 }
 
-/* Which job of an idle database runs first when several are due: the
- * earliest due, and on a tie the cheaper, more urgent one (enum order). */
-static int agent_pick_job(const struct agent_database *db, time_t now)
-{
-    int best = -1;
-    for (int kind = 0; kind < JOB_KIND_COUNT; kind++) {
-        time_t due = db->next_due[kind];
-        if (due == (time_t)-1 || due > now)
-            continue;
-        if (best < 0 || due < db->next_due[best])
-            best = kind;
-    }
-    return best;
-}
-
 static void agent_dispatch(struct agent *agent, time_t now)
 {
     if (agent->pending_config || agent->stop)
         return;
     for (size_t i = 0; i < agent->database_count && agent->running < agent->worker_count; i++) {
-        struct agent_database *db = &agent->databases[i];
+        struct agenda_database *db = &agent->databases[i];
         if (db->busy)
             continue;
-        int kind = agent_pick_job(db, now);
+        int kind = agenda_pick_job(db, now);
         if (kind < 0)
             continue;
         struct work_item *item = calloc(1, sizeof *item);
@@ -212,33 +207,57 @@ static void agent_dispatch(struct agent *agent, time_t now)
     }
 }
 
-/* Milliseconds until the next job of an idle database is due, or -1. */
-static int agent_sleep_ms(const struct agent *agent, time_t now)
+/* The STATUS= line, with "next" taken from the agent's own due times. */
+/* STATUS=: what the operator must act on first, then the summary. */
+static void agent_status_line(struct agent *agent, char *line, size_t size)
 {
-    time_t earliest = (time_t)-1;
-    if (agent->pending_config || agent->running >= agent->worker_count)
-        return -1; /* a finishing job wakes us */
-    for (size_t i = 0; i < agent->database_count; i++) {
-        if (agent->databases[i].busy)
-            continue;
-        for (int kind = 0; kind < JOB_KIND_COUNT; kind++) {
-            time_t due = agent->databases[i].next_due[kind];
-            if (due != (time_t)-1 && (earliest == (time_t)-1 || due < earliest))
-                earliest = due;
-        }
+    size_t used = 0;
+    const char *notes[] = {agent->reload_refused, agent->access_problem};
+    for (size_t i = 0; i < sizeof notes / sizeof notes[0]; i++) {
+        if (notes[i][0] && used < size)
+            used += (size_t)snprintf(line + used, size - used, "%s | ", notes[i]);
     }
-    if (earliest == (time_t)-1)
-        return -1;
-    if (earliest <= now)
-        return 0;
-    int64_t seconds = (int64_t)(earliest - now);
-    return seconds > 86400 ? 86400 * 1000 : (int)(seconds * 1000);
+    if (used >= size)
+        return;
+    /* "next" is what this agent will start next, not a recomputation. */
+    struct summary_next next = {.due = (time_t)-1};
+    size_t database;
+    enum job_kind kind;
+    if (agenda_next(agent->databases, agent->database_count, &database, &kind, &next.due)) {
+        next.database = agent->databases[database].config->name;
+        next.job = job_name(kind);
+    }
+    summary_status_line(agent->config, agent->state, &next, line + used, size - used);
+}
+
+/* Logs each path the agent cannot write from where it runs, with its fix,
+ * and keeps the first for the status line. */
+static void agent_check_sandbox(struct agent *agent)
+{
+    struct sandbox_report report;
+    int problems = sandbox_check(agent->config, &report);
+    agent->access_problem[0] = '\0';
+    if (problems < 0) {
+        log_event(LOG_WARNING, NULL, "sandbox", "cannot check access: %s", strerror(-problems));
+        return;
+    }
+    for (size_t i = 0; i < report.count; i++)
+        log_event(LOG_ERR, report.problems[i].database, "sandbox", "%s",
+                  report.problems[i].message);
+    if (report.count > 0) {
+        const struct sandbox_problem *first = &report.problems[0];
+        snprintf(agent->access_problem, sizeof agent->access_problem,
+                 "NO ACCESS%s%s: %s%s", first->database ? " for " : "",
+                 first->database ? first->database : "", first->fix,
+                 report.count > 1 ? " (and more: journalctl -u sqlprodd)" : "");
+    }
+    sandbox_report_free(&report);
 }
 
 static void agent_update_reports(struct agent *agent)
 {
-    char line[1024];
-    summary_status_line(agent->config, agent->state, line, sizeof line);
+    char line[2048];
+    agent_status_line(agent, line, sizeof line);
     notify_status(line);
     if (agent->config->metrics_textfile) {
         struct error err = {0};
@@ -261,17 +280,18 @@ static void agent_collect(struct agent *agent)
     while (finished) {
         struct work_item *item = finished;
         finished = item->next;
-        struct agent_database *db = &agent->databases[item->database];
+        struct agenda_database *db = &agent->databases[item->database];
         db->busy = false;
         agent->running--;
         if (item->result.skipped)
             db->next_due[item->kind] = now + AGENT_RETRY_LOCKED_SECONDS;
         else
-            db->next_due[item->kind] = agent_compute_due(agent, db->config, item->kind, now);
-        /* A new archive should leave the machine now, not at the next retry tick. */
-        if (item->kind == JOB_BACKUP && item->result.outcome != JOB_OUTCOME_FAILED &&
-            db->config->upload.target)
-            db->next_due[JOB_UPLOAD] = now;
+            db->next_due[item->kind] =
+                agent_compute_due(agent, db->config, item->kind, now, false);
+        /* What follows a job as a job of its own (jobs/plan.c). */
+        for (int kind = 0; kind < JOB_KIND_COUNT; kind++)
+            if (plan_makes_due(item->kind, &item->result, db->config, (enum job_kind)kind))
+                db->next_due[kind] = now;
         free(item);
     }
     agent_update_reports(agent);
@@ -338,9 +358,22 @@ static void agent_apply_reload(struct agent *agent)
     agent_start_http(agent);
     log_event(LOG_NOTICE, NULL, NULL, "configuration reloaded: %zu database%s",
               agent->database_count, agent->database_count == 1 ? "" : "s");
-    char line[1024];
-    summary_status_line(agent->config, agent->state, line, sizeof line);
+    agent->reload_refused[0] = '\0';
+    agent_check_sandbox(agent);
+    char line[2048];
+    agent_status_line(agent, line, sizeof line);
     notify_ready(line);
+}
+
+static void agent_note_refused_reload(struct agent *agent, const char *first_error)
+{
+    char stamp[16];
+    struct tm tm;
+    time_t now = time(NULL);
+    strftime(stamp, sizeof stamp, "%H:%M:%S", gmtime_r(&now, &tm));
+    snprintf(agent->reload_refused, sizeof agent->reload_refused,
+             "RELOAD REFUSED at %s UTC, previous configuration still running: %s", stamp,
+             first_error);
 }
 
 static void agent_reload(struct agent *agent)
@@ -355,9 +388,10 @@ static void agent_reload(struct agent *agent)
         log_event(LOG_ERR, NULL, "reload",
                   "new configuration refused (%zu error%s); still running the previous one",
                   diagnostics.count, diagnostics.count == 1 ? "" : "s");
+        agent_note_refused_reload(agent, diagnostics.count ? diagnostics.lines[0] : "unreadable");
         config_diagnostics_free(&diagnostics);
-        char line[1024];
-        summary_status_line(agent->config, agent->state, line, sizeof line);
+        char line[2048];
+        agent_status_line(agent, line, sizeof line);
         notify_ready(line);
         return;
     }
@@ -374,10 +408,12 @@ static void agent_reload(struct agent *agent)
                       diagnostics.lines[i]);
         log_event(LOG_ERR, NULL, "reload",
                   "new configuration refused; still running the previous one");
+        agent_note_refused_reload(agent, diagnostics.count ? diagnostics.lines[0]
+                                                           : "state_dir cannot be kept");
         config_diagnostics_free(&diagnostics);
         config_free(fresh);
-        char line[1024];
-        summary_status_line(agent->config, agent->state, line, sizeof line);
+        char line[2048];
+        agent_status_line(agent, line, sizeof line);
         notify_ready(line);
         return;
     }
@@ -433,113 +469,172 @@ static void agent_handle_signals(struct agent *agent, int signal_fd)
     }
 }
 
-int agent_run(struct config *config, const char *config_path)
+/* Start-up: the agent lock, state, signals, workers, the clean-up of what a
+ * crash left, READY=1. Returns the signalfd, or -1 (logged and told to
+ * systemd) when the agent cannot run. */
+static int agent_start(struct agent *agent, struct database_lock *agent_lock)
 {
-    struct agent agent = {.config = config, .config_path = config_path,
-                          .wake_pipe = {-1, -1}};
     struct error err = {0};
     sigset_t mask;
-    int status = 1, signal_fd = -1;
-    struct database_lock agent_lock = {.fd = -1};
     char who[4200];
-    pthread_mutex_init(&agent.mutex, NULL);
-    pthread_cond_init(&agent.work_ready, NULL);
-
-    log_set_level(config->log_level);
     /* One agent per state_dir, and the lock `status` tests to say it runs. */
-    snprintf(who, sizeof who, "sqlprodd run -c %s", config_path);
-    if (lock_agent_acquire(&agent_lock, config->state_dir, who, &err) != 0) {
+    snprintf(who, sizeof who, "sqlprodd run -c %s", agent->config_path);
+    if (lock_agent_acquire(agent_lock, agent->config->state_dir, who, &err) != 0 ||
+        state_open(agent->config->state_dir, &agent->state, &err) != 0) {
         log_event(LOG_ERR, NULL, NULL, "%s", err.message);
         notify_failure(err.message, -err.code);
-        goto out;
+        return -1;
     }
-    if (state_open(config->state_dir, &agent.state, &err) != 0) {
-        log_event(LOG_ERR, NULL, NULL, "%s", err.message);
-        notify_failure(err.message, -err.code);
-        goto out;
-    }
-    signal_fd = agent_open_signals(&mask);
-    if (signal_fd < 0 || pipe2(agent.wake_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+    int signal_fd = agent_open_signals(&mask);
+    if (signal_fd < 0 || pipe2(agent->wake_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
         log_event(LOG_ERR, NULL, NULL, "cannot set up signals: %s", strerror(errno));
         notify_failure("cannot set up signals", errno);
-        goto out;
+        if (signal_fd >= 0)
+            close(signal_fd);
+        return -1;
     }
-    if (agent_build_databases(&agent, time(NULL)) != 0 || agent_start_workers(&agent) != 0) {
+    if (agent_build_databases(agent, time(NULL)) != 0 || agent_start_workers(agent) != 0) {
         log_event(LOG_ERR, NULL, NULL, "out of memory or threads");
         notify_failure("cannot start worker threads", ENOMEM);
-        goto out;
+        close(signal_fd);
+        return -1;
     }
-    agent_clean_up_after_crash(&agent);
+    agent_clean_up_after_crash(agent);
+    agent_check_sandbox(agent);
 
-    char line[1024];
-    summary_status_line(agent.config, agent.state, line, sizeof line);
+    char line[2048];
+    agent_status_line(agent, line, sizeof line);
     log_event(LOG_NOTICE, NULL, NULL, "sqlprodd %s started: %zu database%s, %d worker%s, config %s",
-              SQLPRODD_VERSION, agent.database_count, agent.database_count == 1 ? "" : "s",
-              agent.worker_count, agent.worker_count == 1 ? "" : "s", config_path);
+              SQLPRODD_VERSION, agent->database_count, agent->database_count == 1 ? "" : "s",
+              agent->worker_count, agent->worker_count == 1 ? "" : "s", agent->config_path);
     notify_ready(line);
-    agent_update_reports(&agent);
-    agent_start_http(&agent);
+    agent_update_reports(agent);
+    agent_start_http(agent);
+    return signal_fd;
+}
 
-    uint64_t watchdog_usec = notify_watchdog_interval();
-    struct timespec last_ping;
-    clock_gettime(CLOCK_MONOTONIC, &last_ping);
-    if (watchdog_usec)
-        notify_watchdog();
 
-    while (!agent.stop || agent.running > 0) {
+
+/*
+ * The watchdog: WATCHDOG=1 from the loop itself, so that only a hung loop
+ * (not a long job on a worker) misses it. systemd allows WATCHDOG_USEC
+ * between two pings; the agent promises at most half of it, whatever the
+ * loop was doing. So the ping is due every quarter (period_usec), and the
+ * poll() timeout counts down to that deadline rather than restarting a full
+ * period at every wake-up: a wake-up just before the deadline used to push
+ * the next ping almost a whole period further.
+ */
+struct agent_watchdog {
+    uint64_t period_usec; /* 0: no watchdog */
+    uint64_t next_usec;   /* CLOCK_MONOTONIC time the next ping is due */
+};
+
+static uint64_t agent_monotonic_usec(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000ULL + (uint64_t)now.tv_nsec / 1000;
+}
+
+static void agent_ping_watchdog_when_due(struct agent_watchdog *watchdog, bool force)
+{
+    if (!watchdog->period_usec)
+        return;
+    uint64_t now = agent_monotonic_usec();
+    if (!force && now < watchdog->next_usec)
+        return;
+    notify_watchdog();
+    watchdog->next_usec = now + watchdog->period_usec;
+}
+
+/* Milliseconds until the next ping is due (rounded up), -1 without a watchdog. */
+static int agent_watchdog_timeout_ms(const struct agent_watchdog *watchdog)
+{
+    if (!watchdog->period_usec)
+        return -1;
+    uint64_t now = agent_monotonic_usec();
+    if (now >= watchdog->next_usec)
+        return 0;
+    uint64_t wait_ms = (watchdog->next_usec - now + 999) / 1000;
+    return wait_ms > INT32_MAX ? INT32_MAX : (int)wait_ms;
+}
+
+/* The loop: start what is due, sleep in poll(2) until the next due time, a
+ * signal or a finished job, until stopped and every job has ended. */
+static int agent_loop(struct agent *agent, int signal_fd)
+{
+    struct agent_watchdog watchdog = {.period_usec = notify_watchdog_interval()};
+    agent_ping_watchdog_when_due(&watchdog, true);
+    while (!agent->stop || agent->running > 0) {
         time_t now = time(NULL);
-        agent_dispatch(&agent, now);
-        int timeout = agent.stop ? 1000 : agent_sleep_ms(&agent, now);
-        if (watchdog_usec) {
-            int watchdog_ms = (int)(watchdog_usec / 1000);
-            if (timeout < 0 || timeout > watchdog_ms)
-                timeout = watchdog_ms;
-        }
+        agent_dispatch(agent, now);
+        bool can_start = !agent->pending_config && agent->running < agent->worker_count;
+        int timeout = agent->stop ? 1000
+                                  : agenda_sleep_ms(agent->databases, agent->database_count,
+                                                    can_start, now);
+        int until_ping = agent_watchdog_timeout_ms(&watchdog);
+        if (until_ping >= 0 && (timeout < 0 || timeout > until_ping))
+            timeout = until_ping;
         struct pollfd fds[2] = {{.fd = signal_fd, .events = POLLIN},
-                                {.fd = agent.wake_pipe[0], .events = POLLIN}};
+                                {.fd = agent->wake_pipe[0], .events = POLLIN}};
         int ready = poll(fds, 2, timeout);
         if (ready < 0 && errno != EINTR) {
             log_event(LOG_ERR, NULL, NULL, "poll: %s", strerror(errno));
-            break;
+            return -1;
         }
+        /* Before the turn's work (a reload, the reports after a job), which
+         * may take a while on a busy host, and again after it. */
+        agent_ping_watchdog_when_due(&watchdog, false);
         if (fds[0].revents & POLLIN)
-            agent_handle_signals(&agent, signal_fd);
+            agent_handle_signals(agent, signal_fd);
         if (fds[1].revents & POLLIN)
-            agent_collect(&agent);
-        agent_apply_reload(&agent);
-        if (watchdog_usec) {
-            struct timespec now_mono;
-            clock_gettime(CLOCK_MONOTONIC, &now_mono);
-            uint64_t elapsed = (uint64_t)(now_mono.tv_sec - last_ping.tv_sec) * 1000000ULL +
-                               (uint64_t)((now_mono.tv_nsec - last_ping.tv_nsec) / 1000);
-            if (elapsed >= watchdog_usec) {
-                notify_watchdog();
-                last_ping = now_mono;
-            }
-        }
+            agent_collect(agent);
+        agent_apply_reload(agent);
+        agent_ping_watchdog_when_due(&watchdog, false);
     }
-    status = 0;
-    log_event(LOG_NOTICE, NULL, NULL, "stopped");
-out:
-    http_stop(agent.http);
-    agent_stop_workers(&agent);
-    while (agent.queue) {
-        struct work_item *item = agent.queue;
-        agent.queue = item->next;
+    return 0;
+}
+
+static void agent_finish(struct agent *agent, int signal_fd, struct database_lock *agent_lock)
+{
+    http_stop(agent->http);
+    agent_stop_workers(agent);
+    while (agent->queue) {
+        struct work_item *item = agent->queue;
+        agent->queue = item->next;
         free(item);
     }
     if (signal_fd >= 0)
         close(signal_fd);
-    if (agent.wake_pipe[0] >= 0) {
-        close(agent.wake_pipe[0]);
-        close(agent.wake_pipe[1]);
+    if (agent->wake_pipe[0] >= 0) {
+        close(agent->wake_pipe[0]);
+        close(agent->wake_pipe[1]);
     }
-    state_close(agent.state);
-    lock_agent_release(&agent_lock);
-    free(agent.databases);
-    config_free(agent.pending_config);
-    config_free(agent.config);
-    pthread_mutex_destroy(&agent.mutex);
-    pthread_cond_destroy(&agent.work_ready);
+    state_close(agent->state);
+    lock_agent_release(agent_lock);
+    free(agent->databases);
+    config_free(agent->pending_config);
+    config_free(agent->config);
+    pthread_mutex_destroy(&agent->mutex);
+    pthread_cond_destroy(&agent->work_ready);
+}
+
+int agent_run(struct config *config, const char *config_path)
+{
+    struct agent agent = {.config = config, .config_path = config_path, .wake_pipe = {-1, -1}};
+    struct database_lock agent_lock = {.fd = -1};
+    int status = 1;
+    pthread_mutex_init(&agent.mutex, NULL);
+    pthread_cond_init(&agent.work_ready, NULL);
+
+    log_set_level(config->log_level);
+    int signal_fd = agent_start(&agent, &agent_lock);
+    if (signal_fd >= 0) {
+        /* A failed poll ends the loop; the stop is still clean. */
+        agent_loop(&agent, signal_fd);
+        status = 0;
+        log_event(LOG_NOTICE, NULL, NULL, "stopped");
+    }
+    agent_finish(&agent, signal_fd, &agent_lock);
     return status;
 }

@@ -19,6 +19,15 @@ int catalog_directory(const struct database_config *db, char *out, size_t out_si
     return fs_join(out, out_size, db->backup.dir, db->name);
 }
 
+int catalog_archive_path(const struct database_config *db, const char *file_name, char *out,
+                         size_t out_size)
+{
+    char directory[4096];
+    if (catalog_directory(db, directory, sizeof directory) != 0)
+        return -ENAMETOOLONG;
+    return fs_join(out, out_size, directory, file_name);
+}
+
 void catalog_archive_name(const char *database, time_t created, char *out, size_t out_size)
 {
     catalog_archive_name_with(database, created, ".db.gz", out, out_size);

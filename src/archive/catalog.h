@@ -30,6 +30,12 @@ struct backup_list {
 /* DIR/NAME for a database. */
 int catalog_directory(const struct database_config *db, char *out, size_t out_size);
 
+/* DIR/NAME/FILE_NAME: the one spelling of a local archive's path, which the
+ * upload queue stores and remote retention looks up, whatever slashes
+ * backup.dir ends with. */
+int catalog_archive_path(const struct database_config *db, const char *file_name, char *out,
+                         size_t out_size);
+
 /* Lists complete local backups, newest first. A missing directory is an
  * empty list. Manifests that cannot be read are logged and skipped. */
 int catalog_list_local(const struct database_config *db, struct backup_list *out,

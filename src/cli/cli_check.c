@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <libgen.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -131,6 +132,25 @@ static void check_target(struct check_report *report, const struct target_config
     target_close(target);
 }
 
+/*
+ * From a shell, `check` sees the file system as the shell does, not as the
+ * service does: sqlprodd.service makes everything read-only but its
+ * ReadWritePaths= (ProtectSystem=strict). It cannot see that sandbox from
+ * outside, so it says so rather than let an OK pass for the agent's; the
+ * agent checks from inside at start-up and after each reload. systemd sets
+ * INVOCATION_ID in every unit it runs, so its absence means "not a unit".
+ */
+static void check_note_sandbox(void)
+{
+    const char *invocation = getenv("INVOCATION_ID");
+    if (invocation && *invocation)
+        return;
+    printf("note: this check ran outside the sandbox of sqlprodd.service, whose file system is "
+           "read-only but for its ReadWritePaths=: a directory writable here may not be for the "
+           "agent. The agent checks its own access at start-up and after each reload and names "
+           "any missing ReadWritePaths= line in `systemctl status sqlprodd` and the journal.\n");
+}
+
 int cli_check(const struct config *config, int argc, char **argv)
 {
     (void)argv;
@@ -155,10 +175,12 @@ int cli_check(const struct config *config, int argc, char **argv)
     if (report.problems) {
         printf("%s: %d problem%s found\n", config->file, report.problems,
                report.problems == 1 ? "" : "s");
+        check_note_sandbox();
         return CLI_FAILED;
     }
     printf("%s: configuration OK: %zu database%s, %zu target%s, all reachable\n", config->file,
            config->database_count, config->database_count == 1 ? "" : "s", config->target_count,
            config->target_count == 1 ? "" : "s");
+    check_note_sandbox();
     return CLI_OK;
 }

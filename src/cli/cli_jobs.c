@@ -12,6 +12,7 @@
 #include "jobs/job.h"
 #include "core/log.h"
 #include "report/metrics.h"
+#include "report/progress.h"
 #include "db/state.h"
 
 volatile sig_atomic_t cli_stop;
@@ -26,6 +27,17 @@ const struct database_config *cli_select_database(const struct config *config, c
         fprintf(stderr, "%s)\n", config->database_count ? "" : " none");
     }
     return db;
+}
+
+/* The terminal bar of report/progress.c, handed to the jobs as callbacks. */
+static void cli_progress_begin(void *self, const char *label)
+{
+    progress_begin(self, true, label);
+}
+
+static void cli_progress_end(void *self)
+{
+    progress_end(self);
 }
 
 int cli_run_job(const struct config *config, const char *job, int argc, char **argv)
@@ -52,6 +64,9 @@ int cli_run_job(const struct config *config, const char *job, int argc, char **a
     char who[64];
     snprintf(who, sizeof who, "sqlprodd %s", job);
     int failures = 0, ran = 0;
+    struct progress bar;
+    const struct job_progress progress = {cli_progress_begin, progress_update, cli_progress_end,
+                                          &bar};
     for (size_t i = 0; i < config->database_count && !cli_stop; i++) {
         const struct database_config *db = &config->databases[i];
         if (only && db != only)
@@ -61,7 +76,7 @@ int cli_run_job(const struct config *config, const char *job, int argc, char **a
             .database = db,
             .state = state,
             .stop = &cli_stop,
-            .show_progress = isatty(STDERR_FILENO),
+            .progress = isatty(STDERR_FILENO) ? &progress : NULL,
             .wait_for_lock = true,
             .who = who,
             .one_off = true,

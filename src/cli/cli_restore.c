@@ -37,7 +37,7 @@
 #include "restore/openers.h"
 #include "offsite/remote.h"
 #include "restore/replace.h"
-#include "core/progress.h"
+#include "report/progress.h"
 #include "offsite/target.h"
 
 struct restore_request {

@@ -79,16 +79,8 @@ struct database_status {
     int running_kind;        /* the job named in the held lock, or -1 */
     time_t upload_sent_at;   /* the last upload run that sent something */
     long long upload_sent_archives, upload_sent_bytes;
-    char health[32];
-    char reasons[2048];
-    char reason_lines[2048];
-    char backup_bytes[32];
-    char journal_mode[32];
-    char auto_vacuum[32];
-    char page_size[32];
-    char freelist_ratio[32];
-    char checked_at[32];
-    char integrity_checked_at[32];
+    char health[32]; /* the verdict's word, or "unknown" */
+    struct db_facts facts;
     int64_t pending;
 };
 
@@ -150,12 +142,11 @@ static void format_due(const struct database_status *status, int kind,
 
 static void status_collect_upload(struct state *state, struct database_status *status)
 {
-    char value[64];
-    long long at = 0;
-    state_get_value(state, status->db->name, "upload_last_sent", value, sizeof value, NULL);
-    if (sscanf(value, "%lld %lld %lld", &at, &status->upload_sent_archives,
-               &status->upload_sent_bytes) >= 1) {
-        status->upload_sent_at = (time_t)at;
+    (void)state;
+    if (status->facts.known & FACT_UPLOAD_LAST_SENT) {
+        status->upload_sent_at = status->facts.upload_last_sent.at;
+        status->upload_sent_archives = status->facts.upload_last_sent.archives;
+        status->upload_sent_bytes = status->facts.upload_last_sent.bytes;
         return;
     }
     /* A state written before "upload_last_sent" existed: the last run
@@ -185,32 +176,15 @@ static void status_collect(const struct config *config, struct state *state,
             state_get_job(state, db->name, job_name(kind), &status->jobs[kind], NULL);
         status->next_due[kind] = status_due_time(job_schedule(db, kind), &status->jobs[kind], now);
     }
-    if (state)
-        status_collect_upload(state, status);
+    if (state && state_get_facts(state, db->name, &status->facts, NULL) != 0)
+        memset(&status->facts, 0, sizeof status->facts);
     if (state) {
-        state_get_value(state, db->name, "health", status->health, sizeof status->health, NULL);
-        state_get_value(state, db->name, "health_reasons", status->reasons, sizeof status->reasons,
-                        NULL);
-        state_get_value(state, db->name, "health_reason_lines", status->reason_lines,
-                        sizeof status->reason_lines, NULL);
-        state_get_value(state, db->name, "backup_last_bytes", status->backup_bytes,
-                        sizeof status->backup_bytes, NULL);
-        state_get_value(state, db->name, "journal_mode", status->journal_mode,
-                        sizeof status->journal_mode, NULL);
-        state_get_value(state, db->name, "auto_vacuum", status->auto_vacuum,
-                        sizeof status->auto_vacuum, NULL);
-        state_get_value(state, db->name, "page_size", status->page_size, sizeof status->page_size,
-                        NULL);
-        state_get_value(state, db->name, "freelist_ratio", status->freelist_ratio,
-                        sizeof status->freelist_ratio, NULL);
-        state_get_value(state, db->name, "health_checked_at", status->checked_at,
-                        sizeof status->checked_at, NULL);
-        state_get_value(state, db->name, "integrity_checked_at", status->integrity_checked_at,
-                        sizeof status->integrity_checked_at, NULL);
+        status_collect_upload(state, status);
         state_pending_upload_count(state, db->name, &status->pending, NULL);
     }
-    if (!status->health[0])
-        snprintf(status->health, sizeof status->health, "unknown");
+    snprintf(status->health, sizeof status->health, "%s",
+             status->facts.known & FACT_HEALTH ? health_level_name(status->facts.health)
+                                               : "unknown");
 }
 
 static int status_next_job(const struct database_status *status)
@@ -238,7 +212,7 @@ static int status_last_error(const struct database_status *status)
 
 static time_t status_checked_at(const struct database_status *status)
 {
-    return (time_t)strtoll(status->checked_at, NULL, 10);
+    return status->facts.known & FACT_HEALTH_CHECKED_AT ? status->facts.health_checked_at : 0;
 }
 
 /* The verdict as a person must read it: when no agent runs nothing renews
@@ -256,18 +230,18 @@ static void format_health(const struct database_status *status, const struct sta
     snprintf(out, out_size, "%s as of %s", status->health, at);
 }
 
-/* A stored decimal number or JSON null when there is none yet. */
-static json_t *json_number_or_null(const char *text, bool real)
+/* A fact's number, or JSON null when no job has measured it yet. */
+static json_t *json_fact(const struct db_facts *facts, enum db_fact fact, json_t *value)
 {
-    char *end = NULL;
-    if (!text[0])
-        return json_null();
-    if (real) {
-        double value = strtod(text, &end);
-        return *end ? json_null() : json_real(value);
-    }
-    long long value = strtoll(text, &end, 10);
-    return *end ? json_null() : json_integer(value);
+    if (facts->known & fact)
+        return value;
+    json_decref(value);
+    return json_null();
+}
+
+static json_t *json_fact_text(const struct db_facts *facts, enum db_fact fact, const char *text)
+{
+    return facts->known & fact && text[0] ? json_string(text) : json_null();
 }
 
 static json_t *json_time_or_null(time_t t)
@@ -313,8 +287,9 @@ static void status_summary_to_json(const struct database_status *status,
 {
     time_t now = view->now;
     json_t *reasons = json_array();
-    char lines[sizeof status->reason_lines];
-    snprintf(lines, sizeof lines, "%s", status->reason_lines);
+    const struct db_facts *facts = &status->facts;
+    char lines[sizeof facts->health_reason_lines];
+    snprintf(lines, sizeof lines, "%s", facts->health_reason_lines);
     for (char *save = NULL, *line = strtok_r(lines, "\n", &save); line;
          line = strtok_r(NULL, "\n", &save))
         json_array_append_new(reasons, json_string(line));
@@ -323,14 +298,17 @@ static void status_summary_to_json(const struct database_status *status,
     /* Nothing renews the verdict while no agent runs. */
     json_object_set_new(object, "health_stale", json_boolean(!view->agent_running));
     json_object_set_new(object, "integrity_checked_at",
-                        json_time_or_null((time_t)strtoll(status->integrity_checked_at, NULL, 10)));
+                        json_time_or_null(facts->known & FACT_INTEGRITY_CHECKED_AT
+                                              ? facts->integrity_checked_at
+                                              : 0));
     json_object_set_new(object, "journal_mode",
-                        status->journal_mode[0] ? json_string(status->journal_mode) : json_null());
+                        json_fact_text(facts, FACT_JOURNAL_MODE, facts->journal_mode));
     json_object_set_new(object, "auto_vacuum",
-                        status->auto_vacuum[0] ? json_string(status->auto_vacuum) : json_null());
-    json_object_set_new(object, "page_size_bytes", json_number_or_null(status->page_size, false));
+                        json_fact_text(facts, FACT_AUTO_VACUUM, facts->auto_vacuum));
+    json_object_set_new(object, "page_size_bytes",
+                        json_fact(facts, FACT_PAGE_SIZE, json_integer(facts->page_size)));
     json_object_set_new(object, "freelist_ratio",
-                        json_number_or_null(status->freelist_ratio, true));
+                        json_fact(facts, FACT_FREELIST_RATIO, json_real(facts->freelist_ratio)));
 
     const struct job_record *backup = &status->jobs[JOB_BACKUP];
     json_t *last_backup = json_null();
@@ -340,7 +318,9 @@ static void status_summary_to_json(const struct database_status *status,
         json_object_set_new(
             last_backup, "age_seconds",
             json_integer(now > backup->last_success ? now - backup->last_success : 0));
-        json_object_set_new(last_backup, "bytes", json_number_or_null(status->backup_bytes, false));
+        json_object_set_new(
+            last_backup, "bytes",
+            json_fact(facts, FACT_BACKUP_LAST_BYTES, json_integer(facts->backup_last_bytes)));
     }
     json_object_set_new(object, "last_backup", last_backup);
 
@@ -429,12 +409,12 @@ static json_t *status_to_json(const struct database_status *status, const struct
                                               : json_integer(due > now ? due - now : 0));
         json_object_set_new(jobs, job_name(kind), job);
     }
-    sscanf(status->backup_bytes, "%lld", &backup_bytes);
+    backup_bytes = status->facts.backup_last_bytes; /* 0 until a backup */
     json_t *object = json_object();
     json_object_set_new(object, "name", json_string(db->name));
     json_object_set_new(object, "path", json_string(db->path));
     json_object_set_new(object, "health", json_string(status->health));
-    json_object_set_new(object, "reasons", json_string(status->reasons));
+    json_object_set_new(object, "reasons", json_string(status->facts.health_reasons));
     json_object_set_new(object, "size_bytes", json_integer(fs_file_size(db->path, "")));
     json_object_set_new(object, "wal_bytes", json_integer(fs_file_size(db->path, "-wal")));
     json_object_set_new(object, "backup_last_bytes", json_integer(backup_bytes));
@@ -548,11 +528,10 @@ static void status_fill_row(const struct database_status *status, const struct s
     units_format_size(fs_file_size(status->db->path, "-wal"), cell[3], CELL_SIZE);
 
     format_age(status->jobs[JOB_BACKUP].last_success, now, cell[4], CELL_SIZE);
-    long long backup_bytes;
     if (status->jobs[JOB_BACKUP].last_success &&
-        sscanf(status->backup_bytes, "%lld", &backup_bytes) == 1) {
+        status->facts.known & FACT_BACKUP_LAST_BYTES) {
         char bytes[32];
-        units_format_size(backup_bytes, bytes, sizeof bytes);
+        units_format_size(status->facts.backup_last_bytes, bytes, sizeof bytes);
         size_t used = strlen(cell[4]);
         snprintf(cell[4] + used, CELL_SIZE - used, " (%s)", bytes);
     }
@@ -625,12 +604,14 @@ static void print_table(const struct database_status *statuses, size_t count,
     bool heading = false;
     for (size_t i = 0; i < count; i++) {
         const struct database_status *status = &statuses[i];
-        if (!status->reason_lines[0] && !status->reasons[0])
+        const struct db_facts *facts = &status->facts;
+        if (!facts->health_reason_lines[0] && !facts->health_reasons[0])
             continue;
         if (!heading)
             printf("\n");
         heading = true;
-        const char *lines = status->reason_lines[0] ? status->reason_lines : status->reasons;
+        const char *lines =
+            facts->health_reason_lines[0] ? facts->health_reason_lines : facts->health_reasons;
         if (view->agent_running) {
             printf("%s is %s:\n", status->db->name, status->health);
         } else {
@@ -660,7 +641,7 @@ static void print_details(const struct database_status *status, const struct sta
         snprintf(checked + used, sizeof checked - used, " (%s ago)", age);
     }
     printf("\n%s (%s): %s%s%s\n", status->db->name, status->db->path, health,
-           status->reasons[0] ? ": " : "", status->reasons);
+           status->facts.health_reasons[0] ? ": " : "", status->facts.health_reasons);
     printf("  health checked: %s\n", checked);
     int next_width = 16;
     char next[JOB_KIND_COUNT][96];

@@ -46,12 +46,12 @@ static const char *const target_keys[] = {
     "name",      "type",          "path",       "endpoint",         "region",
     "bucket",    "prefix",        "path_style", "credentials_file", "profile",
     "part_size", "storage_class", "sse",        "sse_kms_key_id",   "tls_verify",
-    NULL};
+    "credential", NULL};
 /* Keys that only mean something for one type of target. */
 static const char *const s3_only_keys[] = {
     "endpoint",         "region",     "bucket",    "prefix",        "path_style",
     "credentials_file", "profile",    "part_size", "storage_class", "sse",
-    "sse_kms_key_id",   "tls_verify", NULL};
+    "sse_kms_key_id",   "tls_verify", "credential", NULL};
 static const char *const dir_only_keys[] = {"path", NULL};
 static const char *const target_type_names[] = {"dir", "s3", NULL}; /* enum target_type order */
 static const char *const sse_names[] = {"AES256", "aws:kms", NULL};
@@ -82,6 +82,7 @@ static void target_release(struct target_config *target)
     free(target->bucket);
     free(target->prefix);
     free(target->credentials_file);
+    free(target->credential);
     free(target->profile);
     free(target->storage_class);
     free(target->sse);
@@ -259,6 +260,21 @@ static int read_s3_target(struct config_reader *reader, const config_setting_t *
         return -ENOMEM;
     config_value_bool(reader, entry, key, "path_style", &target->path_style);
     config_value_path(reader, entry, key, "credentials_file", &target->credentials_file);
+    /* A credential is a file name in $CREDENTIALS_DIRECTORY (systemd.exec(5)). */
+    if (config_value_string(reader, entry, key, "credential", &target->credential) ==
+        CONFIG_VALUE_SET) {
+        const config_setting_t *member = config_setting_get_member(entry, "credential");
+        config_key_join(member_key, sizeof member_key, key, "credential");
+        if (!*target->credential || strchr(target->credential, '/') ||
+            strcmp(target->credential, ".") == 0 || strcmp(target->credential, "..") == 0)
+            config_report(reader, member, member_key,
+                          "\"%s\" is not a credential name (the first part of "
+                          "LoadCredential=NAME:PATH, without '/')",
+                          target->credential);
+        else if (target->credentials_file)
+            config_report(reader, member, member_key,
+                          "give credential or credentials_file, not both");
+    }
     config_value_string(reader, entry, key, "profile", &target->profile);
     if (!target->profile && !(target->profile = strdup("default")))
         return -ENOMEM;

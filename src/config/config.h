@@ -57,6 +57,7 @@ struct target_config {
     char *prefix;           /* "" or ending in "/" as written */
     bool path_style;        /* default false */
     char *credentials_file; /* NULL: AWS_* environment variables */
+    char *credential;       /* name of a systemd credential (LoadCredential=) instead */
     char *profile;          /* section of credentials_file, default "default" */
     int64_t part_size;      /* default 16 MiB, at least 5 MiB */
     char *storage_class;    /* NULL: bucket default */

@@ -2,9 +2,12 @@
  * log.h: one line per event on stderr, naming the database and the job.
  *
  * Priorities are syslog's (LOG_ERR .. LOG_DEBUG). When stderr is connected to
- * journald (JOURNAL_STREAM is set) each line starts with "<N>" so the journal
- * keeps the priority; otherwise lines carry a timestamp and a level word.
- * Thread-safe: one write(2) per line.
+ * journald (JOURNAL_STREAM names it) each event is a journal entry of its own
+ * (sd_journal_send) with PRIORITY= and the fields SQLPRODD_DATABASE= and
+ * SQLPRODD_JOB= when the event names them; should journald's socket be
+ * unreachable, a line starting with "<N>" on the stream instead. Otherwise
+ * lines carry a timestamp and a level word. Thread-safe: one write(2) or one
+ * sd_journal_sendv() per event.
  */
 #ifndef SQLPRODD_LOG_H
 #define SQLPRODD_LOG_H

@@ -10,6 +10,7 @@
 #include <limits.h>
 #include <sqlite3.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -267,31 +268,170 @@ int state_get_job(struct state *state, const char *database, const char *job,
     return 0;
 }
 
-int state_set_value(struct state *state, const char *database, const char *key, const char *value,
-                    struct error *err)
+const char *health_level_name(enum health_level level)
 {
-    int rc = state_run(state, NULL,
-                       "INSERT INTO database_values (database, key, value) VALUES (?1, ?2, ?3)"
-                       " ON CONFLICT (database, key) DO UPDATE SET value = ?3",
-                       "sss", database, key, value);
-    return rc == SQLITE_DONE ? 0 : state_fail(state, err, "cannot store a value");
+    return level == HEALTHY ? "healthy" : level == DEGRADED ? "degraded" : "unhealthy";
 }
 
-int state_get_value(struct state *state, const char *database, const char *key, char *value,
-                    size_t value_size, struct error *err)
+int health_level_parse(const char *word)
 {
-    value[0] = '\0';
-    sqlite3_stmt *row = NULL;
-    int rc = state_run(state, &row,
-                       "SELECT value FROM database_values WHERE database = ?1 AND key = ?2", "ss",
-                       database, key);
-    if (rc == SQLITE_DONE)
-        return 0;
-    if (rc != SQLITE_ROW)
-        return state_fail(state, err, "cannot read a value");
-    snprintf(value, value_size, "%s", (const char *)sqlite3_column_text(row, 0));
-    sqlite3_finalize(row);
+    for (int level = HEALTHY; level <= UNHEALTHY; level++)
+        if (strcmp(word, health_level_name((enum health_level)level)) == 0)
+            return level;
+    return -1;
+}
+
+/*
+ * Each field of struct db_facts is one row of database_values, under the
+ * key earlier versions wrote as text: a state.db from before the typed
+ * record reads the same, and one written now still reads in the previous
+ * version. This table is the only place a key is spelled.
+ */
+enum fact_type { FACT_INTEGER, FACT_TIME, FACT_REAL, FACT_TEXT, FACT_FLAG, FACT_LEVEL, FACT_SENT };
+
+static const struct fact_column {
+    enum db_fact fact;
+    const char *key;
+    enum fact_type type;
+    size_t offset, size;
+} fact_columns[] = {
+#define FACT(bit, key, type, field)                                                                \
+    {bit, key, type, offsetof(struct db_facts, field), sizeof((struct db_facts *)0)->field}
+    FACT(FACT_HEALTH, "health", FACT_LEVEL, health),
+    FACT(FACT_HEALTH_REASONS, "health_reasons", FACT_TEXT, health_reasons),
+    FACT(FACT_HEALTH_REASON_LINES, "health_reason_lines", FACT_TEXT, health_reason_lines),
+    FACT(FACT_HEALTH_CHECKED_AT, "health_checked_at", FACT_TIME, health_checked_at),
+    FACT(FACT_INTEGRITY_CHECKED_AT, "integrity_checked_at", FACT_TIME, integrity_checked_at),
+    FACT(FACT_LOCKED_SINCE, "locked_since", FACT_TIME, locked_since),
+    FACT(FACT_WAL_BYTES, "wal_bytes", FACT_INTEGER, wal_bytes),
+    FACT(FACT_FREELIST_RATIO, "freelist_ratio", FACT_REAL, freelist_ratio),
+    FACT(FACT_DATABASE_BYTES, "database_bytes", FACT_INTEGER, database_bytes),
+    FACT(FACT_PAGE_SIZE, "page_size", FACT_INTEGER, page_size),
+    FACT(FACT_JOURNAL_MODE, "journal_mode", FACT_TEXT, journal_mode),
+    FACT(FACT_AUTO_VACUUM, "auto_vacuum", FACT_TEXT, auto_vacuum),
+    FACT(FACT_ENFORCE_LAST, "enforce_last", FACT_TEXT, enforce_last),
+    FACT(FACT_CHECKPOINT_BLOCKED, "checkpoint_blocked", FACT_FLAG, checkpoint_blocked),
+    FACT(FACT_BACKUP_LAST_BYTES, "backup_last_bytes", FACT_INTEGER, backup_last_bytes),
+    FACT(FACT_UPLOAD_LAST_SENT, "upload_last_sent", FACT_SENT, upload_last_sent),
+#undef FACT
+};
+
+/* The stored text of one field, in the format earlier versions wrote. */
+static void fact_format(const struct fact_column *column, const struct db_facts *facts, char *out,
+                        size_t out_size)
+{
+    const void *field = (const char *)facts + column->offset;
+    switch (column->type) {
+    case FACT_INTEGER: snprintf(out, out_size, "%lld", (long long)*(const int64_t *)field); break;
+    case FACT_TIME: snprintf(out, out_size, "%lld", (long long)*(const time_t *)field); break;
+    case FACT_REAL: snprintf(out, out_size, "%.6f", *(const double *)field); break;
+    case FACT_TEXT: snprintf(out, out_size, "%s", (const char *)field); break;
+    case FACT_FLAG: snprintf(out, out_size, "%s", *(const bool *)field ? "1" : "0"); break;
+    case FACT_LEVEL:
+        snprintf(out, out_size, "%s", health_level_name(*(const enum health_level *)field));
+        break;
+    case FACT_SENT:
+        snprintf(out, out_size, "%lld %lld %lld", (long long)facts->upload_last_sent.at,
+                 (long long)facts->upload_last_sent.archives,
+                 (long long)facts->upload_last_sent.bytes);
+        break;
+    }
+}
+
+/* Reads one stored text into its field; false when it does not parse (the
+ * field then stays unknown). */
+static bool fact_parse(const struct fact_column *column, const char *text, struct db_facts *facts)
+{
+    void *field = (char *)facts + column->offset;
+    char *end = NULL;
+    long long a = 0, b = 0, c = 0;
+    switch (column->type) {
+    case FACT_INTEGER:
+    case FACT_TIME:
+        a = strtoll(text, &end, 10);
+        if (end == text || *end)
+            return false;
+        if (column->type == FACT_INTEGER)
+            *(int64_t *)field = a;
+        else
+            *(time_t *)field = (time_t)a;
+        return true;
+    case FACT_REAL:
+        *(double *)field = strtod(text, &end);
+        return end != text && !*end;
+    case FACT_TEXT: snprintf(field, column->size, "%s", text); return true;
+    case FACT_FLAG: *(bool *)field = strcmp(text, "1") == 0; return true;
+    case FACT_LEVEL: {
+        int level = health_level_parse(text);
+        if (level >= 0)
+            *(enum health_level *)field = (enum health_level)level;
+        return level >= 0;
+    }
+    case FACT_SENT: {
+        /* "AT ARCHIVES BYTES"; AT alone from an early version. */
+        int count = sscanf(text, "%lld %lld %lld", &a, &b, &c);
+        if (count < 1)
+            return false;
+        facts->upload_last_sent.at = (time_t)a;
+        facts->upload_last_sent.archives = count >= 2 ? b : 0;
+        facts->upload_last_sent.bytes = count >= 3 ? c : 0;
+        return true;
+    }
+    }
+    return false;
+}
+
+int state_set_facts(struct state *state, const char *database, const struct db_facts *facts,
+                    unsigned fields, struct error *err)
+{
+    /* One transaction: a reader sees a verdict with its own reasons. */
+    if (sqlite3_exec(state->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return state_fail(state, err, "cannot store facts");
+    for (size_t i = 0; i < sizeof fact_columns / sizeof fact_columns[0]; i++) {
+        const struct fact_column *column = &fact_columns[i];
+        char value[sizeof facts->health_reason_lines];
+        if (!(fields & column->fact))
+            continue;
+        fact_format(column, facts, value, sizeof value);
+        int rc = state_run(state, NULL,
+                           "INSERT INTO database_values (database, key, value) VALUES (?1, ?2, ?3)"
+                           " ON CONFLICT (database, key) DO UPDATE SET value = ?3",
+                           "sss", database, column->key, value);
+        if (rc != SQLITE_DONE) {
+            rc = state_fail(state, err, "cannot store facts");
+            sqlite3_exec(state->db, "ROLLBACK", NULL, NULL, NULL);
+            return rc;
+        }
+    }
+    if (sqlite3_exec(state->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        int rc = state_fail(state, err, "cannot store facts");
+        sqlite3_exec(state->db, "ROLLBACK", NULL, NULL, NULL);
+        return rc;
+    }
     return 0;
+}
+
+int state_get_facts(struct state *state, const char *database, struct db_facts *facts,
+                    struct error *err)
+{
+    sqlite3_stmt *statement = NULL;
+    memset(facts, 0, sizeof *facts);
+    if (sqlite3_prepare_v2(state->db,
+                           "SELECT key, value FROM database_values WHERE database = ?1", -1,
+                           &statement, NULL) != SQLITE_OK)
+        return state_fail(state, err, "cannot read facts");
+    sqlite3_bind_text(statement, 1, database, -1, SQLITE_TRANSIENT);
+    int rc;
+    while ((rc = sqlite3_step(statement)) == SQLITE_ROW) {
+        const char *key = (const char *)sqlite3_column_text(statement, 0);
+        const char *value = (const char *)sqlite3_column_text(statement, 1);
+        /* A key this version does not know (a newer one wrote it) is skipped. */
+        for (size_t i = 0; key && value && i < sizeof fact_columns / sizeof fact_columns[0]; i++)
+            if (strcmp(key, fact_columns[i].key) == 0 && fact_parse(&fact_columns[i], value, facts))
+                facts->known |= fact_columns[i].fact;
+    }
+    sqlite3_finalize(statement);
+    return rc == SQLITE_DONE ? 0 : state_fail(state, err, "cannot read facts");
 }
 
 int state_enqueue_upload(struct state *state, const char *database, const char *target,

@@ -2,8 +2,9 @@
  * state.h: the agent's own memory, a small SQLite database in
  * STATE_DIR/state.db (WAL mode, so `sqlprodd status` can read it while the
  * agent writes). Holds each job's last result per database, run and failure
- * counters, the last health verdict, and the upload queue. It is what lets
- * schedules and the upload backlog survive restarts.
+ * counters, what the jobs learned (struct db_facts: the health verdict,
+ * sizes, the last upload), and the upload queue. It is what lets schedules
+ * and the upload backlog survive restarts.
  *
  * One struct state per thread: SQLite connections are not shared here.
  */
@@ -59,12 +60,77 @@ int state_record_job(struct state *state, const char *database, const char *job,
 int state_get_job(struct state *state, const char *database, const char *job,
                   struct job_record *record, struct error *err);
 
-/* Small per-database facts (health verdict, sizes) as key/value text. */
-int state_set_value(struct state *state, const char *database, const char *key, const char *value,
+/* The health job's verdict. */
+enum health_level { HEALTHY = 0, DEGRADED = 1, UNHEALTHY = 2 };
+/* "healthy", "degraded", "unhealthy": the word status, /health and STATUS= show. */
+const char *health_level_name(enum health_level level);
+/* The level a word names, or -1 for any other word. */
+int health_level_parse(const char *word);
+
+/* One bit per field of struct db_facts: which fields a job writes, and
+ * which ones have a value when read back. */
+enum db_fact {
+    FACT_HEALTH = 1u << 0,
+    FACT_HEALTH_REASONS = 1u << 1,
+    FACT_HEALTH_REASON_LINES = 1u << 2,
+    FACT_HEALTH_CHECKED_AT = 1u << 3,
+    FACT_INTEGRITY_CHECKED_AT = 1u << 4,
+    FACT_LOCKED_SINCE = 1u << 5,
+    FACT_WAL_BYTES = 1u << 6,
+    FACT_FREELIST_RATIO = 1u << 7,
+    FACT_DATABASE_BYTES = 1u << 8,
+    FACT_PAGE_SIZE = 1u << 9,
+    FACT_JOURNAL_MODE = 1u << 10,
+    FACT_AUTO_VACUUM = 1u << 11,
+    FACT_ENFORCE_LAST = 1u << 12,
+    FACT_CHECKPOINT_BLOCKED = 1u << 13,
+    FACT_BACKUP_LAST_BYTES = 1u << 14,
+    FACT_UPLOAD_LAST_SENT = 1u << 15,
+};
+
+/*
+ * What the jobs learned about one database, for the reporters (status,
+ * metrics, /health, STATUS=) and for the next run of a job. A job writes
+ * the fields it measured with state_set_facts; a reader gets every field
+ * with state_get_facts, and `known` says which ones some job has written
+ * (an unknown field is shown as missing, never as zero).
+ */
+struct db_facts {
+    unsigned known; /* enum db_fact bits */
+    /* health.c: the verdict and when it was made */
+    enum health_level health;
+    char health_reasons[2048];      /* "; "-joined: one line */
+    char health_reason_lines[2048]; /* one reason a line: for --json and /health */
+    time_t health_checked_at;
+    time_t integrity_checked_at; /* last full integrity_check that passed */
+    time_t locked_since;         /* first health run that found it locked; 0: not locked */
+    char enforce_last[400];      /* what enforce = { ... } last changed */
+    /* health.c: the database at its last check */
+    double freelist_ratio;
+    int64_t page_size;
+    char journal_mode[32];
+    char auto_vacuum[32];
+    /* health.c and backup.c (the copy's size), checkpoint.c and health.c */
+    int64_t database_bytes;
+    int64_t wal_bytes;
+    /* checkpoint.c */
+    bool checkpoint_blocked;
+    /* backup.c: the newest archive */
+    int64_t backup_last_bytes;
+    /* upload.c: the last run that sent something */
+    struct {
+        time_t at;
+        int64_t archives;
+        int64_t bytes;
+    } upload_last_sent;
+};
+
+/* Stores the fields named in `fields` (enum db_fact bits), at once. */
+int state_set_facts(struct state *state, const char *database, const struct db_facts *facts,
+                    unsigned fields, struct error *err);
+/* Fills *facts; fields never written stay zero and out of facts->known. */
+int state_get_facts(struct state *state, const char *database, struct db_facts *facts,
                     struct error *err);
-/* value_size bytes at most; missing key -> "" and returns 0. */
-int state_get_value(struct state *state, const char *database, const char *key, char *value,
-                    size_t value_size, struct error *err);
 
 /* Upload queue. Adding the same archive twice is a no-op. */
 int state_enqueue_upload(struct state *state, const char *database, const char *target,

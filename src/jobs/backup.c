@@ -16,7 +16,7 @@
  *   4. rename the archive to NAME-STAMP.db.gz (.db.zst with compress =
  *      "zstd") and fsync the directory;
  *   5. write the manifest, last: it is what makes the archive a backup;
- *   6. queue the upload, then apply local retention (prune.c).
+ *   6. queue the upload; local retention and the upload follow (jobs/plan.c).
  * The live database is opened read-only and never modified.
  */
 #include <errno.h>
@@ -42,7 +42,6 @@
 #include "core/log.h"
 #include "archive/manifest.h"
 #include "core/priority.h"
-#include "core/progress.h"
 
 struct backup_paths {
     char directory[4096];
@@ -306,10 +305,10 @@ static int backup_verify_and_compress(struct job_context *context, const struct 
      * for on the command line runs at full speed. */
     bool background = !context->one_off;
     struct backup_verification verification = {context, paths, manifest, background, {0}, 0};
-    struct progress progress;
+    const struct job_progress *progress = context->progress;
     struct io_context io = {.stop = context->stop,
-                            .progress = progress_update,
-                            .progress_context = &progress,
+                            .progress = progress ? progress->update : NULL,
+                            .progress_context = progress ? progress->self : NULL,
                             .background = background};
     struct archive_options options = {.early = early};
     pthread_t thread;
@@ -323,11 +322,13 @@ static int backup_verify_and_compress(struct job_context *context, const struct 
             return verification.rc;
         }
     }
-    progress_begin(&progress, context->show_progress, db->name);
+    if (progress)
+        progress->begin(progress->self, db->name);
     int rc =
         archive_compress_format(paths->copy, paths->temp, (enum archive_format)db->backup.compress,
                                 backup_compression_level(db), &io, &options, archived, err);
-    progress_end(&progress);
+    if (progress)
+        progress->end(progress->self);
     if (threaded)
         pthread_join(thread, NULL);
     /* A failed check says more about the backup than a failed compression. */
@@ -369,7 +370,8 @@ static int backup_prepare_paths(const struct database_config *db, time_t created
     catalog_archive_name_with(db->name, created,
                               archive_format_suffix((enum archive_format)db->backup.compress),
                               archive_name, name_size);
-    snprintf(paths->archive, sizeof paths->archive, "%s/%s", paths->directory, archive_name);
+    if (catalog_archive_path(db, archive_name, paths->archive, sizeof paths->archive) != 0)
+        return error_set(err, -ENAMETOOLONG, "backup directory for %s: path too long", db->name);
     snprintf(paths->manifest, sizeof paths->manifest, "%s.json", paths->archive);
     snprintf(paths->temp, sizeof paths->temp, "%s%s", paths->archive, FS_TEMP_SUFFIX);
     snprintf(paths->copy, sizeof paths->copy, "%s/%s-copy.db%s", paths->directory, db->name,
@@ -438,22 +440,17 @@ int job_backup(struct job_context *context, struct job_result *result)
     }
 
     if (context->state) {
-        char value[64];
-        snprintf(value, sizeof value, "%lld", (long long)archived.output_bytes);
-        state_set_value(context->state, db->name, "backup_last_bytes", value, NULL);
-        snprintf(value, sizeof value, "%lld", (long long)manifest.database_bytes);
-        state_set_value(context->state, db->name, "database_bytes", value, NULL);
+        struct db_facts facts = {.backup_last_bytes = archived.output_bytes,
+                                 .database_bytes = manifest.database_bytes};
+        state_set_facts(context->state, db->name, &facts,
+                        FACT_BACKUP_LAST_BYTES | FACT_DATABASE_BYTES, NULL);
     }
     job_result_set(result, JOB_OUTCOME_OK, "%s: %lld -> %lld bytes, %s %s", paths.archive,
                    (long long)archived.input_bytes, (long long)archived.output_bytes,
                    manifest.verify_method, manifest.verify_result);
-
-    /* Retention only after a good backup: a failed one never costs an old one. */
-    struct job_result pruned = {0};
-    if (job_prune_local(context, &pruned) != 0 || pruned.outcome == JOB_OUTCOME_FAILED)
-        log_event(LOG_WARNING, db->name, "prune", "%s", pruned.message);
-    else if (pruned.message[0])
-        log_event(LOG_INFO, db->name, "prune", "%s", pruned.message);
+    /* Retention and the upload follow a good backup only (jobs/plan.c): a
+     * failed one never costs an old one. */
+    result->changed_backups = true;
     return 0;
 
 fail:

@@ -98,10 +98,9 @@ int job_checkpoint(struct job_context *context, struct job_result *result)
                        config_checkpoint_mode_name(db->checkpoint.mode), checkpointed,
                        checkpointed == 1 ? "" : "s", (long long)wal_before, (long long)wal_after);
     if (context->state) {
-        char value[32];
-        snprintf(value, sizeof value, "%lld", (long long)wal_after);
-        state_set_value(context->state, db->name, "wal_bytes", value, NULL);
-        state_set_value(context->state, db->name, "checkpoint_blocked", blocked ? "1" : "0", NULL);
+        struct db_facts facts = {.wal_bytes = wal_after, .checkpoint_blocked = blocked};
+        state_set_facts(context->state, db->name, &facts, FACT_WAL_BYTES | FACT_CHECKPOINT_BLOCKED,
+                        NULL);
     }
 out:
     sqlite3_close(connection);

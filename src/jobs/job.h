@@ -1,8 +1,9 @@
 /*
- * job.h: the interface between the scheduler (agent.c) or a one-off command
- * (main.c) and the maintenance jobs in src/jobs/. A job function does the
- * work on one database and fills a struct job_result; job_execute() wraps it
- * with the per-database lock, timing, the state record and the log line.
+ * job.h: the interface between the scheduler (agent/agent.c) or a one-off
+ * command (cli/cli_jobs.c) and the maintenance jobs in src/jobs/. A job
+ * function does one thing on one database and fills a struct job_result;
+ * job_execute() (runner.c) wraps it with the per-database lock, timing, the
+ * state record and the log line, and runs what follows it (plan.h).
  */
 #ifndef SQLPRODD_JOB_H
 #define SQLPRODD_JOB_H
@@ -12,6 +13,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "archive/archive.h"
 #include "config/config.h"
 #include "db/state.h"
 
@@ -26,12 +28,22 @@ enum job_kind {
     JOB_KIND_COUNT
 };
 
+/* How a job shows how far it got. A one-off on a terminal draws a bar
+ * (report/progress.c, set by cli_jobs.c); the agent passes none. Jobs do not
+ * draw themselves: they sit below the reporters. */
+struct job_progress {
+    void (*begin)(void *self, const char *label);
+    io_progress_fn update;
+    void (*end)(void *self);
+    void *self;
+};
+
 struct job_context {
     const struct config *config;
     const struct database_config *database;
     struct state *state;               /* this thread's own connection */
     const volatile sig_atomic_t *stop; /* set by SIGTERM/SIGINT: abort cleanly */
-    bool show_progress;                /* a one-off on a terminal: draw a progress bar */
+    const struct job_progress *progress; /* NULL: none shown */
     bool wait_for_lock;                /* one-off: wait; agent: skip and retry later */
     const char *who;                   /* "sqlprodd run", "sqlprodd backup": for the lock file */
     bool one_off;                      /* asked for now: e.g. upload ignores retry back-off */
@@ -42,6 +54,7 @@ struct job_result {
     char message[1024]; /* one line: what was done, or why it failed */
     bool skipped;       /* lock held elsewhere: nothing recorded, try again soon */
     bool quiet;         /* nothing to do: logged at debug level, not info */
+    bool changed_backups; /* added, sent or dropped a backup: retention has news (plan.h) */
     double duration;
 };
 
@@ -49,7 +62,8 @@ const char *job_name(enum job_kind kind);
 /* -1 if unknown. */
 int job_kind_from_name(const char *name);
 
-/* The schedule of `kind` for a database (prune has none: it follows backup). */
+/* The schedule of `kind` for a database (prune has none: it follows backup
+ * and upload, plan.h). */
 const struct schedule *job_schedule(const struct database_config *db, enum job_kind kind);
 
 /* Lock, run, time, record in state, log. Returns 0 when the job ran (whatever
@@ -63,17 +77,9 @@ int job_analyze(struct job_context *context, struct job_result *result);
 int job_vacuum(struct job_context *context, struct job_result *result);
 int job_backup(struct job_context *context, struct job_result *result);
 int job_upload(struct job_context *context, struct job_result *result);
-int job_prune(struct job_context *context, struct job_result *result); /* local, then remote */
-int job_prune_local(struct job_context *context, struct job_result *result);
-int job_prune_remote(struct job_context *context, struct job_result *result);
+int job_prune_local(struct job_context *context, struct job_result *result);  /* prune.c */
+int job_prune_remote(struct job_context *context, struct job_result *result); /* prune_remote.c */
 int job_health(struct job_context *context, struct job_result *result);
-
-/* The health job's verdict, stored in state as its word ("healthy",
- * "degraded", "unhealthy") and read back by status, metrics and /health. */
-enum health_level { HEALTHY = 0, DEGRADED = 1, UNHEALTHY = 2 };
-const char *health_level_name(enum health_level level);
-/* The level a stored word names, or -1 when the database was not checked yet. */
-int health_level_parse(const char *word);
 
 /* Removes temp files and unfinished archives a crash may have left in the
  * database's backup directory. Call with the lock held. Returns the count. */

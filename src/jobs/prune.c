@@ -1,5 +1,6 @@
 /*
  * prune.c: local retention, and the start-up clean-up of what a crash left.
+ * Remote retention is prune_remote.c; what runs it is jobs/plan.c.
  *
  * Which archives to keep is retention.c's decision; this file only lists,
  * asks and deletes. Archives still waiting for upload are pinned, and the
@@ -130,18 +131,4 @@ int job_prune_local(struct job_context *context, struct job_result *result)
     free(items);
     catalog_free(&list);
     return failed ? -EIO : 0;
-}
-
-int job_prune(struct job_context *context, struct job_result *result)
-{
-    struct job_result remote = {0};
-    int rc = job_prune_local(context, result);
-    if (!context->database->upload.target)
-        return rc;
-    int remote_rc = job_prune_remote(context, &remote);
-    size_t used = strlen(result->message);
-    snprintf(result->message + used, sizeof result->message - used, "; %s", remote.message);
-    if (remote.outcome > result->outcome)
-        result->outcome = remote.outcome;
-    return rc ? rc : remote_rc;
 }

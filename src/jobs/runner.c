@@ -1,64 +1,23 @@
 /*
  * runner.c: job_execute(), the one path every job takes, from the agent or
- * from a one-off command: lock, run, measure, record, log. Not a scheduler.
+ * from a one-off command: lock, run, run the steps that follow it (plan.c),
+ * measure, record, log. Not a scheduler.
  */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
 #include "jobs/job.h"
+#include "jobs/plan.h"
 #include "core/lock.h"
 #include "core/log.h"
-
-static const char *const job_names[JOB_KIND_COUNT] = {
-    [JOB_CHECKPOINT] = "checkpoint", [JOB_ANALYZE] = "analyze", [JOB_VACUUM] = "vacuum",
-    [JOB_BACKUP] = "backup",         [JOB_UPLOAD] = "upload",   [JOB_PRUNE] = "prune",
-    [JOB_HEALTH] = "health",
-};
-
-const char *job_name(enum job_kind kind)
-{
-    return kind >= 0 && kind < JOB_KIND_COUNT ? job_names[kind] : "unknown";
-}
-
-int job_kind_from_name(const char *name)
-{
-    for (int kind = 0; kind < JOB_KIND_COUNT; kind++)
-        if (strcmp(name, job_names[kind]) == 0)
-            return kind;
-    return -1;
-}
-
-const struct schedule *job_schedule(const struct database_config *db, enum job_kind kind)
-{
-    static const struct schedule never = {.kind = SCHEDULE_NONE};
-    switch (kind) {
-    case JOB_CHECKPOINT: return &db->checkpoint.schedule;
-    case JOB_ANALYZE: return &db->analyze.schedule;
-    case JOB_VACUUM: return &db->vacuum.schedule;
-    case JOB_BACKUP: return &db->backup.schedule;
-    case JOB_UPLOAD: return db->upload.target ? &db->upload.schedule : &never;
-    case JOB_HEALTH: return &db->health.schedule;
-    default: return &never;
-    }
-}
-
-void job_result_set(struct job_result *result, enum job_outcome outcome, const char *format, ...)
-{
-    va_list args;
-    va_start(args, format);
-    vsnprintf(result->message, sizeof result->message, format, args);
-    va_end(args);
-    result->outcome = outcome;
-}
 
 typedef int (*job_function)(struct job_context *, struct job_result *);
 
 static const job_function job_functions[JOB_KIND_COUNT] = {
     [JOB_CHECKPOINT] = job_checkpoint, [JOB_ANALYZE] = job_analyze, [JOB_VACUUM] = job_vacuum,
-    [JOB_BACKUP] = job_backup,         [JOB_UPLOAD] = job_upload,   [JOB_PRUNE] = job_prune,
+    [JOB_BACKUP] = job_backup,         [JOB_UPLOAD] = job_upload,   [JOB_PRUNE] = job_prune_local,
     [JOB_HEALTH] = job_health,
 };
 
@@ -104,6 +63,7 @@ int job_execute(enum job_kind kind, struct job_context *context, struct job_resu
     time_t started = time(NULL);
     log_event(LOG_DEBUG, db->name, name, "started");
     rc = job_functions[kind](context, result);
+    rc = plan_run_steps(kind, context, result, rc);
     result->duration = seconds_since(&start);
     if (rc != 0 && result->outcome != JOB_OUTCOME_FAILED)
         result->outcome = JOB_OUTCOME_FAILED;

@@ -245,8 +245,35 @@ static int credentials_check_access(const char *path, const struct stat *st, str
         advice_command(chmod_command, sizeof chmod_command, "chmod", "640", path, NULL), our);
 }
 
+static int credentials_read(const char *path, const char *profile, bool check_access,
+                            struct credentials *out, struct error *err);
+
 int credentials_load_file(const char *path, const char *profile, struct credentials *out,
                           struct error *err)
+{
+    return credentials_read(path, profile, true, out, err);
+}
+
+int credentials_load_credential(const char *name, const char *profile, struct credentials *out,
+                                struct error *err)
+{
+    const char *directory = getenv("CREDENTIALS_DIRECTORY");
+    *out = (struct credentials){0};
+    if (!directory || !*directory)
+        return error_set(err, -ENOENT,
+                         "credential %s: $CREDENTIALS_DIRECTORY is not set: only a unit with "
+                         "LoadCredential=%s:PATH (sqlprodd.service's drop-in) receives it; from a "
+                         "shell run `systemd-run --pipe --wait -p LoadCredential=%s:PATH sqlprodd "
+                         "...` or use credentials_file",
+                         name, name, name);
+    char path[4096];
+    if ((size_t)snprintf(path, sizeof path, "%s/%s", directory, name) >= sizeof path)
+        return error_set(err, -ENAMETOOLONG, "credential %s: path too long", name);
+    return credentials_read(path, profile, false, out, err);
+}
+
+static int credentials_read(const char *path, const char *profile, bool check_access,
+                            struct credentials *out, struct error *err)
 {
     char *text = NULL;
     size_t length = 0;
@@ -265,7 +292,7 @@ int credentials_load_file(const char *path, const char *profile, struct credenti
         rc = error_set(err, -EINVAL, "credentials file %s is not a regular file", path);
         goto out;
     }
-    rc = credentials_check_access(path, &st, err);
+    rc = check_access ? credentials_check_access(path, &st, err) : 0;
     if (rc != 0)
         goto out;
     if (st.st_size > CREDENTIALS_MAX_FILE_SIZE) {

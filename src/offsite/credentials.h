@@ -35,6 +35,16 @@ int credentials_load_file(const char *path, const char *profile, struct credenti
 int credentials_load_environment(struct credentials *out, struct error *err);
 
 /*
+ * A systemd credential: $CREDENTIALS_DIRECTORY/NAME, put there by
+ * LoadCredential=NAME:PATH (systemd.exec(5)). Its mode is not checked: the
+ * directory is systemd's, private to the service, and the file is made
+ * readable for the service's user alone (an ACL or ownership, systemd's
+ * choice). Outside a unit with credentials, -ENOENT naming what to do.
+ */
+int credentials_load_credential(const char *name, const char *profile, struct credentials *out,
+                                struct error *err);
+
+/*
  * Parses shared-credentials text (pure; for the file loader and tests). `source`
  * names the text in messages. Accepts "[name]" and "[profile name]" headers,
  * "key = value" lines, '#' and ';' comment lines, and ignores indented

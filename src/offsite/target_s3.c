@@ -363,8 +363,11 @@ int target_s3_open(const struct target_config *config, struct target *target, st
         rc = error_set(err, -ENOMEM, "target %s: out of memory", config->name);
         goto out;
     }
-    if ((rc = credentials_load(config->credentials_file, config->profile, &client->credentials,
-                               err)) != 0) {
+    rc = config->credential ? credentials_load_credential(config->credential, config->profile,
+                                                          &client->credentials, err)
+                            : credentials_load(config->credentials_file, config->profile,
+                                               &client->credentials, err);
+    if (rc != 0) {
         error_prefix(err, "target %s: ", config->name);
         goto out;
     }

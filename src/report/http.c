@@ -229,22 +229,21 @@ static enum MHD_Result http_reply_text(struct MHD_Connection *connection, unsign
 
 static json_t *health_of_database(struct state *state, const struct database_config *db, int *rank)
 {
-    char health[32] = "", lines[2048] = "", checked[32] = "";
-    if (state) {
-        state_get_value(state, db->name, "health", health, sizeof health, NULL);
-        state_get_value(state, db->name, "health_reason_lines", lines, sizeof lines, NULL);
-        state_get_value(state, db->name, "health_checked_at", checked, sizeof checked, NULL);
-    }
-    *rank = health_level_parse(health) + 1; /* 0: not checked yet */
+    struct db_facts facts = {0};
+    if (state && state_get_facts(state, db->name, &facts, NULL) != 0)
+        memset(&facts, 0, sizeof facts);
+    char *lines = facts.health_reason_lines; /* split in place */
+    *rank = facts.known & FACT_HEALTH ? (int)facts.health + 1 : 0; /* 0: not checked yet */
+    long long at = facts.known & FACT_HEALTH_CHECKED_AT ? (long long)facts.health_checked_at : 0;
+    const char *health = *rank ? health_level_name(facts.health) : "unknown";
     json_t *reasons = json_array();
     for (char *save = NULL, *line = strtok_r(lines, "\n", &save); line;
          line = strtok_r(NULL, "\n", &save))
         json_array_append_new(reasons, json_string(line));
     json_t *object = json_object();
     json_object_set_new(object, "name", json_string(db->name));
-    json_object_set_new(object, "health", json_string(*rank ? health : "unknown"));
+    json_object_set_new(object, "health", json_string(health));
     json_object_set_new(object, "reasons", reasons);
-    long long at = strtoll(checked, NULL, 10);
     json_object_set_new(object, "checked_at", at > 0 ? json_integer(at) : json_null());
     return object;
 }

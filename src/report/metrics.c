@@ -95,41 +95,47 @@ static const struct job_family {
 /* Facts from the last health check an operator alerts on or graphs. A
  * family is written only when some database has a value: an empty family
  * tells nothing. */
-static void render_database_details(const struct config *config, struct state *state,
-                                    struct buffer *buffer)
+static void render_database_details(const struct metrics_input *input, struct buffer *buffer)
 {
-    static const char *const details[][4] = {
-        {"sqlprodd_database_page_size_bytes", "gauge", "Page size of the database.", "page_size"},
+    static const struct {
+        const char *name, *type, *help;
+        enum db_fact fact;
+    } details[] = {
+        {"sqlprodd_database_page_size_bytes", "gauge", "Page size of the database.",
+         FACT_PAGE_SIZE},
         {"sqlprodd_health_check_timestamp_seconds", "gauge",
-         "Unix time of the last health verdict; alert when it stops moving.", "health_checked_at"},
+         "Unix time of the last health verdict; alert when it stops moving.",
+         FACT_HEALTH_CHECKED_AT},
         {"sqlprodd_integrity_check_last_success_timestamp_seconds", "gauge",
          "Unix time of the last full integrity_check that found no problem.",
-         "integrity_checked_at"},
+         FACT_INTEGRITY_CHECKED_AT},
     };
+    const struct config *config = input->config;
     for (size_t f = 0; f < sizeof details / sizeof details[0]; f++) {
-        family(buffer, details[f][0], details[f][1], details[f][2]);
+        family(buffer, details[f].name, details[f].type, details[f].help);
         for (size_t i = 0; i < config->database_count; i++) {
-            const struct database_config *db = &config->databases[i];
-            char name[300], value[64] = "";
-            state_get_value(state, db->name, details[f][3], value, sizeof value, NULL);
-            if (!value[0] || strspn(value, "0123456789") != strlen(value))
+            const struct db_facts *facts = &input->databases[i].facts;
+            char name[300];
+            long long value = details[f].fact == FACT_PAGE_SIZE ? (long long)facts->page_size
+                              : details[f].fact == FACT_HEALTH_CHECKED_AT
+                                  ? (long long)facts->health_checked_at
+                                  : (long long)facts->integrity_checked_at;
+            if (!(facts->known & details[f].fact) || value < 0)
                 continue;
-            escape_label(db->name, name, sizeof name);
-            buffer_printf(buffer, "%s{database=\"%s\"} %s\n", details[f][0], name, value);
+            escape_label(config->databases[i].name, name, sizeof name);
+            buffer_printf(buffer, "%s{database=\"%s\"} %lld\n", details[f].name, name, value);
         }
     }
     family(buffer, "sqlprodd_database_info", "gauge",
            "Persistent settings of the database at the last health check (value is always 1).");
     for (size_t i = 0; i < config->database_count; i++) {
-        const struct database_config *db = &config->databases[i];
-        char name[300], journal[64] = "", vacuum[64] = "", journal_label[140], vacuum_label[140];
-        state_get_value(state, db->name, "journal_mode", journal, sizeof journal, NULL);
-        state_get_value(state, db->name, "auto_vacuum", vacuum, sizeof vacuum, NULL);
-        if (!journal[0])
+        const struct db_facts *facts = &input->databases[i].facts;
+        char name[300], journal_label[140], vacuum_label[140];
+        if (!(facts->known & FACT_JOURNAL_MODE) || !facts->journal_mode[0])
             continue;
-        escape_label(db->name, name, sizeof name);
-        escape_label(journal, journal_label, sizeof journal_label);
-        escape_label(vacuum, vacuum_label, sizeof vacuum_label);
+        escape_label(config->databases[i].name, name, sizeof name);
+        escape_label(facts->journal_mode, journal_label, sizeof journal_label);
+        escape_label(facts->auto_vacuum, vacuum_label, sizeof vacuum_label);
         buffer_printf(buffer,
                       "sqlprodd_database_info{database=\"%s\",journal_mode=\"%s\",auto_vacuum="
                       "\"%s\"} 1\n",
@@ -139,7 +145,7 @@ static void render_database_details(const struct config *config, struct state *s
 
 /* The agent itself: which version runs, and when these numbers were made
  * (a textfile that stops changing means the agent stopped writing it). */
-static void render_agent(struct buffer *buffer)
+static void render_agent(const struct metrics_input *input, struct buffer *buffer)
 {
     char version[140];
     escape_label(SQLPRODD_VERSION, version, sizeof version);
@@ -147,36 +153,60 @@ static void render_agent(struct buffer *buffer)
     buffer_printf(buffer, "sqlprodd_build_info{version=\"%s\"} 1\n", version);
     family(buffer, "sqlprodd_metrics_timestamp_seconds", "gauge",
            "Unix time these metrics were rendered.");
-    buffer_printf(buffer, "sqlprodd_metrics_timestamp_seconds %lld\n", (long long)time(NULL));
+    buffer_printf(buffer, "sqlprodd_metrics_timestamp_seconds %lld\n",
+                  (long long)input->rendered_at);
 }
 
-int metrics_render(const struct config *config, struct state *state, char **text, size_t *size,
-                   struct error *err)
+static void render_jobs(const struct metrics_input *input, struct buffer *buffer)
 {
-    struct buffer buffer = {0};
+    const struct config *config = input->config;
     for (size_t f = 0; f < sizeof job_families / sizeof job_families[0]; f++) {
-        family(&buffer, job_families[f].name, job_families[f].type, job_families[f].help);
+        family(buffer, job_families[f].name, job_families[f].type, job_families[f].help);
         for (size_t i = 0; i < config->database_count; i++) {
-            const struct database_config *db = &config->databases[i];
             char name[300];
-            escape_label(db->name, name, sizeof name);
+            escape_label(config->databases[i].name, name, sizeof name);
             for (int kind = 0; kind < JOB_KIND_COUNT; kind++) {
-                struct job_record record;
-                if (state_get_job(state, db->name, job_name(kind), &record, NULL) != 0 ||
-                    record.runs_total == 0)
+                const struct job_record *record = &input->databases[i].jobs[kind];
+                if (record->runs_total == 0)
                     continue;
-                buffer_printf(&buffer, "%s{database=\"%s\",job=\"%s\"} ", job_families[f].name,
+                buffer_printf(buffer, "%s{database=\"%s\",job=\"%s\"} ", job_families[f].name,
                               name, job_name(kind));
                 switch (f) {
-                case 0: buffer_printf(&buffer, "%lld\n", (long long)record.last_success); break;
-                case 1: buffer_printf(&buffer, "%.3f\n", record.last_duration); break;
-                case 2: buffer_printf(&buffer, "%lld\n", (long long)record.runs_total); break;
-                default: buffer_printf(&buffer, "%lld\n", (long long)record.failures_total); break;
+                case 0: buffer_printf(buffer, "%lld\n", (long long)record->last_success); break;
+                case 1: buffer_printf(buffer, "%.3f\n", record->last_duration); break;
+                case 2: buffer_printf(buffer, "%lld\n", (long long)record->runs_total); break;
+                default: buffer_printf(buffer, "%lld\n", (long long)record->failures_total); break;
                 }
             }
         }
     }
+}
 
+/* One value of a per-database family; false when there is none to show. */
+static bool database_value(size_t f, const struct metrics_database *database, char *value,
+                           size_t value_size)
+{
+    const struct db_facts *facts = &database->facts;
+    switch (f) {
+    case 0: snprintf(value, value_size, "%lld", (long long)database->file_bytes); return true;
+    case 1: snprintf(value, value_size, "%lld", (long long)database->wal_file_bytes); return true;
+    case 2:
+        snprintf(value, value_size, "%.6f", facts->freelist_ratio);
+        return facts->known & FACT_FREELIST_RATIO;
+    case 3:
+        snprintf(value, value_size, "%d", (int)facts->health);
+        return facts->known & FACT_HEALTH;
+    case 4:
+        snprintf(value, value_size, "%lld", (long long)facts->backup_last_bytes);
+        return facts->known & FACT_BACKUP_LAST_BYTES;
+    default:
+        snprintf(value, value_size, "%lld", (long long)database->uploads_pending);
+        return database->pending_known;
+    }
+}
+
+static void render_databases(const struct metrics_input *input, struct buffer *buffer)
+{
     static const char *const database_families[][3] = {
         {"sqlprodd_database_size_bytes", "gauge", "Size of the database file."},
         {"sqlprodd_wal_size_bytes", "gauge", "Size of the database's -wal file."},
@@ -186,47 +216,27 @@ int metrics_render(const struct config *config, struct state *state, char **text
         {"sqlprodd_backup_last_size_bytes", "gauge", "Size of the newest backup archive."},
         {"sqlprodd_upload_pending", "gauge", "Archives waiting to be uploaded to the target."},
     };
+    const struct config *config = input->config;
     for (size_t f = 0; f < sizeof database_families / sizeof database_families[0]; f++) {
-        family(&buffer, database_families[f][0], database_families[f][1], database_families[f][2]);
+        family(buffer, database_families[f][0], database_families[f][1], database_families[f][2]);
         for (size_t i = 0; i < config->database_count; i++) {
-            const struct database_config *db = &config->databases[i];
-            char name[300], value[64] = "";
-            escape_label(db->name, name, sizeof name);
-            switch (f) {
-            case 0:
-                snprintf(value, sizeof value, "%lld", (long long)fs_file_size(db->path, ""));
-                break;
-            case 1:
-                snprintf(value, sizeof value, "%lld", (long long)fs_file_size(db->path, "-wal"));
-                break;
-            case 2:
-                state_get_value(state, db->name, "freelist_ratio", value, sizeof value, NULL);
-                break;
-            case 3: {
-                char word[32];
-                state_get_value(state, db->name, "health", word, sizeof word, NULL);
-                int level = health_level_parse(word);
-                if (level >= 0)
-                    snprintf(value, sizeof value, "%d", level);
-                break;
-            }
-            case 4:
-                state_get_value(state, db->name, "backup_last_bytes", value, sizeof value, NULL);
-                break;
-            default: {
-                int64_t pending = 0;
-                if (state_pending_upload_count(state, db->name, &pending, NULL) == 0)
-                    snprintf(value, sizeof value, "%lld", (long long)pending);
-                break;
-            }
-            }
-            if (value[0])
-                buffer_printf(&buffer, "%s{database=\"%s\"} %s\n", database_families[f][0], name,
-                              value);
+            char name[300], value[64];
+            if (!database_value(f, &input->databases[i], value, sizeof value))
+                continue;
+            escape_label(config->databases[i].name, name, sizeof name);
+            buffer_printf(buffer, "%s{database=\"%s\"} %s\n", database_families[f][0], name, value);
         }
     }
-    render_database_details(config, state, &buffer);
-    render_agent(&buffer);
+}
+
+int metrics_render_input(const struct metrics_input *input, char **text, size_t *size,
+                         struct error *err)
+{
+    struct buffer buffer = {0};
+    render_jobs(input, &buffer);
+    render_databases(input, &buffer);
+    render_database_details(input, &buffer);
+    render_agent(input, &buffer);
     if (buffer.failed) {
         free(buffer.data);
         return error_set(err, -ENOMEM, "out of memory rendering metrics");
@@ -236,6 +246,46 @@ int metrics_render(const struct config *config, struct state *state, char **text
     *text = buffer.data;
     *size = buffer.size;
     return 0;
+}
+
+int metrics_collect(const struct config *config, struct state *state, time_t now,
+                    struct metrics_input *input, struct error *err)
+{
+    *input = (struct metrics_input){.config = config, .rendered_at = now};
+    input->databases = calloc(config->database_count + 1, sizeof *input->databases);
+    if (!input->databases)
+        return error_set(err, -ENOMEM, "out of memory rendering metrics");
+    for (size_t i = 0; i < config->database_count; i++) {
+        const struct database_config *db = &config->databases[i];
+        struct metrics_database *database = &input->databases[i];
+        for (int kind = 0; kind < JOB_KIND_COUNT; kind++)
+            if (state_get_job(state, db->name, job_name(kind), &database->jobs[kind], NULL) != 0)
+                memset(&database->jobs[kind], 0, sizeof database->jobs[kind]);
+        if (state_get_facts(state, db->name, &database->facts, NULL) != 0)
+            memset(&database->facts, 0, sizeof database->facts);
+        database->file_bytes = fs_file_size(db->path, "");
+        database->wal_file_bytes = fs_file_size(db->path, "-wal");
+        database->pending_known =
+            state_pending_upload_count(state, db->name, &database->uploads_pending, NULL) == 0;
+    }
+    return 0;
+}
+
+void metrics_input_free(struct metrics_input *input)
+{
+    free(input->databases);
+    input->databases = NULL;
+}
+
+int metrics_render(const struct config *config, struct state *state, char **text, size_t *size,
+                   struct error *err)
+{
+    struct metrics_input input;
+    int rc = metrics_collect(config, state, time(NULL), &input, err);
+    if (rc == 0)
+        rc = metrics_render_input(&input, text, size, err);
+    metrics_input_free(&input);
+    return rc;
 }
 
 /* Opens the textfile's directory, saying plainly when it is missing: the

@@ -12,8 +12,35 @@
 #include "config/config.h"
 #include "core/error.h"
 #include "db/state.h"
+#include "jobs/job.h"
 
-/* Renders every family into a malloc'd text (caller frees). */
+/* What the metrics show about one database: read from the state database
+ * and the file system by metrics_collect, or made up by a test. */
+struct metrics_database {
+    struct job_record jobs[JOB_KIND_COUNT];
+    struct db_facts facts;
+    int64_t file_bytes, wal_file_bytes; /* stat now, not at the last job */
+    bool pending_known;
+    int64_t uploads_pending;
+};
+
+struct metrics_input {
+    const struct config *config;
+    struct metrics_database *databases; /* one per config->databases[] */
+    time_t rendered_at;
+};
+
+/* Reads everything metrics_render_input shows; metrics_input_free frees it. */
+int metrics_collect(const struct config *config, struct state *state, time_t now,
+                    struct metrics_input *input, struct error *err);
+void metrics_input_free(struct metrics_input *input);
+
+/* The text format of `input`, into a malloc'd text (caller frees). Pure:
+ * reads nothing but `input`. */
+int metrics_render_input(const struct metrics_input *input, char **text, size_t *size,
+                         struct error *err);
+
+/* metrics_collect, then metrics_render_input. */
 int metrics_render(const struct config *config, struct state *state, char **text, size_t *size,
                    struct error *err);
 

@@ -15,7 +15,8 @@ void notify_stopping(const char *status);
 /* Reports a fatal start-up error: STATUS= and ERRNO=. */
 void notify_failure(const char *status, int error_number);
 void notify_watchdog(void);
-/* How often to send WATCHDOG=1 in microseconds (half of WATCHDOG_USEC), 0 if disabled. */
+/* How often to send WATCHDOG=1 in microseconds (a quarter of WATCHDOG_USEC,
+ * so that pings are never more than half of it apart), 0 if disabled. */
 uint64_t notify_watchdog_interval(void);
 
 #endif

@@ -2,6 +2,7 @@
 exit codes, check, status, the per-database lock, local restore."""
 import json
 import os
+import pty
 import re
 import sqlite3
 import subprocess
@@ -171,6 +172,42 @@ class RestoreLocalTest(AgentTestCase):
         target = os.path.join(self.dir, "old.db")
         self.run_cli("restore", "app", "--to", target, "--backup", oldest, check=0)
         self.assertEqual(row_count(target), 3000)
+
+
+class ProgressTest(AgentTestCase):
+    def run_on_terminal(self, *args):
+        """stderr on a pseudo-terminal, as when an operator types the command."""
+        controller, terminal = pty.openpty()
+        process = subprocess.Popen([BIN, "-c", self.config_path, *args],
+                                   stdout=subprocess.DEVNULL, stderr=terminal)
+        os.close(terminal)
+        output = b""
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # EIO: the command closed its end
+                break
+            if not chunk:
+                break
+            output += chunk
+        os.close(controller)
+        self.assertEqual(process.wait(timeout=120), 0, output)
+        return output.decode(errors="replace")
+
+    def test_one_off_backup_draws_a_bar_on_a_terminal_and_clears_it_before_the_log(self):
+        create_database(self.db_path(), rows=20000)
+        self.write_config(f'{{ name = "app"; path = "{self.db_path()}"; }}')
+        output = self.run_on_terminal("backup", "app")
+        self.assertRegex(output, r"\rapp +\[#+\] 100\.0%")
+        bar_end = output.rindex("100.0%")
+        cleared = output.index("\r\x1b[K", bar_end)
+        self.assertLess(cleared, output.index("info: app: backup: "), output)
+        # Not a terminal: no bar in a log.
+        time.sleep(1.05)  # one backup a second
+        result = self.run_cli("backup", "app", check=0)
+        self.assertIn("info: app: backup: ", result.stderr)
+        self.assertNotIn("[#", result.stderr)
+        self.assertNotIn("\r", result.stderr)
 
 
 if __name__ == "__main__":

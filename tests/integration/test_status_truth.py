@@ -5,6 +5,7 @@ renews them; the systemd STATUS= line (a real NOTIFY_SOCKET) holds only
 absolute times; one agent per state_dir. Plus the smaller status/backups
 wording fixes of issue 13 (LAST UPLOAD, column names, plurals)."""
 import datetime
+import fcntl
 import hashlib
 import json
 import os
@@ -263,6 +264,42 @@ class NotifyStatusLineTest(StatusTruthCase):
     def tearDown(self):
         self.notify.close()
         super().tearDown()
+
+    def test_status_line_names_the_next_job_as_the_agent_scheduled_it(self):
+        """A job that finds the database locked is retried 30s later: that is
+        when the agent runs it next, and what STATUS= must say (its schedule
+        alone says "now", since a skipped run is not recorded)."""
+        self.configure(backup="1h", health="1h")
+        locks = os.path.join(self.state_dir, "locks")
+        os.makedirs(locks, mode=0o700)
+        holder = open(os.path.join(locks, "app.lock"), "w")
+        self.addCleanup(holder.close)
+        holder.write("pid 1, a test holding the lock, since now\n")
+        holder.flush()
+        fcntl.flock(holder, fcntl.LOCK_EX)
+
+        agent = self.start_agent(env={"NOTIFY_SOCKET": self.notify.path})
+        started = time.time()
+
+        def next_in(message):
+            match = re.search(r"next: (\w+) app at (\d\d):(\d\d):(\d\d) UTC",
+                              message.get("STATUS", ""))
+            if not match:
+                return None
+            now = datetime.datetime.fromtimestamp(time.time(), datetime.timezone.utc)
+            at = now.replace(hour=int(match.group(2)), minute=int(match.group(3)),
+                             second=int(match.group(4)), microsecond=0)
+            return (at - now).total_seconds()
+
+        # Every due job (checkpoint, backup, health) tries, finds the lock
+        # held and is put off by 30s.
+        message = self.notify.receive(timeout=30, until=lambda m: (next_in(m) or 0) > 20)
+        self.assertIsNotNone(message, [m.get("STATUS") for m in self.notify.messages])
+        self.assertLessEqual(next_in(message), 31)
+        self.assertLess(time.time() - started, 25)
+        self.assertRegex(self.agent_log(), r"skipped: database is busy with pid 1")
+        code, _ = self.stop_agent(agent)
+        self.assertEqual(code, 0)
 
     def test_status_line_holds_absolute_times_only(self):
         """STATUS= is re-sent only when a job ends: every time in it must

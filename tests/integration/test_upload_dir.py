@@ -2,6 +2,8 @@
 remote listing and restore, with the same layout as S3."""
 import json
 import os
+import shutil
+import sqlite3
 import stat
 import time
 import unittest
@@ -84,6 +86,39 @@ class DirTargetTest(AgentTestCase):
         self.assertEqual(row_count(target), 2000)
         self.assertEqual(stat.S_IMODE(os.stat(target).st_mode), 0o600)
         self.assertEqual([f for f in os.listdir(self.dir) if "sqlprodd-tmp" in f], [])
+
+    def test_remote_retention_keeps_a_queued_upload_with_a_backup_dir_ending_in_slash(self):
+        # An upload that stopped between the archive and its manifest leaves the
+        # archive alone on the target; while the upload is still queued here,
+        # remote retention must not delete it, however old it is, and however
+        # backup.dir is spelled.
+        self.write_config(
+            f'{{ name = "app"; path = "{self.db_path()}"; '
+            f'backup = {{ dir = "{self.backup_dir}/"; }}; '
+            f'upload = {{ target = "nas"; keep = {{ last = 1; }}; }}; }}',
+            targets=f'{{ name = "nas"; type = "dir"; path = "{self.offsite}"; }}')
+        self.run_cli("backup", "app", check=0)
+        [archive] = self.archives()
+        # Two days old (past the grace an upload under way gets), still queued.
+        old = "app-20200101T000000Z.db.gz"
+        local = os.path.join(self.backup_dir, "app")
+        os.rename(os.path.join(local, archive), os.path.join(local, old))
+        os.rename(os.path.join(local, archive + ".json"), os.path.join(local, old + ".json"))
+        state = sqlite3.connect(os.path.join(self.state_dir, "state.db"))
+        with state:
+            [(queued,)] = state.execute("SELECT archive_path FROM upload_queue").fetchall()
+            self.assertEqual(queued, os.path.join(local, archive))
+            state.execute("UPDATE upload_queue SET archive_path = ?", (os.path.join(local, old),))
+        state.close()
+        os.makedirs(os.path.join(self.offsite, "app"))
+        shutil.copy(os.path.join(local, old), os.path.join(self.offsite, "app", old))
+
+        result = self.run_cli("prune", "app", check=0)
+        self.assertEqual(self.remote_files(), [old], result.stderr)
+        self.assertEqual(self.status_json()["databases"][0]["uploads_pending"], 1)
+        # The queued upload completes it: archive and manifest, kept by keep = { last = 1; }.
+        self.run_cli("upload", "app", check=0)
+        self.assertEqual(self.remote_files(), [old, old + ".json"])
 
 
 if __name__ == "__main__":

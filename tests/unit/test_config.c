@@ -228,6 +228,15 @@ static const struct bad_config bad_configs[] = {
      "  credentials_file = \"~/.aws/credentials\"; } );\n" APP,
      "2: targets.s.credentials_file: must be an absolute path (starting with /), got "
      "\"~/.aws/credentials\""},
+    {"credential with a slash",
+     "targets = ( { name = \"s\"; type = \"s3\"; region = \"eu-west-1\"; bucket = \"b\";\n"
+     "  credential = \"/etc/creds\"; } );\n" APP,
+     "2: targets.s.credential: \"/etc/creds\" is not a credential name (the first part of "
+     "LoadCredential=NAME:PATH, without '/')"},
+    {"credential and credentials_file",
+     "targets = ( { name = \"s\"; type = \"s3\"; region = \"eu-west-1\"; bucket = \"b\";\n"
+     "  credentials_file = \"/etc/c\"; credential = \"c\"; } );\n" APP,
+     "2: targets.s.credential: give credential or credentials_file, not both"},
     {"name escaping the backup dir", "databases = ( { name = \"../x\"; path = \"/a.db\"; } );\n",
      "1: databases[0].name: \"../x\" is not a usable name: use only letters, digits, '_', '.' "
      "and '-', and not \".\" or \"..\" (it becomes a directory name)"},

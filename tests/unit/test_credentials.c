@@ -249,6 +249,36 @@ static void missing_file_and_directory_are_refused(void **state)
     assert_non_null(strstr(err.message, "not a regular file"));
 }
 
+/* LoadCredential=offsite.credentials:PATH: systemd copies the file into the
+ * service's private $CREDENTIALS_DIRECTORY, root-owned and readable through
+ * an ACL, a mode the credentials_file check would refuse (its group bits
+ * show the ACL mask). The file is read by name, whatever that mode. */
+static void systemd_credential_is_read_from_the_credentials_directory(void **state)
+{
+    struct directory *directory = *state;
+    struct credentials credentials = {0};
+    struct error err = {0};
+    char path[4200];
+    snprintf(path, sizeof path, "%s/offsite.credentials", directory->path);
+    write_file(path, sample, 0444);
+    assert_int_equal(credentials_load_file(path, NULL, &credentials, &err), -EPERM);
+    setenv("CREDENTIALS_DIRECTORY", directory->path, 1);
+    assert_int_equal(credentials_load_credential("offsite.credentials", "backup", &credentials,
+                                                 &err),
+                     0);
+    assert_string_equal(credentials.access_key_id, "AKIABACKUP");
+    credentials_clear(&credentials);
+    assert_int_equal(credentials_load_credential("other", NULL, &credentials, &err), -ENOENT);
+    assert_non_null(strstr(err.message, "/other"));
+    /* Outside a unit with credentials: what to do, not just "not found". */
+    unsetenv("CREDENTIALS_DIRECTORY");
+    assert_int_equal(credentials_load_credential("offsite.credentials", NULL, &credentials, &err),
+                     -ENOENT);
+    assert_non_null(strstr(err.message, "LoadCredential=offsite.credentials:PATH"));
+    assert_null(credentials.access_key_id);
+    unlink(path);
+}
+
 static void environment_is_the_fallback(void **state)
 {
     (void)state;
@@ -297,6 +327,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(missing_file_and_directory_are_refused, make_directory,
                                         remove_directory),
         cmocka_unit_test(environment_is_the_fallback),
+        cmocka_unit_test_setup_teardown(systemd_credential_is_read_from_the_credentials_directory,
+                                        make_directory, remove_directory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,7 @@
 /*
  * progress.c: the terminal progress bar (see progress.h).
  */
-#include "core/progress.h"
+#include "report/progress.h"
 
 #include <stdio.h>
 #include <string.h>

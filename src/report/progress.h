@@ -1,8 +1,6 @@
 /*
- * progress.h: a one-line progress bar on a terminal for one-off commands,
- * the usual receiver of an io_context's progress (core/io.h). Silent when
- * stderr is not a terminal (systemd, pipes, tests). In core, beside io.c,
- * so that jobs and the CLI use it without calling up into report/.
+ * progress.h: a one-line progress bar on a terminal for one-off commands.
+ * Silent when stderr is not a terminal (systemd, pipes, tests).
  */
 #ifndef SQLPRODD_PROGRESS_H
 #define SQLPRODD_PROGRESS_H
@@ -17,7 +15,7 @@ struct progress {
 };
 
 void progress_begin(struct progress *progress, bool enabled, const char *label);
-/* An io_progress_fn: context is a struct progress. */
+/* An io_progress_fn (core/io.h): context is a struct progress. */
 void progress_update(void *context, int64_t done, int64_t total);
 void progress_end(struct progress *progress);
 

@@ -1,0 +1,212 @@
+/*
+ * test_verdict.c: health verdicts (jobs/verdict.c) on made-up measurements:
+ * each threshold gives the level the man page promises, each reason names
+ * its fix, and the reasons come in order, "; "-joined and one a line.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "jobs/verdict.h"
+
+#define NOW ((time_t)1800000000)
+#define MiB (1024 * 1024)
+
+static struct config config = {.file = "/etc/sqlprodd.conf"};
+static struct database_config db;
+static struct health_measure measure;
+static struct health_verdict verdict;
+
+/* A database in good shape, with the defaults of sqlprodd.conf(5). */
+static int set_up(void **unused)
+{
+    (void)unused;
+    memset(&db, 0, sizeof db);
+    db.name = "app";
+    db.path = "/srv/app.db";
+    db.busy_timeout_ms = 5000;
+    db.health.wal_warn_bytes = 100 * MiB;
+    db.health.wal_crit_bytes = 500 * MiB;
+    db.health.freelist_warn = 0.2;
+    db.health.freelist_crit = 0.5;
+    db.health.locked_crit_seconds = 900;
+    db.enforce.auto_vacuum = ENFORCE_AUTO_VACUUM_UNSET;
+    db.backup.schedule = (struct schedule){.kind = SCHEDULE_EVERY, .every_seconds = 3600};
+    memset(&measure, 0, sizeof measure);
+    snprintf(measure.found.journal_mode, sizeof measure.found.journal_mode, "wal");
+    snprintf(measure.found.check, sizeof measure.found.check, "ok");
+    measure.found.check_ok = true;
+    measure.found.page_count = 1000;
+    measure.found.page_size = 4096;
+    measure.found.auto_vacuum = 2;
+    measure.jobs_known = true;
+    return 0;
+}
+
+static void judge(void)
+{
+    health_judge(&config, &db, &measure, NOW, &verdict);
+}
+
+static void good_database_is_healthy_without_reasons(void **unused)
+{
+    (void)unused;
+    judge();
+    assert_int_equal(verdict.level, HEALTHY);
+    assert_string_equal(verdict.reasons, "");
+}
+
+static void wal_past_warn_is_degraded_and_past_crit_unhealthy(void **unused)
+{
+    (void)unused;
+    measure.wal_bytes = 100 * MiB - 1;
+    judge();
+    assert_int_equal(verdict.level, HEALTHY);
+    measure.wal_bytes = 100 * MiB;
+    judge();
+    assert_int_equal(verdict.level, DEGRADED);
+    assert_non_null(strstr(verdict.reasons, "WAL is 100.0 MiB (warning at 100.0 MiB)"));
+    assert_non_null(strstr(verdict.reasons, "`sqlprodd checkpoint app`"));
+    measure.wal_bytes = 500 * MiB;
+    judge();
+    assert_int_equal(verdict.level, UNHEALTHY);
+    assert_non_null(strstr(verdict.reasons, "(critical at 500.0 MiB)"));
+}
+
+static void freelist_fix_depends_on_auto_vacuum(void **unused)
+{
+    (void)unused;
+    measure.found.freelist = 200; /* 20% */
+    judge();
+    assert_int_equal(verdict.level, DEGRADED);
+    assert_non_null(strstr(verdict.reasons, "freelist is 20% of the file"));
+    assert_non_null(strstr(verdict.reasons, "`sqlprodd vacuum app`"));
+    measure.found.auto_vacuum = 0;
+    measure.found.freelist = 500; /* 50% */
+    judge();
+    assert_int_equal(verdict.level, UNHEALTHY);
+    assert_non_null(strstr(verdict.reasons, "auto_vacuum is none, so sqlprodd vacuum cannot"));
+}
+
+static void corruption_is_unhealthy_and_names_restore(void **unused)
+{
+    (void)unused;
+    measure.found.check_ok = false;
+    snprintf(measure.found.check, sizeof measure.found.check, "*** in database main ***");
+    judge();
+    assert_int_equal(verdict.level, UNHEALTHY);
+    assert_non_null(strstr(verdict.reasons, "quick_check found corruption"));
+    assert_non_null(strstr(verdict.reasons, "`sqlprodd restore app --to /srv/app.db --force`"));
+}
+
+static void rollback_journal_is_degraded(void **unused)
+{
+    (void)unused;
+    snprintf(measure.found.journal_mode, sizeof measure.found.journal_mode, "delete");
+    judge();
+    assert_int_equal(verdict.level, DEGRADED);
+    assert_non_null(strstr(verdict.reasons, "journal_mode is delete"));
+}
+
+static void locked_is_degraded_until_locked_crit(void **unused)
+{
+    (void)unused;
+    measure.read_rc = -EBUSY;
+    measure.locked_since = NOW - 899;
+    judge();
+    assert_int_equal(verdict.level, DEGRADED);
+    assert_non_null(strstr(verdict.reasons, "locked since 2027-01-15 07:45:01 UTC (for 14m59s)"));
+    measure.locked_since = NOW - 900;
+    judge();
+    assert_int_equal(verdict.level, UNHEALTHY);
+    assert_non_null(strstr(verdict.reasons, "longer than health.locked_crit 15m"));
+    assert_non_null(strstr(verdict.reasons, "`fuser -v /srv/app.db`"));
+}
+
+static void missing_file_is_unhealthy_with_the_path_to_check(void **unused)
+{
+    (void)unused;
+    measure.read_rc = -ENOENT;
+    snprintf(measure.read_error, sizeof measure.read_error, "/srv/app.db does not exist");
+    judge();
+    assert_int_equal(verdict.level, UNHEALTHY);
+    assert_string_equal(verdict.reasons,
+                        "/srv/app.db does not exist: check the path in the configuration");
+}
+
+static void backup_overdue_twice_is_degraded_four_times_unhealthy(void **unused)
+{
+    (void)unused;
+    struct job_record *backup = &measure.jobs[JOB_BACKUP];
+    backup->runs_total = 5;
+    backup->last_success = NOW - 2 * 3600;
+    backup->last_finished = backup->last_success;
+    judge();
+    assert_int_equal(verdict.level, HEALTHY);
+    backup->last_success = NOW - 2 * 3600 - 1;
+    judge();
+    assert_int_equal(verdict.level, DEGRADED);
+    assert_non_null(strstr(verdict.reasons, "last good backup at"));
+    assert_non_null(strstr(verdict.reasons, "over 2x its 1h interval"));
+    backup->last_success = NOW - 4 * 3600 - 1;
+    judge();
+    assert_int_equal(verdict.level, UNHEALTHY);
+    /* Without a state database the jobs are not judged at all. */
+    measure.jobs_known = false;
+    judge();
+    assert_int_equal(verdict.level, HEALTHY);
+}
+
+static void failed_job_not_yet_overdue_is_degraded(void **unused)
+{
+    (void)unused;
+    struct job_record *backup = &measure.jobs[JOB_BACKUP];
+    backup->runs_total = 5;
+    backup->last_success = NOW - 1800;
+    backup->last_finished = NOW - 60;
+    backup->last_outcome = JOB_OUTCOME_FAILED;
+    snprintf(backup->last_message, sizeof backup->last_message, "no space left");
+    judge();
+    assert_int_equal(verdict.level, DEGRADED);
+    assert_non_null(strstr(verdict.reasons, "the last backup failed at"));
+    assert_non_null(strstr(verdict.reasons, "no space left: fix the cause, then run "
+                                            "`sqlprodd backup app`"));
+}
+
+static void reasons_keep_their_order_joined_and_one_a_line(void **unused)
+{
+    (void)unused;
+    snprintf(measure.enforce_error, sizeof measure.enforce_error, "database is locked");
+    snprintf(measure.found.journal_mode, sizeof measure.found.journal_mode, "delete");
+    judge();
+    assert_int_equal(verdict.level, DEGRADED);
+    const char *second = strstr(verdict.reasons, "; journal_mode is delete");
+    assert_non_null(second);
+    assert_true(strncmp(verdict.reasons, "could not apply enforce: database is locked", 43) == 0);
+    assert_non_null(strstr(verdict.lines, "next health check\njournal_mode is delete"));
+    assert_null(strchr(verdict.reasons, '\n'));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(good_database_is_healthy_without_reasons, set_up),
+        cmocka_unit_test_setup(wal_past_warn_is_degraded_and_past_crit_unhealthy, set_up),
+        cmocka_unit_test_setup(freelist_fix_depends_on_auto_vacuum, set_up),
+        cmocka_unit_test_setup(corruption_is_unhealthy_and_names_restore, set_up),
+        cmocka_unit_test_setup(rollback_journal_is_degraded, set_up),
+        cmocka_unit_test_setup(locked_is_degraded_until_locked_crit, set_up),
+        cmocka_unit_test_setup(missing_file_is_unhealthy_with_the_path_to_check, set_up),
+        cmocka_unit_test_setup(backup_overdue_twice_is_degraded_four_times_unhealthy, set_up),
+        cmocka_unit_test_setup(failed_job_not_yet_overdue_is_degraded, set_up),
+        cmocka_unit_test_setup(reasons_keep_their_order_joined_and_one_a_line, set_up),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
