@@ -198,7 +198,7 @@ static int restore_pick_local(const struct restore_request *request, struct rest
 }
 
 static int restore_fetch_remote(const struct restore_request *request, struct restore_files *files,
-                                const struct archive_io *io, struct error *err)
+                                const struct io_context *io, struct error *err)
 {
     struct remote_list list = {0};
     struct target *target = NULL;
@@ -382,7 +382,7 @@ static int restore_unpack(const struct restore_request *request, struct restore_
     struct manifest manifest;
     struct archive_result unpacked = {0};
     struct progress progress;
-    struct archive_io io = {
+    struct io_context io = {
         .stop = &cli_stop, .progress = progress_update, .progress_context = &progress};
     bool remote = request->from && strcmp(request->from, "remote") == 0;
     int rc = 0;
