@@ -698,6 +698,15 @@ static int reset_losslessly(struct replica *r, int64_t now_ms, bool yield, struc
     if (!readers && (yield || (log_frames == done && r->row.frame_index == (uint64_t)log_frames))) {
         r->row.ended = true;
         rc = state_save_replica(r->state, r->db->name, &r->row, NULL, 0, 0, 0, 0, NULL, err);
+        /* Re-pin before letting the write lock go. Everything is backfilled,
+         * so this reader uses read mark 0: it does not stop the next writer
+         * from restarting the WAL (which needs marks 1..4 free), but a
+         * checkpoint cannot backfill past it (that needs mark 0), so the
+         * WAL cannot restart a second time before the next round reads the
+         * new generation (design 2.3 step 4). Not when yielding: the
+         * waiting checkpointer has not backfilled yet, and would wait. */
+        if (rc == 0 && !yield)
+            pin_renew(r);
     }
 out:
     if (fd >= 0) {
