@@ -241,6 +241,12 @@ static void render_replication(const struct metrics_input *input, struct buffer 
         {"sqlprodd_replicate_shipped_bytes_total", "counter", "WAL bytes shipped, all generations."},
         {"sqlprodd_replicate_generation", "gauge", "The WAL generation being shipped."},
     };
+    /* No family at all when nothing replicates: an empty family tells nothing. */
+    bool any = false;
+    for (size_t i = 0; i < config->database_count; i++)
+        any = any || config->databases[i].replicate.target;
+    if (!any)
+        return;
     for (size_t f = 0; f < sizeof families / sizeof families[0]; f++) {
         family(buffer, families[f][0], families[f][1], families[f][2]);
         for (size_t i = 0; i < config->database_count; i++) {
