@@ -18,7 +18,7 @@ import time
 import unittest
 import urllib.request
 
-from harness import AgentTestCase, S3TestCase, BUCKET
+from harness import AgentTestCase, S3TestCase, BUCKET, SERVER_DIR
 
 WRITER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "replica_writer.py")
 
@@ -342,16 +342,53 @@ class ReplicationToS3(S3TestCase, ReplicaTestCase):
         self.server = None
 
     def test_segments_reach_the_bucket_and_restore_by_hand(self):
-        server = self.start_server()
+        # The server keeps its objects under a directory of this test, so that
+        # when a sidecar object appears can be seen every few ms.
+        store = os.path.join(self.dir, "s3data")
+        os.makedirs(store)
+        node = subprocess.Popen(["node", os.path.join(SERVER_DIR, "server.js"), "--port", "0",
+                                 "--directory", store], stdout=subprocess.PIPE, text=True)
+        self.processes.append(node)
+        line = node.stdout.readline()
+        server = type("Server", (), {"url": line[line.index("http://"):].strip()})()
+        self.server = server
         path = self.db_path()
         self.write_config(
             f'{{ name = "app"; path = "{path}"; }}',
             defaults='replicate = { target = "offsite"; interval = "1s"; };',
             targets=self.s3_target(server.url))
         agent = self.start_agent(env=self.env)
+
+        def shipped():
+            total = 0
+            for path in glob.glob(os.path.join(store, "**", "*.wal.json*"), recursive=True):
+                if path.endswith(".json._S3rver_object") or path.endswith(".wal.json"):
+                    try:
+                        with open(path) as f:
+                            total += len(json.load(f)["commits"])
+                    except (ValueError, OSError, KeyError):
+                        pass
+            return total
+        self.wait_for(lambda: glob.glob(os.path.join(store, "**", "index.json*"), recursive=True),
+                      what="the first index.json in the bucket")
+        time.sleep(1.5)
+        before = shipped()
         writer = self.start_writer(rate=100)
-        time.sleep(3)
-        self.stop_writer(writer)
+        visible = {}
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline:
+            now = time.time()
+            for i in range(len(visible), shipped() - before):
+                visible[i] = now
+            time.sleep(0.01)
+        commits, _ = self.stop_writer(writer)
+        delays = sorted(visible[i] - commits[i][1] for i in visible if i < len(commits))
+        if delays:
+            print(f"\ncommit -> object on target (s3 loopback, interval 1s, {len(delays)} "
+                  f"commits): p50 {statistics.median(delays) * 1000:.0f} ms, p99 "
+                  f"{delays[int(len(delays) * 0.99) - 1] * 1000:.0f} ms")
+        self.assertGreater(len(delays), 200)
+        self.assertLess(delays[int(len(delays) * 0.99) - 1], 3.0)
         expected = content_hash(path)
         local = os.path.join(self.target, "app")
 
