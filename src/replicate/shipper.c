@@ -966,8 +966,17 @@ int replica_round(struct replica *r, int64_t now_ms, bool force_reset, struct er
     /* After a base too: the WAL it was taken with ends where it was shipped,
      * so the next generation can start from its end without another base. */
     bool yield = checkpointer_waits(r);
-    if (yield || force_reset || r->based || r->row.offset > SHIP_RESET_WAL_BYTES)
+    bool snapshot_due = !r->based && now_ms - r->row.base_taken_at_ms >=
+                                         r->db->replicate.snapshot_every_seconds * 1000;
+    if (yield || force_reset || r->based || snapshot_due || r->row.offset > SHIP_RESET_WAL_BYTES)
         rc = reset_losslessly(r, now_ms, yield, err);
+    /* A fresh base every snapshot_every, taken where the generation just
+     * ended cleanly (no break), so a restore replays at most that much WAL. */
+    if (rc == 0 && snapshot_due && !yield && r->row.ended && r->end_trusted) {
+        rc = start_over(r, now_ms, NULL, NULL, err);
+        if (rc == 0)
+            rc = reset_losslessly(r, now_ms, false, err);
+    }
     if (rc == 0 && !r->row.ended)
         pin_renew(r);
     if (rc < 0)

@@ -190,8 +190,9 @@ class ReplicationShipsEveryCommit(ReplicaTestCase):
         p99 = delays[int(len(delays) * 0.99) - 1]
         print(f"\ncommit -> object on target (dir, interval 1s, {len(delays)} commits): "
               f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, max {delays[-1] * 1000:.0f} ms")
-        # interval (1 s) + the upload: a dir target is a local rename.
-        self.assertLess(p99, 2.0)
+        # interval (1 s) + the upload (a dir target is a local rename), with
+        # room for a loaded 2-CPU CI machine (seen: p99 2.4 s at load 7.5).
+        self.assertLess(p99, 3.0)
         self.assertEqual(content_hash(self.restore_by_hand()), content_hash(self.db_path()))
         log = self.agent_log()
         self.assertNotIn("replication break", log)
@@ -234,6 +235,26 @@ class ReplicationShipsEveryCommit(ReplicaTestCase):
         self.assertTrue(checkpoints)
         self.assertTrue(all(busy == 0 for busy, _ in checkpoints), checkpoints)
         self.assertLess(max(waits), 2500)
+        self.assertEqual(self.stop_agent(agent)[0], 0)
+
+
+class ReplicationSnapshots(ReplicaTestCase):
+    def test_a_fresh_base_every_snapshot_every(self):
+        path = self.db_path()
+        self.write_config(
+            f'{{ name = "app"; path = "{path}"; }}',
+            defaults='replicate = { target = "nas"; interval = "1s"; snapshot_every = "2s"; };',
+            targets=f'{{ name = "nas"; type = "dir"; path = "{self.target}"; }}')
+        agent = self.start_agent()
+        writer = self.start_writer(rate=200)
+        time.sleep(6)
+        self.stop_writer(writer)
+        expected = self.wait_shipped()
+        bases = [g for g in self.generations()
+                 if os.path.exists(os.path.join(self.replica, g, "base.db.gz"))]
+        self.assertGreaterEqual(len(bases), 2, self.generations())
+        self.assertNotIn("replication break", self.agent_log())
+        self.assertEqual(content_hash(self.restore_by_hand()), expected)
         self.assertEqual(self.stop_agent(agent)[0], 0)
 
 
