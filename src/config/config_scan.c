@@ -28,6 +28,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/io.h"
+
 /* One file being scanned. */
 struct scan {
     struct config_reader *reader;
@@ -393,17 +395,15 @@ static int read_bounded(const char *path, size_t room, char **out, size_t *lengt
             buffer = grown;
             capacity = grown_capacity;
         }
-        ssize_t got = read(fd, buffer + used, capacity - used);
-        if (got < 0 && errno == EINTR)
-            continue;
+        ssize_t got = io_read_full(fd, buffer + used, capacity - used);
         if (got < 0) {
-            rc = -errno;
+            rc = (int)got;
             free(buffer);
             goto out;
         }
-        if (got == 0)
-            break;
         used += (size_t)got;
+        if (used < capacity)
+            break; /* end of file */
     }
     if (used > room) {
         *too_large = true;
