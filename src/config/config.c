@@ -342,12 +342,8 @@ static int read_target(struct config_reader *reader, const config_setting_t *ent
     target->part_size = 16LL * 1024 * 1024;
     char key[CONFIG_KEY_SIZE];
     snprintf(key, sizeof key, "targets[%u]", index);
-    if (config_setting_type(entry) != CONFIG_TYPE_GROUP) {
-        config_report(reader, entry, key,
-                      "expected a group { name = ...; type = ...; ... }, got %s",
-                      config_type_phrase(entry));
+    if (!config_entry_is_group(reader, entry, key, "{ name = ...; type = ...; ... }"))
         return 0;
-    }
     config_value_entry_name(reader, entry, "targets", index,
                             "what upload = { target = ...; } refers to", &target->name, key,
                             sizeof key);
