@@ -15,7 +15,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <jansson.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -31,6 +30,7 @@
 #include "core/io.h"
 #include "core/units.h"
 #include "offsite/target.h"
+#include "replicate/format.h"
 #include "replicate/wal.h"
 
 #define REPLICA_BUFFER           (64 * 1024)
@@ -40,12 +40,9 @@
 
 void replica_format_time(int64_t ms, char out[REPLICA_TIME_TEXT])
 {
-    time_t seconds = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&seconds, &tm);
-    char base[32];
-    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out, REPLICA_TIME_TEXT, "%s.%03dZ", base, (int)(ms % 1000));
+    char text[FORMAT_TIME_SIZE];
+    format_time(ms, text);
+    snprintf(out, REPLICA_TIME_TEXT, "%s", text);
 }
 
 /* RFC 3339: date 'T' time, optional fraction, 'Z' or +HH:MM/-HH:MM. */
@@ -111,34 +108,18 @@ int replica_parse_time(const char *text, int64_t now_ms, int64_t *at_ms, struct 
     return 0;
 }
 
-/* ---- JSON of the replica (sqlprodd-format(5)) ---- */
+/* ---- manifests (replicate/format.h decodes them) ---- */
 
-static const char *replica_json_text(json_t *object, const char *key)
+/* Fetches a small object (a manifest) into memory through a temp file. */
+static int replica_get_text(struct target *target, const char *key, const char *temp_path,
+                            char **text, size_t *size, struct error *err)
 {
-    const char *value = json_string_value(json_object_get(object, key));
-    return value ? value : "";
-}
-
-static int replica_json_u64(json_t *object, const char *key, uint64_t *value)
-{
-    json_t *item = json_object_get(object, key);
-    if (!json_is_integer(item) || json_integer_value(item) < 0)
-        return -EINVAL;
-    *value = (uint64_t)json_integer_value(item);
-    return 0;
-}
-
-static int replica_load_json(const char *path, const char *key, json_t **out, struct error *err)
-{
-    json_error_t why;
-    *out = json_load_file(path, 0, &why);
-    if (!*out || !json_is_object(*out)) {
-        json_decref(*out);
-        *out = NULL;
-        return error_set(err, -EBADMSG, "%s is not valid JSON (line %d: %s)", key, why.line,
-                         why.text);
-    }
-    return 0;
+    unlink(temp_path);
+    int rc = target_get_file(target, key, temp_path, NULL, err);
+    if (rc == 0)
+        rc = fs_read_file(temp_path, text, size, err);
+    unlink(temp_path);
+    return rc;
 }
 
 /* ---- the restore's state ---- */
@@ -158,6 +139,8 @@ struct replica_segment {
     int64_t size;
     size_t commits;       /* in the sidecar */
     uint64_t first_frame; /* of its first commit */
+    uint32_t salt[2];     /* of the generation's header, as the sidecar says */
+    uint32_t checksum[2]; /* the chain's running checksum at `end` */
     char first_seen_at[REPLICA_TIME_TEXT];
 };
 
@@ -316,60 +299,60 @@ static int replica_read_index(const struct target_config *config, struct target 
                               const char *database, const char *temp_path,
                               struct replica_windows *out, struct error *err)
 {
-    char key[1100];
-    json_t *root = NULL;
+    char key[FORMAT_KEY_SIZE];
+    char *text = NULL;
+    size_t size = 0;
+    struct format_index index = {0};
     memset(out, 0, sizeof *out);
-    snprintf(key, sizeof key, "%s/replica/index.json", database);
-    unlink(temp_path);
-    int rc = target_get_file(target, key, temp_path, NULL, err);
+    int rc = format_key(key, sizeof key, database, FORMAT_INDEX, 0, 0, 0, err);
+    if (rc == 0)
+        rc = replica_get_text(target, key, temp_path, &text, &size, err);
     if (rc == -ENOENT)
         return error_set(err, -ENOENT,
                          "target %s holds no replica of %s (%s not found): is replicate "
                          "configured and has the agent shipped yet?",
                          config->name, database, key);
     if (rc == 0)
-        rc = replica_load_json(temp_path, key, &root, err);
-    unlink(temp_path);
+        rc = format_index_decode(text, size, key, &index, err);
+    free(text);
     if (rc != 0)
-        return rc;
-    snprintf(out->database, sizeof out->database, "%s", replica_json_text(root, "database"));
-    snprintf(out->updated_at, sizeof out->updated_at, "%s", replica_json_text(root, "updated_at"));
-    json_t *generations = json_object_get(root, "generations");
-    size_t count = json_array_size(generations);
-    if (strcmp(out->database, database) != 0 || count == 0) {
-        rc = error_set(err, -EBADMSG, "%s is for database '%s' with %zu generations, not for %s",
-                       key, out->database, count, database);
+        return rc == -EINVAL ? -EBADMSG : rc;
+    snprintf(out->database, sizeof out->database, "%s", index.database);
+    replica_format_time(index.updated_at_ms, out->updated_at);
+    if (strcmp(index.database, database) != 0) {
+        rc = error_set(err, -EBADMSG, "%s is for database '%s', not for %s", key, index.database,
+                       database);
         goto out;
     }
-    out->items = calloc(count, sizeof *out->items);
+    out->items = calloc(index.count + 1, sizeof *out->items);
     if (!out->items) {
         rc = error_set(err, -ENOMEM, "out of memory");
         goto out;
     }
-    for (size_t i = 0; i < count; i++) {
-        json_t *item = json_array_get(generations, i);
-        struct replica_window *w = &out->items[i];
-        snprintf(w->name, sizeof w->name, "%s", replica_json_text(item, "name"));
-        snprintf(w->first_seen_at, sizeof w->first_seen_at, "%s",
-                 replica_json_text(item, "first_seen_at"));
-        snprintf(w->last_seen_at, sizeof w->last_seen_at, "%s",
-                 replica_json_text(item, "last_seen_at"));
-        snprintf(w->base, sizeof w->base, "%s", replica_json_text(item, "base"));
-        w->starts_chain = strcmp(w->base, "file") == 0;
-        if (!w->name[0] || !w->base[0] || replica_parse_rfc3339(w->first_seen_at, &w->first_ms) ||
-            replica_parse_rfc3339(w->last_seen_at, &w->last_ms) ||
-            (i > 0 && strcmp(w->name, out->items[i - 1].name) <= 0)) {
-            out->count = i;
-            rc = error_set(err, -EBADMSG,
-                           "%s: generation %zu ('%s') lacks a name, base or valid "
-                           "first_seen_at/last_seen_at, or is out of order",
-                           key, i + 1, w->name);
-            goto out;
+    for (size_t i = 0; i < index.count; i++) {
+        const struct format_index_generation *g = &index.generations[i];
+        struct replica_window *w = &out->items[out->count];
+        if (g->first_seen_at_ms == 0)
+            continue; /* nothing shipped yet: nothing to restore in it */
+        format_generation_name(g->generation, w->name);
+        w->first_ms = g->first_seen_at_ms;
+        w->last_ms = g->last_seen_at_ms;
+        replica_format_time(w->first_ms, w->first_seen_at);
+        replica_format_time(w->last_ms, w->last_seen_at);
+        if (g->base_from) {
+            char from[16];
+            format_generation_name(g->base_from, from);
+            snprintf(w->base, sizeof w->base, "%s/end", from);
+        } else {
+            snprintf(w->base, sizeof w->base, "file");
         }
+        w->starts_chain = g->base_from == 0;
+        out->count++;
     }
-    out->count = count;
+    if (out->count == 0)
+        rc = error_set(err, -ENOENT, "%s lists no generation with a shipped commit yet", key);
 out:
-    json_decref(root);
+    format_index_free(&index);
     if (rc != 0)
         replica_windows_free(out);
     return rc;
@@ -411,32 +394,36 @@ static struct replica_window *replica_find_window(struct replica_windows *index,
 static int replica_read_base(struct replica_work *work, struct replica_generation *g,
                              struct error *err)
 {
-    char key[1100], path[PATH_MAX];
-    json_t *root = NULL;
+    char key[FORMAT_KEY_SIZE], path[PATH_MAX];
+    char *text = NULL;
+    size_t size = 0;
+    struct format_base base = {0};
+    uint32_t number = 0;
     snprintf(key, sizeof key, "%s%s/base.json", work->prefix, g->window.name);
     replica_temp_path(work, "base.json", path);
-    int rc = target_get_file(work->target, key, path, NULL, err);
+    int rc = replica_get_text(work->target, key, path, &text, &size, err);
     if (rc == -ENOENT)
         rc = error_set(err, -ENOENT, "%s is missing on target %s: generation %s cannot be restored",
                        key, work->request->target->name, g->window.name);
     if (rc == 0)
-        rc = replica_load_json(path, key, &root, err);
-    unlink(path);
+        rc = format_base_decode(text, size, key, &base, err);
+    free(text);
     if (rc != 0)
-        return rc;
-    snprintf(g->from, sizeof g->from, "%s", replica_json_text(root, "from"));
-    g->has_base_file = !g->from[0];
-    if (replica_json_u64(root, "frame", &g->base_frame) != 0)
-        g->base_frame = 0;
-    if (g->has_base_file) {
-        uint64_t size = 0;
-        snprintf(g->base_sha256, sizeof g->base_sha256, "%s", replica_json_text(root, "sha256"));
-        if (strlen(g->base_sha256) != 64 || replica_json_u64(root, "size", &size) != 0)
-            rc = error_set(err, -EBADMSG, "%s has no sha256 or size of base.db.gz", key);
-        g->base_size = (int64_t)size;
+        return rc == -EINVAL ? -EBADMSG : rc;
+    if (format_generation_parse(g->window.name, &number) != 0 || base.generation != number)
+        return error_set(err, -EBADMSG, "%s says generation %u, it is under %s", key,
+                         base.generation, g->window.name);
+    g->from[0] = 0;
+    if (base.from_generation) {
+        char from[16];
+        format_generation_name(base.from_generation, from);
+        snprintf(g->from, sizeof g->from, "%s/end", from);
     }
-    json_decref(root);
-    return rc;
+    g->has_base_file = !base.from_generation;
+    g->base_frame = base.frame;
+    snprintf(g->base_sha256, sizeof g->base_sha256, "%s", base.sha256);
+    g->base_size = (int64_t)base.size;
+    return 0;
 }
 
 /* From the chosen generation back to the one with a base file. */
@@ -545,54 +532,61 @@ static int replica_check_contiguous(struct replica_work *work, const struct repl
     return 0;
 }
 
-/* Reads one sidecar: the segment's sha256 and size, and its commits, of
- * which `on_commit` sees each. */
-static int replica_read_sidecar(const char *path, struct replica_segment *s,
-                                struct replica_commit **commits, size_t *count, struct error *err)
+/* Reads one sidecar: the segment's sha256 and size, and its commits. */
+static int replica_read_sidecar(const char *path, const struct replica_generation *g,
+                                struct replica_segment *s, struct replica_commit **commits,
+                                size_t *count, struct error *err)
 {
-    json_t *root = NULL;
-    int rc = replica_load_json(path, s->sidecar_key, &root, err);
+    char *text = NULL;
+    size_t size = 0;
+    struct format_segment segment = {0};
+    uint32_t number = 0;
+    int rc = fs_read_file(path, &text, &size, err);
+    if (rc == 0)
+        rc = format_segment_decode(text, size, s->sidecar_key, &segment, err);
+    free(text);
     if (rc != 0)
-        return rc;
-    uint64_t size = 0;
-    json_t *list = json_object_get(root, "commits");
-    snprintf(s->sha256, sizeof s->sha256, "%s", replica_json_text(root, "sha256"));
-    if (strlen(s->sha256) != 64 || replica_json_u64(root, "size", &size) != 0 ||
-        !json_is_array(list) || json_array_size(list) == 0) {
-        rc = error_set(err, -EBADMSG, "%s lacks sha256, size or commits", s->sidecar_key);
+        return rc == -EINVAL ? -EBADMSG : rc;
+    format_generation_parse(g->window.name, &number);
+    if (segment.generation != number || segment.start != s->start || segment.end != s->end) {
+        rc = error_set(err, -EBADMSG, "%s describes generation %u, bytes %llu-%llu: not its name",
+                       s->sidecar_key, segment.generation, (unsigned long long)segment.start,
+                       (unsigned long long)segment.end);
         goto out;
     }
-    s->size = (int64_t)size;
-    *count = json_array_size(list);
+    snprintf(s->sha256, sizeof s->sha256, "%s", segment.sha256);
+    s->size = (int64_t)segment.size;
+    s->salt[0] = segment.salt[0];
+    s->salt[1] = segment.salt[1];
+    s->checksum[0] = segment.checksum[0];
+    s->checksum[1] = segment.checksum[1];
+    *count = segment.commit_count;
     *commits = calloc(*count, sizeof **commits);
     if (!*commits) {
         rc = error_set(err, -ENOMEM, "out of memory");
         goto out;
     }
     for (size_t i = 0; i < *count; i++) {
-        json_t *item = json_array_get(list, i);
+        const struct format_commit *from = &segment.commits[i];
         struct replica_commit *c = &(*commits)[i];
-        uint64_t pages = 0;
-        snprintf(c->seen_at, sizeof c->seen_at, "%s", replica_json_text(item, "seen_at"));
-        if (replica_json_u64(item, "frame", &c->frame) ||
-            replica_json_u64(item, "end_offset", &c->end_offset) ||
-            replica_json_u64(item, "db_pages", &pages) ||
-            replica_parse_rfc3339(c->seen_at, &c->seen_ms) || c->end_offset <= s->start ||
-            c->end_offset > s->end || (i > 0 && c->end_offset <= (*commits)[i - 1].end_offset)) {
-            rc = error_set(err, -EBADMSG,
-                           "%s: commit %zu has no valid frame, end_offset inside the segment, "
-                           "db_pages or seen_at",
-                           s->sidecar_key, i + 1);
+        c->frame = from->frame;
+        c->end_offset = from->end_offset;
+        c->db_pages = from->db_pages;
+        c->seen_ms = from->seen_at_ms;
+        replica_format_time(c->seen_ms, c->seen_at);
+        if (c->end_offset <= s->start || c->end_offset > s->end ||
+            (i > 0 && c->end_offset <= (*commits)[i - 1].end_offset)) {
+            rc = error_set(err, -EBADMSG, "%s: commit %zu ends at %llu, outside the segment",
+                           s->sidecar_key, i + 1, (unsigned long long)c->end_offset);
             goto out;
         }
-        c->db_pages = (uint32_t)pages;
     }
     if ((*commits)[*count - 1].end_offset != s->end)
         rc = error_set(err, -EBADMSG, "%s: the last commit ends at %llu, the segment at %llu",
                        s->sidecar_key, (unsigned long long)(*commits)[*count - 1].end_offset,
                        (unsigned long long)s->end);
 out:
-    json_decref(root);
+    format_segment_free(&segment);
     if (rc != 0) {
         free(*commits);
         *commits = NULL;
@@ -641,7 +635,7 @@ static int replica_plan_segments(struct replica_work *work, struct error *err)
             struct replica_segment *s = &g->segments[k];
             struct replica_commit *commits = NULL;
             size_t count = 0;
-            rc = replica_read_sidecar(jobs[n].path, s, &commits, &count, err);
+            rc = replica_read_sidecar(jobs[n].path, g, s, &commits, &count, err);
             if (rc != 0)
                 break;
             s->commits = count;
@@ -771,6 +765,17 @@ static int replica_check_chain(const char *wal_path, const struct replica_genera
         return rc == -ENODATA ? -EBADMSG : rc;
     }
     rc = wal_reader_scan(&reader, err);
+    /* The header must be the generation's the sidecars describe: a segment
+     * of another generation (or WAL) put under this name is refused. */
+    for (size_t i = 0; i < g->used_segments && rc == 0; i++)
+        if (g->segments[i].salt[0] != reader.header.salt[0] ||
+            g->segments[i].salt[1] != reader.header.salt[1])
+            rc = error_set(err, -EBADMSG,
+                           "%s belongs to a WAL with salts %08x,%08x, the header of generation %s "
+                           "(in %s) has %08x,%08x",
+                           g->segments[i].sidecar_key, g->segments[i].salt[0],
+                           g->segments[i].salt[1], g->window.name, g->segments[0].key,
+                           reader.header.salt[0], reader.header.salt[1]);
     if (rc == 0 && (reader.committed.offset != g->target.end_offset ||
                     reader.committed.frame_index != g->target.frame)) {
         uint64_t at = reader.next.offset;
@@ -783,6 +788,15 @@ static int replica_check_chain(const char *wal_path, const struct replica_genera
                        (unsigned long long)g->target.end_offset,
                        (unsigned long long)g->target.frame);
     }
+    const struct replica_segment *last = &g->segments[g->used_segments - 1];
+    if (rc == 0 && last->end == g->target.end_offset &&
+        (reader.committed.checksum[0] != last->checksum[0] ||
+         reader.committed.checksum[1] != last->checksum[1]))
+        rc = error_set(err, -EBADMSG,
+                       "the WAL chain of generation %s ends with checksum %08x,%08x, %s says "
+                       "%08x,%08x: the segments are not the ones shipped",
+                       g->window.name, reader.committed.checksum[0], reader.committed.checksum[1],
+                       last->sidecar_key, last->checksum[0], last->checksum[1]);
     *frames = reader.committed.frame_index;
     wal_reader_close(&reader);
     close(fd);
