@@ -440,7 +440,7 @@ static int restore_unpack(const struct restore_request *request, struct restore_
 /* The target holding the database's replica. */
 static const struct target_config *restore_replica_target(const struct database_config *db)
 {
-    return db->upload.target;
+    return db->replicate.target;
 }
 
 /* --at: rebuilds the file from the replica (replica.h), then the same

@@ -199,7 +199,7 @@ class RestoreAtCase(AgentTestCase):
         shutil.copy  # noqa: B018 (keep the import for subclasses)
         self.write_config(
             f'{{ name = "app"; path = "{self.db_path()}"; '
-            f'upload = {{ target = "nas"; }}; }}',
+            f'replicate = {{ target = "nas"; }}; }}',
             targets=f'{{ name = "nas"; type = "dir"; path = "{self.offsite}"; }}')
 
     def build(self, **kwargs):
