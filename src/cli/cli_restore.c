@@ -30,18 +30,18 @@
 
 #include "archive/archive.h"
 #include "archive/catalog.h"
+#include "archive/manifest.h"
 #include "cli/cli.h"
 #include "config/config_paths.h"
-#include "db/database.h"
 #include "core/fsutil.h"
 #include "core/lock.h"
-#include "archive/manifest.h"
-#include "restore/openers.h"
+#include "db/database.h"
 #include "offsite/remote.h"
+#include "offsite/target.h"
+#include "report/progress.h"
+#include "restore/openers.h"
 #include "restore/replace.h"
 #include "restore/replica.h"
-#include "report/progress.h"
-#include "offsite/target.h"
 
 struct restore_request {
     const struct config *config;
@@ -62,7 +62,7 @@ struct restore_files {
     char downloaded_manifest[PATH_MAX];
     char output[PATH_MAX]; /* decompressed temp file beside PATH */
     char id[32];
-    char source[PATH_MAX + 1200]; /* the archive, as messages name it */
+    char source[PATH_MAX + 1200];  /* the archive, as messages name it */
     struct replica_result replica; /* --at */
 };
 
@@ -443,6 +443,14 @@ static const struct target_config *restore_replica_target(const struct database_
     return db->replicate.target;
 }
 
+/* SQLPRODD_RESTORE_APPLY=sqlite|pages: how a generation's WAL goes into
+ * the file (replica.h); both give the same bytes (test_restore_at.py). */
+static enum replica_apply restore_apply_method(void)
+{
+    const char *method = getenv("SQLPRODD_RESTORE_APPLY");
+    return method && strcmp(method, "sqlite") == 0 ? REPLICA_APPLY_SQLITE : REPLICA_APPLY_PAGES;
+}
+
 /* --at: rebuilds the file from the replica (replica.h), then the same
  * integrity_check as a backup gets; the file keeps WAL mode, as the
  * database had (replicate requires it). */
@@ -454,7 +462,8 @@ static int restore_unpack_replica(const struct restore_request *request,
                                       .database = request->db->name,
                                       .at_ms = request->at_ms,
                                       .output = files->output,
-                                      .stop = &cli_stop};
+                                      .stop = &cli_stop,
+                                      .apply = restore_apply_method()};
     snprintf(files->output, sizeof files->output, "%s%s", request->to, FS_TEMP_SUFFIX);
     restore_remove_temp(files->output);
     int rc = replica_restore(&replica, &files->replica, err);
@@ -586,12 +595,10 @@ out:
 
 int cli_restore(const struct config *config, int argc, char **argv)
 {
-    static const struct option options[] = {{"to", required_argument, NULL, 't'},
-                                            {"backup", required_argument, NULL, 'b'},
-                                            {"from", required_argument, NULL, 'f'},
-                                            {"force", no_argument, NULL, 'F'},
-                                            {"at", required_argument, NULL, 'a'},
-                                            {NULL, 0, NULL, 0}};
+    static const struct option options[] = {
+        {"to", required_argument, NULL, 't'},   {"backup", required_argument, NULL, 'b'},
+        {"from", required_argument, NULL, 'f'}, {"force", no_argument, NULL, 'F'},
+        {"at", required_argument, NULL, 'a'},   {NULL, 0, NULL, 0}};
     struct restore_request request = {.config = config};
     int option;
     optind = 0; /* 0, not 1: glibc then also resets its internal state */
@@ -629,8 +636,9 @@ int cli_restore(const struct config *config, int argc, char **argv)
             return CLI_USAGE;
         }
         if (!restore_replica_target(request.db)) {
-            fprintf(stderr, "sqlprodd: restore: %s has no replica target to restore --at a time "
-                            "from (replicate = { target = ...; })\n",
+            fprintf(stderr,
+                    "sqlprodd: restore: %s has no replica target to restore --at a time "
+                    "from (replicate = { target = ...; })\n",
                     request.db->name);
             return CLI_USAGE;
         }
