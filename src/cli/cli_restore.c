@@ -30,18 +30,18 @@
 
 #include "archive/archive.h"
 #include "archive/catalog.h"
-#include "archive/manifest.h"
 #include "cli/cli.h"
 #include "config/config_paths.h"
+#include "db/database.h"
 #include "core/fsutil.h"
 #include "core/lock.h"
-#include "db/database.h"
-#include "offsite/remote.h"
-#include "offsite/target.h"
-#include "report/progress.h"
+#include "archive/manifest.h"
 #include "restore/openers.h"
+#include "offsite/remote.h"
 #include "restore/replace.h"
 #include "restore/replica.h"
+#include "report/progress.h"
+#include "offsite/target.h"
 
 struct restore_request {
     const struct config *config;
@@ -62,7 +62,7 @@ struct restore_files {
     char downloaded_manifest[PATH_MAX];
     char output[PATH_MAX]; /* decompressed temp file beside PATH */
     char id[32];
-    char source[PATH_MAX + 1200];  /* the archive, as messages name it */
+    char source[PATH_MAX + 1200]; /* the archive, as messages name it */
     struct replica_result replica; /* --at */
 };
 
@@ -595,10 +595,12 @@ out:
 
 int cli_restore(const struct config *config, int argc, char **argv)
 {
-    static const struct option options[] = {
-        {"to", required_argument, NULL, 't'},   {"backup", required_argument, NULL, 'b'},
-        {"from", required_argument, NULL, 'f'}, {"force", no_argument, NULL, 'F'},
-        {"at", required_argument, NULL, 'a'},   {NULL, 0, NULL, 0}};
+    static const struct option options[] = {{"to", required_argument, NULL, 't'},
+                                            {"backup", required_argument, NULL, 'b'},
+                                            {"from", required_argument, NULL, 'f'},
+                                            {"force", no_argument, NULL, 'F'},
+                                            {"at", required_argument, NULL, 'a'},
+                                            {NULL, 0, NULL, 0}};
     struct restore_request request = {.config = config};
     int option;
     optind = 0; /* 0, not 1: glibc then also resets its internal state */
@@ -636,9 +638,8 @@ int cli_restore(const struct config *config, int argc, char **argv)
             return CLI_USAGE;
         }
         if (!restore_replica_target(request.db)) {
-            fprintf(stderr,
-                    "sqlprodd: restore: %s has no replica target to restore --at a time "
-                    "from (replicate = { target = ...; })\n",
+            fprintf(stderr, "sqlprodd: restore: %s has no replica target to restore --at a time "
+                            "from (replicate = { target = ...; })\n",
                     request.db->name);
             return CLI_USAGE;
         }
