@@ -1014,10 +1014,13 @@ static int replica_apply_generation(struct replica_work *work, struct replica_ge
         rc = error_set(err, -errno, "%s: %s", wal_path, strerror(errno));
     if (rc == 0)
         rc = replica_check_chain(work, wal_path, g, &frames, err);
-    if (rc == 0 && work->request->apply == REPLICA_APPLY_PAGES)
+    if (rc == 0 && work->request->apply == REPLICA_APPLY_PAGES) {
         rc = replica_apply_pages(work->request->output, wal_path, g, err);
-    else if (rc == 0)
+        result->applied = REPLICA_APPLY_PAGES;
+    } else if (rc == 0) {
         rc = replica_replay(work->request->output, g, frames, err);
+        result->applied = REPLICA_APPLY_SQLITE;
+    }
     unlink(wal_path);
     return rc;
 }

@@ -87,10 +87,11 @@ struct replica_result {
     char base_generation[32];        /* whose base.db.gz the chain starts from */
     uint64_t frame;                  /* the commit frame's index in its generation */
     uint32_t db_pages;
-    size_t generations;    /* replayed */
-    size_t segments;       /* fetched and applied */
-    size_t commits;        /* applied, over every generation */
-    int64_t fetched_bytes; /* compressed bytes downloaded */
+    size_t generations;         /* replayed */
+    size_t segments;            /* fetched and applied */
+    size_t commits;             /* applied, over every generation */
+    int64_t fetched_bytes;      /* compressed bytes downloaded */
+    enum replica_apply applied; /* how the generations went into the file */
 };
 
 /* Restores request->output as the database was after the last commit seen

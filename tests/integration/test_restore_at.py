@@ -263,7 +263,7 @@ class RestoreAtTest(RestoreAtCase):
             self.assert_restored(b, iso(at_ms), at_ms)
         # The chain g1 -> g2 is replayed generation by generation.
         result = self.assert_restored(b, iso(b.commits[30][0]), b.commits[30][0])
-        self.assertIn("over 2 generations from the base of g00000001", result.stdout)
+        self.assertIn("over 2 generations from the base of g00000001 (", result.stdout)
         # An offset, and a relative time (every commit is months old: latest).
         at = b.commits[10][0]
         local = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at // 1000 + 3600)) + "+01:00"
@@ -288,6 +288,8 @@ class RestoreAtTest(RestoreAtCase):
                 result = self.run_cli("restore", "app", "--to", path, "--at", at,
                                       env={"SQLPRODD_RESTORE_APPLY": method}, check=0)
                 self.assertIn("integrity_check ok", result.stdout)
+                self.assertIn({"sqlite": "(replayed by SQLite)",
+                               "pages": "(pages written directly)"}[method], result.stdout)
                 with open(path, "rb") as f:
                     files[method] = hashlib.sha256(f.read()).hexdigest()
                 os.unlink(path)
