@@ -478,6 +478,12 @@ class RestoreAtTest(RestoreAtCase):
                                   *args, check=2)
             self.assertIn(message, result.stderr)
 
+    def test_a_database_without_replicate_is_refused(self):
+        self.write_config(f'{{ name = "app"; path = "{self.db_path()}"; }}')
+        result = self.run_cli("restore", "app", "--to", os.path.join(self.dir, "r.db"),
+                              "--at", "latest", check=2)
+        self.assertIn("app has no replica target to restore --at a time from", result.stderr)
+
     def test_existing_destination_needs_force(self):
         b = self.build()
         for _ in range(3):
