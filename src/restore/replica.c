@@ -1,0 +1,1150 @@
+/*
+ * replica.c: point-in-time restore from a WAL replica (replica.h).
+ *
+ * Order of work, each step refusing with the object it concerns:
+ *   1. index.json -> the generation holding the last commit seen <= T, and
+ *      the chain back to a base file (base.json "from");
+ *   2. each generation's wal/ listing and sidecars (fetched in parallel):
+ *      segments contiguous from 0, the cut commit found, T not before the
+ *      base's frame (finding 3 of docs/replication-design.md);
+ *   3. base and segments fetched in parallel, SHA-256 checked;
+ *   4. per generation: segments inflated in order into OUTPUT-wal, cut,
+ *      chain checked from the header, replayed by SQLite (TRUNCATE).
+ */
+#include "restore/replica.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "archive/archive.h"
+#include "core/fsutil.h"
+#include "core/io.h"
+#include "core/units.h"
+#include "offsite/target.h"
+#include "replicate/format.h"
+#include "replicate/wal.h"
+
+#define REPLICA_BUFFER           (64 * 1024)
+#define REPLICA_DEFAULT_PARALLEL 4
+
+/* ---- times ---- */
+
+void replica_format_time(int64_t ms, char out[REPLICA_TIME_TEXT])
+{
+    char text[FORMAT_TIME_SIZE];
+    format_time(ms, text);
+    snprintf(out, REPLICA_TIME_TEXT, "%s", text);
+}
+
+/* RFC 3339: date 'T' time, optional fraction, 'Z' or +HH:MM/-HH:MM. */
+static int replica_parse_rfc3339(const char *text, int64_t *ms)
+{
+    struct tm tm = {0};
+    const char *rest = strptime(text, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!rest)
+        rest = strptime(text, "%Y-%m-%d %H:%M:%S", &tm);
+    if (!rest)
+        return -EINVAL;
+    int64_t fraction_ms = 0;
+    if (*rest == '.') {
+        int digits = 0;
+        int64_t scale = 100;
+        for (rest++; *rest >= '0' && *rest <= '9'; rest++, digits++) {
+            fraction_ms += (*rest - '0') * scale;
+            scale /= 10;
+        }
+        if (digits == 0)
+            return -EINVAL;
+    }
+    int64_t offset_s = 0;
+    if (*rest == 'Z' || *rest == 'z') {
+        rest++;
+    } else if (*rest == '+' || *rest == '-') {
+        int sign = *rest == '-' ? -1 : 1, hours, minutes, used = 0;
+        if (sscanf(rest + 1, "%2d:%2d%n", &hours, &minutes, &used) != 2 || used != 5 ||
+            hours > 23 || minutes > 59)
+            return -EINVAL;
+        offset_s = sign * (hours * 3600 + minutes * 60);
+        rest += 6;
+    } else {
+        return -EINVAL; /* a time without a zone is ambiguous: refuse it */
+    }
+    if (*rest)
+        return -EINVAL;
+    time_t seconds = timegm(&tm);
+    *ms = ((int64_t)seconds - offset_s) * 1000 + fraction_ms;
+    return 0;
+}
+
+int replica_parse_time(const char *text, int64_t now_ms, int64_t *at_ms, struct error *err)
+{
+    if (strcmp(text, "latest") == 0) {
+        *at_ms = REPLICA_LATEST;
+        return 0;
+    }
+    if (text[0] == '-') {
+        int64_t seconds;
+        char why[128];
+        if (units_parse_duration(text + 1, &seconds, why, sizeof why) != 0)
+            return error_set(err, -EINVAL, "--at %s: %s (a relative time is like -15m or -2h)",
+                             text, why);
+        *at_ms = now_ms - seconds * 1000;
+        return 0;
+    }
+    if (replica_parse_rfc3339(text, at_ms) != 0)
+        return error_set(err, -EINVAL,
+                         "--at %s: expected latest, a time before now like -15m, or RFC 3339 "
+                         "with its zone like 2026-12-02T10:15:00Z or 2026-12-02T11:15:00+01:00",
+                         text);
+    return 0;
+}
+
+/* ---- manifests (replicate/format.h decodes them) ---- */
+
+/* Fetches a small object (a manifest) into memory through a temp file. */
+static int replica_get_text(struct target *target, const char *key, const char *temp_path,
+                            char **text, size_t *size, struct error *err)
+{
+    unlink(temp_path);
+    int rc = target_get_file(target, key, temp_path, NULL, err);
+    if (rc == 0)
+        rc = fs_read_file(temp_path, text, size, err);
+    unlink(temp_path);
+    return rc;
+}
+
+/* ---- the restore's state ---- */
+
+struct replica_commit {
+    uint64_t frame, end_offset;
+    uint32_t db_pages;
+    int64_t seen_ms;
+    char seen_at[REPLICA_TIME_TEXT];
+};
+
+struct replica_segment {
+    uint64_t start, end;
+    char sha256[IO_SHA256_HEX];
+    int64_t size;
+    size_t commits;       /* in the sidecar */
+    uint64_t first_frame; /* of its first commit */
+    uint32_t salt[2];     /* of the generation's header, as the sidecar says */
+    uint32_t checksum[2]; /* the chain's running checksum at `end` */
+    int64_t first_seen_ms;
+};
+
+struct replica_generation {
+    struct replica_window window;
+    bool has_base_file;
+    char from[48];
+    uint64_t base_frame;
+    char base_sha256[IO_SHA256_HEX];
+    int64_t base_size;
+    struct replica_segment *segments;
+    size_t segment_count; /* listed */
+    size_t used_segments; /* fetched and applied */
+    size_t used_commits;
+    bool cut;                     /* the last generation: stop at `target` */
+    struct replica_commit target; /* the last commit applied */
+};
+
+/* One download of the pool. */
+struct replica_job {
+    char key[FORMAT_KEY_SIZE];
+    char path[PATH_MAX];
+    const char *sha256; /* expected, or NULL */
+    int64_t size;       /* expected, or -1 */
+    int rc;
+    struct error err;
+};
+
+struct replica_pool {
+    const struct target_config *target;
+    const volatile sig_atomic_t *stop;
+    struct replica_job *jobs;
+    size_t count, next;
+    volatile sig_atomic_t failed; /* also the targets' stop: one failure ends the rest */
+    pthread_mutex_t mutex;
+};
+
+struct replica_work {
+    const struct replica_request *request;
+    struct target *target; /* the main thread's */
+    char prefix[1024];     /* DB/replica/ */
+    char temp[PATH_MAX];   /* OUTPUT.replica-, temp names continue it */
+    unsigned temp_serial;
+    struct replica_windows index;
+    struct replica_generation *chain; /* base generation first */
+    size_t chain_count;
+};
+
+static void replica_temp_path(struct replica_work *work, const char *what, char out[PATH_MAX])
+{
+    snprintf(out, PATH_MAX, "%s%u-%s%s", work->temp, work->temp_serial++, what, FS_TEMP_SUFFIX);
+}
+
+/* A segment's key, or its sidecar's (suffix ".wal.json"): built when
+ * needed, so that a generation's many segments cost a few numbers each. */
+static const char *replica_segment_key(const struct replica_work *work,
+                                       const struct replica_generation *g,
+                                       const struct replica_segment *s, const char *suffix,
+                                       char out[FORMAT_KEY_SIZE])
+{
+    char name[32];
+    format_segment_name(s->start, s->end, name);
+    snprintf(out, FORMAT_KEY_SIZE, "%s%s/wal/%s%s", work->prefix, g->window.name, name, suffix);
+    return out;
+}
+
+#define SEGMENT_KEY(s) replica_segment_key(work, g, (s), ".wal.gz", (char[FORMAT_KEY_SIZE]){0})
+#define SIDECAR_KEY(s) replica_segment_key(work, g, (s), ".wal.json", (char[FORMAT_KEY_SIZE]){0})
+
+/* ---- parallel downloads: a few in flight, each streamed to a file ---- */
+
+static int replica_check_file(struct replica_job *job)
+{
+    if (!job->sha256)
+        return 0;
+    int fd = open(job->path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return error_set(&job->err, -errno, "%s: %s", job->path, strerror(errno));
+    struct stat st;
+    char hex[IO_SHA256_HEX];
+    int rc = fstat(fd, &st) == 0 ? 0 : -errno;
+    if (rc == 0)
+        rc = io_sha256_fd(fd, NULL, hex);
+    close(fd);
+    if (rc != 0)
+        return error_set(&job->err, rc, "cannot hash the download of %s: %s", job->key,
+                         strerror(-rc));
+    if (job->size >= 0 && st.st_size != job->size)
+        return error_set(&job->err, -EBADMSG,
+                         "%s on the target has %lld bytes, its manifest says %lld: the object is "
+                         "damaged or truncated",
+                         job->key, (long long)st.st_size, (long long)job->size);
+    if (strcmp(hex, job->sha256) != 0)
+        return error_set(&job->err, -EBADMSG,
+                         "%s on the target has sha256 %s, its manifest says %s: the object is "
+                         "damaged",
+                         job->key, hex, job->sha256);
+    return 0;
+}
+
+static void *replica_pool_run(void *argument)
+{
+    struct replica_pool *pool = argument;
+    struct target *target = NULL;
+    struct error err = {0};
+    int rc = target_open(pool->target, &target, &err);
+    if (rc == 0)
+        target_set_stop(target, &pool->failed);
+    for (;;) {
+        pthread_mutex_lock(&pool->mutex);
+        size_t index = pool->next < pool->count && !pool->failed ? pool->next++ : pool->count;
+        pthread_mutex_unlock(&pool->mutex);
+        if (index >= pool->count)
+            break;
+        struct replica_job *job = &pool->jobs[index];
+        if (rc != 0) {
+            job->rc = rc;
+            job->err = err;
+        } else if (pool->stop && *pool->stop) {
+            job->rc = error_set(&job->err, -ECANCELED, "stopped by a signal");
+        } else {
+            unlink(job->path);
+            job->rc = target_get_file(target, job->key, job->path, NULL, &job->err);
+            if (job->rc == 0)
+                job->rc = replica_check_file(job);
+        }
+        if (job->rc != 0)
+            pool->failed = 1;
+    }
+    target_close(target);
+    return NULL;
+}
+
+static int replica_fetch_all(struct replica_work *work, struct replica_job *jobs, size_t count,
+                             struct error *err)
+{
+    int parallel = work->request->parallel > 0 ? work->request->parallel : REPLICA_DEFAULT_PARALLEL;
+    if ((size_t)parallel > count)
+        parallel = (int)count;
+    struct replica_pool pool = {
+        .target = work->request->target, .stop = work->request->stop, .jobs = jobs, .count = count};
+    pthread_t threads[16];
+    int started = 0, rc = 0;
+    if (parallel > 16)
+        parallel = 16;
+    pthread_mutex_init(&pool.mutex, NULL);
+    for (size_t i = 0; i < count; i++)
+        jobs[i].rc = 1; /* not done */
+    for (; started < parallel; started++)
+        if ((rc = io_thread_start(&threads[started], replica_pool_run, &pool)) != 0)
+            break;
+    if (started == 0 && count > 0)
+        replica_pool_run(&pool); /* no thread: do it here */
+    for (int i = 0; i < started; i++)
+        pthread_join(threads[i], NULL);
+    pthread_mutex_destroy(&pool.mutex);
+    rc = 0;
+    /* The first failure in list order, not a "stopped" of its neighbours. */
+    for (size_t i = 0; i < count && rc == 0; i++)
+        if (jobs[i].rc < 0 && jobs[i].rc != -ECANCELED)
+            rc = error_set(err, jobs[i].rc, "%s", jobs[i].err.message);
+    for (size_t i = 0; i < count && rc == 0; i++)
+        if (jobs[i].rc != 0)
+            rc = jobs[i].rc < 0 ? error_set(err, jobs[i].rc, "%s", jobs[i].err.message)
+                                : error_set(err, -ECANCELED, "stopped by a signal");
+    return rc;
+}
+
+/* ---- index.json ---- */
+
+static int replica_read_index(const struct target_config *config, struct target *target,
+                              const char *database, const char *temp_path,
+                              struct replica_windows *out, struct error *err)
+{
+    char key[FORMAT_KEY_SIZE];
+    char *text = NULL;
+    size_t size = 0;
+    struct format_index index = {0};
+    memset(out, 0, sizeof *out);
+    int rc = format_key(key, sizeof key, database, FORMAT_INDEX, 0, 0, 0, err);
+    if (rc == 0)
+        rc = replica_get_text(target, key, temp_path, &text, &size, err);
+    if (rc == -ENOENT)
+        return error_set(err, -ENOENT,
+                         "target %s holds no replica of %s (%s not found): is replicate "
+                         "configured and has the agent shipped yet?",
+                         config->name, database, key);
+    if (rc == 0)
+        rc = format_index_decode(text, size, key, &index, err);
+    free(text);
+    if (rc != 0)
+        return rc == -EINVAL ? -EBADMSG : rc;
+    snprintf(out->database, sizeof out->database, "%s", index.database);
+    replica_format_time(index.updated_at_ms, out->updated_at);
+    if (strcmp(index.database, database) != 0) {
+        rc = error_set(err, -EBADMSG, "%s is for database '%s', not for %s", key, index.database,
+                       database);
+        goto out;
+    }
+    out->items = calloc(index.count + 1, sizeof *out->items);
+    if (!out->items) {
+        rc = error_set(err, -ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < index.count; i++) {
+        const struct format_index_generation *g = &index.generations[i];
+        struct replica_window *w = &out->items[out->count];
+        if (g->first_seen_at_ms == 0)
+            continue; /* nothing shipped yet: nothing to restore in it */
+        format_generation_name(g->generation, w->name);
+        w->first_ms = g->first_seen_at_ms;
+        w->last_ms = g->last_seen_at_ms;
+        replica_format_time(w->first_ms, w->first_seen_at);
+        replica_format_time(w->last_ms, w->last_seen_at);
+        if (g->base_from) {
+            char from[16];
+            format_generation_name(g->base_from, from);
+            snprintf(w->base, sizeof w->base, "%s/end", from);
+        } else {
+            snprintf(w->base, sizeof w->base, "file");
+        }
+        w->starts_chain = g->base_from == 0;
+        out->count++;
+    }
+    if (out->count == 0)
+        rc = error_set(err, -ENOENT, "%s lists no generation with a shipped commit yet", key);
+out:
+    format_index_free(&index);
+    if (rc != 0)
+        replica_windows_free(out);
+    return rc;
+}
+
+void replica_windows_free(struct replica_windows *windows)
+{
+    free(windows->items);
+    windows->items = NULL;
+    windows->count = 0;
+}
+
+int replica_list_windows(const struct target_config *target_config, const char *database,
+                         const volatile sig_atomic_t *stop, const char *temp_prefix,
+                         struct replica_windows *out, struct error *err)
+{
+    struct target *target = NULL;
+    char temp[PATH_MAX];
+    snprintf(temp, sizeof temp, "%s.replica-index%s", temp_prefix, FS_TEMP_SUFFIX);
+    int rc = target_open(target_config, &target, err);
+    if (rc == 0) {
+        target_set_stop(target, stop);
+        rc = replica_read_index(target_config, target, database, temp, out, err);
+    }
+    target_close(target);
+    return rc;
+}
+
+/* ---- base.json, the chain of generations ---- */
+
+static struct replica_window *replica_find_window(struct replica_windows *index, const char *name)
+{
+    for (size_t i = 0; i < index->count; i++)
+        if (strcmp(index->items[i].name, name) == 0)
+            return &index->items[i];
+    return NULL;
+}
+
+static int replica_read_base(struct replica_work *work, struct replica_generation *g,
+                             struct error *err)
+{
+    char key[FORMAT_KEY_SIZE], path[PATH_MAX];
+    char *text = NULL;
+    size_t size = 0;
+    struct format_base base = {0};
+    uint32_t number = 0;
+    snprintf(key, sizeof key, "%s%s/base.json", work->prefix, g->window.name);
+    replica_temp_path(work, "base.json", path);
+    int rc = replica_get_text(work->target, key, path, &text, &size, err);
+    if (rc == -ENOENT)
+        rc = error_set(err, -ENOENT, "%s is missing on target %s: generation %s cannot be restored",
+                       key, work->request->target->name, g->window.name);
+    if (rc == 0)
+        rc = format_base_decode(text, size, key, &base, err);
+    free(text);
+    if (rc != 0)
+        return rc == -EINVAL ? -EBADMSG : rc;
+    if (format_generation_parse(g->window.name, &number) != 0 || base.generation != number)
+        return error_set(err, -EBADMSG, "%s says generation %u, it is under %s", key,
+                         base.generation, g->window.name);
+    g->from[0] = 0;
+    if (base.from_generation) {
+        char from[16];
+        format_generation_name(base.from_generation, from);
+        snprintf(g->from, sizeof g->from, "%s/end", from);
+    }
+    g->has_base_file = !base.from_generation;
+    g->base_frame = base.frame;
+    snprintf(g->base_sha256, sizeof g->base_sha256, "%s", base.sha256);
+    g->base_size = (int64_t)base.size;
+    return 0;
+}
+
+/* From the chosen generation back to the one with a base file. */
+static int replica_build_chain(struct replica_work *work, size_t chosen, struct error *err)
+{
+    size_t capacity = chosen + 1;
+    work->chain = calloc(capacity, sizeof *work->chain);
+    if (!work->chain)
+        return error_set(err, -ENOMEM, "out of memory");
+    struct replica_window *w = &work->index.items[chosen];
+    /* Filled from the end: the chosen one last. */
+    size_t slot = capacity;
+    for (;;) {
+        if (slot == 0)
+            return error_set(err, -EBADMSG, "the \"from\" links of %sindex.json form a loop",
+                             work->prefix);
+        struct replica_generation *g = &work->chain[--slot];
+        g->window = *w;
+        int rc = replica_read_base(work, g, err);
+        if (rc != 0)
+            return rc;
+        if (g->has_base_file)
+            break;
+        char previous[48];
+        snprintf(previous, sizeof previous, "%s", g->from);
+        char *slash = strchr(previous, '/');
+        if (!slash || strcmp(slash, "/end") != 0)
+            return error_set(err, -EBADMSG, "%s%s/base.json: \"from\" is '%s', not gNNNNNNNN/end",
+                             work->prefix, g->window.name, g->from);
+        *slash = 0;
+        if (!(w = replica_find_window(&work->index, previous)))
+            return error_set(err, -ENOENT,
+                             "generation %s starts from the end of %s, which %sindex.json no "
+                             "longer lists (removed by retention?): nothing before %s can be "
+                             "restored from this chain",
+                             g->window.name, previous, work->prefix, g->window.first_seen_at);
+    }
+    work->chain_count = capacity - slot;
+    memmove(work->chain, work->chain + slot, work->chain_count * sizeof *work->chain);
+    return 0;
+}
+
+/* ---- segments and their sidecars ---- */
+
+static int replica_compare_segments(const void *a, const void *b)
+{
+    const struct replica_segment *x = a, *y = b;
+    return x->start < y->start ? -1 : x->start > y->start;
+}
+
+/* Lists GEN/wal/ and pairs each segment with its sidecar. */
+static int replica_list_segments(struct replica_work *work, struct replica_generation *g,
+                                 struct error *err)
+{
+    struct target_listing listing = {0};
+    char prefix[1100];
+    snprintf(prefix, sizeof prefix, "%s%s/wal/", work->prefix, g->window.name);
+    int rc = target_list(work->target, prefix, &listing, err);
+    if (rc != 0)
+        return rc;
+    g->segments = calloc(listing.count + 1, sizeof *g->segments);
+    if (!g->segments) {
+        rc = error_set(err, -ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < listing.count; i++) {
+        const char *key = listing.objects[i].key;
+        const char *name = key + strlen(prefix);
+        unsigned long long start, end;
+        int used = 0;
+        if (strncmp(key, prefix, strlen(prefix)) != 0 ||
+            sscanf(name, "%12llu-%12llu.wal.gz%n", &start, &end, &used) != 2 || name[used] != 0)
+            continue; /* sidecars, temp files */
+        struct replica_segment *s = &g->segments[g->segment_count++];
+        s->start = start;
+        s->end = end;
+        s->size = listing.objects[i].size;
+    }
+    qsort(g->segments, g->segment_count, sizeof *g->segments, replica_compare_segments);
+out:
+    target_listing_free(&listing);
+    return rc;
+}
+
+/* Contiguous from 0: a missing segment is named by the range it held. */
+static int replica_check_contiguous(struct replica_work *work, const struct replica_generation *g,
+                                    size_t count, struct error *err)
+{
+    uint64_t expected = 0;
+    for (size_t i = 0; i < count; i++) {
+        const struct replica_segment *s = &g->segments[i];
+        if (s->start != expected)
+            return error_set(
+                err, -ENOENT,
+                "segment %s%s/wal/%012llu-%012llu.wal.gz is missing on target %s (%s): the WAL "
+                "of generation %s has a gap%s%s; restore to a time before it, or from a backup",
+                work->prefix, g->window.name, (unsigned long long)expected,
+                (unsigned long long)s->start, work->request->target->name,
+                s->start > expected ? "the next segment starts later" : "segments overlap",
+                g->window.name, i > 0 ? " after " : "",
+                i > 0 ? SEGMENT_KEY(&g->segments[i - 1]) : "");
+        expected = s->end;
+    }
+    return 0;
+}
+
+/* Reads one sidecar: the segment's sha256 and size, and its commits. */
+static int replica_read_sidecar(const char *path, const char *key,
+                                const struct replica_generation *g, struct replica_segment *s,
+                                struct replica_commit **commits, size_t *count, struct error *err)
+{
+    char *text = NULL;
+    size_t size = 0;
+    struct format_segment segment = {0};
+    uint32_t number = 0;
+    int rc = fs_read_file(path, &text, &size, err);
+    if (rc == 0)
+        rc = format_segment_decode(text, size, key, &segment, err);
+    free(text);
+    if (rc != 0)
+        return rc == -EINVAL ? -EBADMSG : rc;
+    format_generation_parse(g->window.name, &number);
+    if (segment.generation != number || segment.start != s->start || segment.end != s->end) {
+        rc = error_set(err, -EBADMSG, "%s describes generation %u, bytes %llu-%llu: not its name",
+                       key, segment.generation, (unsigned long long)segment.start,
+                       (unsigned long long)segment.end);
+        goto out;
+    }
+    snprintf(s->sha256, sizeof s->sha256, "%s", segment.sha256);
+    s->size = (int64_t)segment.size;
+    s->salt[0] = segment.salt[0];
+    s->salt[1] = segment.salt[1];
+    s->checksum[0] = segment.checksum[0];
+    s->checksum[1] = segment.checksum[1];
+    *count = segment.commit_count;
+    *commits = calloc(*count, sizeof **commits);
+    if (!*commits) {
+        rc = error_set(err, -ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < *count; i++) {
+        const struct format_commit *from = &segment.commits[i];
+        struct replica_commit *c = &(*commits)[i];
+        c->frame = from->frame;
+        c->end_offset = from->end_offset;
+        c->db_pages = from->db_pages;
+        c->seen_ms = from->seen_at_ms;
+        replica_format_time(c->seen_ms, c->seen_at);
+        if (c->end_offset <= s->start || c->end_offset > s->end ||
+            (i > 0 && c->end_offset <= (*commits)[i - 1].end_offset)) {
+            rc = error_set(err, -EBADMSG, "%s: commit %zu ends at %llu, outside the segment", key,
+                           i + 1, (unsigned long long)c->end_offset);
+            goto out;
+        }
+    }
+    if ((*commits)[*count - 1].end_offset != s->end)
+        rc = error_set(err, -EBADMSG, "%s: the last commit ends at %llu, the segment at %llu", key,
+                       (unsigned long long)(*commits)[*count - 1].end_offset,
+                       (unsigned long long)s->end);
+out:
+    format_segment_free(&segment);
+    if (rc != 0) {
+        free(*commits);
+        *commits = NULL;
+    }
+    return rc;
+}
+
+#define REPLICA_BATCH 64 /* objects fetched before they are used: disk and memory */
+
+/* Reads the sidecars of segments [first, first + count) of `g`, fetched in
+ * parallel, and decides what the generation applies: all of it, or up to
+ * the last commit seen <= T for the last generation of the chain. */
+static int replica_plan_batch(struct replica_work *work, struct replica_generation *g, bool last,
+                              size_t first, size_t count, struct replica_job *jobs,
+                              struct error *err)
+{
+    for (size_t k = 0; k < count; k++) {
+        memset(&jobs[k], 0, sizeof jobs[k]);
+        replica_segment_key(work, g, &g->segments[first + k], ".wal.json", jobs[k].key);
+        jobs[k].size = -1;
+        replica_temp_path(work, "sidecar", jobs[k].path);
+    }
+    int rc = replica_fetch_all(work, jobs, count, err);
+    if (rc == -ENOENT)
+        error_prefix(err, "a segment's sidecar is missing: ");
+    for (size_t k = 0; k < count && rc == 0; k++) {
+        struct replica_segment *s = &g->segments[first + k];
+        struct replica_commit *commits = NULL;
+        size_t commit_count = 0;
+        rc = replica_read_sidecar(jobs[k].path, jobs[k].key, g, s, &commits, &commit_count, err);
+        if (rc != 0)
+            break;
+        s->commits = commit_count;
+        s->first_frame = commits[0].frame;
+        s->first_seen_ms = commits[0].seen_ms;
+        if (!g->cut) {
+            size_t taken = 0;
+            for (; taken < commit_count; taken++)
+                if (last && commits[taken].seen_ms > work->request->at_ms)
+                    break;
+            if (taken > 0) {
+                g->target = commits[taken - 1];
+                g->used_segments = first + k + 1;
+                g->used_commits += taken;
+            }
+            if (taken < commit_count)
+                g->cut = true;
+        }
+        free(commits);
+    }
+    for (size_t k = 0; k < count; k++)
+        unlink(jobs[k].path);
+    return rc;
+}
+
+static int replica_plan_segments(struct replica_work *work, struct error *err)
+{
+    int rc = 0;
+    struct replica_job *jobs = calloc(REPLICA_BATCH, sizeof *jobs);
+    if (!jobs)
+        return error_set(err, -ENOMEM, "out of memory");
+    for (size_t i = 0; i < work->chain_count && rc == 0; i++) {
+        struct replica_generation *g = &work->chain[i];
+        bool last = i + 1 == work->chain_count;
+        rc = replica_list_segments(work, g, err);
+        if (rc == 0 && g->segment_count == 0)
+            rc = error_set(err, -ENOENT, "generation %s has no segment on target %s (%s%s/wal/)",
+                           g->window.name, work->request->target->name, work->prefix,
+                           g->window.name);
+        /* The last generation's sidecars are read until the cut, or on
+         * until the base's frame when the base is not at the start. */
+        for (size_t first = 0;
+             rc == 0 && first < g->segment_count && (!g->cut || (i == 0 && g->base_frame > 0));
+             first += REPLICA_BATCH) {
+            size_t count = g->segment_count - first;
+            rc = replica_plan_batch(work, g, last, first,
+                                    count < REPLICA_BATCH ? count : REPLICA_BATCH, jobs, err);
+        }
+        if (rc == 0)
+            rc = replica_check_contiguous(work, g, g->used_segments, err);
+        if (rc == 0 && g->used_segments == 0)
+            rc = error_set(err, -ERANGE, "no commit of generation %s is at or before the time",
+                           g->window.name);
+        if (rc == 0 && !last && g->used_segments != g->segment_count)
+            rc = error_set(err, -EBADMSG, "generation %s lists segments past its end",
+                           g->window.name);
+    }
+    free(jobs);
+    return rc;
+}
+
+/* ---- building and replaying each generation's WAL ---- */
+
+/* Inflates every gzip member of `path` and appends the bytes to `fd`;
+ * *written counts them. */
+static int replica_inflate_append(const char *path, const char *key, int fd, uint64_t *written,
+                                  struct error *err)
+{
+    unsigned char *in = malloc(REPLICA_BUFFER), *out = malloc(REPLICA_BUFFER);
+    z_stream z = {0};
+    int input = -1, rc = 0;
+    bool begun = false, ended = false;
+    if (!in || !out) {
+        rc = error_set(err, -ENOMEM, "out of memory");
+        goto out;
+    }
+    if ((input = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+        rc = error_set(err, -errno, "%s: %s", path, strerror(errno));
+        goto out;
+    }
+    if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK) {
+        rc = error_set(err, -ENOMEM, "zlib: out of memory");
+        goto out;
+    }
+    begun = true;
+    for (;;) {
+        if (z.avail_in == 0) {
+            ssize_t got = io_read_full(input, in, REPLICA_BUFFER);
+            if (got < 0) {
+                rc = error_set(err, (int)got, "%s: %s", path, strerror((int)-got));
+                goto out;
+            }
+            if (got == 0)
+                break;
+            z.next_in = in;
+            z.avail_in = (uInt)got;
+        }
+        if (ended) { /* another member follows */
+            inflateReset(&z);
+            ended = false;
+        }
+        z.next_out = out;
+        z.avail_out = REPLICA_BUFFER;
+        int zrc = inflate(&z, Z_NO_FLUSH);
+        if (zrc != Z_OK && zrc != Z_STREAM_END && zrc != Z_BUF_ERROR) {
+            rc = error_set(err, -EBADMSG, "%s is not a valid gzip stream: %s", key,
+                           z.msg ? z.msg : "inflate failed");
+            goto out;
+        }
+        size_t produced = REPLICA_BUFFER - z.avail_out;
+        if (produced && (rc = io_write_full(fd, out, produced)) != 0) {
+            rc = error_set(err, rc, "writing the WAL rebuilt from %s: %s", key, strerror(-rc));
+            goto out;
+        }
+        *written += produced;
+        if (zrc == Z_STREAM_END)
+            ended = true;
+    }
+    if (!ended)
+        rc = error_set(err, -EBADMSG, "%s ends inside a gzip member: the object is truncated", key);
+out:
+    if (begun)
+        inflateEnd(&z);
+    if (input >= 0)
+        close(input);
+    free(in);
+    free(out);
+    return rc;
+}
+
+/* The segment holding byte `offset` of a generation's WAL, for messages. */
+static const struct replica_segment *replica_segment_at(const struct replica_generation *g,
+                                                        uint64_t offset)
+{
+    for (size_t i = 0; i < g->used_segments; i++)
+        if (offset < g->segments[i].end)
+            return &g->segments[i];
+    return &g->segments[g->used_segments - 1];
+}
+
+/* The whole chain from the header: every frame up to the cut accepted, and
+ * the cut the end of a commit. */
+static int replica_check_chain(const struct replica_work *work, const char *wal_path,
+                               const struct replica_generation *g, uint64_t *frames,
+                               struct error *err)
+{
+    struct wal_reader reader;
+    int fd = open(wal_path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return error_set(err, -errno, "%s: %s", wal_path, strerror(errno));
+    int rc = wal_reader_open(&reader, fd, wal_path, err);
+    if (rc != 0) {
+        error_prefix(err, "the WAL header in %s: ", SEGMENT_KEY(&g->segments[0]));
+        close(fd);
+        return rc == -ENODATA ? -EBADMSG : rc;
+    }
+    rc = wal_reader_scan(&reader, err);
+    /* The header must be the generation's the sidecars describe: a segment
+     * of another generation (or WAL) put under this name is refused. */
+    for (size_t i = 0; i < g->used_segments && rc == 0; i++)
+        if (g->segments[i].salt[0] != reader.header.salt[0] ||
+            g->segments[i].salt[1] != reader.header.salt[1])
+            rc = error_set(err, -EBADMSG,
+                           "%s belongs to a WAL with salts %08x,%08x, the header of generation %s "
+                           "(in %s) has %08x,%08x",
+                           SIDECAR_KEY(&g->segments[i]), g->segments[i].salt[0],
+                           g->segments[i].salt[1], g->window.name, SEGMENT_KEY(&g->segments[0]),
+                           reader.header.salt[0], reader.header.salt[1]);
+    if (rc == 0 && (reader.committed.offset != g->target.end_offset ||
+                    reader.committed.frame_index != g->target.frame)) {
+        uint64_t at = reader.next.offset;
+        rc = error_set(
+            err, -EBADMSG,
+            "the WAL chain of generation %s breaks at byte %llu (%s, frame %llu), in "
+            "%s; the sidecars say commits reach byte %llu (frame %llu): the object is "
+            "damaged, restore to a time before it",
+            g->window.name, (unsigned long long)at, wal_stop_name(reader.stop),
+            (unsigned long long)reader.next.frame_index + 1, SEGMENT_KEY(replica_segment_at(g, at)),
+            (unsigned long long)g->target.end_offset, (unsigned long long)g->target.frame);
+    }
+    const struct replica_segment *last = &g->segments[g->used_segments - 1];
+    if (rc == 0 && last->end == g->target.end_offset &&
+        (reader.committed.checksum[0] != last->checksum[0] ||
+         reader.committed.checksum[1] != last->checksum[1]))
+        rc = error_set(err, -EBADMSG,
+                       "the WAL chain of generation %s ends with checksum %08x,%08x, %s says "
+                       "%08x,%08x: the segments are not the ones shipped",
+                       g->window.name, reader.committed.checksum[0], reader.committed.checksum[1],
+                       SIDECAR_KEY(last), last->checksum[0], last->checksum[1]);
+    *frames = reader.committed.frame_index;
+    wal_reader_close(&reader);
+    close(fd);
+    return rc;
+}
+
+/* SQLite replays the WAL on open; TRUNCATE copies every frame into the file. */
+static int replica_replay(const char *output, const struct replica_generation *g, uint64_t frames,
+                          struct error *err)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *statement = NULL;
+    int rc = 0;
+    if (sqlite3_open_v2(output, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+        rc = error_set(err, -EIO, "cannot open %s to replay generation %s: %s", output,
+                       g->window.name, db ? sqlite3_errmsg(db) : "out of memory");
+        goto out;
+    }
+    if (sqlite3_prepare_v2(db, "PRAGMA wal_checkpoint(TRUNCATE)", -1, &statement, NULL) !=
+            SQLITE_OK ||
+        sqlite3_step(statement) != SQLITE_ROW) {
+        rc = error_set(err, -EIO, "replaying generation %s into %s: %s", g->window.name, output,
+                       sqlite3_errmsg(db));
+        goto out;
+    }
+    int busy = sqlite3_column_int(statement, 0);
+    int64_t log = sqlite3_column_int64(statement, 1), done = sqlite3_column_int64(statement, 2);
+    sqlite3_finalize(statement);
+    statement = NULL;
+    /* TRUNCATE reports 0/0 once it emptied the log: ask what the header says. */
+    if (busy != 0 || (log != 0 && log != done)) {
+        rc = error_set(err, -EIO,
+                       "replaying generation %s: SQLite checkpointed %lld of %lld frames (busy "
+                       "%d)",
+                       g->window.name, (long long)done, (long long)log, busy);
+        goto out;
+    }
+    if (sqlite3_prepare_v2(db, "PRAGMA page_count", -1, &statement, NULL) != SQLITE_OK ||
+        sqlite3_step(statement) != SQLITE_ROW) {
+        rc = error_set(err, -EIO, "%s: %s", output, sqlite3_errmsg(db));
+        goto out;
+    }
+    int64_t pages = sqlite3_column_int64(statement, 0);
+    if (pages != g->target.db_pages)
+        rc =
+            error_set(err, -EBADMSG,
+                      "after generation %s (%llu frames) %s has %lld pages, the sidecar's db_pages "
+                      "says %u: SQLite did not replay the whole WAL",
+                      g->window.name, (unsigned long long)frames, output, (long long)pages,
+                      g->target.db_pages);
+out:
+    sqlite3_finalize(statement);
+    sqlite3_close(db);
+    return rc;
+}
+
+/* Fetches the generation's segments a batch at a time (in parallel),
+ * appends each, in order, to OUTPUT-wal and removes it: disk holds the
+ * generation's WAL and one batch, memory one batch of jobs. */
+static int replica_build_wal(struct replica_work *work, struct replica_generation *g, int fd,
+                             struct replica_job *jobs, struct replica_result *result,
+                             struct error *err)
+{
+    int rc = 0;
+    uint64_t written = 0;
+    for (size_t first = 0; first < g->used_segments && rc == 0; first += REPLICA_BATCH) {
+        size_t count = g->used_segments - first;
+        if (count > REPLICA_BATCH)
+            count = REPLICA_BATCH;
+        for (size_t k = 0; k < count; k++) {
+            const struct replica_segment *s = &g->segments[first + k];
+            memset(&jobs[k], 0, sizeof jobs[k]);
+            replica_segment_key(work, g, s, ".wal.gz", jobs[k].key);
+            jobs[k].sha256 = s->sha256;
+            jobs[k].size = s->size;
+            replica_temp_path(work, "segment", jobs[k].path);
+            result->fetched_bytes += s->size;
+        }
+        rc = replica_fetch_all(work, jobs, count, err);
+        if (rc == -ENOENT)
+            error_prefix(err, "an object of the replica is missing: ");
+        for (size_t k = 0; k < count && rc == 0; k++) {
+            const struct replica_segment *s = &g->segments[first + k];
+            uint64_t before = written;
+            rc = replica_inflate_append(jobs[k].path, jobs[k].key, fd, &written, err);
+            if (rc == 0 && written - before != s->end - s->start)
+                rc = error_set(err, -EBADMSG,
+                               "%s holds %llu bytes of WAL, its name says %llu: the object is "
+                               "damaged",
+                               jobs[k].key, (unsigned long long)(written - before),
+                               (unsigned long long)(s->end - s->start));
+        }
+        for (size_t k = 0; k < count; k++)
+            unlink(jobs[k].path);
+    }
+    return rc;
+}
+
+/*
+ * The direct apply of docs/replication-design.md 2.5.4: what SQLite's
+ * checkpoint does, without SQLite's WAL index: the last version of each
+ * page up to the cut (frames are read again from the checked WAL), written
+ * at its place in page order, then the file cut to the commit's size.
+ * Memory: 4 bytes per page of the database.
+ */
+static int replica_apply_pages(const char *output, const char *wal_path,
+                               const struct replica_generation *g, struct error *err)
+{
+    struct wal_reader reader;
+    struct wal_frame frame;
+    uint32_t *last = NULL, capacity = 0;
+    uint8_t *page = NULL;
+    int out = -1, rc;
+    int fd = open(wal_path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return error_set(err, -errno, "%s: %s", wal_path, strerror(errno));
+    if ((rc = wal_reader_open(&reader, fd, wal_path, err)) != 0) {
+        close(fd);
+        return rc;
+    }
+    uint32_t page_size = reader.header.page_size;
+    uint64_t frame_size = wal_reader_frame_size(&reader);
+    while (rc == 0 && (rc = wal_reader_next(&reader, &frame, err)) == 1) {
+        if (frame.index > g->target.frame)
+            break;
+        rc = 0;
+        if (frame.index == g->target.frame && frame.commit_size != g->target.db_pages) {
+            rc = error_set(err, -EBADMSG,
+                           "the commit frame %llu of generation %s says %u pages, the sidecar's "
+                           "db_pages says %u: the sidecar does not describe this WAL",
+                           (unsigned long long)frame.index, g->window.name, frame.commit_size,
+                           g->target.db_pages);
+            break;
+        }
+        if (frame.page_number > g->target.db_pages)
+            continue; /* beyond the commit's size: cut off below, as SQLite does */
+        if (frame.page_number >= capacity) {
+            uint32_t grown = capacity ? capacity : 1024;
+            while (grown <= frame.page_number)
+                grown *= 2;
+            uint32_t *bigger = realloc(last, grown * sizeof *last);
+            if (!bigger) {
+                rc = error_set(err, -ENOMEM, "out of memory for a map of %u pages", grown);
+                break;
+            }
+            memset(bigger + capacity, 0, (grown - capacity) * sizeof *last);
+            last = bigger;
+            capacity = grown;
+        }
+        last[frame.page_number] = (uint32_t)frame.index;
+    }
+    if (rc == 1)
+        rc = 0;
+    wal_reader_close(&reader);
+    if (rc == 0 && !(page = malloc(page_size)))
+        rc = error_set(err, -ENOMEM, "out of memory");
+    if (rc == 0 && (out = open(output, O_WRONLY | O_CLOEXEC)) < 0)
+        rc = error_set(err, -errno, "%s: %s", output, strerror(errno));
+    for (uint32_t p = 1; p < capacity && rc == 0; p++) {
+        if (!last[p])
+            continue;
+        int64_t at =
+            WAL_HEADER_SIZE + (int64_t)(last[p] - 1) * (int64_t)frame_size + WAL_FRAME_HEADER_SIZE;
+        if ((rc = io_pread_full(fd, page, page_size, at)) != 0 ||
+            (rc = io_pwrite_full(out, page, page_size, (int64_t)(p - 1) * page_size)) != 0)
+            rc = error_set(err, rc, "copying page %u of generation %s into %s: %s", p,
+                           g->window.name, output, strerror(-rc));
+    }
+    if (rc == 0 && ftruncate(out, (off_t)g->target.db_pages * page_size) != 0)
+        rc = error_set(err, -errno, "%s: %s", output, strerror(errno));
+    if (out >= 0 && close(out) != 0 && rc == 0)
+        rc = error_set(err, -errno, "%s: %s", output, strerror(errno));
+    close(fd);
+    free(page);
+    free(last);
+    return rc;
+}
+
+static int replica_apply_generation(struct replica_work *work, struct replica_generation *g,
+                                    struct replica_job *jobs, struct replica_result *result,
+                                    struct error *err)
+{
+    char wal_path[PATH_MAX + 8];
+    snprintf(wal_path, sizeof wal_path, "%s-wal", work->request->output);
+    unlink(wal_path);
+    int fd = open(wal_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return error_set(err, -errno, "%s: %s", wal_path, strerror(errno));
+    uint64_t frames = 0;
+    int rc = replica_build_wal(work, g, fd, jobs, result, err);
+    if (rc == 0 && ftruncate(fd, (off_t)g->target.end_offset) != 0)
+        rc = error_set(err, -errno, "%s: %s", wal_path, strerror(errno));
+    if (close(fd) != 0 && rc == 0)
+        rc = error_set(err, -errno, "%s: %s", wal_path, strerror(errno));
+    if (rc == 0)
+        rc = replica_check_chain(work, wal_path, g, &frames, err);
+    if (rc == 0 && work->request->apply == REPLICA_APPLY_PAGES) {
+        rc = replica_apply_pages(work->request->output, wal_path, g, err);
+        result->applied = REPLICA_APPLY_PAGES;
+    } else if (rc == 0) {
+        rc = replica_replay(work->request->output, g, frames, err);
+        result->applied = REPLICA_APPLY_SQLITE;
+    }
+    unlink(wal_path);
+    return rc;
+}
+
+/* ---- the restore ---- */
+
+/* The earliest commit a chain whose base file sits at frame F can restore:
+ * the first one at or after F. */
+static int replica_check_base_frame(struct replica_work *work, struct error *err)
+{
+    const struct replica_generation *base = &work->chain[0];
+    if (work->chain_count > 1 || base->target.frame >= base->base_frame)
+        return 0;
+    char earliest[REPLICA_TIME_TEXT] = "";
+    for (size_t k = 0; k < base->segment_count; k++)
+        if (base->segments[k].commits && base->segments[k].first_frame >= base->base_frame) {
+            replica_format_time(base->segments[k].first_seen_ms, earliest);
+            break;
+        }
+    return error_set(err, -ERANGE,
+                     "the chosen commit (frame %llu, seen %s) is before the base of generation "
+                     "%s (copied at frame %llu): replaying it would give a damaged database; "
+                     "the earliest restorable time of this window is about %s",
+                     (unsigned long long)base->target.frame, base->target.seen_at,
+                     base->window.name, (unsigned long long)base->base_frame,
+                     earliest[0] ? earliest : "the next segment's first commit");
+}
+
+static int replica_choose(struct replica_work *work, size_t *chosen, struct error *err)
+{
+    const struct replica_windows *index = &work->index;
+    int64_t at = work->request->at_ms;
+    for (size_t i = index->count; i-- > 0;)
+        if (index->items[i].first_ms <= at) {
+            *chosen = i;
+            return 0;
+        }
+    char asked[REPLICA_TIME_TEXT];
+    replica_format_time(at, asked);
+    return error_set(err, -ERANGE,
+                     "%s is before the replica's window of %s: the earliest restorable time is "
+                     "%s (generation %s)",
+                     asked, work->request->database, index->items[0].first_seen_at,
+                     index->items[0].name);
+}
+
+int replica_restore(const struct replica_request *request, struct replica_result *result,
+                    struct error *err)
+{
+    struct replica_work work = {.request = request};
+    struct replica_job *jobs = NULL;
+    size_t chosen = 0;
+    char index_path[PATH_MAX];
+    bool output_made = false;
+    memset(result, 0, sizeof *result);
+    snprintf(work.prefix, sizeof work.prefix, "%s/replica/", request->database);
+    snprintf(work.temp, sizeof work.temp, "%s.replica-", request->output);
+    int rc = target_open(request->target, &work.target, err);
+    if (rc != 0)
+        return rc;
+    target_set_stop(work.target, request->stop);
+    replica_temp_path(&work, "index.json", index_path);
+    rc = replica_read_index(request->target, work.target, request->database, index_path,
+                            &work.index, err);
+    if (rc == 0)
+        rc = replica_choose(&work, &chosen, err);
+    if (rc == 0)
+        rc = replica_build_chain(&work, chosen, err);
+    if (rc == 0)
+        rc = replica_plan_segments(&work, err);
+    if (rc == 0)
+        rc = replica_check_base_frame(&work, err);
+    if (rc == 0 && !(jobs = calloc(REPLICA_BATCH, sizeof *jobs)))
+        rc = error_set(err, -ENOMEM, "out of memory");
+    if (rc != 0)
+        goto out;
+
+    /* The base, checked against base.json, decompressed to the output. */
+    const struct replica_generation *base = &work.chain[0];
+    snprintf(jobs[0].key, sizeof jobs[0].key, "%s%s/base.db.gz", work.prefix, base->window.name);
+    jobs[0].sha256 = base->base_sha256;
+    jobs[0].size = base->base_size;
+    replica_temp_path(&work, "base.db.gz", jobs[0].path);
+    result->fetched_bytes += base->base_size;
+    rc = replica_fetch_all(&work, jobs, 1, err);
+    if (rc == 0) {
+        struct archive_result unpacked = {0};
+        struct io_context io = {.stop = request->stop};
+        unlink(request->output);
+        output_made = true;
+        rc = archive_decompress(jobs[0].path, request->output, &io, &unpacked, err);
+        if (rc != 0)
+            error_prefix(err, "%s: ", jobs[0].key);
+    }
+    unlink(jobs[0].path);
+    for (size_t i = 0; i < work.chain_count && rc == 0; i++) {
+        rc = replica_apply_generation(&work, &work.chain[i], jobs, result, err);
+        result->segments += work.chain[i].used_segments;
+        result->commits += work.chain[i].used_commits;
+        if (rc == 0 && request->stop && *request->stop)
+            rc = error_set(err, -ECANCELED, "stopped by a signal");
+    }
+    if (rc != 0)
+        goto out;
+    const struct replica_generation *last = &work.chain[work.chain_count - 1];
+    snprintf(result->seen_at, sizeof result->seen_at, "%s", last->target.seen_at);
+    snprintf(result->generation, sizeof result->generation, "%s", last->window.name);
+    snprintf(result->base_generation, sizeof result->base_generation, "%s", base->window.name);
+    result->frame = last->target.frame;
+    result->db_pages = last->target.db_pages;
+    result->generations = work.chain_count;
+out:
+    free(jobs);
+    for (size_t i = 0; i < work.chain_count; i++)
+        free(work.chain[i].segments);
+    free(work.chain);
+    replica_windows_free(&work.index);
+    target_close(work.target);
+    if (rc != 0 && output_made) {
+        char name[PATH_MAX + 16];
+        for (int part = 0; part < FS_DATABASE_PARTS; part++) {
+            snprintf(name, sizeof name, "%s%s", request->output, fs_database_suffixes[part]);
+            unlink(name);
+        }
+    }
+    return rc;
+}
