@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <syslog.h>
+#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -306,9 +307,19 @@ static bool checkpointer_waits(struct replica *r);
 
 /* ---- shipping ---- */
 
+static int64_t shipper_clock_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
 /* Ships every whole commit after the reader's position into spool files and
- * records them; with `all`, to the last commit now. seen_at is `now_ms`,
- * never before the last one recorded (a clock stepped back). */
+ * records them; with `all`, to the last commit now. seen_at is the wall
+ * clock read after the segment's frames were read, so never before any of
+ * its commits happened (a round may have waited for the write lock since it
+ * began at `now_ms`), and never before the last one recorded (a clock
+ * stepped back). `restore --at T` relies on it: no commit made after T. */
 static int ship_segments(struct replica *r, struct wal_reader *reader, int fd, int64_t now_ms,
                          struct state_replica_object *extra, size_t extra_count, uint32_t base_from,
                          const char *break_reason, struct error *err)
@@ -335,6 +346,9 @@ static int ship_segments(struct replica *r, struct wal_reader *reader, int fd, i
         rc = segment_plan_next(reader, &limits, commits, &plan, err);
         if (rc < 0)
             goto out;
+        int64_t read_at = shipper_clock_ms();
+        if (read_at > seen_at)
+            seen_at = read_at;
         if (rc == 0) {
             /* Nothing to ship; still record a new generation or a base. */
             rc = 0;
