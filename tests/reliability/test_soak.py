@@ -133,8 +133,13 @@ class SoakTest(AgentTestCase):
                     continue
                 total, failures = runs.get((name, job), (0, 0))
                 self.assertGreaterEqual(total, 1, f"{name} {job} never ran")
+                # The failed runs' own lines say why; the log's tail rarely does.
+                failed_lines = [line for line in log.splitlines()
+                                if f"{name}: {job}:" in line and
+                                any(word in line for word in (" err:", " error:", " warning:",
+                                                              " crit:", "failed"))]
                 self.assertEqual(failures, 0, f"{name} {job} failed {failures} times:\n"
-                                              f"{log[-3000:]}")
+                                              + "\n".join(failed_lines[-20:]))
             self.assertGreaterEqual(runs[(name, "backup")][0], expected_backups,
                                     f"{name}: backups fell behind")
             verified, orphans, temps, problems = verify_archive_dir(
