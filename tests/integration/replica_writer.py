@@ -97,6 +97,9 @@ def main():
     parser.add_argument("--report")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--big-every", type=int, default=50)
+    # bench/replicate.py finds commit k on a target by the text MK<k>; in
+    # every payload the commit writes
+    parser.add_argument("--marker", action="store_true")
     args = parser.parse_args()
 
     stopping = []
@@ -141,6 +144,9 @@ def main():
         else:
             changes.append((next_id, rng.randbytes(rng.randint(10, 300))))
             next_id += 1
+        if args.marker:
+            mark = b"MK%09d;" % (k + 1)
+            changes = [(i, p if p is None else mark + p) for i, p in changes]
         before = time.time()
         started = time.monotonic()
         try:

@@ -24,9 +24,9 @@ import statistics
 import time
 import unittest
 
-from harness import S3TestCase, BUCKET
+from harness import S3TestCase
 from replica_checks import (layout_problems, random_instants, replicate_entry, restore,
-                            restore_many, rfc3339, sync_s3)
+                            restore_many, sync_s3)
 from replica_writer import ReplicaWriter, content_hash, create
 
 SECONDS = float(os.environ.get("SQLPRODD_PITR_SECONDS", "25"))
@@ -70,7 +70,11 @@ class ReplicaTestCase(S3TestCase):
 
     def start_replicating(self):
         agent = self.start_agent(env=self.agent_env())
-        self.wait_for(lambda: self.restorable_k() is not None, timeout=60,
+
+        def ready():
+            self.assertIsNone(agent.poll(), f"the agent exited\n{self.agent_log()}")
+            return self.restorable_k() is not None
+        self.wait_for(ready, timeout=60,
                       what="a first restorable replica (base shipped)")
         return agent
 
