@@ -20,6 +20,7 @@
 
 #include "config/config_paths.h"
 #include "core/fsutil.h"
+#include "core/io.h"
 #include "jobs/job.h"
 #include "jobs/plan.h"
 #include "core/lock.h"
@@ -150,10 +151,10 @@ static int agent_start_workers(struct agent *agent)
     if (!agent->workers)
         return -ENOMEM;
     for (int i = 0; i < agent->worker_count; i++) {
-        int rc = pthread_create(&agent->workers[i], NULL, agent_worker, agent);
+        int rc = io_thread_start(&agent->workers[i], agent_worker, agent);
         if (rc != 0) {
             agent->worker_count = i;
-            return -rc;
+            return rc;
         }
     }
     return 0;

@@ -20,8 +20,6 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <libdeflate.h>
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -35,6 +33,7 @@
 
 #include "archive/archive_internal.h"
 #include "core/fsutil.h"
+#include "core/io.h"
 #include "core/priority.h"
 
 /* Memory: 2 slots of about 2 MiB (ARCHIVE_BLOCK_BYTES in, as much out) per thread. */
@@ -86,79 +85,6 @@ struct archive_worker {
     size_t index;
 };
 
-static void archive_hex(const unsigned char *digest, unsigned length, char *hex)
-{
-    static const char digits[] = "0123456789abcdef";
-    for (unsigned i = 0; i < length; i++) {
-        hex[2 * i] = digits[digest[i] >> 4];
-        hex[2 * i + 1] = digits[digest[i] & 15];
-    }
-    hex[2 * length] = '\0';
-}
-
-/* Reads until `size` bytes or end of file; returns the count or -errno. */
-static ssize_t archive_read_full(int fd, void *buffer, size_t size)
-{
-    size_t done = 0;
-    while (done < size) {
-        ssize_t got = read(fd, (char *)buffer + done, size - done);
-        if (got < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (got == 0)
-            break;
-        done += (size_t)got;
-    }
-    return (ssize_t)done;
-}
-
-static int archive_write_full(int fd, const void *buffer, size_t size)
-{
-    const char *cursor = buffer;
-    while (size > 0) {
-        ssize_t written = write(fd, cursor, size);
-        if (written < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        cursor += written;
-        size -= (size_t)written;
-    }
-    return 0;
-}
-
-static bool archive_stopped(const struct archive_io *io)
-{
-    return io && io->stop && *io->stop;
-}
-
-static void archive_report(const struct archive_io *io, int64_t done, int64_t total)
-{
-    if (io && io->progress)
-        io->progress(io->progress_context, done, total);
-}
-
-static int archive_digest_start(EVP_MD_CTX **digest, struct error *err)
-{
-    *digest = EVP_MD_CTX_new();
-    if (!*digest)
-        return error_set(err, -ENOMEM, "cannot start SHA-256: out of memory");
-    if (EVP_DigestInit_ex(*digest, EVP_sha256(), NULL) != 1)
-        return error_set(err, -EIO, "cannot start SHA-256: OpenSSL refused EVP_sha256");
-    return 0;
-}
-
-static void archive_digest_finish(EVP_MD_CTX *digest, char hex[ARCHIVE_SHA256_HEX])
-{
-    unsigned char value[EVP_MAX_MD_SIZE];
-    unsigned length = 0;
-    EVP_DigestFinal_ex(digest, value, &length);
-    archive_hex(value, length, hex);
-}
-
 /* Opens a new destination: it must not exist, so we never clobber a backup. */
 static int archive_create_destination(const char *destination, int *fd, struct error *err)
 {
@@ -202,46 +128,6 @@ static int archive_finish_destination(const char *destination, int *fd, struct e
         return error_set(err, -saved, "cannot write %s: %s", destination, strerror(saved));
     }
     return 0;
-}
-
-int archive_codec_init(struct archive_codec *codec, enum archive_format format, int level)
-{
-    *codec = (struct archive_codec){.format = format, .level = level};
-    if (format == ARCHIVE_ZSTD) {
-        codec->zstd = ZSTD_createCCtx();
-        codec->output_capacity = ZSTD_compressBound(ARCHIVE_BLOCK_BYTES);
-        return codec->zstd ? 0 : -ENOMEM;
-    }
-    codec->deflate = libdeflate_alloc_compressor(level);
-    if (!codec->deflate)
-        return -ENOMEM;
-    codec->output_capacity = libdeflate_gzip_compress_bound(codec->deflate, ARCHIVE_BLOCK_BYTES);
-    return 0;
-}
-
-void archive_codec_free(struct archive_codec *codec)
-{
-    if (codec->deflate)
-        libdeflate_free_compressor(codec->deflate);
-    ZSTD_freeCCtx(codec->zstd);
-    codec->deflate = NULL;
-    codec->zstd = NULL;
-}
-
-size_t archive_codec_compress(struct archive_codec *codec, const unsigned char *input, size_t size,
-                              unsigned char *output, size_t capacity)
-{
-    if (codec->format == ARCHIVE_ZSTD) {
-        size_t produced =
-            ZSTD_compressCCtx(codec->zstd, output, capacity, input, size, codec->level);
-        return ZSTD_isError(produced) ? 0 : produced;
-    }
-    return libdeflate_gzip_compress(codec->deflate, input, size, output, capacity);
-}
-
-uint32_t archive_block_crc(const unsigned char *input, size_t size)
-{
-    return libdeflate_crc32(0, input, size);
 }
 
 static void *archive_worker_run(void *argument)
@@ -306,10 +192,22 @@ static void archive_pool_stop(struct archive_pool *pool)
     pthread_mutex_destroy(&pool->lock);
 }
 
+static size_t archive_thread_count(const struct archive_options *options)
+{
+    if (!options || options->threads <= 0)
+        return ARCHIVE_DEFAULT_THREADS;
+    if (options->threads > ARCHIVE_MAX_THREADS)
+        return ARCHIVE_MAX_THREADS;
+    return (size_t)options->threads;
+}
+
 /* Always leaves the pool safe to pass to archive_pool_stop, even on failure. */
 static int archive_pool_start(struct archive_pool *pool, enum archive_format format, int level,
-                              size_t thread_count, const struct archive_io *io, struct error *err)
+                              const struct io_context *io, const struct archive_options *options,
+                              struct error *err)
 {
+    size_t thread_count = archive_thread_count(options);
+
     memset(pool, 0, sizeof *pool);
     pthread_mutex_init(&pool->lock, NULL);
     pthread_cond_init(&pool->work_ready, NULL);
@@ -318,7 +216,7 @@ static int archive_pool_start(struct archive_pool *pool, enum archive_format for
     pool->format = format;
     pool->level = level;
     pool->background = io && io->background;
-    pool->early = io ? io->early : NULL;
+    pool->early = options ? options->early : NULL;
     pool->slot_count = thread_count * ARCHIVE_SLOTS_PER_THREAD;
     pool->codecs = calloc(thread_count, sizeof *pool->codecs);
     pool->workers = calloc(thread_count, sizeof *pool->workers);
@@ -340,50 +238,78 @@ static int archive_pool_start(struct archive_pool *pool, enum archive_format for
             return error_set(err, -ENOMEM, "cannot start compression: out of memory");
     }
 
-    /* Workers block every signal so that SIGTERM and friends keep going to
-     * the agent's own thread, which owns signal handling. */
-    sigset_t all, previous;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &previous);
     int rc = 0;
     for (size_t i = 0; i < thread_count; i++) {
         pool->workers[i].pool = pool;
         pool->workers[i].index = i;
-        rc = pthread_create(&pool->threads[i], NULL, archive_worker_run, &pool->workers[i]);
+        rc = io_thread_start(&pool->threads[i], archive_worker_run, &pool->workers[i]);
         if (rc != 0)
             break;
         pool->threads_started++;
     }
-    pthread_sigmask(SIG_SETMASK, &previous, NULL);
     if (rc != 0)
-        return error_set(err, -rc, "cannot start compression threads: %s", strerror(rc));
+        return error_set(err, rc, "cannot start compression threads: %s", strerror(-rc));
     return 0;
 }
 
-static size_t archive_thread_count(const struct archive_io *io)
+/* Writes a compressed block (its slot DONE, the lock not held) to `out`,
+ * adds it to the digest and the counts, and frees the slot. */
+static int archive_write_block(struct archive_pool *pool, struct archive_slot *slot, int out,
+                               struct io_sha256 *digest, const char *destination,
+                               struct archive_result *result, struct error *err)
 {
-    if (!io || io->threads <= 0)
-        return ARCHIVE_DEFAULT_THREADS;
-    if (io->threads > ARCHIVE_MAX_THREADS)
-        return ARCHIVE_MAX_THREADS;
-    return (size_t)io->threads;
+    assert(slot->state == SLOT_DONE);
+    int rc = io_write_full(out, slot->output, slot->output_size);
+    if (rc < 0)
+        return error_set(err, rc, "cannot write %s: %s", destination, strerror(-rc));
+    io_sha256_update(digest, slot->output, slot->output_size);
+    result->input_bytes += (int64_t)slot->input_size;
+    result->output_bytes += (int64_t)slot->output_size;
+    pthread_mutex_lock(&pool->lock);
+    slot->state = SLOT_FREE;
+    pthread_mutex_unlock(&pool->lock);
+    return 0;
+}
+
+/* Reads the next block of `in` into the free slot `next` (the lock not
+ * held) and hands it to the workers; *input_done once the input ends. */
+static int archive_submit_block(struct archive_pool *pool, struct archive_slot *next, bool first,
+                                int in, const char *source, bool *input_done, struct error *err)
+{
+    ssize_t got = io_read_full(in, next->input, ARCHIVE_BLOCK_BYTES);
+    if (got < 0)
+        return error_set(err, (int)got, "cannot read %s: %s", source, strerror((int)-got));
+    *input_done = got < ARCHIVE_BLOCK_BYTES;
+    /* An empty input still becomes one (empty) member: a zero-byte
+     * file is not valid gzip. */
+    if (got == 0 && !first)
+        return 0;
+    next->input_size = (size_t)got;
+    pthread_mutex_lock(&pool->lock);
+    next->block = pool->submitted;
+    next->state = SLOT_FILLED;
+    pool->submitted++;
+    pthread_cond_signal(&pool->work_ready);
+    pthread_mutex_unlock(&pool->lock);
+    return 0;
 }
 
 /* The main thread's side of compression: read blocks into free slots, write
  * compressed ones in order. It sleeps only when it can neither write the
  * oldest block (still being compressed) nor read a new one (every slot in
  * use, or the input is exhausted). */
-static int archive_compress_blocks(struct archive_pool *pool, int in, int out, EVP_MD_CTX *digest,
-                                   const char *source, const char *destination,
-                                   const struct archive_io *io, int64_t total,
-                                   struct archive_result *result, struct error *err)
+static int archive_compress_blocks(struct archive_pool *pool, int in, int out,
+                                   struct io_sha256 *digest, const char *source,
+                                   const char *destination, const struct io_context *io,
+                                   int64_t total, struct archive_result *result, struct error *err)
 {
     uint64_t written = 0;
     bool input_done = false;
     int64_t reported = 0;
+    int rc = 0;
 
-    for (;;) {
-        if (archive_stopped(io))
+    while (rc == 0) {
+        if (io_stopped(io))
             return error_set(err, -ECANCELED, "compressing %s was cancelled", source);
 
         pthread_mutex_lock(&pool->lock);
@@ -391,58 +317,32 @@ static int archive_compress_blocks(struct archive_pool *pool, int in, int out, E
         bool in_flight = written < pool->submitted;
         if (in_flight && oldest->state == SLOT_DONE) {
             pthread_mutex_unlock(&pool->lock);
-            int rc = archive_write_full(out, oldest->output, oldest->output_size);
-            if (rc < 0)
-                return error_set(err, rc, "cannot write %s: %s", destination, strerror(-rc));
-            EVP_DigestUpdate(digest, oldest->output, oldest->output_size);
-            result->input_bytes += (int64_t)oldest->input_size;
-            result->output_bytes += (int64_t)oldest->output_size;
-            pthread_mutex_lock(&pool->lock);
-            oldest->state = SLOT_FREE;
-            pthread_mutex_unlock(&pool->lock);
+            rc = archive_write_block(pool, oldest, out, digest, destination, result, err);
             written++;
-            if (result->input_bytes - reported >= ARCHIVE_PROGRESS_BYTES) {
+            if (rc == 0 && result->input_bytes - reported >= ARCHIVE_PROGRESS_BYTES) {
                 reported = result->input_bytes;
-                archive_report(io, reported, total);
+                io_report_progress(io, reported, total);
             }
-            continue;
-        }
-        if (in_flight && oldest->state == SLOT_FAILED) {
+        } else if (in_flight && oldest->state == SLOT_FAILED) {
             pthread_mutex_unlock(&pool->lock);
             return error_set(err, -EIO, "cannot compress %s: %s could not compress a block", source,
                              pool->format == ARCHIVE_ZSTD ? "libzstd" : "libdeflate");
-        }
-        if (!input_done && pool->submitted - written < pool->slot_count) {
+        } else if (!input_done && pool->submitted - written < pool->slot_count) {
             struct archive_slot *next = &pool->slots[pool->submitted % pool->slot_count];
             bool first = pool->submitted == 0;
             assert(next->state == SLOT_FREE);
             pthread_mutex_unlock(&pool->lock);
-            ssize_t got = archive_read_full(in, next->input, ARCHIVE_BLOCK_BYTES);
-            if (got < 0)
-                return error_set(err, (int)got, "cannot read %s: %s", source, strerror((int)-got));
-            input_done = got < ARCHIVE_BLOCK_BYTES;
-            /* An empty input still becomes one (empty) member: a zero-byte
-             * file is not valid gzip. */
-            if (got == 0 && !first)
-                continue;
-            next->input_size = (size_t)got;
-            next->block = pool->submitted;
-            pthread_mutex_lock(&pool->lock);
-            next->state = SLOT_FILLED;
-            pool->submitted++;
-            pthread_cond_signal(&pool->work_ready);
+            rc = archive_submit_block(pool, next, first, in, source, &input_done, err);
+        } else if (input_done && !in_flight) {
             pthread_mutex_unlock(&pool->lock);
-            continue;
-        }
-        if (input_done && !in_flight) {
+            io_report_progress(io, result->input_bytes, total);
+            return 0;
+        } else {
+            pthread_cond_wait(&pool->block_done, &pool->lock);
             pthread_mutex_unlock(&pool->lock);
-            break;
         }
-        pthread_cond_wait(&pool->block_done, &pool->lock);
-        pthread_mutex_unlock(&pool->lock);
     }
-    archive_report(io, result->input_bytes, total);
-    return 0;
+    return rc;
 }
 
 int archive_deflate_level(int gzip_level)
@@ -481,7 +381,7 @@ const char *archive_format_suffix(enum archive_format format)
 struct archive_files {
     int in, out;
     int64_t total; /* size of the source */
-    EVP_MD_CTX *digest;
+    struct io_sha256 digest;
     bool created;
 };
 
@@ -491,7 +391,9 @@ static int archive_files_open(const char *source, const char *destination,
     *files = (struct archive_files){.in = -1, .out = -1};
     int rc = archive_open_source(source, &files->in, &files->total, err);
     if (rc == 0)
-        rc = archive_digest_start(&files->digest, err);
+        rc = io_sha256_begin(&files->digest) == 0
+                 ? 0
+                 : error_set(err, -ENOMEM, "cannot hash %s: out of memory", source);
     if (rc == 0)
         rc = archive_create_destination(destination, &files->out, err);
     files->created = rc == 0;
@@ -507,7 +409,7 @@ static int archive_files_close(struct archive_files *files, const char *destinat
     if (rc == 0)
         rc = archive_finish_destination(destination, &files->out, err);
     if (rc == 0) {
-        archive_digest_finish(files->digest, local->sha256);
+        io_sha256_end(&files->digest, local->sha256);
         if (result)
             *result = *local;
     }
@@ -517,18 +419,19 @@ static int archive_files_close(struct archive_files *files, const char *destinat
         close(files->out);
     if (rc < 0 && files->created)
         unlink(destination);
-    EVP_MD_CTX_free(files->digest);
+    io_sha256_discard(&files->digest);
     return rc;
 }
 
 int archive_compress(const char *source, const char *destination, int level,
-                     const struct archive_io *io, struct archive_result *result, struct error *err)
+                     const struct io_context *io, struct archive_result *result, struct error *err)
 {
-    return archive_compress_format(source, destination, ARCHIVE_GZIP, level, io, result, err);
+    return archive_compress_format(source, destination, ARCHIVE_GZIP, level, io, NULL, result, err);
 }
 
 int archive_compress_format(const char *source, const char *destination, enum archive_format format,
-                            int level, const struct archive_io *io, struct archive_result *result,
+                            int level, const struct io_context *io,
+                            const struct archive_options *options, struct archive_result *result,
                             struct error *err)
 {
     struct archive_result local = {0};
@@ -541,9 +444,9 @@ int archive_compress_format(const char *source, const char *destination, enum ar
     int rc = archive_files_open(source, destination, &files, err);
     if (rc == 0) {
         struct archive_pool pool;
-        rc = archive_pool_start(&pool, format, level, archive_thread_count(io), io, err);
+        rc = archive_pool_start(&pool, format, level, io, options, err);
         if (rc == 0)
-            rc = archive_compress_blocks(&pool, files.in, files.out, files.digest, source,
+            rc = archive_compress_blocks(&pool, files.in, files.out, &files.digest, source,
                                          destination, io, files.total, &local, err);
         archive_pool_stop(&pool);
     }
@@ -552,14 +455,14 @@ int archive_compress_format(const char *source, const char *destination, enum ar
 
 /* Reads the next chunk of `in` and adds it to the digest; returns its size,
  * 0 at end of file, or a negative code with err set. */
-static ssize_t archive_read_digested(int in, void *buffer, size_t size, EVP_MD_CTX *digest,
+static ssize_t archive_read_digested(int in, void *buffer, size_t size, struct io_sha256 *digest,
                                      const char *path, struct error *err)
 {
-    ssize_t got = archive_read_full(in, buffer, size);
+    ssize_t got = io_read_full(in, buffer, size);
     if (got < 0)
         return error_set(err, (int)got, "cannot read %s: %s", path, strerror((int)-got));
     if (got > 0)
-        EVP_DigestUpdate(digest, buffer, (size_t)got);
+        io_sha256_update(digest, buffer, (size_t)got);
     return got;
 }
 
@@ -586,9 +489,9 @@ struct archive_decoder {
 /* The loop both codecs share: read, hash, decode, write, count, report.
  * The input may only end exactly where a member or frame ends. */
 static int archive_decode_stream(const struct archive_decoder *decoder, int in, int out,
-                                 EVP_MD_CTX *digest, const char *source, const char *destination,
-                                 const struct archive_io *io, int64_t total,
-                                 struct archive_result *result, struct error *err)
+                                 struct io_sha256 *digest, const char *source,
+                                 const char *destination, const struct io_context *io,
+                                 int64_t total, struct archive_result *result, struct error *err)
 {
     unsigned char *input = malloc(decoder->input_capacity);
     unsigned char *output = malloc(decoder->output_capacity);
@@ -603,7 +506,7 @@ static int archive_decode_stream(const struct archive_decoder *decoder, int in, 
         goto out;
     }
     for (;;) {
-        if (archive_stopped(io)) {
+        if (io_stopped(io)) {
             rc = error_set(err, -ECANCELED, "decompressing %s was cancelled", source);
             goto out;
         }
@@ -624,7 +527,7 @@ static int archive_decode_stream(const struct archive_decoder *decoder, int in, 
         if (rc < 0)
             goto out;
         saw_unit = true;
-        rc = archive_write_full(out, output, step.produced);
+        rc = io_write_full(out, output, step.produced);
         if (rc < 0) {
             error_set(err, rc, "cannot write %s: %s", destination, strerror(-rc));
             goto out;
@@ -632,7 +535,7 @@ static int archive_decode_stream(const struct archive_decoder *decoder, int in, 
         result->output_bytes += (int64_t)step.produced;
         if (result->input_bytes - reported >= ARCHIVE_PROGRESS_BYTES) {
             reported = result->input_bytes;
-            archive_report(io, reported, total);
+            io_report_progress(io, reported, total);
         }
     }
     if (!saw_unit)
@@ -641,7 +544,7 @@ static int archive_decode_stream(const struct archive_decoder *decoder, int in, 
         rc = error_set(err, -EBADMSG, "archive %s is truncated or corrupt: unexpected end of file",
                        source);
     else
-        archive_report(io, result->input_bytes, total);
+        io_report_progress(io, result->input_bytes, total);
 
 out:
     free(input);
@@ -683,8 +586,8 @@ static int archive_inflate_step(void *state, struct archive_decode_step *step, c
 }
 
 /* Inflates every gzip member of `in` into `out`. */
-static int archive_inflate_members(int in, int out, EVP_MD_CTX *digest, const char *source,
-                                   const char *destination, const struct archive_io *io,
+static int archive_inflate_members(int in, int out, struct io_sha256 *digest, const char *source,
+                                   const char *destination, const struct io_context *io,
                                    int64_t total, struct archive_result *result, struct error *err)
 {
     struct archive_inflater inflater;
@@ -717,8 +620,8 @@ static int archive_unzstd_step(void *state, struct archive_decode_step *step, co
 }
 
 /* Decompresses every zstd frame of `in` into `out`. */
-static int archive_unzstd_frames(int in, int out, EVP_MD_CTX *digest, const char *source,
-                                 const char *destination, const struct archive_io *io,
+static int archive_unzstd_frames(int in, int out, struct io_sha256 *digest, const char *source,
+                                 const char *destination, const struct io_context *io,
                                  int64_t total, struct archive_result *result, struct error *err)
 {
     ZSTD_DStream *stream = ZSTD_createDStream();
@@ -742,7 +645,7 @@ static bool archive_is_zstd(int in)
            magic[1] == 0xb5 && magic[2] == 0x2f && magic[3] == 0xfd;
 }
 
-int archive_decompress(const char *source, const char *destination, const struct archive_io *io,
+int archive_decompress(const char *source, const char *destination, const struct io_context *io,
                        struct archive_result *result, struct error *err)
 {
     struct archive_result local = {0};
@@ -750,47 +653,24 @@ int archive_decompress(const char *source, const char *destination, const struct
 
     int rc = archive_files_open(source, destination, &files, err);
     if (rc == 0 && archive_is_zstd(files.in))
-        rc = archive_unzstd_frames(files.in, files.out, files.digest, source, destination, io,
+        rc = archive_unzstd_frames(files.in, files.out, &files.digest, source, destination, io,
                                    files.total, &local, err);
     else if (rc == 0)
-        rc = archive_inflate_members(files.in, files.out, files.digest, source, destination, io,
+        rc = archive_inflate_members(files.in, files.out, &files.digest, source, destination, io,
                                      files.total, &local, err);
     return archive_files_close(&files, destination, rc, &local, result, err);
 }
 
 int archive_sha256_file(const char *path, char hex[ARCHIVE_SHA256_HEX], struct error *err)
 {
-    unsigned char *buffer = malloc(ARCHIVE_STREAM_BYTES);
-    EVP_MD_CTX *digest = NULL;
-    int in = -1, rc;
+    int in = -1;
     int64_t size = 0;
 
     hex[0] = '\0';
-    if (!buffer) {
-        rc = error_set(err, -ENOMEM, "cannot hash %s: out of memory", path);
-        goto out;
-    }
-    rc = archive_open_source(path, &in, &size, err);
-    if (rc < 0)
-        goto out;
-    rc = archive_digest_start(&digest, err);
-    if (rc < 0)
-        goto out;
-    for (;;) {
-        ssize_t got = archive_read_digested(in, buffer, ARCHIVE_STREAM_BYTES, digest, path, err);
-        if (got < 0) {
-            rc = (int)got;
-            goto out;
-        }
-        if (got == 0)
-            break;
-    }
-    archive_digest_finish(digest, hex);
-
-out:
+    int rc = archive_open_source(path, &in, &size, err);
+    if (rc == 0 && (rc = io_sha256_fd(in, NULL, hex)) < 0)
+        error_set(err, rc, "cannot hash %s: %s", path, strerror(-rc));
     if (in >= 0)
         close(in);
-    EVP_MD_CTX_free(digest);
-    free(buffer);
     return rc;
 }

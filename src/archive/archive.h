@@ -1,38 +1,32 @@
 /*
- * archive.h: turning a verified database copy into a gzip archive, and back.
+ * archive.h: turning a verified database copy into a gzip or zstd archive,
+ * and back.
  *
  * Streams with bounded memory (a few buffers, whatever the database size),
- * computing the archive's SHA-256 (OpenSSL EVP) while writing it. The output
- * is standard gzip that gunzip, zcat and zlib read. Nothing here renames into
- * final names: the backup job owns that.
+ * computing the archive's SHA-256 (core/io.h) while writing it. The output
+ * is standard gzip that gunzip, zcat and zlib read, or zstd frames that zstd
+ * reads. Nothing here renames into final names: the backup job owns that.
  */
 #ifndef SQLPRODD_ARCHIVE_H
 #define SQLPRODD_ARCHIVE_H
 
-#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "core/error.h"
+#include "core/io.h"
 
-#define ARCHIVE_SHA256_HEX 65
+#define ARCHIVE_SHA256_HEX IO_SHA256_HEX
 
 /* What archive_compress_format writes. gzip is the default and what every
  * tool reads; zstd (NAME-STAMP.db.zst) is smaller and faster to unpack. */
 enum archive_format { ARCHIVE_GZIP, ARCHIVE_ZSTD };
 
-/* Called now and then with bytes done out of total; may be NULL. */
-typedef void (*archive_progress_fn)(void *context, int64_t done, int64_t total);
-
 struct archive_early;
 
-struct archive_io {
-    const volatile sig_atomic_t *stop; /* non-zero: abort with -ECANCELED */
-    archive_progress_fn progress;
-    void *progress_context;
-    int threads;                 /* compression threads; 0 (as in older initialisers) means 2 */
-    bool background;             /* the agent's own schedule: compression threads run at the
-                                    lowest priority (priority.h) so the application's come first */
+/* What compression may use beyond its I/O context; NULL: the defaults. */
+struct archive_options {
+    int threads;                 /* compression threads; 0 means 2 */
     struct archive_early *early; /* blocks compressed while the source was still
                                     being written (archive_early.h); may be NULL */
 };
@@ -45,18 +39,20 @@ struct archive_result {
 
 /* Compresses `source` into `destination` (created 0600, must not exist),
  * gzip at libdeflate's `level` (1-9), fsyncs it. On any failure `destination` is removed.
- * io may be NULL. The output is a series of gzip members, one per 1 MiB of
- * input (so `gzip -l` shows only the last member's size; gunzip reads all).
+ * io may be NULL (io->background: the compression threads run at the lowest
+ * priority, priority.h, so the application's come first). The output is a series of gzip members,
+ * one per 1 MiB of input (so `gzip -l` shows only the last member's size; gunzip reads all).
  * Errors: -EINVAL bad level, -EEXIST destination exists, -ECANCELED stop
  * was set, other -errno from the system. */
 int archive_compress(const char *source, const char *destination, int level,
-                     const struct archive_io *io, struct archive_result *result, struct error *err);
+                     const struct io_context *io, struct archive_result *result, struct error *err);
 
 /* As archive_compress, in `format`: for ARCHIVE_ZSTD the output is a series
  * of independent zstd frames, one per 1 MiB of input (`zstd -d` and
  * libzstd read them all), and `level` is zstd's, 1-19. */
 int archive_compress_format(const char *source, const char *destination, enum archive_format format,
-                            int level, const struct archive_io *io, struct archive_result *result,
+                            int level, const struct io_context *io,
+                            const struct archive_options *options, struct archive_result *result,
                             struct error *err);
 
 /* backup.level is on gzip's 1-9 scale and means "an archive about as small
@@ -76,7 +72,7 @@ const char *archive_format_suffix(enum archive_format format);
  * *compressed input*, so the caller can check it against a manifest. On any
  * failure (corrupt or truncated input included) `destination` is removed.
  * A corrupt or truncated archive (or trailing garbage) is -EBADMSG. */
-int archive_decompress(const char *source, const char *destination, const struct archive_io *io,
+int archive_decompress(const char *source, const char *destination, const struct io_context *io,
                        struct archive_result *result, struct error *err);
 
 /* SHA-256 of a file, lowercase hex. */

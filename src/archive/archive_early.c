@@ -12,7 +12,6 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -20,7 +19,7 @@
 #include <unistd.h>
 
 #include "archive/archive_internal.h"
-#include "core/fsutil.h"
+#include "core/io.h"
 #include "core/priority.h"
 
 _Static_assert(ARCHIVE_BLOCK_BYTES == COPY_WATCH_BLOCK_BYTES,
@@ -86,13 +85,13 @@ static void *early_run(void *argument)
         /* Opened late: the file exists once the watch saw a write. */
         if (source < 0 && (source = open(early->source, O_RDONLY | O_CLOEXEC)) < 0)
             break;
-        if (fs_pread_full(source, input, ARCHIVE_BLOCK_BYTES,
+        if (io_pread_full(source, input, ARCHIVE_BLOCK_BYTES,
                           (int64_t)block * ARCHIVE_BLOCK_BYTES) != 0)
             break;
         uint32_t crc = archive_block_crc(input, ARCHIVE_BLOCK_BYTES);
         size_t size = archive_codec_compress(&codec, input, ARCHIVE_BLOCK_BYTES, output,
                                              codec.output_capacity);
-        if (size == 0 || fs_pwrite_full(early->spool, output, size, spool_end) != 0 ||
+        if (size == 0 || io_pwrite_full(early->spool, output, size, spool_end) != 0 ||
             !early_keep(early, block, spool_end, size, crc))
             break;
         spool_end += (int64_t)size;
@@ -106,7 +105,7 @@ static void *early_run(void *argument)
 }
 
 int archive_early_start(const char *source, const char *spool_directory, struct copy_watch *watch,
-                        enum archive_format format, int level, const struct archive_io *io,
+                        enum archive_format format, int level, const struct io_context *io,
                         struct archive_early **out, struct error *err)
 {
     struct archive_early *early = calloc(1, sizeof *early);
@@ -129,14 +128,10 @@ int archive_early_start(const char *source, const char *spool_directory, struct 
                          strerror(saved));
     }
 
-    sigset_t all, previous;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &previous);
-    int rc = pthread_create(&early->thread, NULL, early_run, early);
-    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    int rc = io_thread_start(&early->thread, early_run, early);
     if (rc != 0) {
         archive_early_free(early);
-        return error_set(err, -rc, "cannot start early compression: %s", strerror(rc));
+        return error_set(err, rc, "cannot start early compression: %s", strerror(-rc));
     }
     early->thread_started = true;
     *out = early;
@@ -197,7 +192,7 @@ size_t archive_early_take(struct archive_early *early, enum archive_format forma
         atomic_fetch_add(&early->mismatched, 1);
         return 0;
     }
-    if (fs_pread_full(early->spool, output, member->size, member->spool_offset) != 0)
+    if (io_pread_full(early->spool, output, member->size, member->spool_offset) != 0)
         return 0;
     /* Give the space back at once: the archive grows while the spool shrinks,
      * so early compression needs no more disk at its peak than without it. */

@@ -6,7 +6,7 @@
  * thread here compresses the blocks that copy_watch hands out (those far
  * enough behind the writing) into an unnamed spool file beside the copy.
  * Once the copy is finished, archive_compress_format (given the early
- * compression in archive_io.early) takes each block's member from the spool
+ * compression in archive_options.early) takes each block's member from the spool
  * instead of compressing the block again, if both of these hold:
  *   - the watch saw no write to the block since it was read;
  *   - the block of the finished file has the CRC-32 of what was compressed
@@ -41,7 +41,7 @@ struct archive_early_stats {
  * or io->stop is set; io->background lowers its priority. The spool is
  * created in `spool_directory`. */
 int archive_early_start(const char *source, const char *spool_directory, struct copy_watch *watch,
-                        enum archive_format format, int level, const struct archive_io *io,
+                        enum archive_format format, int level, const struct io_context *io,
                         struct archive_early **out, struct error *err);
 
 /* Call after copy_watch_end: waits for the thread, then forgets every block

@@ -1,6 +1,8 @@
 /*
  * archive_internal.h: what archive.c and archive_early.c share: the block
- * size and the compression of one block into one gzip member or zstd frame.
+ * size and the compression of one block into one gzip member or zstd frame
+ * (archive_codec.c, below both), and archive_early.c's answer to archive.c.
+ * Calls point one way: archive.c -> archive_early.c -> archive_codec.c.
  * Not for other modules: they use archive.h and archive_early.h.
  */
 #ifndef SQLPRODD_ARCHIVE_INTERNAL_H

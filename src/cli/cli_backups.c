@@ -1,20 +1,26 @@
 /*
  * cli_backups.c: `sqlprodd backups [DB] [--remote] [--json]`, the backups
  * kept locally (from the manifests on disk) or on the database's target
- * (from a listing).
+ * (from a listing), and with --remote the restorable windows of the WAL
+ * replica (its index.json): one window per chain of generations that
+ * starts from a base file, a break between two windows.
  */
+#include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "archive/catalog.h"
 #include "cli/cli.h"
 #include "offsite/remote.h"
 #include "offsite/target.h"
 #include "core/units.h"
+#include "restore/replica.h"
 
 static void print_local(const struct database_config *db, const struct backup_list *list, json_t *json)
 {
@@ -64,6 +70,71 @@ static void print_remote(const struct database_config *db, const struct remote_l
         printf("%-16s %-17s %12s  %-11s %s:%s\n", db->name, b->id, archive,
                b->has_manifest ? "complete" : "NO MANIFEST", db->upload.target->name, b->archive_key);
     }
+}
+
+/* The replica's target: where `restore --at` reads from. */
+static const struct target_config *replica_target_of(const struct database_config *db)
+{
+    return db->upload.target;
+}
+
+/* One window: generations [first, end) of `windows`, a chain that starts
+ * with a base file (or with the oldest generation kept). */
+static void print_window(const struct database_config *db, const struct replica_windows *windows,
+                         size_t first, size_t end, json_t *json)
+{
+    const struct replica_window *a = &windows->items[first], *z = &windows->items[end - 1];
+    bool broken = first > 0;
+    if (json) {
+        json_t *item = json_object(), *names = json_array();
+        for (size_t i = first; i < end; i++)
+            json_array_append_new(names, json_string(windows->items[i].name));
+        json_object_set_new(item, "database", json_string(db->name));
+        json_object_set_new(item, "location", json_string("replica"));
+        json_object_set_new(item, "target", json_string(replica_target_of(db)->name));
+        json_object_set_new(item, "first_seen_at", json_string(a->first_seen_at));
+        json_object_set_new(item, "last_seen_at", json_string(z->last_seen_at));
+        json_object_set_new(item, "generations", names);
+        json_object_set_new(item, "base", json_string(a->name));
+        json_object_set_new(item, "break_before", json_boolean(broken));
+        json_array_append_new(json, item);
+        return;
+    }
+    if (broken)
+        printf("%-16s BREAK: nothing restorable after %s until %s (generation %s starts from a "
+               "new base)\n",
+               db->name, windows->items[first - 1].last_seen_at, a->first_seen_at, a->name);
+    char names[96];
+    if (end - first == 1)
+        snprintf(names, sizeof names, "%s", a->name);
+    else
+        snprintf(names, sizeof names, "%s..%s", a->name, z->name);
+    printf("%-16s replica window %s .. %s  generations %s, restore --at any time in it\n", db->name,
+           a->first_seen_at, z->last_seen_at, names);
+}
+
+/* -ENOENT (no replica on the target) prints nothing: not every database
+ * replicates. */
+static int print_replica(const struct database_config *db, json_t *json, struct error *err)
+{
+    struct replica_windows windows = {0};
+    char temp[PATH_MAX];
+    const char *directory = getenv("TMPDIR");
+    snprintf(temp, sizeof temp, "%s/sqlprodd-backups-%ld", directory && *directory ? directory : "/tmp",
+             (long)getpid());
+    int rc = replica_list_windows(replica_target_of(db), db->name, &cli_stop, temp, &windows, err);
+    if (rc == -ENOENT)
+        return 0;
+    if (rc != 0)
+        return rc;
+    size_t first = 0;
+    for (size_t i = 1; i <= windows.count; i++)
+        if (i == windows.count || windows.items[i].starts_chain) {
+            print_window(db, &windows, first, i, json);
+            first = i;
+        }
+    replica_windows_free(&windows);
+    return 0;
 }
 
 int cli_backups(const struct config *config, int argc, char **argv)
@@ -128,6 +199,10 @@ int cli_backups(const struct config *config, int argc, char **argv)
             }
             print_remote(db, &list, json);
             remote_list_free(&list);
+            if (replica_target_of(db) && print_replica(db, json, &err) != 0) {
+                fprintf(stderr, "sqlprodd: %s: replica: %s\n", db->name, err.message);
+                failures++;
+            }
         } else {
             struct backup_list list;
             if (catalog_list_local(db, &list, &err) != 0) {

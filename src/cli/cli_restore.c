@@ -1,6 +1,8 @@
 /*
  * cli_restore.c: `sqlprodd restore DB --to PATH [--backup ID]
- * [--from local|remote] [--force]`.
+ * [--from local|remote] [--force]`, and from the WAL replica
+ * `sqlprodd restore DB --to PATH --at TIME [--force]` (replica.h makes the
+ * file; everything after it, checks and swap, is the same).
  *
  * Fetch (remote: download archive and manifest beside PATH), check the
  * archive's sha256 against the manifest, decompress to a temp file beside
@@ -37,6 +39,7 @@
 #include "restore/openers.h"
 #include "offsite/remote.h"
 #include "restore/replace.h"
+#include "restore/replica.h"
 #include "report/progress.h"
 #include "offsite/target.h"
 
@@ -46,6 +49,8 @@ struct restore_request {
     const char *to;
     const char *backup_id; /* NULL: newest */
     const char *from;      /* NULL: local if there, else remote */
+    const char *at;        /* --at TIME: from the replica; NULL: from backups */
+    int64_t at_ms;
     bool force;
     bool live; /* PATH is the database's own file */
 };
@@ -58,12 +63,14 @@ struct restore_files {
     char output[PATH_MAX]; /* decompressed temp file beside PATH */
     char id[32];
     char source[PATH_MAX + 1200]; /* the archive, as messages name it */
+    struct replica_result replica; /* --at */
 };
 
 static int restore_usage(void)
 {
     fprintf(stderr,
-            "usage: sqlprodd restore DB --to PATH [--backup ID] [--from local|remote] [--force]\n");
+            "usage: sqlprodd restore DB --to PATH [--backup ID] [--from local|remote] [--force]\n"
+            "       sqlprodd restore DB --to PATH --at TIME|-15m|latest [--force]\n");
     return CLI_USAGE;
 }
 
@@ -198,7 +205,7 @@ static int restore_pick_local(const struct restore_request *request, struct rest
 }
 
 static int restore_fetch_remote(const struct restore_request *request, struct restore_files *files,
-                                const struct archive_io *io, struct error *err)
+                                const struct io_context *io, struct error *err)
 {
     struct remote_list list = {0};
     struct target *target = NULL;
@@ -382,7 +389,7 @@ static int restore_unpack(const struct restore_request *request, struct restore_
     struct manifest manifest;
     struct archive_result unpacked = {0};
     struct progress progress;
-    struct archive_io io = {
+    struct io_context io = {
         .stop = &cli_stop, .progress = progress_update, .progress_context = &progress};
     bool remote = request->from && strcmp(request->from, "remote") == 0;
     int rc = 0;
@@ -430,6 +437,39 @@ static int restore_unpack(const struct restore_request *request, struct restore_
     return rc;
 }
 
+/* The target holding the database's replica. */
+static const struct target_config *restore_replica_target(const struct database_config *db)
+{
+    return db->upload.target;
+}
+
+/* --at: rebuilds the file from the replica (replica.h), then the same
+ * integrity_check as a backup gets; the file keeps WAL mode, as the
+ * database had (replicate requires it). */
+static int restore_unpack_replica(const struct restore_request *request,
+                                  struct restore_files *files, char *check, size_t check_size,
+                                  char *mode, size_t mode_size, int64_t *bytes, struct error *err)
+{
+    struct replica_request replica = {.target = restore_replica_target(request->db),
+                                      .database = request->db->name,
+                                      .at_ms = request->at_ms,
+                                      .output = files->output,
+                                      .stop = &cli_stop};
+    snprintf(files->output, sizeof files->output, "%s%s", request->to, FS_TEMP_SUFFIX);
+    restore_remove_temp(files->output);
+    int rc = replica_restore(&replica, &files->replica, err);
+    if (rc == 0)
+        rc = restore_verify_output(files->output, check, check_size, err);
+    if (rc == 0)
+        rc = restore_apply_journal_mode(files->output, "wal", mode, mode_size, err);
+    if (rc == 0)
+        rc = fs_sync_file(files->output, err);
+    struct stat st;
+    if (rc == 0 && stat(files->output, &st) == 0)
+        *bytes = st.st_size;
+    return rc;
+}
+
 static int restore(struct restore_request *request, struct error *err)
 {
     struct restore_files files = {0};
@@ -466,7 +506,11 @@ static int restore(struct restore_request *request, struct error *err)
     if (replacing && (rc = restore_check_openers(request, &replacement, &warned, err)) != 0)
         goto out;
 
-    rc = restore_unpack(request, &files, check, sizeof check, mode, sizeof mode, &bytes, err);
+    if (request->at)
+        rc = restore_unpack_replica(request, &files, check, sizeof check, mode, sizeof mode, &bytes,
+                                    err);
+    else
+        rc = restore_unpack(request, &files, check, sizeof check, mode, sizeof mode, &bytes, err);
     if (rc == 0 && replacement.existed[0])
         rc = restore_take_ownership_of(files.output, &replacement.original[0], err);
     if (rc == 0 && stat(files.output, &written) != 0)
@@ -500,9 +544,19 @@ static int restore(struct restore_request *request, struct error *err)
     if (rc != 0)
         goto out;
 
-    printf("restored %s backup %s to %s: %lld bytes, sha256 matches the manifest, "
-           "integrity_check %s, journal_mode %s\n",
-           request->db->name, files.id, request->to, (long long)bytes, check, mode);
+    if (request->at)
+        printf("restored %s to %s as of the commit seen at %s (generation %s, frame %llu): %zu "
+               "commits in %zu segments over %zu generations from the base of %s, %lld bytes, "
+               "every object's sha256 and the WAL checksum chain checked, integrity_check %s, "
+               "journal_mode %s\n",
+               request->db->name, request->to, files.replica.seen_at, files.replica.generation,
+               (unsigned long long)files.replica.frame, files.replica.commits,
+               files.replica.segments, files.replica.generations, files.replica.base_generation,
+               (long long)bytes, check, mode);
+    else
+        printf("restored %s backup %s to %s: %lld bytes, sha256 matches the manifest, "
+               "integrity_check %s, journal_mode %s\n",
+               request->db->name, files.id, request->to, (long long)bytes, check, mode);
     if (replacement.aside[0]) {
         replace_describe_aside(&replacement, aside, sizeof aside);
         printf("the replaced database is kept as %s: remove it once the application works "
@@ -536,16 +590,18 @@ int cli_restore(const struct config *config, int argc, char **argv)
                                             {"backup", required_argument, NULL, 'b'},
                                             {"from", required_argument, NULL, 'f'},
                                             {"force", no_argument, NULL, 'F'},
+                                            {"at", required_argument, NULL, 'a'},
                                             {NULL, 0, NULL, 0}};
     struct restore_request request = {.config = config};
     int option;
     optind = 0; /* 0, not 1: glibc then also resets its internal state */
-    while ((option = getopt_long(argc, argv, "t:b:f:F", options, NULL)) != -1) {
+    while ((option = getopt_long(argc, argv, "t:b:f:Fa:", options, NULL)) != -1) {
         switch (option) {
         case 't': request.to = optarg; break;
         case 'b': request.backup_id = optarg; break;
         case 'f': request.from = optarg; break;
         case 'F': request.force = true; break;
+        case 'a': request.at = optarg; break;
         default: return restore_usage();
         }
     }
@@ -556,8 +612,29 @@ int cli_restore(const struct config *config, int argc, char **argv)
                 request.from);
         return CLI_USAGE;
     }
+    if (request.at && (request.backup_id || request.from)) {
+        fprintf(stderr, "sqlprodd: restore: --at restores from the WAL replica; --backup and "
+                        "--from choose a backup archive: give one or the other\n");
+        return CLI_USAGE;
+    }
     if (!(request.db = cli_select_database(config, argv[optind])))
         return CLI_USAGE;
+    if (request.at) {
+        struct error why = {0};
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        if (replica_parse_time(request.at, (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000,
+                               &request.at_ms, &why) != 0) {
+            fprintf(stderr, "sqlprodd: restore: %s\n", why.message);
+            return CLI_USAGE;
+        }
+        if (!restore_replica_target(request.db)) {
+            fprintf(stderr, "sqlprodd: restore: %s has no replica target to restore --at a time "
+                            "from (replicate = { target = ...; })\n",
+                    request.db->name);
+            return CLI_USAGE;
+        }
+    }
     if (request.from && strcmp(request.from, "remote") == 0 && !request.db->upload.target) {
         fprintf(stderr, "sqlprodd: restore: %s has no upload target to restore from\n",
                 request.db->name);

@@ -100,6 +100,17 @@ struct upload_settings {
     struct keep_policy keep;
 };
 
+/* Continuous WAL shipping (sqlprodd-format(5)). Not a job with a schedule:
+ * the shipper looks every `interval` while the agent runs. */
+struct replicate_settings {
+    char *target_name;                  /* NULL: no replication */
+    const struct target_config *target; /* resolved, points into config->targets */
+    int64_t interval_seconds;           /* default 1s, 1s..1h */
+    int64_t snapshot_every_seconds;     /* a fresh base this often, default 1d */
+    int64_t window_seconds;             /* how far back restore --at reaches, default 7d */
+    struct config_origin origin;        /* where `target` was written, for check's messages */
+};
+
 struct health_settings {
     struct schedule schedule;
     int64_t wal_warn_bytes;  /* default 100 MiB */
@@ -137,6 +148,7 @@ struct database_config {
     struct vacuum_settings vacuum;
     struct backup_settings backup;
     struct upload_settings upload;
+    struct replicate_settings replicate;
     struct health_settings health;
     struct enforce_settings enforce;
 };

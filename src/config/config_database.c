@@ -49,17 +49,20 @@ static const char *const health_keys[] = {SCHEDULE_KEYS,   "wal_warn",      "wal
 static const char *const *const job_keys[JOB_COUNT] = {
     checkpoint_keys, analyze_keys, vacuum_keys, backup_keys, upload_keys, health_keys,
 };
+static const char *const replicate_keys[] = {"target", "interval", "snapshot_every",
+                                             "window", "enabled",  NULL};
 static const char *const enforce_keys[] = {"journal_mode", "auto_vacuum", NULL};
 static const char *const enforce_journal_mode_names[] = {"wal", NULL};
 static const char *const enforce_auto_vacuum_names[] = {"none", "full", "incremental", NULL};
 static const char *const keep_keys[] = {"last",    "hourly", "daily",  "weekly",
                                         "monthly", "yearly", "within", NULL};
 
-static const char *const defaults_keys[] = {"busy_timeout_ms", "checkpoint", "analyze", "vacuum",
-                                            "backup",          "upload",     "health",  "enforce", NULL};
-static const char *const database_keys[] = {"name",    "path",   "busy_timeout_ms", "checkpoint",
-                                            "analyze", "vacuum", "backup",          "upload",
-                                            "health",  "enforce", NULL};
+static const char *const defaults_keys[] = {"busy_timeout_ms", "checkpoint", "analyze",   "vacuum",
+                                            "backup",          "upload",     "replicate", "health",
+                                            "enforce",         NULL};
+static const char *const database_keys[] = {"name",      "path",   "busy_timeout_ms", "checkpoint",
+                                            "analyze",   "vacuum", "backup",          "upload",
+                                            "replicate", "health", "enforce",         NULL};
 
 /* Keys written one level too high or low: say where they go. One table
  * serves `defaults` and database entries, as keys known in a group are
@@ -79,7 +82,10 @@ static const struct config_misplaced_key misplaced_keys[] = {
     {"verify", "it belongs in backup = { ... }"},
     {"compress", "it belongs in backup = { ... }"},
     {"keep", "it belongs in backup = { ... } or upload = { ... }"},
-    {"target", "it belongs in upload = { ... }"},
+    {"target", "it belongs in upload = { ... } or replicate = { ... }"},
+    {"interval", "it belongs in replicate = { ... }"},
+    {"snapshot_every", "it belongs in replicate = { ... }"},
+    {"window", "it belongs in replicate = { ... }"},
     {"wal_warn", "it belongs in health = { ... }"},
     {"wal_crit", "it belongs in health = { ... }"},
     {"freelist_warn", "it belongs in health = { ... }"},
@@ -101,6 +107,7 @@ static const char *const compress_mode_names[] = {"gzip", "zstd", NULL};
 struct database_draft {
     struct database_config settings;
     bool enabled[JOB_COUNT];
+    bool replicate_enabled;
 };
 
 static struct schedule *draft_schedule(struct database_draft *draft, enum job job)
@@ -133,10 +140,14 @@ void config_database_release(struct database_config *database)
     free(database->path);
     free(database->backup.dir);
     free(database->upload.target_name);
+    free(database->replicate.target_name);
     free(database->path_origin.file);
     free(database->backup.dir_origin.file);
+    free(database->replicate.origin.file);
     database->name = database->path = database->backup.dir = database->upload.target_name = NULL;
+    database->replicate.target_name = NULL;
     database->path_origin.file = database->backup.dir_origin.file = NULL;
+    database->replicate.origin.file = NULL;
 }
 
 /* The builtin defaults, as documented in config.h and etc/sqlprodd.conf. */
@@ -176,6 +187,11 @@ static int draft_init_builtin(struct database_draft *draft)
     schedule_every(&settings->upload.schedule, 60, "1m");
     settings->upload.keep = (struct keep_policy){.daily = 30, .monthly = 12};
 
+    draft->replicate_enabled = true;
+    settings->replicate.interval_seconds = 1;
+    settings->replicate.snapshot_every_seconds = 86400;
+    settings->replicate.window_seconds = 7 * 86400;
+
     schedule_every(&settings->health.schedule, 5 * 60, "5m");
     settings->health.wal_warn_bytes = 100 * 1024 * 1024;
     settings->health.wal_crit_bytes = 500 * 1024 * 1024;
@@ -205,7 +221,12 @@ static int draft_copy(struct database_draft *to, const struct database_draft *fr
     /* Nothing may still point at `from`'s strings if a copy below fails. */
     to->settings.backup.dir = to->settings.upload.target_name = NULL;
     to->settings.backup.dir_origin.file = NULL;
+    to->settings.replicate.target_name = to->settings.replicate.origin.file = NULL;
     if (copy_string(&to->settings.backup.dir, from->settings.backup.dir) != 0 ||
+        copy_string(&to->settings.replicate.target_name, from->settings.replicate.target_name) !=
+            0 ||
+        copy_string(&to->settings.replicate.origin.file, from->settings.replicate.origin.file) !=
+            0 ||
         copy_string(&to->settings.backup.dir_origin.file, from->settings.backup.dir_origin.file) !=
             0 ||
         copy_string(&to->settings.upload.target_name, from->settings.upload.target_name) != 0) {
@@ -265,20 +286,21 @@ static void read_keep(struct config_reader *reader, const config_setting_t *job_
     *keep = policy;
 }
 
-static void read_upload_target(struct config_reader *reader, const config_setting_t *group,
-                               const char *key, const struct config *config,
-                               struct upload_settings *upload)
+/* `target = "NAME"` of upload and replicate: an existing target, or "" to
+ * opt out of an inherited one. Returns true when the key was written. */
+static bool read_target_name(struct config_reader *reader, const config_setting_t *group,
+                             const char *key, const struct config *config, char **target_name)
 {
-    if (config_value_string(reader, group, key, "target", &upload->target_name) != CONFIG_VALUE_SET)
-        return;
+    if (config_value_string(reader, group, key, "target", target_name) != CONFIG_VALUE_SET)
+        return false;
     /* `target = ""` is how one database opts out of a default target. */
-    if (upload->target_name[0] == '\0') {
-        free(upload->target_name);
-        upload->target_name = NULL;
-        return;
+    if ((*target_name)[0] == '\0') {
+        free(*target_name);
+        *target_name = NULL;
+        return true;
     }
-    if (config_find_target(config, upload->target_name))
-        return;
+    if (config_find_target(config, *target_name))
+        return true;
 
     const config_setting_t *member = config_setting_get_member(group, "target");
     char target_key[CONFIG_KEY_SIZE];
@@ -298,18 +320,73 @@ static void read_upload_target(struct config_reader *reader, const config_settin
         if (written > 0 && (size_t)written < sizeof list - used)
             used += (size_t)written;
     }
-    const char *suggestion = config_closest(upload->target_name, names, count);
+    const char *suggestion = config_closest(*target_name, names, count);
     if (suggestion)
         config_report(reader, member, target_key, "no target named \"%s\" (did you mean \"%s\"?)",
-                      upload->target_name, suggestion);
+                      *target_name, suggestion);
     else if (count == 0)
         config_report(reader, member, target_key,
                       "no target named \"%s\" (no targets are defined: add one to targets = ( "
                       "... ))",
-                      upload->target_name);
+                      *target_name);
     else
         config_report(reader, member, target_key, "no target named \"%s\" (targets: %s)",
-                      upload->target_name, list);
+                      *target_name, list);
+    return true;
+}
+
+/* The upload's target. */
+static void read_upload_target(struct config_reader *reader, const config_setting_t *group,
+                               const char *key, const struct config *config,
+                               struct upload_settings *upload)
+{
+    read_target_name(reader, group, key, config, &upload->target_name);
+}
+
+/* Shipping is about losing seconds: past an hour it is a backup schedule,
+ * and the window restore --at honours grows with the interval. */
+#define REPLICATE_INTERVAL_MAXIMUM 3600
+
+static void read_replicate(struct config_reader *reader, const config_setting_t *parent,
+                           const char *parent_key, const struct config *config,
+                           struct database_draft *draft)
+{
+    char key[CONFIG_KEY_SIZE], member_key[CONFIG_KEY_SIZE];
+    const config_setting_t *group =
+        subgroup(reader, parent, parent_key, "replicate", replicate_keys, key);
+    if (!group)
+        return;
+    struct replicate_settings *replicate = &draft->settings.replicate;
+    if (read_target_name(reader, group, key, config, &replicate->target_name))
+        config_origin_record(reader, group, "target", strcmp(parent_key, "defaults") == 0,
+                             &replicate->origin);
+    /* A zero duration is refused by the duration parser itself. */
+    config_value_duration(reader, group, key, "interval", REPLICATE_INTERVAL_MAXIMUM,
+                          &replicate->interval_seconds);
+    config_value_duration(reader, group, key, "snapshot_every", CONFIG_INTERVAL_MAXIMUM,
+                          &replicate->snapshot_every_seconds);
+    config_value_duration(reader, group, key, "window", CONFIG_RETENTION_MAXIMUM,
+                          &replicate->window_seconds);
+    /* Checked on the merged values where one of them is written, as the
+     * health thresholds are: an inherited interval meets a local base period. */
+    const config_setting_t *snapshot = config_setting_get_member(group, "snapshot_every");
+    const config_setting_t *interval = config_setting_get_member(group, "interval");
+    if ((snapshot || interval) && replicate->snapshot_every_seconds < replicate->interval_seconds) {
+        config_key_join(member_key, sizeof member_key, key,
+                        snapshot ? "snapshot_every" : "interval");
+        config_report(reader, snapshot ? snapshot : interval, member_key,
+                      "snapshot_every (%llds) must not be shorter than interval (%llds)",
+                      (long long)replicate->snapshot_every_seconds,
+                      (long long)replicate->interval_seconds);
+    }
+    const config_setting_t *window = config_setting_get_member(group, "window");
+    if (window && replicate->window_seconds < replicate->interval_seconds) {
+        config_key_join(member_key, sizeof member_key, key, "window");
+        config_report(reader, window, member_key,
+                      "must not be shorter than interval (%llds), got %llds",
+                      (long long)replicate->interval_seconds, (long long)replicate->window_seconds);
+    }
+    config_value_bool(reader, group, key, "enabled", &draft->replicate_enabled);
 }
 
 /* warn <= crit is checked where one of the two is written, on the merged
@@ -427,6 +504,7 @@ static void read_settings(struct config_reader *reader, const config_setting_t *
                      &draft->settings.busy_timeout_ms);
     for (int job = 0; job < JOB_COUNT; job++)
         read_job(reader, group, key, (enum job)job, config, draft);
+    read_replicate(reader, group, key, config, draft);
     read_enforce(reader, group, key, &draft->settings.enforce);
 }
 
@@ -445,6 +523,13 @@ static void draft_finish(struct database_draft *draft, const struct config *conf
     } else {
         /* NULL only when the name was already reported as unknown. */
         upload->target = config_find_target(config, upload->target_name);
+    }
+    struct replicate_settings *replicate = &draft->settings.replicate;
+    if (!draft->replicate_enabled || !replicate->target_name) {
+        free(replicate->target_name);
+        replicate->target_name = NULL;
+    } else {
+        replicate->target = config_find_target(config, replicate->target_name);
     }
 }
 

@@ -20,6 +20,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/io.h"
+
 /* Copies the directory part of `path` into out ("." when there is none). */
 static int fs_directory_of(const char *path, char *out, size_t out_size)
 {
@@ -90,36 +92,31 @@ int fs_make_directories(const char *path, mode_t mode, struct error *err)
     return fs_make_one_directory(buffer, mode, err);
 }
 
-int fs_sync_directory(const char *directory, struct error *err)
+/* open(2) with `flags`, fsync(2), close; `kind` ("directory " or "") names it in messages. */
+static int fs_sync_path(const char *path, int flags, const char *kind, struct error *err)
 {
-    int fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int fd = open(path, flags | O_CLOEXEC);
     if (fd < 0) {
         int saved = errno;
-        return error_set(err, -saved, "cannot open directory %s: %s", directory, strerror(saved));
+        return error_set(err, -saved, "cannot open %s%s: %s", kind, path, strerror(saved));
     }
     int rc = 0;
     if (fsync(fd) < 0) {
         int saved = errno;
-        rc = error_set(err, -saved, "cannot sync directory %s: %s", directory, strerror(saved));
+        rc = error_set(err, -saved, "cannot sync %s%s: %s", kind, path, strerror(saved));
     }
     close(fd);
     return rc;
 }
 
+int fs_sync_directory(const char *directory, struct error *err)
+{
+    return fs_sync_path(directory, O_RDONLY | O_DIRECTORY, "directory ", err);
+}
+
 int fs_sync_file(const char *path, struct error *err)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int saved = errno;
-        return error_set(err, -saved, "cannot open %s: %s", path, strerror(saved));
-    }
-    int rc = 0;
-    if (fsync(fd) < 0) {
-        int saved = errno;
-        rc = error_set(err, -saved, "cannot sync %s: %s", path, strerror(saved));
-    }
-    close(fd);
-    return rc;
+    return fs_sync_path(path, O_RDONLY, "", err);
 }
 
 int fs_rename_durably(const char *from, const char *to, struct error *err)
@@ -144,7 +141,7 @@ const char *const fs_database_suffixes[FS_DATABASE_PARTS] = {"", "-wal", "-shm",
 int fs_fd_is_database(int fd)
 {
     char header[sizeof FS_SQLITE_HEADER];
-    int rc = fs_pread_full(fd, header, sizeof header, 0);
+    int rc = io_pread_full(fd, header, sizeof header, 0);
     if (rc == -ENODATA)
         return 0; /* shorter than a header: not a database */
     if (rc < 0)
@@ -193,22 +190,31 @@ int fs_refuse_to_replace(const char *path, struct error *err)
     return 0;
 }
 
-/* write(2) until done, retrying interrupted and short writes. */
-static int fs_write_all(int fd, const void *data, size_t size)
+int fs_create_temp_beside(const char *path, const char *temp, mode_t mode, struct error *err)
 {
-    const char *cursor = data;
-
-    while (size > 0) {
-        ssize_t written = write(fd, cursor, size);
-        if (written < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        cursor += written;
-        size -= (size_t)written;
+    int rc;
+    if ((rc = fs_refuse_to_replace(path, err)) != 0 || (rc = fs_refuse_to_replace(temp, err)) != 0)
+        return rc;
+    /* A temp file left by a crash is ours to replace; O_EXCL after the unlink
+     * makes sure we never write through a link someone put there. */
+    if (unlink(temp) < 0 && errno != ENOENT) {
+        rc = -errno;
+        return error_set(err, rc, "cannot remove stale temp file %s: %s", temp, strerror(-rc));
     }
-    return 0;
+    int fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    if (fd < 0) {
+        rc = -errno;
+        return error_set(err, rc, "cannot create %s: %s", temp, strerror(-rc));
+    }
+    /* open() applied the umask; the caller asked for this exact mode. */
+    if (fchmod(fd, mode) < 0) {
+        rc = -errno;
+        error_set(err, rc, "cannot set mode of %s: %s", temp, strerror(-rc));
+        close(fd);
+        unlink(temp);
+        return rc;
+    }
+    return fd;
 }
 
 int fs_write_file_atomically(const char *path, const void *data, size_t size, mode_t mode,
@@ -223,29 +229,13 @@ int fs_write_file_atomically(const char *path, const void *data, size_t size, mo
 
     /* Neither the file nor a stale temp may be a database: this writes only
      * small text files, so a database there is not one of ours. */
-    if ((rc = fs_refuse_to_replace(path, err)) != 0 || (rc = fs_refuse_to_replace(temp, err)) != 0)
-        goto out;
-    /* A temp file left by a crash is ours to replace; O_EXCL after the unlink
-     * makes sure we never write through a link someone put there. */
-    if (unlink(temp) < 0 && errno != ENOENT) {
-        rc = -errno;
-        error_set(err, rc, "cannot remove stale temp file %s: %s", temp, strerror(-rc));
-        goto out;
-    }
-    fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    fd = fs_create_temp_beside(path, temp, mode, err);
     if (fd < 0) {
-        rc = -errno;
-        error_set(err, rc, "cannot create %s: %s", temp, strerror(-rc));
+        rc = fd;
         goto out;
     }
     created = true;
-    /* open() applied the umask; the caller asked for this exact mode. */
-    if (fchmod(fd, mode) < 0) {
-        rc = -errno;
-        error_set(err, rc, "cannot set mode of %s: %s", temp, strerror(-rc));
-        goto out;
-    }
-    rc = fs_write_all(fd, data, size);
+    rc = io_write_full(fd, data, size);
     if (rc < 0) {
         error_set(err, rc, "cannot write %s: %s", temp, strerror(-rc));
         goto out;
@@ -360,17 +350,15 @@ int fs_read_file(const char *path, char **data, size_t *size, struct error *err)
             buffer = grown;
             capacity *= 2;
         }
-        ssize_t got = read(fd, buffer + used, capacity - used - 1);
+        ssize_t got = io_read_full(fd, buffer + used, capacity - used - 1);
         if (got < 0) {
-            if (errno == EINTR)
-                continue;
-            rc = -errno;
+            rc = (int)got;
             error_set(err, rc, "cannot read %s: %s", path, strerror(-rc));
             goto out;
         }
-        if (got == 0)
-            break;
         used += (size_t)got;
+        if (used + 1 < capacity)
+            break; /* a short read: the end of the file */
     }
     buffer[used] = '\0';
     *data = buffer;
@@ -416,38 +404,6 @@ int64_t fs_file_size(const char *path, const char *suffix)
     struct stat st;
     snprintf(full, sizeof full, "%s%s", path, suffix);
     return stat(full, &st) == 0 ? (int64_t)st.st_size : 0;
-}
-
-int fs_pread_full(int fd, void *buffer, size_t size, int64_t offset)
-{
-    size_t done = 0;
-    while (done < size) {
-        ssize_t got =
-            pread(fd, (char *)buffer + done, size - done, (off_t)(offset + (int64_t)done));
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0)
-            return -errno;
-        if (got == 0)
-            return -ENODATA;
-        done += (size_t)got;
-    }
-    return 0;
-}
-
-int fs_pwrite_full(int fd, const void *buffer, size_t size, int64_t offset)
-{
-    size_t done = 0;
-    while (done < size) {
-        ssize_t put =
-            pwrite(fd, (const char *)buffer + done, size - done, (off_t)(offset + (int64_t)done));
-        if (put < 0 && errno == EINTR)
-            continue;
-        if (put < 0)
-            return -errno;
-        done += (size_t)put;
-    }
-    return 0;
 }
 
 const char *fs_file_kind(mode_t mode)

@@ -44,6 +44,13 @@ int fs_fd_is_database(int fd);
  */
 int fs_refuse_to_replace(const char *path, struct error *err);
 
+/* Creates `temp`, the temp file for `path`, as a new file with exactly `mode`
+ * and returns its descriptor (or a negative code with err set). Refuses when
+ * `path` or `temp` is a database or not a regular file (fs_refuse_to_replace),
+ * and first removes a stale `temp` left by a crash: O_EXCL after the unlink
+ * never writes through a link someone put there. */
+int fs_create_temp_beside(const char *path, const char *temp, mode_t mode, struct error *err);
+
 /* Writes `data` to path via path + FS_TEMP_SUFFIX, fsync, rename, fsync dir.
  * Refuses (-EEXIST) what fs_refuse_to_replace refuses, at path or as a stale
  * temp file: sqlprodd never writes those through this. */
@@ -76,12 +83,6 @@ int fs_open_regular(const char *path, const char *what, struct error *err);
 
 /* Reads a whole (small) regular file; *data is NUL-terminated, caller frees. */
 int fs_read_file(const char *path, char **data, size_t *size, struct error *err);
-
-/* pread(2) / pwrite(2) of exactly `size` bytes at `offset`, retried after
- * EINTR and short transfers. 0, or -errno; -ENODATA when the file ends
- * first (it shrank under us). */
-int fs_pread_full(int fd, void *buffer, size_t size, int64_t offset);
-int fs_pwrite_full(int fd, const void *buffer, size_t size, int64_t offset);
 
 /* Joins directory and name with exactly one '/'. Returns -ENAMETOOLONG if it does not fit. */
 int fs_join(char *out, size_t out_size, const char *directory, const char *name);

@@ -102,6 +102,17 @@ static time_t lock_parse_time(const char *text)
     return end ? timegm(&tm) : 0;
 }
 
+/* "pid 1234, WHAT, since 2026-...Z": the pid (0 when absent) and, when the
+ * line has one, the time; *since is left alone otherwise. */
+static void lock_parse_holder_line(const char *text, long *pid, time_t *since)
+{
+    if (sscanf(text, "pid %ld,", pid) != 1)
+        *pid = 0;
+    const char *at = strstr(text, ", since ");
+    if (at)
+        *since = lock_parse_time(at + strlen(", since "));
+}
+
 static void lock_format_time(time_t t, char *out, size_t out_size)
 {
     struct tm tm;
@@ -221,11 +232,7 @@ void lock_probe_database(const char *state_dir, const char *database, struct loc
     text[n] = '\0';
     text[strcspn(text, "\n")] = '\0';
     snprintf(holder->line, sizeof holder->line, "%s", text);
-    if (sscanf(text, "pid %ld,", &holder->pid) != 1)
-        holder->pid = 0;
-    const char *since = strstr(text, ", since ");
-    if (since)
-        holder->since = lock_parse_time(since + strlen(", since "));
+    lock_parse_holder_line(text, &holder->pid, &holder->since);
     if (listed >= 0)
         holder->held = listed == 1;
     else /* a holder killed mid-job leaves its line behind, and a dead pid */
@@ -326,11 +333,7 @@ void lock_agent_probe(const char *state_dir, struct agent_probe *probe)
     if (stopped)
         *stopped++ = '\0';
     snprintf(probe->holder, sizeof probe->holder, "%s", text);
-    if (sscanf(text, "pid %ld,", &probe->pid) != 1)
-        probe->pid = 0;
-    const char *since = strstr(text, ", since ");
-    if (since)
-        probe->started = lock_parse_time(since + strlen(", since "));
+    lock_parse_holder_line(text, &probe->pid, &probe->started);
     /* A "stopped" line left by an agent that is running again is the old one's. */
     if (probe->presence == AGENT_NOT_RUNNING && stopped && strncmp(stopped, "stopped ", 8) == 0)
         probe->stopped = lock_parse_time(stopped + 8);

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "core/fsutil.h"
+#include "core/io.h"
 #include "crypto/age_internal.h"
 #include "crypto/bech32.h"
 
@@ -257,7 +258,7 @@ int age_identity_file_write(const char *path, const struct age_identity *identit
                                        : "");
         goto out;
     }
-    if (fs_pwrite_full(fd, text, (size_t)length, 0) != 0 || fsync(fd) != 0) {
+    if (io_pwrite_full(fd, text, (size_t)length, 0) != 0 || fsync(fd) != 0) {
         rc = error_set(err, -EIO, "cannot write %s: %s", path, strerror(errno));
         goto out;
     }

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "core/fsutil.h"
+#include "core/io.h"
 
 /* SQLite calls this every N virtual-machine steps; non-zero interrupts the
  * statement with SQLITE_INTERRUPT, which is how SIGTERM aborts a job. */
@@ -237,17 +238,12 @@ int database_open(const struct database_config *db, bool read_only,
     return database_connect(db->path, flags, db->busy_timeout_ms, stop, out, err);
 }
 
-/* Up to 9.6 s, so it sleeps in slices and ends early when *stop is set. */
+/* 100 ms doubling to 6.4 s, plus up to half again: up to 9.6 s, so it
+ * sleeps in slices and ends early when *stop is set. */
 static void database_backoff(int attempt, const volatile sig_atomic_t *stop)
 {
-    long delay_ms = 100L << (attempt < 6 ? attempt : 6);
-    delay_ms += rand() % (delay_ms / 2 + 1);
-    while (delay_ms > 0 && !(stop && *stop)) {
-        long slice = delay_ms < DATABASE_BUSY_SLICE_MS ? delay_ms : DATABASE_BUSY_SLICE_MS;
-        struct timespec pause = {0, slice * 1000000L};
-        nanosleep(&pause, NULL);
-        delay_ms -= slice;
-    }
+    int64_t delay_ms = io_backoff(100, 6400, attempt, IO_JITTER_ABOVE);
+    io_sleep_ms(delay_ms, DATABASE_BUSY_SLICE_MS, stop);
 }
 
 int database_exec(sqlite3 *connection, const char *sql, int attempts,
@@ -278,42 +274,46 @@ int database_exec(sqlite3 *connection, const char *sql, int attempts,
                      sql, attempts, attempts == 1 ? "" : "s", sqlite3_errstr(rc));
 }
 
-int database_query_int(sqlite3 *connection, const char *sql, int64_t *value, struct error *err)
+/* Prepares `sql` and steps to its first row: 0 with *statement on that row
+ * (the caller finalizes it), or a negative code with err set (-ENODATA: no
+ * row) and nothing to finalize. */
+static int database_first_row(sqlite3 *connection, const char *sql, sqlite3_stmt **statement,
+                              struct error *err)
 {
-    sqlite3_stmt *statement = NULL;
-    int rc = sqlite3_prepare_v2(connection, sql, -1, &statement, NULL);
+    int rc = sqlite3_prepare_v2(connection, sql, -1, statement, NULL);
     if (rc == SQLITE_OK)
-        rc = sqlite3_step(statement);
-    if (rc == SQLITE_ROW) {
-        *value = sqlite3_column_int64(statement, 0);
-        sqlite3_finalize(statement);
+        rc = sqlite3_step(*statement);
+    if (rc == SQLITE_ROW)
         return 0;
-    }
     int code = rc == SQLITE_DONE ? -ENODATA : sqlite_error_code(rc);
     error_set(err, code, "%s: %s", sql,
               rc == SQLITE_DONE ? "no result" : sqlite3_errmsg(connection));
-    sqlite3_finalize(statement);
+    sqlite3_finalize(*statement);
+    *statement = NULL;
     return code;
+}
+
+int database_query_int(sqlite3 *connection, const char *sql, int64_t *value, struct error *err)
+{
+    sqlite3_stmt *statement = NULL;
+    int rc = database_first_row(connection, sql, &statement, err);
+    if (rc == 0)
+        *value = sqlite3_column_int64(statement, 0);
+    sqlite3_finalize(statement);
+    return rc;
 }
 
 int database_query_text(sqlite3 *connection, const char *sql, char *out, size_t out_size,
                         struct error *err)
 {
     sqlite3_stmt *statement = NULL;
-    int rc = sqlite3_prepare_v2(connection, sql, -1, &statement, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(statement);
-    if (rc == SQLITE_ROW) {
+    int rc = database_first_row(connection, sql, &statement, err);
+    if (rc == 0) {
         const unsigned char *text = sqlite3_column_text(statement, 0);
         snprintf(out, out_size, "%s", text ? (const char *)text : "");
-        sqlite3_finalize(statement);
-        return 0;
     }
-    int code = rc == SQLITE_DONE ? -ENODATA : sqlite_error_code(rc);
-    error_set(err, code, "%s: %s", sql,
-              rc == SQLITE_DONE ? "no result" : sqlite3_errmsg(connection));
     sqlite3_finalize(statement);
-    return code;
+    return rc;
 }
 
 int database_commit_without_fsync_in_wal(sqlite3 *connection, struct error *err)

@@ -20,7 +20,6 @@
  * The live database is opened read-only and never modified.
  */
 #include <errno.h>
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -38,6 +37,7 @@
 #include "archive/copy_watch.h"
 #include "db/database.h"
 #include "core/fsutil.h"
+#include "core/io.h"
 #include "jobs/job.h"
 #include "core/log.h"
 #include "archive/manifest.h"
@@ -81,14 +81,12 @@ static int schema_digest(sqlite3 *connection, char hex[ARCHIVE_SHA256_HEX], int6
                          struct error *err)
 {
     sqlite3_stmt *statement = NULL;
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned int digest_length = 0;
-    EVP_MD_CTX *context = EVP_MD_CTX_new();
+    struct io_sha256 hash = {0};
     int rc = sqlite3_prepare_v2(connection,
                                 "SELECT type, name, tbl_name, coalesce(sql, '') FROM sqlite_schema"
                                 " ORDER BY type, name",
                                 -1, &statement, NULL);
-    if (!context || rc != SQLITE_OK || !EVP_DigestInit_ex(context, EVP_sha256(), NULL)) {
+    if (rc != SQLITE_OK || io_sha256_begin(&hash) != 0) {
         rc = error_set(err, -EIO, "cannot read the schema: %s", sqlite3_errmsg(connection));
         goto out;
     }
@@ -96,7 +94,7 @@ static int schema_digest(sqlite3 *connection, char hex[ARCHIVE_SHA256_HEX], int6
     while ((rc = sqlite3_step(statement)) == SQLITE_ROW) {
         for (int column = 0; column < 4; column++) {
             const unsigned char *text = sqlite3_column_text(statement, column);
-            EVP_DigestUpdate(context, text, (size_t)sqlite3_column_bytes(statement, column) + 1);
+            io_sha256_update(&hash, text, (size_t)sqlite3_column_bytes(statement, column) + 1);
         }
         (*objects)++;
     }
@@ -104,13 +102,11 @@ static int schema_digest(sqlite3 *connection, char hex[ARCHIVE_SHA256_HEX], int6
         rc = error_set(err, -EIO, "cannot read the schema: %s", sqlite3_errmsg(connection));
         goto out;
     }
-    EVP_DigestFinal_ex(context, digest, &digest_length);
-    for (unsigned int i = 0; i < digest_length; i++)
-        snprintf(hex + 2 * i, 3, "%02x", digest[i]);
+    io_sha256_end(&hash, hex);
     rc = 0;
 out:
     sqlite3_finalize(statement);
-    EVP_MD_CTX_free(context);
+    io_sha256_discard(&hash);
     return rc;
 }
 
@@ -190,7 +186,7 @@ static void backup_early_start(struct job_context *context, const struct backup_
 {
     const struct database_config *db = context->database;
     struct error err = {0};
-    struct archive_io io = {.stop = context->stop, .background = !context->one_off};
+    struct io_context io = {.stop = context->stop, .background = !context->one_off};
     /* The snapshot can hold pages that are still only in the WAL. */
     int64_t expected = fs_file_size(db->path, "") + fs_file_size(db->path, "-wal");
 
@@ -310,18 +306,14 @@ static int backup_verify_and_compress(struct job_context *context, const struct 
     bool background = !context->one_off;
     struct backup_verification verification = {context, paths, manifest, background, {0}, 0};
     const struct job_progress *progress = context->progress;
-    struct archive_io io = {.stop = context->stop,
+    struct io_context io = {.stop = context->stop,
                             .progress = progress ? progress->update : NULL,
                             .progress_context = progress ? progress->self : NULL,
-                            .background = background,
-                            .early = early};
-    sigset_t all, previous;
+                            .background = background};
+    struct archive_options options = {.early = early};
     pthread_t thread;
 
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &previous);
-    bool threaded = pthread_create(&thread, NULL, backup_verify_thread, &verification) == 0;
-    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    bool threaded = io_thread_start(&thread, backup_verify_thread, &verification) == 0;
     if (!threaded) {
         verification.background = false; /* this thread's priority could not come back */
         backup_verify_thread(&verification);
@@ -334,7 +326,7 @@ static int backup_verify_and_compress(struct job_context *context, const struct 
         progress->begin(progress->self, db->name);
     int rc =
         archive_compress_format(paths->copy, paths->temp, (enum archive_format)db->backup.compress,
-                                backup_compression_level(db), &io, archived, err);
+                                backup_compression_level(db), &io, &options, archived, err);
     if (progress)
         progress->end(progress->self);
     if (threaded)

@@ -33,7 +33,7 @@ enum job_kind {
  * draw themselves: they sit below the reporters. */
 struct job_progress {
     void (*begin)(void *self, const char *label);
-    archive_progress_fn update;
+    io_progress_fn update;
     void (*end)(void *self);
     void *self;
 };

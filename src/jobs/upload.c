@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "jobs/job.h"
+#include "core/io.h"
 #include "core/log.h"
 #include "archive/manifest.h"
 #include "offsite/remote.h"
@@ -29,10 +30,7 @@
 
 static time_t upload_next_attempt(int attempts, time_t now)
 {
-    int64_t delay = 60LL << (attempts < 6 ? attempts : 6);
-    if (delay > 3600)
-        delay = 3600;
-    return now + (time_t)(delay / 2 + rand() % (delay / 2 + 1));
+    return now + (time_t)io_backoff(60, 3600, attempts, IO_JITTER_EQUAL);
 }
 
 static int upload_one(struct job_context *context, struct target *target,
@@ -41,7 +39,7 @@ static int upload_one(struct job_context *context, struct target *target,
     const char *file_name = strrchr(entry->archive_path, '/');
     char manifest_path[4200], archive_key[1024], manifest_key[1100];
     struct manifest manifest;
-    struct archive_io io = {.stop = context->stop};
+    struct io_context io = {.stop = context->stop};
 
     file_name = file_name ? file_name + 1 : entry->archive_path;
     snprintf(manifest_path, sizeof manifest_path, "%s.json", entry->archive_path);

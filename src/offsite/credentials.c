@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "config/advice.h"
+#include "core/io.h"
 
 /* Far larger than any real credentials file; a bigger one is a mistake. */
 #define CREDENTIALS_MAX_FILE_SIZE (256 * 1024)
@@ -75,6 +76,48 @@ static bool section_is(const char *section, const char *profile)
     return strcmp(section, profile) == 0;
 }
 
+/* Where a key of the file goes; NULL for keys we do not use. */
+static char **credentials_field(struct credentials *found, const char *name)
+{
+    if (strcasecmp(name, "aws_access_key_id") == 0)
+        return &found->access_key_id;
+    if (strcasecmp(name, "aws_secret_access_key") == 0)
+        return &found->secret_access_key;
+    if (strcasecmp(name, "aws_session_token") == 0 || strcasecmp(name, "aws_security_token") == 0)
+        return &found->session_token;
+    return NULL;
+}
+
+/* "name = value" (`equals` points at its '=') in the profile we read:
+ * keeps the value of a key we use. */
+static int credentials_take_value(struct credentials *found, char *content, char *equals,
+                                  const char *source, struct error *err)
+{
+    char *value_end = content + strlen(content);
+    char *name = trim(content, equals);
+    char *value = trim(equals + 1, value_end);
+    char **field = credentials_field(found, name);
+    int rc = field ? replace_field(field, value) : 0;
+    return rc == 0 ? 0 : error_set(err, rc, "%s: out of memory", source);
+}
+
+/* A profile needs both keys; an empty session token is none. */
+static int credentials_check_found(struct credentials *found, const char *source,
+                                   const char *profile, struct error *err)
+{
+    if (!found->access_key_id || !*found->access_key_id)
+        return error_set(err, -EINVAL, "%s: profile [%s] has no aws_access_key_id", source,
+                         profile);
+    if (!found->secret_access_key || !*found->secret_access_key)
+        return error_set(err, -EINVAL, "%s: profile [%s] has no aws_secret_access_key", source,
+                         profile);
+    if (found->session_token && !*found->session_token) {
+        free(found->session_token);
+        found->session_token = NULL;
+    }
+    return 0;
+}
+
 int credentials_parse(const char *text, const char *source, const char *profile,
                       struct credentials *out, struct error *err)
 {
@@ -121,40 +164,16 @@ int credentials_parse(const char *text, const char *source, const char *profile,
         after_value = true;
         if (!in_profile)
             continue;
-        char *value_end = content + strlen(content);
-        char *name = trim(content, equals);
-        char *value = trim(equals + 1, value_end);
-        char **field = NULL;
-        if (strcasecmp(name, "aws_access_key_id") == 0)
-            field = &found.access_key_id;
-        else if (strcasecmp(name, "aws_secret_access_key") == 0)
-            field = &found.secret_access_key;
-        else if (strcasecmp(name, "aws_session_token") == 0 ||
-                 strcasecmp(name, "aws_security_token") == 0)
-            field = &found.session_token;
-        if (field && (rc = replace_field(field, value)) != 0) {
-            error_set(err, rc, "%s: out of memory", source);
+        if ((rc = credentials_take_value(&found, content, equals, source, err)) != 0)
             goto out;
-        }
     }
 
     if (!profile_seen) {
         rc = error_set(err, -ENOENT, "%s: no profile [%s]", source, profile);
         goto out;
     }
-    if (!found.access_key_id || !*found.access_key_id) {
-        rc = error_set(err, -EINVAL, "%s: profile [%s] has no aws_access_key_id", source, profile);
+    if ((rc = credentials_check_found(&found, source, profile, err)) != 0)
         goto out;
-    }
-    if (!found.secret_access_key || !*found.secret_access_key) {
-        rc = error_set(err, -EINVAL, "%s: profile [%s] has no aws_secret_access_key", source,
-                       profile);
-        goto out;
-    }
-    if (found.session_token && !*found.session_token) {
-        free(found.session_token);
-        found.session_token = NULL;
-    }
     *out = found;
     found = (struct credentials){0};
 out:
@@ -281,24 +300,18 @@ static int credentials_read(const char *path, const char *profile, bool check_ac
                        CREDENTIALS_MAX_FILE_SIZE);
         goto out;
     }
-    text = malloc((size_t)st.st_size + 1);
+    length = (size_t)st.st_size + 1; /* all of it is wiped at the end, even after a failed read */
+    text = malloc(length);
     if (!text) {
         rc = error_set(err, -ENOMEM, "credentials file %s: out of memory", path);
         goto out;
     }
-    while (length < (size_t)st.st_size) {
-        ssize_t got = read(fd, text + length, (size_t)st.st_size - length);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0) {
-            rc = error_set(err, -errno, "credentials file %s: %s", path, strerror(errno));
-            goto out;
-        }
-        if (got == 0)
-            break;
-        length += (size_t)got;
+    ssize_t got = io_read_full(fd, text, length - 1);
+    if (got < 0) {
+        rc = error_set(err, (int)got, "credentials file %s: %s", path, strerror((int)-got));
+        goto out;
     }
-    text[length] = '\0';
+    text[got] = '\0';
     rc = credentials_parse(text, path, profile, out, err);
 out:
     if (text) {

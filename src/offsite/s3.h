@@ -1,8 +1,9 @@
 /*
- * s3.h: the S3 client behind target_s3.c, shared by its files: s3_http.c
- * (one signed request with retries), s3_xml.c (the XML S3 speaks) and
- * s3_multipart.c (large uploads). Not a general S3 SDK: only the calls a
- * backup target needs.
+ * s3.h: the S3 client behind target_s3.c, shared by its files. Calls point
+ * down only: target_s3.c -> s3_multipart.c (large uploads) -> s3_http.c (one
+ * signed request with retries) -> s3_xml.c (the XML S3 speaks) and sigv4.c
+ * -> target_common.c. Not a general S3 SDK: only the calls a backup target
+ * needs.
  */
 #ifndef SQLPRODD_S3_H
 #define SQLPRODD_S3_H
@@ -63,9 +64,9 @@ struct s3_response {
     char *body; /* NUL-terminated, or NULL; malloc'ed */
     size_t body_size;
     char etag[128];
-    char meta_sha256[ARCHIVE_SHA256_HEX]; /* x-amz-meta-sha256, "" when absent */
+    char meta_sha256[IO_SHA256_HEX]; /* x-amz-meta-sha256, "" when absent */
     char request_id[128];
-    char downloaded_sha256[ARCHIVE_SHA256_HEX]; /* with download_fd */
+    char downloaded_sha256[IO_SHA256_HEX]; /* with download_fd */
     int64_t downloaded_bytes;
 };
 
@@ -85,7 +86,7 @@ void s3_request_add_parameter(struct s3_request *request, const char *name, cons
  * s3_response_free.
  */
 int s3_perform(struct s3_client *client, CURL *curl, const struct s3_request *request,
-               struct s3_response *response, const struct archive_io *io, struct error *err);
+               struct s3_response *response, const struct io_context *io, struct error *err);
 void s3_response_free(struct s3_response *response);
 
 /* Base64 MD5 for Content-MD5 and hex SHA-256 of a buffer. */
@@ -109,7 +110,7 @@ void s3_xml_init(void);
 
 /* s3_multipart.c: uploads the open file `fd` (size bytes) to `key`. */
 int s3_upload_multipart(struct s3_client *client, CURL *curl, const char *key, int fd, int64_t size,
-                        const char *sha256_hex, const struct archive_io *io, struct error *err);
+                        const char *sha256_hex, const struct io_context *io, struct error *err);
 
 /* Headers every new object carries: metadata sha256, storage class, SSE. */
 void s3_request_add_object_headers(const struct s3_client *client, struct s3_request *request,

@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/io.h"
 #include "core/log.h"
 #include "offsite/s3.h"
 
@@ -33,10 +34,10 @@ enum s3_outcome { S3_DONE, S3_RETRY, S3_FAIL };
 struct s3_transfer {
     const struct s3_request *request;
     struct s3_response *response;
-    const struct archive_io *io;
+    const struct io_context *io;
     size_t upload_offset;
-    bool capture; /* the current response body goes to memory */
-    EVP_MD_CTX *download_hash;
+    bool capture;                   /* the current response body goes to memory */
+    struct io_sha256 download_hash; /* of a body that goes to download_fd */
     int write_errno;
     bool too_large;
     int64_t progress_seen;
@@ -158,17 +159,12 @@ static size_t on_body(char *data, size_t size, size_t count, void *context)
         response->body[response->body_size] = '\0';
         return length;
     }
-    for (size_t done = 0; done < length;) {
-        ssize_t written = write(transfer->request->download_fd, data + done, length - done);
-        if (written < 0 && errno == EINTR)
-            continue;
-        if (written < 0) {
-            transfer->write_errno = errno;
-            return 0;
-        }
-        done += (size_t)written;
+    int rc = io_write_full(transfer->request->download_fd, data, length);
+    if (rc < 0) {
+        transfer->write_errno = -rc;
+        return 0;
     }
-    EVP_DigestUpdate(transfer->download_hash, data, length);
+    io_sha256_update(&transfer->download_hash, data, length);
     response->downloaded_bytes += (int64_t)length;
     return length;
 }
@@ -201,7 +197,7 @@ static int on_progress(void *context, curl_off_t download_total, curl_off_t down
     (void)download_total;
     (void)upload_total;
     struct s3_transfer *transfer = context;
-    if (target_stopped(transfer->io))
+    if (io_stopped(transfer->io))
         return 1; /* CURLE_ABORTED_BY_CALLBACK */
     const struct s3_request *request = transfer->request;
     int64_t now = request->download_fd >= 0 ? (int64_t)download_now : (int64_t)upload_now;
@@ -438,96 +434,143 @@ static int http_error(const struct s3_client *client, const struct s3_request *r
                      document->message[0] ? ": " : "", document->message);
 }
 
-/* One attempt; decides whether to retry. `reason` gets a short cause for the log. */
-static enum s3_outcome attempt(struct s3_client *client, CURL *curl,
-                               const struct s3_request *request, const char *payload_hash,
-                               struct s3_response *response, const struct archive_io *io,
-                               const char *what, char *reason, size_t reason_size, int *rc,
-                               struct error *err)
+/* What the steps of one attempt share. */
+struct s3_attempt {
+    struct s3_client *client;
+    CURL *curl;
+    const struct s3_request *request;
+    struct s3_response *response;
+    const char *what; /* "s3://bucket/key", for messages */
+    char *reason;     /* a short cause, for the log line of a retry */
+    size_t reason_size;
+    struct s3_transfer transfer;
+    struct curl_slist *headers;
+    char *url;
+    char error_buffer[CURL_ERROR_SIZE];
+    int rc;
+    struct error *err;
+};
+
+/* A retry starts the download over: an empty file and a fresh digest. */
+static enum s3_outcome attempt_start_download(struct s3_attempt *attempt)
 {
-    char error_buffer[CURL_ERROR_SIZE] = "";
-    struct s3_transfer transfer = {.request = request, .response = response, .io = io};
-    struct curl_slist *headers = NULL;
-    char *uri = NULL, *query = NULL, *url = NULL;
+    int fd = attempt->request->download_fd;
+    if (ftruncate(fd, 0) != 0 || lseek(fd, 0, SEEK_SET) != 0) {
+        attempt->rc = error_set(attempt->err, -errno, "%s: cannot rewind the download: %s",
+                                attempt->what, strerror(errno));
+        return S3_FAIL;
+    }
+    if (io_sha256_begin(&attempt->transfer.download_hash) != 0) {
+        attempt->rc = error_set(attempt->err, -ENOMEM, "%s: out of memory", attempt->what);
+        return S3_FAIL;
+    }
+    return S3_DONE;
+}
+
+/* The URL and the headers, signed at this second (a retry signs afresh). */
+static enum s3_outcome attempt_sign(struct s3_attempt *attempt, const char *payload_hash)
+{
+    const struct s3_client *client = attempt->client;
+    const struct s3_request *request = attempt->request;
+    char *uri = s3_canonical_uri(client, request->key), *query = NULL;
     enum s3_outcome outcome = S3_FAIL;
 
-    s3_response_free(response);
-    memset(response, 0, sizeof *response);
-    if (request->download_fd >= 0) {
-        /* A retry starts the file over. */
-        if (ftruncate(request->download_fd, 0) != 0 ||
-            lseek(request->download_fd, 0, SEEK_SET) != 0) {
-            *rc =
-                error_set(err, -errno, "%s: cannot rewind the download: %s", what, strerror(errno));
-            return S3_FAIL;
-        }
-        transfer.download_hash = EVP_MD_CTX_new();
-        if (!transfer.download_hash ||
-            EVP_DigestInit_ex(transfer.download_hash, EVP_sha256(), NULL) != 1) {
-            EVP_MD_CTX_free(transfer.download_hash);
-            *rc = error_set(err, -ENOMEM, "%s: out of memory", what);
-            return S3_FAIL;
-        }
-    }
-    uri = s3_canonical_uri(client, request->key);
     if (!uri || sigv4_canonical_query(request->parameters, request->parameter_count, &query) != 0 ||
-        asprintf(&url, "%s%s%s%s", client->base_url, uri, *query ? "?" : "", query) < 0) {
-        url = NULL;
-        *rc = error_set(err, -ENOMEM, "%s: out of memory", what);
+        asprintf(&attempt->url, "%s%s%s%s", client->base_url, uri, *query ? "?" : "", query) < 0) {
+        attempt->url = NULL;
+        attempt->rc = error_set(attempt->err, -ENOMEM, "%s: out of memory", attempt->what);
         goto out;
     }
-    if ((*rc = build_headers(client, request, uri, payload_hash, time(NULL), &headers)) != 0) {
-        error_set(err, *rc, "%s: cannot sign the request", what);
+    attempt->rc = build_headers(client, request, uri, payload_hash, time(NULL), &attempt->headers);
+    if (attempt->rc != 0) {
+        error_set(attempt->err, attempt->rc, "%s: cannot sign the request", attempt->what);
         goto out;
     }
+    outcome = S3_DONE;
+out:
+    free(uri);
+    free(query);
+    return outcome;
+}
+
+static CURLcode attempt_send(struct s3_attempt *attempt)
+{
+    CURL *curl = attempt->curl;
     curl_easy_reset(curl); /* keeps the connection cache */
-    set_common_options(client, curl, &transfer, error_buffer);
-    if (request->despite_stop_ms > 0)
-        curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (long)request->despite_stop_ms);
-    set_method(curl, request);
-    curl_easy_setopt(curl, CURLOPT_URL, url);
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+    set_common_options(attempt->client, curl, &attempt->transfer, attempt->error_buffer);
+    if (attempt->request->despite_stop_ms > 0)
+        curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (long)attempt->request->despite_stop_ms);
+    set_method(curl, attempt->request);
+    curl_easy_setopt(curl, CURLOPT_URL, attempt->url);
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, attempt->headers);
+    return curl_easy_perform(curl);
+}
 
-    CURLcode code = curl_easy_perform(curl);
-    if (code == CURLE_ABORTED_BY_CALLBACK && target_stopped(io)) {
-        *rc = error_set(err, -ECANCELED, "%s: %s cancelled", what, request->method);
-        goto out;
-    }
-    if (transfer.write_errno) {
-        *rc = error_set(err, -transfer.write_errno, "%s: cannot write the download: %s", what,
-                        strerror(transfer.write_errno));
-        goto out;
-    }
-    if (transfer.too_large) {
-        *rc = error_set(err, -EPROTO,
-                        "%s: the response is larger than %d bytes: is %s an S3 endpoint?", what,
-                        S3_MAX_RESPONSE_BODY, client->base_url);
-        goto out;
-    }
-    if (code != CURLE_OK) {
-        snprintf(reason, reason_size, "%s",
-                 error_buffer[0] ? error_buffer : curl_easy_strerror(code));
-        if (curl_error_is_transient(code)) {
-            *rc = error_set(err, curl_error_code(code), "%s: %s failed: %s", what, request->method,
-                            reason);
-            outcome = S3_RETRY;
-        } else if (code == CURLE_PEER_FAILED_VERIFICATION) {
-            /* A bucket name with dots cannot match a wildcard certificate. */
-            bool dotted = strchr(client->bucket, '.') && strstr(client->host, client->bucket);
-            *rc = error_set(err, -EPROTO, "%s: the TLS certificate of %s is not trusted (%s): %s",
-                            what, client->base_url, reason,
-                            dotted ? "a bucket name with dots needs path_style = true"
-                                   : "fix the endpoint or the CA store (tls_verify = false is "
-                                     "for testing only)");
-        } else {
-            *rc = error_set(err, curl_error_code(code), "%s: %s failed: %s", what, request->method,
-                            reason);
-        }
-        goto out;
-    }
+/* curl's own failure: a network error is retried when it may pass. */
+static enum s3_outcome judge_curl_error(struct s3_attempt *attempt, CURLcode code)
+{
+    const struct s3_client *client = attempt->client;
+    const char *what = attempt->what, *method = attempt->request->method;
+    const char *reason = attempt->reason;
 
+    snprintf(attempt->reason, attempt->reason_size, "%s",
+             attempt->error_buffer[0] ? attempt->error_buffer : curl_easy_strerror(code));
+    if (curl_error_is_transient(code)) {
+        attempt->rc = error_set(attempt->err, curl_error_code(code), "%s: %s failed: %s", what,
+                                method, reason);
+        return S3_RETRY;
+    }
+    if (code == CURLE_PEER_FAILED_VERIFICATION) {
+        /* A bucket name with dots cannot match a wildcard certificate. */
+        bool dotted = strchr(client->bucket, '.') && strstr(client->host, client->bucket);
+        attempt->rc = error_set(attempt->err, -EPROTO,
+                                "%s: the TLS certificate of %s is not trusted (%s): %s", what,
+                                client->base_url, reason,
+                                dotted ? "a bucket name with dots needs path_style = true"
+                                       : "fix the endpoint or the CA store (tls_verify = false is "
+                                         "for testing only)");
+        return S3_FAIL;
+    }
+    attempt->rc =
+        error_set(attempt->err, curl_error_code(code), "%s: %s failed: %s", what, method, reason);
+    return S3_FAIL;
+}
+
+/* A transfer that did not finish: cancelled, our side of it failed, or curl's. */
+static enum s3_outcome judge_transfer(struct s3_attempt *attempt, CURLcode code)
+{
+    const struct s3_transfer *transfer = &attempt->transfer;
+    const char *what = attempt->what;
+
+    if (code == CURLE_ABORTED_BY_CALLBACK && io_stopped(transfer->io)) {
+        attempt->rc =
+            error_set(attempt->err, -ECANCELED, "%s: %s cancelled", what, attempt->request->method);
+        return S3_FAIL;
+    }
+    if (transfer->write_errno) {
+        attempt->rc =
+            error_set(attempt->err, -transfer->write_errno, "%s: cannot write the download: %s",
+                      what, strerror(transfer->write_errno));
+        return S3_FAIL;
+    }
+    if (transfer->too_large) {
+        attempt->rc = error_set(attempt->err, -EPROTO,
+                                "%s: the response is larger than %d bytes: is %s an S3 endpoint?",
+                                what, S3_MAX_RESPONSE_BODY, attempt->client->base_url);
+        return S3_FAIL;
+    }
+    return judge_curl_error(attempt, code);
+}
+
+/* A complete HTTP response: a 2xx is done (unless its body holds an error),
+ * anything else fails with S3's error document, retried when it may pass. */
+static enum s3_outcome judge_response(struct s3_attempt *attempt)
+{
+    const struct s3_request *request = attempt->request;
+    struct s3_response *response = attempt->response;
     struct s3_error_document document = {0};
     bool failed = response->status < 200 || response->status >= 300;
+
     if (!failed && request->body_may_hold_error && response->body &&
         s3_xml_parse_error(response->body, response->body_size, &document) == 0) {
         failed = true; /* S3 can answer 200 and then report an error in the body */
@@ -536,75 +579,109 @@ static enum s3_outcome attempt(struct s3_client *client, CURL *curl,
         s3_xml_parse_error(response->body, response->body_size, &document);
     }
     if (!failed) {
-        if (transfer.download_hash) {
-            unsigned char digest[32];
-            EVP_DigestFinal_ex(transfer.download_hash, digest, NULL);
-            for (int i = 0; i < 32; i++)
-                snprintf(response->downloaded_sha256 + 2 * i, 3, "%02x", digest[i]);
-        }
-        *rc = 0;
-        outcome = S3_DONE;
-        goto out;
+        if (attempt->transfer.download_hash.context)
+            io_sha256_end(&attempt->transfer.download_hash, response->downloaded_sha256);
+        attempt->rc = 0;
+        return S3_DONE;
     }
-    snprintf(reason, reason_size, "HTTP %ld %s", response->status,
+    snprintf(attempt->reason, attempt->reason_size, "HTTP %ld %s", response->status,
              document.code[0] ? document.code : "");
-    *rc = http_error(client, request, response->status, &document, what, err);
-    if (http_status_is_transient(response->status, document.code))
-        outcome = S3_RETRY;
-out:
-    EVP_MD_CTX_free(transfer.download_hash);
-    curl_slist_free_all(headers);
-    free(uri);
-    free(query);
-    free(url);
+    attempt->rc = http_error(attempt->client, request, response->status, &document, attempt->what,
+                             attempt->err);
+    return http_status_is_transient(response->status, document.code) ? S3_RETRY : S3_FAIL;
+}
+
+/* One attempt: sign, send, judge; decides whether to retry. */
+static enum s3_outcome attempt_once(struct s3_attempt *attempt, const char *payload_hash,
+                                    const struct io_context *io)
+{
+    enum s3_outcome outcome = S3_DONE;
+
+    s3_response_free(attempt->response);
+    memset(attempt->response, 0, sizeof *attempt->response);
+    attempt->transfer =
+        (struct s3_transfer){.request = attempt->request, .response = attempt->response, .io = io};
+    attempt->error_buffer[0] = '\0';
+    if (attempt->request->download_fd >= 0)
+        outcome = attempt_start_download(attempt);
+    if (outcome == S3_DONE)
+        outcome = attempt_sign(attempt, payload_hash);
+    if (outcome == S3_DONE) {
+        CURLcode code = attempt_send(attempt);
+        const struct s3_transfer *transfer = &attempt->transfer;
+        if (code != CURLE_OK || transfer->write_errno || transfer->too_large)
+            outcome = judge_transfer(attempt, code);
+        else
+            outcome = judge_response(attempt);
+    }
+    io_sha256_discard(&attempt->transfer.download_hash);
+    curl_slist_free_all(attempt->headers);
+    free(attempt->url);
+    attempt->headers = NULL;
+    attempt->url = NULL;
     return outcome;
 }
 
+/* Requests that take no I/O context (list, delete) still end on the
+ * target's stop flag; clean-up sent despite a stop ends on none. */
+static const struct io_context *request_io(const struct s3_client *client,
+                                           const struct s3_request *request,
+                                           const struct io_context *io,
+                                           struct io_context *with_stop)
+{
+    if (request->despite_stop_ms > 0)
+        return NULL;
+    if (io && io->stop)
+        return io;
+    *with_stop = io ? *io : (struct io_context){0};
+    with_stop->stop = client->target->stop;
+    return with_stop;
+}
+
 int s3_perform(struct s3_client *client, CURL *curl, const struct s3_request *request,
-               struct s3_response *response, const struct archive_io *io, struct error *err)
+               struct s3_response *response, const struct io_context *io, struct error *err)
 {
     const struct target_tuning *tuning = &client->target->tuning;
-    char payload_hash[SIGV4_SHA256_HEX], what[1200], reason[CURL_ERROR_SIZE + 64];
-    /* Requests without an archive_io (list, delete) still end on the
-     * target's stop flag. */
-    struct archive_io with_stop = {0};
-    if (request->despite_stop_ms > 0) {
-        io = NULL;
-    } else if (!io || !io->stop) {
-        if (io)
-            with_stop = *io;
-        with_stop.stop = client->target->stop;
-        io = &with_stop;
-    }
-    int rc = -EIO, attempts = request->attempts > 0 ? request->attempts : tuning->attempts;
+    char payload_hash[IO_SHA256_HEX], what[1200], reason[CURL_ERROR_SIZE + 64];
+    struct io_context with_stop;
+    struct s3_attempt attempt = {.client = client,
+                                 .curl = curl,
+                                 .request = request,
+                                 .response = response,
+                                 .what = what,
+                                 .reason = reason,
+                                 .reason_size = sizeof reason,
+                                 .rc = -EIO,
+                                 .err = err};
+    int attempts = request->attempts > 0 ? request->attempts : tuning->attempts;
 
+    io = request_io(client, request, io, &with_stop);
     memset(response, 0, sizeof *response);
     s3_describe_key(client, request->key, what, sizeof what);
     if (request->payload_hash)
         snprintf(payload_hash, sizeof payload_hash, "%s", request->payload_hash);
     else
-        sigv4_sha256_hex(request->body ? (const void *)request->body : "", request->body_size,
+        io_sha256_buffer(request->body ? (const void *)request->body : "", request->body_size,
                          payload_hash);
 
     for (int number = 1;; number++) {
-        if (target_stopped(io))
+        if (io_stopped(io))
             return error_set(err, -ECANCELED, "%s: %s cancelled", what, request->method);
         reason[0] = '\0';
-        enum s3_outcome outcome = attempt(client, curl, request, payload_hash, response, io, what,
-                                          reason, sizeof reason, &rc, err);
+        enum s3_outcome outcome = attempt_once(&attempt, payload_hash, io);
         if (outcome == S3_DONE)
             return 0;
         if (outcome == S3_FAIL)
-            return rc;
+            return attempt.rc;
         if (number >= attempts) {
             if (attempts > 1)
                 error_prefix(err, "after %d attempts: ", attempts);
-            return rc;
+            return attempt.rc;
         }
-        int64_t delay = target_backoff_ms(tuning, number);
+        int64_t delay = target_retry_delay_ms(tuning, number);
         log_event(LOG_WARNING, NULL, NULL, "%s: %s attempt %d of %d failed (%s); retrying in %.1fs",
                   what, request->method, number, attempts, reason, (double)delay / 1000.0);
-        if (target_sleep(delay, io) != 0)
+        if (target_retry_sleep(delay, io) != 0)
             return error_set(err, -ECANCELED, "%s: %s cancelled", what, request->method);
     }
 }

@@ -16,14 +16,13 @@
 #include <errno.h>
 #include <openssl/evp.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "core/fsutil.h"
+#include "core/io.h"
 #include "core/log.h"
 #include "offsite/s3.h"
 
@@ -38,8 +37,8 @@ struct multipart {
     int64_t part_size;
     size_t part_count;
     char (*etags)[128];
-    const struct archive_io *io;
-    char file_sha256[ARCHIVE_SHA256_HEX]; /* by the hashing thread */
+    const struct io_context *io;
+    char file_sha256[IO_SHA256_HEX]; /* by the hashing thread */
 
     pthread_mutex_t lock; /* guards everything below */
     size_t next_part;     /* index of the next part to send */
@@ -76,44 +75,35 @@ static bool multipart_failed(struct multipart *upload)
     return failed;
 }
 
-static void hex_of(const unsigned char *digest, unsigned length, char *hex)
-{
-    for (unsigned i = 0; i < length; i++)
-        snprintf(hex + 2 * i, 3, "%02x", digest[i]);
-}
-
 /* The whole file's SHA-256, in order, alongside the parts. */
 static void *multipart_hash_file(void *context)
 {
     struct multipart *upload = context;
     struct error error = {0};
     unsigned char *buffer = malloc(MULTIPART_READ_BYTES);
-    EVP_MD_CTX *hash = EVP_MD_CTX_new();
+    struct io_sha256 hash = {0};
     int rc = 0;
-    if (!buffer || !hash || EVP_DigestInit_ex(hash, EVP_sha256(), NULL) != 1) {
+    if (!buffer || io_sha256_begin(&hash) != 0) {
         error_set(&error, -ENOMEM, "out of memory hashing the file for %s", upload->key);
         multipart_fail(upload, &error);
         goto out;
     }
     for (int64_t offset = 0; offset < upload->size; offset += MULTIPART_READ_BYTES) {
-        if (multipart_failed(upload) || target_stopped(upload->io))
+        if (multipart_failed(upload) || io_stopped(upload->io))
             goto out;
         int64_t left = upload->size - offset;
         size_t length = (size_t)(left < MULTIPART_READ_BYTES ? left : MULTIPART_READ_BYTES);
-        if ((rc = fs_pread_full(upload->fd, buffer, length, offset)) != 0) {
+        if ((rc = io_pread_full(upload->fd, buffer, length, offset)) != 0) {
             error_set(&error, rc, "cannot read the file for %s: %s", upload->key,
                       rc == -ENODATA ? "it shrank while uploading" : strerror(-rc));
             multipart_fail(upload, &error);
             goto out;
         }
-        EVP_DigestUpdate(hash, buffer, length);
+        io_sha256_update(&hash, buffer, length);
     }
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned length = 0;
-    EVP_DigestFinal_ex(hash, digest, &length);
-    hex_of(digest, length, upload->file_sha256);
+    io_sha256_end(&hash, upload->file_sha256);
 out:
-    EVP_MD_CTX_free(hash);
+    io_sha256_discard(&hash);
     free(buffer);
     return NULL;
 }
@@ -123,7 +113,7 @@ static bool take_part(struct multipart *upload, size_t *index, int64_t *offset, 
 {
     bool taken = false;
     pthread_mutex_lock(&upload->lock);
-    if (!upload->failed && upload->next_part < upload->part_count && !target_stopped(upload->io)) {
+    if (!upload->failed && upload->next_part < upload->part_count && !io_stopped(upload->io)) {
         *index = upload->next_part++;
         *offset = (int64_t)*index * upload->part_size;
         int64_t left = upload->size - *offset;
@@ -138,29 +128,29 @@ static bool take_part(struct multipart *upload, size_t *index, int64_t *offset, 
 static int hash_part(struct multipart *upload, unsigned char *buffer, int64_t offset, size_t length,
                      char md5[32], char sha256[SIGV4_SHA256_HEX])
 {
-    EVP_MD_CTX *md5_context = EVP_MD_CTX_new(), *sha_context = EVP_MD_CTX_new();
+    EVP_MD_CTX *md5_context = EVP_MD_CTX_new();
+    struct io_sha256 sha = {0};
     unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned digest_length = 0;
     int rc = -ENOMEM;
-    if (!md5_context || !sha_context || EVP_DigestInit_ex(md5_context, EVP_md5(), NULL) != 1 ||
-        EVP_DigestInit_ex(sha_context, EVP_sha256(), NULL) != 1)
+    if (!md5_context || EVP_DigestInit_ex(md5_context, EVP_md5(), NULL) != 1 ||
+        io_sha256_begin(&sha) != 0)
         goto out;
     for (size_t done = 0; done < length;) {
         size_t chunk = length - done < MULTIPART_READ_BYTES ? length - done : MULTIPART_READ_BYTES;
-        if ((rc = fs_pread_full(upload->fd, buffer, chunk, offset + (int64_t)done)) != 0)
+        if ((rc = io_pread_full(upload->fd, buffer, chunk, offset + (int64_t)done)) != 0)
             goto out;
         EVP_DigestUpdate(md5_context, buffer, chunk);
-        EVP_DigestUpdate(sha_context, buffer, chunk);
+        io_sha256_update(&sha, buffer, chunk);
         done += chunk;
     }
     EVP_DigestFinal_ex(md5_context, digest, &digest_length);
     EVP_EncodeBlock((unsigned char *)md5, digest, (int)digest_length);
-    EVP_DigestFinal_ex(sha_context, digest, &digest_length);
-    hex_of(digest, digest_length, sha256);
+    io_sha256_end(&sha, sha256);
     rc = 0;
 out:
     EVP_MD_CTX_free(md5_context);
-    EVP_MD_CTX_free(sha_context);
+    io_sha256_discard(&sha);
     return rc;
 }
 
@@ -240,7 +230,7 @@ static void *multipart_worker(void *context)
         }
         pthread_mutex_lock(&upload->lock);
         upload->done += (int64_t)length;
-        target_report_progress(upload->io, upload->done, upload->size);
+        io_report_progress(upload->io, upload->done, upload->size);
         pthread_mutex_unlock(&upload->lock);
     }
 out:
@@ -261,16 +251,12 @@ static void run_workers(struct multipart *upload)
     int started = 0;
     if (wanted > 64)
         wanted = 64;
-    sigset_t all, previous;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &previous);
-    bool hashing = pthread_create(&threads[0], NULL, multipart_hash_file, upload) == 0;
+    bool hashing = io_thread_start(&threads[0], multipart_hash_file, upload) == 0;
     for (int i = 1; i < wanted; i++) {
-        if (pthread_create(&threads[1 + started], NULL, multipart_worker, upload) != 0)
+        if (io_thread_start(&threads[1 + started], multipart_worker, upload) != 0)
             break; /* fewer threads is slower, not wrong */
         started++;
     }
-    pthread_sigmask(SIG_SETMASK, &previous, NULL);
     multipart_worker(upload);
     for (int i = 0; i < started; i++)
         pthread_join(threads[1 + i], NULL);
@@ -366,7 +352,7 @@ static int64_t choose_part_size(int64_t configured, int64_t size)
 }
 
 int s3_upload_multipart(struct s3_client *client, CURL *curl, const char *key, int fd, int64_t size,
-                        const char *sha256_hex, const struct archive_io *io, struct error *err)
+                        const char *sha256_hex, const struct io_context *io, struct error *err)
 {
     struct multipart upload = {
         .client = client,
@@ -398,7 +384,7 @@ int s3_upload_multipart(struct s3_client *client, CURL *curl, const char *key, i
         rc = upload.error.code ? upload.error.code : -EIO;
         goto out;
     }
-    if (target_stopped(io)) {
+    if (io_stopped(io)) {
         rc = error_set(err, -ECANCELED, "%s: upload cancelled", what);
         goto out;
     }

@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/io.h"
+
 /* A growing string; `failed` sticks after the first allocation failure so
  * callers check once at the end. */
 struct sigv4_text {
@@ -108,23 +110,6 @@ void sigv4_format_date(time_t now, char amz_date[SIGV4_AMZ_DATE])
     struct tm utc;
     gmtime_r(&now, &utc);
     strftime(amz_date, SIGV4_AMZ_DATE, "%Y%m%dT%H%M%SZ", &utc);
-}
-
-static void hex_encode(const unsigned char *bytes, size_t size, char *out)
-{
-    static const char hex[] = "0123456789abcdef";
-    for (size_t i = 0; i < size; i++) {
-        out[2 * i] = hex[bytes[i] >> 4];
-        out[2 * i + 1] = hex[bytes[i] & 15];
-    }
-    out[2 * size] = '\0';
-}
-
-void sigv4_sha256_hex(const void *data, size_t size, char hex[SIGV4_SHA256_HEX])
-{
-    unsigned char digest[SHA256_DIGEST_LENGTH];
-    SHA256(data, size, digest);
-    hex_encode(digest, sizeof digest, hex);
 }
 
 struct encoded_parameter {
@@ -361,7 +346,7 @@ int sigv4_authorization(const struct sigv4_request *request,
     rc = build_canonical_request(request, &canonical, &signed_headers);
     if (rc != 0)
         goto out;
-    sigv4_sha256_hex(canonical, strlen(canonical), request_hash);
+    io_sha256_buffer(canonical, strlen(canonical), request_hash);
     rc = -ENOMEM;
     if (asprintf(&string_to_sign, "AWS4-HMAC-SHA256\n%s\n%s\n%s", amz_date, scope, request_hash) <
         0) {
@@ -379,7 +364,7 @@ int sigv4_authorization(const struct sigv4_request *request,
     hmac_sha256(key, sizeof key, "aws4_request", digest);
     hmac_sha256(digest, sizeof digest, string_to_sign, key);
     memcpy(digest, key, sizeof digest);
-    hex_encode(digest, sizeof digest, signature);
+    io_hex(digest, sizeof digest, signature);
 
     text_append_string(&text, "AWS4-HMAC-SHA256 Credential=");
     text_append_string(&text, credentials->access_key_id);

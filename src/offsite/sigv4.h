@@ -17,7 +17,7 @@
 #include <stddef.h>
 #include <time.h>
 
-#define SIGV4_SHA256_HEX 65 /* 64 hex digits and NUL */
+#define SIGV4_SHA256_HEX 65 /* 64 hex digits and NUL, as IO_SHA256_HEX (core/io.h) */
 #define SIGV4_AMZ_DATE   17 /* "20130524T000000Z" and NUL */
 /* SHA-256 of the empty string: the payload hash of a request without a body. */
 #define SIGV4_EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
@@ -61,9 +61,6 @@ int sigv4_uri_encode(const char *text, bool keep_slash, char *out, size_t out_si
 
 /* "20130524T000000Z" for `now` (UTC). */
 void sigv4_format_date(time_t now, char amz_date[SIGV4_AMZ_DATE]);
-
-/* Lowercase hex SHA-256 of a buffer. */
-void sigv4_sha256_hex(const void *data, size_t size, char hex[SIGV4_SHA256_HEX]);
 
 /*
  * The sorted, encoded query string ("list-type=2&prefix=a%2Fb", "uploads="):

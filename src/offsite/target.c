@@ -1,18 +1,15 @@
 /*
- * target.c: the one front door to off-site targets (see target.h): dispatch
- * by type, key checks that every target shares, and the retry clock (backoff
- * with full jitter, sleeps that a stop request cuts short). Not for any
- * transport: target_dir.c and target_s3.c.
+ * target.c: the one front door to off-site targets (see target.h): the
+ * factory that opens a target by type, dispatch, and the key checks every
+ * target shares. It sits above the implementations and calls down only. Not
+ * for any transport (target_dir.c, target_s3.c) nor for what they share
+ * (target_common.c).
  */
 #include "offsite/target_internal.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-/* Short enough that SIGTERM ends a backoff "within seconds", as SPEC.md asks. */
-#define TARGET_SLEEP_SLICE_MS 100
 
 void target_tuning_default(struct target_tuning *tuning)
 {
@@ -43,66 +40,6 @@ void target_set_stop(struct target *target, const volatile sig_atomic_t *stop)
 {
     if (target)
         target->stop = stop;
-}
-
-bool target_stopped(const struct archive_io *io)
-{
-    return io && io->stop && *io->stop;
-}
-
-int target_sleep(int64_t milliseconds, const struct archive_io *io)
-{
-    while (milliseconds > 0) {
-        if (target_stopped(io))
-            return -ECANCELED;
-        int64_t slice = milliseconds < TARGET_SLEEP_SLICE_MS ? milliseconds : TARGET_SLEEP_SLICE_MS;
-        struct timespec pause = {.tv_sec = 0, .tv_nsec = (long)slice * 1000000L};
-        nanosleep(&pause, NULL);
-        milliseconds -= slice;
-    }
-    return target_stopped(io) ? -ECANCELED : 0;
-}
-
-int64_t target_backoff_ms(const struct target_tuning *tuning, int retry)
-{
-    int64_t ceiling = tuning->base_delay_ms;
-    for (int i = 1; i < retry && ceiling < tuning->max_delay_ms; i++)
-        ceiling *= 2;
-    if (ceiling > tuning->max_delay_ms)
-        ceiling = tuning->max_delay_ms;
-    if (ceiling <= 0)
-        return 0;
-    /* Full jitter (AWS Architecture Blog, "Exponential Backoff And Jitter"):
-     * many agents retrying one endpoint spread out instead of colliding. */
-    return (int64_t)arc4random_uniform(
-        (uint32_t)(ceiling > UINT32_MAX - 1 ? UINT32_MAX - 1 : ceiling) + 1);
-}
-
-int target_listing_add(struct target_listing *listing, const char *key, int64_t size,
-                       time_t modified, struct error *err)
-{
-    size_t length = strlen(key);
-    if (length >= sizeof listing->objects[0].key)
-        return error_set(err, -ENAMETOOLONG, "key too long (%zu bytes) in listing", length);
-    /* Grow by doubling: listings of tens of thousands of keys stay cheap. */
-    if ((listing->count & (listing->count - 1)) == 0) {
-        size_t capacity = listing->count ? listing->count * 2 : 16;
-        struct target_object *grown = realloc(listing->objects, capacity * sizeof *grown);
-        if (!grown)
-            return error_set(err, -ENOMEM, "out of memory listing objects");
-        listing->objects = grown;
-    }
-    struct target_object *object = &listing->objects[listing->count++];
-    memcpy(object->key, key, length + 1);
-    object->size = size;
-    object->modified = modified;
-    return 0;
-}
-
-void target_report_progress(const struct archive_io *io, int64_t done, int64_t total)
-{
-    if (io && io->progress)
-        io->progress(io->progress_context, done, total);
 }
 
 /* Keys are NAME/FILE as remote.h builds them; refuse anything that could
@@ -171,23 +108,23 @@ void target_close(struct target *target)
 }
 
 int target_put_file(struct target *target, const char *key, const char *path,
-                    const char *sha256_hex, const struct archive_io *io, struct error *err)
+                    const char *sha256_hex, const struct io_context *io, struct error *err)
 {
     int rc = target_check_key(target, key, err);
     if (rc != 0)
         return rc;
-    if (target_stopped(io))
+    if (io_stopped(io))
         return error_set(err, -ECANCELED, "%s: upload of %s cancelled", target->description, key);
     return target->operations->put_file(target, key, path, sha256_hex, io, err);
 }
 
 int target_get_file(struct target *target, const char *key, const char *path,
-                    const struct archive_io *io, struct error *err)
+                    const struct io_context *io, struct error *err)
 {
     int rc = target_check_key(target, key, err);
     if (rc != 0)
         return rc;
-    if (target_stopped(io))
+    if (io_stopped(io))
         return error_set(err, -ECANCELED, "%s: download of %s cancelled", target->description, key);
     return target->operations->get_file(target, key, path, io, err);
 }
@@ -201,13 +138,6 @@ int target_list(struct target *target, const char *prefix, struct target_listing
     if (rc != 0)
         target_listing_free(out);
     return rc;
-}
-
-void target_listing_free(struct target_listing *listing)
-{
-    free(listing->objects);
-    listing->objects = NULL;
-    listing->count = 0;
 }
 
 int target_delete(struct target *target, const char *key, struct error *err)

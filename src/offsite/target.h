@@ -15,9 +15,9 @@
 #include <stdint.h>
 #include <time.h>
 
-#include "archive/archive.h"
 #include "config/config.h"
 #include "core/error.h"
+#include "core/io.h"
 
 struct target;
 
@@ -37,7 +37,7 @@ struct target_listing {
 int target_open(const struct target_config *config, struct target **out, struct error *err);
 void target_close(struct target *target);
 
-/* Every request of this target, including the ones that take no archive_io
+/* Every request of this target, including the ones that take no io_context
  * (list, delete), is given up and fails with -ECANCELED soon after *stop is
  * set: a server that accepts and never answers must not outlast SIGTERM. */
 void target_set_stop(struct target *target, const volatile sig_atomic_t *stop);
@@ -46,13 +46,13 @@ void target_set_stop(struct target *target, const volatile sig_atomic_t *stop);
  * stored as object metadata (x-amz-meta-sha256) and used for integrity checks.
  * Uses multipart above the part size. Honors io->stop. */
 int target_put_file(struct target *target, const char *key, const char *path,
-                    const char *sha256_hex, const struct archive_io *io, struct error *err);
+                    const char *sha256_hex, const struct io_context *io, struct error *err);
 
 /* Downloads `key` into a new local file at `path` (0600, must not exist),
  * not synced to disk: it is a temporary copy for the caller to read. On
  * failure `path` does not exist afterwards. */
 int target_get_file(struct target *target, const char *key, const char *path,
-                    const struct archive_io *io, struct error *err);
+                    const struct io_context *io, struct error *err);
 
 /* Lists every object whose key starts with `prefix` (all pages). */
 int target_list(struct target *target, const char *prefix, struct target_listing *out,

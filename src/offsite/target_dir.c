@@ -11,7 +11,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,79 +51,73 @@ static void dir_parent(char *path)
         *slash = '\0';
 }
 
-static int write_all(int fd, const unsigned char *data, size_t size)
-{
-    while (size > 0) {
-        ssize_t written = write(fd, data, size);
-        if (written < 0 && errno == EINTR)
-            continue;
-        if (written < 0)
-            return -errno;
-        data += written;
-        size -= (size_t)written;
-    }
-    return 0;
-}
-
 /*
  * Copies `from` to the open descriptor `to`, hashing what passes through;
  * fsyncs `to`. The messages name `from_name` and `to_name`.
  */
 static int dir_copy(int from, const char *from_name, int to, const char *to_name,
-                    char sha256_hex[ARCHIVE_SHA256_HEX], const struct archive_io *io,
-                    struct error *err)
+                    char sha256_hex[IO_SHA256_HEX], const struct io_context *io, struct error *err)
 {
     unsigned char *buffer = malloc(DIR_COPY_BUFFER);
-    EVP_MD_CTX *hash = EVP_MD_CTX_new();
+    struct io_sha256 hash = {0};
     struct stat st;
     int64_t done = 0, total = fstat(from, &st) == 0 ? (int64_t)st.st_size : -1;
     int rc = 0;
-    if (!buffer || !hash || EVP_DigestInit_ex(hash, EVP_sha256(), NULL) != 1) {
+    if (!buffer || io_sha256_begin(&hash) != 0) {
         rc = error_set(err, -ENOMEM, "copying %s: out of memory", from_name);
         goto out;
     }
     for (;;) {
-        if (target_stopped(io)) {
+        if (io_stopped(io)) {
             rc = error_set(err, -ECANCELED, "copying %s to %s: cancelled", from_name, to_name);
             goto out;
         }
-        ssize_t got = read(from, buffer, DIR_COPY_BUFFER);
-        if (got < 0 && errno == EINTR)
-            continue;
+        ssize_t got = io_read_full(from, buffer, DIR_COPY_BUFFER);
         if (got < 0) {
-            rc = error_set(err, -errno, "cannot read %s: %s", from_name, strerror(errno));
+            rc = error_set(err, (int)got, "cannot read %s: %s", from_name, strerror((int)-got));
             goto out;
         }
         if (got == 0)
             break;
-        EVP_DigestUpdate(hash, buffer, (size_t)got);
-        if ((rc = write_all(to, buffer, (size_t)got)) != 0) {
+        io_sha256_update(&hash, buffer, (size_t)got);
+        if ((rc = io_write_full(to, buffer, (size_t)got)) != 0) {
             error_set(err, rc, "cannot write %s: %s", to_name, strerror(-rc));
             goto out;
         }
         done += got;
-        target_report_progress(io, done, total);
+        io_report_progress(io, done, total);
     }
     if (fsync(to) != 0) {
         rc = error_set(err, -errno, "cannot sync %s: %s", to_name, strerror(errno));
         goto out;
     }
-    unsigned char digest[32];
-    EVP_DigestFinal_ex(hash, digest, NULL);
-    for (int i = 0; i < 32; i++)
-        snprintf(sha256_hex + 2 * i, 3, "%02x", digest[i]);
+    io_sha256_end(&hash, sha256_hex);
 out:
-    EVP_MD_CTX_free(hash);
+    io_sha256_discard(&hash);
     free(buffer);
     return rc;
 }
 
+/* Copies the open `from` into `to`, a new file at `to_path`: filled, synced
+ * and closed, or removed again on any failure. */
+static int dir_copy_to_new_file(int from, const char *from_name, int to, const char *to_path,
+                                char sha256_hex[IO_SHA256_HEX], const struct io_context *io,
+                                struct error *err)
+{
+    int rc = dir_copy(from, from_name, to, to_path, sha256_hex, io, err);
+    if (close(to) != 0 && rc == 0)
+        rc = error_set(err, -errno, "cannot write %s: %s", to_path, strerror(errno));
+    if (rc != 0)
+        unlink(to_path);
+    return rc;
+}
+
 static int dir_put_file(struct target *target, const char *key, const char *path,
-                        const char *sha256_hex, const struct archive_io *io, struct error *err)
+                        const char *sha256_hex, const struct io_context *io, struct error *err)
 {
     char destination[PATH_MAX], temp[PATH_MAX + 32], directory[PATH_MAX];
-    char copied_sha256[ARCHIVE_SHA256_HEX];
-    int from = -1, to = -1, rc;
+    char copied_sha256[IO_SHA256_HEX];
+    int from = -1, rc;
     bool created = false;
 
     if ((rc = dir_path_of(target, key, destination, sizeof destination, err)) != 0)
@@ -142,30 +135,14 @@ static int dir_put_file(struct target *target, const char *key, const char *path
     }
     /* Archives and manifests are never raw databases: one under either name
      * is not ours to replace (a target path that names a live directory). */
-    if ((rc = fs_refuse_to_replace(destination, err)) != 0 ||
-        (rc = fs_refuse_to_replace(temp, err)) != 0) {
-        error_prefix(err, "%s: ", target->description);
-        goto out;
-    }
-    /* A temp file left by a crash is ours; O_EXCL after unlink never follows a link. */
-    if (unlink(temp) != 0 && errno != ENOENT) {
-        rc = error_set(err, -errno, "cannot remove stale %s: %s", temp, strerror(errno));
-        goto out;
-    }
-    to = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    int to = fs_create_temp_beside(destination, temp, 0600, err);
     if (to < 0) {
-        rc = error_set(err, -errno, "cannot create %s: %s", temp, strerror(errno));
+        rc = error_prefix(err, "%s: ", target->description);
         goto out;
     }
+    if ((rc = dir_copy_to_new_file(from, path, to, temp, copied_sha256, io, err)) != 0)
+        goto out;
     created = true;
-    if ((rc = dir_copy(from, path, to, temp, copied_sha256, io, err)) != 0)
-        goto out;
-    if (close(to) != 0) {
-        to = -1;
-        rc = error_set(err, -errno, "cannot write %s: %s", temp, strerror(errno));
-        goto out;
-    }
-    to = -1;
     if (sha256_hex && strcmp(sha256_hex, copied_sha256) != 0) {
         rc = error_set(err, -EIO,
                        "%s changed or is corrupt: its sha256 is %s, the manifest says %s; "
@@ -179,47 +156,27 @@ static int dir_put_file(struct target *target, const char *key, const char *path
 out:
     if (from >= 0)
         close(from);
-    if (to >= 0)
-        close(to);
     if (created)
         unlink(temp);
     return rc;
 }
 
 static int dir_get_file(struct target *target, const char *key, const char *path,
-                        const struct archive_io *io, struct error *err)
+                        const struct io_context *io, struct error *err)
 {
-    char source[PATH_MAX], sha256_hex[ARCHIVE_SHA256_HEX];
-    int from = -1, to = -1, rc;
-    bool created = false;
+    char source[PATH_MAX], sha256_hex[IO_SHA256_HEX];
+    int rc;
 
     if ((rc = dir_path_of(target, key, source, sizeof source, err)) != 0)
         return rc;
-    from = open(source, O_RDONLY | O_CLOEXEC);
-    if (from < 0) {
-        rc = error_set(err, -errno, "%s: %s %s: %s", target->description,
-                       errno == ENOENT ? "no such object" : "cannot read", key, strerror(errno));
-        goto out;
-    }
-    to = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (to < 0) {
-        rc = error_set(err, -errno, "cannot create %s: %s", path, strerror(errno));
-        goto out;
-    }
-    created = true;
-    if ((rc = dir_copy(from, source, to, path, sha256_hex, io, err)) != 0)
-        goto out;
-    rc = close(to) == 0 ? 0 : error_set(err, -errno, "cannot write %s: %s", path, strerror(errno));
-    to = -1;
-    if (rc == 0)
-        created = false;
-out:
-    if (from >= 0)
-        close(from);
-    if (to >= 0)
-        close(to);
-    if (created)
-        unlink(path);
+    int from = open(source, O_RDONLY | O_CLOEXEC);
+    if (from < 0)
+        return error_set(err, -errno, "%s: %s %s: %s", target->description,
+                         errno == ENOENT ? "no such object" : "cannot read", key, strerror(errno));
+    int to = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    rc = to < 0 ? error_set(err, -errno, "cannot create %s: %s", path, strerror(errno))
+                : dir_copy_to_new_file(from, source, to, path, sha256_hex, io, err);
+    close(from);
     return rc;
 }
 

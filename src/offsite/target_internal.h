@@ -1,6 +1,9 @@
 /*
- * target_internal.h: what target.c shares with the implementations of
- * target.h (target_dir.c, target_s3.c). Not for callers of targets.
+ * target_internal.h: what the factory (target.c) and the implementations of
+ * target.h (target_dir.c, target_s3.c and the s3_*.c below it) share: the
+ * target structure and its operations, and the helpers of target_common.c.
+ * Calls point one way: target.c -> target_dir.c, target_s3.c -> s3_*.c ->
+ * target_common.c -> core. Not for callers of targets.
  */
 #ifndef SQLPRODD_TARGET_INTERNAL_H
 #define SQLPRODD_TARGET_INTERNAL_H
@@ -14,9 +17,9 @@
 
 struct target_operations {
     int (*put_file)(struct target *target, const char *key, const char *path,
-                    const char *sha256_hex, const struct archive_io *io, struct error *err);
+                    const char *sha256_hex, const struct io_context *io, struct error *err);
     int (*get_file)(struct target *target, const char *key, const char *path,
-                    const struct archive_io *io, struct error *err);
+                    const struct io_context *io, struct error *err);
     int (*list)(struct target *target, const char *prefix, struct target_listing *out,
                 struct error *err);
     int (*delete_object)(struct target *target, const char *key, struct error *err);
@@ -36,20 +39,19 @@ struct target {
 int target_dir_open(const struct target_config *config, struct target *target, struct error *err);
 int target_s3_open(const struct target_config *config, struct target *target, struct error *err);
 
-/* True once io->stop is set. */
-bool target_stopped(const struct archive_io *io);
-
-/* Sleeps `milliseconds` in short slices; -ECANCELED as soon as io->stop is set. */
-int target_sleep(int64_t milliseconds, const struct archive_io *io);
+/* Below here: target_common.c, the helpers the implementations share. It
+ * calls nothing above it, so target.c (the factory) sits on top. */
 
 /* The wait before retry number `retry` (1, 2, ...): exponential backoff with
  * full jitter, a random value in [0, min(max_delay, base_delay * 2^(retry-1))]. */
-int64_t target_backoff_ms(const struct target_tuning *tuning, int retry);
+int64_t target_retry_delay_ms(const struct target_tuning *tuning, int retry);
+
+/* Sleeps before a retry; -ECANCELED as soon as io->stop is set, within
+ * TARGET_SLEEP_SLICE_MS. */
+int target_retry_sleep(int64_t milliseconds, const struct io_context *io);
 
 /* Adds one object to a listing (growing it). */
 int target_listing_add(struct target_listing *listing, const char *key, int64_t size,
                        time_t modified, struct error *err);
-
-void target_report_progress(const struct archive_io *io, int64_t done, int64_t total);
 
 #endif

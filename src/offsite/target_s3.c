@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/io.h"
 #include "core/log.h"
 #include "offsite/s3.h"
 
@@ -50,30 +51,14 @@ static char *full_key(const struct s3_client *client, const char *key)
 
 static void report_put_progress(void *context, int64_t bytes)
 {
-    const struct archive_io *io = ((void **)context)[0];
+    const struct io_context *io = ((void **)context)[0];
     const int64_t *total = ((void **)context)[1];
-    target_report_progress(io, bytes, *total);
-}
-
-static int read_whole(int fd, unsigned char *buffer, size_t size)
-{
-    size_t done = 0;
-    while (done < size) {
-        ssize_t got = read(fd, buffer + done, size - done);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0)
-            return -errno;
-        if (got == 0)
-            return -ENODATA;
-        done += (size_t)got;
-    }
-    return 0;
+    io_report_progress(io, bytes, *total);
 }
 
 /* One PutObject with the whole file in memory (it is at most a part). */
 static int put_small(struct s3_target *s3, const char *key, int fd, int64_t size,
-                     const char *sha256_hex, const struct archive_io *io, struct error *err)
+                     const char *sha256_hex, const struct io_context *io, struct error *err)
 {
     struct s3_request request = {.method = "PUT", .key = key, .download_fd = -1};
     struct s3_response response = {0};
@@ -84,12 +69,14 @@ static int put_small(struct s3_target *s3, const char *key, int fd, int64_t size
     s3_describe_key(&s3->client, key, what, sizeof what);
     if (!buffer)
         return error_set(err, -ENOMEM, "%s: out of memory", what);
-    if ((rc = read_whole(fd, buffer, (size_t)size)) != 0) {
+    ssize_t got = io_read_full(fd, buffer, (size_t)size);
+    rc = got < 0 ? (int)got : got < size ? -ENODATA : 0;
+    if (rc != 0) {
         error_set(err, rc, "%s: cannot read the file: %s", what,
                   rc == -ENODATA ? "it shrank while uploading" : strerror(-rc));
         goto out;
     }
-    sigv4_sha256_hex(buffer, (size_t)size, sha256);
+    io_sha256_buffer(buffer, (size_t)size, sha256);
     if (sha256_hex && strcmp(sha256, sha256_hex) != 0) {
         rc = error_set(err, -EIO,
                        "%s: the local file changed or is corrupt (sha256 %s, the manifest says "
@@ -113,7 +100,7 @@ out:
 }
 
 static int s3_put_file(struct target *target, const char *key, const char *path,
-                       const char *sha256_hex, const struct archive_io *io, struct error *err)
+                       const char *sha256_hex, const struct io_context *io, struct error *err)
 {
     struct s3_target *s3 = s3_of(target);
     struct stat st;
@@ -140,11 +127,11 @@ out:
 
 static void report_get_progress(void *context, int64_t bytes)
 {
-    target_report_progress(context, bytes, -1);
+    io_report_progress(context, bytes, -1);
 }
 
 static int s3_get_file(struct target *target, const char *key, const char *path,
-                       const struct archive_io *io, struct error *err)
+                       const struct io_context *io, struct error *err)
 {
     struct s3_target *s3 = s3_of(target);
     struct s3_response response = {0};

@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "policy/calendar.h"
+
 enum retention_period {
     PERIOD_NONE, /* "last": every archive is a period of its own */
     PERIOD_HOUR,
@@ -44,65 +46,31 @@ struct retention_entry {
 
 /* Division rounding towards minus infinity, so times before 1970 land in
  * the right period. */
-static int64_t retention_floor_divide(int64_t value, int64_t divisor)
-{
-    int64_t quotient = value / divisor;
-    if (value % divisor < 0)
-        quotient--;
-    return quotient;
-}
-
-/* Howard Hinnant's days-from-civil and civil-from-days: the proleptic
- * Gregorian calendar in closed form, day 0 = 1970-01-01. */
-static int64_t retention_days_from_civil(int64_t year, int month, int day)
-{
-    year -= month <= 2;
-    int64_t era = retention_floor_divide(year, 400);
-    int64_t year_of_era = year - era * 400;
-    int64_t day_of_year = (153 * (month > 2 ? month - 3 : month + 9) + 2) / 5 + day - 1;
-    int64_t day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    return era * 146097 + day_of_era - 719468;
-}
-
-static void retention_civil_from_days(int64_t days, int64_t *year, int *month, int *day)
-{
-    days += 719468;
-    int64_t era = retention_floor_divide(days, 146097);
-    int64_t day_of_era = days - era * 146097;
-    int64_t year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36524 - day_of_era / 146096) / 365;
-    int64_t day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    int64_t shifted_month = (5 * day_of_year + 2) / 153; /* March = 0 */
-    *day = (int)(day_of_year - (153 * shifted_month + 2) / 5 + 1);
-    *month = (int)(shifted_month < 10 ? shifted_month + 3 : shifted_month - 9);
-    *year = year_of_era + era * 400 + (*month <= 2);
-}
-
 /* An ISO week is named by its Thursday: the week belongs to the year that
  * Thursday is in, which is how 2026-12-31 and 2027-01-01 share week 53. */
 static int64_t retention_iso_thursday(int64_t days)
 {
-    int64_t whole_weeks = retention_floor_divide(days + 3, 7) * 7; /* 1970-01-01 was a Thursday */
-    int64_t monday_based = days + 3 - whole_weeks;                 /* 0 = Monday .. 6 = Sunday */
+    int64_t whole_weeks = calendar_floor_divide(days + 3, 7) * 7; /* 1970-01-01 was a Thursday */
+    int64_t monday_based = days + 3 - whole_weeks;                /* 0 = Monday .. 6 = Sunday */
     return days - monday_based + 3;
 }
 
 /* A number that is equal for two times exactly when they share the period. */
 static int64_t retention_period_key(enum retention_period period, time_t created, int64_t position)
 {
-    int64_t days = retention_floor_divide((int64_t)created, 86400);
+    int64_t days = calendar_floor_divide((int64_t)created, 86400);
     int64_t year;
     int month, day;
 
     switch (period) {
     case PERIOD_NONE: return position;
-    case PERIOD_HOUR: return retention_floor_divide((int64_t)created, 3600);
+    case PERIOD_HOUR: return calendar_floor_divide((int64_t)created, 3600);
     case PERIOD_DAY: return days;
     case PERIOD_WEEK: return retention_iso_thursday(days);
     case PERIOD_MONTH:
-        retention_civil_from_days(days, &year, &month, &day);
+        calendar_civil_from_days(days, &year, &month, &day);
         return year * 12 + (month - 1);
-    case PERIOD_YEAR: retention_civil_from_days(days, &year, &month, &day); return year;
+    case PERIOD_YEAR: calendar_civil_from_days(days, &year, &month, &day); return year;
     }
     return position;
 }
@@ -111,15 +79,15 @@ static int64_t retention_period_key(enum retention_period period, time_t created
 static void retention_describe(const struct retention_bucket *bucket, time_t created, char *out,
                                size_t out_size)
 {
-    int64_t days = retention_floor_divide((int64_t)created, 86400);
+    int64_t days = calendar_floor_divide((int64_t)created, 86400);
     int64_t year;
     int month, day;
 
-    retention_civil_from_days(days, &year, &month, &day);
+    calendar_civil_from_days(days, &year, &month, &day);
     switch (bucket->period) {
     case PERIOD_NONE: snprintf(out, out_size, "%s", bucket->name); break;
     case PERIOD_HOUR: {
-        int hour = (int)(retention_floor_divide((int64_t)created, 3600) - days * 24);
+        int hour = (int)(calendar_floor_divide((int64_t)created, 3600) - days * 24);
         snprintf(out, out_size, "%s %04" PRId64 "-%02d-%02dT%02d", bucket->name, year, month, day,
                  hour);
         break;
@@ -129,8 +97,8 @@ static void retention_describe(const struct retention_bucket *bucket, time_t cre
         break;
     case PERIOD_WEEK: {
         int64_t thursday = retention_iso_thursday(days);
-        retention_civil_from_days(thursday, &year, &month, &day);
-        int64_t week = (thursday - retention_days_from_civil(year, 1, 1)) / 7 + 1;
+        calendar_civil_from_days(thursday, &year, &month, &day);
+        int64_t week = (thursday - calendar_days_from_civil(year, 1, 1)) / 7 + 1;
         snprintf(out, out_size, "%s %04" PRId64 "-W%02" PRId64, bucket->name, year, week);
         break;
     }
@@ -168,6 +136,24 @@ static void retention_keep_all(struct retention_item *items, size_t count, const
 {
     for (size_t i = 0; i < count; i++)
         retention_keep(&items[i], reason);
+}
+
+/* Keeps `item` (the position-th newest) for `bucket` when it is the first
+ * archive of a period the bucket has not counted yet, and rules remain. */
+static void retention_offer(struct retention_bucket *bucket, struct retention_item *item,
+                            size_t position)
+{
+    char reason[sizeof item->reason];
+    if (bucket->remaining <= 0)
+        return;
+    int64_t key = retention_period_key(bucket->period, item->created, (int64_t)position);
+    if (bucket->has_last && bucket->last == key)
+        return;
+    bucket->has_last = true;
+    bucket->last = key;
+    bucket->remaining--;
+    retention_describe(bucket, item->created, reason, sizeof reason);
+    retention_keep(item, reason);
 }
 
 void retention_apply(const struct keep_policy *policy, struct retention_item *items, size_t count)
@@ -210,23 +196,11 @@ void retention_apply(const struct keep_policy *policy, struct retention_item *it
 
     for (size_t position = 0; position < count; position++) {
         struct retention_item *item = &items[order[position].index];
-        char reason[sizeof item->reason];
 
         /* Every bucket sees every archive, whether or not an earlier rule
          * kept it already: each rule counts its own periods. */
-        for (size_t b = 0; b < sizeof buckets / sizeof buckets[0]; b++) {
-            struct retention_bucket *bucket = &buckets[b];
-            if (bucket->remaining <= 0)
-                continue;
-            int64_t key = retention_period_key(bucket->period, item->created, (int64_t)position);
-            if (bucket->has_last && bucket->last == key)
-                continue;
-            bucket->has_last = true;
-            bucket->last = key;
-            bucket->remaining--;
-            retention_describe(bucket, item->created, reason, sizeof reason);
-            retention_keep(item, reason);
-        }
+        for (size_t b = 0; b < sizeof buckets / sizeof buckets[0]; b++)
+            retention_offer(&buckets[b], item, position);
         /* Compared as an unsigned difference: newest >= created, and this
          * cannot overflow where newest - within could. */
         if (policy->within_seconds > 0 &&

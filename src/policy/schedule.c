@@ -13,6 +13,7 @@
 #include "policy/schedule.h"
 
 #include "core/units.h"
+#include "policy/calendar.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -198,28 +199,37 @@ static const char *expand_macro(const char *word)
     return NULL;
 }
 
+/* Cuts `text` at white space in place; the first `most` words go to
+ * fields[]. Returns how many words there are, also past `most`. */
+static int split_fields(char *text, char **fields, int most)
+{
+    int count = 0;
+    for (char *p = text; *p;) {
+        while (isspace((unsigned char)*p))
+            *p++ = '\0';
+        if (*p == '\0')
+            break;
+        if (count < most)
+            fields[count] = p;
+        count++;
+        while (*p && !isspace((unsigned char)*p))
+            p++;
+    }
+    return count;
+}
+
 int sched_parse_cron(const char *text, struct cron_expression *out, char *why, size_t why_size)
 {
     char copy[256];
     char *fields[6];
-    int count = 0;
+    int count;
 
     if (!text)
         text = "";
     if (strlen(text) >= sizeof copy)
         return sched_fail(why, why_size, "cron expression is too long");
     snprintf(copy, sizeof copy, "%s", text);
-    for (char *p = copy; *p;) {
-        while (isspace((unsigned char)*p))
-            *p++ = '\0';
-        if (*p == '\0')
-            break;
-        if (count < 6)
-            fields[count] = p;
-        count++;
-        while (*p && !isspace((unsigned char)*p))
-            p++;
-    }
+    count = split_fields(copy, fields, 6);
     if (count == 0)
         return sched_fail(why, why_size, "empty cron expression (write e.g. \"30 3 * * *\")");
     if (fields[0][0] == '@') {
@@ -331,50 +341,14 @@ bool sched_cron_can_fire(const struct cron_expression *cron, char *why, size_t w
 
 /* ---- calendar arithmetic ---------------------------------------------- */
 
-static int64_t floor_divide(int64_t a, int64_t b)
-{
-    return a / b - (a % b != 0 && (a < 0) != (b < 0));
-}
-
-/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
- * days_from_civil); month 1-12. */
-static int64_t days_from_civil(int64_t year, int month, int day)
-{
-    year -= month <= 2;
-    int64_t era = floor_divide(year, 400);
-    int64_t year_of_era = year - era * 400;
-    int64_t day_of_year = (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5 + day - 1;
-    int64_t day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    return era * 146097 + day_of_era - 719468;
-}
-
-static void civil_from_days(int64_t days, int64_t *year, int *month)
-{
-    days += 719468;
-    int64_t era = floor_divide(days, 146097);
-    int64_t day_of_era = days - era * 146097;
-    int64_t year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36524 - day_of_era / 146096) / 365;
-    int64_t day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    int64_t shifted_month = (5 * day_of_year + 2) / 153;
-    *month = (int)(shifted_month < 10 ? shifted_month + 3 : shifted_month - 9);
-    *year = year_of_era + era * 400 + (*month <= 2);
-}
-
-static int days_in_month(int64_t year, int month)
-{
-    static const int lengths[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    return month == 2 && leap ? 29 : lengths[month - 1];
-}
-
 /* Bit d (1-31) set for each day of the month the expression allows. */
 static uint32_t matching_days(const struct cron_expression *cron, int64_t first_day, int length)
 {
     uint32_t in_month = (uint32_t)(((uint64_t)1 << (length + 1)) - 2);
     uint32_t by_date = cron->days_of_month & in_month;
     uint32_t by_weekday = 0;
-    int weekday = (int)(first_day + 4 - floor_divide(first_day + 4, 7) * 7); /* 1970-01-01: Thu */
+    int weekday =
+        (int)(first_day + 4 - calendar_floor_divide(first_day + 4, 7) * 7); /* 1970-01-01: Thu */
     for (int day = 1; day <= length; day++, weekday = (weekday + 1) % 7)
         if (cron->days_of_week & (1u << weekday))
             by_weekday |= 1u << day;
@@ -453,7 +427,8 @@ static time_t first_match_on_day(const struct cron_expression *cron, int64_t day
     if (offset_before == offset_after) {
         /* The common day: wall clock and UTC move together. */
         int64_t first_instant = day_start - offset_before;
-        int64_t from = after < first_instant ? 0 : floor_divide(after - first_instant, 60) + 1;
+        int64_t from =
+            after < first_instant ? 0 : calendar_floor_divide(after - first_instant, 60) + 1;
         if (from >= MINUTES_PER_DAY)
             return (time_t)-1;
         int minute = first_minute_from(cron, (int)from);
@@ -497,14 +472,14 @@ time_t sched_cron_next(const struct cron_expression *cron, time_t after)
         return (time_t)-1;
     /* Start a day early: a fall-back change near midnight can make the
      * next instant belong to the previous local date. */
-    int64_t day = floor_divide((int64_t)after + offset, SECONDS_PER_DAY) - 1;
+    int64_t day = calendar_floor_divide((int64_t)after + offset, SECONDS_PER_DAY) - 1;
     int64_t year;
-    int month;
-    civil_from_days(day, &year, &month);
-    int64_t month_start = days_from_civil(year, month, 1);
+    int month, civil_day;
+    calendar_civil_from_days(day, &year, &month, &civil_day);
+    int64_t month_start = calendar_days_from_civil(year, month, 1);
 
     for (int searched = 0; searched < SEARCH_MONTHS; searched++) {
-        int length = days_in_month(year, month);
+        int length = calendar_days_in_month(year, month);
         if (cron->months & (1u << month)) {
             uint32_t days = matching_days(cron, month_start, length);
             int first = day > month_start ? (int)(day - month_start) + 1 : 1;

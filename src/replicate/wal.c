@@ -24,6 +24,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/io.h"
+
 static uint32_t wal_get32_big(const uint8_t *bytes)
 {
     return ((uint32_t)bytes[0] << 24) | ((uint32_t)bytes[1] << 16) | ((uint32_t)bytes[2] << 8) |
@@ -100,20 +102,7 @@ int wal_header_parse(const uint8_t bytes[WAL_HEADER_SIZE], struct wal_header *he
 /* pread until `size` bytes or end of file; the count read, or -errno. */
 static int64_t wal_read_at(int fd, uint8_t *buffer, size_t size, uint64_t offset)
 {
-    size_t done = 0;
-
-    while (done < size) {
-        ssize_t n = pread(fd, buffer + done, size - done, (off_t)(offset + done));
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (n == 0)
-            break;
-        done += (size_t)n;
-    }
-    return (int64_t)done;
+    return io_read_full_at(fd, buffer, size, (int64_t)offset);
 }
 
 uint64_t wal_reader_frame_size(const struct wal_reader *reader)

@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "jobs/job.h"
+#include "core/io.h"
 #include "core/log.h"
 #include "report/metrics.h"
 #include "db/state.h"
@@ -428,10 +429,10 @@ int http_start(const struct config *config, struct http_server **out, struct err
         rc = error_set(err, -errno, "metrics.listen: cannot make a pipe: %s", strerror(errno));
         goto fail;
     }
-    rc = pthread_create(&server->thread, NULL, http_serve, server);
+    rc = io_thread_start(&server->thread, http_serve, server);
     if (rc != 0) {
         rc =
-            error_set(err, -rc, "metrics.listen: cannot start the server thread: %s", strerror(rc));
+            error_set(err, rc, "metrics.listen: cannot start the server thread: %s", strerror(-rc));
         goto fail;
     }
     *out = server;

@@ -15,7 +15,7 @@ struct progress {
 };
 
 void progress_begin(struct progress *progress, bool enabled, const char *label);
-/* Matches archive_progress_fn: context is a struct progress. */
+/* An io_progress_fn (core/io.h): context is a struct progress. */
 void progress_update(void *context, int64_t done, int64_t total);
 void progress_end(struct progress *progress);
 

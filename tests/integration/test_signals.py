@@ -186,7 +186,7 @@ class SignalsTest(AgentTestCase):
         self.assert_no_temp_files()
 
     def test_check_and_remote_listing_of_a_server_that_never_answers_end_on_sigint(self):
-        """Listings take no archive_io: they end on the target's stop flag."""
+        """Listings take no io_context: they end on the target's stop flag."""
         create_database(self.db_path(), rows=100)
         server, target = self.silent_target()
         self.configure('upload = { target = "offsite"; };', targets=target)

@@ -295,7 +295,7 @@ static void stop_during_a_transfer_cancels_and_aborts_the_upload(void **state)
     tuning.stall_timeout_ms = 60000;
     target_set_tuning(target, &tuning);
     struct stopper stopper = {.after_ms = 300};
-    const struct archive_io io = {.stop = &stopper.stop};
+    const struct io_context io = {.stop = &stopper.stop};
     /* As the upload job does: the abort is still sent after the stop. */
     target_set_stop(target, &stopper.stop);
     pthread_t thread;
@@ -324,7 +324,7 @@ static void stop_during_a_backoff_cancels(void **state)
     s3_test_add_fault(&fixture.server, "{\"status\": 503, \"code\": \"SlowDown\", \"count\": 10}");
     struct target *target = open_target(6, 10000);
     struct stopper stopper = {.after_ms = 300};
-    const struct archive_io io = {.stop = &stopper.stop};
+    const struct io_context io = {.stop = &stopper.stop};
     pthread_t thread;
     struct timespec start;
     clock_gettime(CLOCK_MONOTONIC, &start);

@@ -189,7 +189,7 @@ static void database_archive_is_gzip_that_gzip_and_sha256sum_agree_with(void **s
     struct error err = {0};
     struct archive_result result;
     struct progress_log progress = {0};
-    struct archive_io io = {.progress = record_progress, .progress_context = &progress};
+    struct io_context io = {.progress = record_progress, .progress_context = &progress};
     char archive[PATH_MAX], expected[ARCHIVE_SHA256_HEX], hashed[ARCHIVE_SHA256_HEX];
     path_in("checked.db.gz", archive);
 
@@ -249,11 +249,13 @@ static void background_compression_threads_run_at_sched_idle(void **state)
 
     for (int background = 0; background <= 1; background++) {
         int most_idle = 0;
-        struct archive_io io = {.progress = count_idle_threads,
+        struct io_context io = {.progress = count_idle_threads,
                                 .progress_context = &most_idle,
-                                .threads = 2,
                                 .background = background};
-        assert_int_equal(archive_compress(fixture.database, archive, 6, &io, &result, &err), 0);
+        struct archive_options options = {.threads = 2};
+        assert_int_equal(archive_compress_format(fixture.database, archive, ARCHIVE_GZIP, 6, &io,
+                                                 &options, &result, &err),
+                         0);
         assert_string_equal(result.sha256, fixture.made.sha256);
         assert_int_equal(most_idle, background ? 2 : 0);
         assert_int_equal(sched_getscheduler(0), SCHED_OTHER);
@@ -372,7 +374,7 @@ static void stop_flag_cancels_and_leaves_no_file(void **state)
     struct error err = {0};
     struct archive_result result;
     volatile sig_atomic_t stop = 1;
-    struct archive_io io = {.stop = &stop};
+    struct io_context io = {.stop = &stop};
     char archive[PATH_MAX], restored[PATH_MAX];
     path_in("stopped.db.gz", archive);
     path_in("stopped.db", restored);
@@ -392,7 +394,7 @@ static void stop_during_compression_cancels_midway(void **state)
     struct archive_result result;
     volatile sig_atomic_t stop = 0;
     struct progress_log progress = {.stop_on_first_call = &stop};
-    struct archive_io io = {
+    struct io_context io = {
         .stop = &stop, .progress = record_progress, .progress_context = &progress};
     char archive[PATH_MAX], restored[PATH_MAX];
     path_in("midway.db.gz", archive);
@@ -531,8 +533,10 @@ static void thread_count_does_not_change_the_archive(void **state)
 
     const int counts[] = {1, 3, 8};
     for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
-        struct archive_io io = {.threads = counts[i]};
-        assert_int_equal(archive_compress(fixture.database, archive, 6, &io, &result, &err), 0);
+        struct archive_options options = {.threads = counts[i]};
+        assert_int_equal(archive_compress_format(fixture.database, archive, ARCHIVE_GZIP, 6, NULL,
+                                                 &options, &result, &err),
+                         0);
         assert_string_equal(result.sha256, fixture.made.sha256);
         unlink(archive);
     }

@@ -267,6 +267,32 @@ static const struct bad_config bad_configs[] = {
      "1: defaults.upload.target: no target named \"offsite\" (no targets are defined: add one "
      "to targets = ( ... ))"},
 
+    /* Replication. */
+    {"unknown replicate target",
+     "targets = ( { name = \"offsite\"; type = \"dir\"; path = \"/mnt\"; } );\n"
+     "databases = ( { name = \"app\"; path = \"/a.db\";\n"
+     "  replicate = { target = \"ofsite\"; }; } );\n",
+     "3: databases.app.replicate.target: no target named \"ofsite\" (did you mean \"offsite\"?)"},
+    {"replicate interval zero",
+     "targets = ( { name = \"offsite\"; type = \"dir\"; path = \"/mnt\"; } );\n"
+     "defaults = { replicate = { target = \"offsite\";\n interval = \"0s\"; }; };\n" APP,
+     "3: defaults.replicate.interval: bad duration \"0s\": duration must be greater than zero"},
+    {"replicate interval past an hour",
+     "defaults = { replicate = { interval = \"2h\"; }; };\n" APP,
+     "1: defaults.replicate.interval: \"2h\" is too large (at most 1h)"},
+    {"replicate snapshot shorter than interval",
+     "defaults = { replicate = { interval = \"10m\";\n snapshot_every = \"5m\"; }; };\n" APP,
+     "2: defaults.replicate.snapshot_every: snapshot_every (300s) must not be shorter than "
+     "interval (600s)"},
+    {"replicate window shorter than interval",
+     "defaults = { replicate = { interval = \"10m\"; window = \"1m\"; }; };\n" APP,
+     "1: defaults.replicate.window: must not be shorter than interval (600s), got 60s"},
+    {"replicate unknown key",
+     "defaults = { replicate = { intervall = \"1s\"; }; };\n" APP,
+     "1: defaults.replicate.intervall: unknown key 'intervall' (did you mean 'interval'?)"},
+    {"interval outside replicate", "defaults = { interval = \"1s\"; };\n" APP,
+     "1: defaults.interval: unknown key 'interval' here (it belongs in replicate = { ... })"},
+
     /* Values out of their set. */
     {"checkpoint mode", "defaults = { checkpoint = { mode = \"fast\"; }; };\n" APP,
      "1: defaults.checkpoint.mode: unknown value \"fast\" (expected \"passive\", \"full\", "
@@ -811,6 +837,48 @@ static void upload_targets_resolve_and_entries_can_opt_out(void **state)
         /* Opting out of uploads leaves the local backups alone. */
         assert_int_equal(out->backup.schedule.kind, SCHEDULE_EVERY);
     }
+    config_free(config);
+}
+
+static void replicate_merges_from_defaults_and_entries_can_opt_out(void **state)
+{
+    (void)state;
+    char text[2048];
+    snprintf(text, sizeof text,
+             "%s"
+             "defaults = { replicate = { target = \"offsite\"; interval = \"5s\"; }; };\n"
+             "databases = (\n"
+             "  { name = \"default\"; path = \"/1.db\"; },\n"
+             "  { name = \"other\"; path = \"/2.db\";\n"
+             "    replicate = { target = \"nas\"; snapshot_every = \"6h\"; window = \"30d\"; }; },\n"
+             "  { name = \"empty\"; path = \"/3.db\"; replicate = { target = \"\"; }; },\n"
+             "  { name = \"disabled\"; path = \"/4.db\"; replicate = { enabled = false; }; }\n"
+             ");\n",
+             merge_targets);
+    struct config *config = load_good(text);
+    const struct database_config *dflt = config_find_database(config, "default");
+    assert_ptr_equal(dflt->replicate.target, &config->targets[0]);
+    assert_int_equal(dflt->replicate.interval_seconds, 5);
+    assert_int_equal(dflt->replicate.snapshot_every_seconds, 86400);
+    assert_int_equal(dflt->replicate.window_seconds, 7 * 86400);
+    assert_true(dflt->replicate.origin.in_defaults);
+    assert_int_equal(dflt->replicate.origin.line, 3);
+    const struct database_config *other = config_find_database(config, "other");
+    assert_ptr_equal(other->replicate.target, &config->targets[1]);
+    assert_int_equal(other->replicate.interval_seconds, 5);
+    assert_int_equal(other->replicate.snapshot_every_seconds, 6 * 3600);
+    assert_int_equal(other->replicate.window_seconds, 30 * 86400);
+    assert_false(other->replicate.origin.in_defaults);
+    assert_int_equal(other->replicate.origin.line, 7);
+    for (int i = 2; i < 4; i++) {
+        assert_null(config->databases[i].replicate.target);
+        assert_null(config->databases[i].replicate.target_name);
+    }
+    /* Without a replicate group nothing is shipped. */
+    config_free(config);
+    config = load_good(APP);
+    assert_null(config->databases[0].replicate.target);
+    assert_int_equal(config->databases[0].replicate.interval_seconds, 1);
     config_free(config);
 }
 
@@ -1458,6 +1526,7 @@ int main(void)
         cmocka_unit_test(an_entry_keep_replaces_the_default_keep_entirely),
         cmocka_unit_test(enabled_false_switches_a_job_off_and_an_entry_back_on),
         cmocka_unit_test(upload_targets_resolve_and_entries_can_opt_out),
+        cmocka_unit_test(replicate_merges_from_defaults_and_entries_can_opt_out),
         cmocka_unit_test(a_bad_default_is_reported_once_not_per_database),
         cmocka_unit_test(s3_target_defaults_and_normalisation),
         cmocka_unit_test(top_level_settings_are_read),

@@ -219,8 +219,9 @@ static void rewritten_blocks_never_reach_the_archive_stale(void **state)
     copy_watch_end(watch);
     archive_early_finish(early);
 
-    struct archive_io io = {.early = early};
-    assert_int_equal(archive_compress(copy, archive, 5, &io, &made, &err), 0);
+    struct archive_options options = {.early = early};
+    assert_int_equal(
+        archive_compress_format(copy, archive, ARCHIVE_GZIP, 5, NULL, &options, &made, &err), 0);
     archive_early_get_stats(early, &stats);
     assert_int_equal(stats.compressed, BLOCKS - 9);
     assert_int_equal(stats.rewritten, 1);  /* block 2 */
@@ -256,8 +257,9 @@ static void early_members_of_another_level_are_not_taken(void **state)
     copy_watch_end(watch);
     archive_early_finish(early);
 
-    struct archive_io io = {.early = early};
-    assert_int_equal(archive_compress_format(copy, archive, ARCHIVE_ZSTD, 3, &io, NULL, &err), 0);
+    struct archive_options options = {.early = early};
+    assert_int_equal(
+        archive_compress_format(copy, archive, ARCHIVE_ZSTD, 3, NULL, &options, NULL, &err), 0);
     archive_early_get_stats(early, &stats);
     assert_true(stats.compressed >= 3);
     assert_int_equal(stats.taken, 0);

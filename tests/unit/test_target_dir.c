@@ -281,7 +281,7 @@ static void stop_cancels_and_leaves_nothing(void **state)
     char source[128], copy[128], stored[160];
     struct error err = {0};
     volatile sig_atomic_t stop = 0;
-    const struct archive_io io = {.stop = &stop};
+    const struct io_context io = {.stop = &stop};
     snprintf(source, sizeof source, "%s/source", fixture->local);
     snprintf(copy, sizeof copy, "%s/copy", fixture->local);
     write_bytes(source, 100, 10);

@@ -1,0 +1,137 @@
+/*
+ * format.h: the names and the JSON manifests of a replica on a target, as
+ * sqlprodd-format(5) defines them; the one place both the shipper and
+ * restore read and write them.
+ *
+ * Under the target's prefix, for a database DB:
+ *   DB/replica/index.json                       the generations, time ranges
+ *   DB/replica/gNNNNNNNN/base.db.gz             page-for-page base (optional)
+ *   DB/replica/gNNNNNNNN/base.json              where the base stands
+ *   DB/replica/gNNNNNNNN/wal/S-E.wal.gz         one gzip member, WAL bytes [S, E)
+ *   DB/replica/gNNNNNNNN/wal/S-E.wal.json       its sidecar: commits, times
+ * S and E are byte offsets zero-padded to 12 digits so that names sort.
+ *
+ * What it is not: no I/O (text in, text out), no clock (times are
+ * parameters), no decisions about what to ship or restore. Decoding is strict
+ * about every field it knows, since restore builds keys and cuts WAL files
+ * from them, and ignores fields it does not know, so that an older restore
+ * reads a newer replica. Every refusal names the object.
+ */
+#ifndef SQLPRODD_REPLICATE_FORMAT_H
+#define SQLPRODD_REPLICATE_FORMAT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/error.h"
+
+#define FORMAT_VERSION        1
+#define FORMAT_GENERATION_MAX 99999999u       /* eight digits */
+#define FORMAT_OFFSET_MAX     999999999999ull /* twelve digits */
+#define FORMAT_TIME_SIZE      32              /* "2026-12-02T11:24:07.123Z" + NUL, with room */
+#define FORMAT_KEY_SIZE       1024
+
+/* The objects of a replica. */
+enum format_object {
+    FORMAT_INDEX,          /* DB/replica/index.json */
+    FORMAT_BASE,           /* DB/replica/gN/base.db.gz */
+    FORMAT_BASE_JSON,      /* DB/replica/gN/base.json */
+    FORMAT_SEGMENT,        /* DB/replica/gN/wal/S-E.wal.gz */
+    FORMAT_SIDECAR,        /* DB/replica/gN/wal/S-E.wal.json */
+    FORMAT_GENERATION_DIR, /* DB/replica/gN/ (a prefix, for listings) */
+    FORMAT_SEGMENT_DIR,    /* DB/replica/gN/wal/ (a prefix, for listings) */
+};
+
+/* "g00000001". */
+void format_generation_name(uint32_t generation, char out[16]);
+/* Parses exactly "g" + eight digits, 1..FORMAT_GENERATION_MAX. 0 or -EINVAL. */
+int format_generation_parse(const char *name, uint32_t *generation);
+
+/* "000000000000-000000111272". */
+void format_segment_name(uint64_t start, uint64_t end, char out[32]);
+/* Parses "S-E" followed by `suffix` (".wal.gz", ".wal.json" or "") and
+ * nothing else; S < E. 0 or -EINVAL. */
+int format_segment_parse(const char *name, const char *suffix, uint64_t *start, uint64_t *end);
+
+/* The key of an object relative to the target's prefix. `start`/`end` only
+ * for segments and sidecars, `generation` not for the index. 0, or -EINVAL
+ * when the database name cannot be a key component or the key is too long. */
+int format_key(char *out, size_t size, const char *database, enum format_object object,
+               uint32_t generation, uint64_t start, uint64_t end, struct error *err);
+
+/* RFC 3339 UTC with milliseconds, "2026-12-02T11:24:07.123Z", from
+ * milliseconds since the epoch. */
+void format_time(int64_t ms, char out[FORMAT_TIME_SIZE]);
+/* Parses what format_time writes, and the same without ".mmm". 0 or -EINVAL. */
+int format_time_parse(const char *text, int64_t *ms);
+
+/* One commit of a segment (sidecar "commits" entry). */
+struct format_commit {
+    uint64_t frame;      /* index of the commit frame in its generation, 1-based */
+    uint64_t end_offset; /* byte just after the commit frame */
+    uint32_t db_pages;   /* database size in pages after the commit */
+    int64_t seen_at_ms;  /* when the agent first read it */
+};
+
+/* The sidecar of one segment. */
+struct format_segment {
+    uint32_t generation;
+    uint64_t start, end; /* WAL bytes [start, end) of the generation */
+    uint32_t page_size;
+    uint32_t salt[2];              /* of the generation's header */
+    uint32_t checksum[2];          /* running checksum at `end` */
+    bool big_endian_checksum;      /* the header's byte order for checksums */
+    char sha256[65];               /* of the .wal.gz object, lower-case hex */
+    uint64_t size;                 /* bytes of the .wal.gz object */
+    size_t commit_count;           /* at least 1 */
+    struct format_commit *commits; /* decoded: owned (format_segment_free) */
+};
+
+/* A generation's base.json. */
+struct format_base {
+    uint32_t generation;
+    uint64_t frame;           /* WAL frame index at which the base was copied */
+    uint32_t from_generation; /* nonzero: the base is the end of that generation,
+                                 and there is no base.db.gz */
+    char sha256[65];          /* of base.db.gz (empty with from) */
+    uint64_t size;            /* bytes of base.db.gz */
+    uint64_t database_bytes;  /* bytes of the uncompressed base */
+    uint32_t page_size;
+    int64_t taken_at_ms;
+};
+
+struct format_index_generation {
+    uint32_t generation;
+    int64_t first_seen_at_ms; /* 0: no commit shipped yet */
+    int64_t last_seen_at_ms;
+    uint32_t base_from; /* 0: "file"; else "gNNNNNNNN/end" of that generation */
+};
+
+struct format_index {
+    char *database; /* decoded: owned */
+    size_t count;
+    struct format_index_generation *generations; /* increasing; decoded: owned */
+    int64_t updated_at_ms;
+};
+
+/* Encoders return a NUL-terminated, malloc'd JSON text (free()), or NULL with
+ * err set when the record is not valid (the same checks as decoding: the
+ * agent never writes what restore would refuse). */
+char *format_segment_encode(const struct format_segment *segment, struct error *err);
+char *format_base_encode(const struct format_base *base, struct error *err);
+char *format_index_encode(const struct format_index *index, struct error *err);
+
+/* Decoders: `object` names the object in messages ("app/replica/g00000001/base.json").
+ * 0, or -EINVAL with err naming the object and the field. */
+int format_segment_decode(const char *text, size_t length, const char *object,
+                          struct format_segment *out, struct error *err);
+int format_base_decode(const char *text, size_t length, const char *object, struct format_base *out,
+                       struct error *err);
+int format_index_decode(const char *text, size_t length, const char *object,
+                        struct format_index *out, struct error *err);
+
+void format_segment_free(struct format_segment *segment);
+void format_index_free(struct format_index *index);
+
+#endif

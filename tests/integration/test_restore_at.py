@@ -1,0 +1,411 @@
+"""`sqlprodd restore DB --to PATH --at TIME` and `backups --remote` on WAL replicas.
+
+The replicas here are made in Python from a real database and its real WAL,
+in the layout of sqlprodd-format(5) on a dir target, so that every case is
+exact and repeatable: one application connection (autocheckpoint off) writes
+commits; after each, the end of its bytes in the -wal, its frame, the
+database size and a content hash are recorded, with a seen_at one second
+apart. A generation ends with a TRUNCATE checkpoint, and the next either
+starts "from" the end of it (a clean change) or from a base file of its own
+(a break, as the agent makes after it lost continuity).
+
+What a user checks: the restored file has exactly the content the writer
+had after the commit whose seen_at restore prints; integrity_check is ok;
+every refusal names the object and what to do.
+"""
+import calendar
+import gzip
+import hashlib
+import json
+import os
+import re
+import shutil
+import sqlite3
+import time
+import unittest
+
+from harness import AgentTestCase
+
+PAGE_SIZE = 4096
+EPOCH = calendar.timegm((2026, 11, 1, 8, 0, 0))  # seen_at of the first commit
+
+
+def iso(seconds_ms):
+    seconds, ms = divmod(int(seconds_ms), 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ms:03d}Z"
+
+
+def content_hash(path):
+    """Every row of t, hashed: what the writer logs after each commit."""
+    db = sqlite3.connect(path)
+    try:
+        digest = hashlib.sha256()
+        for row in db.execute("SELECT id, k, v FROM t ORDER BY id"):
+            digest.update(repr(row).encode())
+        return digest.hexdigest()
+    finally:
+        db.close()
+
+
+def integrity(path):
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        db.close()
+
+
+class ReplicaBuilder:
+    """Writes a database and ships it, by hand, as the agent would."""
+
+    def __init__(self, directory, target, database="app", commits_per_segment=3, seed=1):
+        self.dir = directory
+        self.target = target
+        self.database = database
+        self.per_segment = commits_per_segment
+        self.db = os.path.join(directory, database + "-source.db")
+        self.con = sqlite3.connect(self.db, isolation_level=None)
+        self.con.execute(f"PRAGMA page_size={PAGE_SIZE}")
+        self.con.execute("PRAGMA journal_mode=WAL")
+        self.con.execute("PRAGMA wal_autocheckpoint=0")
+        self.con.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, k TEXT, v BLOB)")
+        self.con.execute("CREATE INDEX t_k ON t(k)")
+        self.con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.rng = __import__("random").Random(seed)
+        self.clock_ms = EPOCH * 1000
+        self.generations = []  # dicts: name, base, commits [...]
+        self.commits = []  # every commit: (seen_ms, hash, generation)
+        self.next_id = 1
+        self.start_generation(base_file=True)
+
+    def replica(self, *parts):
+        return os.path.join(self.target, self.database, "replica", *parts)
+
+    def start_generation(self, base_file):
+        """Called right after a TRUNCATE checkpoint: the WAL is empty."""
+        number = len(self.generations) + 1
+        name = f"g{number:08d}"
+        os.makedirs(self.replica(name, "wal"), exist_ok=True)
+        generation = {"name": name, "commits": [], "segments": []}
+        if base_file:
+            with open(self.db, "rb") as f:
+                raw = f.read()
+            data = gzip.compress(raw, mtime=0)
+            with open(self.replica(name, "base.db.gz"), "wb") as f:
+                f.write(data)
+            base = {"generation": name, "frame": 0, "sha256": hashlib.sha256(data).hexdigest(),
+                    "size": len(data), "database_bytes": len(raw), "page_size": PAGE_SIZE,
+                    "taken_at": iso(self.clock_ms)}
+            generation["base"] = "file"
+        else:
+            previous = self.generations[-1]["name"]
+            base = {"generation": name, "frame": 0, "from": f"{previous}/end",
+                    "page_size": PAGE_SIZE, "taken_at": iso(self.clock_ms)}
+            generation["base"] = f"{previous}/end"
+        with open(self.replica(name, "base.json"), "w") as f:
+            json.dump(base, f)
+        self.generations.append(generation)
+
+    def commit(self, rows=None):
+        """One transaction of inserts, updates and now and then deletes."""
+        rows = rows or self.rng.randint(1, 12)
+        self.con.execute("BEGIN")
+        for _ in range(rows):
+            self.con.execute("INSERT INTO t(id, k, v) VALUES (?, ?, ?)",
+                             (self.next_id, f"key-{self.rng.random()}",
+                              os.urandom(self.rng.choice((10, 300, 3000, 9000)))))
+            self.next_id += 1
+        if self.next_id % 7 == 0:
+            self.con.execute("DELETE FROM t WHERE id % 5 = 0")
+        self.con.execute("UPDATE t SET k = k || 'u' WHERE id = ?", (self.rng.randint(1, self.next_id),))
+        self.con.execute("COMMIT")
+        self.clock_ms += 1000
+        end = os.path.getsize(self.db + "-wal")
+        frame = (end - 32) // (24 + PAGE_SIZE)
+        pages = self.con.execute("PRAGMA page_count").fetchone()[0]
+        digest = content_hash(self.db)
+        generation = self.generations[-1]
+        generation["commits"].append({"frame": frame, "end_offset": end, "db_pages": pages,
+                                      "seen_at": iso(self.clock_ms)})
+        self.commits.append((self.clock_ms, digest, generation["name"]))
+        return self.clock_ms, digest
+
+    def ship(self):
+        """Writes the segments of the current generation not shipped yet."""
+        generation = self.generations[-1]
+        shipped = sum(len(s["commits"]) for s in generation["segments"])
+        pending = generation["commits"][shipped:]
+        with open(self.db + "-wal", "rb") as f:
+            wal = f.read()
+        for i in range(0, len(pending), self.per_segment):
+            commits = pending[i:i + self.per_segment]
+            start = generation["segments"][-1]["end"] if generation["segments"] else 0
+            end = commits[-1]["end_offset"]
+            data = gzip.compress(wal[start:end], mtime=0)
+            name = f"{start:012d}-{end:012d}"
+            with open(self.replica(generation["name"], "wal", name + ".wal.gz"), "wb") as f:
+                f.write(data)
+            sidecar = {"generation": generation["name"], "start": start, "end": end,
+                       "sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
+                       "page_size": PAGE_SIZE, "commits": commits}
+            with open(self.replica(generation["name"], "wal", name + ".wal.json"), "w") as f:
+                json.dump(sidecar, f)
+            generation["segments"].append({"name": name, "end": end, "commits": commits})
+        self.write_index()
+
+    def write_index(self):
+        items = []
+        for g in self.generations:
+            shipped = [c for s in g["segments"] for c in s["commits"]]
+            if not shipped:
+                continue
+            items.append({"name": g["name"], "first_seen_at": shipped[0]["seen_at"],
+                          "last_seen_at": shipped[-1]["seen_at"], "base": g["base"]})
+        with open(self.replica("index.json"), "w") as f:
+            json.dump({"database": self.database, "generations": items,
+                       "updated_at": iso(self.clock_ms)}, f)
+
+    def new_generation(self, base_file=False, gap_ms=0):
+        """Ships the rest, checkpoints (TRUNCATE), and starts the next
+        generation; `gap_ms` of time pass before its first commit."""
+        self.ship()
+        busy, _, _ = self.con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        assert busy == 0
+        self.clock_ms += gap_ms
+        self.start_generation(base_file)
+
+    def close(self):
+        self.con.close()
+
+    def expected_at(self, at_ms):
+        """(seen_ms, hash, generation) of the last commit seen at or before at_ms."""
+        before = [c for c in self.commits if c[0] <= at_ms]
+        return before[-1] if before else None
+
+
+class RestoreAtCase(AgentTestCase):
+    def setUp(self):
+        super().setUp()
+        self.offsite = os.path.join(self.dir, "offsite")
+        os.makedirs(self.offsite)
+        shutil.copy  # noqa: B018 (keep the import for subclasses)
+        self.write_config(
+            f'{{ name = "app"; path = "{self.db_path()}"; '
+            f'upload = {{ target = "nas"; }}; }}',
+            targets=f'{{ name = "nas"; type = "dir"; path = "{self.offsite}"; }}')
+
+    def build(self, **kwargs):
+        builder = ReplicaBuilder(self.dir, self.offsite, **kwargs)
+        self.addCleanup(builder.close)
+        return builder
+
+    def restore_at(self, at, to="restored.db", check=0, extra=()):
+        target = os.path.join(self.dir, to)
+        result = self.run_cli("restore", "app", "--to", target, "--at", at, *extra, check=check)
+        return target, result
+
+    def assert_restored(self, builder, at_text, at_ms, to="restored.db"):
+        seen_ms, digest, generation = builder.expected_at(at_ms)
+        path, result = self.restore_at(at_text, to=to)
+        self.assertIn(f"as of the commit seen at {iso(seen_ms)} (generation {generation},",
+                      result.stdout)
+        self.assertIn("integrity_check ok", result.stdout)
+        self.assertEqual(content_hash(path), digest, f"--at {at_text}: {result.stdout}")
+        self.assertEqual(integrity(path), "ok")
+        for suffix in ("-wal", "-shm"):
+            self.assertFalse(os.path.exists(path + suffix), suffix)
+        leftovers = [f for f in os.listdir(self.dir) if "sqlprodd-tmp" in f]
+        self.assertEqual(leftovers, [], "temp files left beside the output")
+        os.unlink(path)
+        return result
+
+
+class RestoreAtTest(RestoreAtCase):
+    def three_generations(self):
+        """g1 (base file) -> g2 (from g1/end) -> break -> g3 (base file)."""
+        b = self.build()
+        for _ in range(20):
+            b.commit()
+        b.ship()
+        for _ in range(5):
+            b.commit()
+        b.new_generation(base_file=False)
+        for _ in range(15):
+            b.commit()
+        b.new_generation(base_file=True, gap_ms=60_000)
+        for _ in range(10):
+            b.commit()
+        b.ship()
+        return b
+
+    def test_latest_and_every_point_give_the_writers_state(self):
+        b = self.three_generations()
+        result = self.assert_restored(b, "latest", 2 ** 62)
+        self.assertIn("generation g00000003", result.stdout)
+        # Times between commits, on commits exactly, in all three generations
+        # and in the break between g2 and g3 (restores g2's last commit).
+        instants = [b.commits[i][0] for i in (0, 1, 7, 19, 20, 24, 25, 26, 39, 40, 49)]
+        instants += [b.commits[i][0] + 500 for i in (3, 22, 33, 39, 45)]
+        instants.append(b.commits[39][0] + 30_000)  # inside the break
+        for at_ms in instants:
+            self.assert_restored(b, iso(at_ms), at_ms)
+        # The chain g1 -> g2 is replayed generation by generation.
+        result = self.assert_restored(b, iso(b.commits[30][0]), b.commits[30][0])
+        self.assertIn("over 2 generations from the base of g00000001", result.stdout)
+        # An offset, and a relative time (every commit is months old: latest).
+        at = b.commits[10][0]
+        local = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at // 1000 + 3600)) + "+01:00"
+        self.assert_restored(b, local, at)
+        self.assert_restored(b, "-15m", 2 ** 62)
+
+    def test_a_time_before_the_window_is_refused_with_the_earliest(self):
+        b = self.build()
+        for _ in range(6):
+            b.commit()
+        b.ship()
+        _, result = self.restore_at(iso(b.commits[0][0] - 1), check=1)
+        self.assertIn("before the replica's window", result.stderr)
+        self.assertIn(f"earliest restorable time is {iso(b.commits[0][0])}", result.stderr)
+        self.assertFalse(os.path.exists(os.path.join(self.dir, "restored.db")))
+
+    def test_a_time_before_the_bases_frame_is_refused(self):
+        """finding 3: a base copied at frame F cannot restore a commit before F."""
+        b = self.build()
+        for _ in range(9):
+            b.commit()
+        b.ship()
+        path = b.replica("g00000001", "base.json")
+        with open(path) as f:
+            base = json.load(f)
+        base["frame"] = b.generations[0]["commits"][4]["frame"]
+        with open(path, "w") as f:
+            json.dump(base, f)
+        _, result = self.restore_at(iso(b.commits[2][0]), check=1)
+        self.assertIn("is before the base of generation g00000001", result.stderr)
+        self.assertIn("earliest restorable time", result.stderr)
+        self.assert_restored(b, iso(b.commits[6][0]), b.commits[6][0])
+
+    def test_a_missing_segment_in_the_middle_is_named(self):
+        b = self.build()
+        for _ in range(12):
+            b.commit()
+        b.ship()
+        segments = b.generations[0]["segments"]
+        missing = segments[1]["name"]
+        os.unlink(b.replica("g00000001", "wal", missing + ".wal.gz"))
+        os.unlink(b.replica("g00000001", "wal", missing + ".wal.json"))
+        _, result = self.restore_at("latest", check=1)
+        self.assertIn(f"segment app/replica/g00000001/wal/{missing}.wal.gz is missing",
+                      result.stderr)
+        # Before the gap is still restorable.
+        self.assert_restored(b, iso(b.commits[2][0]), b.commits[2][0])
+
+    def test_a_flipped_byte_is_named(self):
+        b = self.build()
+        for _ in range(9):
+            b.commit()
+        b.ship()
+        name = b.generations[0]["segments"][1]["name"] + ".wal.gz"
+        path = b.replica("g00000001", "wal", name)
+        with open(path, "r+b") as f:
+            f.seek(40)
+            byte = f.read(1)
+            f.seek(40)
+            f.write(bytes([byte[0] ^ 0x01]))
+        _, result = self.restore_at("latest", check=1)
+        self.assertIn(f"app/replica/g00000001/wal/{name} on the target has sha256", result.stderr)
+        self.assertIn("damaged", result.stderr)
+        self.assertFalse(os.path.exists(os.path.join(self.dir, "restored.db")))
+
+    def test_a_truncated_segment_is_named(self):
+        b = self.build()
+        for _ in range(9):
+            b.commit()
+        b.ship()
+        name = b.generations[0]["segments"][2]["name"] + ".wal.gz"
+        path = b.replica("g00000001", "wal", name)
+        os.truncate(path, os.path.getsize(path) // 2)
+        _, result = self.restore_at("latest", check=1)
+        self.assertIn(f"app/replica/g00000001/wal/{name} on the target has", result.stderr)
+        self.assertIn("truncated", result.stderr)
+
+    def test_a_broken_checksum_chain_is_named(self):
+        """Bytes that match their sidecar (rewritten with them) but not the
+        WAL's chain: only the chain check finds them."""
+        b = self.build()
+        for _ in range(9):
+            b.commit()
+        b.ship()
+        segment = b.generations[0]["segments"][1]
+        path = b.replica("g00000001", "wal", segment["name"] + ".wal.gz")
+        with open(path, "rb") as f:
+            raw = bytearray(gzip.decompress(f.read()))
+        raw[24 + 100] ^= 0xFF  # inside the first frame's page
+        data = gzip.compress(bytes(raw), mtime=0)
+        with open(path, "wb") as f:
+            f.write(data)
+        sidecar_path = path[:-len(".wal.gz")] + ".wal.json"
+        with open(sidecar_path) as f:
+            sidecar = json.load(f)
+        sidecar.update(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+        with open(sidecar_path, "w") as f:
+            json.dump(sidecar, f)
+        _, result = self.restore_at("latest", check=1)
+        self.assertIn("the WAL chain of generation g00000001 breaks at byte", result.stderr)
+        self.assertIn(f"app/replica/g00000001/wal/{segment['name']}.wal.gz", result.stderr)
+        self.assert_restored(b, iso(b.commits[2][0]), b.commits[2][0])
+
+    def test_a_missing_link_in_the_chain_is_refused(self):
+        b = self.three_generations()
+        with open(b.replica("index.json")) as f:
+            index = json.load(f)
+        index["generations"] = index["generations"][1:]  # g1 removed
+        with open(b.replica("index.json"), "w") as f:
+            json.dump(index, f)
+        _, result = self.restore_at(iso(b.commits[30][0]), check=1)
+        self.assertIn("starts from the end of g00000001, which", result.stderr)
+        self.assert_restored(b, "latest", 2 ** 62)  # g3 has its own base
+
+    def test_usage_errors(self):
+        self.build().commit()
+        for args, message in (
+                (("--at", "yesterday"), "expected latest"),
+                (("--at", "2026-12-02T10:15:00"), "expected latest"),
+                (("--at", "latest", "--backup", "x"), "give one or the other")):
+            result = self.run_cli("restore", "app", "--to", os.path.join(self.dir, "r.db"),
+                                  *args, check=2)
+            self.assertIn(message, result.stderr)
+
+    def test_existing_destination_needs_force(self):
+        b = self.build()
+        for _ in range(3):
+            b.commit()
+        b.ship()
+        target = os.path.join(self.dir, "restored.db")
+        open(target, "w").close()
+        _, result = self.restore_at("latest", check=1)
+        self.assertIn("exists: choose another path, or add --force", result.stderr)
+        _, result = self.restore_at("latest", check=0, extra=("--force",))
+        self.assertEqual(content_hash(target), b.commits[-1][1])
+
+    def test_backups_remote_shows_the_windows_and_the_break(self):
+        b = self.three_generations()
+        result = self.run_cli("backups", "app", "--remote", check=0)
+        g = b.generations
+        first = lambda i: g[i]["commits"][0]["seen_at"]  # noqa: E731
+        last = lambda i: g[i]["commits"][-1]["seen_at"]  # noqa: E731
+        self.assertIn(f"{first(0)} .. {last(1)}", result.stdout)
+        self.assertIn(f"{first(2)} .. {last(2)}", result.stdout)
+        self.assertIn(f"BREAK: nothing restorable after {last(1)} until {first(2)}", result.stdout)
+        result = self.run_cli("backups", "app", "--remote", "--json", check=0)
+        data = json.loads(result.stdout)
+        windows = [item for item in data if item.get("location") == "replica"]
+        self.assertEqual([(w["first_seen_at"], w["last_seen_at"], w["generations"])
+                          for w in windows],
+                         [(first(0), last(1), ["g00000001", "g00000002"]),
+                          (first(2), last(2), ["g00000003"])])
+        self.assertEqual([w["break_before"] for w in windows], [False, True])
+
+
+if __name__ == "__main__":
+    unittest.main()

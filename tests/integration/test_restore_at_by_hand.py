@@ -1,0 +1,112 @@
+"""RESTORING BY HAND of sqlprodd-format(5), done exactly as written, on S3.
+
+A replica (two generations chained by "from", then a break and a third with
+its own base) is put on the loopback S3 server; then, for several commits:
+  - `sqlprodd restore --at` that commit's seen_at, against the s3 target;
+  - the man page's procedure with aws, gunzip, cat, head and sqlite3 only
+    (`aws s3 cp --recursive` against the endpoint, then shell commands);
+and both must have the writer's content at that commit (same hash), with
+integrity_check ok. Reading the JSON (which generation, which end_offset)
+is the operator's reading; every byte is moved by those tools alone.
+"""
+import json
+import os
+import shutil
+import subprocess
+import unittest
+
+from harness import BUCKET, S3TestCase
+from test_restore_at import ReplicaBuilder, content_hash, iso
+
+
+def sh(command, cwd):
+    result = subprocess.run(["sh", "-c", command], cwd=cwd, capture_output=True, text=True)
+    assert result.returncode == 0, f"{command}: {result.stderr}"
+    return result.stdout
+
+
+class RestoreByHandTest(S3TestCase):
+    def test_by_hand_and_restore_at_give_the_same_commit(self):
+        self.assertTrue(shutil.which("gunzip") and shutil.which("sqlite3") and shutil.which("head"))
+        server = self.start_server()
+        staging = os.path.join(self.dir, "staging")
+        b = ReplicaBuilder(self.dir, staging, commits_per_segment=4)
+        self.addCleanup(b.close)
+        for _ in range(14):
+            b.commit()
+        b.ship()
+        for _ in range(3):
+            b.commit()
+        b.new_generation(base_file=False)
+        for _ in range(9):
+            b.commit()
+        b.new_generation(base_file=True, gap_ms=120_000)
+        for _ in range(7):
+            b.commit()
+        b.ship()
+        self.aws_cli("s3", "cp", "--recursive", "--only-show-errors", staging,
+                     f"s3://{BUCKET}/db/")
+        self.write_config(
+            f'{{ name = "app"; path = "{self.db_path()}"; upload = {{ target = "offsite"; }}; }}',
+            targets=self.s3_target(server.url))
+
+        # The operator fetches the replica with aws alone.
+        fetched = os.path.join(self.dir, "fetched")
+        self.aws_cli("s3", "cp", "--recursive", "--only-show-errors",
+                     f"s3://{BUCKET}/db/app/replica/", fetched)
+
+        for index in (5, 16, 20, 25, 26, 32):
+            seen_ms, expected, generation = b.commits[index]
+            with self.subTest(commit=index, generation=generation):
+                tool = os.path.join(self.dir, "tool.db")
+                result = self.run_cli("restore", "app", "--to", tool, "--at", iso(seen_ms),
+                                      env=self.env, check=0)
+                self.assertIn(f"seen at {iso(seen_ms)} (generation {generation},", result.stdout)
+                try:
+                    hand = self.restore_by_hand(fetched, iso(seen_ms))
+                    self.assertEqual(content_hash(tool), expected)
+                    self.assertEqual(content_hash(hand), expected)
+                finally:
+                    os.unlink(tool)
+
+    def restore_by_hand(self, fetched, seen_at):
+        """RESTORING BY HAND, steps 1-4, for the commit seen at `seen_at`."""
+        work = os.path.join(self.dir, "hand")
+        shutil.rmtree(work, ignore_errors=True)
+        os.makedirs(work)
+        # 1. Read the sidecars: the generation and end_offset of the commit,
+        #    then base.json "from" back to a generation with base.db.gz.
+        chosen = end_offset = None
+        for name in sorted(n for n in os.listdir(fetched) if n.startswith("g")):
+            wal = os.path.join(fetched, name, "wal")
+            for sidecar in sorted(f for f in os.listdir(wal) if f.endswith(".wal.json")):
+                with open(os.path.join(wal, sidecar)) as f:
+                    for commit in json.load(f)["commits"]:
+                        if commit["seen_at"] == seen_at:
+                            chosen, end_offset = name, commit["end_offset"]
+        self.assertIsNotNone(chosen)
+        chain = [chosen]
+        while True:
+            with open(os.path.join(fetched, chain[0], "base.json")) as f:
+                base = json.load(f)
+            if "from" not in base:
+                break
+            chain.insert(0, base["from"].split("/")[0])
+        # 2. Start from that base.
+        sh(f"gunzip < {fetched}/{chain[0]}/base.db.gz > restored.db; "
+           "rm -f restored.db-wal restored.db-shm", work)
+        # 3. Every generation before the chosen one, all of it.
+        for name in chain[:-1]:
+            out = sh(f"cat {fetched}/{name}/wal/*.wal.gz | gunzip > restored.db-wal && "
+                     "sqlite3 restored.db 'PRAGMA integrity_check'", work)
+            self.assertEqual(out.strip(), "ok")
+            self.assertFalse(os.path.exists(os.path.join(work, "restored.db-wal")))
+        # 4. The chosen generation, cut at the commit.
+        out = sh(f"cat {fetched}/{chain[-1]}/wal/*.wal.gz | gunzip | head -c {end_offset} "
+                 "> restored.db-wal && sqlite3 restored.db 'PRAGMA integrity_check'", work)
+        self.assertEqual(out.strip(), "ok")
+        return os.path.join(work, "restored.db")
+
+
+if __name__ == "__main__":
+    unittest.main()
