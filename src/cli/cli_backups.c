@@ -75,7 +75,9 @@ static void print_remote(const struct database_config *db, const struct remote_l
 /* The replica's target: where `restore --at` reads from. */
 static const struct target_config *replica_target_of(const struct database_config *db)
 {
-    return db->upload.target;
+    /* replicate's target (issue16-ship's config); the upload target
+     * until that branch was merged here */
+    return db->replicate.target ? db->replicate.target : db->upload.target;
 }
 
 /* One window: generations [first, end) of `windows`, a chain that starts

@@ -89,7 +89,7 @@ def layout_problems(root):
         segments = []
         for file in files:
             if file.endswith(".wal.json"):
-                if file[:-len(".json")] not in files:
+                if file[:-len(".wal.json")] + ".wal.gz" not in files:
                     problems.append(f"{name}/wal/{file}: sidecar without segment")
                 continue
             match = SEGMENT.match(file)
