@@ -75,9 +75,7 @@ static void print_remote(const struct database_config *db, const struct remote_l
 /* The replica's target: where `restore --at` reads from. */
 static const struct target_config *replica_target_of(const struct database_config *db)
 {
-    /* replicate's target (issue16-ship's config); the upload target
-     * until that branch was merged here */
-    return db->replicate.target ? db->replicate.target : db->upload.target;
+    return db->replicate.target;
 }
 
 /* One window: generations [first, end) of `windows`, a chain that starts
@@ -115,8 +113,8 @@ static void print_window(const struct database_config *db, const struct replica_
            a->first_seen_at, z->last_seen_at, names);
 }
 
-/* -ENOENT (no replica on the target) prints nothing: not every database
- * replicates. */
+/* -ENOENT (nothing shipped yet) is said, not counted as a failure: a
+ * replica is empty until the agent's first round. */
 static int print_replica(const struct database_config *db, json_t *json, struct error *err)
 {
     struct replica_windows windows = {0};
@@ -125,8 +123,11 @@ static int print_replica(const struct database_config *db, json_t *json, struct 
     snprintf(temp, sizeof temp, "%s/sqlprodd-backups-%ld", directory && *directory ? directory : "/tmp",
              (long)getpid());
     int rc = replica_list_windows(replica_target_of(db), db->name, &cli_stop, temp, &windows, err);
-    if (rc == -ENOENT)
+    if (rc == -ENOENT) {
+        if (!json)
+            printf("%-16s replica: none restorable yet: %s\n", db->name, err->message);
         return 0;
+    }
     if (rc != 0)
         return rc;
     size_t first = 0;
@@ -181,9 +182,16 @@ int cli_backups(const struct config *config, int argc, char **argv)
             continue;
         if (remote) {
             struct remote_list list = {0};
+            if (!db->upload.target && replica_target_of(db)) {
+                if (print_replica(db, json, &err) != 0) {
+                    fprintf(stderr, "sqlprodd: %s: replica: %s\n", db->name, err.message);
+                    failures++;
+                }
+                continue;
+            }
             if (!db->upload.target) {
                 if (only) {
-                    fprintf(stderr, "sqlprodd: %s has no upload target\n", db->name);
+                    fprintf(stderr, "sqlprodd: %s has no upload target and no replicate target\n", db->name);
                     failures++;
                 }
                 continue;

@@ -440,9 +440,7 @@ static int restore_unpack(const struct restore_request *request, struct restore_
 /* The target holding the database's replica. */
 static const struct target_config *restore_replica_target(const struct database_config *db)
 {
-    /* replicate's target (issue16-ship's config); the upload target
-     * until that branch was merged here */
-    return db->replicate.target ? db->replicate.target : db->upload.target;
+    return db->replicate.target;
 }
 
 /* --at: rebuilds the file from the replica (replica.h), then the same

@@ -26,7 +26,7 @@ struct state {
 };
 
 /* Bump with a migration when the schema changes; state_open applies it. */
-#define STATE_SCHEMA_VERSION 1
+#define STATE_SCHEMA_VERSION 2
 
 static const char state_schema[] =
     "CREATE TABLE IF NOT EXISTS job_runs ("
@@ -43,7 +43,26 @@ static const char state_schema[] =
     "  id INTEGER PRIMARY KEY, database TEXT NOT NULL, target TEXT NOT NULL,"
     "  archive_path TEXT NOT NULL UNIQUE, queued INTEGER NOT NULL,"
     "  attempts INTEGER NOT NULL DEFAULT 0, next_attempt INTEGER NOT NULL,"
-    "  last_error TEXT NOT NULL DEFAULT '');";
+    "  last_error TEXT NOT NULL DEFAULT '');"
+    /* Version 2: replication (state_*_replica*). */
+    "CREATE TABLE IF NOT EXISTS replica ("
+    "  database TEXT PRIMARY KEY, generation INTEGER NOT NULL, wal_offset INTEGER NOT NULL,"
+    "  frame_index INTEGER NOT NULL, checksum0 INTEGER NOT NULL, checksum1 INTEGER NOT NULL,"
+    "  salt0 INTEGER NOT NULL, salt1 INTEGER NOT NULL, page_size INTEGER NOT NULL,"
+    "  checkpoint_sequence INTEGER NOT NULL, big_endian INTEGER NOT NULL, ended INTEGER NOT NULL,"
+    "  db_device INTEGER NOT NULL, db_inode INTEGER NOT NULL, last_seen_at_ms INTEGER NOT NULL,"
+    "  shipped_bytes INTEGER NOT NULL, base_taken_at_ms INTEGER NOT NULL,"
+    "  last_break TEXT NOT NULL, last_break_at_ms INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS replica_queue ("
+    "  id INTEGER PRIMARY KEY, database TEXT NOT NULL, generation INTEGER NOT NULL,"
+    "  key TEXT NOT NULL, path TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS replica_generations ("
+    "  database TEXT NOT NULL, generation INTEGER NOT NULL, base_from INTEGER NOT NULL,"
+    "  first_seen_at_ms INTEGER NOT NULL, last_seen_at_ms INTEGER NOT NULL,"
+    "  PRIMARY KEY (database, generation));"
+    "CREATE TABLE IF NOT EXISTS replica_breaks ("
+    "  database TEXT NOT NULL, reason TEXT NOT NULL, count INTEGER NOT NULL,"
+    "  PRIMARY KEY (database, reason));";
 
 static int state_fail(struct state *state, struct error *err, const char *doing)
 {
@@ -521,4 +540,218 @@ int state_upload_is_pending(struct state *state, const char *archive_path, bool 
     if (rc == SQLITE_ROW)
         *pending = true;
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : state_fail(state, err, "cannot read the upload queue");
+}
+
+/* ---- replication ---- */
+
+int state_get_replica(struct state *state, const char *database, struct state_replica *out,
+                      struct error *err)
+{
+    memset(out, 0, sizeof *out);
+    sqlite3_stmt *row = NULL;
+    int rc = state_run(state, &row,
+                       "SELECT generation, wal_offset, frame_index, checksum0, checksum1, salt0,"
+                       " salt1, page_size, checkpoint_sequence, big_endian, ended, db_device,"
+                       " db_inode, last_seen_at_ms, shipped_bytes, base_taken_at_ms, last_break,"
+                       " last_break_at_ms FROM replica WHERE database = ?1",
+                       "s", database);
+    if (rc == SQLITE_DONE)
+        return 0;
+    if (rc != SQLITE_ROW)
+        return state_fail(state, err, "cannot read the replica position");
+    out->generation = (uint32_t)sqlite3_column_int64(row, 0);
+    out->offset = (uint64_t)sqlite3_column_int64(row, 1);
+    out->frame_index = (uint64_t)sqlite3_column_int64(row, 2);
+    out->checksum[0] = (uint32_t)sqlite3_column_int64(row, 3);
+    out->checksum[1] = (uint32_t)sqlite3_column_int64(row, 4);
+    out->salt[0] = (uint32_t)sqlite3_column_int64(row, 5);
+    out->salt[1] = (uint32_t)sqlite3_column_int64(row, 6);
+    out->page_size = (uint32_t)sqlite3_column_int64(row, 7);
+    out->checkpoint_sequence = (uint32_t)sqlite3_column_int64(row, 8);
+    out->big_endian = sqlite3_column_int(row, 9) != 0;
+    out->ended = sqlite3_column_int(row, 10) != 0;
+    out->db_device = (uint64_t)sqlite3_column_int64(row, 11);
+    out->db_inode = (uint64_t)sqlite3_column_int64(row, 12);
+    out->last_seen_at_ms = sqlite3_column_int64(row, 13);
+    out->shipped_bytes = sqlite3_column_int64(row, 14);
+    out->base_taken_at_ms = sqlite3_column_int64(row, 15);
+    const unsigned char *reason = sqlite3_column_text(row, 16);
+    snprintf(out->last_break, sizeof out->last_break, "%s", reason ? (const char *)reason : "");
+    out->last_break_at_ms = sqlite3_column_int64(row, 17);
+    sqlite3_finalize(row);
+    return 0;
+}
+
+int state_save_replica(struct state *state, const char *database, const struct state_replica *r,
+                       const struct state_replica_object *objects, size_t object_count,
+                       uint32_t base_from, int64_t first_seen_at_ms, int64_t last_seen_at_ms,
+                       const char *break_reason, struct error *err)
+{
+    const char *doing = "cannot begin";
+    if (sqlite3_exec(state->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        goto fail;
+    doing = "cannot save the replica position";
+    sqlite3_stmt *statement = NULL;
+    if (sqlite3_prepare_v2(state->db,
+                           "INSERT OR REPLACE INTO replica (database, generation, wal_offset,"
+                           " frame_index, checksum0, checksum1, salt0, salt1, page_size,"
+                           " checkpoint_sequence, big_endian, ended, db_device, db_inode,"
+                           " last_seen_at_ms, shipped_bytes, base_taken_at_ms, last_break,"
+                           " last_break_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,"
+                           " ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+                           -1, &statement, NULL) != SQLITE_OK)
+        goto fail;
+    const int64_t values[] = {r->generation,       (int64_t)r->offset,   (int64_t)r->frame_index,
+                              r->checksum[0],      r->checksum[1],       r->salt[0],
+                              r->salt[1],          r->page_size,         r->checkpoint_sequence,
+                              r->big_endian,       r->ended,             (int64_t)r->db_device,
+                              (int64_t)r->db_inode, r->last_seen_at_ms,  r->shipped_bytes,
+                              r->base_taken_at_ms};
+    sqlite3_bind_text(statement, 1, database, -1, SQLITE_TRANSIENT);
+    for (int i = 0; i < (int)(sizeof values / sizeof values[0]); i++)
+        sqlite3_bind_int64(statement, i + 2, values[i]);
+    sqlite3_bind_text(statement, 18, r->last_break, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(statement, 19, r->last_break_at_ms);
+    int rc = sqlite3_step(statement);
+    sqlite3_finalize(statement);
+    if (rc != SQLITE_DONE)
+        goto fail;
+    doing = "cannot queue replica objects";
+    for (size_t i = 0; i < object_count; i++) {
+        if (state_run(state, NULL,
+                      "INSERT INTO replica_queue (database, generation, key, path)"
+                      " VALUES (?1, ?2, ?3, ?4)",
+                      "siss", database, (int64_t)objects[i].generation, objects[i].key,
+                      objects[i].path) != SQLITE_DONE)
+            goto fail;
+    }
+    doing = "cannot record the generation";
+    if (state_run(state, NULL,
+                  "INSERT OR IGNORE INTO replica_generations (database, generation, base_from,"
+                  " first_seen_at_ms, last_seen_at_ms) VALUES (?1, ?2, ?3, 0, 0)",
+                  "sii", database, (int64_t)r->generation, (int64_t)base_from) != SQLITE_DONE)
+        goto fail;
+    if (first_seen_at_ms > 0 &&
+        state_run(state, NULL,
+                  "UPDATE replica_generations SET first_seen_at_ms = CASE WHEN"
+                  " first_seen_at_ms = 0 THEN ?3 ELSE first_seen_at_ms END, last_seen_at_ms = ?4"
+                  " WHERE database = ?1 AND generation = ?2",
+                  "siii", database, (int64_t)r->generation, first_seen_at_ms,
+                  last_seen_at_ms) != SQLITE_DONE)
+        goto fail;
+    doing = "cannot count the break";
+    if (break_reason &&
+        state_run(state, NULL,
+                  "INSERT INTO replica_breaks (database, reason, count) VALUES (?1, ?2, 1)"
+                  " ON CONFLICT (database, reason) DO UPDATE SET count = count + 1",
+                  "ss", database, break_reason) != SQLITE_DONE)
+        goto fail;
+    doing = "cannot commit the replica position";
+    if (sqlite3_exec(state->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+        goto fail;
+    return 0;
+fail:
+    rc = state_fail(state, err, doing);
+    sqlite3_exec(state->db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
+int state_next_replica_object(struct state *state, const char *database,
+                              struct state_replica_object *out, bool *found, struct error *err)
+{
+    sqlite3_stmt *row = NULL;
+    *found = false;
+    int rc = state_run(state, &row,
+                       "SELECT id, generation, key, path FROM replica_queue WHERE database = ?1"
+                       " ORDER BY id LIMIT 1",
+                       "s", database);
+    if (rc == SQLITE_DONE)
+        return 0;
+    if (rc != SQLITE_ROW)
+        return state_fail(state, err, "cannot read the replica queue");
+    out->id = sqlite3_column_int64(row, 0);
+    out->generation = (uint32_t)sqlite3_column_int64(row, 1);
+    snprintf(out->key, sizeof out->key, "%s", (const char *)sqlite3_column_text(row, 2));
+    snprintf(out->path, sizeof out->path, "%s", (const char *)sqlite3_column_text(row, 3));
+    sqlite3_finalize(row);
+    *found = true;
+    return 0;
+}
+
+int state_replica_object_done(struct state *state, int64_t id, struct error *err)
+{
+    return state_run(state, NULL, "DELETE FROM replica_queue WHERE id = ?1", "i", id) ==
+                   SQLITE_DONE
+               ? 0
+               : state_fail(state, err, "cannot update the replica queue");
+}
+
+int state_replica_queued_paths(struct state *state, void (*visit)(void *, const char *),
+                               void *context, struct error *err)
+{
+    sqlite3_stmt *row = NULL;
+    int rc = state_run(state, &row, "SELECT path FROM replica_queue", "");
+    while (rc == SQLITE_ROW) {
+        visit(context, (const char *)sqlite3_column_text(row, 0));
+        rc = sqlite3_step(row);
+    }
+    sqlite3_finalize(row);
+    return rc == SQLITE_DONE ? 0 : state_fail(state, err, "cannot read the replica queue");
+}
+
+int state_replica_generations(struct state *state, const char *database,
+                              struct state_replica_generation **out, size_t *count,
+                              struct error *err)
+{
+    sqlite3_stmt *row = NULL;
+    size_t used = 0, capacity = 0;
+    struct state_replica_generation *list = NULL;
+    *out = NULL;
+    *count = 0;
+    int rc = state_run(state, &row,
+                       "SELECT generation, base_from, first_seen_at_ms, last_seen_at_ms FROM"
+                       " replica_generations WHERE database = ?1 ORDER BY generation",
+                       "s", database);
+    while (rc == SQLITE_ROW) {
+        if (used == capacity) {
+            capacity = capacity ? 2 * capacity : 8;
+            struct state_replica_generation *grown = realloc(list, capacity * sizeof *list);
+            if (!grown) {
+                sqlite3_finalize(row);
+                free(list);
+                return error_set(err, -ENOMEM, "out of memory");
+            }
+            list = grown;
+        }
+        list[used].generation = (uint32_t)sqlite3_column_int64(row, 0);
+        list[used].base_from = (uint32_t)sqlite3_column_int64(row, 1);
+        list[used].first_seen_at_ms = sqlite3_column_int64(row, 2);
+        list[used].last_seen_at_ms = sqlite3_column_int64(row, 3);
+        used++;
+        rc = sqlite3_step(row);
+    }
+    sqlite3_finalize(row);
+    if (rc != SQLITE_DONE) {
+        free(list);
+        return state_fail(state, err, "cannot read the replica generations");
+    }
+    *out = list;
+    *count = used;
+    return 0;
+}
+
+int state_replica_breaks(struct state *state, const char *database,
+                         void (*visit)(void *, const char *, int64_t), void *context,
+                         struct error *err)
+{
+    sqlite3_stmt *row = NULL;
+    int rc = state_run(state, &row,
+                       "SELECT reason, count FROM replica_breaks WHERE database = ?1 ORDER BY reason",
+                       "s", database);
+    while (rc == SQLITE_ROW) {
+        visit(context, (const char *)sqlite3_column_text(row, 0), sqlite3_column_int64(row, 1));
+        rc = sqlite3_step(row);
+    }
+    sqlite3_finalize(row);
+    return rc == SQLITE_DONE ? 0 : state_fail(state, err, "cannot read the replica breaks");
 }

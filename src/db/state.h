@@ -149,4 +149,70 @@ int state_pending_upload_count(struct state *state, const char *database, int64_
 int state_upload_is_pending(struct state *state, const char *archive_path, bool *pending,
                             struct error *err);
 
+/*
+ * Replication (replicate/shipper.c). One row per database: the generation
+ * the agent follows and the WAL position shipped (always the end of a
+ * commit), as plain integers, since the WAL reader lives in a layer above.
+ * Objects to put on the target wait in an ordered queue; a row is added in
+ * the same transaction as the position it ships, before any upload, so an
+ * object never reaches the target before this database knows it.
+ */
+struct state_replica {
+    uint32_t generation; /* 0: never shipped */
+    uint64_t offset, frame_index;
+    uint32_t checksum[2], salt[2], page_size, checkpoint_sequence;
+    bool big_endian;
+    bool ended;                /* shipped to its end under the write lock, reset let go */
+    uint64_t db_device, db_inode; /* of the database file when the generation started */
+    int64_t last_seen_at_ms;   /* of the last shipped commit; 0: none */
+    int64_t shipped_bytes;     /* WAL bytes shipped, all generations */
+    int64_t base_taken_at_ms;  /* of the newest base file */
+    char last_break[32];       /* reason of the last break, "" if none */
+    int64_t last_break_at_ms;
+};
+
+/* An object to put: the file at `path` (a spool file) under `key`. */
+struct state_replica_object {
+    int64_t id;
+    uint32_t generation;
+    char key[1024];
+    char path[4096];
+};
+
+/* A generation as index.json lists it. */
+struct state_replica_generation {
+    uint32_t generation;
+    uint32_t base_from; /* 0: base file */
+    int64_t first_seen_at_ms, last_seen_at_ms;
+};
+
+/* Zeroes *out when the database was never shipped. */
+int state_get_replica(struct state *state, const char *database, struct state_replica *out,
+                      struct error *err);
+/*
+ * In one transaction: the new row, the objects (appended to the queue in
+ * order), the generation's time range (created when new, with `base_from`),
+ * the commit range [first, last] seen_at of what is shipped now (0: none),
+ * and a break counted under `break_reason` (NULL: none).
+ */
+int state_save_replica(struct state *state, const char *database, const struct state_replica *row,
+                       const struct state_replica_object *objects, size_t object_count,
+                       uint32_t base_from, int64_t first_seen_at_ms, int64_t last_seen_at_ms,
+                       const char *break_reason, struct error *err);
+/* The oldest queued object of `database`, or *found = false. */
+int state_next_replica_object(struct state *state, const char *database,
+                              struct state_replica_object *out, bool *found, struct error *err);
+int state_replica_object_done(struct state *state, int64_t id, struct error *err);
+/* Every queued object's path, for spool clean-up: calls visit for each. */
+int state_replica_queued_paths(struct state *state, void (*visit)(void *, const char *),
+                               void *context, struct error *err);
+/* The generations, oldest first; caller frees *out. */
+int state_replica_generations(struct state *state, const char *database,
+                              struct state_replica_generation **out, size_t *count,
+                              struct error *err);
+/* Breaks counted per reason: calls visit(context, reason, count). */
+int state_replica_breaks(struct state *state, const char *database,
+                         void (*visit)(void *, const char *, int64_t), void *context,
+                         struct error *err);
+
 #endif

@@ -15,7 +15,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <jansson.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -31,6 +30,7 @@
 #include "core/io.h"
 #include "core/units.h"
 #include "offsite/target.h"
+#include "replicate/format.h"
 #include "replicate/wal.h"
 
 #define REPLICA_BUFFER           (64 * 1024)
@@ -40,12 +40,9 @@
 
 void replica_format_time(int64_t ms, char out[REPLICA_TIME_TEXT])
 {
-    time_t seconds = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&seconds, &tm);
-    char base[32];
-    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out, REPLICA_TIME_TEXT, "%s.%03dZ", base, (int)(ms % 1000));
+    char text[FORMAT_TIME_SIZE];
+    format_time(ms, text);
+    snprintf(out, REPLICA_TIME_TEXT, "%s", text);
 }
 
 /* RFC 3339: date 'T' time, optional fraction, 'Z' or +HH:MM/-HH:MM. */
@@ -111,34 +108,18 @@ int replica_parse_time(const char *text, int64_t now_ms, int64_t *at_ms, struct 
     return 0;
 }
 
-/* ---- JSON of the replica (sqlprodd-format(5)) ---- */
+/* ---- manifests (replicate/format.h decodes them) ---- */
 
-static const char *replica_json_text(json_t *object, const char *key)
+/* Fetches a small object (a manifest) into memory through a temp file. */
+static int replica_get_text(struct target *target, const char *key, const char *temp_path,
+                            char **text, size_t *size, struct error *err)
 {
-    const char *value = json_string_value(json_object_get(object, key));
-    return value ? value : "";
-}
-
-static int replica_json_u64(json_t *object, const char *key, uint64_t *value)
-{
-    json_t *item = json_object_get(object, key);
-    if (!json_is_integer(item) || json_integer_value(item) < 0)
-        return -EINVAL;
-    *value = (uint64_t)json_integer_value(item);
-    return 0;
-}
-
-static int replica_load_json(const char *path, const char *key, json_t **out, struct error *err)
-{
-    json_error_t why;
-    *out = json_load_file(path, 0, &why);
-    if (!*out || !json_is_object(*out)) {
-        json_decref(*out);
-        *out = NULL;
-        return error_set(err, -EBADMSG, "%s is not valid JSON (line %d: %s)", key, why.line,
-                         why.text);
-    }
-    return 0;
+    unlink(temp_path);
+    int rc = target_get_file(target, key, temp_path, NULL, err);
+    if (rc == 0)
+        rc = fs_read_file(temp_path, text, size, err);
+    unlink(temp_path);
+    return rc;
 }
 
 /* ---- the restore's state ---- */
@@ -152,13 +133,13 @@ struct replica_commit {
 
 struct replica_segment {
     uint64_t start, end;
-    char key[1100]; /* of the .wal.gz */
-    char sidecar_key[1100];
     char sha256[IO_SHA256_HEX];
     int64_t size;
     size_t commits;       /* in the sidecar */
     uint64_t first_frame; /* of its first commit */
-    char first_seen_at[REPLICA_TIME_TEXT];
+    uint32_t salt[2];     /* of the generation's header, as the sidecar says */
+    uint32_t checksum[2]; /* the chain's running checksum at `end` */
+    int64_t first_seen_ms;
 };
 
 struct replica_generation {
@@ -178,7 +159,7 @@ struct replica_generation {
 
 /* One download of the pool. */
 struct replica_job {
-    const char *key;
+    char key[FORMAT_KEY_SIZE];
     char path[PATH_MAX];
     const char *sha256; /* expected, or NULL */
     int64_t size;       /* expected, or -1 */
@@ -210,6 +191,22 @@ static void replica_temp_path(struct replica_work *work, const char *what, char 
 {
     snprintf(out, PATH_MAX, "%s%u-%s%s", work->temp, work->temp_serial++, what, FS_TEMP_SUFFIX);
 }
+
+/* A segment's key, or its sidecar's (suffix ".wal.json"): built when
+ * needed, so that a generation's many segments cost a few numbers each. */
+static const char *replica_segment_key(const struct replica_work *work,
+                                       const struct replica_generation *g,
+                                       const struct replica_segment *s, const char *suffix,
+                                       char out[FORMAT_KEY_SIZE])
+{
+    char name[32];
+    format_segment_name(s->start, s->end, name);
+    snprintf(out, FORMAT_KEY_SIZE, "%s%s/wal/%s%s", work->prefix, g->window.name, name, suffix);
+    return out;
+}
+
+#define SEGMENT_KEY(s) replica_segment_key(work, g, (s), ".wal.gz", (char[FORMAT_KEY_SIZE]){0})
+#define SIDECAR_KEY(s) replica_segment_key(work, g, (s), ".wal.json", (char[FORMAT_KEY_SIZE]){0})
 
 /* ---- parallel downloads: a few in flight, each streamed to a file ---- */
 
@@ -316,60 +313,60 @@ static int replica_read_index(const struct target_config *config, struct target 
                               const char *database, const char *temp_path,
                               struct replica_windows *out, struct error *err)
 {
-    char key[1100];
-    json_t *root = NULL;
+    char key[FORMAT_KEY_SIZE];
+    char *text = NULL;
+    size_t size = 0;
+    struct format_index index = {0};
     memset(out, 0, sizeof *out);
-    snprintf(key, sizeof key, "%s/replica/index.json", database);
-    unlink(temp_path);
-    int rc = target_get_file(target, key, temp_path, NULL, err);
+    int rc = format_key(key, sizeof key, database, FORMAT_INDEX, 0, 0, 0, err);
+    if (rc == 0)
+        rc = replica_get_text(target, key, temp_path, &text, &size, err);
     if (rc == -ENOENT)
         return error_set(err, -ENOENT,
                          "target %s holds no replica of %s (%s not found): is replicate "
                          "configured and has the agent shipped yet?",
                          config->name, database, key);
     if (rc == 0)
-        rc = replica_load_json(temp_path, key, &root, err);
-    unlink(temp_path);
+        rc = format_index_decode(text, size, key, &index, err);
+    free(text);
     if (rc != 0)
-        return rc;
-    snprintf(out->database, sizeof out->database, "%s", replica_json_text(root, "database"));
-    snprintf(out->updated_at, sizeof out->updated_at, "%s", replica_json_text(root, "updated_at"));
-    json_t *generations = json_object_get(root, "generations");
-    size_t count = json_array_size(generations);
-    if (strcmp(out->database, database) != 0 || count == 0) {
-        rc = error_set(err, -EBADMSG, "%s is for database '%s' with %zu generations, not for %s",
-                       key, out->database, count, database);
+        return rc == -EINVAL ? -EBADMSG : rc;
+    snprintf(out->database, sizeof out->database, "%s", index.database);
+    replica_format_time(index.updated_at_ms, out->updated_at);
+    if (strcmp(index.database, database) != 0) {
+        rc = error_set(err, -EBADMSG, "%s is for database '%s', not for %s", key, index.database,
+                       database);
         goto out;
     }
-    out->items = calloc(count, sizeof *out->items);
+    out->items = calloc(index.count + 1, sizeof *out->items);
     if (!out->items) {
         rc = error_set(err, -ENOMEM, "out of memory");
         goto out;
     }
-    for (size_t i = 0; i < count; i++) {
-        json_t *item = json_array_get(generations, i);
-        struct replica_window *w = &out->items[i];
-        snprintf(w->name, sizeof w->name, "%s", replica_json_text(item, "name"));
-        snprintf(w->first_seen_at, sizeof w->first_seen_at, "%s",
-                 replica_json_text(item, "first_seen_at"));
-        snprintf(w->last_seen_at, sizeof w->last_seen_at, "%s",
-                 replica_json_text(item, "last_seen_at"));
-        snprintf(w->base, sizeof w->base, "%s", replica_json_text(item, "base"));
-        w->starts_chain = strcmp(w->base, "file") == 0;
-        if (!w->name[0] || !w->base[0] || replica_parse_rfc3339(w->first_seen_at, &w->first_ms) ||
-            replica_parse_rfc3339(w->last_seen_at, &w->last_ms) ||
-            (i > 0 && strcmp(w->name, out->items[i - 1].name) <= 0)) {
-            out->count = i;
-            rc = error_set(err, -EBADMSG,
-                           "%s: generation %zu ('%s') lacks a name, base or valid "
-                           "first_seen_at/last_seen_at, or is out of order",
-                           key, i + 1, w->name);
-            goto out;
+    for (size_t i = 0; i < index.count; i++) {
+        const struct format_index_generation *g = &index.generations[i];
+        struct replica_window *w = &out->items[out->count];
+        if (g->first_seen_at_ms == 0)
+            continue; /* nothing shipped yet: nothing to restore in it */
+        format_generation_name(g->generation, w->name);
+        w->first_ms = g->first_seen_at_ms;
+        w->last_ms = g->last_seen_at_ms;
+        replica_format_time(w->first_ms, w->first_seen_at);
+        replica_format_time(w->last_ms, w->last_seen_at);
+        if (g->base_from) {
+            char from[16];
+            format_generation_name(g->base_from, from);
+            snprintf(w->base, sizeof w->base, "%s/end", from);
+        } else {
+            snprintf(w->base, sizeof w->base, "file");
         }
+        w->starts_chain = g->base_from == 0;
+        out->count++;
     }
-    out->count = count;
+    if (out->count == 0)
+        rc = error_set(err, -ENOENT, "%s lists no generation with a shipped commit yet", key);
 out:
-    json_decref(root);
+    format_index_free(&index);
     if (rc != 0)
         replica_windows_free(out);
     return rc;
@@ -411,32 +408,36 @@ static struct replica_window *replica_find_window(struct replica_windows *index,
 static int replica_read_base(struct replica_work *work, struct replica_generation *g,
                              struct error *err)
 {
-    char key[1100], path[PATH_MAX];
-    json_t *root = NULL;
+    char key[FORMAT_KEY_SIZE], path[PATH_MAX];
+    char *text = NULL;
+    size_t size = 0;
+    struct format_base base = {0};
+    uint32_t number = 0;
     snprintf(key, sizeof key, "%s%s/base.json", work->prefix, g->window.name);
     replica_temp_path(work, "base.json", path);
-    int rc = target_get_file(work->target, key, path, NULL, err);
+    int rc = replica_get_text(work->target, key, path, &text, &size, err);
     if (rc == -ENOENT)
         rc = error_set(err, -ENOENT, "%s is missing on target %s: generation %s cannot be restored",
                        key, work->request->target->name, g->window.name);
     if (rc == 0)
-        rc = replica_load_json(path, key, &root, err);
-    unlink(path);
+        rc = format_base_decode(text, size, key, &base, err);
+    free(text);
     if (rc != 0)
-        return rc;
-    snprintf(g->from, sizeof g->from, "%s", replica_json_text(root, "from"));
-    g->has_base_file = !g->from[0];
-    if (replica_json_u64(root, "frame", &g->base_frame) != 0)
-        g->base_frame = 0;
-    if (g->has_base_file) {
-        uint64_t size = 0;
-        snprintf(g->base_sha256, sizeof g->base_sha256, "%s", replica_json_text(root, "sha256"));
-        if (strlen(g->base_sha256) != 64 || replica_json_u64(root, "size", &size) != 0)
-            rc = error_set(err, -EBADMSG, "%s has no sha256 or size of base.db.gz", key);
-        g->base_size = (int64_t)size;
+        return rc == -EINVAL ? -EBADMSG : rc;
+    if (format_generation_parse(g->window.name, &number) != 0 || base.generation != number)
+        return error_set(err, -EBADMSG, "%s says generation %u, it is under %s", key,
+                         base.generation, g->window.name);
+    g->from[0] = 0;
+    if (base.from_generation) {
+        char from[16];
+        format_generation_name(base.from_generation, from);
+        snprintf(g->from, sizeof g->from, "%s/end", from);
     }
-    json_decref(root);
-    return rc;
+    g->has_base_file = !base.from_generation;
+    g->base_frame = base.frame;
+    snprintf(g->base_sha256, sizeof g->base_sha256, "%s", base.sha256);
+    g->base_size = (int64_t)base.size;
+    return 0;
 }
 
 /* From the chosen generation back to the one with a base file. */
@@ -513,9 +514,6 @@ static int replica_list_segments(struct replica_work *work, struct replica_gener
         struct replica_segment *s = &g->segments[g->segment_count++];
         s->start = start;
         s->end = end;
-        snprintf(s->key, sizeof s->key, "%s", key);
-        snprintf(s->sidecar_key, sizeof s->sidecar_key, "%.*s.wal.json",
-                 (int)(strlen(key) - strlen(".wal.gz")), key);
         s->size = listing.objects[i].size;
     }
     qsort(g->segments, g->segment_count, sizeof *g->segments, replica_compare_segments);
@@ -539,60 +537,68 @@ static int replica_check_contiguous(struct replica_work *work, const struct repl
                 work->prefix, g->window.name, (unsigned long long)expected,
                 (unsigned long long)s->start, work->request->target->name,
                 s->start > expected ? "the next segment starts later" : "segments overlap",
-                g->window.name, i > 0 ? " after " : "", i > 0 ? g->segments[i - 1].key : "");
+                g->window.name, i > 0 ? " after " : "",
+                i > 0 ? SEGMENT_KEY(&g->segments[i - 1]) : "");
         expected = s->end;
     }
     return 0;
 }
 
-/* Reads one sidecar: the segment's sha256 and size, and its commits, of
- * which `on_commit` sees each. */
-static int replica_read_sidecar(const char *path, struct replica_segment *s,
+/* Reads one sidecar: the segment's sha256 and size, and its commits. */
+static int replica_read_sidecar(const char *path, const char *key,
+                                const struct replica_generation *g, struct replica_segment *s,
                                 struct replica_commit **commits, size_t *count, struct error *err)
 {
-    json_t *root = NULL;
-    int rc = replica_load_json(path, s->sidecar_key, &root, err);
+    char *text = NULL;
+    size_t size = 0;
+    struct format_segment segment = {0};
+    uint32_t number = 0;
+    int rc = fs_read_file(path, &text, &size, err);
+    if (rc == 0)
+        rc = format_segment_decode(text, size, key, &segment, err);
+    free(text);
     if (rc != 0)
-        return rc;
-    uint64_t size = 0;
-    json_t *list = json_object_get(root, "commits");
-    snprintf(s->sha256, sizeof s->sha256, "%s", replica_json_text(root, "sha256"));
-    if (strlen(s->sha256) != 64 || replica_json_u64(root, "size", &size) != 0 ||
-        !json_is_array(list) || json_array_size(list) == 0) {
-        rc = error_set(err, -EBADMSG, "%s lacks sha256, size or commits", s->sidecar_key);
+        return rc == -EINVAL ? -EBADMSG : rc;
+    format_generation_parse(g->window.name, &number);
+    if (segment.generation != number || segment.start != s->start || segment.end != s->end) {
+        rc = error_set(err, -EBADMSG, "%s describes generation %u, bytes %llu-%llu: not its name",
+                       key, segment.generation, (unsigned long long)segment.start,
+                       (unsigned long long)segment.end);
         goto out;
     }
-    s->size = (int64_t)size;
-    *count = json_array_size(list);
+    snprintf(s->sha256, sizeof s->sha256, "%s", segment.sha256);
+    s->size = (int64_t)segment.size;
+    s->salt[0] = segment.salt[0];
+    s->salt[1] = segment.salt[1];
+    s->checksum[0] = segment.checksum[0];
+    s->checksum[1] = segment.checksum[1];
+    *count = segment.commit_count;
     *commits = calloc(*count, sizeof **commits);
     if (!*commits) {
         rc = error_set(err, -ENOMEM, "out of memory");
         goto out;
     }
     for (size_t i = 0; i < *count; i++) {
-        json_t *item = json_array_get(list, i);
+        const struct format_commit *from = &segment.commits[i];
         struct replica_commit *c = &(*commits)[i];
-        uint64_t pages = 0;
-        snprintf(c->seen_at, sizeof c->seen_at, "%s", replica_json_text(item, "seen_at"));
-        if (replica_json_u64(item, "frame", &c->frame) ||
-            replica_json_u64(item, "end_offset", &c->end_offset) ||
-            replica_json_u64(item, "db_pages", &pages) ||
-            replica_parse_rfc3339(c->seen_at, &c->seen_ms) || c->end_offset <= s->start ||
-            c->end_offset > s->end || (i > 0 && c->end_offset <= (*commits)[i - 1].end_offset)) {
-            rc = error_set(err, -EBADMSG,
-                           "%s: commit %zu has no valid frame, end_offset inside the segment, "
-                           "db_pages or seen_at",
-                           s->sidecar_key, i + 1);
+        c->frame = from->frame;
+        c->end_offset = from->end_offset;
+        c->db_pages = from->db_pages;
+        c->seen_ms = from->seen_at_ms;
+        replica_format_time(c->seen_ms, c->seen_at);
+        if (c->end_offset <= s->start || c->end_offset > s->end ||
+            (i > 0 && c->end_offset <= (*commits)[i - 1].end_offset)) {
+            rc = error_set(err, -EBADMSG, "%s: commit %zu ends at %llu, outside the segment", key,
+                           i + 1, (unsigned long long)c->end_offset);
             goto out;
         }
-        c->db_pages = (uint32_t)pages;
     }
     if ((*commits)[*count - 1].end_offset != s->end)
-        rc = error_set(err, -EBADMSG, "%s: the last commit ends at %llu, the segment at %llu",
-                       s->sidecar_key, (unsigned long long)(*commits)[*count - 1].end_offset,
+        rc = error_set(err, -EBADMSG, "%s: the last commit ends at %llu, the segment at %llu", key,
+                       (unsigned long long)(*commits)[*count - 1].end_offset,
                        (unsigned long long)s->end);
 out:
-    json_decref(root);
+    format_segment_free(&segment);
     if (rc != 0) {
         free(*commits);
         *commits = NULL;
@@ -600,67 +606,76 @@ out:
     return rc;
 }
 
-/* Fetches every sidecar of the chain (in parallel), and decides what each
- * generation applies: all of it, or up to the last commit seen <= T for the
- * last one. */
-static int replica_plan_segments(struct replica_work *work, struct error *err)
+#define REPLICA_BATCH 64 /* objects fetched before they are used: disk and memory */
+
+/* Reads the sidecars of segments [first, first + count) of `g`, fetched in
+ * parallel, and decides what the generation applies: all of it, or up to
+ * the last commit seen <= T for the last generation of the chain. */
+static int replica_plan_batch(struct replica_work *work, struct replica_generation *g, bool last,
+                              size_t first, size_t count, struct replica_job *jobs,
+                              struct error *err)
 {
-    size_t total = 0;
-    int rc = 0;
-    for (size_t i = 0; i < work->chain_count && rc == 0; i++)
-        rc = replica_list_segments(work, &work->chain[i], err);
-    for (size_t i = 0; i < work->chain_count && rc == 0; i++) {
-        struct replica_generation *g = &work->chain[i];
-        if (g->segment_count == 0)
-            return error_set(err, -ENOENT, "generation %s has no segment on target %s (%s%s/wal/)",
-                             g->window.name, work->request->target->name, work->prefix,
-                             g->window.name);
-        total += g->segment_count;
+    for (size_t k = 0; k < count; k++) {
+        memset(&jobs[k], 0, sizeof jobs[k]);
+        replica_segment_key(work, g, &g->segments[first + k], ".wal.json", jobs[k].key);
+        jobs[k].size = -1;
+        replica_temp_path(work, "sidecar", jobs[k].path);
     }
-    if (rc != 0)
-        return rc;
-    struct replica_job *jobs = calloc(total, sizeof *jobs);
-    if (!jobs)
-        return error_set(err, -ENOMEM, "out of memory");
-    size_t n = 0;
-    for (size_t i = 0; i < work->chain_count; i++)
-        for (size_t k = 0; k < work->chain[i].segment_count; k++, n++) {
-            jobs[n].key = work->chain[i].segments[k].sidecar_key;
-            jobs[n].size = -1;
-            replica_temp_path(work, "sidecar", jobs[n].path);
-        }
-    rc = replica_fetch_all(work, jobs, total, err);
+    int rc = replica_fetch_all(work, jobs, count, err);
     if (rc == -ENOENT)
         error_prefix(err, "a segment's sidecar is missing: ");
-    const struct replica_request *request = work->request;
-    n = 0;
+    for (size_t k = 0; k < count && rc == 0; k++) {
+        struct replica_segment *s = &g->segments[first + k];
+        struct replica_commit *commits = NULL;
+        size_t commit_count = 0;
+        rc = replica_read_sidecar(jobs[k].path, jobs[k].key, g, s, &commits, &commit_count, err);
+        if (rc != 0)
+            break;
+        s->commits = commit_count;
+        s->first_frame = commits[0].frame;
+        s->first_seen_ms = commits[0].seen_ms;
+        if (!g->cut) {
+            size_t taken = 0;
+            for (; taken < commit_count; taken++)
+                if (last && commits[taken].seen_ms > work->request->at_ms)
+                    break;
+            if (taken > 0) {
+                g->target = commits[taken - 1];
+                g->used_segments = first + k + 1;
+                g->used_commits += taken;
+            }
+            if (taken < commit_count)
+                g->cut = true;
+        }
+        free(commits);
+    }
+    for (size_t k = 0; k < count; k++)
+        unlink(jobs[k].path);
+    return rc;
+}
+
+static int replica_plan_segments(struct replica_work *work, struct error *err)
+{
+    int rc = 0;
+    struct replica_job *jobs = calloc(REPLICA_BATCH, sizeof *jobs);
+    if (!jobs)
+        return error_set(err, -ENOMEM, "out of memory");
     for (size_t i = 0; i < work->chain_count && rc == 0; i++) {
         struct replica_generation *g = &work->chain[i];
         bool last = i + 1 == work->chain_count;
-        for (size_t k = 0; k < g->segment_count && rc == 0; k++, n++) {
-            struct replica_segment *s = &g->segments[k];
-            struct replica_commit *commits = NULL;
-            size_t count = 0;
-            rc = replica_read_sidecar(jobs[n].path, s, &commits, &count, err);
-            if (rc != 0)
-                break;
-            s->commits = count;
-            s->first_frame = commits[0].frame;
-            snprintf(s->first_seen_at, sizeof s->first_seen_at, "%s", commits[0].seen_at);
-            if (!g->cut) {
-                size_t taken = 0;
-                for (; taken < count; taken++)
-                    if (last && commits[taken].seen_ms > request->at_ms)
-                        break;
-                if (taken > 0) {
-                    g->target = commits[taken - 1];
-                    g->used_segments = k + 1;
-                    g->used_commits += taken;
-                }
-                if (taken < count)
-                    g->cut = true;
-            }
-            free(commits);
+        rc = replica_list_segments(work, g, err);
+        if (rc == 0 && g->segment_count == 0)
+            rc = error_set(err, -ENOENT, "generation %s has no segment on target %s (%s%s/wal/)",
+                           g->window.name, work->request->target->name, work->prefix,
+                           g->window.name);
+        /* The last generation's sidecars are read until the cut, or on
+         * until the base's frame when the base is not at the start. */
+        for (size_t first = 0;
+             rc == 0 && first < g->segment_count && (!g->cut || (i == 0 && g->base_frame > 0));
+             first += REPLICA_BATCH) {
+            size_t count = g->segment_count - first;
+            rc = replica_plan_batch(work, g, last, first,
+                                    count < REPLICA_BATCH ? count : REPLICA_BATCH, jobs, err);
         }
         if (rc == 0)
             rc = replica_check_contiguous(work, g, g->used_segments, err);
@@ -671,8 +686,6 @@ static int replica_plan_segments(struct replica_work *work, struct error *err)
             rc = error_set(err, -EBADMSG, "generation %s lists segments past its end",
                            g->window.name);
     }
-    for (size_t i = 0; i < total; i++)
-        unlink(jobs[i].path);
     free(jobs);
     return rc;
 }
@@ -747,18 +760,20 @@ out:
 }
 
 /* The segment holding byte `offset` of a generation's WAL, for messages. */
-static const char *replica_segment_at(const struct replica_generation *g, uint64_t offset)
+static const struct replica_segment *replica_segment_at(const struct replica_generation *g,
+                                                        uint64_t offset)
 {
     for (size_t i = 0; i < g->used_segments; i++)
         if (offset < g->segments[i].end)
-            return g->segments[i].key;
-    return g->used_segments ? g->segments[g->used_segments - 1].key : "(none)";
+            return &g->segments[i];
+    return &g->segments[g->used_segments - 1];
 }
 
 /* The whole chain from the header: every frame up to the cut accepted, and
  * the cut the end of a commit. */
-static int replica_check_chain(const char *wal_path, const struct replica_generation *g,
-                               uint64_t *frames, struct error *err)
+static int replica_check_chain(const struct replica_work *work, const char *wal_path,
+                               const struct replica_generation *g, uint64_t *frames,
+                               struct error *err)
 {
     struct wal_reader reader;
     int fd = open(wal_path, O_RDONLY | O_CLOEXEC);
@@ -766,23 +781,43 @@ static int replica_check_chain(const char *wal_path, const struct replica_genera
         return error_set(err, -errno, "%s: %s", wal_path, strerror(errno));
     int rc = wal_reader_open(&reader, fd, wal_path, err);
     if (rc != 0) {
-        error_prefix(err, "the WAL header in %s: ", g->segments[0].key);
+        error_prefix(err, "the WAL header in %s: ", SEGMENT_KEY(&g->segments[0]));
         close(fd);
         return rc == -ENODATA ? -EBADMSG : rc;
     }
     rc = wal_reader_scan(&reader, err);
+    /* The header must be the generation's the sidecars describe: a segment
+     * of another generation (or WAL) put under this name is refused. */
+    for (size_t i = 0; i < g->used_segments && rc == 0; i++)
+        if (g->segments[i].salt[0] != reader.header.salt[0] ||
+            g->segments[i].salt[1] != reader.header.salt[1])
+            rc = error_set(err, -EBADMSG,
+                           "%s belongs to a WAL with salts %08x,%08x, the header of generation %s "
+                           "(in %s) has %08x,%08x",
+                           SIDECAR_KEY(&g->segments[i]), g->segments[i].salt[0],
+                           g->segments[i].salt[1], g->window.name, SEGMENT_KEY(&g->segments[0]),
+                           reader.header.salt[0], reader.header.salt[1]);
     if (rc == 0 && (reader.committed.offset != g->target.end_offset ||
                     reader.committed.frame_index != g->target.frame)) {
         uint64_t at = reader.next.offset;
-        rc = error_set(err, -EBADMSG,
-                       "the WAL chain of generation %s breaks at byte %llu (%s, frame %llu), in "
-                       "%s; the sidecars say commits reach byte %llu (frame %llu): the object is "
-                       "damaged, restore to a time before it",
-                       g->window.name, (unsigned long long)at, wal_stop_name(reader.stop),
-                       (unsigned long long)reader.next.frame_index + 1, replica_segment_at(g, at),
-                       (unsigned long long)g->target.end_offset,
-                       (unsigned long long)g->target.frame);
+        rc = error_set(
+            err, -EBADMSG,
+            "the WAL chain of generation %s breaks at byte %llu (%s, frame %llu), in "
+            "%s; the sidecars say commits reach byte %llu (frame %llu): the object is "
+            "damaged, restore to a time before it",
+            g->window.name, (unsigned long long)at, wal_stop_name(reader.stop),
+            (unsigned long long)reader.next.frame_index + 1, SEGMENT_KEY(replica_segment_at(g, at)),
+            (unsigned long long)g->target.end_offset, (unsigned long long)g->target.frame);
     }
+    const struct replica_segment *last = &g->segments[g->used_segments - 1];
+    if (rc == 0 && last->end == g->target.end_offset &&
+        (reader.committed.checksum[0] != last->checksum[0] ||
+         reader.committed.checksum[1] != last->checksum[1]))
+        rc = error_set(err, -EBADMSG,
+                       "the WAL chain of generation %s ends with checksum %08x,%08x, %s says "
+                       "%08x,%08x: the segments are not the ones shipped",
+                       g->window.name, reader.committed.checksum[0], reader.committed.checksum[1],
+                       SIDECAR_KEY(last), last->checksum[0], last->checksum[1]);
     *frames = reader.committed.frame_index;
     wal_reader_close(&reader);
     close(fd);
@@ -838,8 +873,51 @@ out:
     return rc;
 }
 
+/* Fetches the generation's segments a batch at a time (in parallel),
+ * appends each, in order, to OUTPUT-wal and removes it: disk holds the
+ * generation's WAL and one batch, memory one batch of jobs. */
+static int replica_build_wal(struct replica_work *work, struct replica_generation *g, int fd,
+                             struct replica_job *jobs, struct replica_result *result,
+                             struct error *err)
+{
+    int rc = 0;
+    uint64_t written = 0;
+    for (size_t first = 0; first < g->used_segments && rc == 0; first += REPLICA_BATCH) {
+        size_t count = g->used_segments - first;
+        if (count > REPLICA_BATCH)
+            count = REPLICA_BATCH;
+        for (size_t k = 0; k < count; k++) {
+            const struct replica_segment *s = &g->segments[first + k];
+            memset(&jobs[k], 0, sizeof jobs[k]);
+            replica_segment_key(work, g, s, ".wal.gz", jobs[k].key);
+            jobs[k].sha256 = s->sha256;
+            jobs[k].size = s->size;
+            replica_temp_path(work, "segment", jobs[k].path);
+            result->fetched_bytes += s->size;
+        }
+        rc = replica_fetch_all(work, jobs, count, err);
+        if (rc == -ENOENT)
+            error_prefix(err, "an object of the replica is missing: ");
+        for (size_t k = 0; k < count && rc == 0; k++) {
+            const struct replica_segment *s = &g->segments[first + k];
+            uint64_t before = written;
+            rc = replica_inflate_append(jobs[k].path, jobs[k].key, fd, &written, err);
+            if (rc == 0 && written - before != s->end - s->start)
+                rc = error_set(err, -EBADMSG,
+                               "%s holds %llu bytes of WAL, its name says %llu: the object is "
+                               "damaged",
+                               jobs[k].key, (unsigned long long)(written - before),
+                               (unsigned long long)(s->end - s->start));
+        }
+        for (size_t k = 0; k < count; k++)
+            unlink(jobs[k].path);
+    }
+    return rc;
+}
+
 static int replica_apply_generation(struct replica_work *work, struct replica_generation *g,
-                                    struct replica_job *jobs, struct error *err)
+                                    struct replica_job *jobs, struct replica_result *result,
+                                    struct error *err)
 {
     char wal_path[PATH_MAX + 8];
     snprintf(wal_path, sizeof wal_path, "%s-wal", work->request->output);
@@ -847,25 +925,14 @@ static int replica_apply_generation(struct replica_work *work, struct replica_ge
     int fd = open(wal_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0)
         return error_set(err, -errno, "%s: %s", wal_path, strerror(errno));
-    int rc = 0;
-    uint64_t written = 0, frames = 0;
-    for (size_t i = 0; i < g->used_segments && rc == 0; i++) {
-        const struct replica_segment *s = &g->segments[i];
-        uint64_t before = written;
-        rc = replica_inflate_append(jobs[i].path, s->key, fd, &written, err);
-        if (rc == 0 && written - before != s->end - s->start)
-            rc = error_set(err, -EBADMSG,
-                           "%s holds %llu bytes of WAL, its name says %llu: the object is damaged",
-                           s->key, (unsigned long long)(written - before),
-                           (unsigned long long)(s->end - s->start));
-        unlink(jobs[i].path); /* disk: one generation's WAL at a time beside the output */
-    }
+    uint64_t frames = 0;
+    int rc = replica_build_wal(work, g, fd, jobs, result, err);
     if (rc == 0 && ftruncate(fd, (off_t)g->target.end_offset) != 0)
         rc = error_set(err, -errno, "%s: %s", wal_path, strerror(errno));
     if (close(fd) != 0 && rc == 0)
         rc = error_set(err, -errno, "%s: %s", wal_path, strerror(errno));
     if (rc == 0)
-        rc = replica_check_chain(wal_path, g, &frames, err);
+        rc = replica_check_chain(work, wal_path, g, &frames, err);
     if (rc == 0)
         rc = replica_replay(work->request->output, g, frames, err);
     unlink(wal_path);
@@ -881,10 +948,10 @@ static int replica_check_base_frame(struct replica_work *work, struct error *err
     const struct replica_generation *base = &work->chain[0];
     if (work->chain_count > 1 || base->target.frame >= base->base_frame)
         return 0;
-    const char *earliest = "";
+    char earliest[REPLICA_TIME_TEXT] = "";
     for (size_t k = 0; k < base->segment_count; k++)
         if (base->segments[k].commits && base->segments[k].first_frame >= base->base_frame) {
-            earliest = base->segments[k].first_seen_at;
+            replica_format_time(base->segments[k].first_seen_ms, earliest);
             break;
         }
     return error_set(err, -ERANGE,
@@ -919,7 +986,7 @@ int replica_restore(const struct replica_request *request, struct replica_result
 {
     struct replica_work work = {.request = request};
     struct replica_job *jobs = NULL;
-    size_t job_count = 0, chosen = 0;
+    size_t chosen = 0;
     char index_path[PATH_MAX];
     bool output_made = false;
     memset(result, 0, sizeof *result);
@@ -940,55 +1007,31 @@ int replica_restore(const struct replica_request *request, struct replica_result
         rc = replica_plan_segments(&work, err);
     if (rc == 0)
         rc = replica_check_base_frame(&work, err);
-    if (rc != 0)
-        goto out;
-
-    /* Base and segments: every download checked before anything is applied. */
-    job_count = 1;
-    for (size_t i = 0; i < work.chain_count; i++)
-        job_count += work.chain[i].used_segments;
-    jobs = calloc(job_count, sizeof *jobs);
-    if (!jobs) {
+    if (rc == 0 && !(jobs = calloc(REPLICA_BATCH, sizeof *jobs)))
         rc = error_set(err, -ENOMEM, "out of memory");
-        goto out;
-    }
-    char base_key[1100];
-    snprintf(base_key, sizeof base_key, "%s%s/base.db.gz", work.prefix, work.chain[0].window.name);
-    jobs[0].key = base_key;
-    jobs[0].sha256 = work.chain[0].base_sha256;
-    jobs[0].size = work.chain[0].base_size;
-    replica_temp_path(&work, "base.db.gz", jobs[0].path);
-    size_t n = 1;
-    for (size_t i = 0; i < work.chain_count; i++)
-        for (size_t k = 0; k < work.chain[i].used_segments; k++, n++) {
-            struct replica_segment *s = &work.chain[i].segments[k];
-            jobs[n].key = s->key;
-            jobs[n].sha256 = s->sha256;
-            jobs[n].size = s->size;
-            replica_temp_path(&work, "segment", jobs[n].path);
-            result->fetched_bytes += s->size;
-        }
-    result->fetched_bytes += jobs[0].size;
-    rc = replica_fetch_all(&work, jobs, job_count, err);
-    if (rc == -ENOENT)
-        error_prefix(err, "an object of the replica is missing: ");
     if (rc != 0)
         goto out;
 
-    struct archive_result unpacked = {0};
-    struct io_context io = {.stop = request->stop};
-    unlink(request->output);
-    output_made = true;
-    rc = archive_decompress(jobs[0].path, request->output, &io, &unpacked, err);
-    unlink(jobs[0].path);
-    if (rc != 0) {
-        error_prefix(err, "%s: ", base_key);
-        goto out;
+    /* The base, checked against base.json, decompressed to the output. */
+    const struct replica_generation *base = &work.chain[0];
+    snprintf(jobs[0].key, sizeof jobs[0].key, "%s%s/base.db.gz", work.prefix, base->window.name);
+    jobs[0].sha256 = base->base_sha256;
+    jobs[0].size = base->base_size;
+    replica_temp_path(&work, "base.db.gz", jobs[0].path);
+    result->fetched_bytes += base->base_size;
+    rc = replica_fetch_all(&work, jobs, 1, err);
+    if (rc == 0) {
+        struct archive_result unpacked = {0};
+        struct io_context io = {.stop = request->stop};
+        unlink(request->output);
+        output_made = true;
+        rc = archive_decompress(jobs[0].path, request->output, &io, &unpacked, err);
+        if (rc != 0)
+            error_prefix(err, "%s: ", jobs[0].key);
     }
-    n = 1;
+    unlink(jobs[0].path);
     for (size_t i = 0; i < work.chain_count && rc == 0; i++) {
-        rc = replica_apply_generation(&work, &work.chain[i], jobs + n, err);
-        n += work.chain[i].used_segments;
+        rc = replica_apply_generation(&work, &work.chain[i], jobs, result, err);
         result->segments += work.chain[i].used_segments;
         result->commits += work.chain[i].used_commits;
         if (rc == 0 && request->stop && *request->stop)
@@ -999,14 +1042,11 @@ int replica_restore(const struct replica_request *request, struct replica_result
     const struct replica_generation *last = &work.chain[work.chain_count - 1];
     snprintf(result->seen_at, sizeof result->seen_at, "%s", last->target.seen_at);
     snprintf(result->generation, sizeof result->generation, "%s", last->window.name);
-    snprintf(result->base_generation, sizeof result->base_generation, "%s",
-             work.chain[0].window.name);
+    snprintf(result->base_generation, sizeof result->base_generation, "%s", base->window.name);
     result->frame = last->target.frame;
     result->db_pages = last->target.db_pages;
     result->generations = work.chain_count;
 out:
-    for (size_t i = 0; i < job_count; i++)
-        unlink(jobs[i].path);
     free(jobs);
     for (size_t i = 0; i < work.chain_count; i++)
         free(work.chain[i].segments);

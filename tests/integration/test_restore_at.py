@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import struct
 import sqlite3
 import time
 import unittest
@@ -93,13 +94,14 @@ class ReplicaBuilder:
             data = gzip.compress(raw, mtime=0)
             with open(self.replica(name, "base.db.gz"), "wb") as f:
                 f.write(data)
-            base = {"generation": name, "frame": 0, "sha256": hashlib.sha256(data).hexdigest(),
+            base = {"format": 1, "generation": number, "frame": 0,
+                    "sha256": hashlib.sha256(data).hexdigest(),
                     "size": len(data), "database_bytes": len(raw), "page_size": PAGE_SIZE,
                     "taken_at": iso(self.clock_ms)}
             generation["base"] = "file"
         else:
             previous = self.generations[-1]["name"]
-            base = {"generation": name, "frame": 0, "from": f"{previous}/end",
+            base = {"format": 1, "generation": number, "frame": 0, "from": f"{previous}/end",
                     "page_size": PAGE_SIZE, "taken_at": iso(self.clock_ms)}
             generation["base"] = f"{previous}/end"
         with open(self.replica(name, "base.json"), "w") as f:
@@ -145,9 +147,15 @@ class ReplicaBuilder:
             name = f"{start:012d}-{end:012d}"
             with open(self.replica(generation["name"], "wal", name + ".wal.gz"), "wb") as f:
                 f.write(data)
-            sidecar = {"generation": generation["name"], "start": start, "end": end,
+            frame_header = end - (24 + PAGE_SIZE)
+            sidecar = {"format": 1, "generation": int(generation["name"][1:]),
+                       "start": start, "end": end, "page_size": PAGE_SIZE,
+                       "big_endian_checksum": bool(wal[3] & 1),
+                       "salt": list(struct.unpack(">II", wal[16:24])),
+                       "checksum": list(struct.unpack(">II",
+                                                      wal[frame_header + 16:frame_header + 24])),
                        "sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
-                       "page_size": PAGE_SIZE, "commits": commits}
+                       "commits": commits}
             with open(self.replica(generation["name"], "wal", name + ".wal.json"), "w") as f:
                 json.dump(sidecar, f)
             generation["segments"].append({"name": name, "end": end, "commits": commits})
@@ -162,7 +170,7 @@ class ReplicaBuilder:
             items.append({"name": g["name"], "first_seen_at": shipped[0]["seen_at"],
                           "last_seen_at": shipped[-1]["seen_at"], "base": g["base"]})
         with open(self.replica("index.json"), "w") as f:
-            json.dump({"database": self.database, "generations": items,
+            json.dump({"format": 1, "database": self.database, "generations": items,
                        "updated_at": iso(self.clock_ms)}, f)
 
     def new_generation(self, base_file=False, gap_ms=0):
@@ -191,7 +199,7 @@ class RestoreAtCase(AgentTestCase):
         shutil.copy  # noqa: B018 (keep the import for subclasses)
         self.write_config(
             f'{{ name = "app"; path = "{self.db_path()}"; '
-            f'upload = {{ target = "nas"; }}; }}',
+            f'replicate = {{ target = "nas"; }}; }}',
             targets=f'{{ name = "nas"; type = "dir"; path = "{self.offsite}"; }}')
 
     def build(self, **kwargs):

@@ -47,7 +47,7 @@ class RestoreByHandTest(S3TestCase):
         self.aws_cli("s3", "cp", "--recursive", "--only-show-errors", staging,
                      f"s3://{BUCKET}/db/")
         self.write_config(
-            f'{{ name = "app"; path = "{self.db_path()}"; upload = {{ target = "offsite"; }}; }}',
+            f'{{ name = "app"; path = "{self.db_path()}"; replicate = {{ target = "offsite"; }}; }}',
             targets=self.s3_target(server.url))
 
         # The operator fetches the replica with aws alone.
