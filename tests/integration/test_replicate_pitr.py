@@ -17,12 +17,15 @@ main tests, SQLPRODD_PITR_INSTANTS (default 50) the number of restores.
 """
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
 import statistics
+import socket
 import time
 import unittest
+import urllib.request
 
 from harness import S3TestCase
 from replica_checks import (layout_problems, random_instants, replicate_entry, restore,
@@ -51,9 +54,26 @@ class ReplicaTestCase(S3TestCase):
             if not self.server:
                 self.start_server()
             target = self.s3_target(self.server.url)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.metrics_port = s.getsockname()[1]
         self.write_config(f'{{ name = "app"; path = "{self.db}"; '
                           f'{replicate_entry(interval=f"{INTERVAL:g}s")} {extra_db} }}',
-                          defaults=extra_defaults, targets=target)
+                          defaults=extra_defaults, targets=target,
+                          extra=f'metrics = {{ listen = "127.0.0.1:{self.metrics_port}"; }};')
+
+    def metric(self, name, **labels):
+        """Sum of the samples of NAME{LABELS...} the agent serves (0 when none)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
+                                    timeout=10) as response:
+            text = response.read().decode()
+        total, found = 0.0, False
+        for line in text.splitlines():
+            match = re.match(rf"^{name}(\{{[^}}]*\}})?\s+(\S+)$", line)
+            if match and all(f'{k}="{v}"' in (match.group(1) or "") for k, v in labels.items()):
+                total += float(match.group(2))
+                found = True
+        return total if found else None
 
     def replica_root(self):
         """A local view of PREFIX/app/replica (synced from S3 for an s3 target)."""
@@ -124,6 +144,15 @@ class ReplicaTestCase(S3TestCase):
         caught_up = self.wait_caught_up(commits)
         rate = report["commits"] / (seconds or SECONDS)
         generations = self.check_layout()
+        # the agent's own resets are lossless: every generation after the
+        # first starts from the end of the one before, and no break is counted
+        root = self.replica_root()
+        for name in sorted(generations)[1:]:
+            with open(os.path.join(root, name, "base.json")) as f:
+                self.assertTrue(json.load(f).get("from"), f"{name} needed a new base: a break")
+        self.assertFalse(self.metric("sqlprodd_replicate_breaks_total", database="app"),
+                         "a break was counted in a run without any")
+        self.assertIsNotNone(self.metric("sqlprodd_replicate_lag_seconds", database="app"))
         instants_list = random_instants(commits, instants or INSTANTS, INTERVAL, seed=len(commits))
         started = time.monotonic()
         results = restore_many(self, self.config_path, "app", instants_list, commits, INTERVAL,
@@ -207,8 +236,12 @@ class ReplicaTestCase(S3TestCase):
         self.assertFalse(base.get("from"), f"the generation after the reset links to the one "
                          f"before, whose end was never shipped: {base}")
         self.assertTrue(os.path.exists(os.path.join(root, sorted(generations)[-1], "base.db.gz")))
-        status = self.run_cli("status", check=None).stdout + self.agent_log()
-        self.assertRegex(status.lower(), r"break|generation", "the break is not shown")
+        self.assertGreaterEqual(self.metric("sqlprodd_replicate_breaks_total", database="app") or 0,
+                                1, "the break is not counted")
+        self.assertGreaterEqual(self.metric("sqlprodd_replicate_generation", database="app") or 0,
+                                2)
+        status = self.run_cli("status", check=0).stdout
+        self.assertRegex(status.lower(), r"break", f"status does not show the break:\n{status}")
         # commits of the last round before the kill may be lost with the reset: not
         # required, but whatever is restored must still be exact
         before = random_instants(commits, 12, INTERVAL, seed=1, end=down - 2.5)
