@@ -271,8 +271,9 @@ class ReplicaTestCase(S3TestCase):
         app.close()
         time.sleep(3)
         self.assertIsNone(agent.poll(), f"the agent exited\n{self.agent_log()}")
-        said = self.agent_log() + self.run_cli("status", check=None).stdout
-        self.assertRegex(said, r"(?i)wal", "nothing says the database left WAL mode")
+        status = self.run_cli("status", check=None).stdout
+        self.assertRegex(status, r"(?i)not in wal|journal.?mode|wal mode|left wal",
+                         f"status does not say the database left WAL mode:\n{status}")
         commits = writer.commits()
         restore_many(self, self.config_path, "app",
                      random_instants(commits, 10, INTERVAL, seed=4), commits, INTERVAL, self.dir)
