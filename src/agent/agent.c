@@ -4,6 +4,7 @@
  */
 #include "agent/agent.h"
 #include "agent/agenda.h"
+#include "agent/replication.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -60,6 +61,7 @@ struct agent {
     bool shutting_down;
     int wake_pipe[2]; /* workers write a byte when a job finishes */
     struct http_server *http; /* metrics.listen; reads agent->config */
+    struct agent_replication *replication; /* reads agent->config too */
     volatile sig_atomic_t stop;
     /* Shown before the summary in STATUS= until they no longer hold: the
      * last reload refused (cleared by a good one), and the first path the
@@ -348,6 +350,8 @@ static void agent_apply_reload(struct agent *agent)
     agent_stop_workers(agent);
     http_stop(agent->http); /* it reads the config too */
     agent->http = NULL;
+    agent_replication_stop(agent->replication);
+    agent->replication = NULL;
     config_free(agent->config);
     agent->config = agent->pending_config;
     agent->pending_config = NULL;
@@ -356,6 +360,8 @@ static void agent_apply_reload(struct agent *agent)
     agent_build_databases(agent, time(NULL));
     agent_start_workers(agent);
     agent_start_http(agent);
+    if (agent_replication_start(agent->config, &agent->replication) != 0)
+        log_event(LOG_ERR, NULL, "replicate", "cannot start the replication thread");
     log_event(LOG_NOTICE, NULL, NULL, "configuration reloaded: %zu database%s",
               agent->database_count, agent->database_count == 1 ? "" : "s");
     agent->reload_refused[0] = '\0';
@@ -510,6 +516,8 @@ static int agent_start(struct agent *agent, struct database_lock *agent_lock)
     notify_ready(line);
     agent_update_reports(agent);
     agent_start_http(agent);
+    if (agent_replication_start(agent->config, &agent->replication) != 0)
+        log_event(LOG_ERR, NULL, "replicate", "cannot start the replication thread");
     return signal_fd;
 }
 
@@ -598,6 +606,7 @@ static int agent_loop(struct agent *agent, int signal_fd)
 static void agent_finish(struct agent *agent, int signal_fd, struct database_lock *agent_lock)
 {
     http_stop(agent->http);
+    agent_replication_stop(agent->replication);
     agent_stop_workers(agent);
     while (agent->queue) {
         struct work_item *item = agent->queue;

@@ -21,11 +21,12 @@ import os
 import re
 import shutil
 import struct
+import subprocess
 import sqlite3
 import time
 import unittest
 
-from harness import AgentTestCase
+from harness import BIN, AgentTestCase
 
 PAGE_SIZE = 4096
 EPOCH = calendar.timegm((2026, 11, 1, 8, 0, 0))  # seen_at of the first commit
@@ -59,11 +60,13 @@ def integrity(path):
 class ReplicaBuilder:
     """Writes a database and ships it, by hand, as the agent would."""
 
-    def __init__(self, directory, target, database="app", commits_per_segment=3, seed=1):
+    def __init__(self, directory, target, database="app", commits_per_segment=3, seed=1,
+                 hashes=True):
         self.dir = directory
         self.target = target
         self.database = database
         self.per_segment = commits_per_segment
+        self.hashes = hashes
         self.db = os.path.join(directory, database + "-source.db")
         self.con = sqlite3.connect(self.db, isolation_level=None)
         self.con.execute(f"PRAGMA page_size={PAGE_SIZE}")
@@ -125,7 +128,7 @@ class ReplicaBuilder:
         end = os.path.getsize(self.db + "-wal")
         frame = (end - 32) // (24 + PAGE_SIZE)
         pages = self.con.execute("PRAGMA page_count").fetchone()[0]
-        digest = content_hash(self.db)
+        digest = content_hash(self.db) if self.hashes else None
         generation = self.generations[-1]
         generation["commits"].append({"frame": frame, "end_offset": end, "db_pages": pages,
                                       "seen_at": iso(self.clock_ms)})
@@ -363,6 +366,67 @@ class RestoreAtTest(RestoreAtCase):
         self.assertIn(f"app/replica/g00000001/wal/{segment['name']}.wal.gz", result.stderr)
         self.assert_restored(b, iso(b.commits[2][0]), b.commits[2][0])
 
+    def edit_sidecar(self, b, index, change):
+        segment = b.generations[0]["segments"][index]
+        path = b.replica("g00000001", "wal", segment["name"] + ".wal.json")
+        with open(path) as f:
+            sidecar = json.load(f)
+        change(sidecar)
+        with open(path, "w") as f:
+            json.dump(sidecar, f)
+        return f"app/replica/g00000001/wal/{segment['name']}.wal.json"
+
+    def test_sidecars_that_do_not_describe_the_wal_are_refused(self):
+        """Salts of another WAL, a chain that ends with another checksum, a
+        database size SQLite does not reach: each named."""
+        b = self.build()
+        for _ in range(9):
+            b.commit()
+        b.ship()
+        cases = (
+            (1, lambda s: s.update(salt=[s["salt"][0] ^ 1, s["salt"][1]]),
+             "belongs to a WAL with salts"),
+            (2, lambda s: s.update(checksum=[s["checksum"][0] ^ 1, s["checksum"][1]]),
+             "ends with checksum"),
+            (2, lambda s: s["commits"][-1].update(db_pages=s["commits"][-1]["db_pages"] + 3),
+             "SQLite did not replay the whole WAL"),
+        )
+        for index, change, message in cases:
+            with self.subTest(message=message):
+                segment = b.generations[0]["segments"][index]
+                path = b.replica("g00000001", "wal", segment["name"] + ".wal.json")
+                with open(path) as f:
+                    saved = f.read()
+                name = self.edit_sidecar(b, index, change)
+                _, result = self.restore_at("latest", check=1)
+                self.assertIn(message, result.stderr)
+                if "salts" in message or "checksum" in message:
+                    self.assertIn(name, result.stderr)
+                with open(path, "w") as f:
+                    f.write(saved)
+        self.assert_restored(b, "latest", 2 ** 62)
+
+    def test_a_segment_longer_than_its_name_is_named(self):
+        """Bytes that match the sidecar's sha256 but not the range the name
+        gives: refused before the chain is even read."""
+        b = self.build()
+        for _ in range(9):
+            b.commit()
+        b.ship()
+        segment = b.generations[0]["segments"][1]
+        path = b.replica("g00000001", "wal", segment["name"] + ".wal.gz")
+        with open(path, "rb") as f:
+            raw = gzip.decompress(f.read())
+        data = gzip.compress(raw + bytes(24 + PAGE_SIZE), mtime=0)
+        with open(path, "wb") as f:
+            f.write(data)
+        self.edit_sidecar(b, 1, lambda s: s.update(sha256=hashlib.sha256(data).hexdigest(),
+                                                   size=len(data)))
+        _, result = self.restore_at("latest", check=1)
+        self.assertIn(f"app/replica/g00000001/wal/{segment['name']}.wal.gz holds "
+                      f"{len(raw) + 24 + PAGE_SIZE} bytes of WAL, its name says {len(raw)}",
+                      result.stderr)
+
     def test_a_missing_link_in_the_chain_is_refused(self):
         b = self.three_generations()
         with open(b.replica("index.json")) as f:
@@ -413,6 +477,64 @@ class RestoreAtTest(RestoreAtCase):
                          [(first(0), last(1), ["g00000001", "g00000002"]),
                           (first(2), last(2), ["g00000003"])])
         self.assertEqual([w["break_before"] for w in windows], [False, True])
+
+
+class RestoreAtMemoryTest(RestoreAtCase):
+    def restore_measured(self, to):
+        """Runs restore --at latest; its peak RSS (KiB) and wall time. The
+        peak is the kernel's high-water mark of the process (VmHWM), read
+        until it exits: ru_maxrss would include this Python process, whose
+        pages a forked child counts until it executes the binary."""
+        target = os.path.join(self.dir, to)
+        started = time.monotonic()
+        process = subprocess.Popen([BIN, "-c", self.config_path, "restore", "app", "--to", target,
+                                    "--at", "latest"], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        peak = 0
+        while process.poll() is None:
+            try:
+                with open(f"/proc/{process.pid}/status") as f:
+                    for line in f:
+                        if line.startswith("VmHWM:") and "sqlprodd" in os.readlink(
+                                f"/proc/{process.pid}/exe"):
+                            peak = max(peak, int(line.split()[1]))
+            except OSError:
+                pass
+            time.sleep(0.005)
+        elapsed = time.monotonic() - started
+        out, err = process.communicate()
+        self.assertEqual(process.returncode, 0, err)
+        self.assertGreater(peak, 0, "the restore's memory was never read")
+        return target, peak, elapsed, out
+
+    def test_memory_stays_flat_with_many_segments(self):
+        """One segment per commit: 60 segments, then 1200 (20 times the
+        window): the restore's peak RSS must not grow with it."""
+        figures = []
+        for count in (60, 1200):
+            shutil.rmtree(self.offsite)
+            os.makedirs(self.offsite)
+            b = ReplicaBuilder(self.dir, self.offsite, database="app", commits_per_segment=1,
+                               seed=count, hashes=False)
+            for _ in range(count):
+                b.commit()
+            b.ship()
+            expected = content_hash(b.db)
+            b.close()
+            os.unlink(b.db)
+            path, rss, elapsed, out = self.restore_measured(f"restored-{count}.db")
+            self.assertIn(f"{count} commits in {count} segments", out)
+            self.assertEqual(content_hash(path), expected)
+            wal = sum(os.path.getsize(os.path.join(root, f))
+                      for root, _, files in os.walk(self.offsite) for f in files)
+            figures.append((count, rss, elapsed, wal))
+        for count, rss, elapsed, wal in figures:
+            print(f"restore --at latest of {count} segments ({wal / 1e6:.1f} MB on the target): "
+                  f"peak RSS {rss / 1024:.1f} MiB, {elapsed:.2f} s")
+        (_, small, _, _), (_, large, _, _) = figures
+        # 20 times the segments: at most 4 MiB more (the segment list is
+        # ~100 bytes per segment; data never sits in memory).
+        self.assertLess(large - small, 4 * 1024, f"peak RSS grew from {small} to {large} KiB")
 
 
 if __name__ == "__main__":

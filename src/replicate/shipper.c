@@ -1,0 +1,1005 @@
+/*
+ * shipper.c: one database's WAL shipped to its target (shipper.h).
+ *
+ * Crash reasoning, step by step (design 2.4): a segment's bytes are a pure
+ * function of its range (zlib at a fixed level, no name or time in the gzip
+ * header), the spool file is fsynced and renamed before state.db records
+ * it, and an object is put only from the queue state.db holds. A kill before
+ * the record leaves a spool file no queue row names: replica_open removes it
+ * and the next round makes it again, same name, same bytes. A kill after the
+ * record leaves a queued object: it is put (again) by the next round.
+ */
+#include "replicate/shipper.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <syslog.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "archive/archive.h"
+#include "core/fsutil.h"
+#include "core/io.h"
+#include "core/log.h"
+#include "db/database.h"
+#include "db/state.h"
+#include "offsite/target.h"
+#include "replicate/format.h"
+#include "replicate/segment.h"
+#include "replicate/wal.h"
+
+#define SHIP_SEGMENT_MAX_BYTES   (16u << 20) /* a segment's raw WAL bytes, at most */
+#define SHIP_SEGMENT_MAX_COMMITS 8192
+#define SHIP_GZIP_LEVEL          6
+/* The agent resets the WAL (losslessly) once it holds this much: about the
+ * application's default autocheckpoint of 1000 pages of 4 KiB, which the
+ * pin would otherwise keep from ever restarting the WAL. */
+#define SHIP_RESET_WAL_BYTES (4 << 20)
+
+struct replica {
+    const struct database_config *db;
+    const volatile sig_atomic_t *stop;
+    char wal_path[PATH_MAX];
+    char spool[PATH_MAX];
+    struct state *state;
+    struct target *target;
+    sqlite3 *pin; /* holds a read transaction between the agent's own resets */
+    struct state_replica row;
+    int64_t wal_size, wal_mtime_ns, db_mtime_ns; /* at the last round, for the idle test */
+    bool not_wal;                                /* out of WAL mode, break already counted */
+    bool based;                                  /* a base was taken this round */
+    int db_fd, shm_fd;                           /* see keep_open */
+};
+
+static int64_t mtime_ns(const struct stat *st)
+{
+    return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+}
+
+/* ---- spool ---- */
+
+struct spool_sweep {
+    struct replica *replica;
+    char **queued;
+    size_t count, capacity;
+};
+
+static void spool_collect(void *context, const char *path)
+{
+    struct spool_sweep *sweep = context;
+    if (sweep->count == sweep->capacity) {
+        size_t capacity = sweep->capacity ? 2 * sweep->capacity : 16;
+        char **grown = realloc(sweep->queued, capacity * sizeof *grown);
+        if (!grown)
+            return;
+        sweep->queued = grown;
+        sweep->capacity = capacity;
+    }
+    sweep->queued[sweep->count] = strdup(path);
+    if (sweep->queued[sweep->count])
+        sweep->count++;
+}
+
+/* Removes spool files no queued object names: what a kill left between
+ * writing a spool file and recording it. They are made again. */
+static int spool_clean(struct replica *r, struct error *err)
+{
+    struct spool_sweep sweep = {.replica = r};
+    int rc = state_replica_queued_paths(r->state, spool_collect, &sweep, err);
+    DIR *dir = rc == 0 ? opendir(r->spool) : NULL;
+    struct dirent *entry;
+    while (dir && (entry = readdir(dir)) != NULL) {
+        char path[PATH_MAX];
+        if (entry->d_name[0] == '.')
+            continue;
+        if (fs_join(path, sizeof path, r->spool, entry->d_name) != 0)
+            continue;
+        bool queued = false;
+        for (size_t i = 0; i < sweep.count && !queued; i++)
+            queued = strcmp(sweep.queued[i], path) == 0;
+        if (!queued)
+            unlink(path);
+    }
+    if (dir)
+        closedir(dir);
+    for (size_t i = 0; i < sweep.count; i++)
+        free(sweep.queued[i]);
+    free(sweep.queued);
+    return rc;
+}
+
+/* ---- gzip of a segment, in memory ---- */
+
+struct gzip_sink {
+    z_stream z;
+    uint8_t *out;
+    size_t used, capacity;
+    int failed;
+};
+
+static int gzip_sink_grow(struct gzip_sink *g)
+{
+    size_t capacity = g->capacity ? 2 * g->capacity : (1 << 16);
+    uint8_t *grown = realloc(g->out, capacity);
+    if (!grown)
+        return -ENOMEM;
+    g->out = grown;
+    g->capacity = capacity;
+    return 0;
+}
+
+static int gzip_sink_feed(struct gzip_sink *g, const uint8_t *bytes, size_t size, int flush)
+{
+    g->z.next_in = (Bytef *)bytes;
+    g->z.avail_in = (uInt)size;
+    for (;;) {
+        if (g->capacity - g->used < 4096 && gzip_sink_grow(g) < 0)
+            return -ENOMEM;
+        g->z.next_out = g->out + g->used;
+        g->z.avail_out = (uInt)(g->capacity - g->used);
+        int zrc = deflate(&g->z, flush);
+        g->used = g->capacity - g->z.avail_out;
+        if (zrc == Z_STREAM_END)
+            return 0;
+        if (zrc != Z_OK && zrc != Z_BUF_ERROR)
+            return -EIO;
+        if (g->z.avail_in == 0 && flush == Z_NO_FLUSH)
+            return 0;
+    }
+}
+
+static int gzip_sink_write(void *context, const uint8_t *bytes, size_t size)
+{
+    return gzip_sink_feed(context, bytes, size, Z_NO_FLUSH);
+}
+
+/* ---- helpers ---- */
+
+static void position_from_row(const struct state_replica *row, struct wal_position *p)
+{
+    memset(p, 0, sizeof *p);
+    p->offset = row->offset;
+    p->frame_index = row->frame_index;
+    p->checksum[0] = row->checksum[0];
+    p->checksum[1] = row->checksum[1];
+    p->salt[0] = row->salt[0];
+    p->salt[1] = row->salt[1];
+    p->page_size = row->page_size;
+    p->checkpoint_sequence = row->checkpoint_sequence;
+    p->big_endian_checksum = row->big_endian;
+}
+
+static void position_to_row(const struct wal_position *p, struct state_replica *row)
+{
+    row->offset = p->offset;
+    row->frame_index = p->frame_index;
+    row->checksum[0] = p->checksum[0];
+    row->checksum[1] = p->checksum[1];
+    row->salt[0] = p->salt[0];
+    row->salt[1] = p->salt[1];
+    row->page_size = p->page_size;
+    row->checkpoint_sequence = p->checkpoint_sequence;
+    row->big_endian = p->big_endian_checksum;
+}
+
+/*
+ * A descriptor of `path` (the database, its -shm) kept open for as long as
+ * SQLite connections of this process may hold locks on the file: POSIX
+ * locks belong to the process and close() of ANY descriptor of the file
+ * drops them all, the pin's read mark included. So the shipper opens each
+ * such file once, reopens it only when the path names another file (a
+ * replaced database), and closes it only after its connections.
+ */
+static int keep_open(const char *path, int *fd, struct stat *st)
+{
+    if (stat(path, st) != 0)
+        return -errno;
+    struct stat held;
+    if (*fd >= 0 && fstat(*fd, &held) == 0 && held.st_ino == st->st_ino &&
+        held.st_dev == st->st_dev)
+        return 0;
+    int fresh = open(path, O_RDONLY | O_CLOEXEC);
+    if (fresh < 0)
+        return -errno;
+    if (*fd >= 0)
+        close(*fd);
+    *fd = fresh;
+    return 0;
+}
+
+/* Whether the database file says WAL mode: bytes 18 and 19 of its header
+ * are 2 in WAL mode, 1 in rollback-journal mode (fileformat2.html 1.3.4). */
+static int database_is_wal_fd(int fd, bool *wal)
+{
+    uint8_t header[20];
+    ssize_t got = io_read_full_at(fd, header, sizeof header, 0);
+    if (got < 0)
+        return (int)got;
+    *wal = got == (ssize_t)sizeof header && header[18] == 2 && header[19] == 2;
+    return 0;
+}
+
+int replica_check_database(const struct database_config *db, struct error *err)
+{
+    /* Through SQLite, not open(2): closing a descriptor of the file would
+     * drop the locks of every connection of this process (keep_open). */
+    sqlite3 *connection = NULL;
+    char mode[32] = "";
+    struct stat st;
+    if (stat(db->path, &st) != 0)
+        return 0; /* reported as missing elsewhere */
+    int rc = database_open(db, true, NULL, &connection, err);
+    if (rc == 0)
+        rc = database_query_text(connection, "PRAGMA journal_mode", mode, sizeof mode, err);
+    sqlite3_close(connection);
+    if (rc < 0)
+        return rc;
+    if (strcmp(mode, "wal") != 0)
+        return error_set(err, -EINVAL,
+                         "%s:%d: replicate.target: database \"%s\" (%s) is not in WAL mode: "
+                         "only a WAL can be shipped (switch it: sqlite3 %s 'PRAGMA "
+                         "journal_mode=WAL')",
+                         db->replicate.origin.file ? db->replicate.origin.file : "?",
+                         db->replicate.origin.line, db->name, db->path, db->path);
+    return 0;
+}
+
+/* Holds a read transaction on a fresh connection, then lets the old one go:
+ * at every moment one of them has a read mark, so nobody else can restart
+ * the WAL (design 2.3 step 1), and the mark moves forward each round so
+ * the application's PASSIVE autocheckpoints keep backfilling. */
+static void pin_renew(struct replica *r)
+{
+    sqlite3 *next = NULL;
+    struct error ignored = {0};
+    if (database_open(r->db, true, r->stop, &next, &ignored) != 0) {
+        log_event(LOG_WARNING, r->db->name, "replicate", "cannot pin the WAL: %s", ignored.message);
+        return;
+    }
+    if (sqlite3_exec(next, "BEGIN; SELECT count(*) FROM sqlite_master;", NULL, NULL, NULL) !=
+        SQLITE_OK) {
+        log_event(LOG_WARNING, r->db->name, "replicate", "cannot pin the WAL: %s",
+                  sqlite3_errmsg(next));
+        sqlite3_close(next);
+        return;
+    }
+    if (r->pin) {
+        sqlite3_exec(r->pin, "ROLLBACK", NULL, NULL, NULL);
+        sqlite3_close(r->pin);
+    }
+    r->pin = next;
+}
+
+static void pin_end(struct replica *r)
+{
+    if (r->pin) {
+        sqlite3_exec(r->pin, "ROLLBACK", NULL, NULL, NULL);
+        sqlite3_close(r->pin);
+        r->pin = NULL;
+    }
+}
+
+/* Whether another process holds byte `offset` of the -shm (SQLite's unix
+ * VFS locks byte 120 + n for lock n: 0 write, 1 checkpoint, 3.. readers). */
+static bool shm_lock_held(int shm, off_t offset, short type)
+{
+    struct flock lock = {.l_type = type, .l_whence = SEEK_SET, .l_start = offset, .l_len = 1};
+    if (fcntl(shm, F_GETLK, &lock) != 0)
+        return false;
+    return lock.l_type != F_UNLCK;
+}
+
+/* ---- shipping ---- */
+
+/* Ships every whole commit after the reader's position into spool files and
+ * records them; with `all`, to the last commit now. seen_at is `now_ms`,
+ * never before the last one recorded (a clock stepped back). */
+static int ship_segments(struct replica *r, struct wal_reader *reader, int fd, int64_t now_ms,
+                         struct state_replica_object *extra, size_t extra_count, uint32_t base_from,
+                         const char *break_reason, struct error *err)
+{
+    struct segment_commit *commits = calloc(SHIP_SEGMENT_MAX_COMMITS, sizeof *commits);
+    struct format_commit *entries = calloc(SHIP_SEGMENT_MAX_COMMITS, sizeof *entries);
+    struct segment_limits limits = {.max_bytes = SHIP_SEGMENT_MAX_BYTES,
+                                    .max_commits = SHIP_SEGMENT_MAX_COMMITS};
+    int64_t seen_at = now_ms > r->row.last_seen_at_ms ? now_ms : r->row.last_seen_at_ms;
+    bool first = true;
+    int rc = 0;
+
+    if (!commits || !entries) {
+        rc = error_set(err, -ENOMEM, "out of memory");
+        goto out;
+    }
+    for (;;) {
+        struct segment_plan plan;
+        struct gzip_sink g = {0};
+        struct state_replica_object objects[6];
+        size_t count = 0;
+        char name[32], path[PATH_MAX], sidecar_path[PATH_MAX], sha[IO_SHA256_HEX];
+
+        rc = segment_plan_next(reader, &limits, commits, &plan, err);
+        if (rc < 0)
+            goto out;
+        if (rc == 0) {
+            /* Nothing to ship; still record a new generation or a base. */
+            rc = 0;
+            if (first && (extra_count || break_reason || base_from))
+                rc = state_save_replica(r->state, r->db->name, &r->row, extra, extra_count,
+                                        base_from, 0, 0, break_reason, err);
+            goto out;
+        }
+        if (deflateInit2(&g.z, SHIP_GZIP_LEVEL, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) !=
+            Z_OK) {
+            rc = error_set(err, -ENOMEM, "zlib: cannot start a gzip stream");
+            goto out;
+        }
+        rc = segment_copy(fd, r->wal_path, &plan, gzip_sink_write, &g, err);
+        if (rc == 0)
+            rc = gzip_sink_feed(&g, NULL, 0, Z_FINISH);
+        deflateEnd(&g.z);
+        if (rc != 0) {
+            free(g.out);
+            if (rc == -ESTALE)
+                error_prefix(err, "%s: the WAL changed while it was copied: ", r->db->name);
+            goto out;
+        }
+        segment_name(&plan, name);
+        io_sha256_buffer(g.out, g.used, sha);
+        snprintf(path, sizeof path, "%s/g%08" PRIu32 "-%s.wal.gz", r->spool, r->row.generation,
+                 name);
+        rc = fs_write_file_atomically(path, g.out, g.used, 0600, err);
+        size_t gz_size = g.used;
+        free(g.out);
+        if (rc < 0)
+            goto out;
+
+        struct format_segment sidecar = {.generation = r->row.generation,
+                                         .start = plan.start,
+                                         .end = plan.end,
+                                         .page_size = plan.to.page_size,
+                                         .salt = {plan.to.salt[0], plan.to.salt[1]},
+                                         .checksum = {plan.to.checksum[0], plan.to.checksum[1]},
+                                         .big_endian_checksum = plan.to.big_endian_checksum,
+                                         .size = gz_size,
+                                         .commit_count = plan.commit_count,
+                                         .commits = entries};
+        memcpy(sidecar.sha256, sha, sizeof sidecar.sha256);
+        for (size_t i = 0; i < plan.commit_count; i++)
+            entries[i] = (struct format_commit){.frame = plan.commits[i].frame_index,
+                                                .end_offset = plan.commits[i].end_offset,
+                                                .db_pages = plan.commits[i].db_pages,
+                                                .seen_at_ms = seen_at};
+        char *json = format_segment_encode(&sidecar, err);
+        if (!json) {
+            rc = err ? err->code : -EINVAL;
+            goto out;
+        }
+        snprintf(sidecar_path, sizeof sidecar_path, "%s/g%08" PRIu32 "-%s.wal.json", r->spool,
+                 r->row.generation, name);
+        rc = fs_write_file_atomically(sidecar_path, json, strlen(json), 0600, err);
+        free(json);
+        if (rc < 0)
+            goto out;
+
+        if (first)
+            for (size_t i = 0; i < extra_count && count < 4; i++)
+                objects[count++] = extra[i];
+        objects[count].generation = r->row.generation;
+        snprintf(objects[count].path, sizeof objects[count].path, "%s", path);
+        format_key(objects[count].key, sizeof objects[count].key, r->db->name, FORMAT_SEGMENT,
+                   r->row.generation, plan.start, plan.end, NULL);
+        count++;
+        objects[count].generation = r->row.generation;
+        snprintf(objects[count].path, sizeof objects[count].path, "%s", sidecar_path);
+        format_key(objects[count].key, sizeof objects[count].key, r->db->name, FORMAT_SIDECAR,
+                   r->row.generation, plan.start, plan.end, NULL);
+        count++;
+
+        struct state_replica next = r->row;
+        position_to_row(&plan.to, &next);
+        next.last_seen_at_ms = seen_at;
+        next.ended = false;
+        next.shipped_bytes += (int64_t)(plan.end - plan.start);
+        rc = state_save_replica(r->state, r->db->name, &next, objects, count, first ? base_from : 0,
+                                seen_at, seen_at, first ? break_reason : NULL, err);
+        if (rc < 0)
+            goto out;
+        r->row = next;
+        first = false;
+    }
+out:
+    free(commits);
+    free(entries);
+    return rc;
+}
+
+/* Writes base.json for the current generation into the spool and names it
+ * as an object. */
+static int spool_base_json(struct replica *r, const struct format_base *base,
+                           struct state_replica_object *object, struct error *err)
+{
+    char *json = format_base_encode(base, err);
+    if (!json)
+        return err ? err->code : -EINVAL;
+    object->generation = base->generation;
+    snprintf(object->path, sizeof object->path, "%s/g%08" PRIu32 "-base.json", r->spool,
+             base->generation);
+    format_key(object->key, sizeof object->key, r->db->name, FORMAT_BASE_JSON, base->generation, 0,
+               0, NULL);
+    int rc = fs_write_file_atomically(object->path, json, strlen(json), 0600, err);
+    free(json);
+    return rc;
+}
+
+static void record_break(struct replica *r, const char *reason, const char *detail)
+{
+    log_event(LOG_WARNING, r->db->name, "replicate",
+              "replication break (%s): %s; starting generation %" PRIu32 " from a fresh base",
+              reason, detail, r->row.generation + 1);
+}
+
+/*
+ * A new generation from a fresh base, under the write lock: nothing can
+ * commit while the base is copied (backup API from the connection holding
+ * the lock, so its pages are exactly the database at the WAL's last commit
+ * F) and while the generation's WAL up to F is shipped with it; base.json
+ * says F, and restore never stops before it (design finding 3).
+ */
+static int take_base(struct replica *r, int64_t now_ms, const char *reason, struct error *err)
+{
+    sqlite3 *writer = NULL, *copy = NULL, *snapshot = NULL;
+    sqlite3_backup *backup = NULL;
+    char raw[PATH_MAX], gz[PATH_MAX];
+    struct state_replica_object objects[2];
+    struct archive_result result = {0};
+    struct wal_reader reader = {0};
+    bool reader_open = false;
+    int fd = -1, rc;
+    struct stat st;
+    bool wal;
+
+    (void)wal;
+    if (keep_open(r->db->path, &r->db_fd, &st) != 0)
+        return error_set(err, -errno, "%s: %s", r->db->path, strerror(errno));
+    rc = database_open(r->db, false, r->stop, &writer, err);
+    if (rc < 0)
+        return rc;
+    database_set_busy_timeout(writer, r->db->checkpoint.max_wait_ms, r->stop);
+    if (sqlite3_exec(writer, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+        rc = error_set(err, -EBUSY,
+                       "%s: no write lock within %d ms for the base copy (busy writers); "
+                       "retried next round",
+                       r->db->name, r->db->checkpoint.max_wait_ms);
+        goto out;
+    }
+    struct state_replica next = r->row;
+    next.generation = r->row.generation + 1;
+    next.ended = false;
+    next.db_device = (uint64_t)st.st_dev;
+    next.db_inode = (uint64_t)st.st_ino;
+    next.base_taken_at_ms = now_ms;
+    if (reason) {
+        snprintf(next.last_break, sizeof next.last_break, "%s", reason);
+        next.last_break_at_ms = now_ms;
+    }
+
+    /* Under the write lock the WAL ends at its last commit: that frame is
+     * where the base stands. A second reader ships the generation from 0. */
+    uint64_t base_frame = 0;
+    fd = open(r->wal_path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        struct wal_reader probe;
+        rc = wal_reader_open(&probe, fd, r->wal_path, err);
+        if (rc == 0) {
+            rc = wal_reader_scan(&probe, err);
+            base_frame = probe.committed.frame_index;
+            wal_reader_close(&probe);
+            if (rc == 0)
+                rc = wal_reader_open(&reader, fd, r->wal_path, err);
+            reader_open = rc == 0;
+        }
+        if (rc == -ENODATA)
+            rc = 0;
+        if (rc < 0)
+            goto out;
+    }
+    snprintf(raw, sizeof raw, "%s/g%08" PRIu32 "-base.db", r->spool, next.generation);
+    snprintf(gz, sizeof gz, "%s/g%08" PRIu32 "-base.db.gz", r->spool, next.generation);
+    unlink(raw);
+    unlink(gz);
+    /* The backup API refuses a source that is writing; a read transaction
+     * begun while the write lock is held sees exactly the last commit. */
+    rc = database_open(r->db, true, r->stop, &snapshot, err);
+    if (rc < 0)
+        goto out;
+    if (sqlite3_exec(snapshot, "BEGIN; SELECT count(*) FROM sqlite_master;", NULL, NULL, NULL) !=
+            SQLITE_OK ||
+        sqlite3_open_v2(raw, &copy, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
+            SQLITE_OK ||
+        !(backup = sqlite3_backup_init(copy, "main", snapshot, "main"))) {
+        rc = error_set(err, -EIO, "%s: cannot start the base copy into %s: %s", r->db->name, raw,
+                       sqlite3_errmsg(copy));
+        goto out;
+    }
+    int step = sqlite3_backup_step(backup, -1);
+    sqlite3_backup_finish(backup);
+    backup = NULL;
+    if (step != SQLITE_DONE) {
+        rc = error_set(err, -EIO, "%s: base copy into %s failed: %s", r->db->name, raw,
+                       sqlite3_errstr(step));
+        goto out;
+    }
+    sqlite3_close(copy);
+    copy = NULL;
+    int64_t database_bytes = fs_file_size(raw, "");
+    rc = archive_compress(raw, gz, SHIP_GZIP_LEVEL, NULL, &result, err);
+    unlink(raw);
+    if (rc < 0)
+        goto out;
+
+    if (reader_open) {
+        position_to_row(&reader.next, &next);
+    } else {
+        /* No WAL header: the first one to appear starts this generation. */
+        memset(next.salt, 0, sizeof next.salt);
+        next.offset = 0;
+        next.frame_index = 0;
+        next.page_size = 0;
+    }
+
+    struct format_base base = {.generation = next.generation,
+                               .frame = base_frame,
+                               .size = (uint64_t)result.output_bytes,
+                               .database_bytes = (uint64_t)database_bytes,
+                               .taken_at_ms = now_ms};
+    int64_t page_size = 4096;
+    database_query_int(writer, "PRAGMA page_size", &page_size, NULL);
+    base.page_size = (uint32_t)page_size;
+    memcpy(base.sha256, result.sha256, sizeof base.sha256);
+    objects[0].generation = next.generation;
+    snprintf(objects[0].path, sizeof objects[0].path, "%s", gz);
+    format_key(objects[0].key, sizeof objects[0].key, r->db->name, FORMAT_BASE, next.generation, 0,
+               0, NULL);
+    rc = spool_base_json(r, &base, &objects[1], err);
+    if (rc < 0)
+        goto out;
+
+    r->row = next;
+    if (reader_open)
+        rc = ship_segments(r, &reader, fd, now_ms, objects, 2, 0, reason, err);
+    else
+        rc = state_save_replica(r->state, r->db->name, &r->row, objects, 2, 0, 0, 0, reason, err);
+    if (rc == 0)
+        log_event(LOG_INFO, r->db->name, "replicate",
+                  "generation %" PRIu32 " started from a base of %lld bytes at WAL frame %" PRIu64,
+                  r->row.generation, (long long)database_bytes, base_frame);
+out:
+    if (rc < 0) {
+        /* Nothing recorded: state.db still holds the old row. */
+        struct error ignored;
+        state_get_replica(r->state, r->db->name, &r->row, &ignored);
+    }
+    if (reader_open)
+        wal_reader_close(&reader);
+    if (fd >= 0)
+        close(fd);
+    if (backup)
+        sqlite3_backup_finish(backup);
+    sqlite3_close(copy);
+    if (snapshot) {
+        sqlite3_exec(snapshot, "ROLLBACK", NULL, NULL, NULL);
+        sqlite3_close(snapshot);
+    }
+    if (writer) {
+        sqlite3_exec(writer, "ROLLBACK", NULL, NULL, NULL);
+        sqlite3_close(writer);
+    }
+    return rc;
+}
+
+/* A generation that starts where the last one ended (the agent shipped it
+ * to its end before letting the WAL restart): base.json links to it. */
+static int continue_generation(struct replica *r, struct wal_reader *reader, int fd, int64_t now_ms,
+                               struct error *err)
+{
+    struct state_replica_object object;
+    uint32_t from = r->row.generation;
+    struct format_base base = {.generation = from + 1,
+                               .frame = 0,
+                               .from_generation = from,
+                               .page_size = reader->header.page_size,
+                               .taken_at_ms = now_ms};
+    int rc = spool_base_json(r, &base, &object, err);
+    if (rc < 0)
+        return rc;
+    r->row.generation = from + 1;
+    r->row.ended = false;
+    position_to_row(&reader->next, &r->row);
+    log_event(LOG_INFO, r->db->name, "replicate",
+              "generation %" PRIu32 " continues from the end of generation %" PRIu32,
+              r->row.generation, from);
+    return ship_segments(r, reader, fd, now_ms, &object, 1, from, NULL, err);
+}
+
+/*
+ * The agent's own lossless reset (design 2.3 step 3), or the yield to an
+ * application checkpointer already holding the write lock (step 6): with
+ * nothing able to commit, ship to the last commit, end the pin, and let the
+ * WAL be backfilled; the generation is marked ended only when every frame
+ * was backfilled and no other reader holds a read mark, so that the next
+ * writer must restart the WAL at the exact end shipped.
+ */
+static int reset_losslessly(struct replica *r, int64_t now_ms, bool yield, struct error *err)
+{
+    sqlite3 *writer = NULL;
+    struct wal_reader reader = {0};
+    struct wal_position saved;
+    enum wal_resume resume;
+    int fd = -1, shm = -1, rc = 0;
+    char shm_path[PATH_MAX + 8];
+
+    if (!yield) {
+        rc = database_open(r->db, false, r->stop, &writer, err);
+        if (rc < 0)
+            return rc;
+        database_set_busy_timeout(writer, r->db->checkpoint.max_wait_ms, r->stop);
+        if (sqlite3_exec(writer, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+            /* The WAL grows until a later round gets the lock (step 5). */
+            rc = 0;
+            goto out;
+        }
+    }
+    fd = open(r->wal_path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        goto out;
+    position_from_row(&r->row, &saved);
+    rc = wal_reader_resume(&reader, fd, r->wal_path, &saved, &resume, err);
+    if (rc < 0 || resume != WAL_RESUME_CONTINUES) {
+        rc = 0; /* the next round sorts it out */
+        goto out;
+    }
+    rc = ship_segments(r, &reader, fd, now_ms, NULL, 0, 0, NULL, err);
+    if (rc < 0)
+        goto out;
+    pin_end(r);
+    int log_frames = 0, done = 0;
+    if (!yield) {
+        sqlite3 *checkpointer = NULL;
+        if (database_open(r->db, false, r->stop, &checkpointer, err) == 0) {
+            sqlite3_wal_checkpoint_v2(checkpointer, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames,
+                                      &done);
+            sqlite3_close(checkpointer);
+        }
+    }
+    snprintf(shm_path, sizeof shm_path, "%s-shm", r->db->path);
+    struct stat shm_st;
+    if (keep_open(shm_path, &r->shm_fd, &shm_st) == 0)
+        shm = r->shm_fd;
+    bool readers = false;
+    for (int n = 1; shm >= 0 && n <= 4 && !readers; n++)
+        readers = shm_lock_held(shm, 120 + 3 + n, F_WRLCK);
+    /* Ended: everything up to the last commit is shipped (nothing can
+     * commit now), every frame is backfilled (or the application's waiting
+     * checkpointer will backfill it) and no other reader keeps the WAL from
+     * restarting at the next write. */
+    log_event(LOG_DEBUG, r->db->name, "replicate",
+              "reset round%s: shipped to frame %" PRIu64 ", checkpoint log=%d done=%d, other "
+              "readers: %s",
+              yield ? " (yielding to a waiting checkpointer)" : "", r->row.frame_index, log_frames,
+              done, readers ? "yes" : "no");
+    if (!readers && (yield || (log_frames == done && r->row.frame_index == (uint64_t)log_frames))) {
+        r->row.ended = true;
+        rc = state_save_replica(r->state, r->db->name, &r->row, NULL, 0, 0, 0, 0, NULL, err);
+    }
+out:
+    if (fd >= 0) {
+        wal_reader_close(&reader);
+        close(fd);
+    }
+    if (writer) {
+        sqlite3_exec(writer, "ROLLBACK", NULL, NULL, NULL);
+        sqlite3_close(writer);
+    }
+    return rc;
+}
+
+/* An application's FULL/RESTART/TRUNCATE checkpoint waiting for our pin:
+ * it holds both the write and the checkpoint lock (design 1.3, locks.py). */
+static bool checkpointer_waits(struct replica *r)
+{
+    char shm_path[PATH_MAX + 8];
+    struct stat st;
+    snprintf(shm_path, sizeof shm_path, "%s-shm", r->db->path);
+    if (keep_open(shm_path, &r->shm_fd, &st) != 0)
+        return false;
+    return shm_lock_held(r->shm_fd, 120, F_WRLCK) && shm_lock_held(r->shm_fd, 121, F_WRLCK);
+}
+
+/* ---- upload ---- */
+
+static int write_index(struct replica *r, int64_t now_ms, struct error *err)
+{
+    struct state_replica_generation *list = NULL;
+    size_t count = 0;
+    int rc = state_replica_generations(r->state, r->db->name, &list, &count, err);
+    if (rc < 0)
+        return rc;
+    struct format_index_generation *gens = calloc(count + 1, sizeof *gens);
+    if (!gens) {
+        free(list);
+        return error_set(err, -ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < count; i++)
+        gens[i] = (struct format_index_generation){.generation = list[i].generation,
+                                                   .first_seen_at_ms = list[i].first_seen_at_ms,
+                                                   .last_seen_at_ms = list[i].last_seen_at_ms,
+                                                   .base_from = list[i].base_from};
+    struct format_index index = {.database = (char *)r->db->name,
+                                 .count = count,
+                                 .generations = gens,
+                                 .updated_at_ms = now_ms};
+    char *json = format_index_encode(&index, err);
+    free(gens);
+    free(list);
+    if (!json)
+        return err ? err->code : -EINVAL;
+    char path[PATH_MAX], key[FORMAT_KEY_SIZE];
+    snprintf(path, sizeof path, "%s/index.json", r->spool);
+    format_key(key, sizeof key, r->db->name, FORMAT_INDEX, 0, 0, 0, NULL);
+    rc = fs_write_file_atomically(path, json, strlen(json), 0600, err);
+    free(json);
+    if (rc == 0)
+        rc = target_put_file(r->target, key, path, NULL, NULL, err);
+    unlink(path);
+    return rc;
+}
+
+static int upload_queue(struct replica *r, int64_t now_ms, struct error *err)
+{
+    struct io_context io = {.stop = r->stop, .background = true};
+    int uploaded = 0, rc = 0;
+    for (;;) {
+        struct state_replica_object object;
+        bool found;
+        rc = state_next_replica_object(r->state, r->db->name, &object, &found, err);
+        if (rc < 0 || !found)
+            break;
+        char sha[IO_SHA256_HEX] = "";
+        int fd = open(object.path, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            io_sha256_fd(fd, &io, sha);
+            close(fd);
+        }
+        rc = target_put_file(r->target, object.key, object.path, sha[0] ? sha : NULL, &io, err);
+        if (rc < 0) {
+            error_prefix(err, "%s: upload of %s: ", r->db->name, object.key);
+            break;
+        }
+        rc = state_replica_object_done(r->state, object.id, err);
+        if (rc < 0)
+            break;
+        unlink(object.path);
+        uploaded++;
+    }
+    if (uploaded > 0) {
+        int index_rc = write_index(r, now_ms, err);
+        if (rc == 0)
+            rc = index_rc;
+    }
+    return rc;
+}
+
+/* ---- the round ---- */
+
+static int start_over(struct replica *r, int64_t now_ms, const char *reason, const char *detail,
+                      struct error *err)
+{
+    if (reason)
+        record_break(r, reason, detail);
+    int rc = take_base(r, now_ms, reason, err);
+    if (rc == 0)
+        r->based = true;
+    return rc;
+}
+
+int replica_round(struct replica *r, int64_t now_ms, bool force_reset, struct error *err)
+{
+    struct stat db_st, wal_st;
+    bool wal_mode = false;
+    int rc = keep_open(r->db->path, &r->db_fd, &db_st);
+    if (rc == 0)
+        rc = database_is_wal_fd(r->db_fd, &wal_mode);
+    if (rc < 0)
+        return error_set(err, rc, "%s: %s", r->db->path, strerror(-rc));
+    if (!wal_mode) {
+        pin_end(r);
+        if (!r->not_wal) {
+            r->not_wal = true;
+            log_event(LOG_ERR, r->db->name, "replicate",
+                      "%s is not in WAL mode: nothing can be shipped until it is again (then a "
+                      "new generation starts from a fresh base)",
+                      r->db->path);
+            if (r->row.generation > 0 && strcmp(r->row.last_break, "not_wal") != 0) {
+                snprintf(r->row.last_break, sizeof r->row.last_break, "not_wal");
+                r->row.last_break_at_ms = now_ms;
+                r->row.ended = false;
+                r->row.db_inode = 0; /* forces a base once back in WAL mode */
+                rc = state_save_replica(r->state, r->db->name, &r->row, NULL, 0, 0, 0, 0, "not_wal",
+                                        err);
+            }
+        }
+        return rc < 0 ? rc : upload_queue(r, now_ms, err);
+    }
+    bool was_not_wal = r->not_wal;
+    r->based = false;
+    r->not_wal = false;
+
+    bool have_wal = stat(r->wal_path, &wal_st) == 0;
+    int64_t wal_size = have_wal ? wal_st.st_size : -1;
+    int64_t wal_mtime = have_wal ? mtime_ns(&wal_st) : 0;
+    /* An idle database: one stat of each file, nothing else. */
+    if (!force_reset && !was_not_wal && r->row.generation > 0 && wal_size == r->wal_size &&
+        wal_mtime == r->wal_mtime_ns && mtime_ns(&db_st) == r->db_mtime_ns &&
+        (uint64_t)db_st.st_ino == r->row.db_inode) {
+        if (checkpointer_waits(r))
+            return reset_losslessly(r, now_ms, true, err);
+        return upload_queue(r, now_ms, err);
+    }
+
+    if (r->row.generation == 0) {
+        rc = start_over(r, now_ms, NULL, NULL, err);
+    } else if (r->row.db_inode == 0 && strcmp(r->row.last_break, "not_wal") == 0) {
+        rc = start_over(r, now_ms, NULL, NULL, err); /* counted when it left WAL mode */
+    } else if ((uint64_t)db_st.st_ino != r->row.db_inode ||
+               (uint64_t)db_st.st_dev != r->row.db_device) {
+        pin_end(r);
+        rc = start_over(r, now_ms, "replaced", "the database file was replaced (another inode)",
+                        err);
+    } else {
+        int fd = open(r->wal_path, O_RDONLY | O_CLOEXEC);
+        struct wal_reader reader = {0};
+        struct wal_position saved;
+        enum wal_resume resume = WAL_RESUME_NO_HEADER;
+        position_from_row(&r->row, &saved);
+        if (fd >= 0 && r->row.page_size == 0) {
+            /* The base found no WAL header: the first one to appear is this
+             * generation's. */
+            rc = wal_reader_open(&reader, fd, r->wal_path, err);
+            if (rc == 0) {
+                resume = WAL_RESUME_CONTINUES;
+                position_to_row(&reader.next, &r->row);
+                rc = ship_segments(r, &reader, fd, now_ms, NULL, 0, 0, NULL, err);
+                wal_reader_close(&reader);
+            } else if (rc == -ENODATA) {
+                rc = 0;
+            }
+        } else if (fd >= 0) {
+            rc = wal_reader_resume(&reader, fd, r->wal_path, &saved, &resume, err);
+            if (rc == 0) {
+                switch (resume) {
+                case WAL_RESUME_CONTINUES:
+                    rc = ship_segments(r, &reader, fd, now_ms, NULL, 0, 0, NULL, err);
+                    break;
+                case WAL_RESUME_RESTARTED:
+                    /* Clean only after the agent's own reset, and only the very
+                     * next restart (salt-1 + 1): anything else may have lost
+                     * commits between the saved position and the restart. */
+                    if (r->row.ended && reader.header.salt[0] == r->row.salt[0] + 1 &&
+                        reader.header.checkpoint_sequence == r->row.checkpoint_sequence + 1)
+                        rc = continue_generation(r, &reader, fd, now_ms, err);
+                    else {
+                        wal_reader_close(&reader);
+                        close(fd);
+                        fd = -1;
+                        rc = start_over(r, now_ms, "restarted",
+                                        "the WAL was restarted by someone else before every "
+                                        "commit in it was shipped",
+                                        err);
+                    }
+                    break;
+                case WAL_RESUME_BROKEN:
+                    wal_reader_close(&reader);
+                    close(fd);
+                    fd = -1;
+                    rc = start_over(r, now_ms, "broken",
+                                    "the WAL no longer holds the frame last shipped", err);
+                    break;
+                case WAL_RESUME_NO_HEADER: break;
+                }
+                if (fd >= 0)
+                    wal_reader_close(&reader);
+            }
+        }
+        if (fd >= 0)
+            close(fd);
+        if (rc == 0 && resume == WAL_RESUME_NO_HEADER && !r->row.ended && r->row.page_size != 0)
+            rc = start_over(r, now_ms, "no_header",
+                            "the WAL was emptied or removed before every commit in it was "
+                            "shipped",
+                            err);
+    }
+    if (rc < 0)
+        return rc;
+
+    /* After a base too: the WAL it was taken with ends where it was shipped,
+     * so the next generation can start from its end without another base. */
+    bool yield = checkpointer_waits(r);
+    if (yield || force_reset || r->based || wal_size > SHIP_RESET_WAL_BYTES)
+        rc = reset_losslessly(r, now_ms, yield, err);
+    if (rc == 0 && !r->row.ended)
+        pin_renew(r);
+    if (rc < 0)
+        return rc;
+    if (stat(r->wal_path, &wal_st) == 0) {
+        r->wal_size = wal_st.st_size;
+        r->wal_mtime_ns = mtime_ns(&wal_st);
+    } else {
+        r->wal_size = -1;
+        r->wal_mtime_ns = 0;
+    }
+    if (stat(r->db->path, &db_st) == 0)
+        r->db_mtime_ns = mtime_ns(&db_st);
+    return upload_queue(r, now_ms, err);
+}
+
+int replica_open(const struct database_config *db, const char *state_dir,
+                 const volatile sig_atomic_t *stop, struct replica **out, struct error *err)
+{
+    struct replica *r = calloc(1, sizeof *r);
+    char directory[PATH_MAX];
+    int rc;
+
+    *out = NULL;
+    if (!r)
+        return error_set(err, -ENOMEM, "out of memory");
+    r->db = db;
+    r->stop = stop;
+    r->wal_size = -2;
+    r->db_fd = r->shm_fd = -1;
+    snprintf(r->wal_path, sizeof r->wal_path, "%s-wal", db->path);
+    snprintf(directory, sizeof directory, "%s/replica", state_dir);
+    if (fs_join(r->spool, sizeof r->spool, directory, db->name) != 0) {
+        rc = error_set(err, -ENAMETOOLONG, "%s: spool path too long", db->name);
+        goto fail;
+    }
+    if ((rc = fs_make_directories(r->spool, 0700, err)) < 0 ||
+        (rc = state_open(state_dir, &r->state, err)) < 0 ||
+        (rc = state_get_replica(r->state, db->name, &r->row, err)) < 0 ||
+        (rc = spool_clean(r, err)) < 0)
+        goto fail;
+    if (!db->replicate.target) {
+        rc = error_set(err, -EINVAL, "%s: replicate has no target", db->name);
+        goto fail;
+    }
+    if ((rc = target_open(db->replicate.target, &r->target, err)) < 0)
+        goto fail;
+    target_set_stop(r->target, stop);
+    *out = r;
+    return 0;
+fail:
+    replica_close(r);
+    return rc;
+}
+
+void replica_close(struct replica *r)
+{
+    if (!r)
+        return;
+    pin_end(r);
+    if (r->db_fd >= 0)
+        close(r->db_fd);
+    if (r->shm_fd >= 0)
+        close(r->shm_fd);
+    if (r->target)
+        target_close(r->target);
+    state_close(r->state);
+    free(r);
+}

@@ -1,0 +1,66 @@
+/*
+ * shipper.h: continuous shipping of one database's WAL to its replicate
+ * target (docs/replication-design.md, section 2; layout: sqlprodd-format(5)).
+ *
+ * One round (replica_round), every `interval`:
+ *   1. look: a stat of the database and its -wal; nothing changed since the
+ *      last round and nothing queued: done (an idle database costs a stat);
+ *   2. resume at the saved position (wal_reader_resume) and ship each next
+ *      range of whole commits (segment_plan_next): copy and gzip it into a
+ *      spool file (fsync), then record position, generation, the objects and
+ *      each commit's seen_at in state.db in ONE transaction;
+ *   3. keep the pin: a read transaction, renewed each round, so that nobody
+ *      but the agent can restart the WAL under frames not yet read;
+ *   4. when the WAL passes a size, or an application's own FULL/RESTART/
+ *      TRUNCATE checkpoint waits for us, make the reset lossless: under the
+ *      write lock (or while the application's checkpointer holds it) ship
+ *      to the last commit, end the pin, checkpoint, and mark the generation
+ *      ended, so that the next header (salt-1 + 1) continues from its end;
+ *   5. upload the queue in order (objects, then their sidecar), THEN
+ *      rewrite index.json.
+ * A break (the WAL restarted by someone else, a chain that does not follow,
+ * the database replaced or out of WAL mode) starts a new generation from a
+ * fresh base, never a silent gap: logged, counted per reason in state.db.
+ *
+ * What it is not: no thread, no clock of its own (now is a parameter), no
+ * decision about when a round runs (the agent's replication thread does).
+ */
+#ifndef SQLPRODD_REPLICATE_SHIPPER_H
+#define SQLPRODD_REPLICATE_SHIPPER_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config/config.h"
+#include "core/error.h"
+
+struct replica;
+
+/* Opens the shipper of `db` (which has replicate.target): its state.db
+ * connection, its target, its spool directory STATE_DIR/replica/NAME.
+ * Removes spool files a kill left behind that no queued object names. */
+int replica_open(const struct database_config *db, const char *state_dir,
+                 const volatile sig_atomic_t *stop, struct replica **out, struct error *err);
+void replica_close(struct replica *replica);
+
+/* One round as above. `force_reset`: do the lossless reset of step 4 now
+ * (the checkpoint job's "ship, then checkpoint"). 0, or a negative error
+ * (the round is retried next interval; nothing is lost). */
+int replica_round(struct replica *replica, int64_t now_ms, bool force_reset, struct error *err);
+
+/* What status and metrics show; filled from state.db. */
+struct replica_summary {
+    uint32_t generation;
+    int64_t last_seen_at_ms;
+    int64_t shipped_bytes;
+    int64_t queued;
+    char last_break[32];
+    int64_t last_break_at_ms;
+};
+
+/* Checks that `db` can be replicated now: in WAL mode. The message names
+ * where replicate.target was written. 0 or -EINVAL. */
+int replica_check_database(const struct database_config *db, struct error *err);
+
+#endif
