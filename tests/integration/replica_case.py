@@ -80,8 +80,11 @@ class ReplicaTestCase(S3TestCase):
 
         def ready():
             self.assertIsNone(agent.poll(), f"the agent exited\n{self.agent_log()}")
-            return self.restorable_k() is not None
-        self.wait_for(ready, timeout=60,
+            root = self.replica_root()
+            return os.path.isdir(root) and any(
+                os.path.exists(os.path.join(root, name, "base.json"))
+                for name in os.listdir(root) if name.startswith("g"))
+        self.wait_for(ready, timeout=60, interval=0.5,
                       what="a first restorable replica (base shipped)")
         return agent
 

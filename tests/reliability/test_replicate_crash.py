@@ -53,7 +53,10 @@ class ReplicateCrashTest(AgentTestCase):
             return content_hash(probe)[0] if code == 0 else None
 
         agent = self.start_agent()
-        self.wait_for(lambda: latest_k() is not None, timeout=60, what="a first replica")
+        replica = os.path.join(offsite, "app", "replica")
+        self.wait_for(lambda: os.path.isdir(replica) and any(
+            os.path.exists(os.path.join(replica, g, "base.json")) for g in os.listdir(replica)),
+            timeout=60, what="a first base on the target")
         writer = ReplicaWriter(db, rate=400)
         self.processes.append(writer.process)
         # (killed_at, restarted_at): the agent was down in between
