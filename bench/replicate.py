@@ -4,7 +4,7 @@ v0.3.13, on the same generated database and the same writer, in one run.
 
 For each tool and each run (medians of --runs, at least 3):
   - delay from a commit to an object on the target holding it, p50 and p99:
-    the writer (tests/integration/replica_writer.py --marker) puts the text
+    the writer (tests/integration/pitr_writer.py --marker) puts the text
     MK<k> in every row it writes in commit k and logs when COMMIT returned;
     a watcher polls the target's directory every 10 ms, decompresses each new
     WAL object (gzip for sqlprodd, LZ4 for Litestream) and notes when each
@@ -45,7 +45,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
                                 "integration"))
 from benchlib import WORK, binary, drop, generate_database, mib, table  # noqa: E402
-from replica_writer import ReplicaWriter, content_hash, create  # noqa: E402
+from pitr_writer import ReplicaWriter, content_hash, create  # noqa: E402
 
 MARK = re.compile(rb"MK(\d{9});")
 

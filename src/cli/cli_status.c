@@ -82,6 +82,8 @@ struct database_status {
     char health[32]; /* the verdict's word, or "unknown" */
     struct db_facts facts;
     int64_t pending;
+    struct state_replica replica; /* generation 0: not shipped yet */
+    int64_t breaks;               /* all reasons */
 };
 
 /* sched_next_due() clamps an overdue time to `now` (what the agent's loop
@@ -157,6 +159,57 @@ static void status_collect_upload(struct state *state, struct database_status *s
         status->upload_sent_at = upload->last_success;
 }
 
+static void status_count_break(void *context, const char *reason, int64_t count)
+{
+    (void)reason;
+    *(int64_t *)context += count;
+}
+
+static int64_t status_now_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+/* "generation 3, last commit shipped 2026-12-02T11:24:07.123Z (0.8s ago), 2 breaks
+ * (last: restarted at ...)" */
+static void format_replica(const struct database_status *status, char *out, size_t size)
+{
+    const struct state_replica *r = &status->replica;
+    if (r->generation == 0) {
+        snprintf(out, size, "to %s, nothing shipped yet", status->db->replicate.target_name);
+        return;
+    }
+    char seen[40] = "none yet", at[40] = "";
+    if (r->last_seen_at_ms) {
+        time_t t = (time_t)(r->last_seen_at_ms / 1000);
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(seen, sizeof seen, "%Y-%m-%dT%H:%M:%S", &tm);
+        size_t used = strlen(seen);
+        snprintf(seen + used, sizeof seen - used, ".%03dZ (lag %.1fs)",
+                 (int)(r->last_seen_at_ms % 1000),
+                 (double)(status_now_ms() - r->last_seen_at_ms) / 1000.0);
+    }
+    if (r->last_break[0] && r->last_break_at_ms) {
+        time_t t = (time_t)(r->last_break_at_ms / 1000);
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(at, sizeof at, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    }
+    snprintf(out, size,
+             "to %s, generation %lu, last commit shipped %s, %lld MB of WAL, %lld break%s%s%s%s%s",
+             status->db->replicate.target_name, (unsigned long)r->generation, seen,
+             (long long)(r->shipped_bytes >> 20), (long long)status->breaks,
+             status->breaks == 1 ? "" : "s", r->last_break[0] ? " (last: " : "", r->last_break,
+             r->last_break[0] ? " at " : "", r->last_break[0] ? at : "");
+    if (r->last_break[0]) {
+        size_t used = strlen(out);
+        snprintf(out + used, size - used, ")");
+    }
+}
+
 static void status_collect(const struct config *config, struct state *state,
                            const struct database_config *db, time_t now,
                            struct database_status *status)
@@ -181,6 +234,10 @@ static void status_collect(const struct config *config, struct state *state,
     if (state) {
         status_collect_upload(state, status);
         state_pending_upload_count(state, db->name, &status->pending, NULL);
+        if (db->replicate.target) {
+            state_get_replica(state, db->name, &status->replica, NULL);
+            state_replica_breaks(state, db->name, status_count_break, &status->breaks, NULL);
+        }
     }
     snprintf(status->health, sizeof status->health, "%s",
              status->facts.known & FACT_HEALTH ? health_level_name(status->facts.health)
@@ -419,6 +476,23 @@ static json_t *status_to_json(const struct database_status *status, const struct
     json_object_set_new(object, "wal_bytes", json_integer(fs_file_size(db->path, "-wal")));
     json_object_set_new(object, "backup_last_bytes", json_integer(backup_bytes));
     json_object_set_new(object, "uploads_pending", json_integer(status->pending));
+    if (db->replicate.target) {
+        const struct state_replica *r = &status->replica;
+        json_t *replica = json_object();
+        json_object_set_new(replica, "target", json_string(db->replicate.target_name));
+        json_object_set_new(replica, "generation", json_integer(r->generation));
+        json_object_set_new(replica, "last_seen_at_ms",
+                            r->last_seen_at_ms ? json_integer(r->last_seen_at_ms) : json_null());
+        json_object_set_new(replica, "lag_seconds",
+                            r->last_seen_at_ms
+                                ? json_real((double)(status_now_ms() - r->last_seen_at_ms) / 1000.0)
+                                : json_null());
+        json_object_set_new(replica, "shipped_bytes", json_integer(r->shipped_bytes));
+        json_object_set_new(replica, "breaks", json_integer(status->breaks));
+        json_object_set_new(replica, "last_break",
+                            r->last_break[0] ? json_string(r->last_break) : json_null());
+        json_object_set_new(object, "replica", replica);
+    }
     json_object_set_new(object, "jobs", jobs);
     status_summary_to_json(status, view, object);
     return object;
@@ -662,6 +736,11 @@ static void print_details(const struct database_status *status, const struct sta
                record->last_message);
     }
     printf("  uploads pending: %lld\n", (long long)status->pending);
+    if (status->db->replicate.target) {
+        char replica[512];
+        format_replica(status, replica, sizeof replica);
+        printf("  replica: %s\n", replica);
+    }
 }
 
 int cli_status(const struct config *config, int argc, char **argv)

@@ -63,7 +63,13 @@ int job_checkpoint(struct job_context *context, struct job_result *result)
         rc = -EIO;
         goto out;
     }
-    if (db->checkpoint.mode != CHECKPOINT_PASSIVE && !blocked) {
+    /* With replication on, the WAL is restarted only by the replication
+     * thread, after it shipped every commit under the write lock
+     * (replicate/shipper.c): a RESTART or TRUNCATE here would wait for its
+     * pin, then reset the WAL under frames it had not read. So this job
+     * only backfills, which never loses a frame. */
+    bool replicated = db->replicate.target != NULL;
+    if (db->checkpoint.mode != CHECKPOINT_PASSIVE && !blocked && !replicated) {
         database_set_busy_timeout(connection, db->checkpoint.max_wait_ms, context->stop);
         rc = sqlite3_wal_checkpoint_v2(connection, NULL, (int)db->checkpoint.mode, &log_frames,
                                        &checkpointed);
@@ -94,8 +100,10 @@ int job_checkpoint(struct job_context *context, struct job_result *result)
                        checkpointed, log_frames, log_frames == 1 ? "" : "s", (long long)wal_before,
                        (long long)wal_after);
     else
-        job_result_set(result, JOB_OUTCOME_OK, "%s checkpoint: %d frame%s copied, wal %lld -> %lld bytes",
-                       config_checkpoint_mode_name(db->checkpoint.mode), checkpointed,
+        job_result_set(result, JOB_OUTCOME_OK, "%s checkpoint%s: %d frame%s copied, wal %lld -> %lld bytes",
+                       config_checkpoint_mode_name(replicated ? CHECKPOINT_PASSIVE : db->checkpoint.mode),
+                       replicated ? " (replicated: the replication thread ships, then resets the WAL)" : "",
+                       checkpointed,
                        checkpointed == 1 ? "" : "s", (long long)wal_before, (long long)wal_after);
     if (context->state) {
         struct db_facts facts = {.wal_bytes = wal_after, .checkpoint_blocked = blocked};

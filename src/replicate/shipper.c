@@ -932,7 +932,7 @@ int replica_round(struct replica *r, int64_t now_ms, bool force_reset, struct er
     /* After a base too: the WAL it was taken with ends where it was shipped,
      * so the next generation can start from its end without another base. */
     bool yield = checkpointer_waits(r);
-    if (yield || force_reset || r->based || wal_size > SHIP_RESET_WAL_BYTES)
+    if (yield || force_reset || r->based || r->row.offset > SHIP_RESET_WAL_BYTES)
         rc = reset_losslessly(r, now_ms, yield, err);
     if (rc == 0 && !r->row.ended)
         pin_renew(r);

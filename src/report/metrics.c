@@ -229,12 +229,69 @@ static void render_databases(const struct metrics_input *input, struct buffer *b
     }
 }
 
+/* Replication (replicate/shipper.c): what the target holds and how late. */
+static void render_replication(const struct metrics_input *input, struct buffer *buffer)
+{
+    const struct config *config = input->config;
+    int64_t now_ms = input->rendered_at_ms ? input->rendered_at_ms
+                                           : (int64_t)input->rendered_at * 1000;
+    static const char *const families[][3] = {
+        {"sqlprodd_replicate_lag_seconds", "gauge",
+         "Now minus the time the newest commit the agent shipped was seen."},
+        {"sqlprodd_replicate_shipped_bytes_total", "counter", "WAL bytes shipped, all generations."},
+        {"sqlprodd_replicate_generation", "gauge", "The WAL generation being shipped."},
+    };
+    for (size_t f = 0; f < sizeof families / sizeof families[0]; f++) {
+        family(buffer, families[f][0], families[f][1], families[f][2]);
+        for (size_t i = 0; i < config->database_count; i++) {
+            const struct state_replica *replica = &input->databases[i].replica;
+            char name[300];
+            if (!config->databases[i].replicate.target || replica->generation == 0)
+                continue;
+            escape_label(config->databases[i].name, name, sizeof name);
+            buffer_printf(buffer, "%s{database=\"%s\"} ", families[f][0], name);
+            if (f == 0)
+                buffer_printf(buffer, "%.3f\n",
+                              replica->last_seen_at_ms
+                                  ? (double)(now_ms - replica->last_seen_at_ms) / 1000.0
+                                  : (double)(now_ms - replica->base_taken_at_ms) / 1000.0);
+            else if (f == 1)
+                buffer_printf(buffer, "%lld\n", (long long)replica->shipped_bytes);
+            else
+                buffer_printf(buffer, "%lu\n", (unsigned long)replica->generation);
+        }
+    }
+    family(buffer, "sqlprodd_replicate_breaks_total", "counter",
+           "Breaks in the shipped WAL, each followed by a new generation from a fresh base.");
+    for (size_t i = 0; i < config->database_count; i++) {
+        const struct metrics_database *database = &input->databases[i];
+        char name[300], reason[80];
+        escape_label(config->databases[i].name, name, sizeof name);
+        for (size_t b = 0; b < database->break_count; b++) {
+            escape_label(database->breaks[b].reason, reason, sizeof reason);
+            buffer_printf(buffer, "sqlprodd_replicate_breaks_total{database=\"%s\",reason=\"%s\"} %lld\n",
+                          name, reason, (long long)database->breaks[b].count);
+        }
+    }
+}
+
+static void collect_break(void *context, const char *reason, int64_t count)
+{
+    struct metrics_database *database = context;
+    if (database->break_count >= sizeof database->breaks / sizeof database->breaks[0])
+        return;
+    snprintf(database->breaks[database->break_count].reason,
+             sizeof database->breaks[0].reason, "%s", reason);
+    database->breaks[database->break_count++].count = count;
+}
+
 int metrics_render_input(const struct metrics_input *input, char **text, size_t *size,
                          struct error *err)
 {
     struct buffer buffer = {0};
     render_jobs(input, &buffer);
     render_databases(input, &buffer);
+    render_replication(input, &buffer);
     render_database_details(input, &buffer);
     render_agent(input, &buffer);
     if (buffer.failed) {
@@ -251,7 +308,13 @@ int metrics_render_input(const struct metrics_input *input, char **text, size_t 
 int metrics_collect(const struct config *config, struct state *state, time_t now,
                     struct metrics_input *input, struct error *err)
 {
-    *input = (struct metrics_input){.config = config, .rendered_at = now};
+    struct timespec wall;
+    clock_gettime(CLOCK_REALTIME, &wall);
+    *input = (struct metrics_input){.config = config, .rendered_at = now,
+                                    .rendered_at_ms = now == wall.tv_sec
+                                                          ? (int64_t)wall.tv_sec * 1000 +
+                                                                wall.tv_nsec / 1000000
+                                                          : (int64_t)now * 1000};
     input->databases = calloc(config->database_count + 1, sizeof *input->databases);
     if (!input->databases)
         return error_set(err, -ENOMEM, "out of memory rendering metrics");
@@ -267,6 +330,11 @@ int metrics_collect(const struct config *config, struct state *state, time_t now
         database->wal_file_bytes = fs_file_size(db->path, "-wal");
         database->pending_known =
             state_pending_upload_count(state, db->name, &database->uploads_pending, NULL) == 0;
+        if (db->replicate.target) {
+            if (state_get_replica(state, db->name, &database->replica, NULL) != 0)
+                memset(&database->replica, 0, sizeof database->replica);
+            state_replica_breaks(state, db->name, collect_break, database, NULL);
+        }
     }
     return 0;
 }

@@ -22,12 +22,19 @@ struct metrics_database {
     int64_t file_bytes, wal_file_bytes; /* stat now, not at the last job */
     bool pending_known;
     int64_t uploads_pending;
+    struct state_replica replica; /* generation 0: not replicated (yet) */
+    struct {
+        char reason[32];
+        int64_t count;
+    } breaks[8];
+    size_t break_count;
 };
 
 struct metrics_input {
     const struct config *config;
     struct metrics_database *databases; /* one per config->databases[] */
     time_t rendered_at;
+    int64_t rendered_at_ms; /* for the replication lag; 0: rendered_at * 1000 */
 };
 
 /* Reads everything metrics_render_input shows; metrics_input_free frees it. */

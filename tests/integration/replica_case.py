@@ -1,6 +1,6 @@
 """The base of the replication tests (issue 16): the agent replicating one
 database, app, to a dir target or the loopback S3 server, written by
-replica_writer.py; restores judged by replica_checks.py.
+pitr_writer.py; restores judged by replica_checks.py.
 
 Not a test module itself (no test_ prefix)."""
 import json
@@ -15,7 +15,7 @@ import urllib.request
 from harness import S3TestCase
 from replica_checks import (layout_problems, random_instants, replicate_entry, restore,
                             restore_many, sync_s3)
-from replica_writer import ReplicaWriter, content_hash, create
+from pitr_writer import ReplicaWriter, content_hash, create
 
 SECONDS = float(os.environ.get("SQLPRODD_PITR_SECONDS", "25"))
 INSTANTS = int(os.environ.get("SQLPRODD_PITR_INSTANTS", "50"))

@@ -1,6 +1,6 @@
 """Checks shared by the replication tests (issue 16): the replica's layout on
 a target as sqlprodd-format(5) defines it, and point-in-time restores judged
-against the log of replica_writer.py.
+against the log of pitr_writer.py.
 
 Not a test module itself (no test_ prefix).
 """
@@ -13,7 +13,7 @@ import re
 import subprocess
 
 from harness import BIN
-from replica_writer import content_hash
+from pitr_writer import content_hash
 
 SEGMENT = re.compile(r"^(\d{12})-(\d{12})\.wal\.gz$")
 GENERATION = re.compile(r"^g(\d{8})$")

@@ -1,6 +1,6 @@
 """Continuous replication and point-in-time restore (issue 16), end to end:
 the agent ships the WAL of a database that a separate writer process
-(replica_writer.py) changes at several hundred commits per second, and
+(pitr_writer.py) changes at several hundred commits per second, and
 `sqlprodd restore DB --to X --at T` must give, for random instants T, exactly
 the database after one of the writer's commits (the same content hash),
 holding every commit that returned before T - interval and none that began

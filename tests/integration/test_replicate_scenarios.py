@@ -15,7 +15,7 @@ import unittest
 
 from replica_case import INTERVAL, RATE, ReplicaTestCase
 from replica_checks import random_instants, restore_many
-from replica_writer import ReplicaWriter, create
+from pitr_writer import ReplicaWriter, create
 
 
 class ReplicateScenarioTest(ReplicaTestCase):

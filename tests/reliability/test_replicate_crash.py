@@ -1,5 +1,5 @@
 """Replication under kill -9 (issue 16): the agent ships the WAL of a database
-that replica_writer.py changes at several hundred commits per second; the
+that pitr_writer.py changes at several hundred commits per second; the
 agent is killed with SIGKILL at random moments (SQLPRODD_REPLICA_KILLS,
 default 24) and restarted at once or after a pause, while the writer keeps
 going. Afterwards what a user relies on:
@@ -26,7 +26,7 @@ import unittest
 from reliability import AgentTestCase  # noqa: F401 (puts tests/integration on the path)
 
 from replica_checks import layout_problems, random_instants, replicate_entry, restore, restore_many
-from replica_writer import ReplicaWriter, content_hash, create
+from pitr_writer import ReplicaWriter, content_hash, create
 
 KILLS = int(os.environ.get("SQLPRODD_REPLICA_KILLS", "24"))
 SEED = int(os.environ.get("SQLPRODD_REPLICA_SEED", str(int(time.time()))))
