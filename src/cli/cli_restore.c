@@ -443,6 +443,14 @@ static const struct target_config *restore_replica_target(const struct database_
     return db->replicate.target;
 }
 
+/* SQLPRODD_RESTORE_APPLY=sqlite|pages: how a generation's WAL goes into
+ * the file (replica.h); both give the same bytes (test_restore_at.py). */
+static enum replica_apply restore_apply_method(void)
+{
+    const char *method = getenv("SQLPRODD_RESTORE_APPLY");
+    return method && strcmp(method, "sqlite") == 0 ? REPLICA_APPLY_SQLITE : REPLICA_APPLY_PAGES;
+}
+
 /* --at: rebuilds the file from the replica (replica.h), then the same
  * integrity_check as a backup gets; the file keeps WAL mode, as the
  * database had (replicate requires it). */
@@ -454,7 +462,8 @@ static int restore_unpack_replica(const struct restore_request *request,
                                       .database = request->db->name,
                                       .at_ms = request->at_ms,
                                       .output = files->output,
-                                      .stop = &cli_stop};
+                                      .stop = &cli_stop,
+                                      .apply = restore_apply_method()};
     snprintf(files->output, sizeof files->output, "%s%s", request->to, FS_TEMP_SUFFIX);
     restore_remove_temp(files->output);
     int rc = replica_restore(&replica, &files->replica, err);
@@ -546,12 +555,14 @@ static int restore(struct restore_request *request, struct error *err)
 
     if (request->at)
         printf("restored %s to %s as of the commit seen at %s (generation %s, frame %llu): %zu "
-               "commits in %zu segments over %zu generations from the base of %s, %lld bytes, "
-               "every object's sha256 and the WAL checksum chain checked, integrity_check %s, "
-               "journal_mode %s\n",
+               "commits in %zu segments over %zu generations from the base of %s (%s), %lld "
+               "bytes, every object's sha256 and the WAL checksum chain checked, "
+               "integrity_check %s, journal_mode %s\n",
                request->db->name, request->to, files.replica.seen_at, files.replica.generation,
                (unsigned long long)files.replica.frame, files.replica.commits,
                files.replica.segments, files.replica.generations, files.replica.base_generation,
+               files.replica.applied == REPLICA_APPLY_PAGES ? "pages written directly"
+                                                            : "replayed by SQLite",
                (long long)bytes, check, mode);
     else
         printf("restored %s backup %s to %s: %lld bytes, sha256 matches the manifest, "

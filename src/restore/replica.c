@@ -862,11 +862,12 @@ static int replica_replay(const char *output, const struct replica_generation *g
     }
     int64_t pages = sqlite3_column_int64(statement, 0);
     if (pages != g->target.db_pages)
-        rc = error_set(err, -EBADMSG,
-                       "after generation %s (%llu frames) %s has %lld pages, the commit says %u: "
-                       "SQLite did not replay the whole WAL",
-                       g->window.name, (unsigned long long)frames, output, (long long)pages,
-                       g->target.db_pages);
+        rc =
+            error_set(err, -EBADMSG,
+                      "after generation %s (%llu frames) %s has %lld pages, the sidecar's db_pages "
+                      "says %u: SQLite did not replay the whole WAL",
+                      g->window.name, (unsigned long long)frames, output, (long long)pages,
+                      g->target.db_pages);
 out:
     sqlite3_finalize(statement);
     sqlite3_close(db);
@@ -915,6 +916,86 @@ static int replica_build_wal(struct replica_work *work, struct replica_generatio
     return rc;
 }
 
+/*
+ * The direct apply of docs/replication-design.md 2.5.4: what SQLite's
+ * checkpoint does, without SQLite's WAL index: the last version of each
+ * page up to the cut (frames are read again from the checked WAL), written
+ * at its place in page order, then the file cut to the commit's size.
+ * Memory: 4 bytes per page of the database.
+ */
+static int replica_apply_pages(const char *output, const char *wal_path,
+                               const struct replica_generation *g, struct error *err)
+{
+    struct wal_reader reader;
+    struct wal_frame frame;
+    uint32_t *last = NULL, capacity = 0;
+    uint8_t *page = NULL;
+    int out = -1, rc;
+    int fd = open(wal_path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return error_set(err, -errno, "%s: %s", wal_path, strerror(errno));
+    if ((rc = wal_reader_open(&reader, fd, wal_path, err)) != 0) {
+        close(fd);
+        return rc;
+    }
+    uint32_t page_size = reader.header.page_size;
+    uint64_t frame_size = wal_reader_frame_size(&reader);
+    while (rc == 0 && (rc = wal_reader_next(&reader, &frame, err)) == 1) {
+        if (frame.index > g->target.frame)
+            break;
+        rc = 0;
+        if (frame.index == g->target.frame && frame.commit_size != g->target.db_pages) {
+            rc = error_set(err, -EBADMSG,
+                           "the commit frame %llu of generation %s says %u pages, the sidecar's "
+                           "db_pages says %u: the sidecar does not describe this WAL",
+                           (unsigned long long)frame.index, g->window.name, frame.commit_size,
+                           g->target.db_pages);
+            break;
+        }
+        if (frame.page_number > g->target.db_pages)
+            continue; /* beyond the commit's size: cut off below, as SQLite does */
+        if (frame.page_number >= capacity) {
+            uint32_t grown = capacity ? capacity : 1024;
+            while (grown <= frame.page_number)
+                grown *= 2;
+            uint32_t *bigger = realloc(last, grown * sizeof *last);
+            if (!bigger) {
+                rc = error_set(err, -ENOMEM, "out of memory for a map of %u pages", grown);
+                break;
+            }
+            memset(bigger + capacity, 0, (grown - capacity) * sizeof *last);
+            last = bigger;
+            capacity = grown;
+        }
+        last[frame.page_number] = (uint32_t)frame.index;
+    }
+    if (rc == 1)
+        rc = 0;
+    wal_reader_close(&reader);
+    if (rc == 0 && !(page = malloc(page_size)))
+        rc = error_set(err, -ENOMEM, "out of memory");
+    if (rc == 0 && (out = open(output, O_WRONLY | O_CLOEXEC)) < 0)
+        rc = error_set(err, -errno, "%s: %s", output, strerror(errno));
+    for (uint32_t p = 1; p < capacity && rc == 0; p++) {
+        if (!last[p])
+            continue;
+        int64_t at =
+            WAL_HEADER_SIZE + (int64_t)(last[p] - 1) * (int64_t)frame_size + WAL_FRAME_HEADER_SIZE;
+        if ((rc = io_pread_full(fd, page, page_size, at)) != 0 ||
+            (rc = io_pwrite_full(out, page, page_size, (int64_t)(p - 1) * page_size)) != 0)
+            rc = error_set(err, rc, "copying page %u of generation %s into %s: %s", p,
+                           g->window.name, output, strerror(-rc));
+    }
+    if (rc == 0 && ftruncate(out, (off_t)g->target.db_pages * page_size) != 0)
+        rc = error_set(err, -errno, "%s: %s", output, strerror(errno));
+    if (out >= 0 && close(out) != 0 && rc == 0)
+        rc = error_set(err, -errno, "%s: %s", output, strerror(errno));
+    close(fd);
+    free(page);
+    free(last);
+    return rc;
+}
+
 static int replica_apply_generation(struct replica_work *work, struct replica_generation *g,
                                     struct replica_job *jobs, struct replica_result *result,
                                     struct error *err)
@@ -933,8 +1014,13 @@ static int replica_apply_generation(struct replica_work *work, struct replica_ge
         rc = error_set(err, -errno, "%s: %s", wal_path, strerror(errno));
     if (rc == 0)
         rc = replica_check_chain(work, wal_path, g, &frames, err);
-    if (rc == 0)
+    if (rc == 0 && work->request->apply == REPLICA_APPLY_PAGES) {
+        rc = replica_apply_pages(work->request->output, wal_path, g, err);
+        result->applied = REPLICA_APPLY_PAGES;
+    } else if (rc == 0) {
         rc = replica_replay(work->request->output, g, frames, err);
+        result->applied = REPLICA_APPLY_SQLITE;
+    }
     unlink(wal_path);
     return rc;
 }

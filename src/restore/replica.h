@@ -65,6 +65,12 @@ int replica_list_windows(const struct target_config *target_config, const char *
                          struct replica_windows *out, struct error *err);
 void replica_windows_free(struct replica_windows *windows);
 
+/* How each generation's WAL goes into the file. */
+enum replica_apply {
+    REPLICA_APPLY_SQLITE = 0, /* SQLite opens it and checkpoints (TRUNCATE) */
+    REPLICA_APPLY_PAGES,      /* the last version of each page written directly */
+};
+
 struct replica_request {
     const struct target_config *target;
     const char *database;              /* name, the directory on the target */
@@ -72,6 +78,7 @@ struct replica_request {
     const char *output;                /* the database file to write (must not exist) */
     const volatile sig_atomic_t *stop; /* SIGINT/SIGTERM */
     int parallel;                      /* downloads in flight; 0: 4 */
+    enum replica_apply apply;
 };
 
 struct replica_result {
@@ -80,10 +87,11 @@ struct replica_result {
     char base_generation[32];        /* whose base.db.gz the chain starts from */
     uint64_t frame;                  /* the commit frame's index in its generation */
     uint32_t db_pages;
-    size_t generations;    /* replayed */
-    size_t segments;       /* fetched and applied */
-    size_t commits;        /* applied, over every generation */
-    int64_t fetched_bytes; /* compressed bytes downloaded */
+    size_t generations;         /* replayed */
+    size_t segments;            /* fetched and applied */
+    size_t commits;             /* applied, over every generation */
+    int64_t fetched_bytes;      /* compressed bytes downloaded */
+    enum replica_apply applied; /* how the generations went into the file */
 };
 
 /* Restores request->output as the database was after the last commit seen
