@@ -115,7 +115,8 @@ class ReplicaTestCase(S3TestCase):
     def writer_report_ok(self, report):
         self.assertEqual(report["errors"], 0, f"the application saw errors: {report['messages']}")
 
-    def window(self, kind, checkpoint="none", seconds=None, instants=None, wal_sizes=None):
+    def window(self, kind, checkpoint="none", seconds=None, instants=None, wal_sizes=None,
+               finish=True):
         """Agent + writer for SECONDS, then INSTANTS restores judged."""
         create(self.db)
         self.configure(kind)
@@ -173,7 +174,15 @@ class ReplicaTestCase(S3TestCase):
               f"stopped; {len(instants_list)} restores in {took:.1f}s, "
               f"{'all exact' if results else 'NOT all exact'}")
         self.stop_agent(agent)
+        self.pending_failures = failures
+        if finish:
+            self.fail_pending()
+        return report, commits, results
+
+    def fail_pending(self):
+        """Fails with every check of window() that failed (finish=False
+        leaves them for after the caller's own checks and prints)."""
+        failures = getattr(self, "pending_failures", [])
         if failures:
             self.fail(f"{len(failures)} failed checks:\n- " + "\n- ".join(failures))
-        return report, commits, results
 

@@ -25,7 +25,7 @@ class ReplicateScenarioTest(ReplicaTestCase):
         (100MB by default) and restores stay exact."""
         sizes = []
         report, _, _ = self.window("dir", checkpoint="passive:200", seconds=12, instants=20,
-                                   wal_sizes=sizes)
+                                   wal_sizes=sizes, finish=False)
         done = [c for c in report["checkpoints"] if "result" in c]
         self.assertTrue(done, report["checkpoints"][:5])
         self.assertTrue(all(c["result"][0] == 0 for c in done), done[:10])
@@ -34,13 +34,15 @@ class ReplicateScenarioTest(ReplicaTestCase):
         print(f"application PASSIVE checkpoints: {len(done)}, share of frames backfilled "
               f"{backfilled:.0%}, WAL max {max(sizes or [0]) / 1048576:.1f} MiB")
         self.assertLess(max(sizes or [0]), 100 * 1024 * 1024)
+        self.fail_pending()
 
     def test_application_truncate_checkpoints_succeed_and_wait_little(self):
         """The application's TRUNCATE checkpoint (busy timeout 5 s, every 500
         commits) beside the agent: what it meets is printed for the man page;
         none of its commits fails, every TRUNCATE succeeds (busy = 0) and none
         waits anywhere near the busy timeout."""
-        report, _, _ = self.window("dir", checkpoint="truncate:500", seconds=15, instants=20)
+        report, _, _ = self.window("dir", checkpoint="truncate:500", seconds=15, instants=20,
+                                   finish=False)
         done = report["checkpoints"]
         waits = sorted(c["ms"] for c in done)
         print("application TRUNCATE checkpoints (k, result [busy, log, checkpointed], ms):")
@@ -53,6 +55,7 @@ class ReplicateScenarioTest(ReplicaTestCase):
         self.assertEqual([c for c in done if "error" in c or c["result"][0] != 0], [],
                          "an application TRUNCATE checkpoint failed or returned busy")
         self.assertLess(waits[-1], 2500, "a TRUNCATE waited for more than half its busy timeout")
+        self.fail_pending()
 
     def test_wal_reset_while_agent_down_starts_a_new_generation(self):
         """The agent stops; the application's TRUNCATE checkpoints reset the
