@@ -77,12 +77,18 @@ class ReplicateCrashTest(AgentTestCase):
         self.assertEqual(report["errors"], 0, report["messages"])
         commits = writer.commits()
         last = max(commits)
-        self.wait_for(lambda: latest_k() == last, timeout=60, interval=0.3,
-                      what=f"the replica to reach the last commit {last}")
+        # every check runs and reports, so one failure does not hide the others
+        failures = []
+        try:
+            self.wait_for(lambda: latest_k() == last, timeout=60, interval=0.3,
+                          what=f"the replica to reach the last commit {last}")
+        except AssertionError as e:
+            failures.append(str(e)[:1500])
         self.stop_agent(agent)
 
         problems, generations = layout_problems(os.path.join(offsite, "app", "replica"))
-        self.assertEqual(problems, [], "gap, overlap or stray object on the target")
+        if problems:
+            failures.append(f"gap, overlap or stray object on the target: {problems[:10]}")
         print(f"{KILLS} kills, {report['commits']} commits, {len(generations)} generations, "
               f"{sum(len(s) for s in generations.values())} segments", file=sys.stderr)
 
@@ -93,11 +99,16 @@ class ReplicateCrashTest(AgentTestCase):
             return not any(killed - 0.05 < at < restarted + 1.2 for killed, restarted in downs)
 
         instants = random_instants(commits, 30, INTERVAL, seed=SEED)
-        results = restore_many(self, self.config_path, "app", instants, commits, INTERVAL,
-                               self.dir, lower_bound=agent_was_up)
-        print(f"{len(results)} restores exact, "
-              f"{sum(agent_was_up(r[0]) for r in results)} with the lower bound checked",
-              file=sys.stderr)
+        try:
+            results = restore_many(self, self.config_path, "app", instants, commits, INTERVAL,
+                                   self.dir, lower_bound=agent_was_up)
+            print(f"{len(results)} restores exact, "
+                  f"{sum(agent_was_up(r[0]) for r in results)} with the lower bound checked",
+                  file=sys.stderr)
+        except AssertionError as e:
+            failures.append(str(e)[:3000])
+        if failures:
+            self.fail(f"{len(failures)} failed checks:\n- " + "\n- ".join(failures))
 
 
 if __name__ == "__main__":
