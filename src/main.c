@@ -81,6 +81,49 @@ static void handle_stop_signal(int signal_number)
     cli_stop = 1;
 }
 
+/* Loads the configuration; on mistakes prints each with its FILE:LINE and,
+ * for `run`, tells systemd why the agent did not start. NULL then. */
+static struct config *main_load_config(const char *config_path, const char *command)
+{
+    struct config *config = NULL;
+    struct config_diagnostics diagnostics = {0};
+    if (config_load(config_path, &config, &diagnostics) == 0) {
+        config_diagnostics_free(&diagnostics);
+        log_set_level(config->log_level);
+        return config;
+    }
+    for (size_t i = 0; i < diagnostics.count; i++)
+        fprintf(stderr, "%s\n", diagnostics.lines[i]);
+    fprintf(stderr, "sqlprodd: %s: %zu error%s in the configuration\n", config_path,
+            diagnostics.count, diagnostics.count == 1 ? "" : "s");
+    if (strcmp(command, "run") == 0) {
+        /* Under systemd, `systemctl status` should say why it did not start. */
+        char status[1200];
+        snprintf(status, sizeof status, "not started: %zu error%s in %s, first: %s",
+                 diagnostics.count, diagnostics.count == 1 ? "" : "s", config_path,
+                 diagnostics.count ? diagnostics.lines[0] : "unknown");
+        notify_failure(status, EINVAL);
+    }
+    config_diagnostics_free(&diagnostics);
+    return NULL;
+}
+
+/* A one-off command: SIGINT and SIGTERM ask its jobs to stop cleanly. */
+static int main_run_command(const struct command *entry, struct config *config, const char *command,
+                            int argc, char **argv)
+{
+    struct sigaction action = {.sa_handler = handle_stop_signal};
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGINT, &action, NULL);
+    sigaction(SIGTERM, &action, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    int status =
+        entry->run ? entry->run(config, argc, argv) : cli_run_job(config, command, argc, argv);
+    config_free(config);
+    return status;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option options[] = {
@@ -123,29 +166,9 @@ int main(int argc, char **argv)
         return CLI_USAGE;
     }
 
-    struct config *config = NULL;
-    struct config_diagnostics diagnostics = {0};
-    if (config_load(config_path, &config, &diagnostics) != 0) {
-        for (size_t i = 0; i < diagnostics.count; i++)
-            fprintf(stderr, "%s\n", diagnostics.lines[i]);
-        fprintf(stderr, "sqlprodd: %s: %zu error%s in the configuration\n", config_path,
-                diagnostics.count, diagnostics.count == 1 ? "" : "s");
-        if (strcmp(command, "run") == 0) {
-            /* Under systemd, `systemctl status` should say why it did not start. */
-            char status[1200];
-            snprintf(status, sizeof status, "not started: %zu error%s in %s, first: %s",
-                     diagnostics.count, diagnostics.count == 1 ? "" : "s", config_path,
-                     diagnostics.count ? diagnostics.lines[0] : "unknown");
-            notify_failure(status, EINVAL);
-        }
-        config_diagnostics_free(&diagnostics);
-        if (entry->run == cli_reload)
-            return cli_reload(NULL, command_argc, command_argv);
-        return CLI_USAGE;
-    }
-    config_diagnostics_free(&diagnostics);
-    log_set_level(config->log_level);
-
+    struct config *config = main_load_config(config_path, command);
+    if (!config) /* reload still signals: the agent then shows the refusal */
+        return entry->run == cli_reload ? cli_reload(NULL, command_argc, command_argv) : CLI_USAGE;
     if (entry == &commands[0]) { /* run */
         if (command_argc > 1) {
             fprintf(stderr, "sqlprodd: run takes no arguments\n");
@@ -154,15 +177,5 @@ int main(int argc, char **argv)
         }
         return agent_run(config, config_path) == 0 ? CLI_OK : CLI_FAILED;
     }
-
-    struct sigaction action = {.sa_handler = handle_stop_signal};
-    sigemptyset(&action.sa_mask);
-    sigaction(SIGINT, &action, NULL);
-    sigaction(SIGTERM, &action, NULL);
-    signal(SIGPIPE, SIG_IGN);
-
-    int status = entry->run ? entry->run(config, command_argc, command_argv)
-                            : cli_run_job(config, command, command_argc, command_argv);
-    config_free(config);
-    return status;
+    return main_run_command(entry, config, command, command_argc, command_argv);
 }

@@ -207,8 +207,9 @@ static void check_type_keys(struct config_reader *reader, const config_setting_t
     }
 }
 
-static int read_s3_target(struct config_reader *reader, const config_setting_t *entry,
-                          const char *key, struct target_config *target)
+/* Where the S3 server is: `endpoint` (a URL) or, on AWS, `region` alone. */
+static int read_s3_location(struct config_reader *reader, const config_setting_t *entry,
+                            const char *key, struct target_config *target)
 {
     config_value_string(reader, entry, key, "region", &target->region);
     if (config_value_string(reader, entry, key, "endpoint", &target->endpoint) ==
@@ -259,11 +260,19 @@ static int read_s3_target(struct config_reader *reader, const config_setting_t *
     if (!target->prefix && !(target->prefix = strdup("")))
         return -ENOMEM;
     config_value_bool(reader, entry, key, "path_style", &target->path_style);
+    return 0;
+}
+
+/* What the S3 target signs with: a credentials file, or a systemd credential. */
+static int read_s3_credentials(struct config_reader *reader, const config_setting_t *entry,
+                               const char *key, struct target_config *target)
+{
     config_value_path(reader, entry, key, "credentials_file", &target->credentials_file);
     /* A credential is a file name in $CREDENTIALS_DIRECTORY (systemd.exec(5)). */
     if (config_value_string(reader, entry, key, "credential", &target->credential) ==
         CONFIG_VALUE_SET) {
         const config_setting_t *member = config_setting_get_member(entry, "credential");
+        char member_key[CONFIG_KEY_SIZE];
         config_key_join(member_key, sizeof member_key, key, "credential");
         if (!*target->credential || strchr(target->credential, '/') ||
             strcmp(target->credential, ".") == 0 || strcmp(target->credential, "..") == 0)
@@ -278,7 +287,14 @@ static int read_s3_target(struct config_reader *reader, const config_setting_t *
     config_value_string(reader, entry, key, "profile", &target->profile);
     if (!target->profile && !(target->profile = strdup("default")))
         return -ENOMEM;
+    return 0;
+}
 
+/* How objects are written: part size, storage class, encryption, TLS. */
+static int read_s3_uploads(struct config_reader *reader, const config_setting_t *entry,
+                           const char *key, struct target_config *target)
+{
+    char member_key[CONFIG_KEY_SIZE];
     if (config_value_size(reader, entry, key, "part_size", &target->part_size) ==
             CONFIG_VALUE_SET &&
         (target->part_size < PART_SIZE_MINIMUM || target->part_size > PART_SIZE_MAXIMUM)) {
@@ -306,6 +322,17 @@ static int read_s3_target(struct config_reader *reader, const config_setting_t *
     return 0;
 }
 
+static int read_s3_target(struct config_reader *reader, const config_setting_t *entry,
+                          const char *key, struct target_config *target)
+{
+    int rc = read_s3_location(reader, entry, key, target);
+    if (rc == 0)
+        rc = read_s3_credentials(reader, entry, key, target);
+    if (rc == 0)
+        rc = read_s3_uploads(reader, entry, key, target);
+    return rc;
+}
+
 static int read_target(struct config_reader *reader, const config_setting_t *entry, unsigned index,
                        struct config *config)
 {
@@ -315,12 +342,8 @@ static int read_target(struct config_reader *reader, const config_setting_t *ent
     target->part_size = 16LL * 1024 * 1024;
     char key[CONFIG_KEY_SIZE];
     snprintf(key, sizeof key, "targets[%u]", index);
-    if (config_setting_type(entry) != CONFIG_TYPE_GROUP) {
-        config_report(reader, entry, key,
-                      "expected a group { name = ...; type = ...; ... }, got %s",
-                      config_type_phrase(entry));
+    if (!config_entry_is_group(reader, entry, key, "{ name = ...; type = ...; ... }"))
         return 0;
-    }
     config_value_entry_name(reader, entry, "targets", index,
                             "what upload = { target = ...; } refers to", &target->name, key,
                             sizeof key);

@@ -569,12 +569,8 @@ static int read_entry(struct config_reader *reader, const config_setting_t *entr
     database->line = config_setting_source_line(entry);
     char index_key[CONFIG_KEY_SIZE];
     snprintf(index_key, sizeof index_key, "databases[%u]", index);
-    if (config_setting_type(entry) != CONFIG_TYPE_GROUP) {
-        config_report(reader, entry, index_key,
-                      "expected a group { name = ...; path = ...; }, got %s",
-                      config_type_phrase(entry));
+    if (!config_entry_is_group(reader, entry, index_key, "{ name = ...; path = ...; }"))
         return 0;
-    }
 
     struct database_draft draft;
     if (draft_copy(&draft, defaults) != 0)

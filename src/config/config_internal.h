@@ -166,6 +166,11 @@ enum config_value_result config_value_name(struct config_reader *reader,
                                            const config_setting_t *group, const char *group_key,
                                            char **out);
 
+/* Whether an entry of a list is a group; reports "expected a group SHAPE,
+ * got ..." at KEY when it is not. */
+bool config_entry_is_group(struct config_reader *reader, const config_setting_t *entry,
+                          const char *key, const char *shape);
+
 /* The name of entry number `index` of a list ("databases", "targets"), and
  * the key its messages use: "LIST.NAME" when the name is usable, else
  * "LIST[INDEX]" so that messages still point somewhere. `purpose` says what

@@ -28,6 +28,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/io.h"
+
 /* One file being scanned. */
 struct scan {
     struct config_reader *reader;
@@ -218,126 +220,156 @@ static size_t scan_directive(struct scan *scan, size_t at, int line, int *rc)
 }
 
 /* The pass itself: one state per kind of long token. */
-static int scan_text(struct scan *scan)
-{
-    enum { CODE, STRING, LINE_COMMENT, BLOCK_COMMENT } state = CODE;
-    const char *text = scan->text;
-    int line = 1, string_line = 0, reported_until = 0;
-    size_t line_start = 0, string_start = 0;
-    bool at_line_start = true;
+/* Where scan_text is in the text: the lexical state and what a fault found
+ * there must name. */
+struct lexer {
+    enum { CODE, STRING, LINE_COMMENT, BLOCK_COMMENT } state;
+    int line, string_line, reported_until;
+    size_t line_start, string_start;
+    bool at_line_start;
     /* The name of the setting being written ("path" in `path = "..."`), so
      * that a fault in its value names it; libconfig has not built the tree
      * that would give the full key yet. */
-    char name[CONFIG_KEY_SIZE] = "";
-    size_t word_start = 0, word_length = 0;
+    char name[CONFIG_KEY_SIZE];
+    size_t word_start, word_length;
+};
 
+static bool lex_is_word_char(char c, size_t word_length)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_' || c == '*' ||
+           (c == '-' && word_length > 0) || (c >= '0' && c <= '9' && word_length > 0);
+}
+
+/* One character of code at *i (which it may move past what it consumed). */
+static int lex_code(struct scan *scan, struct lexer *lx, size_t *i)
+{
+    const char *text = scan->text;
+    char c = text[*i];
+    if (lex_is_word_char(c, lx->word_length)) {
+        if (lx->word_length == 0 || lx->word_start + lx->word_length != *i) {
+            lx->word_start = *i;
+            lx->word_length = 0;
+        }
+        lx->word_length++;
+        return 0;
+    }
+    if ((c == '=' || c == ':') && lx->word_length > 0) {
+        size_t copied =
+            lx->word_length < sizeof lx->name - 1 ? lx->word_length : sizeof lx->name - 1;
+        memcpy(lx->name, text + lx->word_start, copied);
+        lx->name[copied] = '\0';
+    }
+    if (c != ' ' && c != '\t' && c != '\n' && c != '\r')
+        lx->word_length = 0;
+    if (c >= '0' && c <= '9') {
+        bool is_integer, out_of_range;
+        size_t start = *i > 0 && (text[*i - 1] == '-' || text[*i - 1] == '+') ? *i - 1 : *i;
+        size_t end = scan_integer(text, scan->length, *i, &is_integer, &out_of_range);
+        if (is_integer && out_of_range &&
+            !note_site(scan, lx->line, lx->name, CONFIG_LITERAL_OUT_OF_RANGE, text + start,
+                       end - start))
+            return -ENOMEM;
+        /* The rest of a decimal number is only digits and signs. */
+        *i = end - 1;
+        return 0;
+    }
+    if (c == '"') {
+        lx->state = STRING;
+        lx->string_start = *i;
+        lx->string_line = lx->line;
+    } else if (c == '#' || (c == '/' && *i + 1 < scan->length && text[*i + 1] == '/')) {
+        lx->state = LINE_COMMENT;
+    } else if (c == '/' && *i + 1 < scan->length && text[*i + 1] == '*') {
+        lx->state = BLOCK_COMMENT;
+        (*i)++;
+    }
+    return 0;
+}
+
+static void lex_report_long_string(struct scan *scan, const struct lexer *lx, size_t length)
+{
+    config_report_at(scan->reader, scan->file, lx->string_line, lx->name[0] ? lx->name : NULL,
+                     "quoted string too long (%zu bytes, at most %d)", length,
+                     CONFIG_LITERAL_MAXIMUM);
+}
+
+/* One character inside a quoted string at *i. */
+static int lex_string(struct scan *scan, struct lexer *lx, size_t *i)
+{
+    const char *text = scan->text;
+    char c = text[*i];
+    if (c == '\\' && *i + 1 < scan->length) {
+        /* libconfig turns \xHH into that byte, and \x00 ends its string. */
+        if (text[*i + 1] == 'x' && *i + 3 < scan->length && text[*i + 2] == '0' &&
+            text[*i + 3] == '0' &&
+            !note_site(scan, lx->string_line, lx->name, CONFIG_LITERAL_NUL, NULL, 0))
+            return -ENOMEM;
+        if (text[*i + 1] != '\n')
+            (*i)++;
+    } else if (c == '\0') {
+        if (!note_site(scan, lx->string_line, lx->name, CONFIG_LITERAL_NUL, NULL, 0))
+            return -ENOMEM;
+    } else if (c == '"') {
+        lx->state = CODE;
+        if (*i - lx->string_start - 1 > CONFIG_LITERAL_MAXIMUM) {
+            lex_report_long_string(scan, lx, *i - lx->string_start - 1);
+            lx->reported_until = lx->line;
+        }
+    }
+    return 0;
+}
+
+static int scan_text(struct scan *scan)
+{
+    struct lexer lx = {.state = CODE, .line = 1, .at_line_start = true};
     for (size_t i = 0; i <= scan->length; i++) {
-        char c = i < scan->length ? text[i] : '\n';
+        char c = i < scan->length ? scan->text[i] : '\n';
         if (c == '\n' || i == scan->length) {
-            size_t length = i - line_start;
+            size_t length = i - lx.line_start;
             /* A line made long by a string already reported is not news. */
-            if (length > CONFIG_LINE_MAXIMUM && line > reported_until)
-                config_report_at(scan->reader, scan->file, line, NULL,
+            if (length > CONFIG_LINE_MAXIMUM && lx.line > lx.reported_until)
+                config_report_at(scan->reader, scan->file, lx.line, NULL,
                                  "line too long (%zu bytes, at most %d)", length,
                                  CONFIG_LINE_MAXIMUM);
         }
         if (i == scan->length)
             break;
-        if (at_line_start && state == CODE) {
+        if (lx.at_line_start && lx.state == CODE) {
             int rc = 0;
-            size_t after = scan_directive(scan, i, line, &rc);
+            size_t after = scan_directive(scan, i, lx.line, &rc);
             if (rc != 0)
                 return rc;
-            at_line_start = false;
+            lx.at_line_start = false;
             if (after != i) {
                 i = after - 1;
                 continue;
             }
         }
-        switch (state) {
-        case CODE:
-            if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_' || c == '*' ||
-                (c == '-' && word_length > 0) || (c >= '0' && c <= '9' && word_length > 0)) {
-                if (word_length == 0 || word_start + word_length != i) {
-                    word_start = i;
-                    word_length = 0;
-                }
-                word_length++;
-                break;
-            }
-            if ((c == '=' || c == ':') && word_length > 0) {
-                size_t copied = word_length < sizeof name - 1 ? word_length : sizeof name - 1;
-                memcpy(name, text + word_start, copied);
-                name[copied] = '\0';
-            }
-            if (c != ' ' && c != '\t' && c != '\n' && c != '\r')
-                word_length = 0;
-            if (c >= '0' && c <= '9') {
-                bool is_integer, out_of_range;
-                size_t start = i > 0 && (text[i - 1] == '-' || text[i - 1] == '+') ? i - 1 : i;
-                size_t end = scan_integer(text, scan->length, i, &is_integer, &out_of_range);
-                if (is_integer && out_of_range &&
-                    !note_site(scan, line, name, CONFIG_LITERAL_OUT_OF_RANGE, text + start,
-                               end - start))
-                    return -ENOMEM;
-                /* The rest of a decimal number is only digits and signs. */
-                i = end - 1;
-                break;
-            }
-            if (c == '"') {
-                state = STRING;
-                string_start = i;
-                string_line = line;
-            } else if (c == '#' || (c == '/' && i + 1 < scan->length && text[i + 1] == '/')) {
-                state = LINE_COMMENT;
-            } else if (c == '/' && i + 1 < scan->length && text[i + 1] == '*') {
-                state = BLOCK_COMMENT;
-                i++;
-            }
-            break;
-        case STRING:
-            if (c == '\\' && i + 1 < scan->length) {
-                /* libconfig turns \xHH into that byte, and \x00 ends its string. */
-                if (text[i + 1] == 'x' && i + 3 < scan->length && text[i + 2] == '0' &&
-                    text[i + 3] == '0' &&
-                    !note_site(scan, string_line, name, CONFIG_LITERAL_NUL, NULL, 0))
-                    return -ENOMEM;
-                if (text[i + 1] != '\n')
-                    i++;
-            } else if (c == '\0') {
-                if (!note_site(scan, string_line, name, CONFIG_LITERAL_NUL, NULL, 0))
-                    return -ENOMEM;
-            } else if (c == '"') {
-                state = CODE;
-                if (i - string_start - 1 > CONFIG_LITERAL_MAXIMUM) {
-                    config_report_at(scan->reader, scan->file, string_line, name[0] ? name : NULL,
-                                     "quoted string too long (%zu bytes, at most %d)",
-                                     i - string_start - 1, CONFIG_LITERAL_MAXIMUM);
-                    reported_until = line;
-                }
-            }
-            break;
+        int rc = 0;
+        switch (lx.state) {
+        case CODE: rc = lex_code(scan, &lx, &i); break;
+        case STRING: rc = lex_string(scan, &lx, &i); break;
         case LINE_COMMENT:
             if (c == '\n')
-                state = CODE;
+                lx.state = CODE;
             break;
         case BLOCK_COMMENT:
-            if (c == '*' && i + 1 < scan->length && text[i + 1] == '/') {
-                state = CODE;
+            if (c == '*' && i + 1 < scan->length && scan->text[i + 1] == '/') {
+                lx.state = CODE;
                 i++;
             }
             break;
         }
+        if (rc != 0)
+            return rc;
         if (c == '\n') {
-            line++;
-            line_start = i + 1;
-            at_line_start = true;
+            lx.line++;
+            lx.line_start = i + 1;
+            lx.at_line_start = true;
         }
     }
-    if (state == STRING && scan->length - string_start - 1 > CONFIG_LITERAL_MAXIMUM)
-        config_report_at(scan->reader, scan->file, string_line, name[0] ? name : NULL,
-                         "quoted string too long (%zu bytes, at most %d)",
-                         scan->length - string_start - 1, CONFIG_LITERAL_MAXIMUM);
+    if (lx.state == STRING && scan->length - lx.string_start - 1 > CONFIG_LITERAL_MAXIMUM)
+        lex_report_long_string(scan, &lx, scan->length - lx.string_start - 1);
     return 0;
 }
 
@@ -393,17 +425,15 @@ static int read_bounded(const char *path, size_t room, char **out, size_t *lengt
             buffer = grown;
             capacity = grown_capacity;
         }
-        ssize_t got = read(fd, buffer + used, capacity - used);
-        if (got < 0 && errno == EINTR)
-            continue;
+        ssize_t got = io_read_full(fd, buffer + used, capacity - used);
         if (got < 0) {
-            rc = -errno;
+            rc = (int)got;
             free(buffer);
             goto out;
         }
-        if (got == 0)
-            break;
         used += (size_t)got;
+        if (used < capacity)
+            break; /* end of file */
     }
     if (used > room) {
         *too_large = true;

@@ -329,6 +329,16 @@ enum config_value_result config_value_name(struct config_reader *reader,
     return store_copy(reader, name, out);
 }
 
+bool config_entry_is_group(struct config_reader *reader, const config_setting_t *entry,
+                          const char *key, const char *shape)
+{
+    if (config_setting_type(entry) == CONFIG_TYPE_GROUP)
+        return true;
+    config_report(reader, entry, key, "expected a group %s, got %s", shape,
+                  config_type_phrase(entry));
+    return false;
+}
+
 void config_value_entry_name(struct config_reader *reader, const config_setting_t *entry,
                              const char *list, unsigned index, const char *purpose, char **out,
                              char *key, size_t key_size)
@@ -353,6 +363,23 @@ enum config_value_result config_value_bool(struct config_reader *reader,
     return result;
 }
 
+/* "must be between MIN and MAX, got TEXT"; an open range (no maximum but
+ * INT_MAX) has no "between": say which end was crossed. */
+static void int_report_range(struct config_reader *reader, const config_setting_t *member,
+                             const char *group_key, const char *name, int minimum, int maximum,
+                             bool above, const char *text)
+{
+    char key[CONFIG_KEY_SIZE];
+    config_key_join(key, sizeof key, group_key, name);
+    if (maximum != INT_MAX)
+        config_report(reader, member, key, "must be between %d and %d, got %s", minimum, maximum,
+                      text);
+    else if (above)
+        config_report(reader, member, key, "too large (at most %d), got %s", maximum, text);
+    else
+        config_report(reader, member, key, "must be %d or more, got %s", minimum, text);
+}
+
 enum config_value_result config_value_int(struct config_reader *reader,
                                           const config_setting_t *group, const char *group_key,
                                           const char *name, int minimum, int maximum, int *out)
@@ -367,30 +394,16 @@ enum config_value_result config_value_int(struct config_reader *reader,
     const struct config_literal_site *site =
         config_literal_fault(reader, member, CONFIG_LITERAL_OUT_OF_RANGE);
     if (site) {
-        char key[CONFIG_KEY_SIZE];
-        config_key_join(key, sizeof key, group_key, name);
-        if (maximum != INT_MAX)
-            config_report(reader, member, key, "must be between %d and %d, got %s", minimum,
-                          maximum, site->text);
-        else if (site->text[0] == '-')
-            config_report(reader, member, key, "must be %d or more, got %s", minimum, site->text);
-        else
-            config_report(reader, member, key, "too large (at most %d), got %s", maximum,
-                          site->text);
+        int_report_range(reader, member, group_key, name, minimum, maximum, site->text[0] != '-',
+                         site->text);
         return CONFIG_VALUE_INVALID;
     }
     long long value = config_setting_get_int64(member);
     if (value < minimum || value > maximum) {
-        char key[CONFIG_KEY_SIZE];
-        config_key_join(key, sizeof key, group_key, name);
-        /* An open range has no "between": say which end was crossed. */
-        if (maximum == INT_MAX && value > maximum)
-            config_report(reader, member, key, "too large (at most %d), got %lld", maximum, value);
-        else if (maximum == INT_MAX)
-            config_report(reader, member, key, "must be %d or more, got %lld", minimum, value);
-        else
-            config_report(reader, member, key, "must be between %d and %d, got %lld", minimum,
-                          maximum, value);
+        char text[32];
+        snprintf(text, sizeof text, "%lld", value);
+        int_report_range(reader, member, group_key, name, minimum, maximum, value > maximum,
+                         text);
         return CONFIG_VALUE_INVALID;
     }
     *out = (int)value;

@@ -30,18 +30,18 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "config/advice.h"
 #include "archive/archive.h"
 #include "archive/archive_early.h"
 #include "archive/catalog.h"
 #include "archive/copy_watch.h"
-#include "db/database.h"
+#include "archive/manifest.h"
+#include "config/advice.h"
 #include "core/fsutil.h"
 #include "core/io.h"
-#include "jobs/job.h"
 #include "core/log.h"
-#include "archive/manifest.h"
 #include "core/priority.h"
+#include "db/database.h"
+#include "jobs/job.h"
 
 struct backup_paths {
     char directory[4096];
@@ -382,6 +382,31 @@ static int backup_prepare_paths(const struct database_config *db, time_t created
     return 0;
 }
 
+/* Makes the archive in place a backup: queues its upload, then writes its
+ * manifest. On failure the archive is removed: without both it is not a
+ * backup. */
+static int backup_publish(struct job_context *context, const struct backup_paths *paths,
+                          time_t created, const struct manifest *manifest, struct error *err)
+{
+    const struct database_config *db = context->database;
+    int rc;
+    /* Queue the upload before the manifest makes the archive a backup: a
+     * crash in between then leaves an unfinished archive (removed at the next
+     * start, and dropped from the queue as gone), never a complete backup that
+     * nothing will upload and that retention may delete. */
+    if (context->state && db->upload.target &&
+        (rc = state_enqueue_upload(context->state, db->name, db->upload.target->name,
+                                   paths->archive, created, err)) != 0) {
+        error_prefix(err, "cannot queue the upload: ");
+        unlink(paths->archive);
+        return rc;
+    }
+    rc = manifest_write(paths->manifest, manifest, err);
+    if (rc != 0)
+        unlink(paths->archive);
+    return rc;
+}
+
 int job_backup(struct job_context *context, struct job_result *result)
 {
     const struct database_config *db = context->database;
@@ -421,23 +446,9 @@ int job_backup(struct job_context *context, struct job_result *result)
     temp_made = false;
     snprintf(manifest.archive_sha256, sizeof manifest.archive_sha256, "%s", archived.sha256);
     manifest.archive_bytes = archived.output_bytes;
-    /* Queue the upload before the manifest makes the archive a backup: a
-     * crash in between then leaves an unfinished archive (removed at the next
-     * start, and dropped from the queue as gone), never a complete backup that
-     * nothing will upload and that retention may delete. */
-    if (context->state && db->upload.target &&
-        (rc = state_enqueue_upload(context->state, db->name, db->upload.target->name, paths.archive,
-                                   created, &err)) != 0) {
-        error_prefix(&err, "cannot queue the upload: ");
-        unlink(paths.archive);
+    rc = backup_publish(context, &paths, created, &manifest, &err);
+    if (rc != 0)
         goto fail;
-    }
-    rc = manifest_write(paths.manifest, &manifest, &err);
-    if (rc != 0) {
-        /* Without its manifest the archive is not a backup: do not leave it. */
-        unlink(paths.archive);
-        goto fail;
-    }
 
     if (context->state) {
         struct db_facts facts = {.backup_last_bytes = archived.output_bytes,

@@ -57,6 +57,11 @@ struct replica {
     bool not_wal;                                /* out of WAL mode, break already counted */
     bool based;                                  /* a base was taken this round */
     int db_fd, shm_fd;                           /* see keep_open */
+    /* The row's `ended` was set by this process, which has held the pin
+     * since: only then does a restarted or emptied WAL prove nothing was
+     * written after the end shipped. After a restart of the agent the
+     * application may have appended and restarted meanwhile. */
+    bool end_trusted;
 };
 
 static int64_t mtime_ns(const struct stat *st)
@@ -296,6 +301,8 @@ static bool shm_lock_held(int shm, off_t offset, short type)
         return false;
     return lock.l_type != F_UNLCK;
 }
+
+static bool checkpointer_waits(struct replica *r);
 
 /* ---- shipping ---- */
 
@@ -620,12 +627,13 @@ static int continue_generation(struct replica *r, struct wal_reader *reader, int
     int rc = spool_base_json(r, &base, &object, err);
     if (rc < 0)
         return rc;
+    log_event(LOG_INFO, r->db->name, "replicate",
+              "generation %" PRIu32 " continues from the end of generation %" PRIu32
+              " (WAL restarted once: salt-1 %08" PRIx32 ", checkpoint sequence %" PRIu32 ")",
+              from + 1, from, reader->header.salt[0], reader->header.checkpoint_sequence);
     r->row.generation = from + 1;
     r->row.ended = false;
     position_to_row(&reader->next, &r->row);
-    log_event(LOG_INFO, r->db->name, "replicate",
-              "generation %" PRIu32 " continues from the end of generation %" PRIu32,
-              r->row.generation, from);
     return ship_segments(r, reader, fd, now_ms, &object, 1, from, NULL, err);
 }
 
@@ -698,6 +706,23 @@ static int reset_losslessly(struct replica *r, int64_t now_ms, bool yield, struc
     if (!readers && (yield || (log_frames == done && r->row.frame_index == (uint64_t)log_frames))) {
         r->row.ended = true;
         rc = state_save_replica(r->state, r->db->name, &r->row, NULL, 0, 0, 0, 0, NULL, err);
+        /* Re-pin before letting the write lock go. Everything is backfilled,
+         * so this reader uses read mark 0: it does not stop the next writer
+         * from restarting the WAL (which needs marks 1..4 free), but a
+         * checkpoint cannot backfill past it (that needs mark 0), so the
+         * WAL cannot restart a second time before the next round reads the
+         * new generation (design 2.3 step 4). Not when yielding: the
+         * waiting checkpointer has not backfilled yet, and would wait. */
+        if (rc == 0 && yield) {
+            /* Wait (a few ms at a time, at most 5 s) for the application's
+             * checkpoint to finish before pinning, or it would wait for us. */
+            for (int i = 0; i < 1000 && checkpointer_waits(r) && !(r->stop && *r->stop); i++)
+                io_sleep_ms(5, 5, r->stop);
+        }
+        if (rc == 0) {
+            pin_renew(r);
+            r->end_trusted = true;
+        }
     }
 out:
     if (fd >= 0) {
@@ -869,6 +894,11 @@ int replica_round(struct replica *r, int64_t now_ms, bool force_reset, struct er
         struct wal_position saved;
         enum wal_resume resume = WAL_RESUME_NO_HEADER;
         position_from_row(&r->row, &saved);
+        /* An end recorded before the agent restarted: pin first, then look;
+         * the generation still ending there (no restart seen, nothing after
+         * it) is then proof that nothing was written since. */
+        if (r->row.ended && !r->end_trusted)
+            pin_renew(r);
         if (fd >= 0 && r->row.page_size == 0) {
             /* The base found no WAL header: the first one to appear is this
              * generation's. */
@@ -887,12 +917,15 @@ int replica_round(struct replica *r, int64_t now_ms, bool force_reset, struct er
                 switch (resume) {
                 case WAL_RESUME_CONTINUES:
                     rc = ship_segments(r, &reader, fd, now_ms, NULL, 0, 0, NULL, err);
+                    if (rc == 0 && r->row.ended && r->pin)
+                        r->end_trusted = true;
                     break;
                 case WAL_RESUME_RESTARTED:
                     /* Clean only after the agent's own reset, and only the very
                      * next restart (salt-1 + 1): anything else may have lost
                      * commits between the saved position and the restart. */
-                    if (r->row.ended && reader.header.salt[0] == r->row.salt[0] + 1 &&
+                    if (r->row.ended && r->end_trusted &&
+                        reader.header.salt[0] == r->row.salt[0] + 1 &&
                         reader.header.checkpoint_sequence == r->row.checkpoint_sequence + 1)
                         rc = continue_generation(r, &reader, fd, now_ms, err);
                     else {
@@ -920,7 +953,8 @@ int replica_round(struct replica *r, int64_t now_ms, bool force_reset, struct er
         }
         if (fd >= 0)
             close(fd);
-        if (rc == 0 && resume == WAL_RESUME_NO_HEADER && !r->row.ended && r->row.page_size != 0)
+        if (rc == 0 && resume == WAL_RESUME_NO_HEADER && !(r->row.ended && r->end_trusted) &&
+            r->row.page_size != 0)
             rc = start_over(r, now_ms, "no_header",
                             "the WAL was emptied or removed before every commit in it was "
                             "shipped",

@@ -251,13 +251,16 @@ class ReplicationBreaks(ReplicaTestCase):
         old = self.generations()
         old_end = {g: self.assert_contiguous(g) for g in old}
         # The application restarts its WAL with nobody shipping.
+        # The writer keeps its connection open, so the agent meets a WAL
+        # restarted several times (not emptied by a last close).
         writer = self.start_writer(rate=200, mode="TRUNCATE", every=0.3)
         time.sleep(1.5)
-        self.stop_writer(writer)
         agent = self.start_agent()
+        time.sleep(1.5)
+        self.stop_writer(writer)
         expected = self.wait_shipped()
         log = self.agent_log()
-        self.assertRegex(log, r"replication break \((restarted|no_header)\)")
+        self.assertRegex(log, r"replication break \(restarted\)")
         self.assertGreater(len(self.generations()), len(old))
         # The older generations are intact: same segments, same ends.
         for g in old:

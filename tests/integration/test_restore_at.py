@@ -478,6 +478,12 @@ class RestoreAtTest(RestoreAtCase):
                                   *args, check=2)
             self.assertIn(message, result.stderr)
 
+    def test_a_database_without_replicate_is_refused(self):
+        self.write_config(f'{{ name = "app"; path = "{self.db_path()}"; }}')
+        result = self.run_cli("restore", "app", "--to", os.path.join(self.dir, "r.db"),
+                              "--at", "latest", check=2)
+        self.assertIn("app has no replica target to restore --at a time from", result.stderr)
+
     def test_existing_destination_needs_force(self):
         b = self.build()
         for _ in range(3):
@@ -517,9 +523,12 @@ class RestoreAtMemoryTest(RestoreAtCase):
         pages a forked child counts until it executes the binary."""
         target = os.path.join(self.dir, to)
         started = time.monotonic()
+        # ASan keeps freed memory in quarantine (256 MiB): not the program's.
+        env = dict(os.environ,
+                   ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=1")
         process = subprocess.Popen([BIN, "-c", self.config_path, "restore", "app", "--to", target,
                                     "--at", "latest"], stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True)
+                                   stderr=subprocess.PIPE, text=True, env=env)
         peak = 0
         while process.poll() is None:
             try:

@@ -11,12 +11,26 @@ is the operator's reading; every byte is moved by those tools alone.
 """
 import json
 import os
+import hashlib
 import shutil
+import sqlite3
 import subprocess
+import time
 import unittest
 
 from harness import BUCKET, S3TestCase
 from test_restore_at import ReplicaBuilder, content_hash, iso
+
+
+def table_hash(path):
+    db = sqlite3.connect(path)
+    try:
+        digest = hashlib.sha256()
+        for row in db.execute("SELECT id, k, v FROM t ORDER BY id"):
+            digest.update(repr(row).encode())
+        return digest.hexdigest()
+    finally:
+        db.close()
 
 
 def sh(command, cwd):
@@ -69,7 +83,68 @@ class RestoreByHandTest(S3TestCase):
                 finally:
                     os.unlink(tool)
 
-    def restore_by_hand(self, fetched, seen_at):
+    def test_by_hand_on_the_agents_own_replica(self):
+        """The same, on what the agent shipped to S3 under a writer, through
+        its own WAL resets: by hand and restore --at give the same content
+        for commits spread over every generation."""
+        server = self.start_server()
+        db = sqlite3.connect(self.db_path())
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, k TEXT, v BLOB)")
+        db.close()
+        self.write_config(
+            f'{{ name = "app"; path = "{self.db_path()}"; '
+            f'replicate = {{ target = "offsite"; interval = "1s"; }}; }}',
+            targets=self.s3_target(server.url))
+        agent = self.start_agent(env=self.env)
+        writer = sqlite3.connect(self.db_path(), timeout=10, isolation_level=None)
+        deadline = time.monotonic() + 6
+        n = 0
+        while time.monotonic() < deadline:
+            n += 1
+            writer.execute("INSERT INTO t(k, v) VALUES (?, ?)", (f"k{n}", os.urandom(n % 500)))
+            time.sleep(0.003)
+        writer.close()
+        fetched = os.path.join(self.dir, "fetched")
+
+        def settled():
+            result = self.aws_cli("s3", "cp", "s3://%s/db/app/replica/index.json" % BUCKET, "-",
+                                  check=False)
+            return result.returncode == 0 and result.stdout
+
+        last, since = None, time.monotonic()
+        while time.monotonic() - since < 3:
+            now = settled()
+            if now != last:
+                last, since = now, time.monotonic()
+            time.sleep(0.3)
+        self.stop_agent(agent)
+        self.aws_cli("s3", "cp", "--recursive", "--only-show-errors",
+                     f"s3://{BUCKET}/db/app/replica/", fetched)
+        seen = []
+        for name in sorted(n for n in os.listdir(fetched) if n.startswith("g")):
+            wal = os.path.join(fetched, name, "wal")
+            for sidecar in sorted(f for f in os.listdir(wal) if f.endswith(".wal.json")):
+                with open(os.path.join(wal, sidecar)) as f:
+                    seen += [c["seen_at"] for c in json.load(f)["commits"]]
+        times = sorted(set(seen))
+        self.assertGreater(len(times), 3)
+        generations = len([n for n in os.listdir(fetched) if n.startswith("g")])
+        print(f"the agent's replica: {generations} generations, {len(seen)} commits, "
+              f"{len(times)} distinct seen_at")
+        for seen_at in times[1::max(1, len(times) // 6)] + [times[-1]]:
+            with self.subTest(seen_at=seen_at):
+                tool = os.path.join(self.dir, "tool.db")
+                result = self.run_cli("restore", "app", "--to", tool, "--at", seen_at,
+                                      env=self.env, check=0)
+                self.assertIn(f"seen at {seen_at} (generation", result.stdout)
+                try:
+                    hand = self.restore_by_hand(fetched, seen_at, last_of_time=True)
+                    self.assertEqual(table_hash(hand), table_hash(tool))
+                finally:
+                    os.unlink(tool)
+
+    def restore_by_hand(self, fetched, seen_at, last_of_time=False):
         """RESTORING BY HAND, steps 1-4, for the commit seen at `seen_at`."""
         work = os.path.join(self.dir, "hand")
         shutil.rmtree(work, ignore_errors=True)
@@ -84,6 +159,8 @@ class RestoreByHandTest(S3TestCase):
                     for commit in json.load(f)["commits"]:
                         if commit["seen_at"] == seen_at:
                             chosen, end_offset = name, commit["end_offset"]
+                            if not last_of_time:
+                                break
         self.assertIsNotNone(chosen)
         chain = [chosen]
         while True:
