@@ -335,6 +335,17 @@ static int ship_segments(struct replica *r, struct wal_reader *reader, int fd, i
         rc = segment_plan_next(reader, &limits, commits, &plan, err);
         if (rc < 0)
             goto out;
+        if (rc > 0) {
+            /* The commits of this plan were read just now: a seen_at taken
+             * before the read (the round's start) could precede them, and
+             * restore --at T would then give commits made after T. Rounded
+             * up to the millisecond, so it is never before the commit. */
+            struct timespec read_at;
+            clock_gettime(CLOCK_REALTIME, &read_at);
+            int64_t read_ms = (int64_t)read_at.tv_sec * 1000 + (read_at.tv_nsec + 999999) / 1000000;
+            if (read_ms > seen_at)
+                seen_at = read_ms;
+        }
         if (rc == 0) {
             /* Nothing to ship; still record a new generation or a base. */
             rc = 0;
