@@ -193,6 +193,7 @@ def one_run(kind, args, source, run):
     shutil.copyfile(source, db)
     create(db)  # the writer's tables, in WAL mode
     tool = kind(kind.__name__, work, db)
+    os.makedirs(tool.target)  # a dir target must exist
     tool.configure()
     tool.start()
     deadline = time.monotonic() + 600
