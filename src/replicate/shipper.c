@@ -307,11 +307,13 @@ static bool checkpointer_waits(struct replica *r);
 
 /* ---- shipping ---- */
 
+/* The wall clock in milliseconds, rounded up: a seen_at is never before
+ * the commit it stamps. */
 static int64_t shipper_clock_ms(void)
 {
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
-    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    return (int64_t)now.tv_sec * 1000 + (now.tv_nsec + 999999) / 1000000;
 }
 
 /* Ships every whole commit after the reader's position into spool files and

@@ -1,0 +1,292 @@
+#!/usr/bin/env python3
+"""Continuous replication (issue 16): sqlprodd's `replicate` beside Litestream
+v0.3.13, on the same generated database and the same writer, in one run.
+
+For each tool and each run (medians of --runs, at least 3):
+  - delay from a commit to an object on the target holding it, p50 and p99:
+    the writer (tests/integration/pitr_writer.py --marker) puts the text
+    MK<k> in every row it writes in commit k and logs when COMMIT returned;
+    a watcher polls the target's directory every 10 ms, decompresses each new
+    WAL object (gzip for sqlprodd, LZ4 for Litestream) and notes when each
+    MK<k> first appears. Deletes carry no marker and are not counted.
+  - the application's WAL size over time: max and median of the -wal file,
+    sampled every 0.5 s (sqlprodd's must stay under wal_warn, 100 MB);
+  - the agent's peak RSS (VmHWM) at the end of the writing;
+  - the restore time of the base plus the WAL written (--base, default 1 GiB,
+    --minutes, default 10, at --rate, default 1000 tx/s): `sqlprodd restore
+    --at latest` against `litestream restore`, each --runs times; the
+    restored file must hold the writer's last commit.
+
+  bench/replicate.py                 the issue's sizes: 1 GiB, 10 min (hours)
+  bench/replicate.py --quick         64 MiB, 30 s, for trying it
+  bench/replicate.py --base 256 --minutes 2 --rate 1000 --runs 3
+
+Needs: a Release build (SQLPRODD_BIN, default build-bench/sqlprodd), the
+Litestream binary (LITESTREAM_BIN, or it is fetched with
+`npm pack @flydotio/litestream-linux-x64` into BENCH_DIR/litestream; that
+package's 1.0.1 carries Litestream v0.3.13), `lz4` (Debian package lz4) and
+/usr/bin/time.
+"""
+import argparse
+import glob
+import gzip
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tarfile
+import textwrap
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
+                                "integration"))
+from benchlib import WORK, binary, drop, generate_database, mib, table  # noqa: E402
+from pitr_writer import ReplicaWriter, content_hash, create  # noqa: E402
+
+MARK = re.compile(rb"MK(\d{9});")
+
+
+def litestream_binary():
+    path = os.environ.get("LITESTREAM_BIN")
+    if path:
+        return path
+    cache = os.path.join(WORK, "litestream")
+    path = os.path.join(cache, "package", "litestream")
+    if not os.access(path, os.X_OK):
+        os.makedirs(cache, exist_ok=True)
+        subprocess.run(["npm", "pack", "@flydotio/litestream-linux-x64@1.0.1"], cwd=cache,
+                       check=True, stdout=subprocess.DEVNULL)
+        with tarfile.open(glob.glob(os.path.join(cache, "*.tgz"))[0]) as tar:
+            tar.extractall(cache)
+    version = subprocess.run([path, "version"], capture_output=True, text=True).stdout.strip()
+    if version != "v0.3.13":
+        sys.exit(f"{path} is Litestream {version}, not v0.3.13")
+    return path
+
+
+class Watcher(threading.Thread):
+    """Polls a target directory; {k: first time an object holding MK<k> appeared}."""
+
+    def __init__(self, root, is_wal, decompress):
+        super().__init__(daemon=True)
+        self.root, self.is_wal, self.decompress = root, is_wal, decompress
+        self.seen_files, self.first = set(), {}
+        self.stopping = False
+
+    def run(self):
+        while not self.stopping:
+            self.scan()
+            time.sleep(0.01)
+        self.scan()
+
+    def scan(self):
+        for directory, _, files in os.walk(self.root):
+            for name in files:
+                path = os.path.join(directory, name)
+                if path in self.seen_files or not self.is_wal(path):
+                    continue
+                now = time.time()
+                self.seen_files.add(path)
+                try:
+                    data = self.decompress(path)
+                except (OSError, EOFError, subprocess.CalledProcessError):
+                    self.seen_files.discard(path)  # not complete yet: look again
+                    continue
+                for match in MARK.finditer(data):
+                    self.first.setdefault(int(match.group(1)), now)
+
+
+def gunzip(path):
+    with gzip.open(path) as f:
+        return f.read()
+
+
+def unlz4(path):
+    return subprocess.run(["lz4", "-dc", path], capture_output=True, check=True).stdout
+
+
+def vm_hwm_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def percentile(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+class Tool:
+    def __init__(self, name, work, db):
+        self.name, self.work, self.db = name, work, db
+        self.target = os.path.join(work, "target")
+
+
+class Sqlprodd(Tool):
+    def configure(self):
+        self.config = os.path.join(self.work, "sqlprodd.conf")
+        with open(self.config, "w") as f:
+            f.write(textwrap.dedent(f"""\
+                state_dir = "{self.work}/state";
+                defaults = {{ backup = {{ dir = "{self.work}/backups"; }}; }};
+                targets = ( {{ name = "offsite"; type = "dir"; path = "{self.target}"; }} );
+                databases = ( {{ name = "app"; path = "{self.db}";
+                  replicate = {{ target = "offsite"; interval = "1s"; snapshot_every = "1d";
+                                window = "7d"; }}; }} );
+                """))
+
+    def start(self):
+        self.log = open(os.path.join(self.work, "agent.log"), "a")
+        self.process = subprocess.Popen([binary(), "-c", self.config, "run"], stdout=self.log,
+                                        stderr=subprocess.STDOUT)
+
+    def ready(self):
+        return os.path.exists(os.path.join(self.target, "app", "replica", "index.json"))
+
+    def watcher(self):
+        return Watcher(self.target, lambda p: p.endswith(".wal.gz"), gunzip)
+
+    def restore_argv(self, out):
+        return [binary(), "-c", self.config, "restore", "app", "--to", out, "--at", "latest"]
+
+
+class Litestream(Tool):
+    def configure(self):
+        self.config = os.path.join(self.work, "litestream.yml")
+        with open(self.config, "w") as f:
+            f.write(textwrap.dedent(f"""\
+                dbs:
+                  - path: {self.db}
+                    monitor-interval: 1s
+                    replicas:
+                      - type: file
+                        path: {self.target}
+                        sync-interval: 1s
+                """))
+
+    def start(self):
+        self.log = open(os.path.join(self.work, "litestream.log"), "a")
+        self.process = subprocess.Popen([litestream_binary(), "replicate", "-config", self.config],
+                                        stdout=self.log, stderr=subprocess.STDOUT)
+
+    def ready(self):
+        return bool(glob.glob(os.path.join(self.target, "generations", "*", "snapshots", "*")))
+
+    def watcher(self):
+        return Watcher(self.target, lambda p: "/wal/" in p and p.endswith(".wal.lz4"), unlz4)
+
+    def restore_argv(self, out):
+        return [litestream_binary(), "restore", "-config", self.config, "-o", out, self.db]
+
+
+def one_run(kind, args, source, run):
+    work = os.path.join(WORK, f"replicate-{kind.__name__.lower()}-{run}")
+    drop(work)
+    os.makedirs(work)
+    db = os.path.join(work, "app.db")
+    shutil.copyfile(source, db)
+    create(db)  # the writer's tables, in WAL mode
+    tool = kind(kind.__name__, work, db)
+    os.makedirs(tool.target)  # a dir target must exist
+    tool.configure()
+    tool.start()
+    deadline = time.monotonic() + 600
+    while not tool.ready():
+        if tool.process.poll() is not None or time.monotonic() > deadline:
+            sys.exit(f"{tool.name} did not start replicating; see {work}")
+        time.sleep(0.1)
+    watcher = tool.watcher()
+    watcher.start()
+    writer = ReplicaWriter(db, rate=args.rate, extra=["--marker"], seed=run)
+    wal_sizes = []
+    end = time.monotonic() + args.minutes * 60
+    while time.monotonic() < end:
+        time.sleep(0.5)
+        if os.path.exists(db + "-wal"):
+            wal_sizes.append(os.path.getsize(db + "-wal"))
+    rss = vm_hwm_kib(tool.process.pid)
+    report = writer.stop()
+    commits = writer.commits()
+    last = max(commits)
+    settle = time.monotonic() + 30
+    while time.monotonic() < settle and last not in watcher.first:
+        time.sleep(0.1)
+    watcher.stopping = True
+    watcher.join()
+    delays = [watcher.first[k] - commits[k][1] for k in commits if k in watcher.first]
+    missing = sum(1 for k in commits if k not in watcher.first)
+    tool.process.send_signal(signal.SIGTERM)
+    tool.process.wait(timeout=60)
+    restores = []
+    for attempt in range(args.runs):
+        out = os.path.join(work, f"restored-{attempt}.db")
+        started = time.monotonic()
+        subprocess.run(tool.restore_argv(out), check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        restores.append(time.monotonic() - started)
+        k, digest = content_hash(out)
+        if k != last or digest != commits[k][2]:
+            print(f"  {tool.name}: restore {attempt} holds commit {k}, not {last} "
+                  f"(or differs)", file=sys.stderr)
+        drop(out)
+    result = {
+        "rate": report["commits"] / (args.minutes * 60),
+        "p50": percentile(delays, 0.5) if delays else float("nan"),
+        "p99": percentile(delays, 0.99) if delays else float("nan"),
+        "missing": missing,
+        "wal_max": max(wal_sizes or [0]), "wal_median": statistics.median(wal_sizes or [0]),
+        "rss": rss, "restore": statistics.median(restores),
+        "objects": len(watcher.seen_files),
+        "base": os.path.getsize(source),
+    }
+    print(f"  {tool.name} run {run}: {result}", file=sys.stderr)
+    if not args.keep:
+        drop(work)
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", type=int, default=1024, help="MiB of the base (1024)")
+    parser.add_argument("--minutes", type=float, default=10, help="of WAL at --rate (10)")
+    parser.add_argument("--rate", type=float, default=1000, help="commits/s (1000)")
+    parser.add_argument("--runs", type=int, default=3, help="runs and restores per tool (3)")
+    parser.add_argument("--quick", action="store_true", help="64 MiB, 0.5 min")
+    parser.add_argument("--keep", action="store_true", help="keep the work directories")
+    parser.add_argument("--only", choices=("sqlprodd", "litestream"))
+    args = parser.parse_args()
+    if args.quick:
+        args.base, args.minutes = 64, 0.5
+    os.makedirs(WORK, exist_ok=True)
+    source = os.path.join(WORK, f"replicate-base-{args.base}.db")
+    generate_database(source, args.base * 1048576)
+    tools = [Sqlprodd, Litestream]
+    if args.only:
+        tools = [t for t in tools if t.__name__.lower() == args.only]
+    results = {t.__name__: [] for t in tools}
+    for run in range(1, args.runs + 1):
+        for tool in tools:  # one after the other: Litestream's read lock would pin our WAL
+            results[tool.__name__].append(one_run(tool, args, source, run))
+    rows = []
+    for name, runs in results.items():
+        def med(key):
+            return statistics.median(r[key] for r in runs)
+        rows.append([name, f"{med('rate'):.0f}", f"{med('p50') * 1000:.0f} ms",
+                     f"{med('p99') * 1000:.0f} ms", f"{med('missing'):.0f}",
+                     mib(med('wal_median')), mib(med('wal_max')),
+                     f"{med('rss') / 1024:.1f} MiB", f"{med('restore'):.1f} s"])
+    table(f"replication: base {mib(os.path.getsize(source))} + {args.minutes:g} min at "
+          f"{args.rate:g} tx/s, interval 1s, dir target on local disk; medians of {args.runs} runs",
+          ["tool", "tx/s", "delay p50", "delay p99", "unmarked", "WAL median", "WAL max",
+           "peak RSS", "restore"], rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+"""Checks shared by the replication tests (issue 16): the replica's layout on
+a target as sqlprodd-format(5) defines it, and point-in-time restores judged
+against the log of pitr_writer.py.
+
+Not a test module itself (no test_ prefix).
+"""
+import concurrent.futures
+import datetime
+import json
+import os
+import random
+import re
+import subprocess
+
+from harness import BIN
+from pitr_writer import content_hash
+
+SEGMENT = re.compile(r"^(\d{12})-(\d{12})\.wal\.gz$")
+GENERATION = re.compile(r"^g(\d{8})$")
+RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)")
+# The agent reads the WAL every `interval`; on a shared 2-CPU machine under a
+# sanitizer its round may start this much late. Only the lower bound ("every
+# commit made before T - interval") gets it; "none after T" is exact.
+SCHEDULING_SLACK = float(os.environ.get("SQLPRODD_REPLICA_SLACK", "0.3"))
+
+
+def replicate_entry(target="offsite", interval="1s", extra=""):
+    return (f'replicate = {{ target = "{target}"; interval = "{interval}"; '
+            f'snapshot_every = "1d"; window = "7d"; {extra} }};')
+
+
+def rfc3339(t):
+    """T as the CLI takes it: RFC 3339 UTC with milliseconds, rounded down."""
+    ms = int(t * 1000)
+    moment = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def parse_rfc3339(text):
+    text = text.replace("Z", "+00:00")
+    return datetime.datetime.fromisoformat(text).timestamp()
+
+
+def layout_problems(root):
+    """Everything wrong with the replica under ROOT (a local copy of
+    PREFIX/DB/replica): per generation, segments must start at 0, follow one
+    another without gap or overlap, end on their last commit, have a sidecar
+    whose commits ascend; index.json must name every generation.
+    Returns (problems, {generation: [(start, end, commits)]})."""
+    problems, generations = [], {}
+    if not os.path.isdir(root):
+        return [f"{root}: no replica"], generations
+    names = sorted(n for n in os.listdir(root) if GENERATION.match(n))
+    index_path = os.path.join(root, "index.json")
+    index = None
+    if not os.path.exists(index_path):
+        problems.append("index.json missing")
+    else:
+        with open(index_path) as f:
+            index = json.load(f)
+        listed = [g["name"] for g in index.get("generations", [])]
+        for name in names:
+            if name not in listed and os.listdir(os.path.join(root, name, "wal")
+                                                 if os.path.isdir(os.path.join(root, name, "wal"))
+                                                 else os.path.join(root, name)):
+                # a generation whose objects are there but not yet indexed is
+                # allowed only while the agent runs; the tests call this after
+                # the agent caught up
+                problems.append(f"{name} is not in index.json ({listed})")
+        if listed != sorted(listed):
+            problems.append(f"index.json generations out of order: {listed}")
+    for name in names:
+        directory = os.path.join(root, name)
+        base_path = os.path.join(directory, "base.json")
+        if not os.path.exists(base_path):
+            problems.append(f"{name}/base.json missing")
+            base = {}
+        else:
+            with open(base_path) as f:
+                base = json.load(f)
+            if not base.get("from") and not os.path.exists(os.path.join(directory, "base.db.gz")):
+                problems.append(f"{name}: neither base.db.gz nor 'from' in base.json")
+            if base.get("from"):
+                previous = base["from"].split("/")[0]
+                if previous not in names:
+                    problems.append(f"{name}: base from {base['from']} which is not there")
+        wal_dir = os.path.join(directory, "wal")
+        files = sorted(os.listdir(wal_dir)) if os.path.isdir(wal_dir) else []
+        segments = []
+        for file in files:
+            if file.endswith(".wal.json"):
+                if file[:-len(".wal.json")] + ".wal.gz" not in files:
+                    problems.append(f"{name}/wal/{file}: sidecar without segment")
+                continue
+            match = SEGMENT.match(file)
+            if not match:
+                problems.append(f"{name}/wal/{file}: unexpected object (temp file left?)")
+                continue
+            start, end = int(match.group(1)), int(match.group(2))
+            sidecar_path = os.path.join(wal_dir, file[:-len(".gz")] + ".json")
+            if not os.path.exists(sidecar_path):
+                problems.append(f"{name}/wal/{file}: no sidecar")
+                segments.append((start, end, []))
+                continue
+            with open(sidecar_path) as f:
+                sidecar = json.load(f)
+            commits = sidecar.get("commits", [])
+            segments.append((start, end, commits))
+            size = os.path.getsize(os.path.join(wal_dir, file))
+            if sidecar.get("size") not in (None, size):
+                problems.append(f"{name}/wal/{file}: sidecar size {sidecar.get('size')} != {size}")
+        previous_end, previous_frame, previous_seen = 0, 0, 0.0
+        for start, end, commits in segments:
+            if start != previous_end:
+                problems.append(f"{name}: segment {start:012d}-{end:012d} does not follow "
+                                f"{previous_end:012d} ({'gap' if start > previous_end else 'overlap'})")
+            if end <= start:
+                problems.append(f"{name}: empty or reversed segment {start}-{end}")
+            if not commits:
+                problems.append(f"{name}: segment {start:012d}-{end:012d} lists no commit")
+            elif commits[-1].get("end_offset") != end:
+                problems.append(f"{name}: segment {start:012d}-{end:012d} ends at "
+                                f"{commits[-1].get('end_offset')}, not on its last commit")
+            for commit in commits:
+                seen = parse_rfc3339(commit["seen_at"])
+                if commit["frame"] <= previous_frame or not start < commit["end_offset"] <= end:
+                    problems.append(f"{name}: commit {commit} out of order or outside "
+                                    f"{start}-{end} (a duplicate)")
+                if seen < previous_seen:
+                    problems.append(f"{name}: seen_at goes back at {commit}")
+                previous_frame, previous_seen = commit["frame"], seen
+            previous_end = end
+        generations[name] = segments
+    return problems, generations
+
+
+def restore(config_path, database, to, at, env=None, timeout=300):
+    """`sqlprodd restore DATABASE --to TO --at AT`: (returncode, stdout, stderr)."""
+    environment = dict(os.environ)
+    environment.pop("JOURNAL_STREAM", None)
+    environment.pop("NOTIFY_SOCKET", None)
+    environment.update(env or {})
+    result = subprocess.run([BIN, "-c", config_path, "restore", database, "--to", to, "--at", at],
+                            capture_output=True, text=True, env=environment, timeout=timeout)
+    return result.returncode, result.stdout, result.stderr
+
+
+def judge(at, restored_path, output, commits, interval, lower_bound=True):
+    """Problems with a restore at time AT (seconds since the epoch), against
+    the writer's log COMMITS ({k: (before_begin, after_commit, hash)}):
+    it must be exactly the database after one commit k (same hash); k must
+    not have begun after AT; every commit that returned before
+    AT - interval must be in it (when lower_bound); the time printed must be
+    at or before AT and not before commit k returned."""
+    k, digest = content_hash(restored_path)
+    problems = []
+    if k not in commits:
+        return k, [f"restored meta.k={k} is not a logged commit"]
+    if commits[k][2] != digest:
+        problems.append(f"restored commit {k} but its content differs (hash {digest} "
+                        f"!= {commits[k][2]})")
+    if commits[k][0] > at:
+        problems.append(f"holds commit {k} begun {commits[k][0] - at:.3f}s after T")
+    if lower_bound:
+        due = [j for j, c in commits.items() if c[1] <= at - interval - SCHEDULING_SLACK]
+        if due and max(due) > k:
+            late = commits[max(due)][1]
+            problems.append(f"restored commit {k} but commit {max(due)} returned "
+                            f"{at - late:.3f}s before T (interval {interval}s)")
+    times = RFC3339.findall(output)
+    if not times:
+        problems.append(f"no commit time printed: {output!r}")
+    else:
+        printed = [parse_rfc3339(t) for t in times]
+        # the commit time restored to: the one printed that is not T itself
+        printed_commit = [p for p in printed if abs(p - at) > 0.0005] or printed
+        seen = printed_commit[0]
+        if seen > at + 0.0005:
+            problems.append(f"printed commit time {times[0]} is after T {rfc3339(at)}")
+        if seen < commits[k][1] - 0.0015:
+            problems.append(f"printed commit time {times[0]} is before commit {k} returned "
+                            f"({rfc3339(commits[k][1])})")
+    return k, problems
+
+
+def random_instants(commits, count, interval, seed, start=None, end=None):
+    """COUNT instants spread at random over the writer's window."""
+    rng = random.Random(seed)
+    first = min(c[1] for c in commits.values()) + interval + 0.5
+    last = max(c[1] for c in commits.values()) + 0.3
+    first = max(first, start or first)
+    last = min(last, end or last)
+    return sorted(rng.uniform(first, last) for _ in range(count))
+
+
+def restore_many(test, config_path, database, instants, commits, interval, workdir,
+                 lower_bound=lambda at: True, env=None, parallel=2):
+    """Restores at every instant (PARALLEL at a time), judges each; returns
+    [(at, k, problems, seconds)] and fails TEST listing every bad one."""
+    import time
+
+    def one(i_at):
+        i, at = i_at
+        to = os.path.join(workdir, f"restored-{i}.db")
+        started = time.monotonic()
+        code, out, err = restore(config_path, database, to, rfc3339(at), env=env)
+        seconds = time.monotonic() - started
+        if code != 0:
+            return at, None, [f"restore --at {rfc3339(at)} exited {code}: {err.strip()[-800:]}"], seconds
+        # the CLI takes milliseconds: judge against the T it was given
+        at_ms = int(at * 1000) / 1000
+        k, problems = judge(at_ms, to, out + err, commits, interval, lower_bound(at_ms))
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(to + suffix):
+                os.unlink(to + suffix)
+        return at, k, [f"--at {rfc3339(at)}: {p}" for p in problems], seconds
+
+    with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
+        results = list(pool.map(one, enumerate(instants)))
+    test.fail_on_sanitizer_findings()
+    bad = [p for _, _, problems, _ in results for p in problems]
+    if bad:
+        failed = sum(1 for r in results if r[2])
+        test.fail(f"{failed} of {len(results)} restores wrong ({len(bad)} problems):\n"
+                  + "\n".join(bad[:15]))
+    return results
+
+
+def sync_s3(test, prefix, local):
+    """A local copy of s3://BUCKET/PREFIX by the aws CLI (the independent client)."""
+    from harness import BUCKET
+    test.aws_cli("s3", "sync", f"s3://{BUCKET}/{prefix}", local)
+    return local

@@ -1,0 +1,28 @@
+"""Continuous replication and point-in-time restore (issue 16), end to end:
+the agent ships the WAL of a database that a separate writer process
+(pitr_writer.py) changes at several hundred commits per second, and
+`sqlprodd restore DB --to X --at T` must give, for random instants T, exactly
+the database after one of the writer's commits (the same content hash),
+holding every commit that returned before T - interval and none that began
+after T.
+
+The scenarios are in test_replicate_scenarios.py.
+
+SQLPRODD_PITR_SECONDS (default 25) sets how long the writer runs in the two
+main tests, SQLPRODD_PITR_INSTANTS (default 50) the number of restores.
+"""
+import unittest
+
+from replica_case import ReplicaTestCase
+
+
+class ReplicatePitrTest(ReplicaTestCase):
+    def test_dir_target_restores_exactly_at_random_instants(self):
+        self.window("dir")
+
+    def test_s3_target_restores_exactly_at_random_instants(self):
+        self.window("s3")
+
+
+if __name__ == "__main__":
+    unittest.main()
