@@ -18,10 +18,16 @@ from pitr_writer import content_hash
 SEGMENT = re.compile(r"^(\d{12})-(\d{12})\.wal\.gz$")
 GENERATION = re.compile(r"^g(\d{8})$")
 RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)")
-# The agent reads the WAL every `interval`; on a shared 2-CPU machine under a
-# sanitizer its round may start this much late. Only the lower bound ("every
-# commit made before T - interval") gets it; "none after T" is exact.
-SCHEDULING_SLACK = float(os.environ.get("SQLPRODD_REPLICA_SLACK", "0.3"))
+# The agent reads the WAL every `interval`; on a shared 2-CPU machine its
+# round may start this much late. Only the lower bound ("every commit made
+# before T - interval") gets it; "none after T" and the content are exact.
+# The ASan/UBSan build runs the shipper several times slower (its rounds
+# include the lossless resets, done in the same thread: docs/
+# replication-design.md, "Open defects" 1), so its copy of the tests allows
+# 2 s; the plain build keeps the 0.3 s bound that the product must meet.
+_SANITIZED = os.environ.get("SQLPRODD_BIN", "").endswith("-asan")
+SCHEDULING_SLACK = float(os.environ.get("SQLPRODD_REPLICA_SLACK",
+                                        "2.0" if _SANITIZED else "0.3"))
 
 
 def replicate_entry(target="offsite", interval="1s", extra=""):
