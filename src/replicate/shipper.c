@@ -661,6 +661,9 @@ static int continue_generation(struct replica *r, struct wal_reader *reader, int
  * was backfilled and no other reader holds a read mark, so that the next
  * writer must restart the WAL at the exact end shipped.
  */
+static int yield_to_checkpointer(struct replica *r, int fd, struct wal_reader *reader,
+                                 struct error *err);
+
 static int reset_losslessly(struct replica *r, int64_t now_ms, bool yield, struct error *err)
 {
     sqlite3 *writer = NULL;
@@ -684,6 +687,9 @@ static int reset_losslessly(struct replica *r, int64_t now_ms, bool yield, struc
     fd = open(r->wal_path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         goto out;
+    struct stat before, after;
+    if (fstat(fd, &before) != 0)
+        goto out;
     position_from_row(&r->row, &saved);
     rc = wal_reader_resume(&reader, fd, r->wal_path, &saved, &resume, err);
     if (rc < 0 || resume != WAL_RESUME_CONTINUES) {
@@ -693,9 +699,18 @@ static int reset_losslessly(struct replica *r, int64_t now_ms, bool yield, struc
     rc = ship_segments(r, &reader, fd, now_ms, NULL, 0, 0, NULL, err);
     if (rc < 0)
         goto out;
+    if (yield) {
+        /* Without the write lock of our own, the proof that nothing was
+         * appended while we read is the checkpointer still waiting and
+         * the file not grown; otherwise keep the pin, the next round
+         * ships what came. */
+        if (fstat(fd, &after) != 0 || after.st_size != before.st_size || !checkpointer_waits(r))
+            goto out;
+        return yield_to_checkpointer(r, fd, &reader, err);
+    }
     pin_end(r);
     int log_frames = 0, done = 0;
-    if (!yield) {
+    {
         sqlite3 *checkpointer = NULL;
         if (database_open(r->db, false, r->stop, &checkpointer, err) == 0) {
             sqlite3_wal_checkpoint_v2(checkpointer, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames,
@@ -711,15 +726,13 @@ static int reset_losslessly(struct replica *r, int64_t now_ms, bool yield, struc
     for (int n = 1; shm >= 0 && n <= 4 && !readers; n++)
         readers = shm_lock_held(shm, 120 + 3 + n, F_WRLCK);
     /* Ended: everything up to the last commit is shipped (nothing can
-     * commit now), every frame is backfilled (or the application's waiting
-     * checkpointer will backfill it) and no other reader keeps the WAL from
-     * restarting at the next write. */
+     * commit now), every frame is backfilled and no other reader keeps the
+     * WAL from restarting at the next write. */
     log_event(LOG_DEBUG, r->db->name, "replicate",
-              "reset round%s: shipped to frame %" PRIu64 ", checkpoint log=%d done=%d, other "
+              "reset round: shipped to frame %" PRIu64 ", checkpoint log=%d done=%d, other "
               "readers: %s",
-              yield ? " (yielding to a waiting checkpointer)" : "", r->row.frame_index, log_frames,
-              done, readers ? "yes" : "no");
-    if (!readers && (yield || (log_frames == done && r->row.frame_index == (uint64_t)log_frames))) {
+              r->row.frame_index, log_frames, done, readers ? "yes" : "no");
+    if (!readers && log_frames == done && r->row.frame_index == (uint64_t)log_frames) {
         r->row.ended = true;
         rc = state_save_replica(r->state, r->db->name, &r->row, NULL, 0, 0, 0, 0, NULL, err);
         /* Re-pin before letting the write lock go. Everything is backfilled,
@@ -727,14 +740,7 @@ static int reset_losslessly(struct replica *r, int64_t now_ms, bool yield, struc
          * from restarting the WAL (which needs marks 1..4 free), but a
          * checkpoint cannot backfill past it (that needs mark 0), so the
          * WAL cannot restart a second time before the next round reads the
-         * new generation (design 2.3 step 4). Not when yielding: the
-         * waiting checkpointer has not backfilled yet, and would wait. */
-        if (rc == 0 && yield) {
-            /* Wait (a few ms at a time, at most 5 s) for the application's
-             * checkpoint to finish before pinning, or it would wait for us. */
-            for (int i = 0; i < 1000 && checkpointer_waits(r) && !(r->stop && *r->stop); i++)
-                io_sleep_ms(5, 5, r->stop);
-        }
+         * new generation (design 2.3 step 4). */
         if (rc == 0) {
             pin_renew(r);
             r->end_trusted = true;
@@ -752,6 +758,43 @@ out:
     return rc;
 }
 
+/*
+ * Design 2.3 step 6: an application's FULL/RESTART/TRUNCATE checkpoint holds
+ * the write lock and waits for our pin; everything it will backfill is
+ * shipped (the caller checked that nothing was appended). The generation is
+ * recorded as ended BEFORE the pin goes, then the pin comes back as soon as
+ * the checkpoint is over (1 ms polls): the window in which a second restart
+ * could pass unseen is that poll, not a state.db commit. If another reader
+ * holds a read mark, the restart may come after a writer appended: not
+ * ended, and a restart is then a counted break.
+ */
+static int yield_to_checkpointer(struct replica *r, int fd, struct wal_reader *reader,
+                                 struct error *err)
+{
+    bool readers = false;
+    for (int n = 1; n <= 4 && !readers; n++)
+        readers = shm_lock_held(r->shm_fd, 120 + 3 + n, F_WRLCK);
+    log_event(LOG_DEBUG, r->db->name, "replicate",
+              "yielding to the application's waiting checkpoint: shipped to frame %" PRIu64
+              ", other readers: %s",
+              r->row.frame_index, readers ? "yes" : "no");
+    int rc = 0;
+    if (!readers) {
+        r->row.ended = true;
+        rc = state_save_replica(r->state, r->db->name, &r->row, NULL, 0, 0, 0, 0, NULL, err);
+    }
+    wal_reader_close(reader);
+    close(fd);
+    if (rc < 0)
+        return rc;
+    pin_end(r);
+    for (int i = 0; i < 5000 && checkpointer_waits(r) && !(r->stop && *r->stop); i++)
+        io_sleep_ms(1, 1, r->stop);
+    pin_renew(r);
+    r->end_trusted = !readers;
+    return 0;
+}
+
 /* An application's FULL/RESTART/TRUNCATE checkpoint waiting for our pin:
  * it holds both the write and the checkpoint lock (design 1.3, locks.py). */
 static bool checkpointer_waits(struct replica *r)
@@ -761,7 +804,12 @@ static bool checkpointer_waits(struct replica *r)
     snprintf(shm_path, sizeof shm_path, "%s-shm", r->db->path);
     if (keep_open(shm_path, &r->shm_fd, &st) != 0)
         return false;
-    return shm_lock_held(r->shm_fd, 120, F_WRLCK) && shm_lock_held(r->shm_fd, 121, F_WRLCK);
+    /* Checkpoint lock, write lock, checkpoint lock again: one connection of
+     * an application holds both only inside a FULL/RESTART/TRUNCATE
+     * checkpoint, but a writer's transaction ending just as its PASSIVE
+     * autocheckpoint begins would pass a single look at each. */
+    return shm_lock_held(r->shm_fd, 121, F_WRLCK) && shm_lock_held(r->shm_fd, 120, F_WRLCK) &&
+           shm_lock_held(r->shm_fd, 121, F_WRLCK);
 }
 
 /* ---- upload ---- */
@@ -839,6 +887,19 @@ static int upload_queue(struct replica *r, int64_t now_ms, struct error *err)
 }
 
 /* ---- the round ---- */
+
+/* A commit of the ended generation found after its recorded end (design
+ * 1.1: a restart leaves the older frames behind the new ones): it was made
+ * after the end shipped, so the restart was not the clean one. An error
+ * reading counts as found: a fresh base costs time, a gap costs data. */
+static bool old_commit_follows(struct replica *r, int fd, const struct wal_position *end)
+{
+    bool follows = false;
+    struct error ignored = {0};
+    if (wal_commit_follows(fd, r->wal_path, end, &follows, &ignored) < 0)
+        return true;
+    return follows;
+}
 
 static int start_over(struct replica *r, int64_t now_ms, const char *reason, const char *detail,
                       struct error *err)
@@ -942,7 +1003,8 @@ int replica_round(struct replica *r, int64_t now_ms, bool force_reset, struct er
                      * commits between the saved position and the restart. */
                     if (r->row.ended && r->end_trusted &&
                         reader.header.salt[0] == r->row.salt[0] + 1 &&
-                        reader.header.checkpoint_sequence == r->row.checkpoint_sequence + 1)
+                        reader.header.checkpoint_sequence == r->row.checkpoint_sequence + 1 &&
+                        !old_commit_follows(r, fd, &saved))
                         rc = continue_generation(r, &reader, fd, now_ms, err);
                     else {
                         wal_reader_close(&reader);

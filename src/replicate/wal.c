@@ -307,6 +307,27 @@ void wal_reader_rewind_to_commit(struct wal_reader *reader)
     reader->stop = WAL_STOP_NONE;
 }
 
+int wal_commit_follows(int fd, const char *path, const struct wal_position *end, bool *follows,
+                       struct error *err)
+{
+    struct wal_reader reader = {.fd = fd, .path = path};
+    *follows = false;
+    if (end->page_size < 512 || end->page_size > 65536)
+        return 0;
+    reader.header.page_size = end->page_size;
+    reader.header.big_endian_checksum = end->big_endian_checksum;
+    reader.header.salt[0] = end->salt[0];
+    reader.header.salt[1] = end->salt[1];
+    reader.buffer = malloc(WAL_FRAME_HEADER_SIZE + (size_t)end->page_size);
+    if (!reader.buffer)
+        return error_set(err, -ENOMEM, "out of memory");
+    reader.next = reader.committed = *end;
+    int rc = wal_reader_scan(&reader, err);
+    *follows = reader.committed.offset > end->offset;
+    wal_reader_close(&reader);
+    return rc;
+}
+
 void wal_reader_close(struct wal_reader *reader)
 {
     free(reader->buffer);

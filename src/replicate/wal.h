@@ -154,6 +154,16 @@ uint64_t wal_reader_frame_size(const struct wal_reader *reader);
 
 void wal_reader_close(struct wal_reader *reader);
 
+/*
+ * Whether a whole commit of the generation `end` belongs to still follows
+ * `end` in the file: after a restart, the older generation's frames stay
+ * behind the new ones until overwritten, so a commit found there was made
+ * after `end` and before the restart. *follows false proves nothing when
+ * the new generation has already overwritten that offset. 0 or -errno.
+ */
+int wal_commit_follows(int fd, const char *path, const struct wal_position *end, bool *follows,
+                       struct error *err);
+
 /* A name for a stop, for logs and messages. */
 const char *wal_stop_name(enum wal_stop stop);
 

@@ -229,6 +229,39 @@ static void restarted_wal_ignores_the_older_generation(void **state)
     writer_close(&w);
 }
 
+/* After a restart the older generation's frames stay behind the new ones:
+ * commits made after a shipped end and before the restart are still there
+ * to be found, which is how the shipper tells a lossy restart from its own. */
+static void commits_after_a_shipped_end_survive_a_restart(void **state)
+{
+    struct fixture *f = *state;
+    struct writer w;
+    struct scan shipped, all;
+    struct error err = {0};
+    bool follows = true;
+    int fd;
+
+    writer_open(&w, f, "follows.db", 1024);
+    for (int i = 0; i < 6; i++)
+        writer_commit(&w, 3);
+    scan_path(w.wal_path, &shipped); /* what the agent shipped */
+    for (int i = 0; i < 4; i++)
+        writer_commit(&w, 2);         /* made after, never shipped */
+    scan_path(w.wal_path, &all);
+    exec_ok(w.db, "PRAGMA wal_checkpoint(PASSIVE)");
+    writer_commit(&w, 1); /* restarts the WAL: 1 commit of the new generation */
+
+    fd = open(w.wal_path, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(wal_commit_follows(fd, w.wal_path, &shipped.committed, &follows, &err), 0);
+    assert_true(follows);
+    /* Shipped to the very end before the restart: nothing follows. */
+    assert_int_equal(wal_commit_follows(fd, w.wal_path, &all.committed, &follows, &err), 0);
+    assert_false(follows);
+    close(fd);
+    writer_close(&w);
+}
+
 static void resume_from_a_saved_position_equals_a_full_read(void **state)
 {
     struct fixture *f = *state;
@@ -473,6 +506,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(frame_naming_page_zero_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(restarted_wal_ignores_the_older_generation, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(commits_after_a_shipped_end_survive_a_restart, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(resume_from_a_saved_position_equals_a_full_read, setup,
                                         teardown),
