@@ -1,5 +1,5 @@
 /*
- * replication.c: the replication thread (replication.h).
+ * replication.c: the replication threads (replication.h).
  */
 #include "agent/replication.h"
 
@@ -15,18 +15,39 @@
 #include "core/io.h"
 #include "core/log.h"
 #include "replicate/shipper.h"
+#include "replicate/uploader.h"
+
+/* How often, between rounds, the reader looks for an application's
+ * checkpoint waiting for its pin (replica_watch): the longest such a
+ * checkpoint (and the application's writers behind it) waits for us. */
+#define WATCH_EVERY_MS 20
+/* The uploader's look at its queue when nobody woke it. */
+#define UPLOAD_IDLE_MS 1000
+/* Retry of a failing target: 1 s doubling to 60 s. */
+#define UPLOAD_RETRY_BASE_MS 1000
+#define UPLOAD_RETRY_MAX_MS  60000
+
+struct problem {
+    char last[1024]; /* logged once until it changes */
+};
 
 struct replicated {
     const struct database_config *db;
-    struct replica *replica; /* NULL until it opens */
-    int64_t due_ms;
-    char last_error[1024]; /* logged once until it changes */
+    struct replica *replica;           /* reader thread; NULL until it opens */
+    struct replica_uploader *uploader; /* upload thread; NULL until it opens */
+    int64_t due_ms, upload_due_ms;
+    int upload_failures;
+    struct problem reading, uploading;
 };
 
 struct agent_replication {
     const struct config *config;
-    pthread_t thread;
+    pthread_t reader, upload;
+    bool reader_started, upload_started;
     volatile sig_atomic_t stop;
+    pthread_mutex_t lock; /* guards `queued` */
+    pthread_cond_t wake;  /* the reader queued something */
+    bool queued;
     struct replicated *databases;
     size_t count;
 };
@@ -38,57 +59,144 @@ static int64_t replication_now_ms(void)
     return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
 }
 
-static void replication_report(struct replicated *item, int rc, const struct error *err)
+static void replication_report(struct replicated *item, struct problem *problem, const char *what,
+                               int rc, const struct error *err)
 {
     if (rc == 0) {
-        if (item->last_error[0])
-            log_event(LOG_NOTICE, item->db->name, "replicate", "shipping again");
-        item->last_error[0] = '\0';
+        if (problem->last[0])
+            log_event(LOG_NOTICE, item->db->name, "replicate", "%s again", what);
+        problem->last[0] = '\0';
         return;
     }
-    if (strcmp(item->last_error, err->message) != 0)
+    if (strcmp(problem->last, err->message) != 0)
         log_event(rc == -EBUSY ? LOG_WARNING : LOG_ERR, item->db->name, "replicate", "%s",
                   err->message);
-    snprintf(item->last_error, sizeof item->last_error, "%s", err->message);
+    snprintf(problem->last, sizeof problem->last, "%s", err->message);
 }
 
-static void *replication_run(void *argument)
+static void wake_uploader(struct agent_replication *replication)
+{
+    pthread_mutex_lock(&replication->lock);
+    replication->queued = true;
+    pthread_cond_signal(&replication->wake);
+    pthread_mutex_unlock(&replication->lock);
+}
+
+/* One database's turn on the reader thread: a round when due, else a watch. */
+static int64_t reader_turn(struct agent_replication *replication, struct replicated *item,
+                           int64_t now)
+{
+    struct error err = {0};
+    int rc = 0;
+    if (now < item->due_ms) {
+        if (item->replica) {
+            rc = replica_watch(item->replica, now, &err);
+            if (rc != 0)
+                replication_report(item, &item->reading, "shipping", rc, &err);
+        }
+        return item->due_ms;
+    }
+    rc = replica_check_database(item->db, &err);
+    if (rc == 0 && !item->replica)
+        rc = replica_open(item->db, replication->config->state_dir, &replication->stop,
+                          &item->replica, &err);
+    /* A database out of WAL mode still gets its round: the shipper counts
+     * that break once. */
+    if (item->replica && (rc == 0 || rc == -EINVAL)) {
+        int round = replica_round(item->replica, replication_now_ms(), false, &err);
+        if (round != 0)
+            rc = round;
+        wake_uploader(replication);
+    }
+    replication_report(item, &item->reading, "shipping", rc, &err);
+    item->due_ms = now + item->db->replicate.interval_seconds * 1000;
+    return item->due_ms;
+}
+
+/* Reads, stamps and spools; never waits for a target (uploader.h). */
+static void *reader_run(void *argument)
 {
     struct agent_replication *replication = argument;
     while (!replication->stop) {
-        int64_t now = replication_now_ms(), next = now + 1000;
+        int64_t now = replication_now_ms(), next = now + WATCH_EVERY_MS;
         for (size_t i = 0; i < replication->count && !replication->stop; i++) {
-            struct replicated *item = &replication->databases[i];
-            struct error err = {0};
-            int rc = 0;
-            if (now < item->due_ms) {
-                if (item->due_ms < next)
-                    next = item->due_ms;
-                continue;
-            }
-            rc = replica_check_database(item->db, &err);
-            if (rc == 0 && !item->replica)
-                rc = replica_open(item->db, replication->config->state_dir, &replication->stop,
-                                  &item->replica, &err);
-            /* A database out of WAL mode still gets its round: the shipper
-             * counts that break once and uploads what is queued. */
-            if (item->replica && (rc == 0 || rc == -EINVAL)) {
-                int round = replica_round(item->replica, replication_now_ms(), false, &err);
-                if (round != 0)
-                    rc = round;
-            }
-            replication_report(item, rc, &err);
-            item->due_ms = now + item->db->replicate.interval_seconds * 1000;
-            if (item->due_ms < next)
-                next = item->due_ms;
+            int64_t due = reader_turn(replication, &replication->databases[i], now);
+            if (due < next)
+                next = due;
         }
         int64_t wait = next - replication_now_ms();
         if (wait > 0)
-            io_sleep_ms(wait, 50, &replication->stop);
+            io_sleep_ms(wait, WATCH_EVERY_MS, &replication->stop);
     }
     for (size_t i = 0; i < replication->count; i++)
         replica_close(replication->databases[i].replica);
     return NULL;
+}
+
+static int64_t upload_turn(struct agent_replication *replication, struct replicated *item,
+                           int64_t now)
+{
+    struct error err = {0};
+    int rc = 0, uploaded = 0;
+    if (now < item->upload_due_ms)
+        return item->upload_due_ms;
+    if (!item->uploader)
+        rc = replica_uploader_open(item->db, replication->config->state_dir, &replication->stop,
+                                   &item->uploader, &err);
+    if (rc == 0)
+        rc = replica_upload(item->uploader, now, &uploaded, &err);
+    if (replication->stop)
+        return now;
+    replication_report(item, &item->uploading, "uploading", rc, &err);
+    if (rc < 0) {
+        item->upload_failures++;
+        item->upload_due_ms = now + io_backoff(UPLOAD_RETRY_BASE_MS, UPLOAD_RETRY_MAX_MS,
+                                               item->upload_failures - 1, IO_JITTER_EQUAL);
+    } else {
+        item->upload_failures = 0;
+        item->upload_due_ms = now;
+    }
+    return item->upload_due_ms > now ? item->upload_due_ms : now + UPLOAD_IDLE_MS;
+}
+
+/* Puts what the reader queued, each database in turn, retrying a failing
+ * target with backoff; woken by the reader after each round. */
+static void *upload_run(void *argument)
+{
+    struct agent_replication *replication = argument;
+    while (!replication->stop) {
+        int64_t now = replication_now_ms(), next = now + UPLOAD_IDLE_MS;
+        pthread_mutex_lock(&replication->lock);
+        replication->queued = false;
+        pthread_mutex_unlock(&replication->lock);
+        for (size_t i = 0; i < replication->count && !replication->stop; i++) {
+            int64_t due = upload_turn(replication, &replication->databases[i], now);
+            if (due < next)
+                next = due;
+        }
+        /* Sleep until woken, the next retry, or a stop (checked each 50 ms). */
+        pthread_mutex_lock(&replication->lock);
+        while (!replication->queued && !replication->stop && replication_now_ms() < next) {
+            int64_t until = replication_now_ms() + 50;
+            if (until > next)
+                until = next;
+            struct timespec deadline = {.tv_sec = until / 1000,
+                                        .tv_nsec = (long)(until % 1000) * 1000000};
+            pthread_cond_timedwait(&replication->wake, &replication->lock, &deadline);
+        }
+        pthread_mutex_unlock(&replication->lock);
+    }
+    for (size_t i = 0; i < replication->count; i++)
+        replica_uploader_close(replication->databases[i].uploader);
+    return NULL;
+}
+
+static void replication_free(struct agent_replication *replication)
+{
+    pthread_cond_destroy(&replication->wake);
+    pthread_mutex_destroy(&replication->lock);
+    free(replication->databases);
+    free(replication);
 }
 
 int agent_replication_start(const struct config *config, struct agent_replication **out)
@@ -105,6 +213,9 @@ int agent_replication_start(const struct config *config, struct agent_replicatio
         return -ENOMEM;
     }
     replication->config = config;
+    pthread_mutex_init(&replication->lock, NULL);
+    /* The condition's clock is CLOCK_REALTIME, the clock of the deadlines. */
+    pthread_cond_init(&replication->wake, NULL);
     for (size_t i = 0; i < config->database_count; i++) {
         const struct database_config *db = &config->databases[i];
         if (!db->replicate.target)
@@ -115,10 +226,14 @@ int agent_replication_start(const struct config *config, struct agent_replicatio
             log_event(LOG_ERR, db->name, "replicate", "%s", err.message);
         replication->databases[replication->count++].db = db;
     }
-    int rc = io_thread_start(&replication->thread, replication_run, replication);
+    int rc = io_thread_start(&replication->reader, reader_run, replication);
+    replication->reader_started = rc == 0;
+    if (rc == 0) {
+        rc = io_thread_start(&replication->upload, upload_run, replication);
+        replication->upload_started = rc == 0;
+    }
     if (rc != 0) {
-        free(replication->databases);
-        free(replication);
+        agent_replication_stop(replication);
         return rc;
     }
     *out = replication;
@@ -130,7 +245,12 @@ void agent_replication_stop(struct agent_replication *replication)
     if (!replication)
         return;
     replication->stop = 1;
-    pthread_join(replication->thread, NULL);
-    free(replication->databases);
-    free(replication);
+    pthread_mutex_lock(&replication->lock);
+    pthread_cond_broadcast(&replication->wake);
+    pthread_mutex_unlock(&replication->lock);
+    if (replication->reader_started)
+        pthread_join(replication->reader, NULL);
+    if (replication->upload_started)
+        pthread_join(replication->upload, NULL);
+    replication_free(replication);
 }

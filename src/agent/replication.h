@@ -1,6 +1,11 @@
 /*
- * replication.h: the agent's replication thread, which runs a shipper round
- * (replicate/shipper.h) for each database with `replicate`, every interval.
+ * replication.h: the agent's two replication threads, for every database
+ * with `replicate`: the reader runs a shipper round (replicate/shipper.h)
+ * every interval and watches for a waiting application checkpoint between
+ * rounds (every 20 ms); the uploader drains the queue (replicate/uploader.h)
+ * as soon as the reader queued something, retrying a failing target with
+ * backoff. Two threads so that a slow target never delays the reading that
+ * stamps each commit's time.
  *
  * Why a thread of its own and not a job kind on the workers: a round is due
  * every second or so, and must not wait behind a backup or a slow upload

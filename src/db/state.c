@@ -701,14 +701,32 @@ int state_replica_queued_paths(struct state *state, void (*visit)(void *, const 
 
 int state_replica_generations(struct state *state, const char *database,
                               struct state_replica_generation **out, size_t *count,
-                              struct error *err)
+                              int64_t *queued_up_to, struct error *err)
 {
     sqlite3_stmt *row = NULL;
     size_t used = 0, capacity = 0;
     struct state_replica_generation *list = NULL;
     *out = NULL;
     *count = 0;
-    int rc = state_run(state, &row,
+    /* One read transaction: the generations as of the last queued object. */
+    if (sqlite3_exec(state->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
+        return state_fail(state, err, "cannot begin");
+    int rc = SQLITE_DONE;
+    if (queued_up_to) {
+        *queued_up_to = 0;
+        rc = state_run(state, &row,
+                       "SELECT coalesce(max(id), 0) FROM replica_queue WHERE database = ?1", "s",
+                       database);
+        if (rc == SQLITE_ROW)
+            *queued_up_to = sqlite3_column_int64(row, 0);
+        sqlite3_finalize(row);
+        row = NULL;
+        if (rc != SQLITE_ROW) {
+            sqlite3_exec(state->db, "ROLLBACK", NULL, NULL, NULL);
+            return state_fail(state, err, "cannot read the replica queue");
+        }
+    }
+    rc = state_run(state, &row,
                        "SELECT generation, base_from, first_seen_at_ms, last_seen_at_ms FROM"
                        " replica_generations WHERE database = ?1 ORDER BY generation",
                        "s", database);
@@ -733,8 +751,11 @@ int state_replica_generations(struct state *state, const char *database,
     sqlite3_finalize(row);
     if (rc != SQLITE_DONE) {
         free(list);
-        return state_fail(state, err, "cannot read the replica generations");
+        rc = state_fail(state, err, "cannot read the replica generations");
+        sqlite3_exec(state->db, "ROLLBACK", NULL, NULL, NULL);
+        return rc;
     }
+    sqlite3_exec(state->db, "COMMIT", NULL, NULL, NULL);
     *out = list;
     *count = used;
     return 0;

@@ -206,10 +206,13 @@ int state_replica_object_done(struct state *state, int64_t id, struct error *err
 /* Every queued object's path, for spool clean-up: calls visit for each. */
 int state_replica_queued_paths(struct state *state, void (*visit)(void *, const char *),
                                void *context, struct error *err);
-/* The generations, oldest first; caller frees *out. */
+/* The generations, oldest first; caller frees *out. With queued_up_to:
+ * also, read in the same transaction, the id of the newest queued object
+ * (0: none), so that the list describes exactly what the queue holds up to
+ * that id (each state_save_replica queues and updates in one transaction). */
 int state_replica_generations(struct state *state, const char *database,
                               struct state_replica_generation **out, size_t *count,
-                              struct error *err);
+                              int64_t *queued_up_to, struct error *err);
 /* Breaks counted per reason: calls visit(context, reason, count). */
 int state_replica_breaks(struct state *state, const char *database,
                          void (*visit)(void *, const char *, int64_t), void *context,

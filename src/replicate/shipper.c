@@ -32,7 +32,6 @@
 #include "core/log.h"
 #include "db/database.h"
 #include "db/state.h"
-#include "offsite/target.h"
 #include "replicate/format.h"
 #include "replicate/segment.h"
 #include "replicate/wal.h"
@@ -51,7 +50,6 @@ struct replica {
     char wal_path[PATH_MAX];
     char spool[PATH_MAX];
     struct state *state;
-    struct target *target;
     sqlite3 *pin; /* holds a read transaction between the agent's own resets */
     struct state_replica row;
     int64_t wal_size, wal_mtime_ns, db_mtime_ns; /* at the last round, for the idle test */
@@ -812,80 +810,6 @@ static bool checkpointer_waits(struct replica *r)
            shm_lock_held(r->shm_fd, 121, F_WRLCK);
 }
 
-/* ---- upload ---- */
-
-static int write_index(struct replica *r, int64_t now_ms, struct error *err)
-{
-    struct state_replica_generation *list = NULL;
-    size_t count = 0;
-    int rc = state_replica_generations(r->state, r->db->name, &list, &count, err);
-    if (rc < 0)
-        return rc;
-    struct format_index_generation *gens = calloc(count + 1, sizeof *gens);
-    if (!gens) {
-        free(list);
-        return error_set(err, -ENOMEM, "out of memory");
-    }
-    for (size_t i = 0; i < count; i++)
-        gens[i] = (struct format_index_generation){.generation = list[i].generation,
-                                                   .first_seen_at_ms = list[i].first_seen_at_ms,
-                                                   .last_seen_at_ms = list[i].last_seen_at_ms,
-                                                   .base_from = list[i].base_from};
-    struct format_index index = {.database = (char *)r->db->name,
-                                 .count = count,
-                                 .generations = gens,
-                                 .updated_at_ms = now_ms};
-    char *json = format_index_encode(&index, err);
-    free(gens);
-    free(list);
-    if (!json)
-        return err ? err->code : -EINVAL;
-    char path[PATH_MAX], key[FORMAT_KEY_SIZE];
-    snprintf(path, sizeof path, "%s/index.json", r->spool);
-    format_key(key, sizeof key, r->db->name, FORMAT_INDEX, 0, 0, 0, NULL);
-    rc = fs_write_file_atomically(path, json, strlen(json), 0600, err);
-    free(json);
-    if (rc == 0)
-        rc = target_put_file(r->target, key, path, NULL, NULL, err);
-    unlink(path);
-    return rc;
-}
-
-static int upload_queue(struct replica *r, int64_t now_ms, struct error *err)
-{
-    struct io_context io = {.stop = r->stop, .background = true};
-    int uploaded = 0, rc = 0;
-    for (;;) {
-        struct state_replica_object object;
-        bool found;
-        rc = state_next_replica_object(r->state, r->db->name, &object, &found, err);
-        if (rc < 0 || !found)
-            break;
-        char sha[IO_SHA256_HEX] = "";
-        int fd = open(object.path, O_RDONLY | O_CLOEXEC);
-        if (fd >= 0) {
-            io_sha256_fd(fd, &io, sha);
-            close(fd);
-        }
-        rc = target_put_file(r->target, object.key, object.path, sha[0] ? sha : NULL, &io, err);
-        if (rc < 0) {
-            error_prefix(err, "%s: upload of %s: ", r->db->name, object.key);
-            break;
-        }
-        rc = state_replica_object_done(r->state, object.id, err);
-        if (rc < 0)
-            break;
-        unlink(object.path);
-        uploaded++;
-    }
-    if (uploaded > 0) {
-        int index_rc = write_index(r, now_ms, err);
-        if (rc == 0)
-            rc = index_rc;
-    }
-    return rc;
-}
-
 /* ---- the round ---- */
 
 /* A commit of the ended generation found after its recorded end (design
@@ -938,7 +862,7 @@ int replica_round(struct replica *r, int64_t now_ms, bool force_reset, struct er
                                         err);
             }
         }
-        return rc < 0 ? rc : upload_queue(r, now_ms, err);
+        return rc;
     }
     bool was_not_wal = r->not_wal;
     r->based = false;
@@ -953,7 +877,7 @@ int replica_round(struct replica *r, int64_t now_ms, bool force_reset, struct er
         (uint64_t)db_st.st_ino == r->row.db_inode) {
         if (checkpointer_waits(r))
             return reset_losslessly(r, now_ms, true, err);
-        return upload_queue(r, now_ms, err);
+        return 0;
     }
 
     if (r->row.generation == 0) {
@@ -1068,7 +992,15 @@ int replica_round(struct replica *r, int64_t now_ms, bool force_reset, struct er
     }
     if (stat(r->db->path, &db_st) == 0)
         r->db_mtime_ns = mtime_ns(&db_st);
-    return upload_queue(r, now_ms, err);
+    return 0;
+}
+
+int replica_watch(struct replica *r, int64_t now_ms, struct error *err)
+{
+    /* Only a pin can keep an application's checkpoint waiting. */
+    if (!r->pin || r->row.generation == 0 || r->not_wal || !checkpointer_waits(r))
+        return 0;
+    return reset_losslessly(r, now_ms, true, err);
 }
 
 int replica_open(const struct database_config *db, const char *state_dir,
@@ -1096,13 +1028,6 @@ int replica_open(const struct database_config *db, const char *state_dir,
         (rc = state_get_replica(r->state, db->name, &r->row, err)) < 0 ||
         (rc = spool_clean(r, err)) < 0)
         goto fail;
-    if (!db->replicate.target) {
-        rc = error_set(err, -EINVAL, "%s: replicate has no target", db->name);
-        goto fail;
-    }
-    if ((rc = target_open(db->replicate.target, &r->target, err)) < 0)
-        goto fail;
-    target_set_stop(r->target, stop);
     *out = r;
     return 0;
 fail:
@@ -1119,8 +1044,6 @@ void replica_close(struct replica *r)
         close(r->db_fd);
     if (r->shm_fd >= 0)
         close(r->shm_fd);
-    if (r->target)
-        target_close(r->target);
     state_close(r->state);
     free(r);
 }

@@ -16,8 +16,7 @@
  *      write lock (or while the application's checkpointer holds it) ship
  *      to the last commit, end the pin, checkpoint, and mark the generation
  *      ended, so that the next header (salt-1 + 1) continues from its end;
- *   5. upload the queue in order (objects, then their sidecar), THEN
- *      rewrite index.json.
+ *   5. the uploader (uploader.h, another thread) drains the queue.
  * A break (the WAL restarted by someone else, a chain that does not follow,
  * the database replaced or out of WAL mode) starts a new generation from a
  * fresh base, never a silent gap: logged, counted per reason in state.db.
@@ -48,6 +47,12 @@ void replica_close(struct replica *replica);
  * (the checkpoint job's "ship, then checkpoint"). 0, or a negative error
  * (the round is retried next interval; nothing is lost). */
 int replica_round(struct replica *replica, int64_t now_ms, bool force_reset, struct error *err);
+
+/* Between rounds, every few ms: an application's FULL/RESTART/TRUNCATE
+ * checkpoint waiting for the pin gets step 4 at once (ship to its end, let
+ * go) instead of waiting up to `interval`. Costs three fcntl(F_GETLK) when
+ * nothing waits. 0 or a negative error, as replica_round. */
+int replica_watch(struct replica *replica, int64_t now_ms, struct error *err);
 
 /* What status and metrics show; filled from state.db. */
 struct replica_summary {

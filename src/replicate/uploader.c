@@ -1,0 +1,151 @@
+/*
+ * uploader.c: the replica upload queue drained to the target (uploader.h).
+ */
+#include "replicate/uploader.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/fsutil.h"
+#include "core/io.h"
+#include "db/state.h"
+#include "offsite/target.h"
+#include "replicate/format.h"
+
+struct replica_uploader {
+    const struct database_config *db;
+    const volatile sig_atomic_t *stop;
+    char spool[PATH_MAX];
+    struct state *state;
+    struct target *target;
+    bool index_stale; /* objects are up that index.json does not describe yet */
+};
+
+int replica_uploader_open(const struct database_config *db, const char *state_dir,
+                          const volatile sig_atomic_t *stop, struct replica_uploader **out,
+                          struct error *err)
+{
+    struct replica_uploader *u = calloc(1, sizeof *u);
+    char directory[PATH_MAX];
+    int rc;
+
+    *out = NULL;
+    if (!u)
+        return error_set(err, -ENOMEM, "out of memory");
+    u->db = db;
+    u->stop = stop;
+    snprintf(directory, sizeof directory, "%s/replica", state_dir);
+    if (fs_join(u->spool, sizeof u->spool, directory, db->name) != 0) {
+        rc = error_set(err, -ENAMETOOLONG, "%s: spool path too long", db->name);
+        goto fail;
+    }
+    if (!db->replicate.target) {
+        rc = error_set(err, -EINVAL, "%s: replicate has no target", db->name);
+        goto fail;
+    }
+    if ((rc = fs_make_directories(u->spool, 0700, err)) < 0 ||
+        (rc = state_open(state_dir, &u->state, err)) < 0 ||
+        (rc = target_open(db->replicate.target, &u->target, err)) < 0)
+        goto fail;
+    target_set_stop(u->target, stop);
+    u->index_stale = true; /* a kill may have come between the objects and it */
+    *out = u;
+    return 0;
+fail:
+    replica_uploader_close(u);
+    return rc;
+}
+
+void replica_uploader_close(struct replica_uploader *u)
+{
+    if (!u)
+        return;
+    if (u->target)
+        target_close(u->target);
+    state_close(u->state);
+    free(u);
+}
+
+/* index.json from a snapshot of the generations. Spooled under a dot name:
+ * the shipper's spool clean-up (at its open) skips those. */
+static int write_index(struct replica_uploader *u, const struct state_replica_generation *list,
+                       size_t count, int64_t now_ms, struct error *err)
+{
+    struct format_index_generation *gens = calloc(count + 1, sizeof *gens);
+    if (!gens)
+        return error_set(err, -ENOMEM, "out of memory");
+    for (size_t i = 0; i < count; i++)
+        gens[i] = (struct format_index_generation){.generation = list[i].generation,
+                                                   .first_seen_at_ms = list[i].first_seen_at_ms,
+                                                   .last_seen_at_ms = list[i].last_seen_at_ms,
+                                                   .base_from = list[i].base_from};
+    struct format_index index = {.database = (char *)u->db->name,
+                                 .count = count,
+                                 .generations = gens,
+                                 .updated_at_ms = now_ms};
+    char *json = format_index_encode(&index, err);
+    free(gens);
+    if (!json)
+        return err ? err->code : -EINVAL;
+    char path[PATH_MAX], key[FORMAT_KEY_SIZE];
+    snprintf(path, sizeof path, "%s/.index.json", u->spool);
+    format_key(key, sizeof key, u->db->name, FORMAT_INDEX, 0, 0, 0, NULL);
+    int rc = fs_write_file_atomically(path, json, strlen(json), 0600, err);
+    free(json);
+    if (rc == 0)
+        rc = target_put_file(u->target, key, path, NULL, NULL, err);
+    unlink(path);
+    return rc;
+}
+
+int replica_upload(struct replica_uploader *u, int64_t now_ms, int *uploaded, struct error *err)
+{
+    struct io_context io = {.stop = u->stop, .background = true};
+    struct state_replica_generation *list = NULL;
+    size_t count = 0;
+    int64_t up_to = 0;
+    *uploaded = 0;
+    /* The index that will be true once the objects queued up to now are up. */
+    int rc = state_replica_generations(u->state, u->db->name, &list, &count, &up_to, err);
+    if (rc < 0 || (up_to == 0 && !u->index_stale)) {
+        free(list);
+        return rc;
+    }
+    for (;;) {
+        struct state_replica_object object;
+        bool found;
+        if (up_to == 0)
+            break;
+        rc = state_next_replica_object(u->state, u->db->name, &object, &found, err);
+        if (rc < 0 || !found || object.id > up_to)
+            break;
+        char sha[IO_SHA256_HEX] = "";
+        int fd = open(object.path, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            io_sha256_fd(fd, &io, sha);
+            close(fd);
+        }
+        rc = target_put_file(u->target, object.key, object.path, sha[0] ? sha : NULL, &io, err);
+        if (rc < 0) {
+            error_prefix(err, "%s: upload of %s: ", u->db->name, object.key);
+            break;
+        }
+        rc = state_replica_object_done(u->state, object.id, err);
+        if (rc < 0)
+            break;
+        unlink(object.path);
+        (*uploaded)++;
+        u->index_stale = true;
+    }
+    if (rc == 0 && u->index_stale && count > 0) {
+        rc = write_index(u, list, count, now_ms, err);
+        u->index_stale = rc < 0;
+    }
+    free(list);
+    return rc;
+}

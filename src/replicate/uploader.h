@@ -1,0 +1,43 @@
+/*
+ * uploader.h: puts one database's queued replica objects on its replicate
+ * target, then rewrites index.json (sqlprodd-format(5)).
+ *
+ * The shipper (shipper.h) reads the WAL, spools and queues; the uploader
+ * only drains that queue, on a thread of its own, so that a slow target
+ * never delays the reading that stamps each commit's seen_at (a commit read
+ * late is restorable only from a later instant). Each has its own state.db
+ * connection and the queue in state.db is their only shared state.
+ *
+ * Order (what a reader of the bucket relies on): objects in queue order, a
+ * segment before its sidecar; index.json last, describing the generations
+ * as they were when the last uploaded object was queued, never one ahead.
+ *
+ * What it is not: no thread and no retry timing (the agent's replication
+ * loop decides when to call again after an error).
+ */
+#ifndef SQLPRODD_REPLICATE_UPLOADER_H
+#define SQLPRODD_REPLICATE_UPLOADER_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config/config.h"
+#include "core/error.h"
+
+struct replica_uploader;
+
+/* Opens the uploader of `db` (which has replicate.target): a state.db
+ * connection and the target. Spool files are the shipper's. */
+int replica_uploader_open(const struct database_config *db, const char *state_dir,
+                          const volatile sig_atomic_t *stop, struct replica_uploader **out,
+                          struct error *err);
+void replica_uploader_close(struct replica_uploader *uploader);
+
+/* Puts every object queued now, in order, then index.json. *uploaded: the
+ * number of objects put. 0, or a negative error (what is not put stays
+ * queued, in order; a later call continues). */
+int replica_upload(struct replica_uploader *uploader, int64_t now_ms, int *uploaded,
+                   struct error *err);
+
+#endif
