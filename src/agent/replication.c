@@ -97,11 +97,17 @@ static int64_t reader_turn(struct agent_replication *replication, struct replica
         return item->due_ms;
     }
     rc = replica_check_database(item->db, &err);
-    if (rc == 0 && !item->replica)
-        rc = replica_open(item->db, replication->config->state_dir, &replication->stop,
-                          &item->replica, &err);
-    /* A database out of WAL mode still gets its round: the shipper counts
-     * that break once. */
+    /* A database out of WAL mode (-EINVAL) still gets its round, also right
+     * after a start: the shipper counts that break once and shows it. */
+    if ((rc == 0 || rc == -EINVAL) && !item->replica) {
+        struct error open_err = {0};
+        int opened = replica_open(item->db, replication->config->state_dir, &replication->stop,
+                                  &item->replica, &open_err);
+        if (opened < 0) {
+            rc = opened;
+            err = open_err;
+        }
+    }
     if (item->replica && (rc == 0 || rc == -EINVAL)) {
         int round = replica_round(item->replica, replication_now_ms(), false, &err);
         if (round != 0)

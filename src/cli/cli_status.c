@@ -172,6 +172,23 @@ static int64_t status_now_ms(void)
     return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
 }
 
+/* A break's reason code (state.db, metrics label) in an operator's words. */
+static const char *break_words(const char *reason)
+{
+    static const char *const words[][2] = {
+        {"restarted", "the WAL was restarted by another process before it was all shipped"},
+        {"broken", "the WAL chain no longer held the last frame shipped"},
+        {"chain", "the WAL chain broke"},
+        {"no_header", "the WAL was emptied before it was all shipped"},
+        {"replaced", "the database file was replaced"},
+        {"not_wal", "the database left WAL mode"},
+    };
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
+        if (strcmp(reason, words[i][0]) == 0)
+            return words[i][1];
+    return reason;
+}
+
 /* "generation 3, last commit shipped 2026-12-02T11:24:07.123Z (0.8s ago), 2 breaks
  * (last: restarted at ...)" */
 static void format_replica(const struct database_status *status, char *out, size_t size)
@@ -204,6 +221,10 @@ static void format_replica(const struct database_status *status, char *out, size
              (long long)(r->shipped_bytes >> 20), (long long)status->breaks,
              status->breaks == 1 ? "" : "s", r->last_break[0] ? " (last: " : "", r->last_break,
              r->last_break[0] ? " at " : "", r->last_break[0] ? at : "");
+    if (r->last_break[0]) {
+        size_t used = strlen(out);
+        snprintf(out + used, size - used, ": %s", break_words(r->last_break));
+    }
     if (r->last_break[0]) {
         size_t used = strlen(out);
         snprintf(out + used, size - used, ")");
@@ -673,6 +694,17 @@ static void print_table(const struct database_status *statuses, size_t count,
     }
     free(rows);
 
+    /* Replication under the table, one line per replicated database. */
+    bool replicated = false;
+    for (size_t i = 0; i < count; i++) {
+        if (!statuses[i].db->replicate.target)
+            continue;
+        char replica[768];
+        format_replica(&statuses[i], replica, sizeof replica);
+        printf("%s%s replica: %s\n", replicated ? "" : "\n", statuses[i].db->name, replica);
+        replicated = true;
+    }
+
     /* Why a database is not healthy, and the fix, under the table: the
      * table stays one line per database and the reasons stay whole. */
     bool heading = false;
@@ -737,7 +769,7 @@ static void print_details(const struct database_status *status, const struct sta
     }
     printf("  uploads pending: %lld\n", (long long)status->pending);
     if (status->db->replicate.target) {
-        char replica[512];
+        char replica[768];
         format_replica(status, replica, sizeof replica);
         printf("  replica: %s\n", replica);
     }

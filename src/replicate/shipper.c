@@ -260,28 +260,6 @@ int replica_check_database(const struct database_config *db, struct error *err)
  * at every moment one of them has a read mark, so nobody else can restart
  * the WAL (design 2.3 step 1), and the mark moves forward each round so
  * the application's PASSIVE autocheckpoints keep backfilling. */
-static void pin_renew(struct replica *r)
-{
-    sqlite3 *next = NULL;
-    struct error ignored = {0};
-    if (database_open(r->db, true, r->stop, &next, &ignored) != 0) {
-        log_event(LOG_WARNING, r->db->name, "replicate", "cannot pin the WAL: %s", ignored.message);
-        return;
-    }
-    if (sqlite3_exec(next, "BEGIN; SELECT count(*) FROM sqlite_master;", NULL, NULL, NULL) !=
-        SQLITE_OK) {
-        log_event(LOG_WARNING, r->db->name, "replicate", "cannot pin the WAL: %s",
-                  sqlite3_errmsg(next));
-        sqlite3_close(next);
-        return;
-    }
-    if (r->pin) {
-        sqlite3_exec(r->pin, "ROLLBACK", NULL, NULL, NULL);
-        sqlite3_close(r->pin);
-    }
-    r->pin = next;
-}
-
 static void pin_end(struct replica *r)
 {
     if (r->pin) {
@@ -291,9 +269,34 @@ static void pin_end(struct replica *r)
     }
 }
 
-/* Whether another process holds byte `offset` of the -shm (SQLite's unix
- * VFS locks byte 120 + n for lock n: 0 write, 1 checkpoint, 3.. readers). */
-static bool shm_lock_held(int shm, off_t offset, short type)
+static bool pin_renew(struct replica *r)
+{
+    sqlite3 *next = NULL;
+    struct error ignored = {0};
+    if (database_open(r->db, true, r->stop, &next, &ignored) != 0) {
+        log_event(LOG_WARNING, r->db->name, "replicate", "cannot pin the WAL: %s", ignored.message);
+        return false;
+    }
+    if (sqlite3_exec(next, "BEGIN; SELECT count(*) FROM sqlite_master;", NULL, NULL, NULL) !=
+        SQLITE_OK) {
+        log_event(LOG_WARNING, r->db->name, "replicate", "cannot pin the WAL: %s",
+                  sqlite3_errmsg(next));
+        sqlite3_close(next);
+        return false;
+    }
+    if (r->pin) {
+        sqlite3_exec(r->pin, "ROLLBACK", NULL, NULL, NULL);
+        sqlite3_close(r->pin);
+    }
+    r->pin = next;
+    return true;
+}
+
+/* Whether another process holds a lock on byte `offset` of `fd` that
+ * conflicts with `type` (F_RDLCK: a write lock; F_WRLCK: any). On the -shm,
+ * SQLite's unix VFS locks byte 120 + n for lock n: 0 write, 1 checkpoint,
+ * 3.. readers. */
+static bool lock_held(int shm, off_t offset, short type)
 {
     struct flock lock = {.l_type = type, .l_whence = SEEK_SET, .l_start = offset, .l_len = 1};
     if (fcntl(shm, F_GETLK, &lock) != 0)
@@ -722,7 +725,7 @@ static int reset_losslessly(struct replica *r, int64_t now_ms, bool yield, struc
         shm = r->shm_fd;
     bool readers = false;
     for (int n = 1; shm >= 0 && n <= 4 && !readers; n++)
-        readers = shm_lock_held(shm, 120 + 3 + n, F_WRLCK);
+        readers = lock_held(shm, 120 + 3 + n, F_WRLCK);
     /* Ended: everything up to the last commit is shipped (nothing can
      * commit now), every frame is backfilled and no other reader keeps the
      * WAL from restarting at the next write. */
@@ -739,10 +742,8 @@ static int reset_losslessly(struct replica *r, int64_t now_ms, bool yield, struc
          * checkpoint cannot backfill past it (that needs mark 0), so the
          * WAL cannot restart a second time before the next round reads the
          * new generation (design 2.3 step 4). */
-        if (rc == 0) {
-            pin_renew(r);
-            r->end_trusted = true;
-        }
+        if (rc == 0)
+            r->end_trusted = pin_renew(r);
     }
 out:
     if (fd >= 0) {
@@ -771,7 +772,7 @@ static int yield_to_checkpointer(struct replica *r, int fd, struct wal_reader *r
 {
     bool readers = false;
     for (int n = 1; n <= 4 && !readers; n++)
-        readers = shm_lock_held(r->shm_fd, 120 + 3 + n, F_WRLCK);
+        readers = lock_held(r->shm_fd, 120 + 3 + n, F_WRLCK);
     log_event(LOG_DEBUG, r->db->name, "replicate",
               "yielding to the application's waiting checkpoint: shipped to frame %" PRIu64
               ", other readers: %s",
@@ -788,8 +789,8 @@ static int yield_to_checkpointer(struct replica *r, int fd, struct wal_reader *r
     pin_end(r);
     for (int i = 0; i < 5000 && checkpointer_waits(r) && !(r->stop && *r->stop); i++)
         io_sleep_ms(1, 1, r->stop);
-    pin_renew(r);
-    r->end_trusted = !readers;
+    bool pinned = pin_renew(r);
+    r->end_trusted = pinned && !readers;
     return 0;
 }
 
@@ -806,8 +807,8 @@ static bool checkpointer_waits(struct replica *r)
      * an application holds both only inside a FULL/RESTART/TRUNCATE
      * checkpoint, but a writer's transaction ending just as its PASSIVE
      * autocheckpoint begins would pass a single look at each. */
-    return shm_lock_held(r->shm_fd, 121, F_WRLCK) && shm_lock_held(r->shm_fd, 120, F_WRLCK) &&
-           shm_lock_held(r->shm_fd, 121, F_WRLCK);
+    return lock_held(r->shm_fd, 121, F_WRLCK) && lock_held(r->shm_fd, 120, F_WRLCK) &&
+           lock_held(r->shm_fd, 121, F_WRLCK);
 }
 
 /* ---- the round ---- */
@@ -998,7 +999,9 @@ int replica_round(struct replica *r, int64_t now_ms, bool force_reset, struct er
 int replica_watch(struct replica *r, int64_t now_ms, struct error *err)
 {
     /* Only a pin can keep an application's checkpoint waiting. */
-    if (!r->pin || r->row.generation == 0 || r->not_wal || !checkpointer_waits(r))
+    if (!r->pin || r->row.generation == 0 || r->not_wal)
+        return 0;
+    if (!checkpointer_waits(r))
         return 0;
     return reset_losslessly(r, now_ms, true, err);
 }
