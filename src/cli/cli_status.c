@@ -189,8 +189,8 @@ static const char *break_words(const char *reason)
     return reason;
 }
 
-/* "generation 3, last commit shipped 2026-12-02T11:24:07.123Z (0.8s ago), 2 breaks
- * (last: restarted at ...)" */
+/* "to offsite, generation 3, on the target up to 2026-12-02T11:24:07.123Z (lag 0.8s),
+ * 0 objects queued, 12 MB of WAL, 2 breaks (last: restarted at ...): words" */
 static void format_replica(const struct database_status *status, char *out, size_t size)
 {
     const struct state_replica *r = &status->replica;
@@ -198,16 +198,19 @@ static void format_replica(const struct database_status *status, char *out, size
         snprintf(out, size, "to %s, nothing shipped yet", status->db->replicate.target_name);
         return;
     }
-    char seen[40] = "none yet", at[40] = "";
-    if (r->last_seen_at_ms) {
-        time_t t = (time_t)(r->last_seen_at_ms / 1000);
+    /* What a restore from the target gets now: the newest commit uploaded
+     * with its index.json, and how long ago it was seen. */
+    char seen[48] = "no commit yet", at[40] = "";
+    int64_t on_target = r->uploaded_seen_at_ms;
+    if (on_target) {
+        time_t t = (time_t)(on_target / 1000);
         struct tm tm;
         gmtime_r(&t, &tm);
         strftime(seen, sizeof seen, "%Y-%m-%dT%H:%M:%S", &tm);
         size_t used = strlen(seen);
-        snprintf(seen + used, sizeof seen - used, ".%03dZ (lag %.1fs)",
-                 (int)(r->last_seen_at_ms % 1000),
-                 (double)(status_now_ms() - r->last_seen_at_ms) / 1000.0);
+        int64_t lag = status_now_ms() - on_target;
+        snprintf(seen + used, sizeof seen - used, ".%03dZ (lag %.1fs)", (int)(on_target % 1000),
+                 (double)(lag > 0 ? lag : 0) / 1000.0);
     }
     if (r->last_break[0] && r->last_break_at_ms) {
         time_t t = (time_t)(r->last_break_at_ms / 1000);
@@ -216,8 +219,10 @@ static void format_replica(const struct database_status *status, char *out, size
         strftime(at, sizeof at, "%Y-%m-%dT%H:%M:%SZ", &tm);
     }
     snprintf(out, size,
-             "to %s, generation %lu, last commit shipped %s, %lld MB of WAL, %lld break%s%s%s%s%s",
+             "to %s, generation %lu, on the target up to %s, %lld object%s queued, %lld MB of "
+             "WAL, %lld break%s%s%s%s%s",
              status->db->replicate.target_name, (unsigned long)r->generation, seen,
+             (long long)r->queued_objects, r->queued_objects == 1 ? "" : "s",
              (long long)(r->shipped_bytes >> 20), (long long)status->breaks,
              status->breaks == 1 ? "" : "s", r->last_break[0] ? " (last: " : "", r->last_break,
              r->last_break[0] ? " at " : "", r->last_break[0] ? at : "");
@@ -504,10 +509,16 @@ static json_t *status_to_json(const struct database_status *status, const struct
         json_object_set_new(replica, "generation", json_integer(r->generation));
         json_object_set_new(replica, "last_seen_at_ms",
                             r->last_seen_at_ms ? json_integer(r->last_seen_at_ms) : json_null());
+        /* lag: as the metric, from what the target holds */
+        json_object_set_new(replica, "on_target_seen_at_ms",
+                            r->uploaded_seen_at_ms ? json_integer(r->uploaded_seen_at_ms)
+                                                   : json_null());
         json_object_set_new(replica, "lag_seconds",
-                            r->last_seen_at_ms
-                                ? json_real((double)(status_now_ms() - r->last_seen_at_ms) / 1000.0)
+                            r->uploaded_seen_at_ms
+                                ? json_real((double)(status_now_ms() - r->uploaded_seen_at_ms) /
+                                            1000.0)
                                 : json_null());
+        json_object_set_new(replica, "queued_objects", json_integer(r->queued_objects));
         json_object_set_new(replica, "shipped_bytes", json_integer(r->shipped_bytes));
         json_object_set_new(replica, "breaks", json_integer(status->breaks));
         json_object_set_new(replica, "last_break",

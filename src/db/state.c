@@ -26,7 +26,7 @@ struct state {
 };
 
 /* Bump with a migration when the schema changes; state_open applies it. */
-#define STATE_SCHEMA_VERSION 2
+#define STATE_SCHEMA_VERSION 3
 
 static const char state_schema[] =
     "CREATE TABLE IF NOT EXISTS job_runs ("
@@ -62,7 +62,10 @@ static const char state_schema[] =
     "  PRIMARY KEY (database, generation));"
     "CREATE TABLE IF NOT EXISTS replica_breaks ("
     "  database TEXT NOT NULL, reason TEXT NOT NULL, count INTEGER NOT NULL,"
-    "  PRIMARY KEY (database, reason));";
+    "  PRIMARY KEY (database, reason));"
+    /* Version 3: what the target holds (the uploader's own row). */
+    "CREATE TABLE IF NOT EXISTS replica_uploaded ("
+    "  database TEXT PRIMARY KEY, seen_at_ms INTEGER NOT NULL);";
 
 static int state_fail(struct state *state, struct error *err, const char *doing)
 {
@@ -553,7 +556,10 @@ int state_get_replica(struct state *state, const char *database, struct state_re
                        "SELECT generation, wal_offset, frame_index, checksum0, checksum1, salt0,"
                        " salt1, page_size, checkpoint_sequence, big_endian, ended, db_device,"
                        " db_inode, last_seen_at_ms, shipped_bytes, base_taken_at_ms, last_break,"
-                       " last_break_at_ms FROM replica WHERE database = ?1",
+                       " last_break_at_ms,"
+                       " (SELECT seen_at_ms FROM replica_uploaded u WHERE u.database = ?1),"
+                       " (SELECT count(*) FROM replica_queue q WHERE q.database = ?1)"
+                       " FROM replica WHERE database = ?1",
                        "s", database);
     if (rc == SQLITE_DONE)
         return 0;
@@ -578,6 +584,8 @@ int state_get_replica(struct state *state, const char *database, struct state_re
     const unsigned char *reason = sqlite3_column_text(row, 16);
     snprintf(out->last_break, sizeof out->last_break, "%s", reason ? (const char *)reason : "");
     out->last_break_at_ms = sqlite3_column_int64(row, 17);
+    out->uploaded_seen_at_ms = sqlite3_column_int64(row, 18);
+    out->queued_objects = sqlite3_column_int64(row, 19);
     sqlite3_finalize(row);
     return 0;
 }
@@ -676,6 +684,17 @@ int state_next_replica_object(struct state *state, const char *database,
     sqlite3_finalize(row);
     *found = true;
     return 0;
+}
+
+int state_replica_uploaded(struct state *state, const char *database, int64_t seen_at_ms,
+                           struct error *err)
+{
+    return state_run(state, NULL,
+                     "INSERT OR REPLACE INTO replica_uploaded (database, seen_at_ms)"
+                     " VALUES (?1, ?2)",
+                     "si", database, seen_at_ms) == SQLITE_DONE
+               ? 0
+               : state_fail(state, err, "cannot record what the target holds");
 }
 
 int state_replica_object_done(struct state *state, int64_t id, struct error *err)

@@ -169,6 +169,9 @@ struct state_replica {
     int64_t base_taken_at_ms;  /* of the newest base file */
     char last_break[32];       /* reason of the last break, "" if none */
     int64_t last_break_at_ms;
+    /* Read only (state_get_replica; state_save_replica ignores them): */
+    int64_t uploaded_seen_at_ms; /* newest commit on the target with its index; 0: none */
+    int64_t queued_objects;      /* objects waiting for the uploader */
 };
 
 /* An object to put: the file at `path` (a spool file) under `key`. */
@@ -203,6 +206,10 @@ int state_save_replica(struct state *state, const char *database, const struct s
 int state_next_replica_object(struct state *state, const char *database,
                               struct state_replica_object *out, bool *found, struct error *err);
 int state_replica_object_done(struct state *state, int64_t id, struct error *err);
+/* The uploader's record: the target now holds, with an index.json naming
+ * them, every commit seen up to `seen_at_ms`. */
+int state_replica_uploaded(struct state *state, const char *database, int64_t seen_at_ms,
+                           struct error *err);
 /* Every queued object's path, for spool clean-up: calls visit for each. */
 int state_replica_queued_paths(struct state *state, void (*visit)(void *, const char *),
                                void *context, struct error *err);

@@ -41,6 +41,23 @@ static int dir_path_of(struct target *target, const char *key, char *out, size_t
     return 0;
 }
 
+/* The root must still be there at each put: folders below it are made as
+ * needed, the root never, or an unmounted share would fill the mount point
+ * on the local disk while the objects seem to go off-site. */
+static int dir_root_present(struct target *target, struct error *err)
+{
+    struct stat st;
+    const char *root = dir_of(target)->root;
+    if (stat(root, &st) != 0)
+        return error_set(err, -errno,
+                         "%s: directory %s: %s (is the share mounted? sqlprodd does not create a "
+                         "target's root)",
+                         target->description, root, strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return error_set(err, -ENOTDIR, "%s: %s is not a directory", target->description, root);
+    return 0;
+}
+
 /* Cuts "ROOT/NAME/FILE" to "ROOT/NAME" (paths here always hold a '/'). */
 static void dir_parent(char *path)
 {
@@ -125,6 +142,8 @@ static int dir_put_file(struct target *target, const char *key, const char *path
     snprintf(temp, sizeof temp, "%s%s", destination, FS_TEMP_SUFFIX);
     snprintf(directory, sizeof directory, "%s", destination);
     dir_parent(directory);
+    if ((rc = dir_root_present(target, err)) != 0)
+        return rc;
     if ((rc = fs_make_directories(directory, 0700, err)) != 0)
         return error_prefix(err, "%s: ", target->description);
 

@@ -145,6 +145,12 @@ int replica_upload(struct replica_uploader *u, int64_t now_ms, int *uploaded, st
     if (rc == 0 && u->index_stale && count > 0) {
         rc = write_index(u, list, count, now_ms, err);
         u->index_stale = rc < 0;
+        int64_t newest = 0;
+        for (size_t i = 0; i < count; i++)
+            if (list[i].last_seen_at_ms > newest)
+                newest = list[i].last_seen_at_ms;
+        if (rc == 0 && newest > 0)
+            rc = state_replica_uploaded(u->state, u->db->name, newest, err);
     }
     free(list);
     return rc;
