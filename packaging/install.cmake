@@ -62,7 +62,8 @@ install(FILES "${PROJECT_SOURCE_DIR}/packaging/systemd/sqlprodd.tmpfiles"
 
 # Plain roff: dh_installman / rpm's brp-compress gzip them.
 install(FILES "${PROJECT_SOURCE_DIR}/man/sqlprodd.8" DESTINATION "${CMAKE_INSTALL_MANDIR}/man8")
-install(FILES "${PROJECT_SOURCE_DIR}/man/sqlprodd.conf.5" DESTINATION "${CMAKE_INSTALL_MANDIR}/man5")
+install(FILES "${PROJECT_SOURCE_DIR}/man/sqlprodd.conf.5" "${PROJECT_SOURCE_DIR}/man/sqlprodd-format.5"
+        DESTINATION "${CMAKE_INSTALL_MANDIR}/man5")
 
 # GNUInstallDirs maps SYSCONFDIR to /etc for the prefix /usr. 0640: the file
 # may name buckets and credential files; the packages give it to

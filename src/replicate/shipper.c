@@ -597,10 +597,16 @@ static int take_base(struct replica *r, int64_t now_ms, const char *reason, stru
         goto out;
 
     r->row = next;
-    if (reader_open)
+    if (base_frame == 0) {
+        /* No commit in the WAL: the base alone is the database as of now,
+         * restorable from its taken_at on (the generation's first time). */
+        rc = state_save_replica(r->state, r->db->name, &r->row, objects, 2, 0, now_ms, now_ms,
+                                reason, err);
+        if (rc == 0 && reader_open)
+            rc = ship_segments(r, &reader, fd, now_ms, NULL, 0, 0, NULL, err);
+    } else {
         rc = ship_segments(r, &reader, fd, now_ms, objects, 2, 0, reason, err);
-    else
-        rc = state_save_replica(r->state, r->db->name, &r->row, objects, 2, 0, 0, 0, reason, err);
+    }
     if (rc == 0)
         log_event(LOG_INFO, r->db->name, "replicate",
                   "generation %" PRIu32 " started from a base of %lld bytes at WAL frame %" PRIu64,

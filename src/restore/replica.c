@@ -155,6 +155,11 @@ struct replica_generation {
     size_t used_commits;
     bool cut;                     /* the last generation: stop at `target` */
     struct replica_commit target; /* the last commit applied */
+    int64_t base_taken_at_ms;
+    uint32_t base_pages;
+    /* The base alone is the restore: a base file at frame 0 (a WAL with no
+     * commit when it was copied) and no commit of it at or before T. */
+    bool base_only;
 };
 
 /* One download of the pool. */
@@ -437,6 +442,8 @@ static int replica_read_base(struct replica_work *work, struct replica_generatio
     g->base_frame = base.frame;
     snprintf(g->base_sha256, sizeof g->base_sha256, "%s", base.sha256);
     g->base_size = (int64_t)base.size;
+    g->base_taken_at_ms = base.taken_at_ms;
+    g->base_pages = base.page_size ? (uint32_t)(base.database_bytes / base.page_size) : 0;
     return 0;
 }
 
@@ -663,8 +670,13 @@ static int replica_plan_segments(struct replica_work *work, struct error *err)
     for (size_t i = 0; i < work->chain_count && rc == 0; i++) {
         struct replica_generation *g = &work->chain[i];
         bool last = i + 1 == work->chain_count;
+        /* A base copied with no commit in the WAL is the database as of its
+         * taken_at: restorable from then on, segments or not. */
+        bool base_will_do = last && i == 0 && g->has_base_file && g->base_frame == 0 &&
+                            g->base_taken_at_ms > 0 &&
+                            g->base_taken_at_ms <= work->request->at_ms;
         rc = replica_list_segments(work, g, err);
-        if (rc == 0 && g->segment_count == 0)
+        if (rc == 0 && g->segment_count == 0 && !base_will_do)
             rc = error_set(err, -ENOENT, "generation %s has no segment on target %s (%s%s/wal/)",
                            g->window.name, work->request->target->name, work->prefix,
                            g->window.name);
@@ -679,9 +691,15 @@ static int replica_plan_segments(struct replica_work *work, struct error *err)
         }
         if (rc == 0)
             rc = replica_check_contiguous(work, g, g->used_segments, err);
-        if (rc == 0 && g->used_segments == 0)
+        if (rc == 0 && g->used_segments == 0 && base_will_do) {
+            g->base_only = true;
+            g->target = (struct replica_commit){.seen_ms = g->base_taken_at_ms,
+                                                .db_pages = g->base_pages};
+            replica_format_time(g->base_taken_at_ms, g->target.seen_at);
+        } else if (rc == 0 && g->used_segments == 0) {
             rc = error_set(err, -ERANGE, "no commit of generation %s is at or before the time",
                            g->window.name);
+        }
         if (rc == 0 && !last && g->used_segments != g->segment_count)
             rc = error_set(err, -EBADMSG, "generation %s lists segments past its end",
                            g->window.name);
@@ -1117,6 +1135,8 @@ int replica_restore(const struct replica_request *request, struct replica_result
     }
     unlink(jobs[0].path);
     for (size_t i = 0; i < work.chain_count && rc == 0; i++) {
+        if (work.chain[i].base_only)
+            break;
         rc = replica_apply_generation(&work, &work.chain[i], jobs, result, err);
         result->segments += work.chain[i].used_segments;
         result->commits += work.chain[i].used_commits;

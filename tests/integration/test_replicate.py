@@ -258,6 +258,48 @@ class ReplicationSnapshots(ReplicaTestCase):
         self.assertEqual(self.stop_agent(agent)[0], 0)
 
 
+class ReplicationBaseOnly(ReplicaTestCase):
+    def test_a_generation_with_only_a_base_is_restorable_from_its_time(self):
+        """Commits made while the agent is down, by an application that then
+        closes (the last connection checkpoints and removes the WAL): the
+        agent's next generation is a base and no segment. restore --at
+        latest gives that base (the commits made meanwhile included) and
+        prints its time; an instant before it still gives the older
+        generation's last commit."""
+        agent = self.start_agent()
+        writer = self.start_writer(rate=200)
+        time.sleep(2)
+        self.stop_writer(writer)
+        before = self.wait_shipped()
+        self.assertEqual(self.stop_agent(agent)[0], 0)
+        down = time.time()
+        db = sqlite3.connect(self.db_path())
+        for _ in range(25):
+            db.execute("INSERT INTO r (payload) VALUES (randomblob(300))")
+            db.commit()
+        db.close()
+        self.assertFalse(os.path.exists(self.db_path() + "-wal"))
+        expected = content_hash(self.db_path())
+        agent = self.start_agent()
+        self.wait_for(lambda: len(self.generations()) >= 2 and os.path.exists(
+            os.path.join(self.replica, self.generations()[-1], "base.json")) and os.path.exists(
+            os.path.join(self.target, "app", "replica", "index.json")) and json.load(open(
+                os.path.join(self.target, "app", "replica", "index.json")))["generations"][-1]
+            .get("first_seen_at"), what="the base-only generation in index.json")
+        latest = os.path.join(self.dir, "latest.db")
+        result = self.run_cli("restore", "app", "--to", latest, "--at", "latest", check=0)
+        self.assertEqual(content_hash(latest), expected, result.stdout + result.stderr)
+        with open(os.path.join(self.replica, self.generations()[-1], "base.json")) as f:
+            taken_at = json.load(f)["taken_at"]
+        self.assertIn(taken_at, result.stdout)
+        earlier = os.path.join(self.dir, "earlier.db")
+        at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(down)) + \
+            f".{int((down % 1) * 1000):03d}Z"
+        self.run_cli("restore", "app", "--to", earlier, "--at", at, check=0)
+        self.assertEqual(content_hash(earlier), before)
+        self.assertEqual(self.stop_agent(agent)[0], 0)
+
+
 class ReplicationTargetOutage(ReplicaTestCase):
     def test_a_missing_target_is_said_queued_and_caught_up_later(self):
         """The dir target's share is gone (renamed away): the agent says so,
