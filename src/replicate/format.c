@@ -361,7 +361,7 @@ static int format_get_u64(json_t *root, const char *key, uint64_t max, bool requ
 static int format_get_u32(json_t *root, const char *key, bool required, uint32_t *out,
                           const char *object, struct error *err)
 {
-    uint64_t value;
+    uint64_t value = 0;
     int rc = format_get_u64(root, key, UINT32_MAX, required, &value, object, err);
     if (rc == 0)
         *out = (uint32_t)value;
@@ -402,7 +402,7 @@ static int format_get_string(json_t *root, const char *key, bool required, const
 static int format_get_time(json_t *root, const char *key, bool required, int64_t *ms,
                            const char *object, struct error *err)
 {
-    const char *text;
+    const char *text = NULL;
     int rc = format_get_string(root, key, required, &text, object, err);
     if (rc < 0)
         return rc;
@@ -421,7 +421,7 @@ static int format_get_time(json_t *root, const char *key, bool required, int64_t
 static int format_get_sha256(json_t *root, char out[65], bool required, const char *object,
                              struct error *err)
 {
-    const char *text;
+    const char *text = NULL;
     int rc = format_get_string(root, "sha256", required, &text, object, err);
     if (rc < 0)
         return rc;
@@ -439,7 +439,7 @@ static int format_load(const char *text, size_t length, const char *object, json
                        struct error *err)
 {
     json_error_t jerr;
-    uint64_t version;
+    uint64_t version = 0;
 
     *root = json_loadb(text, length, JSON_REJECT_DUPLICATES, &jerr);
     if (!*root)
@@ -519,7 +519,7 @@ int format_segment_decode(const char *text, size_t length, const char *object,
 {
     json_t *root = NULL, *commits;
     int rc;
-    uint64_t value;
+    uint64_t value = 0;
 
     memset(out, 0, sizeof *out);
     rc = format_load(text, length, object, &root, err);
@@ -639,7 +639,7 @@ int format_base_decode(const char *text, size_t length, const char *object, stru
                        struct error *err)
 {
     json_t *root = NULL;
-    const char *from;
+    const char *from = NULL;
     int rc;
 
     memset(out, 0, sizeof *out);
@@ -723,7 +723,7 @@ int format_index_decode(const char *text, size_t length, const char *object,
                         struct format_index *out, struct error *err)
 {
     json_t *root = NULL, *list;
-    const char *database, *name, *base;
+    const char *database = NULL, *name = NULL, *base = NULL;
     int rc;
 
     memset(out, 0, sizeof *out);
