@@ -317,6 +317,30 @@ static int64_t shipper_clock_ms(void)
     return (int64_t)now.tv_sec * 1000 + (now.tv_nsec + 999999) / 1000000;
 }
 
+/* One segment: its WAL bytes as one gzip member, written to the spool at
+ * `path` (temp, fsync, rename); its sha256 and size. */
+static int spool_segment(struct replica *r, int fd, const struct segment_plan *plan,
+                         const char *path, char sha[IO_SHA256_HEX], size_t *gz_size,
+                         struct error *err)
+{
+    struct gzip_sink g = {0};
+    if (deflateInit2(&g.z, SHIP_GZIP_LEVEL, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        return error_set(err, -ENOMEM, "zlib: cannot start a gzip stream");
+    int rc = segment_copy(fd, r->wal_path, plan, gzip_sink_write, &g, err);
+    if (rc == 0)
+        rc = gzip_sink_feed(&g, NULL, 0, Z_FINISH);
+    deflateEnd(&g.z);
+    if (rc == -ESTALE)
+        error_prefix(err, "%s: the WAL changed while it was copied: ", r->db->name);
+    if (rc == 0) {
+        io_sha256_buffer(g.out, g.used, sha);
+        *gz_size = g.used;
+        rc = fs_write_file_atomically(path, g.out, g.used, 0600, err);
+    }
+    free(g.out);
+    return rc;
+}
+
 /* Ships every whole commit after the reader's position into spool files and
  * records them; with `all`, to the last commit now. seen_at is the wall
  * clock read after the segment's frames were read, so never before any of
@@ -341,7 +365,6 @@ static int ship_segments(struct replica *r, struct wal_reader *reader, int fd, i
     }
     for (;;) {
         struct segment_plan plan;
-        struct gzip_sink g = {0};
         struct state_replica_object objects[6];
         size_t count = 0;
         char name[32], path[PATH_MAX], sidecar_path[PATH_MAX], sha[IO_SHA256_HEX];
@@ -360,28 +383,11 @@ static int ship_segments(struct replica *r, struct wal_reader *reader, int fd, i
                                         base_from, 0, 0, break_reason, err);
             goto out;
         }
-        if (deflateInit2(&g.z, SHIP_GZIP_LEVEL, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) !=
-            Z_OK) {
-            rc = error_set(err, -ENOMEM, "zlib: cannot start a gzip stream");
-            goto out;
-        }
-        rc = segment_copy(fd, r->wal_path, &plan, gzip_sink_write, &g, err);
-        if (rc == 0)
-            rc = gzip_sink_feed(&g, NULL, 0, Z_FINISH);
-        deflateEnd(&g.z);
-        if (rc != 0) {
-            free(g.out);
-            if (rc == -ESTALE)
-                error_prefix(err, "%s: the WAL changed while it was copied: ", r->db->name);
-            goto out;
-        }
         segment_name(&plan, name);
-        io_sha256_buffer(g.out, g.used, sha);
         snprintf(path, sizeof path, "%s/g%08" PRIu32 "-%s.wal.gz", r->spool, r->row.generation,
                  name);
-        rc = fs_write_file_atomically(path, g.out, g.used, 0600, err);
-        size_t gz_size = g.used;
-        free(g.out);
+        size_t gz_size = 0;
+        rc = spool_segment(r, fd, &plan, path, sha, &gz_size, err);
         if (rc < 0)
             goto out;
 
@@ -477,11 +483,51 @@ static void record_break(struct replica *r, const char *reason, const char *deta
  * F) and while the generation's WAL up to F is shipped with it; base.json
  * says F, and restore never stops before it (design finding 3).
  */
+/* The page-for-page copy, gzipped into the spool as `gz`: the backup API
+ * refuses a source that is writing, so it reads from a read transaction
+ * begun now, which (the caller holds the write lock) sees exactly the last
+ * commit. */
+static int base_copy(struct replica *r, uint32_t generation, const char *gz,
+                     int64_t *database_bytes, struct archive_result *result, struct error *err)
+{
+    sqlite3 *copy = NULL, *snapshot = NULL;
+    sqlite3_backup *backup = NULL;
+    char raw[PATH_MAX];
+    snprintf(raw, sizeof raw, "%s/g%08" PRIu32 "-base.db", r->spool, generation);
+    unlink(raw);
+    unlink(gz);
+    int rc = database_open(r->db, true, r->stop, &snapshot, err);
+    if (rc < 0)
+        return rc;
+    if (sqlite3_exec(snapshot, "BEGIN; SELECT count(*) FROM sqlite_master;", NULL, NULL, NULL) !=
+            SQLITE_OK ||
+        sqlite3_open_v2(raw, &copy, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
+            SQLITE_OK ||
+        !(backup = sqlite3_backup_init(copy, "main", snapshot, "main"))) {
+        rc = error_set(err, -EIO, "%s: cannot start the base copy into %s: %s", r->db->name, raw,
+                       sqlite3_errmsg(copy));
+    } else {
+        int step = sqlite3_backup_step(backup, -1);
+        sqlite3_backup_finish(backup);
+        if (step != SQLITE_DONE)
+            rc = error_set(err, -EIO, "%s: base copy into %s failed: %s", r->db->name, raw,
+                           sqlite3_errstr(step));
+    }
+    sqlite3_close(copy);
+    sqlite3_exec(snapshot, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_close(snapshot);
+    if (rc == 0) {
+        *database_bytes = fs_file_size(raw, "");
+        rc = archive_compress(raw, gz, SHIP_GZIP_LEVEL, NULL, result, err);
+    }
+    unlink(raw);
+    return rc;
+}
+
 static int take_base(struct replica *r, int64_t now_ms, const char *reason, struct error *err)
 {
-    sqlite3 *writer = NULL, *copy = NULL, *snapshot = NULL;
-    sqlite3_backup *backup = NULL;
-    char raw[PATH_MAX], gz[PATH_MAX];
+    sqlite3 *writer = NULL;
+    char gz[PATH_MAX];
     struct state_replica_object objects[2];
     struct archive_result result = {0};
     struct wal_reader reader = {0};
@@ -535,37 +581,9 @@ static int take_base(struct replica *r, int64_t now_ms, const char *reason, stru
         if (rc < 0)
             goto out;
     }
-    snprintf(raw, sizeof raw, "%s/g%08" PRIu32 "-base.db", r->spool, next.generation);
     snprintf(gz, sizeof gz, "%s/g%08" PRIu32 "-base.db.gz", r->spool, next.generation);
-    unlink(raw);
-    unlink(gz);
-    /* The backup API refuses a source that is writing; a read transaction
-     * begun while the write lock is held sees exactly the last commit. */
-    rc = database_open(r->db, true, r->stop, &snapshot, err);
-    if (rc < 0)
-        goto out;
-    if (sqlite3_exec(snapshot, "BEGIN; SELECT count(*) FROM sqlite_master;", NULL, NULL, NULL) !=
-            SQLITE_OK ||
-        sqlite3_open_v2(raw, &copy, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
-            SQLITE_OK ||
-        !(backup = sqlite3_backup_init(copy, "main", snapshot, "main"))) {
-        rc = error_set(err, -EIO, "%s: cannot start the base copy into %s: %s", r->db->name, raw,
-                       sqlite3_errmsg(copy));
-        goto out;
-    }
-    int step = sqlite3_backup_step(backup, -1);
-    sqlite3_backup_finish(backup);
-    backup = NULL;
-    if (step != SQLITE_DONE) {
-        rc = error_set(err, -EIO, "%s: base copy into %s failed: %s", r->db->name, raw,
-                       sqlite3_errstr(step));
-        goto out;
-    }
-    sqlite3_close(copy);
-    copy = NULL;
-    int64_t database_bytes = fs_file_size(raw, "");
-    rc = archive_compress(raw, gz, SHIP_GZIP_LEVEL, NULL, &result, err);
-    unlink(raw);
+    int64_t database_bytes = 0;
+    rc = base_copy(r, next.generation, gz, &database_bytes, &result, err);
     if (rc < 0)
         goto out;
 
@@ -621,13 +639,6 @@ out:
         wal_reader_close(&reader);
     if (fd >= 0)
         close(fd);
-    if (backup)
-        sqlite3_backup_finish(backup);
-    sqlite3_close(copy);
-    if (snapshot) {
-        sqlite3_exec(snapshot, "ROLLBACK", NULL, NULL, NULL);
-        sqlite3_close(snapshot);
-    }
     if (writer) {
         sqlite3_exec(writer, "ROLLBACK", NULL, NULL, NULL);
         sqlite3_close(writer);
@@ -843,6 +854,148 @@ static int start_over(struct replica *r, int64_t now_ms, const char *reason, con
     return rc;
 }
 
+/* Out of WAL mode: no pin, and the break counted once (not again on each
+ * round, nor after a restart of the agent). */
+static int round_not_wal(struct replica *r, int64_t now_ms, struct error *err)
+{
+    pin_end(r);
+    if (r->not_wal)
+        return 0;
+    r->not_wal = true;
+    log_event(LOG_ERR, r->db->name, "replicate",
+              "%s is not in WAL mode: nothing can be shipped until it is again (then a new "
+              "generation starts from a fresh base)",
+              r->db->path);
+    if (r->row.generation == 0 || strcmp(r->row.last_break, "not_wal") == 0)
+        return 0;
+    snprintf(r->row.last_break, sizeof r->row.last_break, "not_wal");
+    r->row.last_break_at_ms = now_ms;
+    r->row.ended = false;
+    r->row.db_inode = 0; /* forces a base once back in WAL mode */
+    return state_save_replica(r->state, r->db->name, &r->row, NULL, 0, 0, 0, 0, "not_wal", err);
+}
+
+/* What the WAL says against the saved position, once it was resumed. */
+static int round_resumed(struct replica *r, struct wal_reader *reader, int *fd,
+                         const struct wal_position *saved, enum wal_resume resume, int64_t now_ms,
+                         struct error *err)
+{
+    switch (resume) {
+    case WAL_RESUME_CONTINUES: {
+        int rc = ship_segments(r, reader, *fd, now_ms, NULL, 0, 0, NULL, err);
+        if (rc == 0 && r->row.ended && r->pin)
+            r->end_trusted = true;
+        return rc;
+    }
+    case WAL_RESUME_RESTARTED:
+        /* Clean only after the agent's own reset, and only the very next
+         * restart (salt-1 + 1) with nothing of the old generation after the
+         * end shipped: anything else may have lost commits. */
+        if (r->row.ended && r->end_trusted && reader->header.salt[0] == r->row.salt[0] + 1 &&
+            reader->header.checkpoint_sequence == r->row.checkpoint_sequence + 1 &&
+            !old_commit_follows(r, *fd, saved))
+            return continue_generation(r, reader, *fd, now_ms, err);
+        wal_reader_close(reader);
+        close(*fd);
+        *fd = -1;
+        return start_over(r, now_ms, "restarted",
+                          "the WAL was restarted by someone else before every commit in it was "
+                          "shipped",
+                          err);
+    case WAL_RESUME_BROKEN:
+        wal_reader_close(reader);
+        close(*fd);
+        *fd = -1;
+        return start_over(r, now_ms, "broken", "the WAL no longer holds the frame last shipped",
+                          err);
+    case WAL_RESUME_NO_HEADER: return 0;
+    }
+    return 0;
+}
+
+/* Follows the generation in the -wal: ships what came, or starts over. */
+static int round_follow(struct replica *r, int64_t now_ms, struct error *err)
+{
+    int fd = open(r->wal_path, O_RDONLY | O_CLOEXEC);
+    struct wal_reader reader = {0};
+    struct wal_position saved;
+    enum wal_resume resume = WAL_RESUME_NO_HEADER;
+    int rc = 0;
+    position_from_row(&r->row, &saved);
+    /* An end recorded before the agent restarted: pin first, then look; the
+     * generation still ending there (no restart seen, nothing after it) is
+     * then proof that nothing was written since. */
+    if (r->row.ended && !r->end_trusted)
+        pin_renew(r);
+    if (fd >= 0 && r->row.page_size == 0) {
+        /* The base found no WAL header: the first one to appear is this
+         * generation's. */
+        rc = wal_reader_open(&reader, fd, r->wal_path, err);
+        if (rc == 0) {
+            resume = WAL_RESUME_CONTINUES;
+            position_to_row(&reader.next, &r->row);
+            rc = ship_segments(r, &reader, fd, now_ms, NULL, 0, 0, NULL, err);
+            wal_reader_close(&reader);
+        } else if (rc == -ENODATA) {
+            rc = 0;
+        }
+    } else if (fd >= 0) {
+        rc = wal_reader_resume(&reader, fd, r->wal_path, &saved, &resume, err);
+        if (rc == 0) {
+            rc = round_resumed(r, &reader, &fd, &saved, resume, now_ms, err);
+            if (fd >= 0)
+                wal_reader_close(&reader);
+        }
+    }
+    if (fd >= 0)
+        close(fd);
+    if (rc == 0 && resume == WAL_RESUME_NO_HEADER && !(r->row.ended && r->end_trusted) &&
+        r->row.page_size != 0)
+        rc = start_over(r, now_ms, "no_header",
+                        "the WAL was emptied or removed before every commit in it was shipped",
+                        err);
+    return rc;
+}
+
+/* Design 2.3 steps 3 and 6, and snapshot_every; then the pin moves on. */
+static int round_reset_and_pin(struct replica *r, int64_t now_ms, bool force_reset,
+                               struct error *err)
+{
+    int rc = 0;
+    /* After a base too: the WAL it was taken with ends where it was shipped,
+     * so the next generation can start from its end without another base. */
+    bool yield = checkpointer_waits(r);
+    bool snapshot_due = !r->based && now_ms - r->row.base_taken_at_ms >=
+                                         r->db->replicate.snapshot_every_seconds * 1000;
+    if (yield || force_reset || r->based || snapshot_due || r->row.offset > SHIP_RESET_WAL_BYTES)
+        rc = reset_losslessly(r, now_ms, yield, err);
+    /* A fresh base every snapshot_every, taken where the generation just
+     * ended cleanly (no break), so a restore replays at most that much WAL. */
+    if (rc == 0 && snapshot_due && !yield && r->row.ended && r->end_trusted) {
+        rc = start_over(r, now_ms, NULL, NULL, err);
+        if (rc == 0)
+            rc = reset_losslessly(r, now_ms, false, err);
+    }
+    if (rc == 0 && !r->row.ended)
+        pin_renew(r);
+    return rc;
+}
+
+/* What the idle test of the next round compares with. */
+static void round_remember_files(struct replica *r)
+{
+    struct stat st;
+    if (stat(r->wal_path, &st) == 0) {
+        r->wal_size = st.st_size;
+        r->wal_mtime_ns = mtime_ns(&st);
+    } else {
+        r->wal_size = -1;
+        r->wal_mtime_ns = 0;
+    }
+    if (stat(r->db->path, &st) == 0)
+        r->db_mtime_ns = mtime_ns(&st);
+}
+
 int replica_round(struct replica *r, int64_t now_ms, bool force_reset, struct error *err)
 {
     struct stat db_st, wal_st;
@@ -852,25 +1005,8 @@ int replica_round(struct replica *r, int64_t now_ms, bool force_reset, struct er
         rc = database_is_wal_fd(r->db_fd, &wal_mode);
     if (rc < 0)
         return error_set(err, rc, "%s: %s", r->db->path, strerror(-rc));
-    if (!wal_mode) {
-        pin_end(r);
-        if (!r->not_wal) {
-            r->not_wal = true;
-            log_event(LOG_ERR, r->db->name, "replicate",
-                      "%s is not in WAL mode: nothing can be shipped until it is again (then a "
-                      "new generation starts from a fresh base)",
-                      r->db->path);
-            if (r->row.generation > 0 && strcmp(r->row.last_break, "not_wal") != 0) {
-                snprintf(r->row.last_break, sizeof r->row.last_break, "not_wal");
-                r->row.last_break_at_ms = now_ms;
-                r->row.ended = false;
-                r->row.db_inode = 0; /* forces a base once back in WAL mode */
-                rc = state_save_replica(r->state, r->db->name, &r->row, NULL, 0, 0, 0, 0, "not_wal",
-                                        err);
-            }
-        }
-        return rc;
-    }
+    if (!wal_mode)
+        return round_not_wal(r, now_ms, err);
     bool was_not_wal = r->not_wal;
     r->based = false;
     r->not_wal = false;
@@ -897,109 +1033,13 @@ int replica_round(struct replica *r, int64_t now_ms, bool force_reset, struct er
         rc = start_over(r, now_ms, "replaced", "the database file was replaced (another inode)",
                         err);
     } else {
-        int fd = open(r->wal_path, O_RDONLY | O_CLOEXEC);
-        struct wal_reader reader = {0};
-        struct wal_position saved;
-        enum wal_resume resume = WAL_RESUME_NO_HEADER;
-        position_from_row(&r->row, &saved);
-        /* An end recorded before the agent restarted: pin first, then look;
-         * the generation still ending there (no restart seen, nothing after
-         * it) is then proof that nothing was written since. */
-        if (r->row.ended && !r->end_trusted)
-            pin_renew(r);
-        if (fd >= 0 && r->row.page_size == 0) {
-            /* The base found no WAL header: the first one to appear is this
-             * generation's. */
-            rc = wal_reader_open(&reader, fd, r->wal_path, err);
-            if (rc == 0) {
-                resume = WAL_RESUME_CONTINUES;
-                position_to_row(&reader.next, &r->row);
-                rc = ship_segments(r, &reader, fd, now_ms, NULL, 0, 0, NULL, err);
-                wal_reader_close(&reader);
-            } else if (rc == -ENODATA) {
-                rc = 0;
-            }
-        } else if (fd >= 0) {
-            rc = wal_reader_resume(&reader, fd, r->wal_path, &saved, &resume, err);
-            if (rc == 0) {
-                switch (resume) {
-                case WAL_RESUME_CONTINUES:
-                    rc = ship_segments(r, &reader, fd, now_ms, NULL, 0, 0, NULL, err);
-                    if (rc == 0 && r->row.ended && r->pin)
-                        r->end_trusted = true;
-                    break;
-                case WAL_RESUME_RESTARTED:
-                    /* Clean only after the agent's own reset, and only the very
-                     * next restart (salt-1 + 1): anything else may have lost
-                     * commits between the saved position and the restart. */
-                    if (r->row.ended && r->end_trusted &&
-                        reader.header.salt[0] == r->row.salt[0] + 1 &&
-                        reader.header.checkpoint_sequence == r->row.checkpoint_sequence + 1 &&
-                        !old_commit_follows(r, fd, &saved))
-                        rc = continue_generation(r, &reader, fd, now_ms, err);
-                    else {
-                        wal_reader_close(&reader);
-                        close(fd);
-                        fd = -1;
-                        rc = start_over(r, now_ms, "restarted",
-                                        "the WAL was restarted by someone else before every "
-                                        "commit in it was shipped",
-                                        err);
-                    }
-                    break;
-                case WAL_RESUME_BROKEN:
-                    wal_reader_close(&reader);
-                    close(fd);
-                    fd = -1;
-                    rc = start_over(r, now_ms, "broken",
-                                    "the WAL no longer holds the frame last shipped", err);
-                    break;
-                case WAL_RESUME_NO_HEADER: break;
-                }
-                if (fd >= 0)
-                    wal_reader_close(&reader);
-            }
-        }
-        if (fd >= 0)
-            close(fd);
-        if (rc == 0 && resume == WAL_RESUME_NO_HEADER && !(r->row.ended && r->end_trusted) &&
-            r->row.page_size != 0)
-            rc = start_over(r, now_ms, "no_header",
-                            "the WAL was emptied or removed before every commit in it was "
-                            "shipped",
-                            err);
+        rc = round_follow(r, now_ms, err);
     }
-    if (rc < 0)
-        return rc;
-
-    /* After a base too: the WAL it was taken with ends where it was shipped,
-     * so the next generation can start from its end without another base. */
-    bool yield = checkpointer_waits(r);
-    bool snapshot_due = !r->based && now_ms - r->row.base_taken_at_ms >=
-                                         r->db->replicate.snapshot_every_seconds * 1000;
-    if (yield || force_reset || r->based || snapshot_due || r->row.offset > SHIP_RESET_WAL_BYTES)
-        rc = reset_losslessly(r, now_ms, yield, err);
-    /* A fresh base every snapshot_every, taken where the generation just
-     * ended cleanly (no break), so a restore replays at most that much WAL. */
-    if (rc == 0 && snapshot_due && !yield && r->row.ended && r->end_trusted) {
-        rc = start_over(r, now_ms, NULL, NULL, err);
-        if (rc == 0)
-            rc = reset_losslessly(r, now_ms, false, err);
-    }
-    if (rc == 0 && !r->row.ended)
-        pin_renew(r);
-    if (rc < 0)
-        return rc;
-    if (stat(r->wal_path, &wal_st) == 0) {
-        r->wal_size = wal_st.st_size;
-        r->wal_mtime_ns = mtime_ns(&wal_st);
-    } else {
-        r->wal_size = -1;
-        r->wal_mtime_ns = 0;
-    }
-    if (stat(r->db->path, &db_st) == 0)
-        r->db_mtime_ns = mtime_ns(&db_st);
-    return 0;
+    if (rc == 0)
+        rc = round_reset_and_pin(r, now_ms, force_reset, err);
+    if (rc == 0)
+        round_remember_files(r);
+    return rc;
 }
 
 int replica_watch(struct replica *r, int64_t now_ms, struct error *err)

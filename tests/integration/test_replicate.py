@@ -280,12 +280,20 @@ class ReplicationBaseOnly(ReplicaTestCase):
         db.close()
         self.assertFalse(os.path.exists(self.db_path() + "-wal"))
         expected = content_hash(self.db_path())
+        known = set(self.generations())
         agent = self.start_agent()
-        self.wait_for(lambda: len(self.generations()) >= 2 and os.path.exists(
-            os.path.join(self.replica, self.generations()[-1], "base.json")) and os.path.exists(
-            os.path.join(self.target, "app", "replica", "index.json")) and json.load(open(
-                os.path.join(self.target, "app", "replica", "index.json")))["generations"][-1]
-            .get("first_seen_at"), what="the base-only generation in index.json")
+
+        def base_only_listed():
+            fresh = [g for g in self.generations() if g not in known]
+            if not fresh:
+                return False
+            try:
+                with open(os.path.join(self.replica, "index.json")) as f:
+                    listed = json.load(f)["generations"]
+            except (OSError, ValueError):
+                return False
+            return any(g["name"] == fresh[0] and g.get("first_seen_at") for g in listed)
+        self.wait_for(base_only_listed, what="the base-only generation in index.json")
         latest = os.path.join(self.dir, "latest.db")
         result = self.run_cli("restore", "app", "--to", latest, "--at", "latest", check=0)
         self.assertEqual(content_hash(latest), expected, result.stdout + result.stderr)
