@@ -317,6 +317,15 @@ static int64_t shipper_clock_ms(void)
     return (int64_t)now.tv_sec * 1000 + (now.tv_nsec + 999999) / 1000000;
 }
 
+/* Whether the database path still names the file this generation follows. */
+static bool same_database_file(const struct replica *r)
+{
+    struct stat st;
+    return r->row.db_inode == 0 ||
+           (stat(r->db->path, &st) == 0 && (uint64_t)st.st_ino == r->row.db_inode &&
+            (uint64_t)st.st_dev == r->row.db_device);
+}
+
 /* One segment: its WAL bytes as one gzip member, written to the spool at
  * `path` (temp, fsync, rename); its sha256 and size. */
 static int spool_segment(struct replica *r, int fd, const struct segment_plan *plan,
@@ -433,6 +442,17 @@ static int ship_segments(struct replica *r, struct wal_reader *reader, int fd, i
                    r->row.generation, plan.start, plan.end, NULL);
         count++;
 
+        /* Read, then look, then record: a database renamed over ours keeps
+         * the path's -wal and -shm, and a writer of the new file may carry
+         * on with the old header's salts; frames read before the look are
+         * ours only if the path still names the file of this generation. */
+        if (!same_database_file(r)) {
+            rc = error_set(err, -ESTALE,
+                           "%s: the database file was replaced while its WAL was read; the next "
+                           "round starts a new generation from it",
+                           r->db->name);
+            goto out;
+        }
         struct state_replica next = r->row;
         position_to_row(&plan.to, &next);
         next.last_seen_at_ms = seen_at;
@@ -1044,9 +1064,18 @@ int replica_round(struct replica *r, int64_t now_ms, bool force_reset, struct er
 
 int replica_watch(struct replica *r, int64_t now_ms, struct error *err)
 {
-    /* Only a pin can keep an application's checkpoint waiting. */
     if (!r->pin || r->row.generation == 0 || r->not_wal)
         return 0;
+    /* A database renamed over ours: SQLite finds the -wal and -shm by path,
+     * so while our pin keeps the old file's wal-index alive, a writer of the
+     * new file trusts it (its page count included) and damages the new
+     * file. Let go at once; the next round starts a new generation. */
+    if (!same_database_file(r)) {
+        pin_end(r);
+        r->end_trusted = false;
+        return 0;
+    }
+    /* Only a pin can keep an application's checkpoint waiting. */
     if (!checkpointer_waits(r))
         return 0;
     return reset_losslessly(r, now_ms, true, err);

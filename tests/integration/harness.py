@@ -4,6 +4,9 @@ Every test gets its own temporary directory with a state dir, a backup dir and
 real SQLite databases; a separate writer *process* commits to them while the
 agent works, and records every error it sees, so "the application never saw
 SQLITE_BUSY" is measured, not assumed.
+
+SQLPRODD_KEEP_TEST_DIR=1 keeps each test's directory (agent.log, the target,
+state.db) for a look after a failure.
 """
 import glob
 import json
@@ -207,7 +210,8 @@ class AgentTestCase(unittest.TestCase):
                     process.wait()
             self.fail_on_sanitizer_findings()
         finally:
-            shutil.rmtree(self.dir, ignore_errors=True)
+            if not os.environ.get("SQLPRODD_KEEP_TEST_DIR"):
+                shutil.rmtree(self.dir, ignore_errors=True)
 
     def db_path(self, name="app"):
         return os.path.join(self.dir, name + ".db")
