@@ -544,6 +544,9 @@ static int base_copy(struct replica *r, uint32_t generation, const char *gz,
     return rc;
 }
 
+static int reset_losslessly(struct replica *r, int64_t now_ms, bool yield, sqlite3 *held,
+                            struct error *err);
+
 static int take_base(struct replica *r, int64_t now_ms, const char *reason, struct error *err)
 {
     sqlite3 *writer = NULL;
@@ -649,6 +652,13 @@ static int take_base(struct replica *r, int64_t now_ms, const char *reason, stru
         log_event(LOG_INFO, r->db->name, "replicate",
                   "generation %" PRIu32 " started from a base of %lld bytes at WAL frame %" PRIu64,
                   r->row.generation, (long long)database_bytes, base_frame);
+    /* Still under the write lock, end the generation where it stands: a
+     * base is often taken with the WAL all backfilled (right after a reset),
+     * when the pin can only get read mark 0, which does not stop the next
+     * write from restarting the WAL; a later reset might not get the lock
+     * in time, and the restart would be a break. */
+    if (rc == 0)
+        rc = reset_losslessly(r, now_ms, false, writer, err);
 out:
     if (rc < 0) {
         /* Nothing recorded: state.db still holds the old row. */
@@ -697,12 +707,14 @@ static int continue_generation(struct replica *r, struct wal_reader *reader, int
  * nothing able to commit, ship to the last commit, end the pin, and let the
  * WAL be backfilled; the generation is marked ended only when every frame
  * was backfilled and no other reader holds a read mark, so that the next
- * writer must restart the WAL at the exact end shipped.
+ * writer must restart the WAL at the exact end shipped. `held`: a connection
+ * of the caller already holding the write lock (take_base), else NULL.
  */
 static int yield_to_checkpointer(struct replica *r, int fd, struct wal_reader *reader,
                                  struct error *err);
 
-static int reset_losslessly(struct replica *r, int64_t now_ms, bool yield, struct error *err)
+static int reset_losslessly(struct replica *r, int64_t now_ms, bool yield, sqlite3 *held,
+                            struct error *err)
 {
     sqlite3 *writer = NULL;
     struct wal_reader reader = {0};
@@ -711,13 +723,16 @@ static int reset_losslessly(struct replica *r, int64_t now_ms, bool yield, struc
     int fd = -1, shm = -1, rc = 0;
     char shm_path[PATH_MAX + 8];
 
-    if (!yield) {
+    if (!yield && !held) {
         rc = database_open(r->db, false, r->stop, &writer, err);
         if (rc < 0)
             return rc;
         database_set_busy_timeout(writer, r->db->checkpoint.max_wait_ms, r->stop);
         if (sqlite3_exec(writer, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
             /* The WAL grows until a later round gets the lock (step 5). */
+            log_event(LOG_DEBUG, r->db->name, "replicate",
+                      "reset round skipped: no write lock within %d ms (%s)",
+                      r->db->checkpoint.max_wait_ms, sqlite3_errmsg(writer));
             rc = 0;
             goto out;
         }
@@ -731,6 +746,10 @@ static int reset_losslessly(struct replica *r, int64_t now_ms, bool yield, struc
     position_from_row(&r->row, &saved);
     rc = wal_reader_resume(&reader, fd, r->wal_path, &saved, &resume, err);
     if (rc < 0 || resume != WAL_RESUME_CONTINUES) {
+        if (!yield)
+            log_event(LOG_DEBUG, r->db->name, "replicate",
+                      "reset round skipped: the WAL does not continue the generation (%d, %s)",
+                      (int)resume, rc < 0 && err ? err->message : "");
         rc = 0; /* the next round sorts it out */
         goto out;
     }
@@ -988,13 +1007,13 @@ static int round_reset_and_pin(struct replica *r, int64_t now_ms, bool force_res
     bool snapshot_due = !r->based && now_ms - r->row.base_taken_at_ms >=
                                          r->db->replicate.snapshot_every_seconds * 1000;
     if (yield || force_reset || r->based || snapshot_due || r->row.offset > SHIP_RESET_WAL_BYTES)
-        rc = reset_losslessly(r, now_ms, yield, err);
+        rc = reset_losslessly(r, now_ms, yield, NULL, err);
     /* A fresh base every snapshot_every, taken where the generation just
      * ended cleanly (no break), so a restore replays at most that much WAL. */
     if (rc == 0 && snapshot_due && !yield && r->row.ended && r->end_trusted) {
         rc = start_over(r, now_ms, NULL, NULL, err);
         if (rc == 0)
-            rc = reset_losslessly(r, now_ms, false, err);
+            rc = reset_losslessly(r, now_ms, false, NULL, err);
     }
     if (rc == 0 && !r->row.ended)
         pin_renew(r);
@@ -1039,7 +1058,7 @@ int replica_round(struct replica *r, int64_t now_ms, bool force_reset, struct er
         wal_mtime == r->wal_mtime_ns && mtime_ns(&db_st) == r->db_mtime_ns &&
         (uint64_t)db_st.st_ino == r->row.db_inode) {
         if (checkpointer_waits(r))
-            return reset_losslessly(r, now_ms, true, err);
+            return reset_losslessly(r, now_ms, true, NULL, err);
         return 0;
     }
 
@@ -1078,7 +1097,7 @@ int replica_watch(struct replica *r, int64_t now_ms, struct error *err)
     /* Only a pin can keep an application's checkpoint waiting. */
     if (!checkpointer_waits(r))
         return 0;
-    return reset_losslessly(r, now_ms, true, err);
+    return reset_losslessly(r, now_ms, true, NULL, err);
 }
 
 int replica_open(const struct database_config *db, const char *state_dir,
