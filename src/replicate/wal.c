@@ -105,6 +105,41 @@ static int64_t wal_read_at(int fd, uint8_t *buffer, size_t size, uint64_t offset
     return io_read_full_at(fd, buffer, size, (int64_t)offset);
 }
 
+/* One frame into reader->buffer through the read-ahead buffer; the bytes
+ * got (fewer at the end of the file), or -errno. */
+static int64_t wal_read_ahead_at(struct wal_reader *reader, size_t size, uint64_t offset)
+{
+    if (offset < reader->ahead_offset ||
+        offset + size > reader->ahead_offset + reader->ahead_length) {
+        int64_t got = io_read_full_at(reader->fd, reader->ahead, reader->ahead_capacity,
+                                      (int64_t)offset);
+        if (got < 0)
+            return got;
+        reader->ahead_offset = offset;
+        reader->ahead_length = (size_t)got;
+    }
+    size_t available = (size_t)(reader->ahead_offset + reader->ahead_length - offset);
+    size_t copied = available < size ? available : size;
+    memcpy(reader->buffer, reader->ahead + (offset - reader->ahead_offset), copied);
+    return (int64_t)copied;
+}
+
+int wal_reader_read_ahead(struct wal_reader *reader, size_t bytes)
+{
+    size_t frame = (size_t)wal_reader_frame_size(reader);
+    if (bytes < frame)
+        bytes = frame;
+    uint8_t *ahead = malloc(bytes);
+    if (!ahead)
+        return -ENOMEM;
+    free(reader->ahead);
+    reader->ahead = ahead;
+    reader->ahead_capacity = bytes;
+    reader->ahead_length = 0;
+    reader->ahead_offset = 0;
+    return 0;
+}
+
 uint64_t wal_reader_frame_size(const struct wal_reader *reader)
 {
     return WAL_FRAME_HEADER_SIZE + (uint64_t)reader->header.page_size;
@@ -249,7 +284,8 @@ int wal_reader_next(struct wal_reader *reader, struct wal_frame *frame, struct e
     assert(next->page_size == reader->header.page_size);
     if (reader->stop != WAL_STOP_NONE)
         return 0;
-    got = wal_read_at(reader->fd, reader->buffer, (size_t)frame_size, next->offset);
+    got = reader->ahead ? wal_read_ahead_at(reader, (size_t)frame_size, next->offset)
+                        : wal_read_at(reader->fd, reader->buffer, (size_t)frame_size, next->offset);
     if (got < 0)
         return error_set(err, (int)got, "%s: cannot read the WAL frame at offset %llu: %s",
                          reader->path, (unsigned long long)next->offset, strerror((int)-got));
@@ -305,6 +341,7 @@ void wal_reader_rewind_to_commit(struct wal_reader *reader)
 {
     reader->next = reader->committed;
     reader->stop = WAL_STOP_NONE;
+    reader->ahead_length = 0; /* read again what was appended since */
 }
 
 int wal_commit_follows(int fd, const char *path, const struct wal_position *end, bool *follows,
@@ -332,6 +369,8 @@ void wal_reader_close(struct wal_reader *reader)
 {
     free(reader->buffer);
     reader->buffer = NULL;
+    free(reader->ahead);
+    reader->ahead = NULL;
 }
 
 const char *wal_stop_name(enum wal_stop stop)

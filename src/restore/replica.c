@@ -35,6 +35,7 @@
 
 #define REPLICA_BUFFER           (64 * 1024)
 #define REPLICA_DEFAULT_PARALLEL 4
+#define REPLICA_READ_AHEAD       (1 << 20) /* WAL bytes read at once when replaying */
 
 /* ---- times ---- */
 
@@ -803,6 +804,7 @@ static int replica_check_chain(const struct replica_work *work, const char *wal_
         close(fd);
         return rc == -ENODATA ? -EBADMSG : rc;
     }
+    wal_reader_read_ahead(&reader, REPLICA_READ_AHEAD);
     rc = wal_reader_scan(&reader, err);
     /* The header must be the generation's the sidecars describe: a segment
      * of another generation (or WAL) put under this name is refused. */
@@ -956,6 +958,7 @@ static int replica_apply_pages(const char *output, const char *wal_path,
         close(fd);
         return rc;
     }
+    wal_reader_read_ahead(&reader, REPLICA_READ_AHEAD);
     uint32_t page_size = reader.header.page_size;
     uint64_t frame_size = wal_reader_frame_size(&reader);
     while (rc == 0 && (rc = wal_reader_next(&reader, &frame, err)) == 1) {

@@ -262,6 +262,50 @@ static void commits_after_a_shipped_end_survive_a_restart(void **state)
     writer_close(&w);
 }
 
+/* Read-ahead (a restore's reader) sees exactly what frame-by-frame reading
+ * sees: every frame, commit and stop, across buffer boundaries that cut
+ * frames, on a WAL with uncommitted frames and an older generation behind. */
+static void read_ahead_reads_what_frame_by_frame_reads(void **state)
+{
+    struct fixture *f = *state;
+    struct writer w;
+    struct scan plain;
+    struct error err = {0};
+
+    writer_open(&w, f, "ahead.db", 1024);
+    for (int i = 0; i < 12; i++)
+        writer_commit(&w, 1 + i % 4);
+    exec_ok(w.db, "PRAGMA wal_checkpoint(PASSIVE)");
+    for (int i = 0; i < 5; i++) /* restarts: the old generation stays behind */
+        writer_commit(&w, 2);
+    scan_path(w.wal_path, &plain);
+    size_t sizes[] = {1, 1048 * 3 + 7, 1 << 20};
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        struct wal_reader reader;
+        struct wal_frame frame;
+        uint64_t frames = 0;
+        int commits = 0, rc;
+        int fd = open(w.wal_path, O_RDONLY);
+        assert_true(fd >= 0);
+        assert_int_equal(wal_reader_open(&reader, fd, w.wal_path, &err), 0);
+        assert_int_equal(wal_reader_read_ahead(&reader, sizes[k]), 0);
+        while ((rc = wal_reader_next(&reader, &frame, &err)) > 0) {
+            frames++;
+            if (frame.commit_size != 0)
+                assert_int_equal(frame.index, plain.commit_index[commits++]);
+        }
+        assert_int_equal(rc, 0);
+        assert_int_equal(frames, plain.frames);
+        assert_int_equal(commits, plain.commits);
+        assert_int_equal(reader.stop, plain.stop);
+        assert_memory_equal(&reader.committed, &plain.committed, sizeof plain.committed);
+        wal_reader_close(&reader);
+        close(fd);
+    }
+    assert_int_equal(plain.stop, WAL_STOP_SALT);
+    writer_close(&w);
+}
+
 static void resume_from_a_saved_position_equals_a_full_read(void **state)
 {
     struct fixture *f = *state;
@@ -508,6 +552,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(restarted_wal_ignores_the_older_generation, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(commits_after_a_shipped_end_survive_a_restart, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(read_ahead_reads_what_frame_by_frame_reads, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(resume_from_a_saved_position_equals_a_full_read, setup,
                                         teardown),
