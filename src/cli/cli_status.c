@@ -218,12 +218,14 @@ static void format_replica(const struct database_status *status, char *out, size
         gmtime_r(&t, &tm);
         strftime(at, sizeof at, "%Y-%m-%dT%H:%M:%SZ", &tm);
     }
+    char shipped[32];
+    units_format_size(r->shipped_bytes, shipped, sizeof shipped);
     snprintf(out, size,
-             "to %s, generation %lu, on the target up to %s, %lld object%s queued, %lld MB of "
-             "WAL, %lld break%s%s%s%s%s",
+             "to %s, generation %lu, on the target up to %s, %lld object%s queued, %s of WAL "
+             "shipped, %lld break%s%s%s%s%s",
              status->db->replicate.target_name, (unsigned long)r->generation, seen,
-             (long long)r->queued_objects, r->queued_objects == 1 ? "" : "s",
-             (long long)(r->shipped_bytes >> 20), (long long)status->breaks,
+             (long long)r->queued_objects, r->queued_objects == 1 ? "" : "s", shipped,
+             (long long)status->breaks,
              status->breaks == 1 ? "" : "s", r->last_break[0] ? " (last: " : "", r->last_break,
              r->last_break[0] ? " at " : "", r->last_break[0] ? at : "");
     if (r->last_break[0]) {
