@@ -305,6 +305,7 @@ static bool lock_held(int shm, off_t offset, short type)
 }
 
 static bool checkpointer_waits(struct replica *r);
+static bool other_readers(struct replica *r);
 
 /* ---- shipping ---- */
 
@@ -557,9 +558,6 @@ static int take_base(struct replica *r, int64_t now_ms, const char *reason, stru
     bool reader_open = false;
     int fd = -1, rc;
     struct stat st;
-    bool wal;
-
-    (void)wal;
     if (keep_open(r->db->path, &r->db_fd, &st) != 0)
         return error_set(err, -errno, "%s: %s", r->db->path, strerror(errno));
     rc = database_open(r->db, false, r->stop, &writer, err);
@@ -720,8 +718,7 @@ static int reset_losslessly(struct replica *r, int64_t now_ms, bool yield, sqlit
     struct wal_reader reader = {0};
     struct wal_position saved;
     enum wal_resume resume;
-    int fd = -1, shm = -1, rc = 0;
-    char shm_path[PATH_MAX + 8];
+    int fd = -1, rc = 0;
 
     if (!yield && !held) {
         rc = database_open(r->db, false, r->stop, &writer, err);
@@ -775,13 +772,7 @@ static int reset_losslessly(struct replica *r, int64_t now_ms, bool yield, sqlit
             sqlite3_close(checkpointer);
         }
     }
-    snprintf(shm_path, sizeof shm_path, "%s-shm", r->db->path);
-    struct stat shm_st;
-    if (keep_open(shm_path, &r->shm_fd, &shm_st) == 0)
-        shm = r->shm_fd;
-    bool readers = false;
-    for (int n = 1; shm >= 0 && n <= 4 && !readers; n++)
-        readers = lock_held(shm, 120 + 3 + n, F_WRLCK);
+    bool readers = other_readers(r);
     /* Ended: everything up to the last commit is shipped (nothing can
      * commit now), every frame is backfilled and no other reader keeps the
      * WAL from restarting at the next write. */
@@ -826,9 +817,7 @@ out:
 static int yield_to_checkpointer(struct replica *r, int fd, struct wal_reader *reader,
                                  struct error *err)
 {
-    bool readers = false;
-    for (int n = 1; n <= 4 && !readers; n++)
-        readers = lock_held(r->shm_fd, 120 + 3 + n, F_WRLCK);
+    bool readers = other_readers(r);
     log_event(LOG_DEBUG, r->db->name, "replicate",
               "yielding to the application's waiting checkpoint: shipped to frame %" PRIu64
               ", other readers: %s",
@@ -852,12 +841,30 @@ static int yield_to_checkpointer(struct replica *r, int fd, struct wal_reader *r
 
 /* An application's FULL/RESTART/TRUNCATE checkpoint waiting for our pin:
  * it holds both the write and the checkpoint lock (design 1.3, locks.py). */
-static bool checkpointer_waits(struct replica *r)
+/* The -shm, kept open (keep_open); -1 when there is none. */
+static int shm_kept_open(struct replica *r)
 {
     char shm_path[PATH_MAX + 8];
     struct stat st;
     snprintf(shm_path, sizeof shm_path, "%s-shm", r->db->path);
-    if (keep_open(shm_path, &r->shm_fd, &st) != 0)
+    return keep_open(shm_path, &r->shm_fd, &st) == 0 ? r->shm_fd : -1;
+}
+
+/* Whether another process holds a read mark (locks 3 + 1..4): then the WAL
+ * cannot restart at the next write, and may restart later, after a writer
+ * appended. */
+static bool other_readers(struct replica *r)
+{
+    int shm = shm_kept_open(r);
+    for (int n = 1; shm >= 0 && n <= 4; n++)
+        if (lock_held(shm, 120 + 3 + n, F_WRLCK))
+            return true;
+    return false;
+}
+
+static bool checkpointer_waits(struct replica *r)
+{
+    if (shm_kept_open(r) < 0)
         return false;
     /* Checkpoint lock, write lock, checkpoint lock again: one connection of
      * an application holds both only inside a FULL/RESTART/TRUNCATE
@@ -1100,11 +1107,20 @@ int replica_watch(struct replica *r, int64_t now_ms, struct error *err)
     return reset_losslessly(r, now_ms, true, NULL, err);
 }
 
+int replica_spool_directory(const char *state_dir, const char *database, char *out, size_t size,
+                            struct error *err)
+{
+    char directory[PATH_MAX];
+    snprintf(directory, sizeof directory, "%s/replica", state_dir);
+    if (fs_join(out, size, directory, database) != 0)
+        return error_set(err, -ENAMETOOLONG, "%s: spool path too long", database);
+    return 0;
+}
+
 int replica_open(const struct database_config *db, const char *state_dir,
                  const volatile sig_atomic_t *stop, struct replica **out, struct error *err)
 {
     struct replica *r = calloc(1, sizeof *r);
-    char directory[PATH_MAX];
     int rc;
 
     *out = NULL;
@@ -1115,11 +1131,8 @@ int replica_open(const struct database_config *db, const char *state_dir,
     r->wal_size = -2;
     r->db_fd = r->shm_fd = -1;
     snprintf(r->wal_path, sizeof r->wal_path, "%s-wal", db->path);
-    snprintf(directory, sizeof directory, "%s/replica", state_dir);
-    if (fs_join(r->spool, sizeof r->spool, directory, db->name) != 0) {
-        rc = error_set(err, -ENAMETOOLONG, "%s: spool path too long", db->name);
+    if ((rc = replica_spool_directory(state_dir, db->name, r->spool, sizeof r->spool, err)) < 0)
         goto fail;
-    }
     if ((rc = fs_make_directories(r->spool, 0700, err)) < 0 ||
         (rc = state_open(state_dir, &r->state, err)) < 0 ||
         (rc = state_get_replica(r->state, db->name, &r->row, err)) < 0 ||

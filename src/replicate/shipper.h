@@ -36,6 +36,11 @@
 
 struct replica;
 
+/* STATE_DIR/replica/DATABASE, where the shipper spools and the uploader
+ * reads: 0, or -ENAMETOOLONG naming the database. */
+int replica_spool_directory(const char *state_dir, const char *database, char *out, size_t size,
+                            struct error *err);
+
 /* Opens the shipper of `db` (which has replicate.target): its state.db
  * connection, its target, its spool directory STATE_DIR/replica/NAME.
  * Removes spool files a kill left behind that no queued object names. */

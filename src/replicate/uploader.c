@@ -16,6 +16,7 @@
 #include "db/state.h"
 #include "offsite/target.h"
 #include "replicate/format.h"
+#include "replicate/shipper.h"
 
 struct replica_uploader {
     const struct database_config *db;
@@ -31,7 +32,6 @@ int replica_uploader_open(const struct database_config *db, const char *state_di
                           struct error *err)
 {
     struct replica_uploader *u = calloc(1, sizeof *u);
-    char directory[PATH_MAX];
     int rc;
 
     *out = NULL;
@@ -39,11 +39,8 @@ int replica_uploader_open(const struct database_config *db, const char *state_di
         return error_set(err, -ENOMEM, "out of memory");
     u->db = db;
     u->stop = stop;
-    snprintf(directory, sizeof directory, "%s/replica", state_dir);
-    if (fs_join(u->spool, sizeof u->spool, directory, db->name) != 0) {
-        rc = error_set(err, -ENAMETOOLONG, "%s: spool path too long", db->name);
+    if ((rc = replica_spool_directory(state_dir, db->name, u->spool, sizeof u->spool, err)) < 0)
         goto fail;
-    }
     if (!db->replicate.target) {
         rc = error_set(err, -EINVAL, "%s: replicate has no target", db->name);
         goto fail;
