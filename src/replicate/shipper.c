@@ -269,26 +269,40 @@ static void pin_end(struct replica *r)
     }
 }
 
-static bool pin_renew(struct replica *r)
+/* A new pin: a read transaction on a connection of its own; the caller
+ * keeps the old one until it is ready to let it go (pin_swap). */
+static sqlite3 *pin_begin(struct replica *r)
 {
     sqlite3 *next = NULL;
     struct error ignored = {0};
     if (database_open(r->db, true, r->stop, &next, &ignored) != 0) {
         log_event(LOG_WARNING, r->db->name, "replicate", "cannot pin the WAL: %s", ignored.message);
-        return false;
+        return NULL;
     }
     if (sqlite3_exec(next, "BEGIN; SELECT count(*) FROM sqlite_master;", NULL, NULL, NULL) !=
         SQLITE_OK) {
         log_event(LOG_WARNING, r->db->name, "replicate", "cannot pin the WAL: %s",
                   sqlite3_errmsg(next));
         sqlite3_close(next);
-        return false;
+        return NULL;
     }
-    if (r->pin) {
-        sqlite3_exec(r->pin, "ROLLBACK", NULL, NULL, NULL);
-        sqlite3_close(r->pin);
-    }
+    return next;
+}
+
+/* The new pin replaces the old one, which is let go only now: there is no
+ * moment without a pin. */
+static void pin_swap(struct replica *r, sqlite3 *next)
+{
+    pin_end(r);
     r->pin = next;
+}
+
+static bool pin_renew(struct replica *r)
+{
+    sqlite3 *next = pin_begin(r);
+    if (!next)
+        return false;
+    pin_swap(r, next);
     return true;
 }
 
@@ -304,8 +318,42 @@ static bool lock_held(int shm, off_t offset, short type)
     return lock.l_type != F_UNLCK;
 }
 
-static bool checkpointer_waits(struct replica *r);
-static bool other_readers(struct replica *r);
+/* The -shm, kept open (keep_open); -1 when there is none. */
+static int shm_kept_open(struct replica *r)
+{
+    char shm_path[PATH_MAX + 8];
+    struct stat st;
+    snprintf(shm_path, sizeof shm_path, "%s-shm", r->db->path);
+    return keep_open(shm_path, &r->shm_fd, &st) == 0 ? r->shm_fd : -1;
+}
+
+/* Whether another process holds a read mark (locks 3 + 1..4): then the WAL
+ * cannot restart at the next write, and may restart later, after a writer
+ * appended. */
+static bool other_readers(struct replica *r)
+{
+    int shm = shm_kept_open(r);
+    for (int n = 1; shm >= 0 && n <= 4; n++)
+        if (lock_held(shm, 120 + 3 + n, F_WRLCK))
+            return true;
+    return false;
+}
+
+/* An application's FULL/RESTART/TRUNCATE checkpoint waiting for our pin:
+ * it holds both the write and the checkpoint lock (design 1.3, locks.py).
+ * Only a hint of when to yield: what the yield records does not rest on it
+ * (yield_to_checkpointer). */
+static bool checkpointer_waits(struct replica *r)
+{
+    if (shm_kept_open(r) < 0)
+        return false;
+    /* Checkpoint lock, write lock, checkpoint lock again: one connection of
+     * an application holds both only inside a FULL/RESTART/TRUNCATE
+     * checkpoint, but a writer's transaction ending just as its PASSIVE
+     * autocheckpoint begins would pass a single look at each. */
+    return lock_held(r->shm_fd, 121, F_WRLCK) && lock_held(r->shm_fd, 120, F_WRLCK) &&
+           lock_held(r->shm_fd, 121, F_WRLCK);
+}
 
 /* ---- shipping ---- */
 
@@ -545,6 +593,45 @@ static int base_copy(struct replica *r, uint32_t generation, const char *gz,
     return rc;
 }
 
+/* Waits for the write lock like any of the agent's connections, but gives
+ * up at once when the holder is an application checkpoint waiting for our
+ * own pin: waiting would hold both up until one timed out. */
+struct write_wait {
+    struct replica *replica;
+    int64_t deadline_ms;
+    bool checkpointer; /* gave up for it */
+};
+
+static int64_t monotonic_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+static int write_wait_busy(void *context, int count)
+{
+    struct write_wait *wait = context;
+    struct replica *r = wait->replica;
+    if ((r->stop && *r->stop) || monotonic_ms() >= wait->deadline_ms)
+        return 0;
+    if (r->pin && checkpointer_waits(r)) {
+        wait->checkpointer = true;
+        return 0;
+    }
+    io_sleep_ms(count < 4 ? 1 : 5, 1, r->stop);
+    return 1;
+}
+
+/* BEGIN IMMEDIATE on `writer`, waiting at most checkpoint.max_wait. */
+static bool begin_write(struct replica *r, sqlite3 *writer, struct write_wait *wait)
+{
+    *wait = (struct write_wait){.replica = r,
+                                .deadline_ms = monotonic_ms() + r->db->checkpoint.max_wait_ms};
+    sqlite3_busy_handler(writer, write_wait_busy, wait);
+    return sqlite3_exec(writer, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK;
+}
+
 static int reset_losslessly(struct replica *r, int64_t now_ms, bool yield, sqlite3 *held,
                             struct error *err);
 
@@ -563,12 +650,13 @@ static int take_base(struct replica *r, int64_t now_ms, const char *reason, stru
     rc = database_open(r->db, false, r->stop, &writer, err);
     if (rc < 0)
         return rc;
-    database_set_busy_timeout(writer, r->db->checkpoint.max_wait_ms, r->stop);
-    if (sqlite3_exec(writer, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+    struct write_wait wait;
+    if (!begin_write(r, writer, &wait)) {
         rc = error_set(err, -EBUSY,
-                       "%s: no write lock within %d ms for the base copy (busy writers); "
-                       "retried next round",
-                       r->db->name, r->db->checkpoint.max_wait_ms);
+                       "%s: no write lock within %d ms for the base copy (%s); retried next round",
+                       r->db->name, r->db->checkpoint.max_wait_ms,
+                       wait.checkpointer ? "the application's checkpoint goes first"
+                                         : "busy writers");
         goto out;
     }
     struct state_replica next = r->row;
@@ -724,21 +812,22 @@ static int reset_losslessly(struct replica *r, int64_t now_ms, bool yield, sqlit
         rc = database_open(r->db, false, r->stop, &writer, err);
         if (rc < 0)
             return rc;
-        database_set_busy_timeout(writer, r->db->checkpoint.max_wait_ms, r->stop);
-        if (sqlite3_exec(writer, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+        struct write_wait wait;
+        if (!begin_write(r, writer, &wait)) {
+            sqlite3_close(writer);
+            writer = NULL;
+            /* The application checkpoints itself: let it (step 6). */
+            if (wait.checkpointer)
+                return reset_losslessly(r, now_ms, true, NULL, err);
             /* The WAL grows until a later round gets the lock (step 5). */
             log_event(LOG_DEBUG, r->db->name, "replicate",
-                      "reset round skipped: no write lock within %d ms (%s)",
-                      r->db->checkpoint.max_wait_ms, sqlite3_errmsg(writer));
-            rc = 0;
-            goto out;
+                      "reset round skipped: no write lock within %d ms",
+                      r->db->checkpoint.max_wait_ms);
+            return 0;
         }
     }
     fd = open(r->wal_path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        goto out;
-    struct stat before, after;
-    if (fstat(fd, &before) != 0)
         goto out;
     position_from_row(&r->row, &saved);
     rc = wal_reader_resume(&reader, fd, r->wal_path, &saved, &resume, err);
@@ -753,15 +842,8 @@ static int reset_losslessly(struct replica *r, int64_t now_ms, bool yield, sqlit
     rc = ship_segments(r, &reader, fd, now_ms, NULL, 0, 0, NULL, err);
     if (rc < 0)
         goto out;
-    if (yield) {
-        /* Without the write lock of our own, the proof that nothing was
-         * appended while we read is the checkpointer still waiting and
-         * the file not grown; otherwise keep the pin, the next round
-         * ships what came. */
-        if (fstat(fd, &after) != 0 || after.st_size != before.st_size || !checkpointer_waits(r))
-            goto out;
+    if (yield)
         return yield_to_checkpointer(r, fd, &reader, err);
-    }
     pin_end(r);
     int log_frames = 0, done = 0;
     {
@@ -805,73 +887,56 @@ out:
 }
 
 /*
- * Design 2.3 step 6: an application's FULL/RESTART/TRUNCATE checkpoint holds
- * the write lock and waits for our pin; everything it will backfill is
- * shipped (the caller checked that nothing was appended). The generation is
- * recorded as ended BEFORE the pin goes, then the pin comes back as soon as
- * the checkpoint is over (1 ms polls): the window in which a second restart
- * could pass unseen is that poll, not a state.db commit. If another reader
- * holds a read mark, the restart may come after a writer appended: not
- * ended, and a restart is then a counted break.
+ * Design 2.3 step 6: an application's FULL/RESTART/TRUNCATE checkpoint waits
+ * for our pin, and everything up to the last commit in the file is shipped.
+ * A new pin is begun before the old one goes, and the wal-index then says
+ * where the WAL's last commit is: if it is the end shipped, the new pin's
+ * snapshot ends there too, and from then on the WAL can restart at most
+ * once, at that end. On read mark 1..4 it cannot restart at all (a restart
+ * needs them free); on read mark 0, which SQLite gives a reader only when
+ * every frame is backfilled, it can restart once, but frames written after
+ * that restart cannot be backfilled past our mark 0, and without that no
+ * second restart. So the end is recorded, then the old pin let go. If a
+ * commit came after what was shipped (a writer, not a checkpointer, held
+ * the lock), nothing is recorded and the old pin is kept: the next look
+ * ships it and yields then. Nothing here depends on who holds which lock.
  */
 static int yield_to_checkpointer(struct replica *r, int fd, struct wal_reader *reader,
                                  struct error *err)
 {
-    bool readers = other_readers(r);
-    log_event(LOG_DEBUG, r->db->name, "replicate",
-              "yielding to the application's waiting checkpoint: shipped to frame %" PRIu64
-              ", other readers: %s",
-              r->row.frame_index, readers ? "yes" : "no");
+    wal_reader_close(reader);
+    close(fd);
+    sqlite3 *next = pin_begin(r);
+    if (!next)
+        return 0;
+    struct wal_index index;
+    int shm = shm_kept_open(r);
+    bool at_end = shm >= 0 && wal_index_read(shm, &index) == 0 &&
+                  index.last_frame == r->row.frame_index && index.salt[0] == r->row.salt[0] &&
+                  index.salt[1] == r->row.salt[1];
+    if (!at_end) {
+        sqlite3_exec(next, "ROLLBACK", NULL, NULL, NULL);
+        sqlite3_close(next);
+        return 0;
+    }
     int rc = 0;
-    if (!readers) {
+    if (!r->row.ended) {
+        log_event(LOG_DEBUG, r->db->name, "replicate",
+                  "yielding to the application's waiting checkpoint: shipped to frame %" PRIu64
+                  ", the WAL may restart there",
+                  r->row.frame_index);
         r->row.ended = true;
         rc = state_save_replica(r->state, r->db->name, &r->row, NULL, 0, 0, 0, 0, NULL, err);
     }
-    wal_reader_close(reader);
-    close(fd);
-    if (rc < 0)
+    if (rc < 0) {
+        r->row.ended = false;
+        sqlite3_exec(next, "ROLLBACK", NULL, NULL, NULL);
+        sqlite3_close(next);
         return rc;
-    pin_end(r);
-    for (int i = 0; i < 5000 && checkpointer_waits(r) && !(r->stop && *r->stop); i++)
-        io_sleep_ms(1, 1, r->stop);
-    bool pinned = pin_renew(r);
-    r->end_trusted = pinned && !readers;
+    }
+    pin_swap(r, next);
+    r->end_trusted = true;
     return 0;
-}
-
-/* An application's FULL/RESTART/TRUNCATE checkpoint waiting for our pin:
- * it holds both the write and the checkpoint lock (design 1.3, locks.py). */
-/* The -shm, kept open (keep_open); -1 when there is none. */
-static int shm_kept_open(struct replica *r)
-{
-    char shm_path[PATH_MAX + 8];
-    struct stat st;
-    snprintf(shm_path, sizeof shm_path, "%s-shm", r->db->path);
-    return keep_open(shm_path, &r->shm_fd, &st) == 0 ? r->shm_fd : -1;
-}
-
-/* Whether another process holds a read mark (locks 3 + 1..4): then the WAL
- * cannot restart at the next write, and may restart later, after a writer
- * appended. */
-static bool other_readers(struct replica *r)
-{
-    int shm = shm_kept_open(r);
-    for (int n = 1; shm >= 0 && n <= 4; n++)
-        if (lock_held(shm, 120 + 3 + n, F_WRLCK))
-            return true;
-    return false;
-}
-
-static bool checkpointer_waits(struct replica *r)
-{
-    if (shm_kept_open(r) < 0)
-        return false;
-    /* Checkpoint lock, write lock, checkpoint lock again: one connection of
-     * an application holds both only inside a FULL/RESTART/TRUNCATE
-     * checkpoint, but a writer's transaction ending just as its PASSIVE
-     * autocheckpoint begins would pass a single look at each. */
-    return lock_held(r->shm_fd, 121, F_WRLCK) && lock_held(r->shm_fd, 120, F_WRLCK) &&
-           lock_held(r->shm_fd, 121, F_WRLCK);
 }
 
 /* ---- the round ---- */
@@ -892,8 +957,13 @@ static bool old_commit_follows(struct replica *r, int fd, const struct wal_posit
 static int start_over(struct replica *r, int64_t now_ms, const char *reason, const char *detail,
                       struct error *err)
 {
-    if (reason)
+    if (reason) {
         record_break(r, reason, detail);
+        /* Nothing of the broken generation is left to protect: an
+         * application checkpoint waiting for the pin goes first. */
+        pin_end(r);
+        r->end_trusted = false;
+    }
     int rc = take_base(r, now_ms, reason, err);
     if (rc == 0)
         r->based = true;
@@ -934,11 +1004,18 @@ static int round_resumed(struct replica *r, struct wal_reader *reader, int *fd,
         return rc;
     }
     case WAL_RESUME_RESTARTED:
-        /* Clean only after the agent's own reset, and only the very next
-         * restart (salt-1 + 1) with nothing of the old generation after the
-         * end shipped: anything else may have lost commits. */
-        if (r->row.ended && r->end_trusted && reader->header.salt[0] == r->row.salt[0] + 1 &&
-            reader->header.checkpoint_sequence == r->row.checkpoint_sequence + 1 &&
+        /* Clean only when this process has held a pin since it recorded
+         * the end (the WAL could then restart once, at that end:
+         * yield_to_checkpointer), nothing of the old generation follows
+         * the end, and the header is that one restart's: salt-1 one more
+         * than ours (a restart takes it from the shared wal-index), or a
+         * fresh pair with checkpoint sequence 0 (the first writer after
+         * another connection's TRUNCATE draws new salts when its own
+         * counter is 0). The sequence is each connection's private count,
+         * not a count of restarts: it is not compared. */
+        if (r->row.ended && r->end_trusted &&
+            (reader->header.salt[0] == r->row.salt[0] + 1 ||
+             reader->header.checkpoint_sequence == 0) &&
             !old_commit_follows(r, *fd, saved))
             return continue_generation(r, reader, *fd, now_ms, err);
         wal_reader_close(reader);
@@ -1101,10 +1178,15 @@ int replica_watch(struct replica *r, int64_t now_ms, struct error *err)
         r->end_trusted = false;
         return 0;
     }
-    /* Only a pin can keep an application's checkpoint waiting. */
+    /* Only a pin can keep an application's checkpoint waiting. Follow the
+     * WAL first: after a restart, the generation continues before the
+     * next yield can record its end. */
     if (!checkpointer_waits(r))
         return 0;
-    return reset_losslessly(r, now_ms, true, NULL, err);
+    int rc = round_follow(r, now_ms, err);
+    if (rc == 0 && r->pin && checkpointer_waits(r))
+        rc = reset_losslessly(r, now_ms, true, NULL, err);
+    return rc;
 }
 
 int replica_spool_directory(const char *state_dir, const char *database, char *out, size_t size,

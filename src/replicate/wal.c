@@ -373,6 +373,36 @@ void wal_reader_close(struct wal_reader *reader)
     reader->ahead = NULL;
 }
 
+/* WalIndexHdr (wal.c in SQLite), native byte order, twice in a row: iVersion
+ * u32 at 0, isInit u8 at 12, szPage u16 at 14 (1 means 65536), mxFrame u32
+ * at 16, aSalt[2] at 32 (the bytes of the WAL header, big-endian). */
+#define WAL_INDEX_HEADER_SIZE 48
+
+int wal_index_read(int fd, struct wal_index *index)
+{
+    uint8_t bytes[2 * WAL_INDEX_HEADER_SIZE];
+    for (int attempt = 0; attempt < 100; attempt++) {
+        ssize_t got = pread(fd, bytes, sizeof bytes, 0);
+        if (got < 0)
+            return -errno;
+        if ((size_t)got < sizeof bytes)
+            return -EAGAIN;
+        if (memcmp(bytes, bytes + WAL_INDEX_HEADER_SIZE, WAL_INDEX_HEADER_SIZE) != 0 ||
+            bytes[12] == 0)
+            continue;
+        uint16_t page_size;
+        uint32_t last_frame;
+        memcpy(&page_size, bytes + 14, sizeof page_size);
+        memcpy(&last_frame, bytes + 16, sizeof last_frame);
+        index->page_size = page_size == 1 ? 65536 : page_size;
+        index->last_frame = last_frame;
+        index->salt[0] = wal_get32_big(bytes + 32);
+        index->salt[1] = wal_get32_big(bytes + 36);
+        return 0;
+    }
+    return -EAGAIN;
+}
+
 const char *wal_stop_name(enum wal_stop stop)
 {
     switch (stop) {

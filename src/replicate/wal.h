@@ -174,6 +174,24 @@ int wal_reader_read_ahead(struct wal_reader *reader, size_t bytes);
 int wal_commit_follows(int fd, const char *path, const struct wal_position *end, bool *follows,
                        struct error *err);
 
+/*
+ * What the wal-index (the -shm file) says of the WAL now: its first 48-byte
+ * header, which SQLite updates at every commit and restart. `last_frame` is
+ * the WAL's last committed frame (mxFrame), `salt` the generation's salts as
+ * the WAL header stores them. Readers and writers map this file; pread sees
+ * the same pages.
+ */
+struct wal_index {
+    uint32_t last_frame;
+    uint32_t salt[2];
+    uint32_t page_size;
+};
+
+/* Reads the header from the -shm `fd`, retrying while its two copies differ
+ * (SQLite writes one, then the other). 0; -EAGAIN when they never agreed or
+ * it is not initialised (then the caller trusts nothing); -errno. */
+int wal_index_read(int fd, struct wal_index *index);
+
 /* A name for a stop, for logs and messages. */
 const char *wal_stop_name(enum wal_stop stop);
 

@@ -237,6 +237,33 @@ class ReplicationShipsEveryCommit(ReplicaTestCase):
         self.assertLess(max(waits), 2500)
         self.assertEqual(self.stop_agent(agent)[0], 0)
 
+    def test_truncate_from_another_connection_loses_nothing(self):
+        """An operator's cron job, `sqlite3 app.db 'PRAGMA wal_checkpoint(TRUNCATE)'`,
+        beside a long-lived writer: the restart is made by one connection and
+        the new WAL header written by another, whose private checkpoint counter
+        SQLite writes unchanged (or, when it never restarted the WAL, fresh
+        random salts). Neither is a lost commit, so neither may be a break."""
+        agent = self.start_agent()
+        writer = self.start_writer(rate=150)
+        results = []
+        for _ in range(6):
+            time.sleep(0.8)
+            started = time.monotonic()
+            out = subprocess.run(
+                ["sqlite3", self.db_path(),
+                 ".timeout 5000", "PRAGMA wal_checkpoint(TRUNCATE);"],
+                capture_output=True, text=True, timeout=30)
+            results.append((out.returncode, out.stdout.strip(),
+                            round((time.monotonic() - started) * 1000)))
+        self.stop_writer(writer)
+        expected = self.wait_shipped()
+        print(f"\ncron TRUNCATE checkpoints beside the agent (rc, busy|log|done, ms): {results}")
+        self.assertTrue(all(rc == 0 and out.startswith("0|") for rc, out, _ in results), results)
+        self.assertEqual(content_hash(self.restore_by_hand()), expected)
+        self.assertNotIn("replication break", self.agent_log())
+        self.assertGreaterEqual(len(self.generations()), 4)
+        self.assertEqual(self.stop_agent(agent)[0], 0)
+
 
 class ReplicationSnapshots(ReplicaTestCase):
     def test_a_fresh_base_every_snapshot_every(self):

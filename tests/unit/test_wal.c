@@ -262,6 +262,50 @@ static void commits_after_a_shipped_end_survive_a_restart(void **state)
     writer_close(&w);
 }
 
+/* The wal-index header, read from the -shm as the shipper reads it, says
+ * what SQLite's own wal hook and WAL header say: the last committed frame
+ * and the salts, through commits, a restart, and a TRUNCATE made by another
+ * connection (whose restart bumps salt-1 in the shared header). */
+static void wal_index_says_what_sqlite_says(void **state)
+{
+    struct fixture *f = *state;
+    struct writer w;
+    struct scan s;
+    struct wal_index index;
+    char shm_path[PATH_MAX + 8];
+
+    writer_open(&w, f, "index.db", 4096);
+    for (int i = 0; i < 5; i++)
+        writer_commit(&w, 2);
+    snprintf(shm_path, sizeof shm_path, "%s-shm", w.path);
+    int shm = open(shm_path, O_RDONLY);
+    assert_true(shm >= 0);
+    assert_int_equal(wal_index_read(shm, &index), 0);
+    scan_path(w.wal_path, &s);
+    assert_int_equal(index.last_frame, w.frames_after[w.commits - 1]);
+    assert_int_equal(index.last_frame, s.frames);
+    assert_int_equal(index.page_size, 4096);
+    assert_int_equal(index.salt[0], s.header.salt[0]);
+    assert_int_equal(index.salt[1], s.header.salt[1]);
+
+    sqlite3 *other = NULL;
+    assert_int_equal(sqlite3_open(w.path, &other), SQLITE_OK);
+    exec_ok(other, "PRAGMA wal_checkpoint(TRUNCATE)");
+    assert_int_equal(wal_index_read(shm, &index), 0);
+    assert_int_equal(index.last_frame, 0);
+    assert_int_equal(index.salt[0], s.header.salt[0] + 1);
+    sqlite3_close(other);
+
+    writer_commit(&w, 3);
+    assert_int_equal(wal_index_read(shm, &index), 0);
+    assert_int_equal(index.last_frame, w.frames_after[w.commits - 1]);
+    scan_path(w.wal_path, &s);
+    assert_int_equal(index.salt[0], s.header.salt[0]);
+    assert_int_equal(index.salt[1], s.header.salt[1]);
+    close(shm);
+    writer_close(&w);
+}
+
 /* Read-ahead (a restore's reader) sees exactly what frame-by-frame reading
  * sees: every frame, commit and stop, across buffer boundaries that cut
  * frames, on a WAL with uncommitted frames and an older generation behind. */
@@ -561,6 +605,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(header_fields_are_validated, setup, teardown),
         cmocka_unit_test_setup_teardown(empty_wal_has_no_header, setup, teardown),
+        cmocka_unit_test_setup_teardown(wal_index_says_what_sqlite_says, setup, teardown),
         cmocka_unit_test_setup_teardown(live_wal_is_followed_after_rewind, setup, teardown),
         cmocka_unit_test_setup_teardown(rolled_back_frames_are_replaced_after_rewind, setup,
                                         teardown),
