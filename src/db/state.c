@@ -780,6 +780,37 @@ int state_replica_generations(struct state *state, const char *database,
     return 0;
 }
 
+int state_replica_forget_generations(struct state *state, const char *database, uint32_t before,
+                                     bool *forgotten, struct error *err)
+{
+    sqlite3_stmt *row = NULL;
+    *forgotten = false;
+    if (sqlite3_exec(state->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return state_fail(state, err, "cannot begin");
+    int rc = state_run(state, &row,
+                       "SELECT count(*) FROM replica_queue WHERE database = ?1 AND generation < ?2",
+                       "si", database, (int64_t)before);
+    int64_t queued = rc == SQLITE_ROW ? sqlite3_column_int64(row, 0) : -1;
+    sqlite3_finalize(row);
+    if (queued < 0)
+        goto fail;
+    if (queued == 0) {
+        if (state_run(state, NULL,
+                      "DELETE FROM replica_generations WHERE database = ?1 AND generation < ?2",
+                      "si", database, (int64_t)before) != SQLITE_DONE)
+            goto fail;
+        *forgotten = true;
+    }
+    if (sqlite3_exec(state->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+        goto fail;
+    return 0;
+fail:
+    *forgotten = false;
+    rc = state_fail(state, err, "cannot forget replica generations");
+    sqlite3_exec(state->db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
 int state_replica_breaks(struct state *state, const char *database,
                          void (*visit)(void *, const char *, int64_t), void *context,
                          struct error *err)

@@ -220,6 +220,12 @@ int state_replica_queued_paths(struct state *state, void (*visit)(void *, const 
 int state_replica_generations(struct state *state, const char *database,
                               struct state_replica_generation **out, size_t *count,
                               int64_t *queued_up_to, struct error *err);
+/* Retention: forgets the generations numbered below `before`, in one
+ * transaction, unless one of them still has an object queued (then
+ * *forgotten is false and nothing changes: an outage is drained first).
+ * Their objects on the target are the caller's to delete. */
+int state_replica_forget_generations(struct state *state, const char *database, uint32_t before,
+                                     bool *forgotten, struct error *err);
 /* Breaks counted per reason: calls visit(context, reason, count). */
 int state_replica_breaks(struct state *state, const char *database,
                          void (*visit)(void *, const char *, int64_t), void *context,

@@ -258,7 +258,15 @@ static int dir_delete(struct target *target, const char *key, struct error *err)
         return error_set(err, -errno, "%s: cannot delete %s: %s", target->description, key,
                          strerror(errno));
     }
+    /* Folders the delete emptied go too, up to (never) the root: a
+     * bucket has no empty folders, and an operator looking at the target
+     * should not see a replica's forgotten generations as empty shells. */
+    const char *root = dir_of(target)->root;
+    size_t root_length = strlen(root);
     dir_parent(path);
+    while (strlen(path) > root_length && strncmp(path, root, root_length) == 0 &&
+           path[root_length] == '/' && rmdir(path) == 0)
+        dir_parent(path);
     return fs_sync_directory(path, err);
 }
 

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,10 +14,12 @@
 
 #include "core/fsutil.h"
 #include "core/io.h"
+#include "core/log.h"
 #include "db/state.h"
 #include "offsite/target.h"
 #include "replicate/format.h"
 #include "replicate/shipper.h"
+#include "replicate/window.h"
 
 struct replica_uploader {
     const struct database_config *db;
@@ -25,7 +28,15 @@ struct replica_uploader {
     struct state *state;
     struct target *target;
     bool index_stale; /* objects are up that index.json does not describe yet */
+    bool sweep_due;   /* objects of forgotten generations may be left on the target */
+    int64_t next_retention_ms;
 };
+
+/* How often the window is looked at: often enough that the replica holds
+ * little more than `window`, rarely enough to cost nothing (one state.db
+ * read; the target is listed only when something left the window). */
+#define RETENTION_EVERY_MIN_MS 1000
+#define RETENTION_EVERY_MAX_MS (15 * 60 * 1000)
 
 int replica_uploader_open(const struct database_config *db, const char *state_dir,
                           const volatile sig_atomic_t *stop, struct replica_uploader **out,
@@ -51,6 +62,7 @@ int replica_uploader_open(const struct database_config *db, const char *state_di
         goto fail;
     target_set_stop(u->target, stop);
     u->index_stale = true; /* a kill may have come between the objects and it */
+    u->sweep_due = true;   /* and between forgetting generations and deleting them */
     *out = u;
     return 0;
 fail:
@@ -100,6 +112,116 @@ static int write_index(struct replica_uploader *u, const struct state_replica_ge
     return rc;
 }
 
+/* Deletes every object on the target of a generation numbered below
+ * `oldest_kept`: what retention forgot, whether deleted already or left by
+ * a kill between forgetting and deleting. */
+static int sweep(struct replica_uploader *u, uint32_t oldest_kept, size_t *deleted,
+                 struct error *err)
+{
+    char prefix[FORMAT_KEY_SIZE];
+    struct target_listing listing = {0};
+    *deleted = 0;
+    snprintf(prefix, sizeof prefix, "%s/replica/", u->db->name);
+    int rc = target_list(u->target, prefix, &listing, err);
+    for (size_t i = 0; rc == 0 && i < listing.count && !(u->stop && *u->stop); i++) {
+        const char *key = listing.objects[i].key;
+        if (strncmp(key, prefix, strlen(prefix)) != 0)
+            continue;
+        char name[16];
+        const char *rest = key + strlen(prefix);
+        size_t length = strcspn(rest, "/");
+        uint32_t generation;
+        if (rest[length] != '/' || length >= sizeof name)
+            continue; /* index.json, or not ours */
+        memcpy(name, rest, length);
+        name[length] = '\0';
+        if (format_generation_parse(name, &generation) != 0 || generation >= oldest_kept)
+            continue;
+        rc = target_delete(u->target, key, err);
+        if (rc == 0)
+            (*deleted)++;
+    }
+    target_listing_free(&listing);
+    return rc;
+}
+
+/*
+ * The retention window (sqlprodd-format(5), RETENTION): generations no
+ * instant of the window needs are forgotten in state.db, index.json is
+ * rewritten without them, and only then are their objects deleted, so the
+ * bucket never advertises an instant whose objects are going. Runs only
+ * when every queued object is up and index.json says so: the index written
+ * here must not run ahead of the queue.
+ */
+static int retain(struct replica_uploader *u, int64_t now_ms, struct error *err)
+{
+    if (u->index_stale || (now_ms < u->next_retention_ms && !u->sweep_due))
+        return 0;
+    int64_t window_ms = u->db->replicate.window_seconds * 1000;
+    int64_t every = window_ms / 8;
+    every = every < RETENTION_EVERY_MIN_MS ? RETENTION_EVERY_MIN_MS
+            : every > RETENTION_EVERY_MAX_MS ? RETENTION_EVERY_MAX_MS
+                                             : every;
+    u->next_retention_ms = now_ms + every;
+
+    struct state_replica_generation *list = NULL;
+    size_t count = 0;
+    int64_t up_to = 0;
+    int rc = state_replica_generations(u->state, u->db->name, &list, &count, &up_to, err);
+    if (rc < 0 || up_to != 0 || count == 0)
+        goto out;
+    uint32_t keep_from = replica_window_keep_from(list, count, now_ms, window_ms);
+    if (keep_from != 0) {
+        bool forgotten = false;
+        rc = state_replica_forget_generations(u->state, u->db->name, keep_from, &forgotten, err);
+        if (rc < 0 || !forgotten)
+            goto out;
+        uint32_t oldest = list[0].generation;
+        free(list);
+        list = NULL;
+        rc = state_replica_generations(u->state, u->db->name, &list, &count, &up_to, err);
+        if (rc < 0 || count == 0)
+            goto out;
+        if (up_to != 0) {
+            /* Queued since: the next upload writes the index, then sweeps. */
+            u->index_stale = true;
+            u->sweep_due = true;
+            goto out;
+        }
+        rc = write_index(u, list, count, now_ms, err);
+        u->index_stale = rc < 0;
+        if (rc < 0)
+            goto out;
+        char span[32];
+        if (oldest + 1 == keep_from)
+            snprintf(span, sizeof span, "generation %" PRIu32, oldest);
+        else
+            snprintf(span, sizeof span, "generations %" PRIu32 "..%" PRIu32, oldest,
+                     keep_from - 1);
+        log_event(LOG_INFO, u->db->name, "replicate",
+                  "%s left the %llds window (restore --at reaches back to generation %" PRIu32
+                  "); deleting their objects",
+                  span, (long long)u->db->replicate.window_seconds, keep_from);
+        u->sweep_due = true;
+    }
+    if (u->sweep_due) {
+        size_t deleted = 0;
+        rc = sweep(u, list[0].generation, &deleted, err);
+        if (rc == 0) {
+            u->sweep_due = false;
+            if (deleted > 0)
+                log_event(LOG_INFO, u->db->name, "replicate",
+                          "deleted %zu objects of generations before %" PRIu32 " from %s", deleted,
+                          list[0].generation, u->db->replicate.target_name);
+        } else {
+            error_prefix(err, "%s: retention: ", u->db->name);
+        }
+    }
+out:
+    free(list);
+    return rc;
+}
+
 int replica_upload(struct replica_uploader *u, int64_t now_ms, int *uploaded, struct error *err)
 {
     struct io_context io = {.stop = u->stop, .background = true};
@@ -111,7 +233,7 @@ int replica_upload(struct replica_uploader *u, int64_t now_ms, int *uploaded, st
     int rc = state_replica_generations(u->state, u->db->name, &list, &count, &up_to, err);
     if (rc < 0 || (up_to == 0 && !u->index_stale)) {
         free(list);
-        return rc;
+        return rc < 0 ? rc : retain(u, now_ms, err);
     }
     for (;;) {
         struct state_replica_object object;
@@ -150,5 +272,5 @@ int replica_upload(struct replica_uploader *u, int64_t now_ms, int *uploaded, st
             rc = state_replica_uploaded(u->state, u->db->name, newest, err);
     }
     free(list);
-    return rc;
+    return rc < 0 ? rc : retain(u, now_ms, err);
 }

@@ -11,6 +11,9 @@
  * Order (what a reader of the bucket relies on): objects in queue order, a
  * segment before its sidecar; index.json last, describing the generations
  * as they were when the last uploaded object was queued, never one ahead.
+ * Retention (window.h) runs once the queue is empty: generations that left
+ * replicate.window are dropped from index.json before their objects are
+ * deleted, so the index never names a generation that is going.
  *
  * What it is not: no thread and no retry timing (the agent's replication
  * loop decides when to call again after an error).

@@ -33,7 +33,8 @@ class ReplicaTestCase(S3TestCase):
         self.db = self.db_path("app")
         self.target_kind = "dir"
 
-    def configure(self, kind="dir", extra_db="", extra_defaults=""):
+    def configure(self, kind="dir", extra_db="", extra_defaults="", snapshot_every="1d",
+                  window="7d"):
         self.target_kind = kind
         if kind == "dir":
             target = f'{{ name = "offsite"; type = "dir"; path = "{self.offsite}"; }}'
@@ -44,8 +45,9 @@ class ReplicaTestCase(S3TestCase):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.metrics_port = s.getsockname()[1]
-        self.write_config(f'{{ name = "app"; path = "{self.db}"; '
-                          f'{replicate_entry(interval=f"{INTERVAL:g}s")} {extra_db} }}',
+        entry = replicate_entry(interval=f"{INTERVAL:g}s", snapshot_every=snapshot_every,
+                                window=window)
+        self.write_config(f'{{ name = "app"; path = "{self.db}"; {entry} {extra_db} }}',
                           defaults=extra_defaults, targets=target,
                           extra=f'metrics = {{ listen = "127.0.0.1:{self.metrics_port}"; }};')
 

@@ -32,9 +32,9 @@ SCHEDULING_SLACK = float(os.environ.get("SQLPRODD_REPLICA_SLACK",
                                         "inf" if _SANITIZED else "0.3"))
 
 
-def replicate_entry(target="offsite", interval="1s", extra=""):
+def replicate_entry(target="offsite", interval="1s", extra="", snapshot_every="1d", window="7d"):
     return (f'replicate = {{ target = "{target}"; interval = "{interval}"; '
-            f'snapshot_every = "1d"; window = "7d"; {extra} }};')
+            f'snapshot_every = "{snapshot_every}"; window = "{window}"; {extra} }};')
 
 
 def rfc3339(t):

@@ -211,6 +211,33 @@ static void delete_removes_and_missing_is_fine(void **state)
     assert_int_equal(listing.count, 0);
 }
 
+/* A delete takes the folders it emptied with it, as a bucket has no empty
+ * folders, and stops at one still holding something; never the root. */
+static void delete_removes_the_folders_it_empties_but_never_the_root(void **state)
+{
+    struct fixture *fixture = *state;
+    char source[128], path[256];
+    struct stat st;
+    struct error err = {0};
+    snprintf(source, sizeof source, "%s/source", fixture->local);
+    write_bytes(source, 10, 5);
+    assert_int_equal(
+        target_put_file(fixture->target, "app/replica/g1/wal/a.wal.gz", source, NULL, NULL, &err),
+        0);
+    assert_int_equal(
+        target_put_file(fixture->target, "app/replica/g2/base.json", source, NULL, NULL, &err), 0);
+    assert_int_equal(target_delete(fixture->target, "app/replica/g1/wal/a.wal.gz", &err), 0);
+    snprintf(path, sizeof path, "%s/app/replica/g1", fixture->root);
+    assert_int_equal(stat(path, &st), -1);
+    snprintf(path, sizeof path, "%s/app/replica/g2/base.json", fixture->root);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(target_delete(fixture->target, "app/replica/g2/base.json", &err), 0);
+    snprintf(path, sizeof path, "%s/app", fixture->root);
+    assert_int_equal(stat(path, &st), -1);
+    assert_int_equal(stat(fixture->root, &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+}
+
 static void get_of_a_missing_key_leaves_no_file_and_never_overwrites(void **state)
 {
     struct fixture *fixture = *state;
@@ -305,6 +332,8 @@ int main(void)
             remove_temp_files_takes_only_what_a_killed_upload_left_of_that_database, setup,
             teardown),
         cmocka_unit_test_setup_teardown(delete_removes_and_missing_is_fine, setup, teardown),
+        cmocka_unit_test_setup_teardown(delete_removes_the_folders_it_empties_but_never_the_root,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(get_of_a_missing_key_leaves_no_file_and_never_overwrites,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(changed_source_is_not_stored, setup, teardown),
