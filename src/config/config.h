@@ -100,6 +100,10 @@ struct upload_settings {
     struct keep_policy keep;
 };
 
+/* replicate.spool_max when not written: an outage of hours at a busy
+ * database's pace, a small share of a state_dir disk. */
+#define REPLICATE_SPOOL_DEFAULT (1LL << 30)
+
 /* Continuous WAL shipping (sqlprodd-format(5)). Not a job with a schedule:
  * the shipper looks every `interval` while the agent runs. */
 struct replicate_settings {
@@ -108,6 +112,7 @@ struct replicate_settings {
     int64_t interval_seconds;           /* default 1s, 1s..1h */
     int64_t snapshot_every_seconds;     /* a fresh base this often, default 1d */
     int64_t window_seconds;             /* how far back restore --at reaches, default 7d */
+    int64_t spool_max_bytes;            /* the local spool while the target is away, 1GB */
     struct config_origin origin;        /* where `target` was written, for check's messages */
 };
 

@@ -49,8 +49,8 @@ static const char *const health_keys[] = {SCHEDULE_KEYS,   "wal_warn",      "wal
 static const char *const *const job_keys[JOB_COUNT] = {
     checkpoint_keys, analyze_keys, vacuum_keys, backup_keys, upload_keys, health_keys,
 };
-static const char *const replicate_keys[] = {"target", "interval", "snapshot_every",
-                                             "window", "enabled",  NULL};
+static const char *const replicate_keys[] = {"target", "interval",  "snapshot_every",
+                                             "window", "spool_max", "enabled", NULL};
 static const char *const enforce_keys[] = {"journal_mode", "auto_vacuum", NULL};
 static const char *const enforce_journal_mode_names[] = {"wal", NULL};
 static const char *const enforce_auto_vacuum_names[] = {"none", "full", "incremental", NULL};
@@ -191,6 +191,7 @@ static int draft_init_builtin(struct database_draft *draft)
     settings->replicate.interval_seconds = 1;
     settings->replicate.snapshot_every_seconds = 86400;
     settings->replicate.window_seconds = 7 * 86400;
+    settings->replicate.spool_max_bytes = REPLICATE_SPOOL_DEFAULT;
 
     schedule_every(&settings->health.schedule, 5 * 60, "5m");
     settings->health.wal_warn_bytes = 100 * 1024 * 1024;
@@ -346,6 +347,9 @@ static void read_upload_target(struct config_reader *reader, const config_settin
 /* Shipping is about losing seconds: past an hour it is a backup schedule,
  * and the window restore --at honours grows with the interval. */
 #define REPLICATE_INTERVAL_MAXIMUM 3600
+/* The spool must hold at least a few segments (one is at most 16 MiB of
+ * WAL, gzip'd) or a short hiccup of the target would stop shipping. */
+#define REPLICATE_SPOOL_MINIMUM (1LL << 20)
 
 static void read_replicate(struct config_reader *reader, const config_setting_t *parent,
                            const char *parent_key, const struct config *config,
@@ -367,6 +371,14 @@ static void read_replicate(struct config_reader *reader, const config_setting_t 
                           &replicate->snapshot_every_seconds);
     config_value_duration(reader, group, key, "window", CONFIG_RETENTION_MAXIMUM,
                           &replicate->window_seconds);
+    if (config_value_size(reader, group, key, "spool_max", &replicate->spool_max_bytes) ==
+            CONFIG_VALUE_SET &&
+        replicate->spool_max_bytes < REPLICATE_SPOOL_MINIMUM) {
+        config_key_join(member_key, sizeof member_key, key, "spool_max");
+        config_report(reader, config_setting_get_member(group, "spool_max"), member_key,
+                      "must be at least 1MB, got %lld bytes",
+                      (long long)replicate->spool_max_bytes);
+    }
     /* Checked on the merged values where one of them is written, as the
      * health thresholds are: an inherited interval meets a local base period. */
     const config_setting_t *snapshot = config_setting_get_member(group, "snapshot_every");

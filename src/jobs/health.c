@@ -23,6 +23,7 @@
 #include "jobs/job.h"
 #include "jobs/verdict.h"
 #include "core/units.h"
+#include "replicate/shipper.h"
 
 /* What earlier health runs stored: zeroes without a state database. */
 static void health_previous_facts(struct job_context *context, struct db_facts *facts)
@@ -200,6 +201,12 @@ static int health_measure(struct job_context *context, const struct db_facts *pr
     if (rc == 0) {
         measure->wal_bytes = fs_file_size(db->path, "-wal");
         store_facts(context, &measure->found, measure->wal_bytes, now);
+    }
+    if (db->replicate.target) {
+        char spool[PATH_MAX];
+        if (replica_spool_directory(context->config->state_dir, db->name, spool, sizeof spool,
+                                    NULL) == 0)
+            measure->replica_spool_bytes = replica_spool_bytes(spool);
     }
     measure->jobs_known = context->state != NULL;
     for (int kind = 0; measure->jobs_known && kind < JOB_KIND_COUNT; kind++)

@@ -253,6 +253,33 @@ static void judge_jobs(struct health_verdict *verdict, const struct config *conf
     }
 }
 
+/* The replica's spool fills only while the target takes nothing: said from
+ * half of spool_max, before shipping stops at the bound (replica_round). */
+static void judge_replica_spool(struct health_verdict *verdict, const struct database_config *db,
+                                int64_t spooled)
+{
+    int64_t bound = db->replicate.spool_max_bytes;
+    if (!db->replicate.target || bound <= 0 || spooled < bound / 2)
+        return;
+    char size[32], limit[32];
+    units_format_size(spooled, size, sizeof size);
+    units_format_size(bound, limit, sizeof limit);
+    if (spooled >= bound)
+        verdict_add(verdict, UNHEALTHY,
+                    "replica spool is full (%s, replicate.spool_max %s): target %s has not taken "
+                    "objects for long, shipping has stopped and restore --at reaches no further "
+                    "than the last commit queued; bring the target back (see `sqlprodd status` "
+                    "and the log): the spool drains, then a new generation starts from a fresh "
+                    "base",
+                    size, limit, db->replicate.target_name);
+    else
+        verdict_add(verdict, DEGRADED,
+                    "replica spool holds %s of replicate.spool_max %s: target %s is not taking "
+                    "objects; at the bound shipping stops until it is back (see `sqlprodd "
+                    "status` and the log), or raise replicate.spool_max",
+                    size, limit, db->replicate.target_name);
+}
+
 void health_judge(const struct config *config, const struct database_config *db,
                   const struct health_measure *measure, time_t now, struct health_verdict *verdict)
 {
@@ -267,5 +294,6 @@ void health_judge(const struct config *config, const struct database_config *db,
         judge_unreadable(verdict, config, db, measure->read_rc, measure->read_error);
     else
         judge_database(verdict, config, db, &measure->found, measure->wal_bytes);
+    judge_replica_spool(verdict, db, measure->replica_spool_bytes);
     judge_jobs(verdict, config, db, measure, now);
 }

@@ -54,6 +54,7 @@ struct replica {
     struct state_replica row;
     int64_t wal_size, wal_mtime_ns, db_mtime_ns; /* at the last round, for the idle test */
     bool not_wal;                                /* out of WAL mode, break already counted */
+    bool spool_full;                             /* at spool_max: WAL let go, break counted */
     bool based;                                  /* a base was taken this round */
     int db_fd, shm_fd;                           /* see keep_open */
     /* The row's `ended` was set by this process, which has held the pin
@@ -991,6 +992,55 @@ static int round_not_wal(struct replica *r, int64_t now_ms, struct error *err)
     return state_save_replica(r->state, r->db->name, &r->row, NULL, 0, 0, 0, 0, "not_wal", err);
 }
 
+/*
+ * The spool at replicate.spool_max: the target has not taken objects for
+ * long. Holding the pin now would keep the WAL from restarting (nothing
+ * more can be shipped to let it), so the WAL is let go, once, as a counted
+ * break, and nothing is shipped until the uploads have drained the spool to
+ * half the bound (it shrinks only by uploads: the target is back). The
+ * state is kept in the row (db_inode 0 forces the base), so a restart of
+ * the agent meanwhile neither counts the break again nor ships. 1 while
+ * full (the round ends here), 0 to go on, or an error.
+ */
+static int round_spool(struct replica *r, int64_t now_ms, struct error *err)
+{
+    int64_t bound = r->db->replicate.spool_max_bytes;
+    if (bound <= 0)
+        return 0;
+    int64_t spooled = replica_spool_bytes(r->spool);
+    if (spooled < 0)
+        return error_set(err, (int)spooled, "%s: cannot read the spool %s: %s", r->db->name,
+                         r->spool, strerror((int)-spooled));
+    if (r->spool_full) {
+        if (spooled > bound / 2)
+            return 1;
+        log_event(LOG_NOTICE, r->db->name, "replicate",
+                  "the spool has drained to %lld bytes: shipping again from a fresh base",
+                  (long long)spooled);
+        r->spool_full = false;
+        return 0;
+    }
+    if (spooled < bound)
+        return 0;
+    log_event(LOG_ERR, r->db->name, "replicate",
+              "the spool holds %lld bytes, replicate.spool_max is %lld: the target has not "
+              "taken objects for too long; shipping stops and the WAL is let go (the "
+              "application's checkpoints go on): restore --at reaches no further than the "
+              "last commit queued until the target is back and a new base is up",
+              (long long)spooled, (long long)bound);
+    record_break(r, "spool_full", "the spool reached replicate.spool_max");
+    pin_end(r);
+    r->end_trusted = false;
+    r->spool_full = true;
+    snprintf(r->row.last_break, sizeof r->row.last_break, "spool_full");
+    r->row.last_break_at_ms = now_ms;
+    r->row.ended = false;
+    r->row.db_inode = 0; /* forces a base once shipping again */
+    int rc = state_save_replica(r->state, r->db->name, &r->row, NULL, 0, 0, 0, 0, "spool_full",
+                                err);
+    return rc < 0 ? rc : 1;
+}
+
 /* What the WAL says against the saved position, once it was resumed. */
 static int round_resumed(struct replica *r, struct wal_reader *reader, int *fd,
                          const struct wal_position *saved, enum wal_resume resume, int64_t now_ms,
@@ -1146,10 +1196,14 @@ int replica_round(struct replica *r, int64_t now_ms, bool force_reset, struct er
         return 0;
     }
 
+    rc = round_spool(r, now_ms, err);
+    if (rc != 0)
+        return rc < 0 ? rc : 0;
     if (r->row.generation == 0) {
         rc = start_over(r, now_ms, NULL, NULL, err);
-    } else if (r->row.db_inode == 0 && strcmp(r->row.last_break, "not_wal") == 0) {
-        rc = start_over(r, now_ms, NULL, NULL, err); /* counted when it left WAL mode */
+    } else if (r->row.db_inode == 0 && (strcmp(r->row.last_break, "not_wal") == 0 ||
+                                        strcmp(r->row.last_break, "spool_full") == 0)) {
+        rc = start_over(r, now_ms, NULL, NULL, err); /* counted when it happened */
     } else if ((uint64_t)db_st.st_ino != r->row.db_inode ||
                (uint64_t)db_st.st_dev != r->row.db_device) {
         pin_end(r);
@@ -1189,6 +1243,33 @@ int replica_watch(struct replica *r, int64_t now_ms, struct error *err)
     return rc;
 }
 
+int64_t replica_spool_bytes(const char *spool)
+{
+    DIR *dir = opendir(spool);
+    if (!dir)
+        return errno == ENOENT ? 0 : -errno;
+    int64_t total = 0, newest_base = 0;
+    char newest_name[64] = "";
+    struct dirent *entry;
+    struct stat st;
+    while ((entry = readdir(dir)) != NULL) {
+        if (entry->d_name[0] == '.' || fstatat(dirfd(dir), entry->d_name, &st, 0) != 0 ||
+            !S_ISREG(st.st_mode))
+            continue;
+        total += st.st_size;
+        /* gNNNNNNNN-base.db.gz: the names sort as the generations do. */
+        size_t length = strlen(entry->d_name);
+        if (length < sizeof newest_name && length > 11 &&
+            strcmp(entry->d_name + length - 11, "-base.db.gz") == 0 &&
+            strcmp(entry->d_name, newest_name) > 0) {
+            snprintf(newest_name, sizeof newest_name, "%s", entry->d_name);
+            newest_base = st.st_size;
+        }
+    }
+    closedir(dir);
+    return total - newest_base;
+}
+
 int replica_spool_directory(const char *state_dir, const char *database, char *out, size_t size,
                             struct error *err)
 {
@@ -1220,6 +1301,7 @@ int replica_open(const struct database_config *db, const char *state_dir,
         (rc = state_get_replica(r->state, db->name, &r->row, err)) < 0 ||
         (rc = spool_clean(r, err)) < 0)
         goto fail;
+    r->spool_full = r->row.db_inode == 0 && strcmp(r->row.last_break, "spool_full") == 0;
     *out = r;
     return 0;
 fail:

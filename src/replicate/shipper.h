@@ -41,6 +41,12 @@ struct replica;
 int replica_spool_directory(const char *state_dir, const char *database, char *out, size_t size,
                             struct error *err);
 
+/* Bytes waiting in the spool `spool` (replica_spool_directory) for the
+ * target, but the newest base file: a one-time cost of a new generation
+ * that a database larger than spool_max needs whatever the bound. What
+ * replicate.spool_max bounds. 0 for a missing spool; -errno. */
+int64_t replica_spool_bytes(const char *spool);
+
 /* Opens the shipper of `db` (which has replicate.target): its state.db
  * connection, its target, its spool directory STATE_DIR/replica/NAME.
  * Removes spool files a kill left behind that no queued object names. */
@@ -48,7 +54,12 @@ int replica_open(const struct database_config *db, const char *state_dir,
                  const volatile sig_atomic_t *stop, struct replica **out, struct error *err);
 void replica_close(struct replica *replica);
 
-/* One round as above. `force_reset`: do the lossless reset of step 4 now
+/* One round as above. With spool_max reached (the target away for long),
+ * it lets the WAL go instead (a break, "spool_full": the application's
+ * checkpoints go on and its WAL stays small) and ships nothing until the
+ * uploads have drained the spool to half the bound; then a new generation
+ * starts from a fresh base.
+ * `force_reset`: do the lossless reset of step 4 now
  * (the checkpoint job's "ship, then checkpoint"). 0, or a negative error
  * (the round is retried next interval; nothing is lost). */
 int replica_round(struct replica *replica, int64_t now_ms, bool force_reset, struct error *err);

@@ -19,6 +19,7 @@
 
 #include "core/fsutil.h"
 #include "jobs/job.h"
+#include "replicate/shipper.h"
 
 struct buffer {
     char *data;
@@ -243,6 +244,10 @@ static void render_replication(const struct metrics_input *input, struct buffer 
         {"sqlprodd_replicate_generation", "gauge", "The WAL generation being shipped."},
         {"sqlprodd_replicate_queued_objects", "gauge",
          "Replica objects read from the WAL and not yet on the target."},
+        {"sqlprodd_replicate_spool_bytes", "gauge",
+         "Bytes spooled for the target, which replicate.spool_max bounds."},
+        {"sqlprodd_replicate_spool_max_bytes", "gauge",
+         "replicate.spool_max: at it, shipping stops until the target takes objects again."},
     };
     /* No family at all when nothing replicates: an empty family tells nothing. */
     bool any = false;
@@ -269,8 +274,13 @@ static void render_replication(const struct metrics_input *input, struct buffer 
                 buffer_printf(buffer, "%lld\n", (long long)replica->shipped_bytes);
             else if (f == 2)
                 buffer_printf(buffer, "%lu\n", (unsigned long)replica->generation);
-            else
+            else if (f == 3)
                 buffer_printf(buffer, "%lld\n", (long long)replica->queued_objects);
+            else if (f == 4)
+                buffer_printf(buffer, "%lld\n", (long long)input->databases[i].replica_spool_bytes);
+            else
+                buffer_printf(buffer, "%lld\n",
+                              (long long)config->databases[i].replicate.spool_max_bytes);
         }
     }
     family(buffer, "sqlprodd_replicate_breaks_total", "counter",
@@ -346,6 +356,12 @@ int metrics_collect(const struct config *config, struct state *state, time_t now
             if (state_get_replica(state, db->name, &database->replica, NULL) != 0)
                 memset(&database->replica, 0, sizeof database->replica);
             state_replica_breaks(state, db->name, collect_break, database, NULL);
+            char spool[PATH_MAX];
+            if (replica_spool_directory(config->state_dir, db->name, spool, sizeof spool, NULL) ==
+                0) {
+                int64_t spooled = replica_spool_bytes(spool);
+                database->replica_spool_bytes = spooled > 0 ? spooled : 0;
+            }
         }
     }
     return 0;

@@ -23,6 +23,7 @@ struct metrics_database {
     bool pending_known;
     int64_t uploads_pending;
     struct state_replica replica; /* generation 0: not replicated (yet) */
+    int64_t replica_spool_bytes;  /* what replicate.spool_max bounds */
     struct {
         char reason[32];
         int64_t count;

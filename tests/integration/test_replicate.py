@@ -21,6 +21,12 @@ import urllib.request
 from harness import AgentTestCase, S3TestCase, BUCKET, SERVER_DIR
 
 WRITER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "replica_writer.py")
+# commit -> target p99 above which a commit was held up, not just late: the
+# interval (1 s) plus the upload, with room for a loaded 2-CPU CI machine
+# (seen: 2.4 s at load 7.5), and twice that for the ASan build, which a
+# loaded machine slows most (seen: 3.3 s for S3). The figures themselves
+# are bench/replicate.py's.
+DELAY_P99_BOUND = 6.0 if os.environ.get("SQLPRODD_BIN", "").endswith("-asan") else 3.0
 
 
 def content_hash(path):
@@ -190,9 +196,7 @@ class ReplicationShipsEveryCommit(ReplicaTestCase):
         p99 = delays[int(len(delays) * 0.99) - 1]
         print(f"\ncommit -> object on target (dir, interval 1s, {len(delays)} commits): "
               f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, max {delays[-1] * 1000:.0f} ms")
-        # interval (1 s) + the upload (a dir target is a local rename), with
-        # room for a loaded 2-CPU CI machine (seen: p99 2.4 s at load 7.5).
-        self.assertLess(p99, 3.0)
+        self.assertLess(p99, DELAY_P99_BOUND)
         self.assertEqual(content_hash(self.restore_by_hand()), content_hash(self.db_path()))
         log = self.agent_log()
         self.assertNotIn("replication break", log)
@@ -374,6 +378,64 @@ class ReplicationTargetOutage(ReplicaTestCase):
         self.assertEqual(self.stop_agent(agent)[0], 0)
 
 
+    def test_a_full_spool_lets_the_wal_go_and_starts_again_from_a_base(self):
+        """The target away long enough for the spool to reach spool_max: health
+        says so from half of it, then shipping stops with one counted break
+        (spool_full) and the WAL is let go, so the application's own
+        checkpoints keep it small and it sees no error; once the target is
+        back the spool drains, a new generation starts from a fresh base and
+        the replica restores by hand to the live database."""
+        bound = 1 << 20
+        self.write_config(
+            f'{{ name = "app"; path = "{self.db_path()}"; }}',
+            defaults=f'replicate = {{ target = "nas"; interval = "{self.interval}"; '
+                     f'spool_max = "1MB"; }};',
+            targets=f'{{ name = "nas"; type = "dir"; path = "{self.target}"; }}',
+            extra=f'metrics = {{ listen = "127.0.0.1:{self.port}"; }};')
+
+        def metric(name, labels='database="app"'):
+            for line in self.scrape().splitlines():
+                if line.startswith(f'{name}{{{labels}}} '):
+                    return float(line.split()[-1])
+            return None
+        agent = self.start_agent()
+        writer = self.start_writer(rate=150)
+        self.wait_for(lambda: len(self.generations()) > 0, what="a first generation")
+        away = self.target + ".away"
+        os.rename(self.target, away)
+        self.assertEqual(metric("sqlprodd_replicate_spool_max_bytes"), bound)
+        self.wait_for(lambda: (metric("sqlprodd_replicate_spool_bytes") or 0) >= bound * 0.55,
+                      timeout=60, interval=0.2, what="the spool past half of spool_max")
+        half = self.run_cli("health", "app")
+        self.assertIn("replica spool holds", half.stdout + half.stderr)
+        self.wait_for(lambda: "replication break (spool_full)" in self.agent_log(), timeout=60,
+                      interval=0.2, what="the spool_full break")
+        full = self.run_cli("health", "app")
+        self.assertIn("replica spool is full", full.stdout + full.stderr)
+        self.assertNotEqual(full.returncode, 0)
+        # The WAL is let go: the application's autocheckpoints restart it.
+        sizes = []
+        for _ in range(30):
+            time.sleep(0.2)
+            sizes.append(os.path.getsize(self.db_path() + "-wal"))
+        self.assertLess(max(sizes), 8 << 20, sizes)
+        self.assertIsNone(self.writers[writer][0].poll(), "the application failed")
+        self.assertEqual(metric("sqlprodd_replicate_breaks_total",
+                                'database="app",reason="spool_full"'), 1)
+        os.rename(away, self.target)
+        self.wait_for(lambda: "shipping again from a fresh base" in self.agent_log(), timeout=90,
+                      interval=0.5, what="the spool to drain")
+        time.sleep(1)
+        self.stop_writer(writer)
+        expected = self.wait_shipped(timeout=90)
+        self.assertEqual(content_hash(self.restore_by_hand()), expected)
+        after = self.agent_log().split("shipping again from a fresh base", 1)[1]
+        self.assertRegex(after, r"generation \d+ started from a base")
+        self.assertEqual(metric("sqlprodd_replicate_breaks_total",
+                                'database="app",reason="spool_full"'), 1)
+        self.assertEqual(self.stop_agent(agent)[0], 0)
+
+
 class ReplicationBreaks(ReplicaTestCase):
     def status_replica(self):
         return self.status_json()["databases"][0].get("replica", {})
@@ -525,7 +587,7 @@ class ReplicationToS3(S3TestCase, ReplicaTestCase):
                   f"commits): p50 {statistics.median(delays) * 1000:.0f} ms, p99 "
                   f"{delays[int(len(delays) * 0.99) - 1] * 1000:.0f} ms")
         self.assertGreater(len(delays), 200)
-        self.assertLess(delays[int(len(delays) * 0.99) - 1], 3.0)
+        self.assertLess(delays[int(len(delays) * 0.99) - 1], DELAY_P99_BOUND)
         expected = content_hash(path)
         local = os.path.join(self.target, "app")
 

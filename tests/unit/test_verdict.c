@@ -180,6 +180,34 @@ static void failed_job_not_yet_overdue_is_degraded(void **unused)
                                             "`sqlprodd backup app`"));
 }
 
+/* The replica's spool is said from half of spool_max (degraded), and full
+ * at it (unhealthy, shipping stopped); without replication it is not looked
+ * at, whatever the number. */
+static void replica_spool_degraded_from_half_and_unhealthy_when_full(void **unused)
+{
+    (void)unused;
+    static struct target_config offsite = {.name = "offsite"};
+    measure.replica_spool_bytes = 900 * MiB;
+    judge();
+    assert_int_equal(verdict.level, HEALTHY);
+    db.replicate.target = &offsite;
+    db.replicate.target_name = "offsite";
+    db.replicate.spool_max_bytes = 1024 * MiB;
+    measure.replica_spool_bytes = 511 * MiB;
+    judge();
+    assert_int_equal(verdict.level, HEALTHY);
+    measure.replica_spool_bytes = 512 * MiB;
+    judge();
+    assert_int_equal(verdict.level, DEGRADED);
+    assert_non_null(strstr(verdict.reasons, "replica spool holds 512"));
+    assert_non_null(strstr(verdict.reasons, "target offsite"));
+    measure.replica_spool_bytes = 1024 * MiB;
+    judge();
+    assert_int_equal(verdict.level, UNHEALTHY);
+    assert_non_null(strstr(verdict.reasons, "replica spool is full"));
+    assert_non_null(strstr(verdict.reasons, "shipping has stopped"));
+}
+
 static void reasons_keep_their_order_joined_and_one_a_line(void **unused)
 {
     (void)unused;
@@ -206,6 +234,7 @@ int main(void)
         cmocka_unit_test_setup(missing_file_is_unhealthy_with_the_path_to_check, set_up),
         cmocka_unit_test_setup(backup_overdue_twice_is_degraded_four_times_unhealthy, set_up),
         cmocka_unit_test_setup(failed_job_not_yet_overdue_is_degraded, set_up),
+        cmocka_unit_test_setup(replica_spool_degraded_from_half_and_unhealthy_when_full, set_up),
         cmocka_unit_test_setup(reasons_keep_their_order_joined_and_one_a_line, set_up),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
