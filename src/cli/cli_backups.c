@@ -3,7 +3,8 @@
  * kept locally (from the manifests on disk) or on the database's target
  * (from a listing), and with --remote the restorable windows of the WAL
  * replica (its index.json): one window per chain of generations that
- * starts from a base file, a break between two windows.
+ * starts from a base file, a break between two windows unless the base was
+ * a scheduled snapshot.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -84,7 +85,9 @@ static void print_window(const struct database_config *db, const struct replica_
                          size_t first, size_t end, json_t *json)
 {
     const struct replica_window *a = &windows->items[first], *z = &windows->items[end - 1];
-    bool broken = first > 0;
+    /* A scheduled base (snapshot_every) starts a chain too, but loses
+     * nothing: every commit before it is in the chain before. */
+    bool broken = first > 0 && !a->snapshot;
     if (json) {
         json_t *item = json_object(), *names = json_array();
         for (size_t i = first; i < end; i++)

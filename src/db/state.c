@@ -67,6 +67,14 @@ static const char state_schema[] =
     "CREATE TABLE IF NOT EXISTS replica_uploaded ("
     "  database TEXT PRIMARY KEY, seen_at_ms INTEGER NOT NULL);";
 
+/* Tables added since version 3 that change nothing an older version reads:
+ * the generations whose base was a scheduled snapshot (snapshot_every), not
+ * a break, which `backups --remote` shows as one window with the one before. */
+static const char state_additions[] =
+    "CREATE TABLE IF NOT EXISTS replica_snapshots ("
+    "  database TEXT NOT NULL, generation INTEGER NOT NULL,"
+    "  PRIMARY KEY (database, generation));";
+
 static int state_fail(struct state *state, struct error *err, const char *doing)
 {
     /* "disk I/O error" alone hides the cause an operator can fix (a full
@@ -170,6 +178,12 @@ int state_open(const char *state_dir, struct state **out, struct error *err)
                        "state database %s was written by a newer sqlprodd (schema %d, this one "
                        "knows %d): upgrade sqlprodd or move the file away",
                        state->path, version, STATE_SCHEMA_VERSION);
+        goto out;
+    }
+    /* Additive tables that an older sqlprodd ignores: created whatever the
+     * version, so that a downgrade still opens the file. */
+    if (sqlite3_exec(state->db, state_additions, NULL, NULL, NULL) != SQLITE_OK) {
+        rc = state_fail(state, err, "cannot create tables");
         goto out;
     }
     if (version < STATE_SCHEMA_VERSION) {
@@ -746,8 +760,10 @@ int state_replica_generations(struct state *state, const char *database,
         }
     }
     rc = state_run(state, &row,
-                       "SELECT generation, base_from, first_seen_at_ms, last_seen_at_ms FROM"
-                       " replica_generations WHERE database = ?1 ORDER BY generation",
+                       "SELECT g.generation, g.base_from, g.first_seen_at_ms, g.last_seen_at_ms,"
+                       " s.generation IS NOT NULL FROM replica_generations g LEFT JOIN"
+                       " replica_snapshots s ON s.database = g.database AND"
+                       " s.generation = g.generation WHERE g.database = ?1 ORDER BY g.generation",
                        "s", database);
     while (rc == SQLITE_ROW) {
         if (used == capacity) {
@@ -764,6 +780,7 @@ int state_replica_generations(struct state *state, const char *database,
         list[used].base_from = (uint32_t)sqlite3_column_int64(row, 1);
         list[used].first_seen_at_ms = sqlite3_column_int64(row, 2);
         list[used].last_seen_at_ms = sqlite3_column_int64(row, 3);
+        list[used].snapshot = sqlite3_column_int(row, 4) != 0;
         used++;
         rc = sqlite3_step(row);
     }
@@ -778,6 +795,16 @@ int state_replica_generations(struct state *state, const char *database,
     *out = list;
     *count = used;
     return 0;
+}
+
+int state_replica_mark_snapshot(struct state *state, const char *database, uint32_t generation,
+                                struct error *err)
+{
+    return state_run(state, NULL,
+                     "INSERT OR IGNORE INTO replica_snapshots (database, generation) VALUES (?1, ?2)",
+                     "si", database, (int64_t)generation) == SQLITE_DONE
+               ? 0
+               : state_fail(state, err, "cannot record the snapshot");
 }
 
 int state_replica_forget_generations(struct state *state, const char *database, uint32_t before,
@@ -797,6 +824,9 @@ int state_replica_forget_generations(struct state *state, const char *database, 
     if (queued == 0) {
         if (state_run(state, NULL,
                       "DELETE FROM replica_generations WHERE database = ?1 AND generation < ?2",
+                      "si", database, (int64_t)before) != SQLITE_DONE ||
+            state_run(state, NULL,
+                      "DELETE FROM replica_snapshots WHERE database = ?1 AND generation < ?2",
                       "si", database, (int64_t)before) != SQLITE_DONE)
             goto fail;
         *forgotten = true;

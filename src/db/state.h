@@ -187,6 +187,7 @@ struct state_replica_generation {
     uint32_t generation;
     uint32_t base_from; /* 0: base file */
     int64_t first_seen_at_ms, last_seen_at_ms;
+    bool snapshot; /* its base file was a scheduled snapshot, not a break */
 };
 
 /* Zeroes *out when the database was never shipped. */
@@ -220,6 +221,9 @@ int state_replica_queued_paths(struct state *state, void (*visit)(void *, const 
 int state_replica_generations(struct state *state, const char *database,
                               struct state_replica_generation **out, size_t *count,
                               int64_t *queued_up_to, struct error *err);
+/* Records that `generation`'s base file was a scheduled snapshot. */
+int state_replica_mark_snapshot(struct state *state, const char *database, uint32_t generation,
+                                struct error *err);
 /* Retention: forgets the generations numbered below `before`, in one
  * transaction, unless one of them still has an object queued (then
  * *forgotten is false and nothing changes: an outage is drained first).

@@ -702,6 +702,8 @@ char *format_index_encode(const struct format_index *x, struct error *err)
             rc |= format_set(item, "base", json_string(from));
         } else {
             rc |= format_set(item, "base", json_string("file"));
+            if (g->snapshot)
+                rc |= format_set(item, "snapshot", json_true());
         }
     }
     rc |= format_set(root, "generations", list);
@@ -765,6 +767,13 @@ int format_index_decode(const char *text, size_t length, const char *object,
                            object, i + 1, name);
             goto out;
         }
+        json_t *snapshot = json_object_get(item, "snapshot");
+        if (snapshot && !json_is_boolean(snapshot)) {
+            rc = error_set(err, -EINVAL, "%s: generation %s: \"snapshot\" is not true or false",
+                           object, name);
+            goto out;
+        }
+        g->snapshot = json_is_true(snapshot);
         if (strcmp(base, "file") != 0 && format_parse_end_link(base, &g->base_from) < 0) {
             rc = error_set(err, -EINVAL,
                            "%s: generation %s: \"base\" is \"%s\", not \"file\" or "

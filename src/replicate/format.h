@@ -106,6 +106,7 @@ struct format_index_generation {
     int64_t first_seen_at_ms; /* 0: no commit shipped yet */
     int64_t last_seen_at_ms;
     uint32_t base_from; /* 0: "file"; else "gNNNNNNNN/end" of that generation */
+    bool snapshot;      /* "snapshot": true: its base file was scheduled, not a break */
 };
 
 struct format_index {

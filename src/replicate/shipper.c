@@ -55,6 +55,7 @@ struct replica {
     int64_t wal_size, wal_mtime_ns, db_mtime_ns; /* at the last round, for the idle test */
     bool not_wal;                                /* out of WAL mode, break already counted */
     bool spool_full;                             /* at spool_max: WAL let go, break counted */
+    bool scheduled_base;                         /* take_base for snapshot_every, no break */
     bool based;                                  /* a base was taken this round */
     int db_fd, shm_fd;                           /* see keep_open */
     /* The row's `ended` was set by this process, which has held the pin
@@ -737,8 +738,14 @@ static int take_base(struct replica *r, int64_t now_ms, const char *reason, stru
     }
     if (rc == 0)
         log_event(LOG_INFO, r->db->name, "replicate",
-                  "generation %" PRIu32 " started from a base of %lld bytes at WAL frame %" PRIu64,
-                  r->row.generation, (long long)database_bytes, base_frame);
+                  "generation %" PRIu32 " started from a base of %lld bytes at WAL frame %" PRIu64
+                  "%s",
+                  r->row.generation, (long long)database_bytes, base_frame,
+                  r->scheduled_base ? " (snapshot_every)" : "");
+    /* Told apart from a break in index.json; lost in a kill right here,
+     * which only makes `backups --remote` show a break that was not. */
+    if (rc == 0 && r->scheduled_base)
+        rc = state_replica_mark_snapshot(r->state, r->db->name, r->row.generation, err);
     /* Still under the write lock, end the generation where it stands: a
      * base is often taken with the WAL all backfilled (right after a reset),
      * when the pin can only get read mark 0, which does not stop the next
@@ -1145,7 +1152,9 @@ static int round_reset_and_pin(struct replica *r, int64_t now_ms, bool force_res
     /* A fresh base every snapshot_every, taken where the generation just
      * ended cleanly (no break), so a restore replays at most that much WAL. */
     if (rc == 0 && snapshot_due && !yield && r->row.ended && r->end_trusted) {
+        r->scheduled_base = true;
         rc = start_over(r, now_ms, NULL, NULL, err);
+        r->scheduled_base = false;
         if (rc == 0)
             rc = reset_losslessly(r, now_ms, false, NULL, err);
     }

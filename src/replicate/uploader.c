@@ -92,7 +92,8 @@ static int write_index(struct replica_uploader *u, const struct state_replica_ge
         gens[i] = (struct format_index_generation){.generation = list[i].generation,
                                                    .first_seen_at_ms = list[i].first_seen_at_ms,
                                                    .last_seen_at_ms = list[i].last_seen_at_ms,
-                                                   .base_from = list[i].base_from};
+                                                   .base_from = list[i].base_from,
+                                                   .snapshot = list[i].snapshot};
     struct format_index index = {.database = (char *)u->db->name,
                                  .count = count,
                                  .generations = gens,

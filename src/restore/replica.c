@@ -367,6 +367,7 @@ static int replica_read_index(const struct target_config *config, struct target 
             snprintf(w->base, sizeof w->base, "file");
         }
         w->starts_chain = g->base_from == 0;
+        w->snapshot = g->snapshot;
         out->count++;
     }
     if (out->count == 0)

@@ -49,6 +49,7 @@ struct replica_window {
     int64_t first_ms, last_ms;
     char base[48];     /* "file" or "g00000001/end" */
     bool starts_chain; /* has a base file: a break before it unless it is the first */
+    bool snapshot;     /* ... or unless that base was scheduled (snapshot_every) */
 };
 
 struct replica_windows {

@@ -281,12 +281,26 @@ class ReplicationSnapshots(ReplicaTestCase):
         time.sleep(6)
         self.stop_writer(writer)
         expected = self.wait_shipped()
+        # Stopped, so that no new base comes while the target is looked at.
+        self.assertEqual(self.stop_agent(agent)[0], 0)
         bases = [g for g in self.generations()
                  if os.path.exists(os.path.join(self.replica, g, "base.db.gz"))]
         self.assertGreaterEqual(len(bases), 2, self.generations())
         self.assertNotIn("replication break", self.agent_log())
         self.assertEqual(content_hash(self.restore_by_hand()), expected)
-        self.assertEqual(self.stop_agent(agent)[0], 0)
+        # A scheduled base is no break: index.json says so, and the listing
+        # an operator reads shows consecutive windows without a BREAK line.
+        with open(os.path.join(self.replica, "index.json")) as f:
+            index = {g["name"]: g for g in json.load(f)["generations"]}
+        for name in bases[1:]:
+            self.assertIs(index[name].get("snapshot"), True, index[name])
+        self.assertNotIn("snapshot", index[bases[0]])
+        listing = self.run_cli("backups", "app", "--remote", check=0).stdout
+        self.assertEqual(listing.count("replica window"), len(bases), listing)
+        self.assertNotIn("BREAK", listing)
+        windows = json.loads(self.run_cli("backups", "app", "--remote", "--json",
+                                          check=0).stdout)
+        self.assertFalse(any(w.get("break_before") for w in windows), windows)
 
 
 class ReplicationBaseOnly(ReplicaTestCase):

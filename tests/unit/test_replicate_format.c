@@ -312,9 +312,9 @@ static void index_round_trip_and_refusals(void **state)
 {
     (void)state;
     struct format_index_generation gens[] = {
-        {1, december_2, december_2 + 5000, 0},
-        {2, december_2 + 6000, december_2 + 9000, 1},
-        {4, 0, 0, 0},
+        {1, december_2, december_2 + 5000, 0, false},
+        {2, december_2 + 6000, december_2 + 9000, 1, false},
+        {4, 0, 0, 0, true}, /* a scheduled base */
     };
     struct format_index x = {.database = "app",
                              .count = 3,
@@ -335,7 +335,9 @@ static void index_round_trip_and_refusals(void **state)
         assert_int_equal(back.generations[i].first_seen_at_ms, gens[i].first_seen_at_ms);
         assert_int_equal(back.generations[i].last_seen_at_ms, gens[i].last_seen_at_ms);
         assert_int_equal(back.generations[i].base_from, gens[i].base_from);
+        assert_int_equal(back.generations[i].snapshot, gens[i].snapshot);
     }
+    assert_non_null(strstr(text, "\"snapshot\": true"));
     assert_int_equal(back.updated_at_ms, december_2 + 10000);
     format_index_free(&back);
     free(text);
@@ -359,6 +361,9 @@ static void index_round_trip_and_refusals(void **state)
         {"{\"format\":1,\"database\":\"../x\",\"updated_at\":\"2026-12-02T11:24:07.123Z\","
          "\"generations\":[]}",
          "database"},
+        {"{\"format\":1,\"database\":\"app\",\"updated_at\":\"2026-12-02T11:24:07.123Z\","
+         "\"generations\":[{\"name\":\"g00000001\",\"base\":\"file\",\"snapshot\":\"yes\"}]}",
+         "snapshot"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_int_equal(format_index_decode(bad[i][0], strlen(bad[i][0]), object, &back, &err),
