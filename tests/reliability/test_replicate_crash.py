@@ -16,8 +16,10 @@ going. Afterwards what a user relies on:
 
 The seed is printed; SQLPRODD_REPLICA_SEED replays it.
 """
+import json
 import os
 import random
+import re
 import signal
 import sys
 import time
@@ -105,6 +107,83 @@ class ReplicateCrashTest(AgentTestCase):
             print(f"{len(results)} restores exact, "
                   f"{sum(agent_was_up(r[0]) for r in results)} with the lower bound checked",
                   file=sys.stderr)
+        except AssertionError as e:
+            failures.append(str(e)[:3000])
+        if failures:
+            self.fail(f"{len(failures)} failed checks:\n- " + "\n- ".join(failures))
+
+
+RETENTION_KILLS = int(os.environ.get("SQLPRODD_RETENTION_KILLS", "24"))
+WINDOW = 6.0
+
+
+class RetentionCrashTest(AgentTestCase):
+    def test_kill_9_during_retention(self):
+        """The agent killed at random moments while a short window (6 s) and a
+        base every 3 s make it forget generations and delete their objects
+        all the time: afterwards (one clean start and stop to sweep what a
+        kill left) the target holds exactly the generations index.json names,
+        the oldest with its base file, and restores to random instants of the
+        window are exact."""
+        seed = SEED + 1
+        print(f"\nseed {seed} (SQLPRODD_REPLICA_SEED={seed - 1} replays it)", file=sys.stderr)
+        rng = random.Random(seed)
+        offsite = os.path.join(self.dir, "offsite")
+        os.mkdir(offsite)
+        db = self.db_path("app")
+        create(db)
+        entry = replicate_entry(snapshot_every="3s", window=f"{WINDOW:g}s")
+        self.write_config(f'{{ name = "app"; path = "{db}"; {entry} }}',
+                          targets=f'{{ name = "offsite"; type = "dir"; path = "{offsite}"; }}')
+        replica = os.path.join(offsite, "app", "replica")
+        agent = self.start_agent()
+        self.wait_for(lambda: os.path.isdir(replica) and any(
+            os.path.exists(os.path.join(replica, g, "base.json")) for g in os.listdir(replica)),
+            timeout=60, what="a first base on the target")
+        writer = ReplicaWriter(db, rate=200)
+        self.processes.append(writer.process)
+        downs = []
+        for _ in range(RETENTION_KILLS):
+            time.sleep(rng.uniform(0.3, 2.0))
+            self.assertIsNone(agent.poll(), f"the agent exited by itself\n{self.agent_log()}")
+            agent.send_signal(signal.SIGKILL)
+            agent.wait()
+            killed = time.time()
+            agent = self.start_agent()
+            downs.append((killed, time.time()))
+        time.sleep(WINDOW + 4)  # the window now starts after the last kill
+        report = writer.stop()
+        self.assertEqual(report["errors"], 0, report["messages"])
+        commits = writer.commits()
+        swept = re.compile(r"deleted \d+ objects of generations before")
+        log_before = len(self.agent_log())
+        self.wait_for(lambda: swept.search(self.agent_log()[log_before:]),
+                      timeout=30, interval=0.2, what="a retention pass after the writer stopped")
+        self.stop_agent(agent)
+        now = time.time()
+        failures = []
+        with open(os.path.join(replica, "index.json")) as f:
+            listed = sorted(g["name"] for g in json.load(f)["generations"])
+        on_target = sorted(n for n in os.listdir(replica) if n.startswith("g"))
+        if on_target != listed:
+            failures.append(f"the target holds {on_target}, index.json names {listed}")
+        if not os.path.exists(os.path.join(replica, listed[0], "base.db.gz")):
+            failures.append(f"the oldest generation kept, {listed[0]}, has no base file")
+        problems, generations = layout_problems(replica)
+        if problems:
+            failures.append(f"gap, overlap or stray object on the target: {problems[:10]}")
+        # Lives of the agent that a kill ended between forgetting generations
+        # and the line saying their objects were deleted.
+        lives = re.split(r"notice: sqlprodd \S+ started", self.agent_log())[1:-1]
+        mid = sum(1 for life in lives
+                  if life.rfind("deleting their objects") > life.rfind("objects of generations"))
+        print(f"{RETENTION_KILLS} kills ({mid} between forgetting and deleting), "
+              f"{report['commits']} commits, kept {listed[0]}..{listed[-1]}", file=sys.stderr)
+        instants = random_instants(commits, 12, INTERVAL, seed=seed, start=now - WINDOW)
+        try:
+            results = restore_many(self, self.config_path, "app", instants, commits, INTERVAL,
+                                   self.dir, lower_bound=lambda at: False)
+            print(f"{len(results)} restores in the window exact", file=sys.stderr)
         except AssertionError as e:
             failures.append(str(e)[:3000])
         if failures:
