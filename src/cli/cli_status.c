@@ -23,6 +23,7 @@
 #include "core/lock.h"
 #include "db/state.h"
 #include "core/units.h"
+#include "replicate/shipper.h"
 
 static const char *outcome_word(const struct job_record *record)
 {
@@ -208,7 +209,7 @@ static void format_replica(const struct database_status *status, char *out, size
         gmtime_r(&t, &tm);
         strftime(seen, sizeof seen, "%Y-%m-%dT%H:%M:%S", &tm);
         size_t used = strlen(seen);
-        int64_t lag = status_now_ms() - on_target;
+        int64_t lag = replica_lag_ms(r, status_now_ms());
         snprintf(seen + used, sizeof seen - used, ".%03dZ (lag %.1fs)", (int)(on_target % 1000),
                  (double)(lag > 0 ? lag : 0) / 1000.0);
     }
@@ -517,8 +518,7 @@ static json_t *status_to_json(const struct database_status *status, const struct
                                                    : json_null());
         json_object_set_new(replica, "lag_seconds",
                             r->uploaded_seen_at_ms
-                                ? json_real((double)(status_now_ms() - r->uploaded_seen_at_ms) /
-                                            1000.0)
+                                ? json_real((double)replica_lag_ms(r, status_now_ms()) / 1000.0)
                                 : json_null());
         json_object_set_new(replica, "queued_objects", json_integer(r->queued_objects));
         json_object_set_new(replica, "shipped_bytes", json_integer(r->shipped_bytes));

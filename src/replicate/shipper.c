@@ -1252,6 +1252,18 @@ int replica_watch(struct replica *r, int64_t now_ms, struct error *err)
     return rc;
 }
 
+int64_t replica_lag_ms(const struct state_replica *row, int64_t now_ms)
+{
+    if (row->generation == 0)
+        return -1;
+    if (row->queued_objects == 0 && row->uploaded_seen_at_ms >= row->last_seen_at_ms &&
+        row->uploaded_seen_at_ms > 0)
+        return 0;
+    int64_t on_target = row->uploaded_seen_at_ms ? row->uploaded_seen_at_ms
+                                                 : row->base_taken_at_ms;
+    return now_ms > on_target ? now_ms - on_target : 0;
+}
+
 int64_t replica_spool_bytes(const char *spool)
 {
     DIR *dir = opendir(spool);

@@ -33,6 +33,7 @@
 
 #include "config/config.h"
 #include "core/error.h"
+#include "db/state.h"
 
 struct replica;
 
@@ -46,6 +47,13 @@ int replica_spool_directory(const char *state_dir, const char *database, char *o
  * that a database larger than spool_max needs whatever the bound. What
  * replicate.spool_max bounds. 0 for a missing spool; -errno. */
 int64_t replica_spool_bytes(const char *spool);
+
+/* What a restore from the target would lose now, in ms: 0 when every
+ * commit the agent has read is on the target with its index.json (an idle
+ * database is not late), else now minus the time the newest commit on the
+ * target was seen (before the first: when the first base was taken). -1
+ * when nothing was shipped yet. Metrics and status both show this. */
+int64_t replica_lag_ms(const struct state_replica *row, int64_t now_ms);
 
 /* Opens the shipper of `db` (which has replicate.target): its state.db
  * connection, its target, its spool directory STATE_DIR/replica/NAME.

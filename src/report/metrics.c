@@ -238,8 +238,8 @@ static void render_replication(const struct metrics_input *input, struct buffer 
                                            : (int64_t)input->rendered_at * 1000;
     static const char *const families[][3] = {
         {"sqlprodd_replicate_lag_seconds", "gauge",
-         "Now minus the time the newest commit on the target (with its index.json) was seen: "
-         "what a restore from the target would lose now."},
+         "What a restore from the target would lose now: 0 when every commit read is on the "
+         "target, else now minus the time the newest commit there was seen."},
         {"sqlprodd_replicate_shipped_bytes_total", "counter", "WAL bytes shipped, all generations."},
         {"sqlprodd_replicate_generation", "gauge", "The WAL generation being shipped."},
         {"sqlprodd_replicate_queued_objects", "gauge",
@@ -264,12 +264,8 @@ static void render_replication(const struct metrics_input *input, struct buffer 
                 continue;
             escape_label(config->databases[i].name, name, sizeof name);
             buffer_printf(buffer, "%s{database=\"%s\"} ", families[f][0], name);
-            /* Nothing on the target yet: as late as the first base. */
-            int64_t on_target = replica->uploaded_seen_at_ms ? replica->uploaded_seen_at_ms
-                                                             : replica->base_taken_at_ms;
             if (f == 0)
-                buffer_printf(buffer, "%.3f\n",
-                              (double)(now_ms > on_target ? now_ms - on_target : 0) / 1000.0);
+                buffer_printf(buffer, "%.3f\n", (double)replica_lag_ms(replica, now_ms) / 1000.0);
             else if (f == 1)
                 buffer_printf(buffer, "%lld\n", (long long)replica->shipped_bytes);
             else if (f == 2)

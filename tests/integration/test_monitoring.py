@@ -87,15 +87,23 @@ class MonitoringTest(HealthTestCase):
         self.write_config(
             self.entry("app"),
             defaults='health = { every = "1s"; };\n'
-                     'upload = { target = "nas"; every = "1s"; };\n',
+                     'upload = { target = "nas"; every = "1s"; };\n'
+                     'replicate = { target = "nas"; interval = "1s"; };\n',
             targets=f'{{ name = "nas"; type = "dir"; path = "{nas}"; }}',
             extra=f'metrics = {{ textfile = "{self.textfile}"; listen = "127.0.0.1:{self.port}"; }};')
         for job in ("checkpoint", "analyze", "vacuum", "backup", "upload", "prune", "health"):
             self.run_cli(job, "app")  # a failed vacuum (no auto_vacuum) is a sample too
         agent = self.start()
         self.wait_health("app", "healthy")
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as reply:
-            text = reply.read().decode()
+
+        def scrape():
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics",
+                                        timeout=10) as reply:
+                return reply.read().decode()
+        # The replication families have samples once a first base is shipped.
+        self.wait_for(lambda: 'sqlprodd_replicate_spool_bytes{database="app"}' in scrape(),
+                      what="the replication metrics")
+        text = scrape()
         self.stop_agent(agent)
         return exported(text)
 
