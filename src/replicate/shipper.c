@@ -33,6 +33,7 @@
 #include "db/database.h"
 #include "db/state.h"
 #include "replicate/format.h"
+#include "replicate/pin.h"
 #include "replicate/segment.h"
 #include "replicate/wal.h"
 
@@ -50,14 +51,13 @@ struct replica {
     char wal_path[PATH_MAX];
     char spool[PATH_MAX];
     struct state *state;
-    sqlite3 *pin; /* holds a read transaction between the agent's own resets */
+    struct pin pin; /* the read transaction that holds the WAL, and the files kept open */
     struct state_replica row;
     int64_t wal_size, wal_mtime_ns, db_mtime_ns; /* at the last round, for the idle test */
     bool not_wal;                                /* out of WAL mode, break already counted */
     bool spool_full;                             /* at spool_max: WAL let go, break counted */
     bool scheduled_base;                         /* take_base for snapshot_every, no break */
     bool based;                                  /* a base was taken this round */
-    int db_fd, shm_fd;                           /* see keep_open */
     /* The row's `ended` was set by this process, which has held the pin
      * since: only then does a restarted or emptied WAL prove nothing was
      * written after the end shipped. After a restart of the agent the
@@ -196,31 +196,6 @@ static void position_to_row(const struct wal_position *p, struct state_replica *
     row->big_endian = p->big_endian_checksum;
 }
 
-/*
- * A descriptor of `path` (the database, its -shm) kept open for as long as
- * SQLite connections of this process may hold locks on the file: POSIX
- * locks belong to the process and close() of ANY descriptor of the file
- * drops them all, the pin's read mark included. So the shipper opens each
- * such file once, reopens it only when the path names another file (a
- * replaced database), and closes it only after its connections.
- */
-static int keep_open(const char *path, int *fd, struct stat *st)
-{
-    if (stat(path, st) != 0)
-        return -errno;
-    struct stat held;
-    if (*fd >= 0 && fstat(*fd, &held) == 0 && held.st_ino == st->st_ino &&
-        held.st_dev == st->st_dev)
-        return 0;
-    int fresh = open(path, O_RDONLY | O_CLOEXEC);
-    if (fresh < 0)
-        return -errno;
-    if (*fd >= 0)
-        close(*fd);
-    *fd = fresh;
-    return 0;
-}
-
 /* Whether the database file says WAL mode: bytes 18 and 19 of its header
  * are 2 in WAL mode, 1 in rollback-journal mode (fileformat2.html 1.3.4). */
 static int database_is_wal_fd(int fd, bool *wal)
@@ -236,7 +211,7 @@ static int database_is_wal_fd(int fd, bool *wal)
 int replica_check_database(const struct database_config *db, struct error *err)
 {
     /* Through SQLite, not open(2): closing a descriptor of the file would
-     * drop the locks of every connection of this process (keep_open). */
+     * drop the locks of every connection of this process (pin.h). */
     sqlite3 *connection = NULL;
     char mode[32] = "";
     struct stat st;
@@ -256,105 +231,6 @@ int replica_check_database(const struct database_config *db, struct error *err)
                          db->replicate.origin.file ? db->replicate.origin.file : "?",
                          db->replicate.origin.line, db->name, db->path, db->path);
     return 0;
-}
-
-/* Holds a read transaction on a fresh connection, then lets the old one go:
- * at every moment one of them has a read mark, so nobody else can restart
- * the WAL (design 2.3 step 1), and the mark moves forward each round so
- * the application's PASSIVE autocheckpoints keep backfilling. */
-static void pin_end(struct replica *r)
-{
-    if (r->pin) {
-        sqlite3_exec(r->pin, "ROLLBACK", NULL, NULL, NULL);
-        sqlite3_close(r->pin);
-        r->pin = NULL;
-    }
-}
-
-/* A new pin: a read transaction on a connection of its own; the caller
- * keeps the old one until it is ready to let it go (pin_swap). */
-static sqlite3 *pin_begin(struct replica *r)
-{
-    sqlite3 *next = NULL;
-    struct error ignored = {0};
-    if (database_open(r->db, true, r->stop, &next, &ignored) != 0) {
-        log_event(LOG_WARNING, r->db->name, "replicate", "cannot pin the WAL: %s", ignored.message);
-        return NULL;
-    }
-    if (sqlite3_exec(next, "BEGIN; SELECT count(*) FROM sqlite_master;", NULL, NULL, NULL) !=
-        SQLITE_OK) {
-        log_event(LOG_WARNING, r->db->name, "replicate", "cannot pin the WAL: %s",
-                  sqlite3_errmsg(next));
-        sqlite3_close(next);
-        return NULL;
-    }
-    return next;
-}
-
-/* The new pin replaces the old one, which is let go only now: there is no
- * moment without a pin. */
-static void pin_swap(struct replica *r, sqlite3 *next)
-{
-    pin_end(r);
-    r->pin = next;
-}
-
-static bool pin_renew(struct replica *r)
-{
-    sqlite3 *next = pin_begin(r);
-    if (!next)
-        return false;
-    pin_swap(r, next);
-    return true;
-}
-
-/* Whether another process holds a lock on byte `offset` of `fd` that
- * conflicts with `type` (F_RDLCK: a write lock; F_WRLCK: any). On the -shm,
- * SQLite's unix VFS locks byte 120 + n for lock n: 0 write, 1 checkpoint,
- * 3.. readers. */
-static bool lock_held(int shm, off_t offset, short type)
-{
-    struct flock lock = {.l_type = type, .l_whence = SEEK_SET, .l_start = offset, .l_len = 1};
-    if (fcntl(shm, F_GETLK, &lock) != 0)
-        return false;
-    return lock.l_type != F_UNLCK;
-}
-
-/* The -shm, kept open (keep_open); -1 when there is none. */
-static int shm_kept_open(struct replica *r)
-{
-    char shm_path[PATH_MAX + 8];
-    struct stat st;
-    snprintf(shm_path, sizeof shm_path, "%s-shm", r->db->path);
-    return keep_open(shm_path, &r->shm_fd, &st) == 0 ? r->shm_fd : -1;
-}
-
-/* Whether another process holds a read mark (locks 3 + 1..4): then the WAL
- * cannot restart at the next write, and may restart later, after a writer
- * appended. */
-static bool other_readers(struct replica *r)
-{
-    int shm = shm_kept_open(r);
-    for (int n = 1; shm >= 0 && n <= 4; n++)
-        if (lock_held(shm, 120 + 3 + n, F_WRLCK))
-            return true;
-    return false;
-}
-
-/* An application's FULL/RESTART/TRUNCATE checkpoint waiting for our pin:
- * it holds both the write and the checkpoint lock (design 1.3, locks.py).
- * Only a hint of when to yield: what the yield records does not rest on it
- * (yield_to_checkpointer). */
-static bool checkpointer_waits(struct replica *r)
-{
-    if (shm_kept_open(r) < 0)
-        return false;
-    /* Checkpoint lock, write lock, checkpoint lock again: one connection of
-     * an application holds both only inside a FULL/RESTART/TRUNCATE
-     * checkpoint, but a writer's transaction ending just as its PASSIVE
-     * autocheckpoint begins would pass a single look at each. */
-    return lock_held(r->shm_fd, 121, F_WRLCK) && lock_held(r->shm_fd, 120, F_WRLCK) &&
-           lock_held(r->shm_fd, 121, F_WRLCK);
 }
 
 /* ---- shipping ---- */
@@ -595,45 +471,6 @@ static int base_copy(struct replica *r, uint32_t generation, const char *gz,
     return rc;
 }
 
-/* Waits for the write lock like any of the agent's connections, but gives
- * up at once when the holder is an application checkpoint waiting for our
- * own pin: waiting would hold both up until one timed out. */
-struct write_wait {
-    struct replica *replica;
-    int64_t deadline_ms;
-    bool checkpointer; /* gave up for it */
-};
-
-static int64_t monotonic_ms(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-}
-
-static int write_wait_busy(void *context, int count)
-{
-    struct write_wait *wait = context;
-    struct replica *r = wait->replica;
-    if ((r->stop && *r->stop) || monotonic_ms() >= wait->deadline_ms)
-        return 0;
-    if (r->pin && checkpointer_waits(r)) {
-        wait->checkpointer = true;
-        return 0;
-    }
-    io_sleep_ms(count < 4 ? 1 : 5, 1, r->stop);
-    return 1;
-}
-
-/* BEGIN IMMEDIATE on `writer`, waiting at most checkpoint.max_wait. */
-static bool begin_write(struct replica *r, sqlite3 *writer, struct write_wait *wait)
-{
-    *wait = (struct write_wait){.replica = r,
-                                .deadline_ms = monotonic_ms() + r->db->checkpoint.max_wait_ms};
-    sqlite3_busy_handler(writer, write_wait_busy, wait);
-    return sqlite3_exec(writer, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK;
-}
-
 static int reset_losslessly(struct replica *r, int64_t now_ms, bool yield, sqlite3 *held,
                             struct error *err);
 
@@ -647,18 +484,17 @@ static int take_base(struct replica *r, int64_t now_ms, const char *reason, stru
     bool reader_open = false;
     int fd = -1, rc;
     struct stat st;
-    if (keep_open(r->db->path, &r->db_fd, &st) != 0)
+    if (pin_keep_open(r->db->path, &r->pin.db_fd, &st) != 0)
         return error_set(err, -errno, "%s: %s", r->db->path, strerror(errno));
     rc = database_open(r->db, false, r->stop, &writer, err);
     if (rc < 0)
         return rc;
-    struct write_wait wait;
-    if (!begin_write(r, writer, &wait)) {
+    bool gave_way = false;
+    if (!pin_begin_write(&r->pin, writer, &gave_way)) {
         rc = error_set(err, -EBUSY,
                        "%s: no write lock within %d ms for the base copy (%s); retried next round",
                        r->db->name, r->db->checkpoint.max_wait_ms,
-                       wait.checkpointer ? "the application's checkpoint goes first"
-                                         : "busy writers");
+                       gave_way ? "the application's checkpoint goes first" : "busy writers");
         goto out;
     }
     struct state_replica next = r->row;
@@ -820,12 +656,12 @@ static int reset_losslessly(struct replica *r, int64_t now_ms, bool yield, sqlit
         rc = database_open(r->db, false, r->stop, &writer, err);
         if (rc < 0)
             return rc;
-        struct write_wait wait;
-        if (!begin_write(r, writer, &wait)) {
+        bool gave_way = false;
+        if (!pin_begin_write(&r->pin, writer, &gave_way)) {
             sqlite3_close(writer);
             writer = NULL;
             /* The application checkpoints itself: let it (step 6). */
-            if (wait.checkpointer)
+            if (gave_way)
                 return reset_losslessly(r, now_ms, true, NULL, err);
             /* The WAL grows until a later round gets the lock (step 5). */
             log_event(LOG_DEBUG, r->db->name, "replicate",
@@ -852,7 +688,7 @@ static int reset_losslessly(struct replica *r, int64_t now_ms, bool yield, sqlit
         goto out;
     if (yield)
         return yield_to_checkpointer(r, fd, &reader, err);
-    pin_end(r);
+    pin_end(&r->pin);
     int log_frames = 0, done = 0;
     {
         sqlite3 *checkpointer = NULL;
@@ -862,7 +698,7 @@ static int reset_losslessly(struct replica *r, int64_t now_ms, bool yield, sqlit
             sqlite3_close(checkpointer);
         }
     }
-    bool readers = other_readers(r);
+    bool readers = pin_other_readers(&r->pin);
     /* Ended: everything up to the last commit is shipped (nothing can
      * commit now), every frame is backfilled and no other reader keeps the
      * WAL from restarting at the next write. */
@@ -880,7 +716,7 @@ static int reset_losslessly(struct replica *r, int64_t now_ms, bool yield, sqlit
          * WAL cannot restart a second time before the next round reads the
          * new generation (design 2.3 step 4). */
         if (rc == 0)
-            r->end_trusted = pin_renew(r);
+            r->end_trusted = pin_renew(&r->pin);
     }
 out:
     if (fd >= 0) {
@@ -914,15 +750,10 @@ static int yield_to_checkpointer(struct replica *r, int fd, struct wal_reader *r
 {
     wal_reader_close(reader);
     close(fd);
-    sqlite3 *next = pin_begin(r);
+    sqlite3 *next = pin_begin(&r->pin);
     if (!next)
         return 0;
-    struct wal_index index;
-    int shm = shm_kept_open(r);
-    bool at_end = shm >= 0 && wal_index_read(shm, &index) == 0 &&
-                  index.last_frame == r->row.frame_index && index.salt[0] == r->row.salt[0] &&
-                  index.salt[1] == r->row.salt[1];
-    if (!at_end) {
+    if (!pin_wal_ends_at(&r->pin, r->row.frame_index, r->row.salt)) {
         sqlite3_exec(next, "ROLLBACK", NULL, NULL, NULL);
         sqlite3_close(next);
         return 0;
@@ -942,7 +773,7 @@ static int yield_to_checkpointer(struct replica *r, int fd, struct wal_reader *r
         sqlite3_close(next);
         return rc;
     }
-    pin_swap(r, next);
+    pin_swap(&r->pin, next);
     r->end_trusted = true;
     return 0;
 }
@@ -969,7 +800,7 @@ static int start_over(struct replica *r, int64_t now_ms, const char *reason, con
         record_break(r, reason, detail);
         /* Nothing of the broken generation is left to protect: an
          * application checkpoint waiting for the pin goes first. */
-        pin_end(r);
+        pin_end(&r->pin);
         r->end_trusted = false;
     }
     int rc = take_base(r, now_ms, reason, err);
@@ -982,7 +813,7 @@ static int start_over(struct replica *r, int64_t now_ms, const char *reason, con
  * round, nor after a restart of the agent). */
 static int round_not_wal(struct replica *r, int64_t now_ms, struct error *err)
 {
-    pin_end(r);
+    pin_end(&r->pin);
     if (r->not_wal)
         return 0;
     r->not_wal = true;
@@ -1036,7 +867,7 @@ static int round_spool(struct replica *r, int64_t now_ms, struct error *err)
               "last commit queued until the target is back and a new base is up",
               (long long)spooled, (long long)bound);
     record_break(r, "spool_full", "the spool reached replicate.spool_max");
-    pin_end(r);
+    pin_end(&r->pin);
     r->end_trusted = false;
     r->spool_full = true;
     snprintf(r->row.last_break, sizeof r->row.last_break, "spool_full");
@@ -1056,7 +887,7 @@ static int round_resumed(struct replica *r, struct wal_reader *reader, int *fd,
     switch (resume) {
     case WAL_RESUME_CONTINUES: {
         int rc = ship_segments(r, reader, *fd, now_ms, NULL, 0, 0, NULL, err);
-        if (rc == 0 && r->row.ended && r->pin)
+        if (rc == 0 && r->row.ended && r->pin.connection)
             r->end_trusted = true;
         return rc;
     }
@@ -1106,7 +937,7 @@ static int round_follow(struct replica *r, int64_t now_ms, struct error *err)
      * generation still ending there (no restart seen, nothing after it) is
      * then proof that nothing was written since. */
     if (r->row.ended && !r->end_trusted)
-        pin_renew(r);
+        pin_renew(&r->pin);
     if (fd >= 0 && r->row.page_size == 0) {
         /* The base found no WAL header: the first one to appear is this
          * generation's. */
@@ -1144,7 +975,7 @@ static int round_reset_and_pin(struct replica *r, int64_t now_ms, bool force_res
     int rc = 0;
     /* After a base too: the WAL it was taken with ends where it was shipped,
      * so the next generation can start from its end without another base. */
-    bool yield = checkpointer_waits(r);
+    bool yield = pin_checkpointer_waits(&r->pin);
     bool snapshot_due = !r->based && now_ms - r->row.base_taken_at_ms >=
                                          r->db->replicate.snapshot_every_seconds * 1000;
     if (yield || force_reset || r->based || snapshot_due || r->row.offset > SHIP_RESET_WAL_BYTES)
@@ -1159,7 +990,7 @@ static int round_reset_and_pin(struct replica *r, int64_t now_ms, bool force_res
             rc = reset_losslessly(r, now_ms, false, NULL, err);
     }
     if (rc == 0 && !r->row.ended)
-        pin_renew(r);
+        pin_renew(&r->pin);
     return rc;
 }
 
@@ -1182,9 +1013,9 @@ int replica_round(struct replica *r, int64_t now_ms, bool force_reset, struct er
 {
     struct stat db_st, wal_st;
     bool wal_mode = false;
-    int rc = keep_open(r->db->path, &r->db_fd, &db_st);
+    int rc = pin_keep_open(r->db->path, &r->pin.db_fd, &db_st);
     if (rc == 0)
-        rc = database_is_wal_fd(r->db_fd, &wal_mode);
+        rc = database_is_wal_fd(r->pin.db_fd, &wal_mode);
     if (rc < 0)
         return error_set(err, rc, "%s: %s", r->db->path, strerror(-rc));
     if (!wal_mode)
@@ -1200,7 +1031,7 @@ int replica_round(struct replica *r, int64_t now_ms, bool force_reset, struct er
     if (!force_reset && !was_not_wal && r->row.generation > 0 && wal_size == r->wal_size &&
         wal_mtime == r->wal_mtime_ns && mtime_ns(&db_st) == r->db_mtime_ns &&
         (uint64_t)db_st.st_ino == r->row.db_inode) {
-        if (checkpointer_waits(r))
+        if (pin_checkpointer_waits(&r->pin))
             return reset_losslessly(r, now_ms, true, NULL, err);
         return 0;
     }
@@ -1215,7 +1046,7 @@ int replica_round(struct replica *r, int64_t now_ms, bool force_reset, struct er
         rc = start_over(r, now_ms, NULL, NULL, err); /* counted when it happened */
     } else if ((uint64_t)db_st.st_ino != r->row.db_inode ||
                (uint64_t)db_st.st_dev != r->row.db_device) {
-        pin_end(r);
+        pin_end(&r->pin);
         rc = start_over(r, now_ms, "replaced", "the database file was replaced (another inode)",
                         err);
     } else {
@@ -1230,24 +1061,24 @@ int replica_round(struct replica *r, int64_t now_ms, bool force_reset, struct er
 
 int replica_watch(struct replica *r, int64_t now_ms, struct error *err)
 {
-    if (!r->pin || r->row.generation == 0 || r->not_wal)
+    if (!r->pin.connection || r->row.generation == 0 || r->not_wal)
         return 0;
     /* A database renamed over ours: SQLite finds the -wal and -shm by path,
      * so while our pin keeps the old file's wal-index alive, a writer of the
      * new file trusts it (its page count included) and damages the new
      * file. Let go at once; the next round starts a new generation. */
     if (!same_database_file(r)) {
-        pin_end(r);
+        pin_end(&r->pin);
         r->end_trusted = false;
         return 0;
     }
     /* Only a pin can keep an application's checkpoint waiting. Follow the
      * WAL first: after a restart, the generation continues before the
      * next yield can record its end. */
-    if (!checkpointer_waits(r))
+    if (!pin_checkpointer_waits(&r->pin))
         return 0;
     int rc = round_follow(r, now_ms, err);
-    if (rc == 0 && r->pin && checkpointer_waits(r))
+    if (rc == 0 && r->pin.connection && pin_checkpointer_waits(&r->pin))
         rc = reset_losslessly(r, now_ms, true, NULL, err);
     return rc;
 }
@@ -1313,7 +1144,7 @@ int replica_open(const struct database_config *db, const char *state_dir,
     r->db = db;
     r->stop = stop;
     r->wal_size = -2;
-    r->db_fd = r->shm_fd = -1;
+    pin_init(&r->pin, db, stop);
     snprintf(r->wal_path, sizeof r->wal_path, "%s-wal", db->path);
     if ((rc = replica_spool_directory(state_dir, db->name, r->spool, sizeof r->spool, err)) < 0)
         goto fail;
@@ -1334,11 +1165,7 @@ void replica_close(struct replica *r)
 {
     if (!r)
         return;
-    pin_end(r);
-    if (r->db_fd >= 0)
-        close(r->db_fd);
-    if (r->shm_fd >= 0)
-        close(r->shm_fd);
+    pin_close(&r->pin);
     state_close(r->state);
     free(r);
 }

@@ -96,7 +96,11 @@ class ReplicaTestCase(AgentTestCase):
     # ---- what is on the target ----
 
     def generations(self):
-        return sorted(os.path.basename(g) for g in glob.glob(os.path.join(self.replica, "g*")))
+        """The generations on the target, as sqlprodd-format(5) defines them: a
+        folder without base.json is a base still on its way (the agent may be
+        stopped while it sends one) and holds no commit."""
+        return sorted(os.path.basename(g) for g in glob.glob(os.path.join(self.replica, "g*"))
+                      if os.path.exists(os.path.join(g, "base.json")))
 
     def sidecars(self, generation):
         out = []
