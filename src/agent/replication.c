@@ -14,6 +14,7 @@
 
 #include "core/io.h"
 #include "core/log.h"
+#include "db/database.h"
 #include "replicate/shipper.h"
 #include "replicate/uploader.h"
 
@@ -96,9 +97,13 @@ static int64_t reader_turn(struct agent_replication *replication, struct replica
         }
         return item->due_ms;
     }
-    rc = replica_check_database(item->db, &err);
-    /* A database out of WAL mode (-EINVAL) still gets its round, also right
-     * after a start: the shipper counts that break once and shows it. */
+    /* The full check (an SQLite connection) once, before the replica opens;
+     * then only stats, so that an idle database costs no more (the round
+     * reads the journal mode from the file header). A database out of WAL
+     * mode (-EINVAL) still gets its round, also right after a start: the
+     * shipper counts that break once and shows it. */
+    rc = item->replica ? database_refuse_special_files(item->db->path, &err)
+                       : replica_check_database(item->db, &err);
     if ((rc == 0 || rc == -EINVAL) && !item->replica) {
         struct error open_err = {0};
         int opened = replica_open(item->db, replication->config->state_dir, &replication->stop,
@@ -180,14 +185,13 @@ static void *upload_run(void *argument)
             if (due < next)
                 next = due;
         }
-        /* Sleep until woken, the next retry, or a stop (checked each 50 ms). */
+        /* Sleep until woken by the reader, the next retry, or a stop
+         * (agent_replication_stop sets the flag, then broadcasts under the
+         * lock: no slices needed to see it). */
         pthread_mutex_lock(&replication->lock);
         while (!replication->queued && !replication->stop && replication_now_ms() < next) {
-            int64_t until = replication_now_ms() + 50;
-            if (until > next)
-                until = next;
-            struct timespec deadline = {.tv_sec = until / 1000,
-                                        .tv_nsec = (long)(until % 1000) * 1000000};
+            struct timespec deadline = {.tv_sec = next / 1000,
+                                        .tv_nsec = (long)(next % 1000) * 1000000};
             pthread_cond_timedwait(&replication->wake, &replication->lock, &deadline);
         }
         pthread_mutex_unlock(&replication->lock);

@@ -41,9 +41,14 @@ int pin_keep_open(const char *path, int *fd, struct stat *st)
     if (*fd >= 0 && fstat(*fd, &held) == 0 && held.st_ino == st->st_ino &&
         held.st_dev == st->st_dev)
         return 0;
-    int fresh = open(path, O_RDONLY | O_CLOEXEC);
+    /* Never blocks on a FIFO swapped in after the stat; never keeps one. */
+    int fresh = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fresh < 0)
         return -errno;
+    if (fstat(fresh, st) != 0 || !S_ISREG(st->st_mode)) {
+        close(fresh);
+        return -EINVAL;
+    }
     if (*fd >= 0)
         close(*fd);
     *fd = fresh;

@@ -38,7 +38,8 @@ void pin_init(struct pin *pin, const struct database_config *db,
 void pin_close(struct pin *pin);
 
 /* `path` opened once and kept in *fd, reopened only when the path names
- * another file (a replaced database); *st: the path's stat. 0 or -errno. */
+ * another file (a replaced database); *st: the path's stat. 0, -EINVAL
+ * for anything but a regular file (never opened blocking), or -errno. */
 int pin_keep_open(const char *path, int *fd, struct stat *st);
 
 /* A new read transaction on a connection of its own (logged when it

@@ -994,19 +994,29 @@ static int round_reset_and_pin(struct replica *r, int64_t now_ms, bool force_res
     return rc;
 }
 
-/* What the idle test of the next round compares with. */
-static void round_remember_files(struct replica *r)
+/*
+ * What the idle test of the next round compares with: the files as they
+ * were before this round read them, so that a commit made after the read
+ * (a writer let go by a reset round commits at once) changes them. A file
+ * time is taken from a coarse clock (a tick of a few ms; a second on some
+ * filesystems), so a commit in the same tick as the look would leave it
+ * unchanged, and a WAL restarted in place keeps its size: a time this close
+ * to the look is not remembered, and the next round reads the WAL.
+ */
+#define IDLE_SETTLED_NS (2 * 1000000000LL)
+
+static void round_remember_files(struct replica *r, const struct stat *db_st, bool have_wal,
+                                 const struct stat *wal_st, int64_t looked_at_ns)
 {
-    struct stat st;
-    if (stat(r->wal_path, &st) == 0) {
-        r->wal_size = st.st_size;
-        r->wal_mtime_ns = mtime_ns(&st);
-    } else {
-        r->wal_size = -1;
-        r->wal_mtime_ns = 0;
+    int64_t db_mtime = mtime_ns(db_st), wal_mtime = have_wal ? mtime_ns(wal_st) : 0;
+    if (looked_at_ns - db_mtime < IDLE_SETTLED_NS ||
+        (have_wal && looked_at_ns - wal_mtime < IDLE_SETTLED_NS)) {
+        r->wal_size = -2; /* no file has this size: the next round reads */
+        return;
     }
-    if (stat(r->db->path, &st) == 0)
-        r->db_mtime_ns = mtime_ns(&st);
+    r->wal_size = have_wal ? wal_st->st_size : -1;
+    r->wal_mtime_ns = wal_mtime;
+    r->db_mtime_ns = db_mtime;
 }
 
 int replica_round(struct replica *r, int64_t now_ms, bool force_reset, struct error *err)
@@ -1024,6 +1034,8 @@ int replica_round(struct replica *r, int64_t now_ms, bool force_reset, struct er
     r->based = false;
     r->not_wal = false;
 
+    struct timespec looked_at;
+    clock_gettime(CLOCK_REALTIME, &looked_at);
     bool have_wal = stat(r->wal_path, &wal_st) == 0;
     int64_t wal_size = have_wal ? wal_st.st_size : -1;
     int64_t wal_mtime = have_wal ? mtime_ns(&wal_st) : 0;
@@ -1055,7 +1067,8 @@ int replica_round(struct replica *r, int64_t now_ms, bool force_reset, struct er
     if (rc == 0)
         rc = round_reset_and_pin(r, now_ms, force_reset, err);
     if (rc == 0)
-        round_remember_files(r);
+        round_remember_files(r, &db_st, have_wal, &wal_st,
+                             (int64_t)looked_at.tv_sec * 1000000000LL + looked_at.tv_nsec);
     return rc;
 }
 

@@ -307,6 +307,51 @@ class ReplicationSnapshots(ReplicaTestCase):
         self.assertFalse(any(w.get("break_before") for w in windows), windows)
 
 
+class ReplicationAfterAReset(ReplicaTestCase):
+    def test_the_first_commit_after_a_reset_is_shipped_though_nothing_follows(self):
+        """A writer held up by the agent's own reset round commits the moment
+        the write lock is let go, restarting the WAL in place (same size) and
+        often in the same tick of the file clock as the agent's last look.
+        If the application then goes quiet, that commit must still reach the
+        target: the idle test may not take it for nothing new. Each cycle
+        writes until its own commit restarts the WAL, then stops."""
+        agent = self.start_agent()
+        self.wait_for(lambda: os.path.exists(os.path.join(self.replica, "index.json")),
+                      what="the first index.json")
+        # No busy timeout: the writer retries at once, so it commits within
+        # microseconds of the agent letting the write lock go.
+        db = sqlite3.connect(self.db_path(), timeout=0, isolation_level=None)
+        db.execute("PRAGMA wal_autocheckpoint=0")  # only the agent restarts the WAL
+        wal = self.db_path() + "-wal"
+
+        def salt():
+            with open(wal, "rb") as f:
+                return f.read(32)[16:20]
+
+        def commit():
+            while True:
+                try:
+                    return db.execute("INSERT INTO r (payload) VALUES (?)", (os.urandom(16384),))
+                except sqlite3.OperationalError as e:
+                    if "locked" not in str(e):
+                        raise
+        for cycle in range(3):
+            before, deadline = None, time.monotonic() + 30
+            while time.monotonic() < deadline:
+                commit()
+                now = salt()
+                if before is not None and now != before:
+                    break
+                before = now
+                time.sleep(0.005)
+            else:
+                self.fail(f"cycle {cycle}: the agent never restarted the WAL\n{self.agent_log()}")
+            self.wait_shipped(timeout=10)
+        db.close()
+        self.assertNotIn("replication break", self.agent_log())
+        self.assertEqual(self.stop_agent(agent)[0], 0)
+
+
 class ReplicationBaseOnly(ReplicaTestCase):
     def test_a_generation_with_only_a_base_is_restorable_from_its_time(self):
         """Commits made while the agent is down, by an application that then
