@@ -32,15 +32,19 @@ int segment_plan_next(struct wal_reader *reader, const struct segment_limits *li
             continue;
         /* Over the byte limit: end at the previous commit, unless there is
          * none yet (one transaction larger than the limit). */
-        if (limits->max_bytes != 0 && plan->commit_count > 0 && end - start > limits->max_bytes)
+        if (limits->max_bytes != 0 && plan->commit_count > 0 && end - start > limits->max_bytes) {
+            plan->full = true;
             break;
+        }
         commits[plan->commit_count].frame_index = frame.index;
         commits[plan->commit_count].end_offset = end;
         commits[plan->commit_count].db_pages = frame.commit_size;
         plan->commit_count++;
         plan->to = reader->committed;
-        if (plan->commit_count == limits->max_commits)
+        if (plan->commit_count == limits->max_commits) {
+            plan->full = true;
             break;
+        }
     }
     if (rc < 0)
         return rc;

@@ -20,6 +20,7 @@
 #ifndef SQLPRODD_REPLICATE_SEGMENT_H
 #define SQLPRODD_REPLICATE_SEGMENT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -46,6 +47,7 @@ struct segment_plan {
     struct wal_position to;   /* the position to save once it is shipped */
     size_t commit_count;
     struct segment_commit *commits; /* the caller's array, commit_count filled */
+    bool full; /* cut by a limit: more commits may follow at once */
 };
 
 /*

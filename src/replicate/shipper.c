@@ -391,6 +391,11 @@ static int ship_segments(struct replica *r, struct wal_reader *reader, int fd, i
             goto out;
         r->row = next;
         first = false;
+        /* What the writer committed while this segment was written waits
+         * for the next round: chasing it would cut a segment of a few
+         * commits every few ms for as long as the writer keeps up. */
+        if (!plan.full)
+            break;
     }
 out:
     free(commits);

@@ -106,6 +106,7 @@ static void segments_carry_whole_commits_from_the_last_shipped_to_the_last_now(v
     snprintf(expected_name, sizeof expected_name, "000000000000-%012llu",
              (unsigned long long)plan.end);
     assert_string_equal(name, expected_name); /* zero-padded: names sort by position */
+    assert_false(plan.full); /* it reached the last commit: the round may stop here */
     copy_ok(fd, w.wal_path, &plan, &out);
 
     /* Two more commits, then a transaction that spills frames and is still
@@ -121,6 +122,7 @@ static void segments_carry_whole_commits_from_the_last_shipped_to_the_last_now(v
     assert_int_equal(plan.commit_count, 2);
     assert_int_equal(plan.commits[0].frame_index, w.frames_after[3]);
     assert_int_equal(plan.end, offset_after_frame(1024, w.frames_after[4]));
+    assert_false(plan.full);
     copy_ok(fd, w.wal_path, &plan, &out);
 
     /* Nothing committed since: no segment, and the reader has not moved. */
@@ -163,6 +165,9 @@ static void byte_limit_ends_segments_at_commit_boundaries(void **state)
         segments++;
         assert_true(plan.commit_count >= 1);
         assert_int_equal(plan.end, plan.commits[plan.commit_count - 1].end_offset);
+        /* Cut by the limit exactly when commits follow at once (the
+         * shipper goes on only then). */
+        assert_int_equal(plan.full, plan.end < (uint64_t)file_size(w.wal_path));
         if (plan.end - plan.start > limit) {
             /* only ever a single transaction too large for the limit */
             assert_int_equal(plan.commit_count, 1);
@@ -184,6 +189,7 @@ static void byte_limit_ends_segments_at_commit_boundaries(void **state)
     segments = 0;
     while (plan_next(&reader, 0, 1, commits, &plan) == 1) {
         assert_int_equal(plan.commit_count, 1);
+        assert_true(plan.full); /* the list is full, whatever follows */
         segments++;
     }
     assert_int_equal(segments, w.commits + 1); /* + the table's creation */
