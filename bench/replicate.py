@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""Continuous replication (issue 16): sqlprodd's `replicate` beside Litestream
-v0.3.13, on the same generated database and the same writer, in one run.
+"""Continuous replication (issues 16, 17): sqlprodd's `replicate` beside
+Litestream v0.3.13 and beside nothing, on the same generated database and the
+same writer, in one run.
 
-For each tool and each run (medians of --runs, at least 3):
+First the writer alone (no agent): the application's COMMIT latency p50, p99
+and worst, the baseline of the second table. Then for each tool and each run
+(medians of --runs, at least 3), the same latency beside it, and:
   - delay from a commit to an object on the target holding it, p50 and p99:
     the writer (tests/integration/pitr_writer.py --marker) puts the text
     MK<k> in every row it writes in commit k and logs when COMMIT returned;
@@ -12,6 +15,8 @@ For each tool and each run (medians of --runs, at least 3):
   - the application's WAL size over time: max and median of the -wal file,
     sampled every 0.5 s (sqlprodd's must stay under wal_warn, 100 MB);
   - the agent's peak RSS (VmHWM) at the end of the writing;
+  - what the writing added to the target, scaled to a day (objects) and an
+    hour (bytes): the bucket's growth, before any retention;
   - the restore time of the base plus the WAL written (--base, default 1 GiB,
     --minutes, default 10, at --rate, default 1000 tx/s): `sqlprodd restore
     --at latest` against `litestream restore`, each --runs times; the
@@ -156,6 +161,20 @@ class Sqlprodd(Tool):
         return [binary(), "-c", self.config, "restore", "app", "--to", out, "--at", "latest"]
 
 
+class Alone(Tool):
+    """The writer with no agent at all: the application's own latency."""
+    process = None
+
+    def configure(self):
+        pass
+
+    def start(self):
+        pass
+
+    def ready(self):
+        return True
+
+
 class Litestream(Tool):
     def configure(self):
         self.config = os.path.join(self.work, "litestream.yml")
@@ -201,8 +220,11 @@ def one_run(kind, args, source, run):
         if tool.process.poll() is not None or time.monotonic() > deadline:
             sys.exit(f"{tool.name} did not start replicating; see {work}")
         time.sleep(0.1)
+    if tool.process is None:
+        return alone_run(tool, args, source, run, work)
     watcher = tool.watcher()
     watcher.start()
+    before_objects, before_bytes = target_size(tool.target)
     writer = ReplicaWriter(db, rate=args.rate, extra=["--marker"], seed=run)
     wal_sizes = []
     end = time.monotonic() + args.minutes * 60
@@ -212,6 +234,7 @@ def one_run(kind, args, source, run):
             wal_sizes.append(os.path.getsize(db + "-wal"))
     rss = vm_hwm_kib(tool.process.pid)
     report = writer.stop()
+    after_objects, after_bytes = target_size(tool.target)
     commits = writer.commits()
     last = max(commits)
     settle = time.monotonic() + 30
@@ -244,7 +267,42 @@ def one_run(kind, args, source, run):
         "rss": rss, "restore": statistics.median(restores),
         "objects": len(watcher.seen_files),
         "base": os.path.getsize(source),
+        # what the writing added to the target, scaled to a day
+        "objects_per_day": (after_objects - before_objects) * 1440 / args.minutes,
+        "bytes_per_hour": (after_bytes - before_bytes) * 60 / args.minutes,
+        **latency(report),
     }
+    print(f"  {tool.name} run {run}: {result}", file=sys.stderr)
+    if not args.keep:
+        drop(work)
+    return result
+
+
+def target_size(root):
+    """(objects, bytes) under a target directory."""
+    count = size = 0
+    for directory, _, files in os.walk(root):
+        for name in files:
+            try:
+                size += os.path.getsize(os.path.join(directory, name))
+                count += 1
+            except OSError:
+                pass
+    return count, size
+
+
+def latency(report):
+    """The application's COMMIT latency (BEGIN to COMMIT returned) and errors."""
+    values = report.get("latencies_ms") or [float("nan")]
+    return {"app_p50": percentile(values, 0.5), "app_p99": percentile(values, 0.99),
+            "app_max": max(values), "app_errors": report["errors"]}
+
+
+def alone_run(tool, args, source, run, work):
+    writer = ReplicaWriter(tool.db, rate=args.rate, extra=["--marker"], seed=run)
+    time.sleep(args.minutes * 60)
+    report = writer.stop()
+    result = {"rate": report["commits"] / (args.minutes * 60), **latency(report)}
     print(f"  {tool.name} run {run}: {result}", file=sys.stderr)
     if not args.keep:
         drop(work)
@@ -260,32 +318,41 @@ def main():
     parser.add_argument("--runs", type=int, default=3, help="runs and restores per tool (3)")
     parser.add_argument("--quick", action="store_true", help="64 MiB, 0.5 min")
     parser.add_argument("--keep", action="store_true", help="keep the work directories")
-    parser.add_argument("--only", choices=("sqlprodd", "litestream"))
+    parser.add_argument("--only", choices=("alone", "sqlprodd", "litestream"))
     args = parser.parse_args()
     if args.quick:
         args.base, args.minutes = 64, 0.5
     os.makedirs(WORK, exist_ok=True)
     source = os.path.join(WORK, f"replicate-base-{args.base}.db")
     generate_database(source, args.base * 1048576)
-    tools = [Sqlprodd, Litestream]
+    tools = [Alone, Sqlprodd, Litestream]
     if args.only:
         tools = [t for t in tools if t.__name__.lower() == args.only]
     results = {t.__name__: [] for t in tools}
     for run in range(1, args.runs + 1):
         for tool in tools:  # one after the other: Litestream's read lock would pin our WAL
             results[tool.__name__].append(one_run(tool, args, source, run))
-    rows = []
+    rows, app_rows = [], []
     for name, runs in results.items():
         def med(key):
             return statistics.median(r[key] for r in runs)
+        app_rows.append([name, f"{med('rate'):.0f}", f"{med('app_p50'):.2f} ms",
+                         f"{med('app_p99'):.2f} ms", f"{med('app_max'):.0f} ms",
+                         f"{med('app_errors'):.0f}"])
+        if name == "Alone":
+            continue
         rows.append([name, f"{med('rate'):.0f}", f"{med('p50') * 1000:.0f} ms",
                      f"{med('p99') * 1000:.0f} ms", f"{med('missing'):.0f}",
                      mib(med('wal_median')), mib(med('wal_max')),
-                     f"{med('rss') / 1024:.1f} MiB", f"{med('restore'):.1f} s"])
-    table(f"replication: base {mib(os.path.getsize(source))} + {args.minutes:g} min at "
-          f"{args.rate:g} tx/s, interval 1s, dir target on local disk; medians of {args.runs} runs",
+                     f"{med('rss') / 1024:.1f} MiB", f"{med('restore'):.1f} s",
+                     f"{med('objects_per_day'):,.0f}", f"{mib(med('bytes_per_hour'))}/h"])
+    where = (f"base {mib(os.path.getsize(source))} + {args.minutes:g} min at {args.rate:g} tx/s, "
+             f"interval 1s, dir target on local disk; medians of {args.runs} runs")
+    table(f"replication: {where}",
           ["tool", "tx/s", "delay p50", "delay p99", "unmarked", "WAL median", "WAL max",
-           "peak RSS", "restore"], rows)
+           "peak RSS", "restore", "objects/day", "target"], rows)
+    table(f"the application's COMMIT latency (BEGIN to COMMIT returned): {where}",
+          ["beside", "tx/s", "p50", "p99", "worst", "errors"], app_rows)
 
 
 if __name__ == "__main__":
