@@ -112,6 +112,9 @@ def main():
     parser.add_argument("--workers", type=int, default=0,
                         help="the config's workers; 0 leaves it out, which means 2 (default: "
                              "%(default)s)")
+    parser.add_argument("--replicate", action="store_true",
+                        help="also replicate every database (interval 1s) to a dir target, "
+                             "and let each fall quiet (15 s) before counting")
     args = parser.parse_args()
     work = os.path.join(b.WORK, "idle")
     b.drop(os.path.join(work, "state"))
@@ -121,9 +124,14 @@ def main():
         f.write(f'state_dir = "{work}/state";\n')
         if args.workers:
             f.write(f"workers = {args.workers};\n")
+        replicate = ' replicate = { target = "nas"; interval = "1s"; };' if args.replicate else ""
         f.write('defaults = { checkpoint = { every = "1h"; }; analyze = { enabled = false; };'
                 ' vacuum = { enabled = false; }; backup = { enabled = false; };'
-                ' health = { enabled = false; }; };\n')
+                f' health = {{ enabled = false; }};{replicate} }};\n')
+        if args.replicate:
+            b.drop(os.path.join(work, "target"))
+            os.makedirs(os.path.join(work, "target"))
+            f.write(f'targets = ( {{ name = "nas"; type = "dir"; path = "{work}/target"; }} );\n')
         f.write("databases = (\n" + ",\n".join(
             f'  {{ name = "db{i:04d}"; path = "{p}"; }}' for i, p in enumerate(paths)) + "\n);\n")
     notify = os.path.join(work, "notify.sock")
@@ -143,7 +151,9 @@ def main():
         if time.monotonic() - started > 3600:
             break
     all_checkpoints = time.monotonic() - started
-    time.sleep(1)
+    # A replicated database falls quiet 10 s after its last commit.
+    settle = 15 if args.replicate else 1
+    time.sleep(settle)
     before = thread_switches(process.pid)
     time.sleep(args.idle_seconds)
     wakes = thread_switches(process.pid) - before
@@ -151,7 +161,7 @@ def main():
     stop(process, listener)
 
     process, listener, ready = start(config, notify)
-    time.sleep(2)
+    time.sleep(settle if args.replicate else 2)
     before = thread_switches(process.pid)
     time.sleep(args.idle_seconds)
     idle_wakes = thread_switches(process.pid) - before
@@ -168,7 +178,8 @@ def main():
         ["idle RSS (VmRSS / VmHWM)",
          f"{idle_memory['VmRSS'] / 1024:.1f} / {idle_memory['VmHWM'] / 1024:.1f} MiB", "<= 16 MiB"],
     ]
-    b.table(f"idle cost, {args.databases} databases, hourly checkpoints, workers = "
+    b.table(f"idle cost, {args.databases} databases, hourly checkpoints"
+            f"{', replicated' if args.replicate else ''}, workers = "
             f"{args.workers or 'default'}", ["measure", "sqlprodd", "target"], rows)
 
 

@@ -12,6 +12,7 @@
 #include <syslog.h>
 #include <time.h>
 
+#include "core/file_watch.h"
 #include "core/io.h"
 #include "core/log.h"
 #include "db/database.h"
@@ -22,7 +23,11 @@
  * checkpoint waiting for its pin (replica_watch): the longest such a
  * checkpoint (and the application's writers behind it) waits for us. */
 #define WATCH_EVERY_MS 20
-/* The uploader's look at its queue when nobody woke it. */
+/* The reader's longest sleep with every database quiet: only a safety
+ * net, the file events and the scheduled bases wake it. */
+#define READER_LONGEST_SLEEP_MS (3600 * 1000)
+/* The uploader's next look when retention is due at once (or failed):
+ * a busy-loop guard, not a poll. */
 #define UPLOAD_IDLE_MS 1000
 /* Retry of a failing target: 1 s doubling to 60 s. */
 #define UPLOAD_RETRY_BASE_MS 1000
@@ -38,6 +43,8 @@ struct replicated {
     struct replica_uploader *uploader; /* upload thread; NULL until it opens */
     int64_t due_ms, upload_due_ms;
     int upload_failures;
+    bool watched; /* its files are in `files` */
+    bool quiet;   /* replica_quiet, and no file event since: no round, no watch */
     struct problem reading, uploading;
 };
 
@@ -51,6 +58,8 @@ struct agent_replication {
     bool queued;
     struct replicated *databases;
     size_t count;
+    struct file_watch *files; /* NULL without inotify: every database is looked at */
+    bool files_failed;        /* a wait failed: as without inotify from then on */
 };
 
 static int64_t replication_now_ms(void)
@@ -83,19 +92,24 @@ static void wake_uploader(struct agent_replication *replication)
     pthread_mutex_unlock(&replication->lock);
 }
 
-/* One database's turn on the reader thread: a round when due, else a watch. */
+/* One database's turn on the reader thread: a round when due, else a
+ * watch; nothing while it is quiet. When it wants its next turn. */
 static int64_t reader_turn(struct agent_replication *replication, struct replicated *item,
                            int64_t now)
 {
     struct error err = {0};
     int rc = 0;
+    /* Nothing to do until a file changes: an unchanged database needs no
+     * round, and no scheduled base either (the next change brings it). */
+    if (item->quiet)
+        return now + READER_LONGEST_SLEEP_MS;
     if (now < item->due_ms) {
-        if (item->replica) {
-            rc = replica_watch(item->replica, now, &err);
-            if (rc != 0)
-                replication_report(item, &item->reading, "shipping", rc, &err);
-        }
-        return item->due_ms;
+        if (!item->replica)
+            return item->due_ms;
+        rc = replica_watch(item->replica, now, &err);
+        if (rc != 0)
+            replication_report(item, &item->reading, "shipping", rc, &err);
+        return now + WATCH_EVERY_MS < item->due_ms ? now + WATCH_EVERY_MS : item->due_ms;
     }
     /* The full check (an SQLite connection) once, before the replica opens;
      * then only stats, so that an idle database costs no more (the round
@@ -121,23 +135,69 @@ static int64_t reader_turn(struct agent_replication *replication, struct replica
     }
     replication_report(item, &item->reading, "shipping", rc, &err);
     item->due_ms = now + item->db->replicate.interval_seconds * 1000;
-    return item->due_ms;
+    /* Any event from here on ends the quiet (on_file_event): a write made
+     * after this round's look is never slept through. */
+    item->quiet = rc == 0 && item->watched && replica_quiet(item->replica);
+    if (item->quiet)
+        return now + READER_LONGEST_SLEEP_MS;
+    return item->replica && now + WATCH_EVERY_MS < item->due_ms ? now + WATCH_EVERY_MS
+                                                                : item->due_ms;
+}
+
+static void on_file_event(void *context, size_t tag)
+{
+    struct agent_replication *replication = context;
+    replication->databases[tag].quiet = false;
+}
+
+/* Until `next`, the stop, or (when a database is quiet) one of its files
+ * changing. A file event wakes the loop at most once per WATCH_EVERY_MS,
+ * so that a busy database beside a quiet one costs no more than before. */
+static void reader_wait(struct agent_replication *replication, int64_t next, int64_t *listen_from)
+{
+    int64_t now = replication_now_ms();
+    if (!replication->files || replication->files_failed) {
+        if (next > now)
+            io_sleep_ms(next - now, WATCH_EVERY_MS, &replication->stop);
+        return;
+    }
+    bool any_quiet = false;
+    for (size_t i = 0; i < replication->count; i++)
+        any_quiet = any_quiet || replication->databases[i].quiet;
+    bool listen = any_quiet && now >= *listen_from;
+    if (any_quiet && !listen && *listen_from < next)
+        next = *listen_from;
+    int rc = file_watch_wait(replication->files, next > now ? next - now : 0, listen,
+                             on_file_event, replication);
+    if (rc < 0) {
+        /* Unexpected: look at every database from now on, as without inotify. */
+        log_event(LOG_WARNING, NULL, "replicate",
+                  "watching the database files failed (%s): every database is looked at each "
+                  "interval from now on",
+                  strerror(-rc));
+        replication->files_failed = true; /* closed by replication_free */
+        for (size_t i = 0; i < replication->count; i++)
+            replication->databases[i].watched = replication->databases[i].quiet = false;
+        return;
+    }
+    if (listen && replication_now_ms() < next)
+        *listen_from = replication_now_ms() + WATCH_EVERY_MS;
 }
 
 /* Reads, stamps and spools; never waits for a target (uploader.h). */
 static void *reader_run(void *argument)
 {
     struct agent_replication *replication = argument;
+    int64_t listen_from = 0;
     while (!replication->stop) {
-        int64_t now = replication_now_ms(), next = now + WATCH_EVERY_MS;
+        int64_t now = replication_now_ms(), next = now + READER_LONGEST_SLEEP_MS;
         for (size_t i = 0; i < replication->count && !replication->stop; i++) {
             int64_t due = reader_turn(replication, &replication->databases[i], now);
             if (due < next)
                 next = due;
         }
-        int64_t wait = next - replication_now_ms();
-        if (wait > 0)
-            io_sleep_ms(wait, WATCH_EVERY_MS, &replication->stop);
+        if (!replication->stop)
+            reader_wait(replication, next, &listen_from);
     }
     for (size_t i = 0; i < replication->count; i++)
         replica_close(replication->databases[i].replica);
@@ -167,7 +227,12 @@ static int64_t upload_turn(struct agent_replication *replication, struct replica
         item->upload_failures = 0;
         item->upload_due_ms = now;
     }
-    return item->upload_due_ms > now ? item->upload_due_ms : now + UPLOAD_IDLE_MS;
+    if (item->upload_due_ms > now)
+        return item->upload_due_ms;
+    /* Nothing more queued: the reader wakes us when it queues; until then
+     * only retention has a time. */
+    int64_t next = item->uploader ? replica_uploader_next_ms(item->uploader, now) : now;
+    return next > now ? next : now + UPLOAD_IDLE_MS;
 }
 
 /* Puts what the reader queued, each database in turn, retrying a failing
@@ -176,7 +241,7 @@ static void *upload_run(void *argument)
 {
     struct agent_replication *replication = argument;
     while (!replication->stop) {
-        int64_t now = replication_now_ms(), next = now + UPLOAD_IDLE_MS;
+        int64_t now = replication_now_ms(), next = now + READER_LONGEST_SLEEP_MS;
         pthread_mutex_lock(&replication->lock);
         replication->queued = false;
         pthread_mutex_unlock(&replication->lock);
@@ -203,6 +268,7 @@ static void *upload_run(void *argument)
 
 static void replication_free(struct agent_replication *replication)
 {
+    file_watch_close(replication->files);
     pthread_cond_destroy(&replication->wake);
     pthread_mutex_destroy(&replication->lock);
     free(replication->databases);
@@ -236,6 +302,26 @@ int agent_replication_start(const struct config *config, struct agent_replicatio
             log_event(LOG_ERR, db->name, "replicate", "%s", err.message);
         replication->databases[replication->count++].db = db;
     }
+    /* Quiet databases are left alone until a file changes: without
+     * inotify (or with its limit reached) they are looked at as before. */
+    int watch_rc = file_watch_open(&replication->files);
+    for (size_t i = 0; watch_rc == 0 && i < replication->count; i++) {
+        struct replicated *item = &replication->databases[i];
+        int added = file_watch_add(replication->files, item->db->path, i);
+        item->watched = added == 0;
+        if (added < 0)
+            log_event(LOG_WARNING, item->db->name, "replicate",
+                      "cannot watch %s for changes (%s%s): it is looked at every %llds even "
+                      "when nothing is written",
+                      item->db->path, strerror(-added),
+                      added == -ENOSPC ? "; raise fs.inotify.max_user_watches" : "",
+                      (long long)item->db->replicate.interval_seconds);
+    }
+    if (watch_rc < 0)
+        log_event(LOG_WARNING, NULL, "replicate",
+                  "no inotify (%s): every replicated database is looked at each interval, "
+                  "idle or not",
+                  strerror(-watch_rc));
     int rc = io_thread_start(&replication->reader, reader_run, replication);
     replication->reader_started = rc == 0;
     if (rc == 0) {
@@ -258,6 +344,8 @@ void agent_replication_stop(struct agent_replication *replication)
     pthread_mutex_lock(&replication->lock);
     pthread_cond_broadcast(&replication->wake);
     pthread_mutex_unlock(&replication->lock);
+    if (replication->files)
+        file_watch_wake(replication->files);
     if (replication->reader_started)
         pthread_join(replication->reader, NULL);
     if (replication->upload_started)

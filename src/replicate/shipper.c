@@ -44,6 +44,11 @@
  * application's default autocheckpoint of 1000 pages of 4 KiB, which the
  * pin would otherwise keep from ever restarting the WAL. */
 #define SHIP_RESET_WAL_BYTES (4 << 20)
+/* Nothing new this long: the generation is ended (a lossless reset), so
+ * that the pin sits on read mark 0, which no checkpoint waits for, and the
+ * database needs no watching until one of its files changes. Tried again
+ * after as long when other readers kept the end from being reached. */
+#define SHIP_QUIET_AFTER_MS 10000
 
 struct replica {
     const struct database_config *db;
@@ -58,6 +63,7 @@ struct replica {
     bool spool_full;                             /* at spool_max: WAL let go, break counted */
     bool scheduled_base;                         /* take_base for snapshot_every, no break */
     bool based;                                  /* a base was taken this round */
+    int64_t quiet_tried_ms;                      /* the last reset for quiet, or 0 */
     /* The row's `ended` was set by this process, which has held the pin
      * since: only then does a restarted or emptied WAL prove nothing was
      * written after the end shipped. After a restart of the agent the
@@ -626,7 +632,8 @@ static int continue_generation(struct replica *r, struct wal_reader *reader, int
     int rc = spool_base_json(r, &base, &object, err);
     if (rc < 0)
         return rc;
-    log_event(LOG_INFO, r->db->name, "replicate",
+    /* Routine (every 4 MiB of WAL, and after each quiet spell): debug. */
+    log_event(LOG_DEBUG, r->db->name, "replicate",
               "generation %" PRIu32 " continues from the end of generation %" PRIu32
               " (WAL restarted once: salt-1 %08" PRIx32 ", checkpoint sequence %" PRIu32 ")",
               from + 1, from, reader->header.salt[0], reader->header.checkpoint_sequence);
@@ -973,6 +980,18 @@ static int round_follow(struct replica *r, int64_t now_ms, struct error *err)
     return rc;
 }
 
+/* Nothing new for SHIP_QUIET_AFTER_MS: time to end the generation so that
+ * nothing needs watching (replica_quiet); at most once per that time. */
+static bool round_quiet_due(struct replica *r, int64_t now_ms)
+{
+    if (r->row.ended || r->row.page_size == 0 || !r->pin.connection ||
+        now_ms - r->row.last_seen_at_ms < SHIP_QUIET_AFTER_MS ||
+        now_ms - r->quiet_tried_ms < SHIP_QUIET_AFTER_MS)
+        return false;
+    r->quiet_tried_ms = now_ms;
+    return true;
+}
+
 /* Design 2.3 steps 3 and 6, and snapshot_every; then the pin moves on. */
 static int round_reset_and_pin(struct replica *r, int64_t now_ms, bool force_reset,
                                struct error *err)
@@ -983,7 +1002,9 @@ static int round_reset_and_pin(struct replica *r, int64_t now_ms, bool force_res
     bool yield = pin_checkpointer_waits(&r->pin);
     bool snapshot_due = !r->based && now_ms - r->row.base_taken_at_ms >=
                                          r->db->replicate.snapshot_every_seconds * 1000;
-    if (yield || force_reset || r->based || snapshot_due || r->row.offset > SHIP_RESET_WAL_BYTES)
+    bool quiet_due = round_quiet_due(r, now_ms);
+    if (yield || force_reset || r->based || snapshot_due || quiet_due ||
+        r->row.offset > SHIP_RESET_WAL_BYTES)
         rc = reset_losslessly(r, now_ms, yield, NULL, err);
     /* A fresh base every snapshot_every, taken where the generation just
      * ended cleanly (no break), so a restore replays at most that much WAL. */
@@ -1050,6 +1071,8 @@ int replica_round(struct replica *r, int64_t now_ms, bool force_reset, struct er
         (uint64_t)db_st.st_ino == r->row.db_inode) {
         if (pin_checkpointer_waits(&r->pin))
             return reset_losslessly(r, now_ms, true, NULL, err);
+        if (round_quiet_due(r, now_ms))
+            return reset_losslessly(r, now_ms, false, NULL, err);
         return 0;
     }
 
@@ -1075,6 +1098,17 @@ int replica_round(struct replica *r, int64_t now_ms, bool force_reset, struct er
         round_remember_files(r, &db_st, have_wal, &wal_st,
                              (int64_t)looked_at.tv_sec * 1000000000LL + looked_at.tv_nsec);
     return rc;
+}
+
+bool replica_quiet(const struct replica *r)
+{
+    /* Ended by this process and pinned since, or based with no WAL header
+     * yet (an empty WAL): the pin is on read mark 0 (everything was
+     * backfilled, or there was nothing), which a FULL, RESTART or TRUNCATE
+     * checkpoint does not wait for while nothing new is written; a write
+     * changes the -wal, and the caller's file watch ends the quiet. */
+    return r->row.generation > 0 && r->pin.connection && !r->not_wal && !r->spool_full &&
+           ((r->row.ended && r->end_trusted) || r->row.page_size == 0);
 }
 
 int replica_watch(struct replica *r, int64_t now_ms, struct error *err)

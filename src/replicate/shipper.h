@@ -78,6 +78,11 @@ int replica_round(struct replica *replica, int64_t now_ms, bool force_reset, str
  * nothing waits. 0 or a negative error, as replica_round. */
 int replica_watch(struct replica *replica, int64_t now_ms, struct error *err);
 
+/* Nothing to watch until a file of the database changes: the generation
+ * is ended where the WAL ends and the pin cannot hold up any checkpoint.
+ * A round ends the generation once nothing new was seen for 10 s. */
+bool replica_quiet(const struct replica *replica);
+
 /* What status and metrics show; filled from state.db. */
 struct replica_summary {
     uint32_t generation;

@@ -223,6 +223,13 @@ out:
     return rc;
 }
 
+int64_t replica_uploader_next_ms(const struct replica_uploader *u, int64_t now_ms)
+{
+    if (u->index_stale || u->sweep_due || u->next_retention_ms <= now_ms)
+        return now_ms;
+    return u->next_retention_ms;
+}
+
 int replica_upload(struct replica_uploader *u, int64_t now_ms, int *uploaded, struct error *err)
 {
     struct io_context io = {.stop = u->stop, .background = true};

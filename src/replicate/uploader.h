@@ -37,6 +37,10 @@ int replica_uploader_open(const struct database_config *db, const char *state_di
                           struct error *err);
 void replica_uploader_close(struct replica_uploader *uploader);
 
+/* When replica_upload has work of its own (the retention window) without
+ * anything newly queued: now, or the next retention time. */
+int64_t replica_uploader_next_ms(const struct replica_uploader *uploader, int64_t now_ms);
+
 /* Puts every object queued now, in order, then index.json. *uploaded: the
  * number of objects put. 0, or a negative error (what is not put stays
  * queued, in order; a later call continues). */

@@ -364,6 +364,98 @@ class ReplicationAfterAReset(ReplicaTestCase):
         self.assertEqual(self.stop_agent(agent)[0], 0)
 
 
+def context_switches(pid):
+    """Every thread's voluntary and involuntary context switches so far."""
+    total = 0
+    for status in glob.glob(f"/proc/{pid}/task/*/status"):
+        try:
+            with open(status) as f:
+                for line in f:
+                    if "ctxt_switches:" in line:
+                        total += int(line.split()[-1])
+        except FileNotFoundError:
+            pass
+    return total
+
+
+class ReplicationQuiet(ReplicaTestCase):
+    COUNT = 20
+
+    def test_idle_databases_cost_no_wake_ups_and_wake_at_the_first_write(self):
+        """20 replicated databases, each written once, then left alone: once
+        each has been quiet for 10 s the agent ends its generation (its pin
+        then sits on read mark 0) and sleeps until a file changes. Checked as
+        an operator would: the agent's threads switch no more than a few
+        times in 5 s; an application's TRUNCATE checkpoint without any busy
+        timeout succeeds at once; the first write after the quiet is on the
+        target within the interval, and a restore holds it."""
+        paths = []
+        for i in range(self.COUNT):
+            path = os.path.join(self.dir, f"db{i}.db")
+            db = sqlite3.connect(path)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("CREATE TABLE r (id INTEGER PRIMARY KEY, payload BLOB)")
+            db.commit()
+            db.close()
+            paths.append(path)
+        self.write_config(
+            ", ".join(f'{{ name = "db{i}"; path = "{p}"; }}' for i, p in enumerate(paths)),
+            defaults='replicate = { target = "nas"; interval = "1s"; };',
+            targets=f'{{ name = "nas"; type = "dir"; path = "{self.target}"; }}')
+        agent = self.start_agent()
+        # Written after each base: the generation then needs the quiet reset.
+        self.wait_for(lambda: all(os.path.exists(os.path.join(self.target, f"db{i}", "replica",
+                                                              "index.json"))
+                                  for i in range(self.COUNT)), what="every first base")
+        for path in paths:
+            with sqlite3.connect(path) as db:
+                db.execute("INSERT INTO r (payload) VALUES (?)", (b"first",))
+        written = time.monotonic()
+
+        def switches_in(seconds):
+            before = context_switches(agent.pid)
+            time.sleep(seconds)
+            return context_switches(agent.pid) - before
+        # Quiet 10 s after the last commit seen, then a round or two.
+        self.wait_for(lambda: switches_in(2) <= 4, timeout=60, interval=0,
+                      what="the agent to fall quiet")
+        quiet_after = time.monotonic() - written
+        idle = switches_in(5)
+        print(f"\n{self.COUNT} databases quiet {quiet_after:.1f} s after their last write: "
+              f"{idle} context switches in 5 s")
+        self.assertGreaterEqual(quiet_after, 10)  # not before SHIP_QUIET_AFTER_MS
+        self.assertLessEqual(idle, 6)
+
+        truncate = subprocess.run(["sqlite3", paths[7], "PRAGMA wal_checkpoint(TRUNCATE);"],
+                                  capture_output=True, text=True, timeout=30)
+        self.assertEqual(truncate.stdout.strip(), "0|0|0", truncate)
+
+        with sqlite3.connect(paths[3]) as db:
+            db.execute("INSERT INTO r (payload) VALUES (?)", (b"after the quiet",))
+        written = time.monotonic()
+        self.wait_for(lambda: self.restored_rows("db3") == 2, timeout=10, interval=0.1,
+                      what="the write after the quiet on the target")
+        print(f"first write after the quiet on the target after "
+              f"{time.monotonic() - written:.2f} s")
+        self.assertLess(time.monotonic() - written, 3.0)
+        self.assertEqual(self.restored_rows("db7"), 1)
+        self.assertNotIn("replication break", self.agent_log())
+        self.assertEqual(self.stop_agent(agent)[0], 0)
+
+    def restored_rows(self, name):
+        out = os.path.join(self.dir, f"{name}-restored.db")
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(out + suffix):
+                os.unlink(out + suffix)
+        result = self.run_cli("restore", name, "--to", out, "--at", "latest")
+        if result.returncode != 0:
+            return None
+        db = sqlite3.connect(out)
+        count = db.execute("SELECT count(*) FROM r").fetchone()[0]
+        db.close()
+        return count
+
+
 class ReplicationBaseOnly(ReplicaTestCase):
     def test_a_generation_with_only_a_base_is_restorable_from_its_time(self):
         """Commits made while the agent is down, by an application that then
