@@ -453,19 +453,6 @@ int archive_compress_format(const char *source, const char *destination, enum ar
     return archive_files_close(&files, destination, rc, &local, result, err);
 }
 
-/* Reads the next chunk of `in` and adds it to the digest; returns its size,
- * 0 at end of file, or a negative code with err set. */
-static ssize_t archive_read_digested(int in, void *buffer, size_t size, struct io_sha256 *digest,
-                                     const char *path, struct error *err)
-{
-    ssize_t got = io_read_full(in, buffer, size);
-    if (got < 0)
-        return error_set(err, (int)got, "cannot read %s: %s", path, strerror((int)-got));
-    if (got > 0)
-        io_sha256_update(digest, buffer, (size_t)got);
-    return got;
-}
-
 /* One call of a codec's decode function: it consumes from
  * input[position, size) and fills output[0, produced). */
 struct archive_decode_step {
@@ -488,8 +475,8 @@ struct archive_decoder {
 
 /* The loop both codecs share: read, hash, decode, write, count, report.
  * The input may only end exactly where a member or frame ends. */
-static int archive_decode_stream(const struct archive_decoder *decoder, int in, int out,
-                                 struct io_sha256 *digest, const char *source,
+static int archive_decode_stream(const struct archive_decoder *decoder,
+                                 struct archive_input *in, int out, const char *source,
                                  const char *destination, const struct io_context *io,
                                  int64_t total, struct archive_result *result, struct error *err)
 {
@@ -511,15 +498,14 @@ static int archive_decode_stream(const struct archive_decoder *decoder, int in, 
             goto out;
         }
         if (step.position == step.size) {
-            ssize_t got =
-                archive_read_digested(in, input, decoder->input_capacity, digest, source, err);
+            ssize_t got = archive_input_read(in, input, decoder->input_capacity, err);
             if (got < 0) {
                 rc = (int)got;
                 goto out;
             }
             if (got == 0)
                 break;
-            result->input_bytes += got;
+            result->input_bytes = in->stored_bytes;
             step.position = 0;
             step.size = (size_t)got;
         }
@@ -586,7 +572,7 @@ static int archive_inflate_step(void *state, struct archive_decode_step *step, c
 }
 
 /* Inflates every gzip member of `in` into `out`. */
-static int archive_inflate_members(int in, int out, struct io_sha256 *digest, const char *source,
+static int archive_inflate_members(struct archive_input *in, int out, const char *source,
                                    const char *destination, const struct io_context *io,
                                    int64_t total, struct archive_result *result, struct error *err)
 {
@@ -598,7 +584,7 @@ static int archive_inflate_members(int in, int out, struct io_sha256 *digest, co
     /* 15 + 32: the largest window, and zlib detects the gzip header itself. */
     if (inflateInit2(&inflater.stream, 15 + 32) != Z_OK)
         return error_set(err, -ENOMEM, "cannot decompress %s: zlib could not start", source);
-    int rc = archive_decode_stream(&decoder, in, out, digest, source, destination, io, total,
+    int rc = archive_decode_stream(&decoder, in, out, source, destination, io, total,
                                    result, err);
     inflateEnd(&inflater.stream);
     return rc;
@@ -620,7 +606,7 @@ static int archive_unzstd_step(void *state, struct archive_decode_step *step, co
 }
 
 /* Decompresses every zstd frame of `in` into `out`. */
-static int archive_unzstd_frames(int in, int out, struct io_sha256 *digest, const char *source,
+static int archive_unzstd_frames(struct archive_input *in, int out, const char *source,
                                  const char *destination, const struct io_context *io,
                                  int64_t total, struct archive_result *result, struct error *err)
 {
@@ -630,7 +616,7 @@ static int archive_unzstd_frames(int in, int out, struct io_sha256 *digest, cons
 
     if (!stream)
         return error_set(err, -ENOMEM, "cannot decompress %s: out of memory", source);
-    int rc = archive_decode_stream(&decoder, in, out, digest, source, destination, io, total,
+    int rc = archive_decode_stream(&decoder, in, out, source, destination, io, total,
                                    result, err);
     ZSTD_freeDStream(stream);
     return rc;
@@ -638,26 +624,36 @@ static int archive_unzstd_frames(int in, int out, struct io_sha256 *digest, cons
 
 /* zstd frames start with 28 b5 2f fd; anything else goes to zlib, which
  * says what is wrong with it. */
-static bool archive_is_zstd(int in)
+static int archive_is_zstd(struct archive_input *in, bool *zstd, struct error *err)
 {
     unsigned char magic[4];
-    return pread(in, magic, sizeof magic, 0) == (ssize_t)sizeof magic && magic[0] == 0x28 &&
-           magic[1] == 0xb5 && magic[2] == 0x2f && magic[3] == 0xfd;
+    bool have = false;
+    int rc = archive_input_peek(in, magic, sizeof magic, &have, err);
+    *zstd = have && magic[0] == 0x28 && magic[1] == 0xb5 && magic[2] == 0x2f && magic[3] == 0xfd;
+    return rc;
 }
 
-int archive_decompress(const char *source, const char *destination, const struct io_context *io,
+int archive_decompress(const char *source, const char *destination,
+                       const struct archive_keys *keys, const struct io_context *io,
                        struct archive_result *result, struct error *err)
 {
     struct archive_result local = {0};
     struct archive_files files;
+    struct archive_input input = {.fd = -1};
+    bool zstd = false;
 
     int rc = archive_files_open(source, destination, &files, err);
-    if (rc == 0 && archive_is_zstd(files.in))
-        rc = archive_unzstd_frames(files.in, files.out, &files.digest, source, destination, io,
-                                   files.total, &local, err);
+    if (rc == 0)
+        rc = archive_input_open(&input, files.in, source, &files.digest, keys, err);
+    if (rc == 0)
+        rc = archive_is_zstd(&input, &zstd, err);
+    if (rc == 0 && zstd)
+        rc = archive_unzstd_frames(&input, files.out, source, destination, io, files.total,
+                                   &local, err);
     else if (rc == 0)
-        rc = archive_inflate_members(files.in, files.out, &files.digest, source, destination, io,
-                                     files.total, &local, err);
+        rc = archive_inflate_members(&input, files.out, source, destination, io, files.total,
+                                     &local, err);
+    archive_input_close(&input);
     return archive_files_close(&files, destination, rc, &local, result, err);
 }
 

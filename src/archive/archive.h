@@ -15,6 +15,7 @@
 
 #include "core/error.h"
 #include "core/io.h"
+#include "crypto/age.h"
 
 #define ARCHIVE_SHA256_HEX IO_SHA256_HEX
 
@@ -66,13 +67,24 @@ int archive_zstd_level(int gzip_level);
 const char *archive_format_name(enum archive_format format);
 const char *archive_format_suffix(enum archive_format format);
 
+/* The identities that may open an encrypted archive (an age v1 file, as
+ * archive/sealed.h writes and `age -r` makes). */
+struct archive_keys {
+    const struct age_identity *identities;
+    size_t count;
+};
+
 /* Decompresses gzip or zstd `source` (told apart by their magic numbers;
  * any number of gzip members or zstd frames) into `destination`
  * (created 0600, must not exist), fsyncs it; result->sha256 is that of the
  * *compressed input*, so the caller can check it against a manifest. On any
  * failure (corrupt or truncated input included) `destination` is removed.
- * A corrupt or truncated archive (or trailing garbage) is -EBADMSG. */
-int archive_decompress(const char *source, const char *destination, const struct io_context *io,
+ * A corrupt or truncated archive (or trailing garbage) is -EBADMSG.
+ * An age file is decrypted on the way with one of `keys` (NULL: none): one
+ * that no key opens is -ENOKEY; one altered or cut short, -EBADMSG; the
+ * sha256 is still that of the stored (encrypted) file. */
+int archive_decompress(const char *source, const char *destination,
+                       const struct archive_keys *keys, const struct io_context *io,
                        struct archive_result *result, struct error *err);
 
 /* SHA-256 of a file, lowercase hex. */

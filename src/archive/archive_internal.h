@@ -12,6 +12,8 @@
 #include <stdint.h>
 
 #include "archive/archive.h"
+#include "core/io.h"
+#include "crypto/age.h"
 
 /* 1 MiB blocks cost about 0.1% in size against one long stream (measured
  * on a 200 MB database) and keep progress and cancellation responsive at
@@ -48,5 +50,38 @@ struct archive_early;
 size_t archive_early_take(struct archive_early *early, enum archive_format format, int level,
                           uint64_t block, const unsigned char *input, size_t size,
                           unsigned char *output, size_t capacity);
+
+/* What decompression reads (archive_input.c): the file's bytes, or, for an
+ * age file, its plaintext, each chunk handed out only once its tag was
+ * checked. The digest is always of the stored bytes (what a manifest
+ * lists). A file cut short or altered fails in archive_input_read, at the
+ * latest when the end is reached, so the caller's output is then thrown
+ * away like that of a corrupt archive. */
+struct archive_input {
+    int fd;
+    const char *name;
+    struct io_sha256 *digest;
+    struct age_decryptor *decryptor; /* NULL: read as stored */
+    unsigned char *raw;              /* the decryptor's read buffer */
+    unsigned char *plain;            /* plaintext not yet handed out */
+    size_t plain_start, plain_end, plain_capacity;
+    int64_t stored_bytes; /* read from the file so far */
+    bool at_end;          /* the file is read to its end and, if sealed, finished */
+};
+
+/* Looks at the file's first bytes: an age file needs one of `keys`
+ * (-ENOKEY when there is none, naming how to give one). */
+int archive_input_open(struct archive_input *input, int fd, const char *name,
+                       struct io_sha256 *digest, const struct archive_keys *keys,
+                       struct error *err);
+/* Up to `size` bytes; 0 at the end; -errno (with err) on failure. */
+ssize_t archive_input_read(struct archive_input *input, void *buffer, size_t size,
+                           struct error *err);
+/* The first `size` bytes without consuming them (*have false when there
+ * are fewer); an age file that fails to open fails here. */
+int archive_input_peek(struct archive_input *input, void *buffer, size_t size, bool *have,
+                       struct error *err);
+bool archive_input_sealed(const struct archive_input *input);
+void archive_input_close(struct archive_input *input);
 
 #endif

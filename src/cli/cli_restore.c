@@ -416,7 +416,7 @@ static int restore_unpack(const struct restore_request *request, struct restore_
     snprintf(files->output, sizeof files->output, "%s%s", request->to, FS_TEMP_SUFFIX);
     restore_remove_temp(files->output);
     progress_begin(&progress, true, "decompress");
-    rc = archive_decompress(files->archive, files->output, &io, &unpacked, err);
+    rc = archive_decompress(files->archive, files->output, NULL, &io, &unpacked, err);
     progress_end(&progress);
     if (rc != 0)
         return rc;

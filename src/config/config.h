@@ -8,7 +8,8 @@
  * libconfig. The only file-system access is config_paths.c resolving the
  * configured paths, read-only (stat and realpath: it never opens a database
  * and never blocks on a FIFO), to refuse a config whose writes would land
- * on something they do not own. Opening databases, writing to directories
+ * on something they do not own, and config_encrypt.c reading the public keys
+ * of a recipients file. Opening databases, writing to directories
  * and the network are `sqlprodd check` (cli_check.c).
  */
 #ifndef SQLPRODD_CONFIG_H
@@ -18,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "crypto/age.h"
 #include "policy/retention.h"
 #include "policy/schedule.h"
 
@@ -116,6 +118,23 @@ struct replicate_settings {
     struct config_origin origin;        /* where `target` was written, for check's messages */
 };
 
+/* At most this many recipients: each is a stanza in every object's header. */
+#define ENCRYPT_RECIPIENTS_MAXIMUM 32
+
+/* Client-side encryption in the age v1 format (sqlprodd.conf(5), ENCRYPTION):
+ * whatever leaves the machine (archives, the replica's bases and segments)
+ * is encrypted to every recipient. Backing up needs the public keys alone;
+ * restoring takes an identity (a secret key), never read by the agent's jobs. */
+struct encrypt_settings {
+    struct age_recipient *recipients; /* `recipients` and `recipients_file` together;
+                                         none: nothing is encrypted */
+    size_t recipient_count;
+    char *recipients_file;     /* as written, for messages; NULL: none */
+    char *identity;            /* identity file for restore; NULL: --identity only */
+    char *identity_credential; /* or a systemd credential by this name (LoadCredential=) */
+    bool local;                /* local archives encrypted too (default false) */
+};
+
 struct health_settings {
     struct schedule schedule;
     int64_t wal_warn_bytes;  /* default 100 MiB */
@@ -154,6 +173,7 @@ struct database_config {
     struct backup_settings backup;
     struct upload_settings upload;
     struct replicate_settings replicate;
+    struct encrypt_settings encrypt;
     struct health_settings health;
     struct enforce_settings enforce;
 };

@@ -59,10 +59,10 @@ static const char *const keep_keys[] = {"last",    "hourly", "daily",  "weekly",
 
 static const char *const defaults_keys[] = {"busy_timeout_ms", "checkpoint", "analyze",   "vacuum",
                                             "backup",          "upload",     "replicate", "health",
-                                            "enforce",         NULL};
+                                            "enforce",         "encrypt",    NULL};
 static const char *const database_keys[] = {"name",      "path",   "busy_timeout_ms", "checkpoint",
                                             "analyze",   "vacuum", "backup",          "upload",
-                                            "replicate", "health", "enforce",         NULL};
+                                            "replicate", "health", "enforce",         "encrypt", NULL};
 
 /* Keys written one level too high or low: say where they go. One table
  * serves `defaults` and database entries, as keys known in a group are
@@ -108,6 +108,7 @@ struct database_draft {
     struct database_config settings;
     bool enabled[JOB_COUNT];
     bool replicate_enabled;
+    bool encrypt_enabled;
 };
 
 static struct schedule *draft_schedule(struct database_draft *draft, enum job job)
@@ -148,6 +149,7 @@ void config_database_release(struct database_config *database)
     database->replicate.target_name = NULL;
     database->path_origin.file = database->backup.dir_origin.file = NULL;
     database->replicate.origin.file = NULL;
+    config_encrypt_release(&database->encrypt);
 }
 
 /* The builtin defaults, as documented in config.h and etc/sqlprodd.conf. */
@@ -188,6 +190,7 @@ static int draft_init_builtin(struct database_draft *draft)
     settings->upload.keep = (struct keep_policy){.daily = 30, .monthly = 12};
 
     draft->replicate_enabled = true;
+    draft->encrypt_enabled = true;
     settings->replicate.interval_seconds = 1;
     settings->replicate.snapshot_every_seconds = 86400;
     settings->replicate.window_seconds = 7 * 86400;
@@ -223,7 +226,9 @@ static int draft_copy(struct database_draft *to, const struct database_draft *fr
     to->settings.backup.dir = to->settings.upload.target_name = NULL;
     to->settings.backup.dir_origin.file = NULL;
     to->settings.replicate.target_name = to->settings.replicate.origin.file = NULL;
-    if (copy_string(&to->settings.backup.dir, from->settings.backup.dir) != 0 ||
+    to->settings.encrypt = (struct encrypt_settings){0};
+    if (config_encrypt_copy(&to->settings.encrypt, &from->settings.encrypt) != 0 ||
+        copy_string(&to->settings.backup.dir, from->settings.backup.dir) != 0 ||
         copy_string(&to->settings.replicate.target_name, from->settings.replicate.target_name) !=
             0 ||
         copy_string(&to->settings.replicate.origin.file, from->settings.replicate.origin.file) !=
@@ -518,6 +523,7 @@ static void read_settings(struct config_reader *reader, const config_setting_t *
         read_job(reader, group, key, (enum job)job, config, draft);
     read_replicate(reader, group, key, config, draft);
     read_enforce(reader, group, key, &draft->settings.enforce);
+    config_read_encrypt(reader, group, key, &draft->settings.encrypt, &draft->encrypt_enabled);
 }
 
 /* Turns the merged draft into what the jobs read: a job switched off has
@@ -542,6 +548,15 @@ static void draft_finish(struct database_draft *draft, const struct config *conf
         replicate->target_name = NULL;
     } else {
         replicate->target = config_find_target(config, replicate->target_name);
+    }
+    /* Switched off: new backups go out as they are; the identity stays,
+     * for restoring the ones made while it was on. */
+    struct encrypt_settings *encrypt = &draft->settings.encrypt;
+    if (!draft->encrypt_enabled) {
+        free(encrypt->recipients);
+        encrypt->recipients = NULL;
+        encrypt->recipient_count = 0;
+        encrypt->local = false;
     }
 }
 

@@ -236,6 +236,13 @@ void config_value_schedule(struct config_reader *reader, const config_setting_t 
 int config_read_databases(struct config_reader *reader, const config_setting_t *root,
                           struct config *config);
 
+/* config_encrypt.c: `encrypt = { ... }` over the inherited settings, and
+ * the deep copy and release of those settings. */
+void config_read_encrypt(struct config_reader *reader, const config_setting_t *parent,
+                         const char *parent_key, struct encrypt_settings *encrypt, bool *enabled);
+int config_encrypt_copy(struct encrypt_settings *to, const struct encrypt_settings *from);
+void config_encrypt_release(struct encrypt_settings *encrypt);
+
 /* Frees the strings of one database entry (not the struct itself). */
 void config_database_release(struct database_config *database);
 

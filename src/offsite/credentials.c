@@ -210,7 +210,8 @@ static void group_name(gid_t gid, char *out, size_t size)
  * runs as: owned by root or by our user, readable by the group only when
  * the group is ours, writable by no group, no access at all for others.
  */
-static int credentials_check_access(const char *path, const struct stat *st, struct error *err)
+int credentials_check_access(const char *path, const struct stat *st, const char *what,
+                             struct error *err)
 {
     uid_t our_user = geteuid();
     gid_t our_group = getegid();
@@ -238,9 +239,9 @@ static int credentials_check_access(const char *path, const struct stat *st, str
     snprintf(owners, sizeof owners, "root:%s", our);
     return error_set(
         err, -EPERM,
-        "credentials file %s (mode %04o, owner %s:%s) %s: run `%s && %s` so that "
+        "%s %s (mode %04o, owner %s:%s) %s: run `%s && %s` so that "
         "only root and the group %s can read it",
-        path, (unsigned)mode, owner, group, problem,
+        what, path, (unsigned)mode, owner, group, problem,
         advice_command(chown_command, sizeof chown_command, "chown", owners, path, NULL),
         advice_command(chmod_command, sizeof chmod_command, "chmod", "640", path, NULL), our);
 }
@@ -292,7 +293,7 @@ static int credentials_read(const char *path, const char *profile, bool check_ac
         rc = error_set(err, -EINVAL, "credentials file %s is not a regular file", path);
         goto out;
     }
-    rc = check_access ? credentials_check_access(path, &st, err) : 0;
+    rc = check_access ? credentials_check_access(path, &st, "credentials file", err) : 0;
     if (rc != 0)
         goto out;
     if (st.st_size > CREDENTIALS_MAX_FILE_SIZE) {

@@ -12,6 +12,7 @@
 #define SQLPRODD_CREDENTIALS_H
 
 #include <stddef.h>
+#include <sys/stat.h>
 
 #include "core/error.h"
 
@@ -33,6 +34,12 @@ int credentials_load_file(const char *path, const char *profile, struct credenti
                           struct error *err);
 
 int credentials_load_environment(struct credentials *out, struct error *err);
+
+/* The rule above for any file holding a secret (an age identity too), on
+ * the stat of the descriptor about to be read; `what` names the file in the
+ * message ("identity file"). 0, or -EPERM with the chown/chmod to run. */
+int credentials_check_access(const char *path, const struct stat *st, const char *what,
+                             struct error *err);
 
 /*
  * A systemd credential: $CREDENTIALS_DIRECTORY/NAME, put there by

@@ -1133,7 +1133,7 @@ int replica_restore(const struct replica_request *request, struct replica_result
         struct io_context io = {.stop = request->stop};
         unlink(request->output);
         output_made = true;
-        rc = archive_decompress(jobs[0].path, request->output, &io, &unpacked, err);
+        rc = archive_decompress(jobs[0].path, request->output, NULL, &io, &unpacked, err);
         if (rc != 0)
             error_prefix(err, "%s: ", jobs[0].key);
     }

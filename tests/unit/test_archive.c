@@ -271,7 +271,7 @@ static void round_trip_gives_back_the_same_working_database(void **state)
     char restored[PATH_MAX];
     path_in("restored.db", restored);
 
-    assert_int_equal(archive_decompress(fixture.archive, restored, NULL, &result, &err), 0);
+    assert_int_equal(archive_decompress(fixture.archive, restored, NULL, NULL, &result, &err), 0);
     assert_int_equal(run("cmp -s %s %s", restored, fixture.database), 0);
     assert_string_equal(result.sha256, fixture.made.sha256); /* of the compressed input */
     assert_int_equal(result.input_bytes, size_of(fixture.archive));
@@ -304,7 +304,7 @@ static void assert_rejected_as_corrupt(const char *archive)
     char restored[PATH_MAX], prefix[PATH_MAX + 64];
     path_in("rejected.db", restored);
 
-    assert_int_equal(archive_decompress(archive, restored, NULL, &result, &err), -EBADMSG);
+    assert_int_equal(archive_decompress(archive, restored, NULL, NULL, &result, &err), -EBADMSG);
     snprintf(prefix, sizeof prefix, "archive %s is truncated or corrupt: ", archive);
     if (strncmp(err.message, prefix, strlen(prefix)) != 0)
         fail_msg("unexpected message: %s", err.message);
@@ -383,7 +383,7 @@ static void stop_flag_cancels_and_leaves_no_file(void **state)
                      -ECANCELED);
     assert_int_equal(err.code, -ECANCELED);
     assert_false(exists(archive));
-    assert_int_equal(archive_decompress(fixture.archive, restored, &io, &result, &err), -ECANCELED);
+    assert_int_equal(archive_decompress(fixture.archive, restored, NULL, &io, &result, &err), -ECANCELED);
     assert_false(exists(restored));
 }
 
@@ -424,7 +424,7 @@ static void stop_during_compression_cancels_midway(void **state)
 
     stop = 0;
     progress.calls = 0;
-    assert_int_equal(archive_decompress(large, restored, &io, &result, &err), -ECANCELED);
+    assert_int_equal(archive_decompress(large, restored, NULL, &io, &result, &err), -ECANCELED);
     assert_int_equal(progress.calls, 1);
     assert_true(progress.last_done < progress.last_total);
     assert_false(exists(restored));
@@ -444,7 +444,7 @@ static void existing_destination_is_refused_and_kept(void **state)
 
     assert_int_equal(archive_compress(fixture.database, existing, 6, NULL, &result, &err), -EEXIST);
     assert_string_equal(err.message, expected);
-    assert_int_equal(archive_decompress(fixture.archive, existing, NULL, &result, &err), -EEXIST);
+    assert_int_equal(archive_decompress(fixture.archive, existing, NULL, NULL, &result, &err), -EEXIST);
     assert_int_equal(run("printf precious | cmp -s - %s", existing), 0);
 }
 
@@ -464,7 +464,7 @@ static void empty_input_gives_a_valid_empty_gzip(void **state)
     assert_true(result.output_bytes > 0);
     assert_int_equal(run("gzip -t %s", archive), 0);
     assert_int_equal(run("test -z \"$(gzip -dc %s)\"", archive), 0);
-    assert_int_equal(archive_decompress(archive, restored, NULL, &result, &err), 0);
+    assert_int_equal(archive_decompress(archive, restored, NULL, NULL, &result, &err), 0);
     assert_int_equal(size_of(restored), 0);
 }
 
@@ -557,7 +557,7 @@ static void members_written_by_gzip_itself_are_all_read(void **state)
 
     assert_int_equal(run("gzip -c %s > %s && gzip -9c %s >> %s", first, archive, second, archive),
                      0);
-    assert_int_equal(archive_decompress(archive, restored, NULL, &result, &err), 0);
+    assert_int_equal(archive_decompress(archive, restored, NULL, NULL, &result, &err), 0);
     assert_int_equal(run("cat %s %s | cmp -s - %s", first, second, restored), 0);
 }
 
@@ -577,7 +577,7 @@ static void a_big_member_after_ours_is_read_and_the_digest_covers_all(void **sta
     assert_int_equal(
         run("cat %s > %s && gzip -c %s >> %s", fixture.archive, archive, fixture.database, archive),
         0);
-    assert_int_equal(archive_decompress(archive, restored, NULL, &result, &err), 0);
+    assert_int_equal(archive_decompress(archive, restored, NULL, NULL, &result, &err), 0);
     assert_int_equal(run("cat %s %s | cmp -s - %s", fixture.database, fixture.database, restored),
                      0);
     sha256sum_of(archive, expected);
@@ -602,7 +602,7 @@ static void missing_source_is_named_and_creates_nothing(void **state)
     assert_int_equal(archive_compress(missing, archive, 6, NULL, &result, &err), -ENOENT);
     assert_string_equal(err.message, expected);
     assert_false(exists(archive));
-    assert_int_equal(archive_decompress(missing, archive, NULL, &result, &err), -ENOENT);
+    assert_int_equal(archive_decompress(missing, archive, NULL, NULL, &result, &err), -ENOENT);
     assert_false(exists(archive));
     assert_int_equal(archive_sha256_file(missing, hex, &err), -ENOENT);
     assert_string_equal(err.message, expected);

@@ -1,0 +1,64 @@
+/*
+ * sealed.h: objects encrypted to their recipients before they leave the
+ * machine, in the age v1 format (crypto/age.h), so that `age -d -i key.txt`
+ * opens them and the bucket alone reveals nothing of the data.
+ *
+ * A sealed object is an age file whose plaintext is the object as it would
+ * be unencrypted (a gzip or zstd archive, a gzip'd WAL segment); its name
+ * gets ".age" after the usual one. Files are sealed with their chunks
+ * encrypted in parallel (each chunk is independent), buffers in one go.
+ * Opening a file is archive_decompress's job (archive.h); opening a
+ * buffer is here, for the replica's small objects.
+ */
+#ifndef SQLPRODD_SEALED_H
+#define SQLPRODD_SEALED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "archive/archive.h"
+#include "core/error.h"
+#include "core/io.h"
+#include "crypto/age.h"
+
+/* The suffix a sealed object's name gets. */
+#define SEALED_SUFFIX ".age"
+/* Bytes that sealed_is_age needs to tell. */
+#define SEALED_MAGIC_PEEK 40
+
+/* Whether `head` (the first bytes of a file) begins an age file, binary or
+ * ASCII-armored (which the decryptor then refuses by name). */
+bool sealed_is_age(const unsigned char *head, size_t size);
+
+/* The recipients to seal to; count 0 means "not sealed". */
+struct sealed_recipients {
+    const struct age_recipient *items;
+    size_t count;
+};
+
+/*
+ * Encrypts the file `source` into the new file `destination` (created 0600
+ * with O_EXCL, fsync'd, removed on any failure). result: input_bytes the
+ * plaintext's size, output_bytes and sha256 the sealed file's. io may be
+ * NULL; io->stop is honoured (-ECANCELED).
+ */
+int sealed_seal_file(const char *source, const char *destination,
+                     const struct sealed_recipients *recipients, const struct io_context *io,
+                     struct archive_result *result, struct error *err);
+
+/* Encrypts `size` bytes into *out (malloc'd, *out_size bytes). */
+int sealed_seal_buffer(const void *data, size_t size, const struct sealed_recipients *recipients,
+                       unsigned char **out, size_t *out_size, struct error *err);
+
+/* Decrypts a sealed buffer into *out (malloc'd). `object` names it in
+ * messages. Nothing is returned unless the whole object authenticated. */
+int sealed_open_buffer(const void *data, size_t size, const struct archive_keys *keys,
+                       const char *object, unsigned char **out, size_t *out_size,
+                       struct error *err);
+
+/* "age1abc..., age1def..." (recipients as `age-keygen -y` prints them), for
+ * manifests and `backups --remote`; cut with "..." when it does not fit. */
+void sealed_describe_recipients(const struct sealed_recipients *recipients, char *out,
+                                size_t size);
+
+#endif
