@@ -60,7 +60,7 @@ _sqlprodd()
     for ((i = command_index + 1; i < COMP_CWORD; i++)); do
         word=${COMP_WORDS[i]}
         case "$word" in
-        --to | --backup) ((i++)) ;;
+        --to | --backup | --at | --identity) ((i++)) ;;
         --from) from=${COMP_WORDS[i + 1]}; ((i++)) ;;
         --remote) from=remote ;;
         -*) ;;
@@ -82,7 +82,8 @@ _sqlprodd()
         ;;
     restore)
         case "$prev" in
-        --to) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        --to | --identity) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        --at) return ;;
         --from) COMPREPLY=($(compgen -W "local remote" -- "$cur")); return ;;
         --backup)
             [ ${#positional[@]} -gt 0 ] || return
@@ -95,7 +96,7 @@ _sqlprodd()
             ;;
         esac
         if [[ $cur == -* ]]; then
-            COMPREPLY=($(compgen -W "--to --backup --from --force" -- "$cur"))
+            COMPREPLY=($(compgen -W "--to --backup --from --at --identity --force" -- "$cur"))
         elif [ ${#positional[@]} -eq 0 ]; then
             COMPREPLY=($(compgen -W "$(_sqlprodd_databases)" -- "$cur"))
         fi

@@ -36,7 +36,7 @@ static const struct command commands[] = {
     {"status", " [--json] [DB]", cli_status},
     {NULL, " [DB]", NULL},
     {"backups", " [DB] [--remote] [--json]", cli_backups},
-    {"restore", " DB --to PATH [--backup ID] [--from local|remote] [--force]", cli_restore},
+    {"restore", " DB --to PATH [--backup ID|--at TIME] [--from local|remote] [--identity FILE] [--force]", cli_restore},
 };
 
 #define COMMAND_COUNT (sizeof commands / sizeof commands[0])

@@ -72,6 +72,8 @@ const char *archive_format_suffix(enum archive_format format);
 struct archive_keys {
     const struct age_identity *identities;
     size_t count;
+    const char *object; /* how decryption's messages name the archive (an object
+                           on a target rather than its temp copy); NULL: its path */
 };
 
 /* Decompresses gzip or zstd `source` (told apart by their magic numbers;

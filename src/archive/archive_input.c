@@ -26,7 +26,8 @@ static int input_take_plain(void *context, const unsigned char *data, size_t siz
     if (input->plain_capacity - input->plain_end < size) {
         /* Move what is left to the front before growing. */
         size_t left = input->plain_end - input->plain_start;
-        memmove(input->plain, input->plain + input->plain_start, left);
+        if (left)
+            memmove(input->plain, input->plain + input->plain_start, left);
         input->plain_start = 0;
         input->plain_end = left;
         if (input->plain_capacity - left < size) {
@@ -58,12 +59,12 @@ int archive_input_open(struct archive_input *input, int fd, const char *name,
         return error_set(err, -ENOKEY,
                          "%s is encrypted (age-encryption.org/v1): give the identity that opens "
                          "it with --identity FILE, or encrypt.identity in the configuration",
-                         name);
+                         keys && keys->object ? keys->object : name);
     input->raw = malloc(INPUT_PIECE_BYTES);
     if (!input->raw)
         return error_set(err, -ENOMEM, "%s: out of memory", name);
-    return age_decryptor_new(keys->identities, keys->count, name, input_take_plain, input,
-                             &input->decryptor, err);
+    return age_decryptor_new(keys->identities, keys->count, keys->object ? keys->object : name,
+                             input_take_plain, input, &input->decryptor, err);
 }
 
 bool archive_input_sealed(const struct archive_input *input)

@@ -49,9 +49,13 @@ int catalog_parse_archive_name(const char *database, const char *file_name, char
         return -EINVAL;
     const char *stamp = file_name + name_length + 1;
     const char *rest = stamp + 16;
-    if (strlen(stamp) < 16 ||
-        (strcmp(rest, ".db.gz") != 0 && strcmp(rest, ".db.gz.json") != 0 &&
-         strcmp(rest, ".db.zst") != 0 && strcmp(rest, ".db.zst.json") != 0))
+    static const char *const suffixes[] = {".db.gz",         ".db.gz.json",     ".db.zst",
+                                           ".db.zst.json",   ".db.gz.age",      ".db.gz.age.json",
+                                           ".db.zst.age",    ".db.zst.age.json"};
+    bool known = false;
+    for (size_t i = 0; strlen(stamp) >= 16 && i < sizeof suffixes / sizeof suffixes[0]; i++)
+        known = known || strcmp(rest, suffixes[i]) == 0;
+    if (!known)
         return -EINVAL;
     char text[17];
     memcpy(text, stamp, 16);

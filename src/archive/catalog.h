@@ -49,7 +49,8 @@ void catalog_archive_name(const char *database, time_t created, char *out, size_
 void catalog_archive_name_with(const char *database, time_t created, const char *suffix, char *out,
                                size_t out_size);
 
-/* Parses "NAME-STAMP.db.gz" or "NAME-STAMP.db.zst" (or either with ".json");
+/* Parses "NAME-STAMP.db.gz" or "NAME-STAMP.db.zst", either with ".age" when
+ * encrypted (sealed.h), and any of these with ".json";
  * fills the stamp id. */
 int catalog_parse_archive_name(const char *database, const char *file_name, char id[32],
                                time_t *created);

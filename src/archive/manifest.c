@@ -100,6 +100,59 @@ int manifest_parse_stamp(const char *text, time_t *t)
                               manifest_digits(text + 11, 2), manifest_digits(text + 13, 2), t);
 }
 
+#define MANIFEST_AGE_FORMAT "age-encryption.org/v1"
+
+/* "encryption": {"format": ..., "recipients": [...]}, from the ", "-joined text. */
+static int manifest_add_encryption(json_t *root, const struct manifest *manifest)
+{
+    json_t *recipients = json_array();
+    json_t *encryption = json_object();
+    char list[sizeof manifest->recipients], *save = NULL;
+    snprintf(list, sizeof list, "%s", manifest->recipients);
+    for (char *item = strtok_r(list, ", ", &save); item && recipients;
+         item = strtok_r(NULL, ", ", &save))
+        json_array_append_new(recipients, json_string(item));
+    if (!recipients || !encryption) {
+        json_decref(recipients);
+        json_decref(encryption);
+        return -ENOMEM;
+    }
+    json_object_set_new(encryption, "format", json_string(MANIFEST_AGE_FORMAT));
+    json_object_set_new(encryption, "recipients", recipients);
+    return json_object_set_new(root, "encryption", encryption);
+}
+
+/* The optional "encryption" object: only age v1 is known. */
+static int manifest_take_encryption(json_t *root, struct manifest *manifest, struct error *err)
+{
+    json_t *encryption = json_object_get(root, "encryption");
+    if (!encryption || json_is_null(encryption))
+        return 0;
+    json_t *format = json_object_get(encryption, "format");
+    json_t *recipients = json_object_get(encryption, "recipients");
+    if (!json_is_object(encryption) || !json_is_string(format) ||
+        strcmp(json_string_value(format), MANIFEST_AGE_FORMAT) != 0)
+        return error_set(err, -EINVAL,
+                         "manifest: field \"encryption\" must be {\"format\": \"%s\", "
+                         "\"recipients\": [...]}",
+                         MANIFEST_AGE_FORMAT);
+    manifest->encrypted = true;
+    size_t used = 0, index;
+    json_t *value;
+    json_array_foreach(recipients, index, value)
+    {
+        if (!json_is_string(value))
+            return error_set(err, -EINVAL, "manifest: encryption.recipients[%zu] is not a string",
+                             index);
+        int written = snprintf(manifest->recipients + used, sizeof manifest->recipients - used,
+                               "%s%s", used ? ", " : "", json_string_value(value));
+        if (written < 0 || (size_t)written >= sizeof manifest->recipients - used)
+            return error_set(err, -EINVAL, "manifest: encryption.recipients is too long");
+        used += (size_t)written;
+    }
+    return 0;
+}
+
 int manifest_to_json(const struct manifest *manifest, char **json, struct error *err)
 {
     char created[21];
@@ -128,6 +181,11 @@ int manifest_to_json(const struct manifest *manifest, char **json, struct error 
         /* Only invalid UTF-8 in a string gets here (e.g. a source path). */
         return error_set(err, -EINVAL, "manifest for %s: cannot encode: %s", manifest->database,
                          problem.text);
+    if (manifest->encrypted && manifest_add_encryption(root, manifest) != 0) {
+        json_decref(root);
+        return error_set(err, -ENOMEM, "manifest for %s: cannot encode: out of memory",
+                         manifest->database);
+    }
 
     char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     if (!text) {
@@ -348,6 +406,8 @@ static int manifest_take_fields(json_t *root, struct manifest *manifest, struct 
     if ((rc = manifest_check_sha256("schema_sha256", manifest->schema_sha256, true, err)) < 0)
         return rc;
     if ((rc = manifest_check_journal_mode(manifest->journal_mode, err)) < 0)
+        return rc;
+    if ((rc = manifest_take_encryption(root, manifest, err)) < 0)
         return rc;
     return manifest_take_numbers(root, manifest, err);
 }

@@ -16,6 +16,11 @@
  * source's, which restore gives back to the restored file (VACUUM INTO
  * always writes a rollback-journal file); a manifest without it (sqlprodd
  * before 0.2) restores in the mode the archive holds: delete.
+ *
+ * An encrypted archive (NAME-STAMP.db.gz.age, sealed.h) has in addition
+ *   "encryption":{"format":"age-encryption.org/v1","recipients":["age1..."]}
+ * and its archive_sha256 and archive_bytes are those of the stored,
+ * encrypted file. The manifest itself stays readable and holds no data.
  */
 #ifndef SQLPRODD_MANIFEST_H
 #define SQLPRODD_MANIFEST_H
@@ -47,6 +52,8 @@ struct manifest {
     char schema_sha256[ARCHIVE_SHA256_HEX];
     char host[256];
     char sqlprodd_version[32];
+    bool encrypted;          /* the archive is an age file */
+    char recipients[2400];   /* its recipients, "age1..., age1...", when encrypted */
 };
 
 /* Serialises to a malloc'd NUL-terminated JSON text (pretty, trailing newline). */

@@ -17,6 +17,7 @@
 #include <stddef.h>
 
 #include "archive/archive.h"
+#include "config/config.h"
 #include "core/error.h"
 #include "core/io.h"
 #include "crypto/age.h"
@@ -35,6 +36,12 @@ struct sealed_recipients {
     const struct age_recipient *items;
     size_t count;
 };
+
+/* A database's recipients: count 0 when it does not encrypt. */
+static inline struct sealed_recipients sealed_recipients_of(const struct database_config *db)
+{
+    return (struct sealed_recipients){db->encrypt.recipients, db->encrypt.recipient_count};
+}
 
 /*
  * Encrypts the file `source` into the new file `destination` (created 0600

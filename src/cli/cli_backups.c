@@ -38,22 +38,45 @@ static void print_local(const struct database_config *db, const struct backup_li
             json_object_set_new(item, "sha256", json_string(m->archive_sha256));
             json_object_set_new(item, "verified", json_boolean(m->verified));
             json_object_set_new(item, "verification", json_string(m->verify_method));
+            json_object_set_new(item, "encrypted_to",
+                                m->encrypted ? json_string(m->recipients) : json_null());
             json_array_append_new(json, item);
             continue;
         }
         char archive[32], database[32];
         units_format_size(m->archive_bytes, archive, sizeof archive);
         units_format_size(m->database_bytes, database, sizeof database);
-        printf("%-16s %-17s %12s %13s  %-10s %s\n", db->name, list->items[i].id, archive, database,
-               m->verified ? "verified" : "UNVERIFIED", list->items[i].archive_path);
+        printf("%-16s %-17s %12s %13s  %-10s %s%s%s\n", db->name, list->items[i].id, archive,
+               database, m->verified ? "verified" : "UNVERIFIED", list->items[i].archive_path,
+               m->encrypted ? "  encrypted to " : "", m->encrypted ? m->recipients : "");
     }
 }
 
-static void print_remote(const struct database_config *db, const struct remote_list *list,
-                         json_t *json)
+/* An encrypted backup's recipients, from its manifest: the key it needs. */
+static void remote_recipients(struct target *target, const struct remote_backup *b, char *out,
+                              size_t size)
+{
+    struct manifest manifest;
+    struct error err = {0};
+    const char *directory = getenv("TMPDIR");
+    size_t length = strlen(b->archive_key);
+    out[0] = '\0';
+    if (!b->has_manifest || length < 4 || strcmp(b->archive_key + length - 4, ".age") != 0)
+        return;
+    if (remote_read_manifest(target, b, directory && *directory ? directory : "/tmp", &manifest,
+                             &err) != 0)
+        snprintf(out, size, "? (%s)", err.message);
+    else
+        snprintf(out, size, "%s", manifest.recipients);
+}
+
+static void print_remote(const struct database_config *db, struct target *target,
+                         const struct remote_list *list, json_t *json)
 {
     for (size_t i = 0; i < list->count; i++) {
         const struct remote_backup *b = &list->items[i];
+        char recipients[2600];
+        remote_recipients(target, b, recipients, sizeof recipients);
         if (json) {
             json_t *item = json_object();
             json_object_set_new(item, "database", json_string(db->name));
@@ -63,13 +86,16 @@ static void print_remote(const struct database_config *db, const struct remote_l
             json_object_set_new(item, "key", json_string(b->archive_key));
             json_object_set_new(item, "archive_bytes", json_integer(b->archive_bytes));
             json_object_set_new(item, "has_manifest", json_boolean(b->has_manifest));
+            json_object_set_new(item, "encrypted_to",
+                                recipients[0] ? json_string(recipients) : json_null());
             json_array_append_new(json, item);
             continue;
         }
         char archive[32];
         units_format_size(b->archive_bytes, archive, sizeof archive);
-        printf("%-16s %-17s %12s  %-11s %s:%s\n", db->name, b->id, archive,
-               b->has_manifest ? "complete" : "NO MANIFEST", db->upload.target->name, b->archive_key);
+        printf("%-16s %-17s %12s  %-11s %s:%s%s%s\n", db->name, b->id, archive,
+               b->has_manifest ? "complete" : "NO MANIFEST", db->upload.target->name, b->archive_key,
+               recipients[0] ? "  encrypted to " : "", recipients);
     }
 }
 
@@ -204,13 +230,14 @@ int cli_backups(const struct config *config, int argc, char **argv)
             target_set_stop(target, &cli_stop);
             if (rc == 0)
                 rc = remote_list_backups(target, db->name, &list, &err);
-            target_close(target);
             if (rc != 0) {
+                target_close(target);
                 fprintf(stderr, "sqlprodd: %s: %s\n", db->name, err.message);
                 failures++;
                 continue;
             }
-            print_remote(db, &list, json);
+            print_remote(db, target, &list, json);
+            target_close(target);
             remote_list_free(&list);
             if (replica_target_of(db) && print_replica(db, json, &err) != 0) {
                 fprintf(stderr, "sqlprodd: %s: replica: %s\n", db->name, err.message);

@@ -1,8 +1,13 @@
 /*
  * cli_restore.c: `sqlprodd restore DB --to PATH [--backup ID]
- * [--from local|remote] [--force]`, and from the WAL replica
- * `sqlprodd restore DB --to PATH --at TIME [--force]` (replica.h makes the
- * file; everything after it, checks and swap, is the same).
+ * [--from local|remote] [--identity FILE] [--force]`, and from the WAL
+ * replica `sqlprodd restore DB --to PATH --at TIME [--force]` (replica.h
+ * makes the file; everything after it, checks and swap, is the same).
+ *
+ * An encrypted archive (age, archive/sealed.h) is decrypted on the way
+ * with the identity of --identity, encrypt.identity or
+ * encrypt.identity_credential (restore/identity.h), read only when the
+ * archive needs it.
  *
  * Fetch (remote: download archive and manifest beside PATH), check the
  * archive's sha256 against the manifest, decompress to a temp file beside
@@ -18,6 +23,7 @@
  * restored file is verified in place.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <libgen.h>
 #include <limits.h>
@@ -36,8 +42,10 @@
 #include "core/fsutil.h"
 #include "core/lock.h"
 #include "archive/manifest.h"
+#include "archive/sealed.h"
 #include "restore/openers.h"
 #include "offsite/remote.h"
+#include "restore/identity.h"
 #include "restore/replace.h"
 #include "restore/replica.h"
 #include "report/progress.h"
@@ -50,6 +58,7 @@ struct restore_request {
     const char *backup_id; /* NULL: newest */
     const char *from;      /* NULL: local if there, else remote */
     const char *at;        /* --at TIME: from the replica; NULL: from backups */
+    const char *identity;  /* --identity FILE, or NULL */
     int64_t at_ms;
     bool force;
     bool live; /* PATH is the database's own file */
@@ -69,8 +78,10 @@ struct restore_files {
 static int restore_usage(void)
 {
     fprintf(stderr,
-            "usage: sqlprodd restore DB --to PATH [--backup ID] [--from local|remote] [--force]\n"
-            "       sqlprodd restore DB --to PATH --at TIME|-15m|latest [--force]\n");
+            "usage: sqlprodd restore DB --to PATH [--backup ID] [--from local|remote]\n"
+            "                        [--identity FILE] [--force]\n"
+            "       sqlprodd restore DB --to PATH --at TIME|-15m|latest [--identity FILE] "
+            "[--force]\n");
     return CLI_USAGE;
 }
 
@@ -380,6 +391,18 @@ static int restore_refuse_existing(const struct restore_request *request,
                      request->to);
 }
 
+/* Whether the archive is an age file: what the manifest says, or what the
+ * file says when it was encrypted by hand (age -r). */
+static bool restore_looks_sealed(const char *path)
+{
+    unsigned char head[SEALED_MAGIC_PEEK];
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    ssize_t got = fd >= 0 ? read(fd, head, sizeof head) : -1;
+    if (fd >= 0)
+        close(fd);
+    return got > 0 && sealed_is_age(head, (size_t)got);
+}
+
 /* Fetches, checks and decompresses the archive to files->output, with the
  * source's journal mode. */
 static int restore_unpack(const struct restore_request *request, struct restore_files *files,
@@ -415,9 +438,16 @@ static int restore_unpack(const struct restore_request *request, struct restore_
                          manifest.database, request->db->name);
     snprintf(files->output, sizeof files->output, "%s%s", request->to, FS_TEMP_SUFFIX);
     restore_remove_temp(files->output);
-    progress_begin(&progress, true, "decompress");
-    rc = archive_decompress(files->archive, files->output, NULL, &io, &unpacked, err);
+    struct identity_keys identities = {0};
+    bool sealed = manifest.encrypted || restore_looks_sealed(files->archive);
+    if (sealed && (rc = identity_keys_load(request->db, request->identity, &identities, err)) != 0)
+        return rc;
+    struct archive_keys keys = identity_keys_view(&identities);
+    keys.object = files->source;
+    progress_begin(&progress, true, sealed ? "decrypt and decompress" : "decompress");
+    rc = archive_decompress(files->archive, files->output, &keys, &io, &unpacked, err);
     progress_end(&progress);
+    identity_keys_free(&identities);
     if (rc != 0)
         return rc;
     if (strcmp(unpacked.sha256, manifest.archive_sha256) != 0)
@@ -604,17 +634,19 @@ int cli_restore(const struct config *config, int argc, char **argv)
                                             {"from", required_argument, NULL, 'f'},
                                             {"force", no_argument, NULL, 'F'},
                                             {"at", required_argument, NULL, 'a'},
+                                            {"identity", required_argument, NULL, 'i'},
                                             {NULL, 0, NULL, 0}};
     struct restore_request request = {.config = config};
     int option;
     optind = 0; /* 0, not 1: glibc then also resets its internal state */
-    while ((option = getopt_long(argc, argv, "t:b:f:Fa:", options, NULL)) != -1) {
+    while ((option = getopt_long(argc, argv, "t:b:f:Fa:i:", options, NULL)) != -1) {
         switch (option) {
         case 't': request.to = optarg; break;
         case 'b': request.backup_id = optarg; break;
         case 'f': request.from = optarg; break;
         case 'F': request.force = true; break;
         case 'a': request.at = optarg; break;
+        case 'i': request.identity = optarg; break;
         default: return restore_usage();
         }
     }

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "archive/catalog.h"
+#include "archive/sealed.h"
 #include "core/log.h"
 #include "jobs/job.h"
 #include "offsite/remote.h"
@@ -39,6 +40,13 @@ static bool upload_orphan_is_live(struct job_context *context, const struct remo
         return true;
     if (context->state && state_upload_is_pending(context->state, local, &pending, NULL) != 0)
         return true;
+    /* X.db.gz.age on the target may be the sealed copy of X.db.gz here. */
+    size_t length = strlen(local), suffix = strlen(SEALED_SUFFIX);
+    if (!pending && length > suffix && strcmp(local + length - suffix, SEALED_SUFFIX) == 0) {
+        local[length - suffix] = '\0';
+        if (context->state && state_upload_is_pending(context->state, local, &pending, NULL) != 0)
+            return true;
+    }
     return pending;
 }
 

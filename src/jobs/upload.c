@@ -10,6 +10,12 @@
  * the target's own per-request retries; once one upload of a run succeeds
  * the target is evidently back, and the rest of the backlog goes too.
  *
+ * With encrypt recipients, what goes out is encrypted (archive/sealed.h):
+ * an archive kept unencrypted here (encrypt.local off) is sealed into a
+ * temp file beside it, sent as NAME-STAMP.db.gz.age with a manifest that
+ * describes the sealed object, and the temp files removed; an archive
+ * sealed already is sent as it is.
+ *
  * Remote retention, which follows a run that sent something (jobs/plan.c),
  * is prune_remote.c.
  */
@@ -23,6 +29,8 @@
 #include "core/io.h"
 #include "core/log.h"
 #include "archive/manifest.h"
+#include "archive/sealed.h"
+#include "core/fsutil.h"
 #include "offsite/remote.h"
 #include "offsite/target.h"
 
@@ -33,26 +41,76 @@ static time_t upload_next_attempt(int attempts, time_t now)
     return now + (time_t)io_backoff(60, 3600, attempts, IO_JITTER_EQUAL);
 }
 
+/* What one upload sends: the local files, or their sealed temp copies. */
+struct upload_files {
+    char archive[4300];
+    char manifest[4400];
+    char file_name[300];  /* the name on the target */
+    char sealed[4400];    /* temp files to remove afterwards, "" when none */
+    char sealed_manifest[4500];
+};
+
+/* Seals an unencrypted local archive for the trip: the sealed copy and a
+ * manifest describing it, both temp files beside the archive. */
+static int upload_seal(struct job_context *context, const struct upload_entry *entry,
+                       struct manifest *manifest, struct upload_files *files, struct error *err)
+{
+    struct sealed_recipients recipients = sealed_recipients_of(context->database);
+    struct io_context io = {.stop = context->stop, .background = !context->one_off};
+    struct archive_result sealed = {0};
+    snprintf(files->sealed, sizeof files->sealed, "%s%s.upload%s", entry->archive_path,
+             SEALED_SUFFIX, FS_TEMP_SUFFIX);
+    snprintf(files->sealed_manifest, sizeof files->sealed_manifest, "%s%s.json.upload%s",
+             entry->archive_path, SEALED_SUFFIX, FS_TEMP_SUFFIX);
+    unlink(files->sealed);
+    int rc = sealed_seal_file(entry->archive_path, files->sealed, &recipients, &io, &sealed, err);
+    if (rc != 0) {
+        files->sealed[0] = '\0';
+        return rc;
+    }
+    snprintf(files->file_name + strlen(files->file_name),
+             sizeof files->file_name - strlen(files->file_name), "%s", SEALED_SUFFIX);
+    snprintf(manifest->archive, sizeof manifest->archive, "%s", files->file_name);
+    snprintf(manifest->archive_sha256, sizeof manifest->archive_sha256, "%s", sealed.sha256);
+    manifest->archive_bytes = sealed.output_bytes;
+    manifest->encrypted = true;
+    sealed_describe_recipients(&recipients, manifest->recipients, sizeof manifest->recipients);
+    rc = manifest_write(files->sealed_manifest, manifest, err);
+    snprintf(files->archive, sizeof files->archive, "%s", files->sealed);
+    snprintf(files->manifest, sizeof files->manifest, "%s", files->sealed_manifest);
+    return rc;
+}
+
 static int upload_one(struct job_context *context, struct target *target,
                       const struct upload_entry *entry, int64_t *bytes, struct error *err)
 {
     const char *file_name = strrchr(entry->archive_path, '/');
-    char manifest_path[4200], archive_key[1024], manifest_key[1100];
+    char archive_key[1024], manifest_key[1100];
+    struct upload_files files = {0};
     struct manifest manifest;
     struct io_context io = {.stop = context->stop};
 
-    file_name = file_name ? file_name + 1 : entry->archive_path;
-    snprintf(manifest_path, sizeof manifest_path, "%s.json", entry->archive_path);
-    int rc = manifest_read(manifest_path, &manifest, err);
-    if (rc != 0)
-        return rc;
-    remote_key_for(context->database->name, file_name, archive_key, sizeof archive_key);
-    snprintf(manifest_key, sizeof manifest_key, "%s.json", archive_key);
-    rc = target_put_file(target, archive_key, entry->archive_path, manifest.archive_sha256, &io, err);
+    snprintf(files.file_name, sizeof files.file_name, "%s",
+             file_name ? file_name + 1 : entry->archive_path);
+    snprintf(files.archive, sizeof files.archive, "%s", entry->archive_path);
+    snprintf(files.manifest, sizeof files.manifest, "%s.json", entry->archive_path);
+    int rc = manifest_read(files.manifest, &manifest, err);
+    if (rc == 0 && context->database->encrypt.recipient_count > 0 && !manifest.encrypted)
+        rc = upload_seal(context, entry, &manifest, &files, err);
+    if (rc == 0) {
+        remote_key_for(context->database->name, files.file_name, archive_key, sizeof archive_key);
+        snprintf(manifest_key, sizeof manifest_key, "%s.json", archive_key);
+        rc = target_put_file(target, archive_key, files.archive, manifest.archive_sha256, &io,
+                             err);
+    }
     if (rc == 0)
-        rc = target_put_file(target, manifest_key, manifest_path, NULL, &io, err);
+        rc = target_put_file(target, manifest_key, files.manifest, NULL, &io, err);
     if (rc == 0)
         *bytes += manifest.archive_bytes;
+    if (files.sealed[0])
+        unlink(files.sealed);
+    if (files.sealed_manifest[0])
+        unlink(files.sealed_manifest);
     return rc;
 }
 

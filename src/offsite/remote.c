@@ -8,8 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "archive/catalog.h"
+#include "archive/manifest.h"
 #include "offsite/target.h"
 
 void remote_key_for(const char *database, const char *file_name, char *out, size_t out_size)
@@ -87,4 +89,17 @@ void remote_list_free(struct remote_list *list)
     free(list->items);
     list->items = NULL;
     list->count = 0;
+}
+
+int remote_read_manifest(struct target *target, const struct remote_backup *backup,
+                         const char *temp_directory, struct manifest *manifest, struct error *err)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/sqlprodd-manifest-%ld.json", temp_directory, (long)getpid());
+    unlink(path);
+    int rc = target_get_file(target, backup->manifest_key, path, NULL, err);
+    if (rc == 0)
+        rc = manifest_read(path, manifest, err);
+    unlink(path);
+    return rc;
 }

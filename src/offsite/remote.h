@@ -39,4 +39,10 @@ int remote_list_backups(struct target *target, const char *name, struct remote_l
                         struct error *err);
 void remote_list_free(struct remote_list *list);
 
+struct manifest;
+/* Reads a backup's manifest from the target through a temp file in
+ * `temp_directory` (removed again). */
+int remote_read_manifest(struct target *target, const struct remote_backup *backup,
+                         const char *temp_directory, struct manifest *manifest, struct error *err);
+
 #endif

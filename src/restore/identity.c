@@ -94,7 +94,7 @@ int identity_keys_load(const struct database_config *db, const char *option,
 
 struct archive_keys identity_keys_view(const struct identity_keys *keys)
 {
-    return (struct archive_keys){keys->identities, keys->count};
+    return (struct archive_keys){keys->identities, keys->count, NULL};
 }
 
 void identity_keys_free(struct identity_keys *keys)
