@@ -252,19 +252,48 @@ static int archive_pool_start(struct archive_pool *pool, enum archive_format for
     return 0;
 }
 
-/* Writes a compressed block (its slot DONE, the lock not held) to `out`,
- * adds it to the digest and the counts, and frees the slot. */
-static int archive_write_block(struct archive_pool *pool, struct archive_slot *slot, int out,
-                               struct io_sha256 *digest, const char *destination,
-                               struct archive_result *result, struct error *err)
+/* Where compressed blocks go: the destination, through an age encryptor
+ * when the archive is sealed; the digest and count are of what is stored. */
+struct archive_writer {
+    int fd;
+    const char *path;
+    struct io_sha256 *digest;
+    struct age_encryptor *encryptor; /* NULL: stored as compressed */
+    int64_t stored_bytes;
+};
+
+static int archive_writer_store(void *context, const unsigned char *data, size_t size,
+                                struct error *err)
+{
+    struct archive_writer *writer = context;
+    int rc = io_write_full(writer->fd, data, size);
+    if (rc < 0)
+        return error_set(err, rc, "cannot write %s: %s", writer->path, strerror(-rc));
+    io_sha256_update(writer->digest, data, size);
+    writer->stored_bytes += (int64_t)size;
+    return 0;
+}
+
+static int archive_writer_put(struct archive_writer *writer, const unsigned char *data,
+                              size_t size, struct error *err)
+{
+    if (writer->encryptor)
+        return age_encrypt_update(writer->encryptor, data, size, err);
+    return archive_writer_store(writer, data, size, err);
+}
+
+/* Writes a compressed block (its slot DONE, the lock not held), adds it to
+ * the counts, and frees the slot. */
+static int archive_write_block(struct archive_pool *pool, struct archive_slot *slot,
+                               struct archive_writer *writer, struct archive_result *result,
+                               struct error *err)
 {
     assert(slot->state == SLOT_DONE);
-    int rc = io_write_full(out, slot->output, slot->output_size);
+    int rc = archive_writer_put(writer, slot->output, slot->output_size, err);
     if (rc < 0)
-        return error_set(err, rc, "cannot write %s: %s", destination, strerror(-rc));
-    io_sha256_update(digest, slot->output, slot->output_size);
+        return rc;
     result->input_bytes += (int64_t)slot->input_size;
-    result->output_bytes += (int64_t)slot->output_size;
+    result->output_bytes = writer->stored_bytes;
     pthread_mutex_lock(&pool->lock);
     slot->state = SLOT_FREE;
     pthread_mutex_unlock(&pool->lock);
@@ -298,9 +327,9 @@ static int archive_submit_block(struct archive_pool *pool, struct archive_slot *
  * compressed ones in order. It sleeps only when it can neither write the
  * oldest block (still being compressed) nor read a new one (every slot in
  * use, or the input is exhausted). */
-static int archive_compress_blocks(struct archive_pool *pool, int in, int out,
-                                   struct io_sha256 *digest, const char *source,
-                                   const char *destination, const struct io_context *io,
+static int archive_compress_blocks(struct archive_pool *pool, int in,
+                                   struct archive_writer *writer, const char *source,
+                                   const struct io_context *io,
                                    int64_t total, struct archive_result *result, struct error *err)
 {
     uint64_t written = 0;
@@ -317,7 +346,7 @@ static int archive_compress_blocks(struct archive_pool *pool, int in, int out,
         bool in_flight = written < pool->submitted;
         if (in_flight && oldest->state == SLOT_DONE) {
             pthread_mutex_unlock(&pool->lock);
-            rc = archive_write_block(pool, oldest, out, digest, destination, result, err);
+            rc = archive_write_block(pool, oldest, writer, result, err);
             written++;
             if (rc == 0 && result->input_bytes - reported >= ARCHIVE_PROGRESS_BYTES) {
                 reported = result->input_bytes;
@@ -335,6 +364,10 @@ static int archive_compress_blocks(struct archive_pool *pool, int in, int out,
             rc = archive_submit_block(pool, next, first, in, source, &input_done, err);
         } else if (input_done && !in_flight) {
             pthread_mutex_unlock(&pool->lock);
+            /* age: the final chunk, written only now, makes the file whole. */
+            if (writer->encryptor && (rc = age_encrypt_finish(writer->encryptor, err)) != 0)
+                return rc;
+            result->output_bytes = writer->stored_bytes;
             io_report_progress(io, result->input_bytes, total);
             return 0;
         } else {
@@ -442,14 +475,19 @@ int archive_compress_format(const char *source, const char *destination, enum ar
         return error_set(err, -EINVAL, "cannot compress %s: %s level %d is not in 1-%d", source,
                          archive_format_name(format), level, highest);
     int rc = archive_files_open(source, destination, &files, err);
+    struct archive_writer writer = {.fd = files.out, .path = destination, .digest = &files.digest};
+    if (rc == 0 && options && options->recipient_count > 0)
+        rc = age_encryptor_new(options->recipients, options->recipient_count,
+                               archive_writer_store, &writer, &writer.encryptor, err);
     if (rc == 0) {
         struct archive_pool pool;
         rc = archive_pool_start(&pool, format, level, io, options, err);
         if (rc == 0)
-            rc = archive_compress_blocks(&pool, files.in, files.out, &files.digest, source,
-                                         destination, io, files.total, &local, err);
+            rc = archive_compress_blocks(&pool, files.in, &writer, source, io, files.total,
+                                         &local, err);
         archive_pool_stop(&pool);
     }
+    age_encryptor_free(writer.encryptor);
     return archive_files_close(&files, destination, rc, &local, result, err);
 }
 

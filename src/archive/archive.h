@@ -30,11 +30,14 @@ struct archive_options {
     int threads;                 /* compression threads; 0 means 2 */
     struct archive_early *early; /* blocks compressed while the source was still
                                     being written (archive_early.h); may be NULL */
+    const struct age_recipient *recipients; /* seal the archive to these as it is
+                                               written (an age file, sealed.h) */
+    size_t recipient_count;                 /* 0: not sealed */
 };
 
 struct archive_result {
     int64_t input_bytes;
-    int64_t output_bytes;
+    int64_t output_bytes; /* as stored: sealed, when it was */
     char sha256[ARCHIVE_SHA256_HEX]; /* of the output file, lowercase hex */
 };
 

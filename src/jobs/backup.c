@@ -13,12 +13,12 @@
  *      read the finished copy, so they run at once and the backup takes
  *      the longer of the two, not their sum; a copy that fails the check
  *      loses its archive before anything is renamed;
- *   4. with encrypt.local, encrypt the archive to its recipients
- *      (archive/sealed.h) and remove the unencrypted one;
- *   5. rename the archive to NAME-STAMP.db.gz (.db.zst with compress =
+ *      (with encrypt.local, the archive is written encrypted to its
+ *      recipients as it is compressed: archive/sealed.h);
+ *   4. rename the archive to NAME-STAMP.db.gz (.db.zst with compress =
  *      "zstd", ".age" after either when encrypted) and fsync the directory;
- *   6. write the manifest, last: it is what makes the archive a backup;
- *   7. queue the upload; local retention and the upload follow (jobs/plan.c).
+ *   5. write the manifest, last: it is what makes the archive a backup;
+ *   6. queue the upload; local retention and the upload follow (jobs/plan.c).
  * The live database is opened read-only and never modified.
  */
 #include <errno.h>
@@ -50,10 +50,15 @@ struct backup_paths {
     char directory[4096];
     char copy[4200];    /* the VACUUM INTO output */
     char temp[4200];    /* the archive being written */
-    char sealed[4300];  /* its encrypted copy being written, with encrypt.local */
     char archive[4200]; /* its final name */
     char manifest[4300];
 };
+
+/* encrypt.local: the archives kept here are encrypted too. */
+static bool backup_seals_locally(const struct database_config *db)
+{
+    return db->encrypt.local && db->encrypt.recipient_count > 0;
+}
 
 static void remove_copy(const struct backup_paths *paths)
 {
@@ -315,6 +320,13 @@ static int backup_verify_and_compress(struct job_context *context, const struct 
                             .progress_context = progress ? progress->self : NULL,
                             .background = background};
     struct archive_options options = {.early = early};
+    if (backup_seals_locally(db)) {
+        options.recipients = db->encrypt.recipients;
+        options.recipient_count = db->encrypt.recipient_count;
+        struct sealed_recipients recipients = sealed_recipients_of(db);
+        manifest->encrypted = true;
+        sealed_describe_recipients(&recipients, manifest->recipients, sizeof manifest->recipients);
+    }
     pthread_t thread;
 
     bool threaded = io_thread_start(&thread, backup_verify_thread, &verification) == 0;
@@ -362,33 +374,6 @@ static void backup_fill_manifest(const struct job_context *context, time_t creat
     snprintf(manifest->sqlprodd_version, sizeof manifest->sqlprodd_version, "%s", SQLPRODD_VERSION);
 }
 
-/* encrypt.local: the archives kept here are encrypted too. */
-static bool backup_seals_locally(const struct database_config *db)
-{
-    return db->encrypt.local && db->encrypt.recipient_count > 0;
-}
-
-/* The verified archive at paths->temp becomes its encrypted copy at
- * paths->sealed; the unencrypted one is removed either way. */
-static int backup_seal(struct job_context *context, const struct backup_paths *paths,
-                       struct manifest *manifest, struct archive_result *archived,
-                       struct error *err)
-{
-    const struct database_config *db = context->database;
-    struct sealed_recipients recipients = sealed_recipients_of(db);
-    struct io_context io = {.stop = context->stop, .background = !context->one_off};
-    struct archive_result sealed = {0};
-    int rc = sealed_seal_file(paths->temp, paths->sealed, &recipients, &io, &sealed, err);
-    unlink(paths->temp);
-    if (rc != 0)
-        return rc;
-    snprintf(archived->sha256, sizeof archived->sha256, "%s", sealed.sha256);
-    archived->output_bytes = sealed.output_bytes;
-    manifest->encrypted = true;
-    sealed_describe_recipients(&recipients, manifest->recipients, sizeof manifest->recipients);
-    return 0;
-}
-
 static int backup_prepare_paths(const struct database_config *db, time_t created,
                                 struct backup_paths *paths, char *archive_name, size_t name_size,
                                 struct error *err)
@@ -406,12 +391,7 @@ static int backup_prepare_paths(const struct database_config *db, time_t created
     if (catalog_archive_path(db, archive_name, paths->archive, sizeof paths->archive) != 0)
         return error_set(err, -ENAMETOOLONG, "backup directory for %s: path too long", db->name);
     snprintf(paths->manifest, sizeof paths->manifest, "%s.json", paths->archive);
-    /* The unencrypted archive is "NAME-STAMP.db.gz.tmp" also when sealing:
-     * a temp file, removed at the next start if a crash leaves it. */
-    snprintf(paths->temp, sizeof paths->temp, "%.*s%s",
-             (int)(strlen(paths->archive) - (backup_seals_locally(db) ? strlen(SEALED_SUFFIX) : 0)),
-             paths->archive, FS_TEMP_SUFFIX);
-    snprintf(paths->sealed, sizeof paths->sealed, "%s%s", paths->archive, FS_TEMP_SUFFIX);
+    snprintf(paths->temp, sizeof paths->temp, "%s%s", paths->archive, FS_TEMP_SUFFIX);
     snprintf(paths->copy, sizeof paths->copy, "%s/%s-copy.db%s", paths->directory, db->name,
              FS_TEMP_SUFFIX);
     if (access(paths->archive, F_OK) == 0)
@@ -478,14 +458,6 @@ int job_backup(struct job_context *context, struct job_result *result)
     remove_copy(&paths);
     copy_made = false;
 
-    if (backup_seals_locally(db)) {
-        temp_made = false; /* removed by backup_seal, whatever happens */
-        rc = backup_seal(context, &paths, &manifest, &archived, &err);
-        if (rc != 0)
-            goto fail;
-        snprintf(paths.temp, sizeof paths.temp, "%s", paths.sealed);
-        temp_made = true;
-    }
     rc = fs_rename_durably(paths.temp, paths.archive, &err);
     if (rc != 0)
         goto fail;

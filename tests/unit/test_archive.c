@@ -296,6 +296,64 @@ static void round_trip_gives_back_the_same_working_database(void **state)
     unlink(restored);
 }
 
+/* Sealed as it is compressed (encrypt.local): an age file that the age
+ * tool opens into the very gzip archive, that decompresses with the
+ * identity only, and whose sha256 is of the stored bytes. */
+static void sealed_archive_opens_with_its_identity_only(void **state)
+{
+    (void)state;
+    struct error err = {0};
+    struct archive_result made, result;
+    struct age_identity identity, stranger;
+    struct age_recipient recipient;
+    char archive[PATH_MAX], restored[PATH_MAX], key[PATH_MAX], text[256];
+    path_in("sealed.db.gz.age", archive);
+    path_in("sealed-restored.db", restored);
+    path_in("sealed-key.txt", key);
+    assert_int_equal(age_identity_generate(&identity, &err), 0);
+    assert_int_equal(age_identity_generate(&stranger, &err), 0);
+    age_identity_recipient(&identity, &recipient);
+    struct archive_options options = {.recipients = &recipient, .recipient_count = 1};
+    assert_int_equal(archive_compress_format(fixture.database, archive, ARCHIVE_GZIP, 6, NULL,
+                                             &options, &made, &err),
+                     0);
+    assert_int_equal(made.output_bytes, size_of(archive));
+    assert_int_equal(run("head -c 22 %s | grep -qx age-encryption.org/v1", archive), 0);
+    assert_true(run("gzip -t < %s 2>/dev/null", archive) != 0); /* not readable as it is */
+    char sha[ARCHIVE_SHA256_HEX];
+    assert_int_equal(archive_sha256_file(archive, sha, &err), 0);
+    assert_string_equal(made.sha256, sha);
+
+    /* No key, the wrong key: refused, nothing left behind. */
+    struct archive_keys none = {0}, wrong = {&stranger, 1, "the-object"};
+    assert_int_equal(archive_decompress(archive, restored, &none, NULL, &result, &err), -ENOKEY);
+    assert_non_null(strstr(err.message, "--identity"));
+    assert_int_equal(archive_decompress(archive, restored, &wrong, NULL, &result, &err), -EACCES);
+    assert_non_null(strstr(err.message, "the-object"));
+    assert_int_equal(access(restored, F_OK), -1);
+
+    struct archive_keys keys = {&identity, 1, NULL};
+    assert_int_equal(archive_decompress(archive, restored, &keys, NULL, &result, &err), 0);
+    assert_int_equal(run("cmp -s %s %s", restored, fixture.database), 0);
+    assert_string_equal(result.sha256, sha);
+    unlink(restored);
+
+    if (run("command -v age >/dev/null") == 0) {
+        assert_true(age_identity_file_text(&identity, 0, text, sizeof text) > 0);
+        FILE *file = fopen(key, "w");
+        assert_non_null(file);
+        fputs(text, file);
+        fclose(file);
+        assert_int_equal(run("age -d -i %s %s | gunzip | cmp -s - %s", key, archive,
+                             fixture.database),
+                         0);
+        unlink(key);
+    }
+    unlink(archive);
+    age_identity_wipe(&identity);
+    age_identity_wipe(&stranger);
+}
+
 /* Decompressing `archive` fails as corrupt, naming it, and leaves nothing. */
 static void assert_rejected_as_corrupt(const char *archive)
 {
@@ -613,6 +671,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(database_archive_is_gzip_that_gzip_and_sha256sum_agree_with),
         cmocka_unit_test(round_trip_gives_back_the_same_working_database),
+        cmocka_unit_test(sealed_archive_opens_with_its_identity_only),
         cmocka_unit_test(truncated_archive_is_refused_and_leaves_nothing),
         cmocka_unit_test(corrupt_byte_is_refused),
         cmocka_unit_test(trailing_garbage_is_refused),
