@@ -18,6 +18,7 @@
 #include "cli/cli.h"
 #include "db/database.h"
 #include "offsite/target.h"
+#include "restore/identity.h"
 
 struct check_report {
     const struct config *config;
@@ -112,6 +113,42 @@ static void check_database(struct check_report *report, const struct database_co
         check_problem(report, db->line, key, "cannot write backups to %s: %s", db->backup.dir, why);
 }
 
+/* An identity in the configuration must open what is encrypted now: one
+ * that matches none of the recipients is found here, not on the day of a
+ * restore. An identity this user cannot read is restore's business (it
+ * runs as root; the agent never reads it). */
+static void check_encryption(struct check_report *report, const struct database_config *db)
+{
+    struct identity_keys keys = {0};
+    struct error err = {0};
+    char key[300];
+    if (db->encrypt.recipient_count == 0 || (!db->encrypt.identity && !db->encrypt.identity_credential))
+        return;
+    snprintf(key, sizeof key, "databases.%s.encrypt.identity", db->name);
+    int rc = identity_keys_load(db, NULL, &keys, &err);
+    if (rc == -EACCES || rc == -ENOENT) {
+        identity_keys_free(&keys);
+        return;
+    }
+    if (rc != 0) {
+        check_problem(report, db->line, key, "%s", err.message);
+        return;
+    }
+    bool opens = false;
+    for (size_t i = 0; i < keys.count && !opens; i++) {
+        struct age_recipient own;
+        age_identity_recipient(&keys.identities[i], &own);
+        for (size_t j = 0; j < db->encrypt.recipient_count && !opens; j++)
+            opens = memcmp(own.public_key, db->encrypt.recipients[j].public_key, AGE_KEY_SIZE) == 0;
+    }
+    if (!opens)
+        check_problem(report, db->line, key,
+                      "%s holds no identity of the recipients: what is encrypted now could not "
+                      "be restored with it (age-keygen -y %s prints its public key)",
+                      keys.source, db->encrypt.identity ? db->encrypt.identity : "FILE");
+    identity_keys_free(&keys);
+}
+
 static void check_target(struct check_report *report, const struct target_config *config)
 {
     char key[300];
@@ -168,8 +205,10 @@ int cli_check(const struct config *config, int argc, char **argv)
         if (check_directory_writable(dirname(directory), why, sizeof why) != 0)
             check_problem(&report, 1, "metrics.textfile", "%s", why);
     }
-    for (size_t i = 0; i < config->database_count; i++)
+    for (size_t i = 0; i < config->database_count; i++) {
         check_database(&report, &config->databases[i]);
+        check_encryption(&report, &config->databases[i]);
+    }
     for (size_t i = 0; i < config->target_count; i++)
         check_target(&report, &config->targets[i]);
     if (report.problems) {

@@ -320,6 +320,18 @@ class EncryptedLocalArchives(S3TestCase):
         self.assertIn("sha256 matches the manifest", result.stdout)
         self.assertEqual(marker_rows(to), 1)
 
+    def test_check_finds_an_identity_that_opens_nothing(self):
+        other = os.path.join(self.dir, "other.txt")
+        age_keygen(other)
+        for identity, code in ((self.key, 0), (other, 1)):
+            self.write_config(
+                f'{{ name = "app"; path = "{self.db_path()}"; encrypt = {{ '
+                f'recipients = ( "{self.recipient}" ); identity = "{identity}"; }}; }}')
+            result = self.run_cli("check", check=code)
+        self.assertRegex(result.stdout, r"sqlprodd.conf:\d+: databases.app.encrypt.identity: "
+                                        + other + r" \(encrypt.identity\) holds no identity of "
+                                        r"the recipients")
+
     def test_bad_keys_in_the_configuration(self):
         recipients = os.path.join(self.dir, "recipients.txt")
         with open(recipients, "w") as f:
