@@ -87,8 +87,9 @@ static int seal_stream(int in, const char *source, struct seal_output *output,
 }
 
 int sealed_seal_file(const char *source, const char *destination,
-                     const struct sealed_recipients *recipients, const struct io_context *io,
-                     struct archive_result *result, struct error *err)
+                     const struct sealed_recipients *recipients, bool durable,
+                     const struct io_context *io, struct archive_result *result,
+                     struct error *err)
 {
     struct archive_result local = {0};
     struct seal_output output = {.fd = -1, .path = destination};
@@ -108,7 +109,7 @@ int sealed_seal_file(const char *source, const char *destination,
     bool created = rc == 0;
     if (rc == 0)
         rc = seal_stream(in, source, &output, recipients, io, &local.input_bytes, err);
-    if (rc == 0 && fsync(output.fd) != 0)
+    if (rc == 0 && durable && fsync(output.fd) != 0)
         rc = error_set(err, -errno, "cannot sync %s: %s", destination, strerror(errno));
     if (output.fd >= 0 && close(output.fd) != 0 && rc == 0)
         rc = error_set(err, -errno, "cannot write %s: %s", destination, strerror(errno));

@@ -45,13 +45,15 @@ static inline struct sealed_recipients sealed_recipients_of(const struct databas
 
 /*
  * Encrypts the file `source` into the new file `destination` (created 0600
- * with O_EXCL, fsync'd, removed on any failure). result: input_bytes the
- * plaintext's size, output_bytes and sha256 the sealed file's. io may be
- * NULL; io->stop is honoured (-ECANCELED).
+ * with O_EXCL, removed on any failure; fsync'd when `durable`, which a temp
+ * copy for an upload need not be). result: input_bytes the plaintext's
+ * size, output_bytes and sha256 the sealed file's. io may be NULL;
+ * io->stop is honoured (-ECANCELED).
  */
 int sealed_seal_file(const char *source, const char *destination,
-                     const struct sealed_recipients *recipients, const struct io_context *io,
-                     struct archive_result *result, struct error *err);
+                     const struct sealed_recipients *recipients, bool durable,
+                     const struct io_context *io, struct archive_result *result,
+                     struct error *err);
 
 /* Encrypts `size` bytes into *out (malloc'd, *out_size bytes). */
 int sealed_seal_buffer(const void *data, size_t size, const struct sealed_recipients *recipients,

@@ -63,7 +63,9 @@ static int upload_seal(struct job_context *context, const struct upload_entry *e
     snprintf(files->sealed_manifest, sizeof files->sealed_manifest, "%s%s.json.upload%s",
              entry->archive_path, SEALED_SUFFIX, FS_TEMP_SUFFIX);
     unlink(files->sealed);
-    int rc = sealed_seal_file(entry->archive_path, files->sealed, &recipients, &io, &sealed, err);
+    /* Not fsync'd: a temp copy that a crash leaves is removed, never used. */
+    int rc = sealed_seal_file(entry->archive_path, files->sealed, &recipients, false, &io, &sealed,
+                              err);
     if (rc != 0) {
         files->sealed[0] = '\0';
         return rc;
