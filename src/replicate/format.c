@@ -555,8 +555,8 @@ static int format_get_encryption(json_t *root, struct format_encryption *out, co
         const char *text = json_string_value(json_array_get(list, i));
         if (!text || !format_recipient_ok(text))
             return error_set(err, -EINVAL,
-                             "%s: \"encryption\": recipient %zu is not a recipient string",
-                             object, i + 1);
+                             "%s: \"encryption\": recipient %zu is not a recipient string", object,
+                             i + 1);
         snprintf(out->recipients[i], FORMAT_RECIPIENT_SIZE, "%s", text);
         out->recipient_count = i + 1;
     }

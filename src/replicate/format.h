@@ -97,14 +97,14 @@ struct format_segment {
     uint32_t generation;
     uint64_t start, end; /* WAL bytes [start, end) of the generation */
     uint32_t page_size;
-    uint32_t salt[2];              /* of the generation's header */
-    uint32_t checksum[2];          /* running checksum at `end` */
-    bool big_endian_checksum;      /* the header's byte order for checksums */
-    char sha256[65];               /* of the stored object (.wal.gz or .wal.gz.age) */
-    uint64_t size;                 /* bytes of the stored object */
+    uint32_t salt[2];                    /* of the generation's header */
+    uint32_t checksum[2];                /* running checksum at `end` */
+    bool big_endian_checksum;            /* the header's byte order for checksums */
+    char sha256[65];                     /* of the stored object (.wal.gz or .wal.gz.age) */
+    uint64_t size;                       /* bytes of the stored object */
     struct format_encryption encryption; /* sealed: the object is S-E.wal.gz.age */
-    size_t commit_count;           /* at least 1 */
-    struct format_commit *commits; /* decoded: owned (format_segment_free) */
+    size_t commit_count;                 /* at least 1 */
+    struct format_commit *commits;       /* decoded: owned (format_segment_free) */
 };
 
 /* A generation's base.json. */

@@ -31,9 +31,8 @@ void replica_seal_describe(const struct sealed_recipients *recipients,
     }
 }
 
-int replica_seal_file(const char *plain, const struct sealed_recipients *recipients,
-                      char *sealed, size_t sealed_size, struct archive_result *result,
-                      struct error *err)
+int replica_seal_file(const char *plain, const struct sealed_recipients *recipients, char *sealed,
+                      size_t sealed_size, struct archive_result *result, struct error *err)
 {
     int n = snprintf(sealed, sealed_size, "%s" SEALED_SUFFIX, plain);
     int rc = n < 0 || (size_t)n >= sealed_size

@@ -34,8 +34,7 @@ void replica_seal_describe(const struct sealed_recipients *recipients,
 /* Seals the spool file `plain` into `plain` + ".age" and removes `plain`,
  * whatever the outcome; `sealed` receives the new path. result: sha256 and
  * output_bytes of the sealed file. */
-int replica_seal_file(const char *plain, const struct sealed_recipients *recipients,
-                      char *sealed, size_t sealed_size, struct archive_result *result,
-                      struct error *err);
+int replica_seal_file(const char *plain, const struct sealed_recipients *recipients, char *sealed,
+                      size_t sealed_size, struct archive_result *result, struct error *err);
 
 #endif

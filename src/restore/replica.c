@@ -807,8 +807,7 @@ static int replica_inflater_feed(struct replica_inflater *f, const unsigned char
         size_t produced = REPLICA_BUFFER - f->z.avail_out;
         int rc = produced ? io_write_full(f->fd, f->out, produced) : 0;
         if (rc != 0)
-            return error_set(err, rc, "writing the WAL rebuilt from %s: %s", f->key,
-                             strerror(-rc));
+            return error_set(err, rc, "writing the WAL rebuilt from %s: %s", f->key, strerror(-rc));
         *f->written += produced;
         full = f->z.avail_out == 0;
         if (zrc == Z_STREAM_END) {
@@ -1260,8 +1259,7 @@ int replica_restore(const struct replica_request *request, struct replica_result
         struct io_context io = {.stop = request->stop};
         unlink(request->output);
         output_made = true;
-        rc = archive_decompress(jobs[0].path, request->output, &request->keys, &io, &unpacked,
-                                err);
+        rc = archive_decompress(jobs[0].path, request->output, &request->keys, &io, &unpacked, err);
         if (rc != 0)
             error_prefix(err, "%s: ", jobs[0].key);
         /* Which key opens it, from base.json: what the operator looks for. */

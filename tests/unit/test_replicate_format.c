@@ -387,16 +387,16 @@ static void sealed_names_end_in_age_and_parse_apart_from_plain_ones(void **state
 
     assert_int_equal(format_key(key, sizeof key, "app", FORMAT_SEALED_BASE, 1, 0, 0, &err), 0);
     assert_string_equal(key, "app/replica/g00000001/base.db.gz.age");
-    assert_int_equal(
-        format_key(key, sizeof key, "app", FORMAT_SEALED_SEGMENT, 3, 0, 111272, &err), 0);
+    assert_int_equal(format_key(key, sizeof key, "app", FORMAT_SEALED_SEGMENT, 3, 0, 111272, &err),
+                     0);
     assert_string_equal(key, "app/replica/g00000003/wal/000000000000-000000111272.wal.gz.age");
     /* The same range checks as a plain segment. */
-    assert_int_equal(
-        format_key(key, sizeof key, "app", FORMAT_SEALED_SEGMENT, 3, 9, 9, &err), -EINVAL);
+    assert_int_equal(format_key(key, sizeof key, "app", FORMAT_SEALED_SEGMENT, 3, 9, 9, &err),
+                     -EINVAL);
 
-    assert_int_equal(format_segment_parse("000000111272-000001000000.wal.gz.age", ".wal.gz.age",
-                                          &start, &end),
-                     0);
+    assert_int_equal(
+        format_segment_parse("000000111272-000001000000.wal.gz.age", ".wal.gz.age", &start, &end),
+        0);
     assert_int_equal(start, 111272);
     assert_int_equal(end, 1000000);
     /* Neither suffix passes for the other: restore lists both kinds. */
@@ -445,9 +445,9 @@ static void encryption_record_round_trips_and_is_absent_when_plain(void **state)
     strcpy(b.encryption.recipients[0], RECIPIENT_A);
     text = format_base_encode(&b, &err);
     assert_non_null(text);
-    assert_int_equal(format_base_decode(text, strlen(text), "app/replica/g00000007/base.json",
-                                        &base_back, &err),
-                     0);
+    assert_int_equal(
+        format_base_decode(text, strlen(text), "app/replica/g00000007/base.json", &base_back, &err),
+        0);
     assert_int_equal(base_back.encryption.recipient_count, 1);
     assert_string_equal(base_back.encryption.recipients[0], RECIPIENT_A);
     free(text);
@@ -463,13 +463,12 @@ static void damaged_encryption_records_are_refused_naming_object(void **state)
     (void)state;
     const char *object = "app/replica/g00000003/base.json";
 #define BASE_HEAD                                                                                  \
-    "{\"format\":1,\"generation\":3,\"frame\":0,\"from\":\"g00000002/end\","                      \
+    "{\"format\":1,\"generation\":3,\"frame\":0,\"from\":\"g00000002/end\","                       \
     "\"page_size\":4096,\"taken_at\":\"2026-12-02T11:24:07.123Z\",\"encryption\":"
     const char *cases[][2] = {
         {BASE_HEAD "\"age\"}", "\"encryption\" is not an object"},
         {BASE_HEAD "{\"recipients\":[\"" RECIPIENT_A "\"]}}", "format"},
-        {BASE_HEAD "{\"format\":\"pgp\",\"recipients\":[\"" RECIPIENT_A "\"]}}",
-         "another version"},
+        {BASE_HEAD "{\"format\":\"pgp\",\"recipients\":[\"" RECIPIENT_A "\"]}}", "another version"},
         {BASE_HEAD "{\"format\":\"age-encryption.org/v1\",\"recipients\":[]}}", "recipients"},
         {BASE_HEAD "{\"format\":\"age-encryption.org/v1\"}}", "recipients"},
         {BASE_HEAD "{\"format\":\"age-encryption.org/v1\",\"recipients\":[7]}}", "recipient 1"},
