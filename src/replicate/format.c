@@ -101,7 +101,7 @@ int format_key(char *out, size_t size, const char *database, enum format_object 
     if (object != FORMAT_INDEX && (generation == 0 || generation > FORMAT_GENERATION_MAX))
         return error_set(err, -EINVAL, "%s: generation %" PRIu32 " out of range 1..%u", database,
                          generation, FORMAT_GENERATION_MAX);
-    if ((object == FORMAT_SEGMENT || object == FORMAT_SIDECAR) &&
+    if ((object == FORMAT_SEGMENT || object == FORMAT_SEALED_SEGMENT || object == FORMAT_SIDECAR) &&
         (start >= end || end > FORMAT_OFFSET_MAX))
         return error_set(err, -EINVAL, "%s: segment range %" PRIu64 "-%" PRIu64 " not valid",
                          database, start, end);
@@ -119,6 +119,12 @@ int format_key(char *out, size_t size, const char *database, enum format_object 
         break;
     case FORMAT_GENERATION_DIR: n = snprintf(out, size, "%s/replica/%s/", database, gen); break;
     case FORMAT_SEGMENT_DIR: n = snprintf(out, size, "%s/replica/%s/wal/", database, gen); break;
+    case FORMAT_SEALED_BASE:
+        n = snprintf(out, size, "%s/replica/%s/base.db.gz.age", database, gen);
+        break;
+    case FORMAT_SEALED_SEGMENT:
+        n = snprintf(out, size, "%s/replica/%s/wal/%s.wal.gz.age", database, gen, segment);
+        break;
     }
     if (n < 0 || (size_t)n >= size)
         return error_set(err, -ENAMETOOLONG, "%s: object key longer than %zu bytes", database,
@@ -200,6 +206,34 @@ static bool format_sha256_ok(const char *hex)
     return i == 64;
 }
 
+/* A recipient as age prints it: printable ASCII, no space (one a line in
+ * a recipients file), so that it can be pasted into `age -r`. */
+static bool format_recipient_ok(const char *text)
+{
+    size_t length = strlen(text);
+    if (length == 0 || length >= FORMAT_RECIPIENT_SIZE)
+        return false;
+    for (size_t i = 0; i < length; i++)
+        if (text[i] <= ' ' || text[i] >= 0x7f)
+            return false;
+    return true;
+}
+
+static int format_encryption_check(const struct format_encryption *e, const char *object,
+                                   struct error *err)
+{
+    if (e->recipient_count > FORMAT_RECIPIENTS_MAX)
+        return error_set(err, -EINVAL, "%s: \"encryption\" names %zu recipients, at most %d",
+                         object, e->recipient_count, FORMAT_RECIPIENTS_MAX);
+    for (size_t i = 0; i < e->recipient_count; i++)
+        if (!format_recipient_ok(e->recipients[i]))
+            return error_set(err, -EINVAL,
+                             "%s: \"encryption\": recipient %zu is empty, too long or holds a "
+                             "space or a control character",
+                             object, i + 1);
+    return 0;
+}
+
 static int format_segment_check(const struct format_segment *s, const char *object,
                                 struct error *err)
 {
@@ -225,6 +259,8 @@ static int format_segment_check(const struct format_segment *s, const char *obje
         return error_set(err, -EINVAL, "%s: \"sha256\" is not 64 lower-case hex digits", object);
     if (s->size == 0)
         return error_set(err, -EINVAL, "%s: \"size\" is 0, no gzip member is that small", object);
+    if (format_encryption_check(&s->encryption, object, err) < 0)
+        return -EINVAL;
     if (s->commit_count == 0 || !s->commits)
         return error_set(err, -EINVAL, "%s: \"commits\" is empty: a segment holds whole commits",
                          object);
@@ -273,6 +309,8 @@ static int format_base_check(const struct format_base *b, const char *object, st
                          b->page_size);
     if (b->taken_at_ms <= 0)
         return error_set(err, -EINVAL, "%s: \"taken_at\" missing", object);
+    if (format_encryption_check(&b->encryption, object, err) < 0)
+        return -EINVAL;
     if (b->from_generation == 0) {
         if (!format_sha256_ok(b->sha256))
             return error_set(err, -EINVAL,
@@ -463,6 +501,68 @@ static int format_load(const char *text, size_t length, const char *object, json
     return 0;
 }
 
+/* ---- "encryption" ---- */
+
+/* Written only for a sealed object: an unencrypted replica's manifests stay
+ * byte for byte what they were. */
+static int format_set_encryption(json_t *root, const struct format_encryption *e)
+{
+    if (e->recipient_count == 0)
+        return 0;
+    json_t *record = json_object(), *list = json_array();
+    int rc = record && list ? 0 : -ENOMEM;
+    for (size_t i = 0; i < e->recipient_count && rc == 0; i++)
+        rc = json_array_append_new(list, json_string(e->recipients[i])) == 0 ? 0 : -ENOMEM;
+    if (rc != 0) {
+        json_decref(list);
+        json_decref(record);
+        return rc;
+    }
+    rc |= format_set(record, "format", json_string(FORMAT_ENCRYPTION_AGE));
+    rc |= format_set(record, "recipients", list);
+    rc |= format_set(root, "encryption", record);
+    return rc;
+}
+
+/* Optional; when present, the one format this restore can open, and at
+ * least one recipient (an object sealed to nobody opens for nobody). */
+static int format_get_encryption(json_t *root, struct format_encryption *out, const char *object,
+                                 struct error *err)
+{
+    json_t *record = json_object_get(root, "encryption");
+    const char *format = NULL;
+    memset(out, 0, sizeof *out);
+    if (!record)
+        return 0;
+    if (!json_is_object(record))
+        return error_set(err, -EINVAL, "%s: field \"encryption\" is not an object", object);
+    if (format_get_string(record, "format", true, &format, object, err) < 0) {
+        error_prefix(err, "\"encryption\": ");
+        return -EINVAL;
+    }
+    if (strcmp(format, FORMAT_ENCRYPTION_AGE) != 0)
+        return error_set(err, -EINVAL,
+                         "%s: \"encryption\" is \"%s\", not \"" FORMAT_ENCRYPTION_AGE
+                         "\": written by another version of sqlprodd; restore with that version",
+                         object, format);
+    json_t *list = json_object_get(record, "recipients");
+    if (!json_is_array(list) || json_array_size(list) == 0 ||
+        json_array_size(list) > FORMAT_RECIPIENTS_MAX)
+        return error_set(err, -EINVAL,
+                         "%s: \"encryption\": \"recipients\" is not a list of 1..%d recipients",
+                         object, FORMAT_RECIPIENTS_MAX);
+    for (size_t i = 0; i < json_array_size(list); i++) {
+        const char *text = json_string_value(json_array_get(list, i));
+        if (!text || !format_recipient_ok(text))
+            return error_set(err, -EINVAL,
+                             "%s: \"encryption\": recipient %zu is not a recipient string", object,
+                             i + 1);
+        snprintf(out->recipients[i], FORMAT_RECIPIENT_SIZE, "%s", text);
+        out->recipient_count = i + 1;
+    }
+    return 0;
+}
+
 /* ---- segment sidecar ---- */
 
 char *format_segment_encode(const struct format_segment *s, struct error *err)
@@ -491,6 +591,7 @@ char *format_segment_encode(const struct format_segment *s, struct error *err)
     rc |= format_set(root, "checksum", pair);
     rc |= format_set(root, "sha256", json_string(s->sha256));
     rc |= format_set(root, "size", format_json_u64(s->size));
+    rc |= format_set_encryption(root, &s->encryption);
     for (size_t i = 0; i < s->commit_count && rc == 0; i++) {
         json_t *c = json_object();
         if (!c || json_array_append_new(commits, c) < 0)
@@ -533,7 +634,8 @@ int format_segment_decode(const char *text, size_t length, const char *object,
         (rc = format_get_pair(root, "salt", out->salt, object, err)) < 0 ||
         (rc = format_get_pair(root, "checksum", out->checksum, object, err)) < 0 ||
         (rc = format_get_sha256(root, out->sha256, true, object, err)) < 0 ||
-        (rc = format_get_u64(root, "size", INT64_MAX, true, &out->size, object, err)) < 0)
+        (rc = format_get_u64(root, "size", INT64_MAX, true, &out->size, object, err)) < 0 ||
+        (rc = format_get_encryption(root, &out->encryption, object, err)) < 0)
         goto out;
     json_t *order = json_object_get(root, "big_endian_checksum");
     if (order && !json_is_boolean(order)) {
@@ -613,6 +715,7 @@ char *format_base_encode(const struct format_base *b, struct error *err)
     }
     rc |= format_set(root, "page_size", json_integer(b->page_size));
     rc |= format_set_time(root, "taken_at", b->taken_at_ms);
+    rc |= format_set_encryption(root, &b->encryption);
     if (rc != 0)
         goto nomem;
     text = format_dump(root, err);
@@ -650,7 +753,8 @@ int format_base_decode(const char *text, size_t length, const char *object, stru
         (rc = format_get_u64(root, "frame", UINT32_MAX, true, &out->frame, object, err)) < 0 ||
         (rc = format_get_string(root, "from", false, &from, object, err)) < 0 ||
         (rc = format_get_u32(root, "page_size", true, &out->page_size, object, err)) < 0 ||
-        (rc = format_get_time(root, "taken_at", true, &out->taken_at_ms, object, err)) < 0)
+        (rc = format_get_time(root, "taken_at", true, &out->taken_at_ms, object, err)) < 0 ||
+        (rc = format_get_encryption(root, &out->encryption, object, err)) < 0)
         goto out;
     if (from && format_parse_end_link(from, &out->from_generation) < 0) {
         rc = error_set(err, -EINVAL, "%s: field \"from\" is \"%s\", not \"gNNNNNNNN/end\"", object,

@@ -10,6 +10,10 @@
  *   DB/replica/gNNNNNNNN/wal/S-E.wal.gz         one gzip member, WAL bytes [S, E)
  *   DB/replica/gNNNNNNNN/wal/S-E.wal.json       its sidecar: commits, times
  * S and E are byte offsets zero-padded to 12 digits so that names sort.
+ * With encryption (encrypt.recipients), the data objects are age files of
+ * exactly those bytes, named base.db.gz.age and S-E.wal.gz.age; the JSON
+ * manifests stay plain (they hold no data) and say, in "encryption", which
+ * recipients each object was sealed to.
  *
  * What it is not: no I/O (text in, text out), no clock (times are
  * parameters), no decisions about what to ship or restore. Decoding is strict
@@ -31,6 +35,10 @@
 #define FORMAT_OFFSET_MAX     999999999999ull /* twelve digits */
 #define FORMAT_TIME_SIZE      32              /* "2026-12-02T11:24:07.123Z" + NUL, with room */
 #define FORMAT_KEY_SIZE       1024
+/* The one encryption format, as "encryption": {"format": ...} names it. */
+#define FORMAT_ENCRYPTION_AGE "age-encryption.org/v1"
+#define FORMAT_RECIPIENTS_MAX 32  /* as many as encrypt.recipients may hold */
+#define FORMAT_RECIPIENT_SIZE 128 /* "age1" + 58 characters, with room for other types */
 
 /* The objects of a replica. */
 enum format_object {
@@ -41,6 +49,8 @@ enum format_object {
     FORMAT_SIDECAR,        /* DB/replica/gN/wal/S-E.wal.json */
     FORMAT_GENERATION_DIR, /* DB/replica/gN/ (a prefix, for listings) */
     FORMAT_SEGMENT_DIR,    /* DB/replica/gN/wal/ (a prefix, for listings) */
+    FORMAT_SEALED_BASE,    /* DB/replica/gN/base.db.gz.age */
+    FORMAT_SEALED_SEGMENT, /* DB/replica/gN/wal/S-E.wal.gz.age */
 };
 
 /* "g00000001". */
@@ -50,8 +60,8 @@ int format_generation_parse(const char *name, uint32_t *generation);
 
 /* "000000000000-000000111272". */
 void format_segment_name(uint64_t start, uint64_t end, char out[32]);
-/* Parses "S-E" followed by `suffix` (".wal.gz", ".wal.json" or "") and
- * nothing else; S < E. 0 or -EINVAL. */
+/* Parses "S-E" followed by `suffix` (".wal.gz", ".wal.gz.age", ".wal.json"
+ * or "") and nothing else; S < E. 0 or -EINVAL. */
 int format_segment_parse(const char *name, const char *suffix, uint64_t *start, uint64_t *end);
 
 /* The key of an object relative to the target's prefix. `start`/`end` only
@@ -66,6 +76,14 @@ void format_time(int64_t ms, char out[FORMAT_TIME_SIZE]);
 /* Parses what format_time writes, and the same without ".mmm". 0 or -EINVAL. */
 int format_time_parse(const char *text, int64_t *ms);
 
+/* Whom an object was sealed to ("encryption" of a sidecar or base.json):
+ * the recipients as `age-keygen -y` prints them, so that an operator sees
+ * which key opens it. recipient_count 0: the object is not encrypted. */
+struct format_encryption {
+    size_t recipient_count;
+    char recipients[FORMAT_RECIPIENTS_MAX][FORMAT_RECIPIENT_SIZE];
+};
+
 /* One commit of a segment (sidecar "commits" entry). */
 struct format_commit {
     uint64_t frame;      /* index of the commit frame in its generation, 1-based */
@@ -79,13 +97,14 @@ struct format_segment {
     uint32_t generation;
     uint64_t start, end; /* WAL bytes [start, end) of the generation */
     uint32_t page_size;
-    uint32_t salt[2];              /* of the generation's header */
-    uint32_t checksum[2];          /* running checksum at `end` */
-    bool big_endian_checksum;      /* the header's byte order for checksums */
-    char sha256[65];               /* of the .wal.gz object, lower-case hex */
-    uint64_t size;                 /* bytes of the .wal.gz object */
-    size_t commit_count;           /* at least 1 */
-    struct format_commit *commits; /* decoded: owned (format_segment_free) */
+    uint32_t salt[2];                    /* of the generation's header */
+    uint32_t checksum[2];                /* running checksum at `end` */
+    bool big_endian_checksum;            /* the header's byte order for checksums */
+    char sha256[65];                     /* of the stored object (.wal.gz or .wal.gz.age) */
+    uint64_t size;                       /* bytes of the stored object */
+    struct format_encryption encryption; /* sealed: the object is S-E.wal.gz.age */
+    size_t commit_count;                 /* at least 1 */
+    struct format_commit *commits;       /* decoded: owned (format_segment_free) */
 };
 
 /* A generation's base.json. */
@@ -94,11 +113,14 @@ struct format_base {
     uint64_t frame;           /* WAL frame index at which the base was copied */
     uint32_t from_generation; /* nonzero: the base is the end of that generation,
                                  and there is no base.db.gz */
-    char sha256[65];          /* of base.db.gz (empty with from) */
-    uint64_t size;            /* bytes of base.db.gz */
+    char sha256[65];          /* of the stored base.db.gz[.age] (empty with from) */
+    uint64_t size;            /* bytes of the stored base */
     uint64_t database_bytes;  /* bytes of the uncompressed base */
     uint32_t page_size;
     int64_t taken_at_ms;
+    /* Sealed: the base is base.db.gz.age; with "from", whom the generation's
+     * first segments are sealed to (each sidecar says it for its own). */
+    struct format_encryption encryption;
 };
 
 struct format_index_generation {

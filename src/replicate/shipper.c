@@ -8,6 +8,10 @@
  * the record leaves a spool file no queue row names: replica_open removes it
  * and the next round makes it again, same name, same bytes. A kill after the
  * record leaves a queued object: it is put (again) by the next round.
+ * A sealed object (encrypt.recipients, seal.h) is not a pure function of
+ * its range (age draws a fresh file key each time), but nothing reaches
+ * the target before it is recorded, and its sidecar, written beside it in
+ * the same round, holds its sha256: a re-made object comes with its own.
  */
 #include "replicate/shipper.h"
 
@@ -34,6 +38,7 @@
 #include "db/state.h"
 #include "replicate/format.h"
 #include "replicate/pin.h"
+#include "replicate/seal.h"
 #include "replicate/segment.h"
 #include "replicate/wal.h"
 
@@ -259,11 +264,30 @@ static bool same_database_file(const struct replica *r)
             (uint64_t)st.st_dev == r->row.db_device);
 }
 
-/* One segment: its WAL bytes as one gzip member, written to the spool at
- * `path` (temp, fsync, rename); its sha256 and size. */
+/* With recipients, the gzip member is sealed in memory: the spool never
+ * holds the plaintext of an encrypted replica. *data is replaced. */
+static int seal_segment(const struct sealed_recipients *recipients, uint8_t **data, size_t *size,
+                        struct error *err)
+{
+    unsigned char *sealed = NULL;
+    size_t sealed_size = 0;
+    if (recipients->count == 0)
+        return 0;
+    int rc = sealed_seal_buffer(*data, *size, recipients, &sealed, &sealed_size, err);
+    if (rc < 0)
+        return rc;
+    free(*data);
+    *data = sealed;
+    *size = sealed_size;
+    return 0;
+}
+
+/* One segment: its WAL bytes as one gzip member (sealed to `recipients`
+ * when there are any), written to the spool at `path` (temp, fsync,
+ * rename); the stored object's sha256 and size. */
 static int spool_segment(struct replica *r, int fd, const struct segment_plan *plan,
-                         const char *path, char sha[IO_SHA256_HEX], size_t *gz_size,
-                         struct error *err)
+                         const struct sealed_recipients *recipients, const char *path,
+                         char sha[IO_SHA256_HEX], size_t *gz_size, struct error *err)
 {
     struct gzip_sink g = {0};
     if (deflateInit2(&g.z, SHIP_GZIP_LEVEL, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
@@ -274,6 +298,8 @@ static int spool_segment(struct replica *r, int fd, const struct segment_plan *p
     deflateEnd(&g.z);
     if (rc == -ESTALE)
         error_prefix(err, "%s: the WAL changed while it was copied: ", r->db->name);
+    if (rc == 0)
+        rc = seal_segment(recipients, &g.out, &g.used, err);
     if (rc == 0) {
         io_sha256_buffer(g.out, g.used, sha);
         *gz_size = g.used;
@@ -326,10 +352,13 @@ static int ship_segments(struct replica *r, struct wal_reader *reader, int fd, i
             goto out;
         }
         segment_name(&plan, name);
-        snprintf(path, sizeof path, "%s/g%08" PRIu32 "-%s.wal.gz", r->spool, r->row.generation,
-                 name);
+        /* Read at each segment: a reloaded configuration seals the next. */
+        struct sealed_recipients recipients = replica_seal_recipients(r->db);
+        bool sealed = recipients.count > 0;
+        snprintf(path, sizeof path, "%s/g%08" PRIu32 "-%s.wal.gz%s", r->spool, r->row.generation,
+                 name, sealed ? SEALED_SUFFIX : "");
         size_t gz_size = 0;
-        rc = spool_segment(r, fd, &plan, path, sha, &gz_size, err);
+        rc = spool_segment(r, fd, &plan, &recipients, path, sha, &gz_size, err);
         if (rc < 0)
             goto out;
 
@@ -344,6 +373,7 @@ static int ship_segments(struct replica *r, struct wal_reader *reader, int fd, i
                                          .commit_count = plan.commit_count,
                                          .commits = entries};
         memcpy(sidecar.sha256, sha, sizeof sidecar.sha256);
+        replica_seal_describe(&recipients, &sidecar.encryption);
         for (size_t i = 0; i < plan.commit_count; i++)
             entries[i] = (struct format_commit){.frame = plan.commits[i].frame_index,
                                                 .end_offset = plan.commits[i].end_offset,
@@ -366,8 +396,9 @@ static int ship_segments(struct replica *r, struct wal_reader *reader, int fd, i
                 objects[count++] = extra[i];
         objects[count].generation = r->row.generation;
         snprintf(objects[count].path, sizeof objects[count].path, "%s", path);
-        format_key(objects[count].key, sizeof objects[count].key, r->db->name, FORMAT_SEGMENT,
-                   r->row.generation, plan.start, plan.end, NULL);
+        format_key(objects[count].key, sizeof objects[count].key, r->db->name,
+                   sealed ? FORMAT_SEALED_SEGMENT : FORMAT_SEGMENT, r->row.generation, plan.start,
+                   plan.end, NULL);
         count++;
         objects[count].generation = r->row.generation;
         snprintf(objects[count].path, sizeof objects[count].path, "%s", sidecar_path);
@@ -444,9 +475,11 @@ static void record_break(struct replica *r, const char *reason, const char *deta
 /* The page-for-page copy, gzipped into the spool as `gz`: the backup API
  * refuses a source that is writing, so it reads from a read transaction
  * begun now, which (the caller holds the write lock) sees exactly the last
- * commit. */
-static int base_copy(struct replica *r, uint32_t generation, const char *gz,
-                     int64_t *database_bytes, struct archive_result *result, struct error *err)
+ * commit. With recipients the gzip file is then sealed, and `gz` becomes
+ * the sealed file's path. */
+static int base_copy(struct replica *r, uint32_t generation, char gz[PATH_MAX],
+                     const struct sealed_recipients *recipients, int64_t *database_bytes,
+                     struct archive_result *result, struct error *err)
 {
     sqlite3 *copy = NULL, *snapshot = NULL;
     sqlite3_backup *backup = NULL;
@@ -479,6 +512,11 @@ static int base_copy(struct replica *r, uint32_t generation, const char *gz,
         rc = archive_compress(raw, gz, SHIP_GZIP_LEVEL, NULL, result, err);
     }
     unlink(raw);
+    if (rc == 0 && recipients->count > 0) {
+        char sealed[PATH_MAX];
+        rc = replica_seal_file(gz, recipients, sealed, sizeof sealed, result, err);
+        snprintf(gz, PATH_MAX, "%s", sealed);
+    }
     return rc;
 }
 
@@ -541,7 +579,8 @@ static int take_base(struct replica *r, int64_t now_ms, const char *reason, stru
     }
     snprintf(gz, sizeof gz, "%s/g%08" PRIu32 "-base.db.gz", r->spool, next.generation);
     int64_t database_bytes = 0;
-    rc = base_copy(r, next.generation, gz, &database_bytes, &result, err);
+    struct sealed_recipients recipients = replica_seal_recipients(r->db);
+    rc = base_copy(r, next.generation, gz, &recipients, &database_bytes, &result, err);
     if (rc < 0)
         goto out;
 
@@ -564,10 +603,11 @@ static int take_base(struct replica *r, int64_t now_ms, const char *reason, stru
     database_query_int(writer, "PRAGMA page_size", &page_size, NULL);
     base.page_size = (uint32_t)page_size;
     memcpy(base.sha256, result.sha256, sizeof base.sha256);
+    replica_seal_describe(&recipients, &base.encryption);
     objects[0].generation = next.generation;
     snprintf(objects[0].path, sizeof objects[0].path, "%s", gz);
-    format_key(objects[0].key, sizeof objects[0].key, r->db->name, FORMAT_BASE, next.generation, 0,
-               0, NULL);
+    format_key(objects[0].key, sizeof objects[0].key, r->db->name,
+               recipients.count ? FORMAT_SEALED_BASE : FORMAT_BASE, next.generation, 0, 0, NULL);
     rc = spool_base_json(r, &base, &objects[1], err);
     if (rc < 0)
         goto out;
@@ -629,6 +669,10 @@ static int continue_generation(struct replica *r, struct wal_reader *reader, int
                                .from_generation = from,
                                .page_size = reader->header.page_size,
                                .taken_at_ms = now_ms};
+    /* No base file to seal, but the operator still reads here whom the
+     * generation's segments are sealed to. */
+    struct sealed_recipients recipients = replica_seal_recipients(r->db);
+    replica_seal_describe(&recipients, &base.encryption);
     int rc = spool_base_json(r, &base, &object, err);
     if (rc < 0)
         return rc;
@@ -1147,6 +1191,13 @@ int64_t replica_lag_ms(const struct state_replica *row, int64_t now_ms)
     return now_ms > on_target ? now_ms - on_target : 0;
 }
 
+static bool spool_is_base(const char *name, size_t length)
+{
+    static const char plain[] = "-base.db.gz", sealed[] = "-base.db.gz" SEALED_SUFFIX;
+    return (length > sizeof plain - 1 && strcmp(name + length - (sizeof plain - 1), plain) == 0) ||
+           (length > sizeof sealed - 1 && strcmp(name + length - (sizeof sealed - 1), sealed) == 0);
+}
+
 int64_t replica_spool_bytes(const char *spool)
 {
     DIR *dir = opendir(spool);
@@ -1161,10 +1212,9 @@ int64_t replica_spool_bytes(const char *spool)
             !S_ISREG(st.st_mode))
             continue;
         total += st.st_size;
-        /* gNNNNNNNN-base.db.gz: the names sort as the generations do. */
+        /* gNNNNNNNN-base.db.gz[.age]: the names sort as the generations do. */
         size_t length = strlen(entry->d_name);
-        if (length < sizeof newest_name && length > 11 &&
-            strcmp(entry->d_name + length - 11, "-base.db.gz") == 0 &&
+        if (length < sizeof newest_name && spool_is_base(entry->d_name, length) &&
             strcmp(entry->d_name, newest_name) > 0) {
             snprintf(newest_name, sizeof newest_name, "%s", entry->d_name);
             newest_base = st.st_size;

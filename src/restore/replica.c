@@ -7,8 +7,10 @@
  *   2. each generation's wal/ listing and sidecars (fetched in parallel):
  *      segments contiguous from 0, the cut commit found, T not before the
  *      base's frame (finding 3 of docs/replication-design.md);
- *   3. base and segments fetched in parallel, SHA-256 checked;
- *   4. per generation: segments inflated in order into OUTPUT-wal, cut,
+ *   3. base and segments fetched in parallel, SHA-256 checked (of the stored
+ *      bytes: a sealed object is checked before anything is decrypted);
+ *   4. per generation: segments opened (sealed ones with request->keys) and
+ *      inflated in order into OUTPUT-wal, cut,
  *      chain checked from the header, replayed by SQLite (TRUNCATE).
  */
 #include "restore/replica.h"
@@ -26,6 +28,7 @@
 #include <zlib.h>
 
 #include "archive/archive.h"
+#include "archive/sealed.h"
 #include "core/fsutil.h"
 #include "core/io.h"
 #include "core/units.h"
@@ -141,6 +144,10 @@ struct replica_segment {
     uint32_t salt[2];     /* of the generation's header, as the sidecar says */
     uint32_t checksum[2]; /* the chain's running checksum at `end` */
     int64_t first_seen_ms;
+    /* Listed as S-E.wal.gz, as S-E.wal.gz.age (both after encryption was
+     * switched on or off while a range was re-shipped); `sealed`: the
+     * sidecar describes the .age one, the one fetched. */
+    bool listed_plain, listed_sealed, sealed;
 };
 
 struct replica_generation {
@@ -150,6 +157,8 @@ struct replica_generation {
     uint64_t base_frame;
     char base_sha256[IO_SHA256_HEX];
     int64_t base_size;
+    bool base_sealed;        /* base.json says base.db.gz.age */
+    char base_sealed_to[96]; /* its first recipient, for the message of a wrong key */
     struct replica_segment *segments;
     size_t segment_count; /* listed */
     size_t used_segments; /* fetched and applied */
@@ -211,7 +220,9 @@ static const char *replica_segment_key(const struct replica_work *work,
     return out;
 }
 
-#define SEGMENT_KEY(s) replica_segment_key(work, g, (s), ".wal.gz", (char[FORMAT_KEY_SIZE]){0})
+#define SEGMENT_SUFFIX(s) ((s)->sealed ? ".wal.gz" SEALED_SUFFIX : ".wal.gz")
+#define SEGMENT_KEY(s)                                                                             \
+    replica_segment_key(work, g, (s), SEGMENT_SUFFIX(s), (char[FORMAT_KEY_SIZE]){0})
 #define SIDECAR_KEY(s) replica_segment_key(work, g, (s), ".wal.json", (char[FORMAT_KEY_SIZE]){0})
 
 /* ---- parallel downloads: a few in flight, each streamed to a file ---- */
@@ -444,6 +455,11 @@ static int replica_read_base(struct replica_work *work, struct replica_generatio
     g->base_frame = base.frame;
     snprintf(g->base_sha256, sizeof g->base_sha256, "%s", base.sha256);
     g->base_size = (int64_t)base.size;
+    g->base_sealed = base.encryption.recipient_count > 0;
+    if (g->base_sealed)
+        snprintf(g->base_sealed_to, sizeof g->base_sealed_to, "%.70s%s",
+                 base.encryption.recipients[0],
+                 base.encryption.recipient_count > 1 ? " and others" : "");
     g->base_taken_at_ms = base.taken_at_ms;
     g->base_pages = base.page_size ? (uint32_t)(base.database_bytes / base.page_size) : 0;
     return 0;
@@ -497,6 +513,24 @@ static int replica_compare_segments(const void *a, const void *b)
     return x->start < y->start ? -1 : x->start > y->start;
 }
 
+/* One entry per range: a range listed both plain and sealed keeps one,
+ * and its sidecar says which of the two it describes. */
+static void replica_merge_listed(struct replica_generation *g)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < g->segment_count; i++) {
+        struct replica_segment *s = &g->segments[i];
+        if (kept > 0 && g->segments[kept - 1].start == s->start &&
+            g->segments[kept - 1].end == s->end) {
+            g->segments[kept - 1].listed_plain |= s->listed_plain;
+            g->segments[kept - 1].listed_sealed |= s->listed_sealed;
+            continue;
+        }
+        g->segments[kept++] = *s;
+    }
+    g->segment_count = kept;
+}
+
 /* Lists GEN/wal/ and pairs each segment with its sidecar. */
 static int replica_list_segments(struct replica_work *work, struct replica_generation *g,
                                  struct error *err)
@@ -515,17 +549,23 @@ static int replica_list_segments(struct replica_work *work, struct replica_gener
     for (size_t i = 0; i < listing.count; i++) {
         const char *key = listing.objects[i].key;
         const char *name = key + strlen(prefix);
-        unsigned long long start, end;
-        int used = 0;
-        if (strncmp(key, prefix, strlen(prefix)) != 0 ||
-            sscanf(name, "%12llu-%12llu.wal.gz%n", &start, &end, &used) != 2 || name[used] != 0)
+        uint64_t start, end;
+        bool sealed = false;
+        if (strncmp(key, prefix, strlen(prefix)) != 0)
+            continue;
+        if (format_segment_parse(name, ".wal.gz" SEALED_SUFFIX, &start, &end) == 0)
+            sealed = true;
+        else if (format_segment_parse(name, ".wal.gz", &start, &end) != 0)
             continue; /* sidecars, temp files */
         struct replica_segment *s = &g->segments[g->segment_count++];
         s->start = start;
         s->end = end;
         s->size = listing.objects[i].size;
+        s->listed_sealed = sealed;
+        s->listed_plain = !sealed;
     }
     qsort(g->segments, g->segment_count, sizeof *g->segments, replica_compare_segments);
+    replica_merge_listed(g);
 out:
     target_listing_free(&listing);
     return rc;
@@ -573,6 +613,16 @@ static int replica_read_sidecar(const char *path, const char *key,
         rc = error_set(err, -EBADMSG, "%s describes generation %u, bytes %llu-%llu: not its name",
                        key, segment.generation, (unsigned long long)segment.start,
                        (unsigned long long)segment.end);
+        goto out;
+    }
+    s->sealed = segment.encryption.recipient_count > 0;
+    if (!(s->sealed ? s->listed_sealed : s->listed_plain)) {
+        char name[32];
+        format_segment_name(s->start, s->end, name);
+        rc = error_set(err, -ENOENT,
+                       "%s describes %s%s, which the target does not hold (only the %s one): "
+                       "the segment was re-shipped and not uploaded again",
+                       key, name, SEGMENT_SUFFIX(s), s->sealed ? "unencrypted" : "encrypted");
         goto out;
     }
     snprintf(s->sha256, sizeof s->sha256, "%s", segment.sha256);
@@ -712,71 +762,145 @@ static int replica_plan_segments(struct replica_work *work, struct error *err)
 
 /* ---- building and replaying each generation's WAL ---- */
 
-/* Inflates every gzip member of `path` and appends the bytes to `fd`;
- * *written counts them. */
-static int replica_inflate_append(const char *path, const char *key, int fd, uint64_t *written,
-                                  struct error *err)
+/* A segment's gzip members inflated into the generation's WAL file, fed
+ * from a file or from a decrypted buffer alike. */
+struct replica_inflater {
+    z_stream z;
+    unsigned char *out;
+    bool begun, ended;
+    int fd;            /* the WAL being built */
+    uint64_t *written; /* bytes appended to it */
+    const char *key;   /* the object, for messages */
+};
+
+static int replica_inflater_begin(struct replica_inflater *f, const char *key, int fd,
+                                  uint64_t *written, struct error *err)
 {
-    unsigned char *in = malloc(REPLICA_BUFFER), *out = malloc(REPLICA_BUFFER);
-    z_stream z = {0};
-    int input = -1, rc = 0;
-    bool begun = false, ended = false;
-    if (!in || !out) {
+    *f = (struct replica_inflater){.fd = fd, .written = written, .key = key};
+    if (!(f->out = malloc(REPLICA_BUFFER)))
+        return error_set(err, -ENOMEM, "out of memory");
+    if (inflateInit2(&f->z, 16 + MAX_WBITS) != Z_OK)
+        return error_set(err, -ENOMEM, "zlib: out of memory");
+    f->begun = true;
+    return 0;
+}
+
+/* Feeds `size` bytes; members follow one another (RFC 1952). zlib may hold
+ * output back while the buffer is full, so it is asked again then. */
+static int replica_inflater_feed(struct replica_inflater *f, const unsigned char *in, size_t size,
+                                 struct error *err)
+{
+    bool full = false;
+    f->z.next_in = (Bytef *)in;
+    f->z.avail_in = (uInt)size;
+    while (f->z.avail_in > 0 || full) {
+        if (f->ended) { /* another member follows */
+            inflateReset(&f->z);
+            f->ended = false;
+        }
+        f->z.next_out = f->out;
+        f->z.avail_out = REPLICA_BUFFER;
+        int zrc = inflate(&f->z, Z_NO_FLUSH);
+        if (zrc != Z_OK && zrc != Z_STREAM_END && zrc != Z_BUF_ERROR)
+            return error_set(err, -EBADMSG, "%s is not a valid gzip stream: %s", f->key,
+                             f->z.msg ? f->z.msg : "inflate failed");
+        size_t produced = REPLICA_BUFFER - f->z.avail_out;
+        int rc = produced ? io_write_full(f->fd, f->out, produced) : 0;
+        if (rc != 0)
+            return error_set(err, rc, "writing the WAL rebuilt from %s: %s", f->key, strerror(-rc));
+        *f->written += produced;
+        full = f->z.avail_out == 0;
+        if (zrc == Z_STREAM_END) {
+            f->ended = true;
+            full = false;
+        } else if (produced == 0 && zrc == Z_BUF_ERROR) {
+            break; /* nothing more without input */
+        }
+    }
+    return 0;
+}
+
+static int replica_inflater_end(struct replica_inflater *f, int rc, struct error *err)
+{
+    if (rc == 0 && !f->ended)
+        rc = error_set(err, -EBADMSG, "%s ends inside a gzip member: the object is truncated",
+                       f->key);
+    if (f->begun)
+        inflateEnd(&f->z);
+    free(f->out);
+    return rc;
+}
+
+/* A plain segment, streamed from its file. */
+static int replica_inflate_file(struct replica_inflater *f, const char *path, struct error *err)
+{
+    unsigned char *in = malloc(REPLICA_BUFFER);
+    int input = open(path, O_RDONLY | O_CLOEXEC), rc = 0;
+    if (!in)
         rc = error_set(err, -ENOMEM, "out of memory");
-        goto out;
-    }
-    if ((input = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+    else if (input < 0)
         rc = error_set(err, -errno, "%s: %s", path, strerror(errno));
-        goto out;
+    while (rc == 0) {
+        ssize_t got = io_read_full(input, in, REPLICA_BUFFER);
+        if (got < 0)
+            rc = error_set(err, (int)got, "%s: %s", path, strerror((int)-got));
+        if (got <= 0)
+            break;
+        rc = replica_inflater_feed(f, in, (size_t)got, err);
     }
-    if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK) {
-        rc = error_set(err, -ENOMEM, "zlib: out of memory");
-        goto out;
-    }
-    begun = true;
-    for (;;) {
-        if (z.avail_in == 0) {
-            ssize_t got = io_read_full(input, in, REPLICA_BUFFER);
-            if (got < 0) {
-                rc = error_set(err, (int)got, "%s: %s", path, strerror((int)-got));
-                goto out;
-            }
-            if (got == 0)
-                break;
-            z.next_in = in;
-            z.avail_in = (uInt)got;
-        }
-        if (ended) { /* another member follows */
-            inflateReset(&z);
-            ended = false;
-        }
-        z.next_out = out;
-        z.avail_out = REPLICA_BUFFER;
-        int zrc = inflate(&z, Z_NO_FLUSH);
-        if (zrc != Z_OK && zrc != Z_STREAM_END && zrc != Z_BUF_ERROR) {
-            rc = error_set(err, -EBADMSG, "%s is not a valid gzip stream: %s", key,
-                           z.msg ? z.msg : "inflate failed");
-            goto out;
-        }
-        size_t produced = REPLICA_BUFFER - z.avail_out;
-        if (produced && (rc = io_write_full(fd, out, produced)) != 0) {
-            rc = error_set(err, rc, "writing the WAL rebuilt from %s: %s", key, strerror(-rc));
-            goto out;
-        }
-        *written += produced;
-        if (zrc == Z_STREAM_END)
-            ended = true;
-    }
-    if (!ended)
-        rc = error_set(err, -EBADMSG, "%s ends inside a gzip member: the object is truncated", key);
-out:
-    if (begun)
-        inflateEnd(&z);
     if (input >= 0)
         close(input);
     free(in);
-    free(out);
     return rc;
+}
+
+/* A sealed segment: read whole (a segment is at most 16 MiB of WAL, less
+ * once gzip'd), opened only if every chunk authenticates, then inflated. */
+static int replica_inflate_sealed(struct replica_inflater *f, const char *path,
+                                  const struct archive_keys *keys, struct error *err)
+{
+    char *sealed = NULL;
+    unsigned char *plain = NULL;
+    size_t sealed_size = 0, plain_size = 0;
+    int rc = fs_read_file(path, &sealed, &sealed_size, err);
+    if (rc == 0)
+        rc = sealed_open_buffer(sealed, sealed_size, keys, f->key, &plain, &plain_size, err);
+    if (rc == 0)
+        rc = replica_inflater_feed(f, plain, plain_size, err);
+    free(sealed);
+    free(plain);
+    return rc;
+}
+
+/* Whether a fetched object is an age file: by its name, or by its first
+ * bytes (a sealed object under a plain name is still opened, not inflated
+ * into an error about gzip). */
+static bool replica_object_sealed(const char *key, const char *path)
+{
+    size_t length = strlen(key), suffix = strlen(SEALED_SUFFIX);
+    if (length > suffix && strcmp(key + length - suffix, SEALED_SUFFIX) == 0)
+        return true;
+    unsigned char head[SEALED_MAGIC_PEEK];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t got = fd >= 0 ? io_read_full(fd, head, sizeof head) : -1;
+    if (fd >= 0)
+        close(fd);
+    return got > 0 && sealed_is_age(head, (size_t)got);
+}
+
+/* Inflates every gzip member of the object fetched to `path` (decrypted
+ * first when sealed) and appends the bytes to `fd`; *written counts them. */
+static int replica_inflate_append(const char *path, const char *key,
+                                  const struct archive_keys *keys, int fd, uint64_t *written,
+                                  struct error *err)
+{
+    struct replica_inflater f;
+    int rc = replica_inflater_begin(&f, key, fd, written, err);
+    if (rc == 0 && replica_object_sealed(key, path))
+        rc = replica_inflate_sealed(&f, path, keys, err);
+    else if (rc == 0)
+        rc = replica_inflate_file(&f, path, err);
+    return replica_inflater_end(&f, rc, err);
 }
 
 /* The segment holding byte `offset` of a generation's WAL, for messages. */
@@ -911,7 +1035,7 @@ static int replica_build_wal(struct replica_work *work, struct replica_generatio
         for (size_t k = 0; k < count; k++) {
             const struct replica_segment *s = &g->segments[first + k];
             memset(&jobs[k], 0, sizeof jobs[k]);
-            replica_segment_key(work, g, s, ".wal.gz", jobs[k].key);
+            replica_segment_key(work, g, s, SEGMENT_SUFFIX(s), jobs[k].key);
             jobs[k].sha256 = s->sha256;
             jobs[k].size = s->size;
             replica_temp_path(work, "segment", jobs[k].path);
@@ -923,7 +1047,8 @@ static int replica_build_wal(struct replica_work *work, struct replica_generatio
         for (size_t k = 0; k < count && rc == 0; k++) {
             const struct replica_segment *s = &g->segments[first + k];
             uint64_t before = written;
-            rc = replica_inflate_append(jobs[k].path, jobs[k].key, fd, &written, err);
+            rc = replica_inflate_append(jobs[k].path, jobs[k].key, &work->request->keys, fd,
+                                        &written, err);
             if (rc == 0 && written - before != s->end - s->start)
                 rc = error_set(err, -EBADMSG,
                                "%s holds %llu bytes of WAL, its name says %llu: the object is "
@@ -1122,7 +1247,8 @@ int replica_restore(const struct replica_request *request, struct replica_result
 
     /* The base, checked against base.json, decompressed to the output. */
     const struct replica_generation *base = &work.chain[0];
-    snprintf(jobs[0].key, sizeof jobs[0].key, "%s%s/base.db.gz", work.prefix, base->window.name);
+    snprintf(jobs[0].key, sizeof jobs[0].key, "%s%s/base.db.gz%s", work.prefix, base->window.name,
+             base->base_sealed ? SEALED_SUFFIX : "");
     jobs[0].sha256 = base->base_sha256;
     jobs[0].size = base->base_size;
     replica_temp_path(&work, "base.db.gz", jobs[0].path);
@@ -1133,9 +1259,15 @@ int replica_restore(const struct replica_request *request, struct replica_result
         struct io_context io = {.stop = request->stop};
         unlink(request->output);
         output_made = true;
-        rc = archive_decompress(jobs[0].path, request->output, NULL, &io, &unpacked, err);
+        rc = archive_decompress(jobs[0].path, request->output, &request->keys, &io, &unpacked, err);
         if (rc != 0)
             error_prefix(err, "%s: ", jobs[0].key);
+        /* Which key opens it, from base.json: what the operator looks for. */
+        if (rc == -ENOKEY && base->base_sealed_to[0] && err) {
+            size_t used = strlen(err->message);
+            snprintf(err->message + used, sizeof err->message - used,
+                     " (its base.json: sealed to %s)", base->base_sealed_to);
+        }
     }
     unlink(jobs[0].path);
     for (size_t i = 0; i < work.chain_count && rc == 0; i++) {

@@ -11,7 +11,9 @@
  * each generation's WAL from its segments, checks its whole checksum chain
  * with wal_reader (a gap or a broken chain is an error naming the object),
  * cuts the last generation at the chosen commit, and replays generation by
- * generation with SQLite (checkpoint TRUNCATE). The caller runs
+ * generation with SQLite (checkpoint TRUNCATE). Sealed objects (age files,
+ * told by their name or their first bytes) are checked as stored, then
+ * opened with request->keys. The caller runs
  * integrity_check and puts the file in place (cli_restore.c, replace.h).
  *
  * What it is not: it never writes to the target, and never touches the
@@ -26,6 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "archive/archive.h"
 #include "config/config.h"
 #include "core/error.h"
 
@@ -80,6 +83,9 @@ struct replica_request {
     const volatile sig_atomic_t *stop; /* SIGINT/SIGTERM */
     int parallel;                      /* downloads in flight; 0: 4 */
     enum replica_apply apply;
+    /* Identities that open a sealed replica (base.db.gz.age,
+     * S-E.wal.gz.age); count 0: none, and a sealed object is refused. */
+    struct archive_keys keys;
 };
 
 struct replica_result {

@@ -375,6 +375,118 @@ static void index_round_trip_and_refusals(void **state)
     }
 }
 
+#define RECIPIENT_A "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
+#define RECIPIENT_B "age1lggyhqrw2nlhcxprm67z43rta597azn8gknawjehu9d9dl0jq3yqqvfafg"
+
+static void sealed_names_end_in_age_and_parse_apart_from_plain_ones(void **state)
+{
+    (void)state;
+    char key[FORMAT_KEY_SIZE];
+    uint64_t start = 0, end = 0;
+    struct error err = {0};
+
+    assert_int_equal(format_key(key, sizeof key, "app", FORMAT_SEALED_BASE, 1, 0, 0, &err), 0);
+    assert_string_equal(key, "app/replica/g00000001/base.db.gz.age");
+    assert_int_equal(format_key(key, sizeof key, "app", FORMAT_SEALED_SEGMENT, 3, 0, 111272, &err),
+                     0);
+    assert_string_equal(key, "app/replica/g00000003/wal/000000000000-000000111272.wal.gz.age");
+    /* The same range checks as a plain segment. */
+    assert_int_equal(format_key(key, sizeof key, "app", FORMAT_SEALED_SEGMENT, 3, 9, 9, &err),
+                     -EINVAL);
+
+    assert_int_equal(
+        format_segment_parse("000000111272-000001000000.wal.gz.age", ".wal.gz.age", &start, &end),
+        0);
+    assert_int_equal(start, 111272);
+    assert_int_equal(end, 1000000);
+    /* Neither suffix passes for the other: restore lists both kinds. */
+    assert_int_equal(
+        format_segment_parse("000000111272-000001000000.wal.gz.age", ".wal.gz", &start, &end),
+        -EINVAL);
+    assert_int_equal(
+        format_segment_parse("000000111272-000001000000.wal.gz", ".wal.gz.age", &start, &end),
+        -EINVAL);
+}
+
+static void encryption_record_round_trips_and_is_absent_when_plain(void **state)
+{
+    (void)state;
+    struct format_segment s, back;
+    struct error err = {0};
+
+    fill_segment(&s);
+    char *plain = format_segment_encode(&s, &err);
+    assert_non_null(plain);
+    assert_null(strstr(plain, "encryption"));
+    s.encryption.recipient_count = 2;
+    strcpy(s.encryption.recipients[0], RECIPIENT_A);
+    strcpy(s.encryption.recipients[1], RECIPIENT_B);
+    char *text = format_segment_encode(&s, &err);
+    assert_non_null(text);
+    assert_non_null(strstr(text, "\"format\": \"age-encryption.org/v1\""));
+    assert_int_equal(format_segment_decode(text, strlen(text), SIDECAR_KEY, &back, &err), 0);
+    assert_int_equal(back.encryption.recipient_count, 2);
+    assert_string_equal(back.encryption.recipients[0], RECIPIENT_A);
+    assert_string_equal(back.encryption.recipients[1], RECIPIENT_B);
+    format_segment_free(&back);
+    assert_int_equal(format_segment_decode(plain, strlen(plain), SIDECAR_KEY, &back, &err), 0);
+    assert_int_equal(back.encryption.recipient_count, 0);
+    format_segment_free(&back);
+    free(text);
+    free(plain);
+
+    /* base.json: with a base file and with a link, whose segments it describes. */
+    struct format_base b = {.generation = 7,
+                            .from_generation = 6,
+                            .page_size = 4096,
+                            .taken_at_ms = december_2},
+                       base_back;
+    b.encryption.recipient_count = 1;
+    strcpy(b.encryption.recipients[0], RECIPIENT_A);
+    text = format_base_encode(&b, &err);
+    assert_non_null(text);
+    assert_int_equal(
+        format_base_decode(text, strlen(text), "app/replica/g00000007/base.json", &base_back, &err),
+        0);
+    assert_int_equal(base_back.encryption.recipient_count, 1);
+    assert_string_equal(base_back.encryption.recipients[0], RECIPIENT_A);
+    free(text);
+
+    /* The encoder refuses a recipient that could not be pasted into age -r. */
+    strcpy(b.encryption.recipients[0], "age1 with a space");
+    assert_null(format_base_encode(&b, &err));
+    assert_non_null(strstr(err.message, "recipient 1"));
+}
+
+static void damaged_encryption_records_are_refused_naming_object(void **state)
+{
+    (void)state;
+    const char *object = "app/replica/g00000003/base.json";
+#define BASE_HEAD                                                                                  \
+    "{\"format\":1,\"generation\":3,\"frame\":0,\"from\":\"g00000002/end\","                       \
+    "\"page_size\":4096,\"taken_at\":\"2026-12-02T11:24:07.123Z\",\"encryption\":"
+    const char *cases[][2] = {
+        {BASE_HEAD "\"age\"}", "\"encryption\" is not an object"},
+        {BASE_HEAD "{\"recipients\":[\"" RECIPIENT_A "\"]}}", "format"},
+        {BASE_HEAD "{\"format\":\"pgp\",\"recipients\":[\"" RECIPIENT_A "\"]}}", "another version"},
+        {BASE_HEAD "{\"format\":\"age-encryption.org/v1\",\"recipients\":[]}}", "recipients"},
+        {BASE_HEAD "{\"format\":\"age-encryption.org/v1\"}}", "recipients"},
+        {BASE_HEAD "{\"format\":\"age-encryption.org/v1\",\"recipients\":[7]}}", "recipient 1"},
+        {BASE_HEAD "{\"format\":\"age-encryption.org/v1\",\"recipients\":[\"a\\nb\"]}}",
+         "recipient 1"},
+    };
+#undef BASE_HEAD
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct format_base back;
+        struct error err = {0};
+        assert_int_equal(format_base_decode(cases[i][0], strlen(cases[i][0]), object, &back, &err),
+                         -EINVAL);
+        if (!strstr(err.message, object) || !strstr(err.message, cases[i][1]))
+            fail_msg("case %zu: message \"%s\" lacks the object or \"%s\"", i, err.message,
+                     cases[i][1]);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -387,6 +499,9 @@ int main(void)
         cmocka_unit_test(base_round_trip_with_file_and_with_link),
         cmocka_unit_test(damaged_base_json_is_refused_naming_object),
         cmocka_unit_test(index_round_trip_and_refusals),
+        cmocka_unit_test(sealed_names_end_in_age_and_parse_apart_from_plain_ones),
+        cmocka_unit_test(encryption_record_round_trips_and_is_absent_when_plain),
+        cmocka_unit_test(damaged_encryption_records_are_refused_naming_object),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
