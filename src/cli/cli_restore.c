@@ -496,7 +496,13 @@ static int restore_unpack_replica(const struct restore_request *request,
                                       .apply = restore_apply_method()};
     snprintf(files->output, sizeof files->output, "%s%s", request->to, FS_TEMP_SUFFIX);
     restore_remove_temp(files->output);
-    int rc = replica_restore(&replica, &files->replica, err);
+    struct identity_keys identities = {0};
+    int rc = identity_keys_load(request->db, request->identity, &identities, err);
+    if (rc != 0)
+        return rc;
+    replica.keys = identity_keys_view(&identities);
+    rc = replica_restore(&replica, &files->replica, err);
+    identity_keys_free(&identities);
     if (rc == 0)
         rc = restore_verify_output(files->output, check, check_size, err);
     if (rc == 0)

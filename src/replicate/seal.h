@@ -8,8 +8,10 @@
  * sha256 and size, in the manifests and state.db, are of the sealed bytes:
  * what is stored is what restore checks before it decrypts anything.
  *
- * What it is not: no decision about when to seal (the shipper seals
- * whenever the database has recipients), no decryption (restore/replica.c).
+ * Segments are sealed in memory (sealed_seal_buffer), the base as it is
+ * compressed (archive_compress_format with recipients). What it is not: no
+ * decision about when to seal (the shipper seals whenever the database has
+ * recipients), no decryption (restore/replica.c).
  */
 #ifndef SQLPRODD_REPLICATE_SEAL_H
 #define SQLPRODD_REPLICATE_SEAL_H
@@ -22,19 +24,10 @@
 #include "core/error.h"
 #include "replicate/format.h"
 
-/* The recipients `db` ships to now (count 0: nothing is sealed). Read at
- * each object, so a reloaded configuration applies to the next one. */
-struct sealed_recipients replica_seal_recipients(const struct database_config *db);
-
-/* The manifest's "encryption" record for those recipients (empty when
- * none). */
+/* The manifest's "encryption" record for the recipients an object was
+ * sealed to (sealed_recipients_of(db), read at each object so that a
+ * reloaded configuration applies to the next one); empty when none. */
 void replica_seal_describe(const struct sealed_recipients *recipients,
                            struct format_encryption *out);
-
-/* Seals the spool file `plain` into `plain` + ".age" and removes `plain`,
- * whatever the outcome; `sealed` receives the new path. result: sha256 and
- * output_bytes of the sealed file. */
-int replica_seal_file(const char *plain, const struct sealed_recipients *recipients, char *sealed,
-                      size_t sealed_size, struct archive_result *result, struct error *err);
 
 #endif

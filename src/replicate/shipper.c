@@ -353,7 +353,7 @@ static int ship_segments(struct replica *r, struct wal_reader *reader, int fd, i
         }
         segment_name(&plan, name);
         /* Read at each segment: a reloaded configuration seals the next. */
-        struct sealed_recipients recipients = replica_seal_recipients(r->db);
+        struct sealed_recipients recipients = sealed_recipients_of(r->db);
         bool sealed = recipients.count > 0;
         snprintf(path, sizeof path, "%s/g%08" PRIu32 "-%s.wal.gz%s", r->spool, r->row.generation,
                  name, sealed ? SEALED_SUFFIX : "");
@@ -507,16 +507,21 @@ static int base_copy(struct replica *r, uint32_t generation, char gz[PATH_MAX],
     sqlite3_close(copy);
     sqlite3_exec(snapshot, "ROLLBACK", NULL, NULL, NULL);
     sqlite3_close(snapshot);
+    /* Sealed as it is compressed, when it is: one pass, and no plaintext
+     * copy in the spool. */
+    struct archive_options options = {.recipients = recipients->items,
+                                      .recipient_count = recipients->count};
+    if (rc == 0 && recipients->count > 0 &&
+        strlen(gz) + strlen(SEALED_SUFFIX) < PATH_MAX) {
+        strcat(gz, SEALED_SUFFIX);
+        unlink(gz); /* a kill between sealing and recording left one behind */
+    }
     if (rc == 0) {
         *database_bytes = fs_file_size(raw, "");
-        rc = archive_compress(raw, gz, SHIP_GZIP_LEVEL, NULL, result, err);
+        rc = archive_compress_format(raw, gz, ARCHIVE_GZIP, SHIP_GZIP_LEVEL, NULL, &options,
+                                     result, err);
     }
     unlink(raw);
-    if (rc == 0 && recipients->count > 0) {
-        char sealed[PATH_MAX];
-        rc = replica_seal_file(gz, recipients, sealed, sizeof sealed, result, err);
-        snprintf(gz, PATH_MAX, "%s", sealed);
-    }
     return rc;
 }
 
@@ -579,7 +584,7 @@ static int take_base(struct replica *r, int64_t now_ms, const char *reason, stru
     }
     snprintf(gz, sizeof gz, "%s/g%08" PRIu32 "-base.db.gz", r->spool, next.generation);
     int64_t database_bytes = 0;
-    struct sealed_recipients recipients = replica_seal_recipients(r->db);
+    struct sealed_recipients recipients = sealed_recipients_of(r->db);
     rc = base_copy(r, next.generation, gz, &recipients, &database_bytes, &result, err);
     if (rc < 0)
         goto out;
@@ -671,7 +676,7 @@ static int continue_generation(struct replica *r, struct wal_reader *reader, int
                                .taken_at_ms = now_ms};
     /* No base file to seal, but the operator still reads here whom the
      * generation's segments are sealed to. */
-    struct sealed_recipients recipients = replica_seal_recipients(r->db);
+    struct sealed_recipients recipients = sealed_recipients_of(r->db);
     replica_seal_describe(&recipients, &base.encryption);
     int rc = spool_base_json(r, &base, &object, err);
     if (rc < 0)
