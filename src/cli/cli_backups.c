@@ -105,12 +105,33 @@ static const struct target_config *replica_target_of(const struct database_confi
     return db->replicate.target;
 }
 
+/* The keys a window's generations are sealed to, each once, in order ("A,
+ * then B" after a rotation); "" when none is sealed. */
+static void window_sealed_to(const struct replica_windows *windows, size_t first, size_t end,
+                             char *out, size_t size)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    for (size_t i = first; i < end; i++) {
+        const char *keys = windows->items[i].sealed_to;
+        bool again = false;
+        for (size_t j = first; j < i && !again; j++)
+            again = strcmp(windows->items[j].sealed_to, keys) == 0;
+        if (!keys[0] || again || used >= size)
+            continue;
+        int n = snprintf(out + used, size - used, "%s%s", used ? ", then " : "", keys);
+        used += n > 0 ? (size_t)n : 0;
+    }
+}
+
 /* One window: generations [first, end) of `windows`, a chain that starts
  * with a base file (or with the oldest generation kept). */
 static void print_window(const struct database_config *db, const struct replica_windows *windows,
                          size_t first, size_t end, json_t *json)
 {
     const struct replica_window *a = &windows->items[first], *z = &windows->items[end - 1];
+    char sealed_to[2600];
+    window_sealed_to(windows, first, end, sealed_to, sizeof sealed_to);
     /* A scheduled base (snapshot_every) starts a chain too, but loses
      * nothing: every commit before it is in the chain before. */
     bool broken = first > 0 && !a->snapshot;
@@ -126,6 +147,8 @@ static void print_window(const struct database_config *db, const struct replica_
         json_object_set_new(item, "generations", names);
         json_object_set_new(item, "base", json_string(a->name));
         json_object_set_new(item, "break_before", json_boolean(broken));
+        json_object_set_new(item, "encrypted_to",
+                            sealed_to[0] ? json_string(sealed_to) : json_null());
         json_array_append_new(json, item);
         return;
     }
@@ -138,8 +161,9 @@ static void print_window(const struct database_config *db, const struct replica_
         snprintf(names, sizeof names, "%s", a->name);
     else
         snprintf(names, sizeof names, "%s..%s", a->name, z->name);
-    printf("%-16s replica window %s .. %s  generations %s, restore --at any time in it\n", db->name,
-           a->first_seen_at, z->last_seen_at, names);
+    printf("%-16s replica window %s .. %s  generations %s, restore --at any time in it%s%s\n",
+           db->name, a->first_seen_at, z->last_seen_at, names,
+           sealed_to[0] ? "  encrypted to " : "", sealed_to);
 }
 
 /* -ENOENT (nothing shipped yet) is said, not counted as a failure: a

@@ -397,6 +397,38 @@ void replica_windows_free(struct replica_windows *windows)
     windows->count = 0;
 }
 
+/* Whom generation `w`'s base.json says it is sealed to: one small GET. A
+ * base.json that cannot be read is said in the text, not fatal: the
+ * listing is still worth printing. */
+static void replica_window_sealed_to(struct target *target, const char *database,
+                                     const char *temp_path, struct replica_window *w)
+{
+    char key[FORMAT_KEY_SIZE];
+    char *text = NULL;
+    size_t size = 0;
+    struct format_base base = {0};
+    struct error err = {0};
+    uint32_t number = 0;
+    int rc = format_generation_parse(w->name, &number);
+    if (rc == 0)
+        rc = format_key(key, sizeof key, database, FORMAT_BASE_JSON, number, 0, 0, &err);
+    if (rc == 0)
+        rc = replica_get_text(target, key, temp_path, &text, &size, &err);
+    if (rc == 0)
+        rc = format_base_decode(text, size, key, &base, &err);
+    free(text);
+    if (rc != 0) {
+        snprintf(w->sealed_to, sizeof w->sealed_to, "? (%s)", err.message);
+        return;
+    }
+    size_t used = 0;
+    for (size_t i = 0; i < base.encryption.recipient_count && used < sizeof w->sealed_to; i++) {
+        int n = snprintf(w->sealed_to + used, sizeof w->sealed_to - used, "%s%s", i ? ", " : "",
+                         base.encryption.recipients[i]);
+        used += n > 0 ? (size_t)n : 0;
+    }
+}
+
 int replica_list_windows(const struct target_config *target_config, const char *database,
                          const volatile sig_atomic_t *stop, const char *temp_prefix,
                          struct replica_windows *out, struct error *err)
@@ -409,6 +441,8 @@ int replica_list_windows(const struct target_config *target_config, const char *
         target_set_stop(target, stop);
         rc = replica_read_index(target_config, target, database, temp, out, err);
     }
+    for (size_t i = 0; rc == 0 && i < out->count; i++)
+        replica_window_sealed_to(target, database, temp, &out->items[i]);
     target_close(target);
     return rc;
 }

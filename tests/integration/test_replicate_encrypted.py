@@ -179,6 +179,59 @@ class EncryptedReplicaTest(AgentTestCase):
                     self.assertGreaterEqual(rows, before[-1][1],
                                             "a commit made before T - interval is missing")
 
+    def windows(self):
+        text = self.run_cli("backups", "app", "--remote", check=0).stdout
+        listed = json.loads(self.run_cli("backups", "app", "--remote", "--json", check=0).stdout)
+        return ([line for line in text.splitlines() if "replica window" in line],
+                [w for w in listed if w["location"] == "replica"])
+
+    def test_backups_remote_names_the_key_each_window_needs(self):
+        """`backups --remote` says which key each restorable window needs
+        (from its generations' base.json), and after a key rotation the
+        generations sealed to the new key name it."""
+        commits = self.ship_under_writer(seconds=2)
+        lines, listed = self.windows()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn(f"encrypted to {self.recipient}", lines[0])
+        self.assertEqual(listed[0]["encrypted_to"], self.recipient)
+
+        # Rotation: the new key for new objects; an identity file with both.
+        new_recipient = subprocess.run(["age-keygen", "-y", self.other_key], check=True,
+                                       capture_output=True, text=True).stdout.strip()
+        both = os.path.join(self.dir, "both.txt")
+        with open(both, "w") as f:
+            for key in (self.key, self.other_key):
+                with open(key) as k:
+                    f.write(k.read())
+        os.chmod(both, 0o600)
+        self.write_config(
+            f'{{ name = "app"; path = "{self.db_path()}"; encrypt = {{ recipients = '
+            f'("{new_recipient}"); identity = "{both}"; }}; '
+            f'replicate = {{ target = "nas"; interval = "{INTERVAL:g}s"; }}; }}',
+            targets=f'{{ name = "nas"; type = "dir"; path = "{self.offsite}"; }}')
+        # While the agent is down the application restarts its WAL: the
+        # agent must begin a new generation, sealed to the key now configured.
+        db = sqlite3.connect(self.db_path())
+        db.execute("INSERT INTO t(v) VALUES ('after rotation 1')")
+        db.commit()
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        db.execute("INSERT INTO t(v) VALUES ('after rotation 2')")
+        db.commit()
+        db.close()
+        agent = self.start_agent()
+        self.wait_for(lambda: self.restored_rows("latest") == len(commits) + 2, timeout=30,
+                      interval=0.5, what="the replica to reach the rows written after rotation")
+        self.stop_agent(agent)
+        lines, listed = self.windows()
+        print("\n".join(lines))
+        text = "\n".join(lines)
+        self.assertIn(self.recipient, text)
+        self.assertIn(new_recipient, text)
+        self.assertLess(text.index(self.recipient), text.index(new_recipient),
+                        "the old key must be listed for the older generations")
+        self.assertTrue(listed[0]["encrypted_to"].startswith(self.recipient), listed)
+        self.assertTrue(listed[-1]["encrypted_to"].endswith(new_recipient), listed)
+
     def test_only_age_files_leave_the_machine_and_age_opens_them(self):
         commits = self.ship_under_writer()
         objects = self.data_objects()
