@@ -53,9 +53,9 @@ struct replica_window {
     char base[48];     /* "file" or "g00000001/end" */
     bool starts_chain; /* has a base file: a break before it unless it is the first */
     bool snapshot;     /* ... or unless that base was scheduled (snapshot_every) */
-    /* replica_list_windows: whom the generation's base.json says its base
-     * (or, chained, its first segments) is sealed to, "" when plain; the
-     * key a restore into it needs. */
+    /* replica_list_windows, for the first and the last generation of each
+     * window only: whom its base.json says its base (or, chained, its first
+     * segments) is sealed to, "" when plain or not read. */
     char sealed_to[1024];
 };
 
