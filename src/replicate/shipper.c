@@ -778,6 +778,12 @@ static int reset_losslessly(struct replica *r, int64_t now_ms, bool yield, sqlit
          * new generation (design 2.3 step 4). */
         if (rc == 0)
             r->end_trusted = pin_renew(&r->pin);
+    } else {
+        /* Not ended (another reader, or frames not backfilled): hold the
+         * WAL again before the write lock goes, as between rounds. Without
+         * a pin, the application could append, checkpoint and restart the
+         * WAL before our next round reads what it appended: a break. */
+        (void)pin_renew(&r->pin);
     }
 out:
     if (fd >= 0) {
