@@ -126,6 +126,19 @@ static int replica_get_text(struct target *target, const char *key, const char *
     return rc;
 }
 
+/* One base.json: -ENOENT when it is not there, -EINVAL when it is not valid. */
+static int replica_fetch_base(struct target *target, const char *key, const char *temp_path,
+                              struct format_base *base, struct error *err)
+{
+    char *text = NULL;
+    size_t size = 0;
+    int rc = replica_get_text(target, key, temp_path, &text, &size, err);
+    if (rc == 0)
+        rc = format_base_decode(text, size, key, base, err);
+    free(text);
+    return rc;
+}
+
 /* ---- the restore's state ---- */
 
 struct replica_commit {
@@ -404,8 +417,6 @@ static void replica_window_sealed_to(struct target *target, const char *database
                                      const char *temp_path, struct replica_window *w)
 {
     char key[FORMAT_KEY_SIZE];
-    char *text = NULL;
-    size_t size = 0;
     struct format_base base = {0};
     struct error err = {0};
     uint32_t number = 0;
@@ -413,10 +424,7 @@ static void replica_window_sealed_to(struct target *target, const char *database
     if (rc == 0)
         rc = format_key(key, sizeof key, database, FORMAT_BASE_JSON, number, 0, 0, &err);
     if (rc == 0)
-        rc = replica_get_text(target, key, temp_path, &text, &size, &err);
-    if (rc == 0)
-        rc = format_base_decode(text, size, key, &base, &err);
-    free(text);
+        rc = replica_fetch_base(target, key, temp_path, &base, &err);
     if (rc != 0) {
         snprintf(w->sealed_to, sizeof w->sealed_to, "? (%s)", err.message);
         return;
@@ -466,19 +474,14 @@ static int replica_read_base(struct replica_work *work, struct replica_generatio
                              struct error *err)
 {
     char key[FORMAT_KEY_SIZE], path[PATH_MAX];
-    char *text = NULL;
-    size_t size = 0;
     struct format_base base = {0};
     uint32_t number = 0;
     snprintf(key, sizeof key, "%s%s/base.json", work->prefix, g->window.name);
     replica_temp_path(work, "base.json", path);
-    int rc = replica_get_text(work->target, key, path, &text, &size, err);
+    int rc = replica_fetch_base(work->target, key, path, &base, err);
     if (rc == -ENOENT)
         rc = error_set(err, -ENOENT, "%s is missing on target %s: generation %s cannot be restored",
                        key, work->request->target->name, g->window.name);
-    if (rc == 0)
-        rc = format_base_decode(text, size, key, &base, err);
-    free(text);
     if (rc != 0)
         return rc == -EINVAL ? -EBADMSG : rc;
     if (format_generation_parse(g->window.name, &number) != 0 || base.generation != number)
