@@ -761,13 +761,16 @@ static int reset_losslessly(struct replica *r, int64_t now_ms, bool yield, sqlit
     }
     bool readers = pin_other_readers(&r->pin);
     /* Ended: everything up to the last commit is shipped (nothing can
-     * commit now), every frame is backfilled and no other reader keeps the
-     * WAL from restarting at the next write. */
+     * commit now) and every frame is backfilled. Another reader may keep
+     * the next write from restarting the WAL, or may be gone by then: the
+     * generation then either goes on in the same WAL (shipped as ever) or
+     * continues after the one restart the pin allows, at this end. Not
+     * ending it for the reader's sake made that restart a break (defect 9). */
     log_event(LOG_DEBUG, r->db->name, "replicate",
               "reset round: shipped to frame %" PRIu64 ", checkpoint log=%d done=%d, other "
               "readers: %s",
               r->row.frame_index, log_frames, done, readers ? "yes" : "no");
-    if (!readers && log_frames == done && r->row.frame_index == (uint64_t)log_frames) {
+    if (log_frames == done && r->row.frame_index == (uint64_t)log_frames) {
         r->row.ended = true;
         rc = state_save_replica(r->state, r->db->name, &r->row, NULL, 0, 0, 0, 0, NULL, err);
         /* Re-pin before letting the write lock go. Everything is backfilled,
@@ -779,8 +782,10 @@ static int reset_losslessly(struct replica *r, int64_t now_ms, bool yield, sqlit
         if (rc == 0)
             r->end_trusted = pin_renew(&r->pin);
     } else {
-        /* Not ended (another reader, or frames not backfilled): hold the
-         * WAL again before the write lock goes, as between rounds. Without
+        /* Not ended (frames not backfilled, as another reader's snapshot
+         * needs them): hold the WAL again before the write lock goes, as
+         * between rounds; this pin takes a read mark that keeps the WAL from
+         * restarting until the next round. Without
          * a pin, the application could append, checkpoint and restart the
          * WAL before our next round reads what it appended: a break. */
         (void)pin_renew(&r->pin);

@@ -14,6 +14,7 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import unittest
 import urllib.request
@@ -360,6 +361,53 @@ class ReplicationAfterAReset(ReplicaTestCase):
                 self.fail(f"cycle {cycle}: the agent never restarted the WAL\n{self.agent_log()}")
             self.wait_shipped(timeout=10)
         db.close()
+        self.assertNotIn("replication break", self.agent_log())
+        self.assertEqual(self.stop_agent(agent)[0], 0)
+
+    def test_a_reader_seen_by_the_reset_round_is_no_break(self):
+        """Another connection's read transaction, seen by the reset round
+        after every frame was backfilled, may end before the next write:
+        that write then restarts the WAL at the end the agent shipped. It
+        must be continued, not taken for a restart by someone else (seen
+        under ASan in CI, 2026-12-03)."""
+        agent = self.start_agent()
+        self.wait_for(lambda: os.path.exists(os.path.join(self.replica, "index.json")),
+                      what="the first index.json")
+        stop = threading.Event()
+
+        def read_often():
+            reader = sqlite3.connect(self.db_path(), isolation_level=None)
+            while not stop.is_set():
+                reader.execute("BEGIN")
+                reader.execute("SELECT count(*) FROM r").fetchone()
+                time.sleep(0.002)
+                reader.execute("COMMIT")
+                time.sleep(0.01)
+            reader.close()
+
+        readers = [threading.Thread(target=read_often) for _ in range(2)]
+        for thread in readers:
+            thread.start()
+        db = sqlite3.connect(self.db_path(), timeout=10, isolation_level=None)
+        db.execute("PRAGMA wal_autocheckpoint=0")  # only the agent restarts the WAL
+        wal = self.db_path() + "-wal"
+        restarts, last, deadline = 0, None, time.monotonic() + 60
+        try:
+            while restarts < 6 and time.monotonic() < deadline:
+                db.execute("INSERT INTO r (payload) VALUES (?)", (os.urandom(16384),))
+                with open(wal, "rb") as f:
+                    now = f.read(32)[16:20]
+                restarts += last is not None and now != last
+                last = now
+                time.sleep(0.002)  # ~6 MB/s: a reset round every second or so
+        finally:
+            stop.set()
+            for thread in readers:
+                thread.join()
+        self.assertGreaterEqual(restarts, 6, self.agent_log())
+        self.wait_shipped(timeout=10)
+        db.close()
+        self.assertIn("other readers: yes", self.agent_log())
         self.assertNotIn("replication break", self.agent_log())
         self.assertEqual(self.stop_agent(agent)[0], 0)
 
