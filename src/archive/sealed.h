@@ -5,8 +5,9 @@
  *
  * A sealed object is an age file whose plaintext is the object as it would
  * be unencrypted (a gzip or zstd archive, a gzip'd WAL segment); its name
- * gets ".age" after the usual one. Files are sealed with their chunks
- * encrypted in parallel (each chunk is independent), buffers in one go.
+ * gets ".age" after the usual one. A file is sealed as it is read (a
+ * sealed view, for uploads: age chunks are independent), a buffer in one
+ * go.
  * Opening a file is archive_decompress's job (archive.h); opening a
  * buffer is here, for the replica's small objects.
  */
@@ -15,6 +16,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "archive/archive.h"
 #include "config/config.h"
@@ -43,18 +45,6 @@ static inline struct sealed_recipients sealed_recipients_of(const struct databas
     return (struct sealed_recipients){db->encrypt.recipients, db->encrypt.recipient_count};
 }
 
-/*
- * Encrypts the file `source` into the new file `destination` (created 0600
- * with O_EXCL, removed on any failure; fsync'd when `durable`, which a temp
- * copy for an upload need not be). result: input_bytes the plaintext's
- * size, output_bytes and sha256 the sealed file's. io may be NULL;
- * io->stop is honoured (-ECANCELED).
- */
-int sealed_seal_file(const char *source, const char *destination,
-                     const struct sealed_recipients *recipients, bool durable,
-                     const struct io_context *io, struct archive_result *result,
-                     struct error *err);
-
 /* Encrypts `size` bytes into *out (malloc'd, *out_size bytes). */
 int sealed_seal_buffer(const void *data, size_t size, const struct sealed_recipients *recipients,
                        unsigned char **out, size_t *out_size, struct error *err);
@@ -64,6 +54,32 @@ int sealed_seal_buffer(const void *data, size_t size, const struct sealed_recipi
 int sealed_open_buffer(const void *data, size_t size, const struct archive_keys *keys,
                        const char *object, unsigned char **out, size_t *out_size,
                        struct error *err);
+
+/*
+ * A plain file seen as its sealed form without writing that anywhere: the
+ * bytes at any offset are encrypted as they are read, so that an upload
+ * sends an archive kept unencrypted here as NAME.age with no sealed copy
+ * on disk (sealed_view.c). The file key and nonce are drawn once, at
+ * open: every read of one view gives the same bytes, as a sealed file
+ * would. The file must be a regular file; if it shrinks, reads fail.
+ * Readers are one per thread; the view outlives them.
+ */
+struct sealed_view;
+struct sealed_view_reader;
+
+int sealed_view_open(const char *path, const struct sealed_recipients *recipients,
+                     struct sealed_view **view, struct error *err);
+/* The sealed form's size in bytes. */
+int64_t sealed_view_size(const struct sealed_view *view);
+void sealed_view_close(struct sealed_view *view);
+
+int sealed_view_reader_open(struct sealed_view *view, struct sealed_view_reader **reader,
+                            struct error *err);
+/* Exactly `length` bytes of the sealed form from `offset` (offset + length
+ * <= the size). Sequential reads encrypt each chunk once. */
+int sealed_view_read(struct sealed_view_reader *reader, unsigned char *buffer, size_t length,
+                     int64_t offset, struct error *err);
+void sealed_view_reader_close(struct sealed_view_reader *reader);
 
 /* "age1abc..., age1def..." (recipients as `age-keygen -y` prints them), for
  * manifests and `backups --remote`; cut with "..." when it does not fit. */

@@ -11,10 +11,10 @@
  * the target is evidently back, and the rest of the backlog goes too.
  *
  * With encrypt recipients, what goes out is encrypted (archive/sealed.h):
- * an archive kept unencrypted here (encrypt.local off) is sealed into a
- * temp file beside it, sent as NAME-STAMP.db.gz.age with a manifest that
- * describes the sealed object, and the temp files removed; an archive
- * sealed already is sent as it is.
+ * an archive kept unencrypted here (encrypt.local off) is sealed as it is
+ * sent (a sealed view: no sealed copy is written), as NAME-STAMP.db.gz.age
+ * with a manifest that describes the sealed object; an archive sealed
+ * already is sent as it is.
  *
  * Remote retention, which follows a run that sent something (jobs/plan.c),
  * is prune_remote.c.
@@ -41,45 +41,62 @@ static time_t upload_next_attempt(int attempts, time_t now)
     return now + (time_t)io_backoff(60, 3600, attempts, IO_JITTER_EQUAL);
 }
 
-/* What one upload sends: the local files, or their sealed temp copies. */
-struct upload_files {
-    char archive[4300];
-    char manifest[4400];
-    char file_name[300];  /* the name on the target */
-    char sealed[4400];    /* temp files to remove afterwards, "" when none */
-    char sealed_manifest[4500];
-};
+/* A sealed view (archive/sealed.h) as what a target uploads. */
+static int view_open_reader(void *context, void **reader, struct error *err)
+{
+    return sealed_view_reader_open(context, (struct sealed_view_reader **)reader, err);
+}
 
-/* Seals an unencrypted local archive for the trip: the sealed copy and a
- * manifest describing it, both temp files beside the archive. */
-static int upload_seal(struct job_context *context, const struct upload_entry *entry,
-                       struct manifest *manifest, struct upload_files *files, struct error *err)
+static int view_read(void *reader, unsigned char *buffer, size_t length, int64_t offset,
+                     struct error *err)
+{
+    return sealed_view_read(reader, buffer, length, offset, err);
+}
+
+static void view_close_reader(void *reader)
+{
+    sealed_view_reader_close(reader);
+}
+
+/* Sends an unencrypted local archive sealed, under KEY.age, and a manifest
+ * describing the sealed object (written to a temp file beside the local
+ * one, sent, removed). */
+static int upload_sealed(struct job_context *context, struct target *target,
+                         const struct upload_entry *entry, struct manifest *manifest,
+                         const char *archive_key, struct error *err)
 {
     struct sealed_recipients recipients = sealed_recipients_of(context->database);
-    struct io_context io = {.stop = context->stop, .background = !context->one_off};
-    struct archive_result sealed = {0};
-    snprintf(files->sealed, sizeof files->sealed, "%s%s.upload%s", entry->archive_path,
-             SEALED_SUFFIX, FS_TEMP_SUFFIX);
-    snprintf(files->sealed_manifest, sizeof files->sealed_manifest, "%s%s.json.upload%s",
-             entry->archive_path, SEALED_SUFFIX, FS_TEMP_SUFFIX);
-    unlink(files->sealed);
-    /* Not fsync'd: a temp copy that a crash leaves is removed, never used. */
-    int rc = sealed_seal_file(entry->archive_path, files->sealed, &recipients, false, &io, &sealed,
-                              err);
-    if (rc != 0) {
-        files->sealed[0] = '\0';
+    struct io_context io = {.stop = context->stop};
+    struct sealed_view *view = NULL;
+    char key[1100], manifest_key[1200], manifest_path[4500], stored[IO_SHA256_HEX];
+    int rc = sealed_view_open(entry->archive_path, &recipients, &view, err);
+    if (rc != 0)
         return rc;
-    }
-    snprintf(files->file_name + strlen(files->file_name),
-             sizeof files->file_name - strlen(files->file_name), "%s", SEALED_SUFFIX);
-    snprintf(manifest->archive, sizeof manifest->archive, "%s", files->file_name);
-    snprintf(manifest->archive_sha256, sizeof manifest->archive_sha256, "%s", sealed.sha256);
-    manifest->archive_bytes = sealed.output_bytes;
+    struct target_source source = {.name = entry->archive_path,
+                                   .size = sealed_view_size(view),
+                                   .context = view,
+                                   .open_reader = view_open_reader,
+                                   .read = view_read,
+                                   .close_reader = view_close_reader};
+    snprintf(key, sizeof key, "%s%s", archive_key, SEALED_SUFFIX);
+    rc = target_put_source(target, key, &source, NULL, stored, &io, err);
+    sealed_view_close(view);
+    if (rc != 0)
+        return rc;
+    const char *name = strrchr(key, '/');
+    snprintf(manifest->archive, sizeof manifest->archive, "%s", name ? name + 1 : key);
+    snprintf(manifest->archive_sha256, sizeof manifest->archive_sha256, "%s", stored);
+    manifest->archive_bytes = source.size;
     manifest->encrypted = true;
     sealed_describe_recipients(&recipients, manifest->recipients, sizeof manifest->recipients);
-    rc = manifest_write(files->sealed_manifest, manifest, err);
-    snprintf(files->archive, sizeof files->archive, "%s", files->sealed);
-    snprintf(files->manifest, sizeof files->manifest, "%s", files->sealed_manifest);
+    /* Not fsync'd: a temp file that a crash leaves is removed, never used. */
+    snprintf(manifest_path, sizeof manifest_path, "%s%s.json.upload%s", entry->archive_path,
+             SEALED_SUFFIX, FS_TEMP_SUFFIX);
+    snprintf(manifest_key, sizeof manifest_key, "%s.json", key);
+    rc = manifest_write(manifest_path, manifest, err);
+    if (rc == 0)
+        rc = target_put_file(target, manifest_key, manifest_path, NULL, &io, err);
+    unlink(manifest_path);
     return rc;
 }
 
@@ -87,32 +104,27 @@ static int upload_one(struct job_context *context, struct target *target,
                       const struct upload_entry *entry, int64_t *bytes, struct error *err)
 {
     const char *file_name = strrchr(entry->archive_path, '/');
-    char archive_key[1024], manifest_key[1100];
-    struct upload_files files = {0};
+    char archive_key[1024], manifest_key[1100], manifest_path[4400];
     struct manifest manifest;
     struct io_context io = {.stop = context->stop};
 
-    snprintf(files.file_name, sizeof files.file_name, "%s",
-             file_name ? file_name + 1 : entry->archive_path);
-    snprintf(files.archive, sizeof files.archive, "%s", entry->archive_path);
-    snprintf(files.manifest, sizeof files.manifest, "%s.json", entry->archive_path);
-    int rc = manifest_read(files.manifest, &manifest, err);
-    if (rc == 0 && context->database->encrypt.recipient_count > 0 && !manifest.encrypted)
-        rc = upload_seal(context, entry, &manifest, &files, err);
-    if (rc == 0) {
-        remote_key_for(context->database->name, files.file_name, archive_key, sizeof archive_key);
-        snprintf(manifest_key, sizeof manifest_key, "%s.json", archive_key);
-        rc = target_put_file(target, archive_key, files.archive, manifest.archive_sha256, &io,
+    remote_key_for(context->database->name, file_name ? file_name + 1 : entry->archive_path,
+                   archive_key, sizeof archive_key);
+    snprintf(manifest_key, sizeof manifest_key, "%s.json", archive_key);
+    snprintf(manifest_path, sizeof manifest_path, "%s.json", entry->archive_path);
+    int rc = manifest_read(manifest_path, &manifest, err);
+    if (rc != 0)
+        return rc;
+    if (context->database->encrypt.recipient_count > 0 && !manifest.encrypted) {
+        rc = upload_sealed(context, target, entry, &manifest, archive_key, err);
+    } else {
+        rc = target_put_file(target, archive_key, entry->archive_path, manifest.archive_sha256, &io,
                              err);
+        if (rc == 0)
+            rc = target_put_file(target, manifest_key, manifest_path, NULL, &io, err);
     }
     if (rc == 0)
-        rc = target_put_file(target, manifest_key, files.manifest, NULL, &io, err);
-    if (rc == 0)
         *bytes += manifest.archive_bytes;
-    if (files.sealed[0])
-        unlink(files.sealed);
-    if (files.sealed_manifest[0])
-        unlink(files.sealed_manifest);
     return rc;
 }
 

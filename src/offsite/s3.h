@@ -47,6 +47,12 @@ struct s3_request {
     size_t header_count;
     const unsigned char *body; /* PUT/POST payload in memory, may be NULL */
     size_t body_size;
+    /* Or a PUT payload of body_size bytes read on demand from this reader
+     * (a part of a target_source), from offset body_offset on: curl asks
+     * for it in pieces, and again from the start on a resend. */
+    const struct target_source *body_source;
+    void *body_reader;
+    int64_t body_offset;
     const char *payload_hash; /* hex SHA-256 of body; computed when NULL */
     int download_fd;          /* >= 0: a 2xx body goes here (rewritten on retry) */
     bool body_may_hold_error; /* CompleteMultipartUpload can fail inside a 200 */
@@ -108,9 +114,11 @@ int s3_xml_parse_listing(const char *xml, size_t size, const char *strip,
 int s3_xml_complete_body(char (*etags)[128], size_t count, char **out, size_t *out_size);
 void s3_xml_init(void);
 
-/* s3_multipart.c: uploads the open file `fd` (size bytes) to `key`. */
-int s3_upload_multipart(struct s3_client *client, CURL *curl, const char *key, int fd, int64_t size,
-                        const char *sha256_hex, const struct io_context *io, struct error *err);
+/* s3_multipart.c: uploads `source` to `key` (target_put_source). */
+int s3_upload_multipart(struct s3_client *client, CURL *curl, const char *key,
+                        const struct target_source *source, const char *sha256_hex,
+                        char stored_sha256[IO_SHA256_HEX], const struct io_context *io,
+                        struct error *err);
 
 /* Headers every new object carries: metadata sha256, storage class, SSE. */
 void s3_request_add_object_headers(const struct s3_client *client, struct s3_request *request,

@@ -40,6 +40,7 @@ struct s3_transfer {
     struct io_sha256 download_hash; /* of a body that goes to download_fd */
     int write_errno;
     bool too_large;
+    struct error read_error; /* a body_source that failed to read */
     int64_t progress_seen;
 };
 
@@ -175,8 +176,14 @@ static size_t on_read(char *buffer, size_t size, size_t count, void *context)
     const struct s3_request *request = transfer->request;
     size_t left = request->body_size - transfer->upload_offset;
     size_t length = size * count < left ? size * count : left;
-    if (length > 0)
+    if (length > 0 && request->body_source) {
+        int64_t offset = request->body_offset + (int64_t)transfer->upload_offset;
+        if (request->body_source->read(request->body_reader, (unsigned char *)buffer, length,
+                                       offset, &transfer->read_error) != 0)
+            return CURL_READFUNC_ABORT;
+    } else if (length > 0) {
         memcpy(buffer, request->body + transfer->upload_offset, length);
+    }
     transfer->upload_offset += length;
     return length;
 }
@@ -553,6 +560,11 @@ static enum s3_outcome judge_transfer(struct s3_attempt *attempt, CURLcode code)
                       what, strerror(transfer->write_errno));
         return S3_FAIL;
     }
+    if (transfer->read_error.code) {
+        *attempt->err = transfer->read_error;
+        attempt->rc = transfer->read_error.code;
+        return S3_FAIL;
+    }
     if (transfer->too_large) {
         attempt->rc = error_set(attempt->err, -EPROTO,
                                 "%s: the response is larger than %d bytes: is %s an S3 endpoint?",
@@ -609,7 +621,8 @@ static enum s3_outcome attempt_once(struct s3_attempt *attempt, const char *payl
     if (outcome == S3_DONE) {
         CURLcode code = attempt_send(attempt);
         const struct s3_transfer *transfer = &attempt->transfer;
-        if (code != CURLE_OK || transfer->write_errno || transfer->too_large)
+        if (code != CURLE_OK || transfer->write_errno || transfer->too_large ||
+            transfer->read_error.code)
             outcome = judge_transfer(attempt, code);
         else
             outcome = judge_response(attempt);
@@ -658,6 +671,7 @@ int s3_perform(struct s3_client *client, CURL *curl, const struct s3_request *re
     io = request_io(client, request, io, &with_stop);
     memset(response, 0, sizeof *response);
     s3_describe_key(client, request->key, what, sizeof what);
+    assert(!request->body_source || request->payload_hash); /* no body to hash here */
     if (request->payload_hash)
         snprintf(payload_hash, sizeof payload_hash, "%s", request->payload_hash);
     else

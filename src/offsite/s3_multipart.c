@@ -1,17 +1,26 @@
 /*
- * s3_multipart.c: uploading a large file as an S3 multipart upload.
+ * s3_multipart.c: uploading a large source (a file, or an archive sealed on
+ * the way) as an S3 multipart upload.
  *
  * A few worker threads (target tuning: parallel_parts), each with its own
- * curl handle, take parts in order. A part is never held in memory: a first
- * pass reads it through a 1 MiB buffer for its Content-MD5 (which S3 checks)
- * and payload SHA-256 (which the signature covers), then curl sends it
- * straight from a read-only mapping of the file region, whose pages are
- * dropped from the mapping as soon as they are sent. So memory stays at a
- * few MiB whatever the part size and the file's size, while parts still go
- * in parallel. One more thread hashes the whole file in order, and the
- * upload is completed only if that SHA-256 matches the manifest's. A failed
- * or cancelled upload is aborted so no invisible parts are left to pay for.
- * Not for small files (target_s3.c sends those in one PutObject).
+ * curl handle and its own reader of the source, take parts in order. A
+ * part is never held in memory: a first pass reads it through a 1 MiB
+ * buffer for its Content-MD5 (which S3 checks) and payload SHA-256 (which
+ * the signature covers), then curl reads it again, piece by piece, as it
+ * sends. So memory stays at a few MiB whatever the part size and the
+ * source's size, while parts still go in parallel. One more thread hashes
+ * the whole source in order.
+ *
+ * When the caller knows the source's SHA-256 (a file and its manifest),
+ * each part is hashed and sent in one go, and the upload is completed only
+ * if the whole hash matches. When it does not (an archive sealed on the
+ * way, whose SHA-256 exists only once it is encrypted), every part is
+ * hashed first, along with the whole, because CreateMultipartUpload must
+ * carry x-amz-meta-sha256; the parts then go with the hashes of that first
+ * pass, so a source that reads differently the second time is refused by
+ * S3 (Content-MD5) rather than stored. A failed or cancelled upload is
+ * aborted so no invisible parts are left to pay for. Not for small sources
+ * (target_s3.c sends those in one PutObject).
  */
 #include <errno.h>
 #include <openssl/evp.h>
@@ -19,7 +28,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "core/io.h"
@@ -28,33 +36,31 @@
 
 #define MULTIPART_READ_BYTES (1024 * 1024)
 
+/* What a part is sent with: its Content-MD5 and payload SHA-256. */
+struct part_hashes {
+    char md5[32];
+    char sha256[SIGV4_SHA256_HEX];
+};
+
 struct multipart {
     struct s3_client *client;
     const char *key;
     char upload_id[1024];
-    int fd;
+    const struct target_source *source;
     int64_t size;
     int64_t part_size;
     size_t part_count;
     char (*etags)[128];
+    struct part_hashes *hashes; /* by part, from the first pass; NULL: hashed as sent */
+    bool sending;               /* false during the first pass */
     const struct io_context *io;
-    char file_sha256[IO_SHA256_HEX]; /* by the hashing thread */
+    char source_sha256[IO_SHA256_HEX]; /* by the hashing thread */
 
     pthread_mutex_t lock; /* guards everything below */
-    size_t next_part;     /* index of the next part to send */
+    size_t next_part;     /* index of the next part to hash or send */
     int64_t done;
     bool failed;
     struct error error; /* the first failure */
-};
-
-/* One part on its way: the mapping of its file region, and how much of it
- * is already sent and dropped. */
-struct multipart_part {
-    unsigned char *map;
-    size_t map_length;
-    size_t lead; /* the part starts this far into the (page-aligned) mapping */
-    size_t dropped;
-    size_t page;
 };
 
 static void multipart_fail(struct multipart *upload, const struct error *error)
@@ -75,34 +81,36 @@ static bool multipart_failed(struct multipart *upload)
     return failed;
 }
 
-/* The whole file's SHA-256, in order, alongside the parts. */
-static void *multipart_hash_file(void *context)
+/* The whole source's SHA-256, in order, alongside the parts. */
+static void *multipart_hash_source(void *context)
 {
     struct multipart *upload = context;
+    const struct target_source *source = upload->source;
     struct error error = {0};
     unsigned char *buffer = malloc(MULTIPART_READ_BYTES);
     struct io_sha256 hash = {0};
-    int rc = 0;
+    void *reader = NULL;
     if (!buffer || io_sha256_begin(&hash) != 0) {
-        error_set(&error, -ENOMEM, "out of memory hashing the file for %s", upload->key);
-        multipart_fail(upload, &error);
+        error_set(&error, -ENOMEM, "out of memory hashing %s for %s", source->name, upload->key);
         goto out;
     }
+    if (source->open_reader(source->context, &reader, &error) != 0)
+        goto out;
     for (int64_t offset = 0; offset < upload->size; offset += MULTIPART_READ_BYTES) {
         if (multipart_failed(upload) || io_stopped(upload->io))
             goto out;
         int64_t left = upload->size - offset;
         size_t length = (size_t)(left < MULTIPART_READ_BYTES ? left : MULTIPART_READ_BYTES);
-        if ((rc = io_pread_full(upload->fd, buffer, length, offset)) != 0) {
-            error_set(&error, rc, "cannot read the file for %s: %s", upload->key,
-                      rc == -ENODATA ? "it shrank while uploading" : strerror(-rc));
-            multipart_fail(upload, &error);
+        if (source->read(reader, buffer, length, offset, &error) != 0)
             goto out;
-        }
         io_sha256_update(&hash, buffer, length);
     }
-    io_sha256_end(&hash, upload->file_sha256);
+    io_sha256_end(&hash, upload->source_sha256);
 out:
+    if (error.code)
+        multipart_fail(upload, &error);
+    if (reader)
+        source->close_reader(reader);
     io_sha256_discard(&hash);
     free(buffer);
     return NULL;
@@ -125,124 +133,122 @@ static bool take_part(struct multipart *upload, size_t *index, int64_t *offset, 
 }
 
 /* First pass over a part: its Content-MD5 (base64) and SHA-256 (hex). */
-static int hash_part(struct multipart *upload, unsigned char *buffer, int64_t offset, size_t length,
-                     char md5[32], char sha256[SIGV4_SHA256_HEX])
+static int hash_part(struct multipart *upload, void *reader, unsigned char *buffer, int64_t offset,
+                     size_t length, struct part_hashes *hashes, struct error *error)
 {
+    const struct target_source *source = upload->source;
     EVP_MD_CTX *md5_context = EVP_MD_CTX_new();
     struct io_sha256 sha = {0};
     unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned digest_length = 0;
-    int rc = -ENOMEM;
+    int rc = 0;
     if (!md5_context || EVP_DigestInit_ex(md5_context, EVP_md5(), NULL) != 1 ||
-        io_sha256_begin(&sha) != 0)
+        io_sha256_begin(&sha) != 0) {
+        rc = error_set(error, -ENOMEM, "out of memory hashing %s", source->name);
         goto out;
+    }
     for (size_t done = 0; done < length;) {
         size_t chunk = length - done < MULTIPART_READ_BYTES ? length - done : MULTIPART_READ_BYTES;
-        if ((rc = io_pread_full(upload->fd, buffer, chunk, offset + (int64_t)done)) != 0)
+        if ((rc = source->read(reader, buffer, chunk, offset + (int64_t)done, error)) != 0)
             goto out;
         EVP_DigestUpdate(md5_context, buffer, chunk);
         io_sha256_update(&sha, buffer, chunk);
         done += chunk;
     }
     EVP_DigestFinal_ex(md5_context, digest, &digest_length);
-    EVP_EncodeBlock((unsigned char *)md5, digest, (int)digest_length);
-    io_sha256_end(&sha, sha256);
-    rc = 0;
+    EVP_EncodeBlock((unsigned char *)hashes->md5, digest, (int)digest_length);
+    io_sha256_end(&sha, hashes->sha256);
 out:
     EVP_MD_CTX_free(md5_context);
     io_sha256_discard(&sha);
     return rc;
 }
 
-/* curl has sent `bytes` of the part: their pages leave our mapping (they
- * stay in the page cache, so a retry that rereads them is still correct). */
-static void part_sent(void *context, int64_t bytes)
+/* Sends part `index` (`length` bytes from `offset`) with its hashes. */
+static int send_part(struct multipart *upload, CURL *curl, void *reader, size_t index,
+                     int64_t offset, size_t length, const struct part_hashes *hashes,
+                     struct error *error)
 {
-    struct multipart_part *part = context;
-    size_t upto = (part->lead + (size_t)bytes) / part->page * part->page;
-    if (upto > part->map_length)
-        upto = part->map_length;
-    if (upto > part->dropped) {
-        madvise(part->map + part->dropped, upto - part->dropped, MADV_DONTNEED);
-        part->dropped = upto;
-    }
-}
-
-static int upload_part(struct multipart *upload, CURL *curl, unsigned char *buffer, size_t index,
-                       int64_t offset, size_t length, struct error *error)
-{
-    char number[24], md5[32], sha256[SIGV4_SHA256_HEX];
+    char number[24];
     struct s3_request request = {.method = "PUT", .key = upload->key, .download_fd = -1};
     struct s3_response response = {0};
-    struct multipart_part part = {.page = (size_t)sysconf(_SC_PAGESIZE)};
-    int rc = hash_part(upload, buffer, offset, length, md5, sha256);
-    if (rc != 0)
-        return error_set(error, rc, "part %zu: cannot read the file for %s: %s", index + 1,
-                         upload->key, rc == -ENODATA ? "it shrank while uploading" : strerror(-rc));
-    part.lead = (size_t)(offset % (int64_t)part.page);
-    part.map_length = part.lead + length;
-    part.map = mmap(NULL, part.map_length, PROT_READ, MAP_SHARED, upload->fd,
-                    (off_t)(offset - (int64_t)part.lead));
-    if (part.map == MAP_FAILED)
-        return error_set(error, -errno, "part %zu: cannot map the file for %s: %s", index + 1,
-                         upload->key, strerror(errno));
-    madvise(part.map, part.map_length, MADV_SEQUENTIAL);
-
     snprintf(number, sizeof number, "%zu", index + 1);
     s3_request_add_parameter(&request, "partNumber", number);
     s3_request_add_parameter(&request, "uploadId", upload->upload_id);
-    s3_request_add_header(&request, "Content-MD5", md5);
-    request.body = part.map + part.lead;
+    s3_request_add_header(&request, "Content-MD5", hashes->md5);
+    request.body_source = upload->source;
+    request.body_reader = reader;
+    request.body_offset = offset;
     request.body_size = length;
-    request.payload_hash = sha256;
-    request.progress = part_sent;
-    request.progress_context = &part;
-    rc = s3_perform(upload->client, curl, &request, &response, upload->io, error);
-    munmap(part.map, part.map_length);
+    request.payload_hash = hashes->sha256;
+    int rc = s3_perform(upload->client, curl, &request, &response, upload->io, error);
     if (rc == 0 && !response.etag[0])
-        rc = error_set(error, -EPROTO, "part %zu of %s: the server sent no ETag", index + 1,
-                       upload->key);
+        rc = error_set(error, -EPROTO, "the server sent no ETag for %s", upload->key);
     if (rc == 0)
         memcpy(upload->etags[index], response.etag, sizeof upload->etags[index]);
-    else
-        error_prefix(error, "part %zu: ", index + 1);
     s3_response_free(&response);
+    return rc;
+}
+
+/* One part's turn: hashed (first pass, or as it is sent), then sent. */
+static int process_part(struct multipart *upload, CURL *curl, void *reader, unsigned char *buffer,
+                        size_t index, int64_t offset, size_t length, struct error *error)
+{
+    struct part_hashes local, *hashes = upload->hashes ? &upload->hashes[index] : &local;
+    int rc = 0;
+    if (!upload->hashes || !upload->sending)
+        rc = hash_part(upload, reader, buffer, offset, length, hashes, error);
+    if (rc == 0 && upload->sending)
+        rc = send_part(upload, curl, reader, index, offset, length, hashes, error);
+    if (rc != 0)
+        error_prefix(error, "part %zu: ", index + 1);
     return rc;
 }
 
 static void *multipart_worker(void *context)
 {
     struct multipart *upload = context;
+    const struct target_source *source = upload->source;
     struct error error = {0};
-    CURL *curl = s3_curl_new();
+    CURL *curl = upload->sending ? s3_curl_new() : NULL;
     unsigned char *buffer = malloc(MULTIPART_READ_BYTES);
+    void *reader = NULL;
     size_t index, length;
     int64_t offset;
-    if (!curl || !buffer) {
+    if ((upload->sending && !curl) || !buffer) {
         error_set(&error, -ENOMEM, "out of memory for an upload worker");
         multipart_fail(upload, &error);
         goto out;
     }
+    if (source->open_reader(source->context, &reader, &error) != 0) {
+        multipart_fail(upload, &error);
+        goto out;
+    }
     while (take_part(upload, &index, &offset, &length)) {
-        if (upload_part(upload, curl, buffer, index, offset, length, &error) != 0) {
+        if (process_part(upload, curl, reader, buffer, index, offset, length, &error) != 0) {
             multipart_fail(upload, &error);
             break;
         }
-        pthread_mutex_lock(&upload->lock);
-        upload->done += (int64_t)length;
-        io_report_progress(upload->io, upload->done, upload->size);
-        pthread_mutex_unlock(&upload->lock);
+        if (upload->sending) {
+            pthread_mutex_lock(&upload->lock);
+            upload->done += (int64_t)length;
+            io_report_progress(upload->io, upload->done, upload->size);
+            pthread_mutex_unlock(&upload->lock);
+        }
     }
 out:
+    if (reader)
+        source->close_reader(reader);
     free(buffer);
     if (curl)
         curl_easy_cleanup(curl);
     return NULL;
 }
 
-/* Runs the workers and the file hash; the calling thread is one of the
- * workers. Helper threads block signals: those belong to the agent's thread. */
-static void run_workers(struct multipart *upload)
+/* Runs the workers over every part, and the whole hash with them when
+ * asked; the calling thread is one of the workers. Helper threads block
+ * signals: those belong to the agent's thread. */
+static void run_workers(struct multipart *upload, bool hash_source)
 {
     int wanted = upload->client->target->tuning.parallel_parts;
     if ((size_t)wanted > upload->part_count)
@@ -251,7 +257,8 @@ static void run_workers(struct multipart *upload)
     int started = 0;
     if (wanted > 64)
         wanted = 64;
-    bool hashing = io_thread_start(&threads[0], multipart_hash_file, upload) == 0;
+    upload->next_part = 0;
+    bool hashing = hash_source && io_thread_start(&threads[0], multipart_hash_source, upload) == 0;
     for (int i = 1; i < wanted; i++) {
         if (io_thread_start(&threads[1 + started], multipart_worker, upload) != 0)
             break; /* fewer threads is slower, not wrong */
@@ -262,8 +269,8 @@ static void run_workers(struct multipart *upload)
         pthread_join(threads[1 + i], NULL);
     if (hashing)
         pthread_join(threads[0], NULL);
-    else
-        multipart_hash_file(upload);
+    else if (hash_source)
+        multipart_hash_source(upload);
 }
 
 static int create_upload(struct multipart *upload, CURL *curl, const char *sha256_hex,
@@ -351,14 +358,36 @@ static int64_t choose_part_size(int64_t configured, int64_t size)
     return part_size;
 }
 
-int s3_upload_multipart(struct s3_client *client, CURL *curl, const char *key, int fd, int64_t size,
-                        const char *sha256_hex, const struct io_context *io, struct error *err)
+/* The first pass of an upload whose SHA-256 the caller does not know:
+ * every part's hashes and the whole's, before anything is sent. */
+static int hash_first(struct multipart *upload, const char *what, struct error *err)
+{
+    upload->hashes = calloc(upload->part_count, sizeof *upload->hashes);
+    if (!upload->hashes)
+        return error_set(err, -ENOMEM, "%s: out of memory", what);
+    upload->sending = false;
+    run_workers(upload, true);
+    upload->sending = true;
+    if (upload->failed) {
+        *err = upload->error;
+        return upload->error.code ? upload->error.code : -EIO;
+    }
+    if (io_stopped(upload->io))
+        return error_set(err, -ECANCELED, "%s: upload cancelled", what);
+    return 0;
+}
+
+int s3_upload_multipart(struct s3_client *client, CURL *curl, const char *key,
+                        const struct target_source *source, const char *sha256_hex,
+                        char stored_sha256[IO_SHA256_HEX], const struct io_context *io,
+                        struct error *err)
 {
     struct multipart upload = {
         .client = client,
         .key = key,
-        .fd = fd,
-        .size = size,
+        .source = source,
+        .size = source->size,
+        .sending = true,
         .io = io,
     };
     char what[1200];
@@ -366,19 +395,24 @@ int s3_upload_multipart(struct s3_client *client, CURL *curl, const char *key, i
     int rc;
 
     s3_describe_key(client, key, what, sizeof what);
-    upload.part_size = choose_part_size(client->part_size, size);
-    upload.part_count = (size_t)((size + upload.part_size - 1) / upload.part_size);
+    upload.part_size = choose_part_size(client->part_size, upload.size);
+    upload.part_count = (size_t)((upload.size + upload.part_size - 1) / upload.part_size);
     upload.etags = calloc(upload.part_count, sizeof *upload.etags);
     pthread_mutex_init(&upload.lock, NULL);
     if (!upload.etags) {
         rc = error_set(err, -ENOMEM, "%s: out of memory", what);
         goto out;
     }
+    if (!sha256_hex) {
+        if ((rc = hash_first(&upload, what, err)) != 0)
+            goto out;
+        sha256_hex = upload.source_sha256;
+    }
     if ((rc = create_upload(&upload, curl, sha256_hex, err)) != 0)
         goto out;
     created = true;
 
-    run_workers(&upload);
+    run_workers(&upload, !upload.hashes);
     if (upload.failed) {
         *err = upload.error;
         rc = upload.error.code ? upload.error.code : -EIO;
@@ -388,19 +422,22 @@ int s3_upload_multipart(struct s3_client *client, CURL *curl, const char *key, i
         rc = error_set(err, -ECANCELED, "%s: upload cancelled", what);
         goto out;
     }
-    if (sha256_hex && strcmp(upload.file_sha256, sha256_hex) != 0) {
+    if (strcmp(upload.source_sha256, sha256_hex) != 0) {
         rc = error_set(err, -EIO,
                        "%s: the local file changed or is corrupt (sha256 %s, the manifest says "
                        "%s); upload abandoned",
-                       what, upload.file_sha256, sha256_hex);
+                       what, upload.source_sha256, sha256_hex);
         goto out;
     }
-    if ((rc = complete_upload(&upload, curl, sha256_hex, err)) == 0)
+    if ((rc = complete_upload(&upload, curl, sha256_hex, err)) == 0) {
         created = false;
+        snprintf(stored_sha256, IO_SHA256_HEX, "%s", sha256_hex);
+    }
 out:
     if (created)
         abort_upload(&upload, curl);
     pthread_mutex_destroy(&upload.lock);
+    free(upload.hashes);
     free(upload.etags);
     return rc;
 }

@@ -107,15 +107,31 @@ void target_close(struct target *target)
     free(target);
 }
 
-int target_put_file(struct target *target, const char *key, const char *path,
-                    const char *sha256_hex, const struct io_context *io, struct error *err)
+int target_put_source(struct target *target, const char *key, const struct target_source *source,
+                      const char *sha256_hex, char stored_sha256[IO_SHA256_HEX],
+                      const struct io_context *io, struct error *err)
 {
+    char ignored[IO_SHA256_HEX];
     int rc = target_check_key(target, key, err);
     if (rc != 0)
         return rc;
     if (io_stopped(io))
         return error_set(err, -ECANCELED, "%s: upload of %s cancelled", target->description, key);
-    return target->operations->put_file(target, key, path, sha256_hex, io, err);
+    return target->operations->put_source(target, key, source, sha256_hex,
+                                          stored_sha256 ? stored_sha256 : ignored, io, err);
+}
+
+int target_put_file(struct target *target, const char *key, const char *path,
+                    const char *sha256_hex, const struct io_context *io, struct error *err)
+{
+    struct target_file file;
+    struct target_source source;
+    int rc = target_file_open(path, &file, &source, err);
+    if (rc != 0)
+        return rc;
+    rc = target_put_source(target, key, &source, sha256_hex, NULL, io, err);
+    target_file_close(&file);
+    return rc;
 }
 
 int target_get_file(struct target *target, const char *key, const char *path,

@@ -48,6 +48,30 @@ void target_set_stop(struct target *target, const volatile sig_atomic_t *stop);
 int target_put_file(struct target *target, const char *key, const char *path,
                     const char *sha256_hex, const struct io_context *io, struct error *err);
 
+/*
+ * Bytes to upload that are made on the way rather than read from a file as
+ * they are (an archive encrypted while it is sent: archive/sealed.h).
+ * `read` fills exactly `length` bytes from `offset` (< size) or fails with
+ * err set; each thread that reads opens a reader of its own.
+ */
+struct target_source {
+    const char *name; /* the local file behind it, for messages */
+    int64_t size;
+    void *context;
+    int (*open_reader)(void *context, void **reader, struct error *err);
+    int (*read)(void *reader, unsigned char *buffer, size_t length, int64_t offset,
+                struct error *err);
+    void (*close_reader)(void *reader);
+};
+
+/* Uploads a source under `key`. `sha256_hex` (may be NULL) is what the bytes
+ * must hash to, as for target_put_file; the SHA-256 of what was stored is
+ * written to `stored_sha256` (may be NULL), and is the object's
+ * x-amz-meta-sha256 on S3 either way. */
+int target_put_source(struct target *target, const char *key, const struct target_source *source,
+                      const char *sha256_hex, char stored_sha256[IO_SHA256_HEX],
+                      const struct io_context *io, struct error *err);
+
 /* Downloads `key` into a new local file at `path` (0600, must not exist),
  * not synced to disk: it is a temporary copy for the caller to read. On
  * failure `path` does not exist afterwards. */

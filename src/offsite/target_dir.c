@@ -69,40 +69,38 @@ static void dir_parent(char *path)
 }
 
 /*
- * Copies `from` to the open descriptor `to`, hashing what passes through;
- * fsyncs `to`. The messages name `from_name` and `to_name`.
+ * Copies `source` to the open descriptor `to`, hashing what passes through;
+ * fsyncs `to`. The messages name the source and `to_name`.
  */
-static int dir_copy(int from, const char *from_name, int to, const char *to_name,
+static int dir_copy(const struct target_source *source, int to, const char *to_name,
                     char sha256_hex[IO_SHA256_HEX], const struct io_context *io, struct error *err)
 {
     unsigned char *buffer = malloc(DIR_COPY_BUFFER);
     struct io_sha256 hash = {0};
-    struct stat st;
-    int64_t done = 0, total = fstat(from, &st) == 0 ? (int64_t)st.st_size : -1;
+    void *reader = NULL;
     int rc = 0;
     if (!buffer || io_sha256_begin(&hash) != 0) {
-        rc = error_set(err, -ENOMEM, "copying %s: out of memory", from_name);
+        rc = error_set(err, -ENOMEM, "copying %s: out of memory", source->name);
         goto out;
     }
-    for (;;) {
+    if ((rc = source->open_reader(source->context, &reader, err)) != 0)
+        goto out;
+    for (int64_t done = 0; done < source->size;) {
         if (io_stopped(io)) {
-            rc = error_set(err, -ECANCELED, "copying %s to %s: cancelled", from_name, to_name);
+            rc = error_set(err, -ECANCELED, "copying %s to %s: cancelled", source->name, to_name);
             goto out;
         }
-        ssize_t got = io_read_full(from, buffer, DIR_COPY_BUFFER);
-        if (got < 0) {
-            rc = error_set(err, (int)got, "cannot read %s: %s", from_name, strerror((int)-got));
+        int64_t left = source->size - done;
+        size_t length = left < DIR_COPY_BUFFER ? (size_t)left : DIR_COPY_BUFFER;
+        if ((rc = source->read(reader, buffer, length, done, err)) != 0)
             goto out;
-        }
-        if (got == 0)
-            break;
-        io_sha256_update(&hash, buffer, (size_t)got);
-        if ((rc = io_write_full(to, buffer, (size_t)got)) != 0) {
+        io_sha256_update(&hash, buffer, length);
+        if ((rc = io_write_full(to, buffer, length)) != 0) {
             error_set(err, rc, "cannot write %s: %s", to_name, strerror(-rc));
             goto out;
         }
-        done += got;
-        io_report_progress(io, done, total);
+        done += (int64_t)length;
+        io_report_progress(io, done, source->size);
     }
     if (fsync(to) != 0) {
         rc = error_set(err, -errno, "cannot sync %s: %s", to_name, strerror(errno));
@@ -110,18 +108,20 @@ static int dir_copy(int from, const char *from_name, int to, const char *to_name
     }
     io_sha256_end(&hash, sha256_hex);
 out:
+    if (reader)
+        source->close_reader(reader);
     io_sha256_discard(&hash);
     free(buffer);
     return rc;
 }
 
-/* Copies the open `from` into `to`, a new file at `to_path`: filled, synced
- * and closed, or removed again on any failure. */
-static int dir_copy_to_new_file(int from, const char *from_name, int to, const char *to_path,
+/* Copies `source` into `to`, a new file at `to_path`: filled, synced and
+ * closed, or removed again on any failure. */
+static int dir_copy_to_new_file(const struct target_source *source, int to, const char *to_path,
                                 char sha256_hex[IO_SHA256_HEX], const struct io_context *io,
                                 struct error *err)
 {
-    int rc = dir_copy(from, from_name, to, to_path, sha256_hex, io, err);
+    int rc = dir_copy(source, to, to_path, sha256_hex, io, err);
     if (close(to) != 0 && rc == 0)
         rc = error_set(err, -errno, "cannot write %s: %s", to_path, strerror(errno));
     if (rc != 0)
@@ -129,12 +129,13 @@ static int dir_copy_to_new_file(int from, const char *from_name, int to, const c
     return rc;
 }
 
-static int dir_put_file(struct target *target, const char *key, const char *path,
-                        const char *sha256_hex, const struct io_context *io, struct error *err)
+static int dir_put_source(struct target *target, const char *key,
+                          const struct target_source *source, const char *sha256_hex,
+                          char stored_sha256[IO_SHA256_HEX], const struct io_context *io,
+                          struct error *err)
 {
     char destination[PATH_MAX], temp[PATH_MAX + 32], directory[PATH_MAX];
-    char copied_sha256[IO_SHA256_HEX];
-    int from = -1, rc;
+    int rc;
     bool created = false;
 
     if ((rc = dir_path_of(target, key, destination, sizeof destination, err)) != 0)
@@ -147,34 +148,25 @@ static int dir_put_file(struct target *target, const char *key, const char *path
     if ((rc = fs_make_directories(directory, 0700, err)) != 0)
         return error_prefix(err, "%s: ", target->description);
 
-    from = open(path, O_RDONLY | O_CLOEXEC);
-    if (from < 0) {
-        rc = error_set(err, -errno, "cannot open %s: %s", path, strerror(errno));
-        goto out;
-    }
     /* Archives and manifests are never raw databases: one under either name
      * is not ours to replace (a target path that names a live directory). */
     int to = fs_create_temp_beside(destination, temp, 0600, err);
-    if (to < 0) {
-        rc = error_prefix(err, "%s: ", target->description);
-        goto out;
-    }
-    if ((rc = dir_copy_to_new_file(from, path, to, temp, copied_sha256, io, err)) != 0)
+    if (to < 0)
+        return error_prefix(err, "%s: ", target->description);
+    if ((rc = dir_copy_to_new_file(source, to, temp, stored_sha256, io, err)) != 0)
         goto out;
     created = true;
-    if (sha256_hex && strcmp(sha256_hex, copied_sha256) != 0) {
+    if (sha256_hex && strcmp(sha256_hex, stored_sha256) != 0) {
         rc = error_set(err, -EIO,
                        "%s changed or is corrupt: its sha256 is %s, the manifest says %s; "
                        "not uploaded",
-                       path, copied_sha256, sha256_hex);
+                       source->name, stored_sha256, sha256_hex);
         goto out;
     }
     if ((rc = fs_rename_durably(temp, destination, err)) != 0)
         goto out;
     created = false;
 out:
-    if (from >= 0)
-        close(from);
     if (created)
         unlink(temp);
     return rc;
@@ -192,9 +184,18 @@ static int dir_get_file(struct target *target, const char *key, const char *path
     if (from < 0)
         return error_set(err, -errno, "%s: %s %s: %s", target->description,
                          errno == ENOENT ? "no such object" : "cannot read", key, strerror(errno));
+    struct stat st;
+    if (fstat(from, &st) != 0) {
+        rc = error_set(err, -errno, "cannot read %s: %s", source, strerror(errno));
+        close(from);
+        return rc;
+    }
+    struct target_file file;
+    struct target_source object;
+    target_file_wrap(from, source, (int64_t)st.st_size, &file, &object);
     int to = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     rc = to < 0 ? error_set(err, -errno, "cannot create %s: %s", path, strerror(errno))
-                : dir_copy_to_new_file(from, source, to, path, sha256_hex, io, err);
+                : dir_copy_to_new_file(&object, to, path, sha256_hex, io, err);
     close(from);
     return rc;
 }
@@ -287,7 +288,7 @@ static void dir_close(struct target *target)
 }
 
 static const struct target_operations dir_operations = {
-    .put_file = dir_put_file,
+    .put_source = dir_put_source,
     .get_file = dir_get_file,
     .list = dir_list,
     .delete_object = dir_delete,

@@ -16,8 +16,9 @@
 #include "offsite/target.h"
 
 struct target_operations {
-    int (*put_file)(struct target *target, const char *key, const char *path,
-                    const char *sha256_hex, const struct io_context *io, struct error *err);
+    int (*put_source)(struct target *target, const char *key, const struct target_source *source,
+                      const char *sha256_hex, char stored_sha256[IO_SHA256_HEX],
+                      const struct io_context *io, struct error *err);
     int (*get_file)(struct target *target, const char *key, const char *path,
                     const struct io_context *io, struct error *err);
     int (*list)(struct target *target, const char *prefix, struct target_listing *out,
@@ -53,5 +54,19 @@ int target_retry_sleep(int64_t milliseconds, const struct io_context *io);
 /* Adds one object to a listing (growing it). */
 int target_listing_add(struct target_listing *listing, const char *key, int64_t size,
                        time_t modified, struct error *err);
+
+/* A local file as a target_source: one descriptor serves every reader
+ * (pread). target_file_open opens `path` read-only; target_file_wrap takes
+ * an open descriptor of `size` bytes, which stays the caller's. */
+struct target_file {
+    int fd;
+    bool owned;
+    const char *path;
+};
+int target_file_open(const char *path, struct target_file *file, struct target_source *source,
+                     struct error *err);
+void target_file_wrap(int fd, const char *path, int64_t size, struct target_file *file,
+                      struct target_source *source);
+void target_file_close(struct target_file *file);
 
 #endif

@@ -56,24 +56,27 @@ static void report_put_progress(void *context, int64_t bytes)
     io_report_progress(io, bytes, *total);
 }
 
-/* One PutObject with the whole file in memory (it is at most a part). */
-static int put_small(struct s3_target *s3, const char *key, int fd, int64_t size,
-                     const char *sha256_hex, const struct io_context *io, struct error *err)
+/* One PutObject with the whole source in memory (it is at most a part). */
+static int put_small(struct s3_target *s3, const char *key, const struct target_source *source,
+                     const char *sha256_hex, char stored_sha256[IO_SHA256_HEX],
+                     const struct io_context *io, struct error *err)
 {
     struct s3_request request = {.method = "PUT", .key = key, .download_fd = -1};
     struct s3_response response = {0};
     char md5[32], sha256[SIGV4_SHA256_HEX], what[1200];
+    int64_t size = source->size;
     unsigned char *buffer = malloc(size > 0 ? (size_t)size : 1);
     void *progress_context[2] = {(void *)io, &size};
+    void *reader = NULL;
     int rc;
     s3_describe_key(&s3->client, key, what, sizeof what);
     if (!buffer)
         return error_set(err, -ENOMEM, "%s: out of memory", what);
-    ssize_t got = io_read_full(fd, buffer, (size_t)size);
-    rc = got < 0 ? (int)got : got < size ? -ENODATA : 0;
+    rc = source->open_reader(source->context, &reader, err);
+    if (rc == 0 && size > 0)
+        rc = source->read(reader, buffer, (size_t)size, 0, err);
     if (rc != 0) {
-        error_set(err, rc, "%s: cannot read the file: %s", what,
-                  rc == -ENODATA ? "it shrank while uploading" : strerror(-rc));
+        error_prefix(err, "%s: ", what);
         goto out;
     }
     io_sha256_buffer(buffer, (size_t)size, sha256);
@@ -86,41 +89,37 @@ static int put_small(struct s3_target *s3, const char *key, int fd, int64_t size
     }
     s3_content_md5(buffer, (size_t)size, md5);
     s3_request_add_header(&request, "Content-MD5", md5);
-    s3_request_add_object_headers(&s3->client, &request, sha256_hex ? sha256_hex : sha256);
+    s3_request_add_object_headers(&s3->client, &request, sha256);
     request.body = buffer;
     request.body_size = (size_t)size;
     request.payload_hash = sha256;
     request.progress = report_put_progress;
     request.progress_context = progress_context;
     rc = s3_perform(&s3->client, s3->curl, &request, &response, io, err);
+    if (rc == 0)
+        memcpy(stored_sha256, sha256, IO_SHA256_HEX);
 out:
+    if (reader)
+        source->close_reader(reader);
     s3_response_free(&response);
     free(buffer);
     return rc;
 }
 
-static int s3_put_file(struct target *target, const char *key, const char *path,
-                       const char *sha256_hex, const struct io_context *io, struct error *err)
+static int s3_put_source(struct target *target, const char *key, const struct target_source *source,
+                         const char *sha256_hex, char stored_sha256[IO_SHA256_HEX],
+                         const struct io_context *io, struct error *err)
 {
     struct s3_target *s3 = s3_of(target);
-    struct stat st;
     char *object_key = full_key(&s3->client, key);
-    int rc, fd = -1;
+    int rc;
     if (!object_key)
         return error_set(err, -ENOMEM, "out of memory");
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || fstat(fd, &st) != 0) {
-        rc = error_set(err, -errno, "cannot open %s: %s", path, strerror(errno));
-        goto out;
-    }
-    if (st.st_size <= s3->client.part_size)
-        rc = put_small(s3, object_key, fd, (int64_t)st.st_size, sha256_hex, io, err);
+    if (source->size <= s3->client.part_size)
+        rc = put_small(s3, object_key, source, sha256_hex, stored_sha256, io, err);
     else
-        rc = s3_upload_multipart(&s3->client, s3->curl, object_key, fd, (int64_t)st.st_size,
-                                 sha256_hex, io, err);
-out:
-    if (fd >= 0)
-        close(fd);
+        rc = s3_upload_multipart(&s3->client, s3->curl, object_key, source, sha256_hex,
+                                 stored_sha256, io, err);
     free(object_key);
     return rc;
 }
@@ -248,7 +247,7 @@ static void s3_close(struct target *target)
 }
 
 static const struct target_operations s3_operations = {
-    .put_file = s3_put_file,
+    .put_source = s3_put_source,
     .get_file = s3_get_file,
     .list = s3_list,
     .delete_object = s3_delete,

@@ -9,6 +9,7 @@ can read: each a clear message naming the object, exit 1, and nothing at
 with their old identity, `backups --remote` says which key each needs.
 """
 import glob
+import gzip
 import hashlib
 import json
 import os
@@ -123,6 +124,55 @@ class EncryptedBackups(S3TestCase):
         # Local archives stay readable here unless encrypt.local is set.
         self.assertEqual(len(glob.glob(os.path.join(self.backup_dir, "app", "*.db.gz"))), 1)
         self.assertEqual(glob.glob(os.path.join(self.backup_dir, "app", "*tmp*")), [])
+
+    def test_a_multipart_archive_is_sealed_as_it_is_sent(self):
+        """An archive above the part size (5 MB here) goes up in parts, each
+        encrypted as it is read: no sealed copy is written beside the local
+        archive, and the object is still one age file whose SHA-256 the
+        manifest and x-amz-meta-sha256 both give."""
+        with sqlite3.connect(self.db_path()) as connection:
+            connection.execute("CREATE TABLE noise(v BLOB)")
+            connection.executemany("INSERT INTO noise VALUES (?)",
+                                   [(os.urandom(4096),) for _ in range(3000)])
+        self.configure_s3()
+        self.run_cli("backup", "app", check=0)
+        archive = glob.glob(os.path.join(self.backup_dir, "app", "*.db.gz"))[0]
+        # More than two parts of 5 MB (s3rver's ETags do not show the count).
+        self.assertGreater(os.path.getsize(archive), 11 * 1000 * 1000)
+        # Watch the backup directory while the upload runs: a sealed copy
+        # of 12 MB would be there for a while.
+        watcher = subprocess.Popen(
+            ["sh", "-c", f"while :; do ls {os.path.dirname(archive)}; sleep 0.01; done"],
+            stdout=subprocess.PIPE, text=True)
+        try:
+            self.run_cli("upload", "app", check=0)
+        finally:
+            watcher.kill()
+        seen = set(watcher.communicate()[0].split())
+        self.assertIn(os.path.basename(archive), seen)
+        self.assertEqual({name for name in seen if ".age" in name and ".json" not in name}, set(),
+                         seen)
+        key = [k for k in self.remote_keys() if k.endswith(".db.gz.age")][0]
+        head = json.loads(self.aws_cli("s3api", "head-object", "--bucket", BUCKET,
+                                       "--key", key).stdout)
+        sealed = self.fetch(key)
+        with open(sealed, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+        with open(self.fetch(key + ".json")) as f:
+            manifest = json.load(f)
+        self.assertEqual(manifest["archive_sha256"], digest)
+        self.assertEqual(head["Metadata"]["sha256"], digest)
+        self.assertEqual(manifest["archive_bytes"], os.path.getsize(sealed))
+        restored = os.path.join(self.dir, "by-hand.db")
+        subprocess.run(f"age -d -i {self.key} {sealed} | gunzip > {restored}", shell=True,
+                       check=True)
+        # The local archive, unencrypted, holds the same database.
+        with open(restored, "rb") as a, gzip.open(archive, "rb") as b:
+            self.assertEqual(hashlib.sha256(a.read()).hexdigest(),
+                             hashlib.sha256(b.read()).hexdigest())
+        result = self.run_cli("restore", "app", "--to", os.path.join(self.dir, "r.db"),
+                              "--from", "remote", "--identity", self.key, check=0)
+        self.assertIn("sha256 matches the manifest", result.stdout)
 
     def test_restore_with_identity_and_its_refusals(self):
         self.configure_s3()

@@ -4,7 +4,7 @@
  * Signature V4 with AWS's own signer and refuses a mismatch). Round trips of
  * small and multipart files, awkward keys, paged listings, deletes, wrong
  * credentials, session tokens, TLS verification, virtual-hosted addressing,
- * storage class and SSE headers.
+ * storage class and SSE headers, sources made on the way (sealed archives).
  * Faults and retries: test_target_s3_faults.c; aws CLI interop:
  * test_target_s3_interop.c. Skipped only when node is not installed.
  */
@@ -14,6 +14,8 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+
+#include <pthread.h>
 
 #include "archive/archive.h"
 #include "s3_test_fixture.h"
@@ -497,6 +499,168 @@ static void changed_file_is_not_uploaded(void **state)
     json_decref(requests);
 }
 
+/* A source made on the way, as a sealed archive is: byte n is a function
+ * of n and of `version`, which a test may change while the upload runs (a
+ * source that reads differently the second time). */
+struct made_source {
+    int64_t size;
+    int version;
+    pthread_mutex_t lock;
+};
+
+static unsigned char made_byte(int64_t n, int version)
+{
+    uint64_t x = ((uint64_t)n + ((uint64_t)version << 48)) * 0x9E3779B97F4A7C15ull;
+    return (unsigned char)(x >> 56);
+}
+
+static int made_open(void *context, void **reader, struct error *err)
+{
+    (void)err;
+    *reader = context;
+    return 0;
+}
+
+static int made_read(void *reader, unsigned char *buffer, size_t length, int64_t offset,
+                     struct error *err)
+{
+    (void)err;
+    struct made_source *made = reader;
+    pthread_mutex_lock(&made->lock);
+    int version = made->version;
+    pthread_mutex_unlock(&made->lock);
+    for (size_t i = 0; i < length; i++)
+        buffer[i] = made_byte(offset + (int64_t)i, version);
+    return 0;
+}
+
+/* The upload's progress: reported once a part is sent, so from the first
+ * report on, the parts still to go read differently. */
+static void made_change(void *context, int64_t done, int64_t total)
+{
+    (void)done;
+    (void)total;
+    struct made_source *made = context;
+    pthread_mutex_lock(&made->lock);
+    made->version = 1;
+    pthread_mutex_unlock(&made->lock);
+}
+
+static void made_close(void *reader)
+{
+    (void)reader;
+}
+
+/* A made source of 12 MiB + 5 (three parts of 5 MiB) and its target_source. */
+static void made_init(struct made_source *made, struct target_source *source)
+{
+    *made = (struct made_source){.size = 12 * 1024 * 1024 + 5};
+    pthread_mutex_init(&made->lock, NULL);
+    *source = (struct target_source){.name = "made",
+                                     .size = made->size,
+                                     .context = made,
+                                     .open_reader = made_open,
+                                     .read = made_read,
+                                     .close_reader = made_close};
+}
+
+static void made_sha256(int64_t size, char out[IO_SHA256_HEX])
+{
+    struct io_sha256 hash;
+    unsigned char piece[4096];
+    assert_int_equal(io_sha256_begin(&hash), 0);
+    for (int64_t at = 0; at < size; at += (int64_t)sizeof piece) {
+        size_t length = size - at < (int64_t)sizeof piece ? (size_t)(size - at) : sizeof piece;
+        for (size_t i = 0; i < length; i++)
+            piece[i] = made_byte(at + (int64_t)i, 0);
+        io_sha256_update(&hash, piece, length);
+    }
+    io_sha256_end(&hash, out);
+}
+
+static void a_source_of_unknown_hash_is_hashed_before_it_is_sent(void **state)
+{
+    (void)state;
+    if (fixture.node_missing)
+        skip();
+    struct target_config config = test_config();
+    struct target *target = open_target(&config);
+    struct made_source made;
+    struct target_source source;
+    made_init(&made, &source);
+    char expected[IO_SHA256_HEX], stored[IO_SHA256_HEX], copy[128], copied[IO_SHA256_HEX];
+    struct error err = {0};
+    made_sha256(made.size, expected);
+    int rc = target_put_source(target, "app/made.db.gz.age", &source, NULL, stored, NULL, &err);
+    if (rc != 0)
+        fail_msg("put: %s", err.message);
+    assert_string_equal(stored, expected);
+    path_in_work(copy, sizeof copy, "copy");
+    unlink(copy);
+    assert_int_equal(target_get_file(target, "app/made.db.gz.age", copy, NULL, &err), 0);
+    assert_int_equal(archive_sha256_file(copy, copied, &err), 0);
+    assert_string_equal(copied, expected);
+    unlink(copy);
+    target_close(target);
+
+    /* The hash was known before the upload began: the object carries it. */
+    json_t *requests = s3_test_requests(&fixture.server);
+    size_t index;
+    json_t *entry;
+    int creates = 0;
+    json_array_foreach(requests, index, entry)
+    {
+        const char *query = json_string_value(json_object_get(entry, "query"));
+        if (strcmp(json_string_value(json_object_get(entry, "method")), "POST") != 0 ||
+            !strstr(query, "uploads"))
+            continue;
+        json_t *headers = json_object_get(entry, "headers");
+        assert_string_equal(json_string_value(json_object_get(headers, "x-amz-meta-sha256")),
+                            expected);
+        creates++;
+    }
+    assert_int_equal(creates, 1);
+    assert_int_equal(s3_test_count(requests, "PUT", "partNumber=", 200), 3);
+    json_decref(requests);
+    pthread_mutex_destroy(&made.lock);
+}
+
+static void a_source_that_reads_differently_is_not_stored(void **state)
+{
+    (void)state;
+    if (fixture.node_missing)
+        skip();
+    struct target_config config = test_config();
+    struct target *target = open_target(&config);
+    struct target_tuning tuning;
+    target_tuning_default(&tuning);
+    tuning.parallel_parts = 1; /* parts one after the other: the change falls between */
+    target_set_tuning(target, &tuning);
+    struct made_source made;
+    struct target_source source;
+    made_init(&made, &source);
+    struct io_context io = {.progress = made_change, .progress_context = &made};
+    struct error err = {0};
+    /* The first pass hashed version 0; once part 1 is up, the source reads
+     * as version 1: parts 2 and 3 no longer match the hashes they are sent
+     * with, and S3 refuses them (payload hash or Content-MD5). Hashing them
+     * again as they are sent would store an object that is neither. */
+    int rc = target_put_source(target, "bad/made.db.gz.age", &source, NULL, NULL, &io, &err);
+    assert_true(rc < 0);
+    if (!strstr(err.message, "BadDigest") && !strstr(err.message, "XAmzContentSHA256Mismatch"))
+        fail_msg("%s", err.message);
+    struct target_listing listing = {0};
+    assert_int_equal(target_list(target, "bad/", &listing, &err), 0);
+    assert_int_equal(listing.count, 0);
+    target_listing_free(&listing);
+    target_close(target);
+    json_t *requests = s3_test_requests(&fixture.server);
+    assert_int_equal(s3_test_count(requests, "DELETE", "uploadId=", 0), 1);
+    assert_int_equal(s3_test_count(requests, "POST", "uploadId=", 0), 0);
+    json_decref(requests);
+    pthread_mutex_destroy(&made.lock);
+}
+
 static void session_token_is_signed_and_sent(void **state)
 {
     (void)state;
@@ -585,6 +749,8 @@ int main(void)
         cmocka_unit_test_setup(storage_class_and_encryption_headers_are_sent, reset_server),
         cmocka_unit_test_setup(credentials_file_is_used_and_must_be_private, reset_server),
         cmocka_unit_test_setup(changed_file_is_not_uploaded, reset_server),
+        cmocka_unit_test_setup(a_source_of_unknown_hash_is_hashed_before_it_is_sent, reset_server),
+        cmocka_unit_test_setup(a_source_that_reads_differently_is_not_stored, reset_server),
         cmocka_unit_test_setup(session_token_is_signed_and_sent, reset_server),
         cmocka_unit_test_setup(tls_is_verified_unless_disabled, reset_server),
     };

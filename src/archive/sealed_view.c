@@ -1,0 +1,170 @@
+/*
+ * sealed_view.c: a plain file read as its age encryption (sealed.h), for
+ * uploads that seal on the way instead of into a temp copy.
+ *
+ * The age format makes this possible: after the header, chunk i of the
+ * payload is the encryption of plaintext bytes [i * 64 KiB, (i + 1) * 64
+ * KiB) under a nonce made of i and a last-chunk flag, followed by its
+ * 16-byte tag. So sealed byte n maps to one chunk, which is encrypted from
+ * the plain file on demand, independently of every other chunk. A reader
+ * keeps the last chunk it encrypted, because callers (curl, hashing) read
+ * in pieces that do not fall on chunk boundaries.
+ */
+#include "archive/sealed.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/fsutil.h"
+
+#define SEALED_CHUNK_BYTES (AGE_CHUNK_SIZE + AGE_TAG_SIZE)
+
+struct sealed_view {
+    int fd;
+    char *path;
+    int64_t plain_size;
+    uint64_t chunks; /* at least 1: the empty file has one empty chunk */
+    struct age_encryptor *encryptor;
+    const unsigned char *prefix; /* header and payload nonce */
+    size_t prefix_size;
+};
+
+struct sealed_view_reader {
+    struct sealed_view *view;
+    uint64_t cached; /* the chunk in `sealed`, UINT64_MAX for none */
+    size_t cached_size;
+    unsigned char plain[AGE_CHUNK_SIZE];
+    unsigned char sealed[SEALED_CHUNK_BYTES];
+};
+
+int sealed_view_open(const char *path, const struct sealed_recipients *recipients,
+                     struct sealed_view **view, struct error *err)
+{
+    struct stat st;
+    *view = NULL;
+    if (!recipients || recipients->count == 0)
+        return error_set(err, -EINVAL, "cannot encrypt %s: no recipients", path);
+    struct sealed_view *v = calloc(1, sizeof *v);
+    if (!v || !(v->path = strdup(path))) {
+        free(v);
+        return error_set(err, -ENOMEM, "cannot encrypt %s: out of memory", path);
+    }
+    v->fd = fs_open_regular(path, "a regular file", err);
+    int rc = v->fd < 0 ? v->fd : 0;
+    if (rc == 0 && fstat(v->fd, &st) != 0)
+        rc = error_set(err, -errno, "cannot read %s: %s", path, strerror(errno));
+    if (rc == 0)
+        rc =
+            age_encryptor_new(recipients->items, recipients->count, NULL, NULL, &v->encryptor, err);
+    if (rc != 0) {
+        sealed_view_close(v);
+        return rc;
+    }
+    v->plain_size = (int64_t)st.st_size;
+    v->chunks = st.st_size == 0 ? 1 : ((uint64_t)st.st_size + AGE_CHUNK_SIZE - 1) / AGE_CHUNK_SIZE;
+    v->prefix = age_encryptor_prefix(v->encryptor, &v->prefix_size);
+    *view = v;
+    return 0;
+}
+
+int64_t sealed_view_size(const struct sealed_view *view)
+{
+    return (int64_t)view->prefix_size + view->plain_size + (int64_t)(view->chunks * AGE_TAG_SIZE);
+}
+
+void sealed_view_close(struct sealed_view *view)
+{
+    if (!view)
+        return;
+    if (view->fd >= 0)
+        close(view->fd);
+    age_encryptor_free(view->encryptor);
+    free(view->path);
+    free(view);
+}
+
+int sealed_view_reader_open(struct sealed_view *view, struct sealed_view_reader **reader,
+                            struct error *err)
+{
+    *reader = malloc(sizeof **reader);
+    if (!*reader)
+        return error_set(err, -ENOMEM, "cannot encrypt %s: out of memory", view->path);
+    (*reader)->view = view;
+    (*reader)->cached = UINT64_MAX;
+    return 0;
+}
+
+void sealed_view_reader_close(struct sealed_view_reader *reader)
+{
+    if (!reader)
+        return;
+    /* The plaintext of the last chunk read is the archive's. */
+    memset(reader->plain, 0, sizeof reader->plain);
+    free(reader);
+}
+
+/* Encrypts chunk `index` into `out` (its size + AGE_TAG_SIZE bytes). */
+static int seal_chunk(struct sealed_view_reader *reader, uint64_t index, unsigned char *out,
+                      size_t *sealed_size, struct error *err)
+{
+    const struct sealed_view *view = reader->view;
+    int64_t start = (int64_t)(index * AGE_CHUNK_SIZE);
+    int64_t left = view->plain_size - start;
+    size_t size = left < AGE_CHUNK_SIZE ? (size_t)left : AGE_CHUNK_SIZE;
+    int rc = io_pread_full(view->fd, reader->plain, size, start);
+    if (rc != 0)
+        return error_set(err, rc, "cannot read %s: %s", view->path,
+                         rc == -ENODATA ? "it shrank while it was being encrypted" : strerror(-rc));
+    rc = age_encrypt_chunk(view->encryptor, index, index + 1 == view->chunks, reader->plain, size,
+                           out, err);
+    *sealed_size = size + AGE_TAG_SIZE;
+    return rc;
+}
+
+int sealed_view_read(struct sealed_view_reader *reader, unsigned char *buffer, size_t length,
+                     int64_t offset, struct error *err)
+{
+    const struct sealed_view *view = reader->view;
+    if (offset < 0 || length > (uint64_t)(sealed_view_size(view) - offset))
+        return error_set(err, -EINVAL, "%s: read of %zu bytes at %lld is past the end", view->path,
+                         length, (long long)offset);
+    while (length > 0) {
+        size_t take;
+        if ((uint64_t)offset < view->prefix_size) {
+            take = view->prefix_size - (size_t)offset;
+            take = take < length ? take : length;
+            memcpy(buffer, view->prefix + offset, take);
+        } else {
+            uint64_t payload = (uint64_t)offset - view->prefix_size;
+            uint64_t index = payload / SEALED_CHUNK_BYTES;
+            size_t within = (size_t)(payload % SEALED_CHUNK_BYTES), sealed_size;
+            int64_t left = view->plain_size - (int64_t)(index * AGE_CHUNK_SIZE);
+            size_t whole = (left < AGE_CHUNK_SIZE ? (size_t)left : AGE_CHUNK_SIZE) + AGE_TAG_SIZE;
+            if (within == 0 && length >= whole && index != reader->cached) {
+                /* A whole chunk wanted: straight into the caller's buffer. */
+                int rc = seal_chunk(reader, index, buffer, &sealed_size, err);
+                if (rc != 0)
+                    return rc;
+                take = sealed_size;
+            } else {
+                if (index != reader->cached) {
+                    reader->cached = UINT64_MAX;
+                    int rc = seal_chunk(reader, index, reader->sealed, &reader->cached_size, err);
+                    if (rc != 0)
+                        return rc;
+                    reader->cached = index;
+                }
+                take = reader->cached_size - within;
+                take = take < length ? take : length;
+                memcpy(buffer, reader->sealed + within, take);
+            }
+        }
+        buffer += take;
+        offset += (int64_t)take;
+        length -= take;
+    }
+    return 0;
+}
