@@ -3,7 +3,7 @@
 backup, an upload and a restore of ~1 GiB, side by side with the same steps
 unencrypted, and with what a cron script would do (gzip, then `age -r`).
 
-usage: bench/encrypt.py [--size-mib 1024] [--runs 3]
+usage: bench/encrypt.py [--size-mib 1024] [--runs 3] [--only PHASE ...]
 
 The database is transfer.py's incompressible one, so that the archive is about
 as big as the database and every byte of it is encrypted: the worst case for
@@ -25,6 +25,9 @@ import sys
 
 import benchlib as b
 import transfer
+
+
+PHASES = ("backup", "upload", "restore", "cron")
 
 
 def write_config(path, work, database, url, recipient, local, identity):
@@ -65,7 +68,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", action="append", choices=PHASES,
+                        help="run this phase only (repeatable); every phase by default")
     args = parser.parse_args()
+    phases = args.only or PHASES
     work = os.path.join(b.WORK, "encrypt")
     b.drop(work)
     os.makedirs(work)
@@ -84,10 +90,12 @@ def main():
     write_config(configs["plain"], work, database, server.url, None, False, key)
     write_config(configs["sealed"], work, database, server.url, recipient, False, key)
     write_config(configs["local"], work, database, server.url, recipient, True, key)
-    times = {phase: {"plain": [], "sealed": []} for phase in ("backup", "upload", "restore", "cron")}
+    times = {phase: {"plain": [], "sealed": []} for phase in phases}
     try:
         for run in range(args.runs):
             for variant, config in (("plain", configs["plain"]), ("sealed", configs["local"])):
+                if "backup" not in phases:
+                    break
                 b.drop(os.path.join(work, "backups"))
                 t, _ = b.run([sqlprodd, "-c", config, "backup", "app"], env=env)
                 times["backup"][variant].append(t)
@@ -95,10 +103,17 @@ def main():
             b.drop(os.path.join(work, "backups"))
             b.run([sqlprodd, "-c", configs["plain"], "backup", "app"], env=env)
             archive = newest_archive(work)
-            for variant in ("plain", "sealed"):
+            # Every other run the other way round: s3rver and the page cache
+            # carry some of one step's cost into the next.
+            for variant in ("plain", "sealed") if run % 2 == 0 else ("sealed", "plain"):
+                if "upload" not in phases and "restore" not in phases:
+                    break
                 queue_again(work, archive)
                 t, _ = b.run([sqlprodd, "-c", configs[variant], "upload", "app"], env=env)
-                times["upload"][variant].append(t)
+                if "upload" in phases:
+                    times["upload"][variant].append(t)
+                if "restore" not in phases:
+                    continue
                 restored = os.path.join(work, "restored.db")
                 b.drop(restored)
                 t, _ = b.run([sqlprodd, "-c", configs[variant], "restore", "app", "--from",
@@ -106,6 +121,8 @@ def main():
                 times["restore"][variant].append(t)
                 b.drop(restored)
             for variant, tail in (("plain", ""), ("sealed", f" | age -r {recipient}")):
+                if "cron" not in phases:
+                    break
                 copy, out = os.path.join(work, "cron.db"), os.path.join(work, "cron.db.gz")
                 b.drop(copy)
                 script = (f"sqlite3 {database} \".backup {copy}\" && gzip -1 -c {copy}{tail} "
@@ -118,14 +135,11 @@ def main():
                 for phase in times), flush=True)
     finally:
         server.stop()
-    rows = [row("sqlprodd backup (encrypt.local seals in the job)", times["backup"]["plain"],
-                times["backup"]["sealed"]),
-            row("sqlprodd upload to loopback S3 (sealed on the way)", times["upload"]["plain"],
-                times["upload"]["sealed"]),
-            row("sqlprodd restore --from remote (decrypted on the way)",
-                times["restore"]["plain"], times["restore"]["sealed"]),
-            row("cron: sqlite3 .backup + gzip -1 (| age -r)", times["cron"]["plain"],
-                times["cron"]["sealed"])]
+    names = {"backup": "sqlprodd backup (encrypt.local seals in the job)",
+             "upload": "sqlprodd upload to loopback S3 (sealed on the way)",
+             "restore": "sqlprodd restore --from remote (decrypted on the way)",
+             "cron": "cron: sqlite3 .backup + gzip -1 (| age -r)"}
+    rows = [row(names[phase], times[phase]["plain"], times[phase]["sealed"]) for phase in phases]
     b.table(f"encryption of a {args.size_mib} MiB incompressible database, median of {args.runs} "
             f"runs", ["step", "plain s", "encrypted s", "cost"], rows)
 
