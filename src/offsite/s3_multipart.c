@@ -16,9 +16,10 @@
  * if the whole hash matches. When it does not (an archive sealed on the
  * way, whose SHA-256 exists only once it is encrypted), every part is
  * hashed first, along with the whole, because CreateMultipartUpload must
- * carry x-amz-meta-sha256; the parts then go with the hashes of that first
- * pass, so a source that reads differently the second time is refused by
- * S3 (Content-MD5) rather than stored. A failed or cancelled upload is
+ * carry x-amz-meta-sha256; the parts then go with the payload SHA-256 of
+ * that first pass (signed; no Content-MD5, which would be a third hash of
+ * every byte), so a source that reads differently the second time is
+ * refused by S3 rather than stored. A failed or cancelled upload is
  * aborted so no invisible parts are left to pay for. Not for small sources
  * (target_s3.c sends those in one PutObject).
  */
@@ -36,7 +37,8 @@
 
 #define MULTIPART_READ_BYTES (1024 * 1024)
 
-/* What a part is sent with: its Content-MD5 and payload SHA-256. */
+/* What a part is sent with: its payload SHA-256, and its Content-MD5 when
+ * it is hashed as it is sent ("" after a first pass). */
 struct part_hashes {
     char md5[32];
     char sha256[SIGV4_SHA256_HEX];
@@ -132,17 +134,18 @@ static bool take_part(struct multipart *upload, size_t *index, int64_t *offset, 
     return taken;
 }
 
-/* First pass over a part: its Content-MD5 (base64) and SHA-256 (hex). */
+/* A part's SHA-256 (hex), and its Content-MD5 (base64) when `md5`. */
 static int hash_part(struct multipart *upload, void *reader, unsigned char *buffer, int64_t offset,
-                     size_t length, struct part_hashes *hashes, struct error *error)
+                     size_t length, bool md5, struct part_hashes *hashes, struct error *error)
 {
     const struct target_source *source = upload->source;
-    EVP_MD_CTX *md5_context = EVP_MD_CTX_new();
+    EVP_MD_CTX *md5_context = md5 ? EVP_MD_CTX_new() : NULL;
     struct io_sha256 sha = {0};
     unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned digest_length = 0;
     int rc = 0;
-    if (!md5_context || EVP_DigestInit_ex(md5_context, EVP_md5(), NULL) != 1 ||
+    hashes->md5[0] = '\0';
+    if ((md5 && (!md5_context || EVP_DigestInit_ex(md5_context, EVP_md5(), NULL) != 1)) ||
         io_sha256_begin(&sha) != 0) {
         rc = error_set(error, -ENOMEM, "out of memory hashing %s", source->name);
         goto out;
@@ -151,12 +154,15 @@ static int hash_part(struct multipart *upload, void *reader, unsigned char *buff
         size_t chunk = length - done < MULTIPART_READ_BYTES ? length - done : MULTIPART_READ_BYTES;
         if ((rc = source->read(reader, buffer, chunk, offset + (int64_t)done, error)) != 0)
             goto out;
-        EVP_DigestUpdate(md5_context, buffer, chunk);
+        if (md5)
+            EVP_DigestUpdate(md5_context, buffer, chunk);
         io_sha256_update(&sha, buffer, chunk);
         done += chunk;
     }
-    EVP_DigestFinal_ex(md5_context, digest, &digest_length);
-    EVP_EncodeBlock((unsigned char *)hashes->md5, digest, (int)digest_length);
+    if (md5) {
+        EVP_DigestFinal_ex(md5_context, digest, &digest_length);
+        EVP_EncodeBlock((unsigned char *)hashes->md5, digest, (int)digest_length);
+    }
     io_sha256_end(&sha, hashes->sha256);
 out:
     EVP_MD_CTX_free(md5_context);
@@ -175,7 +181,8 @@ static int send_part(struct multipart *upload, CURL *curl, void *reader, size_t 
     snprintf(number, sizeof number, "%zu", index + 1);
     s3_request_add_parameter(&request, "partNumber", number);
     s3_request_add_parameter(&request, "uploadId", upload->upload_id);
-    s3_request_add_header(&request, "Content-MD5", hashes->md5);
+    if (hashes->md5[0])
+        s3_request_add_header(&request, "Content-MD5", hashes->md5);
     request.body_source = upload->source;
     request.body_reader = reader;
     request.body_offset = offset;
@@ -196,8 +203,11 @@ static int process_part(struct multipart *upload, CURL *curl, void *reader, unsi
 {
     struct part_hashes local, *hashes = upload->hashes ? &upload->hashes[index] : &local;
     int rc = 0;
+    /* The first pass gives no Content-MD5: MD5 is the slowest of its
+     * hashes (0.7 GB/s here against 1.8 for SHA-256), and for a part whose
+     * payload SHA-256 is signed, S3 checks that instead (UploadPart). */
     if (!upload->hashes || !upload->sending)
-        rc = hash_part(upload, reader, buffer, offset, length, hashes, error);
+        rc = hash_part(upload, reader, buffer, offset, length, !upload->hashes, hashes, error);
     if (rc == 0 && upload->sending)
         rc = send_part(upload, curl, reader, index, offset, length, hashes, error);
     if (rc != 0)
