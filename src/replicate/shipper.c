@@ -511,9 +511,13 @@ static int base_copy(struct replica *r, uint32_t generation, char gz[PATH_MAX],
      * copy in the spool. */
     struct archive_options options = {.recipients = recipients->items,
                                       .recipient_count = recipients->count};
-    if (rc == 0 && recipients->count > 0 &&
-        strlen(gz) + strlen(SEALED_SUFFIX) < PATH_MAX) {
-        strcat(gz, SEALED_SUFFIX);
+    if (rc == 0 && recipients->count > 0) {
+        /* A sealed base under the plain name would be taken for plaintext. */
+        if (strlen(gz) + strlen(SEALED_SUFFIX) >= PATH_MAX)
+            rc = error_set(err, -ENAMETOOLONG, "%s: the spool path %s is too long for %s%s",
+                           r->db->name, r->spool, gz, SEALED_SUFFIX);
+        else
+            strcat(gz, SEALED_SUFFIX);
         unlink(gz); /* a kill between sealing and recording left one behind */
     }
     if (rc == 0) {
