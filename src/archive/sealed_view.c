@@ -106,15 +106,20 @@ void sealed_view_reader_close(struct sealed_view_reader *reader)
     free(reader);
 }
 
+/* Plaintext bytes in chunk `index`: 64 KiB but for the last one. */
+static size_t chunk_plain_size(const struct sealed_view *view, uint64_t index)
+{
+    int64_t left = view->plain_size - (int64_t)(index * AGE_CHUNK_SIZE);
+    return left < AGE_CHUNK_SIZE ? (size_t)left : AGE_CHUNK_SIZE;
+}
+
 /* Encrypts chunk `index` into `out` (its size + AGE_TAG_SIZE bytes). */
 static int seal_chunk(struct sealed_view_reader *reader, uint64_t index, unsigned char *out,
                       size_t *sealed_size, struct error *err)
 {
     const struct sealed_view *view = reader->view;
-    int64_t start = (int64_t)(index * AGE_CHUNK_SIZE);
-    int64_t left = view->plain_size - start;
-    size_t size = left < AGE_CHUNK_SIZE ? (size_t)left : AGE_CHUNK_SIZE;
-    int rc = io_pread_full(view->fd, reader->plain, size, start);
+    size_t size = chunk_plain_size(view, index);
+    int rc = io_pread_full(view->fd, reader->plain, size, (int64_t)(index * AGE_CHUNK_SIZE));
     if (rc != 0)
         return error_set(err, rc, "cannot read %s: %s", view->path,
                          rc == -ENODATA ? "it shrank while it was being encrypted" : strerror(-rc));
@@ -141,9 +146,8 @@ int sealed_view_read(struct sealed_view_reader *reader, unsigned char *buffer, s
             uint64_t payload = (uint64_t)offset - view->prefix_size;
             uint64_t index = payload / SEALED_CHUNK_BYTES;
             size_t within = (size_t)(payload % SEALED_CHUNK_BYTES), sealed_size;
-            int64_t left = view->plain_size - (int64_t)(index * AGE_CHUNK_SIZE);
-            size_t whole = (left < AGE_CHUNK_SIZE ? (size_t)left : AGE_CHUNK_SIZE) + AGE_TAG_SIZE;
-            if (within == 0 && length >= whole && index != reader->cached) {
+            if (within == 0 && length >= chunk_plain_size(view, index) + AGE_TAG_SIZE &&
+                index != reader->cached) {
                 /* A whole chunk wanted: straight into the caller's buffer. */
                 int rc = seal_chunk(reader, index, buffer, &sealed_size, err);
                 if (rc != 0)

@@ -413,12 +413,15 @@ int s3_upload_multipart(struct s3_client *client, CURL *curl, const char *key,
         rc = error_set(err, -ENOMEM, "%s: out of memory", what);
         goto out;
     }
+    /* The object's SHA-256: the caller's, checked against what was sent,
+     * or the first pass's, whose parts S3 checks one by one. */
+    const char *object_sha256 = sha256_hex;
     if (!sha256_hex) {
         if ((rc = hash_first(&upload, what, err)) != 0)
             goto out;
-        sha256_hex = upload.source_sha256;
+        object_sha256 = upload.source_sha256;
     }
-    if ((rc = create_upload(&upload, curl, sha256_hex, err)) != 0)
+    if ((rc = create_upload(&upload, curl, object_sha256, err)) != 0)
         goto out;
     created = true;
 
@@ -432,16 +435,16 @@ int s3_upload_multipart(struct s3_client *client, CURL *curl, const char *key,
         rc = error_set(err, -ECANCELED, "%s: upload cancelled", what);
         goto out;
     }
-    if (strcmp(upload.source_sha256, sha256_hex) != 0) {
+    if (sha256_hex && strcmp(upload.source_sha256, sha256_hex) != 0) {
         rc = error_set(err, -EIO,
                        "%s: the local file changed or is corrupt (sha256 %s, the manifest says "
                        "%s); upload abandoned",
                        what, upload.source_sha256, sha256_hex);
         goto out;
     }
-    if ((rc = complete_upload(&upload, curl, sha256_hex, err)) == 0) {
+    if ((rc = complete_upload(&upload, curl, object_sha256, err)) == 0) {
         created = false;
-        snprintf(stored_sha256, IO_SHA256_HEX, "%s", sha256_hex);
+        snprintf(stored_sha256, IO_SHA256_HEX, "%s", object_sha256);
     }
 out:
     if (created)

@@ -789,9 +789,9 @@ static int reset_losslessly(struct replica *r, int64_t now_ms, bool yield, sqlit
         /* Not ended (frames not backfilled, as another reader's snapshot
          * needs them): hold the WAL again before the write lock goes, as
          * between rounds; this pin takes a read mark that keeps the WAL from
-         * restarting until the next round. Without
-         * a pin, the application could append, checkpoint and restart the
-         * WAL before our next round reads what it appended: a break. */
+         * restarting until the next round. Without a pin, the application
+         * could append, checkpoint and restart the WAL before our next
+         * round reads what it appended: a break. */
         (void)pin_renew(&r->pin);
     }
 out:
