@@ -181,7 +181,7 @@ static int draft_init_builtin(struct database_draft *draft)
     if (!settings->backup.dir)
         return -ENOMEM;
     settings->backup.level = 6;
-    settings->backup.verify = VERIFY_INTEGRITY;
+    settings->backup.verify = VERIFY_QUICK;
     settings->backup.compress = COMPRESS_GZIP;
     settings->backup.keep = (struct keep_policy){.last = 24, .daily = 7, .weekly = 4, .monthly = 6};
 

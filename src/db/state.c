@@ -349,6 +349,8 @@ static const struct fact_column {
     FACT(FACT_CHECKPOINT_BLOCKED, "checkpoint_blocked", FACT_FLAG, checkpoint_blocked),
     FACT(FACT_BACKUP_LAST_BYTES, "backup_last_bytes", FACT_INTEGER, backup_last_bytes),
     FACT(FACT_UPLOAD_LAST_SENT, "upload_last_sent", FACT_SENT, upload_last_sent),
+    FACT(FACT_INTEGRITY_RUN_AT, "integrity_run_at", FACT_TIME, integrity_run_at),
+    FACT(FACT_INTEGRITY_PROBLEM, "integrity_problem", FACT_TEXT, integrity_problem),
 #undef FACT
 };
 

@@ -86,6 +86,8 @@ enum db_fact {
     FACT_CHECKPOINT_BLOCKED = 1u << 13,
     FACT_BACKUP_LAST_BYTES = 1u << 14,
     FACT_UPLOAD_LAST_SENT = 1u << 15,
+    FACT_INTEGRITY_RUN_AT = 1u << 16,
+    FACT_INTEGRITY_PROBLEM = 1u << 17,
 };
 
 /*
@@ -103,6 +105,10 @@ struct db_facts {
     char health_reason_lines[2048]; /* one reason a line: for --json and /health */
     time_t health_checked_at;
     time_t integrity_checked_at; /* last full integrity_check that passed */
+    /* backup.c or health.c: the integrity verdict, from the last full
+     * integrity_check, of a backup copy or of the database itself */
+    time_t integrity_run_at;       /* when it ran, whatever it found */
+    char integrity_problem[1024];  /* what it found; "" when it passed */
     time_t locked_since;         /* first health run that found it locked; 0: not locked */
     char enforce_last[400];      /* what enforce = { ... } last changed */
     /* health.c: the database at its last check */

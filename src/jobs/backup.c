@@ -7,8 +7,9 @@
  *      so a consistent snapshot that never blocks the application's writers
  *      in WAL mode; with a spare CPU, blocks of the copy are compressed
  *      while it is still being written (archive_early.h);
- *   2. verify the copy (integrity_check or quick_check, page count, schema)
- *      while
+ *   2. verify the copy (quick_check, or integrity_check once per
+ *      health.integrity_every as the database's verdict, integrity.h; page
+ *      count, schema) while
  *   3. compressing it to a temp archive (archive.c fsyncs it): both only
  *      read the finished copy, so they run at once and the backup takes
  *      the longer of the two, not their sum; a copy that fails the check
@@ -44,6 +45,7 @@
 #include "core/log.h"
 #include "core/priority.h"
 #include "db/database.h"
+#include "jobs/integrity.h"
 #include "jobs/job.h"
 
 struct backup_paths {
@@ -239,10 +241,10 @@ static void backup_early_free(const struct job_context *context, struct backup_e
 
 /* Step 2: the copy must open, pass the check and have pages and a schema. */
 static int backup_verify(struct job_context *context, const struct backup_paths *paths,
-                         struct manifest *manifest, struct error *err)
+                         bool full, struct manifest *manifest, bool *checked, struct error *err)
 {
     const struct database_config *db = context->database;
-    bool quick = db->backup.verify == VERIFY_QUICK;
+    bool quick = !full;
     sqlite3 *copy = NULL;
     bool ok = false;
     int64_t page_size = 0, page_count = 0, objects = 0;
@@ -259,6 +261,7 @@ static int backup_verify(struct job_context *context, const struct backup_paths 
     sqlite3_close(copy);
     if (rc != 0)
         return rc;
+    *checked = true;
     snprintf(manifest->verify_method, sizeof manifest->verify_method, "%s",
              quick ? "quick_check" : "integrity_check");
     manifest->page_size = (int)page_size;
@@ -288,6 +291,8 @@ struct backup_verification {
     const struct backup_paths *paths;
     struct manifest *manifest;
     bool background;
+    bool full;    /* integrity_check, else quick_check */
+    bool checked; /* the check ran to its end: manifest->verified says how */
     struct error err;
     int rc;
 };
@@ -297,8 +302,9 @@ static void *backup_verify_thread(void *argument)
     struct backup_verification *verification = argument;
     if (verification->background)
         priority_lower_this_thread(); /* it only reads our private copy */
-    verification->rc = backup_verify(verification->context, verification->paths,
-                                     verification->manifest, &verification->err);
+    verification->rc =
+        backup_verify(verification->context, verification->paths, verification->full,
+                      verification->manifest, &verification->checked, &verification->err);
     return NULL;
 }
 
@@ -313,7 +319,17 @@ static int backup_verify_and_compress(struct job_context *context, const struct 
     /* Scheduled backups yield the CPU to the application; a backup asked
      * for on the command line runs at full speed. */
     bool background = !context->one_off;
-    struct backup_verification verification = {context, paths, manifest, background, {0}, 0};
+    /* A full check every backup when asked, else once per integrity_every:
+     * it is then the database's integrity verdict (integrity.h). */
+    time_t now = time(NULL);
+    bool integrity_due = integrity_check_due(context, INTEGRITY_ON_BACKUP_COPY, now);
+    struct backup_verification verification = {
+        .context = context,
+        .paths = paths,
+        .manifest = manifest,
+        .background = background,
+        .full = db->backup.verify == VERIFY_INTEGRITY || integrity_due,
+    };
     const struct job_progress *progress = context->progress;
     struct io_context io = {.stop = context->stop,
                             .progress = progress ? progress->update : NULL,
@@ -333,6 +349,9 @@ static int backup_verify_and_compress(struct job_context *context, const struct 
     if (!threaded) {
         verification.background = false; /* this thread's priority could not come back */
         backup_verify_thread(&verification);
+        if (verification.full && verification.checked)
+            integrity_record(context, INTEGRITY_ON_BACKUP_COPY, now, manifest->verified,
+                             manifest->verify_result);
         if (verification.rc != 0) {
             *err = verification.err;
             return verification.rc;
@@ -347,6 +366,9 @@ static int backup_verify_and_compress(struct job_context *context, const struct 
         progress->end(progress->self);
     if (threaded)
         pthread_join(thread, NULL);
+    if (verification.full && verification.checked)
+        integrity_record(context, INTEGRITY_ON_BACKUP_COPY, now, manifest->verified,
+                         manifest->verify_result);
     /* A failed check says more about the backup than a failed compression. */
     if (verification.rc != 0) {
         if (rc == 0)

@@ -1,8 +1,8 @@
 /*
  * health.c: measures one database for its health verdict, which verdict.c
  * makes, with reasons an operator can act on, each followed by its fix.
- * Reads the database (quick_check, a
- * full integrity_check every health.integrity_every, pragmas), the sizes of
+ * Reads the database (quick_check; a full integrity_check where no backup
+ * copy carries it, see integrity.h; pragmas), the sizes of
  * its files and the agent's state (when each job last succeeded, its last
  * error). Changes the database only when `enforce = { ... }` asks for a
  * persistent setting it lacks. Not for the wording of metrics or status
@@ -20,6 +20,7 @@
 #include "config/advice.h"
 #include "db/database.h"
 #include "core/fsutil.h"
+#include "jobs/integrity.h"
 #include "jobs/job.h"
 #include "jobs/verdict.h"
 #include "core/units.h"
@@ -141,8 +142,7 @@ static int inspect_database(struct job_context *context, bool full_check, struct
     return rc;
 }
 
-static void store_facts(struct job_context *context, const struct health_inspection *found, int64_t wal,
-                        time_t now)
+static void store_facts(struct job_context *context, const struct health_inspection *found, int64_t wal)
 {
     struct db_facts facts = {
         .wal_bytes = wal,
@@ -150,15 +150,12 @@ static void store_facts(struct job_context *context, const struct health_inspect
             found->page_count > 0 ? (double)found->freelist / (double)found->page_count : 0,
         .database_bytes = found->page_count * found->page_size,
         .page_size = found->page_size,
-        .integrity_checked_at = now,
     };
     unsigned fields = FACT_WAL_BYTES | FACT_FREELIST_RATIO | FACT_DATABASE_BYTES | FACT_PAGE_SIZE |
                       FACT_JOURNAL_MODE | FACT_AUTO_VACUUM;
     snprintf(facts.journal_mode, sizeof facts.journal_mode, "%s", found->journal_mode);
     snprintf(facts.auto_vacuum, sizeof facts.auto_vacuum, "%s",
              health_auto_vacuum_name(found->auto_vacuum));
-    if (found->full_check && found->check_ok)
-        fields |= FACT_INTEGRITY_CHECKED_AT;
     health_store(context, &facts, fields);
 }
 
@@ -181,14 +178,22 @@ static int health_measure(struct job_context *context, const struct db_facts *pr
 {
     const struct database_config *db = context->database;
     struct error err = {0};
-    /* A full integrity_check reads every page: on its own, slower schedule. */
-    int64_t every = db->health.integrity_every_seconds;
-    bool full = context->state && every > 0 &&
-                (int64_t)now - (int64_t)previous->integrity_checked_at >= every;
+    /* A full integrity_check reads every page: once per integrity_every,
+     * on a backup copy where backups run (integrity.h). Asked for by hand,
+     * on the database itself now: that is how a fixed problem is cleared. */
+    bool full = context->one_off ? db->health.integrity_every_seconds > 0
+                                 : integrity_check_due(context, INTEGRITY_ON_DATABASE, now);
 
     int rc = inspect_database(context, full, &measure->found, &err);
     if (rc == -ECANCELED)
         return rc;
+    if (rc == 0 && full)
+        integrity_record(context, INTEGRITY_ON_DATABASE, now, measure->found.check_ok,
+                         measure->found.check);
+    struct db_facts integrity;
+    health_previous_facts(context, &integrity);
+    snprintf(measure->integrity_problem, sizeof measure->integrity_problem, "%s",
+             integrity.integrity_problem);
     measure->read_rc = rc;
     if (rc == -EBUSY) {
         measure->locked_since = health_locked_since(context, previous, now);
@@ -200,7 +205,7 @@ static int health_measure(struct job_context *context, const struct db_facts *pr
         snprintf(measure->read_error, sizeof measure->read_error, "%s", err.message);
     if (rc == 0) {
         measure->wal_bytes = fs_file_size(db->path, "-wal");
-        store_facts(context, &measure->found, measure->wal_bytes, now);
+        store_facts(context, &measure->found, measure->wal_bytes);
     }
     if (db->replicate.target) {
         char spool[PATH_MAX];

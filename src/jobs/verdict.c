@@ -166,6 +166,24 @@ static void judge_database(struct health_verdict *verdict, const struct config *
                     health_auto_vacuum_name(db->enforce.auto_vacuum));
 }
 
+/* The standing verdict of the last full integrity_check (integrity.h),
+ * unless this run's own full check of the database has just spoken. */
+static void judge_integrity(struct health_verdict *verdict, const struct config *config,
+                            const struct database_config *db, const struct health_measure *measure)
+{
+    char confirm[ADVICE_MAX], again[ADVICE_MAX];
+    if (!measure->integrity_problem[0] || (measure->read_rc == 0 && measure->found.full_check))
+        return;
+    verdict_add(verdict, UNHEALTHY,
+                "%.400s: confirm with `%s`; if it names indexes only, REINDEX rebuilds them, "
+                "else restore a backup from before it (restore checks each in full); then `%s` "
+                "checks the database again",
+                measure->integrity_problem,
+                advice_command(confirm, sizeof confirm, "sqlite3", db->path,
+                               "PRAGMA integrity_check", NULL),
+                advice_sqlprodd(again, sizeof again, config, "health", db->name, NULL));
+}
+
 /* The interval a job is expected to succeed in: `every`, or the gap
  * between the two cron matches that follow `reference`. 0 when unknown. */
 static int64_t schedule_interval(const struct schedule *schedule, time_t reference)
@@ -294,6 +312,7 @@ void health_judge(const struct config *config, const struct database_config *db,
         judge_unreadable(verdict, config, db, measure->read_rc, measure->read_error);
     else
         judge_database(verdict, config, db, &measure->found, measure->wal_bytes);
+    judge_integrity(verdict, config, db, measure);
     judge_replica_spool(verdict, db, measure->replica_spool_bytes);
     judge_jobs(verdict, config, db, measure, now);
 }

@@ -662,7 +662,7 @@ static void builtin_defaults_apply_to_a_bare_entry(void **state)
     assert_int_equal(app->backup.schedule.every_seconds, 3600);
     assert_string_equal(app->backup.dir, "/var/backups/sqlprodd");
     assert_int_equal(app->backup.level, 6);
-    assert_int_equal(app->backup.verify, VERIFY_INTEGRITY);
+    assert_int_equal(app->backup.verify, VERIFY_QUICK);
     assert_int_equal(app->backup.keep.last, 24);
     assert_int_equal(app->backup.keep.hourly, 0);
     assert_int_equal(app->backup.keep.daily, 7);

@@ -106,6 +106,35 @@ static void corruption_is_unhealthy_and_names_restore(void **unused)
     assert_non_null(strstr(verdict.reasons, "`sqlprodd restore app --to /srv/app.db --force`"));
 }
 
+/* The standing verdict of the last full check, stored by a backup copy's
+ * check or an earlier health run, stays until a full check passes. */
+static void integrity_problem_found_earlier_is_unhealthy_until_cleared(void **unused)
+{
+    (void)unused;
+    snprintf(measure.integrity_problem, sizeof measure.integrity_problem,
+             "integrity_check of a backup copy taken at 2027-01-15 08:00:00 UTC found "
+             "corruption (row 5 missing from index items_name)");
+    judge();
+    assert_int_equal(verdict.level, UNHEALTHY);
+    assert_non_null(strstr(verdict.reasons, "a backup copy taken at 2027-01-15 08:00:00 UTC"));
+    assert_non_null(strstr(verdict.reasons, "`sqlite3 /srv/app.db 'PRAGMA integrity_check'`"));
+    assert_non_null(strstr(verdict.reasons, "`sqlprodd health app`"));
+    /* This run's own full check of the database failed too: said once. */
+    measure.found.full_check = true;
+    measure.found.check_ok = false;
+    snprintf(measure.found.check, sizeof measure.found.check, "row 5 missing from index items_name");
+    judge();
+    assert_int_equal(verdict.level, UNHEALTHY);
+    assert_null(strstr(verdict.reasons, "backup copy"));
+    assert_non_null(strstr(verdict.reasons, "integrity_check found corruption"));
+    /* No problem stored: nothing said. */
+    measure.found.full_check = false;
+    measure.found.check_ok = true;
+    measure.integrity_problem[0] = '\0';
+    judge();
+    assert_int_equal(verdict.level, HEALTHY);
+}
+
 static void rollback_journal_is_degraded(void **unused)
 {
     (void)unused;
@@ -229,6 +258,7 @@ int main(void)
         cmocka_unit_test_setup(wal_past_warn_is_degraded_and_past_crit_unhealthy, set_up),
         cmocka_unit_test_setup(freelist_fix_depends_on_auto_vacuum, set_up),
         cmocka_unit_test_setup(corruption_is_unhealthy_and_names_restore, set_up),
+        cmocka_unit_test_setup(integrity_problem_found_earlier_is_unhealthy_until_cleared, set_up),
         cmocka_unit_test_setup(rollback_journal_is_degraded, set_up),
         cmocka_unit_test_setup(locked_is_degraded_until_locked_crit, set_up),
         cmocka_unit_test_setup(missing_file_is_unhealthy_with_the_path_to_check, set_up),
