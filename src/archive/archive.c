@@ -7,8 +7,9 @@
  * (RFC 1952 allows any number of members; gunzip, zcat and zlib read them
  * all, as they read pigz's output). zstd archives are made the same way,
  * one independent zstd frame per block. Memory is bounded by the few blocks
- * in flight, whatever the database size. Decompression is plain streaming
- * zlib or libzstd, chosen by the input's magic number.
+ * in flight, whatever the database size. Decompression is libdeflate
+ * member by member (archive_inflate.c) or streaming libzstd, chosen by the
+ * input's magic number.
  *
  * Not for naming, renaming or verifying backups (the backup and restore jobs
  * do that), and not for the manifest (manifest.c). A destination is always a
@@ -28,7 +29,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <zlib.h>
 #include <zstd.h>
 
 #include "archive/archive_internal.h"
@@ -573,58 +573,6 @@ static int archive_decode_stream(const struct archive_decoder *decoder,
 out:
     free(input);
     free(output);
-    return rc;
-}
-
-struct archive_inflater {
-    z_stream stream;
-    bool saw_member;
-};
-
-/* A member boundary followed by more bytes starts the next member
- * (inflateReset). */
-static int archive_inflate_step(void *state, struct archive_decode_step *step, const char *source,
-                                struct error *err)
-{
-    struct archive_inflater *inflater = state;
-    z_stream *stream = &inflater->stream;
-
-    if (!step->unit_open && inflater->saw_member)
-        inflateReset(stream);
-    inflater->saw_member = true;
-    stream->next_in = step->input + step->position;
-    stream->avail_in = (uInt)(step->size - step->position);
-    stream->next_out = step->output;
-    stream->avail_out = (uInt)step->capacity;
-    int z = inflate(stream, Z_NO_FLUSH);
-    size_t produced = step->capacity - stream->avail_out;
-    if (z == Z_MEM_ERROR)
-        return error_set(err, -ENOMEM, "cannot decompress %s: out of memory", source);
-    if (z != Z_OK && z != Z_STREAM_END && !(z == Z_BUF_ERROR && produced > 0))
-        return error_set(err, -EBADMSG, "archive %s is truncated or corrupt: %s", source,
-                         stream->msg ? stream->msg : zError(z));
-    step->position = step->size - stream->avail_in;
-    step->produced = produced;
-    step->unit_open = z != Z_STREAM_END;
-    return 0;
-}
-
-/* Inflates every gzip member of `in` into `out`. */
-static int archive_inflate_members(struct archive_input *in, int out, const char *source,
-                                   const char *destination, const struct io_context *io,
-                                   int64_t total, struct archive_result *result, struct error *err)
-{
-    struct archive_inflater inflater;
-    struct archive_decoder decoder = {ARCHIVE_STREAM_BYTES, ARCHIVE_STREAM_BYTES, &inflater,
-                                      archive_inflate_step};
-
-    memset(&inflater, 0, sizeof inflater);
-    /* 15 + 32: the largest window, and zlib detects the gzip header itself. */
-    if (inflateInit2(&inflater.stream, 15 + 32) != Z_OK)
-        return error_set(err, -ENOMEM, "cannot decompress %s: zlib could not start", source);
-    int rc = archive_decode_stream(&decoder, in, out, source, destination, io, total,
-                                   result, err);
-    inflateEnd(&inflater.stream);
     return rc;
 }
 

@@ -84,4 +84,10 @@ int archive_input_peek(struct archive_input *input, void *buffer, size_t size, b
 bool archive_input_sealed(const struct archive_input *input);
 void archive_input_close(struct archive_input *input);
 
+/* Every gzip member of `in` into `out` (archive_inflate.c); `total` is the
+ * input's size for progress. The input may only end where a member ends. */
+int archive_inflate_members(struct archive_input *in, int out, const char *source,
+                            const char *destination, const struct io_context *io, int64_t total,
+                            struct archive_result *result, struct error *err);
+
 #endif
