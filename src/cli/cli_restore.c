@@ -11,7 +11,8 @@
  *
  * Fetch (remote: download archive and manifest beside PATH), check the
  * archive's sha256 against the manifest, decompress to a temp file beside
- * PATH, run integrity_check on it, give it the source's journal mode, and
+ * PATH, run quick_check on it (integrity_check with --check integrity),
+ * give it the source's journal mode, and
  * only then rename it into place. A file that failed any step is deleted,
  * never renamed.
  *
@@ -60,6 +61,7 @@ struct restore_request {
     const char *at;        /* --at TIME: from the replica; NULL: from backups */
     const char *identity;  /* --identity FILE, or NULL */
     int64_t at_ms;
+    bool full_check; /* --check integrity: integrity_check, else quick_check */
     bool force;
     bool live; /* PATH is the database's own file */
 };
@@ -79,9 +81,9 @@ static int restore_usage(void)
 {
     fprintf(stderr,
             "usage: sqlprodd restore DB --to PATH [--backup ID] [--from local|remote]\n"
-            "                        [--identity FILE] [--force]\n"
-            "       sqlprodd restore DB --to PATH --at TIME|-15m|latest [--identity FILE] "
-            "[--force]\n");
+            "                        [--check quick|integrity] [--identity FILE] [--force]\n"
+            "       sqlprodd restore DB --to PATH --at TIME|-15m|latest\n"
+            "                        [--check quick|integrity] [--identity FILE] [--force]\n");
     return CLI_USAGE;
 }
 
@@ -258,17 +260,24 @@ out:
     return rc;
 }
 
-static int restore_verify_output(const char *path, char *result, size_t result_size,
+/* The check the restored file gets before it is renamed into place:
+ * quick_check by default, as the SHA-256 (or the WAL checksum chain) has
+ * already proved the bytes are those that were verified at backup time;
+ * integrity_check with --check integrity. `result` is "quick_check ok". */
+static int restore_verify_output(const char *path, bool full, char *result, size_t result_size,
                                  struct error *err)
 {
     sqlite3 *connection = NULL;
+    const char *method = full ? "integrity_check" : "quick_check";
+    char found[256] = "";
     bool ok = false;
     int rc = database_open_path(path, true, &cli_stop, &connection, err);
     if (rc == 0)
-        rc = database_check(connection, false, &ok, result, result_size, err);
+        rc = database_check(connection, !full, &ok, found, sizeof found, err);
     sqlite3_close(connection);
+    snprintf(result, result_size, "%s %s", method, found);
     if (rc == 0 && !ok)
-        rc = error_set(err, -EBADMSG, "the restored copy failed integrity_check: %s", result);
+        rc = error_set(err, -EBADMSG, "the restored copy failed %s: %s", method, found);
     return rc;
 }
 
@@ -456,7 +465,7 @@ static int restore_unpack(const struct restore_request *request, struct restore_
                          "the copy is damaged, try another backup (--backup ID)",
                          files->source, unpacked.sha256, manifest.archive_sha256);
     *bytes = unpacked.output_bytes;
-    rc = restore_verify_output(files->output, check, check_size, err);
+    rc = restore_verify_output(files->output, request->full_check, check, check_size, err);
     if (rc == 0)
         rc = restore_apply_journal_mode(files->output, manifest.journal_mode, mode, mode_size, err);
     if (rc == 0)
@@ -482,7 +491,7 @@ static enum replica_apply restore_apply_method(void)
 }
 
 /* --at: rebuilds the file from the replica (replica.h), then the same
- * integrity_check as a backup gets; the file keeps WAL mode, as the
+ * check as an archive gets; the file keeps WAL mode, as the
  * database had (replicate requires it). */
 static int restore_unpack_replica(const struct restore_request *request,
                                   struct restore_files *files, char *check, size_t check_size,
@@ -504,7 +513,7 @@ static int restore_unpack_replica(const struct restore_request *request,
     rc = replica_restore(&replica, &files->replica, err);
     identity_keys_free(&identities);
     if (rc == 0)
-        rc = restore_verify_output(files->output, check, check_size, err);
+        rc = restore_verify_output(files->output, request->full_check, check, check_size, err);
     if (rc == 0)
         rc = restore_apply_journal_mode(files->output, "wal", mode, mode_size, err);
     if (rc == 0)
@@ -521,7 +530,7 @@ static int restore(struct restore_request *request, struct error *err)
     struct replacement replacement;
     struct database_lock lock = {.fd = -1};
     struct stat written;
-    char check[256], mode[16], aside[PATH_MAX + 64];
+    char check[300], mode[16], aside[PATH_MAX + 64];
     int64_t bytes = 0;
     bool locked = false, warned = false, swapping = false;
 
@@ -593,7 +602,7 @@ static int restore(struct restore_request *request, struct error *err)
         printf("restored %s to %s as of the commit seen at %s (generation %s, frame %llu): %zu "
                "commit%s in %zu segment%s over %zu generation%s from the base of %s (%s), %lld "
                "bytes, every object's sha256 and the WAL checksum chain checked, "
-               "integrity_check %s, journal_mode %s\n",
+               "%s, journal_mode %s\n",
                request->db->name, request->to, files.replica.seen_at, files.replica.generation,
                (unsigned long long)files.replica.frame, files.replica.commits,
                files.replica.commits == 1 ? "" : "s", files.replica.segments,
@@ -604,7 +613,7 @@ static int restore(struct restore_request *request, struct error *err)
                (long long)bytes, check, mode);
     else
         printf("restored %s backup %s to %s: %lld bytes, sha256 matches the manifest, "
-               "integrity_check %s, journal_mode %s\n",
+               "%s, journal_mode %s\n",
                request->db->name, files.id, request->to, (long long)bytes, check, mode);
     if (replacement.aside[0]) {
         replace_describe_aside(&replacement, aside, sizeof aside);
@@ -641,6 +650,7 @@ int cli_restore(const struct config *config, int argc, char **argv)
                                             {"force", no_argument, NULL, 'F'},
                                             {"at", required_argument, NULL, 'a'},
                                             {"identity", required_argument, NULL, 'i'},
+                                            {"check", required_argument, NULL, 'C'},
                                             {NULL, 0, NULL, 0}};
     struct restore_request request = {.config = config};
     int option;
@@ -653,6 +663,14 @@ int cli_restore(const struct config *config, int argc, char **argv)
         case 'F': request.force = true; break;
         case 'a': request.at = optarg; break;
         case 'i': request.identity = optarg; break;
+        case 'C': /* long only: -c is the configuration */
+            if (strcmp(optarg, "quick") != 0 && strcmp(optarg, "integrity") != 0) {
+                fprintf(stderr, "sqlprodd: restore: --check takes quick or integrity, not '%s'\n",
+                        optarg);
+                return CLI_USAGE;
+            }
+            request.full_check = strcmp(optarg, "integrity") == 0;
+            break;
         default: return restore_usage();
         }
     }

@@ -129,8 +129,17 @@ class RestoreLocalTest(AgentTestCase):
     def test_restore_newest_local_backup(self):
         target = os.path.join(self.dir, "restored.db")
         result = self.run_cli("restore", "app", "--to", target, check=0)
-        self.assertIn("integrity_check ok", result.stdout)
+        self.assertIn("sha256 matches the manifest, quick_check ok", result.stdout)
         self.assertEqual(row_count(target), 3000)
+
+    def test_restore_checks_in_full_when_asked(self):
+        target = os.path.join(self.dir, "restored.db")
+        result = self.run_cli("restore", "app", "--to", target, "--check", "integrity", check=0)
+        self.assertIn("sha256 matches the manifest, integrity_check ok", result.stdout)
+        self.assertEqual(row_count(target), 3000)
+        result = self.run_cli("restore", "app", "--to", target + "2", "--check", "full", check=2)
+        self.assertIn("--check takes quick or integrity, not 'full'", result.stderr)
+        self.assertFalse(os.path.exists(target + "2"))
 
     def test_restore_refuses_to_overwrite_without_force(self):
         target = os.path.join(self.dir, "restored.db")

@@ -3,8 +3,9 @@
 
 - a backup whose copy fails verification is not kept (the "corrupt source"
   test in test_backup.py is refused by the copy itself, before verification);
-- restore runs integrity_check on what it decompressed, even when the
-  checksum matches (test_restore_checksum.py has the checksum itself);
+- restore checks what it decompressed (quick_check, integrity_check with
+  --check integrity), even when the checksum matches (test_restore_checksum.py
+  has the checksum itself);
 - prune keeps the newest verified backup, as the manifests on disk say, and
   keeps everything when it cannot read the upload queue.
 """
@@ -18,6 +19,7 @@ import time
 import unittest
 
 from harness import AgentTestCase, create_database
+from test_printed_fixes import corrupt_index_keys
 from test_restore_live import corrupt_index
 
 
@@ -51,15 +53,13 @@ class DataGuardsTest(AgentTestCase):
         listing = json.loads(self.run_cli("backups", "app", "--json", check=0).stdout)
         return {b["id"]: b["archive"] for b in listing}
 
-    def test_restore_refuses_an_archive_that_fails_integrity_check_even_with_its_checksum(self):
-        self.write_config(f'{{ name = "app"; path = "{self.db_path()}"; }}')
-        self.run_cli("backup", "app", check=0)
-        [(backup_id, archive)] = self.backup_ids().items()
-        # A damaged database archived as if it were sound, with a manifest
-        # that matches it: only integrity_check can tell.
+    def archive_as_if_sound(self, archive, damage):
+        """Replaces `archive` with a gzip of a damaged copy of the database
+        and gives its manifest the matching checksum: only the restore's
+        own check of the decompressed file can tell."""
         damaged = os.path.join(self.dir, "damaged.db")
         shutil.copyfile(self.db_path(), damaged)
-        corrupt_index(damaged)
+        damage(damaged)
         with open(damaged, "rb") as source, gzip.open(archive, "wb") as out:
             shutil.copyfileobj(source, out)
         with open(archive, "rb") as f:
@@ -70,11 +70,26 @@ class DataGuardsTest(AgentTestCase):
         manifest["archive_bytes"] = len(data)
         with open(archive + ".json", "w") as f:
             json.dump(manifest, f)
+
+    def assert_refused(self, backup_id, words, *options):
         target = os.path.join(self.dir, "restored.db")
-        result = self.run_cli("restore", "app", "--to", target, "--backup", backup_id, check=1)
-        self.assertIn("failed integrity_check", result.stderr)
+        result = self.run_cli("restore", "app", "--to", target, "--backup", backup_id, *options,
+                              check=1)
+        self.assertIn(words, result.stderr)
         self.assertFalse(os.path.exists(target), "nothing is written for a damaged database")
         self.assertEqual([f for f in os.listdir(self.dir) if "sqlprodd-tmp" in f], [])
+
+    def test_restore_refuses_an_archive_that_fails_its_check_even_with_its_checksum(self):
+        self.write_config(f'{{ name = "app"; path = "{self.db_path()}"; }}')
+        self.run_cli("backup", "app", check=0)
+        [(backup_id, archive)] = self.backup_ids().items()
+        # A page torn on its way: quick_check, the default, refuses it.
+        self.archive_as_if_sound(archive, corrupt_index)
+        self.assert_refused(backup_id, "the restored copy failed quick_check")
+        # Index keys that no longer match their rows: only integrity_check.
+        self.archive_as_if_sound(archive, corrupt_index_keys)
+        self.assert_refused(backup_id, "the restored copy failed integrity_check",
+                            "--check", "integrity")
 
     def test_backup_whose_copy_fails_integrity_check_is_not_kept(self):
         self.write_config(f'{{ name = "app"; path = "{self.db_path()}"; '

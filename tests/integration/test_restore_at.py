@@ -226,7 +226,7 @@ class RestoreAtCase(AgentTestCase):
         path, result = self.restore_at(at_text, to=to)
         self.assertIn(f"as of the commit seen at {iso(seen_ms)} (generation {generation},",
                       result.stdout)
-        self.assertIn("integrity_check ok", result.stdout)
+        self.assertIn("quick_check ok", result.stdout)
         self.assertEqual(content_hash(path), digest, f"--at {at_text}: {result.stdout}")
         self.assertEqual(integrity(path), "ok")
         for suffix in ("-wal", "-shm"):
@@ -292,7 +292,7 @@ class RestoreAtTest(RestoreAtCase):
                 path = os.path.join(self.dir, f"{method}.db")
                 result = self.run_cli("restore", "app", "--to", path, "--at", at,
                                       env={"SQLPRODD_RESTORE_APPLY": method}, check=0)
-                self.assertIn("integrity_check ok", result.stdout)
+                self.assertIn("quick_check ok", result.stdout)
                 self.assertIn({"sqlite": "(replayed by SQLite)",
                                "pages": "(pages written directly)"}[method], result.stdout)
                 with open(path, "rb") as f:
