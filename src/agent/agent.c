@@ -30,11 +30,14 @@
 #include "report/metrics.h"
 #include "report/notify.h"
 #include "report/summary.h"
+#include "agent/discovery.h"
 #include "agent/sandbox.h"
 #include "db/state.h"
 
 /* When a job could not take the database lock (a one-off holds it). */
 #define AGENT_RETRY_LOCKED_SECONDS 30
+/* How long after a change in a glob entry's directory it is looked at. */
+#define AGENT_REDISCOVER_DELAY_USEC 500000
 
 struct work_item {
     size_t database;
@@ -50,6 +53,8 @@ struct agent {
     struct agenda_database *databases;
     size_t database_count;
     struct config *pending_config; /* a reload waiting for running jobs to finish */
+    bool pending_discovered;       /* it only follows a glob entry's directory: failed
+                                      jobs are not retried at once, as on SIGHUP */
 
     /* Worker pool: `queue` holds jobs to run, `finished` their results. */
     pthread_t *workers;
@@ -62,6 +67,16 @@ struct agent {
     int wake_pipe[2]; /* workers write a byte when a job finishes */
     struct http_server *http; /* metrics.listen; reads agent->config */
     struct agent_replication *replication; /* reads agent->config too */
+    struct discovery *discovery;           /* glob entries' directories; reads agent->config */
+    /* STATUS= and the textfile read every database's state: after a job
+     * they are written again no sooner than ten times what writing them
+     * last took, so that they cost at most a tenth of the loop's time
+     * however many databases (ten thousand jobs in a row made ten thousand
+     * such reads); with a few databases that is a few milliseconds, at once
+     * for an operator (agent_flush_reports). */
+    bool reports_stale;
+    uint64_t reports_next_usec;
+    uint64_t rediscover_at_usec;           /* monotonic; 0: no change seen */
     volatile sig_atomic_t stop;
     /* Shown before the summary in STATUS= until they no longer hold: the
      * last reload refused (cleared by a good one), and the first path the
@@ -89,7 +104,7 @@ static time_t agent_compute_due(struct agent *agent, const struct database_confi
     return sched_next_due(schedule, record.last_started, now);
 }
 
-static int agent_build_databases(struct agent *agent, time_t now)
+static int agent_build_databases(struct agent *agent, time_t now, bool retry_failed)
 {
     struct agenda_database *databases = calloc(agent->config->database_count + 1, sizeof *databases);
     if (!databases)
@@ -98,7 +113,7 @@ static int agent_build_databases(struct agent *agent, time_t now)
         databases[i].config = &agent->config->databases[i];
         for (int kind = 0; kind < JOB_KIND_COUNT; kind++)
             databases[i].next_due[kind] =
-                agent_compute_due(agent, databases[i].config, kind, now, true);
+                agent_compute_due(agent, databases[i].config, kind, now, retry_failed);
     }
     free(agent->databases);
     agent->databases = databases;
@@ -256,8 +271,11 @@ static void agent_check_sandbox(struct agent *agent)
     sandbox_report_free(&report);
 }
 
+static uint64_t agent_monotonic_usec(void);
+
 static void agent_update_reports(struct agent *agent)
 {
+    uint64_t started = agent_monotonic_usec();
     char line[2048];
     agent_status_line(agent, line, sizeof line);
     notify_status(line);
@@ -266,6 +284,16 @@ static void agent_update_reports(struct agent *agent)
         if (metrics_write_textfile(agent->config, agent->state, &err) != 0)
             log_event(LOG_WARNING, NULL, "metrics", "%s", err.message);
     }
+    uint64_t took = agent_monotonic_usec() - started;
+    agent->reports_stale = false;
+    agent->reports_next_usec = agent_monotonic_usec() + took * 10;
+}
+
+/* After a job: now if the last update is long enough ago, else later. */
+static void agent_flush_reports(struct agent *agent)
+{
+    if (agent->reports_stale && agent_monotonic_usec() >= agent->reports_next_usec)
+        agent_update_reports(agent);
 }
 
 static void agent_collect(struct agent *agent)
@@ -296,7 +324,8 @@ static void agent_collect(struct agent *agent)
                 db->next_due[kind] = now;
         free(item);
     }
-    agent_update_reports(agent);
+    agent->reports_stale = true;
+    agent_flush_reports(agent);
 }
 
 static void agent_clean_up_after_crash(struct agent *agent)
@@ -342,6 +371,18 @@ static void agent_start_http(struct agent *agent)
                   agent->config->metrics_listen);
 }
 
+/* What each glob entry found and passed over, once per load. */
+static void agent_log_globs(const struct config *config)
+{
+    for (size_t i = 0; i < config->glob_count; i++) {
+        const struct config_glob *glob = &config->globs[i];
+        log_event(LOG_INFO, NULL, "discovery", "%s: %zu database%s", glob->pattern,
+                  glob->databases, glob->databases == 1 ? "" : "s");
+        for (size_t k = 0; k < glob->skipped_count; k++)
+            log_event(LOG_WARNING, NULL, "discovery", "skipped %s", glob->skipped[k]);
+    }
+}
+
 static void agent_apply_reload(struct agent *agent)
 {
     if (!agent->pending_config || agent->running > 0)
@@ -352,16 +393,20 @@ static void agent_apply_reload(struct agent *agent)
     agent->http = NULL;
     agent_replication_stop(agent->replication);
     agent->replication = NULL;
+    discovery_close(agent->discovery);
+    agent->discovery = NULL;
     config_free(agent->config);
     agent->config = agent->pending_config;
     agent->pending_config = NULL;
     agent->shutting_down = false;
     log_set_level(agent->config->log_level);
-    agent_build_databases(agent, time(NULL));
+    agent_build_databases(agent, time(NULL), !agent->pending_discovered);
     agent_start_workers(agent);
     agent_start_http(agent);
     if (agent_replication_start(agent->config, &agent->replication) != 0)
         log_event(LOG_ERR, NULL, "replicate", "cannot start the replication thread");
+    agent->discovery = discovery_open(agent->config);
+    agent_log_globs(agent->config);
     log_event(LOG_NOTICE, NULL, NULL, "configuration reloaded: %zu database%s",
               agent->database_count, agent->database_count == 1 ? "" : "s");
     agent->reload_refused[0] = '\0';
@@ -382,26 +427,11 @@ static void agent_note_refused_reload(struct agent *agent, const char *first_err
              first_error);
 }
 
-static void agent_reload(struct agent *agent)
+/* A loaded configuration replaces the running one once no job runs, if
+ * it can keep the running state_dir. */
+static void agent_take_config(struct agent *agent, struct config *fresh, bool discovered)
 {
-    struct config *fresh = NULL;
     struct config_diagnostics diagnostics = {0};
-    notify_reloading();
-    log_event(LOG_NOTICE, NULL, NULL, "SIGHUP: reloading %s", agent->config_path);
-    if (config_load(agent->config_path, &fresh, &diagnostics) != 0) {
-        for (size_t i = 0; i < diagnostics.count; i++)
-            log_event(LOG_ERR, NULL, "reload", "%s", diagnostics.lines[i]);
-        log_event(LOG_ERR, NULL, "reload",
-                  "new configuration refused (%zu error%s); still running the previous one",
-                  diagnostics.count, diagnostics.count == 1 ? "" : "s");
-        agent_note_refused_reload(agent, diagnostics.count ? diagnostics.lines[0] : "unreadable");
-        config_diagnostics_free(&diagnostics);
-        char line[2048];
-        agent_status_line(agent, line, sizeof line);
-        notify_ready(line);
-        return;
-    }
-    config_diagnostics_free(&diagnostics);
     if (strcmp(fresh->state_dir, agent->config->state_dir) != 0)
         log_event(LOG_WARNING, NULL, "reload", "state_dir changed: takes effect after a restart");
     free(fresh->state_dir);
@@ -423,9 +453,87 @@ static void agent_reload(struct agent *agent)
         notify_ready(line);
         return;
     }
+    /* A SIGHUP still waiting keeps its retry of failed jobs. */
+    bool waiting_sighup = agent->pending_config && !agent->pending_discovered;
     config_free(agent->pending_config);
     agent->pending_config = fresh;
+    agent->pending_discovered = discovered && !waiting_sighup;
     agent_apply_reload(agent);
+}
+
+/* Loads the configuration file; NULL after logging why not. */
+static struct config *agent_load_config(struct agent *agent, const char *refused_because)
+{
+    struct config *fresh = NULL;
+    struct config_diagnostics diagnostics = {0};
+    if (config_load(agent->config_path, &fresh, &diagnostics) == 0) {
+        config_diagnostics_free(&diagnostics);
+        return fresh;
+    }
+    for (size_t i = 0; i < diagnostics.count; i++)
+        log_event(LOG_ERR, NULL, "reload", "%s", diagnostics.lines[i]);
+    log_event(LOG_ERR, NULL, "reload", "%s (%zu error%s); still running the previous one",
+              refused_because, diagnostics.count, diagnostics.count == 1 ? "" : "s");
+    agent_note_refused_reload(agent, diagnostics.count ? diagnostics.lines[0] : "unreadable");
+    config_diagnostics_free(&diagnostics);
+    return NULL;
+}
+
+static void agent_reload(struct agent *agent)
+{
+    notify_reloading();
+    log_event(LOG_NOTICE, NULL, NULL, "SIGHUP: reloading %s", agent->config_path);
+    struct config *fresh = agent_load_config(agent, "new configuration refused");
+    if (fresh) {
+        agent_take_config(agent, fresh, false);
+        return;
+    }
+    char line[2048];
+    agent_status_line(agent, line, sizeof line);
+    notify_ready(line);
+}
+
+/* Whether two configurations give the same databases, in the same order. */
+static bool agent_same_databases(const struct config *a, const struct config *b,
+                                 size_t *added, size_t *removed)
+{
+    *added = *removed = 0;
+    for (size_t i = 0; i < b->database_count; i++)
+        if (!config_find_database(a, b->databases[i].name))
+            (*added)++;
+    for (size_t i = 0; i < a->database_count; i++)
+        if (!config_find_database(b, a->databases[i].name))
+            (*removed)++;
+    if (a->database_count != b->database_count || *added || *removed)
+        return false;
+    for (size_t i = 0; i < a->database_count; i++)
+        if (strcmp(a->databases[i].name, b->databases[i].name) != 0 ||
+            strcmp(a->databases[i].path, b->databases[i].path) != 0)
+            return false;
+    return true;
+}
+
+/* A glob entry's directory changed: the configuration file is read again
+ * and applied when the databases it gives are not the ones running. */
+static void agent_rediscover(struct agent *agent)
+{
+    struct config *fresh =
+        agent_load_config(agent, "a glob entry's directory changed, but the configuration "
+                                 "cannot be read again");
+    if (!fresh)
+        return;
+    size_t added, removed;
+    const struct config *running = agent->pending_config ? agent->pending_config : agent->config;
+    if (agent_same_databases(running, fresh, &added, &removed)) {
+        log_event(LOG_DEBUG, NULL, "discovery", "no database added or removed");
+        config_free(fresh);
+        return;
+    }
+    notify_reloading();
+    log_event(LOG_NOTICE, NULL, "discovery",
+              "databases found by glob entries changed (%zu added, %zu gone): reloading %s",
+              added, removed, agent->config_path);
+    agent_take_config(agent, fresh, true);
 }
 
 static int agent_open_signals(sigset_t *mask)
@@ -499,7 +607,7 @@ static int agent_start(struct agent *agent, struct database_lock *agent_lock)
             close(signal_fd);
         return -1;
     }
-    if (agent_build_databases(agent, time(NULL)) != 0 || agent_start_workers(agent) != 0) {
+    if (agent_build_databases(agent, time(NULL), true) != 0 || agent_start_workers(agent) != 0) {
         log_event(LOG_ERR, NULL, NULL, "out of memory or threads");
         notify_failure("cannot start worker threads", ENOMEM);
         close(signal_fd);
@@ -518,6 +626,8 @@ static int agent_start(struct agent *agent, struct database_lock *agent_lock)
     agent_start_http(agent);
     if (agent_replication_start(agent->config, &agent->replication) != 0)
         log_event(LOG_ERR, NULL, "replicate", "cannot start the replication thread");
+    agent->discovery = discovery_open(agent->config);
+    agent_log_globs(agent->config);
     return signal_fd;
 }
 
@@ -583,9 +693,27 @@ static int agent_loop(struct agent *agent, int signal_fd)
         int until_ping = agent_watchdog_timeout_ms(&watchdog);
         if (until_ping >= 0 && (timeout < 0 || timeout > until_ping))
             timeout = until_ping;
-        struct pollfd fds[2] = {{.fd = signal_fd, .events = POLLIN},
-                                {.fd = agent->wake_pipe[0], .events = POLLIN}};
-        int ready = poll(fds, 2, timeout);
+        /* A change in a glob entry's directory is acted on a moment later,
+         * so that a batch of new files makes one reload, not one each. */
+        uint64_t now_usec = agent_monotonic_usec();
+        if (agent->rediscover_at_usec && !agent->stop) {
+            int until = agent->rediscover_at_usec > now_usec
+                            ? (int)((agent->rediscover_at_usec - now_usec + 999) / 1000)
+                            : 0;
+            if (timeout < 0 || timeout > until)
+                timeout = until;
+        }
+        if (agent->reports_stale) {
+            int until = agent->reports_next_usec > now_usec
+                            ? (int)((agent->reports_next_usec - now_usec + 999) / 1000)
+                            : 0;
+            if (timeout < 0 || timeout > until)
+                timeout = until;
+        }
+        struct pollfd fds[3] = {{.fd = signal_fd, .events = POLLIN},
+                                {.fd = agent->wake_pipe[0], .events = POLLIN},
+                                {.fd = discovery_fd(agent->discovery), .events = POLLIN}};
+        int ready = poll(fds, 3, timeout);
         if (ready < 0 && errno != EINTR) {
             log_event(LOG_ERR, NULL, NULL, "poll: %s", strerror(errno));
             return -1;
@@ -597,9 +725,20 @@ static int agent_loop(struct agent *agent, int signal_fd)
             agent_handle_signals(agent, signal_fd);
         if (fds[1].revents & POLLIN)
             agent_collect(agent);
+        if ((fds[2].revents & POLLIN) && discovery_read(agent->discovery) &&
+            !agent->rediscover_at_usec)
+            agent->rediscover_at_usec = agent_monotonic_usec() + AGENT_REDISCOVER_DELAY_USEC;
+        if (agent->rediscover_at_usec && agent_monotonic_usec() >= agent->rediscover_at_usec &&
+            !agent->stop) {
+            agent->rediscover_at_usec = 0;
+            agent_rediscover(agent);
+        }
+        agent_flush_reports(agent);
         agent_apply_reload(agent);
         agent_ping_watchdog_when_due(&watchdog, false);
     }
+    if (agent->reports_stale) /* the last jobs' results in the textfile */
+        agent_update_reports(agent);
     return 0;
 }
 
@@ -607,6 +746,7 @@ static void agent_finish(struct agent *agent, int signal_fd, struct database_loc
 {
     http_stop(agent->http);
     agent_replication_stop(agent->replication);
+    discovery_close(agent->discovery);
     agent_stop_workers(agent);
     while (agent->queue) {
         struct work_item *item = agent->queue;

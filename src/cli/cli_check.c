@@ -188,6 +188,23 @@ static void check_note_sandbox(void)
            "any missing ReadWritePaths= line in `systemctl status sqlprodd` and the journal.\n");
 }
 
+/* What each pattern entry found, and every file it passed over: an
+ * operator who adds a tenant sees here why it is not looked after. */
+static void check_print_globs(const struct config *config)
+{
+    for (size_t i = 0; i < config->glob_count; i++) {
+        const struct config_glob *glob = &config->globs[i];
+        printf("%s:%d: glob \"%s\": %zu database%s", config->file, glob->line, glob->pattern,
+               glob->databases, glob->databases == 1 ? "" : "s");
+        if (glob->skipped_count)
+            printf(", %zu file%s skipped:", glob->skipped_count,
+                   glob->skipped_count == 1 ? "" : "s");
+        printf("\n");
+        for (size_t k = 0; k < glob->skipped_count; k++)
+            printf("  %s\n", glob->skipped[k]);
+    }
+}
+
 int cli_check(const struct config *config, int argc, char **argv)
 {
     (void)argv;
@@ -211,6 +228,7 @@ int cli_check(const struct config *config, int argc, char **argv)
     }
     for (size_t i = 0; i < config->target_count; i++)
         check_target(&report, &config->targets[i]);
+    check_print_globs(config);
     if (report.problems) {
         printf("%s: %d problem%s found\n", config->file, report.problems,
                report.problems == 1 ? "" : "s");

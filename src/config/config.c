@@ -99,6 +99,10 @@ void config_free(struct config *config)
     for (size_t i = 0; i < config->database_count; i++)
         config_database_release(&config->databases[i]);
     free(config->databases);
+    free(config->database_order);
+    for (size_t i = 0; i < config->glob_count; i++)
+        config_glob_release(&config->globs[i]);
+    free(config->globs);
     free(config->file);
     free(config->state_dir);
     free(config->state_dir_origin.file);
@@ -579,6 +583,8 @@ int config_load(const char *path, struct config **out, struct config_diagnostics
     /* Only a config that is otherwise valid has every path to compare. */
     if (rc == 0)
         rc = config_paths_check(config, diag);
+    if (rc == 0)
+        rc = config_order_databases(config);
 out:
     config_literal_sites_finish(&reader, false);
     if (!mistakes_hand_over(&reader, diag) && rc == 0)

@@ -165,6 +165,7 @@ struct database_config {
     char *name; /* [A-Za-z0-9_.-]+, not "." or "..": used in paths */
     char *path;
     int line;
+    int glob;   /* index in config->globs of the entry that found it; -1: none */
     struct config_origin path_origin;
     int busy_timeout_ms; /* default 5000 */
     struct checkpoint_settings checkpoint;
@@ -176,6 +177,20 @@ struct database_config {
     struct encrypt_settings encrypt;
     struct health_settings health;
     struct enforce_settings enforce;
+};
+
+/* A databases entry written with `glob` instead of `path`: one database
+ * per matching file, each with the entry's settings and a name made from
+ * `name` (default "%stem"). Found when the configuration is loaded, and
+ * loaded again by the agent when the directory changes (agent/discovery.c). */
+struct config_glob {
+    char *pattern;   /* absolute; wildcards only in its last component */
+    char *directory; /* the pattern's directory, watched */
+    char *file_pattern; /* its last component, for fnmatch(3) */
+    int line;
+    size_t databases;   /* the databases it gave */
+    char **skipped;     /* "PATH: why" for each match that gave none */
+    size_t skipped_count;
 };
 
 struct config {
@@ -191,6 +206,10 @@ struct config {
     size_t target_count;
     struct database_config *databases;
     size_t database_count;
+    size_t *database_order; /* indices into databases by name, for config_find_database;
+                               NULL until config_load has finished */
+    struct config_glob *globs;
+    size_t glob_count;
 };
 
 /* A list of "FILE:LINE: key: what is wrong" lines, in file order. */
@@ -209,6 +228,8 @@ int config_load(const char *path, struct config **out, struct config_diagnostics
 void config_free(struct config *config);
 void config_diagnostics_free(struct config_diagnostics *diag);
 
+/* By name: a binary search in a loaded configuration (ten thousand
+ * databases of a glob entry are looked up by every report). */
 const struct database_config *config_find_database(const struct config *config, const char *name);
 const struct target_config *config_find_target(const struct config *config, const char *name);
 

@@ -17,9 +17,11 @@
 #include <assert.h>
 #include <errno.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "core/units.h"
 
@@ -60,9 +62,10 @@ static const char *const keep_keys[] = {"last",    "hourly", "daily",  "weekly",
 static const char *const defaults_keys[] = {"busy_timeout_ms", "checkpoint", "analyze",   "vacuum",
                                             "backup",          "upload",     "replicate", "health",
                                             "enforce",         "encrypt",    NULL};
-static const char *const database_keys[] = {"name",      "path",   "busy_timeout_ms", "checkpoint",
-                                            "analyze",   "vacuum", "backup",          "upload",
-                                            "replicate", "health", "enforce",         "encrypt", NULL};
+static const char *const database_keys[] = {"name",    "path",      "glob",   "busy_timeout_ms",
+                                            "checkpoint", "analyze", "vacuum", "backup",
+                                            "upload",  "replicate", "health", "enforce",
+                                            "encrypt", NULL};
 
 /* Keys written one level too high or low: say where they go. One table
  * serves `defaults` and database entries, as keys known in a group are
@@ -590,9 +593,9 @@ static void check_unique(struct config_reader *reader, const config_setting_t *e
 }
 
 static int read_entry(struct config_reader *reader, const config_setting_t *entry, unsigned index,
-                      const struct database_draft *defaults, struct config *config)
+                      size_t slot, const struct database_draft *defaults, struct config *config)
 {
-    struct database_config *database = &config->databases[index];
+    struct database_config *database = &config->databases[slot];
     database->line = config_setting_source_line(entry);
     char index_key[CONFIG_KEY_SIZE];
     snprintf(index_key, sizeof index_key, "databases[%u]", index);
@@ -612,16 +615,222 @@ static int read_entry(struct config_reader *reader, const config_setting_t *entr
         config_value_path(reader, entry, key, "path", &draft.settings.path);
     if (path == CONFIG_VALUE_ABSENT)
         config_report(reader, entry, key,
-                      "missing 'path' (the absolute path of the SQLite database file)");
+                      "missing 'path' (the absolute path of the SQLite database file), or "
+                      "'glob' for one database per matching file");
     else if (path == CONFIG_VALUE_SET)
         config_origin_record(reader, entry, "path", false, &draft.settings.path_origin);
     read_settings(reader, entry, key, config, &draft);
     draft_finish(&draft, config);
 
     draft.settings.line = database->line;
+    draft.settings.glob = -1;
     *database = draft.settings;
-    check_unique(reader, entry, key, config, index);
+    check_unique(reader, entry, key, config, slot);
     return 0;
+}
+
+/* A set of strings (names, paths) for the duplicates among thousands of
+ * pattern matches: open addressing, FNV-1a. The strings are borrowed. */
+struct string_set {
+    const char **slots;
+    size_t capacity, used;
+};
+
+static size_t string_hash(const char *text)
+{
+    size_t hash = 2166136261u;
+    for (const unsigned char *c = (const unsigned char *)text; *c; c++)
+        hash = (hash ^ *c) * 16777619u;
+    return hash;
+}
+
+/* Adds `text`; false when it was there already (or -ENOMEM in *rc). */
+static bool string_set_add(struct string_set *set, const char *text, int *rc)
+{
+    if ((set->used + 1) * 2 > set->capacity) {
+        size_t capacity = set->capacity ? set->capacity * 2 : 64;
+        const char **slots = calloc(capacity, sizeof *slots);
+        if (!slots) {
+            *rc = -ENOMEM;
+            return false;
+        }
+        for (size_t i = 0; i < set->capacity; i++)
+            if (set->slots[i]) {
+                size_t at = string_hash(set->slots[i]) & (capacity - 1);
+                while (slots[at])
+                    at = (at + 1) & (capacity - 1);
+                slots[at] = set->slots[i];
+            }
+        free(set->slots);
+        set->slots = slots;
+        set->capacity = capacity;
+    }
+    size_t at = string_hash(text) & (set->capacity - 1);
+    for (; set->slots[at]; at = (at + 1) & (set->capacity - 1))
+        if (strcmp(set->slots[at], text) == 0)
+            return false;
+    set->slots[at] = text;
+    set->used++;
+    return true;
+}
+
+/* What the pattern entries found, before the databases are made. */
+struct glob_found {
+    unsigned index; /* in the databases list */
+    size_t glob;    /* in config->globs */
+    char *template;
+    struct config_glob_match *matches;
+    size_t count;
+};
+
+static void glob_found_release(struct glob_found *found)
+{
+    for (size_t i = 0; i < found->count; i++) {
+        free(found->matches[i].path);
+        free(found->matches[i].name);
+    }
+    free(found->matches);
+    free(found->template);
+}
+
+static bool entry_has_glob(const config_setting_t *entry)
+{
+    return config_setting_type(entry) == CONFIG_TYPE_GROUP &&
+           config_setting_get_member(entry, "glob") != NULL;
+}
+
+/* "DEVICE:INODE" of an existing file, kept in `keys` for freeing; NULL
+ * when it does not exist. Two names of one file (a symbolic or hard link)
+ * give one key. */
+static const char *file_key(const char *path, char ***keys, size_t *count, int *rc)
+{
+    struct stat st;
+    char *key = NULL;
+    if (stat(path, &st) != 0)
+        return NULL;
+    char **grown = realloc(*keys, (*count + 1) * sizeof *grown);
+    if (!grown || asprintf(&key, "%llu:%llu", (unsigned long long)st.st_dev,
+                           (unsigned long long)st.st_ino) < 0) {
+        if (grown)
+            *keys = grown;
+        *rc = -ENOMEM;
+        return NULL;
+    }
+    *keys = grown;
+    (*keys)[(*count)++] = key;
+    return key;
+}
+
+/* Drops the matches whose name, path or file an entry written out has, or
+ * an earlier match: written entries first, then patterns in list order. */
+static int glob_drop_duplicates(const config_setting_t *list, struct config *config,
+                                struct glob_found *found, size_t found_count)
+{
+    struct string_set names = {0}, paths = {0}, files = {0};
+    char **keys = NULL;
+    size_t key_count = 0;
+    int rc = 0;
+    for (int i = 0; i < config_setting_length(list) && rc == 0; i++) {
+        const config_setting_t *entry = config_setting_get_elem(list, (unsigned)i);
+        const char *text;
+        if (config_setting_type(entry) != CONFIG_TYPE_GROUP || entry_has_glob(entry))
+            continue;
+        if (config_setting_lookup_string(entry, "name", &text))
+            string_set_add(&names, text, &rc);
+        if (rc == 0 && config_setting_lookup_string(entry, "path", &text)) {
+            string_set_add(&paths, text, &rc);
+            const char *key = file_key(text, &keys, &key_count, &rc);
+            if (key && rc == 0)
+                string_set_add(&files, key, &rc);
+        }
+    }
+    for (size_t f = 0; f < found_count && rc == 0; f++) {
+        struct glob_found *one = &found[f];
+        struct config_glob *glob = &config->globs[one->glob];
+        size_t kept = 0;
+        for (size_t m = 0; m < one->count; m++) {
+            struct config_glob_match *match = &one->matches[m];
+            char why[200] = "";
+            const char *key = file_key(match->path, &keys, &key_count, &rc);
+            if (!string_set_add(&paths, match->path, &rc) ||
+                (key && rc == 0 && !string_set_add(&files, key, &rc)))
+                snprintf(why, sizeof why,
+                         "another entry or pattern has this file (under this name or another)");
+            else if (rc == 0 && !string_set_add(&names, match->name, &rc))
+                snprintf(why, sizeof why,
+                         "its name \"%s\" is another database's (an entry or an earlier "
+                         "pattern): give it an entry of its own with another name",
+                         match->name);
+            if (rc != 0)
+                break;
+            if (why[0]) {
+                char *line = NULL;
+                char **grown = realloc(glob->skipped, (glob->skipped_count + 1) * sizeof *grown);
+                if (!grown || asprintf(&line, "%s: %s", match->path, why) < 0) {
+                    if (grown)
+                        glob->skipped = grown;
+                    rc = -ENOMEM;
+                    break;
+                }
+                glob->skipped = grown;
+                glob->skipped[glob->skipped_count++] = line;
+                free(match->path);
+                free(match->name);
+                continue;
+            }
+            one->matches[kept++] = *match;
+        }
+        if (rc == 0)
+            one->count = kept;
+    }
+    free(names.slots);
+    free(paths.slots);
+    free(files.slots);
+    for (size_t i = 0; i < key_count; i++)
+        free(keys[i]);
+    free(keys);
+    return rc;
+}
+
+/* The databases of one pattern entry: its settings read once, then one
+ * copy per match. */
+static int read_glob_entry(struct config_reader *reader, const config_setting_t *entry,
+                           struct glob_found *found, const struct database_draft *defaults,
+                           struct config *config, size_t *slot)
+{
+    char key[CONFIG_KEY_SIZE];
+    snprintf(key, sizeof key, "databases[%u]", found->index);
+    config_check_keys(reader, entry, key, database_keys, misplaced_keys);
+    if (config_setting_get_member(entry, "path"))
+        config_report(reader, config_setting_get_member(entry, "path"), key,
+                      "give 'path' (one database) or 'glob' (one per matching file), not both");
+    struct database_draft draft;
+    if (draft_copy(&draft, defaults) != 0)
+        return -ENOMEM;
+    read_settings(reader, entry, key, config, &draft);
+    draft_finish(&draft, config);
+    struct config_origin origin = {0};
+    config_origin_record(reader, entry, "glob", false, &origin);
+    int rc = 0;
+    for (size_t m = 0; m < found->count && rc == 0; m++) {
+        struct database_draft one;
+        if ((rc = draft_copy(&one, &draft)) != 0)
+            break;
+        one.settings.name = found->matches[m].name;
+        one.settings.path = found->matches[m].path;
+        found->matches[m].name = found->matches[m].path = NULL;
+        one.settings.line = config_setting_source_line(entry);
+        one.settings.glob = (int)found->glob;
+        one.settings.path_origin = (struct config_origin){.line = origin.line};
+        if (origin.file && !(one.settings.path_origin.file = strdup(origin.file)))
+            rc = -ENOMEM;
+        config->databases[(*slot)++] = one.settings;
+    }
+    if (found->glob != SIZE_MAX)
+        config->globs[found->glob].databases = found->count;
+    free(origin.file);
+    config_database_release(&draft.settings);
+    return rc;
 }
 
 int config_read_databases(struct config_reader *reader, const config_setting_t *root,
@@ -655,14 +864,66 @@ int config_read_databases(struct config_reader *reader, const config_setting_t *
     unsigned count = (unsigned)config_setting_length(list);
     if (count == 0)
         goto out;
-    config->databases = calloc(count, sizeof *config->databases);
-    if (!config->databases) {
+    /* Pattern entries first: how many databases they give. */
+    struct glob_found *found = calloc(count, sizeof *found);
+    config->globs = calloc(count, sizeof *config->globs);
+    size_t found_count = 0, total = 0;
+    if (!found || !config->globs) {
+        free(found);
         rc = -ENOMEM;
         goto out;
     }
-    config->database_count = count;
-    for (unsigned i = 0; i < count && rc == 0; i++)
-        rc = read_entry(reader, config_setting_get_elem(list, i), i, &defaults, config);
+    for (unsigned i = 0; i < count && rc == 0; i++) {
+        const config_setting_t *entry = config_setting_get_elem(list, i);
+        if (!entry_has_glob(entry)) {
+            total++;
+            continue;
+        }
+        char key[CONFIG_KEY_SIZE];
+        snprintf(key, sizeof key, "databases[%u]", i);
+        struct glob_found *one = &found[found_count];
+        struct config_glob *glob = &config->globs[config->glob_count];
+        one->index = i;
+        one->glob = config->glob_count;
+        found_count++;
+        if (!config_glob_read(reader, entry, key, glob, &one->template)) {
+            config_glob_release(glob);
+            one->glob = SIZE_MAX; /* reported: its settings are still checked */
+            continue;
+        }
+        config->glob_count++;
+        rc = config_glob_find(glob, one->template, &one->matches, &one->count);
+    }
+    /* Only the usable patterns stay in `found`, in list order. */
+    size_t usable = 0;
+    for (size_t f = 0; f < found_count; f++)
+        if (found[f].glob != SIZE_MAX)
+            found[usable++] = found[f];
+    found_count = usable;
+    if (rc == 0)
+        rc = glob_drop_duplicates(list, config, found, found_count);
+    for (size_t f = 0; f < found_count && rc == 0; f++)
+        total += found[f].count;
+    if (rc == 0 && total > 0 && !(config->databases = calloc(total, sizeof *config->databases)))
+        rc = -ENOMEM;
+    size_t slot = 0, next_found = 0;
+    for (unsigned i = 0; i < count && rc == 0; i++) {
+        const config_setting_t *entry = config_setting_get_elem(list, i);
+        if (!entry_has_glob(entry)) {
+            rc = read_entry(reader, entry, i, slot++, &defaults, config);
+            config->database_count = slot;
+        } else if (next_found < found_count && found[next_found].index == i) {
+            rc = read_glob_entry(reader, entry, &found[next_found++], &defaults, config, &slot);
+            config->database_count = slot;
+        } else {
+            /* A pattern that was refused: its settings are still checked. */
+            struct glob_found none = {.index = i, .glob = SIZE_MAX};
+            rc = read_glob_entry(reader, entry, &none, &defaults, config, &slot);
+        }
+    }
+    for (size_t f = 0; f < found_count; f++)
+        glob_found_release(&found[f]);
+    free(found);
 out:
     config_database_release(&defaults.settings);
     return rc;

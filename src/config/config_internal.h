@@ -166,6 +166,30 @@ enum config_value_result config_value_name(struct config_reader *reader,
                                            const config_setting_t *group, const char *group_key,
                                            char **out);
 
+/* config_query.c: fills config->database_order (names are unique by
+ * then). 0 or -ENOMEM. */
+int config_order_databases(struct config *config);
+
+/* config_glob.c: database entries by pattern (struct config_glob). */
+struct config_glob_match {
+    char *path;
+    char *name;
+};
+
+/* Reads `glob` and `name` (the name template, default "%stem") of the
+ * entry at `key` into *glob and *template, reporting each mistake; false
+ * when the entry cannot be used. */
+bool config_glob_read(struct config_reader *reader, const config_setting_t *entry,
+                      const char *key, struct config_glob *glob, char **template);
+
+/* The files the pattern matches now, sorted by path, each with its name;
+ * matches that give no database are noted in glob->skipped. 0 or -ENOMEM.
+ * The caller frees each match's strings and the array. */
+int config_glob_find(struct config_glob *glob, const char *template,
+                     struct config_glob_match **matches, size_t *count);
+
+void config_glob_release(struct config_glob *glob);
+
 /* Whether an entry of a list is a group; reports "expected a group SHAPE,
  * got ..." at KEY when it is not. */
 bool config_entry_is_group(struct config_reader *reader, const config_setting_t *entry,

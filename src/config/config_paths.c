@@ -677,25 +677,172 @@ static void paths_check_textfile_kind(struct paths_check *check)
     paths_report(check, file, origin->line > 0 ? origin->line : 1, text);
 }
 
+/*
+ * Which pairs of owners can overlap at all, without comparing every pair
+ * (ten thousand databases of a glob entry make 10^8 pairs): two places
+ * overlap only when they have the same path or file, or one's path, or
+ * the file of one of its ancestors, is the other. So every place is
+ * looked up by path and by file, and each place looks up its own path,
+ * each '/' prefix of it, its file and its ancestors' files: the pairs
+ * found are the only ones places_overlap can accept.
+ */
+struct place_index {
+    size_t *slots; /* place number + 1; 0: empty */
+    size_t mask;
+};
+
+static size_t hash_bytes(const void *data, size_t size, size_t seed)
+{
+    size_t hash = seed ^ 2166136261u;
+    for (const unsigned char *c = data; size--; c++)
+        hash = (hash ^ *c) * 16777619u;
+    return hash;
+}
+
+static size_t place_path_hash(const char *path, size_t length)
+{
+    return hash_bytes(path, length, 0);
+}
+
+static size_t place_id_hash(struct file_id id)
+{
+    size_t hash = hash_bytes(&id.device, sizeof id.device, 1);
+    return hash_bytes(&id.inode, sizeof id.inode, hash);
+}
+
+static bool place_index_init(struct place_index *index, size_t count)
+{
+    size_t size = 16;
+    while (size < 2 * count)
+        size *= 2;
+    index->mask = size - 1;
+    index->slots = calloc(size, sizeof *index->slots);
+    return index->slots != NULL;
+}
+
+static void place_index_add(struct place_index *index, size_t hash, size_t place)
+{
+    size_t at = hash & index->mask;
+    while (index->slots[at])
+        at = (at + 1) & index->mask;
+    index->slots[at] = place + 1;
+}
+
+struct owner_pairs {
+    size_t (*pairs)[2];
+    size_t count, capacity;
+    bool out_of_memory;
+};
+
+static void owner_pairs_add(struct owner_pairs *pairs, size_t a, size_t b)
+{
+    if (a == b)
+        return;
+    if (pairs->count == pairs->capacity) {
+        size_t capacity = pairs->capacity ? 2 * pairs->capacity : 16;
+        size_t(*grown)[2] = realloc(pairs->pairs, capacity * sizeof *grown);
+        if (!grown) {
+            pairs->out_of_memory = true;
+            return;
+        }
+        pairs->pairs = grown;
+        pairs->capacity = capacity;
+    }
+    pairs->pairs[pairs->count][0] = a < b ? a : b;
+    pairs->pairs[pairs->count][1] = a < b ? b : a;
+    pairs->count++;
+}
+
+/* Every place filed under `hash` in `index` whose path is path[0, length). */
+static void pairs_by_path(const struct paths_check *check, const struct place_index *index,
+                          size_t place, const char *path, size_t length, struct owner_pairs *pairs)
+{
+    for (size_t at = place_path_hash(path, length) & index->mask; index->slots[at];
+         at = (at + 1) & index->mask) {
+        const struct place *other = &check->places[index->slots[at] - 1];
+        if (strlen(other->path) == length && memcmp(other->path, path, length) == 0)
+            owner_pairs_add(pairs, check->places[place].owner, other->owner);
+    }
+}
+
+static void pairs_by_id(const struct paths_check *check, const struct place_index *index,
+                        size_t place, struct file_id id, struct owner_pairs *pairs)
+{
+    for (size_t at = place_id_hash(id) & index->mask; index->slots[at];
+         at = (at + 1) & index->mask) {
+        const struct place *other = &check->places[index->slots[at] - 1];
+        if (same_id(other->id, id))
+            owner_pairs_add(pairs, check->places[place].owner, other->owner);
+    }
+}
+
+static int compare_pairs(const void *left, const void *right)
+{
+    const size_t *a = left, *b = right;
+    return a[0] != b[0] ? (a[0] < b[0] ? -1 : 1) : a[1] != b[1] ? (a[1] < b[1] ? -1 : 1) : 0;
+}
+
+/* The owner pairs that may overlap, each once, in the order of owners. */
+static void paths_candidate_pairs(struct paths_check *check, struct owner_pairs *pairs)
+{
+    struct place_index by_path = {0}, by_id = {0};
+    if (!place_index_init(&by_path, check->count) || !place_index_init(&by_id, check->count)) {
+        pairs->out_of_memory = true;
+        goto out;
+    }
+    for (size_t i = 0; i < check->count; i++) {
+        const struct place *place = &check->places[i];
+        place_index_add(&by_path, place_path_hash(place->path, strlen(place->path)), i);
+        if (place->exists)
+            place_index_add(&by_id, place_id_hash(place->id), i);
+    }
+    for (size_t i = 0; i < check->count; i++) {
+        const struct place *place = &check->places[i];
+        const char *path = place->path;
+        pairs_by_path(check, &by_path, i, path, strlen(path), pairs);
+        for (size_t length = 1; path[length]; length++)
+            if (path[length] == '/' || length == 1)
+                pairs_by_path(check, &by_path, i, path, length, pairs);
+        if (place->exists)
+            pairs_by_id(check, &by_id, i, place->id, pairs);
+        for (size_t a = 0; a < place->ancestor_count; a++)
+            pairs_by_id(check, &by_id, i, place->ancestors[a], pairs);
+    }
+    if (pairs->count > 1)
+        qsort(pairs->pairs, pairs->count, sizeof *pairs->pairs, compare_pairs);
+out:
+    free(by_path.slots);
+    free(by_id.slots);
+}
+
 int config_paths_check(const struct config *config, struct config_diagnostics *diag)
 {
     struct paths_check check = {.config = config};
     paths_collect(&check);
     paths_check_textfile_kind(&check);
-    /* Groups are contiguous: compare each pair of owners once. */
-    for (size_t a = 0; a < check.count;) {
-        size_t a_end = a;
-        while (a_end < check.count && check.places[a_end].owner == check.places[a].owner)
-            a_end++;
-        for (size_t b = a_end; b < check.count;) {
-            size_t b_end = b;
-            while (b_end < check.count && check.places[b_end].owner == check.places[b].owner)
-                b_end++;
-            paths_compare_owners(&check, a, a_end, b, b_end);
-            b = b_end;
-        }
-        a = a_end;
+    /* Groups are contiguous: where each owner's places begin and end. */
+    size_t owners = check.count ? check.places[check.count - 1].owner + 1 : 0;
+    size_t *first = calloc(owners + 1, sizeof *first), *end = calloc(owners + 1, sizeof *end);
+    struct owner_pairs pairs = {0};
+    if (!first || !end) {
+        check.out_of_memory = true;
+    } else {
+        for (size_t i = check.count; i-- > 0;)
+            first[check.places[i].owner] = i;
+        for (size_t i = 0; i < check.count; i++)
+            end[check.places[i].owner] = i + 1;
+        paths_candidate_pairs(&check, &pairs);
+        check.out_of_memory |= pairs.out_of_memory;
     }
+    for (size_t p = 0; p < pairs.count && !check.out_of_memory; p++) {
+        if (p > 0 && compare_pairs(pairs.pairs[p], pairs.pairs[p - 1]) == 0)
+            continue;
+        size_t a = pairs.pairs[p][0], b = pairs.pairs[p][1];
+        paths_compare_owners(&check, first[a], end[a], first[b], end[b]);
+    }
+    free(pairs.pairs);
+    free(first);
+    free(end);
     int rc = check.out_of_memory ? -ENOMEM : check.finding_count > 0 ? -EINVAL : 0;
     if (check.finding_count > 1)
         qsort_r(check.findings, check.finding_count, sizeof *check.findings, compare_findings,

@@ -4,11 +4,49 @@
  * them without calling back into config.c.
  */
 #include "config/config.h"
+#include "config/config_internal.h"
 
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
+
+static int compare_database_names(const void *left, const void *right, void *config)
+{
+    const struct database_config *databases = ((const struct config *)config)->databases;
+    return strcmp(databases[*(const size_t *)left].name, databases[*(const size_t *)right].name);
+}
+
+int config_order_databases(struct config *config)
+{
+    free(config->database_order);
+    config->database_order = calloc(config->database_count + 1, sizeof *config->database_order);
+    if (!config->database_order)
+        return -ENOMEM;
+    for (size_t i = 0; i < config->database_count; i++)
+        config->database_order[i] = i;
+    qsort_r(config->database_order, config->database_count, sizeof *config->database_order,
+            compare_database_names, config);
+    return 0;
+}
 
 const struct database_config *config_find_database(const struct config *config, const char *name)
 {
+    if (config && name && config->database_order) {
+        size_t low = 0, high = config->database_count;
+        while (low < high) {
+            size_t middle = low + (high - low) / 2;
+            const struct database_config *candidate =
+                &config->databases[config->database_order[middle]];
+            int order = strcmp(candidate->name, name);
+            if (order == 0)
+                return candidate;
+            if (order < 0)
+                low = middle + 1;
+            else
+                high = middle;
+        }
+        return NULL;
+    }
     for (size_t i = 0; config && name && i < config->database_count; i++)
         if (config->databases[i].name && strcmp(config->databases[i].name, name) == 0)
             return &config->databases[i];

@@ -472,6 +472,71 @@ int state_get_facts(struct state *state, const char *database, struct db_facts *
     return rc == SQLITE_DONE ? 0 : state_fail(state, err, "cannot read facts");
 }
 
+int state_each_facts(struct state *state, state_facts_fn each, void *context, struct error *err)
+{
+    sqlite3_stmt *statement = NULL;
+    if (sqlite3_prepare_v2(state->db,
+                           "SELECT database, key, value FROM database_values ORDER BY database", -1,
+                           &statement, NULL) != SQLITE_OK)
+        return state_fail(state, err, "cannot read facts");
+    struct db_facts *facts = calloc(1, sizeof *facts);
+    char database[256] = "";
+    int rc = facts ? SQLITE_OK : SQLITE_NOMEM;
+    while (facts && (rc = sqlite3_step(statement)) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(statement, 0);
+        const char *key = (const char *)sqlite3_column_text(statement, 1);
+        const char *value = (const char *)sqlite3_column_text(statement, 2);
+        if (!name || !key || !value)
+            continue;
+        if (strcmp(name, database) != 0) {
+            if (database[0])
+                each(context, database, facts);
+            memset(facts, 0, sizeof *facts);
+            snprintf(database, sizeof database, "%s", name);
+        }
+        for (size_t i = 0; i < sizeof fact_columns / sizeof fact_columns[0]; i++)
+            if (strcmp(key, fact_columns[i].key) == 0 && fact_parse(&fact_columns[i], value, facts))
+                facts->known |= fact_columns[i].fact;
+    }
+    if (rc == SQLITE_DONE && database[0])
+        each(context, database, facts);
+    free(facts);
+    sqlite3_finalize(statement);
+    return rc == SQLITE_DONE ? 0 : state_fail(state, err, "cannot read facts");
+}
+
+int state_each_job(struct state *state, state_job_fn each, void *context, struct error *err)
+{
+    sqlite3_stmt *row = NULL;
+    if (sqlite3_prepare_v2(state->db,
+                           "SELECT database, job, last_started, last_finished, last_duration,"
+                           " last_outcome, last_message, last_success, runs_total, failures_total"
+                           " FROM job_runs",
+                           -1, &row, NULL) != SQLITE_OK)
+        return state_fail(state, err, "cannot read job history");
+    int rc;
+    while ((rc = sqlite3_step(row)) == SQLITE_ROW) {
+        const char *database = (const char *)sqlite3_column_text(row, 0);
+        const char *job = (const char *)sqlite3_column_text(row, 1);
+        if (!database || !job)
+            continue;
+        struct job_record record = {
+            .last_started = (time_t)sqlite3_column_int64(row, 2),
+            .last_finished = (time_t)sqlite3_column_int64(row, 3),
+            .last_duration = sqlite3_column_double(row, 4),
+            .last_outcome = (enum job_outcome)sqlite3_column_int(row, 5),
+            .last_success = (time_t)sqlite3_column_int64(row, 7),
+            .runs_total = sqlite3_column_int64(row, 8),
+            .failures_total = sqlite3_column_int64(row, 9),
+        };
+        snprintf(record.last_message, sizeof record.last_message, "%s",
+                 (const char *)sqlite3_column_text(row, 6));
+        each(context, database, job, &record);
+    }
+    sqlite3_finalize(row);
+    return rc == SQLITE_DONE ? 0 : state_fail(state, err, "cannot read job history");
+}
+
 int state_enqueue_upload(struct state *state, const char *database, const char *target,
                          const char *archive_path, time_t now, struct error *err)
 {
@@ -548,6 +613,24 @@ int state_pending_upload_count(struct state *state, const char *database, int64_
         *count = sqlite3_column_int64(statement, 0);
     sqlite3_finalize(statement);
     return rc == SQLITE_ROW ? 0 : state_fail(state, err, "cannot count pending uploads");
+}
+
+int state_each_pending_upload_count(struct state *state, state_count_fn each, void *context,
+                                    struct error *err)
+{
+    sqlite3_stmt *statement;
+    if (sqlite3_prepare_v2(state->db,
+                           "SELECT database, count(*) FROM upload_queue GROUP BY database", -1,
+                           &statement, NULL) != SQLITE_OK)
+        return state_fail(state, err, "cannot count pending uploads");
+    int rc;
+    while ((rc = sqlite3_step(statement)) == SQLITE_ROW) {
+        const char *database = (const char *)sqlite3_column_text(statement, 0);
+        if (database)
+            each(context, database, sqlite3_column_int64(statement, 1));
+    }
+    sqlite3_finalize(statement);
+    return rc == SQLITE_DONE ? 0 : state_fail(state, err, "cannot count pending uploads");
 }
 
 int state_upload_is_pending(struct state *state, const char *archive_path, bool *pending,

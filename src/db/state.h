@@ -138,6 +138,22 @@ int state_set_facts(struct state *state, const char *database, const struct db_f
 int state_get_facts(struct state *state, const char *database, struct db_facts *facts,
                     struct error *err);
 
+/* Every database's facts, one call per database that has any (in name
+ * order), from one query: for reports over thousands of databases, where
+ * a query per database costs seconds. `facts` is valid during the call. */
+typedef void (*state_facts_fn)(void *context, const char *database, const struct db_facts *facts);
+int state_each_facts(struct state *state, state_facts_fn each, void *context, struct error *err);
+
+/* Every job record of every database, from one query. */
+typedef void (*state_job_fn)(void *context, const char *database, const char *job,
+                             const struct job_record *record);
+int state_each_job(struct state *state, state_job_fn each, void *context, struct error *err);
+
+/* Each database with uploads pending, with their count, from one query. */
+typedef void (*state_count_fn)(void *context, const char *database, int64_t count);
+int state_each_pending_upload_count(struct state *state, state_count_fn each, void *context,
+                                    struct error *err);
+
 /* Upload queue. Adding the same archive twice is a no-op. */
 int state_enqueue_upload(struct state *state, const char *database, const char *target,
                          const char *archive_path, time_t now, struct error *err);

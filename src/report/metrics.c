@@ -323,6 +323,36 @@ int metrics_render_input(const struct metrics_input *input, char **text, size_t 
     return 0;
 }
 
+/* The row of one bulk query's database, NULL when it is not configured. */
+static struct metrics_database *collected(struct metrics_input *input, const char *name)
+{
+    const struct database_config *db = config_find_database(input->config, name);
+    return db ? &input->databases[db - input->config->databases] : NULL;
+}
+
+static void collect_facts(void *context, const char *name, const struct db_facts *facts)
+{
+    struct metrics_database *database = collected(context, name);
+    if (database)
+        database->facts = *facts;
+}
+
+static void collect_job(void *context, const char *name, const char *job,
+                        const struct job_record *record)
+{
+    struct metrics_database *database = collected(context, name);
+    int kind = job_kind_from_name(job);
+    if (database && kind >= 0)
+        database->jobs[kind] = *record;
+}
+
+static void collect_pending(void *context, const char *name, int64_t count)
+{
+    struct metrics_database *database = collected(context, name);
+    if (database)
+        database->uploads_pending = count;
+}
+
 int metrics_collect(const struct config *config, struct state *state, time_t now,
                     struct metrics_input *input, struct error *err)
 {
@@ -336,18 +366,16 @@ int metrics_collect(const struct config *config, struct state *state, time_t now
     input->databases = calloc(config->database_count + 1, sizeof *input->databases);
     if (!input->databases)
         return error_set(err, -ENOMEM, "out of memory rendering metrics");
+    /* One query each for all databases: a glob entry can make thousands. */
+    state_each_job(state, collect_job, input, NULL);
+    state_each_facts(state, collect_facts, input, NULL);
+    bool pending_known = state_each_pending_upload_count(state, collect_pending, input, NULL) == 0;
     for (size_t i = 0; i < config->database_count; i++) {
         const struct database_config *db = &config->databases[i];
         struct metrics_database *database = &input->databases[i];
-        for (int kind = 0; kind < JOB_KIND_COUNT; kind++)
-            if (state_get_job(state, db->name, job_name(kind), &database->jobs[kind], NULL) != 0)
-                memset(&database->jobs[kind], 0, sizeof database->jobs[kind]);
-        if (state_get_facts(state, db->name, &database->facts, NULL) != 0)
-            memset(&database->facts, 0, sizeof database->facts);
         database->file_bytes = fs_file_size(db->path, "");
         database->wal_file_bytes = fs_file_size(db->path, "-wal");
-        database->pending_known =
-            state_pending_upload_count(state, db->name, &database->uploads_pending, NULL) == 0;
+        database->pending_known = pending_known;
         if (db->replicate.target) {
             if (state_get_replica(state, db->name, &database->replica, NULL) != 0)
                 memset(&database->replica, 0, sizeof database->replica);

@@ -214,7 +214,7 @@ static const struct bad_config bad_configs[] = {
      "backup file names)"},
     {"database without a path",
      "databases = (\n  { name = \"x\"; path = \"/x.db\"; },\n  { name = \"app\"; }\n);\n",
-     "3: databases.app: missing 'path' (the absolute path of the SQLite database file)"},
+     "3: databases.app: missing 'path' (the absolute path of the SQLite database file), or 'glob' for one database per matching file"},
     {"target without a name", "targets = (\n  { type = \"dir\"; path = \"/mnt\"; }\n);\n" APP,
      "2: targets[0]: missing 'name' (what upload = { target = ...; } refers to)"},
     {"relative database path", "databases = ( { name = \"app\"; path = \"data/app.db\"; } );\n",
