@@ -380,22 +380,31 @@ static int archive_compress_blocks(struct archive_pool *pool, int in,
 
 int archive_deflate_level(int gzip_level)
 {
-    /* Measured against gzip 1.12 (1 MiB members) on VACUUM INTO copies of a
-     * web shop's database (100 MiB, 1 GiB), the unit tests' orders table,
-     * shared libraries and text: the fastest libdeflate level whose archive
-     * stays within about 2.5% of gzip -N's. 6 -> 5: 0.2% smaller to 2.5%
-     * larger, 90 MB/s a core against level 6's 58. 9 stays 9: who asks for
-     * gzip -9 wants the smallest archive. */
-    static const int levels[10] = {5, 1, 1, 2, 3, 5, 5, 6, 7, 9};
+    /* For each gzip level N, the fastest libdeflate level (1-9) whose
+     * archive is at most 1.02x of gzip -N's on every kind of data of
+     * bench/compression.py's corpus (bench/corpus.py, 128 MiB each: text,
+     * numbers, UUID and hex tokens, JSON, compressed blobs, short order rows
+     * with a random token), never lower for a higher N. Measured 2026-12-03
+     * on 32 1 MiB members of each VACUUM INTO copy, libdeflate 1.14 against
+     * gzip 1.12 (worst kind; one core's MB/s over the corpus): 1 -> 2, as
+     * level 1 is 1.023x gzip -1 on numbers (2: at most 0.999x, 106 MB/s);
+     * 4 -> 2 (1.017x json); 6 -> 5 (1.019x text, 73 MB/s; level 6 is 63, and
+     * makes the default backup of text and orders miss 0.25x of the cron
+     * script's time); 7-9 -> 6 (1.015x, 1.019x, 1.019x text; level 9 is
+     * 15 MB/s). Whole archives: level 6 at most 1.018x gzip -6, level 9
+     * 1.018x gzip -9, level 1 0.999x gzip -1. bench/README.md: the tables. */
+    static const int levels[10] = {5, 2, 2, 2, 2, 5, 5, 6, 6, 6};
     return gzip_level >= 1 && gzip_level <= 9 ? levels[gzip_level] : 5;
 }
 
 int archive_zstd_level(int gzip_level)
 {
-    /* Measured on a mixed text and numbers database in 1 MiB frames: zstd 3
-     * is smaller than libdeflate 6 (itself smaller than gzip -6) at three
-     * times its speed; zstd 5-6 are slower than 3-4 for little gain. */
-    static const int levels[10] = {3, 1, 1, 2, 2, 3, 3, 4, 6, 9};
+    /* The same rule on the same corpus (zstd has no target of its own;
+     * "about gzip -N's size" is the same 1.02x): zstd 1 is 1.025x gzip -1 on
+     * numbers, 2 holds up to gzip -5 (1.009x orders, 300 MB/s), 3 up to
+     * gzip -7 (1.020x orders, 204 MB/s), 4 and 5 are no smaller on the
+     * orders, 6 holds for gzip -8 and -9 (at most 1.002x, 75 MB/s). */
+    static const int levels[10] = {3, 2, 2, 2, 2, 2, 3, 3, 6, 6};
     return gzip_level >= 1 && gzip_level <= 9 ? levels[gzip_level] : 3;
 }
 
