@@ -142,7 +142,8 @@ struct health_settings {
     double freelist_warn;    /* default 0.2 */
     double freelist_crit;    /* default 0.5 */
     int64_t integrity_every_seconds; /* full integrity_check this often, else quick_check;
-                                        default 1d, 0 = never */
+                                        default 1d; 0 (tests
+                                        only): never */
     int64_t locked_crit_seconds;     /* locked this long: unhealthy, before: degraded;
                                         default 15m */
 };
