@@ -391,14 +391,20 @@ class ReplicationAfterAReset(ReplicaTestCase):
         db = sqlite3.connect(self.db_path(), timeout=10, isolation_level=None)
         db.execute("PRAGMA wal_autocheckpoint=0")  # only the agent restarts the WAL
         wal = self.db_path() + "-wal"
-        restarts, last, deadline = 0, None, time.monotonic() + 60
+        restarts, last, deadline = 0, None, time.monotonic() + 120
+        seen, looked = False, time.monotonic()
         try:
-            while restarts < 6 and time.monotonic() < deadline:
+            # Until the case happened: a reset round saw a reader (about one
+            # round in three does: it is timing) and the WAL restarted after.
+            while (restarts < 6 or not seen) and time.monotonic() < deadline:
                 db.execute("INSERT INTO r (payload) VALUES (?)", (os.urandom(16384),))
                 with open(wal, "rb") as f:
                     now = f.read(32)[16:20]
                 restarts += last is not None and now != last
                 last = now
+                if not seen and time.monotonic() - looked > 0.5:
+                    seen, looked = "other readers: yes" in self.agent_log(), time.monotonic()
+                    restarts = min(restarts, 4) if seen else restarts  # two more after it
                 time.sleep(0.002)  # ~6 MB/s: a reset round every second or so
         finally:
             stop.set()
