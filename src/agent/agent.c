@@ -284,9 +284,9 @@ static void agent_update_reports(struct agent *agent)
         if (metrics_write_textfile(agent->config, agent->state, &err) != 0)
             log_event(LOG_WARNING, NULL, "metrics", "%s", err.message);
     }
-    uint64_t took = agent_monotonic_usec() - started;
+    uint64_t ended = agent_monotonic_usec();
     agent->reports_stale = false;
-    agent->reports_next_usec = agent_monotonic_usec() + took * 10;
+    agent->reports_next_usec = ended + (ended - started) * 10;
 }
 
 /* After a job: now if the last update is long enough ago, else later. */
@@ -677,6 +677,14 @@ static int agent_watchdog_timeout_ms(const struct agent_watchdog *watchdog)
     return wait_ms > INT32_MAX ? INT32_MAX : (int)wait_ms;
 }
 
+/* Shortens poll(2)'s timeout (ms, < 0: none) to end by `deadline_usec`. */
+static void agent_wake_by(int *timeout, uint64_t deadline_usec, uint64_t now_usec)
+{
+    int until = deadline_usec > now_usec ? (int)((deadline_usec - now_usec + 999) / 1000) : 0;
+    if (*timeout < 0 || *timeout > until)
+        *timeout = until;
+}
+
 /* The loop: start what is due, sleep in poll(2) until the next due time, a
  * signal or a finished job, until stopped and every job has ended. */
 static int agent_loop(struct agent *agent, int signal_fd)
@@ -696,20 +704,10 @@ static int agent_loop(struct agent *agent, int signal_fd)
         /* A change in a glob entry's directory is acted on a moment later,
          * so that a batch of new files makes one reload, not one each. */
         uint64_t now_usec = agent_monotonic_usec();
-        if (agent->rediscover_at_usec && !agent->stop) {
-            int until = agent->rediscover_at_usec > now_usec
-                            ? (int)((agent->rediscover_at_usec - now_usec + 999) / 1000)
-                            : 0;
-            if (timeout < 0 || timeout > until)
-                timeout = until;
-        }
-        if (agent->reports_stale) {
-            int until = agent->reports_next_usec > now_usec
-                            ? (int)((agent->reports_next_usec - now_usec + 999) / 1000)
-                            : 0;
-            if (timeout < 0 || timeout > until)
-                timeout = until;
-        }
+        if (agent->rediscover_at_usec && !agent->stop)
+            agent_wake_by(&timeout, agent->rediscover_at_usec, now_usec);
+        if (agent->reports_stale)
+            agent_wake_by(&timeout, agent->reports_next_usec, now_usec);
         struct pollfd fds[3] = {{.fd = signal_fd, .events = POLLIN},
                                 {.fd = agent->wake_pipe[0], .events = POLLIN},
                                 {.fd = discovery_fd(agent->discovery), .events = POLLIN}};

@@ -638,10 +638,7 @@ struct string_set {
 
 static size_t string_hash(const char *text)
 {
-    size_t hash = 2166136261u;
-    for (const unsigned char *c = (const unsigned char *)text; *c; c++)
-        hash = (hash ^ *c) * 16777619u;
-    return hash;
+    return config_hash_bytes(text, strlen(text), 0);
 }
 
 /* Adds `text`; false when it was there already (or -ENOMEM in *rc). */
@@ -764,16 +761,8 @@ static int glob_drop_duplicates(const config_setting_t *list, struct config *con
             if (rc != 0)
                 break;
             if (why[0]) {
-                char *line = NULL;
-                char **grown = realloc(glob->skipped, (glob->skipped_count + 1) * sizeof *grown);
-                if (!grown || asprintf(&line, "%s: %s", match->path, why) < 0) {
-                    if (grown)
-                        glob->skipped = grown;
-                    rc = -ENOMEM;
+                if ((rc = config_glob_skip(glob, match->path, why)) != 0)
                     break;
-                }
-                glob->skipped = grown;
-                glob->skipped[glob->skipped_count++] = line;
                 free(match->path);
                 free(match->name);
                 continue;
@@ -879,27 +868,19 @@ int config_read_databases(struct config_reader *reader, const config_setting_t *
             total++;
             continue;
         }
-        char key[CONFIG_KEY_SIZE];
+        char key[CONFIG_KEY_SIZE], *template = NULL;
         snprintf(key, sizeof key, "databases[%u]", i);
-        struct glob_found *one = &found[found_count];
         struct config_glob *glob = &config->globs[config->glob_count];
-        one->index = i;
-        one->glob = config->glob_count;
-        found_count++;
-        if (!config_glob_read(reader, entry, key, glob, &one->template)) {
+        if (!config_glob_read(reader, entry, key, glob, &template)) {
+            /* Reported; its settings are still checked below. */
             config_glob_release(glob);
-            one->glob = SIZE_MAX; /* reported: its settings are still checked */
+            free(template);
             continue;
         }
-        config->glob_count++;
-        rc = config_glob_find(glob, one->template, &one->matches, &one->count);
+        struct glob_found *one = &found[found_count++];
+        *one = (struct glob_found){.index = i, .glob = config->glob_count++, .template = template};
+        rc = config_glob_find(glob, template, &one->matches, &one->count);
     }
-    /* Only the usable patterns stay in `found`, in list order. */
-    size_t usable = 0;
-    for (size_t f = 0; f < found_count; f++)
-        if (found[f].glob != SIZE_MAX)
-            found[usable++] = found[f];
-    found_count = usable;
     if (rc == 0)
         rc = glob_drop_duplicates(list, config, found, found_count);
     for (size_t f = 0; f < found_count && rc == 0; f++)

@@ -178,7 +178,7 @@ static const char *not_a_database(const char *path)
     return NULL;
 }
 
-static int note_skipped(struct config_glob *glob, const char *path, const char *why)
+int config_glob_skip(struct config_glob *glob, const char *path, const char *why)
 {
     char **grown = realloc(glob->skipped, (glob->skipped_count + 1) * sizeof *grown);
     if (!grown)
@@ -202,7 +202,7 @@ int config_glob_find(struct config_glob *pattern, const char *template,
     if (rc == GLOB_NOSPACE)
         return -ENOMEM;
     if (rc != 0) /* GLOB_ABORTED: the directory cannot be read (yet) */
-        return note_skipped(pattern, pattern->directory, "cannot be read: no database found there");
+        return config_glob_skip(pattern, pattern->directory, "cannot be read: no database found there");
     *matches = calloc(found.gl_pathc ? found.gl_pathc : 1, sizeof **matches);
     if (!*matches) {
         globfree(&found);
@@ -217,7 +217,7 @@ int config_glob_find(struct config_glob *pattern, const char *template,
         if (belongs_to_a_database(file))
             continue;
         if ((why = not_a_database(path))) {
-            rc = note_skipped(pattern, path, why);
+            rc = config_glob_skip(pattern, path, why);
             continue;
         }
         template_expand(template, file, name, sizeof name, &names_file);
@@ -227,7 +227,7 @@ int config_glob_find(struct config_glob *pattern, const char *template,
                      "its name \"%.*s\" is not usable (letters, digits, '_', '.' and '-', at most "
                      "%d): rename the file, or give it an entry of its own",
                      CONFIG_NAME_MAXIMUM, name, CONFIG_NAME_MAXIMUM);
-            rc = note_skipped(pattern, path, why_name);
+            rc = config_glob_skip(pattern, path, why_name);
             continue;
         }
         struct config_glob_match *match = &(*matches)[*count];

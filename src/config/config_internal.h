@@ -170,6 +170,10 @@ enum config_value_result config_value_name(struct config_reader *reader,
  * then). 0 or -ENOMEM. */
 int config_order_databases(struct config *config);
 
+/* FNV-1a of `size` bytes from `seed`, for the hash tables over thousands
+ * of databases (config_database.c, config_paths.c). */
+size_t config_hash_bytes(const void *data, size_t size, size_t seed);
+
 /* config_glob.c: database entries by pattern (struct config_glob). */
 struct config_glob_match {
     char *path;
@@ -187,6 +191,9 @@ bool config_glob_read(struct config_reader *reader, const config_setting_t *entr
  * The caller frees each match's strings and the array. */
 int config_glob_find(struct config_glob *glob, const char *template,
                      struct config_glob_match **matches, size_t *count);
+
+/* Notes "PATH: why" in glob->skipped. 0 or -ENOMEM. */
+int config_glob_skip(struct config_glob *glob, const char *path, const char *why);
 
 void config_glob_release(struct config_glob *glob);
 

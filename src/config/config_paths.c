@@ -691,23 +691,15 @@ struct place_index {
     size_t mask;
 };
 
-static size_t hash_bytes(const void *data, size_t size, size_t seed)
-{
-    size_t hash = seed ^ 2166136261u;
-    for (const unsigned char *c = data; size--; c++)
-        hash = (hash ^ *c) * 16777619u;
-    return hash;
-}
-
 static size_t place_path_hash(const char *path, size_t length)
 {
-    return hash_bytes(path, length, 0);
+    return config_hash_bytes(path, length, 0);
 }
 
 static size_t place_id_hash(struct file_id id)
 {
-    size_t hash = hash_bytes(&id.device, sizeof id.device, 1);
-    return hash_bytes(&id.inode, sizeof id.inode, hash);
+    size_t hash = config_hash_bytes(&id.device, sizeof id.device, 1);
+    return config_hash_bytes(&id.inode, sizeof id.inode, hash);
 }
 
 static bool place_index_init(struct place_index *index, size_t count)

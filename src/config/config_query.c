@@ -60,3 +60,11 @@ const struct target_config *config_find_target(const struct config *config, cons
             return &config->targets[i];
     return NULL;
 }
+
+size_t config_hash_bytes(const void *data, size_t size, size_t seed)
+{
+    size_t hash = seed ^ 2166136261u;
+    for (const unsigned char *c = data; size--; c++)
+        hash = (hash ^ *c) * 16777619u;
+    return hash;
+}

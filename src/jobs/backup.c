@@ -308,6 +308,16 @@ static void *backup_verify_thread(void *argument)
     return NULL;
 }
 
+/* A full check that ran to its end is the database's verdict; stored from
+ * the job's thread, which owns the state connection. */
+static void backup_record_integrity(const struct backup_verification *verification, time_t now)
+{
+    if (verification->full && verification->checked)
+        integrity_record(verification->context, INTEGRITY_ON_BACKUP_COPY, now,
+                         verification->manifest->verified, verification->manifest->verify_result,
+                         NULL);
+}
+
 /* Steps 2 and 3 at once. The check runs on its own thread (signals blocked:
  * they belong to the agent's thread) and only writes the manifest's
  * verification fields; compression runs here. Without a thread, in turn. */
@@ -349,10 +359,8 @@ static int backup_verify_and_compress(struct job_context *context, const struct 
     if (!threaded) {
         verification.background = false; /* this thread's priority could not come back */
         backup_verify_thread(&verification);
-        if (verification.full && verification.checked)
-            integrity_record(context, INTEGRITY_ON_BACKUP_COPY, now, manifest->verified,
-                             manifest->verify_result);
         if (verification.rc != 0) {
+            backup_record_integrity(&verification, now);
             *err = verification.err;
             return verification.rc;
         }
@@ -366,9 +374,7 @@ static int backup_verify_and_compress(struct job_context *context, const struct 
         progress->end(progress->self);
     if (threaded)
         pthread_join(thread, NULL);
-    if (verification.full && verification.checked)
-        integrity_record(context, INTEGRITY_ON_BACKUP_COPY, now, manifest->verified,
-                         manifest->verify_result);
+    backup_record_integrity(&verification, now);
     /* A failed check says more about the backup than a failed compression. */
     if (verification.rc != 0) {
         if (rc == 0)

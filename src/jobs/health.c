@@ -187,13 +187,13 @@ static int health_measure(struct job_context *context, const struct db_facts *pr
     int rc = inspect_database(context, full, &measure->found, &err);
     if (rc == -ECANCELED)
         return rc;
+    /* The standing verdict: this check's when it was full, else the last. */
     if (rc == 0 && full)
         integrity_record(context, INTEGRITY_ON_DATABASE, now, measure->found.check_ok,
-                         measure->found.check);
-    struct db_facts integrity;
-    health_previous_facts(context, &integrity);
-    snprintf(measure->integrity_problem, sizeof measure->integrity_problem, "%s",
-             integrity.integrity_problem);
+                         measure->found.check, measure->integrity_problem);
+    else
+        snprintf(measure->integrity_problem, sizeof measure->integrity_problem, "%s",
+                 previous->integrity_problem);
     measure->read_rc = rc;
     if (rc == -EBUSY) {
         measure->locked_since = health_locked_since(context, previous, now);

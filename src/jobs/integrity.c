@@ -7,6 +7,7 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 #include "policy/schedule.h"
@@ -48,12 +49,12 @@ bool integrity_check_due(const struct job_context *context, enum integrity_side 
 }
 
 void integrity_record(struct job_context *context, enum integrity_side side, time_t at, bool ok,
-                      const char *found)
+                      const char *found, char problem[INTEGRITY_PROBLEM_SIZE])
 {
-    if (!context->state)
-        return;
     struct db_facts facts = {.integrity_run_at = at, .integrity_checked_at = at};
     unsigned fields = FACT_INTEGRITY_RUN_AT | FACT_INTEGRITY_PROBLEM;
+    _Static_assert(sizeof facts.integrity_problem == INTEGRITY_PROBLEM_SIZE,
+                   "one size for the stored problem");
     if (ok) {
         fields |= FACT_INTEGRITY_CHECKED_AT;
     } else {
@@ -66,5 +67,8 @@ void integrity_record(struct job_context *context, enum integrity_side side, tim
                  side == INTEGRITY_ON_BACKUP_COPY ? "a backup copy taken" : "the database", when,
                  found);
     }
-    state_set_facts(context->state, context->database->name, &facts, fields, NULL);
+    if (problem)
+        memcpy(problem, facts.integrity_problem, INTEGRITY_PROBLEM_SIZE);
+    if (context->state)
+        state_set_facts(context->state, context->database->name, &facts, fields, NULL);
 }

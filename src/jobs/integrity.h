@@ -33,10 +33,14 @@ bool integrity_checked_by_backups(const struct database_config *db);
 bool integrity_check_due(const struct job_context *context, enum integrity_side side,
                          time_t now);
 
+/* The stored problem, "integrity_check of ... found corruption (...)". */
+#define INTEGRITY_PROBLEM_SIZE 1024
+
 /* Stores what a full check found at `at`: the time it passed, or the
  * problem (`found`, SQLite's words) as the database's standing verdict
- * until a later full check passes. */
+ * until a later full check passes. `problem` (NULL: not wanted) receives
+ * the stored verdict, "" when it passed. */
 void integrity_record(struct job_context *context, enum integrity_side side, time_t at, bool ok,
-                      const char *found);
+                      const char *found, char problem[INTEGRITY_PROBLEM_SIZE]);
 
 #endif

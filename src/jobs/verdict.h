@@ -14,6 +14,7 @@
 
 #include "config/config.h"
 #include "db/state.h"
+#include "jobs/integrity.h"
 #include "jobs/job.h"
 
 /* What the database looked like. */
@@ -33,7 +34,7 @@ struct health_measure {
     int64_t wal_bytes;              /* when read_rc == 0 */
     time_t locked_since;            /* when read_rc == -EBUSY: the first run that found it locked */
     int64_t replica_spool_bytes;    /* replicate.target set: replica_spool_bytes() */
-    char integrity_problem[1024];   /* the standing integrity verdict (integrity.h); "": none */
+    char integrity_problem[INTEGRITY_PROBLEM_SIZE]; /* the standing integrity verdict; "": none */
     bool jobs_known;                /* no state database: the jobs are not judged */
     struct job_record jobs[JOB_KIND_COUNT];
 };
