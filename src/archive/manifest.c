@@ -153,6 +153,50 @@ static int manifest_take_encryption(json_t *root, struct manifest *manifest, str
     return 0;
 }
 
+/* plain_sha256, "fingerprint" and "chain", each only when recorded. */
+static int manifest_add_optional(json_t *root, const struct manifest *manifest)
+{
+    int rc = 0;
+    if (manifest->plain_sha256[0])
+        rc |= json_object_set_new(root, "plain_sha256", json_string(manifest->plain_sha256));
+    if (manifest->rows_sha256[0])
+        rc |= json_object_set_new(
+            root, "fingerprint",
+            json_pack("{s:I, s:I, s:s}", "tables", (json_int_t)manifest->table_count, "rows",
+                      (json_int_t)manifest->row_count, "rows_sha256", manifest->rows_sha256));
+    if (manifest->chain_sha256[0])
+        rc |= json_object_set_new(
+            root, "chain",
+            json_pack("{s:s, s:s?, s:s?}", "sha256", manifest->chain_sha256, "previous",
+                      manifest->previous_backup[0] ? manifest->previous_backup : NULL,
+                      "previous_sha256",
+                      manifest->previous_sha256[0] ? manifest->previous_sha256 : NULL));
+    return rc ? -ENOMEM : 0;
+}
+
+void manifest_chain_hash(const struct manifest *manifest, char hex[ARCHIVE_SHA256_HEX])
+{
+    char created[21], *text = NULL;
+    manifest_format_iso(manifest->created, created);
+    /* One field per line, in a fixed order: no field can run into the next
+     * (none holds a newline: they are names, digits and hex). */
+    int length = asprintf(
+        &text,
+        "sqlprodd-backup-chain-1\n%s\n%s\n%s\n%lld\n%d\n%lld\n%s\n%lld\n%lld\n%s\n%s\n%s\n%d\n%s\n",
+        manifest->database, created,
+        manifest->plain_sha256[0] ? manifest->plain_sha256 : manifest->archive_sha256,
+        (long long)manifest->database_bytes, manifest->page_size, (long long)manifest->page_count,
+        manifest->schema_sha256, (long long)manifest->table_count, (long long)manifest->row_count,
+        manifest->rows_sha256, manifest->verify_method, manifest->verify_result,
+        (int)manifest->verified, manifest->previous_sha256);
+    if (length < 0) {
+        hex[0] = '\0';
+        return;
+    }
+    io_sha256_buffer(text, (size_t)length, hex);
+    free(text);
+}
+
 int manifest_to_json(const struct manifest *manifest, char **json, struct error *err)
 {
     char created[21];
@@ -181,7 +225,8 @@ int manifest_to_json(const struct manifest *manifest, char **json, struct error 
         /* Only invalid UTF-8 in a string gets here (e.g. a source path). */
         return error_set(err, -EINVAL, "manifest for %s: cannot encode: %s", manifest->database,
                          problem.text);
-    if (manifest->encrypted && manifest_add_encryption(root, manifest) != 0) {
+    if ((manifest->encrypted && manifest_add_encryption(root, manifest) != 0) ||
+        manifest_add_optional(root, manifest) != 0) {
         json_decref(root);
         return error_set(err, -ENOMEM, "manifest for %s: cannot encode: out of memory",
                          manifest->database);
@@ -373,6 +418,61 @@ static int manifest_take_numbers(json_t *root, struct manifest *manifest, struct
     return 0;
 }
 
+/* The optional "fingerprint" and "chain" objects. */
+static int manifest_take_links(json_t *root, struct manifest *manifest, struct error *err)
+{
+    json_t *fingerprint = json_object_get(root, "fingerprint");
+    json_t *chain = json_object_get(root, "chain");
+    int rc;
+    if (fingerprint && !json_is_object(fingerprint))
+        return error_set(err, -EINVAL, "manifest: field \"fingerprint\" must be an object");
+    if (chain && !json_is_object(chain))
+        return error_set(err, -EINVAL, "manifest: field \"chain\" must be an object");
+    if (fingerprint) {
+        if ((rc = manifest_take_integer(fingerprint, "tables", 0, INT64_MAX, &manifest->table_count,
+                                        err)) < 0 ||
+            (rc = manifest_take_integer(fingerprint, "rows", 0, INT64_MAX, &manifest->row_count,
+                                        err)) < 0 ||
+            (rc = manifest_take_string(fingerprint, "fingerprint", "rows_sha256", true,
+                                       manifest->rows_sha256, sizeof manifest->rows_sha256, err)) <
+                0 ||
+            (rc = manifest_check_sha256("fingerprint.rows_sha256", manifest->rows_sha256, false,
+                                        err)) < 0)
+            return rc;
+    }
+    if (!chain)
+        return 0;
+    json_t *previous = json_object_get(chain, "previous");
+    json_t *previous_sha256 = json_object_get(chain, "previous_sha256");
+    if ((rc = manifest_take_string(chain, "chain", "sha256", true, manifest->chain_sha256,
+                                   sizeof manifest->chain_sha256, err)) < 0 ||
+        (rc = manifest_check_sha256("chain.sha256", manifest->chain_sha256, false, err)) < 0)
+        return rc;
+    if (previous && !json_is_null(previous)) {
+        time_t at;
+        if ((rc = manifest_take_string(chain, "chain", "previous", true, manifest->previous_backup,
+                                       sizeof manifest->previous_backup, err)) < 0)
+            return rc;
+        if (manifest_parse_stamp(manifest->previous_backup, &at) != 0)
+            return error_set(err, -EINVAL,
+                             "manifest: field \"chain.previous\" must be a backup id like "
+                             "20261125T080000Z");
+    }
+    if (previous_sha256 && !json_is_null(previous_sha256)) {
+        if ((rc = manifest_take_string(chain, "chain", "previous_sha256", true,
+                                       manifest->previous_sha256, sizeof manifest->previous_sha256,
+                                       err)) < 0 ||
+            (rc = manifest_check_sha256("chain.previous_sha256", manifest->previous_sha256, false,
+                                        err)) < 0)
+            return rc;
+    }
+    if (!manifest->previous_backup[0] != !manifest->previous_sha256[0])
+        return error_set(err, -EINVAL,
+                         "manifest: fields \"chain.previous\" and \"chain.previous_sha256\" "
+                         "go together");
+    return 0;
+}
+
 static int manifest_take_fields(json_t *root, struct manifest *manifest, struct error *err)
 {
     char created[32];
@@ -408,6 +508,12 @@ static int manifest_take_fields(json_t *root, struct manifest *manifest, struct 
     if ((rc = manifest_check_journal_mode(manifest->journal_mode, err)) < 0)
         return rc;
     if ((rc = manifest_take_encryption(root, manifest, err)) < 0)
+        return rc;
+    if ((rc = manifest_take_string(root, NULL, "plain_sha256", false, manifest->plain_sha256,
+                                   sizeof manifest->plain_sha256, err)) < 0 ||
+        (rc = manifest_check_sha256("plain_sha256", manifest->plain_sha256, true, err)) < 0)
+        return rc;
+    if ((rc = manifest_take_links(root, manifest, err)) < 0)
         return rc;
     return manifest_take_numbers(root, manifest, err);
 }

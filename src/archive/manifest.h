@@ -54,6 +54,15 @@ struct manifest {
     char sqlprodd_version[32];
     bool encrypted;          /* the archive is an age file */
     char recipients[2400];   /* its recipients, "age1..., age1...", when encrypted */
+    char plain_sha256[ARCHIVE_SHA256_HEX]; /* sealed on upload: the plain archive's; else "" */
+    /* The fingerprint; rows_sha256 "" when not recorded (older manifests). */
+    int64_t table_count, row_count;
+    char rows_sha256[ARCHIVE_SHA256_HEX];
+    /* The chain; chain_sha256 "" when not recorded, previous_* "" for the
+     * first backup of a chain. */
+    char chain_sha256[ARCHIVE_SHA256_HEX];
+    char previous_backup[32]; /* its id (stamp) */
+    char previous_sha256[ARCHIVE_SHA256_HEX];
 };
 
 /* Serialises to a malloc'd NUL-terminated JSON text (pretty, trailing newline). */
@@ -68,6 +77,14 @@ int manifest_read(const char *path, struct manifest *manifest, struct error *err
 
 /* Writes atomically (temp, fsync, rename, fsync dir), mode 0600. */
 int manifest_write(const char *path, const struct manifest *manifest, struct error *err);
+
+/* The backup's link hash: SHA-256 over the fields that say what the backup
+ * holds and are the same in the local manifest and in the one on a target
+ * (also when the target's copy was sealed on the way): database, created,
+ * the plain archive's SHA-256 (plain_sha256, else archive_sha256), sizes,
+ * schema and fingerprint, verification, and previous_sha256. Changing any
+ * of them, or the link, changes it. */
+void manifest_chain_hash(const struct manifest *manifest, char hex[ARCHIVE_SHA256_HEX]);
 
 /* "20261125T080000Z" <-> time_t (UTC). */
 void manifest_format_stamp(time_t t, char out[17]);

@@ -45,6 +45,7 @@
 #include "core/log.h"
 #include "core/priority.h"
 #include "db/database.h"
+#include "db/fingerprint.h"
 #include "jobs/integrity.h"
 #include "jobs/job.h"
 
@@ -88,39 +89,6 @@ static void quote_sql_string(const char *text, char *out, size_t out_size)
 
 /* SHA-256 of the schema (sqlite_schema rows in a stable order), so a restore
  * can tell the copy has the same tables, indexes and triggers. */
-static int schema_digest(sqlite3 *connection, char hex[ARCHIVE_SHA256_HEX], int64_t *objects,
-                         struct error *err)
-{
-    sqlite3_stmt *statement = NULL;
-    struct io_sha256 hash = {0};
-    int rc = sqlite3_prepare_v2(connection,
-                                "SELECT type, name, tbl_name, coalesce(sql, '') FROM sqlite_schema"
-                                " ORDER BY type, name",
-                                -1, &statement, NULL);
-    if (rc != SQLITE_OK || io_sha256_begin(&hash) != 0) {
-        rc = error_set(err, -EIO, "cannot read the schema: %s", sqlite3_errmsg(connection));
-        goto out;
-    }
-    *objects = 0;
-    while ((rc = sqlite3_step(statement)) == SQLITE_ROW) {
-        for (int column = 0; column < 4; column++) {
-            const unsigned char *text = sqlite3_column_text(statement, column);
-            io_sha256_update(&hash, text, (size_t)sqlite3_column_bytes(statement, column) + 1);
-        }
-        (*objects)++;
-    }
-    if (rc != SQLITE_DONE) {
-        rc = error_set(err, -EIO, "cannot read the schema: %s", sqlite3_errmsg(connection));
-        goto out;
-    }
-    io_sha256_end(&hash, hex);
-    rc = 0;
-out:
-    sqlite3_finalize(statement);
-    io_sha256_discard(&hash);
-    return rc;
-}
-
 /* SQLite says SQLITE_FULL both for a full disk and for some corrupt files
  * (a page count past its limit). The partial copy is still there when we
  * ask, so a disk that was really filled has less room left than the
@@ -247,7 +215,8 @@ static int backup_verify(struct job_context *context, const struct backup_paths 
     bool quick = !full;
     sqlite3 *copy = NULL;
     bool ok = false;
-    int64_t page_size = 0, page_count = 0, objects = 0;
+    int64_t page_size = 0, page_count = 0;
+    struct fingerprint fingerprint;
     int rc = database_open_path(paths->copy, true, context->stop, &copy, err);
     if (rc == 0)
         rc = database_check(copy, quick, &ok, manifest->verify_result,
@@ -257,11 +226,16 @@ static int backup_verify(struct job_context *context, const struct backup_paths 
     if (rc == 0)
         rc = database_query_int(copy, "PRAGMA page_count", &page_count, err);
     if (rc == 0)
-        rc = schema_digest(copy, manifest->schema_sha256, &objects, err);
+        rc = fingerprint_take(copy, &fingerprint, err);
     sqlite3_close(copy);
     if (rc != 0)
         return rc;
     *checked = true;
+    snprintf(manifest->schema_sha256, sizeof manifest->schema_sha256, "%s",
+             fingerprint.schema_sha256);
+    snprintf(manifest->rows_sha256, sizeof manifest->rows_sha256, "%s", fingerprint.rows_sha256);
+    manifest->table_count = fingerprint.tables;
+    manifest->row_count = fingerprint.rows;
     snprintf(manifest->verify_method, sizeof manifest->verify_method, "%s",
              quick ? "quick_check" : "integrity_check");
     manifest->page_size = (int)page_size;
@@ -428,6 +402,26 @@ static int backup_prepare_paths(const struct database_config *db, time_t created
     return 0;
 }
 
+/* Links the new backup to the newest one kept here (archive/chain.h): its
+ * manifest names that backup and its chain hash, and gets its own. */
+static void backup_link(const struct database_config *db, struct manifest *manifest)
+{
+    struct backup_list list;
+    struct error err = {0};
+    if (catalog_list_local(db, &list, &err) == 0 && list.count > 0) {
+        const struct manifest *previous = &list.items[0].manifest;
+        snprintf(manifest->previous_backup, sizeof manifest->previous_backup, "%s",
+                 list.items[0].id);
+        if (previous->chain_sha256[0])
+            snprintf(manifest->previous_sha256, sizeof manifest->previous_sha256, "%s",
+                     previous->chain_sha256);
+        else
+            manifest_chain_hash(previous, manifest->previous_sha256);
+    }
+    catalog_free(&list); /* empty after a failure: the chain then starts anew */
+    manifest_chain_hash(manifest, manifest->chain_sha256);
+}
+
 /* Makes the archive in place a backup: queues its upload, then writes its
  * manifest. On failure the archive is removed: without both it is not a
  * backup. */
@@ -492,6 +486,7 @@ int job_backup(struct job_context *context, struct job_result *result)
     temp_made = false;
     snprintf(manifest.archive_sha256, sizeof manifest.archive_sha256, "%s", archived.sha256);
     manifest.archive_bytes = archived.output_bytes;
+    backup_link(db, &manifest);
     rc = backup_publish(context, &paths, created, &manifest, &err);
     if (rc != 0)
         goto fail;

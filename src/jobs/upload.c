@@ -84,6 +84,8 @@ static int upload_sealed(struct job_context *context, struct target *target,
     if (rc != 0)
         return rc;
     const char *name = strrchr(key, '/');
+    /* The chain hash (manifest_chain_hash) stays that of the plain archive. */
+    snprintf(manifest->plain_sha256, sizeof manifest->plain_sha256, "%s", manifest->archive_sha256);
     snprintf(manifest->archive, sizeof manifest->archive, "%s", name ? name + 1 : key);
     snprintf(manifest->archive_sha256, sizeof manifest->archive_sha256, "%s", stored);
     manifest->archive_bytes = source.size;

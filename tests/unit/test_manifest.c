@@ -320,6 +320,88 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
     return remove(path);
 }
 
+/* The fingerprint and the chain link round-trip; the first backup of a chain
+ * writes null links; a lone "previous" is refused. */
+static void fingerprint_and_chain_round_trip(void **state)
+{
+    (void)state;
+    struct manifest m, back;
+    struct error err = {0};
+    char *json = NULL;
+    fill_example(&m);
+    m.table_count = 12;
+    m.row_count = 3456789;
+    strcpy(m.rows_sha256, SHA_B);
+    strcpy(m.plain_sha256, SHA_B);
+    strcpy(m.previous_backup, "20261125T070000Z");
+    strcpy(m.previous_sha256, SHA_A);
+    manifest_chain_hash(&m, m.chain_sha256);
+    assert_int_equal(manifest_to_json(&m, &json, &err), 0);
+    assert_int_equal(manifest_from_json(json, strlen(json), &back, &err), 0);
+    assert_int_equal(back.table_count, 12);
+    assert_int_equal(back.row_count, 3456789);
+    assert_string_equal(back.rows_sha256, SHA_B);
+    assert_string_equal(back.plain_sha256, SHA_B);
+    assert_string_equal(back.previous_backup, "20261125T070000Z");
+    assert_string_equal(back.previous_sha256, SHA_A);
+    assert_string_equal(back.chain_sha256, m.chain_sha256);
+    free(json);
+
+    m.previous_backup[0] = m.previous_sha256[0] = '\0';
+    assert_int_equal(manifest_to_json(&m, &json, &err), 0);
+    assert_non_null(strstr(json, "\"previous\": null"));
+    assert_int_equal(manifest_from_json(json, strlen(json), &back, &err), 0);
+    assert_string_equal(back.previous_backup, "");
+    free(json);
+
+    const char *lone = "{\"database\":\"app\",\"created\":\"2026-11-25T08:00:00Z\","
+                       "\"archive\":\"a.db.gz\",\"archive_sha256\":\"" SHA_A "\","
+                       "\"chain\":{\"sha256\":\"" SHA_A "\",\"previous\":\"20261125T070000Z\"}}";
+    assert_int_equal(manifest_from_json(lone, strlen(lone), &back, &err), -EINVAL);
+    assert_non_null(strstr(err.message, "chain.previous"));
+}
+
+/* The chain hash changes with every field that says what the backup holds,
+ * and with the link; it ignores what differs between the local manifest and
+ * the one of a copy sealed on upload. */
+static void chain_hash_covers_content_and_link(void **state)
+{
+    (void)state;
+    struct manifest m, other;
+    char base[65], changed[65];
+    fill_example(&m);
+    manifest_chain_hash(&m, base);
+    assert_int_equal(strlen(base), 64);
+
+    other = m;
+    other.row_count = 1;
+    manifest_chain_hash(&other, changed);
+    assert_string_not_equal(base, changed);
+    other = m;
+    strcpy(other.previous_sha256, SHA_A);
+    manifest_chain_hash(&other, changed);
+    assert_string_not_equal(base, changed);
+    other = m;
+    other.database_bytes++;
+    manifest_chain_hash(&other, changed);
+    assert_string_not_equal(base, changed);
+    other = m;
+    strcpy(other.archive_sha256, SHA_B);
+    manifest_chain_hash(&other, changed);
+    assert_string_not_equal(base, changed);
+
+    /* Sealed on upload: another archive, its hash, size and name, the plain
+     * archive's hash kept in plain_sha256. */
+    other = m;
+    strcpy(other.plain_sha256, m.archive_sha256);
+    strcpy(other.archive_sha256, SHA_B);
+    strcpy(other.archive, "app-20261125T080000Z.db.gz.age");
+    other.archive_bytes += 200;
+    other.encrypted = true;
+    manifest_chain_hash(&other, changed);
+    assert_string_equal(base, changed);
+}
+
 static void write_and_read_through_a_file(void **state)
 {
     (void)state;
@@ -415,6 +497,8 @@ int main(void)
         cmocka_unit_test(encryption_round_trips),
         cmocka_unit_test(wrong_fields_are_refused_with_the_field_named),
         cmocka_unit_test(uppercase_hash_is_read_as_lowercase),
+        cmocka_unit_test(fingerprint_and_chain_round_trip),
+        cmocka_unit_test(chain_hash_covers_content_and_link),
         cmocka_unit_test(write_and_read_through_a_file),
         cmocka_unit_test(stamps_round_trip_in_utc),
         cmocka_unit_test(stamps_reject_what_is_not_a_stamp),
