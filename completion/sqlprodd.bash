@@ -28,7 +28,7 @@ _sqlprodd()
 {
     local cur=${COMP_WORDS[COMP_CWORD]} prev=
     [ "$COMP_CWORD" -gt 0 ] && prev=${COMP_WORDS[COMP_CWORD - 1]}
-    local commands="run check status reload checkpoint analyze vacuum backup upload prune health backups restore"
+    local commands="run check status reload checkpoint analyze vacuum backup upload prune health drill backups restore verify"
     local -a config=()
     local command= command_index=0 i word
     for ((i = 1; i < COMP_CWORD; i++)); do
@@ -73,7 +73,7 @@ _sqlprodd()
         [[ $cur == -* ]] && { COMPREPLY=($(compgen -W "--json" -- "$cur")); return; }
         [ ${#positional[@]} -eq 0 ] && COMPREPLY=($(compgen -W "$(_sqlprodd_databases)" -- "$cur"))
         ;;
-    checkpoint | analyze | vacuum | backup | upload | prune | health)
+    checkpoint | analyze | vacuum | backup | upload | prune | health | drill)
         [ ${#positional[@]} -eq 0 ] && COMPREPLY=($(compgen -W "$(_sqlprodd_databases)" -- "$cur"))
         ;;
     backups)
@@ -97,6 +97,14 @@ _sqlprodd()
         esac
         if [[ $cur == -* ]]; then
             COMPREPLY=($(compgen -W "--to --backup --from --at --identity --force" -- "$cur"))
+        elif [ ${#positional[@]} -eq 0 ]; then
+            COMPREPLY=($(compgen -W "$(_sqlprodd_databases)" -- "$cur"))
+        fi
+        ;;
+    verify)
+        [ "$prev" = --identity ] && { COMPREPLY=($(compgen -f -- "$cur")); return; }
+        if [[ $cur == -* ]]; then
+            COMPREPLY=($(compgen -W "--local --remote --data --json --identity" -- "$cur"))
         elif [ ${#positional[@]} -eq 0 ]; then
             COMPREPLY=($(compgen -W "$(_sqlprodd_databases)" -- "$cur"))
         fi

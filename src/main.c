@@ -36,7 +36,10 @@ static const struct command commands[] = {
     {"status", " [--json] [DB]", cli_status},
     {NULL, " [DB]", NULL},
     {"backups", " [DB] [--remote] [--json]", cli_backups},
-    {"restore", " DB --to PATH [--backup ID|--at TIME] [--from local|remote] [--identity FILE] [--force]", cli_restore},
+    {"restore",
+     " DB --to PATH [--backup ID|--at TIME] [--from local|remote] [--identity FILE] [--force]",
+     cli_restore},
+    {"verify", " [DB] [--local|--remote] [--data] [--json] [--identity FILE]", cli_verify},
 };
 
 #define COMMAND_COUNT (sizeof commands / sizeof commands[0])

@@ -353,6 +353,13 @@ static void agent_clean_up_after_crash(struct agent *agent)
             log_event(LOG_WARNING, db->name, NULL, "%s", err.message);
         if (job_clean_target(db, &err) < 0)
             log_event(LOG_WARNING, db->name, NULL, "%s", err.message);
+        removed = job_clean_drill_directory(agent->config, db, &err);
+        if (removed < 0)
+            log_event(LOG_WARNING, db->name, NULL, "%s", err.message);
+        else if (removed > 0)
+            log_event(LOG_NOTICE, db->name, NULL,
+                      "removed %d file%s left by an interrupted restore drill", removed,
+                      removed == 1 ? "" : "s");
         lock_release(&lock);
     }
 }

@@ -425,6 +425,7 @@ struct archive_files {
     int64_t total; /* size of the source */
     struct io_sha256 digest;
     bool created;
+    bool discard; /* the output goes to /dev/null (archive_check) */
 };
 
 static int archive_files_open(const char *source, const char *destination,
@@ -436,6 +437,13 @@ static int archive_files_open(const char *source, const char *destination,
         rc = io_sha256_begin(&files->digest) == 0
                  ? 0
                  : error_set(err, -ENOMEM, "cannot hash %s: out of memory", source);
+    if (rc == 0 && !destination) {
+        files->discard = true;
+        files->out = open("/dev/null", O_WRONLY | O_CLOEXEC);
+        if (files->out < 0)
+            rc = error_set(err, -errno, "cannot open /dev/null: %s", strerror(errno));
+        return rc;
+    }
     if (rc == 0)
         rc = archive_create_destination(destination, &files->out, err);
     files->created = rc == 0;
@@ -448,7 +456,7 @@ static int archive_files_close(struct archive_files *files, const char *destinat
                                struct archive_result *local, struct archive_result *result,
                                struct error *err)
 {
-    if (rc == 0)
+    if (rc == 0 && !files->discard)
         rc = archive_finish_destination(destination, &files->out, err);
     if (rc == 0) {
         io_sha256_end(&files->digest, local->sha256);
@@ -650,6 +658,28 @@ int archive_decompress(const char *source, const char *destination,
                                      &local, err);
     archive_input_close(&input);
     return archive_files_close(&files, destination, rc, &local, result, err);
+}
+
+int archive_check(const char *source, const struct archive_keys *keys, const struct io_context *io,
+                  struct archive_result *result, struct error *err)
+{
+    struct archive_result local = {0};
+    struct archive_files files;
+    struct archive_input input = {.fd = -1};
+    bool zstd = false;
+    const char *sink = "/dev/null";
+
+    int rc = archive_files_open(source, NULL, &files, err);
+    if (rc == 0)
+        rc = archive_input_open(&input, files.in, source, &files.digest, keys, err);
+    if (rc == 0)
+        rc = archive_is_zstd(&input, &zstd, err);
+    if (rc == 0 && zstd)
+        rc = archive_unzstd_frames(&input, files.out, source, sink, io, files.total, &local, err);
+    else if (rc == 0)
+        rc = archive_inflate_members(&input, files.out, source, sink, io, files.total, &local, err);
+    archive_input_close(&input);
+    return archive_files_close(&files, sink, rc, &local, result, err);
 }
 
 int archive_sha256_file(const char *path, char hex[ARCHIVE_SHA256_HEX], struct error *err)

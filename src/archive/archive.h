@@ -92,6 +92,13 @@ int archive_decompress(const char *source, const char *destination,
                        const struct archive_keys *keys, const struct io_context *io,
                        struct archive_result *result, struct error *err);
 
+/* Reads `source` as archive_decompress does, to its end, and keeps nothing:
+ * proves it decompresses (and decrypts, with `keys`) and counts what it
+ * holds (result->output_bytes), with result->sha256 that of the stored file.
+ * For verify: no disk space, memory bounded as for a restore. */
+int archive_check(const char *source, const struct archive_keys *keys, const struct io_context *io,
+                  struct archive_result *result, struct error *err);
+
 /* SHA-256 of a file, lowercase hex. */
 int archive_sha256_file(const char *path, char hex[ARCHIVE_SHA256_HEX], struct error *err);
 

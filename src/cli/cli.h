@@ -21,6 +21,7 @@ int cli_status(const struct config *config, int argc, char **argv);
 int cli_run_job(const struct config *config, const char *job, int argc, char **argv);
 int cli_backups(const struct config *config, int argc, char **argv);
 int cli_restore(const struct config *config, int argc, char **argv);
+int cli_verify(const struct config *config, int argc, char **argv);
 /* `reload [--pid PID]`; config is NULL when the file was refused: the
  * agent is still told (it then says so in its status) and the exit is 2. */
 int cli_reload(const struct config *config, int argc, char **argv);

@@ -205,6 +205,21 @@ static void check_print_globs(const struct config *config)
     }
 }
 
+/* Each target with Object Lock, which an operator cannot take back for the
+ * objects written under it (COMPLIANCE: not even the account's root). */
+static void check_print_object_locks(const struct config *config)
+{
+    for (size_t i = 0; i < config->target_count; i++) {
+        const struct target_config *target = &config->targets[i];
+        if (target->object_lock_days > 0)
+            printf("%s:%d: target \"%s\": object_lock %s, %d day%s: every upload is locked "
+                   "that long, and remote retention keeps it until then\n",
+                   config->file, target->line, target->name,
+                   config_object_lock_mode_name(target->object_lock_mode), target->object_lock_days,
+                   target->object_lock_days == 1 ? "" : "s");
+    }
+}
+
 int cli_check(const struct config *config, int argc, char **argv)
 {
     (void)argv;
@@ -228,6 +243,7 @@ int cli_check(const struct config *config, int argc, char **argv)
     }
     for (size_t i = 0; i < config->target_count; i++)
         check_target(&report, &config->targets[i]);
+    check_print_object_locks(config);
     check_print_globs(config);
     if (report.problems) {
         printf("%s: %d problem%s found\n", config->file, report.problems,

@@ -12,7 +12,8 @@
  * Fetch (remote: download archive and manifest beside PATH), check the
  * archive's sha256 against the manifest, decompress to a temp file beside
  * PATH, run quick_check on it (integrity_check with --check integrity),
- * give it the source's journal mode, and
+ * give it the source's journal mode (all of which is
+ * restore/backup_restore.c, shared with the restore drill), and
  * only then rename it into place. A file that failed any step is deleted,
  * never renamed.
  *
@@ -24,7 +25,6 @@
  * restored file is verified in place.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <libgen.h>
 #include <limits.h>
@@ -35,22 +35,18 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "archive/archive.h"
-#include "archive/catalog.h"
 #include "cli/cli.h"
 #include "config/config_paths.h"
-#include "db/database.h"
 #include "core/fsutil.h"
 #include "core/lock.h"
-#include "archive/manifest.h"
-#include "archive/sealed.h"
-#include "restore/openers.h"
-#include "offsite/remote.h"
+#include "db/database.h"
+#include "offsite/target.h"
+#include "report/progress.h"
+#include "restore/backup_restore.h"
 #include "restore/identity.h"
+#include "restore/openers.h"
 #include "restore/replace.h"
 #include "restore/replica.h"
-#include "report/progress.h"
-#include "offsite/target.h"
 
 struct restore_request {
     const struct config *config;
@@ -67,14 +63,9 @@ struct restore_request {
 };
 
 struct restore_files {
-    char archive[PATH_MAX]; /* local archive to read */
-    char manifest[PATH_MAX];
-    char downloaded_archive[PATH_MAX]; /* temp copies when remote, "" otherwise */
-    char downloaded_manifest[PATH_MAX];
-    char output[PATH_MAX]; /* decompressed temp file beside PATH */
-    char id[32];
-    char source[PATH_MAX + 1200]; /* the archive, as messages name it */
-    struct replica_result replica; /* --at */
+    char output[PATH_MAX];                 /* decompressed temp file beside PATH */
+    struct backup_restore_result unpacked; /* from a backup archive */
+    struct replica_result replica;         /* --at */
 };
 
 static int restore_usage(void)
@@ -191,135 +182,6 @@ static int restore_check_openers(const struct restore_request *request,
     return 0;
 }
 
-static int restore_pick_local(const struct restore_request *request, struct restore_files *files,
-                              struct error *err)
-{
-    struct backup_list list;
-    int rc = catalog_list_local(request->db, &list, err);
-    if (rc != 0)
-        return rc;
-    rc = -ENOENT;
-    for (size_t i = 0; i < list.count; i++) {
-        if (request->backup_id && strcmp(list.items[i].id, request->backup_id) != 0)
-            continue;
-        snprintf(files->archive, sizeof files->archive, "%s", list.items[i].archive_path);
-        snprintf(files->manifest, sizeof files->manifest, "%s", list.items[i].manifest_path);
-        snprintf(files->id, sizeof files->id, "%s", list.items[i].id);
-        snprintf(files->source, sizeof files->source, "%s", files->archive);
-        rc = 0;
-        break;
-    }
-    catalog_free(&list);
-    if (rc != 0)
-        error_set(err, rc, "no local backup %s of %s in %s/%s",
-                  request->backup_id ? request->backup_id : "at all", request->db->name,
-                  request->db->backup.dir, request->db->name);
-    return rc;
-}
-
-static int restore_fetch_remote(const struct restore_request *request, struct restore_files *files,
-                                const struct io_context *io, struct error *err)
-{
-    struct remote_list list = {0};
-    struct target *target = NULL;
-    const struct remote_backup *chosen = NULL;
-    int rc = target_open(request->db->upload.target, &target, err);
-    target_set_stop(target, &cli_stop);
-    if (rc == 0)
-        rc = remote_list_backups(target, request->db->name, &list, err);
-    if (rc != 0)
-        goto out;
-    for (size_t i = 0; i < list.count && !chosen; i++)
-        if ((!request->backup_id || strcmp(list.items[i].id, request->backup_id) == 0) &&
-            list.items[i].has_manifest)
-            chosen = &list.items[i];
-    if (!chosen) {
-        rc = error_set(err, -ENOENT, "no backup %s of %s with a manifest on target %s",
-                       request->backup_id ? request->backup_id : "at all", request->db->name,
-                       request->db->upload.target->name);
-        goto out;
-    }
-    snprintf(files->id, sizeof files->id, "%s", chosen->id);
-    /* The key, not the temp copy: that one is gone when the message is read. */
-    snprintf(files->source, sizeof files->source, "%s on target %s", chosen->archive_key,
-             request->db->upload.target->name);
-    snprintf(files->downloaded_archive, sizeof files->downloaded_archive, "%s.archive%s",
-             request->to, FS_TEMP_SUFFIX);
-    snprintf(files->downloaded_manifest, sizeof files->downloaded_manifest, "%s.manifest%s",
-             request->to, FS_TEMP_SUFFIX);
-    unlink(files->downloaded_archive);
-    unlink(files->downloaded_manifest);
-    rc = target_get_file(target, chosen->manifest_key, files->downloaded_manifest, io, err);
-    if (rc == 0)
-        rc = target_get_file(target, chosen->archive_key, files->downloaded_archive, io, err);
-    snprintf(files->archive, sizeof files->archive, "%s", files->downloaded_archive);
-    snprintf(files->manifest, sizeof files->manifest, "%s", files->downloaded_manifest);
-out:
-    target_close(target);
-    remote_list_free(&list);
-    return rc;
-}
-
-/* The check the restored file gets before it is renamed into place:
- * quick_check by default, as the SHA-256 (or the WAL checksum chain) has
- * already proved the bytes are those that were verified at backup time;
- * integrity_check with --check integrity. `result` is "quick_check ok". */
-static int restore_verify_output(const char *path, bool full, char *result, size_t result_size,
-                                 struct error *err)
-{
-    sqlite3 *connection = NULL;
-    const char *method = full ? "integrity_check" : "quick_check";
-    char found[256] = "";
-    bool ok = false;
-    int rc = database_open_path(path, true, &cli_stop, &connection, err);
-    if (rc == 0)
-        rc = database_check(connection, !full, &ok, found, sizeof found, err);
-    sqlite3_close(connection);
-    snprintf(result, result_size, "%s %s", method, found);
-    if (rc == 0 && !ok)
-        rc = error_set(err, -EBADMSG, "the restored copy failed %s: %s", method, found);
-    return rc;
-}
-
-/* The journal modes SQLite has; only WAL is kept by the file itself, the
- * rollback ones are each connection's choice. */
-static bool restore_is_rollback_mode(const char *mode)
-{
-    static const char *const modes[] = {"delete", "truncate", "persist", "memory", "off"};
-    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++)
-        if (strcmp(mode, modes[i]) == 0)
-            return true;
-    return false;
-}
-
-/* VACUUM INTO wrote the archived copy in rollback mode: the restored file
- * gets the source's WAL mode back here, before it is renamed into place.
- * Closing the last connection removes the temp file's -wal and -shm. */
-static int restore_apply_journal_mode(const char *path, const char *recorded, char *applied,
-                                      size_t applied_size, struct error *err)
-{
-    snprintf(applied, applied_size, "delete");
-    if (strcmp(recorded, "wal") != 0) {
-        if (recorded[0] && !restore_is_rollback_mode(recorded))
-            fprintf(stderr,
-                    "sqlprodd: restore: the source was in journal_mode %s, which this sqlprodd "
-                    "does not know: the restored file is in delete mode\n",
-                    recorded);
-        return 0;
-    }
-    sqlite3 *connection = NULL;
-    char mode[32] = "";
-    int rc = database_open_path(path, false, &cli_stop, &connection, err);
-    if (rc == 0)
-        rc = database_query_text(connection, "PRAGMA journal_mode=WAL", mode, sizeof mode, err);
-    sqlite3_close(connection);
-    if (rc == 0 && strcmp(mode, "wal") != 0)
-        rc = error_set(err, -EIO, "%s stayed in journal_mode %s when set to wal", path, mode);
-    if (rc == 0)
-        snprintf(applied, applied_size, "wal");
-    return rc;
-}
-
 /* After the rename: the file at PATH is the one written and checked, in
  * the journal mode it was given, with all its pages. */
 static int restore_verify_in_place(const char *path, const struct stat *written,
@@ -376,16 +238,6 @@ static int restore_cancelled(struct error *err)
     return cli_stop ? error_set(err, -ECANCELED, "stopped by a signal") : 0;
 }
 
-/* Removes the temp file and whatever SQLite made beside it. */
-static void restore_remove_temp(const char *path)
-{
-    char name[PATH_MAX + 16];
-    for (int part = 0; part < REPLACE_PARTS; part++) {
-        snprintf(name, sizeof name, "%s%s", path, fs_database_suffixes[part]);
-        unlink(name);
-    }
-}
-
 static int restore_refuse_existing(const struct restore_request *request,
                                    const struct replacement *replacement, struct error *err)
 {
@@ -400,79 +252,38 @@ static int restore_refuse_existing(const struct restore_request *request,
                      request->to);
 }
 
-/* Whether the archive is an age file: what the manifest says, or what the
- * file says when it was encrypted by hand (age -r). */
-static bool restore_looks_sealed(const char *path)
+/* The terminal bar of report/progress.c, handed to backup_restore.c. */
+static void restore_progress_begin(void *self, const char *label)
 {
-    unsigned char head[SEALED_MAGIC_PEEK];
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    ssize_t got = fd >= 0 ? read(fd, head, sizeof head) : -1;
-    if (fd >= 0)
-        close(fd);
-    return got > 0 && sealed_is_age(head, (size_t)got);
+    progress_begin(self, true, label);
+}
+
+static void restore_progress_end(void *self)
+{
+    progress_end(self);
 }
 
 /* Fetches, checks and decompresses the archive to files->output, with the
- * source's journal mode. */
+ * source's journal mode (restore/backup_restore.h). */
 static int restore_unpack(const struct restore_request *request, struct restore_files *files,
-                          char *check, size_t check_size, char *mode, size_t mode_size,
-                          int64_t *bytes, struct error *err)
+                          struct error *err)
 {
-    struct manifest manifest;
-    struct archive_result unpacked = {0};
-    struct progress progress;
-    struct io_context io = {
-        .stop = &cli_stop, .progress = progress_update, .progress_context = &progress};
-    bool remote = request->from && strcmp(request->from, "remote") == 0;
-    int rc = 0;
-
-    if (!remote) {
-        rc = restore_pick_local(request, files, err);
-        if (rc == -ENOENT && !request->from && request->db->upload.target)
-            remote = true; /* not here: try the off-site copy */
-        else if (rc != 0)
-            return rc;
-        rc = 0;
-    }
-    progress_begin(&progress, true, "download");
-    if (remote)
-        rc = restore_fetch_remote(request, files, &io, err);
-    progress_end(&progress);
-    if (rc == 0)
-        rc = manifest_read(files->manifest, &manifest, err);
-    if (rc != 0)
-        return rc;
-    if (strcmp(manifest.database, request->db->name) != 0)
-        return error_set(err, -EINVAL, "manifest %s is for database %s, not %s", files->manifest,
-                         manifest.database, request->db->name);
+    struct progress bar;
+    const struct backup_restore_progress progress = {restore_progress_begin, progress_update,
+                                                     restore_progress_end, &bar};
     snprintf(files->output, sizeof files->output, "%s%s", request->to, FS_TEMP_SUFFIX);
-    restore_remove_temp(files->output);
-    struct identity_keys identities = {0};
-    bool sealed = manifest.encrypted || restore_looks_sealed(files->archive);
-    if (sealed && (rc = identity_keys_load(request->db, request->identity, &identities, err)) != 0)
-        return rc;
-    struct archive_keys keys = identity_keys_view(&identities);
-    keys.object = files->source;
-    progress_begin(&progress, true, sealed ? "decrypt and decompress" : "decompress");
-    rc = archive_decompress(files->archive, files->output, &keys, &io, &unpacked, err);
-    progress_end(&progress);
-    identity_keys_free(&identities);
-    if (rc != 0)
-        return rc;
-    if (strcmp(unpacked.sha256, manifest.archive_sha256) != 0)
-        return error_set(err, -EBADMSG,
-                         "archive %s does not match its manifest: sha256 %s, manifest says %s; "
-                         "the copy is damaged, try another backup (--backup ID)",
-                         files->source, unpacked.sha256, manifest.archive_sha256);
-    *bytes = unpacked.output_bytes;
-    rc = restore_verify_output(files->output, request->full_check, check, check_size, err);
-    if (rc == 0)
-        rc = restore_apply_journal_mode(files->output, manifest.journal_mode, mode, mode_size, err);
-    if (rc == 0)
-        rc = fs_sync_file(files->output, err);
-    if (rc == 0)
-        snprintf(files->id + strlen(files->id), sizeof files->id - strlen(files->id), "%s",
-                 remote ? " (remote)" : " (local)");
+    const struct backup_restore_request unpack = {.db = request->db,
+                                                  .backup_id = request->backup_id,
+                                                  .from = request->from,
+                                                  .identity = request->identity,
+                                                  .output = files->output,
+                                                  .download_prefix = request->to,
+                                                  .full_check = request->full_check,
+                                                  .stop = &cli_stop,
+                                                  .progress = &progress};
+    int rc = backup_restore_unpack(&unpack, &files->unpacked, err);
+    if (files->unpacked.note[0])
+        fprintf(stderr, "sqlprodd: restore: %s\n", files->unpacked.note);
     return rc;
 }
 
@@ -504,7 +315,7 @@ static int restore_unpack_replica(const struct restore_request *request,
                                       .stop = &cli_stop,
                                       .apply = restore_apply_method()};
     snprintf(files->output, sizeof files->output, "%s%s", request->to, FS_TEMP_SUFFIX);
-    restore_remove_temp(files->output);
+    backup_restore_remove_file(files->output);
     struct identity_keys identities = {0};
     int rc = identity_keys_load(request->db, request->identity, &identities, err);
     if (rc != 0)
@@ -513,9 +324,12 @@ static int restore_unpack_replica(const struct restore_request *request,
     rc = replica_restore(&replica, &files->replica, err);
     identity_keys_free(&identities);
     if (rc == 0)
-        rc = restore_verify_output(files->output, request->full_check, check, check_size, err);
+        rc = backup_restore_check_file(files->output, request->full_check, &cli_stop, check,
+                                       check_size, err);
+    char note[512];
     if (rc == 0)
-        rc = restore_apply_journal_mode(files->output, "wal", mode, mode_size, err);
+        rc = backup_restore_apply_journal_mode(files->output, "wal", &cli_stop, mode, mode_size,
+                                               note, sizeof note, err);
     if (rc == 0)
         rc = fs_sync_file(files->output, err);
     struct stat st;
@@ -563,8 +377,11 @@ static int restore(struct restore_request *request, struct error *err)
     if (request->at)
         rc = restore_unpack_replica(request, &files, check, sizeof check, mode, sizeof mode, &bytes,
                                     err);
-    else
-        rc = restore_unpack(request, &files, check, sizeof check, mode, sizeof mode, &bytes, err);
+    else if ((rc = restore_unpack(request, &files, err)) == 0) {
+        snprintf(check, sizeof check, "%s", files.unpacked.check);
+        snprintf(mode, sizeof mode, "%s", files.unpacked.journal_mode);
+        bytes = files.unpacked.bytes;
+    }
     if (rc == 0 && replacement.existed[0])
         rc = restore_take_ownership_of(files.output, &replacement.original[0], err);
     if (rc == 0 && stat(files.output, &written) != 0)
@@ -612,9 +429,11 @@ static int restore(struct restore_request *request, struct error *err)
                                                             : "replayed by SQLite",
                (long long)bytes, check, mode);
     else
-        printf("restored %s backup %s to %s: %lld bytes, sha256 matches the manifest, "
+        printf("restored %s backup %s%s to %s: %lld bytes, sha256 matches the manifest, "
                "%s, journal_mode %s\n",
-               request->db->name, files.id, request->to, (long long)bytes, check, mode);
+               request->db->name, files.unpacked.id,
+               files.unpacked.remote ? " (remote)" : " (local)", request->to, (long long)bytes,
+               check, mode);
     if (replacement.aside[0]) {
         replace_describe_aside(&replacement, aside, sizeof aside);
         printf("the replaced database is kept as %s: remove it once the application works "
@@ -632,11 +451,8 @@ out:
                      "; %s is back in place as it was", request->to);
     }
     if (files.output[0] && !replacement.placed)
-        restore_remove_temp(files.output);
-    if (files.downloaded_archive[0])
-        unlink(files.downloaded_archive);
-    if (files.downloaded_manifest[0])
-        unlink(files.downloaded_manifest);
+        backup_restore_remove_file(files.output);
+    backup_restore_finish(&files.unpacked);
     if (locked)
         lock_release(&lock);
     return rc;

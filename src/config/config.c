@@ -43,23 +43,30 @@ static const struct config_misplaced_key top_level_misplaced[] = {
 };
 static const char *const metrics_keys[] = {"textfile", "listen", NULL};
 static const char *const target_keys[] = {
-    "name",      "type",          "path",       "endpoint",         "region",
-    "bucket",    "prefix",        "path_style", "credentials_file", "profile",
-    "part_size", "storage_class", "sse",        "sse_kms_key_id",   "tls_verify",
-    "credential", NULL};
+    "name",       "type",          "path",       "endpoint",         "region",
+    "bucket",     "prefix",        "path_style", "credentials_file", "profile",
+    "part_size",  "storage_class", "sse",        "sse_kms_key_id",   "tls_verify",
+    "credential", "object_lock",   NULL};
 /* Keys that only mean something for one type of target. */
 static const char *const s3_only_keys[] = {
-    "endpoint",         "region",     "bucket",    "prefix",        "path_style",
-    "credentials_file", "profile",    "part_size", "storage_class", "sse",
-    "sse_kms_key_id",   "tls_verify", "credential", NULL};
+    "endpoint",         "region",     "bucket",     "prefix",        "path_style",
+    "credentials_file", "profile",    "part_size",  "storage_class", "sse",
+    "sse_kms_key_id",   "tls_verify", "credential", "object_lock",   NULL};
 static const char *const dir_only_keys[] = {"path", NULL};
 static const char *const target_type_names[] = {"dir", "s3", NULL}; /* enum target_type order */
 static const char *const sse_names[] = {"AES256", "aws:kms", NULL};
+static const char *const object_lock_keys[] = {"mode", "days", NULL};
+/* enum object_lock_mode order */
+static const char *const object_lock_mode_names[] = {"governance", "compliance", NULL};
 static const char *const log_level_names[] = {"debug", "info", "notice", "warning", "error", NULL};
 
 /* S3 multipart limits: every part but the last at least 5 MiB, at most 5 GiB. */
 #define PART_SIZE_MINIMUM (5LL * 1024 * 1024)
 #define PART_SIZE_MAXIMUM (5LL * 1024 * 1024 * 1024)
+
+/* object_lock.days: a century is past any retention law's period, and keeps
+ * now + days far inside what a 64-bit time_t and S3's dates hold. */
+#define OBJECT_LOCK_DAYS_MAXIMUM 36500
 
 const char *config_checkpoint_mode_name(enum checkpoint_mode mode)
 {
@@ -70,6 +77,11 @@ const char *config_checkpoint_mode_name(enum checkpoint_mode mode)
     case CHECKPOINT_TRUNCATE: return "truncate";
     }
     return "unknown";
+}
+
+const char *config_object_lock_mode_name(enum object_lock_mode mode)
+{
+    return object_lock_mode_names[mode == OBJECT_LOCK_COMPLIANCE ? 1 : 0];
 }
 
 static void target_release(struct target_config *target)
@@ -326,6 +338,40 @@ static int read_s3_uploads(struct config_reader *reader, const config_setting_t 
     return 0;
 }
 
+/* object_lock = { mode = "governance"; days = 30; }: both or nothing, so a
+ * half-written lock is an error rather than silently no lock. */
+static void read_s3_object_lock(struct config_reader *reader, const config_setting_t *entry,
+                                const char *key, struct target_config *target)
+{
+    const config_setting_t *group = config_setting_get_member(entry, "object_lock");
+    char lock_key[CONFIG_KEY_SIZE];
+    if (!group)
+        return;
+    config_key_join(lock_key, sizeof lock_key, key, "object_lock");
+    if (config_setting_type(group) != CONFIG_TYPE_GROUP) {
+        config_report(reader, group, lock_key,
+                      "expected a group { mode = \"governance\"; days = 30; }, got %s",
+                      config_type_phrase(group));
+        return;
+    }
+    config_check_keys(reader, group, lock_key, object_lock_keys, NULL);
+    int mode, days;
+    enum config_value_result mode_result =
+        config_value_choice(reader, group, lock_key, "mode", object_lock_mode_names, &mode);
+    enum config_value_result days_result =
+        config_value_int(reader, group, lock_key, "days", 1, OBJECT_LOCK_DAYS_MAXIMUM, &days);
+    if (mode_result == CONFIG_VALUE_ABSENT)
+        config_report(reader, group, lock_key, "missing 'mode' (\"governance\" or \"compliance\")");
+    if (days_result == CONFIG_VALUE_ABSENT)
+        config_report(reader, group, lock_key,
+                      "missing 'days' (how long each uploaded object stays locked, 1 to %d)",
+                      OBJECT_LOCK_DAYS_MAXIMUM);
+    if (mode_result == CONFIG_VALUE_SET && days_result == CONFIG_VALUE_SET) {
+        target->object_lock_mode = (enum object_lock_mode)mode;
+        target->object_lock_days = days;
+    }
+}
+
 static int read_s3_target(struct config_reader *reader, const config_setting_t *entry,
                           const char *key, struct target_config *target)
 {
@@ -334,6 +380,8 @@ static int read_s3_target(struct config_reader *reader, const config_setting_t *
         rc = read_s3_credentials(reader, entry, key, target);
     if (rc == 0)
         rc = read_s3_uploads(reader, entry, key, target);
+    if (rc == 0)
+        read_s3_object_lock(reader, entry, key, target);
     return rc;
 }
 

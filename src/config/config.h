@@ -37,6 +37,10 @@ enum compress_mode { COMPRESS_GZIP, COMPRESS_ZSTD }; /* backup.compress; same or
 
 enum target_type { TARGET_DIR, TARGET_S3 };
 
+/* S3 Object Lock retention modes (object_lock.mode): GOVERNANCE can be lifted
+ * by a user with s3:BypassGovernanceRetention, COMPLIANCE by no one. */
+enum object_lock_mode { OBJECT_LOCK_GOVERNANCE, OBJECT_LOCK_COMPLIANCE };
+
 /* Where a path setting was written, so that a message about two settings
  * can name both: file NULL and line 0 for a built-in default. */
 struct config_origin {
@@ -66,6 +70,10 @@ struct target_config {
     char *sse;              /* NULL, "AES256" or "aws:kms" */
     char *sse_kms_key_id;   /* optional with aws:kms */
     bool tls_verify;        /* default true */
+    /* object_lock = { mode; days; }: every object uploaded is locked for
+     * this many days from its upload; remote retention keeps it that long. */
+    int object_lock_days; /* 0: no Object Lock; else 1..36500 */
+    enum object_lock_mode object_lock_mode;
 };
 
 struct checkpoint_settings {
@@ -124,15 +132,27 @@ struct replicate_settings {
 /* Client-side encryption in the age v1 format (sqlprodd.conf(5), ENCRYPTION):
  * whatever leaves the machine (archives, the replica's bases and segments)
  * is encrypted to every recipient. Backing up needs the public keys alone;
- * restoring takes an identity (a secret key), never read by the agent's jobs. */
+ * restoring takes an identity (a secret key), which of the agent's jobs only
+ * the restore drill reads. */
 struct encrypt_settings {
     struct age_recipient *recipients; /* `recipients` and `recipients_file` together;
                                          none: nothing is encrypted */
     size_t recipient_count;
     char *recipients_file;     /* as written, for messages; NULL: none */
-    char *identity;            /* identity file for restore; NULL: --identity only */
+    char *identity;            /* identity file for restore and drills; NULL: --identity only */
     char *identity_credential; /* or a systemd credential by this name (LoadCredential=) */
     bool local;                /* local archives encrypted too (default false) */
+};
+
+/* Where a restore drill takes its backups from (drill.from). */
+enum drill_source { DRILL_FROM_LOCAL, DRILL_FROM_REMOTE };
+
+/* The restore drill (jobs/drill.c): a job like the others, off unless its
+ * group has a schedule. `from` defaults to the upload target when the
+ * database has one, else to the local backups. */
+struct drill_settings {
+    struct schedule schedule;
+    enum drill_source from;
 };
 
 struct health_settings {
@@ -178,6 +198,7 @@ struct database_config {
     struct encrypt_settings encrypt;
     struct health_settings health;
     struct enforce_settings enforce;
+    struct drill_settings drill;
 };
 
 /* A databases entry written with `glob` instead of `path`: one database
@@ -236,5 +257,7 @@ const struct target_config *config_find_target(const struct config *config, cons
 
 /* "truncate" etc. for messages. */
 const char *config_checkpoint_mode_name(enum checkpoint_mode mode);
+/* "governance" or "compliance", as written in object_lock.mode. */
+const char *config_object_lock_mode_name(enum object_lock_mode mode);
 
 #endif

@@ -32,11 +32,12 @@ enum job {
     JOB_BACKUP,
     JOB_UPLOAD,
     JOB_HEALTH,
+    JOB_DRILL,
     JOB_COUNT,
 };
 
 static const char *const job_names[JOB_COUNT] = {
-    "checkpoint", "analyze", "vacuum", "backup", "upload", "health",
+    "checkpoint", "analyze", "vacuum", "backup", "upload", "health", "drill",
 };
 
 #define SCHEDULE_KEYS "every", "cron", "enabled"
@@ -48,8 +49,9 @@ static const char *const upload_keys[] = {SCHEDULE_KEYS, "target", "keep", NULL}
 static const char *const health_keys[] = {SCHEDULE_KEYS,   "wal_warn",      "wal_crit",
                                           "freelist_warn", "freelist_crit", "integrity_every",
                                           "locked_crit",   NULL};
+static const char *const drill_keys[] = {SCHEDULE_KEYS, "from", NULL};
 static const char *const *const job_keys[JOB_COUNT] = {
-    checkpoint_keys, analyze_keys, vacuum_keys, backup_keys, upload_keys, health_keys,
+    checkpoint_keys, analyze_keys, vacuum_keys, backup_keys, upload_keys, health_keys, drill_keys,
 };
 static const char *const replicate_keys[] = {"target", "interval",  "snapshot_every",
                                              "window", "spool_max", "enabled", NULL};
@@ -61,11 +63,10 @@ static const char *const keep_keys[] = {"last",    "hourly", "daily",  "weekly",
 
 static const char *const defaults_keys[] = {"busy_timeout_ms", "checkpoint", "analyze",   "vacuum",
                                             "backup",          "upload",     "replicate", "health",
-                                            "enforce",         "encrypt",    NULL};
-static const char *const database_keys[] = {"name",    "path",      "glob",   "busy_timeout_ms",
-                                            "checkpoint", "analyze", "vacuum", "backup",
-                                            "upload",  "replicate", "health", "enforce",
-                                            "encrypt", NULL};
+                                            "enforce",         "encrypt",    "drill",     NULL};
+static const char *const database_keys[] = {
+    "name",   "path",      "glob",   "busy_timeout_ms", "checkpoint", "analyze", "vacuum", "backup",
+    "upload", "replicate", "health", "enforce",         "encrypt",    "drill",   NULL};
 
 /* Keys written one level too high or low: say where they go. One table
  * serves `defaults` and database entries, as keys known in a group are
@@ -97,12 +98,14 @@ static const struct config_misplaced_key misplaced_keys[] = {
     {"locked_crit", "it belongs in health = { ... }"},
     {"journal_mode", "it belongs in enforce = { ... }"},
     {"auto_vacuum", "it belongs in enforce = { ... }"},
+    {"from", "it belongs in drill = { ... }"},
     {NULL, NULL},
 };
 
 static const char *const checkpoint_mode_names[] = {"passive", "full", "restart", "truncate", NULL};
 static const char *const verify_mode_names[] = {"integrity", "quick", NULL};
 static const char *const compress_mode_names[] = {"gzip", "zstd", NULL};
+static const char *const drill_source_names[] = {"local", "remote", NULL};
 
 /* A database's settings while they are being merged. `enabled` is kept
  * apart from the schedule so that a database can say `enabled = true` to
@@ -112,6 +115,11 @@ struct database_draft {
     bool enabled[JOB_COUNT];
     bool replicate_enabled;
     bool encrypt_enabled;
+    /* drill.from as written (-1: not written: the upload target if there
+     * is one, else local), and where, for the check against the target. */
+    int drill_from;
+    int drill_from_line;
+    bool drill_from_in_defaults;
 };
 
 static struct schedule *draft_schedule(struct database_draft *draft, enum job job)
@@ -124,6 +132,7 @@ static struct schedule *draft_schedule(struct database_draft *draft, enum job jo
     case JOB_BACKUP: return &settings->backup.schedule;
     case JOB_UPLOAD: return &settings->upload.schedule;
     case JOB_HEALTH: return &settings->health.schedule;
+    case JOB_DRILL: return &settings->drill.schedule;
     default: break;
     }
     assert(!"unknown job");
@@ -207,6 +216,9 @@ static int draft_init_builtin(struct database_draft *draft)
     settings->health.integrity_every_seconds = 86400;
     settings->health.locked_crit_seconds = 15 * 60;
     settings->enforce.auto_vacuum = ENFORCE_AUTO_VACUUM_UNSET;
+    /* No drill unless asked for: it downloads and unpacks a whole backup. */
+    memset(&settings->drill.schedule, 0, sizeof settings->drill.schedule);
+    draft->drill_from = -1;
     return 0;
 }
 
@@ -492,6 +504,15 @@ static void read_job(struct config_reader *reader, const config_setting_t *paren
                               &settings->health.locked_crit_seconds);
         check_health_order(reader, group, key, &settings->health);
         break;
+    case JOB_DRILL:
+        if (config_value_choice(reader, group, key, "from", drill_source_names, &choice) ==
+            CONFIG_VALUE_SET) {
+            draft->drill_from = choice;
+            draft->drill_from_line =
+                config_setting_source_line(config_setting_get_member(group, "from"));
+            draft->drill_from_in_defaults = strcmp(parent_key, "defaults") == 0;
+        }
+        break;
     default: break;
     }
 }
@@ -545,6 +566,9 @@ static void draft_finish(struct database_draft *draft, const struct config *conf
         /* NULL only when the name was already reported as unknown. */
         upload->target = config_find_target(config, upload->target_name);
     }
+    draft->settings.drill.from = draft->drill_from >= 0 ? (enum drill_source)draft->drill_from
+                                 : upload->target_name  ? DRILL_FROM_REMOTE
+                                                        : DRILL_FROM_LOCAL;
     struct replicate_settings *replicate = &draft->settings.replicate;
     if (!draft->replicate_enabled || !replicate->target_name) {
         free(replicate->target_name);
@@ -561,6 +585,29 @@ static void draft_finish(struct database_draft *draft, const struct config *conf
         encrypt->recipient_count = 0;
         encrypt->local = false;
     }
+}
+
+/* drill.from = "remote" needs the upload target it drills from: said at
+ * the entry, naming where `from` was written when it was inherited. */
+static void check_drill_source(struct config_reader *reader, const config_setting_t *entry,
+                               const char *key, const struct database_draft *draft)
+{
+    if (draft->drill_from != DRILL_FROM_REMOTE || draft->settings.upload.target_name)
+        return;
+    char member_key[CONFIG_KEY_SIZE];
+    config_key_join(member_key, sizeof member_key, key, "drill.from");
+    if (draft->drill_from_in_defaults)
+        config_report(reader, entry, member_key,
+                      "\"remote\" (inherited from defaults, line %d) but this database has no "
+                      "upload target to drill from: give it upload = { target = ...; } or "
+                      "drill = { from = \"local\"; }",
+                      draft->drill_from_line);
+    else
+        config_report(reader,
+                      config_setting_get_member(config_setting_get_member(entry, "drill"), "from"),
+                      member_key,
+                      "\"remote\" but this database has no upload target to drill from: give "
+                      "it upload = { target = ...; }, or drill from \"local\"");
 }
 
 /* Names and paths must be unique: two entries for one file would back it
@@ -621,6 +668,7 @@ static int read_entry(struct config_reader *reader, const config_setting_t *entr
         config_origin_record(reader, entry, "path", false, &draft.settings.path_origin);
     read_settings(reader, entry, key, config, &draft);
     draft_finish(&draft, config);
+    check_drill_source(reader, entry, key, &draft);
 
     draft.settings.line = database->line;
     draft.settings.glob = -1;
@@ -798,6 +846,7 @@ static int read_glob_entry(struct config_reader *reader, const config_setting_t 
         return -ENOMEM;
     read_settings(reader, entry, key, config, &draft);
     draft_finish(&draft, config);
+    check_drill_source(reader, entry, key, &draft);
     struct config_origin origin = {0};
     config_origin_record(reader, entry, "glob", false, &origin);
     int rc = 0;

@@ -69,11 +69,16 @@ static const char state_schema[] =
 
 /* Tables added since version 3 that change nothing an older version reads:
  * the generations whose base was a scheduled snapshot (snapshot_every), not
- * a break, which `backups --remote` shows as one window with the one before. */
+ * a break, which `backups --remote` shows as one window with the one before;
+ * the backups that passed a restore drill. */
 static const char state_additions[] =
     "CREATE TABLE IF NOT EXISTS replica_snapshots ("
     "  database TEXT NOT NULL, generation INTEGER NOT NULL,"
-    "  PRIMARY KEY (database, generation));";
+    "  PRIMARY KEY (database, generation));"
+    /* The backups that passed a restore drill (jobs/drill.c). */
+    "CREATE TABLE IF NOT EXISTS drilled_backups ("
+    "  database TEXT NOT NULL, side TEXT NOT NULL, backup TEXT NOT NULL,"
+    "  drilled_at INTEGER NOT NULL, PRIMARY KEY (database, side, backup));";
 
 static int state_fail(struct state *state, struct error *err, const char *doing)
 {
@@ -351,6 +356,9 @@ static const struct fact_column {
     FACT(FACT_UPLOAD_LAST_SENT, "upload_last_sent", FACT_SENT, upload_last_sent),
     FACT(FACT_INTEGRITY_RUN_AT, "integrity_run_at", FACT_TIME, integrity_run_at),
     FACT(FACT_INTEGRITY_PROBLEM, "integrity_problem", FACT_TEXT, integrity_problem),
+    FACT(FACT_DRILL_SUCCEEDED_AT, "drill_succeeded_at", FACT_TIME, drill_succeeded_at),
+    FACT(FACT_DRILL_RESTORE_SECONDS, "drill_restore_seconds", FACT_REAL, drill_restore_seconds),
+    FACT(FACT_DRILL_COVERAGE, "drill_coverage", FACT_REAL, drill_coverage),
 #undef FACT
 };
 
@@ -940,4 +948,43 @@ int state_replica_breaks(struct state *state, const char *database,
     }
     sqlite3_finalize(row);
     return rc == SQLITE_DONE ? 0 : state_fail(state, err, "cannot read the replica breaks");
+}
+
+int state_record_drilled(struct state *state, const char *database, const char *side,
+                         const char *backup, time_t at, struct error *err)
+{
+    int rc = state_run(state, NULL,
+                       "INSERT INTO drilled_backups (database, side, backup, drilled_at)"
+                       " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (database, side, backup)"
+                       " DO UPDATE SET drilled_at = ?4",
+                       "ssst", database, side, backup, at);
+    return rc == SQLITE_DONE ? 0 : state_fail(state, err, "cannot record a drill");
+}
+
+int state_each_drilled(struct state *state, const char *database, const char *side,
+                       void (*visit)(void *, const char *), void *context, struct error *err)
+{
+    sqlite3_stmt *statement = NULL;
+    int rc = state_run(state, &statement,
+                       "SELECT backup FROM drilled_backups WHERE database = ?1 AND side = ?2"
+                       " ORDER BY backup",
+                       "ss", database, side);
+    while (rc == SQLITE_ROW) {
+        const char *backup = (const char *)sqlite3_column_text(statement, 0);
+        if (backup)
+            visit(context, backup);
+        rc = sqlite3_step(statement);
+    }
+    sqlite3_finalize(statement);
+    return rc == SQLITE_DONE ? 0 : state_fail(state, err, "cannot read the drilled backups");
+}
+
+int state_forget_drilled(struct state *state, const char *database, const char *side,
+                         const char *backup, struct error *err)
+{
+    int rc = state_run(state, NULL,
+                       "DELETE FROM drilled_backups WHERE database = ?1 AND side = ?2"
+                       " AND backup = ?3",
+                       "sss", database, side, backup);
+    return rc == SQLITE_DONE ? 0 : state_fail(state, err, "cannot forget a drill");
 }

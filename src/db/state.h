@@ -88,6 +88,9 @@ enum db_fact {
     FACT_UPLOAD_LAST_SENT = 1u << 15,
     FACT_INTEGRITY_RUN_AT = 1u << 16,
     FACT_INTEGRITY_PROBLEM = 1u << 17,
+    FACT_DRILL_SUCCEEDED_AT = 1u << 18,
+    FACT_DRILL_RESTORE_SECONDS = 1u << 19,
+    FACT_DRILL_COVERAGE = 1u << 20,
 };
 
 /*
@@ -129,6 +132,12 @@ struct db_facts {
         int64_t archives;
         int64_t bytes;
     } upload_last_sent;
+    /* drill.c: the end of the last drill that restored and checked every
+     * backup it took, the restore time of its newest backup, and the share
+     * of the kept backups (on the side drilled) that have passed a drill */
+    time_t drill_succeeded_at;
+    double drill_restore_seconds;
+    double drill_coverage;
 };
 
 /* Stores the fields named in `fields` (enum db_fact bits), at once. */
@@ -170,6 +179,21 @@ int state_pending_upload_count(struct state *state, const char *database, int64_
 /* True when `archive_path` waits in the queue (so local retention keeps it). */
 int state_upload_is_pending(struct state *state, const char *archive_path, bool *pending,
                             struct error *err);
+
+/*
+ * Restore drills (jobs/drill.c): which backups of a database have passed a
+ * drill, per side ("local" or "remote", as an archive and its copy on the
+ * target are two objects). A backup that failed is not recorded, so it is
+ * drilled again until it passes or is gone.
+ */
+int state_record_drilled(struct state *state, const char *database, const char *side,
+                         const char *backup, time_t at, struct error *err);
+/* Calls visit(context, backup) for each backup recorded for `side`. */
+int state_each_drilled(struct state *state, const char *database, const char *side,
+                       void (*visit)(void *, const char *), void *context, struct error *err);
+/* Forgets one: a backup no longer kept. */
+int state_forget_drilled(struct state *state, const char *database, const char *side,
+                         const char *backup, struct error *err);
 
 /*
  * Replication (replicate/shipper.c). One row per database: the generation

@@ -217,6 +217,8 @@ static int health_measure(struct job_context *context, const struct db_facts *pr
     for (int kind = 0; measure->jobs_known && kind < JOB_KIND_COUNT; kind++)
         if (state_get_job(context->state, db->name, job_name(kind), &measure->jobs[kind], NULL) != 0)
             memset(&measure->jobs[kind], 0, sizeof measure->jobs[kind]);
+    if (previous->known & FACT_DRILL_SUCCEEDED_AT)
+        measure->drill_succeeded_at = previous->drill_succeeded_at;
     return 0;
 }
 

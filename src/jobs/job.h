@@ -25,6 +25,7 @@ enum job_kind {
     JOB_UPLOAD,
     JOB_PRUNE,
     JOB_HEALTH,
+    JOB_DRILL,
     JOB_KIND_COUNT
 };
 
@@ -80,10 +81,17 @@ int job_upload(struct job_context *context, struct job_result *result);
 int job_prune_local(struct job_context *context, struct job_result *result);  /* prune.c */
 int job_prune_remote(struct job_context *context, struct job_result *result); /* prune_remote.c */
 int job_health(struct job_context *context, struct job_result *result);
+int job_drill(struct job_context *context, struct job_result *result);
 
 /* Removes temp files and unfinished archives a crash may have left in the
  * database's backup directory. Call with the lock held. Returns the count. */
 int job_clean_backup_directory(const struct database_config *db, struct error *err);
+
+/* Removes what a drill killed midway left in its scratch directory,
+ * STATE_DIR/drill/NAME/ (drill.c). Call with the lock held. Returns the
+ * count. */
+int job_clean_drill_directory(const struct config *config, const struct database_config *db,
+                              struct error *err);
 
 /* Removes the temp files an upload killed midway left on the database's
  * target (target_remove_temp_files). Call with the lock held. Returns the

@@ -12,7 +12,7 @@
 static const char *const job_names[JOB_KIND_COUNT] = {
     [JOB_CHECKPOINT] = "checkpoint", [JOB_ANALYZE] = "analyze", [JOB_VACUUM] = "vacuum",
     [JOB_BACKUP] = "backup",         [JOB_UPLOAD] = "upload",   [JOB_PRUNE] = "prune",
-    [JOB_HEALTH] = "health",
+    [JOB_HEALTH] = "health",         [JOB_DRILL] = "drill",
 };
 
 const char *job_name(enum job_kind kind)
@@ -38,6 +38,7 @@ const struct schedule *job_schedule(const struct database_config *db, enum job_k
     case JOB_BACKUP: return &db->backup.schedule;
     case JOB_UPLOAD: return db->upload.target ? &db->upload.schedule : &never;
     case JOB_HEALTH: return &db->health.schedule;
+    case JOB_DRILL: return &db->drill.schedule;
     default: return &never;
     }
 }

@@ -6,7 +6,10 @@
  * asks and deletes. Archives still waiting for upload are pinned, and the
  * newest verified backup is always kept. The manifest is deleted before its
  * archive, so a crash midway leaves an unfinished archive (cleaned up
- * later), never a manifest that points at nothing.
+ * later), never a manifest that points at nothing. Each deletion first
+ * leaves a record (archive/chain.h) so that verify does not take it for one
+ * behind our back, and removes the record of the backup it followed, which
+ * nothing links to any more.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -16,11 +19,12 @@
 #include <unistd.h>
 
 #include "archive/catalog.h"
+#include "archive/chain.h"
 #include "core/fsutil.h"
-#include "jobs/job.h"
 #include "core/log.h"
-#include "policy/retention.h"
+#include "jobs/job.h"
 #include "offsite/target.h"
+#include "policy/retention.h"
 
 int job_clean_backup_directory(const struct database_config *db, struct error *err)
 {
@@ -106,16 +110,38 @@ int job_prune_local(struct job_context *context, struct job_result *result)
     retention_apply(&db->backup.keep, items, list.count);
 
     size_t deleted = 0, failed = 0;
-    for (size_t i = 0; i < list.count; i++) {
+    /* Oldest first: each deletion removes the record of the one before. */
+    for (size_t i = list.count; i-- > 0;) {
         if (items[i].keep)
             continue;
+        struct chain_record record;
+        chain_record_for(&list.items[i].manifest, list.items[i].id, CHAIN_REASON_RETENTION,
+                         time(NULL), &record);
+        if (chain_write_local(db, &record, &err) != 0) {
+            /* Without its record the deletion would look like tampering. */
+            log_event(LOG_ERR, db->name, "prune", "not deleting backup %s: %s", list.items[i].id,
+                      err.message);
+            items[i].keep = true;
+            failed++;
+            continue;
+        }
         if (unlink(list.items[i].manifest_path) != 0 && errno != ENOENT) {
             log_event(LOG_ERR, db->name, "prune", "cannot delete %s: %s",
                       list.items[i].manifest_path, strerror(errno));
+            items[i].keep = true;
             failed++;
             continue;
         }
         unlink(list.items[i].archive_path);
+        /* The record of the backup this one followed: only this one linked
+         * to it, and it is gone (archive/chain.h). */
+        if (list.items[i].manifest.previous_backup[0]) {
+            struct chain_record previous = {0};
+            snprintf(previous.backup, sizeof previous.backup, "%s",
+                     list.items[i].manifest.previous_backup);
+            if (chain_delete_local(db, &previous, &err) != 0)
+                log_event(LOG_WARNING, db->name, "prune", "%s", err.message);
+        }
         deleted++;
         log_event(LOG_INFO, db->name, "prune", "deleted backup %s", list.items[i].id);
     }

@@ -18,7 +18,7 @@ typedef int (*job_function)(struct job_context *, struct job_result *);
 static const job_function job_functions[JOB_KIND_COUNT] = {
     [JOB_CHECKPOINT] = job_checkpoint, [JOB_ANALYZE] = job_analyze, [JOB_VACUUM] = job_vacuum,
     [JOB_BACKUP] = job_backup,         [JOB_UPLOAD] = job_upload,   [JOB_PRUNE] = job_prune_local,
-    [JOB_HEALTH] = job_health,
+    [JOB_HEALTH] = job_health,         [JOB_DRILL] = job_drill,
 };
 
 static double seconds_since(const struct timespec *start)

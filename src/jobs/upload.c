@@ -25,12 +25,14 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "jobs/job.h"
-#include "core/io.h"
-#include "core/log.h"
+#include "archive/catalog.h"
+#include "archive/chain.h"
 #include "archive/manifest.h"
 #include "archive/sealed.h"
 #include "core/fsutil.h"
+#include "core/io.h"
+#include "core/log.h"
+#include "jobs/job.h"
 #include "offsite/remote.h"
 #include "offsite/target.h"
 
@@ -102,6 +104,57 @@ static int upload_sealed(struct job_context *context, struct target *target,
     return rc;
 }
 
+/* Whether the target lists anything whose key starts with `prefix`. */
+static int upload_target_has(struct target *target, const char *prefix, bool *has,
+                             struct error *err)
+{
+    struct target_listing listing = {0};
+    int rc = target_list(target, prefix, &listing, err);
+    *has = rc == 0 && listing.count > 0;
+    target_listing_free(&listing);
+    return rc;
+}
+
+/* The chain on a target starts with the first backup sent there: when the
+ * backup it follows was never sent (taken before the target was
+ * configured), a record says so (archive/chain.h), so that verify does not
+ * report it missing. Only then: a backup missing from a target that holds
+ * older ones is reported by verify, not explained away here. */
+static int upload_mark_chain_start(struct job_context *context, struct target *target,
+                                   const struct manifest *manifest, struct error *err)
+{
+    const char *name = context->database->name;
+    char prefix[1200], directory[4096];
+    bool has = false;
+    if (!manifest->previous_backup[0])
+        return 0;
+    snprintf(prefix, sizeof prefix, "%s/%s-%s.", name, name, manifest->previous_backup);
+    int rc = upload_target_has(target, prefix, &has, err);
+    if (rc != 0 || has)
+        return rc;
+    snprintf(prefix, sizeof prefix, "%s/%s/%s-%s.json", name, CHAIN_RECORD_DIRECTORY, name,
+             manifest->previous_backup);
+    if ((rc = upload_target_has(target, prefix, &has, err)) != 0 || has)
+        return rc;
+    struct remote_list list = {0};
+    if ((rc = remote_list_backups(target, name, &list, err)) != 0)
+        return rc;
+    for (size_t i = 0; i < list.count && !has; i++)
+        has = list.items[i].has_manifest && list.items[i].created < manifest->created;
+    remote_list_free(&list);
+    if (has)
+        return 0;
+    struct chain_record record = {0};
+    snprintf(record.database, sizeof record.database, "%s", name);
+    snprintf(record.backup, sizeof record.backup, "%s", manifest->previous_backup);
+    snprintf(record.chain_sha256, sizeof record.chain_sha256, "%s", manifest->previous_sha256);
+    snprintf(record.reason, sizeof record.reason, "%s", CHAIN_REASON_NOT_UPLOADED);
+    record.at = time(NULL);
+    if (catalog_directory(context->database, directory, sizeof directory) != 0)
+        return error_set(err, -ENAMETOOLONG, "backup directory for %s: path too long", name);
+    return remote_put_record(target, directory, &record, err);
+}
+
 static int upload_one(struct job_context *context, struct target *target,
                       const struct upload_entry *entry, int64_t *bytes, struct error *err)
 {
@@ -115,6 +168,8 @@ static int upload_one(struct job_context *context, struct target *target,
     snprintf(manifest_key, sizeof manifest_key, "%s.json", archive_key);
     snprintf(manifest_path, sizeof manifest_path, "%s.json", entry->archive_path);
     int rc = manifest_read(manifest_path, &manifest, err);
+    if (rc == 0)
+        rc = upload_mark_chain_start(context, target, &manifest, err);
     if (rc != 0)
         return rc;
     if (context->database->encrypt.recipient_count > 0 && !manifest.encrypted) {

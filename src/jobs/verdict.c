@@ -199,13 +199,14 @@ static int64_t schedule_interval(const struct schedule *schedule, time_t referen
 
 /*
  * A job last succeeded at record->last_success and should every `interval`
- * seconds: twice overdue is degraded, four times unhealthy. A job whose
- * last run failed but is not overdue yet is degraded: someone should look
- * before it is.
+ * seconds: twice overdue is degraded, four times unhealthy (at most `worst`).
+ * A job whose last run failed but is not overdue yet is degraded: someone
+ * should look before it is.
  */
 static void judge_job(struct health_verdict *verdict, const struct config *config,
                       const struct database_config *db, enum job_kind kind,
-                      const struct job_record *record, int64_t interval, time_t now)
+                      const struct job_record *record, int64_t interval, enum health_level worst,
+                      time_t now)
 {
     const char *job = job_name(kind);
     char age[32], every[32], at[48], rerun[ADVICE_MAX];
@@ -221,8 +222,9 @@ static void judge_job(struct health_verdict *verdict, const struct config *confi
          * STATUS=, /health), when "12s ago" would no longer be true. */
         units_format_clock(record->last_success, now, at, sizeof at);
         if (since > 2 * interval) {
+            enum health_level level = since > 4 * interval ? UNHEALTHY : DEGRADED;
             verdict_add(
-                verdict, since > 4 * interval ? UNHEALTHY : DEGRADED,
+                verdict, level < worst ? level : worst,
                 "last good %s at %s (%s before this check), %s its %s interval%s%.200s%s: fix "
                 "the cause, then run `%s`",
                 job, at, age, since > 4 * interval ? "over 4x" : "over 2x", every,
@@ -255,19 +257,28 @@ static void judge_jobs(struct health_verdict *verdict, const struct config *conf
         /* Its own failure is the verdict being made. */
         if (kind == JOB_HEALTH)
             continue;
-        const struct job_record *record = &measure->jobs[kind];
+        struct job_record record = measure->jobs[kind];
         int64_t interval = 0;
-        if (kind == JOB_BACKUP || kind == JOB_CHECKPOINT) {
-            interval = schedule_interval(job_schedule(db, kind), record->last_success);
+        enum health_level worst = UNHEALTHY;
+        if (kind == JOB_DRILL) {
+            /* A drill succeeds when every backup it took passed: a run with
+             * nothing to drill yet (a warning) is no proof. Overdue or
+             * failed, the backups are not known to restore; the database
+             * itself is no worse for it: degraded, never unhealthy. */
+            record.last_success = measure->drill_succeeded_at;
+            interval = schedule_interval(job_schedule(db, kind), record.last_success);
+            worst = DEGRADED;
+        } else if (kind == JOB_BACKUP || kind == JOB_CHECKPOINT) {
+            interval = schedule_interval(job_schedule(db, kind), record.last_success);
         } else if (kind == JOB_UPLOAD && db->upload.target) {
             /* The upload schedule is a retry tick; what matters is that each
              * backup leaves the machine within a backup interval. */
-            interval = schedule_interval(&db->upload.schedule, record->last_success);
-            int64_t backup = schedule_interval(&db->backup.schedule, record->last_success);
+            interval = schedule_interval(&db->upload.schedule, record.last_success);
+            int64_t backup = schedule_interval(&db->backup.schedule, record.last_success);
             if (backup > interval)
                 interval = backup;
         }
-        judge_job(verdict, config, db, (enum job_kind)kind, record, interval, now);
+        judge_job(verdict, config, db, (enum job_kind)kind, &record, interval, worst, now);
     }
 }
 

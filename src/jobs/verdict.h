@@ -37,6 +37,7 @@ struct health_measure {
     char integrity_problem[INTEGRITY_PROBLEM_SIZE]; /* the standing integrity verdict; "": none */
     bool jobs_known;                /* no state database: the jobs are not judged */
     struct job_record jobs[JOB_KIND_COUNT];
+    time_t drill_succeeded_at; /* the last drill that passed in full (drill.c); 0: none */
 };
 
 /* Reasons are kept twice: "; "-joined for one-line places (the job message,

@@ -23,6 +23,7 @@ struct remote_backup {
     char manifest_key[1100];
     int64_t archive_bytes;
     bool has_manifest;
+    time_t modified; /* the later LastModified of archive and manifest */
 };
 
 struct remote_list {
@@ -44,5 +45,20 @@ struct manifest;
  * `temp_directory` (removed again). */
 int remote_read_manifest(struct target *target, const struct remote_backup *backup,
                          const char *temp_directory, struct manifest *manifest, struct error *err);
+
+struct chain_record;
+/* The records of deleted backups (archive/chain.h) on the target, under
+ * NAME/pruned/. Put and get go through a temp file in `temp_directory`. */
+int remote_put_record(struct target *target, const char *temp_directory,
+                      const struct chain_record *record, struct error *err);
+/* Reads the records of the backups `ids` (count of them) that the target
+ * lists: one listing, then one small read per record found. Records that
+ * are not listed, or unreadable, are left out (a link to them is then
+ * reported missing). */
+int remote_read_records(struct target *target, const char *name, const char *temp_directory,
+                        const char *const *ids, size_t id_count, struct chain_record **records,
+                        size_t *count, struct error *err);
+int remote_delete_record(struct target *target, const struct chain_record *record,
+                         struct error *err);
 
 #endif

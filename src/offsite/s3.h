@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "offsite/credentials.h"
 #include "offsite/sigv4.h"
@@ -33,6 +34,10 @@ struct s3_client {
     char *storage_class; /* NULL: bucket default */
     char *sse;           /* NULL, "AES256", "aws:kms" */
     char *sse_kms_key_id;
+    /* Object Lock on every upload: "GOVERNANCE" or "COMPLIANCE" for this many
+     * days from the request; NULL: none. */
+    const char *object_lock_mode;
+    int object_lock_days;
     int64_t part_size;
     bool tls_verify;
     struct credentials credentials;
@@ -120,9 +125,17 @@ int s3_upload_multipart(struct s3_client *client, CURL *curl, const char *key,
                         char stored_sha256[IO_SHA256_HEX], const struct io_context *io,
                         struct error *err);
 
-/* Headers every new object carries: metadata sha256, storage class, SSE. */
+/* "2026-12-02T10:00:00Z" and its NUL. */
+#define S3_DATE_SIZE 21
+
+/* Headers every new object carries: metadata sha256, storage class, SSE and,
+ * on a target with Object Lock, its mode and the date `now` + days, written
+ * into `retain_until` (which must outlive the request). S3 refuses Object
+ * Lock headers without Content-MD5 or an x-amz-checksum-* on PutObject and
+ * on every UploadPart of such an upload: the callers send Content-MD5. */
 void s3_request_add_object_headers(const struct s3_client *client, struct s3_request *request,
-                                   const char *sha256_hex);
+                                   const char *sha256_hex, time_t now,
+                                   char retain_until[S3_DATE_SIZE]);
 
 CURL *s3_curl_new(void);
 

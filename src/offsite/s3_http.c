@@ -62,8 +62,23 @@ void s3_request_add_parameter(struct s3_request *request, const char *name, cons
 }
 
 void s3_request_add_object_headers(const struct s3_client *client, struct s3_request *request,
-                                   const char *sha256_hex)
+                                   const char *sha256_hex, time_t now,
+                                   char retain_until[S3_DATE_SIZE])
 {
+    retain_until[0] = '\0';
+    if (client->object_lock_mode) {
+        struct tm until;
+        time_t seconds = now + (time_t)client->object_lock_days * 86400;
+        assert(client->object_lock_days > 0);
+        /* days <= 36500 (config.c): always a four-digit year, so it fits. */
+        size_t written = gmtime_r(&seconds, &until)
+                             ? strftime(retain_until, S3_DATE_SIZE, "%Y-%m-%dT%H:%M:%SZ", &until)
+                             : 0;
+        assert(written == S3_DATE_SIZE - 1);
+        (void)written;
+        s3_request_add_header(request, "x-amz-object-lock-mode", client->object_lock_mode);
+        s3_request_add_header(request, "x-amz-object-lock-retain-until-date", retain_until);
+    }
     if (sha256_hex && *sha256_hex)
         s3_request_add_header(request, "x-amz-meta-sha256", sha256_hex);
     if (client->storage_class)
@@ -436,6 +451,11 @@ static int http_error(const struct s3_client *client, const struct s3_request *r
                          "%s: S3 redirects (HTTP %ld %s): check the endpoint and region, or set "
                          "path_style = true",
                          what, status, code);
+    if (client->object_lock_mode && status == 400 && strstr(document->message, "Object Lock"))
+        return error_set(err, -EINVAL,
+                         "%s: %s failed: HTTP 400 %s: %s \xe2\x80\x94 object_lock needs a "
+                         "bucket with Object Lock enabled, and s3:PutObjectRetention",
+                         what, request->method, code, document->message);
     int rc = status == 405 || status == 501 ? -EOPNOTSUPP : status >= 500 ? -EIO : -EINVAL;
     return error_set(err, rc, "%s: %s failed: HTTP %ld %s%s%s", what, request->method, status, code,
                      document->message[0] ? ": " : "", document->message);

@@ -18,10 +18,11 @@
  * hashed first, along with the whole, because CreateMultipartUpload must
  * carry x-amz-meta-sha256; the parts then go with the payload SHA-256 of
  * that first pass (signed; no Content-MD5, which would be a third hash of
- * every byte), so a source that reads differently the second time is
- * refused by S3 rather than stored. A failed or cancelled upload is
- * aborted so no invisible parts are left to pay for. Not for small sources
- * (target_s3.c sends those in one PutObject).
+ * every byte, but on a target with Object Lock, where S3 requires it), so a
+ * source that reads differently the second time is refused by S3 rather
+ * than stored. A failed or cancelled upload is aborted so no invisible
+ * parts are left to pay for. Not for small sources (target_s3.c sends those
+ * in one PutObject).
  */
 #include <errno.h>
 #include <openssl/evp.h>
@@ -205,9 +206,12 @@ static int process_part(struct multipart *upload, CURL *curl, void *reader, unsi
     int rc = 0;
     /* The first pass gives no Content-MD5: MD5 is the slowest of its
      * hashes (0.7 GB/s here against 1.8 for SHA-256), and for a part whose
-     * payload SHA-256 is signed, S3 checks that instead (UploadPart). */
+     * payload SHA-256 is signed, S3 checks that instead (UploadPart). But
+     * not on a target with Object Lock: there S3 refuses an UploadPart
+     * without Content-MD5 (or x-amz-checksum-*), whatever was signed. */
+    bool md5 = !upload->hashes || upload->client->object_lock_mode;
     if (!upload->hashes || !upload->sending)
-        rc = hash_part(upload, reader, buffer, offset, length, !upload->hashes, hashes, error);
+        rc = hash_part(upload, reader, buffer, offset, length, md5, hashes, error);
     if (rc == 0 && upload->sending)
         rc = send_part(upload, curl, reader, index, offset, length, hashes, error);
     if (rc != 0)
@@ -288,8 +292,9 @@ static int create_upload(struct multipart *upload, CURL *curl, const char *sha25
 {
     struct s3_request request = {.method = "POST", .key = upload->key, .download_fd = -1};
     struct s3_response response;
+    char retain_until[S3_DATE_SIZE];
     s3_request_add_parameter(&request, "uploads", "");
-    s3_request_add_object_headers(upload->client, &request, sha256_hex);
+    s3_request_add_object_headers(upload->client, &request, sha256_hex, time(NULL), retain_until);
     int rc = s3_perform(upload->client, curl, &request, &response, upload->io, err);
     if (rc == 0 && s3_xml_parse_upload_id(response.body, response.body_size, upload->upload_id,
                                           sizeof upload->upload_id) != 0) {

@@ -2,8 +2,9 @@
  * target_s3.c: a target in an S3-compatible bucket (AWS S3, MinIO, Ceph RGW,
  * R2, B2, Wasabi): PutObject for files up to the part size, multipart above
  * (s3_multipart.c), GetObject streamed to a file, ListObjectsV2 with paging,
- * DeleteObject. Every object carries Content-MD5 (checked by S3) and its
- * SHA-256 as x-amz-meta-sha256 (checked here on download).
+ * DeleteObject. Every object carries Content-MD5 (checked by S3, and the
+ * checksum S3 requires beside Object Lock headers) and its SHA-256 as
+ * x-amz-meta-sha256 (checked here on download).
  *
  * Not for HTTP details or retries (s3_http.c), XML (s3_xml.c) or signing
  * (sigv4.c).
@@ -63,7 +64,7 @@ static int put_small(struct s3_target *s3, const char *key, const struct target_
 {
     struct s3_request request = {.method = "PUT", .key = key, .download_fd = -1};
     struct s3_response response = {0};
-    char md5[32], sha256[SIGV4_SHA256_HEX], what[1200];
+    char md5[32], sha256[SIGV4_SHA256_HEX], what[1200], retain_until[S3_DATE_SIZE];
     int64_t size = source->size;
     unsigned char *buffer = malloc(size > 0 ? (size_t)size : 1);
     void *progress_context[2] = {(void *)io, &size};
@@ -89,7 +90,7 @@ static int put_small(struct s3_target *s3, const char *key, const struct target_
     }
     s3_content_md5(buffer, (size_t)size, md5);
     s3_request_add_header(&request, "Content-MD5", md5);
-    s3_request_add_object_headers(&s3->client, &request, sha256);
+    s3_request_add_object_headers(&s3->client, &request, sha256, time(NULL), retain_until);
     request.body = buffer;
     request.body_size = (size_t)size;
     request.payload_hash = sha256;
@@ -351,6 +352,11 @@ int target_s3_open(const struct target_config *config, struct target *target, st
     client->part_size =
         config->part_size >= S3_MIN_PART_SIZE ? config->part_size : 16 * 1024 * 1024;
     client->tls_verify = config->tls_verify;
+    if (config->object_lock_days > 0) {
+        client->object_lock_mode =
+            config->object_lock_mode == OBJECT_LOCK_COMPLIANCE ? "COMPLIANCE" : "GOVERNANCE";
+        client->object_lock_days = config->object_lock_days;
+    }
     if (copy_optional(&client->bucket, config->bucket) != 0 ||
         copy_optional(&client->region,
                       config->region && *config->region ? config->region : "us-east-1") != 0 ||

@@ -215,3 +215,15 @@ void retention_apply(const struct keep_policy *policy, struct retention_item *it
     }
     free(order);
 }
+
+time_t retention_lock_until(time_t modified, int days)
+{
+    if (days <= 0)
+        return modified;
+    return modified + (time_t)days * 86400 + RETENTION_LOCK_MARGIN_SECONDS;
+}
+
+bool retention_object_is_locked(time_t modified, int days, time_t now)
+{
+    return days > 0 && now < retention_lock_until(modified, days);
+}

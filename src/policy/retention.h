@@ -45,4 +45,18 @@ struct retention_item {
 /* Decides keep/reason for every item. Items may come in any order. */
 void retention_apply(const struct keep_policy *policy, struct retention_item *items, size_t count);
 
+/* Added to an Object Lock's predicted end: S3 counts the lock from the date
+ * the client sent, by the client's clock, and SigV4 lets that clock be up to
+ * 15 minutes ahead of the one that stamps LastModified. */
+#define RETENTION_LOCK_MARGIN_SECONDS 3600
+
+/* The first time an object whose LastModified is `modified`, uploaded with
+ * S3 Object Lock for `days` days, may be deleted. The lock's date is taken
+ * when the upload starts and LastModified no earlier (up to the clocks'
+ * skew, in the margin), so this is never early. `days` 0: `modified`. */
+time_t retention_lock_until(time_t modified, int days);
+
+/* Whether that object is still locked at `now`. */
+bool retention_object_is_locked(time_t modified, int days, time_t now);
+
 #endif

@@ -17,6 +17,7 @@
 #include "core/log.h"
 #include "db/state.h"
 #include "offsite/target.h"
+#include "policy/retention.h"
 #include "replicate/format.h"
 #include "replicate/shipper.h"
 #include "replicate/window.h"
@@ -115,13 +116,17 @@ static int write_index(struct replica_uploader *u, const struct state_replica_ge
 
 /* Deletes every object on the target of a generation numbered below
  * `oldest_kept`: what retention forgot, whether deleted already or left by
- * a kill between forgetting and deleting. */
-static int sweep(struct replica_uploader *u, uint32_t oldest_kept, size_t *deleted,
+ * a kill between forgetting and deleting. An object that S3 Object Lock
+ * still holds is left (*held) for a later sweep: deleting it would only hide
+ * it behind a delete marker. */
+static int sweep(struct replica_uploader *u, uint32_t oldest_kept, size_t *deleted, size_t *held,
                  struct error *err)
 {
     char prefix[FORMAT_KEY_SIZE];
     struct target_listing listing = {0};
+    time_t now = time(NULL);
     *deleted = 0;
+    *held = 0;
     snprintf(prefix, sizeof prefix, "%s/replica/", u->db->name);
     int rc = target_list(u->target, prefix, &listing, err);
     for (size_t i = 0; rc == 0 && i < listing.count && !(u->stop && *u->stop); i++) {
@@ -138,6 +143,11 @@ static int sweep(struct replica_uploader *u, uint32_t oldest_kept, size_t *delet
         name[length] = '\0';
         if (format_generation_parse(name, &generation) != 0 || generation >= oldest_kept)
             continue;
+        if (retention_object_is_locked(listing.objects[i].modified,
+                                       u->db->replicate.target->object_lock_days, now)) {
+            (*held)++;
+            continue;
+        }
         rc = target_delete(u->target, key, err);
         if (rc == 0)
             (*deleted)++;
@@ -206,14 +216,19 @@ static int retain(struct replica_uploader *u, int64_t now_ms, struct error *err)
         u->sweep_due = true;
     }
     if (u->sweep_due) {
-        size_t deleted = 0;
-        rc = sweep(u, list[0].generation, &deleted, err);
+        size_t deleted = 0, held = 0;
+        rc = sweep(u, list[0].generation, &deleted, &held, err);
         if (rc == 0) {
             u->sweep_due = false;
             if (deleted > 0)
                 log_event(LOG_INFO, u->db->name, "replicate",
                           "deleted %zu objects of generations before %" PRIu32 " from %s", deleted,
                           list[0].generation, u->db->replicate.target_name);
+            if (held > 0)
+                log_event(LOG_INFO, u->db->name, "replicate",
+                          "kept %zu objects of generations before %" PRIu32
+                          " that object_lock holds on %s; a later sweep deletes them",
+                          held, list[0].generation, u->db->replicate.target_name);
         } else {
             error_prefix(err, "%s: retention: ", u->db->name);
         }

@@ -293,6 +293,66 @@ static void render_replication(const struct metrics_input *input, struct buffer 
     }
 }
 
+/* Restore drills (jobs/drill.c): when the last one passed, how long its
+ * restore took, how many failed, and how much of what is kept they cover.
+ * No family at all where no database drills. */
+static void render_drills(const struct metrics_input *input, struct buffer *buffer)
+{
+    static const struct {
+        const char *name, *type, *help;
+    } families[] = {
+        {"sqlprodd_drill_last_success_timestamp_seconds", "gauge",
+         "Unix time of the end of the last restore drill in which every backup taken restored, "
+         "passed integrity_check and matched its fingerprint."},
+        {"sqlprodd_drill_restore_seconds", "gauge",
+         "Measured restore time of the newest backup in the last drill that restored it: "
+         "download, SHA-256, decryption, decompression, integrity_check, fsync."},
+        {"sqlprodd_drill_failures_total", "counter",
+         "Restore drills that failed since the state was created."},
+        {"sqlprodd_drill_coverage_ratio", "gauge",
+         "Share of the kept backups (on the side drilled) that have passed a restore drill."},
+    };
+    const struct config *config = input->config;
+    bool any = false;
+    for (size_t i = 0; i < config->database_count && !any; i++)
+        any = config->databases[i].drill.schedule.kind != SCHEDULE_NONE ||
+              input->databases[i].jobs[JOB_DRILL].runs_total > 0;
+    if (!any)
+        return;
+    for (size_t f = 0; f < sizeof families / sizeof families[0]; f++) {
+        family(buffer, families[f].name, families[f].type, families[f].help);
+        for (size_t i = 0; i < config->database_count; i++) {
+            const struct metrics_database *database = &input->databases[i];
+            const struct db_facts *facts = &database->facts;
+            char name[300], value[64];
+            bool known;
+            switch (f) {
+            case 0:
+                known = facts->known & FACT_DRILL_SUCCEEDED_AT;
+                snprintf(value, sizeof value, "%lld", (long long)facts->drill_succeeded_at);
+                break;
+            case 1:
+                known = facts->known & FACT_DRILL_RESTORE_SECONDS;
+                snprintf(value, sizeof value, "%.3f", facts->drill_restore_seconds);
+                break;
+            case 2:
+                known = database->jobs[JOB_DRILL].runs_total > 0;
+                snprintf(value, sizeof value, "%lld",
+                         (long long)database->jobs[JOB_DRILL].failures_total);
+                break;
+            default:
+                known = facts->known & FACT_DRILL_COVERAGE;
+                snprintf(value, sizeof value, "%.6f", facts->drill_coverage);
+                break;
+            }
+            if (!known)
+                continue;
+            escape_label(config->databases[i].name, name, sizeof name);
+            buffer_printf(buffer, "%s{database=\"%s\"} %s\n", families[f].name, name, value);
+        }
+    }
+}
+
 static void collect_break(void *context, const char *reason, int64_t count)
 {
     struct metrics_database *database = context;
@@ -310,6 +370,7 @@ int metrics_render_input(const struct metrics_input *input, char **text, size_t 
     render_jobs(input, &buffer);
     render_databases(input, &buffer);
     render_replication(input, &buffer);
+    render_drills(input, &buffer);
     render_database_details(input, &buffer);
     render_agent(input, &buffer);
     if (buffer.failed) {

@@ -161,6 +161,7 @@ struct replica_segment {
      * switched on or off while a range was re-shipped); `sealed`: the
      * sidecar describes the .age one, the one fetched. */
     bool listed_plain, listed_sealed, sealed;
+    int64_t listed_plain_size, listed_sealed_size; /* as the listing says */
 };
 
 struct replica_generation {
@@ -566,6 +567,8 @@ static void replica_merge_listed(struct replica_generation *g)
             g->segments[kept - 1].end == s->end) {
             g->segments[kept - 1].listed_plain |= s->listed_plain;
             g->segments[kept - 1].listed_sealed |= s->listed_sealed;
+            g->segments[kept - 1].listed_plain_size += s->listed_plain_size;
+            g->segments[kept - 1].listed_sealed_size += s->listed_sealed_size;
             continue;
         }
         g->segments[kept++] = *s;
@@ -605,6 +608,7 @@ static int replica_list_segments(struct replica_work *work, struct replica_gener
         s->size = listing.objects[i].size;
         s->listed_sealed = sealed;
         s->listed_plain = !sealed;
+        *(sealed ? &s->listed_sealed_size : &s->listed_plain_size) = s->size;
     }
     qsort(g->segments, g->segment_count, sizeof *g->segments, replica_compare_segments);
     replica_merge_listed(g);
@@ -1256,6 +1260,43 @@ static int replica_choose(struct replica_work *work, size_t *chosen, struct erro
                      index->items[0].name);
 }
 
+/* request->plan_only: every object the restore would fetch is listed with
+ * the size its sidecar or base.json gives, without fetching it. */
+static int replica_check_sizes(struct replica_work *work, struct error *err)
+{
+    const struct replica_generation *base = &work->chain[0];
+    struct target_listing listing = {0};
+    char key[FORMAT_KEY_SIZE];
+    snprintf(key, sizeof key, "%s%s/base.db.gz%s", work->prefix, base->window.name,
+             base->base_sealed ? SEALED_SUFFIX : "");
+    int rc = target_list(work->target, key, &listing, err);
+    const struct target_object *found = NULL;
+    for (size_t i = 0; rc == 0 && i < listing.count; i++)
+        if (strcmp(listing.objects[i].key, key) == 0)
+            found = &listing.objects[i];
+    if (rc == 0 && !found)
+        rc = error_set(err, -ENOENT, "%s is missing on target %s: base.json describes it", key,
+                       work->request->target->name);
+    else if (rc == 0 && found->size != base->base_size)
+        rc = error_set(err, -EBADMSG, "%s is %lld bytes on target %s, base.json says %lld", key,
+                       (long long)found->size, work->request->target->name,
+                       (long long)base->base_size);
+    target_listing_free(&listing);
+    for (size_t i = 0; i < work->chain_count && rc == 0; i++) {
+        const struct replica_generation *g = &work->chain[i];
+        for (size_t k = 0; k < g->used_segments && rc == 0; k++) {
+            const struct replica_segment *s = &g->segments[k];
+            int64_t listed = s->sealed ? s->listed_sealed_size : s->listed_plain_size;
+            if (listed != s->size)
+                rc =
+                    error_set(err, -EBADMSG, "%s is %lld bytes on target %s, its sidecar says %lld",
+                              SEGMENT_KEY(s), (long long)listed, work->request->target->name,
+                              (long long)s->size);
+        }
+    }
+    return rc;
+}
+
 int replica_restore(const struct replica_request *request, struct replica_result *result,
                     struct error *err)
 {
@@ -1282,6 +1323,13 @@ int replica_restore(const struct replica_request *request, struct replica_result
         rc = replica_plan_segments(&work, err);
     if (rc == 0)
         rc = replica_check_base_frame(&work, err);
+    if (rc == 0 && request->plan_only) {
+        rc = replica_check_sizes(&work, err);
+        for (size_t i = 0; i < work.chain_count; i++)
+            result->segments += work.chain[i].used_segments;
+        result->generations = work.chain_count;
+        goto out;
+    }
     if (rc == 0 && !(jobs = calloc(REPLICA_BATCH, sizeof *jobs)))
         rc = error_set(err, -ENOMEM, "out of memory");
     if (rc != 0)

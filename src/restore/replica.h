@@ -90,6 +90,10 @@ struct replica_request {
     /* Identities that open a sealed replica (base.db.gz.age,
      * S-E.wal.gz.age); count 0: none, and a sealed object is refused. */
     struct archive_keys keys;
+    /* Only check that every object the restore would read is there with
+     * the size its manifest gives (verify without --data): no download of
+     * data, no output written. */
+    bool plan_only;
 };
 
 struct replica_result {

@@ -79,7 +79,10 @@ class DirTargetTest(AgentTestCase):
             self.run_cli("backup", "app", check=0)
             self.run_cli("upload", "app", check=0)
             time.sleep(1.05)
-        self.assertEqual(len(self.remote_files()), 4)  # two archives, two manifests
+        # Two archives, two manifests, and the record of retention's deletion
+        # that the oldest kept backup links to (sqlprodd verify).
+        self.assertEqual(len(self.remote_files()), 5, self.remote_files())
+        self.assertEqual(len(os.listdir(os.path.join(self.offsite, "app", "pruned"))), 1)
         target = os.path.join(self.dir, "restored.db")
         result = self.run_cli("restore", "app", "--to", target, "--from", "remote", check=0)
         self.assertIn("(remote)", result.stdout)

@@ -110,6 +110,20 @@ struct bad_config {
 };
 
 static const struct bad_config bad_configs[] = {
+    /* drill = { from = ...; } */
+    {"drill from remote without an upload target",
+     "databases = ( { name = \"app\"; path = \"/a.db\";\n"
+     "  drill = { every = \"1d\"; from = \"remote\"; }; } );\n",
+     "2: databases.app.drill.from: \"remote\" but this database has no upload target to drill "
+     "from: give it upload = { target = ...; }, or drill from \"local\""},
+    {"drill from remote inherited without an upload target",
+     "defaults = { drill = { from = \"remote\"; }; };\n"
+     "databases = ( { name = \"app\"; path = \"/a.db\"; } );\n",
+     "2: databases.app.drill.from: \"remote\" (inherited from defaults, line 1) but this "
+     "database has no upload target to drill from: give it upload = { target = ...; } or "
+     "drill = { from = \"local\"; }"},
+    {"from outside the drill group", "defaults = { from = \"local\"; };\n" APP,
+     "1: defaults.from: unknown key 'from' here (it belongs in drill = { ... })"},
     /* Unknown keys, with a suggestion for typos and a hint for misplaced keys. */
     {"top-level typo", "workes = 2;\n" APP,
      "1: workes: unknown key 'workes' (did you mean 'workers'?)"},
@@ -325,6 +339,52 @@ static const struct bad_config bad_configs[] = {
      "targets = ( { name = \"nas\"; type = \"dir\"; path = \"/mnt\";\n  bucket = \"b\"; } );\n" APP,
      "2: targets.nas.bucket: 'bucket' is only used by type \"s3\" targets, and this one is "
      "\"dir\""},
+    {"object_lock on a dir target",
+     "targets = ( { name = \"nas\"; type = \"dir\"; path = \"/mnt\";\n"
+     "  object_lock = { mode = \"governance\"; days = 30; }; } );\n" APP,
+     "2: targets.nas.object_lock: 'object_lock' is only used by type \"s3\" targets, and this "
+     "one is \"dir\""},
+    {"object_lock mode",
+     "targets = ( { name = \"s\"; type = \"s3\"; region = \"r\"; bucket = \"b\";\n"
+     "  object_lock = { mode = \"strict\"; days = 30; }; } );\n" APP,
+     "2: targets.s.object_lock.mode: unknown value \"strict\" (expected \"governance\" or "
+     "\"compliance\")"},
+    {"object_lock mode typo",
+     "targets = ( { name = \"s\"; type = \"s3\"; region = \"r\"; bucket = \"b\";\n"
+     "  object_lock = { mode = \"complience\"; days = 30; }; } );\n" APP,
+     "2: targets.s.object_lock.mode: unknown value \"complience\" (did you mean "
+     "\"compliance\"?)"},
+    {"object_lock days 0",
+     "targets = ( { name = \"s\"; type = \"s3\"; region = \"r\"; bucket = \"b\";\n"
+     "  object_lock = { mode = \"governance\"; days = 0; }; } );\n" APP,
+     "2: targets.s.object_lock.days: must be between 1 and 36500, got 0"},
+    {"object_lock days past a century",
+     "targets = ( { name = \"s\"; type = \"s3\"; region = \"r\"; bucket = \"b\";\n"
+     "  object_lock = { mode = \"governance\"; days = 36501; }; } );\n" APP,
+     "2: targets.s.object_lock.days: must be between 1 and 36500, got 36501"},
+    {"object_lock days as a duration",
+     "targets = ( { name = \"s\"; type = \"s3\"; region = \"r\"; bucket = \"b\";\n"
+     "  object_lock = { mode = \"governance\"; days = \"30d\"; }; } );\n" APP,
+     "2: targets.s.object_lock.days: expected an integer, got a string"},
+    {"object_lock without days",
+     "targets = ( { name = \"s\"; type = \"s3\"; region = \"r\"; bucket = \"b\";\n"
+     "  object_lock = { mode = \"governance\"; }; } );\n" APP,
+     "2: targets.s.object_lock: missing 'days' (how long each uploaded object stays locked, 1 "
+     "to 36500)"},
+    {"object_lock without mode",
+     "targets = ( { name = \"s\"; type = \"s3\"; region = \"r\"; bucket = \"b\";\n"
+     "  object_lock = { days = 30; }; } );\n" APP,
+     "2: targets.s.object_lock: missing 'mode' (\"governance\" or \"compliance\")"},
+    {"object_lock not a group",
+     "targets = ( { name = \"s\"; type = \"s3\"; region = \"r\"; bucket = \"b\";\n"
+     "  object_lock = true; } );\n" APP,
+     "2: targets.s.object_lock: expected a group { mode = \"governance\"; days = 30; }, got "
+     "true/false"},
+    {"object_lock unknown key",
+     "targets = ( { name = \"s\"; type = \"s3\"; region = \"r\"; bucket = \"b\";\n"
+     "  object_lock = { mode = \"governance\"; days = 30; years = 1; }; } );\n" APP,
+     "2: targets.s.object_lock.years: unknown key 'years' (known keys here: mode, "
+     "days)"},
 
     /* Numbers out of range. */
     {"level 0", "defaults = { backup = { level = 0; }; };\n" APP,
@@ -882,6 +942,40 @@ static void replicate_merges_from_defaults_and_entries_can_opt_out(void **state)
     config_free(config);
 }
 
+static void drill_runs_only_when_scheduled_and_from_follows_the_target(void **state)
+{
+    (void)state;
+    char text[2048];
+    snprintf(text, sizeof text,
+             "%s"
+             "defaults = { drill = { every = \"1d\"; }; };\n"
+             "databases = (\n"
+             "  { name = \"remote\"; path = \"/1.db\"; upload = { target = \"offsite\"; }; },\n"
+             "  { name = \"local\"; path = \"/2.db\"; },\n"
+             "  { name = \"chosen\"; path = \"/3.db\"; upload = { target = \"nas\"; };\n"
+             "    drill = { cron = \"0 4 * * *\"; from = \"local\"; }; },\n"
+             "  { name = \"off\"; path = \"/4.db\"; drill = { enabled = false; }; }\n"
+             ");\n",
+             merge_targets);
+    struct config *config = load_good(text);
+    const struct database_config *remote = config_find_database(config, "remote");
+    assert_int_equal(remote->drill.schedule.kind, SCHEDULE_EVERY);
+    assert_int_equal(remote->drill.schedule.every_seconds, 86400);
+    assert_int_equal(remote->drill.from, DRILL_FROM_REMOTE);
+    assert_int_equal(config_find_database(config, "local")->drill.from, DRILL_FROM_LOCAL);
+    const struct database_config *chosen = config_find_database(config, "chosen");
+    assert_int_equal(chosen->drill.schedule.kind, SCHEDULE_CRON);
+    assert_int_equal(chosen->drill.from, DRILL_FROM_LOCAL);
+    assert_int_equal(config_find_database(config, "off")->drill.schedule.kind, SCHEDULE_NONE);
+    config_free(config);
+
+    /* No drill group: no drill. */
+    snprintf(text, sizeof text, "databases = ( { name = \"app\"; path = \"/1.db\"; } );\n");
+    config = load_good(text);
+    assert_int_equal(config->databases[0].drill.schedule.kind, SCHEDULE_NONE);
+    config_free(config);
+}
+
 static void a_bad_default_is_reported_once_not_per_database(void **state)
 {
     (void)state;
@@ -930,6 +1024,29 @@ static void s3_target_defaults_and_normalisation(void **state)
     assert_true(minio->path_style);
     assert_true(minio->tls_verify);
     assert_int_equal(minio->part_size, 5 * 1024 * MIB);
+    config_free(config);
+}
+
+static void object_lock_is_read_per_target_and_off_by_default(void **state)
+{
+    (void)state;
+    struct config *config =
+        load_good("targets = (\n"
+                  "  { name = \"locked\"; type = \"s3\"; region = \"r\"; bucket = \"b\";\n"
+                  "    object_lock = { mode = \"COMPLIANCE\"; days = 36500; }; },\n"
+                  "  { name = \"governed\"; type = \"s3\"; region = \"r\"; bucket = \"b\";\n"
+                  "    object_lock = { mode = \"governance\"; days = 1; }; },\n"
+                  "  { name = \"plain\"; type = \"s3\"; region = \"r\"; bucket = \"b\"; }\n"
+                  ");\n" APP);
+    const struct target_config *locked = config_find_target(config, "locked");
+    assert_int_equal(locked->object_lock_mode, OBJECT_LOCK_COMPLIANCE);
+    assert_int_equal(locked->object_lock_days, 36500);
+    assert_string_equal(config_object_lock_mode_name(locked->object_lock_mode), "compliance");
+    const struct target_config *governed = config_find_target(config, "governed");
+    assert_int_equal(governed->object_lock_mode, OBJECT_LOCK_GOVERNANCE);
+    assert_int_equal(governed->object_lock_days, 1);
+    assert_string_equal(config_object_lock_mode_name(governed->object_lock_mode), "governance");
+    assert_int_equal(config_find_target(config, "plain")->object_lock_days, 0);
     config_free(config);
 }
 
@@ -1527,8 +1644,10 @@ int main(void)
         cmocka_unit_test(enabled_false_switches_a_job_off_and_an_entry_back_on),
         cmocka_unit_test(upload_targets_resolve_and_entries_can_opt_out),
         cmocka_unit_test(replicate_merges_from_defaults_and_entries_can_opt_out),
+        cmocka_unit_test(drill_runs_only_when_scheduled_and_from_follows_the_target),
         cmocka_unit_test(a_bad_default_is_reported_once_not_per_database),
         cmocka_unit_test(s3_target_defaults_and_normalisation),
+        cmocka_unit_test(object_lock_is_read_per_target_and_off_by_default),
         cmocka_unit_test(top_level_settings_are_read),
         cmocka_unit_test(a_missing_file_is_enoent_with_a_diagnostic),
         cmocka_unit_test(diagnostics_are_optional),

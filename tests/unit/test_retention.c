@@ -381,6 +381,35 @@ static void equal_times_count_separately_for_last(void **state)
     assert_true(items[2].keep);
 }
 
+static void an_object_under_lock_is_held_until_its_days_and_the_margin_have_passed(void **state)
+{
+    (void)state;
+    const time_t uploaded = utc(2026, 12, 2, 10);
+    const time_t free_at = uploaded + 30 * DAY + RETENTION_LOCK_MARGIN_SECONDS;
+    assert_int_equal(retention_lock_until(uploaded, 30), free_at);
+    assert_true(retention_object_is_locked(uploaded, 30, uploaded));
+    assert_true(retention_object_is_locked(uploaded, 30, uploaded + 30 * DAY));
+    /* The margin covers a client clock up to SigV4's 15 minutes ahead. */
+    assert_true(RETENTION_LOCK_MARGIN_SECONDS >= 15 * 60);
+    assert_true(retention_object_is_locked(uploaded, 30, free_at - 1));
+    assert_false(retention_object_is_locked(uploaded, 30, free_at));
+    assert_false(retention_object_is_locked(uploaded, 30, free_at + 365 * DAY));
+    /* One day, and the longest a config accepts. */
+    assert_true(retention_object_is_locked(uploaded, 1, uploaded + DAY));
+    assert_false(retention_object_is_locked(uploaded, 1, uploaded + DAY + HOUR));
+    assert_int_equal(retention_lock_until(uploaded, 36500),
+                     uploaded + (time_t)36500 * DAY + RETENTION_LOCK_MARGIN_SECONDS);
+}
+
+static void without_object_lock_nothing_is_held(void **state)
+{
+    (void)state;
+    const time_t uploaded = utc(2026, 12, 2, 10);
+    assert_int_equal(retention_lock_until(uploaded, 0), uploaded);
+    assert_false(retention_object_is_locked(uploaded, 0, uploaded));
+    assert_false(retention_object_is_locked(uploaded, 0, uploaded - DAY));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -400,6 +429,8 @@ int main(void)
         cmocka_unit_test(outputs_are_reset_on_every_call),
         cmocka_unit_test(policy_counts_table),
         cmocka_unit_test(equal_times_count_separately_for_last),
+        cmocka_unit_test(an_object_under_lock_is_held_until_its_days_and_the_margin_have_passed),
+        cmocka_unit_test(without_object_lock_nothing_is_held),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

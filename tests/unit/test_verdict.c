@@ -212,6 +212,49 @@ static void failed_job_not_yet_overdue_is_degraded(void **unused)
 /* The replica's spool is said from half of spool_max (degraded), and full
  * at it (unhealthy, shipping stopped); without replication it is not looked
  * at, whatever the number. */
+static void drill_not_passed_for_two_intervals_is_degraded_never_unhealthy(void **unused)
+{
+    (void)unused;
+    db.drill.schedule = (struct schedule){.kind = SCHEDULE_EVERY, .every_seconds = 86400};
+    struct job_record *drill = &measure.jobs[JOB_DRILL];
+    /* Its runs end in warnings ("nothing to drill yet"): the job record's
+     * last_success moves, but no drill has passed since this one. */
+    drill->runs_total = 10;
+    drill->last_outcome = JOB_OUTCOME_WARNING;
+    drill->last_success = NOW - 60;
+    drill->last_finished = NOW - 60;
+    measure.drill_succeeded_at = NOW - 2 * 86400 + 60;
+    judge();
+    assert_int_equal(verdict.level, HEALTHY);
+    measure.drill_succeeded_at = NOW - 2 * 86400 - 60;
+    judge();
+    assert_int_equal(verdict.level, DEGRADED);
+    assert_non_null(strstr(verdict.reasons, "last good drill at"));
+    assert_non_null(strstr(verdict.reasons, "`sqlprodd drill app`"));
+    measure.drill_succeeded_at = NOW - 10 * 86400;
+    judge();
+    assert_int_equal(verdict.level, DEGRADED);
+}
+
+static void failed_drill_is_degraded_with_its_reason(void **unused)
+{
+    (void)unused;
+    db.drill.schedule = (struct schedule){.kind = SCHEDULE_EVERY, .every_seconds = 86400};
+    struct job_record *drill = &measure.jobs[JOB_DRILL];
+    drill->runs_total = 3;
+    drill->last_outcome = JOB_OUTCOME_FAILED;
+    drill->last_finished = NOW - 60;
+    snprintf(drill->last_message, sizeof drill->last_message,
+             "backup 20261203T080000Z (db/app/app-20261203T080000Z.db.gz on target offsite): "
+             "archive is truncated or corrupt");
+    measure.drill_succeeded_at = NOW - 3600;
+    judge();
+    assert_int_equal(verdict.level, DEGRADED);
+    assert_non_null(strstr(verdict.reasons, "the last drill failed"));
+    assert_non_null(strstr(verdict.reasons, "app-20261203T080000Z.db.gz on target offsite"));
+    assert_non_null(strstr(verdict.reasons, "`sqlprodd drill app`"));
+}
+
 static void replica_spool_degraded_from_half_and_unhealthy_when_full(void **unused)
 {
     (void)unused;
@@ -264,6 +307,9 @@ int main(void)
         cmocka_unit_test_setup(missing_file_is_unhealthy_with_the_path_to_check, set_up),
         cmocka_unit_test_setup(backup_overdue_twice_is_degraded_four_times_unhealthy, set_up),
         cmocka_unit_test_setup(failed_job_not_yet_overdue_is_degraded, set_up),
+        cmocka_unit_test_setup(drill_not_passed_for_two_intervals_is_degraded_never_unhealthy,
+                               set_up),
+        cmocka_unit_test_setup(failed_drill_is_degraded_with_its_reason, set_up),
         cmocka_unit_test_setup(replica_spool_degraded_from_half_and_unhealthy_when_full, set_up),
         cmocka_unit_test_setup(reasons_keep_their_order_joined_and_one_a_line, set_up),
     };
