@@ -13,6 +13,8 @@ uploaded by `sqlprodd upload`. Then, --runs times, alternating the order:
                                                        integrity_check, fingerprint
   sqlprodd restore app --from remote --check integrity download, SHA-256, decompress,
                                                        integrity_check, rename
+  sqlprodd verify app --remote --data                  download, SHA-256, decompress to
+                                                       nothing (no database written)
 
 Prints the median wall time of each, the drill's own measured restore time
 (sqlprodd_drill_restore_seconds, from the metrics textfile), and the peak
@@ -76,6 +78,8 @@ def main():
             "sqlprodd restore --from remote --check integrity":
                 [sqlprodd, "-c", config, "restore", "app", "--from", "remote", "--to", restored,
                  "--check", "integrity"],
+            "sqlprodd verify --remote --data": [sqlprodd, "-c", config, "verify", "app",
+                                                "--remote", "--data"],
         }
         names = list(tools)
         times = {name: [] for name in names}

@@ -168,8 +168,6 @@ static int upload_one(struct job_context *context, struct target *target,
     snprintf(manifest_key, sizeof manifest_key, "%s.json", archive_key);
     snprintf(manifest_path, sizeof manifest_path, "%s.json", entry->archive_path);
     int rc = manifest_read(manifest_path, &manifest, err);
-    if (rc == 0)
-        rc = upload_mark_chain_start(context, target, &manifest, err);
     if (rc != 0)
         return rc;
     if (context->database->encrypt.recipient_count > 0 && !manifest.encrypted) {
@@ -180,8 +178,17 @@ static int upload_one(struct job_context *context, struct target *target,
         if (rc == 0)
             rc = target_put_file(target, manifest_key, manifest_path, NULL, &io, err);
     }
-    if (rc == 0)
+    if (rc == 0) {
+        /* Sent: that the chain starts here is bookkeeping for verify, and a
+         * target that fails it now fails remote retention next (which says
+         * so), not this upload. */
+        struct error why = {0};
+        if (upload_mark_chain_start(context, target, &manifest, &why) != 0)
+            log_event(LOG_WARNING, context->database->name, "upload",
+                      "%s: cannot record where the chain of backups on the target starts: %s",
+                      entry->archive_path, why.message);
         *bytes += manifest.archive_bytes;
+    }
     return rc;
 }
 

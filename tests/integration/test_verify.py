@@ -43,7 +43,13 @@ class VerifyTest(S3TestCase):
             time.sleep(1.05)
 
     def verify(self, *args, check=None):
-        return self.run_cli("verify", *args, check=check, env=self.env)
+        """`sqlprodd verify ARGS` with its temp files in a directory of the test's,
+        which must be empty again afterwards."""
+        temp = os.path.join(self.dir, "tmp")
+        os.makedirs(temp, exist_ok=True)
+        result = self.run_cli("verify", *args, check=check, env=dict(self.env, TMPDIR=temp))
+        self.assertEqual(os.listdir(temp), [], "verify left temp files")
+        return result
 
     def remote_keys(self):
         listing = self.aws_cli("s3api", "list-objects-v2", "--bucket", BUCKET, "--prefix", "db/")
@@ -90,7 +96,7 @@ class VerifyTest(S3TestCase):
         problems = [line for line in result.stdout.splitlines() if " PROBLEM " in line]
         self.assertEqual(len(problems), 1, result.stdout)
         self.assertIn(victim.removeprefix("db/"), problems[0])
-        self.assertIn("SHA-256", problems[0])
+        self.assertIn("its SHA-256 is", problems[0])
         # The local copy is intact: only the remote side is wrong.
         self.verify("--local", "--data", check=0)
 

@@ -63,8 +63,9 @@ class StorageOutageTest(AgentTestCase):
         self.assertGreaterEqual(row_count(target), rows)
 
     def remote_manifests(self):
+        """Manifests PUT (not retention's records of deletions, under pruned/)."""
         return sorted(r["path"] for r in self.server.requests()
-                      if r["method"] == "PUT" and r["path"].endswith(".json")
+                      if r["method"] == "PUT" and r["path"].endswith(".db.gz.json")
                       and 200 <= r["status"] < 300)
 
     def test_server_down_across_agent_restart_then_backlog_drains(self):
@@ -87,7 +88,7 @@ class StorageOutageTest(AgentTestCase):
         self.server.start()
         self.upload(expect=0)
         self.assertEqual(self.pending(), 0)
-        self.assertEqual(len(self.remote_manifests()), 2)
+        self.assertEqual(len(self.remote_manifests()), 2, self.remote_manifests())
         self.assert_restores_from_remote()
 
     def test_error_answers_are_retried_and_persistent_ones_keep_the_queue(self):
