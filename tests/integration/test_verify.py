@@ -22,6 +22,7 @@ class VerifyTest(S3TestCase):
         self.db = self.db_path("app")
         create_database(self.db, rows=2000)
         self.start_server()
+        self.last_second = 0
 
     def configure(self, upload=True, replicate=False, keep="last = 20;", remote_keep="last = 20;"):
         parts = [f'backup = {{ keep = {{ {keep} }}; }};']
@@ -33,14 +34,15 @@ class VerifyTest(S3TestCase):
                           targets=self.s3_target(self.server.url))
 
     def take_backups(self, count, upload=True):
-        """COUNT backups, one per second (ids are UTC seconds), each uploaded."""
+        """COUNT backups, each in a second of its own (ids are UTC seconds), each uploaded."""
         for _ in range(count):
             with sqlite3.connect(self.db) as connection:
                 connection.execute("INSERT INTO items(name) VALUES (hex(randomblob(100)))")
+            time.sleep(max(0.0, self.last_second + 1 - time.time()))
+            self.last_second = int(time.time())
             self.run_cli("backup", "app", check=0, env=self.env)
             if upload:
                 self.run_cli("upload", "app", check=0, env=self.env)
-            time.sleep(1.05)
 
     def verify(self, *args, check=None):
         """`sqlprodd verify ARGS` with its temp files in a directory of the test's,
@@ -102,7 +104,7 @@ class VerifyTest(S3TestCase):
 
     def test_an_archive_cut_short_is_found_without_reading_data(self):
         self.configure()
-        self.take_backups(2)
+        self.take_backups(1)
         victim = self.remote_archives()[0]
         self.store(victim, self.fetch(victim)[:-10])
         result = self.verify("--remote", check=1)
@@ -129,8 +131,8 @@ class VerifyTest(S3TestCase):
 
     def test_an_altered_manifest_is_named(self):
         self.configure()
-        self.take_backups(3)
-        victim = self.remote_archives()[1] + ".json"
+        self.take_backups(2)
+        victim = self.remote_archives()[0] + ".json"
         manifest = json.loads(self.fetch(victim))
         manifest["fingerprint"]["rows"] += 1
         self.store(victim, json.dumps(manifest, indent=2).encode())
@@ -152,7 +154,7 @@ class VerifyTest(S3TestCase):
 
     def test_retention_deletions_are_recorded_and_not_reported(self):
         self.configure(keep="last = 2;", remote_keep="last = 2;")
-        self.take_backups(5)
+        self.take_backups(4)
         self.assertEqual(len(self.remote_archives()), 2)
         result = self.verify("--json", check=0)
         for side in json.loads(result.stdout):
