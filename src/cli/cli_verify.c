@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "core/units.h"
@@ -150,6 +151,16 @@ int cli_verify(const struct config *config, int argc, char **argv)
     if (only && !local && !only->upload.target && !only->replicate.target) {
         fprintf(stderr, "sqlprodd: verify: %s has no upload target and no replicate target\n",
                 only->name);
+        return CLI_USAGE;
+    }
+    /* Downloads and the replica's scratch file go there: say so once, not
+     * once per object. */
+    const char *temp = verify_temp_directory();
+    if (remote && access(temp, W_OK | X_OK) != 0) {
+        fprintf(stderr,
+                "sqlprodd: verify: cannot write temp files to %s (%s): set TMPDIR to a "
+                "writable directory\n",
+                temp, strerror(errno));
         return CLI_USAGE;
     }
     json_t *json = as_json ? json_array() : NULL;

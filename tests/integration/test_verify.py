@@ -203,6 +203,9 @@ class VerifyTest(S3TestCase):
         self.verify("--local", "--remote", check=2)
         self.verify("nosuchdb", check=2)
         self.verify("--bogus", check=2)
+        result = self.run_cli("verify", "--remote", check=2,
+                              env=dict(self.env, TMPDIR=os.path.join(self.dir, "no-such-dir")))
+        self.assertIn("set TMPDIR to a writable directory", result.stderr)
 
 
 if __name__ == "__main__":
