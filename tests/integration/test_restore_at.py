@@ -545,7 +545,7 @@ class RestoreAtMemoryTest(RestoreAtCase):
                             peak = max(peak, int(line.split()[1]))
             except OSError:
                 pass
-            time.sleep(0.005)
+            time.sleep(0.001)
         elapsed = time.monotonic() - started
         out, err = process.communicate()
         self.assertEqual(process.returncode, 0, err)
@@ -577,13 +577,16 @@ class RestoreAtMemoryTest(RestoreAtCase):
             print(f"restore --at latest of {count} segments ({wal / 1e6:.1f} MB on the target): "
                   f"peak RSS {rss / 1024:.1f} MiB, {elapsed:.2f} s")
         (_, small, _, _), (_, large, _, _) = figures
-        # 20 times the segments: at most 2 MiB more (the segment list is
-        # ~100 bytes per segment; data never sits in memory). Both databases
+        # 20 times the segments (53 MB more on the target): at most 4 MiB
+        # more, as data never sits in memory. What does grow: the listing of
+        # a generation's objects (segment and sidecar, ~1 KiB each while it
+        # is read: 2.3 MiB for 1140 more segments, the figure a CI run saw)
+        # and the segment list (~200 bytes per segment). Both databases
         # are larger than SQLite's page cache (preload_bytes), which fills
         # up to its bound in both: without it, the smaller one (950 KiB)
         # left the cache half empty and the 2 MiB it then grew by (4 MiB
         # with ASan's redzones) read as growth with the segment count.
-        self.assertLess(large - small, 2 * 1024, f"peak RSS grew from {small} to {large} KiB")
+        self.assertLess(large - small, 4 * 1024, f"peak RSS grew from {small} to {large} KiB")
 
 
 if __name__ == "__main__":
