@@ -34,10 +34,8 @@ void chain_record_for(const struct manifest *manifest, const char *id, const cha
 
 int chain_record_to_json(const struct chain_record *record, char **json, struct error *err)
 {
-    struct tm tm;
-    char at[32] = "";
-    if (gmtime_r(&record->at, &tm))
-        strftime(at, sizeof at, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    char at[21];
+    manifest_format_time(record->at, at);
     json_t *root = json_pack("{s:i, s:s, s:s, s:s, s:s, s:s}", "format", CHAIN_FORMAT, "database",
                              record->database, "backup", record->backup, "chain_sha256",
                              record->chain_sha256, "at", at, "reason", record->reason);
@@ -79,12 +77,10 @@ int chain_record_from_json(const char *json, size_t size, struct chain_record *r
     int rc = json_unpack(root, "{s:i, s:s, s:s, s:s, s:s, s:s}", "format", &format, "database",
                          &database, "backup", &backup, "chain_sha256", &hash, "at", &at, "reason",
                          &reason);
-    struct tm tm = {0};
-    time_t stamp;
-    const char *end = rc == 0 ? strptime(at, "%Y-%m-%dT%H:%M:%SZ", &tm) : NULL;
-    if (rc != 0 || format != CHAIN_FORMAT || !end || *end || strlen(database) >= sizeof record->database ||
-        manifest_parse_stamp(backup, &stamp) != 0 || !chain_is_sha256(hash) ||
-        strlen(reason) >= sizeof record->reason) {
+    time_t stamp, when = 0;
+    if (rc != 0 || format != CHAIN_FORMAT || manifest_parse_time(at, &when) != 0 ||
+        strlen(database) >= sizeof record->database || manifest_parse_stamp(backup, &stamp) != 0 ||
+        !chain_is_sha256(hash) || strlen(reason) >= sizeof record->reason) {
         json_decref(root);
         return error_set(err, -EINVAL,
                          "not a record of a deleted backup (format %d: database, backup, "
@@ -95,7 +91,7 @@ int chain_record_from_json(const char *json, size_t size, struct chain_record *r
     snprintf(record->backup, sizeof record->backup, "%s", backup);
     snprintf(record->chain_sha256, sizeof record->chain_sha256, "%s", hash);
     snprintf(record->reason, sizeof record->reason, "%s", reason);
-    record->at = timegm(&tm);
+    record->at = when;
     json_decref(root);
     return 0;
 }

@@ -23,7 +23,7 @@
 #define MANIFEST_FORMAT 1
 
 /* "2026-11-25T08:00:00Z": ISO 8601 for humans reading the JSON. */
-static void manifest_format_iso(time_t t, char out[21])
+void manifest_format_time(time_t t, char out[21])
 {
     struct tm tm;
     if (!gmtime_r(&t, &tm) || strftime(out, 21, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
@@ -75,7 +75,7 @@ static bool manifest_matches(const char *text, const char *pattern)
     return text[i] == '\0';
 }
 
-static int manifest_parse_iso(const char *text, time_t *t)
+int manifest_parse_time(const char *text, time_t *t)
 {
     if (!manifest_matches(text, "dddd-dd-ddTdd:dd:ddZ"))
         return -EINVAL;
@@ -177,7 +177,7 @@ static int manifest_add_optional(json_t *root, const struct manifest *manifest)
 void manifest_chain_hash(const struct manifest *manifest, char hex[ARCHIVE_SHA256_HEX])
 {
     char created[21], *text = NULL;
-    manifest_format_iso(manifest->created, created);
+    manifest_format_time(manifest->created, created);
     /* One field per line, in a fixed order: no field can run into the next
      * (none holds a newline: they are names, digits and hex). */
     int length = asprintf(
@@ -203,7 +203,7 @@ int manifest_to_json(const struct manifest *manifest, char **json, struct error 
     int rc = 0;
 
     *json = NULL;
-    manifest_format_iso(manifest->created, created);
+    manifest_format_time(manifest->created, created);
     /* json_pack keeps insertion order (jansson >= 2.8), so the file reads
      * in the documented order. */
     json_error_t problem;
@@ -492,7 +492,7 @@ static int manifest_take_fields(json_t *root, struct manifest *manifest, struct 
         return rc;
     if ((rc = manifest_take_string(root, NULL, "created", true, created, sizeof created, err)) < 0)
         return rc;
-    if (manifest_parse_iso(created, &manifest->created) < 0)
+    if (manifest_parse_time(created, &manifest->created) < 0)
         return error_set(err, -EINVAL,
                          "manifest: field \"created\" is \"%s\", not a UTC time like "
                          "2026-11-25T08:00:00Z",

@@ -86,6 +86,11 @@ int manifest_write(const char *path, const struct manifest *manifest, struct err
  * of them, or the link, changes it. */
 void manifest_chain_hash(const struct manifest *manifest, char hex[ARCHIVE_SHA256_HEX]);
 
+/* "2026-11-25T08:00:00Z" <-> time_t (UTC), as "created" is written; parsing
+ * is strict (every digit, no out-of-range field). */
+void manifest_format_time(time_t t, char out[21]);
+int manifest_parse_time(const char *text, time_t *t);
+
 /* "20261125T080000Z" <-> time_t (UTC). */
 void manifest_format_stamp(time_t t, char out[17]);
 int manifest_parse_stamp(const char *text, time_t *t);
