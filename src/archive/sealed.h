@@ -71,6 +71,9 @@ int sealed_view_open(const char *path, const struct sealed_recipients *recipient
                      struct sealed_view **view, struct error *err);
 /* The sealed form's size in bytes. */
 int64_t sealed_view_size(const struct sealed_view *view);
+/* What the plaintext must hash to (the archive's manifest), for
+ * sealed_view_reader_check; set before readers are opened. */
+void sealed_view_expect_plain(struct sealed_view *view, const char *plain_sha256);
 void sealed_view_close(struct sealed_view *view);
 
 int sealed_view_reader_open(struct sealed_view *view, struct sealed_view_reader **reader,
@@ -80,6 +83,10 @@ int sealed_view_reader_open(struct sealed_view *view, struct sealed_view_reader 
 int sealed_view_read(struct sealed_view_reader *reader, unsigned char *buffer, size_t length,
                      int64_t offset, struct error *err);
 void sealed_view_reader_close(struct sealed_view_reader *reader);
+/* Once `reader` has read the whole view in order: 0 when the plaintext it
+ * encrypted hashes to what sealed_view_expect_plain said (or nothing was
+ * said); -EIO naming both hashes when the file changed or is corrupt. */
+int sealed_view_reader_check(struct sealed_view_reader *reader, struct error *err);
 
 /* "age1abc..., age1def..." (recipients as `age-keygen -y` prints them), for
  * manifests and `backups --remote`; cut with "..." when it does not fit. */

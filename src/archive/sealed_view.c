@@ -13,12 +13,14 @@
 #include "archive/sealed.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/fsutil.h"
+#include "core/io.h"
 
 #define SEALED_CHUNK_BYTES (AGE_CHUNK_SIZE + AGE_TAG_SIZE)
 
@@ -30,12 +32,18 @@ struct sealed_view {
     struct age_encryptor *encryptor;
     const unsigned char *prefix; /* header and payload nonce */
     size_t prefix_size;
+    char expected_plain[IO_SHA256_HEX]; /* "" when nothing is checked */
 };
 
 struct sealed_view_reader {
     struct sealed_view *view;
     uint64_t cached; /* the chunk in `sealed`, UINT64_MAX for none */
     size_t cached_size;
+    /* The plaintext's SHA-256 over chunks 0 .. plain_chunks - 1, read in
+     * order (with an expected hash only). */
+    struct io_sha256 plain_hash;
+    uint64_t plain_chunks;
+    bool out_of_order;
     unsigned char plain[AGE_CHUNK_SIZE];
     unsigned char sealed[SEALED_CHUNK_BYTES];
 };
@@ -75,6 +83,11 @@ int64_t sealed_view_size(const struct sealed_view *view)
     return (int64_t)view->prefix_size + view->plain_size + (int64_t)(view->chunks * AGE_TAG_SIZE);
 }
 
+void sealed_view_expect_plain(struct sealed_view *view, const char *plain_sha256)
+{
+    snprintf(view->expected_plain, sizeof view->expected_plain, "%s", plain_sha256);
+}
+
 void sealed_view_close(struct sealed_view *view)
 {
     if (!view)
@@ -89,9 +102,12 @@ void sealed_view_close(struct sealed_view *view)
 int sealed_view_reader_open(struct sealed_view *view, struct sealed_view_reader **reader,
                             struct error *err)
 {
-    *reader = malloc(sizeof **reader);
-    if (!*reader)
+    *reader = calloc(1, sizeof **reader);
+    if (!*reader || (view->expected_plain[0] && io_sha256_begin(&(*reader)->plain_hash) != 0)) {
+        free(*reader);
+        *reader = NULL;
         return error_set(err, -ENOMEM, "cannot encrypt %s: out of memory", view->path);
+    }
     (*reader)->view = view;
     (*reader)->cached = UINT64_MAX;
     return 0;
@@ -103,7 +119,26 @@ void sealed_view_reader_close(struct sealed_view_reader *reader)
         return;
     /* The plaintext of the last chunk read is the archive's. */
     memset(reader->plain, 0, sizeof reader->plain);
+    io_sha256_discard(&reader->plain_hash);
     free(reader);
+}
+
+int sealed_view_reader_check(struct sealed_view_reader *reader, struct error *err)
+{
+    const struct sealed_view *view = reader->view;
+    char found[IO_SHA256_HEX];
+    if (!view->expected_plain[0])
+        return 0;
+    if (reader->out_of_order || reader->plain_chunks != view->chunks)
+        return error_set(err, -EINVAL, "%s: its encryption was not read whole and in order",
+                         view->path);
+    io_sha256_end(&reader->plain_hash, found);
+    if (strcmp(found, view->expected_plain) != 0)
+        return error_set(err, -EIO,
+                         "%s changed or is corrupt (sha256 %s, the manifest says %s); upload "
+                         "abandoned",
+                         view->path, found, view->expected_plain);
+    return 0;
 }
 
 /* Plaintext bytes in chunk `index`: 64 KiB but for the last one. */
@@ -123,6 +158,14 @@ static int seal_chunk(struct sealed_view_reader *reader, uint64_t index, unsigne
     if (rc != 0)
         return error_set(err, rc, "cannot read %s: %s", view->path,
                          rc == -ENODATA ? "it shrank while it was being encrypted" : strerror(-rc));
+    if (view->expected_plain[0]) {
+        if (index == reader->plain_chunks) {
+            io_sha256_update(&reader->plain_hash, reader->plain, size);
+            reader->plain_chunks++;
+        } else if (index > reader->plain_chunks) {
+            reader->out_of_order = true;
+        }
+    }
     rc = age_encrypt_chunk(view->encryptor, index, index + 1 == view->chunks, reader->plain, size,
                            out, err);
     *sealed_size = size + AGE_TAG_SIZE;

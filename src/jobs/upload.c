@@ -60,6 +60,11 @@ static void view_close_reader(void *reader)
     sealed_view_reader_close(reader);
 }
 
+static int view_check(void *reader, struct error *err)
+{
+    return sealed_view_reader_check(reader, err);
+}
+
 /* Sends an unencrypted local archive sealed, under KEY.age, and a manifest
  * describing the sealed object (written to a temp file beside the local
  * one, sent, removed). */
@@ -74,12 +79,16 @@ static int upload_sealed(struct job_context *context, struct target *target,
     int rc = sealed_view_open(entry->archive_path, &recipients, &view, err);
     if (rc != 0)
         return rc;
+    /* The plaintext sealed must be the archive its manifest describes: the
+     * sealed object's own hash is known only once it is sent. */
+    sealed_view_expect_plain(view, manifest->archive_sha256);
     struct target_source source = {.name = entry->archive_path,
                                    .size = sealed_view_size(view),
                                    .context = view,
                                    .open_reader = view_open_reader,
                                    .read = view_read,
-                                   .close_reader = view_close_reader};
+                                   .close_reader = view_close_reader,
+                                   .check = view_check};
     snprintf(key, sizeof key, "%s%s", archive_key, SEALED_SUFFIX);
     rc = target_put_source(target, key, &source, NULL, stored, &io, err);
     sealed_view_close(view);

@@ -2,27 +2,29 @@
  * s3_multipart.c: uploading a large source (a file, or an archive sealed on
  * the way) as an S3 multipart upload.
  *
- * A few worker threads (target tuning: parallel_parts), each with its own
- * curl handle and its own reader of the source, take parts in order. A
- * part is never held in memory: a first pass reads it through a 1 MiB
- * buffer for its Content-MD5 (which S3 checks) and payload SHA-256 (which
- * the signature covers), then curl reads it again, piece by piece, as it
- * sends. So memory stays at a few MiB whatever the part size and the
- * source's size, while parts still go in parallel. One more thread hashes
- * the whole source in order.
+ * One pass of hashing, ahead of the sending: a hashing thread reads the
+ * source once, in order, and computes the whole's SHA-256 and, part by
+ * part, each part's payload SHA-256 (which the signature covers and S3
+ * checks) and, on a target with Object Lock, its Content-MD5 (which S3 then
+ * requires). A few worker threads (target tuning: parallel_parts), each
+ * with its own curl handle and reader, send parts in order, each as soon as
+ * the hashing thread has passed it. A part is never held in memory (curl
+ * reads it piece by piece as it sends), so memory stays at a few MiB
+ * whatever the part size and the source's size.
  *
- * When the caller knows the source's SHA-256 (a file and its manifest),
- * each part is hashed and sent in one go, and the upload is completed only
- * if the whole hash matches. When it does not (an archive sealed on the
- * way, whose SHA-256 exists only once it is encrypted), every part is
- * hashed first, along with the whole, because CreateMultipartUpload must
- * carry x-amz-meta-sha256; the parts then go with the payload SHA-256 of
- * that first pass (signed; no Content-MD5, which would be a third hash of
- * every byte, but on a target with Object Lock, where S3 requires it), so a
- * source that reads differently the second time is refused by S3 rather
- * than stored. A failed or cancelled upload is aborted so no invisible
- * parts are left to pay for. Not for small sources (target_s3.c sends those
- * in one PutObject).
+ * What S3 stores is therefore exactly what was hashed: a part that reads
+ * differently when it is sent than when it was hashed is refused by its
+ * signed payload hash. When the caller knows the source's SHA-256 (a file
+ * and its manifest), it is the object's x-amz-meta-sha256 and the upload is
+ * completed only if the whole hash matches. When it does not (an archive
+ * sealed on the way, whose SHA-256 exists only once it is encrypted), the
+ * object goes without that metadata, the hash of what was stored is handed
+ * back for the manifest, and the source's own check (target_source.check:
+ * the plaintext read matches its manifest) must pass before the upload is
+ * completed. Hashing the whole first so that CreateMultipartUpload could
+ * carry it cost 2.2 s per GiB before anything was sent (bench/README.md).
+ * A failed or cancelled upload is aborted so no invisible parts are left to
+ * pay for. Not for small sources (target_s3.c sends those in one PutObject).
  */
 #include <errno.h>
 #include <openssl/evp.h>
@@ -30,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/io.h"
@@ -38,8 +41,8 @@
 
 #define MULTIPART_READ_BYTES (1024 * 1024)
 
-/* What a part is sent with: its payload SHA-256, and its Content-MD5 when
- * it is hashed as it is sent ("" after a first pass). */
+/* What a part is sent with: its payload SHA-256, and its Content-MD5 on a
+ * target with Object Lock ("" otherwise). */
 struct part_hashes {
     char md5[32];
     char sha256[SIGV4_SHA256_HEX];
@@ -54,13 +57,14 @@ struct multipart {
     int64_t part_size;
     size_t part_count;
     char (*etags)[128];
-    struct part_hashes *hashes; /* by part, from the first pass; NULL: hashed as sent */
-    bool sending;               /* false during the first pass */
+    struct part_hashes *hashes; /* by part, written by the hashing thread */
     const struct io_context *io;
-    char source_sha256[IO_SHA256_HEX]; /* by the hashing thread */
+    char source_sha256[IO_SHA256_HEX]; /* by the hashing thread, at its end */
 
     pthread_mutex_t lock; /* guards everything below */
-    size_t next_part;     /* index of the next part to hash or send */
+    pthread_cond_t hashed; /* hashed_parts grew, or the upload failed */
+    size_t hashed_parts;   /* hashes[0 .. hashed_parts) are ready */
+    size_t next_part;      /* index of the next part to send */
     int64_t done;
     bool failed;
     struct error error; /* the first failure */
@@ -73,6 +77,7 @@ static void multipart_fail(struct multipart *upload, const struct error *error)
         upload->failed = true;
         upload->error = *error;
     }
+    pthread_cond_broadcast(&upload->hashed);
     pthread_mutex_unlock(&upload->lock);
 }
 
@@ -84,37 +89,96 @@ static bool multipart_failed(struct multipart *upload)
     return failed;
 }
 
-/* The whole source's SHA-256, in order, alongside the parts. */
+/* The running hashes of the part being read. */
+struct part_hashing {
+    struct io_sha256 sha;
+    EVP_MD_CTX *md5; /* NULL without Object Lock */
+};
+
+static int part_hashing_begin(struct part_hashing *h, bool md5)
+{
+    if (md5 && (!(h->md5 = EVP_MD_CTX_new()) || EVP_DigestInit_ex(h->md5, EVP_md5(), NULL) != 1))
+        return -ENOMEM;
+    return io_sha256_begin(&h->sha);
+}
+
+static void part_hashing_end(struct part_hashing *h, struct part_hashes *out)
+{
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned digest_length = 0;
+    out->md5[0] = '\0';
+    if (h->md5) {
+        EVP_DigestFinal_ex(h->md5, digest, &digest_length);
+        EVP_EncodeBlock((unsigned char *)out->md5, digest, (int)digest_length);
+        EVP_MD_CTX_free(h->md5);
+        h->md5 = NULL;
+    }
+    io_sha256_end(&h->sha, out->sha256);
+}
+
+static void part_hashing_discard(struct part_hashing *h)
+{
+    EVP_MD_CTX_free(h->md5);
+    h->md5 = NULL;
+    io_sha256_discard(&h->sha);
+}
+
+/* The hashing thread: the source once, in order; each part's hashes are
+ * published as soon as its last byte is read, the whole's at the end. */
 static void *multipart_hash_source(void *context)
 {
     struct multipart *upload = context;
     const struct target_source *source = upload->source;
     struct error error = {0};
     unsigned char *buffer = malloc(MULTIPART_READ_BYTES);
-    struct io_sha256 hash = {0};
+    struct io_sha256 whole = {0};
+    struct part_hashing part = {0};
+    bool md5 = upload->client->object_lock_mode != NULL;
     void *reader = NULL;
-    if (!buffer || io_sha256_begin(&hash) != 0) {
+    if (!buffer || io_sha256_begin(&whole) != 0 || part_hashing_begin(&part, md5) != 0) {
         error_set(&error, -ENOMEM, "out of memory hashing %s for %s", source->name, upload->key);
         goto out;
     }
     if (source->open_reader(source->context, &reader, &error) != 0)
         goto out;
-    for (int64_t offset = 0; offset < upload->size; offset += MULTIPART_READ_BYTES) {
-        if (multipart_failed(upload) || io_stopped(upload->io))
+    for (size_t index = 0; index < upload->part_count; index++) {
+        int64_t first = (int64_t)index * upload->part_size;
+        int64_t end =
+            first + upload->part_size < upload->size ? first + upload->part_size : upload->size;
+        for (int64_t offset = first; offset < end; offset += MULTIPART_READ_BYTES) {
+            if (multipart_failed(upload) || io_stopped(upload->io))
+                goto out;
+            int64_t left = end - offset;
+            size_t length = (size_t)(left < MULTIPART_READ_BYTES ? left : MULTIPART_READ_BYTES);
+            if (source->read(reader, buffer, length, offset, &error) != 0)
+                goto out;
+            io_sha256_update(&whole, buffer, length);
+            io_sha256_update(&part.sha, buffer, length);
+            if (part.md5)
+                EVP_DigestUpdate(part.md5, buffer, length);
+        }
+        part_hashing_end(&part, &upload->hashes[index]);
+        pthread_mutex_lock(&upload->lock);
+        upload->hashed_parts = index + 1;
+        pthread_cond_broadcast(&upload->hashed);
+        pthread_mutex_unlock(&upload->lock);
+        if (index + 1 < upload->part_count && part_hashing_begin(&part, md5) != 0) {
+            error_set(&error, -ENOMEM, "out of memory hashing %s for %s", source->name,
+                      upload->key);
             goto out;
-        int64_t left = upload->size - offset;
-        size_t length = (size_t)(left < MULTIPART_READ_BYTES ? left : MULTIPART_READ_BYTES);
-        if (source->read(reader, buffer, length, offset, &error) != 0)
-            goto out;
-        io_sha256_update(&hash, buffer, length);
+        }
     }
-    io_sha256_end(&hash, upload->source_sha256);
+    /* Every byte was read once, in order: what the source checks. */
+    if (source->check && source->check(reader, &error) != 0)
+        goto out;
+    io_sha256_end(&whole, upload->source_sha256);
 out:
     if (error.code)
         multipart_fail(upload, &error);
     if (reader)
         source->close_reader(reader);
-    io_sha256_discard(&hash);
+    part_hashing_discard(&part);
+    io_sha256_discard(&whole);
     free(buffer);
     return NULL;
 }
@@ -135,40 +199,25 @@ static bool take_part(struct multipart *upload, size_t *index, int64_t *offset, 
     return taken;
 }
 
-/* A part's SHA-256 (hex), and its Content-MD5 (base64) when `md5`. */
-static int hash_part(struct multipart *upload, void *reader, unsigned char *buffer, int64_t offset,
-                     size_t length, bool md5, struct part_hashes *hashes, struct error *error)
+/* Waits until part `index` is hashed: false when the upload failed or we
+ * stop. The wait wakes every 100 ms to see a stop, which is a signal's
+ * flag, not something a condition variable hears. */
+static bool wait_hashed(struct multipart *upload, size_t index)
 {
-    const struct target_source *source = upload->source;
-    EVP_MD_CTX *md5_context = md5 ? EVP_MD_CTX_new() : NULL;
-    struct io_sha256 sha = {0};
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned digest_length = 0;
-    int rc = 0;
-    hashes->md5[0] = '\0';
-    if ((md5 && (!md5_context || EVP_DigestInit_ex(md5_context, EVP_md5(), NULL) != 1)) ||
-        io_sha256_begin(&sha) != 0) {
-        rc = error_set(error, -ENOMEM, "out of memory hashing %s", source->name);
-        goto out;
+    pthread_mutex_lock(&upload->lock);
+    while (!upload->failed && upload->hashed_parts <= index && !io_stopped(upload->io)) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 100 * 1000 * 1000;
+        if (until.tv_nsec >= 1000 * 1000 * 1000) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000 * 1000 * 1000;
+        }
+        pthread_cond_timedwait(&upload->hashed, &upload->lock, &until);
     }
-    for (size_t done = 0; done < length;) {
-        size_t chunk = length - done < MULTIPART_READ_BYTES ? length - done : MULTIPART_READ_BYTES;
-        if ((rc = source->read(reader, buffer, chunk, offset + (int64_t)done, error)) != 0)
-            goto out;
-        if (md5)
-            EVP_DigestUpdate(md5_context, buffer, chunk);
-        io_sha256_update(&sha, buffer, chunk);
-        done += chunk;
-    }
-    if (md5) {
-        EVP_DigestFinal_ex(md5_context, digest, &digest_length);
-        EVP_EncodeBlock((unsigned char *)hashes->md5, digest, (int)digest_length);
-    }
-    io_sha256_end(&sha, hashes->sha256);
-out:
-    EVP_MD_CTX_free(md5_context);
-    io_sha256_discard(&sha);
-    return rc;
+    bool ready = !upload->failed && upload->hashed_parts > index;
+    pthread_mutex_unlock(&upload->lock);
+    return ready;
 }
 
 /* Sends part `index` (`length` bytes from `offset`) with its hashes. */
@@ -195,25 +244,6 @@ static int send_part(struct multipart *upload, CURL *curl, void *reader, size_t 
     if (rc == 0)
         memcpy(upload->etags[index], response.etag, sizeof upload->etags[index]);
     s3_response_free(&response);
-    return rc;
-}
-
-/* One part's turn: hashed (first pass, or as it is sent), then sent. */
-static int process_part(struct multipart *upload, CURL *curl, void *reader, unsigned char *buffer,
-                        size_t index, int64_t offset, size_t length, struct error *error)
-{
-    struct part_hashes local, *hashes = upload->hashes ? &upload->hashes[index] : &local;
-    int rc = 0;
-    /* The first pass gives no Content-MD5: MD5 is the slowest of its
-     * hashes (0.7 GB/s here against 1.8 for SHA-256), and for a part whose
-     * payload SHA-256 is signed, S3 checks that instead (UploadPart). But
-     * not on a target with Object Lock: there S3 refuses an UploadPart
-     * without Content-MD5 (or x-amz-checksum-*), whatever was signed. */
-    bool md5 = !upload->hashes || upload->client->object_lock_mode;
-    if (!upload->hashes || !upload->sending)
-        rc = hash_part(upload, reader, buffer, offset, length, md5, hashes, error);
-    if (rc == 0 && upload->sending)
-        rc = send_part(upload, curl, reader, index, offset, length, hashes, error);
     if (rc != 0)
         error_prefix(error, "part %zu: ", index + 1);
     return rc;
@@ -224,12 +254,11 @@ static void *multipart_worker(void *context)
     struct multipart *upload = context;
     const struct target_source *source = upload->source;
     struct error error = {0};
-    CURL *curl = upload->sending ? s3_curl_new() : NULL;
-    unsigned char *buffer = malloc(MULTIPART_READ_BYTES);
+    CURL *curl = s3_curl_new();
     void *reader = NULL;
     size_t index, length;
     int64_t offset;
-    if ((upload->sending && !curl) || !buffer) {
+    if (!curl) {
         error_set(&error, -ENOMEM, "out of memory for an upload worker");
         multipart_fail(upload, &error);
         goto out;
@@ -239,30 +268,31 @@ static void *multipart_worker(void *context)
         goto out;
     }
     while (take_part(upload, &index, &offset, &length)) {
-        if (process_part(upload, curl, reader, buffer, index, offset, length, &error) != 0) {
+        if (!wait_hashed(upload, index))
+            break;
+        if (send_part(upload, curl, reader, index, offset, length, &upload->hashes[index],
+                      &error) != 0) {
             multipart_fail(upload, &error);
             break;
         }
-        if (upload->sending) {
-            pthread_mutex_lock(&upload->lock);
-            upload->done += (int64_t)length;
-            io_report_progress(upload->io, upload->done, upload->size);
-            pthread_mutex_unlock(&upload->lock);
-        }
+        pthread_mutex_lock(&upload->lock);
+        upload->done += (int64_t)length;
+        io_report_progress(upload->io, upload->done, upload->size);
+        pthread_mutex_unlock(&upload->lock);
     }
 out:
     if (reader)
         source->close_reader(reader);
-    free(buffer);
     if (curl)
         curl_easy_cleanup(curl);
     return NULL;
 }
 
-/* Runs the workers over every part, and the whole hash with them when
- * asked; the calling thread is one of the workers. Helper threads block
- * signals: those belong to the agent's thread. */
-static void run_workers(struct multipart *upload, bool hash_source)
+/* Runs the hashing thread and the workers over every part; the calling
+ * thread is one of the workers. Helper threads block signals: those belong
+ * to the agent's thread. Without a thread for the hashing, it runs first,
+ * here: slower, not wrong. */
+static void run_workers(struct multipart *upload)
 {
     int wanted = upload->client->target->tuning.parallel_parts;
     if ((size_t)wanted > upload->part_count)
@@ -272,7 +302,9 @@ static void run_workers(struct multipart *upload, bool hash_source)
     if (wanted > 64)
         wanted = 64;
     upload->next_part = 0;
-    bool hashing = hash_source && io_thread_start(&threads[0], multipart_hash_source, upload) == 0;
+    bool hashing = io_thread_start(&threads[0], multipart_hash_source, upload) == 0;
+    if (!hashing)
+        multipart_hash_source(upload);
     for (int i = 1; i < wanted; i++) {
         if (io_thread_start(&threads[1 + started], multipart_worker, upload) != 0)
             break; /* fewer threads is slower, not wrong */
@@ -283,8 +315,6 @@ static void run_workers(struct multipart *upload, bool hash_source)
         pthread_join(threads[1 + i], NULL);
     if (hashing)
         pthread_join(threads[0], NULL);
-    else if (hash_source)
-        multipart_hash_source(upload);
 }
 
 static int create_upload(struct multipart *upload, CURL *curl, const char *sha256_hex,
@@ -373,25 +403,6 @@ static int64_t choose_part_size(int64_t configured, int64_t size)
     return part_size;
 }
 
-/* The first pass of an upload whose SHA-256 the caller does not know:
- * every part's hashes and the whole's, before anything is sent. */
-static int hash_first(struct multipart *upload, const char *what, struct error *err)
-{
-    upload->hashes = calloc(upload->part_count, sizeof *upload->hashes);
-    if (!upload->hashes)
-        return error_set(err, -ENOMEM, "%s: out of memory", what);
-    upload->sending = false;
-    run_workers(upload, true);
-    upload->sending = true;
-    if (upload->failed) {
-        *err = upload->error;
-        return upload->error.code ? upload->error.code : -EIO;
-    }
-    if (io_stopped(upload->io))
-        return error_set(err, -ECANCELED, "%s: upload cancelled", what);
-    return 0;
-}
-
 int s3_upload_multipart(struct s3_client *client, CURL *curl, const char *key,
                         const struct target_source *source, const char *sha256_hex,
                         char stored_sha256[IO_SHA256_HEX], const struct io_context *io,
@@ -402,7 +413,6 @@ int s3_upload_multipart(struct s3_client *client, CURL *curl, const char *key,
         .key = key,
         .source = source,
         .size = source->size,
-        .sending = true,
         .io = io,
     };
     char what[1200];
@@ -413,24 +423,18 @@ int s3_upload_multipart(struct s3_client *client, CURL *curl, const char *key,
     upload.part_size = choose_part_size(client->part_size, upload.size);
     upload.part_count = (size_t)((upload.size + upload.part_size - 1) / upload.part_size);
     upload.etags = calloc(upload.part_count, sizeof *upload.etags);
+    upload.hashes = calloc(upload.part_count, sizeof *upload.hashes);
     pthread_mutex_init(&upload.lock, NULL);
-    if (!upload.etags) {
+    pthread_cond_init(&upload.hashed, NULL);
+    if (!upload.etags || !upload.hashes) {
         rc = error_set(err, -ENOMEM, "%s: out of memory", what);
         goto out;
     }
-    /* The object's SHA-256: the caller's, checked against what was sent,
-     * or the first pass's, whose parts S3 checks one by one. */
-    const char *object_sha256 = sha256_hex;
-    if (!sha256_hex) {
-        if ((rc = hash_first(&upload, what, err)) != 0)
-            goto out;
-        object_sha256 = upload.source_sha256;
-    }
-    if ((rc = create_upload(&upload, curl, object_sha256, err)) != 0)
+    if ((rc = create_upload(&upload, curl, sha256_hex, err)) != 0)
         goto out;
     created = true;
 
-    run_workers(&upload, !upload.hashes);
+    run_workers(&upload);
     if (upload.failed) {
         *err = upload.error;
         rc = upload.error.code ? upload.error.code : -EIO;
@@ -447,13 +451,15 @@ int s3_upload_multipart(struct s3_client *client, CURL *curl, const char *key,
                        what, upload.source_sha256, sha256_hex);
         goto out;
     }
-    if ((rc = complete_upload(&upload, curl, object_sha256, err)) == 0) {
+    if ((rc = complete_upload(&upload, curl, sha256_hex, err)) == 0) {
         created = false;
-        snprintf(stored_sha256, IO_SHA256_HEX, "%s", object_sha256);
+        if (stored_sha256)
+            snprintf(stored_sha256, IO_SHA256_HEX, "%s", upload.source_sha256);
     }
 out:
     if (created)
         abort_upload(&upload, curl);
+    pthread_cond_destroy(&upload.hashed);
     pthread_mutex_destroy(&upload.lock);
     free(upload.hashes);
     free(upload.etags);

@@ -62,12 +62,19 @@ struct target_source {
     int (*read)(void *reader, unsigned char *buffer, size_t length, int64_t offset,
                 struct error *err);
     void (*close_reader)(void *reader);
+    /* Optional: called on a reader that has read the whole source once, in
+     * order, before the object is made visible; nonzero refuses the upload
+     * (an archive sealed on the way checks its plaintext against its
+     * manifest here). */
+    int (*check)(void *reader, struct error *err);
 };
 
 /* Uploads a source under `key`. `sha256_hex` (may be NULL) is what the bytes
  * must hash to, as for target_put_file; the SHA-256 of what was stored is
- * written to `stored_sha256` (may be NULL), and is the object's
- * x-amz-meta-sha256 on S3 either way. */
+ * written to `stored_sha256` (may be NULL). On S3 a known `sha256_hex`
+ * is the object's x-amz-meta-sha256; without one, a large source (sent in
+ * parts) goes without that metadata, since its hash exists only once it is
+ * sent (s3_multipart.c), and a small one carries the hash of what it sent. */
 int target_put_source(struct target *target, const char *key, const struct target_source *source,
                       const char *sha256_hex, char stored_sha256[IO_SHA256_HEX],
                       const struct io_context *io, struct error *err);

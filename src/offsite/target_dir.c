@@ -102,6 +102,8 @@ static int dir_copy(const struct target_source *source, int to, const char *to_n
         done += (int64_t)length;
         io_report_progress(io, done, source->size);
     }
+    if (source->check && (rc = source->check(reader, err)) != 0)
+        goto out;
     if (fsync(to) != 0) {
         rc = error_set(err, -errno, "cannot sync %s: %s", to_name, strerror(errno));
         goto out;

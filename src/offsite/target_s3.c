@@ -76,6 +76,8 @@ static int put_small(struct s3_target *s3, const char *key, const struct target_
     rc = source->open_reader(source->context, &reader, err);
     if (rc == 0 && size > 0)
         rc = source->read(reader, buffer, (size_t)size, 0, err);
+    if (rc == 0 && source->check)
+        rc = source->check(reader, err);
     if (rc != 0) {
         error_prefix(err, "%s: ", what);
         goto out;

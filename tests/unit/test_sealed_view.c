@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "archive/sealed.h"
+#include "core/io.h"
 
 struct fixture {
     char root[64];
@@ -197,6 +198,70 @@ static void a_file_that_shrinks_fails_the_read(void **state)
     sealed_view_close(view);
 }
 
+/* Reads the whole view in order through one reader and returns its check. */
+static int read_and_check(struct sealed_view *view, const char *change_path, struct error *err)
+{
+    size_t size = (size_t)sealed_view_size(view);
+    unsigned char *out = malloc(size);
+    struct sealed_view_reader *reader = NULL;
+    assert_int_equal(sealed_view_reader_open(view, &reader, err), 0);
+    for (size_t at = 0; at < size;) {
+        size_t piece = size - at < 100000 ? size - at : 100000;
+        if (change_path && at >= size / 2) {
+            /* Same size, other bytes: what a damaged or overwritten file is. */
+            free(write_file(change_path, 300000, 99));
+            change_path = NULL;
+        }
+        assert_int_equal(sealed_view_read(reader, out + at, piece, (int64_t)at, err), 0);
+        at += piece;
+    }
+    int rc = sealed_view_reader_check(reader, err);
+    sealed_view_reader_close(reader);
+    free(out);
+    return rc;
+}
+
+static char *sha256_hex_of(const unsigned char *data, size_t size)
+{
+    static char hex[IO_SHA256_HEX];
+    io_sha256_buffer(data, size, hex);
+    return hex;
+}
+
+/* The plaintext an upload sealed is checked against the archive's
+ * manifest: the sealed object's own hash cannot tell a changed file. */
+static void the_plaintext_read_is_checked_against_its_manifest(void **state)
+{
+    struct fixture *f = *state;
+    struct sealed_view *view = NULL;
+    struct error err = {0};
+    unsigned char *data = write_file(f->path, 300000, 5);
+    char expected[IO_SHA256_HEX];
+    snprintf(expected, sizeof expected, "%s", sha256_hex_of(data, 300000));
+    free(data);
+
+    assert_int_equal(sealed_view_open(f->path, &f->recipients, &view, &err), 0);
+    sealed_view_expect_plain(view, expected);
+    assert_int_equal(read_and_check(view, NULL, &err), 0);
+    /* The file changes halfway through the read: refused, both hashes named. */
+    assert_int_equal(read_and_check(view, f->path, &err), -EIO);
+    assert_non_null(strstr(err.message, f->path));
+    assert_non_null(strstr(err.message, expected));
+    assert_non_null(strstr(err.message, "changed or is corrupt"));
+    sealed_view_close(view);
+
+    /* Read out of order (a part's reader): it cannot vouch for the whole. */
+    assert_int_equal(sealed_view_open(f->path, &f->recipients, &view, &err), 0);
+    sealed_view_expect_plain(view, expected);
+    struct sealed_view_reader *reader = NULL;
+    unsigned char buffer[4096];
+    assert_int_equal(sealed_view_reader_open(view, &reader, &err), 0);
+    assert_int_equal(sealed_view_read(reader, buffer, sizeof buffer, 200000, &err), 0);
+    assert_int_equal(sealed_view_reader_check(reader, &err), -EINVAL);
+    sealed_view_reader_close(reader);
+    sealed_view_close(view);
+}
+
 static void what_is_not_a_regular_file_is_refused(void **state)
 {
     struct fixture *f = *state;
@@ -225,6 +290,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(two_views_of_one_file_differ, set_up, tear_down),
         cmocka_unit_test_setup_teardown(a_file_that_shrinks_fails_the_read, set_up, tear_down),
         cmocka_unit_test_setup_teardown(what_is_not_a_regular_file_is_refused, set_up, tear_down),
+        cmocka_unit_test_setup_teardown(the_plaintext_read_is_checked_against_its_manifest, set_up,
+                                        tear_down),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
