@@ -8,6 +8,7 @@
 #ifndef SQLPRODD_ARCHIVE_INTERNAL_H
 #define SQLPRODD_ARCHIVE_INTERNAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -25,6 +26,13 @@ struct archive_codec {
     enum archive_format format;
     int level;
     struct libdeflate_compressor *deflate;
+    /* gzip only: a sample of each block is tried at libdeflate level 1
+     * first, and a block whose sample does not shrink is stored (level 0),
+     * at the speed of a copy, instead of searched for matches it does not
+     * have (archive_codec.c). */
+    struct libdeflate_compressor *probe, *store;
+    unsigned char *sample, *sample_out;
+    size_t sample_out_capacity;
     struct ZSTD_CCtx_s *zstd;
     size_t output_capacity; /* enough for any block */
 };
@@ -37,6 +45,11 @@ void archive_codec_free(struct archive_codec *codec);
  * the codec failed. `capacity` must be at least codec->output_capacity. */
 size_t archive_codec_compress(struct archive_codec *codec, const unsigned char *input, size_t size,
                               unsigned char *output, size_t capacity);
+
+/* Whether archive_codec_compress stores this block rather than compress
+ * it: gzip only, a block of at least 128 KiB whose sample (4 pieces of
+ * 8 KiB across it) shrinks by less than 1 % at libdeflate level 1. */
+bool archive_codec_stores(struct archive_codec *codec, const unsigned char *input, size_t size);
 
 /* CRC-32 of a block, to recognize it again (libdeflate's, as gzip's). */
 uint32_t archive_block_crc(const unsigned char *input, size_t size);
