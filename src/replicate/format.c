@@ -903,3 +903,259 @@ void format_index_free(struct format_index *index)
     index->generations = NULL;
     index->count = 0;
 }
+
+/* ---- packs ---- */
+
+void format_pack_name(uint32_t first_generation, uint32_t last_generation, uint64_t id,
+                      char out[FORMAT_PACK_NAME_SIZE])
+{
+    snprintf(out, FORMAT_PACK_NAME_SIZE, "g%08" PRIu32 "-g%08" PRIu32 ".%012" PRIu64,
+             first_generation, last_generation, id);
+}
+
+int format_pack_parse(const char *name, const char *suffix, uint32_t *first_generation,
+                      uint32_t *last_generation, uint64_t *id)
+{
+    /* g00000001-g00000009.000000000042 is 32 characters. */
+    char first[10], last[10];
+    if (!name || !suffix || strlen(name) != 32 + strlen(suffix) || name[9] != '-' ||
+        name[19] != '.' || !format_all_digits(name + 20, 12) || strcmp(name + 32, suffix) != 0)
+        return -EINVAL;
+    memcpy(first, name, 9);
+    first[9] = '\0';
+    memcpy(last, name + 10, 9);
+    last[9] = '\0';
+    uint32_t a, b;
+    uint64_t n = format_digits_value(name + 20, 12);
+    if (format_generation_parse(first, &a) < 0 || format_generation_parse(last, &b) < 0 || a > b ||
+        n == 0)
+        return -EINVAL;
+    *first_generation = a;
+    *last_generation = b;
+    *id = n;
+    return 0;
+}
+
+int format_pack_key(char *out, size_t size, const char *database, uint32_t first_generation,
+                    uint32_t last_generation, uint64_t id, bool manifest, struct error *err)
+{
+    char name[FORMAT_PACK_NAME_SIZE];
+    int n;
+    if (!format_database_name_ok(database))
+        return error_set(err, -EINVAL, "database name \"%s\" cannot name objects on a target",
+                         database ? database : "");
+    if (id == 0) {
+        n = snprintf(out, size, "%s/replica/packs/", database);
+    } else {
+        if (first_generation == 0 || first_generation > last_generation ||
+            last_generation > FORMAT_GENERATION_MAX || id > FORMAT_PACK_ID_MAX)
+            return error_set(err, -EINVAL,
+                             "%s: pack %" PRIu64 " of generations %" PRIu32 "..%" PRIu32
+                             " not valid",
+                             database, id, first_generation, last_generation);
+        format_pack_name(first_generation, last_generation, id, name);
+        n = snprintf(out, size, "%s/replica/packs/%s%s", database, name,
+                     manifest ? ".pack.json" : ".pack");
+    }
+    if (n < 0 || (size_t)n >= size)
+        return error_set(err, -ENAMETOOLONG, "%s: object key longer than %zu bytes", database,
+                         size);
+    return 0;
+}
+
+int format_packable_parse(const char *key, uint32_t *generation)
+{
+    char gen[10];
+    uint64_t start, end;
+    if (!key || strlen(key) < 10 || key[9] != '/')
+        return -EINVAL;
+    memcpy(gen, key, 9);
+    gen[9] = '\0';
+    if (format_generation_parse(gen, generation) < 0)
+        return -EINVAL;
+    const char *rest = key + 10;
+    if (strcmp(rest, "base.json") == 0)
+        return 0;
+    if (strncmp(rest, "wal/", 4) != 0)
+        return -EINVAL;
+    rest += 4;
+    if (format_segment_parse(rest, ".wal.gz", &start, &end) == 0 ||
+        format_segment_parse(rest, ".wal.gz.age", &start, &end) == 0 ||
+        format_segment_parse(rest, ".wal.json", &start, &end) == 0)
+        return 0;
+    return -EINVAL;
+}
+
+static int format_pack_check(const struct format_pack *p, const char *object, struct error *err)
+{
+    uint64_t offset = 0;
+    if (p->first_generation == 0 || p->first_generation > p->last_generation ||
+        p->last_generation > FORMAT_GENERATION_MAX)
+        return error_set(err, -EINVAL, "%s: generations %" PRIu32 "..%" PRIu32 " not valid", object,
+                         p->first_generation, p->last_generation);
+    if (p->id == 0 || p->id > FORMAT_PACK_ID_MAX)
+        return error_set(err, -EINVAL, "%s: \"id\" out of range 1..%llu", object,
+                         (unsigned long long)FORMAT_PACK_ID_MAX);
+    if (p->level == 0)
+        return error_set(err, -EINVAL, "%s: \"level\" is 0", object);
+    if (!format_sha256_ok(p->sha256))
+        return error_set(err, -EINVAL, "%s: \"sha256\" is not 64 lowercase hex digits", object);
+    if (p->count == 0 || p->count > FORMAT_PACK_OBJECTS_MAX)
+        return error_set(err, -EINVAL, "%s: %zu objects, not 1..%d", object, p->count,
+                         FORMAT_PACK_OBJECTS_MAX);
+    for (size_t i = 0; i < p->count; i++) {
+        const struct format_pack_object *o = &p->objects[i];
+        uint32_t generation;
+        if (format_packable_parse(o->key, &generation) < 0)
+            return error_set(err, -EINVAL,
+                             "%s: object %zu: \"%s\" is not a key a pack may hold "
+                             "(gN/base.json, gN/wal/S-E.wal.gz[.age], gN/wal/S-E.wal.json)",
+                             object, i + 1, o->key);
+        if (generation < p->first_generation || generation > p->last_generation)
+            return error_set(err, -EINVAL,
+                             "%s: object %s is outside the pack's generations %" PRIu32
+                             "..%" PRIu32,
+                             object, o->key, p->first_generation, p->last_generation);
+        if (o->offset != offset)
+            return error_set(err, -EINVAL,
+                             "%s: object %s starts at %" PRIu64 ", not %" PRIu64
+                             " where the one before it ends",
+                             object, o->key, o->offset, offset);
+        if (!format_sha256_ok(o->sha256))
+            return error_set(err, -EINVAL, "%s: object %s: \"sha256\" is not 64 hex digits", object,
+                             o->key);
+        if (o->size > p->size - offset)
+            return error_set(err, -EINVAL, "%s: object %s ends after the pack's %" PRIu64 " bytes",
+                             object, o->key, p->size);
+        offset += o->size;
+    }
+    if (offset != p->size)
+        return error_set(err, -EINVAL,
+                         "%s: the objects end at %" PRIu64 ", the pack is %" PRIu64 " bytes",
+                         object, offset, p->size);
+    return 0;
+}
+
+char *format_pack_encode(const struct format_pack *p, struct error *err)
+{
+    char name[FORMAT_PACK_NAME_SIZE], *text;
+    json_t *root, *list;
+    int rc = 0;
+
+    format_pack_name(p->first_generation, p->last_generation, p->id, name);
+    if (format_pack_check(p, name, err) < 0)
+        return NULL;
+    root = json_object();
+    list = json_array();
+    if (!root || !list)
+        goto nomem;
+    rc |= format_set(root, "format", json_integer(FORMAT_VERSION));
+    rc |= format_set(root, "database", json_string(p->database));
+    rc |= format_set(root, "first_generation", json_integer(p->first_generation));
+    rc |= format_set(root, "last_generation", json_integer(p->last_generation));
+    rc |= format_set(root, "id", format_json_u64(p->id));
+    rc |= format_set(root, "level", json_integer(p->level));
+    rc |= format_set(root, "size", format_json_u64(p->size));
+    rc |= format_set(root, "sha256", json_string(p->sha256));
+    for (size_t i = 0; i < p->count && rc == 0; i++) {
+        const struct format_pack_object *o = &p->objects[i];
+        json_t *item = json_object();
+        if (!item || json_array_append_new(list, item) < 0)
+            goto nomem;
+        rc |= format_set(item, "key", json_string(o->key));
+        rc |= format_set(item, "offset", format_json_u64(o->offset));
+        rc |= format_set(item, "size", format_json_u64(o->size));
+        rc |= format_set(item, "sha256", json_string(o->sha256));
+    }
+    rc |= format_set(root, "objects", list);
+    list = NULL;
+    if (rc != 0)
+        goto nomem;
+    /* Compact: a pack lists up to FORMAT_PACK_OBJECTS_MAX objects. */
+    text = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(root);
+    if (!text)
+        error_set(err, -ENOMEM, "out of memory encoding %s.pack.json", name);
+    return text;
+nomem:
+    json_decref(list);
+    json_decref(root);
+    error_set(err, -ENOMEM, "out of memory encoding %s.pack.json", name);
+    return NULL;
+}
+
+int format_pack_decode(const char *text, size_t length, const char *object, struct format_pack *out,
+                       struct error *err)
+{
+    json_t *root = NULL, *list;
+    const char *database = NULL;
+    uint64_t value = 0;
+    int rc;
+
+    memset(out, 0, sizeof *out);
+    rc = format_load(text, length, object, &root, err);
+    if (rc < 0)
+        return rc;
+    if ((rc = format_get_string(root, "database", true, &database, object, err)) < 0 ||
+        (rc = format_get_u32(root, "first_generation", true, &out->first_generation, object, err)) <
+            0 ||
+        (rc = format_get_u32(root, "last_generation", true, &out->last_generation, object, err)) <
+            0 ||
+        (rc = format_get_u64(root, "id", FORMAT_PACK_ID_MAX, true, &out->id, object, err)) < 0 ||
+        (rc = format_get_u64(root, "level", 64, true, &value, object, err)) < 0 ||
+        (rc = format_get_u64(root, "size", INT64_MAX, true, &out->size, object, err)) < 0 ||
+        (rc = format_get_sha256(root, out->sha256, true, object, err)) < 0)
+        goto out;
+    out->level = (uint32_t)value;
+    list = json_object_get(root, "objects");
+    if (!json_is_array(list) || json_array_size(list) == 0 ||
+        json_array_size(list) > FORMAT_PACK_OBJECTS_MAX) {
+        rc = error_set(err, -EINVAL, "%s: field \"objects\" is missing, empty or longer than %d",
+                       object, FORMAT_PACK_OBJECTS_MAX);
+        goto out;
+    }
+    out->database = strdup(database);
+    out->objects = calloc(json_array_size(list), sizeof *out->objects);
+    if (!out->database || !out->objects) {
+        rc = error_set(err, -ENOMEM, "%s: out of memory", object);
+        goto out;
+    }
+    for (size_t i = 0; i < json_array_size(list); i++) {
+        json_t *item = json_array_get(list, i);
+        struct format_pack_object *o = &out->objects[i];
+        const char *key = NULL;
+        if (!json_is_object(item)) {
+            rc = error_set(err, -EINVAL, "%s: object %zu is not a JSON object", object, i + 1);
+            goto out;
+        }
+        if ((rc = format_get_string(item, "key", true, &key, object, err)) < 0 ||
+            (rc = format_get_u64(item, "offset", INT64_MAX, true, &o->offset, object, err)) < 0 ||
+            (rc = format_get_u64(item, "size", INT64_MAX, true, &o->size, object, err)) < 0 ||
+            (rc = format_get_sha256(item, o->sha256, true, object, err)) < 0) {
+            error_prefix(err, "object %zu: ", i + 1);
+            goto out;
+        }
+        if (strlen(key) >= sizeof o->key || format_packable_parse(key, &o->generation) < 0) {
+            rc = error_set(err, -EINVAL, "%s: object %zu: \"%s\" is not a key a pack may hold",
+                           object, i + 1, key);
+            goto out;
+        }
+        snprintf(o->key, sizeof o->key, "%s", key);
+        out->count = i + 1;
+    }
+    rc = format_pack_check(out, object, err);
+out:
+    json_decref(root);
+    if (rc < 0)
+        format_pack_free(out);
+    return rc;
+}
+
+void format_pack_free(struct format_pack *pack)
+{
+    free(pack->database);
+    free(pack->objects);
+    pack->database = NULL;
+    pack->objects = NULL;
+    pack->count = 0;
+}

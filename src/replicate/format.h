@@ -157,4 +157,61 @@ int format_index_decode(const char *text, size_t length, const char *object,
 void format_segment_free(struct format_segment *segment);
 void format_index_free(struct format_index *index);
 
+/*
+ * Packs (compaction, sqlprodd-format(5) PACKS): the objects of a run of
+ * generations, byte for byte, concatenated in the order they were shipped,
+ *   DB/replica/packs/gAAAAAAAA-gBBBBBBBB.NNNNNNNNNNNN.pack
+ *   DB/replica/packs/gAAAAAAAA-gBBBBBBBB.NNNNNNNNNNNN.pack.json
+ * A..B the generations its objects belong to, N the pack's number (never
+ * reused for a database). The manifest gives each object's key (relative
+ * to DB/replica/), offset, size and SHA-256; an object of a pack is
+ * `tail -c +OFFSET+1 PACK | head -c SIZE`. Base files (base.db.gz[.age])
+ * are never packed: they are uploaded once per snapshot.
+ */
+#define FORMAT_PACK_NAME_SIZE   48 /* "g00000001-g00000009.000000000042" and NUL */
+#define FORMAT_PACK_ID_MAX      999999999999ull
+#define FORMAT_PACK_KEY_SIZE    128 /* a relative key: "g00000001/wal/S-E.wal.gz.age" */
+#define FORMAT_PACK_OBJECTS_MAX 65536
+
+struct format_pack_object {
+    char key[FORMAT_PACK_KEY_SIZE]; /* relative to DB/replica/ */
+    uint32_t generation;            /* of the key */
+    uint64_t offset, size;
+    char sha256[65];
+};
+
+struct format_pack {
+    char *database; /* decoded: owned */
+    uint32_t first_generation, last_generation;
+    uint64_t id;
+    uint32_t level;  /* 1: made of loose objects; L + 1: of packs of level L */
+    uint64_t size;   /* bytes of the .pack */
+    char sha256[65]; /* of the .pack */
+    size_t count;
+    struct format_pack_object *objects; /* in pack order; decoded: owned */
+};
+
+/* "g00000001-g00000009.000000000042". */
+void format_pack_name(uint32_t first_generation, uint32_t last_generation, uint64_t id,
+                      char out[FORMAT_PACK_NAME_SIZE]);
+/* Parses a name followed by `suffix` (".pack", ".pack.json") and nothing
+ * else: first <= last, id 1..FORMAT_PACK_ID_MAX. 0 or -EINVAL. */
+int format_pack_parse(const char *name, const char *suffix, uint32_t *first_generation,
+                      uint32_t *last_generation, uint64_t *id);
+/* DB/replica/packs/NAME.pack, or with `manifest` NAME.pack.json; with
+ * id 0, the directory DB/replica/packs/ (a prefix, for listings). */
+int format_pack_key(char *out, size_t size, const char *database, uint32_t first_generation,
+                    uint32_t last_generation, uint64_t id, bool manifest, struct error *err);
+/* Whether `key` (relative to DB/replica/) is an object that packs may hold:
+ * gN/base.json, gN/wal/S-E.wal.gz, gN/wal/S-E.wal.gz.age, gN/wal/S-E.wal.json.
+ * 0 with its generation, or -EINVAL. */
+int format_packable_parse(const char *key, uint32_t *generation);
+
+char *format_pack_encode(const struct format_pack *pack, struct error *err);
+/* Strict: objects contiguous from offset 0 up to "size", every key
+ * packable and of a generation in the pack's range. */
+int format_pack_decode(const char *text, size_t length, const char *object, struct format_pack *out,
+                       struct error *err);
+void format_pack_free(struct format_pack *pack);
+
 #endif
