@@ -986,9 +986,38 @@ int format_packable_parse(const char *key, uint32_t *generation)
     return -EINVAL;
 }
 
-static int format_pack_check(const struct format_pack *p, const char *object, struct error *err)
+/* The checks of one object line: its key, its hash, and that it starts
+ * where the one before it ended (`offset`). */
+static int format_pack_object_check(const struct format_pack *p, const struct format_pack_object *o,
+                                    uint64_t offset, const char *object, struct error *err)
 {
-    uint64_t offset = 0;
+    uint32_t generation;
+    if (format_packable_parse(o->key, &generation) < 0)
+        return error_set(err, -EINVAL,
+                         "%s: \"%s\" is not a key a pack may hold (gN/base.json, "
+                         "gN/wal/S-E.wal.gz[.age], gN/wal/S-E.wal.json)",
+                         object, o->key);
+    if (generation < p->first_generation || generation > p->last_generation)
+        return error_set(err, -EINVAL,
+                         "%s: object %s is outside the pack's generations %" PRIu32 "..%" PRIu32,
+                         object, o->key, p->first_generation, p->last_generation);
+    if (o->offset != offset)
+        return error_set(err, -EINVAL,
+                         "%s: object %s starts at %" PRIu64 ", not at %" PRIu64
+                         " where the one before it ends",
+                         object, o->key, o->offset, offset);
+    if (!format_sha256_ok(o->sha256))
+        return error_set(err, -EINVAL, "%s: object %s: \"sha256\" is not 64 hex digits", object,
+                         o->key);
+    if (o->size > p->size - offset)
+        return error_set(err, -EINVAL, "%s: object %s ends after the pack's %" PRIu64 " bytes",
+                         object, o->key, p->size);
+    return 0;
+}
+
+static int format_pack_header_check(const struct format_pack *p, const char *object,
+                                    struct error *err)
+{
     if (p->first_generation == 0 || p->first_generation > p->last_generation ||
         p->last_generation > FORMAT_GENERATION_MAX)
         return error_set(err, -EINVAL, "%s: generations %" PRIu32 "..%" PRIu32 " not valid", object,
@@ -1001,53 +1030,20 @@ static int format_pack_check(const struct format_pack *p, const char *object, st
     if (!format_sha256_ok(p->sha256))
         return error_set(err, -EINVAL, "%s: \"sha256\" is not 64 lowercase hex digits", object);
     if (p->count == 0 || p->count > FORMAT_PACK_OBJECTS_MAX)
-        return error_set(err, -EINVAL, "%s: %zu objects, not 1..%d", object, p->count,
+        return error_set(err, -EINVAL, "%s: \"count\" %zu is not in 1..%d", object, p->count,
                          FORMAT_PACK_OBJECTS_MAX);
-    for (size_t i = 0; i < p->count; i++) {
-        const struct format_pack_object *o = &p->objects[i];
-        uint32_t generation;
-        if (format_packable_parse(o->key, &generation) < 0)
-            return error_set(err, -EINVAL,
-                             "%s: object %zu: \"%s\" is not a key a pack may hold "
-                             "(gN/base.json, gN/wal/S-E.wal.gz[.age], gN/wal/S-E.wal.json)",
-                             object, i + 1, o->key);
-        if (generation < p->first_generation || generation > p->last_generation)
-            return error_set(err, -EINVAL,
-                             "%s: object %s is outside the pack's generations %" PRIu32
-                             "..%" PRIu32,
-                             object, o->key, p->first_generation, p->last_generation);
-        if (o->offset != offset)
-            return error_set(err, -EINVAL,
-                             "%s: object %s starts at %" PRIu64 ", not %" PRIu64
-                             " where the one before it ends",
-                             object, o->key, o->offset, offset);
-        if (!format_sha256_ok(o->sha256))
-            return error_set(err, -EINVAL, "%s: object %s: \"sha256\" is not 64 hex digits", object,
-                             o->key);
-        if (o->size > p->size - offset)
-            return error_set(err, -EINVAL, "%s: object %s ends after the pack's %" PRIu64 " bytes",
-                             object, o->key, p->size);
-        offset += o->size;
-    }
-    if (offset != p->size)
-        return error_set(err, -EINVAL,
-                         "%s: the objects end at %" PRIu64 ", the pack is %" PRIu64 " bytes",
-                         object, offset, p->size);
     return 0;
 }
 
-char *format_pack_encode(const struct format_pack *p, struct error *err)
+char *format_pack_header_encode(const struct format_pack *p, struct error *err)
 {
-    char name[FORMAT_PACK_NAME_SIZE], *text;
-    json_t *root, *list;
+    char name[FORMAT_PACK_NAME_SIZE], *text = NULL;
     int rc = 0;
-
     format_pack_name(p->first_generation, p->last_generation, p->id, name);
-    if (format_pack_check(p, name, err) < 0)
+    if (format_pack_header_check(p, name, err) < 0)
         return NULL;
-    root = json_object();
-    list = json_array();
-    if (!root || !list)
+    json_t *root = json_object();
+    if (!root)
         goto nomem;
     rc |= format_set(root, "format", json_integer(FORMAT_VERSION));
     rc |= format_set(root, "database", json_string(p->database));
@@ -1057,43 +1053,46 @@ char *format_pack_encode(const struct format_pack *p, struct error *err)
     rc |= format_set(root, "level", json_integer(p->level));
     rc |= format_set(root, "size", format_json_u64(p->size));
     rc |= format_set(root, "sha256", json_string(p->sha256));
-    for (size_t i = 0; i < p->count && rc == 0; i++) {
-        const struct format_pack_object *o = &p->objects[i];
-        json_t *item = json_object();
-        if (!item || json_array_append_new(list, item) < 0)
-            goto nomem;
-        rc |= format_set(item, "key", json_string(o->key));
-        rc |= format_set(item, "offset", format_json_u64(o->offset));
-        rc |= format_set(item, "size", format_json_u64(o->size));
-        rc |= format_set(item, "sha256", json_string(o->sha256));
-    }
-    rc |= format_set(root, "objects", list);
-    list = NULL;
-    if (rc != 0)
-        goto nomem;
-    /* Compact: a pack lists up to FORMAT_PACK_OBJECTS_MAX objects. */
-    text = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    rc |= format_set(root, "count", format_json_u64(p->count));
+    if (rc == 0)
+        text = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(root);
-    if (!text)
-        error_set(err, -ENOMEM, "out of memory encoding %s.pack.json", name);
-    return text;
+    if (text)
+        return text;
 nomem:
-    json_decref(list);
-    json_decref(root);
     error_set(err, -ENOMEM, "out of memory encoding %s.pack.json", name);
     return NULL;
 }
 
-int format_pack_decode(const char *text, size_t length, const char *object, struct format_pack *out,
-                       struct error *err)
+char *format_pack_object_encode(const struct format_pack_object *o, struct error *err)
 {
-    json_t *root = NULL, *list;
+    char *text = NULL;
+    int rc = 0;
+    json_t *item = json_object();
+    if (item) {
+        rc |= format_set(item, "key", json_string(o->key));
+        rc |= format_set(item, "offset", format_json_u64(o->offset));
+        rc |= format_set(item, "size", format_json_u64(o->size));
+        rc |= format_set(item, "sha256", json_string(o->sha256));
+        if (rc == 0)
+            text = json_dumps(item, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        json_decref(item);
+    }
+    if (!text)
+        error_set(err, -ENOMEM, "out of memory encoding a pack manifest line");
+    return text;
+}
+
+int format_pack_header_decode(const char *line, size_t length, const char *object,
+                              struct format_pack *out, struct error *err)
+{
+    json_t *root = NULL;
     const char *database = NULL;
-    uint64_t value = 0;
+    uint64_t level = 0, count = 0;
     int rc;
 
     memset(out, 0, sizeof *out);
-    rc = format_load(text, length, object, &root, err);
+    rc = format_load(line, length, object, &root, err);
     if (rc < 0)
         return rc;
     if ((rc = format_get_string(root, "database", true, &database, object, err)) < 0 ||
@@ -1102,53 +1101,141 @@ int format_pack_decode(const char *text, size_t length, const char *object, stru
         (rc = format_get_u32(root, "last_generation", true, &out->last_generation, object, err)) <
             0 ||
         (rc = format_get_u64(root, "id", FORMAT_PACK_ID_MAX, true, &out->id, object, err)) < 0 ||
-        (rc = format_get_u64(root, "level", 64, true, &value, object, err)) < 0 ||
+        (rc = format_get_u64(root, "level", 64, true, &level, object, err)) < 0 ||
         (rc = format_get_u64(root, "size", INT64_MAX, true, &out->size, object, err)) < 0 ||
-        (rc = format_get_sha256(root, out->sha256, true, object, err)) < 0)
+        (rc = format_get_sha256(root, out->sha256, true, object, err)) < 0 ||
+        (rc = format_get_u64(root, "count", FORMAT_PACK_OBJECTS_MAX, true, &count, object, err)) <
+            0)
         goto out;
-    out->level = (uint32_t)value;
-    list = json_object_get(root, "objects");
-    if (!json_is_array(list) || json_array_size(list) == 0 ||
-        json_array_size(list) > FORMAT_PACK_OBJECTS_MAX) {
-        rc = error_set(err, -EINVAL, "%s: field \"objects\" is missing, empty or longer than %d",
-                       object, FORMAT_PACK_OBJECTS_MAX);
-        goto out;
-    }
-    out->database = strdup(database);
-    out->objects = calloc(json_array_size(list), sizeof *out->objects);
-    if (!out->database || !out->objects) {
+    out->level = (uint32_t)level;
+    out->count = (size_t)count;
+    if (!(out->database = strdup(database))) {
         rc = error_set(err, -ENOMEM, "%s: out of memory", object);
         goto out;
     }
-    for (size_t i = 0; i < json_array_size(list); i++) {
-        json_t *item = json_array_get(list, i);
-        struct format_pack_object *o = &out->objects[i];
-        const char *key = NULL;
-        if (!json_is_object(item)) {
-            rc = error_set(err, -EINVAL, "%s: object %zu is not a JSON object", object, i + 1);
-            goto out;
-        }
-        if ((rc = format_get_string(item, "key", true, &key, object, err)) < 0 ||
-            (rc = format_get_u64(item, "offset", INT64_MAX, true, &o->offset, object, err)) < 0 ||
-            (rc = format_get_u64(item, "size", INT64_MAX, true, &o->size, object, err)) < 0 ||
-            (rc = format_get_sha256(item, o->sha256, true, object, err)) < 0) {
-            error_prefix(err, "object %zu: ", i + 1);
-            goto out;
-        }
-        if (strlen(key) >= sizeof o->key || format_packable_parse(key, &o->generation) < 0) {
-            rc = error_set(err, -EINVAL, "%s: object %zu: \"%s\" is not a key a pack may hold",
-                           object, i + 1, key);
-            goto out;
-        }
-        snprintf(o->key, sizeof o->key, "%s", key);
-        out->count = i + 1;
-    }
-    rc = format_pack_check(out, object, err);
+    rc = format_pack_header_check(out, object, err);
 out:
     json_decref(root);
     if (rc < 0)
         format_pack_free(out);
     return rc;
+}
+
+int format_pack_object_decode(const char *line, size_t length, const struct format_pack *pack,
+                              uint64_t offset, const char *object, struct format_pack_object *out,
+                              struct error *err)
+{
+    json_error_t jerr;
+    const char *key = NULL;
+    int rc;
+    memset(out, 0, sizeof *out);
+    json_t *item = json_loadb(line, length, JSON_REJECT_DUPLICATES, &jerr);
+    if (!json_is_object(item)) {
+        json_decref(item);
+        return error_set(err, -EINVAL,
+                         "%s: an object line is not a JSON object; the manifest is damaged",
+                         object);
+    }
+    if ((rc = format_get_string(item, "key", true, &key, object, err)) < 0 ||
+        (rc = format_get_u64(item, "offset", INT64_MAX, true, &out->offset, object, err)) < 0 ||
+        (rc = format_get_u64(item, "size", INT64_MAX, true, &out->size, object, err)) < 0 ||
+        (rc = format_get_sha256(item, out->sha256, true, object, err)) < 0)
+        goto out;
+    if (strlen(key) >= sizeof out->key) {
+        rc = error_set(err, -EINVAL, "%s: \"%s\" is not a key a pack may hold", object, key);
+        goto out;
+    }
+    snprintf(out->key, sizeof out->key, "%s", key);
+    format_packable_parse(out->key, &out->generation);
+    rc = format_pack_object_check(pack, out, offset, object, err);
+out:
+    json_decref(item);
+    return rc;
+}
+
+char *format_pack_encode(const struct format_pack *p, struct error *err)
+{
+    char name[FORMAT_PACK_NAME_SIZE];
+    uint64_t offset = 0;
+    format_pack_name(p->first_generation, p->last_generation, p->id, name);
+    for (size_t i = 0; i < p->count; i++) {
+        if (format_pack_object_check(p, &p->objects[i], offset, name, err) < 0)
+            return NULL;
+        offset += p->objects[i].size;
+    }
+    if (offset != p->size) {
+        error_set(err, -EINVAL, "%s: the objects end at %" PRIu64 ", the pack is %" PRIu64 " bytes",
+                  name, offset, p->size);
+        return NULL;
+    }
+    char *text = NULL;
+    size_t length = 0;
+    FILE *out = open_memstream(&text, &length);
+    char *line = out ? format_pack_header_encode(p, err) : NULL;
+    int rc = line ? 0 : -1;
+    if (line)
+        fprintf(out, "%s\n", line);
+    free(line);
+    for (size_t i = 0; rc == 0 && i < p->count; i++) {
+        if (!(line = format_pack_object_encode(&p->objects[i], err)))
+            rc = -1;
+        else
+            fprintf(out, "%s\n", line);
+        free(line);
+    }
+    if (out && fclose(out) != 0)
+        rc = -1;
+    if (rc != 0 || !out) {
+        free(text);
+        if (!out)
+            error_set(err, -ENOMEM, "out of memory encoding %s.pack.json", name);
+        return NULL;
+    }
+    return text;
+}
+
+int format_pack_decode(const char *text, size_t length, const char *object, struct format_pack *out,
+                       struct error *err)
+{
+    const char *end = text + length, *line = text;
+    const char *newline = memchr(line, '\n', length);
+    if (!newline)
+        return error_set(err, -EINVAL, "%s: no header line; the manifest is damaged", object);
+    int rc = format_pack_header_decode(line, (size_t)(newline - line), object, out, err);
+    if (rc < 0)
+        return rc;
+    out->objects = calloc(out->count, sizeof *out->objects);
+    if (!out->objects) {
+        format_pack_free(out);
+        return error_set(err, -ENOMEM, "%s: out of memory", object);
+    }
+    uint64_t offset = 0;
+    size_t count = out->count;
+    out->count = 0;
+    line = newline + 1;
+    while (line < end && out->count < count) {
+        newline = memchr(line, '\n', (size_t)(end - line));
+        const char *stop = newline ? newline : end;
+        rc = format_pack_object_decode(line, (size_t)(stop - line), out, offset, object,
+                                       &out->objects[out->count], err);
+        if (rc < 0) {
+            error_prefix(err, "line %zu: ", out->count + 2);
+            format_pack_free(out);
+            return rc;
+        }
+        offset += out->objects[out->count].size;
+        out->count++;
+        line = newline ? newline + 1 : end;
+    }
+    if (out->count != count || line < end || offset != out->size) {
+        rc = error_set(err, -EINVAL,
+                       "%s: %zu of %zu objects ending at %" PRIu64 " in a pack of %" PRIu64
+                       " bytes; the manifest is damaged or cut short",
+                       object, out->count, count, offset, out->size);
+        format_pack_free(out);
+        return rc;
+    }
+    return 0;
 }
 
 void format_pack_free(struct format_pack *pack)

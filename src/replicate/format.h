@@ -163,15 +163,18 @@ void format_index_free(struct format_index *index);
  *   DB/replica/packs/gAAAAAAAA-gBBBBBBBB.NNNNNNNNNNNN.pack
  *   DB/replica/packs/gAAAAAAAA-gBBBBBBBB.NNNNNNNNNNNN.pack.json
  * A..B the generations its objects belong to, N the pack's number (never
- * reused for a database). The manifest gives each object's key (relative
- * to DB/replica/), offset, size and SHA-256; an object of a pack is
+ * reused for a database). The manifest is JSON Lines, so that a pack of
+ * many thousand objects is written and merged a line at a time: a header
+ * line (the pack's generations, id, level, size, SHA-256 and object count),
+ * then one line per object in pack order with its key (relative to
+ * DB/replica/), offset, size and SHA-256; an object of a pack is
  * `tail -c +OFFSET+1 PACK | head -c SIZE`. Base files (base.db.gz[.age])
  * are never packed: they are uploaded once per snapshot.
  */
 #define FORMAT_PACK_NAME_SIZE   48 /* "g00000001-g00000009.000000000042" and NUL */
 #define FORMAT_PACK_ID_MAX      999999999999ull
-#define FORMAT_PACK_KEY_SIZE    128 /* a relative key: "g00000001/wal/S-E.wal.gz.age" */
-#define FORMAT_PACK_OBJECTS_MAX 65536
+#define FORMAT_PACK_KEY_SIZE    64  /* a relative key: "g00000001/wal/S-E.wal.gz.age" is 50 */
+#define FORMAT_PACK_OBJECTS_MAX 1048576
 
 struct format_pack_object {
     char key[FORMAT_PACK_KEY_SIZE]; /* relative to DB/replica/ */
@@ -207,11 +210,22 @@ int format_pack_key(char *out, size_t size, const char *database, uint32_t first
  * 0 with its generation, or -EINVAL. */
 int format_packable_parse(const char *key, uint32_t *generation);
 
+/* The whole manifest: header line and object lines, each ending in '\n'. */
 char *format_pack_encode(const struct format_pack *pack, struct error *err);
-/* Strict: objects contiguous from offset 0 up to "size", every key
- * packable and of a generation in the pack's range. */
-int format_pack_decode(const char *text, size_t length, const char *object, struct format_pack *out,
-                       struct error *err);
+/* Strict: "count" objects contiguous from offset 0 up to "size", every
+ * key packable and of a generation in the pack's range. */
+int format_pack_decode(const char *text, size_t length, const char *object,
+                       struct format_pack *out, struct error *err);
+/* A line at a time (no '\n'), for manifests too long to hold: the header
+ * (pack->objects unused, pack->count the number of object lines), and an
+ * object line that must start at `offset` within `pack`. */
+char *format_pack_header_encode(const struct format_pack *pack, struct error *err);
+char *format_pack_object_encode(const struct format_pack_object *object, struct error *err);
+int format_pack_header_decode(const char *line, size_t length, const char *object,
+                              struct format_pack *out, struct error *err);
+int format_pack_object_decode(const char *line, size_t length, const struct format_pack *pack,
+                              uint64_t offset, const char *object, struct format_pack_object *out,
+                              struct error *err);
 void format_pack_free(struct format_pack *pack);
 
 #endif
