@@ -16,6 +16,7 @@
 #include "core/io.h"
 #include "core/log.h"
 #include "db/database.h"
+#include "replicate/compactor.h"
 #include "replicate/shipper.h"
 #include "replicate/uploader.h"
 
@@ -41,21 +42,24 @@ struct replicated {
     const struct database_config *db;
     struct replica *replica;           /* reader thread; NULL until it opens */
     struct replica_uploader *uploader; /* upload thread; NULL until it opens */
-    int64_t due_ms, upload_due_ms;
-    int upload_failures;
+    struct replica_compactor *compactor; /* compaction thread; NULL until it opens */
+    int64_t due_ms, upload_due_ms, compact_due_ms;
+    int upload_failures, compact_failures;
+    bool compact_wanted; /* guarded by `lock`: objects were put since its last turn */
     bool watched; /* its files are in `files` */
     bool quiet;   /* replica_quiet, and no file event since: no round, no watch */
-    struct problem reading, uploading;
+    struct problem reading, uploading, compacting;
 };
 
 struct agent_replication {
     const struct config *config;
-    pthread_t reader, upload;
-    bool reader_started, upload_started;
+    pthread_t reader, upload, compact;
+    bool reader_started, upload_started, compact_started;
     volatile sig_atomic_t stop;
-    pthread_mutex_t lock; /* guards `queued` */
-    pthread_cond_t wake;  /* the reader queued something */
-    bool queued;
+    pthread_mutex_t lock;        /* guards `queued`, `compact_queued`, compact_wanted */
+    pthread_cond_t wake;         /* the reader queued something */
+    pthread_cond_t compact_wake; /* the uploader put something */
+    bool queued, compact_queued;
     struct replicated *databases;
     size_t count;
     struct file_watch *files; /* NULL without inotify: every database is looked at */
@@ -216,6 +220,12 @@ static int64_t upload_turn(struct agent_replication *replication, struct replica
                                    &item->uploader, &err);
     if (rc == 0)
         rc = replica_upload(item->uploader, now, &uploaded, &err);
+    if (uploaded > 0 && replica_compacts(item->db)) {
+        pthread_mutex_lock(&replication->lock);
+        item->compact_wanted = replication->compact_queued = true;
+        pthread_cond_signal(&replication->compact_wake);
+        pthread_mutex_unlock(&replication->lock);
+    }
     if (replication->stop)
         return now;
     replication_report(item, &item->uploading, "uploading", rc, &err);
@@ -266,9 +276,82 @@ static void *upload_run(void *argument)
     return NULL;
 }
 
+/* One database's compaction: when the uploader put something, or to
+ * retry a failure. When it wants its next turn (INT64_MAX: when woken). */
+static int64_t compact_turn(struct agent_replication *replication, struct replicated *item,
+                            int64_t now)
+{
+    struct error err = {0};
+    int rc = 0, packs = 0;
+    pthread_mutex_lock(&replication->lock);
+    bool wanted = item->compact_wanted;
+    item->compact_wanted = false;
+    pthread_mutex_unlock(&replication->lock);
+    if (!wanted && (item->compact_failures == 0 || now < item->compact_due_ms))
+        return item->compact_failures ? item->compact_due_ms : INT64_MAX;
+    if (!item->compactor)
+        rc = replica_compactor_open(item->db, replication->config->state_dir, &replication->stop,
+                                    &item->compactor, &err);
+    if (rc == 0)
+        rc = replica_compact(item->compactor, &packs, &err);
+    /* Closed between turns: ten thousand databases keep no connection
+     * open for a merge that comes once in a while. What a kill left half
+     * done is picked up by the next open, after the next upload. */
+    replica_compactor_close(item->compactor);
+    item->compactor = NULL;
+    if (replication->stop)
+        return now;
+    replication_report(item, &item->compacting, "compacting", rc, &err);
+    if (rc < 0) {
+        item->compact_failures++;
+        item->compact_due_ms = now + io_backoff(UPLOAD_RETRY_BASE_MS, UPLOAD_RETRY_MAX_MS,
+                                                item->compact_failures - 1, IO_JITTER_EQUAL);
+        return item->compact_due_ms;
+    }
+    item->compact_failures = 0;
+    return INT64_MAX;
+}
+
+/* Packs what the uploader put (compactor.h), each database in turn, on a
+ * thread of its own: a merge of many megabytes never delays the upload of
+ * the next segment. Sleeps until the uploader puts something. */
+static void *compact_run(void *argument)
+{
+    struct agent_replication *replication = argument;
+    while (!replication->stop) {
+        int64_t now = replication_now_ms(), next = INT64_MAX;
+        pthread_mutex_lock(&replication->lock);
+        replication->compact_queued = false;
+        pthread_mutex_unlock(&replication->lock);
+        for (size_t i = 0; i < replication->count && !replication->stop; i++) {
+            if (!replica_compacts(replication->databases[i].db))
+                continue;
+            int64_t due = compact_turn(replication, &replication->databases[i], now);
+            if (due < next)
+                next = due;
+        }
+        pthread_mutex_lock(&replication->lock);
+        while (!replication->compact_queued && !replication->stop &&
+               (next == INT64_MAX || replication_now_ms() < next)) {
+            if (next == INT64_MAX) {
+                pthread_cond_wait(&replication->compact_wake, &replication->lock);
+                continue;
+            }
+            struct timespec deadline = {.tv_sec = next / 1000,
+                                        .tv_nsec = (long)(next % 1000) * 1000000};
+            pthread_cond_timedwait(&replication->compact_wake, &replication->lock, &deadline);
+        }
+        pthread_mutex_unlock(&replication->lock);
+    }
+    for (size_t i = 0; i < replication->count; i++)
+        replica_compactor_close(replication->databases[i].compactor);
+    return NULL;
+}
+
 static void replication_free(struct agent_replication *replication)
 {
     file_watch_close(replication->files);
+    pthread_cond_destroy(&replication->compact_wake);
     pthread_cond_destroy(&replication->wake);
     pthread_mutex_destroy(&replication->lock);
     free(replication->databases);
@@ -292,6 +375,7 @@ int agent_replication_start(const struct config *config, struct agent_replicatio
     pthread_mutex_init(&replication->lock, NULL);
     /* The condition's clock is CLOCK_REALTIME, the clock of the deadlines. */
     pthread_cond_init(&replication->wake, NULL);
+    pthread_cond_init(&replication->compact_wake, NULL);
     for (size_t i = 0; i < config->database_count; i++) {
         const struct database_config *db = &config->databases[i];
         if (!db->replicate.target)
@@ -328,6 +412,10 @@ int agent_replication_start(const struct config *config, struct agent_replicatio
         rc = io_thread_start(&replication->upload, upload_run, replication);
         replication->upload_started = rc == 0;
     }
+    if (rc == 0) {
+        rc = io_thread_start(&replication->compact, compact_run, replication);
+        replication->compact_started = rc == 0;
+    }
     if (rc != 0) {
         agent_replication_stop(replication);
         return rc;
@@ -343,6 +431,7 @@ void agent_replication_stop(struct agent_replication *replication)
     replication->stop = 1;
     pthread_mutex_lock(&replication->lock);
     pthread_cond_broadcast(&replication->wake);
+    pthread_cond_broadcast(&replication->compact_wake);
     pthread_mutex_unlock(&replication->lock);
     if (replication->files)
         file_watch_wake(replication->files);
@@ -350,5 +439,7 @@ void agent_replication_stop(struct agent_replication *replication)
         pthread_join(replication->reader, NULL);
     if (replication->upload_started)
         pthread_join(replication->upload, NULL);
+    if (replication->compact_started)
+        pthread_join(replication->compact, NULL);
     replication_free(replication);
 }

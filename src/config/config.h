@@ -123,6 +123,7 @@ struct replicate_settings {
     int64_t snapshot_every_seconds;     /* a fresh base this often, default 1d */
     int64_t window_seconds;             /* how far back restore --at reaches, default 7d */
     int64_t spool_max_bytes;            /* the local spool while the target is away, 1GB */
+    bool compact;                       /* merge small objects into packs (compactor.h) */
     struct config_origin origin;        /* where `target` was written, for check's messages */
 };
 

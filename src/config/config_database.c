@@ -53,8 +53,8 @@ static const char *const drill_keys[] = {SCHEDULE_KEYS, "from", NULL};
 static const char *const *const job_keys[JOB_COUNT] = {
     checkpoint_keys, analyze_keys, vacuum_keys, backup_keys, upload_keys, health_keys, drill_keys,
 };
-static const char *const replicate_keys[] = {"target", "interval",  "snapshot_every",
-                                             "window", "spool_max", "enabled", NULL};
+static const char *const replicate_keys[] = {"target",    "interval", "snapshot_every", "window",
+                                             "spool_max", "enabled",  "compact",        NULL};
 static const char *const enforce_keys[] = {"journal_mode", "auto_vacuum", NULL};
 static const char *const enforce_journal_mode_names[] = {"wal", NULL};
 static const char *const enforce_auto_vacuum_names[] = {"none", "full", "incremental", NULL};
@@ -207,6 +207,7 @@ static int draft_init_builtin(struct database_draft *draft)
     settings->replicate.snapshot_every_seconds = 86400;
     settings->replicate.window_seconds = 7 * 86400;
     settings->replicate.spool_max_bytes = REPLICATE_SPOOL_DEFAULT;
+    settings->replicate.compact = false;
 
     schedule_every(&settings->health.schedule, 5 * 60, "5m");
     settings->health.wal_warn_bytes = 100 * 1024 * 1024;
@@ -419,6 +420,7 @@ static void read_replicate(struct config_reader *reader, const config_setting_t 
                       (long long)replicate->interval_seconds, (long long)replicate->window_seconds);
     }
     config_value_bool(reader, group, key, "enabled", &draft->replicate_enabled);
+    config_value_bool(reader, group, key, "compact", &replicate->compact);
 }
 
 /* warn <= crit is checked where one of the two is written, on the merged

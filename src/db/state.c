@@ -19,11 +19,7 @@
 #include <unistd.h>
 
 #include "core/fsutil.h"
-
-struct state {
-    sqlite3 *db;
-    char path[PATH_MAX];
-};
+#include "db/state_internal.h"
 
 /* Bump with a migration when the schema changes; state_open applies it. */
 #define STATE_SCHEMA_VERSION 3
@@ -78,9 +74,23 @@ static const char state_additions[] =
     /* The backups that passed a restore drill (jobs/drill.c). */
     "CREATE TABLE IF NOT EXISTS drilled_backups ("
     "  database TEXT NOT NULL, side TEXT NOT NULL, backup TEXT NOT NULL,"
-    "  drilled_at INTEGER NOT NULL, PRIMARY KEY (database, side, backup));";
+    "  drilled_at INTEGER NOT NULL, PRIMARY KEY (database, side, backup));"
+    /* Compaction (state_packs.c): what is on the target and may be packed,
+     * oldest first by position; a pack row is pending from before its
+     * upload until it replaces its members. */
+    "CREATE TABLE IF NOT EXISTS replica_pack_items ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT, database TEXT NOT NULL,"
+    "  position INTEGER NOT NULL, level INTEGER NOT NULL, final INTEGER NOT NULL,"
+    "  pending INTEGER NOT NULL, name TEXT NOT NULL, first_generation INTEGER NOT NULL,"
+    "  last_generation INTEGER NOT NULL, bytes INTEGER NOT NULL, objects INTEGER NOT NULL,"
+    "  sha256 TEXT NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS replica_pack_items_order ON replica_pack_items"
+    "  (database, position);"
+    /* Keys to delete from the target: what a pack replaced. */
+    "CREATE TABLE IF NOT EXISTS replica_doomed ("
+    "  database TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (database, key));";
 
-static int state_fail(struct state *state, struct error *err, const char *doing)
+int state_fail(struct state *state, struct error *err, const char *doing)
 {
     /* "disk I/O error" alone hides the cause an operator can fix (a full
      * or read-only state_dir): add the errno SQLite saw, when it saw one. */
@@ -235,8 +245,7 @@ void state_close(struct state *state)
  * Format letters: s = const char *, i = int64_t, d = double, t = time_t.
  * Returns SQLITE_ROW/SQLITE_DONE or an error; *out gets the statement when
  * the caller wants to read rows (then it must finalize it). */
-static int state_run(struct state *state, sqlite3_stmt **out, const char *sql, const char *types,
-                     ...)
+int state_run(struct state *state, sqlite3_stmt **out, const char *sql, const char *types, ...)
 {
     sqlite3_stmt *statement;
     int rc = sqlite3_prepare_v2(state->db, sql, -1, &statement, NULL);
@@ -919,7 +928,11 @@ int state_replica_forget_generations(struct state *state, const char *database, 
                       "DELETE FROM replica_generations WHERE database = ?1 AND generation < ?2",
                       "si", database, (int64_t)before) != SQLITE_DONE ||
             state_run(state, NULL,
-                      "DELETE FROM replica_snapshots WHERE database = ?1 AND generation < ?2",
+                      "DELETE FROM replica_snapshots WHERE database = ?1 AND generation < ?2", "si",
+                      database, (int64_t)before) != SQLITE_DONE ||
+            state_run(state, NULL,
+                      "DELETE FROM replica_pack_items WHERE database = ?1 AND pending = 0"
+                      " AND last_generation < ?2",
                       "si", database, (int64_t)before) != SQLITE_DONE)
             goto fail;
         *forgotten = true;

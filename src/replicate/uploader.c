@@ -10,14 +10,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/fsutil.h"
 #include "core/io.h"
 #include "core/log.h"
 #include "db/state.h"
+#include "db/state_packs.h"
 #include "offsite/target.h"
 #include "policy/retention.h"
+#include "replicate/compactor.h"
 #include "replicate/format.h"
 #include "replicate/shipper.h"
 #include "replicate/window.h"
@@ -115,7 +118,8 @@ static int write_index(struct replica_uploader *u, const struct state_replica_ge
 }
 
 /* Deletes every object on the target of a generation numbered below
- * `oldest_kept`: what retention forgot, whether deleted already or left by
+ * `oldest_kept`, and every pack whose generations all are: what retention
+ * forgot, whether deleted already or left by
  * a kill between forgetting and deleting. An object that S3 Object Lock
  * still holds is left (*held) for a later sweep: deleting it would only hide
  * it behind a delete marker. */
@@ -136,13 +140,22 @@ static int sweep(struct replica_uploader *u, uint32_t oldest_kept, size_t *delet
         char name[16];
         const char *rest = key + strlen(prefix);
         size_t length = strcspn(rest, "/");
-        uint32_t generation;
-        if (rest[length] != '/' || length >= sizeof name)
-            continue; /* index.json, or not ours */
-        memcpy(name, rest, length);
-        name[length] = '\0';
-        if (format_generation_parse(name, &generation) != 0 || generation >= oldest_kept)
-            continue;
+        uint32_t generation, first;
+        uint64_t id;
+        if (strncmp(rest, "packs/", 6) == 0) {
+            /* A pack goes when its newest generation has gone. */
+            if ((format_pack_parse(rest + 6, ".pack", &first, &generation, &id) != 0 &&
+                 format_pack_parse(rest + 6, ".pack.json", &first, &generation, &id) != 0) ||
+                generation >= oldest_kept)
+                continue;
+        } else {
+            if (rest[length] != '/' || length >= sizeof name)
+                continue; /* index.json, or not ours */
+            memcpy(name, rest, length);
+            name[length] = '\0';
+            if (format_generation_parse(name, &generation) != 0 || generation >= oldest_kept)
+                continue;
+        }
         if (retention_object_is_locked(listing.objects[i].modified,
                                        u->db->replicate.target->object_lock_days, now)) {
             (*held)++;
@@ -245,6 +258,29 @@ int64_t replica_uploader_next_ms(const struct replica_uploader *u, int64_t now_m
     return u->next_retention_ms;
 }
 
+/* Whether compaction may pack the object just put, and its item. */
+static bool uploader_packable(const struct replica_uploader *u,
+                              const struct state_replica_object *object, const char *sha,
+                              struct state_pack_item *out)
+{
+    char prefix[FORMAT_KEY_SIZE];
+    struct stat st;
+    uint32_t generation;
+    int n = snprintf(prefix, sizeof prefix, "%s/replica/", u->db->name);
+    const char *key = object->key;
+    if (!replica_compacts(u->db) || n <= 0 || strncmp(key, prefix, (size_t)n) != 0 ||
+        format_packable_parse(key + n, &generation) < 0 || strlen(key + n) >= sizeof out->name ||
+        stat(object->path, &st) != 0)
+        return false;
+    memset(out, 0, sizeof *out);
+    snprintf(out->name, sizeof out->name, "%s", key + n);
+    out->first_generation = out->last_generation = generation;
+    out->bytes = st.st_size;
+    out->objects = 1;
+    snprintf(out->sha256, sizeof out->sha256, "%s", sha);
+    return true;
+}
+
 int replica_upload(struct replica_uploader *u, int64_t now_ms, int *uploaded, struct error *err)
 {
     struct io_context io = {.stop = u->stop, .background = true};
@@ -277,7 +313,10 @@ int replica_upload(struct replica_uploader *u, int64_t now_ms, int *uploaded, st
             error_prefix(err, "%s: upload of %s: ", u->db->name, object.key);
             break;
         }
-        rc = state_replica_object_done(u->state, object.id, err);
+        struct state_pack_item loose;
+        bool packable = sha[0] && uploader_packable(u, &object, sha, &loose);
+        rc = state_replica_object_done_packable(u->state, u->db->name, object.id,
+                                                packable ? &loose : NULL, err);
         if (rc < 0)
             break;
         unlink(object.path);

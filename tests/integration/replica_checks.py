@@ -6,11 +6,14 @@ Not a test module itself (no test_ prefix).
 """
 import concurrent.futures
 import datetime
+import hashlib
 import json
 import os
 import random
 import re
+import shutil
 import subprocess
+import tempfile
 
 from harness import BIN
 from pitr_writer import content_hash
@@ -49,12 +52,102 @@ def parse_rfc3339(text):
     return datetime.datetime.fromisoformat(text).timestamp()
 
 
+PACK = re.compile(r"^g(\d{8})-g(\d{8})\.(\d{12})\.pack$")
+
+
+def sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def unpack(root, dest):
+    """The loose layout of the replica under ROOT, written to DEST, as the
+    RESTORING BY HAND section of sqlprodd-format(5) makes it: the loose
+    objects copied, then every pack with a manifest cut into its objects.
+    Checks what a reader of the bucket relies on: the pack matches its
+    manifest (size, SHA-256), each object its SHA-256, and an object held
+    loose and packed, or by two packs, has the same bytes everywhere
+    (returned as problems). Objects of generations older than index.json's
+    first are leftovers a pack carries until its newest generation leaves
+    the window: skipped, as restore ignores them. Returns (problems, packs)
+    with packs {name: header}."""
+    problems, packs = [], {}
+    oldest = None
+    index = os.path.join(root, "index.json")
+    if os.path.exists(index):
+        with open(index) as f:
+            listed = [g["name"] for g in json.load(f).get("generations", [])]
+        oldest = min(listed) if listed else None
+    for name in os.listdir(root):
+        if name == "packs":
+            continue
+        source = os.path.join(root, name)
+        if os.path.isdir(source):
+            shutil.copytree(source, os.path.join(dest, name))
+        else:
+            shutil.copy2(source, os.path.join(dest, name))
+    pack_dir = os.path.join(root, "packs")
+    for name in sorted(os.listdir(pack_dir)) if os.path.isdir(pack_dir) else []:
+        if name.endswith(".pack.json"):
+            if not os.path.exists(os.path.join(pack_dir, name[:-len(".json")])):
+                problems.append(f"packs/{name}: a manifest without its pack")
+            continue
+        if not PACK.match(name):
+            problems.append(f"packs/{name}: unexpected object (temp file left?)")
+            continue
+        manifest = os.path.join(pack_dir, name + ".json")
+        if not os.path.exists(manifest):
+            continue  # not a pack yet (the agent uploads the manifest second)
+        pack = os.path.join(pack_dir, name)
+        with open(manifest) as f:
+            lines = [json.loads(line) for line in f if line.strip()]
+        header, objects = lines[0], lines[1:]
+        packs[name] = header
+        if header["count"] != len(objects) or header["size"] != os.path.getsize(pack):
+            problems.append(f"packs/{name}: manifest says {header['count']} objects, "
+                            f"{header['size']} bytes; pack has {os.path.getsize(pack)} bytes")
+        if sha256_file(pack) != header["sha256"]:
+            problems.append(f"packs/{name}: SHA-256 differs from its manifest")
+        with open(pack, "rb") as f:
+            for entry in objects:
+                f.seek(entry["offset"])
+                data = f.read(entry["size"])
+                if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+                    problems.append(f"packs/{name}: {entry['key']} differs from its SHA-256")
+                if oldest and entry["key"].split("/")[0] < oldest:
+                    continue
+                out = os.path.join(dest, entry["key"])
+                if os.path.exists(out):
+                    with open(out, "rb") as g:
+                        if g.read() != data:
+                            problems.append(f"{entry['key']}: a copy in packs/{name} differs")
+                    continue
+                os.makedirs(os.path.dirname(out), exist_ok=True)
+                with open(out, "wb") as g:
+                    g.write(data)
+    return problems, packs
+
+
 def layout_problems(root):
     """Everything wrong with the replica under ROOT (a local copy of
     PREFIX/DB/replica): per generation, segments must start at 0, follow one
     another without gap or overlap, end on their last commit, have a sidecar
     whose commits ascend; index.json must name every generation.
+    Packs are unpacked first (unpack), on a copy.
     Returns (problems, {generation: [(start, end, commits)]})."""
+    if os.path.isdir(os.path.join(root, "packs")):
+        scratch = tempfile.mkdtemp(prefix="unpacked-")
+        try:
+            unpacked = os.path.join(scratch, "replica")
+            os.mkdir(unpacked)
+            pack_problems, _ = unpack(root, unpacked)
+            problems, generations = layout_problems(unpacked)
+            return pack_problems + problems, generations
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     problems, generations = [], {}
     if not os.path.isdir(root):
         return [f"{root}: no replica"], generations

@@ -1,0 +1,501 @@
+/*
+ * compactor.c: packs of a replica's objects (compactor.h).
+ */
+#include "replicate/compactor.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/fsutil.h"
+#include "core/io.h"
+#include "core/log.h"
+#include "db/state.h"
+#include "db/state_packs.h"
+#include "offsite/target.h"
+#include "replicate/format.h"
+#include "replicate/shipper.h"
+
+/* Keys deleted per look at replica_doomed. */
+#define DOOMED_BATCH 256
+
+struct replica_compactor {
+    const struct database_config *db;
+    const volatile sig_atomic_t *stop;
+    char spool[PATH_MAX];
+    struct state *state;
+    struct target *target;
+};
+
+/* A pack being written: its bytes, hashed as they go, and its manifest's
+ * object lines in a file of their own (the header, which comes first,
+ * needs the hash). */
+struct pack_writer {
+    struct format_pack pack; /* header fields; objects unused */
+    int fd;
+    FILE *lines;
+    struct io_sha256 hash;
+    char path[PATH_MAX], lines_path[PATH_MAX], member[PATH_MAX], manifest[PATH_MAX];
+};
+
+bool replica_compacts(const struct database_config *db)
+{
+    return db->replicate.target && db->replicate.compact &&
+           db->replicate.target->object_lock_days == 0;
+}
+
+static int compactor_key(const struct replica_compactor *c, const struct state_pack_item *item,
+                         bool manifest, char out[FORMAT_KEY_SIZE], struct error *err)
+{
+    if (item->level == 0) {
+        int n = snprintf(out, FORMAT_KEY_SIZE, "%s/replica/%s", c->db->name, item->name);
+        return n > 0 && n < FORMAT_KEY_SIZE
+                   ? 0
+                   : error_set(err, -ENAMETOOLONG, "%s: key too long", c->db->name);
+    }
+    uint32_t first, last;
+    uint64_t id;
+    if (format_pack_parse(item->name, "", &first, &last, &id) < 0)
+        return error_set(err, -EINVAL, "%s: state.db names a pack \"%s\"", c->db->name,
+                         item->name);
+    return format_pack_key(out, FORMAT_KEY_SIZE, c->db->name, first, last, id, manifest, err);
+}
+
+/* The keys an item stands for on the target: one object, or a pack and
+ * its manifest. Appends strdup'd keys to keys[*count]. */
+static int compactor_item_keys(const struct replica_compactor *c,
+                               const struct state_pack_item *item, char **keys, size_t *count,
+                               struct error *err)
+{
+    for (int manifest = 0; manifest <= (item->level > 0); manifest++) {
+        char key[FORMAT_KEY_SIZE];
+        int rc = compactor_key(c, item, manifest, key, err);
+        if (rc < 0)
+            return rc;
+        if (!(keys[*count] = strdup(key)))
+            return error_set(err, -ENOMEM, "out of memory");
+        (*count)++;
+    }
+    return 0;
+}
+
+static void compactor_free_keys(char **keys, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        free(keys[i]);
+}
+
+/* Deletes what packs replaced, and what a given-up pack left. */
+static int compactor_delete_doomed(struct replica_compactor *c, struct error *err)
+{
+    for (;;) {
+        char **keys = NULL;
+        size_t count = 0;
+        int rc = state_doomed_keys(c->state, c->db->name, DOOMED_BATCH, &keys, &count, err);
+        for (size_t i = 0; rc == 0 && i < count && !(c->stop && *c->stop); i++) {
+            rc = target_delete(c->target, keys[i], err);
+            if (rc == 0)
+                rc = state_doomed_done(c->state, c->db->name, keys[i], err);
+        }
+        compactor_free_keys(keys, count);
+        free(keys);
+        if (rc < 0 || count < DOOMED_BATCH || (c->stop && *c->stop))
+            return rc;
+    }
+}
+
+/* A pending pack is one a kill interrupted: whatever of it reached the
+ * target goes, and its members stay what they were. */
+static int compactor_drop_pending(struct replica_compactor *c, struct error *err)
+{
+    struct state_pack_item *pending = NULL;
+    size_t count = 0;
+    int rc = state_pack_pending(c->state, c->db->name, &pending, &count, err);
+    for (size_t i = 0; rc == 0 && i < count; i++) {
+        char *keys[2];
+        size_t n = 0;
+        char name[FORMAT_PACK_NAME_SIZE];
+        format_pack_name(pending[i].first_generation, pending[i].last_generation,
+                         (uint64_t)pending[i].id, name);
+        snprintf(pending[i].name, sizeof pending[i].name, "%s", name);
+        rc = compactor_item_keys(c, &pending[i], keys, &n, err);
+        if (rc == 0)
+            rc = state_pack_drop(c->state, c->db->name, pending[i].id, keys, n, err);
+        compactor_free_keys(keys, n);
+    }
+    free(pending);
+    return rc;
+}
+
+int replica_compactor_open(const struct database_config *db, const char *state_dir,
+                           const volatile sig_atomic_t *stop, struct replica_compactor **out,
+                           struct error *err)
+{
+    struct replica_compactor *c = calloc(1, sizeof *c);
+    int rc;
+    *out = NULL;
+    if (!c)
+        return error_set(err, -ENOMEM, "out of memory");
+    c->db = db;
+    c->stop = stop;
+    if ((rc = replica_spool_directory(state_dir, db->name, c->spool, sizeof c->spool, err)) < 0 ||
+        (rc = fs_make_directories(c->spool, 0700, err)) < 0 ||
+        (rc = state_open(state_dir, &c->state, err)) < 0 ||
+        (rc = target_open(db->replicate.target, &c->target, err)) < 0)
+        goto fail;
+    target_set_stop(c->target, stop);
+    if ((rc = compactor_drop_pending(c, err)) < 0)
+        goto fail;
+    *out = c;
+    return 0;
+fail:
+    replica_compactor_close(c);
+    return rc;
+}
+
+void replica_compactor_close(struct replica_compactor *c)
+{
+    if (!c)
+        return;
+    if (c->target)
+        target_close(c->target);
+    state_close(c->state);
+    free(c);
+}
+
+/* Appends the file at `path` to the pack, hashing it into the pack's hash
+ * and into `own` (the member's hash, checked by the caller). */
+static int pack_append(struct pack_writer *w, const char *path, struct io_sha256 *own,
+                       int64_t *bytes, struct error *err)
+{
+    enum { BUFFER_BYTES = 1 << 16 };
+    unsigned char *buffer = malloc(BUFFER_BYTES);
+    if (!buffer)
+        return error_set(err, -ENOMEM, "out of memory");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        free(buffer);
+        return error_set(err, -errno, "%s: %s", path, strerror(errno));
+    }
+    int rc = 0;
+    *bytes = 0;
+    for (;;) {
+        ssize_t n = io_read_full(fd, buffer, BUFFER_BYTES);
+        if (n < 0) {
+            rc = error_set(err, -errno, "%s: %s", path, strerror(errno));
+            break;
+        }
+        if (n == 0)
+            break;
+        io_sha256_update(&w->hash, buffer, (size_t)n);
+        io_sha256_update(own, buffer, (size_t)n);
+        if (io_write_full(w->fd, buffer, (size_t)n) < 0) {
+            rc = error_set(err, -errno, "%s: %s", w->path, strerror(errno));
+            break;
+        }
+        *bytes += n;
+    }
+    close(fd);
+    free(buffer);
+    return rc;
+}
+
+static int pack_line(struct pack_writer *w, const struct format_pack_object *object,
+                     struct error *err)
+{
+    char *line = format_pack_object_encode(object, err);
+    if (!line)
+        return -ENOMEM;
+    int rc = fprintf(w->lines, "%s\n", line) < 0
+                 ? error_set(err, -EIO, "%s: %s", w->lines_path, strerror(errno))
+                 : 0;
+    free(line);
+    return rc;
+}
+
+/* Fetches one member into the pack, checks it against what state.db says
+ * was put, and writes its manifest lines. */
+static int pack_member(struct replica_compactor *c, struct pack_writer *w,
+                       const struct state_pack_item *item, struct error *err)
+{
+    struct io_context io = {.stop = c->stop, .background = true};
+    char key[FORMAT_KEY_SIZE], manifest_key[FORMAT_KEY_SIZE], own_hex[IO_SHA256_HEX];
+    struct io_sha256 own;
+    int64_t bytes = 0;
+    uint64_t base = w->pack.size;
+    int rc = compactor_key(c, item, false, key, err);
+    if (rc < 0)
+        return rc;
+    unlink(w->member);
+    if ((rc = target_get_file(c->target, key, w->member, &io, err)) < 0)
+        return rc;
+    if ((rc = io_sha256_begin(&own)) < 0)
+        return error_set(err, rc, "out of memory");
+    rc = pack_append(w, w->member, &own, &bytes, err);
+    io_sha256_end(&own, own_hex);
+    unlink(w->member);
+    if (rc < 0)
+        return rc;
+    if (bytes != item->bytes || strcmp(own_hex, item->sha256) != 0)
+        return error_set(err, -EIO,
+                         "%s on %s is %" PRId64 " bytes with SHA-256 %s, not the %" PRId64
+                         " bytes with SHA-256 %s that were put: it changed on the target; "
+                         "not packed",
+                         key, c->db->replicate.target_name, bytes, own_hex, item->bytes,
+                         item->sha256);
+    w->pack.size += (uint64_t)bytes;
+    if (item->level == 0) {
+        struct format_pack_object object = {.offset = base, .size = (uint64_t)bytes};
+        snprintf(object.key, sizeof object.key, "%s", item->name);
+        snprintf(object.sha256, sizeof object.sha256, "%s", item->sha256);
+        w->pack.count++;
+        return pack_line(w, &object, err);
+    }
+    /* A pack: its objects, shifted to where it now starts. */
+    if ((rc = compactor_key(c, item, true, manifest_key, err)) < 0 ||
+        (rc = target_get_file(c->target, manifest_key, w->manifest, &io, err)) < 0)
+        return rc;
+    FILE *in = fopen(w->manifest, "re");
+    if (!in) {
+        rc = error_set(err, -errno, "%s: %s", w->manifest, strerror(errno));
+        unlink(w->manifest);
+        return rc;
+    }
+    char *line = NULL;
+    size_t capacity = 0, count = 0;
+    ssize_t length;
+    struct format_pack header = {0};
+    uint64_t offset = 0;
+    while (rc == 0 && (length = getline(&line, &capacity, in)) > 0) {
+        if (line[length - 1] == '\n')
+            line[--length] = '\0';
+        if (header.id == 0) {
+            rc = format_pack_header_decode(line, (size_t)length, manifest_key, &header, err);
+            if (rc == 0 && (header.size != (uint64_t)item->bytes ||
+                            strcmp(header.sha256, item->sha256) != 0))
+                rc = error_set(err, -EIO, "%s does not describe the pack that was put",
+                               manifest_key);
+            continue;
+        }
+        struct format_pack_object object;
+        rc = format_pack_object_decode(line, (size_t)length, &header, offset, manifest_key,
+                                       &object, err);
+        if (rc < 0)
+            break;
+        offset += object.size;
+        object.offset += base;
+        rc = pack_line(w, &object, err);
+        count++;
+    }
+    if (rc == 0 && (header.id == 0 || count != header.count || offset != header.size))
+        rc = error_set(err, -EIO, "%s lists %zu objects ending at %" PRIu64
+                       ", not the %zu of its header: damaged", manifest_key, count, offset,
+                       header.count);
+    w->pack.count += count;
+    free(line);
+    fclose(in);
+    format_pack_free(&header);
+    unlink(w->manifest);
+    return rc;
+}
+
+/* The manifest: the header line, then the object lines. */
+static int pack_write_manifest(struct pack_writer *w, struct error *err)
+{
+    char *header = format_pack_header_encode(&w->pack, err);
+    if (!header)
+        return -EINVAL;
+    int rc = 0;
+    FILE *out = fopen(w->manifest, "we");
+    if (!out || fprintf(out, "%s\n", header) < 0 || fflush(w->lines) != 0 ||
+        fseek(w->lines, 0, SEEK_SET) != 0)
+        rc = error_set(err, -EIO, "%s: %s", w->manifest, strerror(errno));
+    char buffer[8192];
+    size_t n;
+    while (rc == 0 && (n = fread(buffer, 1, sizeof buffer, w->lines)) > 0) {
+        if (fwrite(buffer, 1, n, out) != n)
+            rc = error_set(err, -EIO, "%s: %s", w->manifest, strerror(errno));
+    }
+    if (out && fclose(out) != 0 && rc == 0)
+        rc = error_set(err, -EIO, "%s: %s", w->manifest, strerror(errno));
+    free(header);
+    return rc;
+}
+
+/* Merges `members` (oldest first) into one pack of level members[0].level
+ * + 1, puts it on the target, then in their place in state.db. */
+static int compactor_merge(struct replica_compactor *c, const struct state_pack_item *members,
+                           size_t count, struct error *err)
+{
+    struct io_context io = {.stop = c->stop, .background = true};
+    struct pack_writer w = {.fd = -1};
+    struct state_pack_item pack = {.level = members[0].level + 1,
+                                   .position = members[0].position,
+                                   .first_generation = members[0].first_generation,
+                                   .last_generation = members[0].last_generation};
+    char *doomed[2 * PACK_FANOUT_LOOSE + 2] = {0}, *own[2] = {0};
+    size_t doomed_count = 0, own_count = 0;
+    int64_t id = 0, ids[PACK_FANOUT_LOOSE];
+    bool hashing = false, done = false;
+    int rc;
+
+    for (size_t i = 0; i < count; i++) {
+        if (members[i].first_generation < pack.first_generation)
+            pack.first_generation = members[i].first_generation;
+        if (members[i].last_generation > pack.last_generation)
+            pack.last_generation = members[i].last_generation;
+        ids[i] = members[i].id;
+    }
+    snprintf(w.path, sizeof w.path, "%s/.pack.tmp", c->spool);
+    snprintf(w.lines_path, sizeof w.lines_path, "%s/.pack-lines.tmp", c->spool);
+    snprintf(w.member, sizeof w.member, "%s/.pack-member.tmp", c->spool);
+    snprintf(w.manifest, sizeof w.manifest, "%s/.pack-manifest.tmp", c->spool);
+    if ((rc = state_pack_begin(c->state, c->db->name, &pack, &id, err)) < 0)
+        return rc;
+    w.pack = (struct format_pack){.database = (char *)c->db->name,
+                                  .first_generation = pack.first_generation,
+                                  .last_generation = pack.last_generation,
+                                  .id = (uint64_t)id,
+                                  .level = pack.level};
+    format_pack_name(pack.first_generation, pack.last_generation, (uint64_t)id, pack.name);
+    if ((rc = compactor_item_keys(c, &pack, own, &own_count, err)) < 0)
+        goto out;
+    w.fd = open(w.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    w.lines = fopen(w.lines_path, "w+e");
+    if (w.fd < 0 || !w.lines) {
+        rc = error_set(err, -errno, "%s: %s", c->spool, strerror(errno));
+        goto out;
+    }
+    if ((rc = io_sha256_begin(&w.hash)) < 0) {
+        rc = error_set(err, rc, "out of memory");
+        goto out;
+    }
+    hashing = true;
+    for (size_t i = 0; i < count && rc == 0; i++) {
+        rc = pack_member(c, &w, &members[i], err);
+        if (rc == 0)
+            rc = compactor_item_keys(c, &members[i], doomed, &doomed_count, err);
+    }
+    if (rc < 0)
+        goto out;
+    io_sha256_end(&w.hash, w.pack.sha256);
+    hashing = false;
+    if (close(w.fd) != 0) {
+        w.fd = -1;
+        rc = error_set(err, -errno, "%s: %s", w.path, strerror(errno));
+        goto out;
+    }
+    w.fd = -1;
+    if ((rc = pack_write_manifest(&w, err)) < 0 ||
+        (rc = target_put_file(c->target, own[0], w.path, w.pack.sha256, &io, err)) < 0 ||
+        (rc = target_put_file(c->target, own[1], w.manifest, NULL, &io, err)) < 0)
+        goto out;
+    pack.bytes = (int64_t)w.pack.size;
+    pack.objects = (int64_t)w.pack.count;
+    snprintf(pack.sha256, sizeof pack.sha256, "%s", w.pack.sha256);
+    rc = state_pack_complete(c->state, c->db->name, id, &pack, ids, count, doomed, doomed_count,
+                             &done, err);
+out:
+    if (hashing)
+        io_sha256_discard(&w.hash);
+    if (w.fd >= 0)
+        close(w.fd);
+    if (w.lines)
+        fclose(w.lines);
+    unlink(w.path);
+    unlink(w.lines_path);
+    unlink(w.member);
+    unlink(w.manifest);
+    if (!done && id != 0) {
+        /* Given up (an error, or retention forgot a member meanwhile):
+         * whatever of this pack reached the target goes. */
+        struct error ignored = {0};
+        state_pack_drop(c->state, c->db->name, id, own, own_count, rc < 0 ? &ignored : err);
+    }
+    compactor_free_keys(own, own_count);
+    compactor_free_keys(doomed, doomed_count);
+    if (rc == 0 && done)
+        log_event(LOG_DEBUG, c->db->name, "replicate",
+                  "packed %zu items into %s (level %" PRIu32 ", %" PRId64 " objects, %" PRId64
+                  " bytes)",
+                  count, pack.name, pack.level, pack.objects, pack.bytes);
+    return rc < 0 ? rc : done ? 1 : 0;
+}
+
+/* The oldest merge due, if any: PACK_FANOUT_LOOSE loose objects or
+ * PACK_FANOUT packs of one level, next to each other in the stack and none
+ * of them full (new loose objects above a run of packs do not stop the run
+ * from merging). *count 0: none. */
+static int compactor_due(struct replica_compactor *c, const struct state_pack_item *items,
+                         size_t total, size_t *first, size_t *count, struct error *err)
+{
+    *count = 0;
+    size_t run = 0;
+    for (size_t i = 0; i < total; i++) {
+        if (items[i].final) {
+            run = 0;
+            continue;
+        }
+        run = run > 0 && items[i - 1].level == items[i].level && !items[i - 1].final ? run + 1 : 1;
+        size_t fanout = items[i].level == 0 ? PACK_FANOUT_LOOSE : PACK_FANOUT;
+        if (run < fanout)
+            continue;
+        size_t start = i + 1 - fanout;
+        int64_t objects = 0, bytes = 0, ids[PACK_FANOUT_LOOSE];
+        for (size_t j = start; j <= i; j++) {
+            objects += items[j].level == 0 ? 1 : items[j].objects;
+            bytes += items[j].bytes;
+            ids[j - start] = items[j].id;
+        }
+        if (objects > PACK_FULL_OBJECTS || bytes > PACK_FULL_BYTES) {
+            /* Full: they stay, and the items after them start a new run. */
+            int rc = state_pack_mark_final(c->state, ids, fanout, err);
+            if (rc < 0)
+                return rc;
+            run = 0;
+            continue;
+        }
+        *first = start;
+        *count = fanout;
+        return 0;
+    }
+    return 0;
+}
+
+int replica_compact(struct replica_compactor *c, int *packs, struct error *err)
+{
+    int rc = 0;
+    *packs = 0;
+    while (!(c->stop && *c->stop)) {
+        struct state_pack_item *items = NULL;
+        size_t total = 0, first = 0, count = 0;
+        rc = state_pack_items(c->state, c->db->name, &items, &total, err);
+        if (rc == 0)
+            rc = compactor_due(c, items, total, &first, &count, err);
+        if (rc == 0 && count > 0) {
+            rc = compactor_merge(c, &items[first], count, err);
+            if (rc > 0)
+                (*packs)++;
+            rc = rc < 0 ? rc : 0;
+        }
+        free(items);
+        if (rc < 0) {
+            error_prefix(err, "%s: compaction: ", c->db->name);
+            break;
+        }
+        if (count == 0)
+            break;
+        /* Delete as we go: a long cascade must not leave thousands behind. */
+        if ((rc = compactor_delete_doomed(c, err)) < 0)
+            break;
+    }
+    if (rc == 0)
+        rc = compactor_delete_doomed(c, err);
+    return rc;
+}
