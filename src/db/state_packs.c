@@ -191,6 +191,22 @@ int state_pack_drop(struct state *state, const char *database, int64_t id, char 
     return 0;
 }
 
+int state_pack_items_exist(struct state *state, const int64_t *ids, size_t count, bool *all,
+                           struct error *err)
+{
+    *all = true;
+    for (size_t i = 0; i < count && *all; i++) {
+        sqlite3_stmt *row = NULL;
+        int rc =
+            state_run(state, &row, "SELECT 1 FROM replica_pack_items WHERE id = ?1", "i", ids[i]);
+        sqlite3_finalize(row);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+            return state_fail(state, err, "cannot read the replica's packs");
+        *all = rc == SQLITE_ROW;
+    }
+    return 0;
+}
+
 int state_pack_mark_final(struct state *state, const int64_t *ids, size_t count,
                           struct error *err)
 {

@@ -56,6 +56,9 @@ int state_pack_complete(struct state *state, const char *database, int64_t id,
  * left to delete. */
 int state_pack_drop(struct state *state, const char *database, int64_t id, char *const *doomed,
                     size_t doomed_count, struct error *err);
+/* Whether every one of `ids` is still an item (retention forgets items). */
+int state_pack_items_exist(struct state *state, const int64_t *ids, size_t count, bool *all,
+                           struct error *err);
 int state_pack_mark_final(struct state *state, const int64_t *ids, size_t count,
                           struct error *err);
 /* At most `limit` keys left to delete; caller frees each and *out. */

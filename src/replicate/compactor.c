@@ -243,12 +243,13 @@ static int pack_member(struct replica_compactor *c, struct pack_writer *w,
     if (rc < 0)
         return rc;
     if (bytes != item->bytes || strcmp(own_hex, item->sha256) != 0)
-        return error_set(err, -EIO,
+        return error_set(err, -EBADMSG,
                          "%s on %s is %" PRId64 " bytes with SHA-256 %s, not the %" PRId64
                          " bytes with SHA-256 %s that were put: it changed on the target; "
-                         "not packed",
+                         "not packed. Restores that need it fail; `sqlprodd verify %s "
+                         "--remote --data` names them",
                          key, c->db->replicate.target_name, bytes, own_hex, item->bytes,
-                         item->sha256);
+                         item->sha256, c->db->name);
     w->pack.size += (uint64_t)bytes;
     if (item->level == 0) {
         struct format_pack_object object = {.offset = base, .size = (uint64_t)bytes};
@@ -379,8 +380,24 @@ static int compactor_merge(struct replica_compactor *c, const struct state_pack_
     hashing = true;
     for (size_t i = 0; i < count && rc == 0; i++) {
         rc = pack_member(c, &w, &members[i], err);
+        if (rc == -EBADMSG) {
+            /* Left as it is, never merged again: the items after it still
+             * make packs, and the error is reported once. */
+            struct error ignored = {0};
+            state_pack_mark_final(c->state, &members[i].id, 1, &ignored);
+        }
         if (rc == 0)
             rc = compactor_item_keys(c, &members[i], doomed, &doomed_count, err);
+    }
+    if (rc == -ENOENT) {
+        /* Retention may have forgotten and deleted a member meanwhile: then
+         * this merge is simply moot. A member still an item but gone from
+         * the target is an error. */
+        bool all = true;
+        struct error ignored = {0};
+        if (state_pack_items_exist(c->state, ids, count, &all, &ignored) == 0 && !all)
+            rc = 0;
+        goto out;
     }
     if (rc < 0)
         goto out;

@@ -14,7 +14,7 @@ import urllib.request
 
 from harness import S3TestCase
 from replica_checks import (layout_problems, random_instants, replicate_entry, restore,
-                            restore_many, sync_s3)
+                            restore_many, sync_s3, unpacked_view)
 from pitr_writer import ReplicaWriter, content_hash, create
 
 SECONDS = float(os.environ.get("SQLPRODD_PITR_SECONDS", "25"))
@@ -65,14 +65,18 @@ class ReplicaTestCase(S3TestCase):
         return total if found else None
 
     def replica_root(self):
-        """A local view of PREFIX/app/replica (synced from S3 for an s3 target)."""
+        """A local view of PREFIX/app/replica (synced from S3 for an s3 target)
+        in the loose layout: packs are cut into their objects, as the
+        RESTORING BY HAND section of sqlprodd-format(5) does (unpack; an
+        inconsistent pack fails the test here)."""
         if self.target_kind == "dir":
-            return os.path.join(self.offsite, "app", "replica")
-        local = os.path.join(self.dir, "s3-copy")
-        shutil.rmtree(local, ignore_errors=True)
-        os.mkdir(local)
-        sync_s3(self, "db/app/replica", local)
-        return local
+            local = os.path.join(self.offsite, "app", "replica")
+        else:
+            local = os.path.join(self.dir, "s3-copy")
+            shutil.rmtree(local, ignore_errors=True)
+            os.mkdir(local)
+            sync_s3(self, "db/app/replica", local)
+        return unpacked_view(local, os.path.join(self.dir, "unpacked"))
 
     def agent_env(self):
         return self.env if self.target_kind == "s3" else None

@@ -131,6 +131,29 @@ def unpack(root, dest):
     return problems, packs
 
 
+def unpacked_view(root, dest):
+    """ROOT itself when it holds no pack, else DEST (emptied first) with the
+    replica unpacked into it (unpack). A live replica may change while it
+    is copied (the agent replaces packs and deletes what they replaced):
+    tried again until a copy is whole. Raises AssertionError with the
+    problems of an inconsistent pack."""
+    import time
+    if not os.path.isdir(os.path.join(root, "packs")):
+        return root
+    for _ in range(50):
+        shutil.rmtree(dest, ignore_errors=True)
+        os.makedirs(dest)
+        try:
+            problems, _ = unpack(root, dest)
+        except (FileNotFoundError, shutil.Error, json.JSONDecodeError, IndexError, KeyError):
+            time.sleep(0.1)
+            continue
+        if problems:
+            raise AssertionError(f"the replica's packs are wrong: {problems[:10]}")
+        return dest
+    raise AssertionError(f"no whole copy of {root} in 50 attempts")
+
+
 def layout_problems(root):
     """Everything wrong with the replica under ROOT (a local copy of
     PREFIX/DB/replica): per generation, segments must start at 0, follow one

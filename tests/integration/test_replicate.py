@@ -20,6 +20,7 @@ import unittest
 import urllib.request
 
 from harness import AgentTestCase, S3TestCase, BUCKET, SERVER_DIR
+from replica_checks import unpacked_view
 
 WRITER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "replica_writer.py")
 # commit -> target p99 above which a commit was held up, not just late: the
@@ -96,37 +97,49 @@ class ReplicaTestCase(AgentTestCase):
 
     # ---- what is on the target ----
 
-    def generations(self):
+    def view(self):
+        """The replica in its loose layout: the target itself, or with packs a
+        copy with every pack cut into its objects (sqlprodd-format(5),
+        RESTORING BY HAND)."""
+        return unpacked_view(self.replica, os.path.join(self.dir, "view"))
+
+    def generations(self, root=None):
         """The generations on the target, as sqlprodd-format(5) defines them: a
         folder without base.json is a base still on its way (the agent may be
         stopped while it sends one) and holds no commit."""
-        return sorted(os.path.basename(g) for g in glob.glob(os.path.join(self.replica, "g*"))
+        root = root or self.view()
+        return sorted(os.path.basename(g) for g in glob.glob(os.path.join(root, "g*"))
                       if os.path.exists(os.path.join(g, "base.json")))
 
-    def sidecars(self, generation):
+    def sidecars(self, generation, root=None):
         out = []
-        for path in sorted(glob.glob(os.path.join(self.replica, generation, "wal", "*.wal.json"))):
+        root = root or self.view()
+        for path in sorted(glob.glob(os.path.join(root, generation, "wal", "*.wal.json"))):
             with open(path) as f:
                 out.append(json.load(f))
         return out
 
     def shipped_segments(self):
-        return sum(len(self.sidecars(g)) for g in self.generations())
+        root = self.view()
+        return sum(len(self.sidecars(g, root)) for g in self.generations(root))
 
     def shipped_commits(self):
-        return sum(len(s["commits"]) for g in self.generations() for s in self.sidecars(g))
+        root = self.view()
+        return sum(len(s["commits"]) for g in self.generations(root)
+                   for s in self.sidecars(g, root))
 
-    def assert_contiguous(self, generation):
+    def assert_contiguous(self, generation, root=None):
         """Each segment starts where the one before ended, from 0; each has its
         sidecar; no two overlap (a duplicate would)."""
+        root = root or self.view()
         segments = sorted(os.path.basename(p)[:-len(".wal.gz")] for p in
-                          glob.glob(os.path.join(self.replica, generation, "wal", "*.wal.gz")))
+                          glob.glob(os.path.join(root, generation, "wal", "*.wal.gz")))
         end = 0
         for name in segments:
             start, stop = (int(x) for x in name.split("-"))
             self.assertEqual(start, end, f"{generation}: segment {name} does not start at {end}: "
                              f"a gap or an overlap in {segments}")
-            self.assertTrue(os.path.exists(os.path.join(self.replica, generation, "wal",
+            self.assertTrue(os.path.exists(os.path.join(root, generation, "wal",
                                                         name + ".wal.json")))
             end = stop
         return end
@@ -134,11 +147,12 @@ class ReplicaTestCase(AgentTestCase):
     def restore_by_hand(self, generation=None):
         """The RESTORING BY HAND recipe of sqlprodd-format(5), with cat, gunzip
         and sqlite3 only; returns the restored file's path."""
-        gens = self.generations()
+        root = self.view()
+        gens = self.generations(root)
         last = generation or gens[-1]
         chain = [last]
         while True:
-            with open(os.path.join(self.replica, chain[0], "base.json")) as f:
+            with open(os.path.join(root, chain[0], "base.json")) as f:
                 base = json.load(f)
             if "from" not in base:
                 break
@@ -147,13 +161,13 @@ class ReplicaTestCase(AgentTestCase):
         for suffix in ("", "-wal", "-shm"):
             if os.path.exists(out + suffix):
                 os.unlink(out + suffix)
-        subprocess.run(f"gunzip < {self.replica}/{chain[0]}/base.db.gz > {out}", shell=True,
+        subprocess.run(f"gunzip < {root}/{chain[0]}/base.db.gz > {out}", shell=True,
                        check=True)
         for g in chain:
-            self.assert_contiguous(g)
-            if not glob.glob(os.path.join(self.replica, g, "wal", "*.wal.gz")):
+            self.assert_contiguous(g, root)
+            if not glob.glob(os.path.join(root, g, "wal", "*.wal.gz")):
                 continue
-            subprocess.run(f"cat {self.replica}/{g}/wal/*.wal.gz | gunzip > {out}-wal",
+            subprocess.run(f"cat {root}/{g}/wal/*.wal.gz | gunzip > {out}-wal",
                            shell=True, check=True)
             check = subprocess.run(["sqlite3", out, "PRAGMA integrity_check"],
                                    capture_output=True, text=True, check=True)
@@ -549,7 +563,8 @@ class ReplicationBaseOnly(ReplicaTestCase):
         latest = os.path.join(self.dir, "latest.db")
         result = self.run_cli("restore", "app", "--to", latest, "--at", "latest", check=0)
         self.assertEqual(content_hash(latest), expected, result.stdout + result.stderr)
-        with open(os.path.join(self.replica, self.generations()[-1], "base.json")) as f:
+        root = self.view()
+        with open(os.path.join(root, self.generations(root)[-1], "base.json")) as f:
             taken_at = json.load(f)["taken_at"]
         self.assertIn(taken_at, result.stdout)
         earlier = os.path.join(self.dir, "earlier.db")
@@ -690,9 +705,10 @@ class ReplicationBreaks(ReplicaTestCase):
         # The older generations are intact: same segments, same ends.
         for g in old:
             self.assertEqual(self.assert_contiguous(g), old_end[g])
-        newest = self.generations()[-1]
-        self.assertTrue(os.path.exists(os.path.join(self.replica, newest, "base.db.gz")) or
-                        "from" in json.load(open(os.path.join(self.replica, newest,
+        root = self.view()
+        newest = self.generations(root)[-1]
+        self.assertTrue(os.path.exists(os.path.join(root, newest, "base.db.gz")) or
+                        "from" in json.load(open(os.path.join(root, newest,
                                                               "base.json"))))
         self.assertEqual(content_hash(self.restore_by_hand()), expected)
         self.assertEqual(self.stop_agent(agent)[0], 0)
@@ -784,16 +800,21 @@ class ReplicationToS3(S3TestCase, ReplicaTestCase):
             targets=self.s3_target(server.url))
         agent = self.start_agent(env=self.env)
 
+        # Sidecars seen so far: compaction deletes them once packed, and the
+        # commits they held stay shipped.
+        seen = {}
+
         def shipped():
-            total = 0
             for path in glob.glob(os.path.join(store, "**", "*.wal.json*"), recursive=True):
+                if path in seen:
+                    continue
                 if path.endswith(".json._S3rver_object") or path.endswith(".wal.json"):
                     try:
                         with open(path) as f:
-                            total += len(json.load(f)["commits"])
+                            seen[path] = len(json.load(f)["commits"])
                     except (ValueError, OSError, KeyError):
                         pass
-            return total
+            return sum(seen.values())
         self.wait_for(lambda: glob.glob(os.path.join(store, "**", "index.json*"), recursive=True),
                       what="the first index.json in the bucket")
         time.sleep(1.5)

@@ -93,7 +93,9 @@ class ReplicationWindow(ReplicaTestCase):
             self.restore_judged(at, commits, f"random-{i}")
         self.assertNotRegex(self.agent_log(), r"retention: |replication break")
         if kind == "dir":
-            self.check_leftovers_go_at_the_next_start(root, on_target)
+            # On the target itself, not on the unpacked view of it.
+            self.check_leftovers_go_at_the_next_start(
+                os.path.join(self.offsite, "app", "replica"), on_target)
         print(f"\n{self.id()}: {report['commits']} commits, generations kept "
               f"{on_target[0]}..{on_target[-1]} ({len(on_target)}), oldest advertised "
               f"{now - oldest:.1f}s before the check (window {WINDOW:g}s)")
@@ -116,7 +118,13 @@ class ReplicationWindow(ReplicaTestCase):
                          "the leftover (and its emptied folders) is deleted")
         with open(os.path.join(root, "index.json")) as f:
             listed = sorted(g["name"] for g in json.load(f)["generations"])
-        self.assertEqual(sorted(n for n in os.listdir(root) if n.startswith("g")), listed)
+        # A generation all of whose objects are packed has no folder of its
+        # own; a pack stays until its newest generation has gone.
+        loose = sorted(n for n in os.listdir(root) if n.startswith("g"))
+        self.assertLessEqual(set(loose), set(listed), "no folder of a forgotten generation")
+        packs = os.path.join(root, "packs")
+        for name in os.listdir(packs) if os.path.isdir(packs) else []:
+            self.assertGreaterEqual(name[10:19], listed[0], f"packs/{name} outlived its window")
         self.assertGreaterEqual(listed[-1], kept[-1])
 
     def test_dir_target_keeps_the_window_and_nothing_older(self):
