@@ -1,6 +1,6 @@
 /*
- * test_replicate_format.c: the replica's object names and its three JSON
- * manifests (segment sidecar, base.json, index.json): round trips keep every
+ * test_replicate_format.c: the replica's object names and its JSON manifests
+ * (segment sidecar, base.json, index.json, pack manifests): round trips keep every
  * field, names sort in WAL order, and damaged or foreign manifests are
  * refused with a message that names the object and the field.
  */
@@ -487,6 +487,210 @@ static void damaged_encryption_records_are_refused_naming_object(void **state)
     }
 }
 
+/* ---- packs ---- */
+
+#define SHA_B "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+static struct format_pack_object example_objects[3];
+
+/* Generations 3..4: a base.json, a segment and its sidecar, end to end. */
+static void fill_pack(struct format_pack *p)
+{
+    memset(p, 0, sizeof *p);
+    memset(example_objects, 0, sizeof example_objects);
+    snprintf(example_objects[0].key, FORMAT_PACK_KEY_SIZE, "g00000003/base.json");
+    example_objects[0].size = 300;
+    snprintf(example_objects[1].key, FORMAT_PACK_KEY_SIZE,
+             "g00000004/wal/000000000000-000000012392.wal.gz");
+    example_objects[1].offset = 300;
+    example_objects[1].size = 5000;
+    snprintf(example_objects[2].key, FORMAT_PACK_KEY_SIZE,
+             "g00000004/wal/000000000000-000000012392.wal.json");
+    example_objects[2].offset = 5300;
+    example_objects[2].size = 700;
+    for (int i = 0; i < 3; i++)
+        memcpy(example_objects[i].sha256, i % 2 ? SHA_A : SHA_B, 65);
+    p->database = "app";
+    p->first_generation = 3;
+    p->last_generation = 4;
+    p->id = 42;
+    p->level = 1;
+    p->size = 6000;
+    memcpy(p->sha256, SHA_A, 65);
+    p->count = 3;
+    p->objects = example_objects;
+}
+
+static void pack_manifest_round_trip_keeps_every_object(void **state)
+{
+    (void)state;
+    struct format_pack p, back;
+    struct error err = {0};
+    fill_pack(&p);
+    char *text = format_pack_encode(&p, &err);
+    assert_non_null(text);
+    /* JSON Lines: a compact header line, then one line per object. */
+    size_t newlines = 0;
+    for (const char *c = text; *c; c++)
+        newlines += *c == '\n';
+    assert_int_equal(newlines, 1 + 3);
+    assert_int_equal(format_pack_decode(text, strlen(text), "m.pack.json", &back, &err), 0);
+    assert_string_equal(back.database, "app");
+    assert_int_equal(back.first_generation, 3);
+    assert_int_equal(back.last_generation, 4);
+    assert_int_equal(back.id, 42);
+    assert_int_equal(back.level, 1);
+    assert_int_equal(back.size, 6000);
+    assert_string_equal(back.sha256, SHA_A);
+    assert_int_equal(back.count, 3);
+    for (size_t i = 0; i < 3; i++) {
+        assert_string_equal(back.objects[i].key, example_objects[i].key);
+        assert_int_equal(back.objects[i].offset, example_objects[i].offset);
+        assert_int_equal(back.objects[i].size, example_objects[i].size);
+        assert_string_equal(back.objects[i].sha256, example_objects[i].sha256);
+    }
+    assert_int_equal(back.objects[0].generation, 3);
+    assert_int_equal(back.objects[2].generation, 4);
+    format_pack_free(&back);
+    free(text);
+}
+
+/* The encoder refuses the pack (NULL) and so does the decoder, when the
+ * encoder's checks are bypassed by editing the text. */
+static void assert_pack_refused(const struct format_pack *p, const char *words)
+{
+    struct error err = {0};
+    char *text = format_pack_encode(p, &err);
+    assert_null(text);
+    if (!strstr(err.message, words))
+        fail_msg("expected \"%s\" in: %s", words, err.message);
+}
+
+static void assert_pack_text_refused(const char *text, const char *words)
+{
+    struct format_pack out;
+    struct error err = {0};
+    assert_int_equal(
+        format_pack_decode(text, strlen(text), "app/replica/packs/x.pack.json", &out, &err),
+        -EINVAL);
+    if (!strstr(err.message, "app/replica/packs/x.pack.json") || !strstr(err.message, words))
+        fail_msg("expected the object and \"%s\" in: %s", words, err.message);
+    assert_null(out.objects);
+}
+
+static void damaged_pack_manifests_are_refused_naming_object(void **state)
+{
+    (void)state;
+    struct format_pack p;
+    fill_pack(&p);
+    example_objects[1].offset = 301; /* a gap */
+    assert_pack_refused(&p, "starts at 301");
+    fill_pack(&p);
+    example_objects[2].offset = 5200; /* an overlap */
+    assert_pack_refused(&p, "starts at 5200");
+    fill_pack(&p);
+    snprintf(example_objects[1].key, FORMAT_PACK_KEY_SIZE,
+             "g00000005/wal/000000000000-000000012392.wal.gz");
+    assert_pack_refused(&p, "outside the pack's generations");
+    fill_pack(&p);
+    snprintf(example_objects[0].key, FORMAT_PACK_KEY_SIZE, "g00000003/base.db.gz");
+    assert_pack_refused(&p, "not a key a pack may hold");
+    fill_pack(&p);
+    snprintf(example_objects[0].key, FORMAT_PACK_KEY_SIZE, "g00000003/base.db.gz.age");
+    assert_pack_refused(&p, "not a key a pack may hold");
+    fill_pack(&p);
+    snprintf(example_objects[0].key, FORMAT_PACK_KEY_SIZE, "g00000003/../g00000004/base.json");
+    assert_pack_refused(&p, "not a key a pack may hold");
+    fill_pack(&p);
+    p.size = 6001;
+    assert_pack_refused(&p, "the pack is 6001 bytes");
+    fill_pack(&p);
+    p.size = 5999;
+    assert_pack_refused(&p, "ends after the pack's 5999 bytes");
+
+    /* The same refusals from text, as restore reads it (JSON Lines). */
+    const char *sha = "\"sha256\":\"" SHA_A "\"";
+    char text[2048];
+#define HEADER(size, count)                                                                        \
+    "{\"format\":1,\"database\":\"app\",\"first_generation\":3,\"last_generation\":4,\"id\":42,"   \
+    "\"level\":1,\"size\":" #size ",%s,\"count\":" #count "}\n"
+    snprintf(text, sizeof text,
+             HEADER(20, 2) "{\"key\":\"g00000003/base.json\",\"offset\":0,\"size\":10,%s}\n"
+                           "{\"key\":\"g00000004/base.json\",\"offset\":11,\"size\":9,%s}\n",
+             sha, sha, sha);
+    assert_pack_text_refused(text, "starts at 11");
+    snprintf(text, sizeof text,
+             HEADER(10, 1) "{\"key\":\"g00000009/base.json\",\"offset\":0,\"size\":10,%s}\n", sha,
+             sha);
+    assert_pack_text_refused(text, "outside the pack's generations");
+    snprintf(text, sizeof text,
+             HEADER(10, 1) "{\"key\":\"g00000003/base.db.gz\",\"offset\":0,\"size\":10,%s}\n", sha,
+             sha);
+    assert_pack_text_refused(text, "not a key a pack may hold");
+    snprintf(text, sizeof text,
+             HEADER(10, 1) "{\"key\":\"g00000003/wal/../../../etc/base.json\",\"offset\":0,"
+                           "\"size\":10,%s}\n",
+             sha, sha);
+    assert_pack_text_refused(text, "not a key a pack may hold");
+    snprintf(text, sizeof text,
+             HEADER(12, 1) "{\"key\":\"g00000003/base.json\",\"offset\":0,\"size\":10,%s}\n", sha,
+             sha);
+    assert_pack_text_refused(text, "pack of 12 bytes");
+    snprintf(text, sizeof text,
+             HEADER(10, 2) "{\"key\":\"g00000003/base.json\",\"offset\":0,\"size\":10,%s}\n", sha,
+             sha);
+    assert_pack_text_refused(text, "1 of 2 objects");
+#undef HEADER
+}
+
+static void pack_names_round_trip_and_refuse_what_is_not_one(void **state)
+{
+    (void)state;
+    char name[FORMAT_PACK_NAME_SIZE], with_suffix[64], key[FORMAT_KEY_SIZE];
+    uint32_t first = 0, last = 0;
+    uint64_t id = 0;
+    struct error err = {0};
+    format_pack_name(1, 9, 42, name);
+    assert_string_equal(name, "g00000001-g00000009.000000000042");
+    snprintf(with_suffix, sizeof with_suffix, "%s.pack", name);
+    assert_int_equal(format_pack_parse(with_suffix, ".pack", &first, &last, &id), 0);
+    assert_int_equal(first, 1);
+    assert_int_equal(last, 9);
+    assert_int_equal(id, 42);
+    snprintf(with_suffix, sizeof with_suffix, "%s.pack.json", name);
+    assert_int_equal(format_pack_parse(with_suffix, ".pack.json", &first, &last, &id), 0);
+    assert_int_equal(format_pack_parse(with_suffix, ".pack", &first, &last, &id), -EINVAL);
+    format_pack_name(99999999u, 99999999u, FORMAT_PACK_ID_MAX, name);
+    snprintf(with_suffix, sizeof with_suffix, "%s.pack", name);
+    assert_int_equal(format_pack_parse(with_suffix, ".pack", &first, &last, &id), 0);
+    assert_int_equal(first, 99999999u);
+    assert_int_equal(id, FORMAT_PACK_ID_MAX);
+    assert_int_equal(
+        format_pack_parse("g00000009-g00000001.000000000042.pack", ".pack", &first, &last, &id),
+        -EINVAL); /* first after last */
+    assert_int_equal(
+        format_pack_parse("g00000001-g00000009.000000000000.pack", ".pack", &first, &last, &id),
+        -EINVAL); /* id 0 */
+    assert_int_equal(
+        format_pack_parse("g00000001-g00000009.00000000004.pack", ".pack", &first, &last, &id),
+        -EINVAL);
+    assert_int_equal(format_pack_parse("g00000001-g00000009.000000000042.pack.sqlprodd-tmp",
+                                       ".pack", &first, &last, &id),
+                     -EINVAL);
+    assert_int_equal(format_pack_key(key, sizeof key, "app", 1, 9, 42, true, &err), 0);
+    assert_string_equal(key, "app/replica/packs/g00000001-g00000009.000000000042.pack.json");
+    assert_int_equal(format_pack_key(key, sizeof key, "app", 0, 0, 0, false, &err), 0);
+    assert_string_equal(key, "app/replica/packs/");
+    assert_int_equal(format_pack_key(key, sizeof key, "..", 1, 9, 42, false, &err), -EINVAL);
+    uint32_t generation = 0;
+    assert_int_equal(
+        format_packable_parse("g00000003/wal/000000000000-000000012392.wal.gz.age", &generation),
+        0);
+    assert_int_equal(generation, 3);
+    assert_int_equal(format_packable_parse("g00000003/base.db.gz", &generation), -EINVAL);
+    assert_int_equal(format_packable_parse("g00000003/../base.json", &generation), -EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -502,6 +706,9 @@ int main(void)
         cmocka_unit_test(sealed_names_end_in_age_and_parse_apart_from_plain_ones),
         cmocka_unit_test(encryption_record_round_trips_and_is_absent_when_plain),
         cmocka_unit_test(damaged_encryption_records_are_refused_naming_object),
+        cmocka_unit_test(pack_manifest_round_trip_keeps_every_object),
+        cmocka_unit_test(damaged_pack_manifests_are_refused_naming_object),
+        cmocka_unit_test(pack_names_round_trip_and_refuse_what_is_not_one),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
