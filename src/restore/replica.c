@@ -12,9 +12,13 @@
  *   4. per generation: segments opened (sealed ones with request->keys) and
  *      inflated in order into OUTPUT-wal, cut,
  *      chain checked from the header, replayed by SQLite (TRUNCATE).
+ * Every object is listed and fetched through replica_objects.h, which finds
+ * the ones compaction packed; an object cut out of a pack is checked
+ * against its sidecar or base.json like a loose one.
  */
 #include "restore/replica.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -35,6 +39,7 @@
 #include "offsite/target.h"
 #include "replicate/format.h"
 #include "replicate/wal.h"
+#include "restore/replica_objects.h"
 
 #define REPLICA_BUFFER           (64 * 1024)
 #define REPLICA_DEFAULT_PARALLEL 4
@@ -192,6 +197,9 @@ struct replica_job {
     char path[PATH_MAX];
     const char *sha256; /* expected, or NULL */
     int64_t size;       /* expected, or -1 */
+    bool done;          /* cut out of a pack before the pool ran */
+    bool planned;       /* plan_only: packed, its pack listed whole; not read */
+    bool loose_fetched; /* downloaded as a loose object */
     int rc;
     struct error err;
 };
@@ -214,11 +222,19 @@ struct replica_work {
     struct replica_windows index;
     struct replica_generation *chain; /* base generation first */
     size_t chain_count;
+    struct replica_objects *objects; /* loose or packed */
+    int64_t fetched_bytes;           /* of loose data objects; packs are counted there */
 };
 
 static void replica_temp_path(struct replica_work *work, const char *what, char out[PATH_MAX])
 {
     snprintf(out, PATH_MAX, "%s%u-%s%s", work->temp, work->temp_serial++, what, FS_TEMP_SUFFIX);
+}
+
+/* The same names for the packs and manifests replica_objects fetches. */
+static void replica_objects_temp(void *context, const char *what, char out[PATH_MAX])
+{
+    replica_temp_path(context, what, out);
 }
 
 /* A segment's key, or its sidecar's (suffix ".wal.json"): built when
@@ -285,6 +301,8 @@ static void *replica_pool_run(void *argument)
         if (index >= pool->count)
             break;
         struct replica_job *job = &pool->jobs[index];
+        if (job->done)
+            continue;
         if (rc != 0) {
             job->rc = rc;
             job->err = err;
@@ -293,10 +311,13 @@ static void *replica_pool_run(void *argument)
         } else {
             unlink(job->path);
             job->rc = target_get_file(target, job->key, job->path, NULL, &job->err);
+            job->loose_fetched = job->rc == 0;
             if (job->rc == 0)
                 job->rc = replica_check_file(job);
         }
-        if (job->rc != 0)
+        /* Not found: compaction may have packed it since the listing; the
+         * main thread looks for it in the packs once the others are done. */
+        if (job->rc != 0 && job->rc != -ENOENT)
             pool->failed = 1;
     }
     target_close(target);
@@ -315,9 +336,32 @@ static int replica_fetch_all(struct replica_work *work, struct replica_job *jobs
     int started = 0, rc = 0;
     if (parallel > 16)
         parallel = 16;
-    pthread_mutex_init(&pool.mutex, NULL);
-    for (size_t i = 0; i < count; i++)
+    for (size_t i = 0; i < count; i++) {
         jobs[i].rc = 1; /* not done */
+        jobs[i].done = jobs[i].loose_fetched = jobs[i].planned = false;
+    }
+    /* Packed objects first, here: each pack is downloaded once, by the
+     * one thread that owns replica_objects. */
+    for (size_t i = 0; i < count; i++) {
+        bool packed = false;
+        int64_t size = 0;
+        rc = replica_objects_packed(work->objects, jobs[i].key, &packed, err);
+        if (rc == 0 && packed && work->request->plan_only) {
+            /* Verify without --data downloads no pack: present is enough. */
+            rc = replica_objects_check_packed(work->objects, jobs[i].key, &size, err);
+            jobs[i].rc = rc;
+            jobs[i].done = jobs[i].planned = true;
+        } else if (rc == 0 && packed) {
+            rc = replica_objects_get(work->objects, jobs[i].key, jobs[i].path, true, err);
+            if (rc == 0 && (rc = replica_check_file(&jobs[i])) != 0)
+                error_set(err, rc, "%s", jobs[i].err.message);
+            jobs[i].rc = rc;
+            jobs[i].done = true;
+        }
+        if (rc != 0)
+            return rc;
+    }
+    pthread_mutex_init(&pool.mutex, NULL);
     for (; started < parallel; started++)
         if ((rc = io_thread_start(&threads[started], replica_pool_run, &pool)) != 0)
             break;
@@ -327,6 +371,17 @@ static int replica_fetch_all(struct replica_work *work, struct replica_job *jobs
         pthread_join(threads[i], NULL);
     pthread_mutex_destroy(&pool.mutex);
     rc = 0;
+    for (size_t i = 0; i < count; i++) {
+        struct replica_job *job = &jobs[i];
+        if (job->loose_fetched && job->sha256)
+            work->fetched_bytes += job->size;
+        if (job->rc != -ENOENT || pool.failed)
+            continue;
+        error_clear(&job->err);
+        job->rc = replica_objects_get(work->objects, job->key, job->path, true, &job->err);
+        if (job->rc == 0)
+            job->rc = replica_check_file(job);
+    }
     /* The first failure in list order, not a "stopped" of its neighbours. */
     for (size_t i = 0; i < count && rc == 0; i++)
         if (jobs[i].rc < 0 && jobs[i].rc != -ECANCELED)
@@ -414,8 +469,9 @@ void replica_windows_free(struct replica_windows *windows)
 /* Whom generation `w`'s base.json says it is sealed to: one small GET. A
  * base.json that cannot be read is said in the text, not fatal: the
  * listing is still worth printing. */
-static void replica_window_sealed_to(struct target *target, const char *database,
-                                     const char *temp_path, struct replica_window *w)
+static void replica_window_sealed_to(struct target *target, const char *target_name,
+                                     const char *database, const char *temp_path,
+                                     struct replica_objects **objects, struct replica_window *w)
 {
     char key[FORMAT_KEY_SIZE];
     struct format_base base = {0};
@@ -426,6 +482,14 @@ static void replica_window_sealed_to(struct target *target, const char *database
         rc = format_key(key, sizeof key, database, FORMAT_BASE_JSON, number, 0, 0, &err);
     if (rc == 0)
         rc = replica_fetch_base(target, key, temp_path, &base, &err);
+    /* Packed: not read (a pack may hold a day of WAL), as for the
+     * generations between the first and the last. */
+    if (rc == -ENOENT && !*objects)
+        replica_objects_open(target, target_name, database, 0, NULL, NULL, objects, NULL);
+    if (rc == -ENOENT && *objects && replica_objects_cover(*objects, number)) {
+        w->sealed_to[0] = 0;
+        return;
+    }
     if (rc != 0) {
         snprintf(w->sealed_to, sizeof w->sealed_to, "? (%s)", err.message);
         return;
@@ -443,6 +507,7 @@ int replica_list_windows(const struct target_config *target_config, const char *
                          struct replica_windows *out, struct error *err)
 {
     struct target *target = NULL;
+    struct replica_objects *objects = NULL;
     char temp[PATH_MAX];
     snprintf(temp, sizeof temp, "%s.replica-index%s", temp_prefix, FS_TEMP_SUFFIX);
     int rc = target_open(target_config, &target, err);
@@ -456,7 +521,9 @@ int replica_list_windows(const struct target_config *target_config, const char *
     for (size_t i = 0; rc == 0 && i < out->count; i++)
         if (out->items[i].starts_chain || i == 0 || i + 1 == out->count ||
             out->items[i + 1].starts_chain)
-            replica_window_sealed_to(target, database, temp, &out->items[i]);
+            replica_window_sealed_to(target, target_config->name, database, temp, &objects,
+                                     &out->items[i]);
+    replica_objects_close(objects);
     target_close(target);
     return rc;
 }
@@ -471,15 +538,48 @@ static struct replica_window *replica_find_window(struct replica_windows *index,
     return NULL;
 }
 
+/* plan_only, base.json packed: the chain's link from index.json, which
+ * says the same ("from"), and the pack listed whole with its manifest; the
+ * base file's size is then checked against nothing but its presence. */
+static int replica_plan_base_from_index(struct replica_work *work, struct replica_generation *g,
+                                        const char *key, struct error *err)
+{
+    int64_t size = 0;
+    int rc = replica_objects_check_packed(work->objects, key, &size, err);
+    if (rc != 0)
+        return rc;
+    g->has_base_file = g->window.starts_chain;
+    snprintf(g->from, sizeof g->from, "%s", g->has_base_file ? "" : g->window.base);
+    g->base_frame = 0;
+    g->base_size = -1; /* unknown: base.json not read */
+    g->base_sealed = false;
+    g->base_taken_at_ms = 0;
+    g->base_pages = 0;
+    return 0;
+}
+
 static int replica_read_base(struct replica_work *work, struct replica_generation *g,
                              struct error *err)
 {
     char key[FORMAT_KEY_SIZE], path[PATH_MAX];
     struct format_base base = {0};
     uint32_t number = 0;
+    char *text = NULL;
+    size_t size = 0;
+    bool packed = false;
     snprintf(key, sizeof key, "%s%s/base.json", work->prefix, g->window.name);
     replica_temp_path(work, "base.json", path);
-    int rc = replica_fetch_base(work->target, key, path, &base, err);
+    int rc = replica_objects_packed(work->objects, key, &packed, err);
+    if (rc == 0 && packed && work->request->plan_only)
+        return replica_plan_base_from_index(work, g, key, err);
+    if (rc == 0)
+        rc = replica_objects_get(work->objects, key, path, packed, err);
+    if (rc == 0)
+        rc = fs_read_file(path, &text, &size, err);
+    unlink(path);
+    if (rc == 0)
+        rc = format_base_decode(text, size, key, &base, err);
+    free(text);
     if (rc == -ENOENT)
         rc = error_set(err, -ENOENT, "%s is missing on target %s: generation %s cannot be restored",
                        key, work->request->target->name, g->window.name);
@@ -582,8 +682,11 @@ static int replica_list_segments(struct replica_work *work, struct replica_gener
 {
     struct target_listing listing = {0};
     char prefix[1100];
+    uint32_t number = 0;
     snprintf(prefix, sizeof prefix, "%s%s/wal/", work->prefix, g->window.name);
-    int rc = target_list(work->target, prefix, &listing, err);
+    int rc = format_generation_parse(g->window.name, &number);
+    assert(rc == 0);
+    rc = replica_objects_list_segments(work->objects, number, &listing, err);
     if (rc != 0)
         return rc;
     g->segments = calloc(listing.count + 1, sizeof *g->segments);
@@ -733,6 +836,14 @@ static int replica_plan_batch(struct replica_work *work, struct replica_generati
         struct replica_segment *s = &g->segments[first + k];
         struct replica_commit *commits = NULL;
         size_t commit_count = 0;
+        if (jobs[k].planned) {
+            /* plan_only, the sidecar packed: the segment counts as listed
+             * (its size is the manifest's), applied whole. */
+            s->sealed = s->listed_sealed && !s->listed_plain;
+            if (!g->cut)
+                g->used_segments = first + k + 1;
+            continue;
+        }
         rc = replica_read_sidecar(jobs[k].path, jobs[k].key, g, s, &commits, &commit_count, err);
         if (rc != 0)
             break;
@@ -1069,8 +1180,7 @@ out:
  * appends each, in order, to OUTPUT-wal and removes it: disk holds the
  * generation's WAL and one batch, memory one batch of jobs. */
 static int replica_build_wal(struct replica_work *work, struct replica_generation *g, int fd,
-                             struct replica_job *jobs, struct replica_result *result,
-                             struct error *err)
+                             struct replica_job *jobs, struct error *err)
 {
     int rc = 0;
     uint64_t written = 0;
@@ -1085,7 +1195,6 @@ static int replica_build_wal(struct replica_work *work, struct replica_generatio
             jobs[k].sha256 = s->sha256;
             jobs[k].size = s->size;
             replica_temp_path(work, "segment", jobs[k].path);
-            result->fetched_bytes += s->size;
         }
         rc = replica_fetch_all(work, jobs, count, err);
         if (rc == -ENOENT)
@@ -1200,7 +1309,7 @@ static int replica_apply_generation(struct replica_work *work, struct replica_ge
     if (fd < 0)
         return error_set(err, -errno, "%s: %s", wal_path, strerror(errno));
     uint64_t frames = 0;
-    int rc = replica_build_wal(work, g, fd, jobs, result, err);
+    int rc = replica_build_wal(work, g, fd, jobs, err);
     if (rc == 0 && ftruncate(fd, (off_t)g->target.end_offset) != 0)
         rc = error_set(err, -errno, "%s: %s", wal_path, strerror(errno));
     if (close(fd) != 0 && rc == 0)
@@ -1272,8 +1381,12 @@ static int replica_check_sizes(struct replica_work *work, struct error *err)
     int rc = target_list(work->target, key, &listing, err);
     const struct target_object *found = NULL;
     for (size_t i = 0; rc == 0 && i < listing.count; i++)
-        if (strcmp(listing.objects[i].key, key) == 0)
+        if (strcmp(listing.objects[i].key, key) == 0 ||
+            (base->base_size < 0 && strncmp(listing.objects[i].key, key, strlen(key)) == 0 &&
+             strcmp(listing.objects[i].key + strlen(key), SEALED_SUFFIX) == 0))
             found = &listing.objects[i];
+    if (rc == 0 && found && base->base_size < 0)
+        goto segments; /* base.json packed: present is what can be said */
     if (rc == 0 && !found)
         rc = error_set(err, -ENOENT, "%s is missing on target %s: base.json describes it", key,
                        work->request->target->name);
@@ -1281,13 +1394,18 @@ static int replica_check_sizes(struct replica_work *work, struct error *err)
         rc = error_set(err, -EBADMSG, "%s is %lld bytes on target %s, base.json says %lld", key,
                        (long long)found->size, work->request->target->name,
                        (long long)base->base_size);
+segments:
     target_listing_free(&listing);
     for (size_t i = 0; i < work->chain_count && rc == 0; i++) {
         const struct replica_generation *g = &work->chain[i];
         for (size_t k = 0; k < g->used_segments && rc == 0; k++) {
             const struct replica_segment *s = &g->segments[k];
             int64_t listed = s->sealed ? s->listed_sealed_size : s->listed_plain_size;
-            if (listed != s->size)
+            bool packed = false;
+            rc = replica_objects_packed(work->objects, SEGMENT_KEY(s), &packed, err);
+            if (rc == 0 && packed)
+                rc = replica_objects_check_packed(work->objects, SEGMENT_KEY(s), &listed, err);
+            if (rc == 0 && listed != s->size)
                 rc =
                     error_set(err, -EBADMSG, "%s is %lld bytes on target %s, its sidecar says %lld",
                               SEGMENT_KEY(s), (long long)listed, work->request->target->name,
@@ -1317,6 +1435,10 @@ int replica_restore(const struct replica_request *request, struct replica_result
                             &work.index, err);
     if (rc == 0)
         rc = replica_choose(&work, &chosen, err);
+    uint32_t newest = 0;
+    if (rc == 0 && format_generation_parse(work.index.items[chosen].name, &newest) == 0)
+        rc = replica_objects_open(work.target, request->target->name, request->database, newest,
+                                  replica_objects_temp, &work, &work.objects, err);
     if (rc == 0)
         rc = replica_build_chain(&work, chosen, err);
     if (rc == 0)
@@ -1342,7 +1464,6 @@ int replica_restore(const struct replica_request *request, struct replica_result
     jobs[0].sha256 = base->base_sha256;
     jobs[0].size = base->base_size;
     replica_temp_path(&work, "base.db.gz", jobs[0].path);
-    result->fetched_bytes += base->base_size;
     rc = replica_fetch_all(&work, jobs, 1, err);
     if (rc == 0) {
         struct archive_result unpacked = {0};
@@ -1379,6 +1500,9 @@ int replica_restore(const struct replica_request *request, struct replica_result
     result->db_pages = last->target.db_pages;
     result->generations = work.chain_count;
 out:
+    result->packs = replica_objects_packs_fetched(work.objects, &result->fetched_bytes);
+    result->fetched_bytes += work.fetched_bytes;
+    replica_objects_close(work.objects);
     free(jobs);
     for (size_t i = 0; i < work.chain_count; i++)
         free(work.chain[i].segments);

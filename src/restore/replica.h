@@ -13,7 +13,9 @@
  * cuts the last generation at the chosen commit, and replays generation by
  * generation with SQLite (checkpoint TRUNCATE). Sealed objects (age files,
  * told by their name or their first bytes) are checked as stored, then
- * opened with request->keys. The caller runs
+ * opened with request->keys. Objects compaction moved into packs are read
+ * through replica_objects.h, loose when listed loose, else cut out of the
+ * newest pack holding them, and then checked as loose ones. The caller runs
  * integrity_check and puts the file in place (cli_restore.c, replace.h).
  *
  * What it is not: it never writes to the target, and never touches the
@@ -105,7 +107,8 @@ struct replica_result {
     size_t generations;         /* replayed */
     size_t segments;            /* fetched and applied */
     size_t commits;             /* applied, over every generation */
-    int64_t fetched_bytes;      /* compressed bytes downloaded */
+    int64_t fetched_bytes;      /* bytes downloaded: base, loose segments, packs */
+    size_t packs;               /* packs downloaded (replica_objects.h) */
     enum replica_apply applied; /* how the generations went into the file */
 };
 
