@@ -77,6 +77,17 @@ def write_pack(root, database, keys, pack_id, level=1, source=None, delete=True)
 
 
 class ReplicatePacksTest(ReplicaTestCase):
+    def configure(self, kind="dir", **kwargs):
+        """As ReplicaTestCase's, with the agent's own compaction off: these
+        tests pack by hand, and choose which objects are where."""
+        import replica_case
+        original = replica_case.replicate_entry
+        replica_case.replicate_entry = lambda **entry: original(extra="compact = false;", **entry)
+        try:
+            super().configure(kind, **kwargs)
+        finally:
+            replica_case.replicate_entry = original
+
     def make_replica(self, kind="dir", seconds=SECONDS):
         """The agent and a writer with its own TRUNCATE checkpoints, stopped:
         (commits, generations)."""
