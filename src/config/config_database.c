@@ -207,7 +207,7 @@ static int draft_init_builtin(struct database_draft *draft)
     settings->replicate.snapshot_every_seconds = 86400;
     settings->replicate.window_seconds = 7 * 86400;
     settings->replicate.spool_max_bytes = REPLICATE_SPOOL_DEFAULT;
-    settings->replicate.compact = false;
+    settings->replicate.compact = true;
 
     schedule_every(&settings->health.schedule, 5 * 60, "5m");
     settings->health.wal_warn_bytes = 100 * 1024 * 1024;

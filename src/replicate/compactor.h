@@ -22,9 +22,10 @@
  * restore tells apart by their identical bytes; the next open deletes
  * them). A restore that meets a member deleted under it lists again.
  *
- * What it is not: no thread (the agent's replication loop calls it after
- * uploads), and no compaction under Object Lock, where nothing could be
- * deleted before its lock ends and packs would only add copies.
+ * What it is not: no thread of its own (the agent's compaction thread,
+ * agent/replication.c, calls it after uploads), and no compaction under
+ * Object Lock, where nothing could be deleted before its lock ends and packs
+ * would only add copies.
  */
 #ifndef SQLPRODD_REPLICATE_COMPACTOR_H
 #define SQLPRODD_REPLICATE_COMPACTOR_H

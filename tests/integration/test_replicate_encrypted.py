@@ -25,6 +25,7 @@ import time
 import unittest
 
 from harness import AgentTestCase
+from replica_checks import unpacked_view
 
 MARKER = "sqlprodd-plaintext-marker-5b1e"
 AGE_MAGIC = b"age-encryption.org/v1\n"
@@ -102,14 +103,15 @@ class EncryptedReplicaTest(AgentTestCase):
         db.close()
         self.configure(self.key)
 
-    def configure(self, identity):
+    def configure(self, identity, compact=True):
         encrypt = f'encrypt = {{ recipients = ("{self.recipient}"); '
         if identity:
             encrypt += f'identity = "{identity}"; '
         encrypt += "};"
         self.write_config(
             f'{{ name = "app"; path = "{self.db_path()}"; {encrypt} '
-            f'replicate = {{ target = "nas"; interval = "{INTERVAL:g}s"; }}; }}',
+            f'replicate = {{ target = "nas"; interval = "{INTERVAL:g}s"; '
+            f'compact = {"true" if compact else "false"}; }}; }}',
             targets=f'{{ name = "nas"; type = "dir"; path = "{self.offsite}"; }}')
 
     def root(self):
@@ -147,10 +149,11 @@ class EncryptedReplicaTest(AgentTestCase):
         path, result = self.restore(at)
         return content(path)[0] if result.returncode == 0 else None
 
-    def data_objects(self):
-        """Every object on the target but the JSON manifests."""
+    def data_objects(self, root=None):
+        """Every object on the target but the JSON manifests (in ROOT: the
+        replica unpacked, where the packs' objects are loose again)."""
         found = []
-        for directory, _, names in os.walk(self.offsite):
+        for directory, _, names in os.walk(root or self.offsite):
             found += [os.path.join(directory, n) for n in names if not n.endswith(".json")]
         return sorted(found)
 
@@ -234,8 +237,12 @@ class EncryptedReplicaTest(AgentTestCase):
 
     def test_only_age_files_leave_the_machine_and_age_opens_them(self):
         commits = self.ship_under_writer()
-        objects = self.data_objects()
-        names = [os.path.relpath(p, self.root()) for p in objects]
+        # Packs hold the sealed objects byte for byte (and the plain JSON
+        # sidecars): every object cut out of them is checked as a loose one.
+        view = unpacked_view(self.root(), os.path.join(self.dir, "view"))
+        objects = [p for p in self.data_objects(view)
+                   if "/packs/" not in os.path.relpath(p, view)]
+        names = [os.path.relpath(p, view) for p in objects]
         self.assertTrue(any(re.fullmatch(r"g\d{8}/base\.db\.gz\.age", n) for n in names), names)
         self.assertTrue(any(re.fullmatch(r"g\d{8}/wal/\d{12}-\d{12}\.wal\.gz\.age", n)
                             for n in names), names)
@@ -259,7 +266,7 @@ class EncryptedReplicaTest(AgentTestCase):
         self.assertIn(marker, opened_wal, "age -d | gunzip does not give the WAL written")
         # The manifests say whom each object was sealed to, and nothing plain
         # was left in the spool either.
-        with open(glob.glob(os.path.join(self.root(), "g*", "base.json"))[0]) as f:
+        with open(glob.glob(os.path.join(view, "g*", "base.json"))[0]) as f:
             base = json.load(f)
         self.assertEqual(base["encryption"], {"format": "age-encryption.org/v1",
                                               "recipients": [self.recipient]})
@@ -269,6 +276,9 @@ class EncryptedReplicaTest(AgentTestCase):
         self.assertGreater(len(commits), 0)
 
     def test_wrong_or_missing_identity_or_damaged_object_fails_naming_it(self):
+        # Loose objects: the damage below is done to a segment as its own
+        # object (a damaged pack is test_replicate_packs').
+        self.configure(self.key, compact=False)
         self.ship_under_writer(seconds=3)
         sealed_base = r"app/replica/g\d{8}/base\.db\.gz\.age"
         self.configure(self.other_key)

@@ -9,6 +9,7 @@ and both must have the writer's content at that commit (same hash), with
 integrity_check ok. Reading the JSON (which generation, which end_offset)
 is the operator's reading; every byte is moved by those tools alone.
 """
+import glob
 import json
 import os
 import hashlib
@@ -31,6 +32,23 @@ def table_hash(path):
         return digest.hexdigest()
     finally:
         db.close()
+
+
+def man_blocks():
+    """The literal displays of sqlprodd-format(5), as a reader copies them."""
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "man", "sqlprodd-format.5")
+    blocks, current = [], None
+    with open(path) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if line.startswith(".Bd -literal"):
+                current = []
+            elif line.startswith(".Ed") and current is not None:
+                blocks.append("\n".join(current).replace("\\e", "\\"))
+                current = None
+            elif current is not None:
+                current.append(line)
+    return blocks
 
 
 def sh(command, cwd):
@@ -98,14 +116,16 @@ class RestoreByHandTest(S3TestCase):
             targets=self.s3_target(server.url))
         agent = self.start_agent(env=self.env)
         writer = sqlite3.connect(self.db_path(), timeout=10, isolation_level=None)
-        deadline = time.monotonic() + 6
+        # At least 6 s, and until compaction made a pack: the recipe's
+        # unpacking step is part of what is checked.
+        started = time.monotonic()
         n = 0
-        while time.monotonic() < deadline:
+        while time.monotonic() - started < 6 or not self.packed(started):
             n += 1
             writer.execute("INSERT INTO t(k, v) VALUES (?, ?)", (f"k{n}", os.urandom(n % 500)))
             time.sleep(0.003)
         writer.close()
-        fetched = os.path.join(self.dir, "fetched")
+        fetched = os.path.join(self.dir, "replica")
 
         def settled():
             result = self.aws_cli("s3", "cp", "s3://%s/db/app/replica/index.json" % BUCKET, "-",
@@ -121,6 +141,28 @@ class RestoreByHandTest(S3TestCase):
         self.stop_agent(agent)
         self.aws_cli("s3", "cp", "--recursive", "--only-show-errors",
                      f"s3://{BUCKET}/db/app/replica/", fetched)
+        # Step 2, the unpacking and its check, pasted as the man page prints them.
+        self.assertTrue(os.listdir(os.path.join(fetched, "packs")))
+        recipe = "\n".join(b for b in man_blocks() if "packs/*.pack.json" in b)
+        self.assertIn("sha256sum -c", recipe)
+        checked = subprocess.run(["bash", "-c", "set -e\n" + recipe], cwd=self.dir,
+                                 capture_output=True, text=True)
+        self.assertEqual((checked.returncode, checked.stdout, checked.stderr), (0, "", ""),
+                         recipe)
+        # The check is one: a pack changed by one byte fails it (on a copy).
+        damaged = os.path.join(self.dir, "damaged")
+        shutil.copytree(fetched, os.path.join(damaged, "replica"))
+        pack = sorted(glob.glob(os.path.join(damaged, "replica", "packs", "*.pack")))[0]
+        with open(pack, "r+b") as f:
+            f.seek(os.path.getsize(pack) // 2)
+            byte = f.read(1)
+            f.seek(-1, os.SEEK_CUR)
+            f.write(bytes([byte[0] ^ 1]))
+        check = next(b for b in man_blocks() if "sha256sum -c" in b)
+        failed = subprocess.run(["bash", "-c", "set -e\ncd replica\n" + check], cwd=damaged,
+                                capture_output=True, text=True)
+        self.assertNotEqual(failed.returncode, 0, failed.stdout + failed.stderr)
+        self.assertIn("FAILED", failed.stdout)
         seen = []
         for name in sorted(n for n in os.listdir(fetched) if n.startswith("g")):
             wal = os.path.join(fetched, name, "wal")
@@ -143,6 +185,16 @@ class RestoreByHandTest(S3TestCase):
                     self.assertEqual(table_hash(hand), table_hash(tool))
                 finally:
                     os.unlink(tool)
+
+    def packed(self, started):
+        """Whether a pack is in the bucket (checked once a second)."""
+        if time.monotonic() - started > 60:
+            self.fail("no pack in the bucket after 60 s of writing")
+        if getattr(self, "_looked", 0) > time.monotonic() - 1:
+            return False
+        self._looked = time.monotonic()
+        listed = self.aws_cli("s3", "ls", f"s3://{BUCKET}/db/app/replica/packs/", check=False)
+        return ".pack.json" in listed.stdout
 
     def restore_by_hand(self, fetched, seen_at, last_of_time=False):
         """RESTORING BY HAND, steps 1-4, for the commit seen at `seen_at`."""
