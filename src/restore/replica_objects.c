@@ -432,11 +432,20 @@ int replica_objects_list_segments(struct replica_objects *objects, uint32_t gene
     format_generation_name(generation, name);
     snprintf(prefix, sizeof prefix, "%s%s/wal/", objects->prefix, name);
     memset(out, 0, sizeof *out);
-    int rc = replica_objects_load_generation(objects, generation, err);
+    int rc = target_list(objects->target, prefix, out, err);
+    /* Compaction puts a pack and its manifest up before it deletes the
+     * loose copies, so packs listed after the loose ones miss nothing;
+     * packs listed before could miss objects packed and deleted between
+     * the two listings (a pack holds 16 objects in upload order, not
+     * whole generations). */
     if (rc == 0)
-        rc = target_list(objects->target, prefix, out, err);
-    if (rc != 0)
+        rc = replica_objects_relist(objects, err);
+    if (rc == 0)
+        rc = replica_objects_load_generation(objects, generation, err);
+    if (rc != 0) {
+        target_listing_free(out);
         return rc;
+    }
     /* Loose copies are taken loose. */
     for (size_t i = 0; i < out->count; i++) {
         struct replica_object_name object;

@@ -49,7 +49,9 @@ void replica_objects_close(struct replica_objects *objects);
 
 /* Lists DB/replica/gN/wal/ as target_list would if nothing were packed:
  * the loose objects, then the packed ones not listed loose, with the
- * sizes their manifests give. */
+ * sizes their manifests give. The packs are listed again after the loose
+ * objects (one more LIST per generation), so that objects compaction packs
+ * and deletes in between are seen in their pack. */
 int replica_objects_list_segments(struct replica_objects *objects, uint32_t generation,
                                   struct target_listing *out, struct error *err);
 
@@ -77,8 +79,9 @@ int replica_objects_check_packed(struct replica_objects *objects, const char *ke
                                  struct error *err);
 
 /* Whether a listed pack with its manifest names `generation` in its range
- * (no manifest read): replica_list_windows uses it to tell a packed
- * base.json from a missing one. */
+ * (no manifest read; it may hold only part of the generation):
+ * replica_list_windows uses it to tell a packed base.json from a missing
+ * one. */
 bool replica_objects_cover(const struct replica_objects *objects, uint32_t generation);
 
 /* Packs downloaded so far, and their bytes. */

@@ -2,8 +2,9 @@
  * test_replica_objects.c: restore's view of a replica's objects, loose or
  * packed (restore/replica_objects.h), on a dir target: packed objects are
  * listed and cut out byte for byte, the newest pack wins, and compaction
- * racing the restore (a loose object packed after the listing, a pack
- * merged away after its manifest was read) costs one new listing, not the
+ * racing the restore (objects packed between the listing of the packs and
+ * of a generation, a loose object packed after the listing, a pack merged
+ * away after its manifest was read) costs one new listing, not the
  * restore.
  */
 #include <setjmp.h>
@@ -253,6 +254,26 @@ static void a_loose_object_packed_after_the_listing_is_found_in_the_new_pack(voi
     replica_objects_close(objects);
 }
 
+static void objects_packed_between_the_two_listings_are_listed_in_their_pack(void **state)
+{
+    struct fixture *f = *state;
+    write_loose(f, SEGMENT);
+    write_loose(f, SIDECAR);
+    struct replica_objects *objects = open_objects(f); /* packs listed: none */
+    /* The compactor runs before the generation's wal/ is listed. */
+    static const char *const keys[] = {SEGMENT, SIDECAR};
+    write_pack(f, keys, 2, 1, false);
+    remove_loose(f, SEGMENT);
+    remove_loose(f, SIDECAR);
+    struct target_listing listing = {0};
+    struct error err = {0};
+    assert_int_equal(replica_objects_list_segments(objects, 2, &listing, &err), 0);
+    assert_int_equal(listing.count, 2);
+    target_listing_free(&listing);
+    get(objects, f, SEGMENT, 0, NULL);
+    replica_objects_close(objects);
+}
+
 static void a_pack_merged_away_after_its_manifest_was_read_is_found_in_the_bigger_one(void **state)
 {
     struct fixture *f = *state;
@@ -317,6 +338,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(
             a_loose_object_packed_after_the_listing_is_found_in_the_new_pack, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            objects_packed_between_the_two_listings_are_listed_in_their_pack, setup, teardown),
         cmocka_unit_test_setup_teardown(
             a_pack_merged_away_after_its_manifest_was_read_is_found_in_the_bigger_one, setup,
             teardown),
