@@ -81,6 +81,10 @@ struct replica_objects {
     size_t packed_count, packed_capacity;
     size_t packs_fetched;
     int64_t pack_bytes;
+    /* The newest generation a listed pack (with its manifest) reaches: a
+     * loose object of an older generation was packed before that pack, so
+     * it cannot be deleted under this restore by a pack not yet listed. */
+    uint32_t frontier;
 };
 
 /* ---- names ---- */
@@ -200,9 +204,11 @@ int replica_objects_relist(struct replica_objects *objects, struct error *err)
         bool manifest = false;
         if (strncmp(listing.objects[i].key, prefix, strlen(prefix)) != 0)
             continue;
-        if (format_pack_parse(name, ".pack.json", &first, &last, &id) == 0)
+        if (format_pack_parse(name, ".pack.json", &first, &last, &id) == 0) {
             manifest = true;
-        else if (format_pack_parse(name, ".pack", &first, &last, &id) != 0)
+            if (last > objects->frontier)
+                objects->frontier = last;
+        } else if (format_pack_parse(name, ".pack", &first, &last, &id) != 0)
             continue; /* temp files */
         if (objects->newest && first > objects->newest)
             continue; /* nothing the restore replays */
@@ -437,8 +443,13 @@ int replica_objects_list_segments(struct replica_objects *objects, uint32_t gene
      * loose copies, so packs listed after the loose ones miss nothing;
      * packs listed before could miss objects packed and deleted between
      * the two listings (a pack holds 16 objects in upload order, not
-     * whole generations). */
-    if (rc == 0)
+     * whole generations). Only the newest generations can have such
+     * objects: compaction packs the oldest loose objects first, so every
+     * loose object is newer than every packed one, and a generation older
+     * than the frontier had nothing loose when the packs were listed. One
+     * listing of packs/ per generation of a day's chain would cost
+     * minutes on S3. */
+    if (rc == 0 && generation >= objects->frontier)
         rc = replica_objects_relist(objects, err);
     if (rc == 0)
         rc = replica_objects_load_generation(objects, generation, err);

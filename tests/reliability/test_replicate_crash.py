@@ -239,5 +239,121 @@ class RetentionCrashTest(AgentTestCase):
             self.fail(f"{len(failures)} failed checks:\n- " + "\n- ".join(failures))
 
 
+COMPACTION_KILLS = int(os.environ.get("SQLPRODD_COMPACTION_KILLS", "24"))
+
+
+def merge_state(state_dir):
+    """(pending packs, keys left to delete) in state.db, read without a lock."""
+    db = sqlite3.connect(f"file:{os.path.join(state_dir, 'state.db')}?mode=ro", uri=True,
+                         timeout=5)
+    try:
+        return (db.execute("SELECT count(*) FROM replica_pack_items WHERE pending = 1"
+                           ).fetchone()[0],
+                db.execute("SELECT count(*) FROM replica_doomed").fetchone()[0])
+    finally:
+        db.close()
+
+
+class CompactionCrashTest(AgentTestCase):
+    def test_kill_9_in_the_middle_of_merges(self):
+        """The agent killed the moment state.db shows a merge under way (a
+        pending pack: its members being read back, the pack or its manifest
+        being uploaded) or just done (the keys it replaced not yet all
+        deleted), alternately, while a writer commits at 400/s. Afterwards,
+        and after one clean pass: every pack on the target is one state.db
+        knows and none is pending, nothing is left to delete, every copy of
+        an object (loose and packed, or in two packs) has the same bytes,
+        every generation is whole from offset 0, and restores to random
+        instants are exact."""
+        seed = SEED + 2
+        print(f"\nseed {seed} (SQLPRODD_REPLICA_SEED={seed - 2} replays it)", file=sys.stderr)
+        rng = random.Random(seed)
+        offsite = os.path.join(self.dir, "offsite")
+        os.mkdir(offsite)
+        db = self.db_path("app")
+        create(db)
+        self.write_config(f'{{ name = "app"; path = "{db}"; {replicate_entry()} }}',
+                          targets=f'{{ name = "offsite"; type = "dir"; path = "{offsite}"; }}')
+        replica = os.path.join(offsite, "app", "replica")
+        agent = self.start_agent()
+        self.wait_for(lambda: os.path.exists(os.path.join(replica, "index.json")), timeout=60,
+                      what="a first index.json")
+        writer = ReplicaWriter(db, rate=400)
+        self.processes.append(writer.process)
+        hits = {"pending": 0, "doomed": 0}
+        for i in range(COMPACTION_KILLS):
+            want = "pending" if i % 2 == 0 else "doomed"
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    pending, doomed = merge_state(self.state_dir)
+                except sqlite3.Error:
+                    pending = doomed = 0
+                if (pending if want == "pending" else doomed):
+                    break
+                time.sleep(0.0005)
+            else:
+                self.fail(f"no merge seen in 30 s (kill {i})\n{self.agent_log()[-3000:]}")
+            self.assertIsNone(agent.poll(), f"the agent exited by itself\n{self.agent_log()}")
+            agent.send_signal(signal.SIGKILL)
+            agent.wait()
+            pending, doomed = merge_state(self.state_dir)
+            hits["pending"] += pending > 0
+            hits["doomed"] += doomed > 0
+            if rng.random() < 0.3:
+                time.sleep(rng.uniform(0.2, 1.0))
+            agent = self.start_agent()
+        time.sleep(3)
+        report = writer.stop()
+        self.assertEqual(report["errors"], 0, report["messages"])
+        commits = writer.commits()
+        last = max(commits)
+        probe = os.path.join(self.dir, "probe.db")
+
+        def latest_k():
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(probe + suffix):
+                    os.unlink(probe + suffix)
+            code, _, _ = restore(self.config_path, "app", probe, "latest")
+            return content_hash(probe)[0] if code == 0 else None
+
+        failures = []
+        try:
+            self.wait_for(lambda: latest_k() == last, timeout=60, interval=0.3,
+                          what=f"the replica to reach the last commit {last}")
+        except AssertionError as e:
+            failures.append(str(e)[:1500])
+        # The last uploads wake a last merge, which gives up what a kill
+        # left pending and deletes what was doomed.
+        self.wait_for(lambda: merge_state(self.state_dir) == (0, 0), timeout=30, interval=0.2,
+                      what="the leftovers of the kills to be cleaned up")
+        self.stop_agent(agent)
+        state = sqlite3.connect(os.path.join(self.state_dir, "state.db"))
+        known = {name for (name,) in state.execute(
+            "SELECT name FROM replica_pack_items WHERE level > 0 AND pending = 0")}
+        state.close()
+        on_target = {n[:-len(".pack")] for n in os.listdir(os.path.join(replica, "packs"))
+                     if n.endswith(".pack")}
+        manifests = {n[:-len(".pack.json")] for n in os.listdir(os.path.join(replica, "packs"))
+                     if n.endswith(".pack.json")}
+        if on_target != known or manifests != known:
+            failures.append(f"packs on the target {sorted(on_target ^ known)} or manifests "
+                            f"{sorted(manifests ^ known)} differ from what state.db knows")
+        problems, generations = layout_problems(replica)
+        if problems:
+            failures.append(f"gap, overlap, stray object or differing copies: {problems[:10]}")
+        print(f"{COMPACTION_KILLS} kills, {hits['pending']} with a pack pending, "
+              f"{hits['doomed']} with replaced objects not yet deleted; {report['commits']} "
+              f"commits, {len(generations)} generations, {len(known)} packs", file=sys.stderr)
+        instants = random_instants(commits, 20, INTERVAL, seed=seed)
+        try:
+            results = restore_many(self, self.config_path, "app", instants, commits, INTERVAL,
+                                   self.dir, lower_bound=lambda at: False)
+            print(f"{len(results)} restores exact", file=sys.stderr)
+        except AssertionError as e:
+            failures.append(str(e)[:3000])
+        if failures:
+            self.fail(f"{len(failures)} failed checks:\n- " + "\n- ".join(failures))
+
 if __name__ == "__main__":
     unittest.main()
