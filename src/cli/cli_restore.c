@@ -417,13 +417,14 @@ static int restore(struct restore_request *request, struct error *err)
 
     if (request->at)
         printf("restored %s to %s as of the commit seen at %s (generation %s, frame %llu): %zu "
-               "commit%s in %zu segment%s (%zu pack%s fetched) over %zu generation%s from the "
+               "commit%s in %zu segment%s (%ld objects read, %zu of them pack%s) over %zu "
+               "generation%s from the "
                "base of %s (%s), %lld bytes, every object's sha256 and the WAL checksum chain "
                "checked, %s, journal_mode %s\n",
                request->db->name, request->to, files.replica.seen_at, files.replica.generation,
                (unsigned long long)files.replica.frame, files.replica.commits,
                files.replica.commits == 1 ? "" : "s", files.replica.segments,
-               files.replica.segments == 1 ? "" : "s", files.replica.packs,
+               files.replica.segments == 1 ? "" : "s", target_objects_read(), files.replica.packs,
                files.replica.packs == 1 ? "" : "s", files.replica.generations,
                files.replica.generations == 1 ? "" : "s", files.replica.base_generation,
                files.replica.applied == REPLICA_APPLY_PAGES ? "pages written directly"

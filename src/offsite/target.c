@@ -8,6 +8,7 @@
 #include "offsite/target_internal.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -134,6 +135,15 @@ int target_put_file(struct target *target, const char *key, const char *path,
     return rc;
 }
 
+/* Objects downloaded by this process, for `restore` to say how many it read
+ * (issue 17: a restore to any instant reads at most 100). */
+static atomic_long target_gets;
+
+long target_objects_read(void)
+{
+    return atomic_load_explicit(&target_gets, memory_order_relaxed);
+}
+
 int target_get_file(struct target *target, const char *key, const char *path,
                     const struct io_context *io, struct error *err)
 {
@@ -142,7 +152,10 @@ int target_get_file(struct target *target, const char *key, const char *path,
         return rc;
     if (io_stopped(io))
         return error_set(err, -ECANCELED, "%s: download of %s cancelled", target->description, key);
-    return target->operations->get_file(target, key, path, io, err);
+    rc = target->operations->get_file(target, key, path, io, err);
+    if (rc == 0)
+        atomic_fetch_add_explicit(&target_gets, 1, memory_order_relaxed);
+    return rc;
 }
 
 int target_list(struct target *target, const char *prefix, struct target_listing *out,

@@ -85,6 +85,9 @@ int target_put_source(struct target *target, const char *key, const struct targe
 int target_get_file(struct target *target, const char *key, const char *path,
                     const struct io_context *io, struct error *err);
 
+/* Objects target_get_file downloaded in this process so far, on any target. */
+long target_objects_read(void);
+
 /* Lists every object whose key starts with `prefix` (all pages). */
 int target_list(struct target *target, const char *prefix, struct target_listing *out,
                 struct error *err);

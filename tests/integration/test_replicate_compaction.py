@@ -21,7 +21,7 @@ import unittest
 
 from pitr_writer import ReplicaWriter, create
 from replica_case import ReplicaTestCase
-from replica_checks import PACK, sync_s3
+from replica_checks import PACK, restore, sync_s3
 
 LOOSE_MAX = 15  # PACK_FANOUT_LOOSE - 1
 
@@ -76,6 +76,16 @@ class ReplicaCompactionTest(ReplicaTestCase):
         print(f"{self.id()}: {total} objects on the target for {held + len(loose)} objects "
               f"put; packs by level {dict(sorted(levels.items()))}, {len(loose)} loose")
         self.fail_pending()
+        # What a restore reads: the bound is 100 objects for any
+        # instant of a week (this replica is a few seconds of one).
+        to = os.path.join(self.dir, "latest.db")
+        code, out, err = restore(self.config_path, "app", to, "latest", env=self.agent_env())
+        self.assertEqual(code, 0, out + err)
+        read = re.search(r"\((\d+) objects read, (\d+) of them packs?\)", out)
+        self.assertIsNotNone(read, out)
+        print(f"restore --at latest read {read.group(1)} objects, {read.group(2)} of them packs")
+        self.assertLessEqual(int(read.group(1)), 100)
+        self.assertGreater(int(read.group(2)), 0)
         self.assertTrue(levels, "no pack was made")
         self.assertGreaterEqual(max(levels), min_level, f"packs by level: {levels}")
         self.assertLessEqual(len(loose), LOOSE_MAX, f"loose objects left unpacked: {loose}")
