@@ -15,8 +15,13 @@ and worst, the baseline of the second table. Then for each tool and each run
   - the application's WAL size over time: max and median of the -wal file,
     sampled every 0.5 s (sqlprodd's must stay under wal_warn, 100 MB);
   - the agent's peak RSS (VmHWM) at the end of the writing;
-  - what the writing added to the target, scaled to a day (objects) and an
-    hour (bytes): the bucket's growth, before any retention;
+  - objects: put (every object that reached the target, packs included,
+    scaled to a day), held (on the target when the writing ends), held/day
+    (what a day at this pace leaves, before retention: for sqlprodd the
+    compaction rule applied to a day of loose objects; for Litestream, whose
+    v0.3.13 does not compact, every object put), and restore reads (objects
+    `sqlprodd restore` says it read); bytes the writing added to the target
+    (target) and bytes put, packs included (uploaded), scaled to an hour;
   - the restore time of the base plus the WAL written (--base, default 1 GiB,
     --minutes, default 10, at --rate, default 1000 tx/s): `sqlprodd restore
     --at latest` against `litestream restore`, each --runs times; the
@@ -80,6 +85,7 @@ class Watcher(threading.Thread):
         super().__init__(daemon=True)
         self.root, self.is_wal, self.decompress = root, is_wal, decompress
         self.seen_files, self.first = set(), {}
+        self.every_name = {}  # every object seen, of any kind, and its size: what was put
         self.stopping = False
 
     def run(self):
@@ -92,6 +98,11 @@ class Watcher(threading.Thread):
         for directory, _, files in os.walk(self.root):
             for name in files:
                 path = os.path.join(directory, name)
+                if path not in self.every_name:
+                    try:
+                        self.every_name[path] = os.path.getsize(path)
+                    except OSError:
+                        pass
                 if path in self.seen_files or not self.is_wal(path):
                     continue
                 now = time.time()
@@ -132,6 +143,11 @@ class Tool:
         self.name, self.work, self.db = name, work, db
         self.target = os.path.join(work, "target")
 
+    def held_in_a_day(self, names, minutes):
+        """Objects on the target after a day at this pace, before retention:
+        without compaction, every object put."""
+        return len(names) * 1440 / minutes
+
 
 class Sqlprodd(Tool):
     def configure(self):
@@ -156,6 +172,23 @@ class Sqlprodd(Tool):
 
     def watcher(self):
         return Watcher(self.target, lambda p: p.endswith(".wal.gz"), gunzip)
+
+    def held_in_a_day(self, names, minutes):
+        """What compaction (src/replicate/compactor.h) leaves of a day of the
+        loose objects put at this pace: 16 loose make a level-1 pack, 4 packs
+        of a level one of the next, none over 65536 objects (nor 4 GiB, which
+        this projection leaves out); a pack is two objects with its manifest.
+        Plus a base file and index.json."""
+        loose = [n for n in names if "/packs/" not in n and not n.endswith("index.json")
+                 and not re.search(r"/base\.db\.gz(\.age)?$", n)]
+        n = int(len(loose) * 1440 / minutes)
+        units = n // 16
+        full, rest = divmod(units, 4096)  # a level-7 pack is 4096 level-1 units
+        lower = 0
+        while rest:
+            rest, digit = divmod(rest, 4)
+            lower += digit
+        return 2 * (full + lower) + n % 16 + 2
 
     def restore_argv(self, out):
         return [binary(), "-c", self.config, "restore", "app", "--to", out, "--at", "latest"]
@@ -246,13 +279,16 @@ def one_run(kind, args, source, run):
     missing = sum(1 for k in commits if k not in watcher.first)
     tool.process.send_signal(signal.SIGTERM)
     tool.process.wait(timeout=60)
-    restores = []
+    held = target_size(tool.target)[0]
+    restores, reads = [], []
     for attempt in range(args.runs):
         out = os.path.join(work, f"restored-{attempt}.db")
         started = time.monotonic()
-        subprocess.run(tool.restore_argv(out), check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
+        done = subprocess.run(tool.restore_argv(out), check=True, capture_output=True, text=True)
         restores.append(time.monotonic() - started)
+        read = re.search(r"(\d+) objects? read", done.stdout + done.stderr)
+        if read:
+            reads.append(int(read.group(1)))
         k, digest = content_hash(out)
         if k != last or digest != commits[k][2]:
             print(f"  {tool.name}: restore {attempt} holds commit {k}, not {last} "
@@ -269,6 +305,12 @@ def one_run(kind, args, source, run):
         "base": os.path.getsize(source),
         # what the writing added to the target, scaled to a day
         "objects_per_day": (after_objects - before_objects) * 1440 / args.minutes,
+        # every object put (packs too, and what compaction then deleted)
+        "put_per_day": len(watcher.every_name) * 1440 / args.minutes,
+        "held": held,
+        "uploaded_per_hour": sum(watcher.every_name.values()) * 60 / args.minutes,
+        "held_day": tool.held_in_a_day(watcher.every_name, args.minutes),
+        "restore_reads": statistics.median(reads) if reads else float("nan"),
         "bytes_per_hour": (after_bytes - before_bytes) * 60 / args.minutes,
         **latency(report),
     }
@@ -345,12 +387,16 @@ def main():
                      f"{med('p99') * 1000:.0f} ms", f"{med('missing'):.0f}",
                      mib(med('wal_median')), mib(med('wal_max')),
                      f"{med('rss') / 1024:.1f} MiB", f"{med('restore'):.1f} s",
-                     f"{med('objects_per_day'):,.0f}", f"{mib(med('bytes_per_hour'))}/h"])
+                     f"{med('put_per_day'):,.0f}", f"{med('held'):,.0f}",
+                     f"{med('held_day'):,.0f}", f"{med('restore_reads'):.0f}",
+                     f"{mib(med('bytes_per_hour'))}/h", f"{mib(med('uploaded_per_hour'))}/h"])
     where = (f"base {mib(os.path.getsize(source))} + {args.minutes:g} min at {args.rate:g} tx/s, "
              f"interval 1s, dir target on local disk; medians of {args.runs} runs")
     table(f"replication: {where}",
           ["tool", "tx/s", "delay p50", "delay p99", "unmarked", "WAL median", "WAL max",
-           "peak RSS", "restore", "objects/day", "target"], rows)
+           "peak RSS", "restore", "put/day", "held", "held/day", "restore reads", "target",
+           "uploaded"],
+          rows)
     table(f"the application's COMMIT latency (BEGIN to COMMIT returned): {where}",
           ["beside", "tx/s", "p50", "p99", "worst", "errors"], app_rows)
 
