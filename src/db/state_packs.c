@@ -10,8 +10,8 @@
 
 #include "db/state_internal.h"
 
-#define ITEM_COLUMNS                                                                           \
-    "id, position, level, final, name, first_generation, last_generation, bytes, objects, " \
+#define ITEM_COLUMNS                                                                               \
+    "id, position, level, final, name, first_generation, last_generation, bytes, objects, "        \
     "sha256"
 
 static void state_pack_read(sqlite3_stmt *row, struct state_pack_item *item)
@@ -89,9 +89,8 @@ static int state_pack_insert(struct state *state, const char *database,
                      item->bytes, item->objects, item->sha256);
 }
 
-int state_replica_object_done_packable(struct state *state, const char *database,
-                                       int64_t queue_id, const struct state_pack_item *loose,
-                                       struct error *err)
+int state_replica_object_done_packable(struct state *state, const char *database, int64_t queue_id,
+                                       const struct state_pack_item *loose, struct error *err)
 {
     if (sqlite3_exec(state->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
         return state_fail(state, err, "cannot begin");
@@ -143,9 +142,9 @@ int state_pack_complete(struct state *state, const char *database, int64_t id,
         return state_fail(state, err, "cannot begin");
     for (size_t i = 0; i < count; i++) {
         sqlite3_stmt *row = NULL;
-        int rc = state_run(state, &row,
-                           "SELECT 1 FROM replica_pack_items WHERE id = ?1 AND pending = 0", "i",
-                           members[i]);
+        int rc =
+            state_run(state, &row, "SELECT 1 FROM replica_pack_items WHERE id = ?1 AND pending = 0",
+                      "i", members[i]);
         sqlite3_finalize(row);
         if (rc == SQLITE_DONE) { /* forgotten by retention meanwhile */
             sqlite3_exec(state->db, "ROLLBACK", NULL, NULL, NULL);
@@ -180,8 +179,8 @@ int state_pack_drop(struct state *state, const char *database, int64_t id, char 
 {
     if (sqlite3_exec(state->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
         return state_fail(state, err, "cannot begin");
-    if (state_run(state, NULL, "DELETE FROM replica_pack_items WHERE id = ?1 AND pending = 1",
-                  "i", id) != SQLITE_DONE ||
+    if (state_run(state, NULL, "DELETE FROM replica_pack_items WHERE id = ?1 AND pending = 1", "i",
+                  id) != SQLITE_DONE ||
         state_doom(state, database, doomed, doomed_count) < 0 ||
         sqlite3_exec(state->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
         int rc = state_fail(state, err, "cannot drop a pack");
@@ -207,8 +206,7 @@ int state_pack_items_exist(struct state *state, const int64_t *ids, size_t count
     return 0;
 }
 
-int state_pack_mark_final(struct state *state, const int64_t *ids, size_t count,
-                          struct error *err)
+int state_pack_mark_final(struct state *state, const int64_t *ids, size_t count, struct error *err)
 {
     for (size_t i = 0; i < count; i++) {
         if (state_run(state, NULL, "UPDATE replica_pack_items SET final = 1 WHERE id = ?1", "i",
@@ -249,8 +247,7 @@ int state_doomed_keys(struct state *state, const char *database, size_t limit, c
     return 0;
 }
 
-int state_doomed_done(struct state *state, const char *database, const char *key,
-                      struct error *err)
+int state_doomed_done(struct state *state, const char *database, const char *key, struct error *err)
 {
     return state_run(state, NULL, "DELETE FROM replica_doomed WHERE database = ?1 AND key = ?2",
                      "ss", database, key) == SQLITE_DONE

@@ -32,9 +32,8 @@ struct state_pack_item {
 
 /* In one transaction: the queued object `queue_id` is on the target and,
  * with `loose` (not NULL), becomes an item compaction may pack. */
-int state_replica_object_done_packable(struct state *state, const char *database,
-                                       int64_t queue_id, const struct state_pack_item *loose,
-                                       struct error *err);
+int state_replica_object_done_packable(struct state *state, const char *database, int64_t queue_id,
+                                       const struct state_pack_item *loose, struct error *err);
 /* The items that are not pending, oldest first; caller frees *out. */
 int state_pack_items(struct state *state, const char *database, struct state_pack_item **out,
                      size_t *count, struct error *err);
@@ -59,8 +58,7 @@ int state_pack_drop(struct state *state, const char *database, int64_t id, char 
 /* Whether every one of `ids` is still an item (retention forgets items). */
 int state_pack_items_exist(struct state *state, const int64_t *ids, size_t count, bool *all,
                            struct error *err);
-int state_pack_mark_final(struct state *state, const int64_t *ids, size_t count,
-                          struct error *err);
+int state_pack_mark_final(struct state *state, const int64_t *ids, size_t count, struct error *err);
 /* At most `limit` keys left to delete; caller frees each and *out. */
 int state_doomed_keys(struct state *state, const char *database, size_t limit, char ***out,
                       size_t *count, struct error *err);

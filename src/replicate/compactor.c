@@ -62,8 +62,7 @@ static int compactor_key(const struct replica_compactor *c, const struct state_p
     uint32_t first, last;
     uint64_t id;
     if (format_pack_parse(item->name, "", &first, &last, &id) < 0)
-        return error_set(err, -EINVAL, "%s: state.db names a pack \"%s\"", c->db->name,
-                         item->name);
+        return error_set(err, -EINVAL, "%s: state.db names a pack \"%s\"", c->db->name, item->name);
     return format_pack_key(out, FORMAT_KEY_SIZE, c->db->name, first, last, id, manifest, err);
 }
 
@@ -291,15 +290,15 @@ static int pack_member(struct replica_compactor *c, struct pack_writer *w,
             line[--length] = '\0';
         if (header.id == 0) {
             rc = format_pack_header_decode(line, (size_t)length, manifest_key, &header, err);
-            if (rc == 0 && (header.size != (uint64_t)item->bytes ||
-                            strcmp(header.sha256, item->sha256) != 0))
+            if (rc == 0 &&
+                (header.size != (uint64_t)item->bytes || strcmp(header.sha256, item->sha256) != 0))
                 rc = error_set(err, -EIO, "%s does not describe the pack that was put",
                                manifest_key);
             continue;
         }
         struct format_pack_object object;
-        rc = format_pack_object_decode(line, (size_t)length, &header, offset, manifest_key,
-                                       &object, err);
+        rc = format_pack_object_decode(line, (size_t)length, &header, offset, manifest_key, &object,
+                                       err);
         if (rc < 0)
             break;
         offset += object.size;
@@ -308,9 +307,10 @@ static int pack_member(struct replica_compactor *c, struct pack_writer *w,
         count++;
     }
     if (rc == 0 && (header.id == 0 || count != header.count || offset != header.size))
-        rc = error_set(err, -EIO, "%s lists %zu objects ending at %" PRIu64
-                       ", not the %zu of its header: damaged", manifest_key, count, offset,
-                       header.count);
+        rc = error_set(err, -EIO,
+                       "%s lists %zu objects ending at %" PRIu64
+                       ", not the %zu of its header: damaged",
+                       manifest_key, count, offset, header.count);
     w->pack.count += count;
     free(line);
     fclose(in);
