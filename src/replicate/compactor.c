@@ -393,24 +393,23 @@ static int compactor_merge(struct replica_compactor *c, const struct state_pack_
     hashing = true;
     for (size_t i = 0; i < count && rc == 0; i++) {
         rc = pack_member(c, &w, &members[i], err);
-        if (rc == -EBADMSG) {
-            /* Left as it is, never merged again: the items after it still
-             * make packs, and the error is reported once. */
-            struct error ignored = {0};
+        struct error ignored = {0};
+        bool still = true;
+        if (rc == -ENOENT &&
+            state_pack_items_exist(c->state, &members[i].id, 1, &still, &ignored) == 0 && !still) {
+            /* Retention forgot and deleted it meanwhile: this merge is
+             * simply moot. */
+            rc = 0;
+            goto out;
+        }
+        if (rc == -EBADMSG || rc == -ENOENT) {
+            /* Changed on the target, or gone from it: left as it is and
+             * never merged again, so the items after it still make packs
+             * and the error is reported once. */
             state_pack_mark_final(c->state, &members[i].id, 1, &ignored);
         }
         if (rc == 0)
             rc = compactor_item_keys(c, &members[i], doomed, &doomed_count, err);
-    }
-    if (rc == -ENOENT) {
-        /* Retention may have forgotten and deleted a member meanwhile: then
-         * this merge is simply moot. A member still an item but gone from
-         * the target is an error. */
-        bool all = true;
-        struct error ignored = {0};
-        if (state_pack_items_exist(c->state, ids, count, &all, &ignored) == 0 && !all)
-            rc = 0;
-        goto out;
     }
     if (rc < 0)
         goto out;

@@ -178,7 +178,7 @@ class ReplicatePacksTest(ReplicaTestCase):
         instants = random_instants(commits, 6, INTERVAL, seed=7)
         restore_many(self, self.config_path, "app", instants, commits, INTERVAL, self.dir)
         out = self.assert_latest(commits, "from packs")
-        self.assertRegex(out, r"\(\d+ packs? fetched\)")
+        self.assertRegex(out, r"\(\d+ objects read, \d+ of them packs?\)")
         self.assertNotRegex(out, r", 0 of them packs\)")
         self.assertEqual([n for n in os.listdir(self.dir) if ".replica-" in n], [],
                          "temp files left")
