@@ -46,6 +46,7 @@ struct replicated {
     int64_t due_ms, upload_due_ms, compact_due_ms;
     int upload_failures, compact_failures;
     bool compact_wanted; /* guarded by `lock`: objects were put since its last turn */
+    bool compact_recovered; /* what a kill of an earlier agent left is given up */
     bool watched; /* its files are in `files` */
     bool quiet;   /* replica_quiet, and no file event since: no round, no watch */
     struct problem reading, uploading, compacting;
@@ -292,11 +293,15 @@ static int64_t compact_turn(struct agent_replication *replication, struct replic
     if (!item->compactor)
         rc = replica_compactor_open(item->db, replication->config->state_dir, &replication->stop,
                                     &item->compactor, &err);
+    if (rc == 0 && !item->compact_recovered) {
+        rc = replica_compactor_recover(item->compactor, &err);
+        item->compact_recovered = rc == 0;
+    }
     if (rc == 0)
         rc = replica_compact(item->compactor, &packs, &err);
     /* Closed between turns: ten thousand databases keep no connection
      * open for a merge that comes once in a while. What a kill left half
-     * done is picked up by the next open, after the next upload. */
+     * done is given up at the first turn, after the first upload. */
     replica_compactor_close(item->compactor);
     item->compactor = NULL;
     if (replication->stop)

@@ -813,14 +813,6 @@ int state_replica_uploaded(struct state *state, const char *database, int64_t se
                : state_fail(state, err, "cannot record what the target holds");
 }
 
-int state_replica_object_done(struct state *state, int64_t id, struct error *err)
-{
-    return state_run(state, NULL, "DELETE FROM replica_queue WHERE id = ?1", "i", id) ==
-                   SQLITE_DONE
-               ? 0
-               : state_fail(state, err, "cannot update the replica queue");
-}
-
 int state_replica_queued_paths(struct state *state, void (*visit)(void *, const char *),
                                void *context, struct error *err)
 {

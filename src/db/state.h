@@ -252,7 +252,8 @@ int state_save_replica(struct state *state, const char *database, const struct s
 /* The oldest queued object of `database`, or *found = false. */
 int state_next_replica_object(struct state *state, const char *database,
                               struct state_replica_object *out, bool *found, struct error *err);
-int state_replica_object_done(struct state *state, int64_t id, struct error *err);
+/* An uploaded object leaves the queue with state_replica_object_done_packable
+ * (state_packs.h), which also makes it an item compaction may pack. */
 /* The uploader's record: the target now holds, with an index.json naming
  * them, every commit seen up to `seen_at_ms`. */
 int state_replica_uploaded(struct state *state, const char *database, int64_t seen_at_ms,

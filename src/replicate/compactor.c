@@ -149,26 +149,32 @@ int replica_compactor_open(const struct database_config *db, const char *state_d
         (rc = target_open(db->replicate.target, &c->target, err)) < 0)
         goto fail;
     target_set_stop(c->target, stop);
-    if ((rc = compactor_drop_pending(c, err)) < 0)
-        goto fail;
-    /* A dir target's temp file of a pack whose upload a kill cut: the pack
-     * is given up above, never put again under that name, so nothing else
-     * would remove it. Only this thread writes under packs/. */
-    char packs[FORMAT_KEY_SIZE];
-    if ((rc = format_pack_key(packs, sizeof packs, db->name, 0, 0, 0, false, err)) < 0)
-        goto fail;
-    packs[strlen(packs) - 1] = '\0'; /* no trailing '/' */
-    if ((rc = target_remove_temp_files(c->target, packs, err)) < 0)
-        goto fail;
-    if (rc > 0)
-        log_event(LOG_NOTICE, db->name, "replicate",
-                  "removed %d temp file%s of a pack whose upload was interrupted", rc,
-                  rc == 1 ? "" : "s");
     *out = c;
     return 0;
 fail:
     replica_compactor_close(c);
     return rc;
+}
+
+int replica_compactor_recover(struct replica_compactor *c, struct error *err)
+{
+    int rc = compactor_drop_pending(c, err);
+    if (rc < 0)
+        return rc;
+    /* A dir target's temp file of a pack whose upload a kill cut: the pack
+     * is given up above, never put again under that name, so nothing else
+     * would remove it. Only the compactor writes under packs/. */
+    char packs[FORMAT_KEY_SIZE];
+    if ((rc = format_pack_key(packs, sizeof packs, c->db->name, 0, 0, 0, false, err)) < 0)
+        return rc;
+    packs[strlen(packs) - 1] = '\0'; /* no trailing '/' */
+    if ((rc = target_remove_temp_files(c->target, packs, err)) < 0)
+        return rc;
+    if (rc > 0)
+        log_event(LOG_NOTICE, c->db->name, "replicate",
+                  "removed %d temp file%s of a pack whose upload was interrupted", rc,
+                  rc == 1 ? "" : "s");
+    return 0;
 }
 
 void replica_compactor_close(struct replica_compactor *c)

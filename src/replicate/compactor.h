@@ -19,7 +19,7 @@
  * were put, the pack and then its manifest are uploaded, one state.db
  * transaction puts the pack in its members' place, and only then are the
  * members deleted (a kill before that deletion leaves copies, which
- * restore tells apart by their identical bytes; the next open deletes
+ * restore tells apart by their identical bytes; the next replica_compact deletes
  * them). A restore that meets a member deleted under it lists again.
  *
  * What it is not: no thread of its own (the agent's compaction thread,
@@ -47,11 +47,14 @@ struct replica_compactor;
  * under Object Lock. */
 bool replica_compacts(const struct database_config *db);
 
-/* Opens the compactor of `db`: a state.db connection and the target. Gives
- * up what a kill left half done (a pending pack, keys not yet deleted). */
+/* Opens the compactor of `db`: a state.db connection and the target. */
 int replica_compactor_open(const struct database_config *db, const char *state_dir,
                            const volatile sig_atomic_t *stop, struct replica_compactor **out,
                            struct error *err);
+/* Gives up what a kill left half done: a pending pack (its keys left to
+ * delete) and, on a dir target, the temp file of its cut upload. Once per
+ * agent, before the first merge; 0 or a negative error. */
+int replica_compactor_recover(struct replica_compactor *compactor, struct error *err);
 void replica_compactor_close(struct replica_compactor *compactor);
 
 /* Makes every pack that is due, then deletes what they replaced. *packs:
