@@ -9,6 +9,7 @@ SQLPRODD_KEEP_TEST_DIR=1 keeps each test's directory (agent.log, the target,
 state.db) for a look after a failure.
 """
 import glob
+import hashlib
 import json
 import os
 import re
@@ -104,6 +105,15 @@ def traced_environment():
     the world under a tracer and would exit with the sanitizers' code (the
     other asan.* runs look for leaks)."""
     return dict(os.environ, ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") + ":detect_leaks=0")
+
+
+def sha256_file(path):
+    """SHA-256 of a file, in hex, read a MiB at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def create_database(path, rows=1000, wal=True, auto_vacuum=None, payload=200):

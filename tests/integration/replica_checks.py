@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import tempfile
 
-from harness import BIN
+from harness import BIN, sha256_file
 from pitr_writer import content_hash
 
 SEGMENT = re.compile(r"^(\d{12})-(\d{12})\.wal\.gz$")
@@ -53,14 +53,6 @@ def parse_rfc3339(text):
 
 
 PACK = re.compile(r"^g(\d{8})-g(\d{8})\.(\d{12})\.pack$")
-
-
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def unpack(root, dest):

@@ -5,7 +5,6 @@ server with fault injection and restarts on the same port.
 
 Not a test module itself (no test_ prefix)."""
 import gzip
-import hashlib
 import json
 import os
 import shutil
@@ -20,21 +19,14 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 
-from harness import BIN, SOURCE_DIR, AgentTestCase, Writer, create_database, row_count  # noqa: E402,F401
+from harness import (BIN, SOURCE_DIR, AgentTestCase, Writer, create_database,  # noqa: E402,F401
+                     row_count, sha256_file)
 
 TEMP_SUFFIX = ".sqlprodd-tmp"
 ACCESS_KEY = "SQLPRODDTESTACCESSKEY"
 SECRET_KEY = "sqlprodd/Test+Secret/Key0123456789abcdefXYZ"
 BUCKET = "sqlprodd-test"
 S3_DIR = os.path.join(SOURCE_DIR, "tests", "s3")
-
-
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def gzip_ok(path):
