@@ -36,6 +36,28 @@ from pitr_writer import ReplicaWriter, content_hash, create
 KILLS = int(os.environ.get("SQLPRODD_REPLICA_KILLS", "24"))
 
 
+def replicated_to_dir(test, entry):
+    """The database app (pitr_writer's tables) replicated with ENTRY to a
+    dir target under the test's directory: (db, replica directory)."""
+    offsite = os.path.join(test.dir, "offsite")
+    os.mkdir(offsite)
+    db = test.db_path("app")
+    create(db)
+    test.write_config(f'{{ name = "app"; path = "{db}"; {entry} }}',
+                      targets=f'{{ name = "offsite"; type = "dir"; path = "{offsite}"; }}')
+    return db, os.path.join(offsite, "app", "replica")
+
+
+def latest_k(test):
+    """meta.k of `restore app --at latest`, or None when it fails."""
+    probe = os.path.join(test.dir, "probe.db")
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(probe + suffix):
+            os.unlink(probe + suffix)
+    code, _, _ = restore(test.config_path, "app", probe, "latest")
+    return content_hash(probe)[0] if code == 0 else None
+
+
 def compaction_left_over(state_dir):
     """1 when the agent just killed left a merge half done in state.db (a
     pending pack, or keys a pack replaced not yet deleted), else 0."""
@@ -57,23 +79,8 @@ class ReplicateCrashTest(AgentTestCase):
     def test_kill_9_at_random_moments(self):
         print(f"\nseed {SEED} (SQLPRODD_REPLICA_SEED={SEED} replays it)", file=sys.stderr)
         rng = random.Random(SEED)
-        offsite = os.path.join(self.dir, "offsite")
-        os.mkdir(offsite)
-        db = self.db_path("app")
-        create(db)
-        self.write_config(f'{{ name = "app"; path = "{db}"; {replicate_entry()} }}',
-                          targets=f'{{ name = "offsite"; type = "dir"; path = "{offsite}"; }}')
-        probe = os.path.join(self.dir, "probe.db")
-
-        def latest_k():
-            for suffix in ("", "-wal", "-shm"):
-                if os.path.exists(probe + suffix):
-                    os.unlink(probe + suffix)
-            code, _, _ = restore(self.config_path, "app", probe, "latest")
-            return content_hash(probe)[0] if code == 0 else None
-
+        db, replica = replicated_to_dir(self, replicate_entry())
         agent = self.start_agent()
-        replica = os.path.join(offsite, "app", "replica")
         self.wait_for(lambda: os.path.isdir(replica) and any(
             os.path.exists(os.path.join(replica, g, "base.json")) for g in os.listdir(replica)),
             timeout=60, what="a first base on the target")
@@ -102,13 +109,13 @@ class ReplicateCrashTest(AgentTestCase):
         # every check runs and reports, so one failure does not hide the others
         failures = []
         try:
-            self.wait_for(lambda: latest_k() == last, timeout=60, interval=0.3,
+            self.wait_for(lambda: latest_k(self) == last, timeout=60, interval=0.3,
                           what=f"the replica to reach the last commit {last}")
         except AssertionError as e:
             failures.append(str(e)[:1500])
         self.stop_agent(agent)
 
-        problems, generations = layout_problems(os.path.join(offsite, "app", "replica"))
+        problems, generations = layout_problems(replica)
         if problems:
             failures.append(f"gap, overlap or stray object on the target: {problems[:10]}")
         print(f"{KILLS} kills ({mid_merge} during a merge or before what it replaced was "
@@ -166,14 +173,8 @@ class RetentionCrashTest(AgentTestCase):
         seed = SEED + 1
         print(f"\nseed {seed} (SQLPRODD_REPLICA_SEED={seed - 1} replays it)", file=sys.stderr)
         rng = random.Random(seed)
-        offsite = os.path.join(self.dir, "offsite")
-        os.mkdir(offsite)
-        db = self.db_path("app")
-        create(db)
-        entry = replicate_entry(snapshot_every="3s", window=f"{WINDOW:g}s")
-        self.write_config(f'{{ name = "app"; path = "{db}"; {entry} }}',
-                          targets=f'{{ name = "offsite"; type = "dir"; path = "{offsite}"; }}')
-        replica = os.path.join(offsite, "app", "replica")
+        db, replica = replicated_to_dir(
+            self, replicate_entry(snapshot_every="3s", window=f"{WINDOW:g}s"))
         agent = self.start_agent()
         self.wait_for(lambda: os.path.isdir(replica) and any(
             os.path.exists(os.path.join(replica, g, "base.json")) for g in os.listdir(replica)),
@@ -268,13 +269,7 @@ class CompactionCrashTest(AgentTestCase):
         seed = SEED + 2
         print(f"\nseed {seed} (SQLPRODD_REPLICA_SEED={seed - 2} replays it)", file=sys.stderr)
         rng = random.Random(seed)
-        offsite = os.path.join(self.dir, "offsite")
-        os.mkdir(offsite)
-        db = self.db_path("app")
-        create(db)
-        self.write_config(f'{{ name = "app"; path = "{db}"; {replicate_entry()} }}',
-                          targets=f'{{ name = "offsite"; type = "dir"; path = "{offsite}"; }}')
-        replica = os.path.join(offsite, "app", "replica")
+        db, replica = replicated_to_dir(self, replicate_entry())
         agent = self.start_agent()
         self.wait_for(lambda: os.path.exists(os.path.join(replica, "index.json")), timeout=60,
                       what="a first index.json")
@@ -308,18 +303,9 @@ class CompactionCrashTest(AgentTestCase):
         self.assertEqual(report["errors"], 0, report["messages"])
         commits = writer.commits()
         last = max(commits)
-        probe = os.path.join(self.dir, "probe.db")
-
-        def latest_k():
-            for suffix in ("", "-wal", "-shm"):
-                if os.path.exists(probe + suffix):
-                    os.unlink(probe + suffix)
-            code, _, _ = restore(self.config_path, "app", probe, "latest")
-            return content_hash(probe)[0] if code == 0 else None
-
         failures = []
         try:
-            self.wait_for(lambda: latest_k() == last, timeout=60, interval=0.3,
+            self.wait_for(lambda: latest_k(self) == last, timeout=60, interval=0.3,
                           what=f"the replica to reach the last commit {last}")
         except AssertionError as e:
             failures.append(str(e)[:1500])
