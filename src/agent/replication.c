@@ -209,6 +209,33 @@ static void *reader_run(void *argument)
     return NULL;
 }
 
+/* Clears a wake-up flag (`queued`, `compact_queued`) under the lock. */
+static void replication_clear(struct agent_replication *replication, bool *flag)
+{
+    pthread_mutex_lock(&replication->lock);
+    *flag = false;
+    pthread_mutex_unlock(&replication->lock);
+}
+
+/* Sleeps until *flag is set (its condition signalled), a stop, or `next`
+ * (INT64_MAX: no time, only a signal). agent_replication_stop sets the
+ * flag, then broadcasts under the lock: no slices are needed to see it. */
+static void replication_sleep(struct agent_replication *replication, pthread_cond_t *wake,
+                              bool *flag, int64_t next)
+{
+    pthread_mutex_lock(&replication->lock);
+    while (!*flag && !replication->stop && (next == INT64_MAX || replication_now_ms() < next)) {
+        if (next == INT64_MAX) {
+            pthread_cond_wait(wake, &replication->lock);
+            continue;
+        }
+        struct timespec deadline = {.tv_sec = next / 1000,
+                                    .tv_nsec = (long)(next % 1000) * 1000000};
+        pthread_cond_timedwait(wake, &replication->lock, &deadline);
+    }
+    pthread_mutex_unlock(&replication->lock);
+}
+
 static int64_t upload_turn(struct agent_replication *replication, struct replicated *item,
                            int64_t now)
 {
@@ -253,24 +280,14 @@ static void *upload_run(void *argument)
     struct agent_replication *replication = argument;
     while (!replication->stop) {
         int64_t now = replication_now_ms(), next = now + READER_LONGEST_SLEEP_MS;
-        pthread_mutex_lock(&replication->lock);
-        replication->queued = false;
-        pthread_mutex_unlock(&replication->lock);
+        replication_clear(replication, &replication->queued);
         for (size_t i = 0; i < replication->count && !replication->stop; i++) {
             int64_t due = upload_turn(replication, &replication->databases[i], now);
             if (due < next)
                 next = due;
         }
-        /* Sleep until woken by the reader, the next retry, or a stop
-         * (agent_replication_stop sets the flag, then broadcasts under the
-         * lock: no slices needed to see it). */
-        pthread_mutex_lock(&replication->lock);
-        while (!replication->queued && !replication->stop && replication_now_ms() < next) {
-            struct timespec deadline = {.tv_sec = next / 1000,
-                                        .tv_nsec = (long)(next % 1000) * 1000000};
-            pthread_cond_timedwait(&replication->wake, &replication->lock, &deadline);
-        }
-        pthread_mutex_unlock(&replication->lock);
+        /* Until woken by the reader, the next retry, or a stop. */
+        replication_sleep(replication, &replication->wake, &replication->queued, next);
     }
     for (size_t i = 0; i < replication->count; i++)
         replica_uploader_close(replication->databases[i].uploader);
@@ -325,9 +342,7 @@ static void *compact_run(void *argument)
     struct agent_replication *replication = argument;
     while (!replication->stop) {
         int64_t now = replication_now_ms(), next = INT64_MAX;
-        pthread_mutex_lock(&replication->lock);
-        replication->compact_queued = false;
-        pthread_mutex_unlock(&replication->lock);
+        replication_clear(replication, &replication->compact_queued);
         for (size_t i = 0; i < replication->count && !replication->stop; i++) {
             if (!replica_compacts(replication->databases[i].db))
                 continue;
@@ -335,18 +350,9 @@ static void *compact_run(void *argument)
             if (due < next)
                 next = due;
         }
-        pthread_mutex_lock(&replication->lock);
-        while (!replication->compact_queued && !replication->stop &&
-               (next == INT64_MAX || replication_now_ms() < next)) {
-            if (next == INT64_MAX) {
-                pthread_cond_wait(&replication->compact_wake, &replication->lock);
-                continue;
-            }
-            struct timespec deadline = {.tv_sec = next / 1000,
-                                        .tv_nsec = (long)(next % 1000) * 1000000};
-            pthread_cond_timedwait(&replication->compact_wake, &replication->lock, &deadline);
-        }
-        pthread_mutex_unlock(&replication->lock);
+        /* Until woken by the uploader, a retry, or a stop. */
+        replication_sleep(replication, &replication->compact_wake, &replication->compact_queued,
+                          next);
     }
     for (size_t i = 0; i < replication->count; i++)
         replica_compactor_close(replication->databases[i].compactor);
