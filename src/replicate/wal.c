@@ -241,35 +241,58 @@ static int wal_saved_frame_matches(struct wal_reader *reader, const struct wal_p
     return 0;
 }
 
+/* Whether the file still begins with the header the reader read: its salts
+ * and checksum, the bytes a restart or a truncation changes. */
+static bool wal_header_still_there(const struct wal_reader *reader)
+{
+    uint8_t bytes[WAL_HEADER_SIZE];
+    if (wal_read_at(reader->fd, bytes, sizeof bytes, 0) != WAL_HEADER_SIZE)
+        return false;
+    return wal_get32_big(bytes + 16) == reader->header.salt[0] &&
+           wal_get32_big(bytes + 20) == reader->header.salt[1] &&
+           wal_get32_big(bytes + 24) == reader->header.checksum[0] &&
+           wal_get32_big(bytes + 28) == reader->header.checksum[1];
+}
+
+/* How often a resume reads again a WAL that restarted while it was read. */
+#define WAL_RESUME_ATTEMPTS 4
+
 int wal_reader_resume(struct wal_reader *reader, int fd, const char *path,
                       const struct wal_position *saved, enum wal_resume *result, struct error *err)
 {
-    bool matches = false;
-    int rc;
-
-    rc = wal_reader_open(reader, fd, path, err);
-    if (rc == -ENODATA) {
-        error_clear(err);
-        *result = WAL_RESUME_NO_HEADER;
-        return 0;
+    for (int attempt = 1;; attempt++) {
+        bool matches = false;
+        int rc = wal_reader_open(reader, fd, path, err);
+        if (rc == -ENODATA) {
+            error_clear(err);
+            *result = WAL_RESUME_NO_HEADER;
+            return 0;
+        }
+        if (rc < 0)
+            return rc;
+        if (!wal_same_generation(&reader->header, saved)) {
+            *result = WAL_RESUME_RESTARTED;
+            return 0;
+        }
+        rc = wal_saved_frame_matches(reader, saved, &matches, err);
+        if (rc < 0)
+            return rc;
+        if (matches) {
+            reader->next = *saved;
+            reader->committed = *saved;
+            *result = WAL_RESUME_CONTINUES;
+            return 0;
+        }
+        /* The header and the saved frame are two reads: a checkpoint that
+         * restarted or truncated the WAL between them (which a pin on read
+         * mark 0 allows at any moment) left a new header, not a broken
+         * chain. Only a frame missing under the header still there is. */
+        if (wal_header_still_there(reader) || attempt == WAL_RESUME_ATTEMPTS) {
+            *result = WAL_RESUME_BROKEN;
+            return 0;
+        }
+        wal_reader_close(reader);
     }
-    if (rc < 0)
-        return rc;
-    if (!wal_same_generation(&reader->header, saved)) {
-        *result = WAL_RESUME_RESTARTED;
-        return 0;
-    }
-    rc = wal_saved_frame_matches(reader, saved, &matches, err);
-    if (rc < 0)
-        return rc;
-    if (!matches) {
-        *result = WAL_RESUME_BROKEN;
-        return 0;
-    }
-    reader->next = *saved;
-    reader->committed = *saved;
-    *result = WAL_RESUME_CONTINUES;
-    return 0;
 }
 
 int wal_reader_next(struct wal_reader *reader, struct wal_frame *frame, struct error *err)

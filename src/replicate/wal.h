@@ -131,8 +131,10 @@ int wal_reader_open(struct wal_reader *reader, int fd, const char *path, struct 
  * reader continues at `saved`, on WAL_RESUME_RESTARTED and
  * WAL_RESUME_BROKEN it is at the first frame of the header now in the file
  * (a new generation for the caller), on WAL_RESUME_NO_HEADER it holds
- * nothing and must only be closed. -EINVAL (a header that is not valid) or
- * -errno on errors.
+ * nothing and must only be closed. A saved frame found missing is read
+ * again under a fresh look at the header: a WAL restarted or emptied
+ * between the two reads is RESTARTED or NO_HEADER, not BROKEN. -EINVAL (a
+ * header that is not valid) or -errno on errors.
  */
 int wal_reader_resume(struct wal_reader *reader, int fd, const char *path,
                       const struct wal_position *saved, enum wal_resume *result, struct error *err);

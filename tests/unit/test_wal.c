@@ -11,6 +11,30 @@
  */
 #include "test_wal_writer.h"
 
+#include "core/io.h"
+
+/* ---------------------------------------------------------------- seam */
+
+/* The file-read seam (linked with --wrap=io_read_full_at for this test
+ * only): `after_header_read`, when set, runs once, right after a read of the
+ * 32-byte WAL header, so that a real SQLite checkpoint can change the file
+ * between the reader's two reads. */
+ssize_t __real_io_read_full_at(int fd, void *buffer, size_t size, int64_t offset);
+ssize_t __wrap_io_read_full_at(int fd, void *buffer, size_t size, int64_t offset);
+static void (*after_header_read)(void *context);
+static void *after_header_context;
+
+ssize_t __wrap_io_read_full_at(int fd, void *buffer, size_t size, int64_t offset)
+{
+    ssize_t got = __real_io_read_full_at(fd, buffer, size, offset);
+    if (offset == 0 && size == WAL_HEADER_SIZE && after_header_read) {
+        void (*hook)(void *) = after_header_read;
+        after_header_read = NULL;
+        hook(after_header_context);
+    }
+    return got;
+}
+
 /* ---------------------------------------------------------------- tests */
 
 static void check_commits_match_sqlite(const struct fixture *f, uint32_t page_size)
@@ -457,6 +481,65 @@ static void resume_detects_a_chain_that_no_longer_follows(void **state)
     writer_close(&w);
 }
 
+static void checkpoint_truncate(void *context)
+{
+    struct writer *w = context;
+    assert_int_equal(sqlite3_exec(w->db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL),
+                     SQLITE_OK);
+}
+
+static void checkpoint_restart_and_write_past(void *context)
+{
+    struct writer *w = context;
+    assert_int_equal(sqlite3_exec(w->db, "PRAGMA wal_checkpoint(RESTART)", NULL, NULL, NULL),
+                     SQLITE_OK);
+    for (int i = 0; i < 8; i++)
+        writer_commit(w, 2); /* over the frame the position follows */
+}
+
+/* A pin on read mark 0 lets an application's checkpoint restart or empty
+ * the WAL at any moment, so also between the resume's read of the header
+ * and its read of the saved frame (seen in CI as a break of a quiet
+ * database beside `PRAGMA wal_checkpoint(TRUNCATE)`). What the file holds
+ * then is a new header or none, never a broken chain. */
+static void resume_reads_again_a_wal_restarted_between_its_reads(void **state)
+{
+    struct fixture *f = *state;
+    struct writer w;
+    struct scan s;
+    struct wal_reader reader;
+    struct error err = {0};
+    enum wal_resume result;
+    int fd;
+
+    writer_open(&w, f, "raced.db", 1024);
+    for (int i = 0; i < 4; i++)
+        writer_commit(&w, 2);
+    scan_path(w.wal_path, &s);
+    fd = open(w.wal_path, O_RDONLY);
+
+    after_header_read = checkpoint_truncate;
+    after_header_context = &w;
+    assert_int_equal(wal_reader_resume(&reader, fd, w.wal_path, &s.committed, &result, &err), 0);
+    assert_null(after_header_read); /* the checkpoint ran between the reads */
+    assert_int_equal(file_size(w.wal_path), 0);
+    assert_int_equal(result, WAL_RESUME_NO_HEADER);
+    wal_reader_close(&reader);
+
+    for (int i = 0; i < 4; i++)
+        writer_commit(&w, 2);
+    scan_path(w.wal_path, &s);
+    after_header_read = checkpoint_restart_and_write_past;
+    assert_int_equal(wal_reader_resume(&reader, fd, w.wal_path, &s.committed, &result, &err), 0);
+    assert_null(after_header_read);
+    assert_int_equal(result, WAL_RESUME_RESTARTED);
+    assert_int_equal(reader.next.offset, WAL_HEADER_SIZE);
+    assert_int_not_equal(reader.header.salt[0], s.header.salt[0]);
+    wal_reader_close(&reader);
+    close(fd);
+    writer_close(&w);
+}
+
 static void header_fields_are_validated(void **state)
 {
     struct fixture *f = *state;
@@ -602,6 +685,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(resume_from_a_saved_position_equals_a_full_read, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(resume_detects_a_chain_that_no_longer_follows, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(resume_reads_again_a_wal_restarted_between_its_reads, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(header_fields_are_validated, setup, teardown),
         cmocka_unit_test_setup_teardown(empty_wal_has_no_header, setup, teardown),
