@@ -126,12 +126,14 @@ def unpack(root, dest):
 def unpacked_view(root, dest):
     """ROOT itself when it holds no pack, else DEST (emptied first) with the
     replica unpacked into it (unpack). A live replica may change while it
-    is copied (the agent replaces packs and deletes what they replaced):
-    tried again until a copy is whole. Raises AssertionError with the
-    problems of an inconsistent pack."""
+    is copied (the agent replaces packs and deletes what they replaced, and
+    a dir target writes a pack under a temporary name first): tried again
+    until a copy is whole. Raises AssertionError with the problems of packs
+    still inconsistent after 50 tries (5 s), which no live agent explains."""
     import time
     if not os.path.isdir(os.path.join(root, "packs")):
         return root
+    problems = None
     for _ in range(50):
         shutil.rmtree(dest, ignore_errors=True)
         os.makedirs(dest)
@@ -140,9 +142,11 @@ def unpacked_view(root, dest):
         except (FileNotFoundError, shutil.Error, json.JSONDecodeError, IndexError, KeyError):
             time.sleep(0.1)
             continue
-        if problems:
-            raise AssertionError(f"the replica's packs are wrong: {problems[:10]}")
-        return dest
+        if not problems:
+            return dest
+        time.sleep(0.1)
+    if problems:
+        raise AssertionError(f"the replica's packs are wrong: {problems[:10]}")
     raise AssertionError(f"no whole copy of {root} in 50 attempts")
 
 
