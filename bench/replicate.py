@@ -175,20 +175,37 @@ class Sqlprodd(Tool):
 
     def held_in_a_day(self, names, minutes):
         """What compaction (src/replicate/compactor.h) leaves of a day of the
-        loose objects put at this pace: 16 loose make a level-1 pack, 4 packs
-        of a level one of the next, none over 65536 objects (nor 4 GiB, which
-        this projection leaves out); a pack is two objects with its manifest.
-        Plus a base file and index.json."""
-        loose = [n for n in names if "/packs/" not in n and not n.endswith("index.json")
+        loose objects put at this pace, found by running its rule on them:
+        the loose objects seen (in the order put, with their sizes) repeated
+        to fill a day; 16 loose make a level-1 pack, 4 packs of a level one
+        of the next; a merge that would pass 65536 objects or 4 GiB is not
+        made and its members stay, full. A pack is two objects with its
+        manifest; plus the base file and index.json. With a base every
+        `snapshot_every` (a day), this is also what a restore to the worst
+        instant of the window reads."""
+        loose = [size for n, size in names.items()
+                 if "/packs/" not in n and not n.endswith(("index.json", ".sqlprodd-tmp"))
                  and not re.search(r"/base\.db\.gz(\.age)?$", n)]
-        n = int(len(loose) * 1440 / minutes)
-        units = n // 16
-        full, rest = divmod(units, 4096)  # a level-7 pack is 4096 level-1 units
-        lower = 0
-        while rest:
-            rest, digit = divmod(rest, 4)
-            lower += digit
-        return 2 * (full + lower) + n % 16 + 2
+        if not loose:
+            return 2
+        day = int(len(loose) * 1440 / minutes)
+        stack = []  # [level, objects, bytes, full]
+        for i in range(day):
+            stack.append([0, 1, loose[i % len(loose)], False])
+            while True:
+                level = stack[-1][0]
+                fanout = 16 if level == 0 else 4
+                run = stack[-fanout:]
+                if len(run) < fanout or any(item[3] or item[0] != level for item in run):
+                    break
+                objects, size = sum(item[1] for item in run), sum(item[2] for item in run)
+                if objects > 65536 or size > 4 << 30:
+                    for item in run:
+                        item[3] = True
+                    break
+                del stack[-fanout:]
+                stack.append([level + 1, objects, size, False])
+        return sum(2 if item[0] else 1 for item in stack) + 2
 
     def restore_argv(self, out):
         return [binary(), "-c", self.config, "restore", "app", "--to", out, "--at", "latest"]

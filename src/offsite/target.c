@@ -136,7 +136,7 @@ int target_put_file(struct target *target, const char *key, const char *path,
 }
 
 /* Objects downloaded by this process, for `restore` to say how many it read
- * (issue 17: a restore to any instant reads at most 100). */
+ * (issue 17 bounds how many a restore to any instant may read). */
 static atomic_long target_gets;
 
 long target_objects_read(void)

@@ -2,7 +2,8 @@
  * compactor.h: merges a replica's small objects into packs
  * (sqlprodd-format(5), PACKS), so that a day of replication leaves tens of
  * objects on the target, not hundreds of thousands, and a restore reads a
- * few dozen.
+ * few dozen (a few hundred for a writer of hundreds of GiB of gzip'd WAL a
+ * day, whose packs are full at PACK_FULL_BYTES: design 2.7, end).
  *
  * Log-structured: what the uploader put (segments, sidecars, base.json; never
  * a base file) joins a stack of items. When the newest PACK_FANOUT_LOOSE
