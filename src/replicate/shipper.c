@@ -466,33 +466,92 @@ static void record_break(struct replica *r, const char *reason, const char *deta
 }
 
 /*
- * A new generation from a fresh base, under the write lock: nothing can
- * commit while the base is copied (backup API from the connection holding
- * the lock, so its pages are exactly the database at the WAL's last commit
- * F) and while the generation's WAL up to F is shipped with it; base.json
- * says F, and restore never stops before it (design finding 3).
+ * A new generation from a fresh base. Under the write lock, briefly: F, the
+ * WAL's last commit, is where the base stands; a read transaction begun
+ * then sees exactly the database at F; the WAL up to F is copied aside
+ * (once the lock goes, a writer may restart the WAL over it); and the
+ * generation is ended at F and the pin renewed, as a reset round does.
+ * Then, with writers going on (design defect 7: a 1 GiB base held them up
+ * for seconds), the pages are copied from that read transaction and
+ * compressed, and one state.db transaction records the base, base.json
+ * and the WAL up to F, shipped from the copy aside. base.json says F, and
+ * restore never stops before it (design finding 3).
  */
-/* The page-for-page copy, gzipped into the spool as `gz`: the backup API
- * refuses a source that is writing, so it reads from a read transaction
- * begun now, which (the caller holds the write lock) sees exactly the last
- * commit. With recipients the gzip file is then sealed, and `gz` becomes
- * the sealed file's path. */
-static int base_copy(struct replica *r, uint32_t generation, char gz[PATH_MAX],
-                     const struct sealed_recipients *recipients, int64_t *database_bytes,
-                     struct archive_result *result, struct error *err)
+
+/* A read transaction on a connection of its own: under the caller's write
+ * lock it sees exactly the last commit, and keeps seeing it after. */
+static int base_snapshot_begin(struct replica *r, sqlite3 **snapshot, struct error *err)
 {
-    sqlite3 *copy = NULL, *snapshot = NULL;
-    sqlite3_backup *backup = NULL;
-    char raw[PATH_MAX];
-    snprintf(raw, sizeof raw, "%s/g%08" PRIu32 "-base.db", r->spool, generation);
-    unlink(raw);
-    unlink(gz);
-    int rc = database_open(r->db, true, r->stop, &snapshot, err);
+    int rc = database_open(r->db, true, r->stop, snapshot, err);
     if (rc < 0)
         return rc;
-    if (sqlite3_exec(snapshot, "BEGIN; SELECT count(*) FROM sqlite_master;", NULL, NULL, NULL) !=
-            SQLITE_OK ||
-        sqlite3_open_v2(raw, &copy, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
+    if (sqlite3_exec(*snapshot, "BEGIN; SELECT count(*) FROM sqlite_master;", NULL, NULL, NULL) !=
+        SQLITE_OK) {
+        rc = error_set(err, -EIO, "%s: cannot begin the base's read transaction: %s", r->db->name,
+                       sqlite3_errmsg(*snapshot));
+        sqlite3_close(*snapshot);
+        *snapshot = NULL;
+    }
+    return rc;
+}
+
+/* The first `bytes` of the WAL (`fd`) into a new spool file `to`. */
+static int base_wal_copy(struct replica *r, int fd, uint64_t bytes, const char *to,
+                         struct error *err)
+{
+    enum { CHUNK = 1 << 20 };
+    unlink(to);
+    int out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (out < 0)
+        return error_set(err, -errno, "%s: cannot create %s: %s", r->db->name, to, strerror(errno));
+    uint8_t *buffer = malloc(CHUNK);
+    int rc = buffer ? 0 : error_set(err, -ENOMEM, "out of memory");
+    for (uint64_t at = 0; rc == 0 && at < bytes;) {
+        size_t want = bytes - at < CHUNK ? (size_t)(bytes - at) : CHUNK;
+        ssize_t got = io_read_full_at(fd, buffer, want, (int64_t)at);
+        if (got != (ssize_t)want)
+            rc = error_set(err, got < 0 ? (int)got : -EIO,
+                           "%s: cannot read the WAL up to offset %llu: %s", r->db->name,
+                           (unsigned long long)bytes, got < 0 ? strerror((int)-got) : "short");
+        else if (io_write_full(out, buffer, want) < 0)
+            rc = error_set(err, -errno, "%s: %s: %s", r->db->name, to, strerror(errno));
+        at += want;
+    }
+    free(buffer);
+    close(out);
+    if (rc < 0)
+        unlink(to);
+    return rc;
+}
+
+/* Still under the write lock: the generation ends at F when the WAL is all
+ * backfilled there (nothing can commit, so F is its last commit), and the
+ * pin is renewed before the lock goes, as in reset_losslessly: on read mark
+ * 0 it lets the WAL restart once, at F, and a base is often taken with the
+ * WAL all backfilled, when a pin can only have mark 0. */
+static void base_end_at(struct replica *r, bool have_header, uint64_t base_frame, bool *ended)
+{
+    int log_frames = 0, done = 0;
+    pin_end(&r->pin);
+    sqlite3 *checkpointer = NULL;
+    struct error ignored = {0};
+    if (database_open(r->db, false, r->stop, &checkpointer, &ignored) == 0) {
+        sqlite3_wal_checkpoint_v2(checkpointer, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames,
+                                  &done);
+        sqlite3_close(checkpointer);
+    }
+    *ended = have_header && log_frames == done && (uint64_t)log_frames == base_frame;
+    r->end_trusted = pin_renew(&r->pin) && *ended;
+}
+
+/* The pages of `snapshot` (a read transaction) into the spool file `raw`. */
+static int base_pages(struct replica *r, sqlite3 *snapshot, const char *raw, struct error *err)
+{
+    sqlite3 *copy = NULL;
+    sqlite3_backup *backup = NULL;
+    int rc = 0;
+    unlink(raw);
+    if (sqlite3_open_v2(raw, &copy, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
             SQLITE_OK ||
         !(backup = sqlite3_backup_init(copy, "main", snapshot, "main"))) {
         rc = error_set(err, -EIO, "%s: cannot start the base copy into %s: %s", r->db->name, raw,
@@ -505,13 +564,21 @@ static int base_copy(struct replica *r, uint32_t generation, char gz[PATH_MAX],
                            sqlite3_errstr(step));
     }
     sqlite3_close(copy);
-    sqlite3_exec(snapshot, "ROLLBACK", NULL, NULL, NULL);
-    sqlite3_close(snapshot);
-    /* Sealed as it is compressed, when it is: one pass, and no plaintext
-     * copy in the spool. */
+    return rc;
+}
+
+/* `raw` gzipped into the spool as `gz` (then removed). With recipients the
+ * gzip file is sealed as it is written, and `gz` becomes the sealed file's
+ * path: one pass, and no plaintext copy in the spool. */
+static int base_compress(struct replica *r, const char *raw, char gz[PATH_MAX],
+                         const struct sealed_recipients *recipients, int64_t *database_bytes,
+                         struct archive_result *result, struct error *err)
+{
+    int rc = 0;
     struct archive_options options = {.recipients = recipients->items,
                                       .recipient_count = recipients->count};
-    if (rc == 0 && recipients->count > 0) {
+    unlink(gz);
+    if (recipients->count > 0) {
         /* A sealed base under the plain name would be taken for plaintext. */
         if (strlen(gz) + strlen(SEALED_SUFFIX) >= PATH_MAX)
             rc = error_set(err, -ENAMETOOLONG, "%s: the spool path %s is too long for %s%s",
@@ -534,14 +601,18 @@ static int reset_losslessly(struct replica *r, int64_t now_ms, bool yield, sqlit
 
 static int take_base(struct replica *r, int64_t now_ms, const char *reason, struct error *err)
 {
-    sqlite3 *writer = NULL;
-    char gz[PATH_MAX];
+    sqlite3 *writer = NULL, *snapshot = NULL;
+    char gz[PATH_MAX], raw[PATH_MAX], wal_copy[PATH_MAX];
     struct state_replica_object objects[2];
     struct archive_result result = {0};
     struct wal_reader reader = {0};
-    bool reader_open = false;
-    int fd = -1, rc;
+    bool reader_open = false, ended = false;
+    int fd = -1, copy_fd = -1, rc;
     struct stat st;
+    uint32_t generation = r->row.generation + 1;
+    snprintf(gz, sizeof gz, "%s/g%08" PRIu32 "-base.db.gz", r->spool, generation);
+    snprintf(raw, sizeof raw, "%s/g%08" PRIu32 "-base.db", r->spool, generation);
+    snprintf(wal_copy, sizeof wal_copy, "%s/g%08" PRIu32 "-base.wal", r->spool, generation);
     if (pin_keep_open(r->db->path, &r->pin.db_fd, &st) != 0)
         return error_set(err, -errno, "%s: %s", r->db->path, strerror(errno));
     rc = database_open(r->db, false, r->stop, &writer, err);
@@ -550,13 +621,13 @@ static int take_base(struct replica *r, int64_t now_ms, const char *reason, stru
     bool gave_way = false;
     if (!pin_begin_write(&r->pin, writer, &gave_way)) {
         rc = error_set(err, -EBUSY,
-                       "%s: no write lock within %d ms for the base copy (%s); retried next round",
+                       "%s: no write lock within %d ms for the base (%s); retried next round",
                        r->db->name, r->db->checkpoint.max_wait_ms,
                        gave_way ? "the application's checkpoint goes first" : "busy writers");
         goto out;
     }
     struct state_replica next = r->row;
-    next.generation = r->row.generation + 1;
+    next.generation = generation;
     next.ended = false;
     next.db_device = (uint64_t)st.st_dev;
     next.db_inode = (uint64_t)st.st_ino;
@@ -567,29 +638,56 @@ static int take_base(struct replica *r, int64_t now_ms, const char *reason, stru
     }
 
     /* Under the write lock the WAL ends at its last commit: that frame is
-     * where the base stands. A second reader ships the generation from 0. */
-    uint64_t base_frame = 0;
+     * where the base stands. A second reader ships the generation from 0,
+     * from the copy aside. */
+    uint64_t base_frame = 0, wal_bytes = 0;
+    bool have_header = false;
     fd = open(r->wal_path, O_RDONLY | O_CLOEXEC);
     if (fd >= 0) {
         struct wal_reader probe;
         rc = wal_reader_open(&probe, fd, r->wal_path, err);
         if (rc == 0) {
+            have_header = true;
             rc = wal_reader_scan(&probe, err);
             base_frame = probe.committed.frame_index;
+            wal_bytes = probe.committed.offset;
             wal_reader_close(&probe);
-            if (rc == 0)
-                rc = wal_reader_open(&reader, fd, r->wal_path, err);
-            reader_open = rc == 0;
         }
         if (rc == -ENODATA)
             rc = 0;
+    }
+    if (rc == 0)
+        rc = base_snapshot_begin(r, &snapshot, err);
+    if (rc == 0 && have_header)
+        rc = base_wal_copy(r, fd, wal_bytes, wal_copy, err);
+    if (rc < 0)
+        goto out;
+    if (have_header) {
+        copy_fd = open(wal_copy, O_RDONLY | O_CLOEXEC);
+        rc = copy_fd < 0 ? error_set(err, -errno, "%s: %s", wal_copy, strerror(errno))
+                         : wal_reader_open(&reader, copy_fd, wal_copy, err);
         if (rc < 0)
             goto out;
+        reader_open = true;
     }
-    snprintf(gz, sizeof gz, "%s/g%08" PRIu32 "-base.db.gz", r->spool, next.generation);
+    base_end_at(r, have_header, base_frame, &ended);
+    /* The write lock goes: writers go on while the pages are copied. */
+    sqlite3_exec(writer, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_close(writer);
+    writer = NULL;
+
+    int64_t page_size = 4096;
+    database_query_int(snapshot, "PRAGMA page_size", &page_size, NULL);
+    rc = base_pages(r, snapshot, raw, err);
+    /* The read transaction goes as soon as the pages are copied: it holds
+     * a read mark that keeps the WAL from restarting. */
+    sqlite3_exec(snapshot, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_close(snapshot);
+    snapshot = NULL;
     int64_t database_bytes = 0;
     struct sealed_recipients recipients = sealed_recipients_of(r->db);
-    rc = base_copy(r, next.generation, gz, &recipients, &database_bytes, &result, err);
+    if (rc == 0)
+        rc = base_compress(r, raw, gz, &recipients, &database_bytes, &result, err);
     if (rc < 0)
         goto out;
 
@@ -608,8 +706,6 @@ static int take_base(struct replica *r, int64_t now_ms, const char *reason, stru
                                .size = (uint64_t)result.output_bytes,
                                .database_bytes = (uint64_t)database_bytes,
                                .taken_at_ms = now_ms};
-    int64_t page_size = 4096;
-    database_query_int(writer, "PRAGMA page_size", &page_size, NULL);
     base.page_size = (uint32_t)page_size;
     memcpy(base.sha256, result.sha256, sizeof base.sha256);
     replica_seal_describe(&recipients, &base.encryption);
@@ -627,10 +723,8 @@ static int take_base(struct replica *r, int64_t now_ms, const char *reason, stru
          * restorable from its taken_at on (the generation's first time). */
         rc = state_save_replica(r->state, r->db->name, &r->row, objects, 2, 0, now_ms, now_ms,
                                 reason, err);
-        if (rc == 0 && reader_open)
-            rc = ship_segments(r, &reader, fd, now_ms, NULL, 0, 0, NULL, err);
     } else {
-        rc = ship_segments(r, &reader, fd, now_ms, objects, 2, 0, reason, err);
+        rc = ship_segments(r, &reader, copy_fd, now_ms, objects, 2, 0, reason, err);
     }
     if (rc == 0)
         log_event(LOG_INFO, r->db->name, "replicate",
@@ -642,23 +736,31 @@ static int take_base(struct replica *r, int64_t now_ms, const char *reason, stru
      * which only makes `backups --remote` show a break that was not. */
     if (rc == 0 && r->scheduled_base)
         rc = state_replica_mark_snapshot(r->state, r->db->name, r->row.generation, err);
-    /* Still under the write lock, end the generation where it stands: a
-     * base is often taken with the WAL all backfilled (right after a reset),
-     * when the pin can only get read mark 0, which does not stop the next
-     * write from restarting the WAL; a later reset might not get the lock
-     * in time, and the restart would be a break. */
-    if (rc == 0)
-        rc = reset_losslessly(r, now_ms, false, writer, err);
+    /* Shipped to F, where the lock found the WAL all backfilled: ended. */
+    if (rc == 0 && ended && r->row.frame_index == base_frame) {
+        r->row.ended = true;
+        rc = state_save_replica(r->state, r->db->name, &r->row, NULL, 0, 0, 0, 0, NULL, err);
+    }
 out:
     if (rc < 0) {
-        /* Nothing recorded: state.db still holds the old row. */
+        /* Nothing recorded: state.db still holds the old row, whose end
+         * the pin no longer vouches for (renewed at the base's F). */
         struct error ignored;
         state_get_replica(r->state, r->db->name, &r->row, &ignored);
+        r->end_trusted = false;
     }
     if (reader_open)
         wal_reader_close(&reader);
+    if (copy_fd >= 0)
+        close(copy_fd);
+    unlink(wal_copy);
+    unlink(raw);
     if (fd >= 0)
         close(fd);
+    if (snapshot) {
+        sqlite3_exec(snapshot, "ROLLBACK", NULL, NULL, NULL);
+        sqlite3_close(snapshot);
+    }
     if (writer) {
         sqlite3_exec(writer, "ROLLBACK", NULL, NULL, NULL);
         sqlite3_close(writer);
