@@ -58,6 +58,44 @@ def latest_k(test):
     return content_hash(probe)[0] if code == 0 else None
 
 
+def started_with_a_writer(test, db, replica, rate):
+    """The agent started, its first base on the target, then pitr_writer at
+    RATE commits/s: (agent, writer)."""
+    agent = test.start_agent()
+    test.wait_for(lambda: os.path.isdir(replica) and any(
+        os.path.exists(os.path.join(replica, g, "base.json")) for g in os.listdir(replica)),
+        timeout=60, what="a first base on the target")
+    writer = ReplicaWriter(db, rate=rate)
+    test.processes.append(writer.process)
+    return agent, writer
+
+
+def caught_up_after_kills(test, agent, writer, replica, before_stop=None):
+    """Once the kills are over: the writer stopped (without an error), the
+    replica given time to reach its last commit, BEFORE_STOP called, the
+    agent stopped, and the layout on the target checked. Returns (report,
+    commits, generations, failures); every check runs and reports, so that
+    one failure does not hide the others."""
+    time.sleep(4)
+    report = writer.stop()
+    test.assertEqual(report["errors"], 0, report["messages"])
+    commits = writer.commits()
+    last = max(commits)
+    failures = []
+    try:
+        test.wait_for(lambda: latest_k(test) == last, timeout=60, interval=0.3,
+                      what=f"the replica to reach the last commit {last}")
+    except AssertionError as e:
+        failures.append(str(e)[:1500])
+    if before_stop:
+        before_stop()
+    test.stop_agent(agent)
+    problems, generations = layout_problems(replica)
+    if problems:
+        failures.append(f"gap, overlap or stray object on the target: {problems[:10]}")
+    return report, commits, generations, failures
+
+
 def compaction_left_over(state_dir):
     """1 when the agent just killed left a merge half done in state.db (a
     pending pack, or keys a pack replaced not yet deleted), else 0."""
@@ -75,17 +113,30 @@ SEED = int(os.environ.get("SQLPRODD_REPLICA_SEED", str(int(time.time()))))
 INTERVAL = 1.0
 
 
+def restores_exact_then_verdict(test, commits, instants, failures,
+                                lower_bound=lambda at: False, what="restores exact"):
+    """`restore --at` each of INSTANTS (restore_many: exactly one of the
+    writer's commits, none begun after it, and, where LOWER_BOUND says so,
+    every commit that returned an interval before it), then the test fails
+    with every check that failed."""
+    try:
+        results = restore_many(test, test.config_path, "app", instants, commits, INTERVAL,
+                               test.dir, lower_bound=lower_bound)
+        checked = sum(1 for r in results if lower_bound(r[0]))
+        print(f"{len(results)} {what}" + (f", {checked} with the lower bound checked"
+                                          if checked else ""), file=sys.stderr)
+    except AssertionError as e:
+        failures.append(str(e)[:3000])
+    if failures:
+        test.fail(f"{len(failures)} failed checks:\n- " + "\n- ".join(failures))
+
+
 class ReplicateCrashTest(AgentTestCase):
     def test_kill_9_at_random_moments(self):
         print(f"\nseed {SEED} (SQLPRODD_REPLICA_SEED={SEED} replays it)", file=sys.stderr)
         rng = random.Random(SEED)
         db, replica = replicated_to_dir(self, replicate_entry())
-        agent = self.start_agent()
-        self.wait_for(lambda: os.path.isdir(replica) and any(
-            os.path.exists(os.path.join(replica, g, "base.json")) for g in os.listdir(replica)),
-            timeout=60, what="a first base on the target")
-        writer = ReplicaWriter(db, rate=400)
-        self.processes.append(writer.process)
+        agent, writer = started_with_a_writer(self, db, replica, rate=400)
         # (killed_at, restarted_at): the agent was down in between
         downs = []
         time.sleep(5)  # a quiet stretch: restores there check the lower bound too
@@ -101,23 +152,8 @@ class ReplicateCrashTest(AgentTestCase):
                 time.sleep(rng.uniform(0.2, 1.5))
             agent = self.start_agent()
             downs.append((killed, time.time()))
-        time.sleep(4)
-        report = writer.stop()
-        self.assertEqual(report["errors"], 0, report["messages"])
-        commits = writer.commits()
-        last = max(commits)
-        # every check runs and reports, so one failure does not hide the others
-        failures = []
-        try:
-            self.wait_for(lambda: latest_k(self) == last, timeout=60, interval=0.3,
-                          what=f"the replica to reach the last commit {last}")
-        except AssertionError as e:
-            failures.append(str(e)[:1500])
-        self.stop_agent(agent)
-
-        problems, generations = layout_problems(replica)
-        if problems:
-            failures.append(f"gap, overlap or stray object on the target: {problems[:10]}")
+        report, commits, generations, failures = caught_up_after_kills(self, agent, writer,
+                                                                       replica)
         print(f"{KILLS} kills ({mid_merge} during a merge or before what it replaced was "
               f"deleted), {report['commits']} commits, {len(generations)} generations, "
               f"{sum(len(s) for s in generations.values())} segments", file=sys.stderr)
@@ -146,16 +182,7 @@ class ReplicateCrashTest(AgentTestCase):
             return not any(last < at < resumed for last, resumed in blind)
 
         instants = random_instants(commits, 30, INTERVAL, seed=SEED)
-        try:
-            results = restore_many(self, self.config_path, "app", instants, commits, INTERVAL,
-                                   self.dir, lower_bound=agent_was_up)
-            print(f"{len(results)} restores exact, "
-                  f"{sum(agent_was_up(r[0]) for r in results)} with the lower bound checked",
-                  file=sys.stderr)
-        except AssertionError as e:
-            failures.append(str(e)[:3000])
-        if failures:
-            self.fail(f"{len(failures)} failed checks:\n- " + "\n- ".join(failures))
+        restores_exact_then_verdict(self, commits, instants, failures, lower_bound=agent_was_up)
 
 
 RETENTION_KILLS = int(os.environ.get("SQLPRODD_RETENTION_KILLS", "24"))
@@ -175,12 +202,7 @@ class RetentionCrashTest(AgentTestCase):
         rng = random.Random(seed)
         db, replica = replicated_to_dir(
             self, replicate_entry(snapshot_every="3s", window=f"{WINDOW:g}s"))
-        agent = self.start_agent()
-        self.wait_for(lambda: os.path.isdir(replica) and any(
-            os.path.exists(os.path.join(replica, g, "base.json")) for g in os.listdir(replica)),
-            timeout=60, what="a first base on the target")
-        writer = ReplicaWriter(db, rate=200)
-        self.processes.append(writer.process)
+        agent, writer = started_with_a_writer(self, db, replica, rate=200)
         downs = []
         mid_merge = 0
         for _ in range(RETENTION_KILLS):
@@ -230,14 +252,63 @@ class RetentionCrashTest(AgentTestCase):
               f"during a merge or before what it replaced was deleted), "
               f"{report['commits']} commits, kept {listed[0]}..{listed[-1]}", file=sys.stderr)
         instants = random_instants(commits, 12, INTERVAL, seed=seed, start=now - WINDOW)
-        try:
-            results = restore_many(self, self.config_path, "app", instants, commits, INTERVAL,
-                                   self.dir, lower_bound=lambda at: False)
-            print(f"{len(results)} restores in the window exact", file=sys.stderr)
-        except AssertionError as e:
-            failures.append(str(e)[:3000])
-        if failures:
-            self.fail(f"{len(failures)} failed checks:\n- " + "\n- ".join(failures))
+        restores_exact_then_verdict(self, commits, instants, failures,
+                                    what="restores in the window exact")
+
+
+BASE_KILLS = int(os.environ.get("SQLPRODD_BASE_KILLS", "16"))
+
+
+def base_in_progress(spool):
+    """Whether the spool holds what a base being taken leaves there only
+    while it is taken: the page copy (gN-base.db) or the WAL up to its frame
+    copied aside (gN-base.wal)."""
+    try:
+        return any(n.endswith(("-base.db", "-base.wal")) for n in os.listdir(spool))
+    except FileNotFoundError:
+        return False
+
+
+class BaseCrashTest(AgentTestCase):
+    def test_kill_9_while_a_base_is_copied(self):
+        """A base every 2 s of a database padded to 32 MiB, so that its pages
+        take a while to copy and gzip, which the agent does after letting the
+        write lock go (docs/replication-design.md, defect 7): the agent is
+        killed the moment the spool shows a base being taken, while the
+        writer goes on. Afterwards the replica reaches the last commit, the
+        target has no gap or overlap, and restores to random instants are
+        exact."""
+        seed = SEED + 2
+        print(f"\nseed {seed} (SQLPRODD_REPLICA_SEED={seed - 2} replays it)", file=sys.stderr)
+        rng = random.Random(seed)
+        db, replica = replicated_to_dir(self, replicate_entry(snapshot_every="2s"))
+        padding = sqlite3.connect(db)
+        padding.execute("CREATE TABLE padding (b BLOB)")
+        padding.executemany("INSERT INTO padding VALUES (?)",
+                            [(os.urandom(4096),) for _ in range(8192)])
+        padding.commit()
+        padding.close()
+        spool = os.path.join(self.state_dir, "replica", "app")
+        agent, writer = started_with_a_writer(self, db, replica, rate=200)
+        hits = 0
+        for _ in range(BASE_KILLS):
+            time.sleep(rng.uniform(0.2, 1.0))
+            deadline = time.monotonic() + 8
+            while not base_in_progress(spool) and time.monotonic() < deadline:
+                time.sleep(0.002)
+            self.assertIsNone(agent.poll(), f"the agent exited by itself\n{self.agent_log()}")
+            hits += base_in_progress(spool)
+            agent.send_signal(signal.SIGKILL)
+            agent.wait()
+            agent = self.start_agent()
+        report, commits, generations, failures = caught_up_after_kills(self, agent, writer,
+                                                                       replica)
+        print(f"{BASE_KILLS} kills, {hits} while a base was being taken; "
+              f"{report['commits']} commits, {len(generations)} generations", file=sys.stderr)
+        if hits < BASE_KILLS // 2:
+            failures.append(f"only {hits} of {BASE_KILLS} kills landed while a base was taken")
+        instants = random_instants(commits, 12, INTERVAL, seed=seed)
+        restores_exact_then_verdict(self, commits, instants, failures)
 
 
 COMPACTION_KILLS = int(os.environ.get("SQLPRODD_COMPACTION_KILLS", "24"))
@@ -298,22 +369,14 @@ class CompactionCrashTest(AgentTestCase):
             if rng.random() < 0.3:
                 time.sleep(rng.uniform(0.2, 1.0))
             agent = self.start_agent()
-        time.sleep(3)
-        report = writer.stop()
-        self.assertEqual(report["errors"], 0, report["messages"])
-        commits = writer.commits()
-        last = max(commits)
-        failures = []
-        try:
-            self.wait_for(lambda: latest_k(self) == last, timeout=60, interval=0.3,
-                          what=f"the replica to reach the last commit {last}")
-        except AssertionError as e:
-            failures.append(str(e)[:1500])
-        # The last uploads wake a last merge, which gives up what a kill
-        # left pending and deletes what was doomed.
-        self.wait_for(lambda: merge_state(self.state_dir) == (0, 0), timeout=30, interval=0.2,
-                      what="the leftovers of the kills to be cleaned up")
-        self.stop_agent(agent)
+
+        def cleaned_up():
+            # The last uploads wake a last merge, which gives up what a kill
+            # left pending and deletes what was doomed.
+            self.wait_for(lambda: merge_state(self.state_dir) == (0, 0), timeout=30,
+                          interval=0.2, what="the leftovers of the kills to be cleaned up")
+        report, commits, generations, failures = caught_up_after_kills(
+            self, agent, writer, replica, before_stop=cleaned_up)
         state = sqlite3.connect(os.path.join(self.state_dir, "state.db"))
         known = {name for (name,) in state.execute(
             "SELECT name FROM replica_pack_items WHERE level > 0 AND pending = 0")}
@@ -325,21 +388,11 @@ class CompactionCrashTest(AgentTestCase):
         if on_target != known or manifests != known:
             failures.append(f"packs on the target {sorted(on_target ^ known)} or manifests "
                             f"{sorted(manifests ^ known)} differ from what state.db knows")
-        problems, generations = layout_problems(replica)
-        if problems:
-            failures.append(f"gap, overlap, stray object or differing copies: {problems[:10]}")
         print(f"{COMPACTION_KILLS} kills, {hits['pending']} with a pack pending, "
               f"{hits['doomed']} with replaced objects not yet deleted; {report['commits']} "
               f"commits, {len(generations)} generations, {len(known)} packs", file=sys.stderr)
         instants = random_instants(commits, 20, INTERVAL, seed=seed)
-        try:
-            results = restore_many(self, self.config_path, "app", instants, commits, INTERVAL,
-                                   self.dir, lower_bound=lambda at: False)
-            print(f"{len(results)} restores exact", file=sys.stderr)
-        except AssertionError as e:
-            failures.append(str(e)[:3000])
-        if failures:
-            self.fail(f"{len(failures)} failed checks:\n- " + "\n- ".join(failures))
+        restores_exact_then_verdict(self, commits, instants, failures)
 
 if __name__ == "__main__":
     unittest.main()
