@@ -64,6 +64,9 @@ struct agent_replication {
     struct replicated *databases;
     size_t count;
     struct file_watch *files; /* NULL without inotify: every database is looked at */
+    /* One state.db connection per thread, opened at its first need and
+     * shared by every database's shipper or uploader on that thread. */
+    struct state *reader_state, *upload_state;
     bool files_failed;        /* a wait failed: as without inotify from then on */
 };
 
@@ -125,8 +128,13 @@ static int64_t reader_turn(struct agent_replication *replication, struct replica
                        : replica_check_database(item->db, &err);
     if ((rc == 0 || rc == -EINVAL) && !item->replica) {
         struct error open_err = {0};
-        int opened = replica_open(item->db, replication->config->state_dir, &replication->stop,
-                                  &item->replica, &open_err);
+        int opened = replication->reader_state ? 0
+                                               : state_open(replication->config->state_dir,
+                                                            &replication->reader_state, &open_err);
+        if (opened == 0)
+            opened =
+                replica_open(item->db, replication->config->state_dir, replication->reader_state,
+                             &replication->stop, &item->replica, &open_err);
         if (opened < 0) {
             rc = opened;
             err = open_err;
@@ -206,6 +214,7 @@ static void *reader_run(void *argument)
     }
     for (size_t i = 0; i < replication->count; i++)
         replica_close(replication->databases[i].replica);
+    state_close(replication->reader_state);
     return NULL;
 }
 
@@ -243,9 +252,12 @@ static int64_t upload_turn(struct agent_replication *replication, struct replica
     int rc = 0, uploaded = 0;
     if (now < item->upload_due_ms)
         return item->upload_due_ms;
-    if (!item->uploader)
-        rc = replica_uploader_open(item->db, replication->config->state_dir, &replication->stop,
-                                   &item->uploader, &err);
+    if (!item->uploader && !replication->upload_state)
+        rc = state_open(replication->config->state_dir, &replication->upload_state, &err);
+    if (rc == 0 && !item->uploader)
+        rc = replica_uploader_open(item->db, replication->config->state_dir,
+                                   replication->upload_state, &replication->stop, &item->uploader,
+                                   &err);
     if (rc == 0)
         rc = replica_upload(item->uploader, now, &uploaded, &err);
     if (uploaded > 0 && replica_compacts(item->db)) {
@@ -291,6 +303,7 @@ static void *upload_run(void *argument)
     }
     for (size_t i = 0; i < replication->count; i++)
         replica_uploader_close(replication->databases[i].uploader);
+    state_close(replication->upload_state);
     return NULL;
 }
 

@@ -60,7 +60,7 @@ struct replica {
     const volatile sig_atomic_t *stop;
     char wal_path[PATH_MAX];
     char spool[PATH_MAX];
-    struct state *state;
+    struct state *state; /* borrowed: the caller's thread's connection */
     struct pin pin; /* the read transaction that holds the WAL, and the files kept open */
     struct state_replica row;
     int64_t wal_size, wal_mtime_ns, db_mtime_ns; /* at the last round, for the idle test */
@@ -1356,7 +1356,7 @@ int replica_spool_directory(const char *state_dir, const char *database, char *o
     return 0;
 }
 
-int replica_open(const struct database_config *db, const char *state_dir,
+int replica_open(const struct database_config *db, const char *state_dir, struct state *state,
                  const volatile sig_atomic_t *stop, struct replica **out, struct error *err)
 {
     struct replica *r = calloc(1, sizeof *r);
@@ -1367,13 +1367,13 @@ int replica_open(const struct database_config *db, const char *state_dir,
         return error_set(err, -ENOMEM, "out of memory");
     r->db = db;
     r->stop = stop;
+    r->state = state;
     r->wal_size = -2;
     pin_init(&r->pin, db, stop);
     snprintf(r->wal_path, sizeof r->wal_path, "%s-wal", db->path);
     if ((rc = replica_spool_directory(state_dir, db->name, r->spool, sizeof r->spool, err)) < 0)
         goto fail;
     if ((rc = fs_make_directories(r->spool, 0700, err)) < 0 ||
-        (rc = state_open(state_dir, &r->state, err)) < 0 ||
         (rc = state_get_replica(r->state, db->name, &r->row, err)) < 0 ||
         (rc = spool_clean(r, err)) < 0)
         goto fail;
@@ -1390,6 +1390,5 @@ void replica_close(struct replica *r)
     if (!r)
         return;
     pin_close(&r->pin);
-    state_close(r->state);
     free(r);
 }

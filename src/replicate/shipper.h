@@ -55,10 +55,12 @@ int64_t replica_spool_bytes(const char *spool);
  * when nothing was shipped yet. Metrics and status both show this. */
 int64_t replica_lag_ms(const struct state_replica *row, int64_t now_ms);
 
-/* Opens the shipper of `db` (which has replicate.target): its state.db
- * connection, its target, its spool directory STATE_DIR/replica/NAME.
+/* Opens the shipper of `db` (which has replicate.target) and its spool
+ * directory STATE_DIR/replica/NAME. `state` is borrowed: one state.db
+ * connection serves every shipper of the caller's thread (a connection each
+ * cost about 0.2 MiB per replicated database), and must outlive them.
  * Removes spool files a kill left behind that no queued object names. */
-int replica_open(const struct database_config *db, const char *state_dir,
+int replica_open(const struct database_config *db, const char *state_dir, struct state *state,
                  const volatile sig_atomic_t *stop, struct replica **out, struct error *err);
 void replica_close(struct replica *replica);
 

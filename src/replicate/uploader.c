@@ -29,7 +29,7 @@ struct replica_uploader {
     const struct database_config *db;
     const volatile sig_atomic_t *stop;
     char spool[PATH_MAX];
-    struct state *state;
+    struct state *state; /* borrowed: the caller's thread's connection */
     struct target *target;
     bool index_stale; /* objects are up that index.json does not describe yet */
     bool sweep_due;   /* objects of forgotten generations may be left on the target */
@@ -43,8 +43,8 @@ struct replica_uploader {
 #define RETENTION_EVERY_MAX_MS (15 * 60 * 1000)
 
 int replica_uploader_open(const struct database_config *db, const char *state_dir,
-                          const volatile sig_atomic_t *stop, struct replica_uploader **out,
-                          struct error *err)
+                          struct state *state, const volatile sig_atomic_t *stop,
+                          struct replica_uploader **out, struct error *err)
 {
     struct replica_uploader *u = calloc(1, sizeof *u);
     int rc;
@@ -54,6 +54,7 @@ int replica_uploader_open(const struct database_config *db, const char *state_di
         return error_set(err, -ENOMEM, "out of memory");
     u->db = db;
     u->stop = stop;
+    u->state = state;
     if ((rc = replica_spool_directory(state_dir, db->name, u->spool, sizeof u->spool, err)) < 0)
         goto fail;
     if (!db->replicate.target) {
@@ -61,7 +62,6 @@ int replica_uploader_open(const struct database_config *db, const char *state_di
         goto fail;
     }
     if ((rc = fs_make_directories(u->spool, 0700, err)) < 0 ||
-        (rc = state_open(state_dir, &u->state, err)) < 0 ||
         (rc = target_open(db->replicate.target, &u->target, err)) < 0)
         goto fail;
     target_set_stop(u->target, stop);
@@ -80,7 +80,6 @@ void replica_uploader_close(struct replica_uploader *u)
         return;
     if (u->target)
         target_close(u->target);
-    state_close(u->state);
     free(u);
 }
 

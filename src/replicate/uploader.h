@@ -29,12 +29,14 @@
 #include "core/error.h"
 
 struct replica_uploader;
+struct state;
 
-/* Opens the uploader of `db` (which has replicate.target): a state.db
- * connection and the target. Spool files are the shipper's. */
+/* Opens the uploader of `db` (which has replicate.target) and its target.
+ * `state` is borrowed, as for replica_open: one connection for every
+ * uploader of the caller's thread. Spool files are the shipper's. */
 int replica_uploader_open(const struct database_config *db, const char *state_dir,
-                          const volatile sig_atomic_t *stop, struct replica_uploader **out,
-                          struct error *err);
+                          struct state *state, const volatile sig_atomic_t *stop,
+                          struct replica_uploader **out, struct error *err);
 void replica_uploader_close(struct replica_uploader *uploader);
 
 /* When replica_upload has work of its own (the retention window) without
