@@ -92,6 +92,14 @@ static void replication_report(struct replicated *item, struct problem *problem,
     snprintf(problem->last, sizeof problem->last, "%s", err->message);
 }
 
+/* The calling thread's state.db connection (`slot`), opened at its first
+ * need. 0 or -errno. */
+static int thread_state(struct agent_replication *replication, struct state **slot,
+                        struct error *err)
+{
+    return *slot ? 0 : state_open(replication->config->state_dir, slot, err);
+}
+
 static void wake_uploader(struct agent_replication *replication)
 {
     pthread_mutex_lock(&replication->lock);
@@ -128,9 +136,7 @@ static int64_t reader_turn(struct agent_replication *replication, struct replica
                        : replica_check_database(item->db, &err);
     if ((rc == 0 || rc == -EINVAL) && !item->replica) {
         struct error open_err = {0};
-        int opened = replication->reader_state ? 0
-                                               : state_open(replication->config->state_dir,
-                                                            &replication->reader_state, &open_err);
+        int opened = thread_state(replication, &replication->reader_state, &open_err);
         if (opened == 0)
             opened =
                 replica_open(item->db, replication->config->state_dir, replication->reader_state,
@@ -252,9 +258,7 @@ static int64_t upload_turn(struct agent_replication *replication, struct replica
     int rc = 0, uploaded = 0;
     if (now < item->upload_due_ms)
         return item->upload_due_ms;
-    if (!item->uploader && !replication->upload_state)
-        rc = state_open(replication->config->state_dir, &replication->upload_state, &err);
-    if (rc == 0 && !item->uploader)
+    if (!item->uploader && (rc = thread_state(replication, &replication->upload_state, &err)) == 0)
         rc = replica_uploader_open(item->db, replication->config->state_dir,
                                    replication->upload_state, &replication->stop, &item->uploader,
                                    &err);

@@ -64,24 +64,32 @@ void pin_end(struct pin *pin)
     }
 }
 
+int pin_read_transaction(const struct database_config *db, const volatile sig_atomic_t *stop,
+                         sqlite3 **out, struct error *err)
+{
+    int rc = database_open(db, true, stop, out, err);
+    if (rc < 0)
+        return rc;
+    /* A pin is kept open per replicated database, so kept small: no
+     * lookaside slots (about 120 KiB a connection), and a read of the
+     * header's schema cookie, which begins the read transaction without
+     * parsing the application's schema. */
+    sqlite3_db_config(*out, SQLITE_DBCONFIG_LOOKASIDE, NULL, 0, 0);
+    if (sqlite3_exec(*out, "BEGIN; PRAGMA schema_version;", NULL, NULL, NULL) != SQLITE_OK) {
+        rc = error_set(err, -EIO, "cannot begin a read transaction: %s", sqlite3_errmsg(*out));
+        sqlite3_close(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
 sqlite3 *pin_begin(struct pin *pin)
 {
     sqlite3 *next = NULL;
-    struct error ignored = {0};
-    if (database_open(pin->db, true, pin->stop, &next, &ignored) != 0) {
+    struct error failed = {0};
+    if (pin_read_transaction(pin->db, pin->stop, &next, &failed) != 0) {
         log_event(LOG_WARNING, pin->db->name, "replicate", "cannot pin the WAL: %s",
-                  ignored.message);
-        return NULL;
-    }
-    /* Kept open per replicated database, so kept small: no lookaside
-     * slots (about 120 KiB a connection), and a read of the header's schema
-     * cookie, which begins the read transaction without parsing the
-     * application's schema. */
-    sqlite3_db_config(next, SQLITE_DBCONFIG_LOOKASIDE, NULL, 0, 0);
-    if (sqlite3_exec(next, "BEGIN; PRAGMA schema_version;", NULL, NULL, NULL) != SQLITE_OK) {
-        log_event(LOG_WARNING, pin->db->name, "replicate", "cannot pin the WAL: %s",
-                  sqlite3_errmsg(next));
-        sqlite3_close(next);
+                  failed.message);
         return NULL;
     }
     return next;

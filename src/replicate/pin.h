@@ -42,6 +42,11 @@ void pin_close(struct pin *pin);
  * for anything but a regular file (never opened blocking), or -errno. */
 int pin_keep_open(const char *path, int *fd, struct stat *st);
 
+/* A read transaction on a connection of its own, in *out: it sees the
+ * database as of now and keeps seeing it until rolled back. 0 or -errno. */
+int pin_read_transaction(const struct database_config *db, const volatile sig_atomic_t *stop,
+                         sqlite3 **out, struct error *err);
+
 /* A new read transaction on a connection of its own (logged when it
  * cannot be had); the caller keeps the old pin until pin_swap. */
 sqlite3 *pin_begin(struct pin *pin);

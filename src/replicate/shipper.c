@@ -478,23 +478,6 @@ static void record_break(struct replica *r, const char *reason, const char *deta
  * restore never stops before it (design finding 3).
  */
 
-/* A read transaction on a connection of its own: under the caller's write
- * lock it sees exactly the last commit, and keeps seeing it after. */
-static int base_snapshot_begin(struct replica *r, sqlite3 **snapshot, struct error *err)
-{
-    int rc = database_open(r->db, true, r->stop, snapshot, err);
-    if (rc < 0)
-        return rc;
-    if (sqlite3_exec(*snapshot, "BEGIN; SELECT count(*) FROM sqlite_master;", NULL, NULL, NULL) !=
-        SQLITE_OK) {
-        rc = error_set(err, -EIO, "%s: cannot begin the base's read transaction: %s", r->db->name,
-                       sqlite3_errmsg(*snapshot));
-        sqlite3_close(*snapshot);
-        *snapshot = NULL;
-    }
-    return rc;
-}
-
 /* The first `bytes` of the WAL (`fd`) into a new spool file `to`. */
 static int base_wal_copy(struct replica *r, int fd, uint64_t bytes, const char *to,
                          struct error *err)
@@ -524,6 +507,22 @@ static int base_wal_copy(struct replica *r, int fd, uint64_t bytes, const char *
     return rc;
 }
 
+/* Under the caller's write lock: the pin ends, and a PASSIVE checkpoint
+ * backfills what it can; *log_frames and *done as SQLite reports them
+ * (both 0 when it could not run). The caller renews the pin before the
+ * lock goes. */
+static void unpin_and_checkpoint(struct replica *r, int *log_frames, int *done)
+{
+    *log_frames = *done = 0;
+    pin_end(&r->pin);
+    sqlite3 *checkpointer = NULL;
+    struct error ignored = {0};
+    if (database_open(r->db, false, r->stop, &checkpointer, &ignored) == 0) {
+        sqlite3_wal_checkpoint_v2(checkpointer, NULL, SQLITE_CHECKPOINT_PASSIVE, log_frames, done);
+        sqlite3_close(checkpointer);
+    }
+}
+
 /* Still under the write lock: the generation ends at F when the WAL is all
  * backfilled there (nothing can commit, so F is its last commit), and the
  * pin is renewed before the lock goes, as in reset_losslessly: on read mark
@@ -531,15 +530,8 @@ static int base_wal_copy(struct replica *r, int fd, uint64_t bytes, const char *
  * WAL all backfilled, when a pin can only have mark 0. */
 static void base_end_at(struct replica *r, bool have_header, uint64_t base_frame, bool *ended)
 {
-    int log_frames = 0, done = 0;
-    pin_end(&r->pin);
-    sqlite3 *checkpointer = NULL;
-    struct error ignored = {0};
-    if (database_open(r->db, false, r->stop, &checkpointer, &ignored) == 0) {
-        sqlite3_wal_checkpoint_v2(checkpointer, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames,
-                                  &done);
-        sqlite3_close(checkpointer);
-    }
+    int log_frames, done;
+    unpin_and_checkpoint(r, &log_frames, &done);
     *ended = have_header && log_frames == done && (uint64_t)log_frames == base_frame;
     r->end_trusted = pin_renew(&r->pin) && *ended;
 }
@@ -595,9 +587,6 @@ static int base_compress(struct replica *r, const char *raw, char gz[PATH_MAX],
     unlink(raw);
     return rc;
 }
-
-static int reset_losslessly(struct replica *r, int64_t now_ms, bool yield, sqlite3 *held,
-                            struct error *err);
 
 static int take_base(struct replica *r, int64_t now_ms, const char *reason, struct error *err)
 {
@@ -656,8 +645,9 @@ static int take_base(struct replica *r, int64_t now_ms, const char *reason, stru
         if (rc == -ENODATA)
             rc = 0;
     }
-    if (rc == 0)
-        rc = base_snapshot_begin(r, &snapshot, err);
+    /* Begun under the write lock, the read transaction sees exactly F. */
+    if (rc == 0 && (rc = pin_read_transaction(r->db, r->stop, &snapshot, err)) < 0)
+        error_prefix(err, "%s: the base: ", r->db->name);
     if (rc == 0 && have_header)
         rc = base_wal_copy(r, fd, wal_bytes, wal_copy, err);
     if (rc < 0)
@@ -855,16 +845,8 @@ static int reset_losslessly(struct replica *r, int64_t now_ms, bool yield, sqlit
         goto out;
     if (yield)
         return yield_to_checkpointer(r, fd, &reader, err);
-    pin_end(&r->pin);
-    int log_frames = 0, done = 0;
-    {
-        sqlite3 *checkpointer = NULL;
-        if (database_open(r->db, false, r->stop, &checkpointer, err) == 0) {
-            sqlite3_wal_checkpoint_v2(checkpointer, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames,
-                                      &done);
-            sqlite3_close(checkpointer);
-        }
-    }
+    int log_frames, done;
+    unpin_and_checkpoint(r, &log_frames, &done);
     bool readers = pin_other_readers(&r->pin);
     /* Ended: everything up to the last commit is shipped (nothing can
      * commit now) and every frame is backfilled. Another reader may keep
