@@ -27,9 +27,10 @@ struct archive_codec {
     int level;
     struct libdeflate_compressor *deflate;
     /* gzip only: a sample of each block is tried at libdeflate level 1
-     * first, and a block whose sample does not shrink is stored (level 0),
-     * at the speed of a copy, instead of searched for matches it does not
-     * have (archive_codec.c). */
+     * first; a block whose sample does not shrink is stored (level 0), at
+     * the speed of a copy, instead of searched for matches it does not
+     * have, and one whose sample is as small at level 1 as at `level` is
+     * compressed at level 1 (archive_codec.c). */
     struct libdeflate_compressor *probe, *store;
     unsigned char *sample, *sample_out;
     size_t sample_out_capacity;
@@ -46,10 +47,15 @@ void archive_codec_free(struct archive_codec *codec);
 size_t archive_codec_compress(struct archive_codec *codec, const unsigned char *input, size_t size,
                               unsigned char *output, size_t capacity);
 
-/* Whether archive_codec_compress stores this block rather than compress
- * it: gzip only, a block of at least 128 KiB whose sample (4 pieces of
- * 8 KiB across it) shrinks by less than 1 % at libdeflate level 1. */
-bool archive_codec_stores(struct archive_codec *codec, const unsigned char *input, size_t size);
+/* How archive_codec_compress compresses a block. gzip only (zstd always
+ * takes its level), and only a block of at least 128 KiB, judged by a
+ * sample of 4 pieces of 8 KiB across it: STORED when the sample shrinks by
+ * less than 1 % at libdeflate level 1; FAST (level 1) when it shrinks to
+ * more than 40 % at level 1 and level 1 makes no more bytes of it than
+ * the codec's level; AT_LEVEL otherwise. */
+enum archive_block_choice { ARCHIVE_BLOCK_AT_LEVEL, ARCHIVE_BLOCK_FAST, ARCHIVE_BLOCK_STORED };
+enum archive_block_choice archive_codec_choose(struct archive_codec *codec,
+                                               const unsigned char *input, size_t size);
 
 /* CRC-32 of a block, to recognize it again (libdeflate's, as gzip's). */
 uint32_t archive_block_crc(const unsigned char *input, size_t size);
