@@ -85,7 +85,7 @@ int sealed_view_read(struct sealed_view_reader *reader, unsigned char *buffer, s
 void sealed_view_reader_close(struct sealed_view_reader *reader);
 /* Once `reader` has read the whole view in order: 0 when the plaintext it
  * encrypted hashes to what sealed_view_expect_plain said (or nothing was
- * said); -EIO naming both hashes when the file changed or is corrupt. */
+ * said); -EBADMSG naming both hashes when the file changed or is corrupt. */
 int sealed_view_reader_check(struct sealed_view_reader *reader, struct error *err);
 
 /* "age1abc..., age1def..." (recipients as `age-keygen -y` prints them), for

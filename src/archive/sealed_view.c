@@ -134,7 +134,7 @@ int sealed_view_reader_check(struct sealed_view_reader *reader, struct error *er
                          view->path);
     io_sha256_end(&reader->plain_hash, found);
     if (strcmp(found, view->expected_plain) != 0)
-        return error_set(err, -EIO,
+        return error_set(err, -EBADMSG,
                          "%s changed or is corrupt (sha256 %s, the manifest says %s); upload "
                          "abandoned",
                          view->path, found, view->expected_plain);

@@ -29,6 +29,7 @@
 #include "archive/chain.h"
 #include "archive/manifest.h"
 #include "archive/sealed.h"
+#include "config/advice.h"
 #include "core/fsutil.h"
 #include "core/io.h"
 #include "core/log.h"
@@ -210,17 +211,26 @@ struct upload_run {
     char first_error[600];
 };
 
-/* An attempt that failed: the entry waits for its back-off. */
+/* An attempt that failed: the entry waits for its back-off. An archive that
+ * did not match its manifest (-EBADMSG) is retried like any other failure,
+ * as a failing read may pass, but a damaged file stays damaged: the message
+ * names the command that finds which archives are. */
 static void upload_defer(struct job_context *context, struct upload_run *run,
                          const struct upload_entry *entry, const struct error *err)
 {
+    char fix[ADVICE_MAX], message[sizeof err->message + ADVICE_MAX + 32];
+    snprintf(message, sizeof message, "%s", err->message);
+    if (err->code == -EBADMSG)
+        snprintf(message, sizeof message, "%s; find the damaged archives with `%s`", err->message,
+                 advice_sqlprodd(fix, sizeof fix, context->config, "verify",
+                                 context->database->name, "--local", "--data", NULL));
     run->failed++;
     if (!run->first_error[0])
-        snprintf(run->first_error, sizeof run->first_error, "%s", err->message);
+        snprintf(run->first_error, sizeof run->first_error, "%s", message);
     state_defer_upload(context->state, entry->id, upload_next_attempt(entry->attempts, run->now),
-                       err->message, NULL);
+                       message, NULL);
     log_event(LOG_WARNING, context->database->name, "upload", "%s: %s (attempt %d, will retry)",
-              entry->archive_path, err->message, entry->attempts + 1);
+              entry->archive_path, message, entry->attempts + 1);
 }
 
 /* Sends one queued archive, or drops it when its file is gone. Returns 0

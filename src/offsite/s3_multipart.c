@@ -445,7 +445,7 @@ int s3_upload_multipart(struct s3_client *client, CURL *curl, const char *key,
         goto out;
     }
     if (sha256_hex && strcmp(upload.source_sha256, sha256_hex) != 0) {
-        rc = error_set(err, -EIO,
+        rc = error_set(err, -EBADMSG,
                        "%s: the local file changed or is corrupt (sha256 %s, the manifest says "
                        "%s); upload abandoned",
                        what, upload.source_sha256, sha256_hex);

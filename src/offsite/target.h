@@ -43,8 +43,10 @@ void target_close(struct target *target);
 void target_set_stop(struct target *target, const volatile sig_atomic_t *stop);
 
 /* Uploads the local file at `path` under `key`. `sha256_hex` (may be NULL) is
- * stored as object metadata (x-amz-meta-sha256) and used for integrity checks.
- * Uses multipart above the part size. Honors io->stop. */
+ * stored as object metadata (x-amz-meta-sha256) and used for integrity checks:
+ * a file whose bytes do not hash to it is not stored, and the call fails with
+ * -EBADMSG (the local file is damaged: retrying will not help). Uses
+ * multipart above the part size. Honors io->stop. */
 int target_put_file(struct target *target, const char *key, const char *path,
                     const char *sha256_hex, const struct io_context *io, struct error *err);
 
@@ -65,7 +67,7 @@ struct target_source {
     /* Optional: called on a reader that has read the whole source once, in
      * order, before the object is made visible; nonzero refuses the upload
      * (an archive sealed on the way checks its plaintext against its
-     * manifest here). */
+     * manifest here, -EBADMSG when it does not match). */
     int (*check)(void *reader, struct error *err);
 };
 

@@ -159,7 +159,7 @@ static int dir_put_source(struct target *target, const char *key,
         goto out;
     created = true;
     if (sha256_hex && strcmp(sha256_hex, stored_sha256) != 0) {
-        rc = error_set(err, -EIO,
+        rc = error_set(err, -EBADMSG,
                        "%s changed or is corrupt: its sha256 is %s, the manifest says %s; "
                        "not uploaded",
                        source->name, stored_sha256, sha256_hex);

@@ -84,7 +84,7 @@ static int put_small(struct s3_target *s3, const char *key, const struct target_
     }
     io_sha256_buffer(buffer, (size_t)size, sha256);
     if (sha256_hex && strcmp(sha256, sha256_hex) != 0) {
-        rc = error_set(err, -EIO,
+        rc = error_set(err, -EBADMSG,
                        "%s: the local file changed or is corrupt (sha256 %s, the manifest says "
                        "%s); not uploaded",
                        what, sha256, sha256_hex);

@@ -78,8 +78,9 @@ class PrintedFixesTest(AgentTestCase):
         self.elsewhere = os.path.join(self.dir, "elsewhere")
         os.mkdir(self.elsewhere)
 
-    def configure(self, extra="", defaults=""):
-        self.write_config(f'{{ name = "app"; path = "{self.live}"; {extra} }}', defaults=defaults)
+    def configure(self, extra="", defaults="", targets=""):
+        self.write_config(f'{{ name = "app"; path = "{self.live}"; {extra} }}', defaults=defaults,
+                          targets=targets)
 
     def fix(self, output, program, containing=""):
         """The one command printed for `program` (whose text holds `containing`)."""
@@ -261,6 +262,32 @@ class PrintedFixesTest(AgentTestCase):
         self.assertIn("the copy failed integrity_check", output)
         result = self.paste(self.fix(output, "sqlite3", "integrity_check"))
         self.assertIn("missing from index items_name", result.stdout)
+
+    def test_upload_advice_for_a_damaged_archive_finds_it(self):
+        create_database(self.live, rows=3000)
+        offsite = os.path.join(self.dir, "off site's `nas`")
+        self.configure('upload = { target = "nas"; };',
+                       targets=f'{{ name = "nas"; type = "dir"; path = "{offsite}"; }}')
+        open(offsite, "w").close()  # the target is down: the archive waits in the queue
+        self.run_cli("backup", "app", check=None)
+        [archive] = [a for a in self.archives() if a.endswith(".db.gz")]
+        path = os.path.join(self.backup_dir, "app", archive)
+        os.unlink(offsite)  # the target is back, but the archive was damaged meanwhile
+        os.mkdir(offsite)
+        with open(path, "r+b") as f:
+            f.seek(os.path.getsize(path) // 2)
+            byte = f.read(1)
+            f.seek(-1, os.SEEK_CUR)
+            f.write(bytes([byte[0] ^ 0xFF]))
+        output = self.output("upload", "app")
+        self.assertIn("changed or is corrupt", output)
+        self.assertFalse(os.path.exists(os.path.join(offsite, "app", archive)),
+                         "a damaged archive was stored on the target")
+        # Printed by the attempt and by the run's summary: the same command.
+        [command] = {c for c in printed_commands(output) if c.startswith("sqlprodd ")}
+        self.assertIn(" verify app --local --data", command)
+        result = self.paste(command, check=1)
+        self.assertIn(archive, result.stdout + result.stderr)
 
 
 class PrintedCredentialsFixTest(S3TestCase):

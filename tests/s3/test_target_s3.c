@@ -487,10 +487,12 @@ static void changed_file_is_not_uploaded(void **state)
     const char *wrong = "0000000000000000000000000000000000000000000000000000000000000000";
     path_in_work(source, sizeof source, "source");
     s3_test_write_random_file(source, 1000, 11);
-    assert_int_equal(target_put_file(target, "bad/small.db.gz", source, wrong, NULL, &err), -EIO);
+    assert_int_equal(target_put_file(target, "bad/small.db.gz", source, wrong, NULL, &err),
+                     -EBADMSG);
     assert_non_null(strstr(err.message, "changed or is corrupt"));
     s3_test_write_random_file(source, 11 * 1024 * 1024, 11);
-    assert_int_equal(target_put_file(target, "bad/large.db.gz", source, wrong, NULL, &err), -EIO);
+    assert_int_equal(target_put_file(target, "bad/large.db.gz", source, wrong, NULL, &err),
+                     -EBADMSG);
     struct target_listing listing = {0};
     assert_int_equal(target_list(target, "bad/", &listing, &err), 0);
     assert_int_equal(listing.count, 0);

@@ -264,7 +264,7 @@ static void changed_source_is_not_stored(void **state)
     write_bytes(source, 1000, 8);
     const char *wrong = "1111111111111111111111111111111111111111111111111111111111111111";
     assert_int_equal(target_put_file(fixture->target, "app/z.db.gz", source, wrong, NULL, &err),
-                     -EIO);
+                     -EBADMSG);
     assert_non_null(strstr(err.message, "changed or is corrupt"));
     snprintf(stored, sizeof stored, "%s/app/z.db.gz", fixture->root);
     assert_int_equal(access(stored, F_OK), -1);
