@@ -107,6 +107,48 @@ def run_cpu(argv, env=None, cwd=None, stdout=subprocess.DEVNULL):
     return elapsed, int(rss), float(user) + float(system)
 
 
+# The S3 test server of tests/s3 (s3rver behind a front that checks every
+# Signature V4): its only credentials and its bucket.
+S3_DIR = os.path.join(ROOT, "tests", "s3")
+S3_ACCESS_KEY = "SQLPRODDTESTACCESSKEY"
+S3_SECRET_KEY = "sqlprodd/Test+Secret/Key0123456789abcdefXYZ"
+S3_BUCKET = "sqlprodd-test"
+
+
+class S3Server:
+    """tests/s3/server.js on a free port of 127.0.0.1, storing under `directory`
+    (the bucket's objects as files under `store`)."""
+
+    def __init__(self, directory):
+        if not os.path.isdir(os.path.join(S3_DIR, "node_modules", "s3rver")):
+            sys.exit(f"the S3 test server is not installed: run 'npm ci --prefix {S3_DIR}'")
+        self.process = subprocess.Popen(
+            ["node", os.path.join(S3_DIR, "server.js"), "--port", "0", "--directory", directory,
+             "--allow-unsigned-payload"], stdout=subprocess.PIPE, text=True)
+        line = self.process.stdout.readline()
+        if "http://127.0.0.1:" not in line:
+            self.stop()
+            sys.exit(f"the S3 test server did not start: {line!r}")
+        self.url = line[line.index("http://"):].strip()
+        self.store = os.path.join(directory, S3_BUCKET)
+
+    def target_config(self, name):
+        """A sqlprodd target of that name on this server."""
+        return (f'{{ name = "{name}"; type = "s3"; endpoint = "{self.url}"; '
+                f'region = "us-east-1"; bucket = "{S3_BUCKET}"; path_style = true; }}')
+
+    @staticmethod
+    def environment(base=None):
+        return dict(base if base is not None else os.environ, AWS_ACCESS_KEY_ID=S3_ACCESS_KEY,
+                    AWS_SECRET_ACCESS_KEY=S3_SECRET_KEY)
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+        self.process.stdout.close()
+
+
 def median(values):
     return statistics.median(values)
 

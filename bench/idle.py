@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """bench/idle.py: the agent's cost with many databases configured.
 
-usage: bench/idle.py [--databases 1000] [--idle-seconds 30] [--workers N] [--glob] [--replicate]
+usage: bench/idle.py [--databases 1000] [--idle-seconds 30] [--workers N] [--glob]
+                     [--replicate [--replicate-to dir|s3]]
 
 1. Creates N small WAL databases and a config with an hourly checkpoint for
    each (every other job off). On the first start every checkpoint is due
@@ -81,7 +82,7 @@ def start(config, notify_path):
         os.unlink(notify_path)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     listener.bind(notify_path)
-    env = dict(os.environ, NOTIFY_SOCKET=notify_path)
+    env = b.S3Server.environment(dict(os.environ, NOTIFY_SOCKET=notify_path))
     env.pop("JOURNAL_STREAM", None)
     started = time.monotonic()
     process = subprocess.Popen([b.binary(), "-c", config, "run"], env=env,
@@ -129,11 +130,15 @@ def main():
     parser.add_argument("--replicate", action="store_true",
                         help="also replicate every database (interval 1s) to a dir target, "
                              "and let each fall quiet (15 s) before counting")
+    parser.add_argument("--replicate-to", choices=("dir", "s3"), default="dir",
+                        help="with --replicate: a dir target (default), or the loopback S3 "
+                             "server of tests/s3, one uploader (and curl handle) per database")
     args = parser.parse_args()
     work = os.path.join(b.WORK, "idle")
     b.drop(os.path.join(work, "state"))
     paths = make_databases(os.path.join(work, "dbs"), args.databases)
     config = os.path.join(work, "bench.conf")
+    server = None
     with open(config, "w") as f:
         f.write(f'state_dir = "{work}/state";\n')
         if args.workers:
@@ -142,7 +147,11 @@ def main():
         f.write('defaults = { checkpoint = { every = "1h"; }; analyze = { enabled = false; };'
                 ' vacuum = { enabled = false; }; backup = { enabled = false; };'
                 f' health = {{ enabled = false; }};{replicate} }};\n')
-        if args.replicate:
+        if args.replicate and args.replicate_to == "s3":
+            b.drop(os.path.join(work, "s3"))
+            server = b.S3Server(os.path.join(work, "s3"))
+            f.write(f'targets = ( {server.target_config("nas")} );\n')
+        elif args.replicate:
             b.drop(os.path.join(work, "target"))
             os.makedirs(os.path.join(work, "target"))
             f.write(f'targets = ( {{ name = "nas"; type = "dir"; path = "{work}/target"; }} );\n')
@@ -199,9 +208,11 @@ def main():
         ["idle RSS (VmRSS / VmHWM)",
          f"{idle_memory['VmRSS'] / 1024:.1f} / {idle_memory['VmHWM'] / 1024:.1f} MiB", "<= 16 MiB"],
     ]
+    if server:
+        server.stop()
     b.table(f"idle cost, {args.databases} databases{' (one glob entry)' if args.glob else ''}, "
             f"hourly checkpoints"
-            f"{', replicated' if args.replicate else ''}, workers = "
+            f"{', replicated to ' + args.replicate_to if args.replicate else ''}, workers = "
             f"{args.workers or 'default'}", ["measure", "sqlprodd", "target"], rows)
 
 

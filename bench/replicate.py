@@ -30,12 +30,20 @@ and worst, the baseline of the second table. Then for each tool and each run
   bench/replicate.py                 the issue's sizes: 1 GiB, 10 min (hours)
   bench/replicate.py --quick         64 MiB, 30 s, for trying it
   bench/replicate.py --base 256 --minutes 2 --rate 1000 --runs 3
+  bench/replicate.py --target s3 ... both tools to the loopback S3 server
+
+--target dir (the default) replicates to a directory on local disk (sqlprodd's
+`dir` target, Litestream's `file` replica); --target s3 to the S3 test server
+of tests/s3 (s3rver behind a front that checks every Signature V4) on
+127.0.0.1, one server per run, for both tools (Litestream's `s3` replica with
+`endpoint` and `force-path-style`). The watcher then polls the server's own
+store, where s3rver keeps each object as KEY._S3rver_object.
 
 Needs: a Release build (SQLPRODD_BIN, default build-bench/sqlprodd), the
 Litestream binary (LITESTREAM_BIN, or it is fetched with
 `npm pack @flydotio/litestream-linux-x64` into BENCH_DIR/litestream; that
 package's 1.0.1 carries Litestream v0.3.13), `lz4` (Debian package lz4) and
-/usr/bin/time.
+/usr/bin/time; for --target s3, Node.js and `npm ci` run in tests/s3.
 """
 import argparse
 import glob
@@ -54,10 +62,20 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
                                 "integration"))
-from benchlib import WORK, binary, drop, generate_database, mib, table  # noqa: E402
+from benchlib import (S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY, WORK, S3Server,  # noqa: E402
+                      binary, drop, generate_database, mib, table)
 from pitr_writer import ReplicaWriter, content_hash, create  # noqa: E402
 
 MARK = re.compile(rb"MK(\d{9});")
+S3_OBJECT = "._S3rver_object"  # s3rver's store: KEY._S3rver_object, beside metadata files
+
+
+def object_name(path):
+    """The object's key path for a file of a target directory or of s3rver's
+    store (None for s3rver's metadata files)."""
+    if path.endswith(S3_OBJECT):
+        return path[:-len(S3_OBJECT)]
+    return None if "._S3rver_" in path else path
 
 
 def litestream_binary():
@@ -98,12 +116,15 @@ class Watcher(threading.Thread):
         for directory, _, files in os.walk(self.root):
             for name in files:
                 path = os.path.join(directory, name)
-                if path not in self.every_name:
+                key = object_name(path)
+                if key is None:
+                    continue
+                if key not in self.every_name:
                     try:
-                        self.every_name[path] = os.path.getsize(path)
+                        self.every_name[key] = os.path.getsize(path)
                     except OSError:
                         pass
-                if path in self.seen_files or not self.is_wal(path):
+                if path in self.seen_files or not self.is_wal(key):
                     continue
                 now = time.time()
                 self.seen_files.add(path)
@@ -139,14 +160,19 @@ def percentile(values, q):
 
 
 class Tool:
-    def __init__(self, name, work, db):
-        self.name, self.work, self.db = name, work, db
-        self.target = os.path.join(work, "target")
+    def __init__(self, name, work, db, s3=None):
+        """`s3`: the S3Server to replicate to, else a directory target."""
+        self.name, self.work, self.db, self.s3 = name, work, db, s3
+        # where the objects land as files: the directory, or the server's store
+        self.target = s3.store if s3 else os.path.join(work, "target")
 
     def held_in_a_day(self, names, minutes):
         """Objects on the target after a day at this pace, before retention:
         without compaction, every object put."""
         return len(names) * 1440 / minutes
+
+    def environment(self):
+        return dict(os.environ)
 
 
 class Sqlprodd(Tool):
@@ -156,19 +182,28 @@ class Sqlprodd(Tool):
             f.write(textwrap.dedent(f"""\
                 state_dir = "{self.work}/state";
                 defaults = {{ backup = {{ dir = "{self.work}/backups"; }}; }};
-                targets = ( {{ name = "offsite"; type = "dir"; path = "{self.target}"; }} );
+                targets = ( {self.target_config()} );
                 databases = ( {{ name = "app"; path = "{self.db}";
                   replicate = {{ target = "offsite"; interval = "1s"; snapshot_every = "1d";
                                 window = "7d"; }}; }} );
                 """))
 
+    def target_config(self):
+        if not self.s3:
+            return f'{{ name = "offsite"; type = "dir"; path = "{self.target}"; }}'
+        return self.s3.target_config("offsite")
+
+    def environment(self):
+        return S3Server.environment()
+
     def start(self):
         self.log = open(os.path.join(self.work, "agent.log"), "a")
         self.process = subprocess.Popen([binary(), "-c", self.config, "run"], stdout=self.log,
-                                        stderr=subprocess.STDOUT)
+                                        stderr=subprocess.STDOUT, env=self.environment())
 
     def ready(self):
-        return os.path.exists(os.path.join(self.target, "app", "replica", "index.json"))
+        index = os.path.join(self.target, "app", "replica", "index.json")
+        return os.path.exists(index + S3_OBJECT if self.s3 else index)
 
     def watcher(self):
         return Watcher(self.target, lambda p: p.endswith(".wal.gz"), gunzip)
@@ -228,16 +263,17 @@ class Alone(Tool):
 class Litestream(Tool):
     def configure(self):
         self.config = os.path.join(self.work, "litestream.yml")
+        if self.s3:
+            replica = ["type: s3", f"bucket: {S3_BUCKET}", "path: app",
+                       f"endpoint: {self.s3.url}", "region: us-east-1", "force-path-style: true",
+                       f"access-key-id: {S3_ACCESS_KEY}", f"secret-access-key: {S3_SECRET_KEY}"]
+        else:
+            replica = ["type: file", f"path: {self.target}"]
+        replica.append("sync-interval: 1s")
         with open(self.config, "w") as f:
-            f.write(textwrap.dedent(f"""\
-                dbs:
-                  - path: {self.db}
-                    monitor-interval: 1s
-                    replicas:
-                      - type: file
-                        path: {self.target}
-                        sync-interval: 1s
-                """))
+            f.write(f"dbs:\n  - path: {self.db}\n    monitor-interval: 1s\n    replicas:\n"
+                    f"      - {replica[0]}\n"
+                    + "".join(f"        {line}\n" for line in replica[1:]))
 
     def start(self):
         self.log = open(os.path.join(self.work, "litestream.log"), "a")
@@ -245,12 +281,17 @@ class Litestream(Tool):
                                         stdout=self.log, stderr=subprocess.STDOUT)
 
     def ready(self):
-        return bool(glob.glob(os.path.join(self.target, "generations", "*", "snapshots", "*")))
+        root = os.path.join(self.target, "app") if self.s3 else self.target
+        return bool(glob.glob(os.path.join(root, "generations", "*", "snapshots", "*")))
 
     def watcher(self):
         return Watcher(self.target, lambda p: "/wal/" in p and p.endswith(".wal.lz4"), unlz4)
 
     def restore_argv(self, out):
+        if self.s3:
+            # Its restore lists the generations with a delimiter, which s3rver
+            # answers with nothing ("no matching backups found"): not measured.
+            return None
         return [litestream_binary(), "restore", "-config", self.config, "-o", out, self.db]
 
 
@@ -261,8 +302,17 @@ def one_run(kind, args, source, run):
     db = os.path.join(work, "app.db")
     shutil.copyfile(source, db)
     create(db)  # the writer's tables, in WAL mode
-    tool = kind(kind.__name__, work, db)
-    os.makedirs(tool.target)  # a dir target must exist
+    s3 = S3Server(os.path.join(work, "s3")) if args.target == "s3" and kind is not Alone else None
+    try:
+        return measure_run(kind, args, source, run, work, db, s3)
+    finally:
+        if s3:
+            s3.stop()
+
+
+def measure_run(kind, args, source, run, work, db, s3):
+    tool = kind(kind.__name__, work, db, s3)
+    os.makedirs(tool.target, exist_ok=True)  # a dir target must exist
     tool.configure()
     tool.start()
     deadline = time.monotonic() + 600
@@ -298,10 +348,14 @@ def one_run(kind, args, source, run):
     tool.process.wait(timeout=60)
     held = target_size(tool.target)[0]
     restores, reads = [], []
-    for attempt in range(args.runs):
+    for attempt in range(args.runs if tool.restore_argv("-") else 0):
         out = os.path.join(work, f"restored-{attempt}.db")
         started = time.monotonic()
-        done = subprocess.run(tool.restore_argv(out), check=True, capture_output=True, text=True)
+        done = subprocess.run(tool.restore_argv(out), capture_output=True, text=True,
+                              env=tool.environment())
+        if done.returncode != 0:
+            sys.exit(f"{tool.name}: restore failed ({done.returncode}): {done.stderr.strip()}; "
+                     f"see {work}")
         restores.append(time.monotonic() - started)
         read = re.search(r"(\d+) objects? read", done.stdout + done.stderr)
         if read:
@@ -317,7 +371,7 @@ def one_run(kind, args, source, run):
         "p99": percentile(delays, 0.99) if delays else float("nan"),
         "missing": missing,
         "wal_max": max(wal_sizes or [0]), "wal_median": statistics.median(wal_sizes or [0]),
-        "rss": rss, "restore": statistics.median(restores),
+        "rss": rss, "restore": statistics.median(restores) if restores else float("nan"),
         "objects": len(watcher.seen_files),
         "base": os.path.getsize(source),
         # what the writing added to the target, scaled to a day
@@ -342,6 +396,8 @@ def target_size(root):
     count = size = 0
     for directory, _, files in os.walk(root):
         for name in files:
+            if object_name(name) is None:
+                continue
             try:
                 size += os.path.getsize(os.path.join(directory, name))
                 count += 1
@@ -378,6 +434,8 @@ def main():
     parser.add_argument("--quick", action="store_true", help="64 MiB, 0.5 min")
     parser.add_argument("--keep", action="store_true", help="keep the work directories")
     parser.add_argument("--only", choices=("alone", "sqlprodd", "litestream"))
+    parser.add_argument("--target", choices=("dir", "s3"), default="dir",
+                        help="a directory on local disk (dir), or the loopback S3 server (s3)")
     args = parser.parse_args()
     if args.quick:
         args.base, args.minutes = 64, 0.5
@@ -403,12 +461,16 @@ def main():
         rows.append([name, f"{med('rate'):.0f}", f"{med('p50') * 1000:.0f} ms",
                      f"{med('p99') * 1000:.0f} ms", f"{med('missing'):.0f}",
                      mib(med('wal_median')), mib(med('wal_max')),
-                     f"{med('rss') / 1024:.1f} MiB", f"{med('restore'):.1f} s",
+                     f"{med('rss') / 1024:.1f} MiB",
+                     "-" if med('restore') != med('restore') else f"{med('restore'):.1f} s",
                      f"{med('put_per_day'):,.0f}", f"{med('held'):,.0f}",
                      f"{med('held_day'):,.0f}", f"{med('restore_reads'):.0f}",
                      f"{mib(med('bytes_per_hour'))}/h", f"{mib(med('uploaded_per_hour'))}/h"])
     where = (f"base {mib(os.path.getsize(source))} + {args.minutes:g} min at {args.rate:g} tx/s, "
-             f"interval 1s, dir target on local disk; medians of {args.runs} runs")
+             f"interval 1s, "
+             + ("dir target on local disk" if args.target == "dir"
+                else "the loopback S3 server (tests/s3)")
+             + f"; medians of {args.runs} runs")
     table(f"replication: {where}",
           ["tool", "tx/s", "delay p50", "delay p99", "unmarked", "WAL median", "WAL max",
            "peak RSS", "restore", "put/day", "held", "held/day", "restore reads", "target",
