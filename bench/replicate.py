@@ -48,6 +48,7 @@ package's 1.0.1 carries Litestream v0.3.13), `lz4` (Debian package lz4) and
 import argparse
 import glob
 import gzip
+import hashlib
 import os
 import re
 import shutil
@@ -68,6 +69,23 @@ from pitr_writer import ReplicaWriter, content_hash, create  # noqa: E402
 
 MARK = re.compile(rb"MK(\d{9});")
 S3_OBJECT = "._S3rver_object"  # s3rver's store: KEY._S3rver_object, beside metadata files
+
+
+def complete(path):
+    """Whether an object's file is whole. A target directory's objects are
+    renamed into place whole; s3rver writes an object's file as it arrives
+    and its .md5 beside it after, so a file is whole once that matches. (A
+    gzip file cut at a member's end reads without error: without this, the
+    watcher took half-written segments for whole ones.)"""
+    if not path.endswith(S3_OBJECT):
+        return True
+    try:
+        with open(path + ".md5") as f:
+            expected = f.read().strip().strip('"')
+        with open(path, "rb") as f:
+            return hashlib.md5(f.read()).hexdigest() == expected
+    except OSError:
+        return False
 
 
 def object_name(path):
@@ -104,9 +122,14 @@ class Watcher(threading.Thread):
         self.root, self.is_wal, self.decompress = root, is_wal, decompress
         self.seen_files, self.first = set(), {}
         self.every_name = {}  # every object seen, of any kind, and its size: what was put
+        self.before = set()  # the objects there when watching began
         self.stopping = False
 
     def run(self):
+        # What is there before the writing (the base or snapshot) was not put by it.
+        self.scan()
+        self.before = set(self.every_name)
+        self.every_name.clear()
         while not self.stopping:
             self.scan()
             time.sleep(0.01)
@@ -119,12 +142,12 @@ class Watcher(threading.Thread):
                 key = object_name(path)
                 if key is None:
                     continue
-                if key not in self.every_name:
+                if key not in self.every_name and key not in self.before and complete(path):
                     try:
                         self.every_name[key] = os.path.getsize(path)
                     except OSError:
                         pass
-                if path in self.seen_files or not self.is_wal(key):
+                if path in self.seen_files or not self.is_wal(key) or not complete(path):
                     continue
                 now = time.time()
                 self.seen_files.add(path)
@@ -160,6 +183,8 @@ def percentile(values, q):
 
 
 class Tool:
+    compact = True  # sqlprodd's replicate.compact (--no-compact)
+
     def __init__(self, name, work, db, s3=None):
         """`s3`: the S3Server to replicate to, else a directory target."""
         self.name, self.work, self.db, self.s3 = name, work, db, s3
@@ -185,7 +210,8 @@ class Sqlprodd(Tool):
                 targets = ( {self.target_config()} );
                 databases = ( {{ name = "app"; path = "{self.db}";
                   replicate = {{ target = "offsite"; interval = "1s"; snapshot_every = "1d";
-                                window = "7d"; }}; }} );
+                                window = "7d"; compact = {"true" if self.compact else "false"}; }};
+                }} );
                 """))
 
     def target_config(self):
@@ -343,6 +369,10 @@ def measure_run(kind, args, source, run, work, db, s3):
     watcher.stopping = True
     watcher.join()
     delays = [watcher.first[k] - commits[k][1] for k in commits if k in watcher.first]
+    if args.keep:  # each commit's time and when it was first seen on the target, to look into
+        with open(os.path.join(work, "delays.tsv"), "w") as f:
+            for k in sorted(commits):
+                f.write(f"{k}\t{commits[k][1]:.3f}\t{watcher.first.get(k, float('nan')):.3f}\n")
     missing = sum(1 for k in commits if k not in watcher.first)
     tool.process.send_signal(signal.SIGTERM)
     tool.process.wait(timeout=60)
@@ -436,7 +466,10 @@ def main():
     parser.add_argument("--only", choices=("alone", "sqlprodd", "litestream"))
     parser.add_argument("--target", choices=("dir", "s3"), default="dir",
                         help="a directory on local disk (dir), or the loopback S3 server (s3)")
+    parser.add_argument("--no-compact", action="store_true",
+                        help="sqlprodd with replicate.compact = false (what compaction costs)")
     args = parser.parse_args()
+    Tool.compact = not args.no_compact
     if args.quick:
         args.base, args.minutes = 64, 0.5
     os.makedirs(WORK, exist_ok=True)
@@ -470,6 +503,7 @@ def main():
              f"interval 1s, "
              + ("dir target on local disk" if args.target == "dir"
                 else "the loopback S3 server (tests/s3)")
+             + (", sqlprodd with compact = false" if args.no_compact else "")
              + f"; medians of {args.runs} runs")
     table(f"replication: {where}",
           ["tool", "tx/s", "delay p50", "delay p99", "unmarked", "WAL median", "WAL max",
