@@ -108,28 +108,24 @@ def run_cpu(argv, env=None, cwd=None, stdout=subprocess.DEVNULL):
 
 
 # The S3 test server of tests/s3 (s3rver behind a front that checks every
-# Signature V4): its only credentials and its bucket.
-S3_DIR = os.path.join(ROOT, "tests", "s3")
-S3_ACCESS_KEY = "SQLPRODDTESTACCESSKEY"
-S3_SECRET_KEY = "sqlprodd/Test+Secret/Key0123456789abcdefXYZ"
-S3_BUCKET = "sqlprodd-test"
+# Signature V4), as the integration tests start it: its only credentials and
+# its bucket.
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+from harness import ACCESS_KEY as S3_ACCESS_KEY  # noqa: E402
+from harness import BUCKET as S3_BUCKET  # noqa: E402
+from harness import SECRET_KEY as S3_SECRET_KEY  # noqa: E402
+from harness import SERVER_DIR as S3_DIR  # noqa: E402
+from harness import S3Server as TestS3Server  # noqa: E402
 
 
-class S3Server:
-    """tests/s3/server.js on a free port of 127.0.0.1, storing under `directory`
-    (the bucket's objects as files under `store`)."""
+class S3Server(TestS3Server):
+    """The test server on a free port, storing under `directory` (the bucket's
+    objects as files under `store`); Litestream may send unsigned payloads."""
 
     def __init__(self, directory):
         if not os.path.isdir(os.path.join(S3_DIR, "node_modules", "s3rver")):
             sys.exit(f"the S3 test server is not installed: run 'npm ci --prefix {S3_DIR}'")
-        self.process = subprocess.Popen(
-            ["node", os.path.join(S3_DIR, "server.js"), "--port", "0", "--directory", directory,
-             "--allow-unsigned-payload"], stdout=subprocess.PIPE, text=True)
-        line = self.process.stdout.readline()
-        if "http://127.0.0.1:" not in line:
-            self.stop()
-            sys.exit(f"the S3 test server did not start: {line!r}")
-        self.url = line[line.index("http://"):].strip()
+        super().__init__(0, directory, allow_unsigned_payload=True)
         self.store = os.path.join(directory, S3_BUCKET)
 
     def target_config(self, name):
@@ -141,12 +137,6 @@ class S3Server:
     def environment(base=None):
         return dict(base if base is not None else os.environ, AWS_ACCESS_KEY_ID=S3_ACCESS_KEY,
                     AWS_SECRET_ACCESS_KEY=S3_SECRET_KEY)
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
-        self.process.stdout.close()
 
 
 def median(values):

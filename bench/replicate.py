@@ -142,12 +142,16 @@ class Watcher(threading.Thread):
                 key = object_name(path)
                 if key is None:
                     continue
-                if key not in self.every_name and key not in self.before and complete(path):
+                new = key not in self.every_name and key not in self.before
+                wal = path not in self.seen_files and self.is_wal(key)
+                if not (new or wal) or not complete(path):  # hashed once, when it matters
+                    continue
+                if new:
                     try:
                         self.every_name[key] = os.path.getsize(path)
                     except OSError:
                         pass
-                if path in self.seen_files or not self.is_wal(key) or not complete(path):
+                if not wal:
                     continue
                 now = time.time()
                 self.seen_files.add(path)
