@@ -15,6 +15,7 @@
 #include "cli/cli.h"
 #include "config/config.h"
 #include "core/log.h"
+#include "core/memory.h"
 #include "jobs/job.h"
 #include "report/notify.h"
 
@@ -141,6 +142,7 @@ int main(int argc, char **argv)
 
     /* Archives, manifests and state hold the whole database: private by default. */
     umask(077);
+    memory_policy_apply(); /* before the first thread, and the first large block */
     log_init();
 
     int option;
