@@ -1,6 +1,7 @@
 /*
  * target_s3.c: a target in an S3-compatible bucket (AWS S3, MinIO, Ceph RGW,
- * R2, B2, Wasabi): PutObject for files up to the part size, multipart above
+ * R2, B2, Wasabi): PutObject for files up to the part size (from memory up
+ * to 1 MiB, read twice above: to hash, then to send), multipart above
  * (s3_multipart.c), GetObject streamed to a file, ListObjectsV2 with paging,
  * DeleteObject. Every object carries Content-MD5 (checked by S3, and the
  * checksum S3 requires beside Object Lock headers) and its SHA-256 as
@@ -11,7 +12,9 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/evp.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,7 +60,56 @@ static void report_put_progress(void *context, int64_t bytes)
     io_report_progress(io, bytes, *total);
 }
 
-/* One PutObject with the whole source in memory (it is at most a part). */
+/* A PutObject of at most this many bytes is sent from memory, read once;
+ * a larger one (up to the part size, 16 MiB by default) is read twice from
+ * its source, to hash and to send, so that a put never holds more than this
+ * much of an object in memory. */
+#define PUT_IN_MEMORY_BYTES (1024 * 1024)
+#define PUT_READ_BYTES      (256 * 1024)
+
+/* Reads `size` bytes of the source once, in order, into its SHA-256 and
+ * Content-MD5, then lets the source check what it read. `buffer` holds the
+ * whole object when `capacity` >= `size` (it is sent from there), else it
+ * is a window the bytes pass through. */
+static int hash_source(const struct target_source *source, void *reader, unsigned char *buffer,
+                       size_t capacity, int64_t size, char sha256[IO_SHA256_HEX], char md5[32],
+                       struct error *err)
+{
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned digest_length = 0;
+    struct io_sha256 hash = {0};
+    EVP_MD_CTX *md5_context = EVP_MD_CTX_new();
+    bool whole = (int64_t)capacity >= size;
+    int rc = 0;
+    if (!md5_context || EVP_DigestInit_ex(md5_context, EVP_md5(), NULL) != 1 ||
+        io_sha256_begin(&hash) != 0) {
+        rc = error_set(err, -ENOMEM, "out of memory");
+        goto out;
+    }
+    for (int64_t offset = 0; offset < size && rc == 0;) {
+        size_t length = size - offset < (int64_t)capacity ? (size_t)(size - offset) : capacity;
+        unsigned char *at = whole ? buffer + offset : buffer;
+        rc = source->read(reader, at, length, offset, err);
+        if (rc == 0) {
+            io_sha256_update(&hash, at, length);
+            EVP_DigestUpdate(md5_context, at, length);
+            offset += (int64_t)length;
+        }
+    }
+    if (rc == 0 && source->check)
+        rc = source->check(reader, err);
+    if (rc == 0) {
+        io_sha256_end(&hash, sha256);
+        EVP_DigestFinal_ex(md5_context, digest, &digest_length);
+        EVP_EncodeBlock((unsigned char *)md5, digest, (int)digest_length);
+    }
+out:
+    io_sha256_discard(&hash);
+    EVP_MD_CTX_free(md5_context);
+    return rc;
+}
+
+/* One PutObject of the whole source (it is at most a part). */
 static int put_small(struct s3_target *s3, const char *key, const struct target_source *source,
                      const char *sha256_hex, char stored_sha256[IO_SHA256_HEX],
                      const struct io_context *io, struct error *err)
@@ -66,7 +118,9 @@ static int put_small(struct s3_target *s3, const char *key, const struct target_
     struct s3_response response = {0};
     char md5[32], sha256[SIGV4_SHA256_HEX], what[1200], retain_until[S3_DATE_SIZE];
     int64_t size = source->size;
-    unsigned char *buffer = malloc(size > 0 ? (size_t)size : 1);
+    bool in_memory = size <= PUT_IN_MEMORY_BYTES;
+    size_t capacity = in_memory ? (size > 0 ? (size_t)size : 1) : PUT_READ_BYTES;
+    unsigned char *buffer = malloc(capacity);
     void *progress_context[2] = {(void *)io, &size};
     void *reader = NULL;
     int rc;
@@ -74,15 +128,20 @@ static int put_small(struct s3_target *s3, const char *key, const struct target_
     if (!buffer)
         return error_set(err, -ENOMEM, "%s: out of memory", what);
     rc = source->open_reader(source->context, &reader, err);
-    if (rc == 0 && size > 0)
-        rc = source->read(reader, buffer, (size_t)size, 0, err);
-    if (rc == 0 && source->check)
-        rc = source->check(reader, err);
+    if (rc == 0)
+        rc = hash_source(source, reader, buffer, capacity, size, sha256, md5, err);
+    if (rc == 0 && !in_memory) {
+        /* Sent from a reader of its own, from the start: the one that
+         * hashed has been checked and is done. What is sent is not checked
+         * again here: S3 refuses a body whose SHA-256 or MD5 differs. */
+        source->close_reader(reader);
+        reader = NULL;
+        rc = source->open_reader(source->context, &reader, err);
+    }
     if (rc != 0) {
         error_prefix(err, "%s: ", what);
         goto out;
     }
-    io_sha256_buffer(buffer, (size_t)size, sha256);
     if (sha256_hex && strcmp(sha256, sha256_hex) != 0) {
         rc = error_set(err, -EBADMSG,
                        "%s: the local file changed or is corrupt (sha256 %s, the manifest says "
@@ -90,10 +149,14 @@ static int put_small(struct s3_target *s3, const char *key, const struct target_
                        what, sha256, sha256_hex);
         goto out;
     }
-    s3_content_md5(buffer, (size_t)size, md5);
     s3_request_add_header(&request, "Content-MD5", md5);
     s3_request_add_object_headers(&s3->client, &request, sha256, time(NULL), retain_until);
-    request.body = buffer;
+    if (in_memory) {
+        request.body = buffer;
+    } else {
+        request.body_source = source;
+        request.body_reader = reader;
+    }
     request.body_size = (size_t)size;
     request.payload_hash = sha256;
     request.progress = report_put_progress;

@@ -97,12 +97,16 @@ class S3UploadTest(S3TestCase):
         server = self.start_server()
         create_database(self.db_path("app"), rows=3000)
         create_random_database(self.db_path("big"), 14)
-        self.configure(["app", "big"], server.url)
+        create_random_database(self.db_path("mid"), 3)  # a PutObject, streamed: past 1 MiB
+        self.configure(["app", "big", "mid"], server.url)
         self.run_cli("backup", check=0)
         self.assertEqual(self.pending("app"), 1)
         self.assertEqual(self.pending("big"), 1)
         [small] = self.archives("app")
         [large] = self.archives("big")
+        [middle] = self.archives("mid")
+        middle_bytes = os.path.getsize(os.path.join(self.backup_dir, "mid", middle))
+        self.assertGreater(middle_bytes, 2 * 1024 * 1024)
         large_bytes = os.path.getsize(os.path.join(self.backup_dir, "big", large))
         self.assertGreater(large_bytes, 12 * 1000 * 1000)
 
@@ -116,6 +120,9 @@ class S3UploadTest(S3TestCase):
         self.assertEqual({r["auth"] for r in requests}, {"ok"}, "every request was signed right")
         small_puts = [r for r in requests if r["method"] == "PUT" and r["path"].endswith(small)]
         self.assertEqual([r["query"] for r in small_puts], [""], "one PutObject for the small one")
+        middle_puts = [r for r in requests if r["method"] == "PUT" and r["path"].endswith(middle)]
+        self.assertEqual([(r["query"], r["bytes"]) for r in middle_puts], [("", middle_bytes)],
+                         "one PutObject of the whole 3 MB archive, read as it is sent")
         parts = [r for r in requests if r["method"] == "PUT" and r["path"].endswith(large)]
         self.assertEqual(len(parts), 3, "14 MB in 5 MB parts")
         self.assertTrue(all("partNumber=" in r["query"] for r in parts))
@@ -124,10 +131,13 @@ class S3UploadTest(S3TestCase):
                             and r["path"].endswith(large) for r in requests))
 
         # The aws CLI sees both, with the manifest's sha256 as metadata, and downloads them intact.
-        for name, archive in (("app", small), ("big", large)):
+        for name, archive in (("app", small), ("big", large), ("mid", middle)):
             head = json.loads(self.aws_cli("s3api", "head-object", "--bucket", BUCKET,
                                            "--key", f"db/{name}/{archive}").stdout)
             self.assertEqual(head["Metadata"]["sha256"], self.manifest_sha256(name, archive))
+            if name != "big":  # a single PutObject's ETag is the MD5 of what was stored
+                with open(os.path.join(self.backup_dir, name, archive), "rb") as f:
+                    self.assertEqual(head["ETag"].strip('"'), hashlib.md5(f.read()).hexdigest())
             copy = os.path.join(self.dir, f"{name}.aws.gz")
             self.aws_cli("s3", "cp", "--only-show-errors", f"s3://{BUCKET}/db/{name}/{archive}", copy)
             with open(copy, "rb") as f:
@@ -137,11 +147,12 @@ class S3UploadTest(S3TestCase):
         listing = json.loads(self.run_cli("backups", "--remote", "--json", check=0,
                                           env=self.env).stdout)
         self.assertEqual(sorted((b["database"], b["id"], b["has_manifest"]) for b in listing),
-                         [("app", small[4:20], True), ("big", large[4:20], True)])
+                         [("app", small[4:20], True), ("big", large[4:20], True),
+                          ("mid", middle[4:20], True)])
         self.assertEqual([b["archive_bytes"] for b in listing if b["database"] == "big"],
                          [large_bytes])
 
-        for name in ("app", "big"):
+        for name in ("app", "big", "mid"):
             target = os.path.join(self.dir, f"{name}.restored.db")
             result = self.run_cli("restore", name, "--to", target, "--from", "remote", check=0,
                                   env=self.env)
