@@ -36,7 +36,8 @@
 #include "core/io.h"
 #include "core/priority.h"
 
-/* Memory: 2 slots of about 2 MiB (ARCHIVE_BLOCK_BYTES in, as much out) per thread. */
+/* Memory: 2 slots of about 2 MiB (ARCHIVE_BLOCK_BYTES in, as much out) per
+ * thread, the threads shared by every compression of the process. */
 #define ARCHIVE_DEFAULT_THREADS  2
 #define ARCHIVE_MAX_THREADS      32
 #define ARCHIVE_SLOTS_PER_THREAD 2
@@ -78,6 +79,7 @@ struct archive_pool {
     pthread_t *threads;
     size_t thread_count;
     size_t threads_started;
+    size_t threads_granted; /* taken from the process's budget, given back at stop */
 };
 
 struct archive_worker {
@@ -168,6 +170,32 @@ static void *archive_worker_run(void *argument)
     return NULL;
 }
 
+/* The compression threads of the whole process: when a replica's base and a
+ * backup compress at once, the one that starts second takes what the first
+ * leaves of its own `threads`, and at least one. Together they hold the
+ * memory of one compression and one thread more (2 slots of 2 MiB and a
+ * codec a thread), not of two: that was the agent's peak RSS. The price,
+ * where cores are spare: the second compresses with fewer threads than it
+ * asked for. */
+static pthread_mutex_t archive_budget_lock = PTHREAD_MUTEX_INITIALIZER;
+static size_t archive_threads_busy;
+
+static size_t archive_threads_take(size_t wanted)
+{
+    pthread_mutex_lock(&archive_budget_lock);
+    size_t granted = archive_threads_busy < wanted ? wanted - archive_threads_busy : 1;
+    archive_threads_busy += granted;
+    pthread_mutex_unlock(&archive_budget_lock);
+    return granted;
+}
+
+static void archive_threads_give_back(size_t count)
+{
+    pthread_mutex_lock(&archive_budget_lock);
+    archive_threads_busy -= count;
+    pthread_mutex_unlock(&archive_budget_lock);
+}
+
 static void archive_pool_stop(struct archive_pool *pool)
 {
     pthread_mutex_lock(&pool->lock);
@@ -187,6 +215,8 @@ static void archive_pool_stop(struct archive_pool *pool)
     free(pool->codecs);
     free(pool->workers);
     free(pool->threads);
+    archive_threads_give_back(pool->threads_granted);
+    pool->threads_granted = 0;
     pthread_cond_destroy(&pool->block_done);
     pthread_cond_destroy(&pool->work_ready);
     pthread_mutex_destroy(&pool->lock);
@@ -206,9 +236,9 @@ static int archive_pool_start(struct archive_pool *pool, enum archive_format for
                               const struct io_context *io, const struct archive_options *options,
                               struct error *err)
 {
-    size_t thread_count = archive_thread_count(options);
-
     memset(pool, 0, sizeof *pool);
+    size_t thread_count = archive_threads_take(archive_thread_count(options));
+    pool->threads_granted = thread_count;
     pthread_mutex_init(&pool->lock, NULL);
     pthread_cond_init(&pool->work_ready, NULL);
     pthread_cond_init(&pool->block_done, NULL);

@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <sqlite3.h>
@@ -217,6 +218,20 @@ static void database_archive_is_gzip_that_gzip_and_sha256sum_agree_with(void **s
     unlink(archive);
 }
 
+/* How many of this process's threads run under `policy`. */
+static int threads_under(int policy)
+{
+    DIR *tasks = opendir("/proc/self/task");
+    assert_non_null(tasks);
+    int count = 0;
+    for (struct dirent *entry; (entry = readdir(tasks)) != NULL;) {
+        if (entry->d_name[0] != '.' && sched_getscheduler((pid_t)atoi(entry->d_name)) == policy)
+            count++;
+    }
+    closedir(tasks);
+    return count;
+}
+
 /* Counted on the calling thread while the compression threads are busy:
  * how many of this process's threads run at SCHED_IDLE. */
 static void count_idle_threads(void *context, int64_t done, int64_t total)
@@ -224,14 +239,7 @@ static void count_idle_threads(void *context, int64_t done, int64_t total)
     int *most_idle = context;
     (void)done;
     (void)total;
-    DIR *tasks = opendir("/proc/self/task");
-    assert_non_null(tasks);
-    int idle = 0;
-    for (struct dirent *entry; (entry = readdir(tasks)) != NULL;) {
-        if (entry->d_name[0] != '.' && sched_getscheduler((pid_t)atoi(entry->d_name)) == SCHED_IDLE)
-            idle++;
-    }
-    closedir(tasks);
+    int idle = threads_under(SCHED_IDLE);
     if (idle > *most_idle)
         *most_idle = idle;
 }
@@ -260,6 +268,102 @@ static void background_compression_threads_run_at_sched_idle(void **state)
         assert_int_equal(most_idle, background ? 2 : 0);
         assert_int_equal(sched_getscheduler(0), SCHED_OTHER);
         unlink(archive);
+    }
+}
+
+/* A compression held at its first progress report, workers alive, until
+ * released: the first of two that run at once. */
+struct held_compression {
+    pthread_mutex_t lock;
+    pthread_cond_t changed;
+    bool holding, released;
+    int workers; /* its threads at SCHED_IDLE while held */
+    int rc;
+    char archive[PATH_MAX];
+};
+
+static void hold_at_first_report(void *context, int64_t done, int64_t total)
+{
+    struct held_compression *held = context;
+    (void)done;
+    (void)total;
+    pthread_mutex_lock(&held->lock);
+    if (!held->holding) {
+        held->workers = threads_under(SCHED_IDLE);
+        held->holding = true;
+        pthread_cond_broadcast(&held->changed);
+        while (!held->released)
+            pthread_cond_wait(&held->changed, &held->lock);
+    }
+    pthread_mutex_unlock(&held->lock);
+}
+
+static void *compress_held(void *context)
+{
+    struct held_compression *held = context;
+    struct error err = {0};
+    struct archive_result result;
+    struct io_context io = {
+        .progress = hold_at_first_report, .progress_context = held, .background = true};
+    struct archive_options options = {.threads = 4};
+    held->rc = archive_compress_format(fixture.database, held->archive, ARCHIVE_GZIP, 6, &io,
+                                       &options, &result, &err);
+    return NULL;
+}
+
+/* Counted on the calling thread: the most workers (SCHED_OTHER threads
+ * beyond `*context`'s first value, the callers) seen while it runs. */
+static void count_other_threads(void *context, int64_t done, int64_t total)
+{
+    int *counts = context; /* [0] the callers, [1] the most workers seen */
+    (void)done;
+    (void)total;
+    int workers = threads_under(SCHED_OTHER) - counts[0];
+    if (workers > counts[1])
+        counts[1] = workers;
+}
+
+/* A replica's base and a backup that compress at once share the threads
+ * (and so the memory) of one compression: the second gets what the first
+ * leaves of its own `threads`, here none, so one; once the first is done,
+ * a compression gets all it asks for again. Its archive is the same. */
+static void compressions_at_once_share_one_thread_budget(void **state)
+{
+    (void)state;
+    struct held_compression held = {.lock = PTHREAD_MUTEX_INITIALIZER,
+                                    .changed = PTHREAD_COND_INITIALIZER};
+    path_in("held.db.gz", held.archive);
+    pthread_t first;
+    assert_int_equal(pthread_create(&first, NULL, compress_held, &held), 0);
+    pthread_mutex_lock(&held.lock);
+    while (!held.holding)
+        pthread_cond_wait(&held.changed, &held.lock);
+    pthread_mutex_unlock(&held.lock);
+    assert_int_equal(held.workers, 4);
+
+    char archive[PATH_MAX];
+    path_in("second.db.gz", archive);
+    for (int round = 0; round < 2; round++) {
+        struct error err = {0};
+        struct archive_result result;
+        int counts[2] = {threads_under(SCHED_OTHER), 0}; /* this thread, and the first's caller */
+        struct io_context io = {.progress = count_other_threads, .progress_context = counts};
+        struct archive_options options = {.threads = 4};
+        assert_int_equal(archive_compress_format(fixture.database, archive, ARCHIVE_GZIP, 6, &io,
+                                                 &options, &result, &err),
+                         0);
+        assert_string_equal(result.sha256, fixture.made.sha256);
+        assert_int_equal(counts[1], round == 0 ? 1 : 4);
+        unlink(archive);
+        if (round == 0) { /* the first finishes, and gives its threads back */
+            pthread_mutex_lock(&held.lock);
+            held.released = true;
+            pthread_cond_broadcast(&held.changed);
+            pthread_mutex_unlock(&held.lock);
+            pthread_join(first, NULL);
+            assert_int_equal(held.rc, 0);
+            unlink(held.archive);
+        }
     }
 }
 
@@ -684,6 +788,7 @@ int main(void)
         cmocka_unit_test(gzip_scale_levels_match_gzip_itself),
         cmocka_unit_test(thread_count_does_not_change_the_archive),
         cmocka_unit_test(background_compression_threads_run_at_sched_idle),
+        cmocka_unit_test(compressions_at_once_share_one_thread_budget),
         cmocka_unit_test(members_written_by_gzip_itself_are_all_read),
         cmocka_unit_test(a_big_member_after_ours_is_read_and_the_digest_covers_all),
         cmocka_unit_test(missing_source_is_named_and_creates_nothing),
