@@ -35,6 +35,11 @@
  * nothing, as level 1 would make them 6-9 % larger. */
 #define ARCHIVE_FAST_TRY_RATIO 0.40
 
+static size_t larger(size_t a, size_t b)
+{
+    return a > b ? a : b;
+}
+
 int archive_codec_init(struct archive_codec *codec, enum archive_format format, int level)
 {
     *codec = (struct archive_codec){.format = format, .level = level};
@@ -52,17 +57,16 @@ int archive_codec_init(struct archive_codec *codec, enum archive_format format, 
         libdeflate_deflate_compress_bound(codec->probe, ARCHIVE_SAMPLES * ARCHIVE_SAMPLE_BYTES);
     size_t sample_at_level =
         libdeflate_deflate_compress_bound(codec->deflate, ARCHIVE_SAMPLES * ARCHIVE_SAMPLE_BYTES);
-    codec->sample_out_capacity = sample_fast > sample_at_level ? sample_fast : sample_at_level;
+    codec->sample_out_capacity = larger(sample_fast, sample_at_level);
     codec->sample = malloc(ARCHIVE_SAMPLES * ARCHIVE_SAMPLE_BYTES);
     codec->sample_out = malloc(codec->sample_out_capacity);
     if (!codec->sample || !codec->sample_out)
         return -ENOMEM;
-    size_t bound = libdeflate_gzip_compress_bound(codec->deflate, ARCHIVE_BLOCK_BYTES);
-    size_t fast = libdeflate_gzip_compress_bound(codec->probe, ARCHIVE_BLOCK_BYTES);
-    size_t stored = libdeflate_gzip_compress_bound(codec->store, ARCHIVE_BLOCK_BYTES);
-    if (fast > bound)
-        bound = fast;
-    codec->output_capacity = bound > stored ? bound : stored;
+    /* A block may leave in any of the three forms. */
+    codec->output_capacity =
+        larger(larger(libdeflate_gzip_compress_bound(codec->deflate, ARCHIVE_BLOCK_BYTES),
+                      libdeflate_gzip_compress_bound(codec->probe, ARCHIVE_BLOCK_BYTES)),
+               libdeflate_gzip_compress_bound(codec->store, ARCHIVE_BLOCK_BYTES));
     return 0;
 }
 

@@ -219,11 +219,12 @@ static void upload_defer(struct job_context *context, struct upload_run *run,
                          const struct upload_entry *entry, const struct error *err)
 {
     char fix[ADVICE_MAX], message[sizeof err->message + ADVICE_MAX + 32];
-    snprintf(message, sizeof message, "%s", err->message);
     if (err->code == -EBADMSG)
         snprintf(message, sizeof message, "%s; find the damaged archives with `%s`", err->message,
                  advice_sqlprodd(fix, sizeof fix, context->config, "verify",
                                  context->database->name, "--local", "--data", NULL));
+    else
+        snprintf(message, sizeof message, "%s", err->message);
     run->failed++;
     if (!run->first_error[0])
         snprintf(run->first_error, sizeof run->first_error, "%s", message);
