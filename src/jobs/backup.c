@@ -102,6 +102,14 @@ static bool backup_directory_is_full(const char *directory, const char *database
     return (int64_t)fs.f_bavail * (int64_t)fs.f_frsize < (int64_t)st.st_size;
 }
 
+/* The page cache of the copying connection, and of the copy (VACUUM gives
+ * the new file the source's). VACUUM INTO reads each b-tree once in order
+ * and appends to the copy's, so pages are not read twice: SQLite's 2 MiB
+ * default only held 4 MiB in the agent at its busiest (with a replica's base
+ * compressing), and a 256 MiB copy took 1.5-1.7 s with 256 KiB against
+ * 1.7-1.8 s with the default. */
+#define BACKUP_COPY_CACHE_SQL "PRAGMA cache_size = -256"
+
 /* Step 1: the snapshot; written through the watch when there is one. */
 static int backup_copy(struct job_context *context, const struct backup_paths *paths,
                        const struct copy_watch *watch, struct manifest *manifest, struct error *err)
@@ -115,7 +123,9 @@ static int backup_copy(struct job_context *context, const struct backup_paths *p
     bool watched = watch && copy_watch_uri(watch, uri, sizeof uri) == 0;
     quote_sql_string(watched ? uri : paths->copy, sql + 12, sizeof sql - 12);
     memcpy(sql, "VACUUM INTO ", 12);
-    rc = database_exec(source, sql, 4, context->stop, err);
+    rc = database_exec(source, BACKUP_COPY_CACHE_SQL, 4, context->stop, err);
+    if (rc == 0)
+        rc = database_exec(source, sql, 4, context->stop, err);
     if (rc == 0) {
         /* VACUUM INTO creates the file with the process umask; tighten it
          * before it holds the whole database for longer than a moment. */
