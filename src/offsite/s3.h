@@ -9,11 +9,13 @@
 #define SQLPRODD_S3_H
 
 #include <curl/curl.h>
+#include <openssl/types.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
 
+#include "core/io.h"
 #include "offsite/credentials.h"
 #include "offsite/sigv4.h"
 #include "offsite/target_internal.h"
@@ -102,6 +104,27 @@ void s3_response_free(struct s3_response *response);
 
 /* Base64 MD5 for Content-MD5 and hex SHA-256 of a buffer. */
 void s3_content_md5(const void *data, size_t size, char out[32]);
+
+/* What a body is sent with: its payload SHA-256 (hex), and its Content-MD5
+ * (base64) when it was asked for ("" otherwise). */
+struct s3_body_hashes {
+    char md5[32];
+    char sha256[SIGV4_SHA256_HEX];
+};
+
+/* The running hashes of a body read in pieces: a single PutObject's, or one
+ * part's of a multipart upload. */
+struct s3_body_hashing {
+    struct io_sha256 sha;
+    EVP_MD_CTX *md5; /* NULL: no Content-MD5 */
+};
+
+/* 0, or -ENOMEM. s3_body_hashing_discard is safe after a failure. */
+int s3_body_hashing_begin(struct s3_body_hashing *hashing, bool md5);
+void s3_body_hashing_update(struct s3_body_hashing *hashing, const void *data, size_t size);
+/* Writes the hashes and frees what begin took. */
+void s3_body_hashing_end(struct s3_body_hashing *hashing, struct s3_body_hashes *out);
+void s3_body_hashing_discard(struct s3_body_hashing *hashing);
 
 /* s3_xml.c. Each returns 0, or -EPROTO when the XML is not what S3 sends. */
 struct s3_error_document {

@@ -98,6 +98,42 @@ void s3_content_md5(const void *data, size_t size, char out[32])
     EVP_EncodeBlock((unsigned char *)out, digest, (int)length);
 }
 
+int s3_body_hashing_begin(struct s3_body_hashing *hashing, bool md5)
+{
+    if (md5 && (!(hashing->md5 = EVP_MD_CTX_new()) ||
+                EVP_DigestInit_ex(hashing->md5, EVP_md5(), NULL) != 1))
+        return -ENOMEM;
+    return io_sha256_begin(&hashing->sha);
+}
+
+void s3_body_hashing_update(struct s3_body_hashing *hashing, const void *data, size_t size)
+{
+    io_sha256_update(&hashing->sha, data, size);
+    if (hashing->md5)
+        EVP_DigestUpdate(hashing->md5, data, size);
+}
+
+void s3_body_hashing_end(struct s3_body_hashing *hashing, struct s3_body_hashes *out)
+{
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned digest_length = 0;
+    out->md5[0] = '\0';
+    if (hashing->md5) {
+        EVP_DigestFinal_ex(hashing->md5, digest, &digest_length);
+        EVP_EncodeBlock((unsigned char *)out->md5, digest, (int)digest_length);
+        EVP_MD_CTX_free(hashing->md5);
+        hashing->md5 = NULL;
+    }
+    io_sha256_end(&hashing->sha, out->sha256);
+}
+
+void s3_body_hashing_discard(struct s3_body_hashing *hashing)
+{
+    EVP_MD_CTX_free(hashing->md5);
+    hashing->md5 = NULL;
+    io_sha256_discard(&hashing->sha);
+}
+
 void s3_response_free(struct s3_response *response)
 {
     free(response->body);

@@ -27,7 +27,6 @@
  * pay for. Not for small sources (target_s3.c sends those in one PutObject).
  */
 #include <errno.h>
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,13 +40,6 @@
 
 #define MULTIPART_READ_BYTES (1024 * 1024)
 
-/* What a part is sent with: its payload SHA-256, and its Content-MD5 on a
- * target with Object Lock ("" otherwise). */
-struct part_hashes {
-    char md5[32];
-    char sha256[SIGV4_SHA256_HEX];
-};
-
 struct multipart {
     struct s3_client *client;
     const char *key;
@@ -57,7 +49,7 @@ struct multipart {
     int64_t part_size;
     size_t part_count;
     char (*etags)[128];
-    struct part_hashes *hashes; /* by part, written by the hashing thread */
+    struct s3_body_hashes *hashes; /* by part, written by the hashing thread */
     const struct io_context *io;
     char source_sha256[IO_SHA256_HEX]; /* by the hashing thread, at its end */
 
@@ -89,40 +81,6 @@ static bool multipart_failed(struct multipart *upload)
     return failed;
 }
 
-/* The running hashes of the part being read. */
-struct part_hashing {
-    struct io_sha256 sha;
-    EVP_MD_CTX *md5; /* NULL without Object Lock */
-};
-
-static int part_hashing_begin(struct part_hashing *h, bool md5)
-{
-    if (md5 && (!(h->md5 = EVP_MD_CTX_new()) || EVP_DigestInit_ex(h->md5, EVP_md5(), NULL) != 1))
-        return -ENOMEM;
-    return io_sha256_begin(&h->sha);
-}
-
-static void part_hashing_end(struct part_hashing *h, struct part_hashes *out)
-{
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned digest_length = 0;
-    out->md5[0] = '\0';
-    if (h->md5) {
-        EVP_DigestFinal_ex(h->md5, digest, &digest_length);
-        EVP_EncodeBlock((unsigned char *)out->md5, digest, (int)digest_length);
-        EVP_MD_CTX_free(h->md5);
-        h->md5 = NULL;
-    }
-    io_sha256_end(&h->sha, out->sha256);
-}
-
-static void part_hashing_discard(struct part_hashing *h)
-{
-    EVP_MD_CTX_free(h->md5);
-    h->md5 = NULL;
-    io_sha256_discard(&h->sha);
-}
-
 /* The hashing thread: the source once, in order; each part's hashes are
  * published as soon as its last byte is read, the whole's at the end. */
 static void *multipart_hash_source(void *context)
@@ -132,10 +90,10 @@ static void *multipart_hash_source(void *context)
     struct error error = {0};
     unsigned char *buffer = malloc(MULTIPART_READ_BYTES);
     struct io_sha256 whole = {0};
-    struct part_hashing part = {0};
+    struct s3_body_hashing part = {0};
     bool md5 = upload->client->object_lock_mode != NULL;
     void *reader = NULL;
-    if (!buffer || io_sha256_begin(&whole) != 0 || part_hashing_begin(&part, md5) != 0) {
+    if (!buffer || io_sha256_begin(&whole) != 0 || s3_body_hashing_begin(&part, md5) != 0) {
         error_set(&error, -ENOMEM, "out of memory hashing %s for %s", source->name, upload->key);
         goto out;
     }
@@ -153,16 +111,14 @@ static void *multipart_hash_source(void *context)
             if (source->read(reader, buffer, length, offset, &error) != 0)
                 goto out;
             io_sha256_update(&whole, buffer, length);
-            io_sha256_update(&part.sha, buffer, length);
-            if (part.md5)
-                EVP_DigestUpdate(part.md5, buffer, length);
+            s3_body_hashing_update(&part, buffer, length);
         }
-        part_hashing_end(&part, &upload->hashes[index]);
+        s3_body_hashing_end(&part, &upload->hashes[index]);
         pthread_mutex_lock(&upload->lock);
         upload->hashed_parts = index + 1;
         pthread_cond_broadcast(&upload->hashed);
         pthread_mutex_unlock(&upload->lock);
-        if (index + 1 < upload->part_count && part_hashing_begin(&part, md5) != 0) {
+        if (index + 1 < upload->part_count && s3_body_hashing_begin(&part, md5) != 0) {
             error_set(&error, -ENOMEM, "out of memory hashing %s for %s", source->name,
                       upload->key);
             goto out;
@@ -177,7 +133,7 @@ out:
         multipart_fail(upload, &error);
     if (reader)
         source->close_reader(reader);
-    part_hashing_discard(&part);
+    s3_body_hashing_discard(&part);
     io_sha256_discard(&whole);
     free(buffer);
     return NULL;
@@ -222,7 +178,7 @@ static bool wait_hashed(struct multipart *upload, size_t index)
 
 /* Sends part `index` (`length` bytes from `offset`) with its hashes. */
 static int send_part(struct multipart *upload, CURL *curl, void *reader, size_t index,
-                     int64_t offset, size_t length, const struct part_hashes *hashes,
+                     int64_t offset, size_t length, const struct s3_body_hashes *hashes,
                      struct error *error)
 {
     char number[24];

@@ -12,7 +12,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -72,17 +71,13 @@ static void report_put_progress(void *context, int64_t bytes)
  * whole object when `capacity` >= `size` (it is sent from there), else it
  * is a window the bytes pass through. */
 static int hash_source(const struct target_source *source, void *reader, unsigned char *buffer,
-                       size_t capacity, int64_t size, char sha256[IO_SHA256_HEX], char md5[32],
+                       size_t capacity, int64_t size, struct s3_body_hashes *hashes,
                        struct error *err)
 {
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned digest_length = 0;
-    struct io_sha256 hash = {0};
-    EVP_MD_CTX *md5_context = EVP_MD_CTX_new();
+    struct s3_body_hashing hashing = {0};
     bool whole = (int64_t)capacity >= size;
     int rc = 0;
-    if (!md5_context || EVP_DigestInit_ex(md5_context, EVP_md5(), NULL) != 1 ||
-        io_sha256_begin(&hash) != 0) {
+    if (s3_body_hashing_begin(&hashing, true) != 0) {
         rc = error_set(err, -ENOMEM, "out of memory");
         goto out;
     }
@@ -91,21 +86,16 @@ static int hash_source(const struct target_source *source, void *reader, unsigne
         unsigned char *at = whole ? buffer + offset : buffer;
         rc = source->read(reader, at, length, offset, err);
         if (rc == 0) {
-            io_sha256_update(&hash, at, length);
-            EVP_DigestUpdate(md5_context, at, length);
+            s3_body_hashing_update(&hashing, at, length);
             offset += (int64_t)length;
         }
     }
     if (rc == 0 && source->check)
         rc = source->check(reader, err);
-    if (rc == 0) {
-        io_sha256_end(&hash, sha256);
-        EVP_DigestFinal_ex(md5_context, digest, &digest_length);
-        EVP_EncodeBlock((unsigned char *)md5, digest, (int)digest_length);
-    }
+    if (rc == 0)
+        s3_body_hashing_end(&hashing, hashes);
 out:
-    io_sha256_discard(&hash);
-    EVP_MD_CTX_free(md5_context);
+    s3_body_hashing_discard(&hashing);
     return rc;
 }
 
@@ -116,7 +106,8 @@ static int put_small(struct s3_target *s3, const char *key, const struct target_
 {
     struct s3_request request = {.method = "PUT", .key = key, .download_fd = -1};
     struct s3_response response = {0};
-    char md5[32], sha256[SIGV4_SHA256_HEX], what[1200], retain_until[S3_DATE_SIZE];
+    struct s3_body_hashes hashes;
+    char what[1200], retain_until[S3_DATE_SIZE];
     int64_t size = source->size;
     bool in_memory = size <= PUT_IN_MEMORY_BYTES;
     size_t capacity = in_memory ? (size > 0 ? (size_t)size : 1) : PUT_READ_BYTES;
@@ -129,7 +120,7 @@ static int put_small(struct s3_target *s3, const char *key, const struct target_
         return error_set(err, -ENOMEM, "%s: out of memory", what);
     rc = source->open_reader(source->context, &reader, err);
     if (rc == 0)
-        rc = hash_source(source, reader, buffer, capacity, size, sha256, md5, err);
+        rc = hash_source(source, reader, buffer, capacity, size, &hashes, err);
     if (rc == 0 && !in_memory) {
         /* Sent from a reader of its own, from the start: the one that
          * hashed has been checked and is done. What is sent is not checked
@@ -142,15 +133,15 @@ static int put_small(struct s3_target *s3, const char *key, const struct target_
         error_prefix(err, "%s: ", what);
         goto out;
     }
-    if (sha256_hex && strcmp(sha256, sha256_hex) != 0) {
+    if (sha256_hex && strcmp(hashes.sha256, sha256_hex) != 0) {
         rc = error_set(err, -EBADMSG,
                        "%s: the local file changed or is corrupt (sha256 %s, the manifest says "
                        "%s); not uploaded",
-                       what, sha256, sha256_hex);
+                       what, hashes.sha256, sha256_hex);
         goto out;
     }
-    s3_request_add_header(&request, "Content-MD5", md5);
-    s3_request_add_object_headers(&s3->client, &request, sha256, time(NULL), retain_until);
+    s3_request_add_header(&request, "Content-MD5", hashes.md5);
+    s3_request_add_object_headers(&s3->client, &request, hashes.sha256, time(NULL), retain_until);
     if (in_memory) {
         request.body = buffer;
     } else {
@@ -158,12 +149,12 @@ static int put_small(struct s3_target *s3, const char *key, const struct target_
         request.body_reader = reader;
     }
     request.body_size = (size_t)size;
-    request.payload_hash = sha256;
+    request.payload_hash = hashes.sha256;
     request.progress = report_put_progress;
     request.progress_context = progress_context;
     rc = s3_perform(&s3->client, s3->curl, &request, &response, io, err);
     if (rc == 0)
-        memcpy(stored_sha256, sha256, IO_SHA256_HEX);
+        memcpy(stored_sha256, hashes.sha256, IO_SHA256_HEX);
 out:
     if (reader)
         source->close_reader(reader);
