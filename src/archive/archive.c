@@ -77,9 +77,8 @@ struct archive_pool {
     struct archive_early *early;  /* blocks compressed while the copy was written; may be NULL */
     struct archive_worker *workers;
     pthread_t *threads;
-    size_t thread_count;
+    size_t thread_count; /* taken from the process's budget, given back at stop */
     size_t threads_started;
-    size_t threads_granted; /* taken from the process's budget, given back at stop */
 };
 
 struct archive_worker {
@@ -215,8 +214,7 @@ static void archive_pool_stop(struct archive_pool *pool)
     free(pool->codecs);
     free(pool->workers);
     free(pool->threads);
-    archive_threads_give_back(pool->threads_granted);
-    pool->threads_granted = 0;
+    archive_threads_give_back(pool->thread_count);
     pthread_cond_destroy(&pool->block_done);
     pthread_cond_destroy(&pool->work_ready);
     pthread_mutex_destroy(&pool->lock);
@@ -238,7 +236,6 @@ static int archive_pool_start(struct archive_pool *pool, enum archive_format for
 {
     memset(pool, 0, sizeof *pool);
     size_t thread_count = archive_threads_take(archive_thread_count(options));
-    pool->threads_granted = thread_count;
     pthread_mutex_init(&pool->lock, NULL);
     pthread_cond_init(&pool->work_ready, NULL);
     pthread_cond_init(&pool->block_done, NULL);
