@@ -12,6 +12,7 @@ import os
 import random
 import re
 import shutil
+import sqlite3
 import subprocess
 import tempfile
 
@@ -150,11 +151,31 @@ def unpacked_view(root, dest):
     raise AssertionError(f"no whole copy of {root} in 50 attempts")
 
 
-def layout_problems(root):
+def queued_generations(state_dir, database):
+    """The generations (gNNNNNNNN) of which the stopped agent's state.db
+    still queues an object to upload: a base whose upload a stop cut short,
+    which the next start finishes."""
+    path = os.path.join(state_dir, "state.db")
+    if not os.path.exists(path):
+        return set()
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        keys = [k for (k,) in db.execute("SELECT key FROM replica_queue WHERE database = ?",
+                                         (database,))]
+    finally:
+        db.close()
+    prefix = f"{database}/replica/"
+    return {k[len(prefix):].split("/")[0] for k in keys if k.startswith(prefix)}
+
+
+def layout_problems(root, queued=frozenset()):
     """Everything wrong with the replica under ROOT (a local copy of
     PREFIX/DB/replica): per generation, segments must start at 0, follow one
     another without gap or overlap, end on their last commit, have a sidecar
     whose commits ascend; index.json must name every generation.
+    A generation in QUEUED (queued_generations: a stop came while its
+    objects went up) may be missing from index.json and lack base.json: the
+    index names it only once all of it is up, so a restore does not see it.
     Packs are unpacked first (unpack), on a copy.
     Returns (problems, {generation: [(start, end, commits)]})."""
     if os.path.isdir(os.path.join(root, "packs")):
@@ -163,7 +184,7 @@ def layout_problems(root):
             unpacked = os.path.join(scratch, "replica")
             os.mkdir(unpacked)
             pack_problems, _ = unpack(root, unpacked)
-            problems, generations = layout_problems(unpacked)
+            problems, generations = layout_problems(unpacked, queued)
             return pack_problems + problems, generations
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -180,7 +201,7 @@ def layout_problems(root):
             index = json.load(f)
         listed = [g["name"] for g in index.get("generations", [])]
         for name in names:
-            if name not in listed and os.listdir(os.path.join(root, name, "wal")
+            if name not in listed and name not in queued and os.listdir(os.path.join(root, name, "wal")
                                                  if os.path.isdir(os.path.join(root, name, "wal"))
                                                  else os.path.join(root, name)):
                 # a generation whose objects are there but not yet indexed is
@@ -193,7 +214,8 @@ def layout_problems(root):
         directory = os.path.join(root, name)
         base_path = os.path.join(directory, "base.json")
         if not os.path.exists(base_path):
-            problems.append(f"{name}/base.json missing")
+            if name not in queued:
+                problems.append(f"{name}/base.json missing")
             base = {}
         else:
             with open(base_path) as f:
