@@ -28,19 +28,50 @@
 struct replica_uploader {
     const struct database_config *db;
     const volatile sig_atomic_t *stop;
-    char spool[PATH_MAX];
+    char *spool;         /* allocated to its length: one uploader per replicated database */
     struct state *state; /* borrowed: the caller's thread's connection */
     struct target *target;
     bool index_stale; /* objects are up that index.json does not describe yet */
     bool sweep_due;   /* objects of forgotten generations may be left on the target */
     int64_t next_retention_ms;
+    int64_t last_put_ms; /* when an object last went up; 0: none since the target opened */
 };
+
+/* The target (for S3 a curl handle with its connection, TLS session and CA
+ * store: tens of KiB each) is closed once nothing has gone up for this long
+ * and nothing is left to do, and opened again by the next upload: a hundred
+ * idle databases hold no connection, and a database written every second
+ * keeps its one. Longer than S3 keeps an idle connection open (about 20 s),
+ * so resting loses nothing that was still worth keeping. */
+#define UPLOADER_REST_AFTER_MS (30 * 1000)
 
 /* How often the window is looked at: often enough that the replica holds
  * little more than `window`, rarely enough to cost nothing (one state.db
  * read; the target is listed only when something left the window). */
 #define RETENTION_EVERY_MIN_MS 1000
 #define RETENTION_EVERY_MAX_MS (15 * 60 * 1000)
+
+/* The target, opened again if it rests (UPLOADER_REST_AFTER_MS). */
+static int uploader_target(struct replica_uploader *u, struct error *err)
+{
+    if (u->target)
+        return 0;
+    int rc = target_open(u->db->replicate.target, &u->target, err);
+    if (rc == 0)
+        target_set_stop(u->target, u->stop);
+    return rc;
+}
+
+/* Closes the target once the queue, the index and the sweep are done and
+ * nothing went up for UPLOADER_REST_AFTER_MS. */
+static void uploader_rest(struct replica_uploader *u, int64_t now_ms)
+{
+    if (u->target && !u->index_stale && !u->sweep_due &&
+        now_ms - u->last_put_ms >= UPLOADER_REST_AFTER_MS) {
+        target_close(u->target);
+        u->target = NULL;
+    }
+}
 
 int replica_uploader_open(const struct database_config *db, const char *state_dir,
                           struct state *state, const volatile sig_atomic_t *stop,
@@ -55,16 +86,21 @@ int replica_uploader_open(const struct database_config *db, const char *state_di
     u->db = db;
     u->stop = stop;
     u->state = state;
-    if ((rc = replica_spool_directory(state_dir, db->name, u->spool, sizeof u->spool, err)) < 0)
+    char spool[PATH_MAX];
+    if ((rc = replica_spool_directory(state_dir, db->name, spool, sizeof spool, err)) < 0)
         goto fail;
+    if (!(u->spool = strdup(spool))) {
+        rc = error_set(err, -ENOMEM, "out of memory");
+        goto fail;
+    }
     if (!db->replicate.target) {
         rc = error_set(err, -EINVAL, "%s: replicate has no target", db->name);
         goto fail;
     }
-    if ((rc = fs_make_directories(u->spool, 0700, err)) < 0 ||
-        (rc = target_open(db->replicate.target, &u->target, err)) < 0)
+    /* Opened here, though the first upload would, so that a target that
+     * cannot be opened is reported when replication starts. */
+    if ((rc = fs_make_directories(u->spool, 0700, err)) < 0 || (rc = uploader_target(u, err)) < 0)
         goto fail;
-    target_set_stop(u->target, stop);
     u->index_stale = true; /* a kill may have come between the objects and it */
     u->sweep_due = true;   /* and between forgetting generations and deleting them */
     *out = u;
@@ -80,6 +116,7 @@ void replica_uploader_close(struct replica_uploader *u)
         return;
     if (u->target)
         target_close(u->target);
+    free(u->spool);
     free(u);
 }
 
@@ -111,6 +148,8 @@ static int write_index(struct replica_uploader *u, const struct state_replica_ge
     int rc = fs_write_file_atomically(path, json, strlen(json), 0600, err);
     free(json);
     if (rc == 0)
+        rc = uploader_target(u, err);
+    if (rc == 0)
         rc = target_put_file(u->target, key, path, NULL, NULL, err);
     unlink(path);
     return rc;
@@ -131,7 +170,9 @@ static int sweep(struct replica_uploader *u, uint32_t oldest_kept, size_t *delet
     *deleted = 0;
     *held = 0;
     snprintf(prefix, sizeof prefix, "%s/replica/", u->db->name);
-    int rc = target_list(u->target, prefix, &listing, err);
+    int rc = uploader_target(u, err);
+    if (rc == 0)
+        rc = target_list(u->target, prefix, &listing, err);
     for (size_t i = 0; rc == 0 && i < listing.count && !(u->stop && *u->stop); i++) {
         const char *key = listing.objects[i].key;
         if (strncmp(key, prefix, strlen(prefix)) != 0)
@@ -250,11 +291,21 @@ out:
     return rc;
 }
 
+static int uploader_retain_then_rest(struct replica_uploader *u, int64_t now_ms, struct error *err)
+{
+    int rc = retain(u, now_ms, err);
+    if (rc == 0)
+        uploader_rest(u, now_ms);
+    return rc;
+}
+
 int64_t replica_uploader_next_ms(const struct replica_uploader *u, int64_t now_ms)
 {
     if (u->index_stale || u->sweep_due || u->next_retention_ms <= now_ms)
         return now_ms;
-    return u->next_retention_ms;
+    int64_t rest_at = u->last_put_ms + UPLOADER_REST_AFTER_MS;
+    return u->target && rest_at < u->next_retention_ms ? (rest_at > now_ms ? rest_at : now_ms)
+                                                       : u->next_retention_ms;
 }
 
 /* Whether compaction may pack the object just put, and its item. */
@@ -291,7 +342,7 @@ int replica_upload(struct replica_uploader *u, int64_t now_ms, int *uploaded, st
     int rc = state_replica_generations(u->state, u->db->name, &list, &count, &up_to, err);
     if (rc < 0 || (up_to == 0 && !u->index_stale)) {
         free(list);
-        return rc < 0 ? rc : retain(u, now_ms, err);
+        return rc < 0 ? rc : uploader_retain_then_rest(u, now_ms, err);
     }
     for (;;) {
         struct state_replica_object object;
@@ -307,7 +358,9 @@ int replica_upload(struct replica_uploader *u, int64_t now_ms, int *uploaded, st
             io_sha256_fd(fd, &io, sha);
             close(fd);
         }
-        rc = target_put_file(u->target, object.key, object.path, sha[0] ? sha : NULL, &io, err);
+        rc = uploader_target(u, err);
+        if (rc == 0)
+            rc = target_put_file(u->target, object.key, object.path, sha[0] ? sha : NULL, &io, err);
         if (rc < 0) {
             error_prefix(err, "%s: upload of %s: ", u->db->name, object.key);
             break;
@@ -321,6 +374,7 @@ int replica_upload(struct replica_uploader *u, int64_t now_ms, int *uploaded, st
         unlink(object.path);
         (*uploaded)++;
         u->index_stale = true;
+        u->last_put_ms = now_ms;
     }
     if (rc == 0 && u->index_stale && count > 0) {
         rc = write_index(u, list, count, now_ms, err);
@@ -333,5 +387,5 @@ int replica_upload(struct replica_uploader *u, int64_t now_ms, int *uploaded, st
             rc = state_replica_uploaded(u->state, u->db->name, newest, err);
     }
     free(list);
-    return rc < 0 ? rc : retain(u, now_ms, err);
+    return rc < 0 ? rc : uploader_retain_then_rest(u, now_ms, err);
 }

@@ -902,6 +902,107 @@ class ReplicationToS3(S3TestCase, ReplicaTestCase):
         self.wait_for(fetched, timeout=30, interval=1, what="the bucket to hold every commit")
         self.assertEqual(self.stop_agent(agent)[0], 0)
 
+    def test_idle_uploaders_let_their_connections_go_and_open_them_again(self):
+        """Five databases replicated to an S3 server that keeps idle
+        connections for 10 minutes. Once nothing has gone up for 30 s after
+        their bases, the agent holds no connection to it (an idle database
+        costs no curl handle and no socket). While one is written
+        every 20 ms, its uploader keeps one connection throughout (reused,
+        not one per segment); 30 s after the last write it is let go again;
+        a write after that is in the bucket and restores."""
+        store = os.path.join(self.dir, "s3data")
+        os.makedirs(store)
+        node = subprocess.Popen(["node", os.path.join(SERVER_DIR, "server.js"), "--port", "0",
+                                 "--directory", store, "--keep-alive-ms", "600000"],
+                                stdout=subprocess.PIPE, text=True)
+        self.processes.append(node)
+        line = node.stdout.readline()
+        url = line[line.index("http://"):].strip()
+        port = int(url.rsplit(":", 1)[1].strip("/"))
+        paths = []
+        for i in range(5):
+            path = os.path.join(self.dir, f"db{i}.db")
+            with sqlite3.connect(path) as db:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("CREATE TABLE r (id INTEGER PRIMARY KEY, payload BLOB)")
+            paths.append(path)
+        self.write_config(
+            ", ".join(f'{{ name = "db{i}"; path = "{p}"; }}' for i, p in enumerate(paths)),
+            defaults='replicate = { target = "offsite"; interval = "1s"; };',
+            targets=self.s3_target(url))
+        agent = self.start_agent(env=self.env)
+        self.wait_for(lambda: len(glob.glob(os.path.join(store, "**", "index.json*"),
+                                            recursive=True)) >= 5,
+                      what="an index.json for each database in the bucket")
+        started = time.monotonic()
+        self.wait_for(lambda: not connections_to(agent.pid, port), timeout=90, interval=0.5,
+                      what="the agent to let go of its connections once the bases are up")
+        rested_after_bases = time.monotonic() - started
+
+        samples = []
+        with sqlite3.connect(paths[0]) as db:
+            deadline = time.monotonic() + 6
+            while time.monotonic() < deadline:
+                db.execute("INSERT INTO r (payload) VALUES (randomblob(100))")
+                db.commit()
+                samples.append(connections_to(agent.pid, port))
+                time.sleep(0.02)
+        written = time.monotonic()
+        # From the first segment's upload on, which opens it, the uploader's
+        # connection is in every sample.
+        first = next((i for i, sample in enumerate(samples) if sample), len(samples))
+        self.assertLess(first, len(samples) // 2, f"no connection while writing: {samples[::25]}")
+        kept = set.intersection(*samples[first:])
+        self.assertTrue(kept, f"no connection kept while writing: {samples[first::25]}")
+        self.wait_for(lambda: not connections_to(agent.pid, port), timeout=90, interval=0.5,
+                      what="the agent to let go of its connection after the last write")
+        print(f"\nno connection {rested_after_bases:.1f} s after the bases; while writing "
+              f"{len(set().union(*samples))} in all, {kept} throughout; none "
+              f"{time.monotonic() - written:.1f} s after the last write")
+
+        with sqlite3.connect(paths[2]) as db:
+            db.execute("INSERT INTO r (payload) VALUES ('after the rest')")
+        out = os.path.join(self.dir, "db2-restored.db")
+
+        def restored():
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(out + suffix):
+                    os.unlink(out + suffix)
+            if self.run_cli("restore", "db2", "--to", out, "--at", "latest",
+                            env=self.env).returncode != 0:
+                return False
+            with sqlite3.connect(out) as db:
+                return db.execute("SELECT count(*) FROM r WHERE payload = 'after the rest'"
+                                  ).fetchone()[0] == 1
+        self.wait_for(restored, timeout=30, interval=0.5,
+                      what="the write after the rest in the bucket")
+        self.assertEqual(self.stop_agent(agent)[0], 0)
+
+
+def connections_to(pid, port):
+    """The local ports of PID's established TCP connections to 127.0.0.1:PORT
+    (its sockets in /proc/PID/fd matched with /proc/PID/net/tcp)."""
+    inodes = set()
+    for fd in glob.glob(f"/proc/{pid}/fd/*"):
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    ports = set()
+    try:
+        with open(f"/proc/{pid}/net/tcp") as f:
+            next(f)
+            for row in f:
+                fields = row.split()
+                local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+                if state == "01" and inode in inodes and int(remote.split(":")[1], 16) == port:
+                    ports.add(int(local.split(":")[1], 16))
+    except OSError:
+        pass
+    return ports
+
 
 if __name__ == "__main__":
     unittest.main()

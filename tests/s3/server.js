@@ -20,7 +20,7 @@
  *          [--secret-key SECRET] [--session-token TOKEN] [--region REGION]
  *          [--directory DIR] [--allow-unsigned-payload] [--verbose]
  *          [--fail N [--fail-status 503] [--fail-code SlowDown]]
- *          [--tls-cert PEM --tls-key PEM]
+ *          [--tls-cert PEM --tls-key PEM] [--keep-alive-ms 30000]
  * Prints "s3 test server listening on http://127.0.0.1:PORT" (https with
  * --tls-cert) on stdout once ready. Virtual-hosted requests work with
  * Host: BUCKET.localhost:PORT.
@@ -57,6 +57,7 @@ const DEFAULTS = {
     failCode: 'SlowDown',
     tlsCert: null,
     tlsKey: null,
+    keepAliveMs: 30000,
     child: false,
 };
 const DEFAULT_BUCKET = 'sqlprodd-test';
@@ -78,6 +79,7 @@ function parseArguments(argv) {
         '--fail-code': (v) => (options.failCode = v),
         '--tls-cert': (v) => (options.tlsCert = v),
         '--tls-key': (v) => (options.tlsKey = v),
+        '--keep-alive-ms': (v) => (options.keepAliveMs = Number(v)),
     };
     for (let i = 0; i < argv.length; i++) {
         const argument = argv[i];
@@ -693,7 +695,9 @@ async function main() {
             }
         });
     });
-    server.keepAliveTimeout = 30000;
+    // How long an idle client connection is kept open: S3 closes one after
+    // about 20 s, other servers keep it for minutes (--keep-alive-ms).
+    server.keepAliveTimeout = options.keepAliveMs;
 
     const shutdown = () => {
         if (shuttingDown) {
