@@ -325,6 +325,26 @@ class Litestream(Tool):
         return [litestream_binary(), "restore", "-config", self.config, "-o", out, self.db]
 
 
+def renice_tree(pid, niceness):
+    """PID and every process under it (the S3 server's front and its s3rver
+    child) at NICENESS: each of their threads, as Linux keeps a nice value
+    per thread (threads started later inherit it)."""
+    children = {}
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(stat) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.split("/")[2]))
+        except (OSError, IndexError, ValueError):
+            continue
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        for task in os.listdir(f"/proc/{current}/task"):
+            os.setpriority(os.PRIO_PROCESS, int(task), niceness)
+        pending += children.get(current, [])
+
+
 def one_run(kind, args, source, run):
     work = os.path.join(WORK, f"replicate-{kind.__name__.lower()}-{run}")
     drop(work)
@@ -333,6 +353,8 @@ def one_run(kind, args, source, run):
     shutil.copyfile(source, db)
     create(db)  # the writer's tables, in WAL mode
     s3 = S3Server(os.path.join(work, "s3")) if args.target == "s3" and kind is not Alone else None
+    if s3 and args.server_nice:
+        renice_tree(s3.process.pid, args.server_nice)
     try:
         return measure_run(kind, args, source, run, work, db, s3)
     finally:
@@ -472,6 +494,9 @@ def main():
                         help="a directory on local disk (dir), or the loopback S3 server (s3)")
     parser.add_argument("--no-compact", action="store_true",
                         help="sqlprodd with replicate.compact = false (what compaction costs)")
+    parser.add_argument("--server-nice", type=int, default=0, metavar="N",
+                        help="run the S3 server at nice N (19: it gets only the CPU that the "
+                             "writer and the tool leave, as a remote server would take none)")
     args = parser.parse_args()
     Tool.compact = not args.no_compact
     if args.quick:
@@ -508,6 +533,7 @@ def main():
              + ("dir target on local disk" if args.target == "dir"
                 else "the loopback S3 server (tests/s3)")
              + (", sqlprodd with compact = false" if args.no_compact else "")
+             + (f", the server at nice {args.server_nice}" if args.server_nice else "")
              + f"; medians of {args.runs} runs")
     table(f"replication: {where}",
           ["tool", "tx/s", "delay p50", "delay p99", "unmarked", "WAL median", "WAL max",
