@@ -7,6 +7,8 @@ tests/CMakeLists.txt) when none failed but some were skipped, after naming
 each skipped test and why, and 0 only when every test ran and passed.
 
 Usage (from the directory of the test modules): python3 run_unittest.py MODULE...
+With SQLPRODD_TEST_ONLY=NAME[,NAME...] only the test methods whose names hold
+one of them run (the mutation check's `only:`, tests/mutation/README.md).
 """
 import os
 import sys
@@ -19,7 +21,11 @@ def main(names):
     # As `python -m unittest` does: the modules and their helpers are in the
     # working directory, not beside this file.
     sys.path.insert(0, os.getcwd())
-    suite = unittest.defaultTestLoader.loadTestsFromNames(names)
+    loader = unittest.TestLoader()
+    only = os.environ.get("SQLPRODD_TEST_ONLY")
+    if only:
+        loader.testNamePatterns = [f"*{name}*" for name in only.split(",")]
+    suite = loader.loadTestsFromNames(names)
     result = unittest.TextTestRunner(verbosity=2).run(suite)
     if not result.wasSuccessful():
         return 1

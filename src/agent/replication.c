@@ -16,6 +16,7 @@
 #include "core/io.h"
 #include "core/log.h"
 #include "db/database.h"
+#include "offsite/target_pool.h"
 #include "replicate/compactor.h"
 #include "replicate/shipper.h"
 #include "replicate/uploader.h"
@@ -33,6 +34,10 @@
 /* Retry of a failing target: 1 s doubling to 60 s. */
 #define UPLOAD_RETRY_BASE_MS 1000
 #define UPLOAD_RETRY_MAX_MS  60000
+/* A thread's target (target_pool.h) unused this long is closed: longer than
+ * S3 keeps an idle connection (about 20 s), so nothing worth keeping goes,
+ * and a hundred idle databases hold no curl handle and no socket. */
+#define TARGET_REST_MS (30 * 1000)
 
 struct problem {
     char last[1024]; /* logged once until it changes */
@@ -67,6 +72,9 @@ struct agent_replication {
     /* One state.db connection per thread, opened at its first need and
      * shared by every database's shipper or uploader on that thread. */
     struct state *reader_state, *upload_state;
+    /* Likewise one pool of targets per thread: the databases that ship to
+     * one target share its connection. */
+    struct target_pool *upload_targets, *compact_targets;
     bool files_failed;        /* a wait failed: as without inotify from then on */
 };
 
@@ -98,6 +106,25 @@ static int thread_state(struct agent_replication *replication, struct state **sl
                         struct error *err)
 {
     return *slot ? 0 : state_open(replication->config->state_dir, slot, err);
+}
+
+/* The calling thread's target pool (`slot`), made at its first need. */
+static int thread_targets(struct agent_replication *replication, struct target_pool **slot,
+                          struct error *err)
+{
+    if (*slot)
+        return 0;
+    int rc = target_pool_new(TARGET_REST_MS, &replication->stop, slot);
+    return rc < 0 ? error_set(err, rc, "out of memory") : 0;
+}
+
+/* Closes the pool's targets that rest; `next` brought forward to when the
+ * next one will. */
+static void rest_targets(struct target_pool *pool, int64_t *next)
+{
+    int64_t in = pool ? target_pool_rest(pool) : INT64_MAX;
+    if (in != INT64_MAX && replication_now_ms() + in < *next)
+        *next = replication_now_ms() + in;
 }
 
 static void wake_uploader(struct agent_replication *replication)
@@ -258,10 +285,12 @@ static int64_t upload_turn(struct agent_replication *replication, struct replica
     int rc = 0, uploaded = 0;
     if (now < item->upload_due_ms)
         return item->upload_due_ms;
-    if (!item->uploader && (rc = thread_state(replication, &replication->upload_state, &err)) == 0)
+    if (!item->uploader &&
+        (rc = thread_state(replication, &replication->upload_state, &err)) == 0 &&
+        (rc = thread_targets(replication, &replication->upload_targets, &err)) == 0)
         rc = replica_uploader_open(item->db, replication->config->state_dir,
-                                   replication->upload_state, &replication->stop, &item->uploader,
-                                   &err);
+                                   replication->upload_state, replication->upload_targets,
+                                   &replication->stop, &item->uploader, &err);
     if (rc == 0)
         rc = replica_upload(item->uploader, now, &uploaded, &err);
     if (uploaded > 0 && replica_compacts(item->db)) {
@@ -302,11 +331,13 @@ static void *upload_run(void *argument)
             if (due < next)
                 next = due;
         }
+        rest_targets(replication->upload_targets, &next);
         /* Until woken by the reader, the next retry, or a stop. */
         replication_sleep(replication, &replication->wake, &replication->queued, next);
     }
     for (size_t i = 0; i < replication->count; i++)
         replica_uploader_close(replication->databases[i].uploader);
+    target_pool_free(replication->upload_targets);
     state_close(replication->upload_state);
     return NULL;
 }
@@ -324,8 +355,10 @@ static int64_t compact_turn(struct agent_replication *replication, struct replic
     pthread_mutex_unlock(&replication->lock);
     if (!wanted && (item->compact_failures == 0 || now < item->compact_due_ms))
         return item->compact_failures ? item->compact_due_ms : INT64_MAX;
-    if (!item->compactor)
-        rc = replica_compactor_open(item->db, replication->config->state_dir, &replication->stop,
+    if (!item->compactor &&
+        (rc = thread_targets(replication, &replication->compact_targets, &err)) == 0)
+        rc = replica_compactor_open(item->db, replication->config->state_dir,
+                                    replication->compact_targets, &replication->stop,
                                     &item->compactor, &err);
     if (rc == 0 && !item->compact_recovered) {
         rc = replica_compactor_recover(item->compactor, &err);
@@ -367,12 +400,14 @@ static void *compact_run(void *argument)
             if (due < next)
                 next = due;
         }
+        rest_targets(replication->compact_targets, &next);
         /* Until woken by the uploader, a retry, or a stop. */
         replication_sleep(replication, &replication->compact_wake, &replication->compact_queued,
                           next);
     }
     for (size_t i = 0; i < replication->count; i++)
         replica_compactor_close(replication->databases[i].compactor);
+    target_pool_free(replication->compact_targets);
     return NULL;
 }
 

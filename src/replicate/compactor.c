@@ -18,7 +18,7 @@
 #include "core/log.h"
 #include "db/state.h"
 #include "db/state_packs.h"
-#include "offsite/target.h"
+#include "offsite/target_pool.h"
 #include "replicate/format.h"
 #include "replicate/shipper.h"
 
@@ -30,7 +30,7 @@ struct replica_compactor {
     const volatile sig_atomic_t *stop;
     char spool[PATH_MAX];
     struct state *state;
-    struct target *target;
+    struct target *target; /* from the caller's pool, for this turn */
 };
 
 /* A pack being written: its bytes, hashed as they go, and its manifest's
@@ -133,8 +133,8 @@ static int compactor_drop_pending(struct replica_compactor *c, struct error *err
 }
 
 int replica_compactor_open(const struct database_config *db, const char *state_dir,
-                           const volatile sig_atomic_t *stop, struct replica_compactor **out,
-                           struct error *err)
+                           struct target_pool *targets, const volatile sig_atomic_t *stop,
+                           struct replica_compactor **out, struct error *err)
 {
     struct replica_compactor *c = calloc(1, sizeof *c);
     int rc;
@@ -146,9 +146,8 @@ int replica_compactor_open(const struct database_config *db, const char *state_d
     if ((rc = replica_spool_directory(state_dir, db->name, c->spool, sizeof c->spool, err)) < 0 ||
         (rc = fs_make_directories(c->spool, 0700, err)) < 0 ||
         (rc = state_open(state_dir, &c->state, err)) < 0 ||
-        (rc = target_open(db->replicate.target, &c->target, err)) < 0)
+        (rc = target_pool_get(targets, db->replicate.target, &c->target, err)) < 0)
         goto fail;
-    target_set_stop(c->target, stop);
     *out = c;
     return 0;
 fail:
@@ -181,8 +180,6 @@ void replica_compactor_close(struct replica_compactor *c)
 {
     if (!c)
         return;
-    if (c->target)
-        target_close(c->target);
     state_close(c->state);
     free(c);
 }

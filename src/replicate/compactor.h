@@ -43,15 +43,18 @@
 #define PACK_FULL_BYTES   (4LL << 30)
 
 struct replica_compactor;
+struct target_pool;
 
 /* Whether `db` is compacted: it replicates with replicate.compact, and not
  * under Object Lock. */
 bool replica_compacts(const struct database_config *db);
 
-/* Opens the compactor of `db`: a state.db connection and the target. */
+/* Opens the compactor of `db` for one turn: a state.db connection, and the
+ * target from `targets` (target_pool.h; borrowed, the caller's thread's,
+ * not rested before replica_compactor_close). */
 int replica_compactor_open(const struct database_config *db, const char *state_dir,
-                           const volatile sig_atomic_t *stop, struct replica_compactor **out,
-                           struct error *err);
+                           struct target_pool *targets, const volatile sig_atomic_t *stop,
+                           struct replica_compactor **out, struct error *err);
 /* Gives up what a kill left half done: a pending pack (its keys left to
  * delete) and, on a dir target, the temp file of its cut upload. Once per
  * agent, before the first merge; 0 or a negative error. */

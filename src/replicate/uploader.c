@@ -18,7 +18,7 @@
 #include "core/log.h"
 #include "db/state.h"
 #include "db/state_packs.h"
-#include "offsite/target.h"
+#include "offsite/target_pool.h"
 #include "policy/retention.h"
 #include "replicate/compactor.h"
 #include "replicate/format.h"
@@ -30,20 +30,11 @@ struct replica_uploader {
     const volatile sig_atomic_t *stop;
     char *spool;         /* allocated to its length: one uploader per replicated database */
     struct state *state; /* borrowed: the caller's thread's connection */
-    struct target *target;
+    struct target_pool *targets; /* borrowed: the caller's thread's targets */
     bool index_stale; /* objects are up that index.json does not describe yet */
     bool sweep_due;   /* objects of forgotten generations may be left on the target */
     int64_t next_retention_ms;
-    int64_t last_put_ms; /* when an object last went up; 0: none since the target opened */
 };
-
-/* The target (for S3 a curl handle with its connection, TLS session and CA
- * store: tens of KiB each) is closed once nothing has gone up for this long
- * and nothing is left to do, and opened again by the next upload: a hundred
- * idle databases hold no connection, and a database written every second
- * keeps its one. Longer than S3 keeps an idle connection open (about 20 s),
- * so resting loses nothing that was still worth keeping. */
-#define UPLOADER_REST_AFTER_MS (30 * 1000)
 
 /* How often the window is looked at: often enough that the replica holds
  * little more than `window`, rarely enough to cost nothing (one state.db
@@ -51,31 +42,16 @@ struct replica_uploader {
 #define RETENTION_EVERY_MIN_MS 1000
 #define RETENTION_EVERY_MAX_MS (15 * 60 * 1000)
 
-/* The target, opened again if it rests (UPLOADER_REST_AFTER_MS). */
-static int uploader_target(struct replica_uploader *u, struct error *err)
+/* The target, from the thread's pool: kept for this call only. */
+static int uploader_target(struct replica_uploader *u, struct target **out, struct error *err)
 {
-    if (u->target)
-        return 0;
-    int rc = target_open(u->db->replicate.target, &u->target, err);
-    if (rc == 0)
-        target_set_stop(u->target, u->stop);
-    return rc;
-}
-
-/* Closes the target once the queue, the index and the sweep are done and
- * nothing went up for UPLOADER_REST_AFTER_MS. */
-static void uploader_rest(struct replica_uploader *u, int64_t now_ms)
-{
-    if (u->target && !u->index_stale && !u->sweep_due &&
-        now_ms - u->last_put_ms >= UPLOADER_REST_AFTER_MS) {
-        target_close(u->target);
-        u->target = NULL;
-    }
+    return target_pool_get(u->targets, u->db->replicate.target, out, err);
 }
 
 int replica_uploader_open(const struct database_config *db, const char *state_dir,
-                          struct state *state, const volatile sig_atomic_t *stop,
-                          struct replica_uploader **out, struct error *err)
+                          struct state *state, struct target_pool *targets,
+                          const volatile sig_atomic_t *stop, struct replica_uploader **out,
+                          struct error *err)
 {
     struct replica_uploader *u = calloc(1, sizeof *u);
     int rc;
@@ -86,6 +62,7 @@ int replica_uploader_open(const struct database_config *db, const char *state_di
     u->db = db;
     u->stop = stop;
     u->state = state;
+    u->targets = targets;
     char spool[PATH_MAX];
     if ((rc = replica_spool_directory(state_dir, db->name, spool, sizeof spool, err)) < 0)
         goto fail;
@@ -97,9 +74,11 @@ int replica_uploader_open(const struct database_config *db, const char *state_di
         rc = error_set(err, -EINVAL, "%s: replicate has no target", db->name);
         goto fail;
     }
-    /* Opened here, though the first upload would, so that a target that
+    /* Got here, though the first upload would, so that a target that
      * cannot be opened is reported when replication starts. */
-    if ((rc = fs_make_directories(u->spool, 0700, err)) < 0 || (rc = uploader_target(u, err)) < 0)
+    struct target *target;
+    if ((rc = fs_make_directories(u->spool, 0700, err)) < 0 ||
+        (rc = uploader_target(u, &target, err)) < 0)
         goto fail;
     u->index_stale = true; /* a kill may have come between the objects and it */
     u->sweep_due = true;   /* and between forgetting generations and deleting them */
@@ -114,8 +93,6 @@ void replica_uploader_close(struct replica_uploader *u)
 {
     if (!u)
         return;
-    if (u->target)
-        target_close(u->target);
     free(u->spool);
     free(u);
 }
@@ -147,10 +124,11 @@ static int write_index(struct replica_uploader *u, const struct state_replica_ge
     format_key(key, sizeof key, u->db->name, FORMAT_INDEX, 0, 0, 0, NULL);
     int rc = fs_write_file_atomically(path, json, strlen(json), 0600, err);
     free(json);
+    struct target *target = NULL;
     if (rc == 0)
-        rc = uploader_target(u, err);
+        rc = uploader_target(u, &target, err);
     if (rc == 0)
-        rc = target_put_file(u->target, key, path, NULL, NULL, err);
+        rc = target_put_file(target, key, path, NULL, NULL, err);
     unlink(path);
     return rc;
 }
@@ -170,9 +148,10 @@ static int sweep(struct replica_uploader *u, uint32_t oldest_kept, size_t *delet
     *deleted = 0;
     *held = 0;
     snprintf(prefix, sizeof prefix, "%s/replica/", u->db->name);
-    int rc = uploader_target(u, err);
+    struct target *target = NULL;
+    int rc = uploader_target(u, &target, err);
     if (rc == 0)
-        rc = target_list(u->target, prefix, &listing, err);
+        rc = target_list(target, prefix, &listing, err);
     for (size_t i = 0; rc == 0 && i < listing.count && !(u->stop && *u->stop); i++) {
         const char *key = listing.objects[i].key;
         if (strncmp(key, prefix, strlen(prefix)) != 0)
@@ -201,7 +180,7 @@ static int sweep(struct replica_uploader *u, uint32_t oldest_kept, size_t *delet
             (*held)++;
             continue;
         }
-        rc = target_delete(u->target, key, err);
+        rc = target_delete(target, key, err);
         if (rc == 0)
             (*deleted)++;
     }
@@ -291,21 +270,11 @@ out:
     return rc;
 }
 
-static int uploader_retain_then_rest(struct replica_uploader *u, int64_t now_ms, struct error *err)
-{
-    int rc = retain(u, now_ms, err);
-    if (rc == 0)
-        uploader_rest(u, now_ms);
-    return rc;
-}
-
 int64_t replica_uploader_next_ms(const struct replica_uploader *u, int64_t now_ms)
 {
     if (u->index_stale || u->sweep_due || u->next_retention_ms <= now_ms)
         return now_ms;
-    int64_t rest_at = u->last_put_ms + UPLOADER_REST_AFTER_MS;
-    return u->target && rest_at < u->next_retention_ms ? (rest_at > now_ms ? rest_at : now_ms)
-                                                       : u->next_retention_ms;
+    return u->next_retention_ms;
 }
 
 /* Whether compaction may pack the object just put, and its item. */
@@ -342,7 +311,7 @@ int replica_upload(struct replica_uploader *u, int64_t now_ms, int *uploaded, st
     int rc = state_replica_generations(u->state, u->db->name, &list, &count, &up_to, err);
     if (rc < 0 || (up_to == 0 && !u->index_stale)) {
         free(list);
-        return rc < 0 ? rc : uploader_retain_then_rest(u, now_ms, err);
+        return rc < 0 ? rc : retain(u, now_ms, err);
     }
     for (;;) {
         struct state_replica_object object;
@@ -358,9 +327,10 @@ int replica_upload(struct replica_uploader *u, int64_t now_ms, int *uploaded, st
             io_sha256_fd(fd, &io, sha);
             close(fd);
         }
-        rc = uploader_target(u, err);
+        struct target *target;
+        rc = uploader_target(u, &target, err);
         if (rc == 0)
-            rc = target_put_file(u->target, object.key, object.path, sha[0] ? sha : NULL, &io, err);
+            rc = target_put_file(target, object.key, object.path, sha[0] ? sha : NULL, &io, err);
         if (rc < 0) {
             error_prefix(err, "%s: upload of %s: ", u->db->name, object.key);
             break;
@@ -374,7 +344,6 @@ int replica_upload(struct replica_uploader *u, int64_t now_ms, int *uploaded, st
         unlink(object.path);
         (*uploaded)++;
         u->index_stale = true;
-        u->last_put_ms = now_ms;
     }
     if (rc == 0 && u->index_stale && count > 0) {
         rc = write_index(u, list, count, now_ms, err);
@@ -387,5 +356,5 @@ int replica_upload(struct replica_uploader *u, int64_t now_ms, int *uploaded, st
             rc = state_replica_uploaded(u->state, u->db->name, newest, err);
     }
     free(list);
-    return rc < 0 ? rc : uploader_retain_then_rest(u, now_ms, err);
+    return rc < 0 ? rc : retain(u, now_ms, err);
 }

@@ -30,13 +30,18 @@
 
 struct replica_uploader;
 struct state;
+struct target_pool;
 
-/* Opens the uploader of `db` (which has replicate.target) and its target.
- * `state` is borrowed, as for replica_open: one connection for every
- * uploader of the caller's thread. Spool files are the shipper's. */
+/* Opens the uploader of `db` (which has replicate.target), and gets its
+ * target from `targets` to report at once one that cannot be opened.
+ * `state` and `targets` are borrowed, as for replica_open: one connection
+ * and one pool (target_pool.h) for every uploader of the caller's thread,
+ * whose target_pool_rest runs only between replica_upload calls. Spool
+ * files are the shipper's. */
 int replica_uploader_open(const struct database_config *db, const char *state_dir,
-                          struct state *state, const volatile sig_atomic_t *stop,
-                          struct replica_uploader **out, struct error *err);
+                          struct state *state, struct target_pool *targets,
+                          const volatile sig_atomic_t *stop, struct replica_uploader **out,
+                          struct error *err);
 void replica_uploader_close(struct replica_uploader *uploader);
 
 /* When replica_upload has work of its own (the retention window) without
