@@ -123,8 +123,9 @@ static int thread_targets(struct agent_replication *replication, struct target_p
 static void rest_targets(struct target_pool *pool, int64_t *next)
 {
     int64_t in = pool ? target_pool_rest(pool) : INT64_MAX;
-    if (in != INT64_MAX && replication_now_ms() + in < *next)
-        *next = replication_now_ms() + in;
+    int64_t at = in == INT64_MAX ? INT64_MAX : replication_now_ms() + in;
+    if (at < *next)
+        *next = at;
 }
 
 static void wake_uploader(struct agent_replication *replication)

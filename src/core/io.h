@@ -85,6 +85,10 @@ void io_sha256_buffer(const void *data, size_t size, char hex[IO_SHA256_HEX]);
  * 0, -ENOMEM, -ECANCELED once io->stop is set, or -errno of a read. */
 int io_sha256_fd(int fd, const struct io_context *io, char hex[IO_SHA256_HEX]);
 
+/* CLOCK_MONOTONIC in milliseconds: for deadlines and idle times, which a
+ * step of the wall clock must neither cut short nor stretch. */
+int64_t io_monotonic_ms(void);
+
 /* How the delay is drawn below the backoff ceiling c = min(max, base * 2^doublings):
  * FULL in [0, c] (AWS's "full jitter": many clients of one server spread
  * out), EQUAL in [c/2, c] (a floor, for retries that must not come back at

@@ -5,12 +5,13 @@
 
 #include <errno.h>
 #include <stdlib.h>
-#include <time.h>
+
+#include "core/io.h"
 
 struct pooled {
     const struct target_config *config; /* compared by address: one per [targets] entry */
     struct target *target;              /* NULL while it rests */
-    int64_t used_ms;                    /* CLOCK_MONOTONIC */
+    int64_t used_ms;                    /* io_monotonic_ms: a clock step moves no rest */
 };
 
 struct target_pool {
@@ -19,15 +20,6 @@ struct target_pool {
     struct pooled *entries;
     size_t count, capacity;
 };
-
-/* Monotonic: a clock step must neither close a target in use nor keep an
- * idle one open. */
-static int64_t pool_now_ms(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-}
 
 int target_pool_new(int64_t rest_ms, const volatile sig_atomic_t *stop, struct target_pool **out)
 {
@@ -76,14 +68,14 @@ int target_pool_get(struct target_pool *pool, const struct target_config *config
             return rc;
         target_set_stop(entry->target, pool->stop);
     }
-    entry->used_ms = pool_now_ms();
+    entry->used_ms = io_monotonic_ms();
     *out = entry->target;
     return 0;
 }
 
 int64_t target_pool_rest(struct target_pool *pool)
 {
-    int64_t now = pool_now_ms(), next = INT64_MAX;
+    int64_t now = io_monotonic_ms(), next = INT64_MAX;
     for (size_t i = 0; i < pool->count; i++) {
         struct pooled *entry = &pool->entries[i];
         if (!entry->target)

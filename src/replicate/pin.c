@@ -8,7 +8,6 @@
 #include <limits.h>
 #include <stdio.h>
 #include <syslog.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "core/error.h"
@@ -165,18 +164,11 @@ struct write_wait {
     bool gave_way;
 };
 
-static int64_t monotonic_ms(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-}
-
 static int write_wait_busy(void *context, int count)
 {
     struct write_wait *wait = context;
     struct pin *pin = wait->pin;
-    if ((pin->stop && *pin->stop) || monotonic_ms() >= wait->deadline_ms)
+    if ((pin->stop && *pin->stop) || io_monotonic_ms() >= wait->deadline_ms)
         return 0;
     if (pin->connection && pin_checkpointer_waits(pin)) {
         wait->gave_way = true;
@@ -189,7 +181,7 @@ static int write_wait_busy(void *context, int count)
 bool pin_begin_write(struct pin *pin, sqlite3 *writer, bool *gave_way)
 {
     struct write_wait wait = {.pin = pin,
-                              .deadline_ms = monotonic_ms() + pin->db->checkpoint.max_wait_ms};
+                              .deadline_ms = io_monotonic_ms() + pin->db->checkpoint.max_wait_ms};
     sqlite3_busy_handler(writer, write_wait_busy, &wait);
     bool begun = sqlite3_exec(writer, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK;
     /* `wait` lives on this stack: no handler may outlive it. */

@@ -72,13 +72,6 @@ struct http_server {
     size_t client_count;         /* not yet dropped */
 };
 
-static int64_t http_now_ms(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-}
-
 static void http_log(void *context, const char *format, va_list args)
 {
     (void)context;
@@ -154,7 +147,7 @@ static void http_notify_connection(void *context, struct MHD_Connection *connect
         return;
     }
     client->fd = info->connect_fd;
-    client->deadline_ms = http_now_ms() + HTTP_HEADER_SECONDS * 1000;
+    client->deadline_ms = io_monotonic_ms() + HTTP_HEADER_SECONDS * 1000;
     client->next = server->clients;
     if (server->clients)
         server->clients->previous = client;
@@ -186,7 +179,7 @@ static void http_request_completed(void *context, struct MHD_Connection *connect
     struct http_client *client = http_client_of(connection);
     if (client && !client->dropped) {
         client->answering = false;
-        client->deadline_ms = http_now_ms() + HTTP_HEADER_SECONDS * 1000;
+        client->deadline_ms = io_monotonic_ms() + HTTP_HEADER_SECONDS * 1000;
     }
 }
 
@@ -327,7 +320,7 @@ static enum MHD_Result http_answer(void *context, struct MHD_Connection *connect
     struct http_client *client = http_client_of(connection);
     if (client && !client->dropped && !client->answering) {
         client->answering = true;
-        client->deadline_ms = http_now_ms() + HTTP_ANSWER_SECONDS * 1000;
+        client->deadline_ms = io_monotonic_ms() + HTTP_ANSWER_SECONDS * 1000;
     }
     if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
         return http_reply_text(connection, MHD_HTTP_METHOD_NOT_ALLOWED,
@@ -375,7 +368,7 @@ static void *http_serve(void *argument)
     for (;;) {
         /* Sleeps until libmicrohttpd has work, its own timer, or the next
          * deadline; with no connection, until a client or http_stop(). */
-        int64_t now_ms = http_now_ms(), wait_ms = INT_MAX;
+        int64_t now_ms = io_monotonic_ms(), wait_ms = INT_MAX;
         MHD_UNSIGNED_LONG_LONG mhd_ms;
         if (MHD_get_timeout(server->daemon, &mhd_ms) == MHD_YES && mhd_ms < (unsigned)INT_MAX)
             wait_ms = (int64_t)mhd_ms;
@@ -387,7 +380,7 @@ static void *http_serve(void *argument)
         if (watched[1].revents)
             break;
         MHD_run(server->daemon);
-        http_drop_late_clients(server, http_now_ms());
+        http_drop_late_clients(server, io_monotonic_ms());
     }
     return NULL;
 }

@@ -320,12 +320,14 @@ class S3Server:
     """tests/s3/server.js on a given (or free) port of 127.0.0.1, restartable;
     `directory` keeps its objects there (bench/ reads them as files)."""
 
-    def __init__(self, port=0, directory=None, allow_unsigned_payload=False):
+    def __init__(self, port=0, directory=None, allow_unsigned_payload=False, keep_alive_ms=None):
         argv = ["node", os.path.join(SERVER_DIR, "server.js"), "--port", str(port)]
         if directory:
             argv += ["--directory", directory]
         if allow_unsigned_payload:
             argv.append("--allow-unsigned-payload")
+        if keep_alive_ms is not None:
+            argv += ["--keep-alive-ms", str(keep_alive_ms)]
         self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
         line = self.process.stdout.readline()
         if "http://127.0.0.1:" not in line:

@@ -19,7 +19,7 @@ import time
 import unittest
 import urllib.request
 
-from harness import AgentTestCase, S3TestCase, BUCKET, SERVER_DIR
+from harness import AgentTestCase, S3Server, S3TestCase, BUCKET
 from replica_checks import unpacked_view
 
 WRITER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "replica_writer.py")
@@ -839,11 +839,8 @@ class ReplicationToS3(S3TestCase, ReplicaTestCase):
         # when a sidecar object appears can be seen every few ms.
         store = os.path.join(self.dir, "s3data")
         os.makedirs(store)
-        node = subprocess.Popen(["node", os.path.join(SERVER_DIR, "server.js"), "--port", "0",
-                                 "--directory", store], stdout=subprocess.PIPE, text=True)
-        self.processes.append(node)
-        line = node.stdout.readline()
-        server = type("Server", (), {"url": line[line.index("http://"):].strip()})()
+        server = S3Server(0, store)
+        self.addCleanup(server.stop)
         self.server = server
         path = self.db_path()
         self.write_config(
@@ -912,12 +909,9 @@ class ReplicationToS3(S3TestCase, ReplicaTestCase):
         a write after that is in the bucket and restores."""
         store = os.path.join(self.dir, "s3data")
         os.makedirs(store)
-        node = subprocess.Popen(["node", os.path.join(SERVER_DIR, "server.js"), "--port", "0",
-                                 "--directory", store, "--keep-alive-ms", "600000"],
-                                stdout=subprocess.PIPE, text=True)
-        self.processes.append(node)
-        line = node.stdout.readline()
-        url = line[line.index("http://"):].strip()
+        server = S3Server(0, store, keep_alive_ms=600000)
+        self.addCleanup(server.stop)
+        url = server.url
         port = int(url.rsplit(":", 1)[1].strip("/"))
         paths = []
         for i in range(5):
