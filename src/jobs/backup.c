@@ -412,6 +412,27 @@ static int backup_prepare_paths(const struct database_config *db, time_t created
     return 0;
 }
 
+/* Archive names have one-second resolution (SPEC: NAME-YYYYMMDDTHHMMSSZ), so
+ * a backup asked for in the second of the previous one (`sqlprodd backup`
+ * right after the agent's) waits for the next second instead of failing.
+ * Only a clock stepped back finds that second taken too. */
+static int backup_claim_second(const struct job_context *context, time_t *created,
+                               struct backup_paths *paths, char *archive_name, size_t name_size,
+                               struct error *err)
+{
+    int rc = backup_prepare_paths(context->database, *created, paths, archive_name, name_size, err);
+    if (rc != -EEXIST)
+        return rc;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    int64_t left_ms = 1000 - now.tv_nsec / 1000000 + 5;
+    if (io_sleep_ms(left_ms, 50, context->stop) != 0)
+        return error_set(err, -ECANCELED, "stopped before the backup began");
+    *created = time(NULL);
+    *err = (struct error){0};
+    return backup_prepare_paths(context->database, *created, paths, archive_name, name_size, err);
+}
+
 /* Links the new backup to the newest one kept here (archive/chain.h): its
  * manifest names that backup and its chain hash, and gets its own. */
 static void backup_link(const struct database_config *db, struct manifest *manifest)
@@ -470,7 +491,8 @@ int job_backup(struct job_context *context, struct job_result *result)
     bool copy_made = false, temp_made = false;
 
     memset(&manifest, 0, sizeof manifest);
-    int rc = backup_prepare_paths(db, created, &paths, archive_name, sizeof archive_name, &err);
+    int rc =
+        backup_claim_second(context, &created, &paths, archive_name, sizeof archive_name, &err);
     if (rc != 0)
         goto fail;
     job_clean_backup_directory(db, NULL);

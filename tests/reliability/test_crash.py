@@ -158,7 +158,8 @@ class CrashSafetyTest(AgentTestCase):
 
     def wait_for_fresh_second(self, name):
         """Archive names have one-second resolution: a second backup within
-        the same second is refused at once, which would waste the trial."""
+        the same second first waits for the next one, and a kill timed for the
+        backup's work would land in that wait instead."""
         directory = os.path.join(self.backup_dir, name)
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         if os.path.isdir(directory) and any(stamp in f for f in os.listdir(directory)):
