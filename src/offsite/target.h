@@ -87,7 +87,16 @@ int target_put_source(struct target *target, const char *key, const struct targe
 int target_get_file(struct target *target, const char *key, const char *path,
                     const struct io_context *io, struct error *err);
 
-/* Objects target_get_file downloaded in this process so far, on any target. */
+/* Downloads bytes [offset, offset + length) of `key` into a new local file
+ * at `path`, as target_get_file (length > 0). An object that ends before
+ * offset + length fails with -EBADMSG naming both sizes. Nothing of the
+ * object's own checksum can be checked on a part: the caller checks what it
+ * cut out (a pack's members, each against its SHA-256). */
+int target_get_range(struct target *target, const char *key, int64_t offset, int64_t length,
+                     const char *path, const struct io_context *io, struct error *err);
+
+/* Objects target_get_file and target_get_range downloaded in this process
+ * so far (a ranged GET counts as one), on any target. */
 long target_objects_read(void);
 
 /* Lists every object whose key starts with `prefix` (all pages). */

@@ -69,7 +69,7 @@ static int file_read(void *reader, unsigned char *buffer, size_t length, int64_t
                      struct error *err)
 {
     const struct target_file *file = reader;
-    int rc = io_pread_full(file->fd, buffer, length, offset);
+    int rc = io_pread_full(file->fd, buffer, length, file->offset + offset);
     if (rc != 0)
         return error_set(err, rc, "cannot read %s: %s", file->path,
                          rc == -ENODATA ? "it shrank while uploading" : strerror(-rc));

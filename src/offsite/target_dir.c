@@ -174,8 +174,10 @@ out:
     return rc;
 }
 
-static int dir_get_file(struct target *target, const char *key, const char *path,
-                        const struct io_context *io, struct error *err)
+/* Copies bytes [offset, offset + length) of the object at `key` (length
+ * < 0: from offset to its end) to a new file at `path`. */
+static int dir_get_part(struct target *target, const char *key, int64_t offset, int64_t length,
+                        const char *path, const struct io_context *io, struct error *err)
 {
     char source[PATH_MAX], sha256_hex[IO_SHA256_HEX];
     int rc;
@@ -192,14 +194,36 @@ static int dir_get_file(struct target *target, const char *key, const char *path
         close(from);
         return rc;
     }
+    if (length < 0)
+        length = (int64_t)st.st_size - offset;
+    if (offset + length > (int64_t)st.st_size) {
+        close(from);
+        return error_set(err, -EBADMSG,
+                         "%s: %s is %lld bytes, not the %lld that bytes %lld+%lld need",
+                         target->description, key, (long long)st.st_size,
+                         (long long)(offset + length), (long long)offset, (long long)length);
+    }
     struct target_file file;
     struct target_source object;
-    target_file_wrap(from, source, (int64_t)st.st_size, &file, &object);
+    target_file_wrap(from, source, length, &file, &object);
+    file.offset = offset;
     int to = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     rc = to < 0 ? error_set(err, -errno, "cannot create %s: %s", path, strerror(errno))
                 : dir_copy_to_new_file(&object, to, path, sha256_hex, io, err);
     close(from);
     return rc;
+}
+
+static int dir_get_file(struct target *target, const char *key, const char *path,
+                        const struct io_context *io, struct error *err)
+{
+    return dir_get_part(target, key, 0, -1, path, io, err);
+}
+
+static int dir_get_range(struct target *target, const char *key, int64_t offset, int64_t length,
+                         const char *path, const struct io_context *io, struct error *err)
+{
+    return dir_get_part(target, key, offset, length, path, io, err);
 }
 
 /* Adds the regular files below `directory` (whose key prefix is `relative`)
@@ -292,6 +316,7 @@ static void dir_close(struct target *target)
 static const struct target_operations dir_operations = {
     .put_source = dir_put_source,
     .get_file = dir_get_file,
+    .get_range = dir_get_range,
     .list = dir_list,
     .delete_object = dir_delete,
     .remove_temp_files = dir_remove_temp_files,

@@ -21,6 +21,8 @@ struct target_operations {
                       const struct io_context *io, struct error *err);
     int (*get_file)(struct target *target, const char *key, const char *path,
                     const struct io_context *io, struct error *err);
+    int (*get_range)(struct target *target, const char *key, int64_t offset, int64_t length,
+                     const char *path, const struct io_context *io, struct error *err);
     int (*list)(struct target *target, const char *prefix, struct target_listing *out,
                 struct error *err);
     int (*delete_object)(struct target *target, const char *key, struct error *err);
@@ -62,6 +64,7 @@ struct target_file {
     int fd;
     bool owned;
     const char *path;
+    int64_t offset; /* where the source starts in the file (a range of it) */
 };
 int target_file_open(const char *path, struct target_file *file, struct target_source *source,
                      struct error *err);

@@ -186,13 +186,53 @@ static void report_get_progress(void *context, int64_t bytes)
     io_report_progress(context, bytes, -1);
 }
 
-static int s3_get_file(struct target *target, const char *key, const char *path,
-                       const struct io_context *io, struct error *err)
+/* A server that ignored the Range header sent the whole object: keeps
+ * bytes [offset, offset + length) of the download, at the start of `fd`. */
+static int keep_range(int fd, int64_t offset, int64_t length)
+{
+    enum { BUFFER_BYTES = 64 * 1024 };
+    unsigned char *buffer = malloc(BUFFER_BYTES);
+    int rc = buffer ? 0 : -ENOMEM;
+    for (int64_t done = 0; rc == 0 && done < length;) {
+        size_t step = length - done < BUFFER_BYTES ? (size_t)(length - done) : BUFFER_BYTES;
+        rc = io_pread_full(fd, buffer, step, offset + done);
+        if (rc == 0 && pwrite(fd, buffer, step, done) != (ssize_t)step)
+            rc = errno ? -errno : -EIO;
+        done += (int64_t)step;
+    }
+    free(buffer);
+    if (rc == 0 && ftruncate(fd, length) != 0)
+        rc = -errno;
+    return rc;
+}
+
+/* Whether a ranged download holds exactly the bytes asked for. */
+static int check_range(int fd, const struct s3_response *response, const char *what, int64_t offset,
+                       int64_t length, struct error *err)
+{
+    if (response->status == 206 && response->downloaded_bytes == length)
+        return 0;
+    if (response->status == 200 && response->downloaded_bytes >= offset + length) {
+        int rc = keep_range(fd, offset, length);
+        return rc == 0 ? 0
+                       : error_set(err, rc, "%s: cutting bytes %lld+%lld out of the download: %s",
+                                   what, (long long)offset, (long long)length, strerror(-rc));
+    }
+    return error_set(err, -EBADMSG,
+                     "%s: asked for bytes %lld+%lld, the server sent %lld (HTTP %ld): the object "
+                     "is shorter than its manifest says",
+                     what, (long long)offset, (long long)length,
+                     (long long)response->downloaded_bytes, response->status);
+}
+
+/* The object at `key`, whole (length < 0) or bytes [offset, offset + length). */
+static int s3_get_part(struct target *target, const char *key, int64_t offset, int64_t length,
+                       const char *path, const struct io_context *io, struct error *err)
 {
     struct s3_target *s3 = s3_of(target);
     struct s3_response response = {0};
     char *object_key = full_key(&s3->client, key);
-    char what[1200];
+    char what[1200], range[64];
     int rc;
     if (!object_key)
         return error_set(err, -ENOMEM, "out of memory");
@@ -205,9 +245,16 @@ static int s3_get_file(struct target *target, const char *key, const char *path,
     struct s3_request request = {.method = "GET", .key = object_key, .download_fd = fd};
     request.progress = report_get_progress;
     request.progress_context = (void *)io;
+    if (length >= 0) {
+        snprintf(range, sizeof range, "bytes=%lld-%lld", (long long)offset,
+                 (long long)(offset + length - 1));
+        s3_request_add_header(&request, "range", range);
+    }
     rc = s3_perform(&s3->client, s3->curl, &request, &response, io, err);
-    if (rc == 0 && response.meta_sha256[0] &&
-        strcasecmp(response.meta_sha256, response.downloaded_sha256) != 0)
+    if (rc == 0 && length >= 0)
+        rc = check_range(fd, &response, what, offset, length, err);
+    else if (rc == 0 && response.meta_sha256[0] &&
+             strcasecmp(response.meta_sha256, response.downloaded_sha256) != 0)
         rc = error_set(err, -EIO,
                        "%s: the download's sha256 is %s but the object's metadata says %s: "
                        "the stored copy is damaged",
@@ -223,6 +270,18 @@ out:
     s3_response_free(&response);
     free(object_key);
     return rc;
+}
+
+static int s3_get_file(struct target *target, const char *key, const char *path,
+                       const struct io_context *io, struct error *err)
+{
+    return s3_get_part(target, key, 0, -1, path, io, err);
+}
+
+static int s3_get_range(struct target *target, const char *key, int64_t offset, int64_t length,
+                        const char *path, const struct io_context *io, struct error *err)
+{
+    return s3_get_part(target, key, offset, length, path, io, err);
 }
 
 static int s3_list(struct target *target, const char *prefix, struct target_listing *out,
@@ -306,6 +365,7 @@ static void s3_close(struct target *target)
 static const struct target_operations s3_operations = {
     .put_source = s3_put_source,
     .get_file = s3_get_file,
+    .get_range = s3_get_range,
     .list = s3_list,
     .delete_object = s3_delete,
     .close = s3_close,

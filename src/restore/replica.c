@@ -608,6 +608,20 @@ static int replica_read_base(struct replica_work *work, struct replica_generatio
     return 0;
 }
 
+/* The generation the chain of `chosen` starts from, as index.json says (the
+ * nearest one at or before it with a base file); 0 when it cannot tell. */
+static uint32_t replica_chain_start(const struct replica_windows *index, size_t chosen)
+{
+    uint32_t number = 0;
+    size_t i = chosen;
+    while (i > 0 && !index->items[i].starts_chain)
+        i--;
+    if (!index->items[i].starts_chain ||
+        format_generation_parse(index->items[i].name, &number) != 0)
+        return 0;
+    return number;
+}
+
 /* From the chosen generation back to the one with a base file. */
 static int replica_build_chain(struct replica_work *work, size_t chosen, struct error *err)
 {
@@ -1439,6 +1453,8 @@ int replica_restore(const struct replica_request *request, struct replica_result
     if (rc == 0 && format_generation_parse(work.index.items[chosen].name, &newest) == 0)
         rc = replica_objects_open(work.target, request->target->name, request->database, newest,
                                   replica_objects_temp, &work, &work.objects, err);
+    if (rc == 0)
+        replica_objects_expect_from(work.objects, replica_chain_start(&work.index, chosen));
     if (rc == 0)
         rc = replica_build_chain(&work, chosen, err);
     if (rc == 0)

@@ -62,8 +62,8 @@ struct replica_pack {
     bool listed, manifest_listed; /* in the newest listing */
     bool loaded;                  /* its manifest read, its objects in `packed` */
     uint64_t size;                /* as its manifest says */
-    char sha256[IO_SHA256_HEX];
-    bool fetched; /* downloaded to `path` and checked */
+    bool fetched;                 /* bytes [span_start, span_end) of it are at `path` */
+    uint64_t span_start, span_end;
     char path[PATH_MAX];
 };
 
@@ -72,7 +72,7 @@ struct replica_objects {
     const char *target_name;
     char database[256];
     char prefix[FORMAT_KEY_SIZE]; /* DB/replica/ */
-    uint32_t newest;
+    uint32_t oldest, newest;      /* the generations the restore replays (0: unbounded) */
     replica_objects_temp_path temp_path;
     void *temp_context;
     struct replica_pack *packs;
@@ -327,7 +327,6 @@ static int replica_pack_load(struct replica_objects *objects, size_t index, stru
     if (rc == 0) {
         p->loaded = true;
         p->size = header.size;
-        snprintf(p->sha256, sizeof p->sha256, "%s", header.sha256);
         qsort(objects->packed, objects->packed_count, sizeof *objects->packed,
               replica_packed_compare);
     } else {
@@ -415,6 +414,11 @@ int replica_objects_open(struct target *target, const char *target_name, const c
     }
     *out = objects;
     return 0;
+}
+
+void replica_objects_expect_from(struct replica_objects *objects, uint32_t oldest)
+{
+    objects->oldest = oldest;
 }
 
 void replica_objects_close(struct replica_objects *objects)
@@ -521,53 +525,70 @@ int replica_objects_packed(struct replica_objects *objects, const char *key, boo
 
 /* ---- cutting an object out of a pack ---- */
 
-/* Downloads pack `p` once and checks it against its manifest. */
-static int replica_pack_fetch(struct replica_objects *objects, struct replica_pack *p,
-                              struct error *err)
+/* The bytes of pack `index` the restore replays: from its first object of
+ * a generation in [oldest, newest] to the end of its last one. Objects are
+ * packed in the order they were put, so the generations before the restore's
+ * base (the head of its first pack) and after its newest (the tail of its
+ * last) are left on the target. An object outside that span (a chain that
+ * reaches further back than index.json said) is fetched on its own. */
+static void replica_pack_span(const struct replica_objects *objects, size_t index,
+                              const struct replica_packed *wanted, uint64_t *start, uint64_t *end)
 {
-    char key[FORMAT_KEY_SIZE], hex[IO_SHA256_HEX];
-    struct stat st;
-    if (p->fetched)
+    uint64_t low = UINT64_MAX, high = 0;
+    for (size_t i = 0; i < objects->packed_count; i++) {
+        const struct replica_packed *e = &objects->packed[i];
+        if (e->pack != index || e->name.generation < objects->oldest)
+            continue; /* entries after `newest` were never kept */
+        if (e->offset < low)
+            low = e->offset;
+        if (e->offset + e->size > high)
+            high = e->offset + e->size;
+    }
+    if (low > wanted->offset || high < wanted->offset + wanted->size) {
+        low = wanted->offset;
+        high = wanted->offset + wanted->size;
+    }
+    *start = low;
+    *end = high;
+}
+
+/* Makes the bytes of `wanted` available at p->path: one ranged GET of the
+ * span the restore needs, kept until an object outside it is asked for.
+ * Each object cut out is checked against its own SHA-256 (the manifest's),
+ * so the pack's SHA-256, which needs all of it, is not. */
+static int replica_pack_fetch(struct replica_objects *objects, struct replica_pack *p,
+                              const struct replica_packed *wanted, struct error *err)
+{
+    char key[FORMAT_KEY_SIZE];
+    uint64_t start, end;
+    if (p->fetched && p->span_start <= wanted->offset &&
+        wanted->offset + wanted->size <= p->span_end)
         return 0;
     assert(p->loaded);
     replica_pack_key(objects, p, false, key);
+    if (p->fetched) {
+        unlink(p->path);
+        p->fetched = false;
+    }
+    if (p->listed && (p->listed_size < 0 || (uint64_t)p->listed_size != p->size))
+        return error_set(err, -EBADMSG,
+                         "pack %s on target %s has %lld bytes, its manifest says %llu: the pack is "
+                         "damaged or was cut short",
+                         key, objects->target_name, (long long)p->listed_size,
+                         (unsigned long long)p->size);
+    replica_pack_span(objects, wanted->pack, wanted, &start, &end);
     objects->temp_path(objects->temp_context, "pack", p->path);
     unlink(p->path);
-    int rc = target_get_file(objects->target, key, p->path, NULL, err);
+    int rc = target_get_range(objects->target, key, (int64_t)start, (int64_t)(end - start), p->path,
+                              NULL, err);
     if (rc != 0)
         return rc;
     objects->packs_fetched++;
-    int fd = open(p->path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        rc = error_set(err, -errno, "%s: %s", p->path, strerror(errno));
-        goto out;
-    }
-    rc = fstat(fd, &st) == 0 ? 0 : -errno;
-    if (rc == 0) {
-        objects->pack_bytes += st.st_size;
-        rc = io_sha256_fd(fd, NULL, hex);
-    }
-    close(fd);
-    if (rc != 0) {
-        rc = error_set(err, rc, "cannot hash the download of %s: %s", key, strerror(-rc));
-    } else if ((uint64_t)st.st_size != p->size) {
-        rc = error_set(err, -EBADMSG,
-                       "pack %s on target %s has %lld bytes, its manifest says %llu: the pack is "
-                       "damaged or was cut short",
-                       key, objects->target_name, (long long)st.st_size,
-                       (unsigned long long)p->size);
-    } else if (strcmp(hex, p->sha256) != 0) {
-        rc = error_set(err, -EBADMSG,
-                       "pack %s on target %s has sha256 %s, its manifest says %s: the pack is "
-                       "damaged",
-                       key, objects->target_name, hex, p->sha256);
-    }
-out:
-    if (rc != 0)
-        unlink(p->path);
-    else
-        p->fetched = true;
-    return rc;
+    objects->pack_bytes += (int64_t)(end - start);
+    p->span_start = start;
+    p->span_end = end;
+    p->fetched = true;
+    return 0;
 }
 
 /* Copies [offset, offset + size) of the pack to a new file at `path`,
@@ -580,7 +601,7 @@ static int replica_pack_cut(struct replica_objects *objects, const struct replic
     struct io_sha256 hash = {0};
     char hex[IO_SHA256_HEX];
     int in = -1, out = -1, rc = 0;
-    assert(p->fetched && e->offset + e->size <= p->size);
+    assert(p->fetched && p->span_start <= e->offset && e->offset + e->size <= p->span_end);
     if (!buffer || io_sha256_begin(&hash) != 0) {
         rc = error_set(err, -ENOMEM, "out of memory");
         goto out;
@@ -594,7 +615,7 @@ static int replica_pack_cut(struct replica_objects *objects, const struct replic
     for (uint64_t done = 0; done < e->size && rc == 0;) {
         size_t step = e->size - done < REPLICA_OBJECTS_BUFFER ? (size_t)(e->size - done)
                                                               : REPLICA_OBJECTS_BUFFER;
-        rc = io_pread_full(in, buffer, step, (int64_t)(e->offset + done));
+        rc = io_pread_full(in, buffer, step, (int64_t)(e->offset - p->span_start + done));
         if (rc == 0)
             rc = io_write_full(out, buffer, step);
         if (rc != 0)
@@ -604,9 +625,15 @@ static int replica_pack_cut(struct replica_objects *objects, const struct replic
         done += step;
     }
     io_sha256_end(&hash, hex);
-    if (rc == 0 && strcmp(hex, e->sha256) != 0)
-        rc = error_set(err, -EBADMSG, "%s cut out of its pack has sha256 %s, the manifest says %s",
-                       key, hex, e->sha256);
+    if (rc == 0 && strcmp(hex, e->sha256) != 0) {
+        char pack_key[FORMAT_KEY_SIZE];
+        replica_pack_key(objects, p, false, pack_key);
+        rc = error_set(err, -EBADMSG,
+                       "%s, bytes %llu+%llu of pack %s on target %s, has sha256 %s, the pack's "
+                       "manifest says %s: the pack is damaged",
+                       key, (unsigned long long)e->offset, (unsigned long long)e->size, pack_key,
+                       objects->target_name, hex, e->sha256);
+    }
 out:
     io_sha256_discard(&hash);
     free(buffer);
@@ -632,7 +659,7 @@ static int replica_objects_cut(struct replica_objects *objects,
     if (!e)
         return error_set(err, -ENOENT, "%s is not in any pack", key);
     struct replica_pack *p = &objects->packs[e->pack];
-    rc = replica_pack_fetch(objects, p, err);
+    rc = replica_pack_fetch(objects, p, e, err);
     if (rc == -ENOENT)
         p->listed = false; /* merged away since the listing */
     if (rc == 0)

@@ -8,9 +8,12 @@
  * target: it lists a generation's segments loose and packed alike, and
  * gets an object loose when it is listed loose, else cuts it out of the
  * newest pack holding it. A pack counts only when its manifest is listed
- * too. A pack is downloaded once per restore to a temp file, its size and
- * SHA-256 checked against its manifest before any object is cut from it,
- * and removed by replica_objects_close. Manifests are read only for the
+ * too. Of a pack, only the span the restore replays is downloaded, with
+ * one ranged GET, to a temp file removed by replica_objects_close: from
+ * its first object of the restore's generations to its last (see
+ * replica_objects_expect_from). The pack's listed size is checked against
+ * its manifest first, and each object cut out against its own SHA-256 (a
+ * span has no checksum of its own). Manifests are read only for the
  * generations asked about (the restore's chain), so memory follows the
  * objects the restore needs, not the replica's length.
  *
@@ -44,6 +47,12 @@ typedef void (*replica_objects_temp_path)(void *context, const char *what, char 
 int replica_objects_open(struct target *target, const char *target_name, const char *database,
                          uint32_t newest, replica_objects_temp_path temp_path, void *temp_context,
                          struct replica_objects **out, struct error *err);
+/* The first generation the restore replays (its base's, as index.json
+ * gives the chain): a pack's objects of older generations are not
+ * downloaded with its span. Only a hint: an object outside the span is
+ * still fetched, on its own. 0 (the default): from the pack's start. */
+void replica_objects_expect_from(struct replica_objects *objects, uint32_t oldest);
+
 /* Removes the packs downloaded. NULL is fine. */
 void replica_objects_close(struct replica_objects *objects);
 
@@ -84,7 +93,7 @@ int replica_objects_check_packed(struct replica_objects *objects, const char *ke
  * one. */
 bool replica_objects_cover(const struct replica_objects *objects, uint32_t generation);
 
-/* Packs downloaded so far, and their bytes. */
+/* Ranged GETs of packs so far, and the bytes they downloaded. */
 size_t replica_objects_packs_fetched(const struct replica_objects *objects, int64_t *bytes);
 
 #endif

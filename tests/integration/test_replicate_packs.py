@@ -88,11 +88,11 @@ class ReplicatePacksTest(ReplicaTestCase):
         finally:
             replica_case.replicate_entry = original
 
-    def make_replica(self, kind="dir", seconds=SECONDS):
+    def make_replica(self, kind="dir", seconds=SECONDS, snapshot_every="1d"):
         """The agent and a writer with its own TRUNCATE checkpoints, stopped:
         (commits, generations)."""
         create(self.db)
-        self.configure(kind)
+        self.configure(kind, snapshot_every=snapshot_every)
         agent = self.start_replicating()
         writer = ReplicaWriter(self.db, rate=RATE, checkpoint="truncate:400")
         self.processes.append(writer.process)
@@ -245,7 +245,8 @@ class ReplicatePacksTest(ReplicaTestCase):
                         f"the error names no object of {held}: {err}")
 
     def test_restore_from_packs_on_s3(self):
-        commits, generations = self.make_replica("s3", seconds=8)
+        # A base every 3 s: chains that start inside the pack, not at its head.
+        commits, generations = self.make_replica("s3", seconds=10, snapshot_every="3s")
         from harness import BUCKET
         local = self.local_replica()
         packed = generations[:-1]
@@ -256,8 +257,49 @@ class ReplicatePacksTest(ReplicaTestCase):
                          f"s3://{BUCKET}/db/app/replica/packs/{os.path.basename(path)}")
         for key in keys:
             self.aws_cli("s3", "rm", f"s3://{BUCKET}/db/app/replica/{key}")
+        with open(os.path.join(local, "index.json")) as f:
+            index = json.load(f)["generations"]
+        names = [g["name"] for g in index]
+
+        def chain_start(name):
+            i = names.index(name)
+            while index[i]["base"] != "file":
+                i -= 1
+            return names[i]
+
         out = self.assert_latest(commits, "from a pack on S3")
-        self.assertIn(", 1 of them pack)", out)
+        needed = int(chain_start(generations[-1]) <= packed[-1])
+        self.assertIn(f", {needed} of them pack{'' if needed == 1 else 's'})", out)
+
+        # Of a pack, only the span a restore replays is downloaded, with one
+        # ranged GET: to an instant in a generation G whose chain starts
+        # after the pack's first generation, and before its last, neither
+        # the generations before G's base nor those after G are fetched.
+        inner = [g for g in packed[1:-1] if chain_start(g) > packed[0]]
+        self.assertTrue(inner, f"no chain starts inside the pack: {index}")
+        chosen = index[names.index(inner[0])]
+        start = chain_start(chosen["name"])
+        at = (parse_rfc3339(chosen["first_seen_at"]) + parse_rfc3339(chosen["last_seen_at"])) / 2
+        self.server.clear_requests()
+        restore_many(self, self.config_path, "app", [at], commits, INTERVAL, self.dir,
+                     env=self.agent_env())
+        pack_gets = [r for r in self.server.requests()
+                     if r["method"] == "GET" and r["path"].endswith(os.path.basename(pack))]
+        self.assertEqual(len(pack_gets), 1, pack_gets)
+        self.assertEqual(pack_gets[0]["status"], 206, pack_gets[0])
+        asked = re.fullmatch(r"bytes=(\d+)-(\d+)", pack_gets[0]["headers"].get("range", ""))
+        self.assertIsNotNone(asked, pack_gets[0])
+        with open(manifest) as f:
+            records = [json.loads(line) for line in f.read().splitlines()[1:]]
+        replayed = [r for r in records if start <= r["key"][:9] <= chosen["name"]]
+        expected = (min(r["offset"] for r in replayed),
+                    max(r["offset"] + r["size"] for r in replayed) - 1)
+        self.assertEqual((int(asked.group(1)), int(asked.group(2))), expected,
+                         f"generations {start}..{chosen['name']} of a pack of "
+                         f"{os.path.getsize(pack)} bytes")
+        self.assertGreater(expected[0], 0)
+        self.assertLess(expected[1] + 1, os.path.getsize(pack))
+
         oldest = self.oldest_advertised()
         code, _, err, to = self.restore_to(oldest)
         self.assertEqual(code, 0, f"restore --at {oldest} from S3: {err}")

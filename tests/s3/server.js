@@ -26,7 +26,7 @@
  * Host: BUCKET.localhost:PORT.
  *
  * Admin endpoints (no signature; bucket names cannot contain "_"):
- *   POST   /__admin/faults    JSON {mode: "error"|"drop"|"delay", count: 1,
+ *   POST   /__admin/faults    JSON {mode: "error"|"drop"|"delay"|"ignore-range", count: 1,
  *                            status: 503, code: "SlowDown", when: "request"|"response",
  *                            ms: 1000, method: "PUT", query: "partNumber", path: "substr"}
  *   DELETE /__admin/faults    clears pending faults
@@ -421,7 +421,7 @@ class FaultPlan {
 
     add(fault) {
         const mode = fault.mode || 'error';
-        if (!['error', 'drop', 'delay'].includes(mode)) {
+        if (!['error', 'drop', 'delay', 'ignore-range'].includes(mode)) {
             throw new Error(`unknown fault mode ${mode}`);
         }
         this.faults.push({
@@ -522,6 +522,10 @@ function virtualHostBucket(hostHeader) {
 function proxy(context, request, response, forwardPath, body, fault, entry) {
     return new Promise((resolve) => {
         const headers = { ...request.headers };
+        if (fault && fault.mode === 'ignore-range') {
+            // A server without ranged GETs: the whole object, 200.
+            delete headers.range;
+        }
         delete headers['transfer-encoding'];
         delete headers.expect;
         headers.host = `127.0.0.1:${context.storePort}`;
@@ -587,7 +591,8 @@ async function handle(context, request, response) {
         headers: {},
     };
     for (const [name, value] of Object.entries(request.headers)) {
-        if ((name.startsWith('x-amz-') || name.startsWith('content-')) && name !== 'x-amz-security-token') {
+        if ((name.startsWith('x-amz-') || name.startsWith('content-') || name === 'range') &&
+            name !== 'x-amz-security-token') {
             entry.headers[name] = value;
         }
     }

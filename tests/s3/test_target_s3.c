@@ -357,6 +357,104 @@ static void get_of_a_missing_key_leaves_no_file(void **state)
     target_close(target);
 }
 
+/* Whether the file at `path` holds bytes [offset, offset + length) of `whole`. */
+static bool holds_range(const char *path, const char *whole, long offset, long length)
+{
+    FILE *a = fopen(path, "rb"), *b = fopen(whole, "rb");
+    bool same = a && b && fseek(b, offset, SEEK_SET) == 0;
+    long count = 0;
+    int x = 0, y = 0;
+    while (same && (x = fgetc(a)) != EOF && count < length) {
+        y = fgetc(b);
+        same = x == y;
+        count++;
+    }
+    same = same && x == EOF && count == length;
+    if (a)
+        fclose(a);
+    if (b)
+        fclose(b);
+    return same;
+}
+
+/* The Range header and status of the last GET the server saw. */
+static void last_get(char *range, size_t size, long *status)
+{
+    json_t *requests = s3_test_requests(&fixture.server);
+    range[0] = '\0';
+    *status = 0;
+    for (size_t i = json_array_size(requests); i-- > 0;) {
+        json_t *entry = json_array_get(requests, i);
+        if (strcmp(json_string_value(json_object_get(entry, "method")), "GET") != 0)
+            continue;
+        const char *header =
+            json_string_value(json_object_get(json_object_get(entry, "headers"), "range"));
+        snprintf(range, size, "%s", header ? header : "");
+        *status = (long)json_integer_value(json_object_get(entry, "status"));
+        break;
+    }
+    json_decref(requests);
+}
+
+static void ranged_get_gives_exactly_the_bytes_asked_for(void **state)
+{
+    (void)state;
+    if (fixture.node_missing)
+        skip();
+    struct target_config config = test_config();
+    struct target *target = open_target(&config);
+    struct error err = {0};
+    char source[128], part[128], range[64];
+    long status = 0;
+    path_in_work(source, sizeof source, "whole");
+    path_in_work(part, sizeof part, "part");
+    s3_test_write_random_file(source, 300 * 1024, 11);
+    assert_int_equal(target_put_file(target, "app/whole.pack", source, NULL, NULL, &err), 0);
+
+    /* One GET with the range; the bytes, and only them. */
+    unlink(part);
+    long before = target_objects_read();
+    if (target_get_range(target, "app/whole.pack", 1000, 70000, part, NULL, &err) != 0)
+        fail_msg("ranged get: %s", err.message);
+    assert_true(holds_range(part, source, 1000, 70000));
+    assert_int_equal(target_objects_read(), before + 1);
+    last_get(range, sizeof range, &status);
+    assert_string_equal(range, "bytes=1000-70999");
+    assert_int_equal(status, 206);
+
+    /* The last byte alone. */
+    unlink(part);
+    assert_int_equal(
+        target_get_range(target, "app/whole.pack", 300 * 1024 - 1, 1, part, NULL, &err), 0);
+    assert_true(holds_range(part, source, 300 * 1024 - 1, 1));
+
+    /* A server that ignores Range sends the whole object: still the range. */
+    s3_test_add_fault(&fixture.server, "{\"mode\": \"ignore-range\", \"method\": \"GET\"}");
+    unlink(part);
+    if (target_get_range(target, "app/whole.pack", 5000, 123456, part, NULL, &err) != 0)
+        fail_msg("ranged get, range ignored: %s", err.message);
+    assert_true(holds_range(part, source, 5000, 123456));
+    last_get(range, sizeof range, &status);
+    assert_int_equal(status, 200);
+
+    /* An object shorter than the range (a pack cut short): refused, no file. */
+    unlink(part);
+    assert_int_equal(
+        target_get_range(target, "app/whole.pack", 300 * 1024 - 10, 20, part, NULL, &err),
+        -EBADMSG);
+    assert_non_null(strstr(err.message, "asked for bytes 307190+20, the server sent 10"));
+    assert_int_equal(access(part, F_OK), -1);
+    /* ... or that ends before the range begins. */
+    assert_int_not_equal(
+        target_get_range(target, "app/whole.pack", 400 * 1024, 20, part, NULL, &err), 0);
+    assert_int_equal(access(part, F_OK), -1);
+    /* Not a range at all. */
+    assert_int_equal(target_get_range(target, "app/whole.pack", 0, 0, part, NULL, &err), -EINVAL);
+
+    unlink(source);
+    target_close(target);
+}
+
 static void missing_bucket_is_named(void **state)
 {
     (void)state;
@@ -792,6 +890,7 @@ int main(void)
         cmocka_unit_test_setup(listing_pages_past_1000_keys_and_delete_empties_it, reset_server),
         cmocka_unit_test_setup(delete_of_a_missing_key_is_not_an_error, reset_server),
         cmocka_unit_test_setup(get_of_a_missing_key_leaves_no_file, reset_server),
+        cmocka_unit_test_setup(ranged_get_gives_exactly_the_bytes_asked_for, reset_server),
         cmocka_unit_test_setup(missing_bucket_is_named, reset_server),
         cmocka_unit_test_setup(virtual_hosted_addressing_works, reset_server),
         cmocka_unit_test_setup(storage_class_and_encryption_headers_are_sent, reset_server),

@@ -255,6 +255,39 @@ static void get_of_a_missing_key_leaves_no_file_and_never_overwrites(void **stat
     assert_false(same_file(source, copy));
 }
 
+static void ranged_get_copies_exactly_the_bytes_asked_for(void **state)
+{
+    struct fixture *fixture = *state;
+    char source[128], part[128];
+    struct error err = {0};
+    snprintf(source, sizeof source, "%s/source", fixture->local);
+    snprintf(part, sizeof part, "%s/part", fixture->local);
+    write_bytes(source, 200000, 3);
+    assert_int_equal(target_put_file(fixture->target, "app/p.pack", source, NULL, NULL, &err), 0);
+    long before = target_objects_read();
+    assert_int_equal(target_get_range(fixture->target, "app/p.pack", 777, 100000, part, NULL, &err),
+                     0);
+    assert_int_equal(target_objects_read(), before + 1);
+    FILE *got = fopen(part, "rb");
+    assert_non_null(got);
+    long count = 0;
+    for (int c; (c = fgetc(got)) != EOF; count++)
+        if (c != (int)(((777 + count) * 31 + 3) & 0xff))
+            fail_msg("byte %ld of the range differs", count);
+    fclose(got);
+    assert_int_equal(count, 100000);
+
+    /* An object shorter than the range: refused naming both sizes, no file. */
+    unlink(part);
+    assert_int_equal(target_get_range(fixture->target, "app/p.pack", 199990, 20, part, NULL, &err),
+                     -EBADMSG);
+    assert_non_null(strstr(err.message, "app/p.pack is 200000 bytes, not the 200010"));
+    assert_int_equal(access(part, F_OK), -1);
+    assert_int_equal(target_get_range(fixture->target, "app/none.pack", 0, 1, part, NULL, &err),
+                     -ENOENT);
+    assert_int_equal(access(part, F_OK), -1);
+}
+
 static void changed_source_is_not_stored(void **state)
 {
     struct fixture *fixture = *state;
@@ -336,6 +369,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(get_of_a_missing_key_leaves_no_file_and_never_overwrites,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(ranged_get_copies_exactly_the_bytes_asked_for, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(changed_source_is_not_stored, setup, teardown),
         cmocka_unit_test_setup_teardown(keys_cannot_leave_the_root, setup, teardown),
         cmocka_unit_test_setup_teardown(a_missing_root_is_refused_not_created, setup, teardown),
