@@ -429,7 +429,7 @@ static int backup_claim_second(const struct job_context *context, time_t *create
     if (io_sleep_ms(left_ms, 50, context->stop) != 0)
         return error_set(err, -ECANCELED, "stopped before the backup began");
     *created = time(NULL);
-    *err = (struct error){0};
+    error_clear(err);
     return backup_prepare_paths(context->database, *created, paths, archive_name, name_size, err);
 }
 

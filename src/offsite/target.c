@@ -144,35 +144,34 @@ long target_objects_read(void)
     return atomic_load_explicit(&target_gets, memory_order_relaxed);
 }
 
-int target_get_file(struct target *target, const char *key, const char *path,
-                    const struct io_context *io, struct error *err)
+/* Whole (length < 0) or a range, counted as one object read. */
+static int target_get(struct target *target, const char *key, int64_t offset, int64_t length,
+                      const char *path, const struct io_context *io, struct error *err)
 {
     int rc = target_check_key(target, key, err);
     if (rc != 0)
         return rc;
     if (io_stopped(io))
         return error_set(err, -ECANCELED, "%s: download of %s cancelled", target->description, key);
-    rc = target->operations->get_file(target, key, path, io, err);
+    rc = target->operations->get(target, key, offset, length, path, io, err);
     if (rc == 0)
         atomic_fetch_add_explicit(&target_gets, 1, memory_order_relaxed);
     return rc;
 }
 
+int target_get_file(struct target *target, const char *key, const char *path,
+                    const struct io_context *io, struct error *err)
+{
+    return target_get(target, key, 0, -1, path, io, err);
+}
+
 int target_get_range(struct target *target, const char *key, int64_t offset, int64_t length,
                      const char *path, const struct io_context *io, struct error *err)
 {
-    int rc = target_check_key(target, key, err);
-    if (rc != 0)
-        return rc;
     if (offset < 0 || length <= 0 || offset > INT64_MAX - length)
         return error_set(err, -EINVAL, "%s: bytes %lld+%lld of %s: not a range",
                          target->description, (long long)offset, (long long)length, key);
-    if (io_stopped(io))
-        return error_set(err, -ECANCELED, "%s: download of %s cancelled", target->description, key);
-    rc = target->operations->get_range(target, key, offset, length, path, io, err);
-    if (rc == 0)
-        atomic_fetch_add_explicit(&target_gets, 1, memory_order_relaxed);
-    return rc;
+    return target_get(target, key, offset, length, path, io, err);
 }
 
 int target_list(struct target *target, const char *prefix, struct target_listing *out,

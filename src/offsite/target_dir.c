@@ -176,8 +176,8 @@ out:
 
 /* Copies bytes [offset, offset + length) of the object at `key` (length
  * < 0: from offset to its end) to a new file at `path`. */
-static int dir_get_part(struct target *target, const char *key, int64_t offset, int64_t length,
-                        const char *path, const struct io_context *io, struct error *err)
+static int dir_get(struct target *target, const char *key, int64_t offset, int64_t length,
+                   const char *path, const struct io_context *io, struct error *err)
 {
     char source[PATH_MAX], sha256_hex[IO_SHA256_HEX];
     int rc;
@@ -212,18 +212,6 @@ static int dir_get_part(struct target *target, const char *key, int64_t offset, 
                 : dir_copy_to_new_file(&object, to, path, sha256_hex, io, err);
     close(from);
     return rc;
-}
-
-static int dir_get_file(struct target *target, const char *key, const char *path,
-                        const struct io_context *io, struct error *err)
-{
-    return dir_get_part(target, key, 0, -1, path, io, err);
-}
-
-static int dir_get_range(struct target *target, const char *key, int64_t offset, int64_t length,
-                         const char *path, const struct io_context *io, struct error *err)
-{
-    return dir_get_part(target, key, offset, length, path, io, err);
 }
 
 /* Adds the regular files below `directory` (whose key prefix is `relative`)
@@ -315,8 +303,7 @@ static void dir_close(struct target *target)
 
 static const struct target_operations dir_operations = {
     .put_source = dir_put_source,
-    .get_file = dir_get_file,
-    .get_range = dir_get_range,
+    .get = dir_get,
     .list = dir_list,
     .delete_object = dir_delete,
     .remove_temp_files = dir_remove_temp_files,

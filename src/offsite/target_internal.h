@@ -19,10 +19,10 @@ struct target_operations {
     int (*put_source)(struct target *target, const char *key, const struct target_source *source,
                       const char *sha256_hex, char stored_sha256[IO_SHA256_HEX],
                       const struct io_context *io, struct error *err);
-    int (*get_file)(struct target *target, const char *key, const char *path,
-                    const struct io_context *io, struct error *err);
-    int (*get_range)(struct target *target, const char *key, int64_t offset, int64_t length,
-                     const char *path, const struct io_context *io, struct error *err);
+    /* Bytes [offset, offset + length) of `key`, or all of it when length < 0
+     * (offset 0): target_get_file and target_get_range. */
+    int (*get)(struct target *target, const char *key, int64_t offset, int64_t length,
+               const char *path, const struct io_context *io, struct error *err);
     int (*list)(struct target *target, const char *prefix, struct target_listing *out,
                 struct error *err);
     int (*delete_object)(struct target *target, const char *key, struct error *err);

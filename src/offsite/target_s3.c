@@ -226,8 +226,8 @@ static int check_range(int fd, const struct s3_response *response, const char *w
 }
 
 /* The object at `key`, whole (length < 0) or bytes [offset, offset + length). */
-static int s3_get_part(struct target *target, const char *key, int64_t offset, int64_t length,
-                       const char *path, const struct io_context *io, struct error *err)
+static int s3_get(struct target *target, const char *key, int64_t offset, int64_t length,
+                  const char *path, const struct io_context *io, struct error *err)
 {
     struct s3_target *s3 = s3_of(target);
     struct s3_response response = {0};
@@ -270,18 +270,6 @@ out:
     s3_response_free(&response);
     free(object_key);
     return rc;
-}
-
-static int s3_get_file(struct target *target, const char *key, const char *path,
-                       const struct io_context *io, struct error *err)
-{
-    return s3_get_part(target, key, 0, -1, path, io, err);
-}
-
-static int s3_get_range(struct target *target, const char *key, int64_t offset, int64_t length,
-                        const char *path, const struct io_context *io, struct error *err)
-{
-    return s3_get_part(target, key, offset, length, path, io, err);
 }
 
 static int s3_list(struct target *target, const char *prefix, struct target_listing *out,
@@ -364,8 +352,7 @@ static void s3_close(struct target *target)
 
 static const struct target_operations s3_operations = {
     .put_source = s3_put_source,
-    .get_file = s3_get_file,
-    .get_range = s3_get_range,
+    .get = s3_get,
     .list = s3_list,
     .delete_object = s3_delete,
     .close = s3_close,

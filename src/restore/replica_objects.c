@@ -173,6 +173,13 @@ static bool replica_pack_usable(const struct replica_pack *p)
     return p->fetched || (p->listed && p->manifest_listed);
 }
 
+/* Whether the listing shows the pack at the size its manifest gives (a
+ * shorter one was cut short, a longer one is not what the manifest says). */
+static bool replica_pack_size_listed(const struct replica_pack *p)
+{
+    return p->listed_size >= 0 && (uint64_t)p->listed_size == p->size;
+}
+
 /* ---- the listing of packs ---- */
 
 static struct replica_pack *replica_pack_find(struct replica_objects *objects, uint32_t first,
@@ -570,7 +577,7 @@ static int replica_pack_fetch(struct replica_objects *objects, struct replica_pa
         unlink(p->path);
         p->fetched = false;
     }
-    if (p->listed && (p->listed_size < 0 || (uint64_t)p->listed_size != p->size))
+    if (p->listed && !replica_pack_size_listed(p))
         return error_set(err, -EBADMSG,
                          "pack %s on target %s has %lld bytes, its manifest says %llu: the pack is "
                          "damaged or was cut short",
@@ -711,7 +718,7 @@ int replica_objects_check_packed(struct replica_objects *objects, const char *ke
                          key, objects->target_name);
     const struct replica_pack *p = &objects->packs[e->pack];
     replica_pack_key(objects, p, false, pack_key);
-    if (p->listed_size < 0 || (uint64_t)p->listed_size != p->size)
+    if (!replica_pack_size_listed(p))
         return error_set(err, -EBADMSG,
                          "pack %s (holding %s) is %lld bytes on target %s, its manifest says %llu",
                          pack_key, key, (long long)p->listed_size, objects->target_name,
