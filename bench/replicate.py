@@ -243,7 +243,7 @@ class Sqlprodd(Tool):
         loose objects put at this pace, found by running its rule on them:
         the loose objects seen (in the order put, with their sizes) repeated
         to fill a day; 16 loose make a level-1 pack, 4 packs of a level one
-        of the next; a merge that would pass 65536 objects or 4 GiB is not
+        of the next; a merge that would pass 65536 objects or 64 GiB is not
         made and its members stay, full. A pack is two objects with its
         manifest; plus the base file and index.json. With a base every
         `snapshot_every` (a day), this is also what a restore to the worst
@@ -264,7 +264,7 @@ class Sqlprodd(Tool):
                 if len(run) < fanout or any(item[3] or item[0] != level for item in run):
                     break
                 objects, size = sum(item[1] for item in run), sum(item[2] for item in run)
-                if objects > 65536 or size > 4 << 30:
+                if objects > 65536 or size > 64 << 30:
                     for item in run:
                         item[3] = True
                     break

@@ -25,8 +25,17 @@
  * carry it cost 2.2 s per GiB before anything was sent (bench/README.md).
  * A failed or cancelled upload is aborted so no invisible parts are left to
  * pay for. Not for small sources (target_s3.c sends those in one PutObject).
+ *
+ * A source with a stage directory (target_source.stage_directory: bytes
+ * fetched back from the target, which a second read would download again)
+ * is read once: the hashing thread writes each part to a file there as it
+ * hashes it, the worker sends that file and removes it, and the hashing
+ * thread waits while parallel_parts + 1 parts are staged, so the local disk
+ * holds a few parts, never the object.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,11 +61,14 @@ struct multipart {
     struct s3_body_hashes *hashes; /* by part, written by the hashing thread */
     const struct io_context *io;
     char source_sha256[IO_SHA256_HEX]; /* by the hashing thread, at its end */
+    const char *stage;                 /* the source's stage_directory, or NULL */
+    size_t stage_limit;                /* parts staged at once, at most */
 
     pthread_mutex_t lock; /* guards everything below */
     pthread_cond_t hashed; /* hashed_parts grew, or the upload failed */
     size_t hashed_parts;   /* hashes[0 .. hashed_parts) are ready */
     size_t next_part;      /* index of the next part to send */
+    size_t staged;         /* parts staged and not yet sent */
     int64_t done;
     bool failed;
     struct error error; /* the first failure */
@@ -81,6 +93,39 @@ static bool multipart_failed(struct multipart *upload)
     return failed;
 }
 
+/* Waits on the upload's condition for at most 100 ms (lock held): a stop
+ * is a signal's flag, not something a condition variable hears. */
+static void wait_a_moment(struct multipart *upload)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += 100 * 1000 * 1000;
+    if (until.tv_nsec >= 1000 * 1000 * 1000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000 * 1000 * 1000;
+    }
+    pthread_cond_timedwait(&upload->hashed, &upload->lock, &until);
+}
+
+static void stage_path(const struct multipart *upload, size_t index, char path[PATH_MAX])
+{
+    snprintf(path, PATH_MAX, "%s/part-%05zu", upload->stage, index + 1);
+}
+
+/* Waits until a part may be staged, and counts it: false when the upload
+ * failed or we stop. */
+static bool take_stage_room(struct multipart *upload)
+{
+    pthread_mutex_lock(&upload->lock);
+    while (!upload->failed && upload->staged >= upload->stage_limit && !io_stopped(upload->io))
+        wait_a_moment(upload);
+    bool room = !upload->failed && upload->staged < upload->stage_limit;
+    if (room)
+        upload->staged++;
+    pthread_mutex_unlock(&upload->lock);
+    return room;
+}
+
 /* The hashing thread: the source once, in order; each part's hashes are
  * published as soon as its last byte is read, the whole's at the end. */
 static void *multipart_hash_source(void *context)
@@ -93,6 +138,8 @@ static void *multipart_hash_source(void *context)
     struct s3_body_hashing part = {0};
     bool md5 = upload->client->object_lock_mode != NULL;
     void *reader = NULL;
+    int stage_fd = -1;
+    char stage[PATH_MAX];
     if (!buffer || io_sha256_begin(&whole) != 0 || s3_body_hashing_begin(&part, md5) != 0) {
         error_set(&error, -ENOMEM, "out of memory hashing %s for %s", source->name, upload->key);
         goto out;
@@ -103,6 +150,17 @@ static void *multipart_hash_source(void *context)
         int64_t first = (int64_t)index * upload->part_size;
         int64_t end =
             first + upload->part_size < upload->size ? first + upload->part_size : upload->size;
+        if (upload->stage) {
+            if (!take_stage_room(upload))
+                goto out;
+            stage_path(upload, index, stage);
+            stage_fd = open(stage, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+            if (stage_fd < 0) {
+                error_set(&error, -errno, "cannot stage part %zu of %s in %s: %s", index + 1,
+                          upload->key, stage, strerror(errno));
+                goto out;
+            }
+        }
         for (int64_t offset = first; offset < end; offset += MULTIPART_READ_BYTES) {
             if (multipart_failed(upload) || io_stopped(upload->io))
                 goto out;
@@ -112,6 +170,21 @@ static void *multipart_hash_source(void *context)
                 goto out;
             io_sha256_update(&whole, buffer, length);
             s3_body_hashing_update(&part, buffer, length);
+            int rc = stage_fd >= 0 ? io_write_full(stage_fd, buffer, length) : 0;
+            if (rc != 0) {
+                error_set(&error, rc, "cannot stage part %zu of %s in %s: %s", index + 1,
+                          upload->key, stage, strerror(-rc));
+                goto out;
+            }
+        }
+        if (stage_fd >= 0) {
+            int rc = close(stage_fd);
+            stage_fd = -1;
+            if (rc != 0) {
+                error_set(&error, -errno, "cannot stage part %zu of %s in %s: %s", index + 1,
+                          upload->key, stage, strerror(errno));
+                goto out;
+            }
         }
         s3_body_hashing_end(&part, &upload->hashes[index]);
         pthread_mutex_lock(&upload->lock);
@@ -131,6 +204,8 @@ static void *multipart_hash_source(void *context)
 out:
     if (error.code)
         multipart_fail(upload, &error);
+    if (stage_fd >= 0)
+        close(stage_fd);
     if (reader)
         source->close_reader(reader);
     s3_body_hashing_discard(&part);
@@ -156,34 +231,29 @@ static bool take_part(struct multipart *upload, size_t *index, int64_t *offset, 
 }
 
 /* Waits until part `index` is hashed: false when the upload failed or we
- * stop. The wait wakes every 100 ms to see a stop, which is a signal's
- * flag, not something a condition variable hears. */
+ * stop. */
 static bool wait_hashed(struct multipart *upload, size_t index)
 {
     pthread_mutex_lock(&upload->lock);
-    while (!upload->failed && upload->hashed_parts <= index && !io_stopped(upload->io)) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += 100 * 1000 * 1000;
-        if (until.tv_nsec >= 1000 * 1000 * 1000) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000 * 1000 * 1000;
-        }
-        pthread_cond_timedwait(&upload->hashed, &upload->lock, &until);
-    }
+    while (!upload->failed && upload->hashed_parts <= index && !io_stopped(upload->io))
+        wait_a_moment(upload);
     bool ready = !upload->failed && upload->hashed_parts > index;
     pthread_mutex_unlock(&upload->lock);
     return ready;
 }
 
-/* Sends part `index` (`length` bytes from `offset`) with its hashes. */
+/* Sends part `index` (`length` bytes from `offset`) with its hashes: from
+ * the source, or from the file it was staged in (removed once sent). */
 static int send_part(struct multipart *upload, CURL *curl, void *reader, size_t index,
                      int64_t offset, size_t length, const struct s3_body_hashes *hashes,
                      struct error *error)
 {
-    char number[24];
+    char number[24], stage[PATH_MAX];
     struct s3_request request = {.method = "PUT", .key = upload->key, .download_fd = -1};
     struct s3_response response = {0};
+    struct target_file staged = {.fd = -1};
+    struct target_source staged_source;
+    int rc;
     snprintf(number, sizeof number, "%zu", index + 1);
     s3_request_add_parameter(&request, "partNumber", number);
     s3_request_add_parameter(&request, "uploadId", upload->upload_id);
@@ -192,9 +262,27 @@ static int send_part(struct multipart *upload, CURL *curl, void *reader, size_t 
     request.body_source = upload->source;
     request.body_reader = reader;
     request.body_offset = offset;
+    if (upload->stage) {
+        stage_path(upload, index, stage);
+        if ((rc = target_file_open(stage, &staged, &staged_source, error)) != 0)
+            return rc;
+        request.body_source = &staged_source;
+        request.body_reader = &staged;
+        request.body_offset = 0;
+    }
     request.body_size = length;
     request.payload_hash = hashes->sha256;
-    int rc = s3_perform(upload->client, curl, &request, &response, upload->io, error);
+    rc = s3_perform(upload->client, curl, &request, &response, upload->io, error);
+    if (upload->stage) {
+        target_file_close(&staged);
+        if (rc == 0) {
+            unlink(stage);
+            pthread_mutex_lock(&upload->lock);
+            upload->staged--;
+            pthread_cond_broadcast(&upload->hashed);
+            pthread_mutex_unlock(&upload->lock);
+        }
+    }
     if (rc == 0 && !response.etag[0])
         rc = error_set(error, -EPROTO, "the server sent no ETag for %s", upload->key);
     if (rc == 0)
@@ -219,7 +307,7 @@ static void *multipart_worker(void *context)
         multipart_fail(upload, &error);
         goto out;
     }
-    if (source->open_reader(source->context, &reader, &error) != 0) {
+    if (!upload->stage && source->open_reader(source->context, &reader, &error) != 0) {
         multipart_fail(upload, &error);
         goto out;
     }
@@ -258,7 +346,15 @@ static void run_workers(struct multipart *upload)
     if (wanted > 64)
         wanted = 64;
     upload->next_part = 0;
+    upload->stage_limit = (size_t)wanted + 1;
     bool hashing = io_thread_start(&threads[0], multipart_hash_source, upload) == 0;
+    if (!hashing && upload->stage) {
+        /* Hashing first would stage the whole object before any part went. */
+        struct error error;
+        error_set(&error, -EAGAIN, "%s: cannot start the hashing thread", upload->key);
+        multipart_fail(upload, &error);
+        return;
+    }
     if (!hashing)
         multipart_hash_source(upload);
     for (int i = 1; i < wanted; i++) {
@@ -370,6 +466,7 @@ int s3_upload_multipart(struct s3_client *client, CURL *curl, const char *key,
         .source = source,
         .size = source->size,
         .io = io,
+        .stage = source->stage_directory,
     };
     char what[1200];
     bool created = false;
@@ -415,6 +512,11 @@ int s3_upload_multipart(struct s3_client *client, CURL *curl, const char *key,
 out:
     if (created)
         abort_upload(&upload, curl);
+    for (size_t index = 0; upload.stage && index < upload.part_count; index++) {
+        char stage[PATH_MAX];
+        stage_path(&upload, index, stage);
+        unlink(stage); /* a part hashed and never sent */
+    }
     pthread_cond_destroy(&upload.hashed);
     pthread_mutex_destroy(&upload.lock);
     free(upload.hashes);

@@ -69,6 +69,14 @@ struct target_source {
      * (an archive sealed on the way checks its plaintext against its
      * manifest here, -EBADMSG when it does not match). */
     int (*check)(void *reader, struct error *err);
+    /* Optional: a directory only this upload writes to, for a source that is
+     * costly to read twice (a pack merged from objects fetched back from the
+     * target: replicate/pack_stream.h). An upload then reads the source once,
+     * in order: S3 keeps each part in a file here from its hashing until it
+     * is sent (at most parallel_parts + 1 parts at a time) instead of reading
+     * it again to send it; a dir target reads every source once anyway.
+     * What a kill leaves here is the caller's to remove. */
+    const char *stage_directory;
 };
 
 /* Uploads a source under `key`. `sha256_hex` (may be NULL) is what the bytes

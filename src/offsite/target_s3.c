@@ -69,9 +69,10 @@ static void report_put_progress(void *context, int64_t bytes)
 /* Reads `size` bytes of the source once, in order, into its SHA-256 and
  * Content-MD5, then lets the source check what it read. `buffer` holds the
  * whole object when `capacity` >= `size` (it is sent from there), else it
- * is a window the bytes pass through. */
+ * is a window the bytes pass through, into `stage_fd` when that is open
+ * (a source read once: target_source.stage_directory). */
 static int hash_source(const struct target_source *source, void *reader, unsigned char *buffer,
-                       size_t capacity, int64_t size, struct s3_body_hashes *hashes,
+                       size_t capacity, int64_t size, int stage_fd, struct s3_body_hashes *hashes,
                        struct error *err)
 {
     struct s3_body_hashing hashing = {0};
@@ -85,6 +86,8 @@ static int hash_source(const struct target_source *source, void *reader, unsigne
         size_t length = size - offset < (int64_t)capacity ? (size_t)(size - offset) : capacity;
         unsigned char *at = whole ? buffer + offset : buffer;
         rc = source->read(reader, at, length, offset, err);
+        if (rc == 0 && stage_fd >= 0 && (rc = io_write_full(stage_fd, at, length)) != 0)
+            error_set(err, rc, "cannot stage %s: %s", source->name, strerror(-rc));
         if (rc == 0) {
             s3_body_hashing_update(&hashing, at, length);
             offset += (int64_t)length;
@@ -114,14 +117,34 @@ static int put_small(struct s3_target *s3, const char *key, const struct target_
     unsigned char *buffer = malloc(capacity);
     void *progress_context[2] = {(void *)io, &size};
     void *reader = NULL;
+    char stage[PATH_MAX] = "";
+    int stage_fd = -1;
+    struct target_file staged = {.fd = -1};
+    struct target_source staged_source;
     int rc;
     s3_describe_key(&s3->client, key, what, sizeof what);
     if (!buffer)
         return error_set(err, -ENOMEM, "%s: out of memory", what);
+    if (!in_memory && source->stage_directory) {
+        snprintf(stage, sizeof stage, "%s/object", source->stage_directory);
+        stage_fd = open(stage, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (stage_fd < 0) {
+            rc = error_set(err, -errno, "%s: cannot stage it in %s: %s", what, stage,
+                           strerror(errno));
+            free(buffer);
+            return rc;
+        }
+    }
     rc = source->open_reader(source->context, &reader, err);
     if (rc == 0)
-        rc = hash_source(source, reader, buffer, capacity, size, &hashes, err);
-    if (rc == 0 && !in_memory) {
+        rc = hash_source(source, reader, buffer, capacity, size, stage_fd, &hashes, err);
+    if (rc == 0 && stage_fd >= 0) {
+        /* Sent from the staged copy, which S3 checks against the hashes. */
+        source->close_reader(reader);
+        reader = NULL;
+        target_file_wrap(stage_fd, stage, size, &staged, &staged_source);
+        source = &staged_source;
+    } else if (rc == 0 && !in_memory) {
         /* Sent from a reader of its own, from the start: the one that
          * hashed has been checked and is done. What is sent is not checked
          * again here: S3 refuses a body whose SHA-256 or MD5 differs. */
@@ -146,7 +169,7 @@ static int put_small(struct s3_target *s3, const char *key, const struct target_
         request.body = buffer;
     } else {
         request.body_source = source;
-        request.body_reader = reader;
+        request.body_reader = source == &staged_source ? (void *)&staged : reader;
     }
     request.body_size = (size_t)size;
     request.payload_hash = hashes.sha256;
@@ -158,6 +181,10 @@ static int put_small(struct s3_target *s3, const char *key, const struct target_
 out:
     if (reader)
         source->close_reader(reader);
+    if (stage_fd >= 0) {
+        close(stage_fd);
+        unlink(stage);
+    }
     s3_response_free(&response);
     free(buffer);
     return rc;

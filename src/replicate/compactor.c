@@ -3,6 +3,7 @@
  */
 #include "replicate/compactor.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -20,6 +21,7 @@
 #include "db/state_packs.h"
 #include "offsite/target_pool.h"
 #include "replicate/format.h"
+#include "replicate/pack_stream.h"
 #include "replicate/shipper.h"
 
 /* Keys deleted per look at replica_doomed. */
@@ -33,15 +35,15 @@ struct replica_compactor {
     struct target *target; /* from the caller's pool, for this turn */
 };
 
-/* A pack being written: its bytes, hashed as they go, and its manifest's
- * object lines in a file of their own (the header, which comes first,
- * needs the hash). */
+/* A pack being made: its header fields, its members' bytes as a stream
+ * from the target, and its manifest's object lines in a file of their own
+ * (the header, which comes first, needs the pack's SHA-256, known once the
+ * pack is uploaded). */
 struct pack_writer {
     struct format_pack pack; /* header fields; objects unused */
-    int fd;
+    struct pack_stream *stream;
     FILE *lines;
-    struct io_sha256 hash;
-    char path[PATH_MAX], lines_path[PATH_MAX], member[PATH_MAX], manifest[PATH_MAX];
+    char stage[PATH_MAX], lines_path[PATH_MAX], manifest[PATH_MAX];
 };
 
 bool replica_compacts(const struct database_config *db)
@@ -184,43 +186,6 @@ void replica_compactor_close(struct replica_compactor *c)
     free(c);
 }
 
-/* Appends the file at `path` to the pack, hashing it into the pack's hash
- * and into `own` (the member's hash, checked by the caller). */
-static int pack_append(struct pack_writer *w, const char *path, struct io_sha256 *own,
-                       int64_t *bytes, struct error *err)
-{
-    enum { BUFFER_BYTES = 1 << 16 };
-    unsigned char *buffer = malloc(BUFFER_BYTES);
-    if (!buffer)
-        return error_set(err, -ENOMEM, "out of memory");
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        free(buffer);
-        return error_set(err, -errno, "%s: %s", path, strerror(errno));
-    }
-    int rc = 0;
-    *bytes = 0;
-    for (;;) {
-        ssize_t n = io_read_full(fd, buffer, BUFFER_BYTES);
-        if (n < 0) {
-            rc = error_set(err, -errno, "%s: %s", path, strerror(errno));
-            break;
-        }
-        if (n == 0)
-            break;
-        io_sha256_update(&w->hash, buffer, (size_t)n);
-        io_sha256_update(own, buffer, (size_t)n);
-        if (io_write_full(w->fd, buffer, (size_t)n) < 0) {
-            rc = error_set(err, -errno, "%s: %s", w->path, strerror(errno));
-            break;
-        }
-        *bytes += n;
-    }
-    close(fd);
-    free(buffer);
-    return rc;
-}
-
 static int pack_line(struct pack_writer *w, const struct format_pack_object *object,
                      struct error *err)
 {
@@ -234,46 +199,26 @@ static int pack_line(struct pack_writer *w, const struct format_pack_object *obj
     return rc;
 }
 
-/* Fetches one member into the pack, checks it against what state.db says
- * was put, and writes its manifest lines. */
+/* Adds one member to the pack's stream and its manifest lines (a pack
+ * member's own lines, shifted to where it now starts). */
 static int pack_member(struct replica_compactor *c, struct pack_writer *w,
                        const struct state_pack_item *item, struct error *err)
 {
     struct io_context io = {.stop = c->stop, .background = true};
-    char key[FORMAT_KEY_SIZE], manifest_key[FORMAT_KEY_SIZE], own_hex[IO_SHA256_HEX];
-    struct io_sha256 own;
-    int64_t bytes = 0;
+    char key[FORMAT_KEY_SIZE], manifest_key[FORMAT_KEY_SIZE];
     uint64_t base = w->pack.size;
     int rc = compactor_key(c, item, false, key, err);
-    if (rc < 0)
+    if (rc < 0 || (rc = pack_stream_add(w->stream, key, item->bytes, item->sha256, err)) < 0)
         return rc;
-    unlink(w->member);
-    if ((rc = target_get_file(c->target, key, w->member, &io, err)) < 0)
-        return rc;
-    if ((rc = io_sha256_begin(&own)) < 0)
-        return error_set(err, rc, "out of memory");
-    rc = pack_append(w, w->member, &own, &bytes, err);
-    io_sha256_end(&own, own_hex);
-    unlink(w->member);
-    if (rc < 0)
-        return rc;
-    if (bytes != item->bytes || strcmp(own_hex, item->sha256) != 0)
-        return error_set(err, -EBADMSG,
-                         "%s on %s is %" PRId64 " bytes with SHA-256 %s, not the %" PRId64
-                         " bytes with SHA-256 %s that were put: it changed on the target; "
-                         "not packed. Restores that need it fail; `sqlprodd verify %s "
-                         "--remote --data` names them",
-                         key, c->db->replicate.target_name, bytes, own_hex, item->bytes,
-                         item->sha256, c->db->name);
-    w->pack.size += (uint64_t)bytes;
+    w->pack.size += (uint64_t)item->bytes;
     if (item->level == 0) {
-        struct format_pack_object object = {.offset = base, .size = (uint64_t)bytes};
+        struct format_pack_object object = {.offset = base, .size = (uint64_t)item->bytes};
         snprintf(object.key, sizeof object.key, "%s", item->name);
         snprintf(object.sha256, sizeof object.sha256, "%s", item->sha256);
         w->pack.count++;
         return pack_line(w, &object, err);
     }
-    /* A pack: its objects, shifted to where it now starts. */
+    unlink(w->manifest);
     if ((rc = compactor_key(c, item, true, manifest_key, err)) < 0 ||
         (rc = target_get_file(c->target, manifest_key, w->manifest, &io, err)) < 0)
         return rc;
@@ -322,6 +267,23 @@ static int pack_member(struct replica_compactor *c, struct pack_writer *w,
     return rc;
 }
 
+/* Empties the stage directory: what the last merge, or a kill, left. */
+static int compactor_clear_stage(const char *stage, struct error *err)
+{
+    int rc = fs_make_directories(stage, 0700, err);
+    if (rc < 0)
+        return rc;
+    DIR *directory = opendir(stage);
+    if (!directory)
+        return error_set(err, -errno, "%s: %s", stage, strerror(errno));
+    struct dirent *entry;
+    while ((entry = readdir(directory)))
+        if (entry->d_name[0] != '.')
+            unlinkat(dirfd(directory), entry->d_name, 0);
+    closedir(directory);
+    return 0;
+}
+
 /* The manifest: the header line, then the object lines. */
 static int pack_write_manifest(struct pack_writer *w, struct error *err)
 {
@@ -351,7 +313,7 @@ static int compactor_merge(struct replica_compactor *c, const struct state_pack_
                            size_t count, struct error *err)
 {
     struct io_context io = {.stop = c->stop, .background = true};
-    struct pack_writer w = {.fd = -1};
+    struct pack_writer w = {0};
     struct state_pack_item pack = {.level = members[0].level + 1,
                                    .position = members[0].position,
                                    .first_generation = members[0].first_generation,
@@ -359,8 +321,8 @@ static int compactor_merge(struct replica_compactor *c, const struct state_pack_
     char *doomed[2 * PACK_FANOUT_LOOSE + 2] = {0}, *own[2] = {0};
     size_t doomed_count = 0, own_count = 0;
     int64_t id = 0, ids[PACK_FANOUT_LOOSE];
-    bool hashing = false, done = false;
-    int rc;
+    bool done = false;
+    int rc, at_fault = -1;
 
     for (size_t i = 0; i < count; i++) {
         if (members[i].first_generation < pack.first_generation)
@@ -369,9 +331,8 @@ static int compactor_merge(struct replica_compactor *c, const struct state_pack_
             pack.last_generation = members[i].last_generation;
         ids[i] = members[i].id;
     }
-    snprintf(w.path, sizeof w.path, "%s/.pack.tmp", c->spool);
+    snprintf(w.stage, sizeof w.stage, "%s/.merge", c->spool);
     snprintf(w.lines_path, sizeof w.lines_path, "%s/.pack-lines.tmp", c->spool);
-    snprintf(w.member, sizeof w.member, "%s/.pack-member.tmp", c->spool);
     snprintf(w.manifest, sizeof w.manifest, "%s/.pack-manifest.tmp", c->spool);
     if ((rc = state_pack_begin(c->state, c->db->name, &pack, &id, err)) < 0)
         return rc;
@@ -381,51 +342,51 @@ static int compactor_merge(struct replica_compactor *c, const struct state_pack_
                                   .id = (uint64_t)id,
                                   .level = pack.level};
     format_pack_name(pack.first_generation, pack.last_generation, (uint64_t)id, pack.name);
-    if ((rc = compactor_item_keys(c, &pack, own, &own_count, err)) < 0)
+    if ((rc = compactor_item_keys(c, &pack, own, &own_count, err)) < 0 ||
+        (rc = compactor_clear_stage(w.stage, err)) < 0 ||
+        (rc = pack_stream_open(c->target, w.stage, &io, &w.stream, err)) < 0)
         goto out;
-    w.fd = open(w.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    w.lines = fopen(w.lines_path, "w+e");
-    if (w.fd < 0 || !w.lines) {
-        rc = error_set(err, -errno, "%s: %s", c->spool, strerror(errno));
-        goto out;
-    }
-    if ((rc = io_sha256_begin(&w.hash)) < 0) {
-        rc = error_set(err, rc, "out of memory");
+    if (!(w.lines = fopen(w.lines_path, "w+e"))) {
+        rc = error_set(err, -errno, "%s: %s", w.lines_path, strerror(errno));
         goto out;
     }
-    hashing = true;
     for (size_t i = 0; i < count && rc == 0; i++) {
-        rc = pack_member(c, &w, &members[i], err);
+        if ((rc = pack_member(c, &w, &members[i], err)) == -ENOENT)
+            at_fault = (int)i; /* a pack member's manifest is gone */
+        if (rc == 0)
+            rc = compactor_item_keys(c, &members[i], doomed, &doomed_count, err);
+    }
+    /* The pack streamed from its members on the target into its upload:
+     * no local copy of it, each member checked against its SHA-256. */
+    struct target_source source;
+    int code = 0;
+    pack_stream_source(w.stream, pack.name, &source);
+    if (rc == 0 &&
+        (rc = target_put_source(c->target, own[0], &source, NULL, w.pack.sha256, &io, err)) < 0 &&
+        (at_fault = pack_stream_failed_member(w.stream, &code)) >= 0 && code == -EBADMSG) {
+        struct error cause = *err;
+        error_set(err, rc,
+                  "%s; not packed. Restores that need it fail; `sqlprodd verify %s --remote "
+                  "--data` names them",
+                  cause.message, c->db->name);
+    }
+    if (at_fault >= 0 && (rc == -EBADMSG || rc == -ENOENT)) {
         struct error ignored = {0};
         bool still = true;
         if (rc == -ENOENT &&
-            state_pack_items_exist(c->state, &members[i].id, 1, &still, &ignored) == 0 && !still) {
+            state_pack_items_exist(c->state, &members[at_fault].id, 1, &still, &ignored) == 0 &&
+            !still) {
             /* Retention forgot and deleted it meanwhile: this merge is
              * simply moot. */
             rc = 0;
             goto out;
         }
-        if (rc == -EBADMSG || rc == -ENOENT) {
-            /* Changed on the target, or gone from it: left as it is and
-             * never merged again, so the items after it still make packs
-             * and the error is reported once. */
-            state_pack_mark_final(c->state, &members[i].id, 1, &ignored);
-        }
-        if (rc == 0)
-            rc = compactor_item_keys(c, &members[i], doomed, &doomed_count, err);
+        /* Changed on the target, or gone from it: left as it is and never
+         * merged again, so the items after it still make packs and the
+         * error is reported once. */
+        state_pack_mark_final(c->state, &members[at_fault].id, 1, &ignored);
     }
-    if (rc < 0)
-        goto out;
-    io_sha256_end(&w.hash, w.pack.sha256);
-    hashing = false;
-    if (close(w.fd) != 0) {
-        w.fd = -1;
-        rc = error_set(err, -errno, "%s: %s", w.path, strerror(errno));
-        goto out;
-    }
-    w.fd = -1;
-    if ((rc = pack_write_manifest(&w, err)) < 0 ||
-        (rc = target_put_file(c->target, own[0], w.path, w.pack.sha256, &io, err)) < 0 ||
+    if (rc < 0 || (rc = pack_write_manifest(&w, err)) < 0 ||
         (rc = target_put_file(c->target, own[1], w.manifest, NULL, &io, err)) < 0)
         goto out;
     pack.bytes = (int64_t)w.pack.size;
@@ -434,16 +395,15 @@ static int compactor_merge(struct replica_compactor *c, const struct state_pack_
     rc = state_pack_complete(c->state, c->db->name, id, &pack, ids, count, doomed, doomed_count,
                              &done, err);
 out:
-    if (hashing)
-        io_sha256_discard(&w.hash);
-    if (w.fd >= 0)
-        close(w.fd);
+    pack_stream_close(w.stream);
     if (w.lines)
         fclose(w.lines);
-    unlink(w.path);
     unlink(w.lines_path);
-    unlink(w.member);
     unlink(w.manifest);
+    if (w.stage[0]) {
+        struct error ignored = {0};
+        compactor_clear_stage(w.stage, &ignored);
+    }
     if (!done && id != 0) {
         /* Given up (an error, or retention forgot a member meanwhile):
          * whatever of this pack reached the target goes. */

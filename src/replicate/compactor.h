@@ -2,8 +2,8 @@
  * compactor.h: merges a replica's small objects into packs
  * (sqlprodd-format(5), PACKS), so that a day of replication leaves tens of
  * objects on the target, not hundreds of thousands, and a restore reads a
- * few dozen (a few hundred for a writer of hundreds of GiB of gzip'd WAL a
- * day, whose packs are full at PACK_FULL_BYTES: design 2.7, end).
+ * few dozen (about a hundred for a writer of a TiB of gzip'd WAL a day,
+ * whose packs are full at PACK_FULL_BYTES: design 2.7, end).
  *
  * Log-structured: what the uploader put (segments, sidecars, base.json; never
  * a base file) joins a stack of items. When the newest PACK_FANOUT_LOOSE
@@ -16,8 +16,9 @@
  * level, and at most PACK_FANOUT_LOOSE - 1 loose objects.
  *
  * Each merge is safe against a kill at any point: the members are read
- * back from the target and checked against the SHA-256 recorded when they
- * were put, the pack and then its manifest are uploaded, one state.db
+ * back from the target, streamed into the pack's upload (pack_stream.h: no
+ * local copy of the pack) and checked against the SHA-256 recorded when
+ * they were put, the pack and then its manifest are uploaded, one state.db
  * transaction puts the pack in its members' place, and only then are the
  * members deleted (a kill before that deletion leaves copies, which
  * restore tells apart by their identical bytes; the next replica_compact deletes
@@ -40,7 +41,7 @@
 #define PACK_FANOUT_LOOSE 16
 #define PACK_FANOUT       4
 #define PACK_FULL_OBJECTS 65536
-#define PACK_FULL_BYTES   (4LL << 30)
+#define PACK_FULL_BYTES   (64LL << 30)
 
 struct replica_compactor;
 struct target_pool;

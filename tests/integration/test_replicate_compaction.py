@@ -119,7 +119,26 @@ class ReplicaCompactionTest(ReplicaTestCase):
         self.run_and_check("dir", seconds=20, instants=20, min_level=2, fewer=4)
 
     def test_s3_target_packs_and_restores_exactly(self):
-        self.run_and_check("s3", seconds=12, instants=10, min_level=1, fewer=2)
+        root = self.run_and_check("s3", seconds=14, instants=10, min_level=1, fewer=2)
+        # A merge streams its members from the target into the pack's
+        # upload: each member read back once (a ranged GET of at most 8 MiB,
+        # PACK_STREAM_WINDOW_BYTES), staged in the spool's .merge directory
+        # only until sent, never as a local copy of the whole pack.
+        packed = set()
+        for name in os.listdir(os.path.join(root, "packs")):
+            if name.endswith(".pack.json"):
+                with open(os.path.join(root, "packs", name)) as f:
+                    packed.update(json.loads(line)["key"] for line in f.read().splitlines()[1:])
+        reads = {}
+        for r in self.server.requests():
+            key = r["path"].split("/app/replica/", 1)[-1]
+            if r["method"] == "GET" and key in packed and r["headers"].get("range"):
+                reads.setdefault(key, []).append(r["headers"]["range"])
+        self.assertTrue(reads, "no member was read back by a ranged GET")
+        twice = {k: v for k, v in reads.items() if len(v) > 1}
+        self.assertFalse(twice, f"members read back more than once: {twice}")
+        merge = os.path.join(self.state_dir, "replica", "app", ".merge")
+        self.assertEqual(os.listdir(merge), [], "parts left staged")
 
     def test_an_idle_database_uploads_and_compacts_nothing(self):
         create(self.db)

@@ -88,8 +88,10 @@ class ReplicatePacksTest(ReplicaTestCase):
         finally:
             replica_case.replicate_entry = original
 
-    def make_replica(self, kind="dir", seconds=SECONDS, snapshot_every="1d"):
-        """The agent and a writer with its own TRUNCATE checkpoints, stopped:
+    def make_replica(self, kind="dir", seconds=SECONDS, snapshot_every="1d", until=None):
+        """The agent and a writer with its own TRUNCATE checkpoints, stopped
+        after `seconds` and, if given, once until(index.json's generations)
+        holds (at most a minute more: a loaded machine is slow to snapshot):
         (commits, generations)."""
         create(self.db)
         self.configure(kind, snapshot_every=snapshot_every)
@@ -97,6 +99,14 @@ class ReplicatePacksTest(ReplicaTestCase):
         writer = ReplicaWriter(self.db, rate=RATE, checkpoint="truncate:400")
         self.processes.append(writer.process)
         time.sleep(seconds)
+        deadline = time.monotonic() + 60
+        while until and time.monotonic() < deadline:
+            path = os.path.join(self.local_replica(), "index.json")
+            if os.path.exists(path):
+                with open(path) as f:
+                    if until(json.load(f)["generations"]):
+                        break
+            time.sleep(1)
         self.assertIsNone(agent.poll(), f"the agent exited\n{self.agent_log()}")
         report = writer.stop()
         self.writer_report_ok(report)
@@ -246,7 +256,12 @@ class ReplicatePacksTest(ReplicaTestCase):
 
     def test_restore_from_packs_on_s3(self):
         # A base every 3 s: chains that start inside the pack, not at its head.
-        commits, generations = self.make_replica("s3", seconds=10, snapshot_every="3s")
+        def base_inside(index):
+            # A generation after the first starts a chain with two after it.
+            return any(g["base"] == "file" for g in index[1:-2])
+
+        commits, generations = self.make_replica("s3", seconds=10, snapshot_every="3s",
+                                                 until=base_inside)
         from harness import BUCKET
         local = self.local_replica()
         packed = generations[:-1]

@@ -15,7 +15,11 @@
 
 #include <cmocka.h>
 
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
+#include <sys/stat.h>
 
 #include "archive/archive.h"
 #include "s3_test_fixture.h"
@@ -616,9 +620,24 @@ struct made_source {
     int64_t size;
     bool differ;
     bool read[MADE_BLOCKS];
+    int reads[MADE_BLOCKS]; /* how often each block was read */
     bool refuse; /* its check says no, as a sealed archive changed underneath would */
+    const char *stage; /* if set, the most files it held at a read go to staged_most */
+    int staged_most;
     pthread_mutex_t lock;
 };
+
+static int files_in(const char *directory)
+{
+    DIR *dir = opendir(directory);
+    int count = 0;
+    struct dirent *entry;
+    while (dir && (entry = readdir(dir)))
+        count += entry->d_name[0] != '.';
+    if (dir)
+        closedir(dir);
+    return count;
+}
 
 static unsigned char made_byte(int64_t n, int version)
 {
@@ -644,8 +663,17 @@ static int made_read(void *reader, unsigned char *buffer, size_t length, int64_t
         buffer[i] = made_byte(n, made->differ && made->read[n / MADE_BLOCK]);
     }
     for (int64_t block = offset / MADE_BLOCK;
-         length > 0 && block <= (offset + (int64_t)length - 1) / MADE_BLOCK; block++)
+         length > 0 && block <= (offset + (int64_t)length - 1) / MADE_BLOCK; block++) {
         made->read[block] = true;
+        /* A block counts once per pass, however it is cut into reads. */
+        if (offset <= block * MADE_BLOCK)
+            made->reads[block]++;
+    }
+    if (made->stage) {
+        int staged = files_in(made->stage);
+        if (staged > made->staged_most)
+            made->staged_most = staged;
+    }
     pthread_mutex_unlock(&made->lock);
     return 0;
 }
@@ -807,6 +835,88 @@ static void a_source_that_reads_differently_is_not_stored(void **state)
     refused_and_aborted(make_it_differ, "XAmzContentSHA256Mismatch");
 }
 
+/* A source costly to read twice (a pack read back from the target) names a
+ * stage directory: then every byte is read once, each part waits in a file
+ * there from its hashing until it is sent, at most parallel_parts + 1 of
+ * them at a time (never the whole object), and nothing is left there, on
+ * success as on failure. Both ways: in parts, and in one PutObject of more
+ * than the 1 MiB that is sent from memory. */
+static void staged_put(int64_t size, const char *key, int parts)
+{
+    struct target_config config = test_config();
+    struct target *target = open_target(&config);
+    struct target_tuning tuning;
+    target_tuning_default(&tuning);
+    tuning.base_delay_ms = 5;
+    tuning.max_delay_ms = 20;
+    tuning.parallel_parts = 2; /* at most 3 parts staged: fewer than the 4 */
+    target_set_tuning(target, &tuning);
+    struct made_source made;
+    struct target_source source;
+    char stage[128], expected[IO_SHA256_HEX], stored[IO_SHA256_HEX], copy[128],
+        copied[IO_SHA256_HEX];
+    struct error err = {0};
+    path_in_work(stage, sizeof stage, "stage");
+    assert_int_equal(mkdir(stage, 0700) == 0 || errno == EEXIST, 1);
+    made_init(&made, &source);
+    made.size = source.size = size;
+    made.stage = source.stage_directory = stage;
+    made_sha256(size, expected);
+    int rc = target_put_source(target, key, &source, NULL, stored, NULL, &err);
+    if (rc != 0)
+        fail_msg("put: %s", err.message);
+    assert_string_equal(stored, expected);
+    for (int64_t block = 0; block * MADE_BLOCK < size; block++)
+        if (made.reads[block] != 1)
+            fail_msg("block %" PRId64 " was read %d times", block, made.reads[block]);
+    assert_true(made.staged_most >= 1);
+    assert_true(made.staged_most <= tuning.parallel_parts + 1);
+    assert_true(made.staged_most < parts || parts == 1);
+    assert_int_equal(files_in(stage), 0);
+    path_in_work(copy, sizeof copy, "copy");
+    unlink(copy);
+    assert_int_equal(target_get_file(target, key, copy, NULL, &err), 0);
+    assert_int_equal(archive_sha256_file(copy, copied, &err), 0);
+    assert_string_equal(copied, expected);
+    unlink(copy);
+    json_t *requests = s3_test_requests(&fixture.server);
+    assert_int_equal(s3_test_count(requests, "PUT", "partNumber=", 200), parts > 1 ? parts : 0);
+    json_decref(requests);
+
+    /* A part the server refuses: nothing stored, nothing left staged. */
+    s3_test_reset(&fixture.server);
+    s3_test_add_fault(&fixture.server, parts > 1 ? "{\"status\": 500, \"count\": 100, \"method\": "
+                                                   "\"PUT\", \"query\": \"partNumber\"}"
+                                                 : "{\"status\": 500, \"count\": 100, \"method\": "
+                                                   "\"PUT\"}");
+    memset(made.reads, 0, sizeof made.reads);
+    assert_true(target_put_source(target, "bad/staged", &source, NULL, NULL, NULL, &err) < 0);
+    assert_int_equal(files_in(stage), 0);
+    struct target_listing listing = {0};
+    assert_int_equal(target_list(target, "bad/", &listing, &err), 0);
+    assert_int_equal(listing.count, 0);
+    target_listing_free(&listing);
+    target_close(target);
+    rmdir(stage);
+    pthread_mutex_destroy(&made.lock);
+}
+
+static void a_staged_source_is_read_once_in_parts(void **state)
+{
+    (void)state;
+    if (fixture.node_missing)
+        skip();
+    staged_put(MADE_BLOCK * MADE_BLOCKS, "app/packs/staged.pack", 4); /* 16 MiB: 5+5+5+1 */
+}
+
+static void a_staged_source_is_read_once_in_one_put(void **state)
+{
+    (void)state;
+    if (fixture.node_missing)
+        skip();
+    staged_put(3 * 1024 * 1024 + 7, "app/packs/small.pack", 1);
+}
+
 static void session_token_is_signed_and_sent(void **state)
 {
     (void)state;
@@ -899,6 +1009,8 @@ int main(void)
         cmocka_unit_test_setup(a_source_of_unknown_hash_is_hashed_before_it_is_sent, reset_server),
         cmocka_unit_test_setup(a_source_that_reads_differently_is_not_stored, reset_server),
         cmocka_unit_test_setup(a_source_that_fails_its_check_is_not_stored, reset_server),
+        cmocka_unit_test_setup(a_staged_source_is_read_once_in_parts, reset_server),
+        cmocka_unit_test_setup(a_staged_source_is_read_once_in_one_put, reset_server),
         cmocka_unit_test_setup(session_token_is_signed_and_sent, reset_server),
         cmocka_unit_test_setup(tls_is_verified_unless_disabled, reset_server),
     };
