@@ -113,20 +113,18 @@ int database_refuse_special_files(const char *path, struct error *err)
 struct database_wait {
     const volatile sig_atomic_t *stop;
     int timeout_ms;
-    struct timespec started;
+    int64_t started_ms; /* io_monotonic_ms at the first call of this wait */
 };
 
 static int database_busy_wait(void *context, int count)
 {
     struct database_wait *wait = context;
-    struct timespec now;
     if (wait->stop && *wait->stop)
         return 0;
-    clock_gettime(CLOCK_MONOTONIC, &now);
+    int64_t now_ms = io_monotonic_ms();
     if (count == 0)
-        wait->started = now;
-    int64_t waited_ms = (int64_t)(now.tv_sec - wait->started.tv_sec) * 1000 +
-                        (now.tv_nsec - wait->started.tv_nsec) / 1000000;
+        wait->started_ms = now_ms;
+    int64_t waited_ms = now_ms - wait->started_ms;
     if (waited_ms >= wait->timeout_ms)
         return 0;
     /* Short first sleeps, like SQLite's own handler, for locks held briefly. */

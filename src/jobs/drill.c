@@ -84,13 +84,6 @@ static const char *drill_side_name(const struct database_config *db)
     return db->drill.from == DRILL_FROM_REMOTE ? "remote" : "local";
 }
 
-static double drill_seconds_since(const struct timespec *start)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)(now.tv_sec - start->tv_sec) + (double)(now.tv_nsec - start->tv_nsec) / 1e9;
-}
-
 /* STATE_DIR/drill/NAME. */
 static int drill_directory(const struct config *config, const struct database_config *db, char *out,
                            size_t out_size, struct error *err)
@@ -214,10 +207,9 @@ static void drill_run_one(struct drill_one *one)
                                                    .prepare = drill_prepare,
                                                    .prepare_context = one};
     struct error err = {0};
-    struct timespec start;
-    clock_gettime(CLOCK_MONOTONIC, &start);
+    int64_t start_ms = io_monotonic_ms();
     one->rc = backup_restore_unpack(&request, &one->restored, &err);
-    one->restore_seconds = drill_seconds_since(&start);
+    one->restore_seconds = (double)(io_monotonic_ms() - start_ms) / 1000.0;
     if (one->rc == 0)
         one->rc = drill_compare_fingerprint(one, &err);
     backup_restore_remove_file(one->output);

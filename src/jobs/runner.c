@@ -8,10 +8,11 @@
 #include <string.h>
 #include <time.h>
 
-#include "jobs/job.h"
-#include "jobs/plan.h"
+#include "core/io.h"
 #include "core/lock.h"
 #include "core/log.h"
+#include "jobs/job.h"
+#include "jobs/plan.h"
 
 typedef int (*job_function)(struct job_context *, struct job_result *);
 
@@ -20,13 +21,6 @@ static const job_function job_functions[JOB_KIND_COUNT] = {
     [JOB_BACKUP] = job_backup,         [JOB_UPLOAD] = job_upload,   [JOB_PRUNE] = job_prune_local,
     [JOB_HEALTH] = job_health,         [JOB_DRILL] = job_drill,
 };
-
-static double seconds_since(const struct timespec *start)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)(now.tv_sec - start->tv_sec) + (double)(now.tv_nsec - start->tv_nsec) / 1e9;
-}
 
 int job_execute(enum job_kind kind, struct job_context *context, struct job_result *result)
 {
@@ -58,13 +52,12 @@ int job_execute(enum job_kind kind, struct job_context *context, struct job_resu
         return rc;
     }
 
-    struct timespec start;
-    clock_gettime(CLOCK_MONOTONIC, &start);
+    int64_t start_ms = io_monotonic_ms();
     time_t started = time(NULL);
     log_event(LOG_DEBUG, db->name, name, "started");
     rc = job_functions[kind](context, result);
     rc = plan_run_steps(kind, context, result, rc);
-    result->duration = seconds_since(&start);
+    result->duration = (double)(io_monotonic_ms() - start_ms) / 1000.0;
     if (rc != 0 && result->outcome != JOB_OUTCOME_FAILED)
         result->outcome = JOB_OUTCOME_FAILED;
     lock_release(&lock);

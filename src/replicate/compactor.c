@@ -267,15 +267,26 @@ static int pack_member(struct replica_compactor *c, struct pack_writer *w,
     return rc;
 }
 
-/* Empties the stage directory: what the last merge, or a kill, left. */
+/* Empties the stage directory: what the last merge, or a kill, left. A
+ * symlink there is refused, not followed: its files are not ours. */
 static int compactor_clear_stage(const char *stage, struct error *err)
 {
     int rc = fs_make_directories(stage, 0700, err);
     if (rc < 0)
         return rc;
-    DIR *directory = opendir(stage);
-    if (!directory)
-        return error_set(err, -errno, "%s: %s", stage, strerror(errno));
+    int fd = open(stage, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    DIR *directory = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!directory) {
+        rc = errno == ELOOP || errno == ENOTDIR
+                 ? error_set(err, -errno,
+                             "%s is a symlink or not a directory: not ours to empty; remove it "
+                             "and merges go on",
+                             stage)
+                 : error_set(err, -errno, "%s: %s", stage, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return rc;
+    }
     struct dirent *entry;
     while ((entry = readdir(directory)))
         if (entry->d_name[0] != '.')
