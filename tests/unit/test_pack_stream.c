@@ -107,8 +107,7 @@ static int teardown(void **state)
 static const int64_t SIZES[] = {1000, PACK_STREAM_WINDOW_BYTES + 3, 0, 77, 4096, 0};
 #define MEMBERS (sizeof SIZES / sizeof SIZES[0])
 
-static struct pack_stream *open_stream(struct fixture *f, char hex[][IO_SHA256_HEX],
-                                       int64_t *total)
+static struct pack_stream *open_stream(struct fixture *f, char hex[][IO_SHA256_HEX], int64_t *total)
 {
     struct pack_stream *stream = NULL;
     struct error err = {0};
@@ -180,9 +179,9 @@ static void the_pack_is_its_members_in_order_and_checked(void **state)
 
     /* A pack put from it on the target is the members concatenated. */
     char stored[IO_SHA256_HEX];
-    assert_int_equal(target_put_source(f->target, "app/replica/packs/p.pack", &source, NULL,
-                                       stored, NULL, &err),
-                     0);
+    assert_int_equal(
+        target_put_source(f->target, "app/replica/packs/p.pack", &source, NULL, stored, NULL, &err),
+        0);
     struct io_sha256 hash;
     assert_int_equal(io_sha256_begin(&hash), 0);
     for (size_t i = 0; i < MEMBERS; i++)
