@@ -101,11 +101,12 @@ class ReplicatePacksTest(ReplicaTestCase):
         time.sleep(seconds)
         deadline = time.monotonic() + 60
         while until and time.monotonic() < deadline:
-            path = os.path.join(self.local_replica(), "index.json")
-            if os.path.exists(path):
-                with open(path) as f:
+            try:
+                with open(os.path.join(self.local_replica(), "index.json")) as f:
                     if until(json.load(f)["generations"]):
                         break
+            except (OSError, ValueError):
+                pass  # not there yet, or caught while the copy is written
             time.sleep(1)
         self.assertIsNone(agent.poll(), f"the agent exited\n{self.agent_log()}")
         report = writer.stop()
