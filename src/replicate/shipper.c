@@ -1051,7 +1051,7 @@ static int round_resumed(struct replica *r, struct wal_reader *reader, int *fd,
             r->end_trusted = true;
         return rc;
     }
-    case WAL_RESUME_RESTARTED:
+    case WAL_RESUME_RESTARTED: {
         /* Clean only when this process has held a pin since it recorded
          * the end (the WAL could then restart once, at that end:
          * yield_to_checkpointer), nothing of the old generation follows
@@ -1061,11 +1061,20 @@ static int round_resumed(struct replica *r, struct wal_reader *reader, int *fd,
          * another connection's TRUNCATE draws new salts when its own
          * counter is 0). The sequence is each connection's private count,
          * not a count of restarts: it is not compared. */
-        if (r->row.ended && r->end_trusted &&
-            (reader->header.salt[0] == r->row.salt[0] + 1 ||
-             reader->header.checkpoint_sequence == 0) &&
-            !old_commit_follows(r, *fd, saved))
+        bool one_restart =
+            reader->header.salt[0] == r->row.salt[0] + 1 || reader->header.checkpoint_sequence == 0;
+        bool old_follows =
+            r->row.ended && r->end_trusted && one_restart && old_commit_follows(r, *fd, saved);
+        if (r->row.ended && r->end_trusted && one_restart && !old_follows)
             return continue_generation(r, reader, *fd, now_ms, err);
+        /* Which condition failed: what the next look at a break needs. */
+        log_event(LOG_DEBUG, r->db->name, "replicate",
+                  "the WAL restart is not a continuation: generation ended %s, end vouched "
+                  "for by the pin %s, salt-1 %08" PRIx32 " after %08" PRIx32
+                  " (checkpoint sequence %" PRIu32 "), an old commit after the end %s",
+                  r->row.ended ? "yes" : "no", r->end_trusted ? "yes" : "no",
+                  reader->header.salt[0], r->row.salt[0], reader->header.checkpoint_sequence,
+                  old_follows ? "yes" : "no");
         wal_reader_close(reader);
         close(*fd);
         *fd = -1;
@@ -1073,6 +1082,7 @@ static int round_resumed(struct replica *r, struct wal_reader *reader, int *fd,
                           "the WAL was restarted by someone else before every commit in it was "
                           "shipped",
                           err);
+    }
     case WAL_RESUME_BROKEN:
         wal_reader_close(reader);
         close(*fd);
