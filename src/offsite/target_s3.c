@@ -143,7 +143,6 @@ static int put_small(struct s3_target *s3, const char *key, const struct target_
         source->close_reader(reader);
         reader = NULL;
         target_file_wrap(stage_fd, stage, size, &staged, &staged_source);
-        source = &staged_source;
     } else if (rc == 0 && !in_memory) {
         /* Sent from a reader of its own, from the start: the one that
          * hashed has been checked and is done. What is sent is not checked
@@ -167,9 +166,12 @@ static int put_small(struct s3_target *s3, const char *key, const struct target_
     s3_request_add_object_headers(&s3->client, &request, hashes.sha256, time(NULL), retain_until);
     if (in_memory) {
         request.body = buffer;
+    } else if (stage_fd >= 0) {
+        request.body_source = &staged_source;
+        request.body_reader = &staged;
     } else {
         request.body_source = source;
-        request.body_reader = source == &staged_source ? (void *)&staged : reader;
+        request.body_reader = reader;
     }
     request.body_size = (size_t)size;
     request.payload_hash = hashes.sha256;

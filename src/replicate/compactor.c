@@ -369,17 +369,20 @@ static int compactor_merge(struct replica_compactor *c, const struct state_pack_
     }
     /* The pack streamed from its members on the target into its upload:
      * no local copy of it, each member checked against its SHA-256. */
-    struct target_source source;
-    int code = 0;
-    pack_stream_source(w.stream, pack.name, &source);
-    if (rc == 0 &&
-        (rc = target_put_source(c->target, own[0], &source, NULL, w.pack.sha256, &io, err)) < 0 &&
-        (at_fault = pack_stream_failed_member(w.stream, &code)) >= 0 && code == -EBADMSG) {
-        struct error cause = *err;
-        error_set(err, rc,
-                  "%s; not packed. Restores that need it fail; `sqlprodd verify %s --remote "
-                  "--data` names them",
-                  cause.message, c->db->name);
+    if (rc == 0) {
+        struct target_source source;
+        int code = 0;
+        pack_stream_source(w.stream, pack.name, &source);
+        rc = target_put_source(c->target, own[0], &source, NULL, w.pack.sha256, &io, err);
+        if (rc < 0)
+            at_fault = pack_stream_failed_member(w.stream, &code);
+        if (at_fault >= 0 && code == -EBADMSG) {
+            struct error cause = *err;
+            error_set(err, rc,
+                      "%s; not packed. Restores that need it fail; `sqlprodd verify %s --remote "
+                      "--data` names them",
+                      cause.message, c->db->name);
+        }
     }
     if (at_fault >= 0 && (rc == -EBADMSG || rc == -ENOENT)) {
         struct error ignored = {0};
@@ -411,10 +414,8 @@ out:
         fclose(w.lines);
     unlink(w.lines_path);
     unlink(w.manifest);
-    if (w.stage[0]) {
-        struct error ignored = {0};
-        compactor_clear_stage(w.stage, &ignored);
-    }
+    /* .merge/ is empty again: readers, parts and a staged object each
+     * remove their file, failed or not; a kill's are the next merge's. */
     if (!done && id != 0) {
         /* Given up (an error, or retention forgot a member meanwhile):
          * whatever of this pack reached the target goes. */

@@ -33,7 +33,7 @@ int pack_stream_open(struct target *target, const char *stage_directory,
                      const struct io_context *io, struct pack_stream **out, struct error *err);
 void pack_stream_close(struct pack_stream *stream);
 
-/* Appends the object `key` of `size` bytes (> 0) whose SHA-256 was
+/* Appends the object `key` of `size` bytes (>= 0) whose SHA-256 was
  * `sha256_hex` when it was put. */
 int pack_stream_add(struct pack_stream *stream, const char *key, int64_t size,
                     const char *sha256_hex, struct error *err);

@@ -1063,9 +1063,9 @@ static int round_resumed(struct replica *r, struct wal_reader *reader, int *fd,
          * not a count of restarts: it is not compared. */
         bool one_restart =
             reader->header.salt[0] == r->row.salt[0] + 1 || reader->header.checkpoint_sequence == 0;
-        bool old_follows =
-            r->row.ended && r->end_trusted && one_restart && old_commit_follows(r, *fd, saved);
-        if (r->row.ended && r->end_trusted && one_restart && !old_follows)
+        bool at_end = r->row.ended && r->end_trusted && one_restart;
+        bool old_follows = at_end && old_commit_follows(r, *fd, saved);
+        if (at_end && !old_follows)
             return continue_generation(r, reader, *fd, now_ms, err);
         /* Which condition failed: what the next look at a break needs. */
         log_event(LOG_DEBUG, r->db->name, "replicate",
@@ -1074,7 +1074,9 @@ static int round_resumed(struct replica *r, struct wal_reader *reader, int *fd,
                   " (checkpoint sequence %" PRIu32 "), an old commit after the end %s",
                   r->row.ended ? "yes" : "no", r->end_trusted ? "yes" : "no",
                   reader->header.salt[0], r->row.salt[0], reader->header.checkpoint_sequence,
-                  old_follows ? "yes" : "no");
+                  !at_end       ? "not looked for"
+                  : old_follows ? "yes"
+                                : "no");
         wal_reader_close(reader);
         close(*fd);
         *fd = -1;

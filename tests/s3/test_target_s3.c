@@ -15,15 +15,15 @@
 
 #include <cmocka.h>
 
-#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <sys/stat.h>
 
 #include "archive/archive.h"
-#include "s3_test_fixture.h"
+#include "files_in.h"
 #include "offsite/target.h"
+#include "s3_test_fixture.h"
 
 static struct s3_test_fixture fixture;
 
@@ -626,18 +626,6 @@ struct made_source {
     int staged_most;
     pthread_mutex_t lock;
 };
-
-static int files_in(const char *directory)
-{
-    DIR *dir = opendir(directory);
-    int count = 0;
-    struct dirent *entry;
-    while (dir && (entry = readdir(dir)))
-        count += entry->d_name[0] != '.';
-    if (dir)
-        closedir(dir);
-    return count;
-}
 
 static unsigned char made_byte(int64_t n, int version)
 {

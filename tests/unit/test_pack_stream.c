@@ -14,7 +14,6 @@
 #include <stdint.h>
 
 #include <cmocka.h>
-#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +21,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/fsutil.h"
 #include "core/io.h"
+#include "files_in.h"
 #include "offsite/target.h"
 #include "replicate/pack_stream.h"
 
@@ -43,12 +44,11 @@ static void put_member(struct fixture *f, const char *key, int member, int64_t s
                        char hex[IO_SHA256_HEX])
 {
     char path[256], directory[256];
+    struct error err = {0};
     snprintf(path, sizeof path, "%s/%s", f->root, key);
     snprintf(directory, sizeof directory, "%s", path);
     *strrchr(directory, '/') = '\0';
-    char command[300];
-    snprintf(command, sizeof command, "mkdir -p '%s'", directory);
-    assert_int_equal(system(command), 0);
+    assert_int_equal(fs_make_directories(directory, 0700, &err), 0);
     FILE *file = fopen(path, "wb");
     assert_non_null(file);
     unsigned char *bytes = malloc(size > 0 ? (size_t)size : 1);
@@ -59,18 +59,6 @@ static void put_member(struct fixture *f, const char *key, int member, int64_t s
     fclose(file);
     io_sha256_buffer(bytes, (size_t)size, hex);
     free(bytes);
-}
-
-static int files_in(const char *directory)
-{
-    DIR *dir = opendir(directory);
-    int count = 0;
-    struct dirent *entry;
-    while (dir && (entry = readdir(dir)))
-        count += entry->d_name[0] != '.';
-    if (dir)
-        closedir(dir);
-    return count;
 }
 
 static int setup(void **state)
