@@ -185,8 +185,19 @@ class HealthTestCase(AgentTestCase):
 
     def check_status_json_against_text(self):
         """status --json holds the data the table shows, row by row."""
-        text = self.run_cli("status", check=0).stdout
-        data = self.status_json()
+        # The table and --json are two commands. A job that is due every
+        # second can run between them and start its next cycle, so the two
+        # are compared only when --json read just before and just after the
+        # table shows every job in one and the same cycle.
+        for _ in range(10):
+            before = {d["name"]: d["next_job"] for d in self.status_json()["databases"]}
+            text = self.run_cli("status", check=0).stdout
+            data = self.status_json()
+            if all((before.get(d["name"]) or {}).get("next_due") ==
+                   (d["next_job"] or {}).get("next_due") for d in data["databases"]):
+                break
+        else:
+            self.fail("status and --json were never read within one job cycle in 10 tries")
         rows, reasons = parse_status_text(text)
         self.assertEqual(set(rows), {d["name"] for d in data["databases"]}, text)
         for database in data["databases"]:
@@ -199,17 +210,20 @@ class HealthTestCase(AgentTestCase):
             else:
                 self.assertEqual(row["backup"], "never")
             if database["next_job"]:
-                # "in 5m", "due now" or "overdue since ...", as --json says. The
-                # table was read first: a due time may have been reached between
-                # the two commands (seen under ASan on a loaded machine), never
-                # the other way round.
+                # "in 5m", "due now" or "overdue since ...", as --json says. In
+                # one cycle a due time may be reached between the commands (seen
+                # under ASan on a loaded machine), so the table's word lies
+                # between the two --json readings, never outside them.
                 word = {"later": " in ", "now": " due now", "overdue": " overdue since "}
                 order = ["later", "now", "overdue"]
                 json_due = database["next_job"]["due"]
+                before_due = before[database["name"]]["due"]
                 text_due = next((due for due in order
                                  if row["next"].startswith(database["next_job"]["job"] +
                                                            word[due])), None)
                 self.assertIsNotNone(text_due, (row, database["next_job"]))
+                self.assertLessEqual(order.index(before_due), order.index(text_due),
+                                     (row, before[database["name"]]))
                 self.assertLessEqual(order.index(text_due), order.index(json_due),
                                      (row, database["next_job"]))
             if database["last_error"]:
