@@ -25,7 +25,12 @@ and worst, the baseline of the second table. Then for each tool and each run
   - the restore time of the base plus the WAL written (--base, default 1 GiB,
     --minutes, default 10, at --rate, default 1000 tx/s): `sqlprodd restore
     --at latest` against `litestream restore`, each --runs times; the
-    restored file must hold the writer's last commit.
+    restored file must hold the writer's last commit;
+  - for sqlprodd, the issue's yardstick for that restore: a snapshot restore
+    of the same database (a `sqlprodd backup` of the file as the writer left
+    it, restored from the local backup directory with its SHA-256 and
+    quick_check), --runs times, and the ratio of the two medians (target:
+    at most 1.5x).
 
   bench/replicate.py                 the issue's sizes: 1 GiB, 10 min (hours)
   bench/replicate.py --quick         64 MiB, 30 s, for trying it
@@ -275,6 +280,17 @@ class Sqlprodd(Tool):
     def restore_argv(self, out):
         return [binary(), "-c", self.config, "restore", "app", "--to", out, "--at", "latest"]
 
+    def snapshot_argv(self, out):
+        """The issue's yardstick: a snapshot restore of the same database
+        (as the writer left it) from a backup of it in the local backup
+        directory: SHA-256, decompression, quick_check, as a restore of the
+        replica does."""
+        return [binary(), "-c", self.config, "restore", "app", "--to", out]
+
+    def take_snapshot(self):
+        subprocess.run([binary(), "-c", self.config, "backup", "app"], check=True,
+                       capture_output=True, env=self.environment())
+
 
 class Alone(Tool):
     """The writer with no agent at all: the application's own latency."""
@@ -421,6 +437,16 @@ def measure_run(kind, args, source, run, work, db, s3):
             print(f"  {tool.name}: restore {attempt} holds commit {k}, not {last} "
                   f"(or differs)", file=sys.stderr)
         drop(out)
+    snapshots = []
+    if hasattr(tool, "take_snapshot"):
+        tool.take_snapshot()
+        for attempt in range(args.runs):
+            out = os.path.join(work, f"snapshot-{attempt}.db")
+            started = time.monotonic()
+            subprocess.run(tool.snapshot_argv(out), check=True, capture_output=True,
+                           env=tool.environment())
+            snapshots.append(time.monotonic() - started)
+            drop(out)
     result = {
         "rate": report["commits"] / (args.minutes * 60),
         "p50": percentile(delays, 0.5) if delays else float("nan"),
@@ -428,6 +454,8 @@ def measure_run(kind, args, source, run, work, db, s3):
         "missing": missing,
         "wal_max": max(wal_sizes or [0]), "wal_median": statistics.median(wal_sizes or [0]),
         "rss": rss, "restore": statistics.median(restores) if restores else float("nan"),
+        "snapshot": statistics.median(snapshots) if snapshots else float("nan"),
+        "db_bytes": os.path.getsize(db),
         "objects": len(watcher.seen_files),
         "base": os.path.getsize(source),
         # what the writing added to the target, scaled to a day
@@ -525,6 +553,9 @@ def main():
                      mib(med('wal_median')), mib(med('wal_max')),
                      f"{med('rss') / 1024:.1f} MiB",
                      "-" if med('restore') != med('restore') else f"{med('restore'):.1f} s",
+                     "-" if med('snapshot') != med('snapshot') else
+                     f"{med('snapshot'):.1f} s ({mib(med('db_bytes'))}), "
+                     f"{med('restore') / med('snapshot'):.2f}x",
                      f"{med('put_per_day'):,.0f}", f"{med('held'):,.0f}",
                      f"{med('held_day'):,.0f}", f"{med('restore_reads'):.0f}",
                      f"{mib(med('bytes_per_hour'))}/h", f"{mib(med('uploaded_per_hour'))}/h"])
@@ -537,7 +568,7 @@ def main():
              + f"; medians of {args.runs} runs")
     table(f"replication: {where}",
           ["tool", "tx/s", "delay p50", "delay p99", "unmarked", "WAL median", "WAL max",
-           "peak RSS", "restore", "put/day", "held", "held/day", "restore reads", "target",
+           "peak RSS", "restore", "snapshot restore, ratio", "put/day", "held", "held/day", "restore reads", "target",
            "uploaded"],
           rows)
     table(f"the application's COMMIT latency (BEGIN to COMMIT returned): {where}",

@@ -145,21 +145,24 @@ uint64_t wal_reader_frame_size(const struct wal_reader *reader)
     return WAL_FRAME_HEADER_SIZE + (uint64_t)reader->header.page_size;
 }
 
-static void wal_position_at_start(struct wal_reader *reader)
+void wal_position_start(const struct wal_header *header, struct wal_position *p)
 {
-    struct wal_position *p = &reader->next;
-
     memset(p, 0, sizeof *p);
     p->offset = WAL_HEADER_SIZE;
     p->frame_index = 0;
-    p->checksum[0] = reader->header.checksum[0];
-    p->checksum[1] = reader->header.checksum[1];
-    p->salt[0] = reader->header.salt[0];
-    p->salt[1] = reader->header.salt[1];
-    p->page_size = reader->header.page_size;
-    p->checkpoint_sequence = reader->header.checkpoint_sequence;
-    p->big_endian_checksum = reader->header.big_endian_checksum;
-    reader->committed = *p;
+    p->checksum[0] = header->checksum[0];
+    p->checksum[1] = header->checksum[1];
+    p->salt[0] = header->salt[0];
+    p->salt[1] = header->salt[1];
+    p->page_size = header->page_size;
+    p->checkpoint_sequence = header->checkpoint_sequence;
+    p->big_endian_checksum = header->big_endian_checksum;
+}
+
+static void wal_position_at_start(struct wal_reader *reader)
+{
+    wal_position_start(&reader->header, &reader->next);
+    reader->committed = reader->next;
     reader->stop = WAL_STOP_NONE;
 }
 
@@ -300,7 +303,6 @@ int wal_reader_next(struct wal_reader *reader, struct wal_frame *frame, struct e
     struct wal_position *next = &reader->next;
     uint64_t frame_size = wal_reader_frame_size(reader);
     const uint8_t *bytes = reader->buffer;
-    uint32_t checksum[2];
     int64_t got;
 
     assert(reader->buffer != NULL);
@@ -316,23 +318,30 @@ int wal_reader_next(struct wal_reader *reader, struct wal_frame *frame, struct e
         reader->stop = got == 0 ? WAL_STOP_END : WAL_STOP_SHORT;
         return 0;
     }
-    if (wal_get32_big(bytes + 8) != next->salt[0] || wal_get32_big(bytes + 12) != next->salt[1]) {
-        reader->stop = WAL_STOP_SALT;
+    reader->stop = wal_frame_accept(next, bytes, frame);
+    if (reader->stop != WAL_STOP_NONE)
         return 0;
-    }
-    if (wal_get32_big(bytes) == 0) {
-        reader->stop = WAL_STOP_PAGE_ZERO;
-        return 0;
-    }
+    if (frame->commit_size != 0)
+        reader->committed = *next;
+    assert(reader->committed.offset <= next->offset);
+    return 1;
+}
+
+enum wal_stop wal_frame_accept(struct wal_position *next, const uint8_t *bytes,
+                               struct wal_frame *frame)
+{
+    uint32_t checksum[2];
+    if (wal_get32_big(bytes + 8) != next->salt[0] || wal_get32_big(bytes + 12) != next->salt[1])
+        return WAL_STOP_SALT;
+    if (wal_get32_big(bytes) == 0)
+        return WAL_STOP_PAGE_ZERO;
     checksum[0] = next->checksum[0];
     checksum[1] = next->checksum[1];
     wal_checksum_update(next->big_endian_checksum, bytes, 8, checksum);
     wal_checksum_update(next->big_endian_checksum, bytes + WAL_FRAME_HEADER_SIZE, next->page_size,
                         checksum);
-    if (checksum[0] != wal_get32_big(bytes + 16) || checksum[1] != wal_get32_big(bytes + 20)) {
-        reader->stop = WAL_STOP_CHECKSUM;
-        return 0;
-    }
+    if (checksum[0] != wal_get32_big(bytes + 16) || checksum[1] != wal_get32_big(bytes + 20))
+        return WAL_STOP_CHECKSUM;
 
     frame->offset = next->offset;
     frame->index = next->frame_index + 1;
@@ -340,14 +349,11 @@ int wal_reader_next(struct wal_reader *reader, struct wal_frame *frame, struct e
     frame->commit_size = wal_get32_big(bytes + 4);
     frame->page = bytes + WAL_FRAME_HEADER_SIZE;
 
-    next->offset += frame_size;
+    next->offset += WAL_FRAME_HEADER_SIZE + (uint64_t)next->page_size;
     next->frame_index++;
     next->checksum[0] = checksum[0];
     next->checksum[1] = checksum[1];
-    if (frame->commit_size != 0)
-        reader->committed = *next;
-    assert(reader->committed.offset <= next->offset);
-    return 1;
+    return WAL_STOP_NONE;
 }
 
 int wal_reader_scan(struct wal_reader *reader, struct error *err)

@@ -115,6 +115,20 @@ int wal_header_parse(const uint8_t bytes[WAL_HEADER_SIZE], struct wal_header *he
  * big_endian is true, else little-endian. */
 void wal_checksum_update(bool big_endian, const uint8_t *data, uint32_t size, uint32_t checksum[2]);
 
+/* The position of the first frame after `header`: offset 32, frame 0, the
+ * header's checksum and salts. */
+void wal_position_start(const struct wal_header *header, struct wal_position *start);
+
+/* Whether the frame in `bytes` (WAL_FRAME_HEADER_SIZE + page_size of them)
+ * continues the chain at `next`, as SQLite's recovery decides: salts, a
+ * page number, the cumulative checksum. WAL_STOP_NONE with *frame filled
+ * (its page points into `bytes`) and *next moved past it; otherwise why
+ * not, *next unchanged. wal_reader_next reads a file with it; a caller
+ * that has the bytes some other way (inflated from a replica) uses it
+ * directly. */
+enum wal_stop wal_frame_accept(struct wal_position *next, const uint8_t *bytes,
+                               struct wal_frame *frame);
+
 /*
  * Reads the header from `fd` and positions the reader at the first frame.
  * 0; -ENODATA when the file holds no complete header yet (a WAL emptied by
