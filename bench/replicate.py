@@ -420,7 +420,7 @@ def measure_run(kind, args, source, run, work, db, s3):
     tool.process.wait(timeout=60)
     held = target_size(tool.target)[0]
     restores, reads = [], []
-    for attempt in range(args.runs if tool.restore_argv("-") else 0):
+    for attempt in range(args.restores if tool.restore_argv("-") else 0):
         out = os.path.join(work, f"restored-{attempt}.db")
         started = time.monotonic()
         done = subprocess.run(tool.restore_argv(out), capture_output=True, text=True,
@@ -440,7 +440,7 @@ def measure_run(kind, args, source, run, work, db, s3):
     snapshots = []
     if hasattr(tool, "take_snapshot"):
         tool.take_snapshot()
-        for attempt in range(args.runs):
+        for attempt in range(args.restores):
             out = os.path.join(work, f"snapshot-{attempt}.db")
             started = time.monotonic()
             subprocess.run(tool.snapshot_argv(out), check=True, capture_output=True,
@@ -515,6 +515,8 @@ def main():
     parser.add_argument("--minutes", type=float, default=10, help="of WAL at --rate (10)")
     parser.add_argument("--rate", type=float, default=1000, help="commits/s (1000)")
     parser.add_argument("--runs", type=int, default=3, help="runs and restores per tool (3)")
+    parser.add_argument("--restores", type=int, default=None,
+                        help="restores (and snapshot restores) after each run (--runs)")
     parser.add_argument("--quick", action="store_true", help="64 MiB, 0.5 min")
     parser.add_argument("--keep", action="store_true", help="keep the work directories")
     parser.add_argument("--only", choices=("alone", "sqlprodd", "litestream"))
@@ -529,6 +531,8 @@ def main():
     Tool.compact = not args.no_compact
     if args.quick:
         args.base, args.minutes = 64, 0.5
+    if args.restores is None:
+        args.restores = args.runs
     os.makedirs(WORK, exist_ok=True)
     source = os.path.join(WORK, f"replicate-base-{args.base}.db")
     generate_database(source, args.base * 1048576)

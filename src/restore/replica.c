@@ -147,6 +147,7 @@ static int replica_fetch_base(struct target *target, const char *key, const char
 struct replica_pool {
     const struct target_config *target;
     const volatile sig_atomic_t *stop;
+    const volatile sig_atomic_t *abandoned; /* the work's: nothing more is wanted */
     struct replica_job *jobs;
     size_t count, next;
     volatile sig_atomic_t failed; /* also the targets' stop: one failure ends the rest */
@@ -227,7 +228,7 @@ static void *replica_pool_run(void *argument)
         if (rc != 0) {
             job->rc = rc;
             job->err = err;
-        } else if (pool->stop && *pool->stop) {
+        } else if ((pool->stop && *pool->stop) || *pool->abandoned) {
             job->rc = error_set(&job->err, -ECANCELED, "stopped by a signal");
         } else {
             unlink(job->path);
@@ -251,8 +252,11 @@ int replica_fetch_all(struct replica_work *work, struct replica_job *jobs, size_
     int parallel = work->request->parallel > 0 ? work->request->parallel : REPLICA_DEFAULT_PARALLEL;
     if ((size_t)parallel > count)
         parallel = (int)count;
-    struct replica_pool pool = {
-        .target = work->request->target, .stop = work->request->stop, .jobs = jobs, .count = count};
+    struct replica_pool pool = {.target = work->request->target,
+                                .stop = work->request->stop,
+                                .abandoned = &work->abandoned,
+                                .jobs = jobs,
+                                .count = count};
     pthread_t threads[16];
     int started = 0, rc = 0;
     if (parallel > 16)

@@ -664,7 +664,10 @@ int replica_apply_chain(struct replica_work *work, struct replica_job *jobs[2],
     }
     if (staged)
         rc = replica_stage_end(work, &stage, rc, err);
-    /* A batch still fetched when something failed: its files go too. */
+    /* A batch still fetched when something failed: it starts nothing more,
+     * and its files go too. */
+    if (rc != 0)
+        work->abandoned = 1;
     replica_batch_wait(current);
     replica_batch_remove(current);
     return rc;

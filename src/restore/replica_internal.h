@@ -7,6 +7,7 @@
 #define SQLPRODD_RESTORE_REPLICA_INTERNAL_H
 
 #include <limits.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -104,6 +105,9 @@ struct replica_work {
     struct replica_objects *objects; /* loose or packed */
     int64_t fetched_bytes;           /* of loose data objects; packs are counted there */
     struct replica_whole whole;
+    /* Set once the chain failed: a batch still fetched ahead starts no more
+     * downloads (those under way end, and their files are removed). */
+    volatile sig_atomic_t abandoned;
 };
 
 /* A temp name beside the output: OUTPUT.replica-N-WHAT.sqlprodd-tmp. Main
