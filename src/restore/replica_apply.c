@@ -56,12 +56,19 @@ struct replica_inflater {
     const char *key;   /* the object, for messages */
 };
 
-static int replica_inflater_begin(struct replica_inflater *f, const char *key,
-                                  const struct replica_sink *sink, uint64_t *written,
-                                  struct error *err)
+static void replica_inflater_begin(struct replica_inflater *f, const char *key,
+                                   const struct replica_sink *sink, uint64_t *written)
 {
     *f = (struct replica_inflater){.sink = sink, .written = written, .key = key};
-    if (!(f->out = malloc(REPLICA_BUFFER)))
+}
+
+/* zlib's stream, set up when a segment first needs it: one inflated whole
+ * by libdeflate never does. */
+static int replica_inflater_ready(struct replica_inflater *f, struct error *err)
+{
+    if (f->begun)
+        return 0;
+    if (!f->out && !(f->out = malloc(REPLICA_BUFFER)))
         return error_set(err, -ENOMEM, "out of memory");
     if (inflateInit2(&f->z, 16 + MAX_WBITS) != Z_OK)
         return error_set(err, -ENOMEM, "zlib: out of memory");
@@ -75,6 +82,9 @@ static int replica_inflater_feed(struct replica_inflater *f, const unsigned char
                                  struct error *err)
 {
     bool full = false;
+    int rc = replica_inflater_ready(f, err);
+    if (rc != 0)
+        return rc;
     f->z.next_in = (Bytef *)in;
     f->z.avail_in = (uInt)size;
     while (f->z.avail_in > 0 || full) {
@@ -89,7 +99,7 @@ static int replica_inflater_feed(struct replica_inflater *f, const unsigned char
             return error_set(err, -EBADMSG, "%s is not a valid gzip stream: %s", f->key,
                              f->z.msg ? f->z.msg : "inflate failed");
         size_t produced = REPLICA_BUFFER - f->z.avail_out;
-        int rc = produced ? replica_sink_write(f->sink, f->out, produced, f->key, err) : 0;
+        rc = produced ? replica_sink_write(f->sink, f->out, produced, f->key, err) : 0;
         if (rc != 0)
             return rc;
         *f->written += produced;
@@ -261,10 +271,11 @@ static int replica_inflate_append(struct replica_work *work, const char *path, c
                                   uint64_t *written, struct error *err)
 {
     struct replica_inflater f;
-    int rc = replica_inflater_begin(&f, key, sink, written, err);
-    if (rc == 0 && replica_object_sealed(key, path)) {
+    int rc;
+    replica_inflater_begin(&f, key, sink, written);
+    if (replica_object_sealed(key, path)) {
         rc = replica_inflate_sealed(&work->whole, &f, path, &work->request->keys, raw_size, err);
-    } else if (rc == 0) {
+    } else {
         rc = replica_inflate_whole_file(&work->whole, &f, path, raw_size, err);
         if (rc == 0)
             rc = replica_inflate_file(&f, path, err);

@@ -11,6 +11,7 @@
  */
 #include "test_wal_writer.h"
 
+#include "core/fsutil.h"
 #include "restore/wal_apply.h"
 
 /* The WAL of a database that grows, is rewritten in place and shrinks. */
@@ -36,20 +37,13 @@ static void write_history(struct writer *w, const struct fixture *f)
     w->commits++;
 }
 
+/* The whole file, with the project's own reader. */
 static uint8_t *read_whole(const char *path, size_t *size)
 {
-    FILE *in = fopen(path, "rb");
-    assert_non_null(in);
-    assert_int_equal(fseek(in, 0, SEEK_END), 0);
-    long length = ftell(in);
-    assert_true(length >= 0);
-    rewind(in);
-    uint8_t *bytes = malloc((size_t)length + 1);
-    assert_non_null(bytes);
-    assert_int_equal(fread(bytes, 1, (size_t)length, in), (size_t)length);
-    fclose(in);
-    *size = (size_t)length;
-    return bytes;
+    char *data = NULL;
+    struct error err = {0};
+    assert_int_equal(fs_read_file(path, &data, size, &err), 0);
+    return (uint8_t *)data;
 }
 
 /* SQLite's checkpoint of the database with its WAL cut after `frames`. */
