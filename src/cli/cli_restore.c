@@ -301,6 +301,14 @@ static enum replica_apply restore_apply_method(void)
     return method && strcmp(method, "sqlite") == 0 ? REPLICA_APPLY_SQLITE : REPLICA_APPLY_PAGES;
 }
 
+/* SQLPRODD_RESTORE_DELTAS=off: every generation from its segments, page
+ * deltas or not; the same bytes (test_replicate_deltas.py). */
+static bool restore_without_deltas(void)
+{
+    const char *deltas = getenv("SQLPRODD_RESTORE_DELTAS");
+    return deltas && strcmp(deltas, "off") == 0;
+}
+
 /* --at: rebuilds the file from the replica (replica.h), then the same
  * check as an archive gets; the file keeps WAL mode, as the
  * database had (replicate requires it). */
@@ -313,7 +321,8 @@ static int restore_unpack_replica(const struct restore_request *request,
                                       .at_ms = request->at_ms,
                                       .output = files->output,
                                       .stop = &cli_stop,
-                                      .apply = restore_apply_method()};
+                                      .apply = restore_apply_method(),
+                                      .no_deltas = restore_without_deltas()};
     snprintf(files->output, sizeof files->output, "%s%s", request->to, FS_TEMP_SUFFIX);
     backup_restore_remove_file(files->output);
     struct identity_keys identities = {0};
@@ -415,11 +424,16 @@ static int restore(struct restore_request *request, struct error *err)
     if (rc != 0)
         goto out;
 
+    char deltas[128] = "";
+    if (files.replica.deltas)
+        snprintf(deltas, sizeof deltas, "; %zu page delta%s of %llu pages through %s",
+                 files.replica.deltas, files.replica.deltas == 1 ? "" : "s",
+                 (unsigned long long)files.replica.delta_pages, files.replica.deltas_through);
     if (request->at)
         printf("restored %s to %s as of the commit seen at %s (generation %s, frame %llu): %zu "
                "commit%s in %zu segment%s (%ld objects read, %zu of them pack%s) over %zu "
                "generation%s from the "
-               "base of %s (%s), %lld bytes, every object's sha256 and the WAL checksum chain "
+               "base of %s (%s%s), %lld bytes, every object's sha256 and the WAL checksum chain "
                "checked, %s, journal_mode %s\n",
                request->db->name, request->to, files.replica.seen_at, files.replica.generation,
                (unsigned long long)files.replica.frame, files.replica.commits,
@@ -429,7 +443,7 @@ static int restore(struct restore_request *request, struct error *err)
                files.replica.generations == 1 ? "" : "s", files.replica.base_generation,
                files.replica.applied == REPLICA_APPLY_PAGES ? "pages written directly"
                                                             : "replayed by SQLite",
-               (long long)bytes, check, mode);
+               deltas, (long long)bytes, check, mode);
     else
         printf("restored %s backup %s%s to %s: %lld bytes, sha256 matches the manifest, "
                "%s, journal_mode %s\n",

@@ -53,8 +53,9 @@ static const char *const drill_keys[] = {SCHEDULE_KEYS, "from", NULL};
 static const char *const *const job_keys[JOB_COUNT] = {
     checkpoint_keys, analyze_keys, vacuum_keys, backup_keys, upload_keys, health_keys, drill_keys,
 };
-static const char *const replicate_keys[] = {"target",    "interval", "snapshot_every", "window",
-                                             "spool_max", "enabled",  "compact",        NULL};
+static const char *const replicate_keys[] = {"target",      "interval", "snapshot_every", "window",
+                                             "spool_max",   "enabled",  "compact",        "deltas",
+                                             "delta_every", NULL};
 static const char *const enforce_keys[] = {"journal_mode", "auto_vacuum", NULL};
 static const char *const enforce_journal_mode_names[] = {"wal", NULL};
 static const char *const enforce_auto_vacuum_names[] = {"none", "full", "incremental", NULL};
@@ -90,6 +91,7 @@ static const struct config_misplaced_key misplaced_keys[] = {
     {"interval", "it belongs in replicate = { ... }"},
     {"snapshot_every", "it belongs in replicate = { ... }"},
     {"window", "it belongs in replicate = { ... }"},
+    {"delta_every", "it belongs in replicate = { ... }"},
     {"wal_warn", "it belongs in health = { ... }"},
     {"wal_crit", "it belongs in health = { ... }"},
     {"freelist_warn", "it belongs in health = { ... }"},
@@ -208,6 +210,8 @@ static int draft_init_builtin(struct database_draft *draft)
     settings->replicate.window_seconds = 7 * 86400;
     settings->replicate.spool_max_bytes = REPLICATE_SPOOL_DEFAULT;
     settings->replicate.compact = true;
+    settings->replicate.deltas = true;
+    settings->replicate.delta_every_seconds = REPLICATE_DELTA_EVERY_DEFAULT;
 
     schedule_every(&settings->health.schedule, 5 * 60, "5m");
     settings->health.wal_warn_bytes = 100 * 1024 * 1024;
@@ -392,6 +396,8 @@ static void read_replicate(struct config_reader *reader, const config_setting_t 
                           &replicate->snapshot_every_seconds);
     config_value_duration(reader, group, key, "window", CONFIG_RETENTION_MAXIMUM,
                           &replicate->window_seconds);
+    config_value_duration(reader, group, key, "delta_every", CONFIG_INTERVAL_MAXIMUM,
+                          &replicate->delta_every_seconds);
     if (config_value_size(reader, group, key, "spool_max", &replicate->spool_max_bytes) ==
             CONFIG_VALUE_SET &&
         replicate->spool_max_bytes < REPLICATE_SPOOL_MINIMUM) {
@@ -420,7 +426,15 @@ static void read_replicate(struct config_reader *reader, const config_setting_t 
                       (long long)replicate->interval_seconds, (long long)replicate->window_seconds);
     }
     config_value_bool(reader, group, key, "enabled", &draft->replicate_enabled);
+    const config_setting_t *delta = config_setting_get_member(group, "delta_every");
+    if (delta && replicate->delta_every_seconds < replicate->interval_seconds) {
+        config_key_join(member_key, sizeof member_key, key, "delta_every");
+        config_report(
+            reader, delta, member_key, "must not be shorter than interval (%llds), got %llds",
+            (long long)replicate->interval_seconds, (long long)replicate->delta_every_seconds);
+    }
     config_value_bool(reader, group, key, "compact", &replicate->compact);
+    config_value_bool(reader, group, key, "deltas", &replicate->deltas);
 }
 
 /* warn <= crit is checked where one of the two is written, on the merged

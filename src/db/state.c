@@ -706,6 +706,20 @@ int state_get_replica(struct state *state, const char *database, struct state_re
     return 0;
 }
 
+/* Appends the objects to the upload queue, inside the caller's transaction. */
+static bool state_queue_objects(struct state *state, const char *database,
+                                const struct state_replica_object *objects, size_t object_count)
+{
+    for (size_t i = 0; i < object_count; i++)
+        if (state_run(state, NULL,
+                      "INSERT INTO replica_queue (database, generation, key, path)"
+                      " VALUES (?1, ?2, ?3, ?4)",
+                      "siss", database, (int64_t)objects[i].generation, objects[i].key,
+                      objects[i].path) != SQLITE_DONE)
+            return false;
+    return true;
+}
+
 int state_save_replica(struct state *state, const char *database, const struct state_replica *r,
                        const struct state_replica_object *objects, size_t object_count,
                        uint32_t base_from, int64_t first_seen_at_ms, int64_t last_seen_at_ms,
@@ -741,14 +755,8 @@ int state_save_replica(struct state *state, const char *database, const struct s
     if (rc != SQLITE_DONE)
         goto fail;
     doing = "cannot queue replica objects";
-    for (size_t i = 0; i < object_count; i++) {
-        if (state_run(state, NULL,
-                      "INSERT INTO replica_queue (database, generation, key, path)"
-                      " VALUES (?1, ?2, ?3, ?4)",
-                      "siss", database, (int64_t)objects[i].generation, objects[i].key,
-                      objects[i].path) != SQLITE_DONE)
-            goto fail;
-    }
+    if (!state_queue_objects(state, database, objects, object_count))
+        goto fail;
     doing = "cannot record the generation";
     if (state_run(state, NULL,
                   "INSERT OR IGNORE INTO replica_generations (database, generation, base_from,"
@@ -776,6 +784,22 @@ int state_save_replica(struct state *state, const char *database, const struct s
     return 0;
 fail:
     rc = state_fail(state, err, doing);
+    sqlite3_exec(state->db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
+int state_queue_replica_objects(struct state *state, const char *database,
+                                const struct state_replica_object *objects, size_t object_count,
+                                struct error *err)
+{
+    if (sqlite3_exec(state->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK ||
+        !state_queue_objects(state, database, objects, object_count))
+        goto fail;
+    if (sqlite3_exec(state->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+        goto fail;
+    return 0;
+fail:;
+    int rc = state_fail(state, err, "cannot queue replica objects");
     sqlite3_exec(state->db, "ROLLBACK", NULL, NULL, NULL);
     return rc;
 }

@@ -249,6 +249,11 @@ int state_save_replica(struct state *state, const char *database, const struct s
                        const struct state_replica_object *objects, size_t object_count,
                        uint32_t base_from, int64_t first_seen_at_ms, int64_t last_seen_at_ms,
                        const char *break_reason, struct error *err);
+/* Objects that belong to no new position (a page delta built on the
+ * side), appended to the queue in one transaction. */
+int state_queue_replica_objects(struct state *state, const char *database,
+                                const struct state_replica_object *objects, size_t object_count,
+                                struct error *err);
 /* The oldest queued object of `database`, or *found = false. */
 int state_next_replica_object(struct state *state, const char *database,
                               struct state_replica_object *out, bool *found, struct error *err);

@@ -7,6 +7,7 @@
  * shows up when it writes, not at the restore an operator needs.
  */
 #include "replicate/format.h"
+#include "replicate/format_json.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -76,7 +77,7 @@ int format_segment_parse(const char *name, const char *suffix, uint64_t *start, 
 
 /* A database name becomes one component of every key: it must not climb out
  * of the prefix or split into several components. */
-static bool format_database_name_ok(const char *database)
+bool format_database_name_ok(const char *database)
 {
     if (!database || !database[0] || strcmp(database, ".") == 0 || strcmp(database, "..") == 0)
         return false;
@@ -191,12 +192,12 @@ int format_time_parse(const char *text, int64_t *ms)
 
 /* ---- checks shared by encoders and decoders ---- */
 
-static bool format_page_size_ok(uint32_t page_size)
+bool format_page_size_ok(uint32_t page_size)
 {
     return page_size >= 512 && page_size <= 65536 && (page_size & (page_size - 1)) == 0;
 }
 
-static bool format_sha256_ok(const char *hex)
+bool format_sha256_ok(const char *hex)
 {
     size_t i;
     for (i = 0; hex[i]; i++) {
@@ -219,8 +220,8 @@ static bool format_recipient_ok(const char *text)
     return true;
 }
 
-static int format_encryption_check(const struct format_encryption *e, const char *object,
-                                   struct error *err)
+int format_encryption_check(const struct format_encryption *e, const char *object,
+                            struct error *err)
 {
     if (e->recipient_count > FORMAT_RECIPIENTS_MAX)
         return error_set(err, -EINVAL, "%s: \"encryption\" names %zu recipients, at most %d",
@@ -351,25 +352,25 @@ static int format_index_check(const struct format_index *x, const char *object, 
 
 /* ---- JSON helpers ---- */
 
-static json_t *format_json_u64(uint64_t value)
+json_t *format_json_u64(uint64_t value)
 {
     return json_integer((json_int_t)value);
 }
 
-static int format_set(json_t *object, const char *key, json_t *value)
+int format_set(json_t *object, const char *key, json_t *value)
 {
     /* json_object_set_new frees value on failure, and takes NULL as a failure. */
     return json_object_set_new(object, key, value) == 0 ? 0 : -ENOMEM;
 }
 
-static int format_set_time(json_t *object, const char *key, int64_t ms)
+int format_set_time(json_t *object, const char *key, int64_t ms)
 {
     char text[FORMAT_TIME_SIZE];
     format_time(ms, text);
     return format_set(object, key, json_string(text));
 }
 
-static char *format_dump(json_t *root, struct error *err)
+char *format_dump(json_t *root, struct error *err)
 {
     char *text = json_dumps(root, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
     if (!text)
@@ -377,8 +378,8 @@ static char *format_dump(json_t *root, struct error *err)
     return text;
 }
 
-static int format_get_u64(json_t *root, const char *key, uint64_t max, bool required, uint64_t *out,
-                          const char *object, struct error *err)
+int format_get_u64(json_t *root, const char *key, uint64_t max, bool required, uint64_t *out,
+                   const char *object, struct error *err)
 {
     json_t *value = json_object_get(root, key);
     if (!value) {
@@ -396,8 +397,8 @@ static int format_get_u64(json_t *root, const char *key, uint64_t max, bool requ
     return 0;
 }
 
-static int format_get_u32(json_t *root, const char *key, bool required, uint32_t *out,
-                          const char *object, struct error *err)
+int format_get_u32(json_t *root, const char *key, bool required, uint32_t *out, const char *object,
+                   struct error *err)
 {
     uint64_t value = 0;
     int rc = format_get_u64(root, key, UINT32_MAX, required, &value, object, err);
@@ -423,8 +424,8 @@ static int format_get_pair(json_t *root, const char *key, uint32_t out[2], const
     return 0;
 }
 
-static int format_get_string(json_t *root, const char *key, bool required, const char **out,
-                             const char *object, struct error *err)
+int format_get_string(json_t *root, const char *key, bool required, const char **out,
+                      const char *object, struct error *err)
 {
     json_t *value = json_object_get(root, key);
     if (!value && !required) {
@@ -437,8 +438,8 @@ static int format_get_string(json_t *root, const char *key, bool required, const
     return 0;
 }
 
-static int format_get_time(json_t *root, const char *key, bool required, int64_t *ms,
-                           const char *object, struct error *err)
+int format_get_time(json_t *root, const char *key, bool required, int64_t *ms, const char *object,
+                    struct error *err)
 {
     const char *text = NULL;
     int rc = format_get_string(root, key, required, &text, object, err);
@@ -456,8 +457,8 @@ static int format_get_time(json_t *root, const char *key, bool required, int64_t
     return 0;
 }
 
-static int format_get_sha256(json_t *root, char out[65], bool required, const char *object,
-                             struct error *err)
+int format_get_sha256(json_t *root, char out[65], bool required, const char *object,
+                      struct error *err)
 {
     const char *text = NULL;
     int rc = format_get_string(root, "sha256", required, &text, object, err);
@@ -473,8 +474,8 @@ static int format_get_sha256(json_t *root, char out[65], bool required, const ch
 }
 
 /* Parses the text into an object and checks "format". */
-static int format_load(const char *text, size_t length, const char *object, json_t **root,
-                       struct error *err)
+int format_load(const char *text, size_t length, const char *object, json_t **root,
+                struct error *err)
 {
     json_error_t jerr;
     uint64_t version = 0;
@@ -505,7 +506,7 @@ static int format_load(const char *text, size_t length, const char *object, json
 
 /* Written only for a sealed object: an unencrypted replica's manifests stay
  * byte for byte what they were. */
-static int format_set_encryption(json_t *root, const struct format_encryption *e)
+int format_set_encryption(json_t *root, const struct format_encryption *e)
 {
     if (e->recipient_count == 0)
         return 0;
@@ -526,8 +527,8 @@ static int format_set_encryption(json_t *root, const struct format_encryption *e
 
 /* Optional; when present, the one format this restore can open, and at
  * least one recipient (an object sealed to nobody opens for nobody). */
-static int format_get_encryption(json_t *root, struct format_encryption *out, const char *object,
-                                 struct error *err)
+int format_get_encryption(json_t *root, struct format_encryption *out, const char *object,
+                          struct error *err)
 {
     json_t *record = json_object_get(root, "encryption");
     const char *format = NULL;

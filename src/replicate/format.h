@@ -158,6 +158,42 @@ void format_segment_free(struct format_segment *segment);
 void format_index_free(struct format_index *index);
 
 /*
+ * Page deltas (sqlprodd-format(5) DELTAS): the last image of every page the
+ * generations A..B wrote, so that a restore past B applies them instead of
+ * every frame of A..B,
+ *   DB/replica/deltas/gAAAAAAAA-gBBBBBBBB.pages.gz[.age]   the pages (delta.h)
+ *   DB/replica/deltas/gAAAAAAAA-gBBBBBBBB.pages.json       this manifest
+ * Applied over any state of the chain from the start of A to the end of B
+ * (a base, or the end of an earlier generation), it gives the end of B.
+ * Never packed; deleted when B leaves the window.
+ */
+#define FORMAT_DELTA_NAME_SIZE 24 /* "g00000001-g00000009" and NUL */
+
+struct format_delta {
+    uint32_t first_generation, last_generation;
+    uint32_t page_size;
+    uint32_t db_pages;  /* the database size at the end of B */
+    uint64_t pages;     /* page images it holds, at most db_pages */
+    uint64_t wal_bytes; /* WAL shipped for A..B: what it stands for */
+    char sha256[65];    /* of the stored object (.pages.gz[.age]) */
+    uint64_t size;      /* bytes of the stored object */
+    int64_t built_at_ms;
+    struct format_encryption encryption; /* sealed: the object is .pages.gz.age */
+};
+
+void format_delta_name(uint32_t first_generation, uint32_t last_generation,
+                       char out[FORMAT_DELTA_NAME_SIZE]);
+/* `name` is exactly gAAAAAAAA-gBBBBBBBB + `suffix`, A <= B. 0 or -EINVAL. */
+int format_delta_parse(const char *name, const char *suffix, uint32_t *first_generation,
+                       uint32_t *last_generation);
+/* DB/replica/deltas/NAME + suffix; first_generation 0: the prefix alone. */
+int format_delta_key(char *out, size_t size, const char *database, uint32_t first_generation,
+                     uint32_t last_generation, const char *suffix, struct error *err);
+char *format_delta_encode(const struct format_delta *delta, struct error *err);
+int format_delta_decode(const char *text, size_t length, const char *object,
+                        struct format_delta *out, struct error *err);
+
+/*
  * Packs (compaction, sqlprodd-format(5) PACKS): the objects of a run of
  * generations, byte for byte, concatenated in the order they were shipped,
  *   DB/replica/packs/gAAAAAAAA-gBBBBBBBB.NNNNNNNNNNNN.pack

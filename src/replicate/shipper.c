@@ -36,6 +36,8 @@
 #include "core/log.h"
 #include "db/database.h"
 #include "db/state.h"
+#include "replicate/delta.h"
+#include "replicate/delta_job.h"
 #include "replicate/format.h"
 #include "replicate/pin.h"
 #include "replicate/seal.h"
@@ -74,6 +76,10 @@ struct replica {
      * written after the end shipped. After a restart of the agent the
      * application may have appended and restarted meanwhile. */
     bool end_trusted;
+    /* Page deltas (delta.h): the span being gathered, and the one being
+     * built on its own thread, if any. */
+    struct delta_span span;
+    struct delta_job *delta_job;
 };
 
 static int64_t mtime_ns(const struct stat *st)
@@ -173,9 +179,29 @@ static int gzip_sink_feed(struct gzip_sink *g, const uint8_t *bytes, size_t size
     }
 }
 
-static int gzip_sink_write(void *context, const uint8_t *bytes, size_t size)
+/* A segment's bytes to its gzip member and, while the span follows, to the
+ * span too. A span that fails is dropped; the segment goes on. */
+struct segment_sink {
+    struct gzip_sink gzip;
+    struct delta_span *span; /* NULL: not fed */
+    const char *database;
+};
+
+static int segment_sink_write(void *context, const uint8_t *bytes, size_t size)
 {
-    return gzip_sink_feed(context, bytes, size, Z_NO_FLUSH);
+    struct segment_sink *sink = context;
+    if (sink->span) {
+        struct error err = {0};
+        if (delta_span_feed(sink->span, bytes, size, &err) != 0) {
+            log_event(LOG_WARNING, sink->database, "replicate",
+                      "the page delta of generations %" PRIu32 "..%" PRIu32
+                      " is given up (%s); the next generation starts another",
+                      sink->span->first_generation, sink->span->generation, err.message);
+            delta_span_drop(sink->span);
+            sink->span = NULL;
+        }
+    }
+    return gzip_sink_feed(&sink->gzip, bytes, size, Z_NO_FLUSH);
 }
 
 /* ---- helpers ---- */
@@ -289,23 +315,33 @@ static int spool_segment(struct replica *r, int fd, const struct segment_plan *p
                          const struct sealed_recipients *recipients, const char *path,
                          char sha[IO_SHA256_HEX], size_t *gz_size, struct error *err)
 {
-    struct gzip_sink g = {0};
-    if (deflateInit2(&g.z, SHIP_GZIP_LEVEL, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+    struct segment_sink sink = {.database = r->db->name};
+    struct gzip_sink *g = &sink.gzip;
+    if (delta_span_active(&r->span)) {
+        if (delta_span_follows(&r->span, r->row.generation, plan->start))
+            sink.span = &r->span;
+        else
+            delta_span_drop(&r->span); /* a segment it did not see: no delta of it */
+    }
+    if (deflateInit2(&g->z, SHIP_GZIP_LEVEL, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
         return error_set(err, -ENOMEM, "zlib: cannot start a gzip stream");
-    int rc = segment_copy(fd, r->wal_path, plan, gzip_sink_write, &g, err);
+    int rc = segment_copy(fd, r->wal_path, plan, segment_sink_write, &sink, err);
     if (rc == 0)
-        rc = gzip_sink_feed(&g, NULL, 0, Z_FINISH);
-    deflateEnd(&g.z);
+        rc = gzip_sink_feed(g, NULL, 0, Z_FINISH);
+    deflateEnd(&g->z);
     if (rc == -ESTALE)
         error_prefix(err, "%s: the WAL changed while it was copied: ", r->db->name);
     if (rc == 0)
-        rc = seal_segment(recipients, &g.out, &g.used, err);
+        rc = seal_segment(recipients, &g->out, &g->used, err);
     if (rc == 0) {
-        io_sha256_buffer(g.out, g.used, sha);
-        *gz_size = g.used;
-        rc = fs_write_file_atomically(path, g.out, g.used, 0600, err);
+        io_sha256_buffer(g->out, g->used, sha);
+        *gz_size = g->used;
+        rc = fs_write_file_atomically(path, g->out, g->used, 0600, err);
     }
-    free(g.out);
+    free(g->out);
+    /* Bytes the span took from a segment that is not shipped. */
+    if (rc != 0 && sink.span)
+        delta_span_drop(&r->span);
     return rc;
 }
 
@@ -428,6 +464,16 @@ static int ship_segments(struct replica *r, struct wal_reader *reader, int fd, i
             goto out;
         r->row = next;
         first = false;
+        if (delta_span_active(&r->span)) {
+            struct error span_err = {0};
+            if (delta_span_segment_done(&r->span, plan.end, &span_err) != 0) {
+                log_event(LOG_WARNING, r->db->name, "replicate",
+                          "the page delta of generations %" PRIu32 "..%" PRIu32
+                          " is given up (%s); the next generation starts another",
+                          r->span.first_generation, r->span.generation, span_err.message);
+                delta_span_drop(&r->span);
+            }
+        }
         /* What the writer committed while this segment was written waits
          * for the next round: chasing it would cut a segment of a few
          * commits every few ms for as long as the writer keeps up. */
@@ -438,6 +484,85 @@ out:
     free(commits);
     free(entries);
     return rc;
+}
+
+/* ---- page deltas (delta.h, delta_job.h) ---- */
+
+static bool deltas_on(const struct replica *r)
+{
+    return r->db->replicate.deltas && r->db->replicate.delta_every_seconds > 0;
+}
+
+/* A finished build: its objects queued (they go up after the segments
+ * before them), or its failure logged. Nothing of the replica depends on a
+ * delta: a restore without it replays the segments, which stay. */
+static void delta_collect(struct replica *r)
+{
+    if (!r->delta_job || !delta_job_done(r->delta_job))
+        return;
+    struct state_replica_object objects[2];
+    struct format_delta record;
+    struct error err = {0};
+    int rc = delta_job_finish(r->delta_job, objects, &record, &err);
+    r->delta_job = NULL;
+    if (rc == 0 &&
+        (rc = state_queue_replica_objects(r->state, r->db->name, objects, 2, &err)) != 0) {
+        unlink(objects[0].path);
+        unlink(objects[1].path);
+    }
+    if (rc != 0) {
+        log_event(LOG_WARNING, r->db->name, "replicate",
+                  "no page delta of generations ending before %" PRIu32 ": %s", r->row.generation,
+                  err.message);
+        return;
+    }
+    log_event(LOG_INFO, r->db->name, "replicate",
+              "page delta of generations %" PRIu32 "..%" PRIu32 " queued: %" PRIu64
+              " pages in %" PRIu64 " bytes, for %" PRIu64 " bytes of WAL",
+              record.first_generation, record.last_generation, record.pages, record.size,
+              record.wal_bytes);
+}
+
+/* The span closed at the end of its last generation, built on a thread. */
+static void delta_close(struct replica *r, int64_t now_ms)
+{
+    char closed[PATH_MAX];
+    struct delta_pages pages;
+    struct error err = {0};
+    snprintf(closed, sizeof closed, "%s/%s", r->spool, DELTA_SPOOL_CLOSED);
+    int rc = delta_span_close(&r->span, closed, &pages, &err);
+    if (rc == 0)
+        rc = delta_job_start(&r->delta_job, &pages, r->spool, r->db->name,
+                             sealed_recipients_of(r->db), now_ms, &err);
+    if (rc != 0)
+        log_event(LOG_WARNING, r->db->name, "replicate", "no page delta: %s", err.message);
+}
+
+/* Generation `generation` begins: from a base (continued false), or where
+ * the last one ended. The span goes on, or closes when it is due (and
+ * worth a delta: far more WAL than distinct pages) and no build is under
+ * way, or starts anew. */
+static void delta_generation_began(struct replica *r, uint32_t generation, bool continued,
+                                   int64_t now_ms)
+{
+    struct error err = {0};
+    delta_collect(r);
+    if (!deltas_on(r)) {
+        delta_span_drop(&r->span);
+        return;
+    }
+    if (continued && delta_span_active(&r->span) && generation == r->span.generation + 1 &&
+        !r->delta_job &&
+        now_ms - r->span.started_ms >= r->db->replicate.delta_every_seconds * 1000 &&
+        delta_span_worth(&r->span))
+        delta_close(r, now_ms);
+    if (continued && delta_span_continue(&r->span, generation, &err))
+        return;
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", r->spool, DELTA_SPOOL_OPEN);
+    if (delta_span_start(&r->span, path, generation, now_ms, &err) != 0)
+        log_event(LOG_WARNING, r->db->name, "replicate",
+                  "no page delta from generation %" PRIu32 ": %s", generation, err.message);
 }
 
 /* Writes base.json for the current generation into the spool and names it
@@ -708,6 +833,7 @@ static int take_base(struct replica *r, int64_t now_ms, const char *reason, stru
         goto out;
 
     r->row = next;
+    delta_generation_began(r, next.generation, false, now_ms);
     if (base_frame == 0) {
         /* No commit in the WAL: the base alone is the database as of now,
          * restorable from its taken_at on (the generation's first time). */
@@ -785,6 +911,7 @@ static int continue_generation(struct replica *r, struct wal_reader *reader, int
     r->row.generation = from + 1;
     r->row.ended = false;
     position_to_row(&reader->next, &r->row);
+    delta_generation_began(r, from + 1, true, now_ms);
     return ship_segments(r, reader, fd, now_ms, &object, 1, from, NULL, err);
 }
 
@@ -1209,6 +1336,7 @@ int replica_round(struct replica *r, int64_t now_ms, bool force_reset, struct er
 {
     struct stat db_st, wal_st;
     bool wal_mode = false;
+    delta_collect(r);
     int rc = pin_keep_open(r->db->path, &r->pin.db_fd, &db_st);
     if (rc == 0)
         rc = database_is_wal_fd(r->pin.db_fd, &wal_mode);
@@ -1267,8 +1395,9 @@ bool replica_quiet(const struct replica *r)
      * backfilled, or there was nothing), which a FULL, RESTART or TRUNCATE
      * checkpoint does not wait for while nothing new is written; a write
      * changes the -wal, and the caller's file watch ends the quiet. */
+    /* A delta being built is looked for at each round. */
     return r->row.generation > 0 && r->pin.connection && !r->not_wal && !r->spool_full &&
-           ((r->row.ended && r->end_trusted) || r->row.page_size == 0);
+           !r->delta_job && ((r->row.ended && r->end_trusted) || r->row.page_size == 0);
 }
 
 int replica_watch(struct replica *r, int64_t now_ms, struct error *err)
@@ -1363,6 +1492,7 @@ int replica_open(const struct database_config *db, const char *state_dir, struct
     r->stop = stop;
     r->state = state;
     r->wal_size = -2;
+    delta_span_init(&r->span);
     pin_init(&r->pin, db, stop);
     snprintf(r->wal_path, sizeof r->wal_path, "%s-wal", db->path);
     if ((rc = replica_spool_directory(state_dir, db->name, r->spool, sizeof r->spool, err)) < 0)
@@ -1371,6 +1501,14 @@ int replica_open(const struct database_config *db, const char *state_dir, struct
         (rc = state_get_replica(r->state, db->name, &r->row, err)) < 0 ||
         (rc = spool_clean(r, err)) < 0)
         goto fail;
+    /* A span seen by a process that is gone: its frames are not all known. */
+    static const char *const delta_files[] = {DELTA_SPOOL_OPEN, DELTA_SPOOL_CLOSED,
+                                              DELTA_SPOOL_PLAIN};
+    for (size_t i = 0; i < sizeof delta_files / sizeof *delta_files; i++) {
+        char path[PATH_MAX];
+        if (fs_join(path, sizeof path, r->spool, delta_files[i]) == 0)
+            unlink(path);
+    }
     r->spool_full = r->row.db_inode == 0 && strcmp(r->row.last_break, "spool_full") == 0;
     *out = r;
     return 0;
@@ -1383,6 +1521,8 @@ void replica_close(struct replica *r)
 {
     if (!r)
         return;
+    delta_job_cancel(r->delta_job);
+    delta_span_drop(&r->span);
     pin_close(&r->pin);
     free(r);
 }

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "archive/sealed.h"
 #include "core/fsutil.h"
 #include "core/io.h"
 #include "core/log.h"
@@ -165,6 +166,14 @@ static int sweep(struct replica_uploader *u, uint32_t oldest_kept, size_t *delet
             /* A pack goes when its newest generation has gone. */
             if ((format_pack_parse(rest + 6, ".pack", &first, &generation, &id) != 0 &&
                  format_pack_parse(rest + 6, ".pack.json", &first, &generation, &id) != 0) ||
+                generation >= oldest_kept)
+                continue;
+        } else if (strncmp(rest, "deltas/", 7) == 0) {
+            /* A delta goes with its last generation: no chain kept needs it. */
+            if ((format_delta_parse(rest + 7, ".pages.json", &first, &generation) != 0 &&
+                 format_delta_parse(rest + 7, ".pages.gz", &first, &generation) != 0 &&
+                 format_delta_parse(rest + 7, ".pages.gz" SEALED_SUFFIX, &first, &generation) !=
+                     0) ||
                 generation >= oldest_kept)
                 continue;
         } else {

@@ -644,6 +644,8 @@ static int replica_plan_segments(struct replica_work *work, struct error *err)
     for (size_t i = 0; i < work->chain_count && rc == 0; i++) {
         struct replica_generation *g = &work->chain[i];
         bool last = i + 1 == work->chain_count;
+        if (g->covered)
+            continue; /* a page delta stands for it (replica_deltas.c) */
         /* A base copied with no commit in the WAL is the database as of its
          * taken_at: restorable from then on, segments or not. */
         bool base_will_do = last && i == 0 && g->has_base_file && g->base_frame == 0 &&
@@ -799,6 +801,8 @@ int replica_restore(const struct replica_request *request, struct replica_result
     if (rc == 0)
         rc = replica_build_chain(&work, chosen, err);
     if (rc == 0)
+        rc = replica_plan_deltas(&work, err);
+    if (rc == 0)
         rc = replica_plan_segments(&work, err);
     if (rc == 0)
         rc = replica_check_base_frame(&work, err);
@@ -855,6 +859,7 @@ out:
     result->fetched_bytes += work.fetched_bytes;
     replica_objects_close(work.objects);
     replica_whole_free(&work.whole);
+    replica_deltas_free(&work);
     free(jobs);
     for (size_t i = 0; i < work.chain_count; i++)
         free(work.chain[i].segments);

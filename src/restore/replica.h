@@ -96,6 +96,9 @@ struct replica_request {
      * the size its manifest gives (verify without --data): no download of
      * data, no output written. */
     bool plan_only;
+    /* Replay every generation from its segments, page deltas or not
+     * (SQLPRODD_RESTORE_DELTAS=off): the same bytes, the slow way. */
+    bool no_deltas;
 };
 
 struct replica_result {
@@ -109,6 +112,9 @@ struct replica_result {
     size_t commits;             /* applied, over every generation */
     int64_t fetched_bytes;      /* bytes downloaded: base, loose segments, packs */
     size_t packs;               /* packs downloaded (replica_objects.h) */
+    size_t deltas;              /* page deltas applied instead of their generations' WAL */
+    uint64_t delta_pages;       /* page images they held */
+    char deltas_through[32];    /* the last generation they stand for */
     enum replica_apply applied; /* how the generations went into the file */
 };
 

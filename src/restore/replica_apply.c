@@ -23,7 +23,7 @@
 #include "core/fsutil.h"
 #include "core/io.h"
 #include "replicate/wal.h"
-#include "restore/wal_apply.h"
+#include "replicate/wal_apply.h"
 
 /* ---- inflating segments into a sink ---- */
 
@@ -654,6 +654,11 @@ int replica_apply_chain(struct replica_work *work, struct replica_job *jobs[2],
                 rc = replica_stage_end(work, &stage, rc, err);
                 staged = false;
             }
+            /* The page deltas that stand for the generations before it. */
+            uint32_t number = 0;
+            format_generation_parse(current->g->window.name, &number);
+            if (rc == 0)
+                rc = replica_apply_deltas(work, number, result, err);
             if (rc == 0) {
                 rc = replica_stage_begin(work, current->g, &stage, err);
                 staged = true;

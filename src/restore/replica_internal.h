@@ -66,6 +66,16 @@ struct replica_generation {
     /* The base alone is the restore: a base file at frame 0 (a WAL with no
      * commit when it was copied) and no commit of it at or before T. */
     bool base_only;
+    bool covered; /* a page delta stands for it: no segment is read */
+};
+
+/* A page delta the restore applies (replica_deltas.c). */
+struct replica_delta {
+    char key[FORMAT_KEY_SIZE]; /* its data object */
+    char path[PATH_MAX];       /* fetched and checked there */
+    struct format_delta manifest;
+    uint32_t covers_from; /* the first generation it stands for */
+    bool applied;
 };
 
 /* One download of the pool. */
@@ -105,6 +115,8 @@ struct replica_work {
     struct replica_objects *objects; /* loose or packed */
     int64_t fetched_bytes;           /* of loose data objects; packs are counted there */
     struct replica_whole whole;
+    struct replica_delta *deltas; /* applied after the base, in order */
+    size_t delta_count;
     /* Set once the chain failed: a batch still fetched ahead starts no more
      * downloads (those under way end, and their files are removed). */
     volatile sig_atomic_t abandoned;
@@ -138,5 +150,14 @@ int replica_apply_chain(struct replica_work *work, struct replica_job *jobs[2],
                         struct replica_result *result, struct error *err);
 
 void replica_whole_free(struct replica_whole *w);
+
+/* replica_deltas.c: the deltas that stand for whole generations of the
+ * chain before T's (each fetched and checked; the generations they cover
+ * marked); replica_apply_deltas applies, in order, those not applied yet
+ * that end before generation `before`; temp files removed. */
+int replica_plan_deltas(struct replica_work *work, struct error *err);
+int replica_apply_deltas(struct replica_work *work, uint32_t before, struct replica_result *result,
+                         struct error *err);
+void replica_deltas_free(struct replica_work *work);
 
 #endif

@@ -34,7 +34,7 @@ class ReplicaTestCase(S3TestCase):
         self.target_kind = "dir"
 
     def configure(self, kind="dir", extra_db="", extra_defaults="", snapshot_every="1d",
-                  window="7d"):
+                  window="7d", replicate_extra=""):
         self.target_kind = kind
         if kind == "dir":
             target = f'{{ name = "offsite"; type = "dir"; path = "{self.offsite}"; }}'
@@ -46,7 +46,8 @@ class ReplicaTestCase(S3TestCase):
             s.bind(("127.0.0.1", 0))
             self.metrics_port = s.getsockname()[1]
         entry = replicate_entry(interval=f"{INTERVAL:g}s", snapshot_every=snapshot_every,
-                                window=window)
+                                window=window,
+                                **({"extra": replicate_extra} if replicate_extra else {}))
         self.write_config(f'{{ name = "app"; path = "{self.db}"; {entry} {extra_db} }}',
                           defaults=extra_defaults, targets=target,
                           extra=f'metrics = {{ listen = "127.0.0.1:{self.metrics_port}"; }};')
@@ -122,10 +123,10 @@ class ReplicaTestCase(S3TestCase):
         self.assertEqual(report["errors"], 0, f"the application saw errors: {report['messages']}")
 
     def window(self, kind, checkpoint="none", seconds=None, instants=None, wal_sizes=None,
-               finish=True):
+               finish=True, replicate_extra=""):
         """Agent + writer for SECONDS, then INSTANTS restores judged."""
         create(self.db)
-        self.configure(kind)
+        self.configure(kind, replicate_extra=replicate_extra)
         agent = self.start_replicating()
         writer = ReplicaWriter(self.db, rate=RATE, checkpoint=checkpoint)
         self.processes.append(writer.process)

@@ -691,6 +691,75 @@ static void pack_names_round_trip_and_refuse_what_is_not_one(void **state)
     assert_int_equal(format_packable_parse("g00000003/../base.json", &generation), -EINVAL);
 }
 
+static void delta_names_and_manifest_round_trip_and_refuse_what_is_not_one(void **state)
+{
+    (void)state;
+    char name[FORMAT_DELTA_NAME_SIZE], key[FORMAT_KEY_SIZE];
+    uint32_t first = 0, last = 0;
+    struct error err = {0};
+    format_delta_name(3, 41, name);
+    assert_string_equal(name, "g00000003-g00000041");
+    assert_int_equal(
+        format_delta_parse("g00000003-g00000041.pages.json", ".pages.json", &first, &last), 0);
+    assert_int_equal(first, 3);
+    assert_int_equal(last, 41);
+    assert_int_equal(
+        format_delta_parse("g00000041-g00000003.pages.json", ".pages.json", &first, &last),
+        -EINVAL); /* first after last */
+    assert_int_equal(
+        format_delta_parse("g00000003-g00000041.pages.gz.age", ".pages.gz", &first, &last),
+        -EINVAL);
+    assert_int_equal(format_delta_parse("g00000003-g0000041.pages.gz", ".pages.gz", &first, &last),
+                     -EINVAL);
+    assert_int_equal(format_delta_key(key, sizeof key, "app", 3, 41, ".pages.gz.age", &err), 0);
+    assert_string_equal(key, "app/replica/deltas/g00000003-g00000041.pages.gz.age");
+    assert_int_equal(format_delta_key(key, sizeof key, "app", 0, 0, "", &err), 0);
+    assert_string_equal(key, "app/replica/deltas/");
+    assert_int_equal(format_delta_key(key, sizeof key, "../x", 3, 41, ".pages.gz", &err), -EINVAL);
+    /* A packer never takes a delta: deltas are few and restored whole. */
+    uint32_t generation = 0;
+    assert_int_equal(format_packable_parse("deltas/g00000003-g00000041.pages.gz", &generation),
+                     -EINVAL);
+
+    struct format_delta d = {.first_generation = 3,
+                             .last_generation = 41,
+                             .page_size = 4096,
+                             .db_pages = 1000,
+                             .pages = 250,
+                             .wal_bytes = 123456789,
+                             .size = 4242,
+                             .built_at_ms = 1764936000123};
+    memset(d.sha256, 'a', 64);
+    d.encryption.recipient_count = 1;
+    snprintf(d.encryption.recipients[0], sizeof d.encryption.recipients[0], "age1example");
+    char *text = format_delta_encode(&d, &err);
+    assert_non_null(text);
+    struct format_delta back;
+    assert_int_equal(format_delta_decode(text, strlen(text), "m", &back, &err), 0);
+    assert_memory_equal(&back, &d, sizeof d);
+    free(text);
+    d.pages = 1001; /* more pages than the database holds */
+    assert_null(format_delta_encode(&d, &err));
+    assert_non_null(strstr(err.message, "1001 pages"));
+    const char *refused[][2] = {
+        {"{\"format\":1,\"first_generation\":\"g3\",\"last_generation\":\"g00000041\"}",
+         "first_generation"},
+        {"{\"format\":1,\"first_generation\":\"g00000003\",\"last_generation\":\"g00000041\","
+         "\"page_size\":1000,\"db_pages\":9,\"pages\":1,\"sha256\":\"" /* 64 a */
+         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\",\"size\":1,"
+         "\"built_at\":\"2026-12-05T10:00:00.000Z\"}",
+         "page_size"},
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        assert_int_equal(
+            format_delta_decode(refused[i][0], strlen(refused[i][0]), "deltas/x.json", &back, &err),
+            -EINVAL);
+        assert_non_null(strstr(err.message, "deltas/x.json"));
+        if (!strstr(err.message, refused[i][1]))
+            fail_msg("%s: %s", refused[i][1], err.message);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -709,6 +778,7 @@ int main(void)
         cmocka_unit_test(pack_manifest_round_trip_keeps_every_object),
         cmocka_unit_test(damaged_pack_manifests_are_refused_naming_object),
         cmocka_unit_test(pack_names_round_trip_and_refuse_what_is_not_one),
+        cmocka_unit_test(delta_names_and_manifest_round_trip_and_refuse_what_is_not_one),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,5 +1,5 @@
 /*
- * test_wal_apply.c: a WAL streamed into a database file (restore/wal_apply.h)
+ * test_wal_apply.c: a WAL streamed into a database file (replicate/wal_apply.h)
  * gives byte for byte what SQLite's own checkpoint of the same WAL gives.
  *
  * The WALs are written by the SQLite library (test_wal_writer.h): inserts
@@ -12,7 +12,7 @@
 #include "test_wal_writer.h"
 
 #include "core/fsutil.h"
-#include "restore/wal_apply.h"
+#include "replicate/wal_apply.h"
 
 /* The WAL of a database that grows, is rewritten in place and shrinks. */
 static void write_history(struct writer *w, const struct fixture *f)

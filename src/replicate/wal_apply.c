@@ -1,7 +1,7 @@
 /*
  * wal_apply.c: a generation's WAL applied as it streams in (wal_apply.h).
  */
-#include "restore/wal_apply.h"
+#include "replicate/wal_apply.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -56,9 +56,13 @@ static int wal_apply_frame(struct wal_apply *a, struct error *err)
         if (rc != 0)
             return error_set(err, rc, "writing page %u: %s", frame.page_number, strerror(-rc));
         a->pages_written++;
+        if (a->on_page)
+            a->on_page(a->on_page_context, frame.page_number);
     }
-    if (frame.commit_size != 0)
+    if (frame.commit_size != 0) {
         a->committed = a->next;
+        a->committed_pages = frame.commit_size;
+    }
     if (frame.index == a->target_frame)
         a->reached = true;
     return 0;

@@ -1,7 +1,9 @@
 /*
  * wal_apply.h: one generation's WAL, fed as a stream of bytes (inflated
  * from the replica's segments), checked frame by frame and written into
- * the database file being restored, page by page.
+ * the database file being restored, page by page. The shipper uses it too:
+ * fed the segments it ships, it keeps the last image of each page for a
+ * page delta (delta.h).
  *
  * What SQLite's checkpoint does, without a WAL file or SQLite's WAL index:
  * every frame the checksum chain accepts up to the target commit is
@@ -16,8 +18,8 @@
  * Memory: one frame. Disk: none besides the output; the generation's WAL
  * is never written out, and each byte of it is read once.
  */
-#ifndef SQLPRODD_RESTORE_WAL_APPLY_H
-#define SQLPRODD_RESTORE_WAL_APPLY_H
+#ifndef SQLPRODD_REPLICATE_WAL_APPLY_H
+#define SQLPRODD_REPLICATE_WAL_APPLY_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -35,8 +37,12 @@ struct wal_apply {
     struct wal_header header;
     struct wal_position next;      /* after the last accepted frame */
     struct wal_position committed; /* after the last accepted commit frame */
-    enum wal_stop stop;            /* why the chain stopped, if it did */
-    bool reached;                  /* the target commit was accepted and applied */
+    uint32_t committed_pages;      /* the database size that commit states */
+    /* Optional: told each page written, after it is written. */
+    void (*on_page)(void *context, uint32_t page_number);
+    void *on_page_context;
+    enum wal_stop stop; /* why the chain stopped, if it did */
+    bool reached;       /* the target commit was accepted and applied */
     uint64_t pages_written;
     uint64_t bad_frame; /* the target frame, when it stated another size */
     uint32_t bad_pages; /* ... that size */

@@ -1,0 +1,327 @@
+/*
+ * replica_deltas.c: the page deltas a point-in-time restore applies
+ * instead of whole generations of WAL (replica_internal.h, delta.h).
+ *
+ * Chosen from one listing of DB/replica/deltas/: starting from the base's
+ * generation, the delta reaching furthest that can be applied over what
+ * is applied so far (its first generation at or before the next one
+ * needed), never into the generation of T itself, which is cut at T's
+ * commit from its segments. Each delta chosen is downloaded and checked
+ * (SHA-256 and size from its manifest) before any generation is planned
+ * without it: one that is missing, damaged or unreadable is reported and
+ * the restore goes on with the segments it stands for, which are kept for
+ * the same window. Applied after the base: each page written at its place,
+ * the file cut to the delta's db_pages.
+ */
+#include "restore/replica_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "archive/archive.h"
+#include "core/fsutil.h"
+#include "core/log.h"
+#include "replicate/delta.h"
+
+#define REPLICA_DELTA_READ (1u << 20)
+
+/* One delta the listing shows: its manifest, and its data object if listed. */
+struct replica_delta_listed {
+    uint32_t first, last;
+    bool has_data, sealed;
+    int64_t data_size;
+};
+
+static void replica_deltas_listed(const struct target_listing *listing, const char *prefix,
+                                  struct replica_delta_listed *out, size_t *count)
+{
+    size_t n = 0, length = strlen(prefix);
+    uint32_t first, last;
+    for (size_t i = 0; i < listing->count; i++) {
+        const char *key = listing->objects[i].key;
+        if (strncmp(key, prefix, length) == 0 &&
+            format_delta_parse(key + length, ".pages.json", &first, &last) == 0)
+            out[n++] = (struct replica_delta_listed){.first = first, .last = last};
+    }
+    for (size_t i = 0; i < listing->count; i++) {
+        const char *key = listing->objects[i].key;
+        bool sealed = false;
+        if (strncmp(key, prefix, length) != 0)
+            continue;
+        if (format_delta_parse(key + length, ".pages.gz" SEALED_SUFFIX, &first, &last) == 0)
+            sealed = true;
+        else if (format_delta_parse(key + length, ".pages.gz", &first, &last) != 0)
+            continue;
+        for (size_t k = 0; k < n; k++)
+            if (out[k].first == first && out[k].last == last) {
+                /* Both plain and sealed (encryption switched while a span
+                 * was rebuilt): the manifest says which; kept as listed. */
+                out[k].has_data = true;
+                out[k].sealed = sealed;
+                out[k].data_size = listing->objects[i].size;
+            }
+    }
+    *count = n;
+}
+
+/*
+ * The next delta to use, from `need` (the first generation not applied
+ * yet; `inside`: the state is inside `need`, as a base is, not at its
+ * start), ending before `chosen`, starting at or after the base `first`
+ * (a delta never spans a base: the agent starts spans anew there). One
+ * that applies at once (A <= need, reaching past need) and reaches
+ * furthest; else the one that starts soonest after need (its generations
+ * before it replayed from segments), reaching furthest. NULL when none.
+ */
+static const struct replica_delta_listed *
+replica_delta_best(const struct replica_delta_listed *listed, size_t count, uint32_t first,
+                   uint32_t need, bool inside, uint32_t chosen)
+{
+    const struct replica_delta_listed *now = NULL, *later = NULL;
+    for (size_t i = 0; i < count; i++) {
+        const struct replica_delta_listed *d = &listed[i];
+        if (!d->has_data || d->first < first || d->last >= chosen || d->last < need)
+            continue;
+        if (inside ? d->first == need : d->first <= need) {
+            if (!now || d->last > now->last)
+                now = d;
+        } else if (d->first > need && (!later || d->first < later->first ||
+                                       (d->first == later->first && d->last > later->last))) {
+            later = d;
+        }
+    }
+    return now ? now : later;
+}
+
+/* The manifest of `d`, read and checked against its name and listing. */
+static int replica_delta_manifest(struct replica_work *work, const struct replica_delta_listed *d,
+                                  struct replica_delta *out, struct error *err)
+{
+    char key[FORMAT_KEY_SIZE], path[PATH_MAX];
+    char *text = NULL;
+    size_t size = 0;
+    int rc = format_delta_key(key, sizeof key, work->request->database, d->first, d->last,
+                              ".pages.json", err);
+    if (rc != 0)
+        return rc;
+    replica_temp_path(work, "delta.json", path);
+    rc = target_get_file(work->target, key, path, NULL, err);
+    if (rc == 0)
+        rc = fs_read_file(path, &text, &size, err);
+    unlink(path);
+    if (rc == 0)
+        rc = format_delta_decode(text, size, key, &out->manifest, err);
+    free(text);
+    if (rc != 0)
+        return rc;
+    const struct format_delta *m = &out->manifest;
+    bool sealed = m->encryption.recipient_count > 0;
+    if (m->first_generation != d->first || m->last_generation != d->last)
+        return error_set(err, -EBADMSG, "%s says generations %" PRIu32 "..%" PRIu32, key,
+                         m->first_generation, m->last_generation);
+    rc = format_delta_key(out->key, sizeof out->key, work->request->database, d->first, d->last,
+                          sealed ? ".pages.gz" SEALED_SUFFIX : ".pages.gz", err);
+    if (rc == 0 && (sealed != d->sealed || d->data_size != (int64_t)m->size))
+        rc = error_set(err, -EBADMSG, "%s is %lld bytes on target %s%s, its manifest says %llu",
+                       out->key, (long long)d->data_size, work->request->target->name,
+                       sealed != d->sealed ? " (or not listed)" : "", (unsigned long long)m->size);
+    return rc;
+}
+
+/* Downloads the delta and checks it against its manifest. */
+static int replica_delta_fetch(struct replica_work *work, struct replica_delta *delta,
+                               struct error *err)
+{
+    struct replica_job job = {.sha256 = delta->manifest.sha256,
+                              .size = (int64_t)delta->manifest.size};
+    snprintf(job.key, sizeof job.key, "%s", delta->key);
+    replica_temp_path(work, "delta", delta->path);
+    snprintf(job.path, sizeof job.path, "%s", delta->path);
+    int rc = replica_fetch_all(work, &job, 1, err);
+    if (rc != 0)
+        unlink(delta->path);
+    return rc;
+}
+
+int replica_plan_deltas(struct replica_work *work, struct error *err)
+{
+    if (work->chain_count < 2 || work->request->no_deltas)
+        return 0;
+    uint32_t base = 0, chosen = 0;
+    if (format_generation_parse(work->chain[0].window.name, &base) != 0 ||
+        format_generation_parse(work->chain[work->chain_count - 1].window.name, &chosen) != 0)
+        return 0;
+    char prefix[FORMAT_KEY_SIZE];
+    struct target_listing listing = {0};
+    int rc = format_delta_key(prefix, sizeof prefix, work->request->database, 0, 0, "", err);
+    if (rc == 0)
+        rc = target_list(work->target, prefix, &listing, err);
+    if (rc != 0) {
+        target_listing_free(&listing);
+        return rc;
+    }
+    struct replica_delta_listed *listed = calloc(listing.count + 1, sizeof *listed);
+    size_t count = 0;
+    if (!listed) {
+        target_listing_free(&listing);
+        return error_set(err, -ENOMEM, "out of memory");
+    }
+    replica_deltas_listed(&listing, prefix, listed, &count);
+    target_listing_free(&listing);
+
+    uint32_t need = base;
+    bool inside = true;
+    const struct replica_delta_listed *d;
+    while (rc == 0 && (d = replica_delta_best(listed, count, base, need, inside, chosen))) {
+        struct replica_delta delta = {0};
+        struct error why = {0};
+        int got = replica_delta_manifest(work, d, &delta, &why);
+        if (got == 0 &&
+            delta.manifest.page_size !=
+                (work->delta_count ? work->deltas[0].manifest.page_size : delta.manifest.page_size))
+            got = error_set(&why, -EBADMSG, "%s: page size %u, the delta before it %u", delta.key,
+                            delta.manifest.page_size, work->deltas[0].manifest.page_size);
+        if (got == 0 && !work->request->plan_only)
+            got = replica_delta_fetch(work, &delta, &why);
+        if (got == -ECANCELED) {
+            rc = error_set(err, got, "%s", why.message);
+            break;
+        }
+        if (got != 0) {
+            /* The segments it stands for are still there: restore from them. */
+            log_event(LOG_WARNING, work->request->database, "restore",
+                      "page delta of generations %" PRIu32 "..%" PRIu32
+                      " not used (%s); its generations are replayed from their segments",
+                      d->first, d->last, why.message);
+            break;
+        }
+        struct replica_delta *grown =
+            realloc(work->deltas, (work->delta_count + 1) * sizeof *grown);
+        if (!grown) {
+            unlink(delta.path);
+            rc = error_set(err, -ENOMEM, "out of memory");
+            break;
+        }
+        work->deltas = grown;
+        /* It stands for its generations from `need` on (the ones before
+         * it, and before need, are applied otherwise). */
+        delta.covers_from = d->first > need ? d->first : need;
+        work->deltas[work->delta_count++] = delta;
+        need = d->last + 1;
+        inside = false;
+    }
+    free(listed);
+    for (size_t i = 0; i < work->chain_count; i++) {
+        uint32_t number = 0;
+        format_generation_parse(work->chain[i].window.name, &number);
+        for (size_t k = 0; k < work->delta_count; k++)
+            if (number >= work->deltas[k].covers_from &&
+                number <= work->deltas[k].manifest.last_generation)
+                work->chain[i].covered = true;
+    }
+    return rc;
+}
+
+/* One fetched delta: opened (decrypted) into a plain temp file, streamed
+ * into the output page by page, the output cut to its size. */
+static int replica_apply_delta(struct replica_work *work, const struct replica_delta *delta,
+                               uint64_t *pages, struct error *err)
+{
+    char plain[PATH_MAX];
+    struct archive_result unpacked = {0};
+    struct io_context io = {.stop = work->request->stop};
+    struct archive_keys keys = work->request->keys;
+    keys.object = delta->key;
+    replica_temp_path(work, "delta-plain", plain);
+    unlink(plain);
+    int rc = archive_decompress(delta->path, plain, &keys, &io, &unpacked, err);
+    unlink(delta->path);
+    if (rc != 0) {
+        error_prefix(err, "%s: ", delta->key);
+        return rc;
+    }
+    int in = open(plain, O_RDONLY | O_CLOEXEC);
+    int out = open(work->request->output, O_WRONLY | O_CLOEXEC);
+    uint8_t *buffer = malloc(REPLICA_DELTA_READ);
+    struct delta_apply apply = {0};
+    if (in < 0 || out < 0 || !buffer) {
+        rc = buffer ? error_set(err, -errno, "%s: %s", in < 0 ? plain : work->request->output,
+                                strerror(errno))
+                    : error_set(err, -ENOMEM, "out of memory");
+        goto out;
+    }
+    if ((rc = delta_apply_begin(&apply, out, delta->key, err)) != 0)
+        goto out;
+    for (;;) {
+        ssize_t got = io_read_full(in, buffer, REPLICA_DELTA_READ);
+        if (got < 0) {
+            rc = error_set(err, (int)got, "%s: %s", plain, strerror((int)-got));
+            break;
+        }
+        if (got == 0)
+            break;
+        if ((rc = delta_apply_feed(&apply, buffer, (size_t)got, err)) != 0)
+            break;
+    }
+    if (rc == 0)
+        rc = delta_apply_finish(&apply, err);
+    const struct format_delta *m = &delta->manifest;
+    if (rc == 0 &&
+        (apply.header.page_size != m->page_size || apply.header.db_pages != m->db_pages ||
+         apply.header.pages != m->pages || apply.header.first_generation != m->first_generation ||
+         apply.header.last_generation != m->last_generation))
+        rc = error_set(err, -EBADMSG,
+                       "%s holds %llu pages of %u bytes of a %u-page database for generations "
+                       "%u..%u, its manifest says %llu of %u of %u for %u..%u",
+                       delta->key, (unsigned long long)apply.header.pages, apply.header.page_size,
+                       apply.header.db_pages, apply.header.first_generation,
+                       apply.header.last_generation, (unsigned long long)m->pages, m->page_size,
+                       m->db_pages, m->first_generation, m->last_generation);
+    if (rc == 0 && ftruncate(out, (off_t)m->db_pages * m->page_size) != 0)
+        rc = error_set(err, -errno, "%s: %s", work->request->output, strerror(errno));
+    *pages = apply.records;
+out:
+    delta_apply_end(&apply);
+    free(buffer);
+    if (in >= 0)
+        close(in);
+    if (out >= 0 && close(out) != 0 && rc == 0)
+        rc = error_set(err, -errno, "%s: %s", work->request->output, strerror(errno));
+    unlink(plain);
+    return rc;
+}
+
+int replica_apply_deltas(struct replica_work *work, uint32_t before, struct replica_result *result,
+                         struct error *err)
+{
+    for (size_t i = 0; i < work->delta_count; i++) {
+        if (work->deltas[i].applied || work->deltas[i].manifest.last_generation >= before)
+            continue;
+        work->deltas[i].applied = true;
+        uint64_t pages = 0;
+        int rc = replica_apply_delta(work, &work->deltas[i], &pages, err);
+        if (rc != 0)
+            return rc;
+        result->deltas++;
+        result->delta_pages += pages;
+        format_generation_name(work->deltas[i].manifest.last_generation, result->deltas_through);
+        if (work->request->stop && *work->request->stop)
+            return error_set(err, -ECANCELED, "stopped by a signal");
+    }
+    return 0;
+}
+
+void replica_deltas_free(struct replica_work *work)
+{
+    for (size_t i = 0; i < work->delta_count; i++)
+        unlink(work->deltas[i].path);
+    free(work->deltas);
+    work->deltas = NULL;
+    work->delta_count = 0;
+}
