@@ -210,6 +210,8 @@ class Tool:
 
 
 class Sqlprodd(Tool):
+    delta_every = None  # replicate.delta_every (--delta-every); None: the agent's default
+
     def configure(self):
         self.config = os.path.join(self.work, "sqlprodd.conf")
         with open(self.config, "w") as f:
@@ -219,7 +221,8 @@ class Sqlprodd(Tool):
                 targets = ( {self.target_config()} );
                 databases = ( {{ name = "app"; path = "{self.db}";
                   replicate = {{ target = "offsite"; interval = "1s"; snapshot_every = "1d";
-                                window = "7d"; compact = {"true" if self.compact else "false"}; }};
+                                window = "7d"; compact = {"true" if self.compact else "false"};
+                                {f'delta_every = "{self.delta_every}";' if self.delta_every else ""} }};
                 }} );
                 """))
 
@@ -524,11 +527,14 @@ def main():
                         help="a directory on local disk (dir), or the loopback S3 server (s3)")
     parser.add_argument("--no-compact", action="store_true",
                         help="sqlprodd with replicate.compact = false (what compaction costs)")
+    parser.add_argument("--delta-every", metavar="DURATION",
+                        help="sqlprodd's replicate.delta_every (default: the agent's default)")
     parser.add_argument("--server-nice", type=int, default=0, metavar="N",
                         help="run the S3 server at nice N (19: it gets only the CPU that the "
                              "writer and the tool leave, as a remote server would take none)")
     args = parser.parse_args()
     Tool.compact = not args.no_compact
+    Sqlprodd.delta_every = args.delta_every
     if args.quick:
         args.base, args.minutes = 64, 0.5
     if args.restores is None:

@@ -87,34 +87,42 @@ void delta_span_drop(struct delta_span *s)
     delta_span_reset(s);
 }
 
+/* Bit page-1 of a map that grows: 1 when newly set, 0 when it was, -1
+ * when the map cannot grow (it is then freed, and *bytes is SIZE_MAX). */
+static int delta_bitmap_set(uint8_t **bits, size_t *bytes, uint32_t page)
+{
+    size_t byte = (page - 1) / 8;
+    if (*bytes == SIZE_MAX)
+        return -1;
+    if (byte >= *bytes) {
+        size_t size = *bytes ? *bytes : 4096;
+        while (size <= byte)
+            size *= 2;
+        uint8_t *grown = realloc(*bits, size);
+        if (!grown) {
+            free(*bits);
+            *bits = NULL;
+            *bytes = SIZE_MAX;
+            return -1;
+        }
+        memset(grown + *bytes, 0, size - *bytes);
+        *bits = grown;
+        *bytes = size;
+    }
+    uint8_t bit = (uint8_t)(1u << ((page - 1) % 8));
+    if ((*bits)[byte] & bit)
+        return 0;
+    (*bits)[byte] |= bit;
+    return 1;
+}
+
 /* wal_apply's hook: page p was written. A bitmap that cannot grow is
  * reported by the feed (the callback has no way to fail). */
 static void delta_span_touch(void *context, uint32_t page)
 {
     struct delta_span *s = context;
-    size_t byte = (page - 1) / 8;
-    if (byte >= s->touched_bytes) {
-        if (!s->touched && s->touched_bytes == SIZE_MAX)
-            return; /* already failed */
-        size_t size = s->touched_bytes ? s->touched_bytes : 4096;
-        while (size <= byte)
-            size *= 2;
-        uint8_t *grown = realloc(s->touched, size);
-        if (!grown) {
-            free(s->touched);
-            s->touched = NULL;
-            s->touched_bytes = SIZE_MAX;
-            return;
-        }
-        memset(grown + s->touched_bytes, 0, size - s->touched_bytes);
-        s->touched = grown;
-        s->touched_bytes = size;
-    }
-    uint8_t bit = (uint8_t)(1u << ((page - 1) % 8));
-    if (!(s->touched[byte] & bit)) {
-        s->touched[byte] |= bit;
+    if (delta_bitmap_set(&s->touched, &s->touched_bytes, page) == 1)
         s->pages++;
-    }
 }
 
 static int delta_span_begin_generation(struct delta_span *s, uint32_t generation, struct error *err)
@@ -134,8 +142,8 @@ static int delta_span_begin_generation(struct delta_span *s, uint32_t generation
     return 0;
 }
 
-int delta_span_start(struct delta_span *s, const char *path, uint32_t generation, int64_t now_ms,
-                     struct error *err)
+int delta_span_start(struct delta_span *s, const char *path, uint32_t generation, uint32_t chain,
+                     int64_t now_ms, struct error *err)
 {
     delta_span_drop(s);
     if (snprintf(s->path, sizeof s->path, "%s", path) >= (int)sizeof s->path)
@@ -147,6 +155,7 @@ int delta_span_start(struct delta_span *s, const char *path, uint32_t generation
         return rc;
     }
     s->first_generation = generation;
+    s->chain = chain;
     s->started_ms = now_ms;
     int rc = delta_span_begin_generation(s, generation, err);
     if (rc != 0)
@@ -226,6 +235,8 @@ int delta_span_close(struct delta_span *s, const char *closed_path, struct delta
     out->db_pages = s->db_pages;
     out->first_generation = s->first_generation;
     out->last_generation = s->generation;
+    out->chain = s->chain;
+    out->started_ms = s->started_ms;
     s->touched = NULL; /* now the closed span's */
     delta_span_reset(s);
     return 0;
@@ -241,13 +252,67 @@ void delta_pages_free(struct delta_pages *p)
     *p = (struct delta_pages){.fd = -1};
 }
 
-/* ---- the builder ---- */
-
 static bool delta_touched(const struct delta_pages *p, uint32_t page)
 {
     size_t byte = (page - 1) / 8;
     return byte < p->touched_bytes && (p->touched[byte] >> ((page - 1) % 8) & 1);
 }
+
+bool delta_pages_worth(const struct delta_pages *p)
+{
+    return p->fd >= 0 && p->pages > 0 && p->db_pages > 0 &&
+           p->wal_bytes / 2 >= p->pages * (uint64_t)p->page_size;
+}
+
+int delta_pages_merge(struct delta_pages *into, const struct delta_pages *from, const char *path,
+                      struct error *err)
+{
+    if (into->fd >= 0 &&
+        (into->chain != from->chain || into->last_generation + 1 != from->first_generation ||
+         into->page_size != from->page_size))
+        delta_pages_free(into);
+    if (into->fd < 0) {
+        *into = (struct delta_pages){.first_generation = from->first_generation,
+                                     .chain = from->chain,
+                                     .started_ms = from->started_ms,
+                                     .page_size = from->page_size};
+        snprintf(into->path, sizeof into->path, "%s", path);
+        into->fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (into->fd < 0) {
+            int rc = error_set(err, -errno, "%s: %s", path, strerror(errno));
+            delta_pages_free(into);
+            return rc;
+        }
+    }
+    uint8_t *page = malloc(from->page_size);
+    int rc = page ? 0 : error_set(err, -ENOMEM, "out of memory");
+    size_t highest = from->touched_bytes * 8;
+    for (size_t n = 1; n <= highest && rc == 0; n++) {
+        if (!delta_touched(from, (uint32_t)n))
+            continue;
+        off_t at = (off_t)(n - 1) * from->page_size;
+        if ((rc = io_pread_full(from->fd, page, from->page_size, at)) != 0 ||
+            (rc = io_pwrite_full(into->fd, page, from->page_size, at)) != 0) {
+            error_set(err, rc, "merging page %zu into %s: %s", n, into->path, strerror(-rc));
+            break;
+        }
+        int set = delta_bitmap_set(&into->touched, &into->touched_bytes, (uint32_t)n);
+        if (set < 0)
+            rc = error_set(err, -ENOMEM, "out of memory for the page map of %s", into->path);
+        into->pages += set == 1;
+    }
+    free(page);
+    if (rc != 0) {
+        delta_pages_free(into);
+        return rc;
+    }
+    into->last_generation = from->last_generation;
+    into->db_pages = from->db_pages;
+    into->wal_bytes += from->wal_bytes;
+    return 0;
+}
+
+/* ---- the builder ---- */
 
 int delta_write_plain(const struct delta_pages *p, const char *path,
                       const volatile sig_atomic_t *stop, uint64_t *pages, struct error *err)

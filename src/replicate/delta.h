@@ -64,6 +64,7 @@ int delta_header_parse(const uint8_t in[DELTA_HEADER_SIZE], struct delta_header 
 
 struct delta_span {
     int fd; /* the sparse file of page images; -1: no span */
+    uint32_t chain; /* the generation of the base this span's chain starts from */
     char path[PATH_MAX];
     uint8_t *touched; /* bit p-1: page p was written */
     size_t touched_bytes;
@@ -81,8 +82,8 @@ void delta_span_init(struct delta_span *s);
 bool delta_span_active(const struct delta_span *s);
 /* A new span at the start of `generation` (its WAL from the header on),
  * its images in `path` (created, or emptied). Drops the one before. */
-int delta_span_start(struct delta_span *s, const char *path, uint32_t generation, int64_t now_ms,
-                     struct error *err);
+int delta_span_start(struct delta_span *s, const char *path, uint32_t generation, uint32_t chain,
+                     int64_t now_ms, struct error *err);
 /* `generation` continues the span's last one (the WAL restarted at the end
  * of what was shipped): true, and the span goes on; false when the span
  * cannot take it (it did not end on a commit it saw whole). */
@@ -100,7 +101,8 @@ void delta_span_drop(struct delta_span *s);
 /* Worth a delta: the WAL it saw is at least twice its distinct pages. */
 bool delta_span_worth(const struct delta_span *s);
 
-/* A closed span: what the builder reads, owned by whoever holds it. */
+/* A closed span, or spans merged (a level): what the builder reads, owned
+ * by whoever holds it. fd -1: none. */
 struct delta_pages {
     int fd;
     char path[PATH_MAX];
@@ -108,7 +110,28 @@ struct delta_pages {
     size_t touched_bytes;
     uint64_t pages, wal_bytes;
     uint32_t page_size, db_pages, first_generation, last_generation;
+    uint32_t chain;
+    int64_t started_ms;
 };
+
+/*
+ * Levels: a restore applies every delta from its base on, so deltas of
+ * one span each would be many objects by the end of a long chain. Closed
+ * spans are also merged into a level that reaches DELTA_LEVEL_FACTOR times
+ * as long, and those into the next: a restore then reads at most about
+ * FACTOR - 1 deltas of each level.
+ */
+#define DELTA_LEVELS       3  /* spans, and two levels of merged spans */
+#define DELTA_LEVEL_FACTOR 12 /* each reaches this many times as long */
+
+/* `from`'s pages written over `into`'s, which then ends where `from` ends.
+ * `into` starts anew at `path` (from's first generation) when it has none,
+ * or when from does not continue it (another chain, a generation missed,
+ * another page size). 0, or -errno (`into` is then freed). */
+int delta_pages_merge(struct delta_pages *into, const struct delta_pages *from, const char *path,
+                      struct error *err);
+/* As delta_span_worth, for merged spans. */
+bool delta_pages_worth(const struct delta_pages *p);
 
 /* Moves the span's images to `closed_path` and hands them over; the span
  * is then empty. 0, or -errno (the span is dropped). */

@@ -20,14 +20,24 @@
 
 #define DELTA_GZIP_LEVEL 6 /* as segments and bases */
 
+/* One delta the job makes: the plain file, then the stored object, then
+ * its manifest (written last). */
+struct delta_output {
+    char data[PATH_MAX], manifest[PATH_MAX];
+    char data_key[FORMAT_KEY_SIZE], manifest_key[FORMAT_KEY_SIZE];
+    struct format_delta record;
+};
+
 struct delta_job {
     pthread_t thread;
-    struct delta_pages pages;
+    struct delta_pages pages;   /* the closed span */
+    struct delta_pages *levels; /* DELTA_LEVELS - 1, the caller's, this thread's while it runs */
+    int64_t every_ms, now_ms;
+    char spool[PATH_MAX];
     char database[256];
-    char plain[PATH_MAX], data[PATH_MAX], manifest[PATH_MAX];
-    char data_key[FORMAT_KEY_SIZE], manifest_key[FORMAT_KEY_SIZE];
     struct sealed_recipients recipients;
-    struct format_delta record;
+    struct delta_output outputs[DELTA_LEVELS];
+    size_t output_count;
     volatile sig_atomic_t stop;
     atomic_bool done;
     int rc;
@@ -36,54 +46,136 @@ struct delta_job {
 
 static void delta_job_remove_files(struct delta_job *job)
 {
-    unlink(job->plain);
-    unlink(job->data);
-    unlink(job->manifest);
+    char plain[PATH_MAX];
+    snprintf(plain, sizeof plain, "%s/%s", job->spool, DELTA_SPOOL_PLAIN);
+    unlink(plain);
+    for (size_t i = 0; i < job->output_count; i++) {
+        unlink(job->outputs[i].data);
+        unlink(job->outputs[i].manifest);
+    }
 }
 
-static int delta_job_build(struct delta_job *job)
+/* The names of `p`'s delta. */
+static int delta_output_names(struct delta_job *job, const struct delta_pages *p,
+                              struct delta_output *o, struct error *err)
+{
+    char name[FORMAT_DELTA_NAME_SIZE];
+    format_delta_name(p->first_generation, p->last_generation, name);
+    const char *suffix = job->recipients.count ? ".pages.gz" SEALED_SUFFIX : ".pages.gz";
+    if (snprintf(o->data, sizeof o->data, "%s/%s%s", job->spool, name, suffix) >=
+            (int)sizeof o->data ||
+        snprintf(o->manifest, sizeof o->manifest, "%s/%s.pages.json", job->spool, name) >=
+            (int)sizeof o->manifest)
+        return error_set(err, -ENAMETOOLONG, "%s: spool path too long", job->spool);
+    int rc = format_delta_key(o->data_key, sizeof o->data_key, job->database, p->first_generation,
+                              p->last_generation, suffix, err);
+    if (rc == 0)
+        rc = format_delta_key(o->manifest_key, sizeof o->manifest_key, job->database,
+                              p->first_generation, p->last_generation, ".pages.json", err);
+    return rc;
+}
+
+/* `p` as a delta in the spool: plain, compressed and sealed, manifest. */
+static int delta_job_make(struct delta_job *job, const struct delta_pages *p)
 {
     struct error *err = &job->err;
+    struct delta_output *o = &job->outputs[job->output_count];
+    char plain[PATH_MAX];
     uint64_t pages = 0;
-    int rc = delta_write_plain(&job->pages, job->plain, &job->stop, &pages, err);
-    /* The span's images are read: their disk goes back before compressing. */
-    delta_pages_free(&job->pages);
+    memset(o, 0, sizeof *o);
+    snprintf(plain, sizeof plain, "%s/%s", job->spool, DELTA_SPOOL_PLAIN);
+    int rc = delta_output_names(job, p, o, err);
     if (rc != 0)
+        return rc;
+    job->output_count++; /* its files are removed on failure from here on */
+    o->record = (struct format_delta){.first_generation = p->first_generation,
+                                      .last_generation = p->last_generation,
+                                      .page_size = p->page_size,
+                                      .db_pages = p->db_pages,
+                                      .wal_bytes = p->wal_bytes,
+                                      .built_at_ms = job->now_ms};
+    replica_seal_describe(&job->recipients, &o->record.encryption);
+    if ((rc = delta_write_plain(p, plain, &job->stop, &pages, err)) != 0)
         return rc;
     struct archive_options options = {.recipients = job->recipients.items,
                                       .recipient_count = job->recipients.count};
     struct io_context io = {.stop = &job->stop, .background = true};
     struct archive_result result = {0};
-    unlink(job->data);
-    rc = archive_compress_format(job->plain, job->data, ARCHIVE_GZIP, DELTA_GZIP_LEVEL, &io,
-                                 &options, &result, err);
-    unlink(job->plain);
+    unlink(o->data);
+    rc = archive_compress_format(plain, o->data, ARCHIVE_GZIP, DELTA_GZIP_LEVEL, &io, &options,
+                                 &result, err);
+    unlink(plain);
     if (rc != 0)
         return rc;
-    job->record.pages = pages;
-    job->record.size = (uint64_t)result.output_bytes;
-    memcpy(job->record.sha256, result.sha256, sizeof job->record.sha256);
-    char *json = format_delta_encode(&job->record, err);
+    o->record.pages = pages;
+    o->record.size = (uint64_t)result.output_bytes;
+    memcpy(o->record.sha256, result.sha256, sizeof o->record.sha256);
+    char *json = format_delta_encode(&o->record, err);
     if (!json)
         return err->code ? err->code : -EINVAL;
-    rc = fs_write_file_atomically(job->manifest, json, strlen(json), 0600, err);
+    rc = fs_write_file_atomically(o->manifest, json, strlen(json), 0600, err);
     free(json);
     return rc;
+}
+
+/*
+ * The closed span's delta (when worth it), then the span merged into the
+ * first level; a level whose reach is due (FACTOR^k spans' time) gets its
+ * own delta (unless it is the very range just made) and is merged into the
+ * next one up, and starts anew.
+ */
+static int delta_job_build(struct delta_job *job)
+{
+    struct error *err = &job->err;
+    struct delta_pages *current = &job->pages;
+    int64_t reach = job->every_ms;
+    uint32_t made_first = 0, made_last = 0;
+    for (int level = 0; level < DELTA_LEVELS; level++) {
+        if (level > 0) {
+            reach *= DELTA_LEVEL_FACTOR;
+            current = &job->levels[level - 1];
+            if (current->fd < 0 || job->now_ms - current->started_ms < reach)
+                break;
+        }
+        bool same =
+            current->first_generation == made_first && current->last_generation == made_last;
+        if (delta_pages_worth(current) && !same) {
+            int rc = delta_job_make(job, current);
+            if (rc != 0)
+                return rc;
+            made_first = current->first_generation;
+            made_last = current->last_generation;
+        }
+        if (level + 1 < DELTA_LEVELS) {
+            char path[PATH_MAX];
+            snprintf(path, sizeof path, "%s/%s%d", job->spool, DELTA_SPOOL_LEVEL, level + 2);
+            int rc = delta_pages_merge(&job->levels[level], current, path, err);
+            if (rc != 0)
+                return rc;
+        }
+        delta_pages_free(current);
+    }
+    return 0;
 }
 
 static void *delta_job_run(void *argument)
 {
     struct delta_job *job = argument;
     job->rc = delta_job_build(job);
-    if (job->rc != 0)
+    if (job->rc != 0) {
         delta_job_remove_files(job);
+        /* A level that missed a span must not bridge it. */
+        for (int i = 0; i < DELTA_LEVELS - 1; i++)
+            delta_pages_free(&job->levels[i]);
+    }
+    delta_pages_free(&job->pages);
     atomic_store(&job->done, true);
     return NULL;
 }
 
-int delta_job_start(struct delta_job **out, struct delta_pages *pages, const char *spool,
-                    const char *database, struct sealed_recipients recipients, int64_t now_ms,
-                    struct error *err)
+int delta_job_start(struct delta_job **out, struct delta_pages *pages, struct delta_pages *levels,
+                    int64_t every_ms, const char *spool, const char *database,
+                    struct sealed_recipients recipients, int64_t now_ms, struct error *err)
 {
     *out = NULL;
     struct delta_job *job = calloc(1, sizeof *job);
@@ -93,34 +185,14 @@ int delta_job_start(struct delta_job **out, struct delta_pages *pages, const cha
     }
     job->pages = *pages;
     *pages = (struct delta_pages){.fd = -1};
+    job->levels = levels;
+    job->every_ms = every_ms;
+    job->now_ms = now_ms;
     job->recipients = recipients;
     snprintf(job->database, sizeof job->database, "%s", database);
-    char name[FORMAT_DELTA_NAME_SIZE];
-    const struct delta_pages *p = &job->pages;
-    format_delta_name(p->first_generation, p->last_generation, name);
-    bool sealed = recipients.count > 0;
-    const char *suffix = sealed ? ".pages.gz" SEALED_SUFFIX : ".pages.gz";
     int rc = 0;
-    if (snprintf(job->plain, sizeof job->plain, "%s/%s", spool, DELTA_SPOOL_PLAIN) >=
-            (int)sizeof job->plain ||
-        snprintf(job->data, sizeof job->data, "%s/%s%s", spool, name, suffix) >=
-            (int)sizeof job->data ||
-        snprintf(job->manifest, sizeof job->manifest, "%s/%s.pages.json", spool, name) >=
-            (int)sizeof job->manifest)
+    if (snprintf(job->spool, sizeof job->spool, "%s", spool) >= (int)sizeof job->spool)
         rc = error_set(err, -ENAMETOOLONG, "%s: spool path too long", spool);
-    if (rc == 0)
-        rc = format_delta_key(job->data_key, sizeof job->data_key, database, p->first_generation,
-                              p->last_generation, suffix, err);
-    if (rc == 0)
-        rc = format_delta_key(job->manifest_key, sizeof job->manifest_key, database,
-                              p->first_generation, p->last_generation, ".pages.json", err);
-    job->record = (struct format_delta){.first_generation = p->first_generation,
-                                        .last_generation = p->last_generation,
-                                        .page_size = p->page_size,
-                                        .db_pages = p->db_pages,
-                                        .wal_bytes = p->wal_bytes,
-                                        .built_at_ms = now_ms};
-    replica_seal_describe(&recipients, &job->record.encryption);
     if (rc == 0 && (rc = -pthread_create(&job->thread, NULL, delta_job_run, job)) != 0)
         error_set(err, rc, "cannot start the delta's thread: %s", strerror(-rc));
     if (rc != 0) {
@@ -137,22 +209,30 @@ bool delta_job_done(const struct delta_job *job)
     return atomic_load(&job->done);
 }
 
-int delta_job_finish(struct delta_job *job, struct state_replica_object objects[2],
-                     struct format_delta *out, struct error *err)
+int delta_job_finish(struct delta_job *job, struct state_replica_object *objects,
+                     size_t *object_count, struct format_delta *records, size_t *record_count,
+                     struct error *err)
 {
     pthread_join(job->thread, NULL);
     int rc = job->rc;
+    *object_count = *record_count = 0;
     if (rc != 0) {
         error_set(err, rc, "%s", job->err.message);
     } else {
-        uint32_t last = job->record.last_generation; /* queued as B's: retention's order */
-        objects[0] = (struct state_replica_object){.generation = last};
-        objects[1] = (struct state_replica_object){.generation = last};
-        snprintf(objects[0].key, sizeof objects[0].key, "%s", job->data_key);
-        snprintf(objects[0].path, sizeof objects[0].path, "%s", job->data);
-        snprintf(objects[1].key, sizeof objects[1].key, "%s", job->manifest_key);
-        snprintf(objects[1].path, sizeof objects[1].path, "%s", job->manifest);
-        *out = job->record;
+        for (size_t i = 0; i < job->output_count; i++) {
+            const struct delta_output *o = &job->outputs[i];
+            /* Queued as its last generation's: retention's order. */
+            uint32_t last = o->record.last_generation;
+            struct state_replica_object *data = &objects[(*object_count)++];
+            struct state_replica_object *manifest = &objects[(*object_count)++];
+            *data = (struct state_replica_object){.generation = last};
+            *manifest = (struct state_replica_object){.generation = last};
+            snprintf(data->key, sizeof data->key, "%s", o->data_key);
+            snprintf(data->path, sizeof data->path, "%s", o->data);
+            snprintf(manifest->key, sizeof manifest->key, "%s", o->manifest_key);
+            snprintf(manifest->path, sizeof manifest->path, "%s", o->manifest);
+            records[(*record_count)++] = o->record;
+        }
     }
     free(job);
     return rc;
@@ -165,6 +245,5 @@ void delta_job_cancel(struct delta_job *job)
     job->stop = 1;
     pthread_join(job->thread, NULL);
     delta_job_remove_files(job);
-    delta_pages_free(&job->pages);
     free(job);
 }

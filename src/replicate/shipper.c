@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -80,6 +81,9 @@ struct replica {
      * built on its own thread, if any. */
     struct delta_span span;
     struct delta_job *delta_job;
+    struct delta_pages levels[DELTA_LEVELS - 1]; /* the job's while there is one */
+    uint32_t chain_base; /* the generation of the last base taken; 0: none since start */
+    bool delta_no_room;  /* said that the spool's disk has no room for them */
 };
 
 static int64_t mtime_ns(const struct stat *st)
@@ -500,15 +504,17 @@ static void delta_collect(struct replica *r)
 {
     if (!r->delta_job || !delta_job_done(r->delta_job))
         return;
-    struct state_replica_object objects[2];
-    struct format_delta record;
+    struct state_replica_object objects[2 * DELTA_LEVELS];
+    struct format_delta records[DELTA_LEVELS];
+    size_t object_count = 0, record_count = 0;
     struct error err = {0};
-    int rc = delta_job_finish(r->delta_job, objects, &record, &err);
+    int rc = delta_job_finish(r->delta_job, objects, &object_count, records, &record_count, &err);
     r->delta_job = NULL;
-    if (rc == 0 &&
-        (rc = state_queue_replica_objects(r->state, r->db->name, objects, 2, &err)) != 0) {
-        unlink(objects[0].path);
-        unlink(objects[1].path);
+    if (rc == 0 && object_count &&
+        (rc = state_queue_replica_objects(r->state, r->db->name, objects, object_count, &err)) !=
+            0) {
+        for (size_t i = 0; i < object_count; i++)
+            unlink(objects[i].path);
     }
     if (rc != 0) {
         log_event(LOG_WARNING, r->db->name, "replicate",
@@ -516,14 +522,15 @@ static void delta_collect(struct replica *r)
                   err.message);
         return;
     }
-    log_event(LOG_INFO, r->db->name, "replicate",
-              "page delta of generations %" PRIu32 "..%" PRIu32 " queued: %" PRIu64
-              " pages in %" PRIu64 " bytes, for %" PRIu64 " bytes of WAL",
-              record.first_generation, record.last_generation, record.pages, record.size,
-              record.wal_bytes);
+    for (size_t i = 0; i < record_count; i++)
+        log_event(LOG_INFO, r->db->name, "replicate",
+                  "page delta of generations %" PRIu32 "..%" PRIu32 " queued: %" PRIu64
+                  " pages in %" PRIu64 " bytes, for %" PRIu64 " bytes of WAL",
+                  records[i].first_generation, records[i].last_generation, records[i].pages,
+                  records[i].size, records[i].wal_bytes);
 }
 
-/* The span closed at the end of its last generation, built on a thread. */
+/* The span closed at the end of its last generation, handed to a job. */
 static void delta_close(struct replica *r, int64_t now_ms)
 {
     char closed[PATH_MAX];
@@ -532,35 +539,66 @@ static void delta_close(struct replica *r, int64_t now_ms)
     snprintf(closed, sizeof closed, "%s/%s", r->spool, DELTA_SPOOL_CLOSED);
     int rc = delta_span_close(&r->span, closed, &pages, &err);
     if (rc == 0)
-        rc = delta_job_start(&r->delta_job, &pages, r->spool, r->db->name,
+        rc = delta_job_start(&r->delta_job, &pages, r->levels,
+                             r->db->replicate.delta_every_seconds * 1000, r->spool, r->db->name,
                              sealed_recipients_of(r->db), now_ms, &err);
     if (rc != 0)
         log_event(LOG_WARNING, r->db->name, "replicate", "no page delta: %s", err.message);
 }
 
+/* Whether the spool's file system has room for the page files a span and
+ * its levels may take (DELTA_LEVELS + 1 database sizes at worst, when
+ * every page is written): where it has not, no delta is gathered, and the
+ * replica goes on without (said once, and again once there is room). */
+static bool delta_room(struct replica *r)
+{
+    struct statvfs fs;
+    struct stat st;
+    if (statvfs(r->spool, &fs) != 0 || stat(r->db->path, &st) != 0)
+        return true; /* the next write will say what is wrong */
+    uint64_t free_bytes = (uint64_t)fs.f_bavail * fs.f_frsize;
+    uint64_t wanted = (uint64_t)st.st_size * (DELTA_LEVELS + 1);
+    bool room = free_bytes >= wanted;
+    if (room && r->delta_no_room)
+        log_event(LOG_NOTICE, r->db->name, "replicate", "page deltas resume: %s has room again",
+                  r->spool);
+    else if (!room && !r->delta_no_room)
+        log_event(LOG_WARNING, r->db->name, "replicate",
+                  "no page deltas: %s has %llu MiB free, they may take %llu MiB (%d times the "
+                  "database); restores replay the WAL meanwhile",
+                  r->spool, (unsigned long long)(free_bytes >> 20),
+                  (unsigned long long)(wanted >> 20), DELTA_LEVELS + 1);
+    r->delta_no_room = !room;
+    return room;
+}
+
 /* Generation `generation` begins: from a base (continued false), or where
- * the last one ended. The span goes on, or closes when it is due (and
- * worth a delta: far more WAL than distinct pages) and no build is under
- * way, or starts anew. */
+ * the last one ended. The span goes on, or closes when it is due and no
+ * job is under way (the job makes its delta only where worth it, and
+ * merges it into the levels either way), or starts anew. */
 static void delta_generation_began(struct replica *r, uint32_t generation, bool continued,
                                    int64_t now_ms)
 {
     struct error err = {0};
     delta_collect(r);
+    if (!continued)
+        r->chain_base = generation;
     if (!deltas_on(r)) {
         delta_span_drop(&r->span);
         return;
     }
     if (continued && delta_span_active(&r->span) && generation == r->span.generation + 1 &&
-        !r->delta_job &&
-        now_ms - r->span.started_ms >= r->db->replicate.delta_every_seconds * 1000 &&
-        delta_span_worth(&r->span))
+        !r->delta_job && now_ms - r->span.started_ms >= r->db->replicate.delta_every_seconds * 1000)
         delta_close(r, now_ms);
     if (continued && delta_span_continue(&r->span, generation, &err))
         return;
+    if (!delta_room(r)) {
+        delta_span_drop(&r->span);
+        return;
+    }
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/%s", r->spool, DELTA_SPOOL_OPEN);
-    if (delta_span_start(&r->span, path, generation, now_ms, &err) != 0)
+    if (delta_span_start(&r->span, path, generation, r->chain_base, now_ms, &err) != 0)
         log_event(LOG_WARNING, r->db->name, "replicate",
                   "no page delta from generation %" PRIu32 ": %s", generation, err.message);
 }
@@ -1493,6 +1531,8 @@ int replica_open(const struct database_config *db, const char *state_dir, struct
     r->state = state;
     r->wal_size = -2;
     delta_span_init(&r->span);
+    for (int i = 0; i < DELTA_LEVELS - 1; i++)
+        r->levels[i] = (struct delta_pages){.fd = -1};
     pin_init(&r->pin, db, stop);
     snprintf(r->wal_path, sizeof r->wal_path, "%s-wal", db->path);
     if ((rc = replica_spool_directory(state_dir, db->name, r->spool, sizeof r->spool, err)) < 0)
@@ -1503,7 +1543,8 @@ int replica_open(const struct database_config *db, const char *state_dir, struct
         goto fail;
     /* A span seen by a process that is gone: its frames are not all known. */
     static const char *const delta_files[] = {DELTA_SPOOL_OPEN, DELTA_SPOOL_CLOSED,
-                                              DELTA_SPOOL_PLAIN};
+                                              DELTA_SPOOL_PLAIN, DELTA_SPOOL_LEVEL "2",
+                                              DELTA_SPOOL_LEVEL "3"};
     for (size_t i = 0; i < sizeof delta_files / sizeof *delta_files; i++) {
         char path[PATH_MAX];
         if (fs_join(path, sizeof path, r->spool, delta_files[i]) == 0)
@@ -1523,6 +1564,8 @@ void replica_close(struct replica *r)
         return;
     delta_job_cancel(r->delta_job);
     delta_span_drop(&r->span);
+    for (int i = 0; i < DELTA_LEVELS - 1; i++)
+        delta_pages_free(&r->levels[i]);
     pin_close(&r->pin);
     free(r);
 }

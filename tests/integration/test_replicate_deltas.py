@@ -51,11 +51,16 @@ class ReplicateDeltasTest(ReplicaTestCase):
         return to, out, err
 
     def test_restores_through_deltas_are_exact_and_match_a_full_replay(self):
+        # Spans of 1 s: the first level merges 12 of them (12 s), so the run
+        # makes deltas of both reaches.
         report, commits, results = self.window(
-            "dir", seconds=24, instants=24, finish=False,
-            replicate_extra='delta_every = "4s";')
+            "dir", seconds=28, instants=24, finish=False,
+            replicate_extra='delta_every = "1s";')
         deltas = self.deltas()
         self.assertGreaterEqual(len(deltas), 2, f"no page deltas shipped:\n{self.agent_log()}")
+        merged = [(a, b) for a, b, _ in deltas
+                  if sum(1 for c, d, _ in deltas if a <= c and d <= b and (c, d) != (a, b)) >= 2]
+        self.assertTrue(merged, f"no delta of the merged level among {[d[:2] for d in deltas]}")
         for first, last, manifest in deltas:
             self.assertLessEqual(first, last)
             data = os.path.join(self.offsite, "app", "replica", "deltas",
@@ -67,9 +72,11 @@ class ReplicateDeltasTest(ReplicaTestCase):
             # Built only where it saves: far fewer page bytes than WAL.
             self.assertGreaterEqual(manifest["wal_bytes"],
                                     2 * manifest["pages"] * manifest["page_size"])
-        # Consecutive spans do not overlap: each starts after the one before.
-        for (_, last, _), (first, _, _) in zip(deltas, deltas[1:]):
-            self.assertGreater(first, last)
+        # The spans' own deltas do not overlap: each starts after the one
+        # before ends (a merged one covers several of them).
+        spans = [(a, b) for a, b, _ in deltas if (a, b) not in merged]
+        for (_, last), (first, _) in zip(spans, spans[1:]):
+            self.assertGreater(first, last, spans)
         self.fail_pending()
 
         with_deltas, out, _ = self.restore_latest("with-deltas.db")
@@ -84,6 +91,9 @@ class ReplicateDeltasTest(ReplicaTestCase):
         replayed = int(re.search(r": (\d+) commits? in", out).group(1))
         replayed_all = int(re.search(r": (\d+) commits? in", out_plain).group(1))
         self.assertLess(replayed, replayed_all / 2, f"{out}\n{out_plain}")
+        # The merged level stands for its spans: fewer deltas read than made.
+        applied = int(re.search(r"; (\d+) page deltas? of", out).group(1))
+        self.assertLess(applied, len(deltas), out)
         print(f"\n{self.id()}: {len(deltas)} deltas; restore --at latest replayed {replayed} "
               f"commits with them, {replayed_all} without")
 
@@ -149,6 +159,31 @@ class ReplicateDeltasTest(ReplicaTestCase):
         _, problems = judge(int(at * 1000) / 1000, os.path.join(self.dir, "mid.db"), out + err,
                             commits, 1.0)
         self.assertEqual(problems, [])
+        self.stop_agent(agent)
+
+    def test_retention_deletes_a_delta_with_its_last_generation(self):
+        create(self.db)
+        self.configure("dir", snapshot_every="5s", window="6s",
+                       replicate_extra='delta_every = "1s";')
+        agent = self.start_replicating()
+        writer = ReplicaWriter(self.db, rate=RATE)
+        self.processes.append(writer.process)
+        time.sleep(22)
+        report = writer.stop()
+        self.writer_report_ok(report)
+        self.wait_caught_up(writer.commits())
+        made = [(int(a), int(b)) for a, b in re.findall(
+            r"page delta of generations (\d+)\.\.(\d+) queued", self.agent_log())]
+        with open(os.path.join(self.offsite, "app", "replica", "index.json")) as f:
+            index = json.load(f)
+        oldest = min(int(g["name"][1:]) for g in index["generations"])
+        # Retention ran: deltas older than the window were made, and are gone.
+        self.wait_for(lambda: all(b >= oldest for a, b, _ in self.deltas()), timeout=30,
+                      what="retention to delete the deltas of the generations it removed")
+        self.assertTrue([d for d in made if d[1] < oldest],
+                        f"no delta older than the window was ever made: {made}, oldest {oldest}")
+        to, out, _ = self.restore_latest("latest.db")
+        self.assertEqual(content_hash(to)[0], max(writer.commits()))
         self.stop_agent(agent)
 
 

@@ -83,7 +83,7 @@ static void gather(const struct fixture *f, const struct history *h, size_t piec
     snprintf(path, sizeof path, "%s/span", f->root);
     snprintf(closed, sizeof closed, "%s/closed", f->root);
     delta_span_init(&span);
-    assert_int_equal(delta_span_start(&span, path, 1, 1000, &err), 0);
+    assert_int_equal(delta_span_start(&span, path, 1, 1, 1000, &err), 0);
     for (int gen = 0; gen < 2; gen++) {
         if (gen == 1)
             assert_true(delta_span_continue(&span, 2, &err));
@@ -172,6 +172,75 @@ static void a_delta_of_two_generations_gives_what_sqlite_checkpoints(void **stat
     writer_close(&w);
 }
 
+/* One span per generation, `gen` only (chain 1), closed into *pages. */
+static void gather_one(const struct fixture *f, const struct history *h, int gen, uint32_t chain,
+                       struct delta_pages *pages)
+{
+    struct delta_span span;
+    struct error err = {0};
+    char path[PATH_MAX + 16], closed[PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/span", f->root);
+    snprintf(closed, sizeof closed, "%s/closed-%d", f->root, gen);
+    delta_span_init(&span);
+    assert_int_equal(delta_span_start(&span, path, (uint32_t)gen + 1, chain, gen, &err), 0);
+    size_t wal_size = 0;
+    uint8_t *wal = read_whole(h->wal[gen], &wal_size);
+    uint64_t end = offset_after_frame(1024, h->cuts[gen][h->cut_count[gen] - 1]);
+    assert_int_equal(delta_span_feed(&span, wal, end, &err), 0);
+    assert_int_equal(delta_span_segment_done(&span, end, &err), 0);
+    free(wal);
+    assert_int_equal(delta_span_close(&span, closed, pages, &err), 0);
+}
+
+static void spans_merged_into_a_level_give_the_delta_of_both(void **state)
+{
+    const struct fixture *f = *state;
+    struct writer w;
+    struct history h;
+    write_generations(&w, f, &h);
+    struct delta_pages first, second, level = {.fd = -1};
+    struct error err = {0};
+    char level_path[PATH_MAX + 16], plain[PATH_MAX + 16];
+    snprintf(level_path, sizeof level_path, "%s/level", f->root);
+    snprintf(plain, sizeof plain, "%s/plain", f->root);
+    gather_one(f, &h, 0, 1, &first);
+    gather_one(f, &h, 1, 1, &second);
+    assert_int_equal(delta_pages_merge(&level, &first, level_path, &err), 0);
+    assert_int_equal(delta_pages_merge(&level, &second, level_path, &err), 0);
+    assert_int_equal(level.first_generation, 1);
+    assert_int_equal(level.last_generation, 2);
+    assert_int_equal(level.started_ms, 0);
+    assert_int_equal(level.wal_bytes, first.wal_bytes + second.wal_bytes);
+    uint64_t written = 0;
+    assert_int_equal(delta_write_plain(&level, plain, NULL, &written, &err), 0);
+    size_t expected_size = 0, size = 0;
+    uint8_t *expected = read_whole(h.reference, &expected_size);
+    uint8_t *got = apply_plain(f, &h, plain, 65536, &size);
+    assert_int_equal(size, expected_size);
+    assert_memory_equal(got, expected, size);
+    free(got);
+    free(expected);
+    /* A span of another chain (a base came between): the level starts
+     * anew from it rather than bridge the base. */
+    struct delta_pages other;
+    gather_one(f, &h, 1, 9, &other);
+    assert_int_equal(delta_pages_merge(&level, &other, level_path, &err), 0);
+    assert_int_equal(level.first_generation, 2);
+    assert_int_equal(level.chain, 9);
+    assert_int_equal(level.pages, other.pages);
+    /* ... and one that skips a generation, the same. */
+    delta_pages_free(&level);
+    assert_int_equal(delta_pages_merge(&level, &second, level_path, &err), 0);
+    assert_int_equal(delta_pages_merge(&level, &first, level_path, &err), 0);
+    assert_int_equal(level.first_generation, 1);
+    assert_int_equal(level.last_generation, 1);
+    delta_pages_free(&level);
+    delta_pages_free(&first);
+    delta_pages_free(&second);
+    delta_pages_free(&other);
+    writer_close(&w);
+}
+
 static void a_segment_the_span_did_not_see_whole_is_refused(void **state)
 {
     const struct fixture *f = *state;
@@ -183,7 +252,7 @@ static void a_segment_the_span_did_not_see_whole_is_refused(void **state)
     char path[PATH_MAX + 16];
     snprintf(path, sizeof path, "%s/span", f->root);
     delta_span_init(&span);
-    assert_int_equal(delta_span_start(&span, path, 7, 0, &err), 0);
+    assert_int_equal(delta_span_start(&span, path, 7, 7, 0, &err), 0);
     /* Another generation, or not where the last segment ended. */
     assert_false(delta_span_follows(&span, 8, 0));
     assert_false(delta_span_follows(&span, 7, 4096));
@@ -198,7 +267,7 @@ static void a_segment_the_span_did_not_see_whole_is_refused(void **state)
     assert_false(delta_span_active(&span));
     assert_int_equal(access(path, F_OK), -1);
     /* A generation that does not follow the span's last one. */
-    assert_int_equal(delta_span_start(&span, path, 7, 0, &err), 0);
+    assert_int_equal(delta_span_start(&span, path, 7, 7, 0, &err), 0);
     assert_false(delta_span_continue(&span, 9, &err));
     /* A damaged frame: the chain stops, the feed says so. */
     flip_byte(h.wal[0], (long long)offset_after_frame(1024, 1) + WAL_FRAME_HEADER_SIZE + 9);
@@ -265,6 +334,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(a_delta_of_two_generations_gives_what_sqlite_checkpoints,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(spans_merged_into_a_level_give_the_delta_of_both, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(a_segment_the_span_did_not_see_whole_is_refused, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(a_plain_delta_that_is_not_whole_or_in_order_is_refused,
