@@ -228,6 +228,13 @@ static void spans_merged_into_a_level_give_the_delta_of_both(void **state)
     assert_int_equal(level.first_generation, 2);
     assert_int_equal(level.chain, 9);
     assert_int_equal(level.pages, other.pages);
+    /* It follows generation 1 of chain 1 without a gap, and still starts
+     * anew: a base came between. */
+    delta_pages_free(&level);
+    assert_int_equal(delta_pages_merge(&level, &first, level_path, &err), 0);
+    assert_int_equal(delta_pages_merge(&level, &other, level_path, &err), 0);
+    assert_int_equal(level.first_generation, 2);
+    assert_int_equal(level.chain, 9);
     /* ... and one that skips a generation, the same. */
     delta_pages_free(&level);
     assert_int_equal(delta_pages_merge(&level, &second, level_path, &err), 0);
