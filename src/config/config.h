@@ -116,7 +116,7 @@ struct upload_settings {
 
 /* replicate.delta_every when not written: a restore past a span applies
  * its delta, then at most this long of WAL. */
-#define REPLICATE_DELTA_EVERY_DEFAULT 600
+#define REPLICATE_DELTA_EVERY_DEFAULT 120
 
 /* Continuous WAL shipping (sqlprodd-format(5)). Not a job with a schedule:
  * the shipper looks every `interval` while the agent runs. */
@@ -129,7 +129,7 @@ struct replicate_settings {
     int64_t spool_max_bytes;            /* the local spool while the target is away, 1GB */
     bool compact;                       /* merge small objects into packs (compactor.h) */
     bool deltas;                        /* page deltas of spans of generations (delta.h) */
-    int64_t delta_every_seconds;        /* a span closes after this long, default 10m */
+    int64_t delta_every_seconds;        /* a span closes after this long, default 2m */
     struct config_origin origin;        /* where `target` was written, for check's messages */
 };
 

@@ -386,7 +386,24 @@ static int delta_apply_header(struct delta_apply *a, struct error *err)
     if (!record)
         return error_set(err, -ENOMEM, "out of memory");
     a->record = record;
+    a->run_max = DELTA_WRITE_BUFFER / a->header.page_size;
+    if (!(a->run = malloc(DELTA_WRITE_BUFFER)))
+        return error_set(err, -ENOMEM, "out of memory");
     a->have_header = true;
+    return 0;
+}
+
+static int delta_apply_flush(struct delta_apply *a, struct error *err)
+{
+    if (a->run_pages == 0)
+        return 0;
+    size_t page_size = a->header.page_size;
+    int rc = io_pwrite_full(a->out, a->run, a->run_pages * page_size,
+                            (int64_t)(a->run_first - 1) * (int64_t)page_size);
+    if (rc != 0)
+        return error_set(err, rc, "writing pages %u.. of %s: %s", a->run_first, a->object,
+                         strerror(-rc));
+    a->run_pages = 0;
     return 0;
 }
 
@@ -399,10 +416,16 @@ static int delta_apply_record(struct delta_apply *a, struct error *err)
                          "pages (pages come in increasing order)",
                          a->object, (unsigned long long)a->records + 1, page, a->last_page,
                          a->header.db_pages);
-    int rc = io_pwrite_full(a->out, a->record + DELTA_RECORD_HEAD, a->header.page_size,
-                            (int64_t)(page - 1) * a->header.page_size);
-    if (rc != 0)
-        return error_set(err, rc, "writing page %u of %s: %s", page, a->object, strerror(-rc));
+    if (a->run_pages > 0 && (page != a->run_first + a->run_pages || a->run_pages == a->run_max)) {
+        int rc = delta_apply_flush(a, err);
+        if (rc != 0)
+            return rc;
+    }
+    if (a->run_pages == 0)
+        a->run_first = page;
+    memcpy(a->run + a->run_pages * a->header.page_size, a->record + DELTA_RECORD_HEAD,
+           a->header.page_size);
+    a->run_pages++;
     a->last_page = page;
     a->records++;
     return 0;
@@ -440,11 +463,12 @@ int delta_apply_finish(struct delta_apply *a, struct error *err)
     if (a->records != a->header.pages || a->fill != 0)
         return error_set(err, -EBADMSG, "%s: ends after %llu of its %llu pages", a->object,
                          (unsigned long long)a->records, (unsigned long long)a->header.pages);
-    return 0;
+    return delta_apply_flush(a, err);
 }
 
 void delta_apply_end(struct delta_apply *a)
 {
     free(a->record);
-    a->record = NULL;
+    free(a->run);
+    a->record = a->run = NULL;
 }

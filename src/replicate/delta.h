@@ -159,6 +159,11 @@ struct delta_apply {
     uint8_t *record; /* header bytes, then one record being assembled */
     size_t fill;
     uint64_t fed;
+    /* Consecutive pages written with one pwrite: a delta of a growing file
+     * is mostly runs. */
+    uint8_t *run;
+    uint32_t run_first;
+    size_t run_pages, run_max;
 };
 
 int delta_apply_begin(struct delta_apply *a, int out, const char *object, struct error *err);

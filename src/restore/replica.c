@@ -391,9 +391,24 @@ static int replica_build_chain(struct replica_work *work, size_t chosen, struct 
                              work->prefix);
         struct replica_generation *g = &work->chain[--slot];
         g->window = *w;
+        uint32_t number = 0;
+        format_generation_parse(w->name, &number);
+        /* A page delta stands for it, and index.json says it continues the
+         * one before: its base.json is not read, nor are its segments. */
+        if (replica_delta_covers(work, number) && !w->starts_chain && number > 1) {
+            g->covered = true;
+            format_generation_name(number - 1, g->from);
+            if (!(w = replica_find_window(&work->index, g->from)))
+                return error_set(err, -ENOENT,
+                                 "generation %s continues %s, which %sindex.json no longer lists",
+                                 g->window.name, g->from, work->prefix);
+            snprintf(g->from + strlen(g->from), sizeof g->from - strlen(g->from), "/end");
+            continue;
+        }
         int rc = replica_read_base(work, g, err);
         if (rc != 0)
             return rc;
+        g->covered = replica_delta_covers(work, number);
         if (g->has_base_file)
             break;
         char previous[48];
@@ -799,9 +814,9 @@ int replica_restore(const struct replica_request *request, struct replica_result
     if (rc == 0)
         replica_objects_expect_from(work.objects, replica_chain_start(&work.index, chosen));
     if (rc == 0)
-        rc = replica_build_chain(&work, chosen, err);
+        rc = replica_plan_deltas(&work, replica_chain_start(&work.index, chosen), newest, err);
     if (rc == 0)
-        rc = replica_plan_deltas(&work, err);
+        rc = replica_build_chain(&work, chosen, err);
     if (rc == 0)
         rc = replica_plan_segments(&work, err);
     if (rc == 0)

@@ -149,13 +149,10 @@ static int replica_delta_fetch(struct replica_work *work, struct replica_delta *
     return rc;
 }
 
-int replica_plan_deltas(struct replica_work *work, struct error *err)
+int replica_plan_deltas(struct replica_work *work, uint32_t base, uint32_t chosen,
+                        struct error *err)
 {
-    if (work->chain_count < 2 || work->request->no_deltas)
-        return 0;
-    uint32_t base = 0, chosen = 0;
-    if (format_generation_parse(work->chain[0].window.name, &base) != 0 ||
-        format_generation_parse(work->chain[work->chain_count - 1].window.name, &chosen) != 0)
+    if (base == 0 || base >= chosen || work->request->no_deltas)
         return 0;
     char prefix[FORMAT_KEY_SIZE];
     struct target_listing listing = {0};
@@ -217,15 +214,21 @@ int replica_plan_deltas(struct replica_work *work, struct error *err)
         inside = false;
     }
     free(listed);
-    for (size_t i = 0; i < work->chain_count; i++) {
-        uint32_t number = 0;
-        format_generation_parse(work->chain[i].window.name, &number);
-        for (size_t k = 0; k < work->delta_count; k++)
-            if (number >= work->deltas[k].covers_from &&
-                number <= work->deltas[k].manifest.last_generation)
-                work->chain[i].covered = true;
-    }
+    /* Their generations' objects stay on the target (a pack's span skips them). */
+    for (size_t k = 0; k < work->delta_count && rc == 0; k++)
+        if (replica_objects_skip(work->objects, work->deltas[k].covers_from,
+                                 work->deltas[k].manifest.last_generation) != 0)
+            rc = error_set(err, -ENOMEM, "out of memory");
     return rc;
+}
+
+bool replica_delta_covers(const struct replica_work *work, uint32_t generation)
+{
+    for (size_t k = 0; k < work->delta_count; k++)
+        if (generation >= work->deltas[k].covers_from &&
+            generation <= work->deltas[k].manifest.last_generation)
+            return true;
+    return false;
 }
 
 /* One fetched delta: opened (decrypted) into a plain temp file, streamed

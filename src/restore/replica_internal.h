@@ -152,10 +152,15 @@ int replica_apply_chain(struct replica_work *work, struct replica_job *jobs[2],
 void replica_whole_free(struct replica_whole *w);
 
 /* replica_deltas.c: the deltas that stand for whole generations of the
- * chain before T's (each fetched and checked; the generations they cover
- * marked); replica_apply_deltas applies, in order, those not applied yet
- * that end before generation `before`; temp files removed. */
-int replica_plan_deltas(struct replica_work *work, struct error *err);
+ * chain from `base` (as index.json says) to before `chosen`, T's, each
+ * fetched and checked, planned before the chain is walked, so that the walk
+ * reads no base.json and the packs no object of the generations they
+ * cover; replica_apply_deltas applies, in order, those not applied yet that
+ * end before generation `before`; temp files removed. */
+int replica_plan_deltas(struct replica_work *work, uint32_t base, uint32_t chosen,
+                        struct error *err);
+/* Whether a planned delta stands for `generation`. */
+bool replica_delta_covers(const struct replica_work *work, uint32_t generation);
 int replica_apply_deltas(struct replica_work *work, uint32_t before, struct replica_result *result,
                          struct error *err);
 void replica_deltas_free(struct replica_work *work);

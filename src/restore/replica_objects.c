@@ -73,6 +73,8 @@ struct replica_objects {
     char database[256];
     char prefix[FORMAT_KEY_SIZE]; /* DB/replica/ */
     uint32_t oldest, newest;      /* the generations the restore replays (0: unbounded) */
+    uint32_t (*skipped)[2];       /* ranges of generations it does not replay (page deltas) */
+    size_t skipped_count;
     replica_objects_temp_path temp_path;
     void *temp_context;
     struct replica_pack *packs;
@@ -428,6 +430,26 @@ void replica_objects_expect_from(struct replica_objects *objects, uint32_t oldes
     objects->oldest = oldest;
 }
 
+int replica_objects_skip(struct replica_objects *objects, uint32_t first, uint32_t last)
+{
+    uint32_t(*grown)[2] = realloc(objects->skipped, (objects->skipped_count + 1) * sizeof *grown);
+    if (!grown)
+        return -ENOMEM;
+    objects->skipped = grown;
+    objects->skipped[objects->skipped_count][0] = first;
+    objects->skipped[objects->skipped_count][1] = last;
+    objects->skipped_count++;
+    return 0;
+}
+
+static bool replica_objects_skipped(const struct replica_objects *objects, uint32_t generation)
+{
+    for (size_t i = 0; i < objects->skipped_count; i++)
+        if (generation >= objects->skipped[i][0] && generation <= objects->skipped[i][1])
+            return true;
+    return false;
+}
+
 void replica_objects_close(struct replica_objects *objects)
 {
     if (!objects)
@@ -437,6 +459,7 @@ void replica_objects_close(struct replica_objects *objects)
             unlink(objects->packs[i].path);
     free(objects->packs);
     free(objects->packed);
+    free(objects->skipped);
     free(objects);
 }
 
@@ -533,7 +556,8 @@ int replica_objects_packed(struct replica_objects *objects, const char *key, boo
 /* ---- cutting an object out of a pack ---- */
 
 /* The bytes of pack `index` the restore replays: from its first object of
- * a generation in [oldest, newest] to the end of its last one. Objects are
+ * a generation in [oldest, newest] (and not one a page delta stands for) to
+ * the end of its last one. Objects are
  * packed in the order they were put, so the generations before the restore's
  * base (the head of its first pack) and after its newest (the tail of its
  * last) are left on the target. An object outside that span (a chain that
@@ -544,7 +568,8 @@ static void replica_pack_span(const struct replica_objects *objects, size_t inde
     uint64_t low = UINT64_MAX, high = 0;
     for (size_t i = 0; i < objects->packed_count; i++) {
         const struct replica_packed *e = &objects->packed[i];
-        if (e->pack != index || e->name.generation < objects->oldest)
+        if (e->pack != index || e->name.generation < objects->oldest ||
+            replica_objects_skipped(objects, e->name.generation))
             continue; /* entries after `newest` were never kept */
         if (e->offset < low)
             low = e->offset;

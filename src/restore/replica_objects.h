@@ -52,6 +52,9 @@ int replica_objects_open(struct target *target, const char *target_name, const c
  * downloaded with its span. Only a hint: an object outside the span is
  * still fetched, on its own. 0 (the default): from the pack's start. */
 void replica_objects_expect_from(struct replica_objects *objects, uint32_t oldest);
+/* Generations first..last are not replayed (a page delta stands for them):
+ * a pack's span leaves their objects on the target. 0 or -ENOMEM. */
+int replica_objects_skip(struct replica_objects *objects, uint32_t first, uint32_t last);
 
 /* Removes the packs downloaded. NULL is fine. */
 void replica_objects_close(struct replica_objects *objects);

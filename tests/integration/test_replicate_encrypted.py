@@ -103,7 +103,7 @@ class EncryptedReplicaTest(AgentTestCase):
         db.close()
         self.configure(self.key)
 
-    def configure(self, identity, compact=True):
+    def configure(self, identity, compact=True, extra=""):
         encrypt = f'encrypt = {{ recipients = ("{self.recipient}"); '
         if identity:
             encrypt += f'identity = "{identity}"; '
@@ -111,7 +111,7 @@ class EncryptedReplicaTest(AgentTestCase):
         self.write_config(
             f'{{ name = "app"; path = "{self.db_path()}"; {encrypt} '
             f'replicate = {{ target = "nas"; interval = "{INTERVAL:g}s"; '
-            f'compact = {"true" if compact else "false"}; }}; }}',
+            f'compact = {"true" if compact else "false"}; {extra} }}; }}',
             targets=f'{{ name = "nas"; type = "dir"; path = "{self.offsite}"; }}')
 
     def root(self):
@@ -274,6 +274,32 @@ class EncryptedReplicaTest(AgentTestCase):
         leftovers = [n for n in os.listdir(spool) if n.endswith(".gz")]
         self.assertEqual(leftovers, [], "plaintext objects in the spool")
         self.assertGreater(len(commits), 0)
+
+    def test_page_deltas_are_sealed_and_restore_with_the_identity(self):
+        self.configure(self.key, extra='delta_every = "1s";')
+        commits = self.ship_under_writer(seconds=8)
+        deltas = sorted(glob.glob(os.path.join(self.root(), "deltas", "*")))
+        data = [p for p in deltas if not p.endswith(".json")]
+        self.assertTrue(data, f"no page delta shipped: {deltas}\n{self.agent_log()}")
+        for path in data:
+            self.assertTrue(path.endswith(".pages.gz.age"), f"{path}: a delta not sealed")
+            plain = age_open(self.key, path)
+            self.assertEqual(plain[:8], b"SQLPDLT1", path)
+            with open(path, "rb") as f:
+                self.assertNotIn(MARKER.encode(), f.read(), f"{path} holds the plaintext marker")
+            with open(path[:-len(".gz.age")] + ".json") as f:
+                manifest = json.load(f)
+            self.assertEqual(manifest["encryption"]["recipients"], [self.recipient])
+        path, result = self.restore("latest", check=0)
+        self.assertIn("page delta", result.stdout)
+        self.assertEqual(content(path), (len(commits), commits[-1][2]))
+        with open(path, "rb") as f:
+            through_deltas = f.read()
+        plain = os.path.join(self.dir, "replayed.db")
+        self.run_cli("restore", "app", "--to", plain, "--at", "latest", check=0,
+                     env={"SQLPRODD_RESTORE_DELTAS": "off"})
+        with open(plain, "rb") as f:
+            self.assertEqual(f.read(), through_deltas, "deltas and a full replay differ")
 
     def test_wrong_or_missing_identity_or_damaged_object_fails_naming_it(self):
         # Loose objects: the damage below is done to a segment as its own
