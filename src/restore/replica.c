@@ -2,18 +2,21 @@
  * replica.c: point-in-time restore from a WAL replica (replica.h).
  *
  * Order of work, each step refusing with the object it concerns:
- *   1. index.json -> the generation holding the last commit seen <= T, and
- *      the chain back to a base file (base.json "from");
- *   2. each generation's wal/ listing and sidecars (fetched in parallel):
- *      segments contiguous from 0, the cut commit found, T not before the
- *      base's frame (finding 3 of docs/replication-design.md);
+ *   1. index.json -> the generation holding the last commit seen <= T; the
+ *      page deltas that stand for generations of its chain before it
+ *      (replica_deltas.c: each fetched and checked against its manifest);
+ *      the chain back to a base file (base.json "from", not read for a
+ *      generation a delta stands for);
+ *   2. each other generation's wal/ listing and sidecars (fetched in
+ *      parallel): segments contiguous from 0, the cut commit found, T not
+ *      before the base's frame (finding 3 of docs/replication-design.md);
  *   3. base and segments fetched in parallel, SHA-256 checked (of the stored
  *      bytes: a sealed object is checked before anything is decrypted);
- *   4. per generation (replica_apply.c): segments opened (sealed ones with
- *      request->keys) and inflated in order straight into the output, frame
- *      by frame as the checksum chain accepts them, and the file cut at the
- *      commit (or, SQLPRODD_RESTORE_APPLY=sqlite, into OUTPUT-wal that SQLite
- *      replays).
+ *   4. per generation (replica_apply.c): the deltas that end before it
+ *      applied, then its segments opened (sealed ones with request->keys)
+ *      and inflated in order straight into the output, frame by frame as the
+ *      checksum chain accepts them, and the file cut at the commit (or,
+ *      SQLPRODD_RESTORE_APPLY=sqlite, into OUTPUT-wal that SQLite replays).
  * Every object is listed and fetched through replica_objects.h, which finds
  * the ones compaction packed; an object cut out of a pack is checked
  * against its sidecar or base.json like a loose one.
