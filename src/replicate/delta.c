@@ -210,12 +210,6 @@ int delta_span_segment_done(struct delta_span *s, uint64_t end, struct error *er
     return 0;
 }
 
-bool delta_span_worth(const struct delta_span *s)
-{
-    return delta_span_active(s) && s->pages > 0 && s->db_pages > 0 &&
-           s->wal_bytes / 2 >= s->pages * (uint64_t)s->page_size;
-}
-
 int delta_span_close(struct delta_span *s, const char *closed_path, struct delta_pages *out,
                      struct error *err)
 {

@@ -98,8 +98,6 @@ int delta_span_feed(struct delta_span *s, const uint8_t *bytes, size_t size, str
 int delta_span_segment_done(struct delta_span *s, uint64_t end, struct error *err);
 /* Removes the span's file and forgets it. */
 void delta_span_drop(struct delta_span *s);
-/* Worth a delta: the WAL it saw is at least twice its distinct pages. */
-bool delta_span_worth(const struct delta_span *s);
 
 /* A closed span, or spans merged (a level): what the builder reads, owned
  * by whoever holds it. fd -1: none. */
@@ -130,7 +128,8 @@ struct delta_pages {
  * another page size). 0, or -errno (`into` is then freed). */
 int delta_pages_merge(struct delta_pages *into, const struct delta_pages *from, const char *path,
                       struct error *err);
-/* As delta_span_worth, for merged spans. */
+/* Worth a delta: the WAL it stands for is at least twice its distinct
+ * pages (a closed span, or spans merged). */
 bool delta_pages_worth(const struct delta_pages *p);
 
 /* Moves the span's images to `closed_path` and hands them over; the span

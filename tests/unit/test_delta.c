@@ -103,7 +103,7 @@ static void gather(const struct fixture *f, const struct history *h, size_t piec
         }
         free(wal);
     }
-    assert_true(delta_span_worth(&span) || span.pages > 0);
+    assert_true(span.pages > 0);
     assert_int_equal(delta_span_close(&span, closed, pages, &err), 0);
     assert_false(delta_span_active(&span));
     assert_int_equal(pages->first_generation, 1);
