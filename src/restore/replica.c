@@ -116,18 +116,6 @@ int replica_parse_time(const char *text, int64_t now_ms, int64_t *at_ms, struct 
 
 /* ---- manifests (replicate/format.h decodes them) ---- */
 
-/* Fetches a small object (a manifest) into memory through a temp file. */
-static int replica_get_text(struct target *target, const char *key, const char *temp_path,
-                            char **text, size_t *size, struct error *err)
-{
-    unlink(temp_path);
-    int rc = target_get_file(target, key, temp_path, NULL, err);
-    if (rc == 0)
-        rc = fs_read_file(temp_path, text, size, err);
-    unlink(temp_path);
-    return rc;
-}
-
 /* One base.json: -ENOENT when it is not there, -EINVAL when it is not valid. */
 static int replica_fetch_base(struct target *target, const char *key, const char *temp_path,
                               struct format_base *base, struct error *err)

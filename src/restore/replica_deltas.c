@@ -111,10 +111,7 @@ static int replica_delta_manifest(struct replica_work *work, const struct replic
     if (rc != 0)
         return rc;
     replica_temp_path(work, "delta.json", path);
-    rc = target_get_file(work->target, key, path, NULL, err);
-    if (rc == 0)
-        rc = fs_read_file(path, &text, &size, err);
-    unlink(path);
+    rc = replica_get_text(work->target, key, path, &text, &size, err);
     if (rc == 0)
         rc = format_delta_decode(text, size, key, &out->manifest, err);
     free(text);

@@ -189,3 +189,14 @@ int replica_fetch_all(struct replica_work *work, struct replica_job *jobs, size_
                                 : error_set(err, -ECANCELED, "stopped by a signal");
     return rc;
 }
+
+int replica_get_text(struct target *target, const char *key, const char *temp_path, char **text,
+                     size_t *size, struct error *err)
+{
+    unlink(temp_path);
+    int rc = target_get_file(target, key, temp_path, NULL, err);
+    if (rc == 0)
+        rc = fs_read_file(temp_path, text, size, err);
+    unlink(temp_path);
+    return rc;
+}

@@ -126,6 +126,11 @@ struct replica_work {
  * thread only, or while no other thread can take one. */
 void replica_temp_path(struct replica_work *work, const char *what, char out[PATH_MAX]);
 
+/* A small object (a manifest) read whole through a temp file at
+ * `temp_path`, which is removed; *text is malloc'd. */
+int replica_get_text(struct target *target, const char *key, const char *temp_path, char **text,
+                     size_t *size, struct error *err);
+
 /* A segment's key, or its sidecar's (suffix ".wal.json"): built when
  * needed, so that a generation's many segments cost a few numbers each. */
 const char *replica_segment_key(const struct replica_work *work, const struct replica_generation *g,
