@@ -64,6 +64,10 @@ class TenantsTest(AgentTestCase):
                 os.unlink(self.tenant("globex") + suffix)
         self.wait_for(lambda: "(0 added, 1 gone)" in self.agent_log(), timeout=30,
                       what="the removed tenant let go")
+        # The new configuration is applied once no job runs (a backup may).
+        self.wait_for(lambda: "configuration reloaded" in
+                      self.agent_log().rpartition("(0 added, 1 gone)")[2],
+                      timeout=30, what="the configuration without the tenant applied")
         self.assertNotIn("t-globex", self.names())
         self.assertTrue(self.backed_up("t-globex"))
 
