@@ -114,11 +114,12 @@ static int archive_open_source(const char *source, int *fd, int64_t *size, struc
     return 0;
 }
 
-/* fsync then close, both checked: a failed close can be the first report of
- * a failed write-back on some file systems. */
-static int archive_finish_destination(const char *destination, int *fd, struct error *err)
+/* fsync (when `sync`) then close, both checked: a failed close can be the
+ * first report of a failed write-back on some file systems. */
+static int archive_finish_destination(const char *destination, int *fd, bool sync,
+                                      struct error *err)
 {
-    if (fsync(*fd) < 0) {
+    if (sync && fsync(*fd) < 0) {
         int saved = errno;
         return error_set(err, -saved, "cannot sync %s: %s", destination, strerror(saved));
     }
@@ -452,7 +453,8 @@ struct archive_files {
     int64_t total; /* size of the source */
     struct io_sha256 digest;
     bool created;
-    bool discard; /* the output goes to /dev/null (archive_check) */
+    bool discard; /* no file: the output goes to a consumer */
+    bool sync;    /* the destination is synced before it is handed out */
 };
 
 static int archive_files_open(const char *source, const char *destination,
@@ -464,11 +466,8 @@ static int archive_files_open(const char *source, const char *destination,
         rc = io_sha256_begin(&files->digest) == 0
                  ? 0
                  : error_set(err, -ENOMEM, "cannot hash %s: out of memory", source);
-    if (rc == 0 && !destination) {
+    if (!destination) {
         files->discard = true;
-        files->out = open("/dev/null", O_WRONLY | O_CLOEXEC);
-        if (files->out < 0)
-            rc = error_set(err, -errno, "cannot open /dev/null: %s", strerror(errno));
         return rc;
     }
     if (rc == 0)
@@ -477,14 +476,15 @@ static int archive_files_open(const char *source, const char *destination,
     return rc;
 }
 
-/* Called with the outcome so far: on success, fsyncs the destination and
- * hands out the result with its digest; on any failure, removes it. */
+/* Called with the outcome so far: on success, syncs the destination (when
+ * files->sync), closes it and hands out the result with its digest; on any
+ * failure, removes it. */
 static int archive_files_close(struct archive_files *files, const char *destination, int rc,
                                struct archive_result *local, struct archive_result *result,
                                struct error *err)
 {
     if (rc == 0 && !files->discard)
-        rc = archive_finish_destination(destination, &files->out, err);
+        rc = archive_finish_destination(destination, &files->out, files->sync, err);
     if (rc == 0) {
         io_sha256_end(&files->digest, local->sha256);
         if (result)
@@ -519,6 +519,7 @@ int archive_compress_format(const char *source, const char *destination, enum ar
         return error_set(err, -EINVAL, "cannot compress %s: %s level %d is not in 1-%d", source,
                          archive_format_name(format), level, highest);
     int rc = archive_files_open(source, destination, &files, err);
+    files.sync = true; /* a backup archive is kept */
     struct archive_writer writer = {.fd = files.out, .path = destination, .digest = &files.digest};
     if (rc == 0 && options && options->recipient_count > 0)
         rc = age_encryptor_new(options->recipients, options->recipient_count,
@@ -557,10 +558,10 @@ struct archive_decoder {
 
 /* The loop both codecs share: read, hash, decode, write, count, report.
  * The input may only end exactly where a member or frame ends. */
-static int archive_decode_stream(const struct archive_decoder *decoder,
-                                 struct archive_input *in, int out, const char *source,
-                                 const char *destination, const struct io_context *io,
-                                 int64_t total, struct archive_result *result, struct error *err)
+static int archive_decode_stream(const struct archive_decoder *decoder, struct archive_input *in,
+                                 const struct archive_sink *sink, const char *source,
+                                 const struct io_context *io, int64_t total,
+                                 struct archive_result *result, struct error *err)
 {
     unsigned char *input = malloc(decoder->input_capacity);
     unsigned char *output = malloc(decoder->output_capacity);
@@ -595,11 +596,8 @@ static int archive_decode_stream(const struct archive_decoder *decoder,
         if (rc < 0)
             goto out;
         saw_unit = true;
-        rc = io_write_full(out, output, step.produced);
-        if (rc < 0) {
-            error_set(err, rc, "cannot write %s: %s", destination, strerror(-rc));
+        if ((rc = archive_sink_write(sink, output, step.produced, err)) < 0)
             goto out;
-        }
         result->output_bytes += (int64_t)step.produced;
         if (result->input_bytes - reported >= ARCHIVE_PROGRESS_BYTES) {
             reported = result->input_bytes;
@@ -635,10 +633,10 @@ static int archive_unzstd_step(void *state, struct archive_decode_step *step, co
     return 0;
 }
 
-/* Decompresses every zstd frame of `in` into `out`. */
-static int archive_unzstd_frames(struct archive_input *in, int out, const char *source,
-                                 const char *destination, const struct io_context *io,
-                                 int64_t total, struct archive_result *result, struct error *err)
+/* Decompresses every zstd frame of `in` into `sink`. */
+static int archive_unzstd_frames(struct archive_input *in, const struct archive_sink *sink,
+                                 const char *source, const struct io_context *io, int64_t total,
+                                 struct archive_result *result, struct error *err)
 {
     ZSTD_DStream *stream = ZSTD_createDStream();
     struct archive_decoder decoder = {ZSTD_DStreamInSize(), ZSTD_DStreamOutSize(), stream,
@@ -646,8 +644,7 @@ static int archive_unzstd_frames(struct archive_input *in, int out, const char *
 
     if (!stream)
         return error_set(err, -ENOMEM, "cannot decompress %s: out of memory", source);
-    int rc = archive_decode_stream(&decoder, in, out, source, destination, io, total,
-                                   result, err);
+    int rc = archive_decode_stream(&decoder, in, sink, source, io, total, result, err);
     ZSTD_freeDStream(stream);
     return rc;
 }
@@ -663,9 +660,12 @@ static int archive_is_zstd(struct archive_input *in, bool *zstd, struct error *e
     return rc;
 }
 
-int archive_decompress(const char *source, const char *destination,
-                       const struct archive_keys *keys, const struct io_context *io,
-                       struct archive_result *result, struct error *err)
+/* Opens, hashes and decrypts `source` and decodes it, zstd or gzip, into
+ * the file `destination` or, when it is NULL, into `consume`. */
+static int archive_decode(const char *source, const char *destination, archive_consumer consume,
+                          void *context, const struct archive_keys *keys,
+                          const struct io_context *io, struct archive_result *result,
+                          struct error *err)
 {
     struct archive_result local = {0};
     struct archive_files files;
@@ -673,40 +673,44 @@ int archive_decompress(const char *source, const char *destination,
     bool zstd = false;
 
     int rc = archive_files_open(source, destination, &files, err);
+    struct archive_sink sink = {
+        .fd = files.out, .name = destination, .consume = consume, .context = context};
     if (rc == 0)
         rc = archive_input_open(&input, files.in, source, &files.digest, keys, err);
     if (rc == 0)
         rc = archive_is_zstd(&input, &zstd, err);
     if (rc == 0 && zstd)
-        rc = archive_unzstd_frames(&input, files.out, source, destination, io, files.total,
-                                   &local, err);
+        rc = archive_unzstd_frames(&input, &sink, source, io, files.total, &local, err);
     else if (rc == 0)
-        rc = archive_inflate_members(&input, files.out, source, destination, io, files.total,
-                                     &local, err);
+        rc = archive_inflate_members(&input, &sink, source, io, files.total, &local, err);
     archive_input_close(&input);
     return archive_files_close(&files, destination, rc, &local, result, err);
+}
+
+int archive_decompress(const char *source, const char *destination, const struct archive_keys *keys,
+                       const struct io_context *io, struct archive_result *result,
+                       struct error *err)
+{
+    return archive_decode(source, destination, NULL, NULL, keys, io, result, err);
+}
+
+int archive_decompress_into(const char *source, archive_consumer consume, void *context,
+                            const struct archive_keys *keys, const struct io_context *io,
+                            struct archive_result *result, struct error *err)
+{
+    return archive_decode(source, NULL, consume, context, keys, io, result, err);
+}
+
+static int archive_discard(void *context, const void *data, size_t size, struct error *err)
+{
+    (void)context, (void)data, (void)size, (void)err;
+    return 0;
 }
 
 int archive_check(const char *source, const struct archive_keys *keys, const struct io_context *io,
                   struct archive_result *result, struct error *err)
 {
-    struct archive_result local = {0};
-    struct archive_files files;
-    struct archive_input input = {.fd = -1};
-    bool zstd = false;
-    const char *sink = "/dev/null";
-
-    int rc = archive_files_open(source, NULL, &files, err);
-    if (rc == 0)
-        rc = archive_input_open(&input, files.in, source, &files.digest, keys, err);
-    if (rc == 0)
-        rc = archive_is_zstd(&input, &zstd, err);
-    if (rc == 0 && zstd)
-        rc = archive_unzstd_frames(&input, files.out, source, sink, io, files.total, &local, err);
-    else if (rc == 0)
-        rc = archive_inflate_members(&input, files.out, source, sink, io, files.total, &local, err);
-    archive_input_close(&input);
-    return archive_files_close(&files, sink, rc, &local, result, err);
+    return archive_decode(source, NULL, archive_discard, NULL, keys, io, result, err);
 }
 
 int archive_sha256_file(const char *path, char hex[ARCHIVE_SHA256_HEX], struct error *err)

@@ -11,6 +11,7 @@
 #define SQLPRODD_ARCHIVE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/error.h"
@@ -81,16 +82,31 @@ struct archive_keys {
 
 /* Decompresses gzip or zstd `source` (told apart by their magic numbers;
  * any number of gzip members or zstd frames) into `destination`
- * (created 0600, must not exist), fsyncs it; result->sha256 is that of the
+ * (created 0600, must not exist); result->sha256 is that of the
  * *compressed input*, so the caller can check it against a manifest. On any
  * failure (corrupt or truncated input included) `destination` is removed.
  * A corrupt or truncated archive (or trailing garbage) is -EBADMSG.
  * An age file is decrypted on the way with one of `keys` (NULL: none): one
  * that no key opens is -ENOKEY; one altered or cut short, -EBADMSG; the
- * sha256 is still that of the stored (encrypted) file. */
+ * sha256 is still that of the stored (encrypted) file. Not synced: a
+ * restore syncs the database once, when it is complete (a replica's base
+ * is only its first part), and checks its sync's outcome. */
 int archive_decompress(const char *source, const char *destination,
                        const struct archive_keys *keys, const struct io_context *io,
                        struct archive_result *result, struct error *err);
+
+/* Takes the next `size` bytes of a decompressed archive, in order;
+ * returns 0, or a negative code with err set to stop decompressing. */
+typedef int (*archive_consumer)(void *context, const void *data, size_t size, struct error *err);
+
+/* As archive_decompress, handing the output to `consume` as it is made
+ * instead of writing a file: for a caller that parses what it reads (a
+ * page delta) and would only read a temp copy back. The input's checks
+ * come as it is read, so `consume` may have taken part of an archive that
+ * then fails (-EBADMSG at its damage): its work is to be thrown away. */
+int archive_decompress_into(const char *source, archive_consumer consume, void *context,
+                            const struct archive_keys *keys, const struct io_context *io,
+                            struct archive_result *result, struct error *err);
 
 /* Reads `source` as archive_decompress does, to its end, and keeps nothing:
  * proves it decompresses (and decrypts, with `keys`) and counts what it

@@ -1,5 +1,5 @@
 /*
- * archive_inflate.c: every gzip member of an archive into a file. A member
+ * archive_inflate.c: every gzip member of an archive into a sink. A member
  * that fits the buffers (each of sqlprodd's own is one 1 MiB block) is
  * decompressed whole by libdeflate, which also checks its CRC-32 and
  * length, about three times as fast as zlib's stream; a member that does
@@ -28,8 +28,8 @@
 
 struct inflate_run {
     struct archive_input *in;
-    int out;
-    const char *source, *destination;
+    const struct archive_sink *sink;
+    const char *source;
     const struct io_context *io;
     int64_t total, reported;
     struct archive_result *result;
@@ -61,9 +61,9 @@ static int inflate_refill(struct inflate_run *run, struct error *err)
 
 static int inflate_write(struct inflate_run *run, size_t size, struct error *err)
 {
-    int rc = io_write_full(run->out, run->output, size);
+    int rc = archive_sink_write(run->sink, run->output, size, err);
     if (rc < 0)
-        return error_set(err, rc, "cannot write %s: %s", run->destination, strerror(-rc));
+        return rc;
     run->result->output_bytes += (int64_t)size;
     run->result->input_bytes = run->in->stored_bytes;
     if (run->result->input_bytes - run->reported >= INFLATE_PROGRESS_BYTES) {
@@ -118,13 +118,12 @@ static int inflate_member_by_zlib(struct inflate_run *run, struct error *err)
     }
 }
 
-int archive_inflate_members(struct archive_input *in, int out, const char *source,
-                            const char *destination, const struct io_context *io, int64_t total,
+int archive_inflate_members(struct archive_input *in, const struct archive_sink *sink,
+                            const char *source, const struct io_context *io, int64_t total,
                             struct archive_result *result, struct error *err)
 {
-    struct inflate_run run = {.in = in, .out = out, .source = source,
-                              .destination = destination, .io = io, .total = total,
-                              .result = result};
+    struct inflate_run run = {
+        .in = in, .sink = sink, .source = source, .io = io, .total = total, .result = result};
     struct libdeflate_decompressor *decompressor = libdeflate_alloc_decompressor();
     bool saw_member = false;
     int rc = 0;

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "archive/archive.h"
 #include "core/io.h"
@@ -103,10 +104,32 @@ int archive_input_peek(struct archive_input *input, void *buffer, size_t size, b
 bool archive_input_sealed(const struct archive_input *input);
 void archive_input_close(struct archive_input *input);
 
-/* Every gzip member of `in` into `out` (archive_inflate.c); `total` is the
+/* Where decompressed bytes go: handed to `consume` (archive_decompress_into),
+ * or else written to `fd`, named `name` in errors. */
+struct archive_sink {
+    int fd;
+    const char *name;
+    archive_consumer consume;
+    void *context;
+};
+
+/* The next `size` bytes of output into `sink` (inline: both decoders,
+ * archive.c's and archive_inflate.c's, write through it). */
+static inline int archive_sink_write(const struct archive_sink *sink, const void *data, size_t size,
+                                     struct error *err)
+{
+    if (sink->consume)
+        return sink->consume(sink->context, data, size, err);
+    int rc = io_write_full(sink->fd, data, size);
+    if (rc < 0)
+        return error_set(err, rc, "cannot write %s: %s", sink->name, strerror(-rc));
+    return 0;
+}
+
+/* Every gzip member of `in` into `sink` (archive_inflate.c); `total` is the
  * input's size for progress. The input may only end where a member ends. */
-int archive_inflate_members(struct archive_input *in, int out, const char *source,
-                            const char *destination, const struct io_context *io, int64_t total,
+int archive_inflate_members(struct archive_input *in, const struct archive_sink *sink,
+                            const char *source, const struct io_context *io, int64_t total,
                             struct archive_result *result, struct error *err);
 
 #endif

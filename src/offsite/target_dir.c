@@ -70,9 +70,11 @@ static void dir_parent(char *path)
 
 /*
  * Copies `source` to the open descriptor `to`, hashing what passes through;
- * fsyncs `to`. The messages name the source and `to_name`.
+ * fsyncs `to` when `sync` (an upload: a download is a temp file restore
+ * reads once and removes, and syncing it cost a second per GiB for nothing,
+ * as target_s3.c says). The messages name the source and `to_name`.
  */
-static int dir_copy(const struct target_source *source, int to, const char *to_name,
+static int dir_copy(const struct target_source *source, int to, const char *to_name, bool sync,
                     char sha256_hex[IO_SHA256_HEX], const struct io_context *io, struct error *err)
 {
     unsigned char *buffer = malloc(DIR_COPY_BUFFER);
@@ -104,7 +106,7 @@ static int dir_copy(const struct target_source *source, int to, const char *to_n
     }
     if (source->check && (rc = source->check(reader, err)) != 0)
         goto out;
-    if (fsync(to) != 0) {
+    if (sync && fsync(to) != 0) {
         rc = error_set(err, -errno, "cannot sync %s: %s", to_name, strerror(errno));
         goto out;
     }
@@ -117,13 +119,13 @@ out:
     return rc;
 }
 
-/* Copies `source` into `to`, a new file at `to_path`: filled, synced and
- * closed, or removed again on any failure. */
+/* Copies `source` into `to`, a new file at `to_path`: filled, synced when
+ * `sync`, and closed, or removed again on any failure. */
 static int dir_copy_to_new_file(const struct target_source *source, int to, const char *to_path,
-                                char sha256_hex[IO_SHA256_HEX], const struct io_context *io,
-                                struct error *err)
+                                bool sync, char sha256_hex[IO_SHA256_HEX],
+                                const struct io_context *io, struct error *err)
 {
-    int rc = dir_copy(source, to, to_path, sha256_hex, io, err);
+    int rc = dir_copy(source, to, to_path, sync, sha256_hex, io, err);
     if (close(to) != 0 && rc == 0)
         rc = error_set(err, -errno, "cannot write %s: %s", to_path, strerror(errno));
     if (rc != 0)
@@ -155,7 +157,7 @@ static int dir_put_source(struct target *target, const char *key,
     int to = fs_create_temp_beside(destination, temp, 0600, err);
     if (to < 0)
         return error_prefix(err, "%s: ", target->description);
-    if ((rc = dir_copy_to_new_file(source, to, temp, stored_sha256, io, err)) != 0)
+    if ((rc = dir_copy_to_new_file(source, to, temp, true, stored_sha256, io, err)) != 0)
         goto out;
     created = true;
     if (sha256_hex && strcmp(sha256_hex, stored_sha256) != 0) {
@@ -209,7 +211,7 @@ static int dir_get(struct target *target, const char *key, int64_t offset, int64
     file.offset = offset;
     int to = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     rc = to < 0 ? error_set(err, -errno, "cannot create %s: %s", path, strerror(errno))
-                : dir_copy_to_new_file(&object, to, path, sha256_hex, io, err);
+                : dir_copy_to_new_file(&object, to, path, false, sha256_hex, io, err);
     close(from);
     return rc;
 }

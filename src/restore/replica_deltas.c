@@ -29,8 +29,6 @@
 #include "core/log.h"
 #include "replicate/delta.h"
 
-#define REPLICA_DELTA_READ (1u << 20)
-
 /* One delta the listing shows: its manifest, and its data object if listed. */
 struct replica_delta_listed {
     uint32_t first, last;
@@ -228,47 +226,34 @@ bool replica_delta_covers(const struct replica_work *work, uint32_t generation)
     return false;
 }
 
-/* One fetched delta: opened (decrypted) into a plain temp file, streamed
- * into the output page by page, the output cut to its size. */
+static int replica_delta_consume(void *context, const void *data, size_t size, struct error *err)
+{
+    return delta_apply_feed(context, data, size, err);
+}
+
+/* One fetched delta: decrypted and decompressed straight into the output
+ * page by page (its SHA-256 was checked on download), the output cut to
+ * its size. */
 static int replica_apply_delta(struct replica_work *work, const struct replica_delta *delta,
                                uint64_t *pages, struct error *err)
 {
-    char plain[PATH_MAX];
-    struct archive_result unpacked = {0};
     struct io_context io = {.stop = work->request->stop};
     struct archive_keys keys = work->request->keys;
+    struct delta_apply apply = {0};
     keys.object = delta->key;
-    replica_temp_path(work, "delta-plain", plain);
-    unlink(plain);
-    int rc = archive_decompress(delta->path, plain, &keys, &io, &unpacked, err);
-    unlink(delta->path);
-    if (rc != 0) {
-        error_prefix(err, "%s: ", delta->key);
+    int out = open(work->request->output, O_WRONLY | O_CLOEXEC);
+    if (out < 0) {
+        int rc = error_set(err, -errno, "%s: %s", work->request->output, strerror(errno));
+        unlink(delta->path);
         return rc;
     }
-    int in = open(plain, O_RDONLY | O_CLOEXEC);
-    int out = open(work->request->output, O_WRONLY | O_CLOEXEC);
-    uint8_t *buffer = malloc(REPLICA_DELTA_READ);
-    struct delta_apply apply = {0};
-    if (in < 0 || out < 0 || !buffer) {
-        rc = buffer ? error_set(err, -errno, "%s: %s", in < 0 ? plain : work->request->output,
-                                strerror(errno))
-                    : error_set(err, -ENOMEM, "out of memory");
-        goto out;
-    }
-    if ((rc = delta_apply_begin(&apply, out, delta->key, err)) != 0)
-        goto out;
-    for (;;) {
-        ssize_t got = io_read_full(in, buffer, REPLICA_DELTA_READ);
-        if (got < 0) {
-            rc = error_set(err, (int)got, "%s: %s", plain, strerror((int)-got));
-            break;
-        }
-        if (got == 0)
-            break;
-        if ((rc = delta_apply_feed(&apply, buffer, (size_t)got, err)) != 0)
-            break;
-    }
+    int rc = delta_apply_begin(&apply, out, delta->key, err);
+    if (rc == 0)
+        rc = archive_decompress_into(delta->path, replica_delta_consume, &apply, &keys, &io, NULL,
+                                     err);
+    unlink(delta->path);
+    if (rc != 0 && !strstr(err->message, delta->key))
+        error_prefix(err, "%s: ", delta->key);
     if (rc == 0)
         rc = delta_apply_finish(&apply, err);
     const struct format_delta *m = &delta->manifest;
@@ -286,14 +271,9 @@ static int replica_apply_delta(struct replica_work *work, const struct replica_d
     if (rc == 0 && ftruncate(out, (off_t)m->db_pages * m->page_size) != 0)
         rc = error_set(err, -errno, "%s: %s", work->request->output, strerror(errno));
     *pages = apply.records;
-out:
     delta_apply_end(&apply);
-    free(buffer);
-    if (in >= 0)
-        close(in);
-    if (out >= 0 && close(out) != 0 && rc == 0)
+    if (close(out) != 0 && rc == 0)
         rc = error_set(err, -errno, "%s: %s", work->request->output, strerror(errno));
-    unlink(plain);
     return rc;
 }
 

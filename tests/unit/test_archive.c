@@ -400,6 +400,75 @@ static void round_trip_gives_back_the_same_working_database(void **state)
     unlink(restored);
 }
 
+/* What a consumer was handed: written to a file in order, refusing once
+ * `refuse_after` bytes have come when it is not 0. */
+struct consumed {
+    FILE *file;
+    int64_t bytes, refuse_after;
+    int calls;
+};
+
+static int consume_to_file(void *context, const void *data, size_t size, struct error *err)
+{
+    struct consumed *c = context;
+    c->calls++;
+    if (c->refuse_after && c->bytes + (int64_t)size > c->refuse_after)
+        return error_set(err, -ENOSPC, "the consumer is full");
+    c->bytes += (int64_t)size;
+    return fwrite(data, 1, size, c->file) == size ? 0 : error_set(err, -EIO, "fwrite");
+}
+
+/* archive_decompress_into hands a consumer the same bytes archive_decompress
+ * writes, gzip and zstd, in pieces and in order, with the same digest; a
+ * consumer's error stops it with that error; damage is found as it reads. */
+static void decompressing_into_a_consumer_gives_the_same_bytes(void **state)
+{
+    (void)state;
+    struct error err = {0};
+    struct archive_result made, result;
+    char zstd[PATH_MAX], taken[PATH_MAX], half[PATH_MAX];
+    path_in("into.db.zst", zstd);
+    path_in("taken.db", taken);
+    path_in("into-half.db.gz", half);
+    assert_int_equal(
+        archive_compress_format(fixture.database, zstd, ARCHIVE_ZSTD, 3, NULL, NULL, &made, &err),
+        0);
+    const char *archives[] = {fixture.archive, zstd};
+    const char *digests[] = {fixture.made.sha256, made.sha256};
+    for (int i = 0; i < 2; i++) {
+        struct consumed c = {.file = fopen(taken, "wb")};
+        assert_non_null(c.file);
+        assert_int_equal(
+            archive_decompress_into(archives[i], consume_to_file, &c, NULL, NULL, &result, &err),
+            0);
+        assert_int_equal(fclose(c.file), 0);
+        assert_true(c.calls > 1);
+        assert_int_equal(c.bytes, size_of(fixture.database));
+        assert_int_equal(result.output_bytes, c.bytes);
+        assert_string_equal(result.sha256, digests[i]);
+        assert_int_equal(run("cmp -s %s %s", taken, fixture.database), 0);
+
+        c = (struct consumed){.file = fopen(taken, "wb"), .refuse_after = 3 << 20};
+        assert_int_equal(
+            archive_decompress_into(archives[i], consume_to_file, &c, NULL, NULL, &result, &err),
+            -ENOSPC);
+        fclose(c.file);
+        assert_string_equal(err.message, "the consumer is full");
+    }
+    assert_int_equal(
+        run("head -c %lld %s > %s", (long long)size_of(fixture.archive) / 2, fixture.archive, half),
+        0);
+    struct consumed c = {.file = fopen(taken, "wb")};
+    assert_int_equal(archive_decompress_into(half, consume_to_file, &c, NULL, NULL, &result, &err),
+                     -EBADMSG);
+    fclose(c.file);
+    assert_non_null(strstr(err.message, "truncated or corrupt"));
+    assert_true(c.bytes > 0); /* what came before the damage was handed over */
+    unlink(zstd);
+    unlink(taken);
+    unlink(half);
+}
+
 /* Sealed as it is compressed (encrypt.local): an age file that the age
  * tool opens into the very gzip archive, that decompresses with the
  * identity only, and whose sha256 is of the stored bytes. */
@@ -775,6 +844,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(database_archive_is_gzip_that_gzip_and_sha256sum_agree_with),
         cmocka_unit_test(round_trip_gives_back_the_same_working_database),
+        cmocka_unit_test(decompressing_into_a_consumer_gives_the_same_bytes),
         cmocka_unit_test(sealed_archive_opens_with_its_identity_only),
         cmocka_unit_test(truncated_archive_is_refused_and_leaves_nothing),
         cmocka_unit_test(corrupt_byte_is_refused),
