@@ -146,14 +146,15 @@ long target_objects_read(void)
 
 /* Whole (length < 0) or a range, counted as one object read. */
 static int target_get(struct target *target, const char *key, int64_t offset, int64_t length,
-                      const char *path, const struct io_context *io, struct error *err)
+                      const char *path, char sha256_hex[IO_SHA256_HEX], const struct io_context *io,
+                      struct error *err)
 {
     int rc = target_check_key(target, key, err);
     if (rc != 0)
         return rc;
     if (io_stopped(io))
         return error_set(err, -ECANCELED, "%s: download of %s cancelled", target->description, key);
-    rc = target->operations->get(target, key, offset, length, path, io, err);
+    rc = target->operations->get(target, key, offset, length, path, sha256_hex, io, err);
     if (rc == 0)
         atomic_fetch_add_explicit(&target_gets, 1, memory_order_relaxed);
     return rc;
@@ -162,7 +163,14 @@ static int target_get(struct target *target, const char *key, int64_t offset, in
 int target_get_file(struct target *target, const char *key, const char *path,
                     const struct io_context *io, struct error *err)
 {
-    return target_get(target, key, 0, -1, path, io, err);
+    return target_get(target, key, 0, -1, path, NULL, io, err);
+}
+
+int target_get_file_hashed(struct target *target, const char *key, const char *path,
+                           char sha256_hex[IO_SHA256_HEX], const struct io_context *io,
+                           struct error *err)
+{
+    return target_get(target, key, 0, -1, path, sha256_hex, io, err);
 }
 
 int target_get_range(struct target *target, const char *key, int64_t offset, int64_t length,
@@ -171,7 +179,7 @@ int target_get_range(struct target *target, const char *key, int64_t offset, int
     if (offset < 0 || length <= 0 || offset > INT64_MAX - length)
         return error_set(err, -EINVAL, "%s: bytes %lld+%lld of %s: not a range",
                          target->description, (long long)offset, (long long)length, key);
-    return target_get(target, key, offset, length, path, io, err);
+    return target_get(target, key, offset, length, path, NULL, io, err);
 }
 
 int target_list(struct target *target, const char *prefix, struct target_listing *out,

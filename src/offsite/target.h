@@ -95,6 +95,13 @@ int target_put_source(struct target *target, const char *key, const struct targe
 int target_get_file(struct target *target, const char *key, const char *path,
                     const struct io_context *io, struct error *err);
 
+/* As target_get_file, with the SHA-256 of the bytes written to `path`,
+ * hashed as they were written: a caller checking a download against a
+ * manifest need not read it again. */
+int target_get_file_hashed(struct target *target, const char *key, const char *path,
+                           char sha256_hex[IO_SHA256_HEX], const struct io_context *io,
+                           struct error *err);
+
 /* Downloads bytes [offset, offset + length) of `key` into a new local file
  * at `path`, as target_get_file (length > 0). An object that ends before
  * offset + length fails with -EBADMSG naming both sizes. Nothing of the

@@ -179,9 +179,11 @@ out:
 /* Copies bytes [offset, offset + length) of the object at `key` (length
  * < 0: from offset to its end) to a new file at `path`. */
 static int dir_get(struct target *target, const char *key, int64_t offset, int64_t length,
-                   const char *path, const struct io_context *io, struct error *err)
+                   const char *path, char whole_sha256[IO_SHA256_HEX], const struct io_context *io,
+                   struct error *err)
 {
     char source[PATH_MAX], sha256_hex[IO_SHA256_HEX];
+    bool whole = length < 0;
     int rc;
 
     if ((rc = dir_path_of(target, key, source, sizeof source, err)) != 0)
@@ -213,6 +215,8 @@ static int dir_get(struct target *target, const char *key, int64_t offset, int64
     rc = to < 0 ? error_set(err, -errno, "cannot create %s: %s", path, strerror(errno))
                 : dir_copy_to_new_file(&object, to, path, false, sha256_hex, io, err);
     close(from);
+    if (rc == 0 && whole && whole_sha256)
+        memcpy(whole_sha256, sha256_hex, IO_SHA256_HEX);
     return rc;
 }
 

@@ -20,9 +20,12 @@ struct target_operations {
                       const char *sha256_hex, char stored_sha256[IO_SHA256_HEX],
                       const struct io_context *io, struct error *err);
     /* Bytes [offset, offset + length) of `key`, or all of it when length < 0
-     * (offset 0): target_get_file and target_get_range. */
+     * (offset 0): target_get_file and target_get_range. A whole object's
+     * SHA-256, of the bytes written to `path`, goes to `sha256_hex` when it
+     * is not NULL. */
     int (*get)(struct target *target, const char *key, int64_t offset, int64_t length,
-               const char *path, const struct io_context *io, struct error *err);
+               const char *path, char sha256_hex[IO_SHA256_HEX], const struct io_context *io,
+               struct error *err);
     int (*list)(struct target *target, const char *prefix, struct target_listing *out,
                 struct error *err);
     int (*delete_object)(struct target *target, const char *key, struct error *err);

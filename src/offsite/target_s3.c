@@ -256,7 +256,8 @@ static int check_range(int fd, const struct s3_response *response, const char *w
 
 /* The object at `key`, whole (length < 0) or bytes [offset, offset + length). */
 static int s3_get(struct target *target, const char *key, int64_t offset, int64_t length,
-                  const char *path, const struct io_context *io, struct error *err)
+                  const char *path, char sha256_hex[IO_SHA256_HEX], const struct io_context *io,
+                  struct error *err)
 {
     struct s3_target *s3 = s3_of(target);
     struct s3_response response = {0};
@@ -295,6 +296,8 @@ static int s3_get(struct target *target, const char *key, int64_t offset, int64_
         rc = error_set(err, -errno, "cannot write %s: %s", path, strerror(errno));
     if (rc != 0)
         unlink(path);
+    else if (length < 0 && sha256_hex)
+        snprintf(sha256_hex, IO_SHA256_HEX, "%s", response.downloaded_sha256);
 out:
     s3_response_free(&response);
     free(object_key);

@@ -51,7 +51,9 @@ const char *replica_segment_key(const struct replica_work *work, const struct re
 
 /* ---- parallel downloads: a few in flight, each streamed to a file ---- */
 
-static int replica_check_file(struct replica_job *job)
+/* The download at job->path against its manifest; `hashed`: its SHA-256,
+ * taken as the download wrote it ("" or NULL: read and hash it here). */
+static int replica_check_file(struct replica_job *job, const char *hashed)
 {
     if (!job->sha256)
         return 0;
@@ -61,7 +63,9 @@ static int replica_check_file(struct replica_job *job)
     struct stat st;
     char hex[IO_SHA256_HEX];
     int rc = fstat(fd, &st) == 0 ? 0 : -errno;
-    if (rc == 0)
+    if (rc == 0 && hashed && hashed[0])
+        snprintf(hex, sizeof hex, "%s", hashed);
+    else if (rc == 0)
         rc = io_sha256_fd(fd, NULL, hex);
     close(fd);
     if (rc != 0)
@@ -103,11 +107,12 @@ static void *replica_pool_run(void *argument)
         } else if ((pool->stop && *pool->stop) || *pool->abandoned) {
             job->rc = error_set(&job->err, -ECANCELED, "stopped by a signal");
         } else {
+            char hashed[IO_SHA256_HEX] = "";
             unlink(job->path);
-            job->rc = target_get_file(target, job->key, job->path, NULL, &job->err);
+            job->rc = target_get_file_hashed(target, job->key, job->path, hashed, NULL, &job->err);
             job->loose_fetched = job->rc == 0;
             if (job->rc == 0)
-                job->rc = replica_check_file(job);
+                job->rc = replica_check_file(job, hashed);
         }
         /* Not found: compaction may have packed it since the listing; the
          * main thread looks for it in the packs once the others are done. */
@@ -150,7 +155,7 @@ int replica_fetch_all(struct replica_work *work, struct replica_job *jobs, size_
             jobs[i].done = jobs[i].planned = true;
         } else if (rc == 0 && packed) {
             rc = replica_objects_get(work->objects, jobs[i].key, jobs[i].path, true, err);
-            if (rc == 0 && (rc = replica_check_file(&jobs[i])) != 0)
+            if (rc == 0 && (rc = replica_check_file(&jobs[i], NULL)) != 0)
                 error_set(err, rc, "%s", jobs[i].err.message);
             jobs[i].rc = rc;
             jobs[i].done = true;
@@ -177,7 +182,7 @@ int replica_fetch_all(struct replica_work *work, struct replica_job *jobs, size_
         error_clear(&job->err);
         job->rc = replica_objects_get(work->objects, job->key, job->path, true, &job->err);
         if (job->rc == 0)
-            job->rc = replica_check_file(job);
+            job->rc = replica_check_file(job, NULL);
     }
     /* The first failure in list order, not a "stopped" of its neighbours. */
     for (size_t i = 0; i < count && rc == 0; i++)

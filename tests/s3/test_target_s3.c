@@ -91,10 +91,12 @@ static void round_trip(struct target *target, const char *key, size_t size, unsi
     int rc = target_put_file(target, key, source, sha256, NULL, &err);
     if (rc != 0)
         fail_msg("put %s: %s", key, err.message);
-    rc = target_get_file(target, key, copy, NULL, &err);
+    char hashed[IO_SHA256_HEX] = "";
+    rc = target_get_file_hashed(target, key, copy, hashed, NULL, &err);
     if (rc != 0)
         fail_msg("get %s: %s", key, err.message);
     assert_true(s3_test_same_file(source, copy));
+    assert_string_equal(hashed, sha256); /* the hash of what it wrote */
     struct stat st;
     assert_int_equal(stat(copy, &st), 0);
     assert_int_equal(st.st_mode & 0777, 0600);

@@ -115,8 +115,12 @@ static void round_trip_keeps_bytes_and_private_modes(void **state)
     assert_int_equal(target_put_file(fixture->target, "app/app-1.db.gz", source, NULL, NULL, &err),
                      0);
     unlink(copy);
-    assert_int_equal(target_get_file(fixture->target, "app/app-1.db.gz", copy, NULL, &err), 0);
+    char hashed[IO_SHA256_HEX] = "";
+    assert_int_equal(
+        target_get_file_hashed(fixture->target, "app/app-1.db.gz", copy, hashed, NULL, &err), 0);
     assert_true(same_file(source, copy));
+    assert_int_equal(archive_sha256_file(copy, sha256, &err), 0);
+    assert_string_equal(hashed, sha256); /* the hash of what it wrote */
 }
 
 static void listing_filters_by_prefix_and_skips_temp_files(void **state)
