@@ -6,12 +6,12 @@
  * generation, the delta reaching furthest that can be applied over what
  * is applied so far (its first generation at or before the next one
  * needed), never into the generation of T itself, which is cut at T's
- * commit from its segments. Each delta chosen is downloaded and checked
- * (SHA-256 and size from its manifest) before any generation is planned
- * without it: one that is missing, damaged or unreadable is reported and
- * the restore goes on with the segments it stands for, which are kept for
- * the same window. Applied after the base: each page written at its place,
- * the file cut to the delta's db_pages.
+ * commit from its segments. The deltas chosen are downloaded together
+ * and checked (SHA-256 and size from their manifests) before any
+ * generation is planned without them: one that is missing, damaged or
+ * unreadable is reported and the restore goes on with the segments it
+ * and the deltas after it stand for, which are kept for the same window. Applied after the base:
+ * each page written at its place, the file cut to the delta's db_pages.
  */
 #include "restore/replica_internal.h"
 
@@ -129,18 +129,47 @@ static int replica_delta_manifest(struct replica_work *work, const struct replic
     return rc;
 }
 
-/* Downloads the delta and checks it against its manifest. */
-static int replica_delta_fetch(struct replica_work *work, struct replica_delta *delta,
-                               struct error *err)
+/* Downloads the chosen deltas together (a few at a time, as segments
+ * are) and checks each against its manifest. The chain holds up to the
+ * first that fails, which is reported: its generations, and those of the
+ * deltas after it, are replayed from their segments, which stay for the
+ * same window. */
+static int replica_deltas_fetch(struct replica_work *work, struct error *err)
 {
-    struct replica_job job = {.sha256 = delta->manifest.sha256,
-                              .size = (int64_t)delta->manifest.size};
-    snprintf(job.key, sizeof job.key, "%s", delta->key);
-    replica_temp_path(work, "delta", delta->path);
-    snprintf(job.path, sizeof job.path, "%s", delta->path);
-    int rc = replica_fetch_all(work, &job, 1, err);
-    if (rc != 0)
-        unlink(delta->path);
+    struct replica_job *jobs = calloc(work->delta_count, sizeof *jobs);
+    if (!jobs)
+        return error_set(err, -ENOMEM, "out of memory");
+    for (size_t k = 0; k < work->delta_count; k++) {
+        struct replica_delta *delta = &work->deltas[k];
+        replica_temp_path(work, "delta", delta->path);
+        snprintf(jobs[k].key, sizeof jobs[k].key, "%s", delta->key);
+        snprintf(jobs[k].path, sizeof jobs[k].path, "%s", delta->path);
+        jobs[k].sha256 = delta->manifest.sha256;
+        jobs[k].size = (int64_t)delta->manifest.size;
+    }
+    struct error first = {0};
+    int rc = replica_fetch_all(work, jobs, work->delta_count, &first);
+    /* The first that failed (a failure cancels the downloads in flight,
+     * which may be of deltas before it: they go too). */
+    size_t usable = 0, failed = 0;
+    while (usable < work->delta_count && jobs[usable].rc == 0)
+        usable++;
+    while (failed < work->delta_count && (jobs[failed].rc >= 0 || jobs[failed].rc == -ECANCELED))
+        failed++;
+    if (rc == -ECANCELED || (rc != 0 && failed == work->delta_count)) {
+        error_set(err, rc, "%s", first.message);
+    } else if (rc != 0) {
+        const struct format_delta *m = &work->deltas[failed].manifest;
+        log_event(LOG_WARNING, work->request->database, "restore",
+                  "page delta of generations %" PRIu32 "..%" PRIu32
+                  " not used (%s); its generations are replayed from their segments",
+                  m->first_generation, m->last_generation, jobs[failed].err.message);
+        rc = 0;
+    }
+    for (size_t k = usable; k < work->delta_count; k++)
+        unlink(work->deltas[k].path);
+    work->delta_count = usable;
+    free(jobs);
     return rc;
 }
 
@@ -179,8 +208,6 @@ int replica_plan_deltas(struct replica_work *work, uint32_t base, uint32_t chose
                 (work->delta_count ? work->deltas[0].manifest.page_size : delta.manifest.page_size))
             got = error_set(&why, -EBADMSG, "%s: page size %u, the delta before it %u", delta.key,
                             delta.manifest.page_size, work->deltas[0].manifest.page_size);
-        if (got == 0 && !work->request->plan_only)
-            got = replica_delta_fetch(work, &delta, &why);
         if (got == -ECANCELED) {
             rc = error_set(err, got, "%s", why.message);
             break;
@@ -196,7 +223,6 @@ int replica_plan_deltas(struct replica_work *work, uint32_t base, uint32_t chose
         struct replica_delta *grown =
             realloc(work->deltas, (work->delta_count + 1) * sizeof *grown);
         if (!grown) {
-            unlink(delta.path);
             rc = error_set(err, -ENOMEM, "out of memory");
             break;
         }
@@ -209,6 +235,8 @@ int replica_plan_deltas(struct replica_work *work, uint32_t base, uint32_t chose
         inside = false;
     }
     free(listed);
+    if (rc == 0 && work->delta_count && !work->request->plan_only)
+        rc = replica_deltas_fetch(work, err);
     /* Their generations' objects stay on the target (a pack's span skips them). */
     for (size_t k = 0; k < work->delta_count && rc == 0; k++)
         if (replica_objects_skip(work->objects, work->deltas[k].covers_from,
