@@ -105,14 +105,35 @@ class ReplicateDeltasTest(ReplicaTestCase):
         self.assertGreaterEqual(len(deltas), 1, f"no page delta shipped:\n{self.agent_log()}")
         reference, _, _ = self.restore_latest("reference.db",
                                               env={"SQLPRODD_RESTORE_DELTAS": "off"})
+
+        def data_of(first, last):
+            return os.path.join(self.offsite, "app", "replica", "deltas",
+                                f"g{first:08d}-g{last:08d}.pages.gz")
+
+        def flip_a_byte(path):
+            with open(path, "r+b") as f:
+                f.seek(os.path.getsize(path) // 2)
+                byte = f.read(1)
+                f.seek(-1, os.SEEK_CUR)
+                f.write(bytes([byte[0] ^ 0xFF]))
+
+        # The last of the chain damaged: the ones before it are still used
+        # (they are downloaded together; one failing stops the others).
+        _, out, _ = self.restore_latest("whole-chain.db")
+        used = re.search(r"; (\d+) page deltas? of \d+ pages through g(\d+)", out)
+        self.assertIsNotNone(used, out)
+        self.assertGreaterEqual(int(used.group(1)), 2, out)
+        later = next(d for d in deltas if d[1] == int(used.group(2)))
+        flip_a_byte(data_of(later[0], later[1]))
+        restored, out, err = self.restore_latest("later-damaged.db")
+        self.assertIn(f"page delta of generations {later[0]}..{later[1]} not used", err)
+        self.assertIn(f"; {int(used.group(1)) - 1} page delta", out)
+        self.assertEqual(sha256(restored), sha256(reference))
+        flip_a_byte(data_of(later[0], later[1]))
+
         first, last, _ = deltas[0]
-        data = os.path.join(self.offsite, "app", "replica", "deltas",
-                            f"g{first:08d}-g{last:08d}.pages.gz")
-        with open(data, "r+b") as f:
-            f.seek(os.path.getsize(data) // 2)
-            byte = f.read(1)
-            f.seek(-1, os.SEEK_CUR)
-            f.write(bytes([byte[0] ^ 0xFF]))
+        data = data_of(first, last)
+        flip_a_byte(data)
         restored, out, err = self.restore_latest("damaged.db")
         self.assertIn(f"page delta of generations {first}..{last} not used", err)
         self.assertIn("sha256", err.lower())
