@@ -676,7 +676,7 @@ static int archive_decode(const char *source, const char *destination, archive_c
     struct archive_sink sink = {
         .fd = files.out, .name = destination, .consume = consume, .context = context};
     if (rc == 0)
-        rc = archive_input_open(&input, files.in, source, &files.digest, keys, err);
+        rc = archive_input_open(&input, files.in, source, result ? &files.digest : NULL, keys, err);
     if (rc == 0)
         rc = archive_is_zstd(&input, &zstd, err);
     if (rc == 0 && zstd)

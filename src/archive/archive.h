@@ -88,7 +88,8 @@ struct archive_keys {
  * A corrupt or truncated archive (or trailing garbage) is -EBADMSG.
  * An age file is decrypted on the way with one of `keys` (NULL: none): one
  * that no key opens is -ENOKEY; one altered or cut short, -EBADMSG; the
- * sha256 is still that of the stored (encrypted) file. Not synced: a
+ * sha256 is still that of the stored (encrypted) file. `result` may be
+ * NULL: nothing is hashed (the caller checked the file). Not synced: a
  * restore syncs the database once, when it is complete (a replica's base
  * is only its first part), and checks its sync's outcome. */
 int archive_decompress(const char *source, const char *destination,

@@ -80,7 +80,7 @@ size_t archive_early_take(struct archive_early *early, enum archive_format forma
 struct archive_input {
     int fd;
     const char *name;
-    struct io_sha256 *digest;
+    struct io_sha256 *digest;        /* NULL: not hashed */
     struct age_decryptor *decryptor; /* NULL: read as stored */
     unsigned char *raw;              /* the decryptor's read buffer */
     unsigned char *plain;            /* plaintext not yet handed out */
