@@ -422,9 +422,16 @@ def measure_run(kind, args, source, run, work, db, s3):
     tool.process.send_signal(signal.SIGTERM)
     tool.process.wait(timeout=60)
     held = target_size(tool.target)[0]
-    restores, reads = [], []
+    # Restores of the replica alternated with snapshot restores of the same
+    # database, each after a sync, so that neither pays for the other's
+    # writeback (or the writer's) and the machine's drift hits both alike.
+    restores, reads, snapshots = [], [], []
+    snapshot = hasattr(tool, "take_snapshot")
+    if snapshot:
+        tool.take_snapshot()
     for attempt in range(args.restores if tool.restore_argv("-") else 0):
         out = os.path.join(work, f"restored-{attempt}.db")
+        os.sync()
         started = time.monotonic()
         done = subprocess.run(tool.restore_argv(out), capture_output=True, text=True,
                               env=tool.environment())
@@ -440,11 +447,9 @@ def measure_run(kind, args, source, run, work, db, s3):
             print(f"  {tool.name}: restore {attempt} holds commit {k}, not {last} "
                   f"(or differs)", file=sys.stderr)
         drop(out)
-    snapshots = []
-    if hasattr(tool, "take_snapshot"):
-        tool.take_snapshot()
-        for attempt in range(args.restores):
+        if snapshot:
             out = os.path.join(work, f"snapshot-{attempt}.db")
+            os.sync()
             started = time.monotonic()
             subprocess.run(tool.snapshot_argv(out), check=True, capture_output=True,
                            env=tool.environment())
