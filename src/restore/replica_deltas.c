@@ -10,8 +10,9 @@
  * and checked (SHA-256 and size from their manifests) before any
  * generation is planned without them: one that is missing, damaged or
  * unreadable is reported and the restore goes on with the segments it
- * and the deltas after it stand for, which are kept for the same window. Applied after the base:
- * each page written at its place, the file cut to the delta's db_pages.
+ * and the deltas after it stand for, which are kept for the same window.
+ * Applied after the base: each page written at its place, the file cut to
+ * the delta's db_pages.
  */
 #include "restore/replica_internal.h"
 
