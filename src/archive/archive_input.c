@@ -79,9 +79,8 @@ static ssize_t input_read_stored(struct archive_input *input, void *buffer, size
     ssize_t got = io_read_full(input->fd, buffer, size);
     if (got < 0)
         return error_set(err, (int)got, "cannot read %s: %s", input->name, strerror((int)-got));
-    if (got > 0)
-        if (input->digest)
-            io_sha256_update(input->digest, buffer, (size_t)got);
+    if (got > 0 && input->digest)
+        io_sha256_update(input->digest, buffer, (size_t)got);
     input->stored_bytes += got;
     return got;
 }
