@@ -36,6 +36,8 @@ and worst, the baseline of the second table. Then for each tool and each run
   bench/replicate.py --quick         64 MiB, 30 s, for trying it
   bench/replicate.py --base 256 --minutes 2 --rate 1000 --runs 3
   bench/replicate.py --target s3 ... both tools to the loopback S3 server
+  bench/replicate.py --only alone,sqlprodd --runs 5 --restores 0 --base 256
+      --minutes 3 --delta-every 1m   the application's p99: five interleaved pairs
 
 --target dir (the default) replicates to a directory on local disk (sqlprodd's
 `dir` target, Litestream's `file` replica); --target s3 to the S3 test server
@@ -527,7 +529,10 @@ def main():
                         help="restores (and snapshot restores) after each run (--runs)")
     parser.add_argument("--quick", action="store_true", help="64 MiB, 0.5 min")
     parser.add_argument("--keep", action="store_true", help="keep the work directories")
-    parser.add_argument("--only", choices=("alone", "sqlprodd", "litestream"))
+    parser.add_argument("--only", metavar="TOOLS",
+                        help="a comma-separated subset of alone,sqlprodd,litestream, run in "
+                             "that order within each run (alone,sqlprodd --runs 5 gives five "
+                             "interleaved pairs for the application's latency)")
     parser.add_argument("--target", choices=("dir", "s3"), default="dir",
                         help="a directory on local disk (dir), or the loopback S3 server (s3)")
     parser.add_argument("--no-compact", action="store_true",
@@ -549,7 +554,12 @@ def main():
     generate_database(source, args.base * 1048576)
     tools = [Alone, Sqlprodd, Litestream]
     if args.only:
-        tools = [t for t in tools if t.__name__.lower() == args.only]
+        names = args.only.split(",")
+        unknown = [n for n in names if n not in ("alone", "sqlprodd", "litestream")]
+        if unknown or not names:
+            parser.error(f"--only: {','.join(unknown) or 'nothing'} is not one of "
+                         "alone, sqlprodd, litestream")
+        tools = [t for t in tools if t.__name__.lower() in names]
     results = {t.__name__: [] for t in tools}
     for run in range(1, args.runs + 1):
         for tool in tools:  # one after the other: Litestream's read lock would pin our WAL
@@ -581,13 +591,29 @@ def main():
              + (", sqlprodd with compact = false" if args.no_compact else "")
              + (f", the server at nice {args.server_nice}" if args.server_nice else "")
              + f"; medians of {args.runs} runs")
-    table(f"replication: {where}",
-          ["tool", "tx/s", "delay p50", "delay p99", "unmarked", "WAL median", "WAL max",
-           "peak RSS", "restore", "snapshot restore, ratio", "put/day", "held", "held/day", "restore reads", "target",
-           "uploaded"],
-          rows)
+    if rows:
+        table(f"replication: {where}",
+              ["tool", "tx/s", "delay p50", "delay p99", "unmarked", "WAL median", "WAL max",
+               "peak RSS", "restore", "snapshot restore, ratio", "put/day", "held", "held/day",
+               "restore reads", "target", "uploaded"],
+              rows)
     table(f"the application's COMMIT latency (BEGIN to COMMIT returned): {where}",
           ["beside", "tx/s", "p50", "p99", "worst", "errors"], app_rows)
+    if "Alone" in results and len(results) > 1:
+        # Each run's p99 beside a tool over the p99 alone in the same run: the
+        # pairs were run one after the other, so a slow spell of the machine
+        # moves both sides of a pair, not one side of the median.
+        pair_rows = []
+        for name, runs in results.items():
+            if name == "Alone":
+                continue
+            ratios = [r["app_p99"] / a["app_p99"] for r, a in zip(runs, results["Alone"])]
+            pair_rows.append([name, str(len(ratios)), f"{statistics.median(ratios):.2f}x",
+                              f"{min(ratios):.2f}-{max(ratios):.2f}x",
+                              " ".join(f"{x:.2f}" for x in ratios)])
+        table("the application's p99 beside each tool over its p99 alone, run by run "
+              "(target: at most 1.10x)", ["beside", "pairs", "median", "spread", "each pair"],
+              pair_rows)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 
 #include "core/fsutil.h"
 #include "core/io.h"
+#include "core/units.h"
 
 /* SQLite calls this every N virtual-machine steps; non-zero interrupts the
  * statement with SQLITE_INTERRUPT, which is how SIGTERM aborts a job. */
@@ -324,8 +326,138 @@ int database_commit_without_fsync_in_wal(sqlite3 *connection, struct error *err)
     return database_exec(connection, "PRAGMA synchronous=NORMAL", 1, NULL, err);
 }
 
-int database_check(sqlite3 *connection, bool quick, bool *ok, char *result, size_t result_size,
-                   struct error *err)
+/* ---- the check's watcher (database_check_limits) ---- */
+
+#define CHECK_WATCH_INTERVAL_NS 100000000L
+
+enum check_end { CHECK_RUNS, CHECK_STOPPED, CHECK_HELD_THE_WAL };
+
+struct check_watch {
+    sqlite3 *connection;
+    const struct database_check_limits *limits;
+    int64_t wal_bytes_at_start, wal_bytes_at_end;
+    pthread_mutex_t lock;
+    pthread_cond_t finished_changed;
+    bool finished;      /* the check returned: the watcher ends */
+    enum check_end end; /* why the watcher interrupted it */
+};
+
+static int64_t check_watch_wal_bytes(const struct check_watch *watch)
+{
+    struct stat st;
+    return stat(watch->limits->wal_path, &st) == 0 ? (int64_t)st.st_size : 0;
+}
+
+static enum check_end check_watch_look(struct check_watch *watch)
+{
+    const struct database_check_limits *limits = watch->limits;
+    if (limits->stop && *limits->stop)
+        return CHECK_STOPPED;
+    if (limits->wal_path) {
+        int64_t wal = check_watch_wal_bytes(watch);
+        if (wal > limits->wal_limit_bytes && wal > watch->wal_bytes_at_start) {
+            watch->wal_bytes_at_end = wal;
+            return CHECK_HELD_THE_WAL;
+        }
+    }
+    return CHECK_RUNS;
+}
+
+static void *check_watch_run(void *context)
+{
+    struct check_watch *watch = context;
+    pthread_mutex_lock(&watch->lock);
+    while (!watch->finished) {
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_nsec += CHECK_WATCH_INTERVAL_NS;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&watch->finished_changed, &watch->lock, &until);
+        if (watch->finished)
+            break;
+        enum check_end end = check_watch_look(watch);
+        if (end != CHECK_RUNS) {
+            watch->end = end;
+            /* Safe from another thread, and a no-op once the check is done. */
+            sqlite3_interrupt(watch->connection);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&watch->lock);
+    return NULL;
+}
+
+/* Starts the watcher; false if there is nothing to watch or no thread (the
+ * check then runs as SQLite runs it, stopped only between its rows). */
+static bool check_watch_start(struct check_watch *watch, pthread_t *thread)
+{
+    const struct database_check_limits *limits = watch->limits;
+    if (!limits || (!limits->stop && !limits->wal_path))
+        return false;
+    if (limits->wal_path)
+        watch->wal_bytes_at_start = check_watch_wal_bytes(watch);
+    pthread_condattr_t attributes;
+    pthread_condattr_init(&attributes);
+    pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC);
+    pthread_cond_init(&watch->finished_changed, &attributes);
+    pthread_condattr_destroy(&attributes);
+    pthread_mutex_init(&watch->lock, NULL);
+    if (io_thread_start(thread, check_watch_run, watch) == 0)
+        return true;
+    pthread_cond_destroy(&watch->finished_changed);
+    pthread_mutex_destroy(&watch->lock);
+    return false;
+}
+
+static void check_watch_finish(struct check_watch *watch, pthread_t thread)
+{
+    pthread_mutex_lock(&watch->lock);
+    watch->finished = true;
+    pthread_cond_signal(&watch->finished_changed);
+    pthread_mutex_unlock(&watch->lock);
+    pthread_join(thread, NULL);
+    pthread_cond_destroy(&watch->finished_changed);
+    pthread_mutex_destroy(&watch->lock);
+}
+
+static int database_check_rows(sqlite3 *connection, bool quick, bool *ok, char *result,
+                               size_t result_size, struct error *err);
+
+int database_check(sqlite3 *connection, bool quick, const struct database_check_limits *limits,
+                   bool *ok, char *result, size_t result_size, struct error *err)
+{
+    struct check_watch watch = {.connection = connection, .limits = limits};
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    pthread_t thread;
+    bool watched = check_watch_start(&watch, &thread);
+    int rc = database_check_rows(connection, quick, ok, result, result_size, err);
+    if (!watched)
+        return rc;
+    check_watch_finish(&watch, thread);
+    if (rc != -ECANCELED || watch.end != CHECK_HELD_THE_WAL)
+        return rc;
+    struct timespec end;
+    clock_gettime(CLOCK_MONOTONIC, &end);
+    double seconds =
+        (double)(end.tv_sec - start.tv_sec) + (double)(end.tv_nsec - start.tv_nsec) / 1e9;
+    char grown[32], limit[32];
+    units_format_size(watch.wal_bytes_at_end, grown, sizeof grown);
+    units_format_size(limits->wal_limit_bytes, limit, sizeof limit);
+    *ok = false;
+    result[0] = '\0';
+    return error_set(err, -EAGAIN,
+                     "%s given up after %.1f s: %s grew to %s meanwhile (over %s), as no "
+                     "checkpoint can pass a read transaction",
+                     quick ? "quick_check" : "integrity_check", seconds, limits->wal_path, grown,
+                     limit);
+}
+
+static int database_check_rows(sqlite3 *connection, bool quick, bool *ok, char *result,
+                               size_t result_size, struct error *err)
 {
     const char *sql = quick ? "PRAGMA quick_check(10)" : "PRAGMA integrity_check(10)";
     sqlite3_stmt *statement = NULL;

@@ -56,9 +56,24 @@ int database_query_text(sqlite3 *connection, const char *sql, char *out, size_t 
  * could corrupt the file on a power loss. */
 int database_commit_without_fsync_in_wal(sqlite3 *connection, struct error *err);
 
+/* What may end a check early. SQLite calls no progress handler while it
+ * walks the b-trees, which is nearly all of a check (2.6 s without a call
+ * on a 128 MiB file), so a thread of the check's own looks every 100 ms and
+ * interrupts it. */
+struct database_check_limits {
+    const volatile sig_atomic_t *stop; /* set: -ECANCELED */
+    /* A check is one read transaction: while it runs, the application's WAL
+     * cannot be checkpointed past it and grows with every commit. With
+     * wal_path set, the check gives up (-EAGAIN, saying how far the file
+     * grew and in how long) once that file is larger than wal_limit_bytes
+     * and than it was when the check began. */
+    const char *wal_path;
+    int64_t wal_limit_bytes;
+};
+
 /* Runs integrity_check (quick = false) or quick_check; *ok tells the verdict,
- * `result` gets "ok" or the first problems reported. */
-int database_check(sqlite3 *connection, bool quick, bool *ok, char *result, size_t result_size,
-                   struct error *err);
+ * `result` gets "ok" or the first problems reported. `limits` may be NULL. */
+int database_check(sqlite3 *connection, bool quick, const struct database_check_limits *limits,
+                   bool *ok, char *result, size_t result_size, struct error *err);
 
 #endif

@@ -229,8 +229,8 @@ static int backup_verify(struct job_context *context, const struct backup_paths 
     struct fingerprint fingerprint;
     int rc = database_open_path(paths->copy, true, context->stop, &copy, err);
     if (rc == 0)
-        rc = database_check(copy, quick, &ok, manifest->verify_result,
-                            sizeof manifest->verify_result, err);
+        rc = database_check(copy, quick, &(struct database_check_limits){.stop = context->stop},
+                            &ok, manifest->verify_result, sizeof manifest->verify_result, err);
     if (rc == 0)
         rc = database_query_int(copy, "PRAGMA page_size", &page_size, err);
     if (rc == 0)

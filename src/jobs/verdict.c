@@ -105,7 +105,7 @@ static void judge_database(struct health_verdict *verdict, const struct config *
                            int64_t wal)
 {
     char fix[ADVICE_MAX], wal_path[PATH_MAX + 8], holders[ADVICE_MAX];
-    if (!found->check_ok)
+    if (!found->check_ok && !found->check_given_up)
         verdict_add(
             verdict, UNHEALTHY,
             "%s found corruption (%.200s): stop the application and restore the newest backup "

@@ -20,8 +20,9 @@
 /* What the database looked like. */
 struct health_inspection {
     char journal_mode[32];
-    char check[512];
+    char check[512]; /* the check's words, or why it was given up */
     bool check_ok, full_check;
+    bool check_given_up; /* it would have held the WAL past its limit */
     int64_t page_count, freelist, page_size, auto_vacuum;
 };
 

@@ -122,7 +122,8 @@ int backup_restore_check_file(const char *path, bool full, const volatile sig_at
     bool ok = false;
     int rc = database_open_path(path, true, stop, &connection, err);
     if (rc == 0)
-        rc = database_check(connection, !full, &ok, found, sizeof found, err);
+        rc = database_check(connection, !full, &(struct database_check_limits){.stop = stop}, &ok,
+                            found, sizeof found, err);
     sqlite3_close(connection);
     snprintf(result, result_size, "%s %s", method, found);
     if (rc == 0 && !ok)

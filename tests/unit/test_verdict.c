@@ -106,6 +106,27 @@ static void corruption_is_unhealthy_and_names_restore(void **unused)
     assert_non_null(strstr(verdict.reasons, "`sqlprodd restore app --to /srv/app.db --force`"));
 }
 
+/* A quick_check given up because it would hold the WAL (database_check
+ * limits) found nothing: no corruption is claimed, and the standing verdict
+ * of the last full check still counts. */
+static void check_given_up_is_no_corruption(void **unused)
+{
+    (void)unused;
+    measure.found.check_ok = false;
+    measure.found.check_given_up = true;
+    snprintf(measure.found.check, sizeof measure.found.check,
+             "quick_check given up after 6.1 s: /srv/app.db-wal grew to 50.1 MiB meanwhile");
+    judge();
+    assert_int_equal(verdict.level, HEALTHY);
+    assert_null(strstr(verdict.reasons, "corruption"));
+
+    snprintf(measure.integrity_problem, sizeof measure.integrity_problem,
+             "integrity_check of a backup copy at 2026-12-05 found corruption (row 7 missing)");
+    judge();
+    assert_int_equal(verdict.level, UNHEALTHY);
+    assert_non_null(strstr(verdict.reasons, "row 7 missing"));
+}
+
 /* The standing verdict of the last full check, stored by a backup copy's
  * check or an earlier health run, stays until a full check passes. */
 static void integrity_problem_found_earlier_is_unhealthy_until_cleared(void **unused)
@@ -301,6 +322,7 @@ int main(void)
         cmocka_unit_test_setup(wal_past_warn_is_degraded_and_past_crit_unhealthy, set_up),
         cmocka_unit_test_setup(freelist_fix_depends_on_auto_vacuum, set_up),
         cmocka_unit_test_setup(corruption_is_unhealthy_and_names_restore, set_up),
+        cmocka_unit_test_setup(check_given_up_is_no_corruption, set_up),
         cmocka_unit_test_setup(integrity_problem_found_earlier_is_unhealthy_until_cleared, set_up),
         cmocka_unit_test_setup(rollback_journal_is_degraded, set_up),
         cmocka_unit_test_setup(locked_is_degraded_until_locked_crit, set_up),
