@@ -43,9 +43,11 @@ int replica_spool_directory(const char *state_dir, const char *database, char *o
                             struct error *err);
 
 /* Bytes waiting in the spool `spool` (replica_spool_directory) for the
- * target, but the newest base file: a one-time cost of a new generation
- * that a database larger than spool_max needs whatever the bound. What
- * replicate.spool_max bounds. 0 for a missing spool; -errno. */
+ * target, but the newest base file (a one-time cost of a new generation
+ * that a database larger than spool_max needs whatever the bound) and page
+ * deltas (bounded by the room they find on the disk, delta_room in
+ * shipper.c, and never a reason to break). What replicate.spool_max bounds.
+ * 0 for a missing spool; -errno. */
 int64_t replica_spool_bytes(const char *spool);
 
 /* What a restore from the target would lose now, in ms: 0 when every
