@@ -142,7 +142,7 @@ class HealthWalBoundTest(AgentTestCase):
         stopper.start()
         self.addCleanup(stopper.join)
         self.addCleanup(writer.kill)
-        self.evict_while_running(every=0.1)
+        self.evict_while_running(every=1.0)
         agent = self.start_agent()
         [line] = self.wait_running(agent, lambda: self.health_lines()[:1], "a health run")
         self.assertNotIn("given up", line)
