@@ -213,6 +213,7 @@ class Tool:
 
 class Sqlprodd(Tool):
     delta_every = None  # replicate.delta_every (--delta-every); None: the agent's default
+    deltas = True  # replicate.deltas (--no-deltas)
 
     def configure(self):
         self.config = os.path.join(self.work, "sqlprodd.conf")
@@ -224,7 +225,8 @@ class Sqlprodd(Tool):
                 databases = ( {{ name = "app"; path = "{self.db}";
                   replicate = {{ target = "offsite"; interval = "1s"; snapshot_every = "1d";
                                 window = "7d"; compact = {"true" if self.compact else "false"};
-                                {f'delta_every = "{self.delta_every}";' if self.delta_every else ""} }};
+                                {f'delta_every = "{self.delta_every}";' if self.delta_every else ""}
+                                {"" if self.deltas else "deltas = false;"} }};
                 }} );
                 """))
 
@@ -535,6 +537,8 @@ def main():
                              "interleaved pairs for the application's latency)")
     parser.add_argument("--target", choices=("dir", "s3"), default="dir",
                         help="a directory on local disk (dir), or the loopback S3 server (s3)")
+    parser.add_argument("--no-deltas", action="store_true",
+                        help="sqlprodd with replicate.deltas = false (what page deltas cost)")
     parser.add_argument("--no-compact", action="store_true",
                         help="sqlprodd with replicate.compact = false (what compaction costs)")
     parser.add_argument("--delta-every", metavar="DURATION",
@@ -545,6 +549,7 @@ def main():
     args = parser.parse_args()
     Tool.compact = not args.no_compact
     Sqlprodd.delta_every = args.delta_every
+    Sqlprodd.deltas = not args.no_deltas
     if args.quick:
         args.base, args.minutes = 64, 0.5
     if args.restores is None:
@@ -589,6 +594,7 @@ def main():
              + ("dir target on local disk" if args.target == "dir"
                 else "the loopback S3 server (tests/s3)")
              + (", sqlprodd with compact = false" if args.no_compact else "")
+             + (", sqlprodd with deltas = false" if args.no_deltas else "")
              + (f", the server at nice {args.server_nice}" if args.server_nice else "")
              + f"; medians of {args.runs} runs")
     if rows:
