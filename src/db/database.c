@@ -328,7 +328,7 @@ int database_commit_without_fsync_in_wal(sqlite3 *connection, struct error *err)
 
 /* ---- the check's watcher (database_check_limits) ---- */
 
-#define CHECK_WATCH_INTERVAL_NS 100000000L
+#define CHECK_WATCH_INTERVAL_MS 100
 
 enum check_end { CHECK_RUNS, CHECK_STOPPED, CHECK_HELD_THE_WAL };
 
@@ -368,13 +368,10 @@ static void *check_watch_run(void *context)
     struct check_watch *watch = context;
     pthread_mutex_lock(&watch->lock);
     while (!watch->finished) {
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_nsec += CHECK_WATCH_INTERVAL_NS;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        /* The condition waits on CLOCK_MONOTONIC, which io_monotonic_ms reads. */
+        int64_t until_ms = io_monotonic_ms() + CHECK_WATCH_INTERVAL_MS;
+        struct timespec until = {.tv_sec = until_ms / 1000,
+                                 .tv_nsec = (long)(until_ms % 1000) * 1000000};
         pthread_cond_timedwait(&watch->finished_changed, &watch->lock, &until);
         if (watch->finished)
             break;
@@ -430,8 +427,7 @@ int database_check(sqlite3 *connection, bool quick, const struct database_check_
                    bool *ok, char *result, size_t result_size, struct error *err)
 {
     struct check_watch watch = {.connection = connection, .limits = limits};
-    struct timespec start;
-    clock_gettime(CLOCK_MONOTONIC, &start);
+    int64_t start_ms = io_monotonic_ms();
     pthread_t thread;
     bool watched = check_watch_start(&watch, &thread);
     int rc = database_check_rows(connection, quick, ok, result, result_size, err);
@@ -440,10 +436,7 @@ int database_check(sqlite3 *connection, bool quick, const struct database_check_
     check_watch_finish(&watch, thread);
     if (rc != -ECANCELED || watch.end != CHECK_HELD_THE_WAL)
         return rc;
-    struct timespec end;
-    clock_gettime(CLOCK_MONOTONIC, &end);
-    double seconds =
-        (double)(end.tv_sec - start.tv_sec) + (double)(end.tv_nsec - start.tv_nsec) / 1e9;
+    double seconds = (double)(io_monotonic_ms() - start_ms) / 1000.0;
     char grown[32], limit[32];
     units_format_size(watch.wal_bytes_at_end, grown, sizeof grown);
     units_format_size(limits->wal_limit_bytes, limit, sizeof limit);
