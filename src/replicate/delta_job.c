@@ -61,17 +61,18 @@ static int delta_output_names(struct delta_job *job, const struct delta_pages *p
 {
     char name[FORMAT_DELTA_NAME_SIZE];
     format_delta_name(p->first_generation, p->last_generation, name);
-    const char *suffix = job->recipients.count ? ".pages.gz" SEALED_SUFFIX : ".pages.gz";
+    const char *suffix =
+        job->recipients.count ? FORMAT_DELTA_PAGES SEALED_SUFFIX : FORMAT_DELTA_PAGES;
     if (snprintf(o->data, sizeof o->data, "%s/%s%s", job->spool, name, suffix) >=
             (int)sizeof o->data ||
-        snprintf(o->manifest, sizeof o->manifest, "%s/%s.pages.json", job->spool, name) >=
-            (int)sizeof o->manifest)
+        snprintf(o->manifest, sizeof o->manifest, "%s/%s" FORMAT_DELTA_MANIFEST, job->spool,
+                 name) >= (int)sizeof o->manifest)
         return error_set(err, -ENAMETOOLONG, "%s: spool path too long", job->spool);
     int rc = format_delta_key(o->data_key, sizeof o->data_key, job->database, p->first_generation,
                               p->last_generation, suffix, err);
     if (rc == 0)
         rc = format_delta_key(o->manifest_key, sizeof o->manifest_key, job->database,
-                              p->first_generation, p->last_generation, ".pages.json", err);
+                              p->first_generation, p->last_generation, FORMAT_DELTA_MANIFEST, err);
     return rc;
 }
 

@@ -168,6 +168,9 @@ void format_index_free(struct format_index *index);
  * Never packed; deleted when B leaves the window.
  */
 #define FORMAT_DELTA_NAME_SIZE 24 /* "g00000001-g00000009" and NUL */
+#define FORMAT_DELTA_PAGES     ".pages.gz" /* then SEALED_SUFFIX when sealed */
+#define FORMAT_DELTA_MANIFEST  ".pages.json"
+#define FORMAT_DELTA_MARK      ".pages." /* in both names, and in no other object's */
 
 struct format_delta {
     uint32_t first_generation, last_generation;

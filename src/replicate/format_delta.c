@@ -86,7 +86,7 @@ char *format_delta_encode(const struct format_delta *d, struct error *err)
     char *text;
     int rc = 0;
     format_delta_name(d->first_generation, d->last_generation, name);
-    snprintf(object, sizeof object, "%s.pages.json", name);
+    snprintf(object, sizeof object, "%s" FORMAT_DELTA_MANIFEST, name);
     if (format_delta_check(d, object, err) < 0)
         return NULL;
     json_t *root = json_object();

@@ -170,10 +170,10 @@ static int sweep(struct replica_uploader *u, uint32_t oldest_kept, size_t *delet
                 continue;
         } else if (strncmp(rest, "deltas/", 7) == 0) {
             /* A delta goes with its last generation: no chain kept needs it. */
-            if ((format_delta_parse(rest + 7, ".pages.json", &first, &generation) != 0 &&
-                 format_delta_parse(rest + 7, ".pages.gz", &first, &generation) != 0 &&
-                 format_delta_parse(rest + 7, ".pages.gz" SEALED_SUFFIX, &first, &generation) !=
-                     0) ||
+            if ((format_delta_parse(rest + 7, FORMAT_DELTA_MANIFEST, &first, &generation) != 0 &&
+                 format_delta_parse(rest + 7, FORMAT_DELTA_PAGES, &first, &generation) != 0 &&
+                 format_delta_parse(rest + 7, FORMAT_DELTA_PAGES SEALED_SUFFIX, &first,
+                                    &generation) != 0) ||
                 generation >= oldest_kept)
                 continue;
         } else {

@@ -45,7 +45,7 @@ static void replica_deltas_listed(const struct target_listing *listing, const ch
     for (size_t i = 0; i < listing->count; i++) {
         const char *key = listing->objects[i].key;
         if (strncmp(key, prefix, length) == 0 &&
-            format_delta_parse(key + length, ".pages.json", &first, &last) == 0)
+            format_delta_parse(key + length, FORMAT_DELTA_MANIFEST, &first, &last) == 0)
             out[n++] = (struct replica_delta_listed){.first = first, .last = last};
     }
     for (size_t i = 0; i < listing->count; i++) {
@@ -53,9 +53,9 @@ static void replica_deltas_listed(const struct target_listing *listing, const ch
         bool sealed = false;
         if (strncmp(key, prefix, length) != 0)
             continue;
-        if (format_delta_parse(key + length, ".pages.gz" SEALED_SUFFIX, &first, &last) == 0)
+        if (format_delta_parse(key + length, FORMAT_DELTA_PAGES SEALED_SUFFIX, &first, &last) == 0)
             sealed = true;
-        else if (format_delta_parse(key + length, ".pages.gz", &first, &last) != 0)
+        else if (format_delta_parse(key + length, FORMAT_DELTA_PAGES, &first, &last) != 0)
             continue;
         for (size_t k = 0; k < n; k++)
             if (out[k].first == first && out[k].last == last) {
@@ -106,7 +106,7 @@ static int replica_delta_manifest(struct replica_work *work, const struct replic
     char *text = NULL;
     size_t size = 0;
     int rc = format_delta_key(key, sizeof key, work->request->database, d->first, d->last,
-                              ".pages.json", err);
+                              FORMAT_DELTA_MANIFEST, err);
     if (rc != 0)
         return rc;
     replica_temp_path(work, "delta.json", path);
@@ -122,7 +122,7 @@ static int replica_delta_manifest(struct replica_work *work, const struct replic
         return error_set(err, -EBADMSG, "%s says generations %" PRIu32 "..%" PRIu32, key,
                          m->first_generation, m->last_generation);
     rc = format_delta_key(out->key, sizeof out->key, work->request->database, d->first, d->last,
-                          sealed ? ".pages.gz" SEALED_SUFFIX : ".pages.gz", err);
+                          sealed ? FORMAT_DELTA_PAGES SEALED_SUFFIX : FORMAT_DELTA_PAGES, err);
     if (rc == 0 && (sealed != d->sealed || d->data_size != (int64_t)m->size))
         rc = error_set(err, -EBADMSG, "%s is %lld bytes on target %s%s, its manifest says %llu",
                        out->key, (long long)d->data_size, work->request->target->name,
