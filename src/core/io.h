@@ -88,6 +88,8 @@ int io_sha256_fd(int fd, const struct io_context *io, char hex[IO_SHA256_HEX]);
 /* CLOCK_MONOTONIC in milliseconds: for deadlines and idle times, which a
  * step of the wall clock must neither cut short nor stretch. */
 int64_t io_monotonic_ms(void);
+/* The same clock in microseconds: for how long a lock was held. */
+int64_t io_monotonic_us(void);
 
 /* How the delay is drawn below the backoff ceiling c = min(max, base * 2^doublings):
  * FULL in [0, c] (AWS's "full jitter": many clients of one server spread

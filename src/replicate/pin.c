@@ -136,6 +136,14 @@ bool pin_wal_ends_at(struct pin *pin, uint64_t frame, const uint32_t salt[2])
            index.salt[0] == salt[0] && index.salt[1] == salt[1];
 }
 
+bool pin_wal_restarted_since(struct pin *pin, const uint32_t salt[2])
+{
+    struct wal_index index;
+    int shm = shm_kept_open(pin);
+    return shm >= 0 && wal_index_read(shm, &index) == 0 && index.last_frame > 0 &&
+           (index.salt[0] != salt[0] || index.salt[1] != salt[1]);
+}
+
 bool pin_other_readers(struct pin *pin)
 {
     int shm = shm_kept_open(pin);

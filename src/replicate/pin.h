@@ -61,6 +61,10 @@ void pin_end(struct pin *pin);
  * pin's snapshot ends there. */
 bool pin_wal_ends_at(struct pin *pin, uint64_t frame, const uint32_t salt[2]);
 
+/* Whether the wal-index says the WAL was restarted since the generation
+ * with salts `salt`, and holds a frame of the new one. */
+bool pin_wal_restarted_since(struct pin *pin, const uint32_t salt[2]);
+
 /* Whether another process holds a read mark 1..4: the WAL cannot restart
  * at the next write then, and may restart later, after a writer appended. */
 bool pin_other_readers(struct pin *pin);

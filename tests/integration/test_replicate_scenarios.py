@@ -17,22 +17,37 @@ from replica_case import INTERVAL, RATE, ReplicaTestCase
 from replica_checks import parse_rfc3339, random_instants, restore_many
 from pitr_writer import ReplicaWriter, create
 
+# The share of the application's checkpoints that may find the WAL's frames
+# all held back: those between a generation's end and the pin moving on
+# (at most one watch of the agent, 20 ms, after the WAL restarts).
+IDLE_CHECKPOINTS_AT_MOST = 0.2
+
 
 class ReplicateScenarioTest(ReplicaTestCase):
     def test_application_passive_checkpoints_keep_working(self):
-        """The application's own PASSIVE checkpoints (every 200 commits, and
-        its autocheckpoint) go on; the WAL stays well under wal_warn
-        (100MB by default) and restores stay exact."""
+        """The application's own PASSIVE checkpoints (every 20 commits, and
+        its autocheckpoint) go on and backfill up to the agent's pin; the WAL
+        stays well under wal_warn (100MB by default) and restores stay exact.
+
+        Defect 14: the pin of an ended generation sits on read mark 0, which
+        keeps every checkpoint from backfilling anything; until the agent's
+        next round the application's checkpoints then did nothing (and each
+        of its autocheckpoints sorted every frame of the WAL first). The
+        agent moves the pin off mark 0 once the WAL has restarted."""
         sizes = []
-        report, _, _ = self.window("dir", checkpoint="passive:200", seconds=12, instants=20,
+        report, _, _ = self.window("dir", checkpoint="passive:20", seconds=12, instants=20,
                                    wal_sizes=sizes, finish=False)
         done = [c for c in report["checkpoints"] if "result" in c]
         self.assertTrue(done, report["checkpoints"][:5])
         self.assertTrue(all(c["result"][0] == 0 for c in done), done[:10])
-        # PASSIVE backfills up to the agent's pin: most frames are checkpointed.
         backfilled = sum(c["result"][2] for c in done) / max(1, sum(c["result"][1] for c in done))
-        print(f"application PASSIVE checkpoints: {len(done)}, share of frames backfilled "
-              f"{backfilled:.0%}, WAL max {max(sizes or [0]) / 1048576:.1f} MiB")
+        # [busy, frames in the WAL, frames backfilled]: frames, none backfilled
+        idle = [c for c in done if c["result"][1] > 0 and c["result"][2] == 0]
+        print(f"application PASSIVE checkpoints: {len(done)}, {len(idle)} of them backfilled "
+              f"nothing; share of frames backfilled {backfilled:.0%}, WAL max "
+              f"{max(sizes or [0]) / 1048576:.1f} MiB")
+        self.assertLess(len(idle), len(done) * IDLE_CHECKPOINTS_AT_MOST,
+                        f"the application's checkpoints backfilled nothing: {idle[:10]}")
         self.assertLess(max(sizes or [0]), 100 * 1024 * 1024)
         self.fail_pending()
 
