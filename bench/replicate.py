@@ -14,7 +14,9 @@ and worst, the baseline of the second table. Then for each tool and each run
     MK<k> first appears. Deletes carry no marker and are not counted.
   - the application's WAL size over time: max and median of the -wal file,
     sampled every 0.5 s (sqlprodd's must stay under wal_warn, 100 MB);
-  - the agent's peak RSS (VmHWM) at the end of the writing;
+  - the agent's peak RSS (VmHWM) at the end of the writing (with --keep,
+    rss.tsv has its RSS and the WAL's size every 0.5 s, to see what made
+    the peak), and its CPU time over the writing's (100 %: one CPU);
   - objects: put (every object that reached the target, packs included,
     scaled to a day), held (on the target when the writing ends), held/day
     (what a day at this pace leaves, before retention: for sqlprodd the
@@ -180,12 +182,30 @@ def unlz4(path):
     return subprocess.run(["lz4", "-dc", path], capture_output=True, check=True).stdout
 
 
-def vm_hwm_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
+def vm_kib(pid, field):
+    """A field of /proc/PID/status in KiB (VmHWM: the peak; VmRSS: now)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field):
+                    return int(line.split()[1])
+    except OSError:
+        pass
     return 0
+
+
+def cpu_seconds(pid):
+    """User and system CPU time of a process, all its threads, so far."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def vm_hwm_kib(pid):
+    return vm_kib(pid, "VmHWM:")
 
 
 def percentile(values, q):
@@ -214,12 +234,13 @@ class Tool:
 class Sqlprodd(Tool):
     delta_every = None  # replicate.delta_every (--delta-every); None: the agent's default
     deltas = True  # replicate.deltas (--no-deltas)
+    log_level = "info"  # --log-level
 
     def configure(self):
         self.config = os.path.join(self.work, "sqlprodd.conf")
         with open(self.config, "w") as f:
             f.write(textwrap.dedent(f"""\
-                state_dir = "{self.work}/state";
+                state_dir = "{self.work}/state"; log_level = "{self.log_level}";
                 defaults = {{ backup = {{ dir = "{self.work}/backups"; }}; }};
                 targets = ( {self.target_config()} );
                 databases = ( {{ name = "app"; path = "{self.db}";
@@ -395,19 +416,25 @@ def measure_run(kind, args, source, run, work, db, s3):
         if tool.process.poll() is not None or time.monotonic() > deadline:
             sys.exit(f"{tool.name} did not start replicating; see {work}")
         time.sleep(0.1)
+    time.sleep(args.settle)  # the runs alone wait too, for the same page cache and clock
     if tool.process is None:
         return alone_run(tool, args, source, run, work)
     watcher = tool.watcher()
     watcher.start()
     before_objects, before_bytes = target_size(tool.target)
     writer = ReplicaWriter(db, rate=args.rate, extra=["--marker"], seed=run)
-    wal_sizes = []
-    end = time.monotonic() + args.minutes * 60
+    wal_sizes, samples = [], []  # samples: (seconds into the run, agent's RSS KiB, WAL bytes)
+    began, began_wall = time.monotonic(), time.gmtime()
+    cpu_before = cpu_seconds(tool.process.pid)
+    end = began + args.minutes * 60
     while time.monotonic() < end:
         time.sleep(0.5)
-        if os.path.exists(db + "-wal"):
-            wal_sizes.append(os.path.getsize(db + "-wal"))
+        wal = os.path.getsize(db + "-wal") if os.path.exists(db + "-wal") else None
+        if wal is not None:
+            wal_sizes.append(wal)
+        samples.append((time.monotonic() - began, vm_kib(tool.process.pid, "VmRSS:"), wal or 0))
     rss = vm_hwm_kib(tool.process.pid)
+    cpu = (cpu_seconds(tool.process.pid) - cpu_before) / (time.monotonic() - began)
     report = writer.stop()
     after_objects, after_bytes = target_size(tool.target)
     commits = writer.commits()
@@ -418,6 +445,12 @@ def measure_run(kind, args, source, run, work, db, s3):
     watcher.stopping = True
     watcher.join()
     delays = [watcher.first[k] - commits[k][1] for k in commits if k in watcher.first]
+    if args.keep:  # the agent's RSS and the WAL over the run, to find what made the peak
+        with open(os.path.join(work, "rss.tsv"), "w") as f:
+            f.write(f"# seconds, VmRSS KiB, WAL bytes; from "
+                    f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', began_wall)}\n")
+            for at, kib, wal in samples:
+                f.write(f"{at:.1f}\t{kib}\t{wal}\n")
     if args.keep:  # each commit's time and when it was first seen on the target, to look into
         with open(os.path.join(work, "delays.tsv"), "w") as f:
             for k in sorted(commits):
@@ -465,7 +498,11 @@ def measure_run(kind, args, source, run, work, db, s3):
         "p99": percentile(delays, 0.99) if delays else float("nan"),
         "missing": missing,
         "wal_max": max(wal_sizes or [0]), "wal_median": statistics.median(wal_sizes or [0]),
-        "rss": rss, "restore": statistics.median(restores) if restores else float("nan"),
+        "rss": rss,
+        "cpu": cpu,  # the tool's CPU time over the writing's, all its threads
+        # when the sampled RSS was highest, in minutes into the writing
+        "rss_peak_minute": max(samples, key=lambda x: x[1])[0] / 60 if samples else float("nan"),
+        "restore": statistics.median(restores) if restores else float("nan"),
         "snapshot": statistics.median(snapshots) if snapshots else float("nan"),
         "db_bytes": os.path.getsize(db),
         "objects": len(watcher.seen_files),
@@ -543,6 +580,13 @@ def main():
                         help="sqlprodd with replicate.compact = false (what compaction costs)")
     parser.add_argument("--delta-every", metavar="DURATION",
                         help="sqlprodd's replicate.delta_every (default: the agent's default)")
+    parser.add_argument("--settle", type=float, default=0, metavar="SECONDS",
+                        help="wait this long after the tool is up before the writer starts, "
+                             "so that its start (first base, start-up backup) is outside the "
+                             "measured window, as it is in a long run (default 0)")
+    parser.add_argument("--log-level", default="info", metavar="LEVEL",
+                        help="sqlprodd's log_level (debug: how long each reset round held the "
+                             "write lock, in agent.log with --keep)")
     parser.add_argument("--server-nice", type=int, default=0, metavar="N",
                         help="run the S3 server at nice N (19: it gets only the CPU that the "
                              "writer and the tool leave, as a remote server would take none)")
@@ -550,6 +594,7 @@ def main():
     Tool.compact = not args.no_compact
     Sqlprodd.delta_every = args.delta_every
     Sqlprodd.deltas = not args.no_deltas
+    Sqlprodd.log_level = args.log_level
     if args.quick:
         args.base, args.minutes = 64, 0.5
     if args.restores is None:
@@ -581,7 +626,7 @@ def main():
         rows.append([name, f"{med('rate'):.0f}", f"{med('p50') * 1000:.0f} ms",
                      f"{med('p99') * 1000:.0f} ms", f"{med('missing'):.0f}",
                      mib(med('wal_median')), mib(med('wal_max')),
-                     f"{med('rss') / 1024:.1f} MiB",
+                     f"{med('rss') / 1024:.1f} MiB", f"{med('cpu') * 100:.0f} %",
                      "-" if med('restore') != med('restore') else f"{med('restore'):.1f} s",
                      "-" if med('snapshot') != med('snapshot') else
                      f"{med('snapshot'):.1f} s ({mib(med('db_bytes'))}), "
@@ -596,11 +641,12 @@ def main():
              + (", sqlprodd with compact = false" if args.no_compact else "")
              + (", sqlprodd with deltas = false" if args.no_deltas else "")
              + (f", the server at nice {args.server_nice}" if args.server_nice else "")
+             + (f", the writer started {args.settle:g} s after the tool" if args.settle else "")
              + f"; medians of {args.runs} runs")
     if rows:
         table(f"replication: {where}",
               ["tool", "tx/s", "delay p50", "delay p99", "unmarked", "WAL median", "WAL max",
-               "peak RSS", "restore", "snapshot restore, ratio", "put/day", "held", "held/day",
+               "peak RSS", "CPU", "restore", "snapshot restore, ratio", "put/day", "held", "held/day",
                "restore reads", "target", "uploaded"],
               rows)
     table(f"the application's COMMIT latency (BEGIN to COMMIT returned): {where}",
