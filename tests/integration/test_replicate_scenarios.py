@@ -18,8 +18,11 @@ from replica_checks import parse_rfc3339, random_instants, restore_many
 from pitr_writer import ReplicaWriter, create
 
 # The share of the application's checkpoints that may find the WAL's frames
-# all held back: those between a generation's end and the pin moving on
-# (at most one watch of the agent, 20 ms, after the WAL restarts).
+# all held back: those between a generation's end and the pin moving on (at
+# most one watch of the agent, 20 ms, after the WAL restarts), those of the
+# first second after the base (its pin waits for the first round), and those
+# that met the agent's own checkpoint (busy). Before defect 14 was fixed:
+# every one between a reset round and the next round.
 IDLE_CHECKPOINTS_AT_MOST = 0.2
 
 
@@ -39,15 +42,18 @@ class ReplicateScenarioTest(ReplicaTestCase):
                                    wal_sizes=sizes, finish=False)
         done = [c for c in report["checkpoints"] if "result" in c]
         self.assertTrue(done, report["checkpoints"][:5])
-        self.assertTrue(all(c["result"][0] == 0 for c in done), done[:10])
+        self.assertEqual([c for c in report["checkpoints"] if "error" in c], [])
         backfilled = sum(c["result"][2] for c in done) / max(1, sum(c["result"][1] for c in done))
-        # [busy, frames in the WAL, frames backfilled]: frames, none backfilled
+        # [busy, frames in the WAL, frames backfilled]. Busy: another
+        # checkpoint (the agent's) held the checkpoint lock at that instant,
+        # as SQLite answers any two checkpointers; counted with the idle ones.
+        busy = [c for c in done if c["result"][0] != 0]
         idle = [c for c in done if c["result"][1] > 0 and c["result"][2] == 0]
         print(f"application PASSIVE checkpoints: {len(done)}, {len(idle)} of them backfilled "
-              f"nothing; share of frames backfilled {backfilled:.0%}, WAL max "
+              f"nothing, {len(busy)} busy; share of frames backfilled {backfilled:.0%}, WAL max "
               f"{max(sizes or [0]) / 1048576:.1f} MiB")
-        self.assertLess(len(idle), len(done) * IDLE_CHECKPOINTS_AT_MOST,
-                        f"the application's checkpoints backfilled nothing: {idle[:10]}")
+        self.assertLess(len(set(map(id, idle + busy))), len(done) * IDLE_CHECKPOINTS_AT_MOST,
+                        f"the application's checkpoints backfilled nothing: {(idle + busy)[:10]}")
         self.assertLess(max(sizes or [0]), 100 * 1024 * 1024)
         self.fail_pending()
 
