@@ -450,6 +450,9 @@ static int restore(struct restore_request *request, struct error *err)
                request->db->name, files.unpacked.id,
                files.unpacked.remote ? " (remote)" : " (local)", request->to, (long long)bytes,
                check, mode);
+    if (request->at && files.replica.in_flight)
+        printf("the newest segment on the target has no sidecar yet (it was being uploaded when "
+               "the agent stopped): its commits are not restorable until the agent puts it\n");
     if (replacement.aside[0]) {
         replace_describe_aside(&replacement, aside, sizeof aside);
         printf("the replaced database is kept as %s: remove it once the application works "

@@ -488,6 +488,17 @@ static int replica_list_segments(struct replica_work *work, struct replica_gener
     }
     qsort(g->segments, g->segment_count, sizeof *g->segments, replica_compare_segments);
     replica_merge_listed(g);
+    for (size_t i = 0; i < listing.count; i++) {
+        const char *key = listing.objects[i].key;
+        struct replica_segment probe = {0};
+        if (strncmp(key, prefix, strlen(prefix)) != 0 ||
+            format_segment_parse(key + strlen(prefix), ".wal.json", &probe.start, &probe.end) != 0)
+            continue;
+        struct replica_segment *s = bsearch(&probe, g->segments, g->segment_count,
+                                            sizeof *g->segments, replica_compare_segments);
+        if (s && s->end == probe.end)
+            s->listed_sidecar = true;
+    }
 out:
     target_listing_free(&listing);
     return rc;
@@ -658,6 +669,16 @@ static int replica_plan_segments(struct replica_work *work, struct error *err)
                             g->base_taken_at_ms > 0 &&
                             g->base_taken_at_ms <= work->request->at_ms;
         rc = replica_list_segments(work, g, err);
+        /* The uploader puts a segment, then its sidecar (uploader.h): the
+         * newest segment of all without one was on its way when the agent
+         * stopped or its host died. Its commits are not restorable yet (the
+         * sidecar gives their times), the ones before it are. Anywhere else
+         * a missing sidecar is a gap, and fails below. */
+        if (rc == 0 && last && g->segment_count > 0 &&
+            !g->segments[g->segment_count - 1].listed_sidecar) {
+            g->segment_count--;
+            work->in_flight = true;
+        }
         if (rc == 0 && g->segment_count == 0 && !base_will_do)
             rc = error_set(err, -ENOENT, "generation %s has no segment on target %s (%s%s/wal/)",
                            g->window.name, work->request->target->name, work->prefix,
@@ -861,6 +882,7 @@ int replica_restore(const struct replica_request *request, struct replica_result
     result->db_pages = last->target.db_pages;
     result->generations = work.chain_count;
 out:
+    result->in_flight = work.in_flight;
     result->packs = replica_objects_packs_fetched(work.objects, &result->fetched_bytes);
     result->fetched_bytes += work.fetched_bytes;
     replica_objects_close(work.objects);

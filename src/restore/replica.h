@@ -116,6 +116,7 @@ struct replica_result {
     uint64_t delta_pages;       /* page images they held */
     char deltas_through[32];    /* the last generation they stand for */
     enum replica_apply applied; /* how the generations went into the file */
+    bool in_flight;             /* the newest segment had no sidecar yet, and was left out */
 };
 
 /* Restores request->output as the database was after the last commit seen

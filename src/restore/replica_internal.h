@@ -44,6 +44,7 @@ struct replica_segment {
      * sidecar describes the .age one, the one fetched. */
     bool listed_plain, listed_sealed, sealed;
     int64_t listed_plain_size, listed_sealed_size; /* as the listing says */
+    bool listed_sidecar;                           /* S-E.wal.json listed too (loose or packed) */
 };
 
 struct replica_generation {
@@ -120,6 +121,7 @@ struct replica_work {
     /* Set once the chain failed: a batch still fetched ahead starts no more
      * downloads (those under way end, and their files are removed). */
     volatile sig_atomic_t abandoned;
+    bool in_flight; /* replica_plan_segments left the newest segment out */
 };
 
 /* A temp name beside the output: OUTPUT.replica-N-WHAT.sqlprodd-tmp. Main

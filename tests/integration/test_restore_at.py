@@ -372,6 +372,32 @@ class RestoreAtTest(RestoreAtCase):
         # Before the gap is still restorable.
         self.assert_restored(b, iso(b.commits[2][0]), b.commits[2][0])
 
+    def test_the_newest_segment_without_its_sidecar_is_left_out_and_said(self):
+        """The uploader puts a segment, then its sidecar: the agent stopped (or
+        its host died) between the two leaves the newest segment alone. Its
+        commits are not restorable yet, those before are; the same missing
+        sidecar anywhere else is a gap, named."""
+        b = self.build()
+        for _ in range(12):
+            b.commit()
+        b.ship()
+        segments = b.generations[0]["segments"]
+        newest = b.replica("g00000001", "wal", segments[-1]["name"] + ".wal.json")
+        os.rename(newest, newest + ".aside")
+        result = self.assert_restored(b, "latest", b.commits[8][0])
+        self.assertIn("the newest segment on the target has no sidecar yet", result.stdout)
+        self.assert_restored(b, iso(b.commits[5][0]), b.commits[5][0])
+        # Put back: every commit again, and nothing said.
+        os.rename(newest + ".aside", newest)
+        result = self.assert_restored(b, "latest", b.commits[11][0])
+        self.assertNotIn("no sidecar", result.stdout)
+        # In the middle it is a gap, not a segment on its way.
+        middle = segments[1]["name"]
+        os.unlink(b.replica("g00000001", "wal", middle + ".wal.json"))
+        _, result = self.restore_at("latest", check=1)
+        self.assertIn(f"a segment's sidecar is missing: app/replica/g00000001/wal/{middle}"
+                      ".wal.json is missing", result.stderr)
+
     def test_a_flipped_byte_is_named(self):
         b = self.build()
         for _ in range(9):
