@@ -186,18 +186,16 @@ int io_sha256_fd(int fd, const struct io_context *io, char hex[IO_SHA256_HEX])
     return rc;
 }
 
-int64_t io_monotonic_ms(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-}
-
 int64_t io_monotonic_us(void)
 {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     return (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
+}
+
+int64_t io_monotonic_ms(void)
+{
+    return io_monotonic_us() / 1000;
 }
 
 int64_t io_backoff(int64_t base, int64_t max, int doublings, enum io_jitter jitter)

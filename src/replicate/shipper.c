@@ -677,16 +677,24 @@ static int base_wal_copy(struct replica *r, int fd, uint64_t bytes, const char *
  * backfills what it can; *log_frames and *done as SQLite reports them
  * (both 0 when it could not run). The caller renews the pin before the
  * lock goes. */
-static void unpin_and_checkpoint(struct replica *r, int *log_frames, int *done)
+/* A PASSIVE checkpoint on a connection of its own (the pin's holds a read
+ * transaction, and a checkpoint needs none); *log_frames and *done as
+ * sqlite3_wal_checkpoint_v2 gives them, 0 when it could not run. */
+static void checkpoint_passive(struct replica *r, int *log_frames, int *done)
 {
     *log_frames = *done = 0;
-    pin_end(&r->pin);
     sqlite3 *checkpointer = NULL;
     struct error ignored = {0};
     if (database_open(r->db, false, r->stop, &checkpointer, &ignored) == 0) {
         sqlite3_wal_checkpoint_v2(checkpointer, NULL, SQLITE_CHECKPOINT_PASSIVE, log_frames, done);
         sqlite3_close(checkpointer);
     }
+}
+
+static void unpin_and_checkpoint(struct replica *r, int *log_frames, int *done)
+{
+    pin_end(&r->pin);
+    checkpoint_passive(r, log_frames, done);
 }
 
 /* Still under the write lock: the generation ends at F when the WAL is all
@@ -1341,14 +1349,9 @@ static bool round_quiet_due(struct replica *r, int64_t now_ms)
  */
 static void backfill_before_reset(struct replica *r)
 {
-    if (!pin_renew(&r->pin))
-        return;
-    sqlite3 *checkpointer = NULL;
-    struct error ignored = {0};
-    if (database_open(r->db, false, r->stop, &checkpointer, &ignored) == 0) {
-        sqlite3_wal_checkpoint_v2(checkpointer, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-        sqlite3_close(checkpointer);
-    }
+    int log_frames, done;
+    if (pin_renew(&r->pin))
+        checkpoint_passive(r, &log_frames, &done);
 }
 
 /* Design 2.3 steps 3 and 6, and snapshot_every; then the pin moves on. */
